@@ -1,0 +1,23 @@
+//! xxh3-64 is the checksum of every on-disk structure (WAL records, segment records, manifest, index).
+
+pub fn xxh3(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// Streaming form for scans that must not hold a whole file in memory.
+pub struct Xxh3Stream(xxhash_rust::xxh3::Xxh3);
+
+impl Default for Xxh3Stream {
+    fn default() -> Self {
+        Xxh3Stream(xxhash_rust::xxh3::Xxh3::new())
+    }
+}
+
+impl Xxh3Stream {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes)
+    }
+    pub fn digest(&self) -> u64 {
+        self.0.digest()
+    }
+}

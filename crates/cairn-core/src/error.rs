@@ -1,0 +1,51 @@
+//! The engine's one error type. `code()` gives the stable string that crosses into TypeScript.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("corruption in {file} at offset {offset}: {reason}")]
+    Corruption { file: PathBuf, offset: u64, reason: String },
+    #[error("checksum mismatch in {file} at offset {offset}: expected {expected:#018x}, got {got:#018x}")]
+    ChecksumMismatch { file: PathBuf, offset: u64, expected: u64, got: u64 },
+    #[error("store is poisoned by an earlier write or fsync failure ({0}); reopen it to recover")]
+    Poisoned(String),
+    #[error("store is closed")]
+    Closed,
+    #[error("store directory {0} is locked by another writer")]
+    Locked(PathBuf),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "CAIRN_IO",
+            Error::Corruption { .. } | Error::ChecksumMismatch { .. } => "CAIRN_CORRUPTION",
+            Error::Poisoned(_) => "CAIRN_POISONED",
+            Error::Closed => "CAIRN_CLOSED",
+            Error::Locked(_) => "CAIRN_LOCKED",
+            Error::InvalidArgument(_) => "CAIRN_INVALID_ARGUMENT",
+            Error::NotFound(_) => "CAIRN_NOT_FOUND",
+            Error::AlreadyExists(_) => "CAIRN_ALREADY_EXISTS",
+        }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub fn corruption(file: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Error {
+        Error::Corruption { file: file.into(), offset, reason: reason.into() }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,1 @@
+//! HNSW index (see graph.rs, build.rs, search.rs, persist.rs).

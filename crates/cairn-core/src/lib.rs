@@ -1,0 +1,10 @@
+//! Cairn's storage engine: WAL, checkpointed segment files, manifest, exact and HNSW search.
+//! Pure Rust with no napi; `cairn-node` wraps it.
+
+pub mod checksum;
+pub mod distance;
+pub mod error;
+pub mod hnsw;
+
+pub use distance::Metric;
+pub use error::{Error, Result};
