@@ -8,3 +8,14 @@ pub mod hnsw;
 
 pub use distance::Metric;
 pub use error::{Error, Result};
+pub mod batch;
+pub mod engine;
+pub mod fault;
+pub mod manifest;
+pub mod segment;
+pub mod state;
+pub mod storage;
+pub mod wal;
+
+pub use engine::{Engine, Options, SyncMode};
+pub use wal::recovery::{RecoveryMode, RecoveryReport};

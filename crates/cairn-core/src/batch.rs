@@ -1,0 +1,225 @@
+//! The payload of a WAL batch record: a list of operations applied atomically
+//! (docs/format.md, "Batch payload"). The TypeScript layer encodes it; the engine decodes and
+//! validates every byte before the record is written.
+
+use crate::distance::Metric;
+use crate::error::{Error, Result};
+use crate::wal::record::u32_at;
+
+pub const OP_CREATE_COLLECTION: u8 = 1;
+pub const OP_DROP_COLLECTION: u8 = 2;
+pub const OP_UPSERT: u8 = 3;
+pub const OP_DELETE: u8 = 4;
+
+pub const MAX_NAME_BYTES: usize = 256;
+pub const MAX_DIM: u32 = 65_536;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CollectionSpec {
+    pub name: String,
+    pub dim: u32,
+    pub metric: Metric,
+    pub m: u32,
+    pub ef_construction: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    CreateCollection(CollectionSpec),
+    DropCollection { name: String },
+    Upsert { collection: String, id: String, vector: Vec<f32>, metadata: String },
+    Delete { collection: String, id: String },
+}
+
+/// Names of collections and record ids: non-empty, at most 256 bytes, never path-like.
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidArgument(format!("{what} must not be empty")));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(Error::InvalidArgument(format!("{what} is longer than {MAX_NAME_BYTES} bytes")));
+    }
+    if name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
+        return Err(Error::InvalidArgument(format!("{what} must not contain '/', '\\' or NUL, nor be '.' or '..'")));
+    }
+    Ok(())
+}
+
+pub fn encode(ops: &[Op]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+    for op in ops {
+        match op {
+            Op::CreateCollection(s) => {
+                out.push(OP_CREATE_COLLECTION);
+                put_str16(&mut out, &s.name);
+                out.extend_from_slice(&s.dim.to_le_bytes());
+                out.push(s.metric.code());
+                out.push(0);
+                out.extend_from_slice(&(s.m as u16).to_le_bytes());
+                out.extend_from_slice(&s.ef_construction.to_le_bytes());
+            }
+            Op::DropCollection { name } => {
+                out.push(OP_DROP_COLLECTION);
+                put_str16(&mut out, name);
+            }
+            Op::Upsert { collection, id, vector, metadata } => {
+                out.push(OP_UPSERT);
+                put_str16(&mut out, collection);
+                put_str16(&mut out, id);
+                out.extend_from_slice(&(vector.len() as u32).to_le_bytes());
+                for x in vector {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+                out.extend_from_slice(&(metadata.len() as u32).to_le_bytes());
+                out.extend_from_slice(metadata.as_bytes());
+            }
+            Op::Delete { collection, id } => {
+                out.push(OP_DELETE);
+                put_str16(&mut out, collection);
+                put_str16(&mut out, id);
+            }
+        }
+    }
+    out
+}
+
+fn put_str16(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.buf.len() - self.pos < n {
+            return Err(Error::InvalidArgument(format!("batch payload truncated at byte {}", self.pos)));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32_at(self.take(4)?, 0))
+    }
+    fn str(&mut self, len: usize, what: &str) -> Result<String> {
+        let b = self.take(len)?;
+        String::from_utf8(b.to_vec()).map_err(|_| Error::InvalidArgument(format!("{what} is not valid UTF-8")))
+    }
+    fn name(&mut self, what: &str) -> Result<String> {
+        let len = self.u16()? as usize;
+        let s = self.str(len, what)?;
+        validate_name(what, &s)?;
+        Ok(s)
+    }
+}
+
+/// Decode and validate a payload. Checks everything that does not depend on the store's state:
+/// names, finite vector components, metadata that parses as a JSON object or null.
+pub fn decode(payload: &[u8]) -> Result<Vec<Op>> {
+    let mut c = Cursor { buf: payload, pos: 0 };
+    let count = c.u32()? as usize;
+    let mut ops = Vec::with_capacity(count.min(payload.len()));
+    for i in 0..count {
+        let kind = c.u8()?;
+        let op = match kind {
+            OP_CREATE_COLLECTION => {
+                let name = c.name("collection name")?;
+                let dim = c.u32()?;
+                let metric = Metric::from_code(c.u8()?)
+                    .ok_or_else(|| Error::InvalidArgument("metric must be 'cosine', 'l2' or 'ip'".into()))?;
+                let _reserved = c.u8()?;
+                let m = c.u16()? as u32;
+                let ef_construction = c.u32()?;
+                if dim == 0 || dim > MAX_DIM {
+                    return Err(Error::InvalidArgument(format!("dim must be an integer from 1 to {MAX_DIM}")));
+                }
+                if !(2..=256).contains(&m) {
+                    return Err(Error::InvalidArgument("m must be an integer from 2 to 256".into()));
+                }
+                if ef_construction == 0 {
+                    return Err(Error::InvalidArgument("efConstruction must be a positive integer".into()));
+                }
+                Op::CreateCollection(CollectionSpec { name, dim, metric, m, ef_construction })
+            }
+            OP_DROP_COLLECTION => Op::DropCollection { name: c.name("collection name")? },
+            OP_UPSERT => {
+                let collection = c.name("collection name")?;
+                let id = c.name("id")?;
+                let dim = c.u32()? as usize;
+                let raw = c.take(dim.checked_mul(4).ok_or_else(|| Error::InvalidArgument("vector too long".into()))?)?;
+                let mut vector = Vec::with_capacity(dim);
+                for (j, chunk) in raw.chunks_exact(4).enumerate() {
+                    let x = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                    if !x.is_finite() {
+                        return Err(Error::InvalidArgument(format!(
+                            "records[{i}].vector[{j}] of id '{id}' is not a finite number"
+                        )));
+                    }
+                    vector.push(x);
+                }
+                let meta_len = c.u32()? as usize;
+                let metadata = c.str(meta_len, "metadata")?;
+                match serde_json::from_str::<serde_json::Value>(&metadata) {
+                    Ok(serde_json::Value::Object(_)) | Ok(serde_json::Value::Null) => {}
+                    _ => {
+                        return Err(Error::InvalidArgument(format!(
+                            "records[{i}].metadata of id '{id}' must be a JSON object"
+                        )))
+                    }
+                }
+                Op::Upsert { collection, id, vector, metadata }
+            }
+            OP_DELETE => Op::Delete { collection: c.name("collection name")?, id: c.name("id")? },
+            other => return Err(Error::InvalidArgument(format!("unknown operation kind {other} in batch"))),
+        };
+        ops.push(op);
+    }
+    if c.pos != payload.len() {
+        return Err(Error::InvalidArgument("trailing bytes after batch operations".into()));
+    }
+    Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_round_trip() {
+        let ops = vec![
+            Op::CreateCollection(CollectionSpec { name: "c".into(), dim: 2, metric: Metric::L2, m: 16, ef_construction: 200 }),
+            Op::Upsert { collection: "c".into(), id: "a".into(), vector: vec![1.0, -2.5], metadata: "{\"t\":1}".into() },
+            Op::Delete { collection: "c".into(), id: "a".into() },
+            Op::DropCollection { name: "c".into() },
+        ];
+        assert_eq!(decode(&encode(&ops)).ok(), Some(ops));
+    }
+
+    #[test]
+    fn path_like_names_are_rejected() {
+        for bad in ["", ".", "..", "a/b", "a\\b", "a\0b", &"x".repeat(257)] {
+            assert!(validate_name("id", bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_name("id", &"x".repeat(256)).is_ok());
+    }
+
+    #[test]
+    fn nan_and_bad_metadata_are_rejected() {
+        let nan = vec![Op::Upsert { collection: "c".into(), id: "a".into(), vector: vec![f32::NAN], metadata: "null".into() }];
+        assert!(decode(&encode(&nan)).is_err());
+        let meta = vec![Op::Upsert { collection: "c".into(), id: "a".into(), vector: vec![1.0], metadata: "[1".into() }];
+        assert!(decode(&encode(&meta)).is_err());
+    }
+}

@@ -1,0 +1,814 @@
+//! The store: recovery on open, the commit thread (group commit), checkpoints and close.
+//!
+//! Write path: a caller submits an encoded batch; the commit thread validates it against the
+//! schema, frames it into the WAL, fdatasyncs according to the sync mode, applies it to the
+//! in-memory state and only then completes the caller. So a reader never sees a write that
+//! could still be lost, and a failed write or fsync is never acknowledged.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::batch::{self, CollectionSpec, Op};
+use crate::checksum::xxh3;
+use crate::error::{Error, Result};
+use crate::manifest::{self, Manifest, ManifestCollection};
+use crate::segment::{self, SegmentHeader, SegmentRecord, SegmentWriter, KIND_BASE, KIND_DELTA};
+use crate::state::{Collection, Filter, Hit, Row, SegmentRef, State};
+use crate::storage::{OsStorage, Storage};
+use crate::wal::record::{encode_record, record_len, RECORD_TYPE_BATCH};
+use crate::wal::recovery::{replay, RecoveryMode, RecoveryReport, SkippedRange};
+use crate::wal::writer::{Prealloc, WalWriter};
+use crate::wal::segment_name;
+
+pub const WAL_DIR: &str = "wal";
+pub const ARCHIVE_DIR: &str = "wal-archive";
+pub const DATA_DIR: &str = "data";
+pub const LOCK_FILE: &str = "LOCK";
+
+/// How far a write is durable when its promise resolves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Written to the OS page cache only: survives a process crash, not a power cut.
+    None,
+    /// Concurrent commits share one fdatasync; each completes after the fsync that covers it.
+    /// Survives a power cut.
+    Group,
+    /// Every commit gets its own fdatasync before it completes. Survives a power cut.
+    Always,
+}
+
+impl SyncMode {
+    pub fn parse(s: &str) -> Option<SyncMode> {
+        match s {
+            "none" => Some(SyncMode::None),
+            "group" => Some(SyncMode::Group),
+            "always" => Some(SyncMode::Always),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Options {
+    pub sync: SyncMode,
+    pub recovery: RecoveryMode,
+    pub segment_bytes: u64,
+    pub prealloc: Prealloc,
+    pub storage: Arc<dyn Storage>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync: SyncMode::Group,
+            recovery: RecoveryMode::TolerateTornTail,
+            segment_bytes: 32 << 20,
+            prealloc: Prealloc::Background,
+            storage: Arc::new(OsStorage),
+        }
+    }
+}
+
+pub type CommitCallback = Box<dyn FnOnce(Result<u64>) + Send>;
+
+enum Request {
+    Commit { payload: Vec<u8>, done: CommitCallback },
+    Capture { done: std::sync::mpsc::Sender<Result<Capture>> },
+}
+
+/// What a checkpoint must write, taken by the commit thread at an exact sequence number.
+struct Capture {
+    seq: u64,
+    time_ms: u64,
+    collections: Vec<CapturedCollection>,
+}
+
+struct CapturedCollection {
+    id: u64,
+    spec: CollectionSpec,
+    existing: Vec<SegmentRef>,
+    /// `Some` when this checkpoint writes a file: base (every row) or delta (changed ids).
+    write: Option<(u8, Vec<(String, Option<Row>)>)>,
+}
+
+/// Deltas are merged into a new base once there are this many files.
+const MAX_SEGMENTS_PER_COLLECTION: usize = 8;
+
+struct Queue {
+    requests: VecDeque<Request>,
+    shutdown: bool,
+}
+
+struct Shared {
+    dir: PathBuf,
+    opts: Options,
+    state: RwLock<State>,
+    queue: Mutex<Queue>,
+    queue_cv: Condvar,
+    poisoned: Mutex<Option<String>>,
+    closed: AtomicBool,
+    last_seq: AtomicU64,
+    manifest: Mutex<Manifest>,
+    checkpoint_lock: Mutex<()>,
+}
+
+pub struct Engine {
+    shared: Arc<Shared>,
+    commit_thread: Mutex<Option<JoinHandle<()>>>,
+    lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
+    report: RecoveryReport,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub dim: u32,
+    pub metric: &'static str,
+    pub m: u32,
+    pub ef_construction: u32,
+    pub count: usize,
+}
+
+impl Engine {
+    pub fn open(dir: &Path, opts: Options) -> Result<Engine> {
+        let storage = opts.storage.clone();
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| Error::io(p, e)
+        };
+        for sub in [WAL_DIR, ARCHIVE_DIR, DATA_DIR] {
+            storage.create_dir_all(&dir.join(sub)).map_err(io(&dir.join(sub)))?;
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let guard = storage.lock(&lock_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Locked(dir.to_path_buf()),
+            _ => Error::io(&lock_path, e),
+        })?;
+
+        let mut report = RecoveryReport::default();
+        let manifest = match manifest::load(storage.as_ref(), dir)? {
+            Some(m) => m,
+            None => {
+                let wal_names = storage.list(&dir.join(WAL_DIR)).map_err(io(&dir.join(WAL_DIR)))?;
+                let data_names = storage.list(&dir.join(DATA_DIR)).map_err(io(&dir.join(DATA_DIR)))?;
+                if wal_names.iter().any(|n| n.ends_with(".wal")) || data_names.iter().any(|n| n.ends_with(".seg")) {
+                    return Err(Error::corruption(dir.join(manifest::MANIFEST_FILE), 0, "MANIFEST is missing but the store has data"));
+                }
+                let m = Manifest::default();
+                // durability: the new subdirectories must exist after a power cut.
+                storage.sync_dir(dir).map_err(io(dir))?;
+                manifest::store(storage.as_ref(), dir, &m)?;
+                m
+            }
+        };
+        report.checkpoint_seq = manifest.checkpoint_seq;
+        let mut state = load_checkpoint(storage.as_ref(), dir, &manifest, opts.recovery, &mut report)?;
+
+        let wal_dir = dir.join(WAL_DIR);
+        let replayed = replay(storage.as_ref(), &wal_dir, manifest.checkpoint_seq, opts.recovery, &mut report, |seq, time, payload| {
+            let ops = batch::decode(payload)?;
+            state.apply(seq, time, ops)
+        })?;
+        let skip = opts.recovery == RecoveryMode::SkipCorrupt;
+        if let Some(clean) = manifest.clean_shutdown_seq {
+            let problem = if replayed.last_seq != clean {
+                Some(format!("store was closed cleanly at seq {clean} but the WAL ends at seq {}", replayed.last_seq))
+            } else if report.torn_tail.is_some() {
+                Some("store was closed cleanly but its last WAL segment ends in invalid bytes".to_string())
+            } else {
+                None
+            };
+            if let Some(reason) = problem {
+                let file = replayed.segments.last().map_or_else(|| wal_dir.clone(), |s| s.path.clone());
+                if !skip {
+                    return Err(Error::corruption(file, 0, reason));
+                }
+                report.skipped.push(SkippedRange {
+                    file: file.display().to_string(),
+                    offset: 0,
+                    from_seq: replayed.last_seq + 1,
+                    to_seq: Some(clean),
+                    reason,
+                });
+            }
+        }
+        if let Some((path, offset)) = &replayed.truncate {
+            let f = storage.open(path).map_err(io(path))?;
+            f.set_len(*offset).map_err(io(path))?;
+            f.sync_data().map_err(io(path))?;
+        }
+        state.last_seq = state.last_seq.max(replayed.last_seq).max(manifest.checkpoint_seq);
+        state.last_time_ms = state.last_time_ms.max(replayed.last_time_ms).max(manifest.checkpoint_time_ms);
+        let next_seq = state.last_seq + 1;
+
+        // An empty last segment would collide with the one we start now; it holds nothing.
+        if let Some(last) = replayed.segments.last() {
+            if last.first_seq == next_seq {
+                storage.remove(&last.path).map_err(io(&last.path))?;
+            }
+        }
+        archive_segments(storage.as_ref(), dir, manifest.checkpoint_seq)?;
+        remove_orphan_data(storage.as_ref(), dir, &manifest)?;
+        let writer = WalWriter::create(storage.clone(), &wal_dir, next_seq, opts.segment_bytes, opts.prealloc)?;
+
+        let mut manifest = manifest;
+        if manifest.clean_shutdown_seq.is_some() {
+            // From here on a crash must not look like a clean close.
+            manifest.clean_shutdown_seq = None;
+            manifest::store(storage.as_ref(), dir, &manifest)?;
+        }
+        let schema = state.collections.values().map(|c| (c.spec.name.clone(), c.spec.dim)).collect();
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            opts: opts.clone(),
+            last_seq: AtomicU64::new(state.last_seq),
+            state: RwLock::new(state),
+            queue: Mutex::new(Queue { requests: VecDeque::new(), shutdown: false }),
+            queue_cv: Condvar::new(),
+            poisoned: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            manifest: Mutex::new(manifest),
+            checkpoint_lock: Mutex::new(()),
+        });
+        let thread_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("cairn-commit".into())
+            .spawn(move || CommitThread { shared: thread_shared, writer, schema }.run())
+            .map_err(|e| Error::io(dir, e))?;
+        let engine = Engine { shared, commit_thread: Mutex::new(Some(handle)), lock: Mutex::new(Some(guard)), report };
+        if skip && (!engine.report.skipped.is_empty() || !engine.report.bad_segment_records.is_empty()) {
+            // Make the state we now serve the new base, so the damage is not met again.
+            engine.checkpoint()?;
+        }
+        Ok(engine)
+    }
+
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Submit an encoded batch (see `batch.rs`). `done` runs on the commit thread once the
+    /// batch is durable per the sync mode and visible, or with the error that refused it.
+    pub fn submit(&self, payload: Vec<u8>, done: CommitCallback) {
+        if let Err(e) = self.check_open() {
+            return done(Err(e));
+        }
+        if let Some(p) = lock(&self.shared.poisoned).clone() {
+            return done(Err(Error::Poisoned(p)));
+        }
+        let mut q = lock(&self.shared.queue);
+        if q.shutdown {
+            drop(q);
+            return done(Err(Error::Closed));
+        }
+        q.requests.push_back(Request::Commit { payload, done });
+        drop(q);
+        self.shared.queue_cv.notify_one();
+    }
+
+    /// Blocking form of `submit`.
+    pub fn commit(&self, ops: &[Op]) -> Result<u64> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.submit(batch::encode(ops), Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.shared.last_seq.load(Ordering::Acquire)
+    }
+
+    pub fn poisoned(&self) -> Option<String> {
+        lock(&self.shared.poisoned).clone()
+    }
+
+    pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
+        self.check_open()?;
+        let st = read(&self.shared.state);
+        Ok(st
+            .collections
+            .values()
+            .map(|c| CollectionInfo {
+                name: c.spec.name.clone(),
+                dim: c.spec.dim,
+                metric: c.spec.metric.as_str(),
+                m: c.spec.m,
+                ef_construction: c.spec.ef_construction,
+                count: c.rows.len(),
+            })
+            .collect())
+    }
+
+    pub fn collection_info(&self, name: &str) -> Result<CollectionInfo> {
+        self.collections()?
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::NotFound(format!("collection '{name}' does not exist")))
+    }
+
+    pub fn get(&self, collection: &str, id: &str) -> Result<Option<(Vec<f32>, String)>> {
+        self.check_open()?;
+        let st = read(&self.shared.state);
+        let c = st.collection(collection)?;
+        Ok(c.rows.get(id).map(|r| (r.vector.to_vec(), r.metadata.to_string())))
+    }
+
+    pub fn count(&self, collection: &str) -> Result<usize> {
+        self.check_open()?;
+        Ok(read(&self.shared.state).collection(collection)?.rows.len())
+    }
+
+    /// Exact k-NN; returns (id, score, metadata) best first.
+    pub fn query_exact(&self, collection: &str, query: &[f32], k: usize, filter: Option<&Filter>) -> Result<Vec<(String, f32, String)>> {
+        self.check_open()?;
+        let st = read(&self.shared.state);
+        let c = st.collection(collection)?;
+        if query.len() != c.spec.dim as usize {
+            return Err(Error::InvalidArgument(format!(
+                "query vector has dimension {} but collection '{collection}' has dim {}",
+                query.len(),
+                c.spec.dim
+            )));
+        }
+        let hits: Vec<Hit> = c.exact_search(query, k, filter, |_| true);
+        let metric = c.spec.metric;
+        Ok(hits
+            .into_iter()
+            .map(|h| {
+                let meta = c.rows.get(&h.id).map(|r| r.metadata.to_string()).unwrap_or_default();
+                (h.id, metric.score(h.distance), meta)
+            })
+            .collect())
+    }
+
+    /// Write the state to immutable checkpoint files, replace the manifest, and move WAL
+    /// segments the checkpoint covers to the archive. Returns the checkpoint's sequence number.
+    pub fn checkpoint(&self) -> Result<u64> {
+        self.check_open()?;
+        let _one_at_a_time = lock(&self.shared.checkpoint_lock);
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let mut q = lock(&self.shared.queue);
+            if q.shutdown {
+                return Err(Error::Closed);
+            }
+            q.requests.push_back(Request::Capture { done: tx });
+        }
+        self.shared.queue_cv.notify_one();
+        let capture = rx.recv().unwrap_or(Err(Error::Closed))?;
+        let seq = capture.seq;
+        let result = self.write_checkpoint(capture);
+        if let Err(e) = &result {
+            // The capture cleared the dirty sets, so a later checkpoint could miss rows.
+            poison(&self.shared, &format!("checkpoint failed: {e}"));
+        }
+        result.map(|_| seq)
+    }
+
+    fn write_checkpoint(&self, capture: Capture) -> Result<()> {
+        let sh = &self.shared;
+        let storage = sh.opts.storage.as_ref();
+        let data_dir = sh.dir.join(DATA_DIR);
+        let mut collections = Vec::new();
+        for c in capture.collections {
+            let mut segments = c.existing;
+            if let Some((kind, rows)) = c.write {
+                let header = SegmentHeader { dim: c.spec.dim, collection_id: c.id, covered_seq: capture.seq, metric: c.spec.metric, kind };
+                let mut w = SegmentWriter::new(&header);
+                for (id, row) in &rows {
+                    match row {
+                        Some(r) => w.upsert(id, r.seq, &r.vector, &r.metadata),
+                        None => w.delete(id, capture.seq),
+                    }
+                }
+                let (bytes, records) = w.finish();
+                let name = segment::segment_file_name(c.id, capture.seq);
+                let path = data_dir.join(&name);
+                let tmp = data_dir.join(format!("{name}.tmp"));
+                let f = storage.create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+                f.write_at(0, &bytes).map_err(|e| Error::io(&tmp, e))?;
+                f.sync_data().map_err(|e| Error::io(&tmp, e))?;
+                storage.rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+                let r = SegmentRef {
+                    file: name,
+                    bytes: bytes.len() as u64,
+                    xxh3: format!("{:016x}", xxh3(&bytes)),
+                    records,
+                    covered_seq: capture.seq,
+                };
+                if kind == KIND_BASE {
+                    segments.clear();
+                }
+                segments.push(r);
+            }
+            collections.push(ManifestCollection {
+                id: c.id,
+                name: c.spec.name.clone(),
+                dim: c.spec.dim,
+                metric: c.spec.metric,
+                m: c.spec.m,
+                ef_construction: c.spec.ef_construction,
+                segments,
+            });
+        }
+        // durability: new segment files must be durable before the manifest names them.
+        storage.sync_dir(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
+        let new_manifest = Manifest {
+            checkpoint_seq: capture.seq,
+            checkpoint_time_ms: capture.time_ms,
+            clean_shutdown_seq: None,
+            collections,
+        };
+        {
+            let mut m = lock(&sh.manifest);
+            manifest::store(storage, &sh.dir, &new_manifest)?;
+            *m = new_manifest.clone();
+        }
+        {
+            let mut st = write(&sh.state);
+            for mc in &new_manifest.collections {
+                if let Some(c) = st.collections.get_mut(&mc.name) {
+                    if c.id == mc.id {
+                        c.segments = mc.segments.clone();
+                    }
+                }
+            }
+        }
+        archive_segments(storage, &sh.dir, capture.seq)?;
+        remove_orphan_data(storage, &sh.dir, &new_manifest)
+    }
+
+    /// Finish queued commits, sync, record the clean-shutdown sequence number, release the lock.
+    pub fn close(&self) -> Result<()> {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        {
+            let mut q = lock(&self.shared.queue);
+            q.shutdown = true;
+        }
+        self.shared.queue_cv.notify_all();
+        if let Some(h) = lock(&self.commit_thread).take() {
+            let _ = h.join();
+        }
+        let result = if self.poisoned().is_none() {
+            let mut m = lock(&self.shared.manifest);
+            m.clean_shutdown_seq = Some(self.last_seq());
+            manifest::store(self.shared.opts.storage.as_ref(), &self.shared.dir, &m)
+        } else {
+            Ok(())
+        };
+        lock(&self.lock).take();
+        result
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+fn poison(shared: &Shared, reason: &str) {
+    let mut p = lock(&shared.poisoned);
+    if p.is_none() {
+        *p = Some(reason.to_string());
+    }
+}
+
+/// Move WAL segments whose records are all covered by the checkpoint to the archive, where
+/// point-in-time recovery and replicas read them. They are never deleted here.
+fn archive_segments(storage: &dyn Storage, dir: &Path, checkpoint_seq: u64) -> Result<()> {
+    let wal_dir = dir.join(WAL_DIR);
+    let archive = dir.join(ARCHIVE_DIR);
+    let mut firsts: Vec<(u64, String)> = storage
+        .list(&wal_dir)
+        .map_err(|e| Error::io(&wal_dir, e))?
+        .into_iter()
+        .filter_map(|n| crate::wal::parse_segment_name(&n).map(|s| (s, n)))
+        .collect();
+    firsts.sort();
+    let mut moved = false;
+    for i in 0..firsts.len() {
+        // A segment's records end before the next segment's first sequence number.
+        let covered = firsts.get(i + 1).is_some_and(|(next, _)| *next <= checkpoint_seq + 1);
+        if !covered {
+            continue;
+        }
+        let name = &firsts[i].1;
+        let (from, to) = (wal_dir.join(name), archive.join(name));
+        storage.rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+        moved = true;
+    }
+    if moved {
+        // durability: the archive must hold the segment before the WAL directory forgets it.
+        storage.sync_dir(&archive).map_err(|e| Error::io(&archive, e))?;
+        storage.sync_dir(&wal_dir).map_err(|e| Error::io(&wal_dir, e))?;
+    }
+    Ok(())
+}
+
+/// Checkpoint files not named by the manifest are leftovers of an interrupted or superseded
+/// checkpoint. Snapshots hold their own hard links, so removing ours loses nothing.
+fn remove_orphan_data(storage: &dyn Storage, dir: &Path, m: &Manifest) -> Result<()> {
+    let data_dir = dir.join(DATA_DIR);
+    let live: HashSet<&str> = m.collections.iter().flat_map(|c| c.segments.iter().map(|s| s.file.as_str())).collect();
+    let mut removed = false;
+    for name in storage.list(&data_dir).map_err(|e| Error::io(&data_dir, e))? {
+        if !live.contains(name.as_str()) {
+            storage.remove(&data_dir.join(&name)).map_err(|e| Error::io(data_dir.join(&name), e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        // durability: not needed for correctness (orphans are ignored), but keeps the directory tidy.
+        storage.sync_dir(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
+    }
+    Ok(())
+}
+
+fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: RecoveryMode, report: &mut RecoveryReport) -> Result<State> {
+    let mut state = State { last_seq: m.checkpoint_seq, last_time_ms: m.checkpoint_time_ms, ..State::default() };
+    let tolerate = mode == RecoveryMode::SkipCorrupt;
+    for mc in &m.collections {
+        let spec = CollectionSpec { name: mc.name.clone(), dim: mc.dim, metric: mc.metric, m: mc.m, ef_construction: mc.ef_construction };
+        let mut c = Collection::new(mc.id, spec);
+        for sref in &mc.segments {
+            let path = dir.join(DATA_DIR).join(&sref.file);
+            let buf = storage.read(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::corruption(&path, 0, "checkpoint file named by the manifest is missing"),
+                _ => Error::io(&path, e),
+            })?;
+            if buf.len() as u64 != sref.bytes {
+                return Err(Error::corruption(&path, buf.len().min(sref.bytes as usize) as u64, format!("file is {} bytes, manifest says {}", buf.len(), sref.bytes)));
+            }
+            let contents = segment::read_segment(&buf, &path, tolerate)?;
+            if contents.header.collection_id != mc.id || contents.header.dim != mc.dim {
+                return Err(Error::corruption(&path, 0, "segment header does not match its collection in the manifest"));
+            }
+            for bad in contents.bad {
+                report.bad_segment_records.push(SkippedRange {
+                    file: path.display().to_string(),
+                    offset: bad.offset,
+                    from_seq: 0,
+                    to_seq: None,
+                    reason: bad.reason,
+                });
+            }
+            for rec in contents.records {
+                match rec {
+                    SegmentRecord::Upsert { id, seq, vector, metadata } => {
+                        c.rows.insert(id.to_string(), Row { vector: vector.into_boxed_slice(), metadata: metadata.into(), seq });
+                    }
+                    SegmentRecord::Delete { id, .. } => {
+                        c.rows.remove(id);
+                    }
+                }
+            }
+        }
+        c.segments = mc.segments.clone();
+        state.collections.insert(mc.name.clone(), c);
+    }
+    Ok(state)
+}
+
+/// The commit thread owns the WAL writer and a schema view (collection name -> dim) that is
+/// ahead of the applied state by the records written but not yet applied.
+struct CommitThread {
+    shared: Arc<Shared>,
+    writer: WalWriter,
+    schema: HashMap<String, u32>,
+}
+
+struct Accepted {
+    seq: u64,
+    time_ms: u64,
+    ops: Vec<Op>,
+    done: CommitCallback,
+}
+
+impl CommitThread {
+    fn run(mut self) {
+        loop {
+            let requests: Vec<Request> = {
+                let mut q = lock(&self.shared.queue);
+                while q.requests.is_empty() && !q.shutdown {
+                    q = self.shared.queue_cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                if q.requests.is_empty() {
+                    break;
+                }
+                q.requests.drain(..).collect()
+            };
+            let mut group = Vec::new();
+            for req in requests {
+                match req {
+                    Request::Commit { payload, done } => group.push((payload, done)),
+                    Request::Capture { done } => {
+                        self.commit_group(std::mem::take(&mut group));
+                        let _ = done.send(self.capture());
+                    }
+                }
+                if self.shared.opts.sync == SyncMode::Always {
+                    self.commit_group(std::mem::take(&mut group));
+                }
+            }
+            self.commit_group(group);
+        }
+        // Make everything written durable even in `none` mode: a clean close loses nothing.
+        if lock(&self.shared.poisoned).is_none() {
+            if let Err(e) = self.writer.sync() {
+                poison(&self.shared, &e.to_string());
+            }
+        }
+        self.writer.finish();
+    }
+
+    fn commit_group(&mut self, group: Vec<(Vec<u8>, CommitCallback)>) {
+        if group.is_empty() {
+            return;
+        }
+        let mut accepted: Vec<Accepted> = Vec::with_capacity(group.len());
+        let mut buf = Vec::new();
+        let mut next_seq = self.shared.last_seq.load(Ordering::Acquire) + 1;
+        let mut time_ms = read(&self.shared.state).last_time_ms;
+        let mut failure: Option<Error> = None;
+        for (payload, done) in group {
+            if let Some(p) = lock(&self.shared.poisoned).clone() {
+                done(Err(Error::Poisoned(p)));
+                continue;
+            }
+            let ops = match batch::decode(&payload).and_then(|ops| self.validate(&ops).map(|_| ops)) {
+                Ok(ops) => ops,
+                Err(e) => {
+                    done(Err(e));
+                    continue;
+                }
+            };
+            let seq = next_seq;
+            next_seq += 1;
+            // Commit times never go backwards, so time targets for recovery are monotonic.
+            time_ms = time_ms.max(now_ms());
+            if failure.is_none() && self.writer.needs_roll(buf.len() + record_len(payload.len())) {
+                let flushed = if buf.is_empty() { Ok(()) } else { self.writer.append(&buf) };
+                buf.clear();
+                if let Err(e) = flushed.and_then(|_| self.writer.roll(seq)) {
+                    failure = Some(e);
+                }
+            }
+            encode_record(&mut buf, RECORD_TYPE_BATCH, seq, time_ms, &payload);
+            accepted.push(Accepted { seq, time_ms, ops, done });
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        if failure.is_none() {
+            let mut r = self.writer.append(&buf);
+            if r.is_ok() && self.shared.opts.sync != SyncMode::None {
+                r = self.writer.sync();
+            }
+            failure = r.err();
+        }
+        if let Some(e) = failure {
+            // Never retry a failed write or fsync: the page cache may have dropped the data.
+            poison(&self.shared, &e.to_string());
+            let reason = lock(&self.shared.poisoned).clone().unwrap_or_default();
+            for a in accepted {
+                (a.done)(Err(Error::Poisoned(reason.clone())));
+            }
+            return;
+        }
+        let mut dones = Vec::with_capacity(accepted.len());
+        {
+            let mut st = write(&self.shared.state);
+            for a in accepted {
+                if let Err(e) = st.apply(a.seq, a.time_ms, a.ops) {
+                    poison(&self.shared, &format!("state diverged from the log at seq {}: {e}", a.seq));
+                }
+                self.shared.last_seq.store(a.seq, Ordering::Release);
+                dones.push((a.seq, a.done));
+            }
+        }
+        for (seq, done) in dones {
+            done(Ok(seq));
+        }
+    }
+
+    /// Check the operations against the schema as of every record already written, and update
+    /// the schema view only if the whole batch is valid.
+    fn validate(&mut self, ops: &[Op]) -> Result<()> {
+        let mut overlay: HashMap<&str, Option<u32>> = HashMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            let dim_of = |overlay: &HashMap<&str, Option<u32>>, name: &str| match overlay.get(name) {
+                Some(d) => *d,
+                None => self.schema.get(name).copied(),
+            };
+            match op {
+                Op::CreateCollection(spec) => {
+                    if dim_of(&overlay, &spec.name).is_some() {
+                        return Err(Error::AlreadyExists(format!("collection '{}' already exists", spec.name)));
+                    }
+                    overlay.insert(&spec.name, Some(spec.dim));
+                }
+                Op::DropCollection { name } => {
+                    if dim_of(&overlay, name).is_none() {
+                        return Err(Error::NotFound(format!("collection '{name}' does not exist")));
+                    }
+                    overlay.insert(name, None);
+                }
+                Op::Upsert { collection, id, vector, .. } => match dim_of(&overlay, collection) {
+                    None => return Err(Error::NotFound(format!("collection '{collection}' does not exist"))),
+                    Some(d) if d as usize != vector.len() => {
+                        return Err(Error::InvalidArgument(format!(
+                            "records[{i}].vector of id '{id}' has dimension {} but collection '{collection}' has dim {d}",
+                            vector.len()
+                        )))
+                    }
+                    Some(_) => {}
+                },
+                Op::Delete { collection, .. } => {
+                    if dim_of(&overlay, collection).is_none() {
+                        return Err(Error::NotFound(format!("collection '{collection}' does not exist")));
+                    }
+                }
+            }
+        }
+        for (name, dim) in overlay {
+            match dim {
+                Some(d) => self.schema.insert(name.to_string(), d),
+                None => self.schema.remove(name),
+            };
+        }
+        Ok(())
+    }
+
+    /// Runs between groups, so the state holds exactly the records up to `last_seq`.
+    fn capture(&mut self) -> Result<Capture> {
+        if let Some(p) = lock(&self.shared.poisoned).clone() {
+            return Err(Error::Poisoned(p));
+        }
+        let seq = self.shared.last_seq.load(Ordering::Acquire);
+        if self.writer.first_seq() <= seq {
+            // Seal the active segment so every segment at or below `seq` can be archived.
+            if let Err(e) = self.writer.roll(seq + 1) {
+                poison(&self.shared, &e.to_string());
+                return Err(e);
+            }
+        }
+        let mut st = write(&self.shared.state);
+        let time_ms = st.last_time_ms;
+        let mut collections = Vec::new();
+        for c in st.collections.values_mut() {
+            let full = c.segments.is_empty() || c.segments.len() >= MAX_SEGMENTS_PER_COLLECTION || c.dirty.len() * 2 >= c.rows.len().max(1);
+            let write = if full {
+                let mut rows: Vec<(String, Option<Row>)> = c.rows.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+                rows.sort_by(|a, b| a.0.cmp(&b.0));
+                Some((KIND_BASE, rows))
+            } else if !c.dirty.is_empty() {
+                let mut rows: Vec<(String, Option<Row>)> = c.dirty.iter().map(|id| (id.clone(), c.rows.get(id).cloned())).collect();
+                rows.sort_by(|a, b| a.0.cmp(&b.0));
+                Some((KIND_DELTA, rows))
+            } else {
+                None
+            };
+            c.dirty.clear();
+            collections.push(CapturedCollection { id: c.id, spec: c.spec.clone(), existing: c.segments.clone(), write });
+        }
+        Ok(Capture { seq, time_ms, collections })
+    }
+}
+
+/// Segment name helper re-exported for tools that inspect a store directory.
+pub fn wal_segment_name(first_seq: u64) -> String {
+    segment_name(first_seq)
+}

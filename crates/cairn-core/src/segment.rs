@@ -1,0 +1,290 @@
+//! Checkpoint data files (docs/format.md, "Segment file"): immutable, one per collection per
+//! checkpoint. A base file holds every row; a delta file holds the rows written and the ids
+//! deleted since the previous checkpoint. Every record carries its own xxh3, so one bad
+//! vector is detected and named without distrusting the rest.
+
+use std::path::Path;
+
+use crate::checksum::xxh3;
+use crate::distance::Metric;
+use crate::error::{Error, Result};
+use crate::wal::record::{align8, u32_at, u64_at};
+
+pub const SEG_MAGIC: &[u8; 8] = b"CAIRNSEG";
+pub const SEG_VERSION: u32 = 1;
+pub const SEG_HEADER_LEN: usize = 64;
+const H_VERSION: usize = 8;
+const H_DIM: usize = 12;
+const H_COLLECTION: usize = 16;
+const H_COVERED_SEQ: usize = 24;
+const H_METRIC: usize = 32;
+const H_KIND: usize = 33;
+const H_CHECKSUM: usize = 56;
+
+pub const FOOTER_MAGIC: &[u8; 8] = b"CAIRNEND";
+pub const FOOTER_LEN: usize = 32;
+const F_COUNT: usize = 8;
+const F_BODY_SUM: usize = 16;
+const F_CHECKSUM: usize = 24;
+
+const R_LEN: usize = 0;
+const R_KIND: usize = 4;
+const R_SEQ: usize = 8;
+const R_ID_LEN: usize = 16;
+const R_META_LEN: usize = 20;
+pub const R_FIXED: usize = 24;
+
+pub const KIND_BASE: u8 = 0;
+pub const KIND_DELTA: u8 = 1;
+pub const REC_UPSERT: u8 = 1;
+pub const REC_DELETE: u8 = 2;
+
+pub struct SegmentHeader {
+    pub dim: u32,
+    pub collection_id: u64,
+    pub covered_seq: u64,
+    pub metric: Metric,
+    pub kind: u8,
+}
+
+pub enum SegmentRecord<'a> {
+    Upsert { id: &'a str, seq: u64, vector: Vec<f32>, metadata: &'a str },
+    Delete { id: &'a str, seq: u64 },
+}
+
+pub struct SegmentWriter {
+    buf: Vec<u8>,
+    dim: usize,
+    count: u64,
+}
+
+impl SegmentWriter {
+    pub fn new(h: &SegmentHeader) -> SegmentWriter {
+        let mut buf = vec![0u8; SEG_HEADER_LEN];
+        buf[..8].copy_from_slice(SEG_MAGIC);
+        buf[H_VERSION..H_VERSION + 4].copy_from_slice(&SEG_VERSION.to_le_bytes());
+        buf[H_DIM..H_DIM + 4].copy_from_slice(&h.dim.to_le_bytes());
+        buf[H_COLLECTION..H_COLLECTION + 8].copy_from_slice(&h.collection_id.to_le_bytes());
+        buf[H_COVERED_SEQ..H_COVERED_SEQ + 8].copy_from_slice(&h.covered_seq.to_le_bytes());
+        buf[H_METRIC] = h.metric.code();
+        buf[H_KIND] = h.kind;
+        let sum = xxh3(&buf[..H_CHECKSUM]);
+        buf[H_CHECKSUM..SEG_HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
+        SegmentWriter { buf, dim: h.dim as usize, count: 0 }
+    }
+
+    pub fn upsert(&mut self, id: &str, seq: u64, vector: &[f32], metadata: &str) {
+        self.record(REC_UPSERT, id, seq, Some(vector), metadata);
+    }
+
+    pub fn delete(&mut self, id: &str, seq: u64) {
+        self.record(REC_DELETE, id, seq, None, "");
+    }
+
+    fn record(&mut self, kind: u8, id: &str, seq: u64, vector: Option<&[f32]>, metadata: &str) {
+        let start = self.buf.len();
+        let vec_bytes = vector.map_or(0, |v| v.len() * 4);
+        let body = R_FIXED + vec_bytes + id.len() + metadata.len();
+        let total = align8(body) + 8;
+        self.buf.extend_from_slice(&(total as u32).to_le_bytes());
+        self.buf.push(kind);
+        self.buf.extend_from_slice(&[0u8; 3]);
+        self.buf.extend_from_slice(&seq.to_le_bytes());
+        self.buf.extend_from_slice(&(id.len() as u16).to_le_bytes());
+        self.buf.extend_from_slice(&[0u8; 2]);
+        self.buf.extend_from_slice(&(metadata.len() as u32).to_le_bytes());
+        if let Some(v) = vector {
+            for x in v {
+                self.buf.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        self.buf.extend_from_slice(id.as_bytes());
+        self.buf.extend_from_slice(metadata.as_bytes());
+        self.buf.resize(start + align8(body), 0);
+        let sum = xxh3(&self.buf[start..]);
+        self.buf.extend_from_slice(&sum.to_le_bytes());
+        self.count += 1;
+        debug_assert_eq!(self.buf.len() - start, total);
+        let _ = self.dim;
+    }
+
+    pub fn finish(mut self) -> (Vec<u8>, u64) {
+        let body_sum = xxh3(&self.buf);
+        let start = self.buf.len();
+        self.buf.extend_from_slice(FOOTER_MAGIC);
+        self.buf.extend_from_slice(&self.count.to_le_bytes());
+        self.buf.extend_from_slice(&body_sum.to_le_bytes());
+        let sum = xxh3(&self.buf[start..]);
+        self.buf.extend_from_slice(&sum.to_le_bytes());
+        (self.buf, self.count)
+    }
+}
+
+/// A record that failed its checksum: where, and why.
+#[derive(Debug, Clone)]
+pub struct BadRecord {
+    pub offset: u64,
+    pub reason: String,
+}
+
+pub struct SegmentContents<'a> {
+    pub header: SegmentHeader,
+    pub records: Vec<SegmentRecord<'a>>,
+    pub bad: Vec<BadRecord>,
+}
+
+pub fn read_header(buf: &[u8], path: &Path) -> Result<SegmentHeader> {
+    if buf.len() < SEG_HEADER_LEN + FOOTER_LEN {
+        return Err(Error::corruption(path, 0, "segment file shorter than header and footer"));
+    }
+    if &buf[..8] != SEG_MAGIC {
+        return Err(Error::corruption(path, 0, "bad segment magic"));
+    }
+    if u64_at(buf, H_CHECKSUM) != xxh3(&buf[..H_CHECKSUM]) {
+        return Err(Error::corruption(path, 0, "segment header checksum mismatch"));
+    }
+    let version = u32_at(buf, H_VERSION);
+    if version != SEG_VERSION {
+        return Err(Error::corruption(path, H_VERSION as u64, format!("unsupported segment version {version}")));
+    }
+    let metric = Metric::from_code(buf[H_METRIC]).ok_or_else(|| Error::corruption(path, H_METRIC as u64, "unknown metric"))?;
+    Ok(SegmentHeader {
+        dim: u32_at(buf, H_DIM),
+        collection_id: u64_at(buf, H_COLLECTION),
+        covered_seq: u64_at(buf, H_COVERED_SEQ),
+        metric,
+        kind: buf[H_KIND],
+    })
+}
+
+/// Parse and verify a whole segment file. With `tolerate_bad_records`, records failing their
+/// checksum are listed in `bad` and the rest are returned; otherwise the first one is an error.
+pub fn read_segment<'a>(buf: &'a [u8], path: &Path, tolerate_bad_records: bool) -> Result<SegmentContents<'a>> {
+    let header = read_header(buf, path)?;
+    let dim = header.dim as usize;
+    let footer = buf.len() - FOOTER_LEN;
+    let footer_ok = &buf[footer..footer + 8] == FOOTER_MAGIC && u64_at(buf, footer + F_CHECKSUM) == xxh3(&buf[footer..footer + F_CHECKSUM]);
+    if !footer_ok {
+        return Err(Error::corruption(path, footer as u64, "segment footer missing or damaged (file truncated or extended?)"));
+    }
+    let expected_count = u64_at(buf, footer + F_COUNT);
+    let mut records = Vec::new();
+    let mut bad = Vec::new();
+    let mut pos = SEG_HEADER_LEN;
+    while pos < footer {
+        match parse_record(buf, pos, footer, dim) {
+            Ok((rec, len)) => {
+                records.push(rec);
+                pos += len;
+            }
+            Err((reason, len)) => {
+                if !tolerate_bad_records {
+                    return Err(Error::corruption(path, pos as u64, reason));
+                }
+                bad.push(BadRecord { offset: pos as u64, reason: reason.to_string() });
+                match len {
+                    Some(l) => pos += l,
+                    // The length field itself is unusable: the rest of the file cannot be framed.
+                    None => break,
+                }
+            }
+        }
+    }
+    if bad.is_empty() && (records.len() as u64 != expected_count || u64_at(buf, footer + F_BODY_SUM) != xxh3(&buf[..footer])) {
+        return Err(Error::corruption(path, footer as u64, "segment record count or body checksum does not match its footer"));
+    }
+    Ok(SegmentContents { header, records, bad })
+}
+
+type ParseErr = (&'static str, Option<usize>);
+
+fn parse_record(buf: &[u8], pos: usize, end: usize, dim: usize) -> std::result::Result<(SegmentRecord<'_>, usize), ParseErr> {
+    if pos + R_FIXED + 8 > end {
+        return Err(("record header past end of data", None));
+    }
+    let len = u32_at(buf, pos + R_LEN) as usize;
+    if len < R_FIXED + 8 || len % 8 != 0 || pos + len > end {
+        return Err(("implausible record length", None));
+    }
+    let rec = &buf[pos..pos + len];
+    if u64_at(rec, len - 8) != xxh3(&rec[..len - 8]) {
+        return Err(("record checksum mismatch", Some(len)));
+    }
+    let kind = rec[R_KIND];
+    let seq = u64_at(rec, R_SEQ);
+    let id_len = u16::from_le_bytes([rec[R_ID_LEN], rec[R_ID_LEN + 1]]) as usize;
+    let meta_len = u32_at(rec, R_META_LEN) as usize;
+    let vec_bytes = if kind == REC_UPSERT { dim * 4 } else { 0 };
+    if R_FIXED + vec_bytes + id_len + meta_len > len - 8 {
+        return Err(("record fields overrun its length", Some(len)));
+    }
+    let id_start = R_FIXED + vec_bytes;
+    let id = std::str::from_utf8(&rec[id_start..id_start + id_len]).map_err(|_| ("id is not UTF-8", Some(len)))?;
+    let record = match kind {
+        REC_UPSERT => {
+            let vector = rec[R_FIXED..R_FIXED + vec_bytes]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let m = id_start + id_len;
+            let metadata = std::str::from_utf8(&rec[m..m + meta_len]).map_err(|_| ("metadata is not UTF-8", Some(len)))?;
+            SegmentRecord::Upsert { id, seq, vector, metadata }
+        }
+        REC_DELETE => SegmentRecord::Delete { id, seq },
+        _ => return Err(("unknown record kind", Some(len))),
+    };
+    Ok((record, len))
+}
+
+/// `data/<collection id>-<covered seq>.seg`
+pub fn segment_file_name(collection_id: u64, covered_seq: u64) -> String {
+    format!("{collection_id:020}-{covered_seq:020}.seg")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let mut w = SegmentWriter::new(&SegmentHeader { dim: 3, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
+        w.upsert("a", 2, &[1.0, 2.0, 3.0], "{\"t\":1}");
+        w.delete("b", 5);
+        w.upsert("c", 7, &[0.5, 0.0, -1.0], "null");
+        w.finish().0
+    }
+
+    #[test]
+    fn segment_round_trips() {
+        let buf = sample();
+        let c = read_segment(&buf, Path::new("x.seg"), false).expect("valid segment");
+        assert_eq!(c.records.len(), 3);
+        assert_eq!(c.header.covered_seq, 9);
+        match &c.records[2] {
+            SegmentRecord::Upsert { id, vector, .. } => {
+                assert_eq!(*id, "c");
+                assert_eq!(vector, &vec![0.5, 0.0, -1.0]);
+            }
+            _ => panic!("expected upsert"),
+        }
+    }
+
+    #[test]
+    fn any_bit_flip_is_detected_and_located() {
+        let buf = sample();
+        for byte in 0..buf.len() {
+            let mut b = buf.clone();
+            b[byte] ^= 0x01;
+            assert!(read_segment(&b, Path::new("x.seg"), false).is_err(), "flip at {byte} undetected");
+        }
+    }
+
+    #[test]
+    fn a_bad_record_is_skipped_when_tolerated() {
+        let mut buf = sample();
+        buf[SEG_HEADER_LEN + R_FIXED + 1] ^= 0xff; // inside record "a"'s vector
+        let c = read_segment(&buf, Path::new("x.seg"), true).expect("tolerated");
+        assert_eq!(c.records.len(), 2);
+        assert_eq!(c.bad.len(), 1);
+        assert_eq!(c.bad[0].offset, SEG_HEADER_LEN as u64);
+    }
+}

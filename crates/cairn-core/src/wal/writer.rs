@@ -1,0 +1,180 @@
+//! Appends records to the active segment and rolls to a new one when it fills.
+//!
+//! Segments are preallocated with zeros: overwriting allocated blocks lets fdatasync skip the
+//! journal commit for a size change, which halves its cost on ext4. A fresh segment is
+//! created as `NAME.tmp`, zero-filled, given its header, fsynced, renamed into place, and the
+//! directory fsynced; so a `*.wal` file always has a valid header.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::record::{encode_segment_header, SEGMENT_HEADER_LEN};
+use super::segment_name;
+use crate::error::{Error, Result};
+use crate::storage::{Storage, StorageFile};
+
+const ZERO_CHUNK: usize = 1 << 20;
+const PREALLOC_NAME: &str = "next.prealloc";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prealloc {
+    /// Appending grows the file (tests that count writes use this).
+    Off,
+    /// Zero-fill the next segment in the caller's thread when it is needed.
+    Inline,
+    /// Zero-fill the next segment in a background thread ahead of need.
+    Background,
+}
+
+pub struct WalWriter {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    segment_bytes: u64,
+    prealloc: Prealloc,
+    file: Box<dyn StorageFile>,
+    path: PathBuf,
+    first_seq: u64,
+    offset: u64,
+    next_prealloc: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+fn zero_fill(storage: &dyn Storage, path: &Path, bytes: u64) -> std::io::Result<Box<dyn StorageFile>> {
+    let file = storage.create(path)?;
+    let zeros = vec![0u8; ZERO_CHUNK];
+    let mut off = 0u64;
+    while off < bytes {
+        let n = (bytes - off).min(ZERO_CHUNK as u64) as usize;
+        file.write_at(off, &zeros[..n])?;
+        off += n as u64;
+    }
+    file.sync_data()?;
+    Ok(file)
+}
+
+impl WalWriter {
+    /// Start a new segment whose first record will have `first_seq`.
+    pub fn create(storage: Arc<dyn Storage>, dir: &Path, first_seq: u64, segment_bytes: u64, prealloc: Prealloc) -> Result<WalWriter> {
+        let (file, path) = Self::new_segment(&storage, dir, first_seq, segment_bytes, prealloc, None)?;
+        let mut w = WalWriter {
+            storage,
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            prealloc,
+            file,
+            path,
+            first_seq,
+            offset: SEGMENT_HEADER_LEN as u64,
+            next_prealloc: None,
+        };
+        w.start_prealloc();
+        Ok(w)
+    }
+
+    fn new_segment(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        first_seq: u64,
+        segment_bytes: u64,
+        prealloc: Prealloc,
+        prepared: Option<PathBuf>,
+    ) -> Result<(Box<dyn StorageFile>, PathBuf)> {
+        let path = dir.join(segment_name(first_seq));
+        let tmp = dir.join(format!("{}.tmp", segment_name(first_seq)));
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| Error::io(p, e)
+        };
+        let file = match (prealloc, prepared) {
+            (_, Some(ready)) => {
+                storage.rename(&ready, &tmp).map_err(io(&ready))?;
+                storage.open(&tmp).map_err(io(&tmp))?
+            }
+            (Prealloc::Off, None) => storage.create(&tmp).map_err(io(&tmp))?,
+            (_, None) => zero_fill(storage.as_ref(), &tmp, segment_bytes).map_err(io(&tmp))?,
+        };
+        file.write_at(0, &encode_segment_header(first_seq)).map_err(io(&tmp))?;
+        file.sync_data().map_err(io(&tmp))?;
+        storage.rename(&tmp, &path).map_err(io(&tmp))?;
+        // durability: the new segment's name must survive a power cut before records in it are acknowledged.
+        storage.sync_dir(dir).map_err(io(dir))?;
+        Ok((file, path))
+    }
+
+    fn start_prealloc(&mut self) {
+        if self.prealloc != Prealloc::Background {
+            return;
+        }
+        let storage = self.storage.clone();
+        let path = self.dir.join(PREALLOC_NAME);
+        let bytes = self.segment_bytes;
+        self.next_prealloc = Some(std::thread::spawn(move || zero_fill(storage.as_ref(), &path, bytes).map(|_| ())));
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Whether `len` more bytes would overflow the segment (a segment always takes at least one record).
+    pub fn needs_roll(&self, len: usize) -> bool {
+        self.offset > SEGMENT_HEADER_LEN as u64 && self.offset + len as u64 > self.segment_bytes
+    }
+
+    /// Write framed records at the current offset. Not durable until `sync`.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file.write_at(self.offset, bytes).map_err(|e| Error::io(&self.path, e))?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Seal the active segment (fsynced first, so a sealed segment is always complete) and
+    /// start a new one at `next_seq`.
+    pub fn roll(&mut self, next_seq: u64) -> Result<()> {
+        self.sync()?;
+        let prepared = match self.next_prealloc.take() {
+            Some(handle) => match handle.join() {
+                Ok(Ok(())) => Some(self.dir.join(PREALLOC_NAME)),
+                // A failed background zero-fill is not fatal: fall back to an inline one.
+                _ => None,
+            },
+            None => None,
+        };
+        let (file, path) = Self::new_segment(&self.storage, &self.dir, next_seq, self.segment_bytes, self.prealloc, prepared)?;
+        self.file = file;
+        self.path = path;
+        self.first_seq = next_seq;
+        self.offset = SEGMENT_HEADER_LEN as u64;
+        self.start_prealloc();
+        Ok(())
+    }
+
+    /// Wait for background work so that no thread touches the directory after close.
+    pub fn finish(&mut self) {
+        if let Some(h) = self.next_prealloc.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for WalWriter {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Names that are leftovers of an interrupted segment creation, safe to remove at open.
+pub fn is_leftover(name: &str) -> bool {
+    name == PREALLOC_NAME || name.ends_with(".wal.tmp")
+}
