@@ -1,0 +1,279 @@
+//! Insertion (Malkov & Yashunin alg. 1) with the neighbour-selection heuristic (alg. 4), safe to
+//! run from many threads at once and alongside searches.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
+
+use rayon::prelude::*;
+
+use super::graph::MAX_LEVEL;
+use super::search::{with_scratch, Scored};
+use super::{read_lock, write_lock, Hnsw};
+use crate::error::{Error, Result};
+
+/// splitmix64 finaliser: turns the level-draw counter into well-mixed random bits.
+fn mix(counter: u64) -> u64 {
+    let mut z = counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Hnsw {
+    /// Inserts `vector` under `label`, or replaces the vector of an existing label (the old node
+    /// is tombstoned and the label moves to a new node). Takes one node slot either way; fails
+    /// with `InvalidArgument` when no slot is left (call `reserve`) or the vector is invalid.
+    pub fn insert(&self, label: u64, vector: &[f32]) -> Result<()> {
+        self.check_vector(vector)?;
+        let prepared = self.prepare(vector);
+        let _gate = read_lock(&self.insert_gate);
+        self.insert_prepared(label, &prepared)
+    }
+
+    /// Inserts many items in parallel on the rayon pool. A label given twice ends with its last
+    /// vector, as if the items were inserted in order. Fails before inserting anything if a
+    /// vector is invalid or the free slots cannot hold the batch; a concurrent insert that takes
+    /// the last slots midway leaves the batch partly inserted (re-inserting it is an update).
+    pub fn insert_batch(&self, items: &[(u64, &[f32])]) -> Result<()> {
+        for (_, vector) in items {
+            self.check_vector(vector)?;
+        }
+        let mut last_index_of_label: HashMap<u64, usize> = HashMap::with_capacity(items.len());
+        for (i, (label, _)) in items.iter().enumerate() {
+            last_index_of_label.insert(*label, i);
+        }
+        let unique: Vec<(u64, &[f32])> = if last_index_of_label.len() == items.len() {
+            items.to_vec()
+        } else {
+            let mut kept: Vec<usize> = last_index_of_label.into_values().collect();
+            kept.sort_unstable();
+            kept.into_iter().map(|i| items[i]).collect()
+        };
+        self.insert_many(&unique, true)
+    }
+
+    /// Batch insert of vectors already in stored form (normalised for cosine) with unique labels.
+    pub(super) fn insert_prepared_batch(&self, items: &[(u64, &[f32])]) -> Result<()> {
+        self.insert_many(items, false)
+    }
+
+    fn insert_many(&self, items: &[(u64, &[f32])], needs_preparing: bool) -> Result<()> {
+        let _gate = read_lock(&self.insert_gate);
+        let free = self.graph.capacity() - read_lock(&self.directory).allocated as usize;
+        if items.len() > free {
+            return Err(Error::InvalidArgument(format!(
+                "hnsw index has {free} free node slots, batch needs {}; reserve more capacity",
+                items.len()
+            )));
+        }
+        items.par_iter().try_for_each(|&(label, vector)| {
+            let vector = if needs_preparing { self.prepare(vector) } else { Cow::Borrowed(vector) };
+            self.insert_prepared(label, &vector)
+        })
+    }
+
+    /// Inserts a validated, prepared vector. The caller holds `insert_gate` shared.
+    fn insert_prepared(&self, label: u64, vector: &[f32]) -> Result<()> {
+        let level = self.draw_level();
+        let node = self.allocate_node(label)?;
+        // SAFETY: `node` was allocated to this call just now, and nothing links to it or names it
+        // as entry point until `link_new_node` below publishes it.
+        unsafe { self.graph.vectors.write(node, vector) };
+        self.graph.init_node(node, label, level);
+        self.link_new_node(node, level);
+        Ok(())
+    }
+
+    /// Level for a new node: floor(-ln(U) / ln(M)) with U uniform in (0, 1], capped.
+    fn draw_level(&self) -> usize {
+        let bits = mix(self.level_draws.fetch_add(1, Ordering::Relaxed));
+        let uniform = ((bits >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        ((-uniform.ln() * self.level_mult) as usize).min(MAX_LEVEL)
+    }
+
+    /// Takes the next free node slot for `label`, tombstoning the label's previous node.
+    fn allocate_node(&self, label: u64) -> Result<u32> {
+        let mut directory = write_lock(&self.directory);
+        if directory.allocated as usize >= self.graph.capacity() {
+            return Err(Error::InvalidArgument(format!(
+                "hnsw index is full ({} node slots); reserve more capacity",
+                self.graph.capacity()
+            )));
+        }
+        let node = directory.allocated;
+        directory.allocated += 1;
+        if let Some(previous) = directory.node_of_label.insert(label, node) {
+            if self.graph.set_tombstone(previous) {
+                directory.tombstones += 1;
+            }
+        }
+        Ok(node)
+    }
+
+    fn link_new_node(&self, node: u32, level: usize) {
+        let (entry, top) = match self.entry.get() {
+            Some(entry) => entry,
+            None => {
+                let _update = self.entry.update.lock().unwrap_or_else(PoisonError::into_inner);
+                match self.entry.get() {
+                    Some(entry) => entry,
+                    None => {
+                        // The first node needs no links; publishing it as entry point is all.
+                        self.entry.set(node, level);
+                        return;
+                    }
+                }
+            }
+        };
+        let query = self.graph.vector(node);
+        with_scratch(|scratch| {
+            let mut nearest = Scored { dist: self.distance_to(query, entry), node: entry };
+            if level < top {
+                nearest = self.greedy_descend(query, nearest, top, level + 1);
+            }
+            for layer in (0..=level.min(top)).rev() {
+                self.search_level(query, nearest, self.params.ef_construction, layer, scratch, |_| true);
+                // `node` can already be reachable here through a concurrent inserter that linked
+                // to it on a higher layer and descended; it must not become its own neighbour.
+                let mut candidates: Vec<Scored> = scratch.results.drain().filter(|s| s.node != node).collect();
+                candidates.sort_unstable();
+                if let Some(&closest) = candidates.first() {
+                    nearest = closest;
+                }
+                let chosen = self.select_neighbours(&candidates, self.params.m);
+                self.connect(node, layer, &chosen);
+            }
+        });
+        if level > top {
+            let _update = self.entry.update.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.entry.get().is_none_or(|(_, current_top)| level > current_top) {
+                self.entry.set(node, level);
+            }
+        }
+    }
+
+    /// The heuristic of alg. 4: walk candidates from nearest to farthest and keep one only if it
+    /// is closer to the base than to every neighbour kept so far. This keeps links pointing in
+    /// diverse directions, which is what lets greedy search cross between clusters.
+    /// `candidates` must be sorted by distance to the base, ascending.
+    fn select_neighbours(&self, candidates: &[Scored], max: usize) -> Vec<u32> {
+        if candidates.len() <= max {
+            return candidates.iter().map(|s| s.node).collect();
+        }
+        let mut kept: Vec<u32> = Vec::with_capacity(max);
+        for candidate in candidates {
+            if kept.len() >= max {
+                break;
+            }
+            let vector = self.graph.vector(candidate.node);
+            if kept.iter().all(|&k| self.distance_to(vector, k) >= candidate.dist) {
+                kept.push(candidate.node);
+            }
+        }
+        kept
+    }
+
+    /// Links `node` to `chosen` on `layer` and each of them back to `node`, re-selecting a
+    /// neighbour's links with the heuristic when its list is full. Locks one node at a time, so
+    /// concurrent inserts cannot deadlock.
+    fn connect(&self, node: u32, layer: usize, chosen: &[u32]) {
+        {
+            let lock = self.graph.lock_links(node);
+            let existing = self.graph.links(node, layer).to_vec();
+            if existing.is_empty() {
+                self.graph.set_links(&lock, node, layer, chosen);
+            } else {
+                // Concurrent inserters already linked themselves here; keep the best of both.
+                let mut merged = existing;
+                for &id in chosen {
+                    if !merged.contains(&id) {
+                        merged.push(id);
+                    }
+                }
+                let kept = self.reselect(node, &merged, self.graph.max_links(layer));
+                self.graph.set_links(&lock, node, layer, &kept);
+            }
+        }
+        for &neighbour in chosen {
+            let lock = self.graph.lock_links(neighbour);
+            let current = self.graph.links(neighbour, layer).to_vec();
+            if current.contains(&node) || self.graph.push_link(&lock, neighbour, layer, node) {
+                continue;
+            }
+            let mut pool = current;
+            pool.push(node);
+            let kept = self.reselect(neighbour, &pool, self.graph.max_links(layer));
+            self.graph.set_links(&lock, neighbour, layer, &kept);
+        }
+    }
+
+    /// Heuristic selection of at most `max` links for `base` out of `pool`.
+    fn reselect(&self, base: u32, pool: &[u32], max: usize) -> Vec<u32> {
+        if pool.len() <= max {
+            return pool.to_vec();
+        }
+        let base_vector = self.graph.vector(base);
+        let mut scored: Vec<Scored> =
+            pool.iter().map(|&id| Scored { dist: self.distance_to(base_vector, id), node: id }).collect();
+        scored.sort_unstable();
+        self.select_neighbours(&scored, max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_data::TestRng;
+    use super::super::{Hnsw, HnswParams};
+    use crate::distance::Metric;
+
+    #[test]
+    fn level_distribution_follows_m_to_the_minus_level() {
+        let index = Hnsw::new(HnswParams::new(2, Metric::L2), 0).expect("params");
+        let draws = 200_000;
+        let above_zero = (0..draws).filter(|_| index.draw_level() > 0).count();
+        // P(level >= 1) = 1/M = 1/16.
+        let fraction = above_zero as f64 / draws as f64;
+        assert!((fraction - 1.0 / 16.0).abs() < 0.005, "fraction above level 0: {fraction}");
+    }
+
+    #[test]
+    fn links_respect_limits_and_never_point_to_self() {
+        let params = HnswParams { dim: 8, metric: Metric::L2, m: 6, ef_construction: 40 };
+        let index = Hnsw::new(params, 1500).expect("params");
+        let mut rng = TestRng(11);
+        let vectors = rng.vectors(1500, 8);
+        let items: Vec<(u64, &[f32])> = vectors.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
+        index.insert_batch(&items).expect("capacity");
+        for node in 0..1500u32 {
+            for layer in 0..=index.graph.level(node) {
+                let links = index.graph.links(node, layer).to_vec();
+                assert!(links.len() <= index.graph.max_links(layer));
+                assert!(!links.contains(&node));
+                assert!(links.iter().all(|&n| index.graph.level(n) >= layer));
+                if index.len() > 1 && layer == 0 {
+                    assert!(!links.is_empty(), "every node has a level-0 link");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_labels_in_a_batch_keep_the_last_vector() {
+        let index = Hnsw::new(HnswParams::new(2, Metric::L2), 8).expect("params");
+        let items: Vec<(u64, &[f32])> = vec![(1, &[0.0, 0.0]), (2, &[5.0, 5.0]), (1, &[9.0, 9.0])];
+        index.insert_batch(&items).expect("capacity");
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.deleted_count(), 0, "the first vector of label 1 was never inserted");
+        assert_eq!(index.search(&[9.0, 9.0], 1, 8, None), vec![(1, 0.0)]);
+    }
+
+    #[test]
+    fn batch_larger_than_free_capacity_inserts_nothing() {
+        let index = Hnsw::new(HnswParams::new(2, Metric::L2), 2).expect("params");
+        let items: Vec<(u64, &[f32])> = vec![(1, &[0.0, 0.0]), (2, &[5.0, 5.0]), (3, &[9.0, 9.0])];
+        assert!(index.insert_batch(&items).is_err());
+        assert!(index.is_empty());
+    }
+}

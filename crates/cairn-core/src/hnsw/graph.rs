@@ -1,0 +1,355 @@
+//! Node storage of the HNSW graph: one contiguous vector arena, flat level-0 link lists, per-node
+//! upper-level link lists, labels, levels, tombstones and one spinlock per node.
+//!
+//! Concurrency model (the reason most fields are atomics):
+//! - A node id is allocated once; the allocating thread alone writes its vector, label, level and
+//!   upper-link storage, and only then publishes the id (stores it into a link list or into the
+//!   entry point with Release ordering).
+//! - Link lists are arrays of `AtomicU32`: slot 0 is the count, the rest are neighbour ids.
+//!   Writers serialise on the node's spinlock; readers never lock. They load the count and the ids
+//!   with Acquire, so a reader may see a mix of an old and a new list, but every id it can see is a
+//!   published node whose vector write happens-before the load.
+//! - Nothing is ever written to a published node's vector, label or level until the owner has
+//!   `&mut` access (`grow`, drop).
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+/// Highest level a node can be drawn at. With mult = 1/ln(M) and M >= 2 a level above 16 has
+/// probability below 2^-23 per node; capping keeps link storage and the file format bounded.
+pub(super) const MAX_LEVEL: usize = 16;
+
+/// Contiguous f32 storage for node vectors, `dim` floats per node id.
+pub(super) struct VectorArena {
+    cells: Box<[UnsafeCell<f32>]>,
+    dim: usize,
+}
+
+// SAFETY: a slot is written only through `write`, whose contract guarantees that no other thread
+// can read that slot until the writer publishes the node with Release ordering; all other access is
+// read-only. Readers therefore never race with a writer on the same memory.
+unsafe impl Sync for VectorArena {}
+
+impl VectorArena {
+    fn new(dim: usize, capacity: usize) -> VectorArena {
+        let cells = (0..dim * capacity).map(|_| UnsafeCell::new(0.0)).collect();
+        VectorArena { cells, dim }
+    }
+
+    /// # Safety
+    /// The caller must own node `id` exclusively: it was allocated to this caller, and no other
+    /// thread can have obtained the id yet (it is not in any link list nor the entry point).
+    pub(super) unsafe fn write(&self, id: u32, vector: &[f32]) {
+        let start = id as usize * self.dim;
+        let slot = &self.cells[start..start + self.dim];
+        debug_assert_eq!(vector.len(), self.dim);
+        for (cell, value) in slot.iter().zip(vector) {
+            // SAFETY: exclusivity per the function contract.
+            unsafe { *cell.get() = *value };
+        }
+    }
+
+    #[inline]
+    pub(super) fn get(&self, id: u32) -> &[f32] {
+        let start = id as usize * self.dim;
+        let slot = &self.cells[start..start + self.dim];
+        // SAFETY: UnsafeCell<f32> has the layout of f32, and the slot is not being written: it is
+        // either published (written once, then immutable) or never handed out by the graph.
+        unsafe { std::slice::from_raw_parts(slot.as_ptr().cast::<f32>(), self.dim) }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.cells.len() * std::mem::size_of::<f32>()
+    }
+}
+
+/// Read-only view of one link list. Slot 0 holds the count.
+#[derive(Clone, Copy)]
+pub(super) struct Links<'a> {
+    slots: &'a [AtomicU32],
+}
+
+impl<'a> Links<'a> {
+    #[inline]
+    pub(super) fn len(&self) -> usize {
+        match self.slots.first() {
+            // The clamp keeps a torn or corrupt count from indexing past the list.
+            Some(count) => (count.load(Ordering::Acquire) as usize).min(self.slots.len() - 1),
+            None => 0,
+        }
+    }
+
+    #[inline]
+    pub(super) fn get(&self, i: usize) -> u32 {
+        self.slots[1 + i].load(Ordering::Acquire)
+    }
+
+    pub(super) fn to_vec(self) -> Vec<u32> {
+        (0..self.len()).map(|i| self.get(i)).collect()
+    }
+}
+
+/// Exclusive right to rewrite one node's link lists; released on drop.
+pub(super) struct LinkLock<'a> {
+    flag: &'a AtomicBool,
+}
+
+impl Drop for LinkLock<'_> {
+    fn drop(&mut self) {
+        self.flag.store(false, Ordering::Release);
+    }
+}
+
+pub(super) struct Graph {
+    dim: usize,
+    /// Link slots per upper level (count + `max_upper` ids).
+    max_upper: usize,
+    /// Link slots per level-0 list (count + `max_level0` ids); `max_level0 = 2 * M`.
+    max_level0: usize,
+    capacity: usize,
+    pub(super) vectors: VectorArena,
+    level0_links: Box<[AtomicU32]>,
+    upper_links: Box<[OnceLock<Box<[AtomicU32]>>]>,
+    levels: Box<[AtomicU8]>,
+    labels: Box<[AtomicU64]>,
+    tombstones: Box<[AtomicBool]>,
+    link_locks: Box<[AtomicBool]>,
+}
+
+fn atomics<T>(n: usize, make: impl Fn() -> T) -> Box<[T]> {
+    (0..n).map(|_| make()).collect()
+}
+
+impl Graph {
+    pub(super) fn new(dim: usize, m: usize, capacity: usize) -> Graph {
+        let max_level0 = 2 * m;
+        Graph {
+            dim,
+            max_upper: m,
+            max_level0,
+            capacity,
+            vectors: VectorArena::new(dim, capacity),
+            level0_links: atomics(capacity * (1 + max_level0), || AtomicU32::new(0)),
+            upper_links: atomics(capacity, OnceLock::new),
+            levels: atomics(capacity, || AtomicU8::new(0)),
+            labels: atomics(capacity, || AtomicU64::new(0)),
+            tombstones: atomics(capacity, || AtomicBool::new(false)),
+            link_locks: atomics(capacity, || AtomicBool::new(false)),
+        }
+    }
+
+    pub(super) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Maximum neighbours of a node at `level` (2*M at level 0, M above).
+    #[inline]
+    pub(super) fn max_links(&self, level: usize) -> usize {
+        if level == 0 {
+            self.max_level0
+        } else {
+            self.max_upper
+        }
+    }
+
+    /// Moves every node into storage for `new_capacity` nodes. Exclusive access makes the moves
+    /// race-free; ids and link lists are unchanged.
+    pub(super) fn grow(&mut self, new_capacity: usize) {
+        if new_capacity <= self.capacity {
+            return;
+        }
+        let mut grown = Graph::new(self.dim, self.max_upper, new_capacity);
+        let old_floats = self.capacity * self.dim;
+        for (to, from) in grown.vectors.cells.iter_mut().zip(self.vectors.cells.iter_mut()).take(old_floats) {
+            *to.get_mut() = *from.get_mut();
+        }
+        for (to, from) in grown.level0_links.iter_mut().zip(self.level0_links.iter_mut()) {
+            *to.get_mut() = *from.get_mut();
+        }
+        for (to, from) in grown.upper_links.iter_mut().zip(self.upper_links.iter_mut()) {
+            *to = std::mem::take(from);
+        }
+        for (to, from) in grown.levels.iter_mut().zip(self.levels.iter_mut()) {
+            *to.get_mut() = *from.get_mut();
+        }
+        for (to, from) in grown.labels.iter_mut().zip(self.labels.iter_mut()) {
+            *to.get_mut() = *from.get_mut();
+        }
+        for (to, from) in grown.tombstones.iter_mut().zip(self.tombstones.iter_mut()) {
+            *to.get_mut() = *from.get_mut();
+        }
+        *self = grown;
+    }
+
+    /// Records a freshly allocated node's label and level and gives it empty upper-level lists.
+    /// Must run before the node is published (same contract as `VectorArena::write`).
+    pub(super) fn init_node(&self, id: u32, label: u64, level: usize) {
+        let i = id as usize;
+        self.labels[i].store(label, Ordering::Relaxed);
+        self.levels[i].store(level as u8, Ordering::Relaxed);
+        // The tombstone is left alone: a concurrent delete of the label may already have set it.
+        if level > 0 {
+            // A fresh id has no upper storage yet; `set` only fails if that were violated, in
+            // which case the existing (equally sized, empty) lists are kept.
+            let _ = self.upper_links[i].set(atomics(level * (1 + self.max_upper), || AtomicU32::new(0)));
+        }
+    }
+
+    #[inline]
+    pub(super) fn vector(&self, id: u32) -> &[f32] {
+        self.vectors.get(id)
+    }
+
+    #[inline]
+    pub(super) fn label(&self, id: u32) -> u64 {
+        self.labels[id as usize].load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(super) fn level(&self, id: u32) -> usize {
+        self.levels[id as usize].load(Ordering::Relaxed) as usize
+    }
+
+    #[inline]
+    pub(super) fn is_tombstoned(&self, id: u32) -> bool {
+        self.tombstones[id as usize].load(Ordering::Relaxed)
+    }
+
+    /// Returns true if this call set the tombstone (it was live before).
+    pub(super) fn set_tombstone(&self, id: u32) -> bool {
+        !self.tombstones[id as usize].swap(true, Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn link_slots(&self, id: u32, level: usize) -> &[AtomicU32] {
+        let i = id as usize;
+        if level == 0 {
+            let stride = 1 + self.max_level0;
+            &self.level0_links[i * stride..(i + 1) * stride]
+        } else {
+            let stride = 1 + self.max_upper;
+            match self.upper_links[i].get() {
+                // A node above its own level has no list; an empty view keeps callers panic-free.
+                Some(lists) if level * stride <= lists.len() => &lists[(level - 1) * stride..level * stride],
+                _ => &[],
+            }
+        }
+    }
+
+    #[inline]
+    pub(super) fn links(&self, id: u32, level: usize) -> Links<'_> {
+        Links { slots: self.link_slots(id, level) }
+    }
+
+    /// Spins until this thread holds node `id`'s link lock. Critical sections are a few hundred
+    /// distance computations at most, so spinning (then yielding) beats a parked mutex here.
+    pub(super) fn lock_links(&self, id: u32) -> LinkLock<'_> {
+        let flag = &self.link_locks[id as usize];
+        let mut spins = 0u32;
+        while flag.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        LinkLock { flag }
+    }
+
+    /// Replaces the list of `id` at `level`. The caller holds `id`'s link lock. Ids are stored
+    /// before the count so a reader never sees a count covering unwritten slots of this list.
+    pub(super) fn set_links(&self, _lock: &LinkLock<'_>, id: u32, level: usize, neighbours: &[u32]) {
+        let slots = self.link_slots(id, level);
+        let Some((count, ids)) = slots.split_first() else { return };
+        let n = neighbours.len().min(ids.len());
+        for (slot, &neighbour) in ids.iter().zip(&neighbours[..n]) {
+            slot.store(neighbour, Ordering::Release);
+        }
+        count.store(n as u32, Ordering::Release);
+    }
+
+    /// Appends `neighbour` if the list has room; returns false when it is full.
+    pub(super) fn push_link(&self, _lock: &LinkLock<'_>, id: u32, level: usize, neighbour: u32) -> bool {
+        let slots = self.link_slots(id, level);
+        let Some((count, ids)) = slots.split_first() else { return false };
+        let n = count.load(Ordering::Relaxed) as usize;
+        if n >= ids.len() {
+            return false;
+        }
+        ids[n].store(neighbour, Ordering::Release);
+        count.store(n as u32 + 1, Ordering::Release);
+        true
+    }
+
+    /// Exclusive-access setters used when loading a persisted index (no publication involved).
+    pub(super) fn load_node(&mut self, id: u32, label: u64, level: usize, tombstoned: bool, vector: &[f32]) {
+        // SAFETY: `&mut self` excludes every other reader and writer.
+        unsafe { self.vectors.write(id, vector) };
+        self.init_node(id, label, level);
+        *self.tombstones[id as usize].get_mut() = tombstoned;
+    }
+
+    pub(super) fn load_links(&mut self, id: u32, level: usize, neighbours: &[u32]) {
+        let flag = AtomicBool::new(false);
+        let lock = LinkLock { flag: &flag };
+        self.set_links(&lock, id, level, neighbours);
+    }
+
+    /// Heap bytes held for `capacity` nodes (arenas are preallocated, so this does not depend on
+    /// how many nodes are in use, except for upper-level lists).
+    pub(super) fn heap_bytes(&self) -> usize {
+        let upper: usize = self
+            .upper_links
+            .iter()
+            .filter_map(|cell| cell.get())
+            .map(|lists| lists.len() * std::mem::size_of::<AtomicU32>())
+            .sum();
+        self.vectors.heap_bytes()
+            + self.level0_links.len() * std::mem::size_of::<AtomicU32>()
+            + self.upper_links.len() * std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>()
+            + upper
+            + self.levels.len()
+            + self.labels.len() * std::mem::size_of::<AtomicU64>()
+            + self.tombstones.len()
+            + self.link_locks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_round_trip_and_respect_capacity() {
+        let graph = Graph::new(4, 2, 3);
+        graph.init_node(0, 10, 1);
+        let lock = graph.lock_links(0);
+        assert!(graph.push_link(&lock, 0, 0, 1));
+        graph.set_links(&lock, 0, 1, &[2, 1, 7]);
+        drop(lock);
+        assert_eq!(graph.links(0, 0).to_vec(), vec![1]);
+        // Level 1 holds at most M = 2 links; the extra id is dropped, not written out of bounds.
+        assert_eq!(graph.links(0, 1).to_vec(), vec![2, 1]);
+        assert_eq!(graph.links(0, 2).len(), 0, "a level above the node's own has no list");
+        assert_eq!(graph.links(1, 1).len(), 0);
+    }
+
+    #[test]
+    fn grow_keeps_nodes_and_links() {
+        let mut graph = Graph::new(2, 2, 2);
+        // SAFETY: single-threaded test; node 1 is unpublished.
+        unsafe { graph.vectors.write(1, &[3.0, 4.0]) };
+        graph.init_node(1, 99, 2);
+        let lock = graph.lock_links(1);
+        graph.set_links(&lock, 1, 2, &[0]);
+        drop(lock);
+        graph.grow(10);
+        assert_eq!(graph.capacity(), 10);
+        assert_eq!(graph.vector(1), &[3.0, 4.0]);
+        assert_eq!(graph.label(1), 99);
+        assert_eq!(graph.level(1), 2);
+        assert_eq!(graph.links(1, 2).to_vec(), vec![0]);
+    }
+}

@@ -1,0 +1,546 @@
+//! The persisted index file. All integers and floats are little-endian.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic "CAIRNHNW"
+//!      8     4  format version (1)
+//!     12     4  metric code (Metric::code: 0 cosine, 1 l2, 2 ip)
+//!     16     4  dim
+//!     20     4  M (level 0 holds up to 2*M links)
+//!     24     4  ef_construction
+//!     28     4  entry node id, 0xFFFF_FFFF when the index is empty
+//!     32     4  top level (level of the entry node), 0 when empty
+//!     36     4  reserved, zero
+//!     40     8  covered_seq: the engine's sequence number the index reflects
+//!     48     8  node count N (live and tombstoned nodes, ids 0..N)
+//!     56     8  level-draw counter (so a loaded index keeps drawing fresh levels)
+//!     64        sections, in this order, no padding:
+//!               vectors      N * dim * f32, node by node (unit-normalised for cosine)
+//!               levels       N * u8
+//!               level-0      N * (1 + 2M) * u32: count, then ids; slots past count are zero
+//!               upper links  for each node in id order, for each level 1..=its level:
+//!                            (1 + M) * u32, same shape as level 0
+//!               labels       N * u64
+//!               tombstones   ceil(N / 8) bytes, bit i % 8 of byte i / 8 set when node i is
+//!                            tombstoned; unused high bits zero
+//!      end-8     8  xxh3-64 of every byte before it
+//! ```
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::graph::MAX_LEVEL;
+use super::{read_lock, write_lock, Hnsw, HnswParams, LabelDirectory, MAX_CAPACITY};
+use crate::checksum::{xxh3, Xxh3Stream};
+use crate::distance::Metric;
+use crate::error::{Error, Result};
+
+pub const INDEX_MAGIC: [u8; 8] = *b"CAIRNHNW";
+pub const INDEX_FORMAT_VERSION: u32 = 1;
+/// Entry-node value of an empty index.
+const NO_NODE: u32 = u32::MAX;
+
+/// Byte offsets of the header fields.
+mod header {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 8;
+    pub const METRIC: usize = 12;
+    pub const DIM: usize = 16;
+    pub const M: usize = 20;
+    pub const EF_CONSTRUCTION: usize = 24;
+    pub const ENTRY_NODE: usize = 28;
+    pub const TOP_LEVEL: usize = 32;
+    pub const RESERVED: usize = 36;
+    pub const COVERED_SEQ: usize = 40;
+    pub const NODE_COUNT: usize = 48;
+    pub const LEVEL_DRAWS: usize = 56;
+    pub const LEN: usize = 64;
+}
+
+const CHECKSUM_LEN: usize = 8;
+/// Write buffer size: large enough that the `dyn Write` and hasher calls are amortised.
+const CHUNK: usize = 1 << 16;
+
+/// Buffers output and feeds the same bytes to the trailing checksum.
+struct ChecksummedWriter<'a> {
+    out: &'a mut dyn Write,
+    hasher: Xxh3Stream,
+    buffer: Vec<u8>,
+}
+
+impl ChecksummedWriter<'_> {
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= CHUNK {
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) -> std::io::Result<()> {
+        self.hasher.update(&self.buffer);
+        self.out.write_all(&self.buffer)?;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.drain()?;
+        let digest = self.hasher.digest();
+        self.out.write_all(&digest.to_le_bytes())?;
+        self.out.flush()
+    }
+}
+
+fn put_u32(header: &mut [u8; header::LEN], offset: usize, value: u32) {
+    header[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+fn put_u64(header: &mut [u8; header::LEN], offset: usize, value: u64) {
+    header[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+impl Hnsw {
+    /// Writes the whole index (format above). Blocks inserts and deletes for the duration so the
+    /// file is a consistent graph; searches continue.
+    pub fn write_to(&self, out: &mut dyn Write, covered_seq: u64) -> std::io::Result<()> {
+        let _gate = write_lock(&self.insert_gate);
+        let directory = read_lock(&self.directory);
+        let nodes = directory.allocated;
+        let graph = &self.graph;
+        let (entry, top) = self.entry.get().map_or((NO_NODE, 0), |(node, level)| (node, level as u32));
+
+        let mut header = [0u8; header::LEN];
+        header[header::MAGIC..header::MAGIC + 8].copy_from_slice(&INDEX_MAGIC);
+        put_u32(&mut header, header::VERSION, INDEX_FORMAT_VERSION);
+        put_u32(&mut header, header::METRIC, self.params.metric.code() as u32);
+        put_u32(&mut header, header::DIM, self.params.dim as u32);
+        put_u32(&mut header, header::M, self.params.m as u32);
+        put_u32(&mut header, header::EF_CONSTRUCTION, self.params.ef_construction as u32);
+        put_u32(&mut header, header::ENTRY_NODE, entry);
+        put_u32(&mut header, header::TOP_LEVEL, top);
+        put_u32(&mut header, header::RESERVED, 0);
+        put_u64(&mut header, header::COVERED_SEQ, covered_seq);
+        put_u64(&mut header, header::NODE_COUNT, nodes as u64);
+        put_u64(&mut header, header::LEVEL_DRAWS, self.level_draws.load(Ordering::Relaxed));
+
+        let mut sink = ChecksummedWriter { out, hasher: Xxh3Stream::default(), buffer: Vec::with_capacity(2 * CHUNK) };
+        sink.put(&header)?;
+        for node in 0..nodes {
+            for value in graph.vector(node) {
+                sink.put(&value.to_le_bytes())?;
+            }
+        }
+        for node in 0..nodes {
+            sink.put(&[graph.level(node) as u8])?;
+        }
+        for node in 0..nodes {
+            put_links(&mut sink, self, node, 0)?;
+        }
+        for node in 0..nodes {
+            for layer in 1..=graph.level(node) {
+                put_links(&mut sink, self, node, layer)?;
+            }
+        }
+        for node in 0..nodes {
+            sink.put(&graph.label(node).to_le_bytes())?;
+        }
+        for first in (0..nodes).step_by(8) {
+            let byte = (first..nodes.min(first + 8))
+                .filter(|&node| graph.is_tombstoned(node))
+                .fold(0u8, |byte, node| byte | 1 << (node - first));
+            sink.put(&[byte])?;
+        }
+        sink.finish()
+    }
+
+    /// Loads an index written by `write_to`, returning it with its covered_seq. Verifies magic,
+    /// version, checksum, every length and every graph invariant search relies on (link counts,
+    /// link targets, levels, entry point, unique live labels); any violation is a corruption
+    /// error naming `path` and the offending offset. The capacity equals the node count.
+    pub fn read_from(bytes: &[u8], path: &Path) -> Result<(Hnsw, u64)> {
+        if bytes.len() < header::LEN + CHECKSUM_LEN {
+            return Err(corruption(
+                path,
+                bytes.len(),
+                format!("index file is {} bytes, shorter than its header and checksum", bytes.len()),
+            ));
+        }
+        if bytes[header::MAGIC..header::MAGIC + INDEX_MAGIC.len()] != INDEX_MAGIC {
+            return Err(corruption(path, header::MAGIC, "not a Cairn HNSW index file (bad magic)"));
+        }
+        let version = le_u32(bytes, header::VERSION);
+        if version != INDEX_FORMAT_VERSION {
+            return Err(corruption(
+                path,
+                header::VERSION,
+                format!("unsupported index format version {version}, expected {INDEX_FORMAT_VERSION}"),
+            ));
+        }
+        let body_len = bytes.len() - CHECKSUM_LEN;
+        let (body, trailer) = bytes.split_at(body_len);
+        let stored = le_u64(trailer, 0);
+        let computed = xxh3(body);
+        if stored != computed {
+            return Err(corruption(
+                path,
+                body_len,
+                format!("index checksum mismatch: stored {stored:#018x}, computed {computed:#018x}"),
+            ));
+        }
+
+        let metric_code = le_u32(body, header::METRIC);
+        let metric = u8::try_from(metric_code)
+            .ok()
+            .and_then(Metric::from_code)
+            .ok_or_else(|| corruption(path, header::METRIC, format!("unknown metric code {metric_code}")))?;
+        let params = HnswParams {
+            dim: le_u32(body, header::DIM) as usize,
+            metric,
+            m: le_u32(body, header::M) as usize,
+            ef_construction: le_u32(body, header::EF_CONSTRUCTION) as usize,
+        };
+        params.validate().map_err(|e| corruption(path, header::DIM, format!("invalid parameters: {e}")))?;
+        let entry = le_u32(body, header::ENTRY_NODE);
+        let top = le_u32(body, header::TOP_LEVEL) as usize;
+        if le_u32(body, header::RESERVED) != 0 {
+            return Err(corruption(path, header::RESERVED, "reserved header field is not zero"));
+        }
+        let covered_seq = le_u64(body, header::COVERED_SEQ);
+        let node_count = le_u64(body, header::NODE_COUNT);
+        let level_draws = le_u64(body, header::LEVEL_DRAWS);
+        let nodes = usize::try_from(node_count)
+            .ok()
+            .filter(|&n| n <= MAX_CAPACITY)
+            .ok_or_else(|| corruption(path, header::NODE_COUNT, format!("node count {node_count} is out of range")))?;
+
+        let dim = params.dim;
+        let level0_slots = 1 + 2 * params.m;
+        let upper_slots = 1 + params.m;
+        let mut sections = Sections { body, offset: header::LEN, path };
+        let (vectors_at, vector_bytes) =
+            sections.take(nodes.checked_mul(dim).and_then(|n| n.checked_mul(4)), "vectors")?;
+        let (levels_at, level_bytes) = sections.take(Some(nodes), "levels")?;
+        if let Some(i) = level_bytes.iter().position(|&level| level as usize > MAX_LEVEL) {
+            return Err(corruption(path, levels_at + i, format!("node level {} exceeds {MAX_LEVEL}", level_bytes[i])));
+        }
+        let (level0_at, level0_bytes) =
+            sections.take(nodes.checked_mul(level0_slots * 4), "level-0 links")?;
+        let upper_lists: usize = level_bytes.iter().map(|&level| level as usize).sum();
+        let (upper_at, upper_bytes) =
+            sections.take(upper_lists.checked_mul(upper_slots * 4), "upper-level links")?;
+        let (labels_at, label_bytes) = sections.take(nodes.checked_mul(8), "labels")?;
+        let (tombstones_at, tombstone_bytes) = sections.take(Some(nodes.div_ceil(8)), "tombstones")?;
+        if sections.offset != body.len() {
+            return Err(corruption(path, sections.offset, "unexpected bytes after the tombstone section"));
+        }
+
+        let level_of = |node: usize| level_bytes[node] as usize;
+        let is_tombstoned = |node: usize| tombstone_bytes[node / 8] & (1 << (node % 8)) != 0;
+        if let Some(&last) = tombstone_bytes.last() {
+            let used_bits = nodes - (tombstone_bytes.len() - 1) * 8;
+            if used_bits < 8 && last >> used_bits != 0 {
+                return Err(corruption(path, tombstones_at + tombstone_bytes.len() - 1, "unused tombstone bits are set"));
+            }
+        }
+        if nodes == 0 {
+            if entry != NO_NODE || top != 0 {
+                return Err(corruption(path, header::ENTRY_NODE, "empty index names an entry node"));
+            }
+        } else {
+            let highest = level_bytes.iter().map(|&level| level as usize).max().unwrap_or(0);
+            if entry as usize >= nodes || top != highest || level_of(entry as usize) != top {
+                return Err(corruption(
+                    path,
+                    header::ENTRY_NODE,
+                    format!("entry node {entry} at level {top} is not a node of the highest level {highest}"),
+                ));
+            }
+        }
+
+        let mut index = Hnsw::new(params, nodes)
+            .map_err(|e| corruption(path, header::NODE_COUNT, format!("cannot size the index: {e}")))?;
+        let mut node_of_label: HashMap<u64, u32> = HashMap::with_capacity(nodes);
+        let mut tombstones = 0usize;
+        let mut vector = vec![0.0f32; dim];
+        for node in 0..nodes {
+            let vector_at = vectors_at + node * dim * 4;
+            let raw = &vector_bytes[node * dim * 4..(node + 1) * dim * 4];
+            for (value, word) in vector.iter_mut().zip(raw.chunks_exact(4)) {
+                *value = f32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+            }
+            if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
+                return Err(corruption(path, vector_at + i * 4, format!("vector of node {node} is not finite")));
+            }
+            let label = le_u64(label_bytes, node * 8);
+            let tombstoned = is_tombstoned(node);
+            if tombstoned {
+                tombstones += 1;
+            } else if node_of_label.insert(label, node as u32).is_some() {
+                return Err(corruption(path, labels_at + node * 8, format!("label {label} is live on two nodes")));
+            }
+            index.graph.load_node(node as u32, label, level_of(node), tombstoned, &vector);
+        }
+
+        let mut neighbours = Vec::with_capacity(level0_slots);
+        let mut upper_offset = 0usize;
+        for node in 0..nodes {
+            let list_at = node * level0_slots * 4;
+            read_links(&level0_bytes[list_at..list_at + level0_slots * 4], &mut neighbours)
+                .and_then(|()| check_links(&neighbours, node, 0, nodes, &level_of))
+                .map_err(|reason| corruption(path, level0_at + list_at, reason))?;
+            index.graph.load_links(node as u32, 0, &neighbours);
+            for layer in 1..=level_of(node) {
+                let list_at = upper_offset;
+                upper_offset += upper_slots * 4;
+                read_links(&upper_bytes[list_at..list_at + upper_slots * 4], &mut neighbours)
+                    .and_then(|()| check_links(&neighbours, node, layer, nodes, &level_of))
+                    .map_err(|reason| corruption(path, upper_at + list_at, reason))?;
+                index.graph.load_links(node as u32, layer, &neighbours);
+            }
+        }
+
+        if nodes > 0 {
+            index.entry.set(entry, top);
+        }
+        index.level_draws = AtomicU64::new(level_draws);
+        *index.directory.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            LabelDirectory { node_of_label, allocated: nodes as u32, tombstones };
+        Ok((index, covered_seq))
+    }
+}
+
+fn put_links(sink: &mut ChecksummedWriter<'_>, index: &Hnsw, node: u32, layer: usize) -> std::io::Result<()> {
+    let links = index.graph.links(node, layer);
+    let count = links.len();
+    sink.put(&(count as u32).to_le_bytes())?;
+    for slot in 0..index.graph.max_links(layer) {
+        let id = if slot < count { links.get(slot) } else { 0 };
+        sink.put(&id.to_le_bytes())?;
+    }
+    Ok(())
+}
+
+/// Decodes one persisted link list (count, then slots) into `neighbours`.
+fn read_links(list: &[u8], neighbours: &mut Vec<u32>) -> std::result::Result<(), String> {
+    let capacity = list.len() / 4 - 1;
+    let count = le_u32(list, 0) as usize;
+    if count > capacity {
+        return Err(format!("link count {count} exceeds the list capacity {capacity}"));
+    }
+    neighbours.clear();
+    neighbours.extend((0..count).map(|i| le_u32(list, 4 + 4 * i)));
+    Ok(())
+}
+
+/// A link must name another existing node that lives on the link's level.
+fn check_links(
+    neighbours: &[u32],
+    node: usize,
+    layer: usize,
+    nodes: usize,
+    level_of: &impl Fn(usize) -> usize,
+) -> std::result::Result<(), String> {
+    for &neighbour in neighbours {
+        let neighbour = neighbour as usize;
+        if neighbour >= nodes || neighbour == node || level_of(neighbour) < layer {
+            return Err(format!("node {node} links on level {layer} to invalid node {neighbour}"));
+        }
+    }
+    Ok(())
+}
+
+/// Sequential reader over the checksummed body that turns every short read into a corruption
+/// error carrying the offset.
+struct Sections<'a> {
+    body: &'a [u8],
+    offset: usize,
+    path: &'a Path,
+}
+
+impl<'a> Sections<'a> {
+    fn take(&mut self, len: Option<usize>, what: &str) -> Result<(usize, &'a [u8])> {
+        let start = self.offset;
+        let end = len.and_then(|len| start.checked_add(len)).filter(|&end| end <= self.body.len());
+        match end {
+            Some(end) => {
+                self.offset = end;
+                Ok((start, &self.body[start..end]))
+            }
+            None => Err(corruption(self.path, start, format!("{what} section is truncated"))),
+        }
+    }
+}
+
+fn corruption(path: &Path, offset: usize, reason: impl Into<String>) -> Error {
+    Error::corruption(path, offset as u64, reason)
+}
+
+fn le_u32(bytes: &[u8], offset: usize) -> u32 {
+    let mut word = [0u8; 4];
+    if let Some(src) = bytes.get(offset..offset + 4) {
+        word.copy_from_slice(src);
+    }
+    u32::from_le_bytes(word)
+}
+
+fn le_u64(bytes: &[u8], offset: usize) -> u64 {
+    let mut word = [0u8; 8];
+    if let Some(src) = bytes.get(offset..offset + 8) {
+        word.copy_from_slice(src);
+    }
+    u64::from_le_bytes(word)
+}
+#[cfg(test)]
+mod tests {
+    use super::super::test_data::TestRng;
+    use super::*;
+
+    fn sample_index(metric: Metric, nodes: usize) -> Hnsw {
+        let index = Hnsw::new(HnswParams { dim: 6, metric, m: 4, ef_construction: 32 }, nodes + 4).expect("params");
+        let mut rng = TestRng(21);
+        for (i, v) in rng.vectors(nodes, 6).iter().enumerate() {
+            index.insert(i as u64 * 3, v).expect("capacity");
+        }
+        index
+    }
+
+    fn file_of(index: &Hnsw, covered_seq: u64) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        index.write_to(&mut bytes, covered_seq).expect("write to a Vec");
+        bytes
+    }
+
+    fn expect_corruption(bytes: &[u8]) -> (u64, String) {
+        match Hnsw::read_from(bytes, Path::new("index.hnsw")) {
+            Err(Error::Corruption { offset, reason, .. }) => (offset, reason),
+            Err(other) => panic!("expected corruption, got {other}"),
+            Ok(_) => panic!("corrupt file loaded"),
+        }
+    }
+
+    #[test]
+    fn round_trip_preserves_everything() {
+        let index = sample_index(Metric::Cosine, 300);
+        index.mark_deleted(0);
+        index.insert(3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).expect("capacity");
+        let bytes = file_of(&index, 42);
+        let (loaded, covered_seq) = Hnsw::read_from(&bytes, Path::new("index.hnsw")).expect("valid file");
+        assert_eq!(covered_seq, 42);
+        assert_eq!(loaded.params(), index.params());
+        assert_eq!(loaded.len(), index.len());
+        assert_eq!(loaded.deleted_count(), index.deleted_count());
+        assert_eq!(loaded.capacity(), 301);
+        assert!(!loaded.contains(0));
+        assert_eq!(file_of(&loaded, 42), bytes, "re-writing a loaded index is byte-identical");
+        let query = [0.5, -0.1, 0.3, 0.9, -0.7, 0.2];
+        assert_eq!(loaded.search(&query, 10, 32, None), index.search(&query, 10, 32, None));
+    }
+
+    #[test]
+    fn empty_index_round_trips() {
+        let index = Hnsw::new(HnswParams::new(3, Metric::Ip), 5).expect("params");
+        let bytes = file_of(&index, 7);
+        assert_eq!(bytes.len(), header::LEN + CHECKSUM_LEN);
+        let (loaded, covered_seq) = Hnsw::read_from(&bytes, Path::new("x")).expect("valid");
+        assert_eq!((loaded.len(), covered_seq), (0, 7));
+        assert!(loaded.search(&[1.0, 0.0, 0.0], 3, 8, None).is_empty());
+    }
+
+    #[test]
+    fn corrupt_header_fields_are_reported_at_their_offset() {
+        let bytes = file_of(&sample_index(Metric::L2, 50), 1);
+        let mut wrong_magic = bytes.clone();
+        wrong_magic[0] ^= 0xFF;
+        assert_eq!(expect_corruption(&wrong_magic).0, header::MAGIC as u64);
+        let mut wrong_version = bytes.clone();
+        wrong_version[header::VERSION] = 9;
+        assert_eq!(expect_corruption(&wrong_version).0, header::VERSION as u64);
+        let mut flipped = bytes.clone();
+        flipped[header::LEN + 5] ^= 0x10;
+        let (offset, reason) = expect_corruption(&flipped);
+        assert_eq!(offset as usize, bytes.len() - CHECKSUM_LEN);
+        assert!(reason.contains("checksum"), "{reason}");
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_an_error_not_a_panic() {
+        let bytes = file_of(&sample_index(Metric::L2, 40), 1);
+        for len in 0..bytes.len() {
+            expect_corruption(&bytes[..len]);
+        }
+        for byte in (0..bytes.len()).step_by(7) {
+            let mut flipped = bytes.clone();
+            flipped[byte] ^= 1 << (byte % 8);
+            expect_corruption(&flipped);
+        }
+    }
+
+    /// Rewrites the checksum so structural validation (not the checksum) must catch the damage.
+    fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
+        let body_len = bytes.len() - CHECKSUM_LEN;
+        let digest = xxh3(&bytes[..body_len]);
+        bytes[body_len..].copy_from_slice(&digest.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn structurally_invalid_files_with_valid_checksums_are_rejected() {
+        let index = sample_index(Metric::L2, 30);
+        let bytes = file_of(&index, 1);
+        let nodes = 30usize;
+        let levels_at = header::LEN + nodes * 6 * 4;
+        let level0_at = levels_at + nodes;
+
+        let mut huge_count = bytes.clone();
+        huge_count[header::NODE_COUNT..header::NODE_COUNT + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        expect_corruption(&resealed(huge_count));
+
+        let mut bad_link = bytes.clone();
+        bad_link[level0_at..level0_at + 4].copy_from_slice(&1u32.to_le_bytes());
+        bad_link[level0_at + 4..level0_at + 8].copy_from_slice(&999u32.to_le_bytes());
+        let (offset, reason) = expect_corruption(&resealed(bad_link));
+        assert_eq!(offset as usize, level0_at, "{reason}");
+
+        let mut bad_count = bytes.clone();
+        bad_count[level0_at..level0_at + 4].copy_from_slice(&100u32.to_le_bytes());
+        expect_corruption(&resealed(bad_count));
+
+        let mut bad_level = bytes.clone();
+        bad_level[levels_at] = 200;
+        expect_corruption(&resealed(bad_level));
+
+        let mut bad_metric = bytes.clone();
+        bad_metric[header::METRIC] = 7;
+        assert_eq!(expect_corruption(&resealed(bad_metric)).0, header::METRIC as u64);
+
+        let mut bad_entry = bytes.clone();
+        bad_entry[header::ENTRY_NODE..header::ENTRY_NODE + 4].copy_from_slice(&5000u32.to_le_bytes());
+        expect_corruption(&resealed(bad_entry));
+
+        let labels_at = bytes.len() - CHECKSUM_LEN - nodes.div_ceil(8) - nodes * 8;
+        let mut duplicate_label = bytes.clone();
+        duplicate_label.copy_within(labels_at..labels_at + 8, labels_at + 8);
+        expect_corruption(&resealed(duplicate_label));
+
+        let mut nan_vector = bytes;
+        nan_vector[header::LEN..header::LEN + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        expect_corruption(&resealed(nan_vector));
+    }
+
+    #[test]
+    fn write_errors_are_returned() {
+        struct Failing;
+        impl Write for Failing {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        assert!(sample_index(Metric::L2, 10).write_to(&mut Failing, 0).is_err());
+    }
+}
