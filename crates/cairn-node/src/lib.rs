@@ -1,1 +1,227 @@
+//! Thin napi binding of cairn-core: converts types and errors, nothing else.
+//! Errors cross as `Error` whose message starts with the stable code (`CAIRN_X: ...`);
+//! the TypeScript layer turns that into a `CairnError`. No panic crosses the boundary.
 
+#![deny(clippy::all)]
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cairn_core::engine::{Engine, Options, SyncMode};
+use cairn_core::state::Filter;
+use cairn_core::wal::writer::Prealloc;
+use cairn_core::RecoveryMode;
+use napi::bindgen_prelude::*;
+use napi::{Env, JsObject, Task};
+use napi_derive::napi;
+
+fn to_napi(e: cairn_core::Error) -> napi::Error {
+    napi::Error::new(Status::GenericFailure, format!("{}: {}", e.code(), e))
+}
+
+fn invalid(msg: impl Into<String>) -> napi::Error {
+    napi::Error::new(Status::InvalidArg, format!("CAIRN_INVALID_ARGUMENT: {}", msg.into()))
+}
+
+/// Run engine code, turning a panic into a `CAIRN_INTERNAL` error instead of aborting Node.
+fn guarded<T>(f: impl FnOnce() -> cairn_core::Result<T>) -> napi::Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(to_napi),
+        Err(_) => Err(napi::Error::new(Status::GenericFailure, "CAIRN_INTERNAL: internal panic in the native engine".to_string())),
+    }
+}
+
+#[napi(object)]
+pub struct OpenOptions {
+    pub sync: String,
+    pub recovery: String,
+    pub segment_bytes: Option<u32>,
+}
+
+pub struct OpenTask {
+    dir: PathBuf,
+    opts: Option<Options>,
+}
+
+impl Task for OpenTask {
+    type Output = Engine;
+    type JsValue = NativeStore;
+    fn compute(&mut self) -> napi::Result<Engine> {
+        let opts = self.opts.take().ok_or_else(|| invalid("open task ran twice"))?;
+        let dir = self.dir.clone();
+        guarded(move || Engine::open(&dir, opts))
+    }
+    fn resolve(&mut self, _env: Env, engine: Engine) -> napi::Result<NativeStore> {
+        Ok(NativeStore { engine: Arc::new(engine) })
+    }
+}
+
+/// Open (recovering if needed) the store in `dir`. Runs off the event loop.
+#[napi(ts_return_type = "Promise<NativeStore>")]
+pub fn open_store(dir: String, options: OpenOptions) -> napi::Result<AsyncTask<OpenTask>> {
+    let sync = SyncMode::parse(&options.sync).ok_or_else(|| invalid("options.sync must be 'none', 'group' or 'always'"))?;
+    let recovery = RecoveryMode::parse(&options.recovery)
+        .ok_or_else(|| invalid("options.recovery must be 'tolerate-torn-tail', 'absolute-consistency' or 'skip-corrupt'"))?;
+    let mut opts = Options { sync, recovery, prealloc: Prealloc::Background, ..Options::default() };
+    if let Some(b) = options.segment_bytes {
+        opts.segment_bytes = u64::from(b);
+    }
+    Ok(AsyncTask::new(OpenTask { dir: PathBuf::from(dir), opts: Some(opts) }))
+}
+
+#[napi(object)]
+pub struct NativeHit {
+    pub id: String,
+    pub score: f64,
+    pub metadata: String,
+}
+
+#[napi(object)]
+pub struct NativeRow {
+    pub vector: Float32Array,
+    pub metadata: String,
+}
+
+#[napi(object)]
+pub struct NativeCollectionInfo {
+    pub name: String,
+    pub dim: u32,
+    pub metric: String,
+    pub m: u32,
+    pub ef_construction: u32,
+    pub count: u32,
+}
+
+pub struct QueryTask {
+    engine: Arc<Engine>,
+    collection: String,
+    vector: Vec<f32>,
+    k: usize,
+    filter: Option<Filter>,
+}
+
+impl Task for QueryTask {
+    type Output = Vec<(String, f32, String)>;
+    type JsValue = Vec<NativeHit>;
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        guarded(|| self.engine.query_exact(&self.collection, &self.vector, self.k, self.filter.as_ref()))
+    }
+    fn resolve(&mut self, _env: Env, out: Self::Output) -> napi::Result<Vec<NativeHit>> {
+        Ok(out.into_iter().map(|(id, score, metadata)| NativeHit { id, score: f64::from(score), metadata }).collect())
+    }
+}
+
+pub struct EngineTask<T: Send + 'static> {
+    engine: Arc<Engine>,
+    job: fn(&Engine) -> cairn_core::Result<T>,
+}
+
+impl<T: Send + 'static + ToNapiValue + TypeName> Task for EngineTask<T> {
+    type Output = T;
+    type JsValue = T;
+    fn compute(&mut self) -> napi::Result<T> {
+        let job = self.job;
+        let engine = self.engine.clone();
+        guarded(move || job(&engine))
+    }
+    fn resolve(&mut self, _env: Env, out: T) -> napi::Result<T> {
+        Ok(out)
+    }
+}
+
+type CommitResolver = Box<dyn FnOnce(Env) -> napi::Result<BigInt> + Send>;
+
+#[napi]
+pub struct NativeStore {
+    engine: Arc<Engine>,
+}
+
+#[napi]
+impl NativeStore {
+    /// Commit an encoded batch (docs/format.md, "Batch payload"). Resolves with its sequence
+    /// number once durable per the sync mode; concurrent calls share one fsync in `group` mode.
+    #[napi(ts_return_type = "Promise<bigint>")]
+    pub fn commit(&self, env: Env, payload: Buffer) -> napi::Result<JsObject> {
+        let (deferred, promise) = env.create_deferred::<BigInt, CommitResolver>()?;
+        let bytes = payload.to_vec();
+        let engine = self.engine.clone();
+        let submitted = catch_unwind(AssertUnwindSafe(move || {
+            engine.submit(
+                bytes,
+                Box::new(move |r| match r {
+                    Ok(seq) => deferred.resolve(Box::new(move |_| Ok(BigInt::from(seq)))),
+                    Err(e) => deferred.reject(to_napi(e)),
+                }),
+            )
+        }));
+        if submitted.is_err() {
+            return Err(napi::Error::new(Status::GenericFailure, "CAIRN_INTERNAL: internal panic in commit".to_string()));
+        }
+        Ok(promise)
+    }
+
+    #[napi]
+    pub fn get(&self, collection: String, id: String) -> napi::Result<Option<NativeRow>> {
+        let row = guarded(|| self.engine.get(&collection, &id))?;
+        Ok(row.map(|(vector, metadata)| NativeRow { vector: Float32Array::new(vector), metadata }))
+    }
+
+    #[napi]
+    pub fn count(&self, collection: String) -> napi::Result<u32> {
+        guarded(|| self.engine.count(&collection)).map(|n| n as u32)
+    }
+
+    #[napi]
+    pub fn collections(&self) -> napi::Result<Vec<NativeCollectionInfo>> {
+        let list = guarded(|| self.engine.collections())?;
+        Ok(list
+            .into_iter()
+            .map(|c| NativeCollectionInfo {
+                name: c.name,
+                dim: c.dim,
+                metric: c.metric.to_string(),
+                m: c.m,
+                ef_construction: c.ef_construction,
+                count: c.count as u32,
+            })
+            .collect())
+    }
+
+    /// Exact k-NN search, off the event loop. `filter` is a JSON object of field: value.
+    #[napi(ts_return_type = "Promise<NativeHit[]>")]
+    pub fn query(&self, collection: String, vector: Float32Array, k: u32, filter: Option<String>) -> napi::Result<AsyncTask<QueryTask>> {
+        let filter = match filter {
+            Some(f) => Some(Filter::parse(&f).map_err(to_napi)?),
+            None => None,
+        };
+        Ok(AsyncTask::new(QueryTask { engine: self.engine.clone(), collection, vector: vector.to_vec(), k: k as usize, filter }))
+    }
+
+    #[napi(ts_return_type = "Promise<bigint>")]
+    pub fn checkpoint(&self) -> AsyncTask<EngineTask<BigInt>> {
+        AsyncTask::new(EngineTask { engine: self.engine.clone(), job: |e| e.checkpoint().map(BigInt::from) })
+    }
+
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close(&self) -> AsyncTask<EngineTask<()>> {
+        AsyncTask::new(EngineTask { engine: self.engine.clone(), job: |e| e.close() })
+    }
+
+    #[napi(getter)]
+    pub fn last_seq(&self) -> BigInt {
+        BigInt::from(self.engine.last_seq())
+    }
+
+    /// Why writes are refused, if an fsync or write failed.
+    #[napi(getter)]
+    pub fn poisoned(&self) -> Option<String> {
+        self.engine.poisoned()
+    }
+
+    /// What recovery found on open, as JSON (see `RecoveryReport`).
+    #[napi]
+    pub fn recovery_report(&self) -> String {
+        serde_json::to_string(self.engine.recovery_report()).unwrap_or_else(|_| "{}".to_string())
+    }
+}

@@ -1,0 +1,18 @@
+export { open, Store, Collection } from './store.js';
+export type {
+  BatchOp,
+  CollectionInfo,
+  CollectionOptions,
+  Metadata,
+  OpenOptions,
+  QueryHit,
+  QueryOptions,
+  RecoveryMode,
+  RecoveryReport,
+  StoredRecord,
+  SyncMode,
+  VectorRecord,
+} from './store.js';
+export type { Metric } from './encode.js';
+export { CairnError } from './errors.js';
+export type { CairnErrorCode } from './errors.js';

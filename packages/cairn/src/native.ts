@@ -1,0 +1,38 @@
+import { createRequire } from 'node:module';
+
+/** Shapes of the napi binding (crates/cairn-node). Only this package talks to it. */
+export interface NativeHit {
+  id: string;
+  score: number;
+  metadata: string;
+}
+export interface NativeRow {
+  vector: Float32Array;
+  metadata: string;
+}
+export interface NativeCollectionInfo {
+  name: string;
+  dim: number;
+  metric: string;
+  m: number;
+  efConstruction: number;
+  count: number;
+}
+export interface NativeStore {
+  commit(payload: Buffer): Promise<bigint>;
+  get(collection: string, id: string): NativeRow | null;
+  count(collection: string): number;
+  collections(): NativeCollectionInfo[];
+  query(collection: string, vector: Float32Array, k: number, filter?: string | null): Promise<NativeHit[]>;
+  checkpoint(): Promise<bigint>;
+  close(): Promise<void>;
+  readonly lastSeq: bigint;
+  readonly poisoned: string | null;
+  recoveryReport(): string;
+}
+interface NativeModule {
+  openStore(dir: string, options: { sync: string; recovery: string; segmentBytes?: number }): Promise<NativeStore>;
+}
+
+const require = createRequire(import.meta.url);
+export const nativeModule = require('@cairn/native') as NativeModule;

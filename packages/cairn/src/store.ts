@@ -1,0 +1,340 @@
+import { resolve } from 'node:path';
+
+import { CairnError, invalidArgument, native, nativeSync } from './errors.js';
+import { encodeBatch, type EncodedOp, type Metric } from './encode.js';
+import { nativeModule, type NativeStore } from './native.js';
+import {
+  MAX_DIM,
+  checkJson,
+  checkKnownKeys,
+  checkName,
+  checkOneOf,
+  checkPlainObject,
+  checkPositiveInt,
+  checkVector,
+} from './validate.js';
+
+/**
+ * When a write's promise resolves:
+ * - `always`: after its own fdatasync. Survives a process crash and a power cut.
+ * - `group`: after an fdatasync shared with the commits that were queued with it. Survives a
+ *   process crash and a power cut.
+ * - `none`: after the write() into the OS page cache. Survives a process crash, not a power cut.
+ */
+export type SyncMode = 'none' | 'group' | 'always';
+
+/**
+ * What recovery on open does with damage (RocksDB's names):
+ * - `tolerate-torn-tail` (default): truncate an unacknowledged torn write at the end of the
+ *   log; refuse to open on any other damage, naming file and offset.
+ * - `absolute-consistency`: refuse to open on any damage, a torn tail included.
+ * - `skip-corrupt`: skip damaged records, open, and report every lost sequence range.
+ */
+export type RecoveryMode = 'tolerate-torn-tail' | 'absolute-consistency' | 'skip-corrupt';
+
+export interface OpenOptions {
+  sync?: SyncMode;
+  recovery?: RecoveryMode;
+  /** Size of a preallocated WAL segment in bytes (default 32 MiB). */
+  walSegmentBytes?: number;
+}
+
+export interface CollectionOptions {
+  dim: number;
+  metric?: Metric;
+  m?: number;
+  efConstruction?: number;
+}
+
+export interface CollectionInfo {
+  name: string;
+  dim: number;
+  metric: Metric;
+  m: number;
+  efConstruction: number;
+  count: number;
+}
+
+export type Metadata = Record<string, unknown>;
+
+export interface VectorRecord {
+  id: string;
+  vector: Float32Array | number[];
+  metadata?: Metadata;
+}
+
+export interface StoredRecord {
+  id: string;
+  vector: Float32Array;
+  metadata: Metadata;
+}
+
+export interface QueryOptions {
+  k: number;
+  ef?: number;
+  /** Equality match on top-level metadata fields. */
+  filter?: Record<string, string | number | boolean | null>;
+}
+
+export interface QueryHit {
+  id: string;
+  /** Cosine similarity (cosine), dot product (ip): higher is closer. Euclidean distance (l2): lower is closer. */
+  score: number;
+  metadata: Metadata;
+}
+
+export type BatchOp =
+  | { collection: string; op: 'upsert'; records: VectorRecord[] }
+  | { collection: string; op: 'delete'; ids: string[] };
+
+export interface RecoveryReport {
+  checkpointSeq: bigint;
+  replayedRecords: number;
+  lastSeq: bigint;
+  tornTail: { file: string; offset: number; bytes: number } | null;
+  skipped: Array<{ file: string; offset: number; fromSeq: bigint; toSeq: bigint | null; reason: string }>;
+  badSegmentRecords: Array<{ file: string; offset: number; reason: string }>;
+}
+
+const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes'] as const;
+const COLLECTION_KEYS = ['dim', 'metric', 'm', 'efConstruction'] as const;
+const QUERY_KEYS = ['k', 'ef', 'filter'] as const;
+const METRICS: readonly Metric[] = ['cosine', 'l2', 'ip'];
+
+/** Open the store in `dir`, creating it if needed and recovering it if it was not closed cleanly. */
+export async function open(dir: string, options: OpenOptions = {}): Promise<Store> {
+  if (typeof dir !== 'string' || dir.length === 0) throw invalidArgument('dir must be a non-empty string');
+  checkPlainObject('options', options);
+  checkKnownKeys('options', options, OPEN_KEYS);
+  const sync = checkOneOf('options.sync', options.sync ?? 'group', ['none', 'group', 'always'] as const);
+  const recovery = checkOneOf('options.recovery', options.recovery ?? 'tolerate-torn-tail', [
+    'tolerate-torn-tail',
+    'absolute-consistency',
+    'skip-corrupt',
+  ] as const);
+  const segmentBytes =
+    options.walSegmentBytes === undefined ? undefined : checkPositiveInt('options.walSegmentBytes', options.walSegmentBytes, 2 ** 31);
+  const handle = await native(() =>
+    nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }) }),
+  );
+  return new Store(resolve(dir), handle, sync);
+}
+
+function parseReport(json: string): RecoveryReport {
+  const r = JSON.parse(json, (key, value) => (/(seq|Seq)$/.test(key) && typeof value === 'number' ? BigInt(value) : value));
+  return {
+    checkpointSeq: r.checkpoint_seq,
+    replayedRecords: r.replayed_records,
+    lastSeq: r.last_seq,
+    tornTail: r.torn_tail,
+    skipped: (r.skipped as Array<Record<string, unknown>>).map((s) => ({
+      file: s.file as string,
+      offset: s.offset as number,
+      fromSeq: s.from_seq as bigint,
+      toSeq: (s.to_seq as bigint | null) ?? null,
+      reason: s.reason as string,
+    })),
+    badSegmentRecords: (r.bad_segment_records as Array<Record<string, unknown>>).map((s) => ({
+      file: s.file as string,
+      offset: s.offset as number,
+      reason: s.reason as string,
+    })),
+  };
+}
+
+export class Store {
+  readonly dir: string;
+  readonly sync: SyncMode;
+  readonly #native: NativeStore;
+  #closed = false;
+  /** What recovery found when this store was opened. */
+  readonly recoveryReport: RecoveryReport;
+
+  /** @internal use `open()`. */
+  constructor(dir: string, handle: NativeStore, sync: SyncMode) {
+    this.dir = dir;
+    this.sync = sync;
+    this.#native = handle;
+    this.recoveryReport = parseReport(handle.recoveryReport());
+  }
+
+  /** Highest sequence number that is durable (per the sync mode) and visible. */
+  get lastSeq(): bigint {
+    return this.#native.lastSeq;
+  }
+
+  /** Why writes are refused, when an earlier write or fsync failed; otherwise null. */
+  get poisoned(): string | null {
+    return this.#native.poisoned;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new CairnError('CAIRN_CLOSED', 'store is closed');
+  }
+
+  /** @internal */
+  async commit(ops: EncodedOp[]): Promise<{ seq: bigint }> {
+    this.#checkOpen();
+    const payload = encodeBatch(ops);
+    const seq = await native(() => this.#native.commit(payload));
+    return { seq };
+  }
+
+  async createCollection(name: string, options: CollectionOptions): Promise<Collection> {
+    this.#checkOpen();
+    checkName('name', name);
+    checkPlainObject('options', options);
+    checkKnownKeys('options', options, COLLECTION_KEYS);
+    const dim = checkPositiveInt('options.dim', options.dim, MAX_DIM);
+    const metric = checkOneOf('options.metric', options.metric ?? 'cosine', METRICS);
+    const m = options.m === undefined ? 16 : checkPositiveInt('options.m', options.m, 256);
+    if (m < 2) throw invalidArgument('options.m must be at least 2');
+    const efConstruction = options.efConstruction === undefined ? 200 : checkPositiveInt('options.efConstruction', options.efConstruction, 1 << 20);
+    await this.commit([{ kind: 'create', name, dim, metric, m, efConstruction }]);
+    return this.collection(name);
+  }
+
+  /** Throws CAIRN_NOT_FOUND if the collection does not exist. */
+  collection(name: string): Collection {
+    this.#checkOpen();
+    checkName('name', name);
+    const info = this.collections().find((c) => c.name === name);
+    if (!info) throw new CairnError('CAIRN_NOT_FOUND', `collection '${name}' does not exist`);
+    return new Collection(this, this.#native, info);
+  }
+
+  collections(): CollectionInfo[] {
+    this.#checkOpen();
+    return nativeSync(() => this.#native.collections()).map((c) => ({ ...c, metric: c.metric as Metric }));
+  }
+
+  async dropCollection(name: string): Promise<{ seq: bigint }> {
+    this.#checkOpen();
+    checkName('name', name);
+    return this.commit([{ kind: 'drop', name }]);
+  }
+
+  /** Apply operations on one or more collections atomically: all of them or none after a crash. */
+  async batch(ops: BatchOp[]): Promise<{ seq: bigint }> {
+    this.#checkOpen();
+    if (!Array.isArray(ops) || ops.length === 0) throw invalidArgument('ops must be a non-empty array');
+    const encoded: EncodedOp[] = [];
+    const dims = new Map(this.collections().map((c) => [c.name, c.dim]));
+    ops.forEach((op, i) => {
+      checkPlainObject(`ops[${i}]`, op);
+      const name = checkName(`ops[${i}].collection`, op.collection);
+      const dim = dims.get(name);
+      if (dim === undefined) throw new CairnError('CAIRN_NOT_FOUND', `ops[${i}].collection '${name}' does not exist`);
+      if (op.op === 'upsert') {
+        checkKnownKeys(`ops[${i}]`, op, ['collection', 'op', 'records']);
+        encodeUpserts(`ops[${i}].records`, name, dim, op.records, encoded);
+      } else if (op.op === 'delete') {
+        checkKnownKeys(`ops[${i}]`, op, ['collection', 'op', 'ids']);
+        encodeDeletes(`ops[${i}].ids`, name, op.ids, encoded);
+      } else {
+        throw invalidArgument(`ops[${i}].op must be 'upsert' or 'delete'`);
+      }
+    });
+    return this.commit(encoded);
+  }
+
+  /**
+   * Write the state to immutable checkpoint files, replace the manifest atomically, and move
+   * the WAL segments it covers to the WAL archive.
+   */
+  async checkpoint(): Promise<{ seq: bigint }> {
+    this.#checkOpen();
+    const seq = await native(() => this.#native.checkpoint());
+    return { seq };
+  }
+
+  /** Waits for queued writes, syncs, and records a clean shutdown. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await native(() => this.#native.close());
+  }
+}
+
+function encodeUpserts(field: string, collection: string, dim: number, records: unknown, out: EncodedOp[]): void {
+  if (!Array.isArray(records) || records.length === 0) throw invalidArgument(`${field} must be a non-empty array`);
+  const seen = new Set<string>();
+  records.forEach((r, i) => {
+    const rec = checkPlainObject(`${field}[${i}]`, r);
+    checkKnownKeys(`${field}[${i}]`, rec, ['id', 'vector', 'metadata']);
+    const id = checkName(`${field}[${i}].id`, rec.id);
+    if (seen.has(id)) throw invalidArgument(`${field}[${i}].id '${id}' appears twice in one batch`);
+    seen.add(id);
+    const vector = checkVector(`${field}[${i}].vector`, rec.vector, dim);
+    const meta = rec.metadata ?? {};
+    checkPlainObject(`${field}[${i}].metadata`, meta);
+    checkJson(`${field}[${i}].metadata`, meta);
+    out.push({ kind: 'upsert', collection, id, vector, metadata: JSON.stringify(meta) });
+  });
+}
+
+function encodeDeletes(field: string, collection: string, ids: unknown, out: EncodedOp[]): void {
+  if (!Array.isArray(ids) || ids.length === 0) throw invalidArgument(`${field} must be a non-empty array`);
+  ids.forEach((id, i) => out.push({ kind: 'delete', collection, id: checkName(`${field}[${i}]`, id) }));
+}
+
+export class Collection {
+  readonly name: string;
+  readonly dim: number;
+  readonly metric: Metric;
+  readonly #store: Store;
+  readonly #native: NativeStore;
+
+  /** @internal use `store.collection()`. */
+  constructor(store: Store, handle: NativeStore, info: CollectionInfo) {
+    this.#store = store;
+    this.#native = handle;
+    this.name = info.name;
+    this.dim = info.dim;
+    this.metric = info.metric;
+  }
+
+  async upsert(records: VectorRecord[]): Promise<{ seq: bigint }> {
+    const encoded: EncodedOp[] = [];
+    encodeUpserts('records', this.name, this.dim, records, encoded);
+    return this.#store.commit(encoded);
+  }
+
+  async delete(ids: string[]): Promise<{ seq: bigint }> {
+    const encoded: EncodedOp[] = [];
+    encodeDeletes('ids', this.name, ids, encoded);
+    return this.#store.commit(encoded);
+  }
+
+  async get(id: string): Promise<StoredRecord | undefined> {
+    checkName('id', id);
+    const row = nativeSync(() => this.#native.get(this.name, id));
+    if (!row) return undefined;
+    return { id, vector: row.vector, metadata: JSON.parse(row.metadata) as Metadata };
+  }
+
+  async count(): Promise<number> {
+    return nativeSync(() => this.#native.count(this.name));
+  }
+
+  async query(vector: Float32Array | number[], options: QueryOptions): Promise<QueryHit[]> {
+    const q = checkVector('vector', vector, this.dim);
+    checkPlainObject('options', options);
+    checkKnownKeys('options', options, QUERY_KEYS);
+    const k = checkPositiveInt('options.k', options.k, 100_000);
+    if (options.ef !== undefined) checkPositiveInt('options.ef', options.ef, 100_000);
+    let filter: string | null = null;
+    if (options.filter !== undefined) {
+      const f = checkPlainObject('options.filter', options.filter);
+      for (const [key, value] of Object.entries(f)) {
+        if (value !== null && !['string', 'number', 'boolean'].includes(typeof value)) {
+          throw invalidArgument(`options.filter.${key} must be a string, number, boolean or null`);
+        }
+        checkJson(`options.filter.${key}`, value);
+      }
+      filter = JSON.stringify(f);
+    }
+    const hits = await native(() => this.#native.query(this.name, q, k, filter));
+    return hits.map((h) => ({ id: h.id, score: h.score, metadata: JSON.parse(h.metadata) as Metadata }));
+  }
+}
