@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the tests need on a fresh machine that has Node 20, npm and
+# cargo: pnpm, the workspace dependencies (native peers compile from source), the release build
+# of the napi addon and the TypeScript build. Safe to run again; it only redoes what changed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PNPM_VERSION=10.34.9
+need() { command -v "$1" >/dev/null 2>&1 || { echo "setup: '$1' is required but not installed" >&2; exit 1; }; }
+need node
+need npm
+need cargo
+
+if ! command -v pnpm >/dev/null 2>&1 || [[ "$(pnpm --version 2>/dev/null)" != 10.* ]]; then
+  echo "setup: installing pnpm@$PNPM_VERSION"
+  if ! npm install -g "pnpm@$PNPM_VERSION" >/dev/null 2>&1; then
+    # No write access to the global prefix: install into the repository instead.
+    npm install --prefix .tools "pnpm@$PNPM_VERSION" >/dev/null
+    export PATH="$PWD/.tools/node_modules/.bin:$PATH"
+  fi
+fi
+
+pnpm install --frozen-lockfile
+pnpm build
