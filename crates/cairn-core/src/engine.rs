@@ -473,6 +473,7 @@ impl Engine {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        let poisoned_before = self.poisoned().is_some();
         {
             let mut q = lock(&self.shared.queue);
             q.shutdown = true;
@@ -481,12 +482,16 @@ impl Engine {
         if let Some(h) = lock(&self.commit_thread).take() {
             let _ = h.join();
         }
-        let result = if self.poisoned().is_none() {
-            let mut m = lock(&self.shared.manifest);
-            m.clean_shutdown_seq = Some(self.last_seq());
-            manifest::store(self.shared.opts.storage.as_ref(), &self.shared.dir, &m)
-        } else {
-            Ok(())
+        let result = match self.poisoned() {
+            None => {
+                let mut m = lock(&self.shared.manifest);
+                m.clean_shutdown_seq = Some(self.last_seq());
+                manifest::store(self.shared.opts.storage.as_ref(), &self.shared.dir, &m)
+            }
+            // The commit thread's final fsync failed during this close: writes acknowledged in
+            // `none` mode may not be durable and no clean close was recorded, so say so.
+            Some(reason) if !poisoned_before => Err(Error::Poisoned(reason)),
+            Some(_) => Ok(()),
         };
         lock(&self.lock).take();
         result
