@@ -130,6 +130,9 @@ impl<'a> Cursor<'a> {
 pub fn decode(payload: &[u8]) -> Result<Vec<Op>> {
     let mut c = Cursor { buf: payload, pos: 0 };
     let count = c.u32()? as usize;
+    if count > crate::index::MAX_OPS_PER_BATCH {
+        return Err(Error::InvalidArgument(format!("a batch holds at most {} operations", crate::index::MAX_OPS_PER_BATCH)));
+    }
     let mut ops = Vec::with_capacity(count.min(payload.len()));
     for i in 0..count {
         let kind = c.u8()?;

@@ -15,6 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::batch::{self, CollectionSpec, Op};
 use crate::checksum::xxh3;
 use crate::error::{Error, Result};
+use crate::hnsw::Hnsw;
+use crate::index::{CollectionIndex, IndexStats, Indexer};
 use crate::manifest::{self, Manifest, ManifestCollection};
 use crate::segment::{self, SegmentHeader, SegmentRecord, SegmentWriter, KIND_BASE, KIND_DELTA};
 use crate::state::{Collection, Filter, Hit, Row, SegmentRef, State};
@@ -93,6 +95,8 @@ struct CapturedCollection {
     existing: Vec<SegmentRef>,
     /// `Some` when this checkpoint writes a file: base (every row) or delta (changed ids).
     write: Option<(u8, Vec<(String, Option<Row>)>)>,
+    index: Arc<CollectionIndex>,
+    index_file: Option<SegmentRef>,
 }
 
 /// Deltas are merged into a new base once there are this many files.
@@ -114,6 +118,7 @@ struct Shared {
     last_seq: AtomicU64,
     manifest: Mutex<Manifest>,
     checkpoint_lock: Mutex<()>,
+    indexer: Indexer,
 }
 
 pub struct Engine {
@@ -187,6 +192,7 @@ impl Engine {
             let ops = batch::decode(payload)?;
             state.apply(seq, time, ops)
         })?;
+        let touched = std::mem::take(&mut state.touched);
         let skip = opts.recovery == RecoveryMode::SkipCorrupt;
         if let Some(clean) = manifest.clean_shutdown_seq {
             let problem = if replayed.last_seq != clean {
@@ -247,7 +253,18 @@ impl Engine {
             closed: AtomicBool::new(false),
             manifest: Mutex::new(manifest),
             checkpoint_lock: Mutex::new(()),
+            indexer: Indexer::start(),
         });
+        {
+            // Rows loaded without a usable graph, and the WAL tail, are indexed in the background.
+            let st = read(&shared.state);
+            for c in st.collections.values() {
+                if c.index.pending_len() > 0 {
+                    shared.indexer.notify(&c.index);
+                }
+            }
+        }
+        drop(touched);
         let thread_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("cairn-commit".into())
@@ -348,8 +365,35 @@ impl Engine {
         Ok(read(&self.shared.state).collection(collection)?.rows.len())
     }
 
-    /// Exact k-NN; returns (id, score, metadata) best first.
+    /// Exact k-NN; returns (id, score, metadata) best first. The ground truth for `query`.
     pub fn query_exact(&self, collection: &str, query: &[f32], k: usize, filter: Option<&Filter>) -> Result<Vec<(String, f32, String)>> {
+        self.search(collection, query, k, filter, None)
+    }
+
+    /// k-NN through the HNSW graph with beam `ef`, merged with an exact scan of rows not yet
+    /// indexed; returns (id, score, metadata) best first.
+    pub fn query(&self, collection: &str, query: &[f32], k: usize, ef: usize, filter: Option<&Filter>) -> Result<Vec<(String, f32, String)>> {
+        self.search(collection, query, k, filter, Some(ef))
+    }
+
+    pub fn index_stats(&self, collection: &str) -> Result<IndexStats> {
+        self.check_open()?;
+        let index = read(&self.shared.state).collection(collection)?.index.clone();
+        Ok(index.stats())
+    }
+
+    /// Block until every row applied so far is in the collection's graph.
+    pub fn wait_for_index(&self, collection: &str) -> Result<()> {
+        self.check_open()?;
+        let index = read(&self.shared.state).collection(collection)?.index.clone();
+        index.wait_idle(&self.shared.indexer.stopped);
+        match lock(&self.shared.indexer.last_error).clone() {
+            Some(e) => Err(Error::Io { path: self.shared.dir.clone(), source: std::io::Error::other(format!("indexer failed: {e}")) }),
+            None => Ok(()),
+        }
+    }
+
+    fn search(&self, collection: &str, query: &[f32], k: usize, filter: Option<&Filter>, ef: Option<usize>) -> Result<Vec<(String, f32, String)>> {
         self.check_open()?;
         let st = read(&self.shared.state);
         let c = st.collection(collection)?;
@@ -360,7 +404,13 @@ impl Engine {
                 c.spec.dim
             )));
         }
-        let hits: Vec<Hit> = c.exact_search(query, k, filter, |_| true);
+        if k == 0 {
+            return Err(Error::InvalidArgument("k must be a positive integer".into()));
+        }
+        let hits: Vec<Hit> = match ef {
+            Some(ef) => c.search(query, k, ef, filter),
+            None => c.exact_search(query, k, filter, |_| true),
+        };
         let metric = c.spec.metric;
         Ok(hits
             .into_iter()
@@ -402,13 +452,14 @@ impl Engine {
         let mut collections = Vec::new();
         for c in capture.collections {
             let mut segments = c.existing;
-            if let Some((kind, rows)) = c.write {
+            if let Some((kind, rows)) = &c.write {
+                let kind = *kind;
                 let header = SegmentHeader { dim: c.spec.dim, collection_id: c.id, covered_seq: capture.seq, metric: c.spec.metric, kind };
                 let mut w = SegmentWriter::new(&header);
-                for (id, row) in &rows {
+                for (id, row) in rows {
                     match row {
-                        Some(r) => w.upsert(id, r.seq, &r.vector, &r.metadata),
-                        None => w.delete(id, capture.seq),
+                        Some(r) => w.upsert(id, r.label, &r.vector, &r.metadata),
+                        None => w.delete(id, 0),
                     }
                 }
                 let (bytes, records) = w.finish();
@@ -431,6 +482,7 @@ impl Engine {
                 }
                 segments.push(r);
             }
+            let index = self.write_index(&data_dir, c.id, capture.seq, &c.index, c.index_file, c.write.is_some())?;
             collections.push(ManifestCollection {
                 id: c.id,
                 name: c.spec.name.clone(),
@@ -439,6 +491,7 @@ impl Engine {
                 m: c.spec.m,
                 ef_construction: c.spec.ef_construction,
                 segments,
+                index,
             });
         }
         // durability: new segment files must be durable before the manifest names them.
@@ -460,12 +513,48 @@ impl Engine {
                 if let Some(c) = st.collections.get_mut(&mc.name) {
                     if c.id == mc.id {
                         c.segments = mc.segments.clone();
+                        c.index_file = mc.index.clone();
                     }
                 }
             }
         }
         archive_segments(storage, &sh.dir, capture.seq)?;
         remove_orphan_data(storage, &sh.dir, &new_manifest)
+    }
+
+    /// Persist the graph when the collection changed since the file the manifest names (or
+    /// there is none), once every row up to `seq` is in it. It may also hold later rows: labels
+    /// make any graph file reusable, because open matches it against the rows.
+    fn write_index(
+        &self,
+        data_dir: &Path,
+        id: u64,
+        seq: u64,
+        index: &CollectionIndex,
+        current: Option<SegmentRef>,
+        changed: bool,
+    ) -> Result<Option<SegmentRef>> {
+        let storage = self.shared.opts.storage.as_ref();
+        if current.is_some() && !changed {
+            return Ok(current);
+        }
+        index.wait_indexed_through(crate::index::label_of(seq + 1, 0) - 1, &self.shared.indexer.stopped);
+        let stats = index.stats();
+        if stats.indexed == 0 {
+            return Ok(None);
+        }
+        let mut bytes = Vec::with_capacity(stats.bytes + 4096);
+        crate::index::read(&index.hnsw)
+            .write_to(&mut bytes, seq)
+            .map_err(|e| Error::io(data_dir, e))?;
+        let name = format!("{id:020}-{seq:020}.hnsw");
+        let path = data_dir.join(&name);
+        let tmp = data_dir.join(format!("{name}.tmp"));
+        let f = storage.create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_at(0, &bytes).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_data().map_err(|e| Error::io(&tmp, e))?;
+        storage.rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        Ok(Some(SegmentRef { file: name, bytes: bytes.len() as u64, xxh3: format!("{:016x}", xxh3(&bytes)), records: stats.indexed as u64, covered_seq: seq }))
     }
 
     /// Finish queued commits, sync, record the clean-shutdown sequence number, release the lock.
@@ -482,6 +571,7 @@ impl Engine {
         if let Some(h) = lock(&self.commit_thread).take() {
             let _ = h.join();
         }
+        self.shared.indexer.stop();
         let result = match self.poisoned() {
             None => {
                 let mut m = lock(&self.shared.manifest);
@@ -547,7 +637,8 @@ fn archive_segments(storage: &dyn Storage, dir: &Path, checkpoint_seq: u64) -> R
 /// checkpoint. Snapshots hold their own hard links, so removing ours loses nothing.
 fn remove_orphan_data(storage: &dyn Storage, dir: &Path, m: &Manifest) -> Result<()> {
     let data_dir = dir.join(DATA_DIR);
-    let live: HashSet<&str> = m.collections.iter().flat_map(|c| c.segments.iter().map(|s| s.file.as_str())).collect();
+    let live: HashSet<&str> =
+        m.collections.iter().flat_map(|c| c.segments.iter().chain(c.index.iter()).map(|s| s.file.as_str())).collect();
     let mut removed = false;
     for name in storage.list(&data_dir).map_err(|e| Error::io(&data_dir, e))? {
         if !live.contains(name.as_str()) {
@@ -567,7 +658,7 @@ fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: Recove
     let tolerate = mode == RecoveryMode::SkipCorrupt;
     for mc in &m.collections {
         let spec = CollectionSpec { name: mc.name.clone(), dim: mc.dim, metric: mc.metric, m: mc.m, ef_construction: mc.ef_construction };
-        let mut c = Collection::new(mc.id, spec);
+        let mut rows: HashMap<String, Row> = HashMap::new();
         for sref in &mc.segments {
             let path = dir.join(DATA_DIR).join(&sref.file);
             let buf = storage.read(&path).map_err(|e| match e.kind() {
@@ -592,19 +683,79 @@ fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: Recove
             }
             for rec in contents.records {
                 match rec {
-                    SegmentRecord::Upsert { id, seq, vector, metadata } => {
-                        c.rows.insert(id.to_string(), Row { vector: vector.into_boxed_slice(), metadata: metadata.into(), seq });
+                    SegmentRecord::Upsert { id, label, vector, metadata } => {
+                        rows.insert(id.to_string(), Row { vector: vector.into(), metadata: metadata.into(), label });
                     }
                     SegmentRecord::Delete { id, .. } => {
-                        c.rows.remove(id);
+                        rows.remove(id);
                     }
                 }
             }
         }
+        let (hnsw, index_file) = load_index(storage, dir, mc, &spec, rows.len(), report)?;
+        let mut c = Collection::with_index(mc.id, spec, hnsw);
         c.segments = mc.segments.clone();
+        c.index_file = index_file;
+        // Match the graph against the rows: rows missing from it become pending, nodes without
+        // a live row become tombstones.
+        let mut graph_labels: HashSet<u64> = read(&c.index.hnsw).labels().into_iter().collect();
+        c.rows.reserve(rows.len());
+        for (id, row) in rows {
+            c.live.insert(row.label, id.clone());
+            if !graph_labels.remove(&row.label) {
+                c.index.add_pending(row.label, row.vector.clone());
+            }
+            c.rows.insert(id, row);
+        }
+        {
+            let h = read(&c.index.hnsw);
+            for stale in graph_labels {
+                h.mark_deleted(stale);
+            }
+        }
         state.collections.insert(mc.name.clone(), c);
     }
     Ok(state)
+}
+
+/// Load the persisted graph named by the manifest. A missing or damaged file means a rebuild
+/// from the vectors (every row pending), which is reported; queries stay exact meanwhile
+/// because they scan pending rows.
+fn load_index(
+    storage: &dyn Storage,
+    dir: &Path,
+    mc: &ManifestCollection,
+    spec: &CollectionSpec,
+    rows: usize,
+    report: &mut RecoveryReport,
+) -> Result<(Hnsw, Option<SegmentRef>)> {
+    let params = Collection::hnsw_params(spec);
+    let loaded: std::result::Result<Hnsw, String> = match &mc.index {
+        None => Err("no persisted index".to_string()),
+        Some(r) => {
+            let path = dir.join(DATA_DIR).join(&r.file);
+            match storage.read(&path) {
+                Err(e) => Err(format!("{}: {e}", path.display())),
+                Ok(buf) if buf.len() as u64 != r.bytes || format!("{:016x}", xxh3(&buf)) != r.xxh3 => {
+                    Err(format!("{}: size or checksum differs from the manifest", path.display()))
+                }
+                Ok(buf) => match Hnsw::read_from(&buf, &path) {
+                    Ok((h, _covered)) if *h.params() == params => Ok(h),
+                    Ok(_) => Err(format!("{}: parameters differ from the collection's", path.display())),
+                    Err(e) => Err(e.to_string()),
+                },
+            }
+        }
+    };
+    match loaded {
+        Ok(h) => Ok((h, mc.index.clone())),
+        Err(reason) => {
+            if rows > 0 {
+                report.index_rebuilds.push(crate::wal::recovery::IndexRebuild { collection: spec.name.clone(), reason });
+            }
+            Ok((Hnsw::new(params, rows.max(1024))?, None))
+        }
+    }
 }
 
 /// The commit thread owns the WAL writer and a schema view (collection name -> dim) that is
@@ -723,6 +874,9 @@ impl CommitThread {
                 self.shared.last_seq.store(a.seq, Ordering::Release);
                 dones.push((a.seq, a.done));
             }
+            for index in st.touched.drain(..) {
+                self.shared.indexer.notify(&index);
+            }
         }
         for (seq, done) in dones {
             done(Ok(seq));
@@ -807,7 +961,14 @@ impl CommitThread {
                 None
             };
             c.dirty.clear();
-            collections.push(CapturedCollection { id: c.id, spec: c.spec.clone(), existing: c.segments.clone(), write });
+            collections.push(CapturedCollection {
+                id: c.id,
+                spec: c.spec.clone(),
+                existing: c.segments.clone(),
+                write,
+                index: c.index.clone(),
+                index_file: c.index_file.clone(),
+            });
         }
         Ok(Capture { seq, time_ms, collections })
     }

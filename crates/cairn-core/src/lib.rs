@@ -5,6 +5,7 @@ pub mod checksum;
 pub mod distance;
 pub mod error;
 pub mod hnsw;
+pub mod index;
 
 pub use distance::Metric;
 pub use error::{Error, Result};

@@ -40,6 +40,9 @@ pub struct ManifestCollection {
     pub m: u32,
     pub ef_construction: u32,
     pub segments: Vec<SegmentRef>,
+    /// The persisted HNSW graph (`data/<id>-<seq>.hnsw`); absent until the first checkpoint.
+    #[serde(default)]
+    pub index: Option<SegmentRef>,
 }
 
 pub fn encode(m: &Manifest) -> Vec<u8> {

@@ -29,7 +29,8 @@ const F_CHECKSUM: usize = 24;
 
 const R_LEN: usize = 0;
 const R_KIND: usize = 4;
-const R_SEQ: usize = 8;
+/// The row's label: `seq << 24 | op index` of the write that produced it (see index.rs).
+const R_LABEL: usize = 8;
 const R_ID_LEN: usize = 16;
 const R_META_LEN: usize = 20;
 pub const R_FIXED: usize = 24;
@@ -48,8 +49,8 @@ pub struct SegmentHeader {
 }
 
 pub enum SegmentRecord<'a> {
-    Upsert { id: &'a str, seq: u64, vector: Vec<f32>, metadata: &'a str },
-    Delete { id: &'a str, seq: u64 },
+    Upsert { id: &'a str, label: u64, vector: Vec<f32>, metadata: &'a str },
+    Delete { id: &'a str, label: u64 },
 }
 
 pub struct SegmentWriter {
@@ -73,15 +74,15 @@ impl SegmentWriter {
         SegmentWriter { buf, dim: h.dim as usize, count: 0 }
     }
 
-    pub fn upsert(&mut self, id: &str, seq: u64, vector: &[f32], metadata: &str) {
-        self.record(REC_UPSERT, id, seq, Some(vector), metadata);
+    pub fn upsert(&mut self, id: &str, label: u64, vector: &[f32], metadata: &str) {
+        self.record(REC_UPSERT, id, label, Some(vector), metadata);
     }
 
-    pub fn delete(&mut self, id: &str, seq: u64) {
-        self.record(REC_DELETE, id, seq, None, "");
+    pub fn delete(&mut self, id: &str, label: u64) {
+        self.record(REC_DELETE, id, label, None, "");
     }
 
-    fn record(&mut self, kind: u8, id: &str, seq: u64, vector: Option<&[f32]>, metadata: &str) {
+    fn record(&mut self, kind: u8, id: &str, label: u64, vector: Option<&[f32]>, metadata: &str) {
         let start = self.buf.len();
         let vec_bytes = vector.map_or(0, |v| v.len() * 4);
         let body = R_FIXED + vec_bytes + id.len() + metadata.len();
@@ -89,7 +90,7 @@ impl SegmentWriter {
         self.buf.extend_from_slice(&(total as u32).to_le_bytes());
         self.buf.push(kind);
         self.buf.extend_from_slice(&[0u8; 3]);
-        self.buf.extend_from_slice(&seq.to_le_bytes());
+        self.buf.extend_from_slice(&label.to_le_bytes());
         self.buf.extend_from_slice(&(id.len() as u16).to_le_bytes());
         self.buf.extend_from_slice(&[0u8; 2]);
         self.buf.extend_from_slice(&(metadata.len() as u32).to_le_bytes());
@@ -211,7 +212,7 @@ fn parse_record(buf: &[u8], pos: usize, end: usize, dim: usize) -> std::result::
         return Err(("record checksum mismatch", Some(len)));
     }
     let kind = rec[R_KIND];
-    let seq = u64_at(rec, R_SEQ);
+    let label = u64_at(rec, R_LABEL);
     let id_len = u16::from_le_bytes([rec[R_ID_LEN], rec[R_ID_LEN + 1]]) as usize;
     let meta_len = u32_at(rec, R_META_LEN) as usize;
     let vec_bytes = if kind == REC_UPSERT { dim * 4 } else { 0 };
@@ -228,9 +229,9 @@ fn parse_record(buf: &[u8], pos: usize, end: usize, dim: usize) -> std::result::
                 .collect();
             let m = id_start + id_len;
             let metadata = std::str::from_utf8(&rec[m..m + meta_len]).map_err(|_| ("metadata is not UTF-8", Some(len)))?;
-            SegmentRecord::Upsert { id, seq, vector, metadata }
+            SegmentRecord::Upsert { id, label, vector, metadata }
         }
-        REC_DELETE => SegmentRecord::Delete { id, seq },
+        REC_DELETE => SegmentRecord::Delete { id, label },
         _ => return Err(("unknown record kind", Some(len))),
     };
     Ok((record, len))

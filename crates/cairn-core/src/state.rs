@@ -3,17 +3,26 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::batch::{CollectionSpec, Op};
 use crate::distance::{dot, Metric};
 use crate::error::{Error, Result};
+use crate::hnsw::{Hnsw, HnswParams};
+use crate::index::{label_of, read, CollectionIndex};
+
+/// Collections this small are always searched exactly: it is as fast and has perfect recall.
+pub const EXACT_MAX_ROWS: usize = 2_048;
+/// A filter estimated to match less than this share of rows is answered by an exact scan.
+const SELECTIVE_FILTER_SHARE: f64 = 0.05;
+const SELECTIVITY_SAMPLE: usize = 512;
 
 #[derive(Clone, Debug)]
 pub struct Row {
-    pub vector: Box<[f32]>,
+    pub vector: Arc<[f32]>,
     pub metadata: Box<str>,
-    /// Sequence number of the write that produced this row.
-    pub seq: u64,
+    /// `seq << 24 | op index` of the write that produced this row; its node in the graph.
+    pub label: u64,
 }
 
 /// One immutable checkpoint file of a collection, as listed in the manifest.
@@ -26,7 +35,6 @@ pub struct SegmentRef {
     pub covered_seq: u64,
 }
 
-#[derive(Clone, Debug)]
 pub struct Collection {
     /// Sequence number of the create operation; unique for the life of the store.
     pub id: u64,
@@ -36,6 +44,11 @@ pub struct Collection {
     pub dirty: HashSet<String>,
     /// Checkpoint files, oldest first; later files override earlier ones.
     pub segments: Vec<SegmentRef>,
+    /// The persisted graph named by the manifest, if any.
+    pub index_file: Option<SegmentRef>,
+    pub index: Arc<CollectionIndex>,
+    /// Label -> id of every live row.
+    pub live: HashMap<u64, String>,
 }
 
 #[derive(Default)]
@@ -43,6 +56,8 @@ pub struct State {
     pub collections: BTreeMap<String, Collection>,
     pub last_seq: u64,
     pub last_time_ms: u64,
+    /// Indexes that received pending rows since the engine last drained this list.
+    pub touched: Vec<Arc<CollectionIndex>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -127,8 +142,105 @@ pub fn prepare_query(metric: Metric, q: &[f32]) -> Vec<f32> {
 }
 
 impl Collection {
-    pub fn new(id: u64, spec: CollectionSpec) -> Self {
-        Collection { id, spec, rows: HashMap::new(), dirty: HashSet::new(), segments: Vec::new() }
+    pub fn new(id: u64, spec: CollectionSpec) -> Result<Self> {
+        Ok(Self::with_index(id, spec.clone(), Hnsw::new(Self::hnsw_params(&spec), 1024)?))
+    }
+
+    pub fn hnsw_params(spec: &CollectionSpec) -> HnswParams {
+        HnswParams { dim: spec.dim as usize, metric: spec.metric, m: spec.m as usize, ef_construction: spec.ef_construction as usize }
+    }
+
+    pub fn with_index(id: u64, spec: CollectionSpec, hnsw: Hnsw) -> Self {
+        Collection {
+            id,
+            spec,
+            rows: HashMap::new(),
+            dirty: HashSet::new(),
+            segments: Vec::new(),
+            index_file: None,
+            index: CollectionIndex::new(hnsw),
+            live: HashMap::new(),
+        }
+    }
+
+    /// Insert or replace a row, keeping `live` and the index's pending set in step.
+    pub fn put_row(&mut self, id: String, row: Row) {
+        self.live.insert(row.label, id.clone());
+        self.index.add_pending(row.label, row.vector.clone());
+        if let Some(old) = self.rows.insert(id, row) {
+            self.live.remove(&old.label);
+            self.index.remove(old.label);
+        }
+    }
+
+    pub fn remove_row(&mut self, id: &str) -> bool {
+        match self.rows.remove(id) {
+            Some(old) => {
+                self.live.remove(&old.label);
+                self.index.remove(old.label);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn matches(&self, label: u64, filter: Option<&Filter>) -> bool {
+        match (self.live.get(&label), filter) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(id), Some(f)) => self.rows.get(id).is_some_and(|r| f.matches(&r.metadata)),
+        }
+    }
+
+    fn filter_share(&self, f: &Filter) -> f64 {
+        let sample = self.rows.values().take(SELECTIVITY_SAMPLE);
+        let (mut seen, mut hit) = (0usize, 0usize);
+        for r in sample {
+            seen += 1;
+            hit += usize::from(f.matches(&r.metadata));
+        }
+        if seen == 0 {
+            0.0
+        } else {
+            hit as f64 / seen as f64
+        }
+    }
+
+    /// k-NN through the graph, merged with an exact scan of rows not yet in it. Small
+    /// collections and selective filters go straight to the exact scan.
+    pub fn search(&self, query: &[f32], k: usize, ef: usize, filter: Option<&Filter>) -> Vec<Hit> {
+        if self.rows.len() <= EXACT_MAX_ROWS || filter.is_some_and(|f| self.filter_share(f) < SELECTIVE_FILTER_SHARE) {
+            return self.exact_search(query, k, filter, |_| true);
+        }
+        let accept = |label: u64| self.matches(label, filter);
+        let graph = read(&self.index.hnsw).search(query, k, ef.max(k), Some(&accept));
+        let q = prepare_query(self.spec.metric, query);
+        let mut heap: BinaryHeap<HeapItem> = BinaryHeap::with_capacity(k + 1);
+        let mut push = |d: f32, id: &str| {
+            if heap.len() < k {
+                heap.push(HeapItem(d, id.to_string()));
+            } else if heap.peek().is_some_and(|top| d < top.0) {
+                heap.pop();
+                heap.push(HeapItem(d, id.to_string()));
+            }
+        };
+        for (label, d) in graph {
+            if let Some(id) = self.live.get(&label) {
+                push(d, id);
+            }
+        }
+        self.index.for_each_pending(|label, v| {
+            if accept(label) {
+                if let Some(id) = self.live.get(&label) {
+                    push(row_distance(self.spec.metric, &q, v), id);
+                }
+            }
+        });
+        let mut hits: Vec<Hit> = heap.into_sorted_vec().into_iter().map(|HeapItem(distance, id)| Hit { id, distance }).collect();
+        // A row being inserted can be in the graph and still pending for a moment.
+        let mut seen = HashSet::new();
+        hits.retain(|h| seen.insert(h.id.clone()));
+        hits
     }
 
     /// Exact k-NN over the rows that `include` accepts.
@@ -161,18 +273,20 @@ impl State {
     /// Apply one committed batch. Validation happened before the record was written, so an error
     /// here means the log and the state disagree.
     pub fn apply(&mut self, seq: u64, time_ms: u64, ops: Vec<Op>) -> Result<()> {
-        for op in ops {
+        for (op_index, op) in ops.into_iter().enumerate() {
             match op {
                 Op::CreateCollection(spec) => {
                     if self.collections.contains_key(&spec.name) {
                         return Err(Error::AlreadyExists(format!("collection '{}' already exists", spec.name)));
                     }
-                    self.collections.insert(spec.name.clone(), Collection::new(seq, spec));
+                    self.collections.insert(spec.name.clone(), Collection::new(seq, spec)?);
                 }
                 Op::DropCollection { name } => {
-                    self.collections
+                    let gone = self
+                        .collections
                         .remove(&name)
                         .ok_or_else(|| Error::NotFound(format!("collection '{name}' does not exist")))?;
+                    gone.index.mark_dropped();
                 }
                 Op::Upsert { collection, id, vector, metadata } => {
                     let c = self.collection_mut(&collection)?;
@@ -180,11 +294,15 @@ impl State {
                         return Err(Error::InvalidArgument(format!("vector of id '{id}' has the wrong dimension")));
                     }
                     c.dirty.insert(id.clone());
-                    c.rows.insert(id, Row { vector: vector.into_boxed_slice(), metadata: metadata.into_boxed_str(), seq });
+                    c.put_row(id, Row { vector: vector.into(), metadata: metadata.into_boxed_str(), label: label_of(seq, op_index) });
+                    let index = c.index.clone();
+                    if !self.touched.last().is_some_and(|t| Arc::ptr_eq(t, &index)) {
+                        self.touched.push(index);
+                    }
                 }
                 Op::Delete { collection, id } => {
                     let c = self.collection_mut(&collection)?;
-                    if c.rows.remove(&id).is_some() {
+                    if c.remove_row(&id) {
                         c.dirty.insert(id);
                     }
                 }

@@ -58,6 +58,14 @@ pub struct RecoveryReport {
     pub skipped: Vec<SkippedRange>,
     /// Checkpoint-file records that failed their checksum (skip-corrupt only).
     pub bad_segment_records: Vec<SkippedRange>,
+    /// Collections whose persisted HNSW graph was missing or unusable and is being rebuilt.
+    pub index_rebuilds: Vec<IndexRebuild>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct IndexRebuild {
+    pub collection: String,
+    pub reason: String,
 }
 
 pub struct WalSegmentInfo {
