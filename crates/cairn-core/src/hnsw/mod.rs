@@ -177,6 +177,11 @@ impl Hnsw {
         }
     }
 
+    /// Every live label, in no particular order (used to match a loaded graph against rows).
+    pub fn labels(&self) -> Vec<u64> {
+        read_lock(&self.directory).node_of_label.keys().copied().collect()
+    }
+
     pub fn contains(&self, label: u64) -> bool {
         read_lock(&self.directory).node_of_label.contains_key(&label)
     }
