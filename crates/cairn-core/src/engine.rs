@@ -694,7 +694,10 @@ fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: Recove
         }
         let (hnsw, index_file) = load_index(storage, dir, mc, &spec, rows.len(), report)?;
         let mut c = Collection::with_index(mc.id, spec, hnsw);
-        c.segments = mc.segments.clone();
+        // A file with damaged records (skip-corrupt) must not stay named: with no files listed,
+        // the checkpoint that follows such an open writes a full base of what is served.
+        let damaged = report.bad_segment_records.iter().any(|b| mc.segments.iter().any(|s| Path::new(&b.file) == dir.join(DATA_DIR).join(&s.file)));
+        c.segments = if damaged { Vec::new() } else { mc.segments.clone() };
         c.index_file = index_file;
         // Match the graph against the rows: rows missing from it become pending, nodes without
         // a live row become tombstones.
@@ -886,6 +889,11 @@ impl CommitThread {
     /// Check the operations against the schema as of every record already written, and update
     /// the schema view only if the whole batch is valid.
     fn validate(&mut self, ops: &[Op]) -> Result<()> {
+        // A collection's id (and so its checkpoint file names) is the sequence number of its
+        // create, so two creates in one batch would share files and overwrite each other's.
+        if let Some((i, _)) = ops.iter().enumerate().filter(|(_, op)| matches!(op, Op::CreateCollection(_))).nth(1) {
+            return Err(Error::InvalidArgument(format!("ops[{i}]: a batch can create at most one collection")));
+        }
         let mut overlay: HashMap<&str, Option<u32>> = HashMap::new();
         for (i, op) in ops.iter().enumerate() {
             let dim_of = |overlay: &HashMap<&str, Option<u32>>, name: &str| match overlay.get(name) {

@@ -273,6 +273,7 @@ impl State {
     /// Apply one committed batch. Validation happened before the record was written, so an error
     /// here means the log and the state disagree.
     pub fn apply(&mut self, seq: u64, time_ms: u64, ops: Vec<Op>) -> Result<()> {
+        self.check_applies(&ops)?;
         for (op_index, op) in ops.into_iter().enumerate() {
             match op {
                 Op::CreateCollection(spec) => {
@@ -315,5 +316,47 @@ impl State {
 
     fn collection_mut(&mut self, name: &str) -> Result<&mut Collection> {
         self.collections.get_mut(name).ok_or_else(|| Error::NotFound(format!("collection '{name}' does not exist")))
+    }
+
+    /// Check the whole batch before anything changes, so that a batch stays all or nothing
+    /// even when skip-corrupt recovery meets one that depended on a skipped record (it used to
+    /// apply the operations before the failing one).
+    fn check_applies(&self, ops: &[Op]) -> Result<()> {
+        // Collection name -> dim as of this point in the batch; `None` once dropped in it.
+        let mut overlay: HashMap<&str, Option<u32>> = HashMap::new();
+        for op in ops {
+            let dim = |name: &str| match overlay.get(name) {
+                Some(d) => *d,
+                None => self.collections.get(name).map(|c| c.spec.dim),
+            };
+            let missing = |name: &str| Error::NotFound(format!("collection '{name}' does not exist"));
+            match op {
+                Op::CreateCollection(spec) => {
+                    if dim(&spec.name).is_some() {
+                        return Err(Error::AlreadyExists(format!("collection '{}' already exists", spec.name)));
+                    }
+                    overlay.insert(&spec.name, Some(spec.dim));
+                }
+                Op::DropCollection { name } => {
+                    if dim(name).is_none() {
+                        return Err(missing(name));
+                    }
+                    overlay.insert(name, None);
+                }
+                Op::Upsert { collection, id, vector, .. } => match dim(collection) {
+                    None => return Err(missing(collection)),
+                    Some(d) if d as usize != vector.len() => {
+                        return Err(Error::InvalidArgument(format!("vector of id '{id}' has the wrong dimension")))
+                    }
+                    Some(_) => {}
+                },
+                Op::Delete { collection, .. } => {
+                    if dim(collection).is_none() {
+                        return Err(missing(collection));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -72,7 +72,7 @@ fn drop_unsynced_bytes_keeps_acknowledged_prefix() {
                     history.acknowledge(seq, ops.clone());
                 }
                 Step::Checkpoint => {
-                    let seq = engine.checkpoint().unwrap_or_else(|e| panic!("{ctx}: checkpoint failed: {e}"));
+                    let seq = checkpoint(&engine).unwrap_or_else(|e| panic!("{ctx}: checkpoint failed: {e}"));
                     assert_eq!(seq, history.len());
                 }
                 Step::Reopen => {
@@ -116,7 +116,7 @@ fn syncs_per_commit(steps: &[Step], opts_for: impl Fn(&FaultStorage) -> Options)
                 out.push(fs.counts().1 - before);
             }
             Step::Checkpoint => {
-                engine.checkpoint().expect("dry-run checkpoint");
+                checkpoint(&engine).expect("dry-run checkpoint");
             }
             Step::Reopen => unreachable!("torn-tail workloads do not reopen"),
         }
@@ -147,7 +147,7 @@ fn torn_tail_512_and_4k() {
                     match s {
                         Step::Commit(ops) => history.acknowledge(engine.commit(ops).expect("commit"), ops.clone()),
                         Step::Checkpoint => {
-                            engine.checkpoint().expect("checkpoint");
+                            checkpoint(&engine).expect("checkpoint");
                         }
                         Step::Reopen => unreachable!(),
                     }
@@ -218,6 +218,8 @@ struct FaultRun {
     /// The commit that failed, if a commit was where the fault fired: it may or may not survive.
     in_flight: Option<Vec<Op>>,
     fired: bool,
+    /// Which kind of step the fault fired in.
+    fired_in: &'static str,
 }
 
 /// Run `steps` (then a final close) against a fresh store with an optional fault armed from the
@@ -227,12 +229,13 @@ fn run_with_fault(steps: &[Step], opts_for: &dyn Fn(&FaultStorage) -> Options, f
     if let Some((op, n)) = fault {
         fs.fail_at(op, n);
     }
-    let mut run = FaultRun { fs: fs.clone(), history: History::default(), in_flight: None, fired: false };
+    let mut run = FaultRun { fs: fs.clone(), history: History::default(), in_flight: None, fired: false, fired_in: "" };
     let mut engine = match Engine::open(dir(), opts_for(&fs)) {
         Ok(e) => e,
         Err(err) => {
             assert!(fs.fault_fired(), "{ctx}: open failed without a fault: {err}");
             run.fired = true;
+            run.fired_in = "open";
             return run;
         }
     };
@@ -261,11 +264,12 @@ fn run_with_fault(steps: &[Step], opts_for: &dyn Fn(&FaultStorage) -> Options, f
                     Err(err) => {
                         assert!(after, "{ctx}: commit failed without a fault: {err}");
                         run.in_flight = Some(ops.clone());
+                        run.fired_in = "commit";
                     }
                 }
             }
             Step::Checkpoint => {
-                let r = engine.checkpoint();
+                let r = checkpoint(&engine);
                 let after = fs.fault_fired();
                 match r {
                     Ok(seq) => {
@@ -273,7 +277,10 @@ fn run_with_fault(steps: &[Step], opts_for: &dyn Fn(&FaultStorage) -> Options, f
                         assert_eq!(seq, run.history.len());
                     }
                     Err(err) if before => assert_eq!(err.code(), "CAIRN_POISONED", "{ctx}: checkpoint after poisoning: {err}"),
-                    Err(err) => assert!(after, "{ctx}: checkpoint failed without a fault: {err}"),
+                    Err(err) => {
+                        assert!(after, "{ctx}: checkpoint failed without a fault: {err}");
+                        run.fired_in = "checkpoint";
+                    }
                 }
             }
             Step::Reopen => {
@@ -281,6 +288,7 @@ fn run_with_fault(steps: &[Step], opts_for: &dyn Fn(&FaultStorage) -> Options, f
                 if !before {
                     if fs.fault_fired() {
                         assert!(r.is_err(), "{ctx}: close hit a failed write or fsync but reported success");
+                        run.fired_in = "close";
                     } else {
                         r.unwrap_or_else(|err| panic!("{ctx}: close failed without a fault: {err}"));
                     }
@@ -297,6 +305,7 @@ fn run_with_fault(steps: &[Step], opts_for: &dyn Fn(&FaultStorage) -> Options, f
                     }
                     Err(err) => {
                         assert!(fs.fault_fired(), "{ctx}: reopen failed without a fault: {err}");
+                        run.fired_in = "reopen";
                         break;
                     }
                 };
@@ -353,12 +362,17 @@ fn fail_nth_write_or_fsync_for_every_n() {
         assert_eq!(dry.history.len() as usize, commit_count(&steps));
         let (writes, syncs) = dry.fs.counts();
         for (op, total) in [(FaultOp::Write, writes), (FaultOp::Sync, syncs)] {
+            let mut places = std::collections::BTreeSet::new();
             for n in 1..=total {
                 let ctx = format!("{sync:?}/{prealloc:?} fail {op:?} #{n} of {total}");
                 let run = run_with_fault(&steps, &opts_for, Some((op, n)), &ctx);
                 assert!(run.fired, "{ctx}: the fault never fired; the workload is not deterministic");
+                assert!(!run.fired_in.is_empty(), "{ctx}: the fault fired but no step failed");
+                places.insert(run.fired_in);
                 check_after_fault(&run, sync, &ctx);
             }
+            let want: std::collections::BTreeSet<_> = ["open", "commit", "checkpoint", "close", "reopen"].into();
+            assert_eq!(places, want, "{sync:?} {op:?}: the sweep must hit every kind of step");
         }
     }
 }
@@ -379,7 +393,7 @@ fn failure_during_recovery_open_is_retryable() {
         match s {
             Step::Commit(ops) => history.acknowledge(engine.commit(ops).expect("commit"), ops.clone()),
             Step::Checkpoint => {
-                engine.checkpoint().expect("checkpoint");
+                checkpoint(&engine).expect("checkpoint");
             }
             Step::Reopen => unreachable!(),
         }

@@ -219,6 +219,16 @@ pub fn open_with(fs: &FaultStorage, recovery: RecoveryMode) -> cairn_core::Resul
     Engine::open(dir(), options(fs, SyncMode::Always, recovery, 16 << 10, Prealloc::Off))
 }
 
+/// Wait until the background indexer has caught up, then checkpoint. With every graph complete,
+/// what a checkpoint writes (and so the write and fsync counts that fault injection targets)
+/// does not depend on thread timing.
+pub fn checkpoint(e: &Engine) -> cairn_core::Result<u64> {
+    for c in e.collections()? {
+        e.wait_for_index(&c.name)?;
+    }
+    e.checkpoint()
+}
+
 pub fn code(r: &cairn_core::Result<impl Sized>) -> &'static str {
     match r {
         Ok(_) => "OK",
