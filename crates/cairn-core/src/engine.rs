@@ -562,6 +562,10 @@ impl Engine {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // A checkpoint running on another thread finishes first: it must not write files, the
+        // manifest or the archive after the clean close is recorded and the lock released.
+        // One that has not started yet meets the shutdown and is refused with `Closed`.
+        let _no_checkpoint = lock(&self.shared.checkpoint_lock);
         let poisoned_before = self.poisoned().is_some();
         {
             let mut q = lock(&self.shared.queue);

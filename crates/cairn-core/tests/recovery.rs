@@ -628,3 +628,47 @@ fn wal_segments_are_archived_never_deleted() {
         assert_eq!(payload, batch::encode(&history.commits[seq as usize - 1]), "seq {seq}: archived batch differs");
     }
 }
+
+/// A checkpoint running on another thread when `close` is called must either finish before the
+/// close records the clean shutdown or be refused: nothing may write to the store after close
+/// returns (the lock is released, another process may own the directory by then).
+#[test]
+fn close_waits_for_a_running_checkpoint() {
+    for attempt in 0..10u64 {
+        let fs = FaultStorage::new();
+        let engine = open_with(&fs, RecoveryMode::TolerateTornTail).expect("open");
+        let mut history = History::default();
+        let mut rng = Rng::new(140 + attempt);
+        history.acknowledge(engine.commit(&[Op::CreateCollection(spec("b", DIM_B, Metric::Ip))]).expect("create"), vec![Op::CreateCollection(spec("b", DIM_B, Metric::Ip))]);
+        for chunk in 0..20 {
+            let ops: Vec<Op> = (0..50).map(|i| Op::Upsert { collection: "b".into(), id: format!("r{chunk}-{i}"), vector: rng.vector(DIM_B), metadata: "null".into() }).collect();
+            history.acknowledge(engine.commit(&ops).expect("commit"), ops);
+        }
+        let after_close = std::sync::Mutex::new(None);
+        std::thread::scope(|s| {
+            let (engine, fs, after_close) = (&engine, &fs, &after_close);
+            s.spawn(move || {
+                for _ in 0..50 {
+                    let up = [Op::Upsert { collection: "b".into(), id: "hot".into(), vector: vec![1.0; DIM_B as usize], metadata: "null".into() }];
+                    if engine.commit(&up).is_err() || engine.checkpoint().is_err() {
+                        break;
+                    }
+                }
+                let _ = fs;
+            });
+            s.spawn(move || {
+                std::thread::sleep(std::time::Duration::from_micros(200 * attempt));
+                engine.close().expect("close");
+                *after_close.lock().expect("lock") = Some((fs.counts(), files(fs)));
+            });
+        });
+        let (counts, snapshot) = after_close.lock().expect("lock").take().expect("closed");
+        assert_eq!(fs.counts(), counts, "attempt {attempt}: the store was written after close returned");
+        assert!(files(&fs) == snapshot, "attempt {attempt}: files changed after close returned");
+        drop(engine);
+        let m = manifest::load(&fs, dir()).expect("manifest").expect("present");
+        assert!(m.clean_shutdown_seq.is_some(), "attempt {attempt}: the clean close mark was overwritten");
+        let e = open_with(&fs, RecoveryMode::AbsoluteConsistency).expect("reopen after close");
+        assert_eq!(Some(e.last_seq()), m.clean_shutdown_seq);
+    }
+}
