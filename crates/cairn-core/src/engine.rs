@@ -220,6 +220,13 @@ impl Engine {
             let f = storage.open(path).map_err(io(path))?;
             f.set_len(*offset).map_err(io(path))?;
             f.sync_data().map_err(io(path))?;
+        } else if let Some(last) = replayed.segments.last() {
+            // The last segment takes no more records (a new one starts below): drop its
+            // preallocated zeros, as `WalWriter::trim` does on a roll.
+            let f = storage.open(&last.path).map_err(io(&last.path))?;
+            if f.len().map_err(io(&last.path))? > last.end {
+                f.set_len(last.end).map_err(io(&last.path))?;
+            }
         }
         state.last_seq = state.last_seq.max(replayed.last_seq).max(manifest.checkpoint_seq);
         state.last_time_ms = state.last_time_ms.max(replayed.last_time_ms).max(manifest.checkpoint_time_ms);
@@ -810,7 +817,7 @@ impl CommitThread {
         }
         // Make everything written durable even in `none` mode: a clean close loses nothing.
         if lock(&self.shared.poisoned).is_none() {
-            if let Err(e) = self.writer.sync() {
+            if let Err(e) = self.writer.sync().and_then(|_| self.writer.trim()) {
                 poison(&self.shared, &e.to_string());
             }
         }

@@ -93,22 +93,72 @@ pub struct NativeCollectionInfo {
     pub count: u32,
 }
 
+type Hits = Vec<(String, f32, String)>;
+
+fn to_hits(out: Hits) -> Vec<NativeHit> {
+    out.into_iter().map(|(id, score, metadata)| NativeHit { id, score: f64::from(score), metadata }).collect()
+}
+
+/// One query, or many (`vectors` holds `count` queries back to back) spread over all cores.
 pub struct QueryTask {
     engine: Arc<Engine>,
     collection: String,
-    vector: Vec<f32>,
+    vectors: Vec<f32>,
+    count: usize,
     k: usize,
+    /// None: exact search (the ground truth).
+    ef: Option<usize>,
     filter: Option<Filter>,
 }
 
-impl Task for QueryTask {
-    type Output = Vec<(String, f32, String)>;
-    type JsValue = Vec<NativeHit>;
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        guarded(|| self.engine.query_exact(&self.collection, &self.vector, self.k, self.filter.as_ref()))
+impl QueryTask {
+    fn run_one(&self, q: &[f32]) -> cairn_core::Result<Hits> {
+        match self.ef {
+            Some(ef) => self.engine.query(&self.collection, q, self.k, ef, self.filter.as_ref()),
+            None => self.engine.query_exact(&self.collection, q, self.k, self.filter.as_ref()),
+        }
     }
-    fn resolve(&mut self, _env: Env, out: Self::Output) -> napi::Result<Vec<NativeHit>> {
-        Ok(out.into_iter().map(|(id, score, metadata)| NativeHit { id, score: f64::from(score), metadata }).collect())
+}
+
+impl Task for QueryTask {
+    type Output = Vec<Hits>;
+    type JsValue = Vec<Vec<NativeHit>>;
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        use rayon::prelude::*;
+        let dim = self.vectors.len() / self.count.max(1);
+        guarded(|| {
+            if self.count == 1 {
+                return Ok(vec![self.run_one(&self.vectors)?]);
+            }
+            self.vectors.par_chunks(dim.max(1)).map(|q| self.run_one(q)).collect()
+        })
+    }
+    fn resolve(&mut self, _env: Env, out: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(out.into_iter().map(to_hits).collect())
+    }
+}
+
+#[napi(object)]
+pub struct NativeIndexStats {
+    pub indexed: u32,
+    pub pending: u32,
+    pub tombstones: u32,
+    pub bytes: f64,
+}
+
+pub struct WaitIndexTask {
+    engine: Arc<Engine>,
+    collection: String,
+}
+
+impl Task for WaitIndexTask {
+    type Output = ();
+    type JsValue = ();
+    fn compute(&mut self) -> napi::Result<()> {
+        guarded(|| self.engine.wait_for_index(&self.collection))
+    }
+    fn resolve(&mut self, _env: Env, _out: ()) -> napi::Result<()> {
+        Ok(())
     }
 }
 
@@ -188,14 +238,46 @@ impl NativeStore {
             .collect())
     }
 
-    /// Exact k-NN search, off the event loop. `filter` is a JSON object of field: value.
-    #[napi(ts_return_type = "Promise<NativeHit[]>")]
-    pub fn query(&self, collection: String, vector: Float32Array, k: u32, filter: Option<String>) -> napi::Result<AsyncTask<QueryTask>> {
+    /// k-NN search off the event loop: `count` queries packed in `vectors`, searched in parallel.
+    /// `ef` absent means exact search. `filter` is a JSON object of field: value.
+    #[napi(ts_return_type = "Promise<NativeHit[][]>")]
+    pub fn query(
+        &self,
+        collection: String,
+        vectors: Float32Array,
+        count: u32,
+        k: u32,
+        ef: Option<u32>,
+        filter: Option<String>,
+    ) -> napi::Result<AsyncTask<QueryTask>> {
         let filter = match filter {
             Some(f) => Some(Filter::parse(&f).map_err(to_napi)?),
             None => None,
         };
-        Ok(AsyncTask::new(QueryTask { engine: self.engine.clone(), collection, vector: vector.to_vec(), k: k as usize, filter }))
+        if count == 0 || vectors.len() % count as usize != 0 {
+            return Err(invalid("vectors must hold count queries of equal dimension"));
+        }
+        Ok(AsyncTask::new(QueryTask {
+            engine: self.engine.clone(),
+            collection,
+            vectors: vectors.to_vec(),
+            count: count as usize,
+            k: k as usize,
+            ef: ef.map(|e| e as usize),
+            filter,
+        }))
+    }
+
+    #[napi]
+    pub fn index_stats(&self, collection: String) -> napi::Result<NativeIndexStats> {
+        let s = guarded(|| self.engine.index_stats(&collection))?;
+        Ok(NativeIndexStats { indexed: s.indexed as u32, pending: s.pending as u32, tombstones: s.tombstones as u32, bytes: s.bytes as f64 })
+    }
+
+    /// Resolves once every row applied so far is in the collection's HNSW graph.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn wait_for_index(&self, collection: String) -> AsyncTask<WaitIndexTask> {
+        AsyncTask::new(WaitIndexTask { engine: self.engine.clone(), collection })
     }
 
     #[napi(ts_return_type = "Promise<bigint>")]

@@ -3,6 +3,7 @@ export type {
   BatchOp,
   CollectionInfo,
   CollectionOptions,
+  IndexStats,
   Metadata,
   OpenOptions,
   QueryHit,

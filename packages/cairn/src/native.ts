@@ -23,7 +23,9 @@ export interface NativeStore {
   get(collection: string, id: string): NativeRow | null;
   count(collection: string): number;
   collections(): NativeCollectionInfo[];
-  query(collection: string, vector: Float32Array, k: number, filter?: string | null): Promise<NativeHit[]>;
+  query(collection: string, vectors: Float32Array, count: number, k: number, ef?: number | null, filter?: string | null): Promise<NativeHit[][]>;
+  indexStats(collection: string): { indexed: number; pending: number; tombstones: number; bytes: number };
+  waitForIndex(collection: string): Promise<void>;
   checkpoint(): Promise<bigint>;
   close(): Promise<void>;
   readonly lastSeq: bigint;

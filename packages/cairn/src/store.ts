@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { resolve } from 'node:path';
 
 import { CairnError, invalidArgument, native, nativeSync } from './errors.js';
@@ -71,7 +72,10 @@ export interface StoredRecord {
 
 export interface QueryOptions {
   k: number;
+  /** HNSW beam width (default 64, raised to k). Larger is slower and more exact. */
   ef?: number;
+  /** Scan every row instead of using the graph: the ground truth. */
+  exact?: boolean;
   /** Equality match on top-level metadata fields. */
   filter?: Record<string, string | number | boolean | null>;
 }
@@ -94,11 +98,25 @@ export interface RecoveryReport {
   tornTail: { file: string; offset: number; bytes: number } | null;
   skipped: Array<{ file: string; offset: number; fromSeq: bigint; toSeq: bigint | null; reason: string }>;
   badSegmentRecords: Array<{ file: string; offset: number; reason: string }>;
+  /** Collections whose persisted HNSW graph was missing or unusable and is rebuilt in the background. */
+  indexRebuilds: Array<{ collection: string; reason: string }>;
+}
+
+export interface IndexStats {
+  /** Rows in the HNSW graph. */
+  indexed: number;
+  /** Acknowledged rows not yet in the graph; queries scan them exactly. */
+  pending: number;
+  /** Deleted or overwritten nodes still in the graph (removed by compaction). */
+  tombstones: number;
+  /** Heap bytes held by the graph and its vectors. */
+  bytes: number;
 }
 
 const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes'] as const;
 const COLLECTION_KEYS = ['dim', 'metric', 'm', 'efConstruction'] as const;
-const QUERY_KEYS = ['k', 'ef', 'filter'] as const;
+const QUERY_KEYS = ['k', 'ef', 'exact', 'filter'] as const;
+const DEFAULT_EF = 64;
 const METRICS: readonly Metric[] = ['cosine', 'l2', 'ip'];
 
 /** Open the store in `dir`, creating it if needed and recovering it if it was not closed cleanly. */
@@ -139,10 +157,15 @@ function parseReport(json: string): RecoveryReport {
       offset: s.offset as number,
       reason: s.reason as string,
     })),
+    indexRebuilds: r.index_rebuilds as Array<{ collection: string; reason: string }>,
   };
 }
 
-export class Store {
+/**
+ * Events: `'index-rebuild'` ({ collection, reason }) for each collection whose persisted graph
+ * was missing or unusable on open; emitted on the next tick after `open` resolves.
+ */
+export class Store extends EventEmitter {
   readonly dir: string;
   readonly sync: SyncMode;
   readonly #native: NativeStore;
@@ -152,10 +175,14 @@ export class Store {
 
   /** @internal use `open()`. */
   constructor(dir: string, handle: NativeStore, sync: SyncMode) {
+    super();
     this.dir = dir;
     this.sync = sync;
     this.#native = handle;
     this.recoveryReport = parseReport(handle.recoveryReport());
+    for (const rebuild of this.recoveryReport.indexRebuilds) {
+      setImmediate(() => this.emit('index-rebuild', rebuild));
+    }
   }
 
   /** Highest sequence number that is durable (per the sync mode) and visible. */
@@ -317,12 +344,36 @@ export class Collection {
     return nativeSync(() => this.#native.count(this.name));
   }
 
+  /** k nearest rows, best first. Every acknowledged write is visible, indexed or not. */
   async query(vector: Float32Array | number[], options: QueryOptions): Promise<QueryHit[]> {
     const q = checkVector('vector', vector, this.dim);
+    const [hits] = await this.#search(q, 1, options);
+    return hits ?? [];
+  }
+
+  /** Many queries at once, searched in parallel on all cores, off the event loop. */
+  async queryBatch(vectors: Array<Float32Array | number[]>, options: QueryOptions): Promise<QueryHit[][]> {
+    if (!Array.isArray(vectors) || vectors.length === 0) throw invalidArgument('vectors must be a non-empty array');
+    const packed = new Float32Array(vectors.length * this.dim);
+    vectors.forEach((v, i) => packed.set(checkVector(`vectors[${i}]`, v, this.dim), i * this.dim));
+    return this.#search(packed, vectors.length, options);
+  }
+
+  /** Resolves once every acknowledged row is in the HNSW graph. */
+  async waitForIndex(): Promise<void> {
+    await native(() => this.#native.waitForIndex(this.name));
+  }
+
+  indexStats(): IndexStats {
+    return nativeSync(() => this.#native.indexStats(this.name));
+  }
+
+  async #search(packed: Float32Array, count: number, options: QueryOptions): Promise<QueryHit[][]> {
     checkPlainObject('options', options);
     checkKnownKeys('options', options, QUERY_KEYS);
     const k = checkPositiveInt('options.k', options.k, 100_000);
-    if (options.ef !== undefined) checkPositiveInt('options.ef', options.ef, 100_000);
+    const ef = options.ef === undefined ? DEFAULT_EF : checkPositiveInt('options.ef', options.ef, 100_000);
+    if (options.exact !== undefined && typeof options.exact !== 'boolean') throw invalidArgument('options.exact must be a boolean');
     let filter: string | null = null;
     if (options.filter !== undefined) {
       const f = checkPlainObject('options.filter', options.filter);
@@ -334,7 +385,7 @@ export class Collection {
       }
       filter = JSON.stringify(f);
     }
-    const hits = await native(() => this.#native.query(this.name, q, k, filter));
-    return hits.map((h) => ({ id: h.id, score: h.score, metadata: JSON.parse(h.metadata) as Metadata }));
+    const results = await native(() => this.#native.query(this.name, packed, count, k, options.exact ? null : ef, filter));
+    return results.map((hits) => hits.map((h) => ({ id: h.id, score: h.score, metadata: JSON.parse(h.metadata) as Metadata })));
   }
 }

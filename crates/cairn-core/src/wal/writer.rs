@@ -55,7 +55,20 @@ fn zero_fill(storage: &dyn Storage, path: &Path, bytes: u64) -> std::io::Result<
 impl WalWriter {
     /// Start a new segment whose first record will have `first_seq`.
     pub fn create(storage: Arc<dyn Storage>, dir: &Path, first_seq: u64, segment_bytes: u64, prealloc: Prealloc) -> Result<WalWriter> {
-        let (file, path) = Self::new_segment(&storage, dir, first_seq, segment_bytes, prealloc, None)?;
+        // On open, reuse a complete zero-filled file left by the previous run; otherwise the
+        // first segment grows by appending, so that open never waits for a zero-fill.
+        let leftover = dir.join(PREALLOC_NAME);
+        let prepared = match prealloc {
+            Prealloc::Background => storage
+                .open(&leftover)
+                .ok()
+                .and_then(|f| f.len().ok())
+                .filter(|len| *len == segment_bytes)
+                .map(|_| leftover),
+            _ => None,
+        };
+        let first_prealloc = if prealloc == Prealloc::Background { Prealloc::Off } else { prealloc };
+        let (file, path) = Self::new_segment(&storage, dir, first_seq, segment_bytes, first_prealloc, prepared)?;
         let mut w = WalWriter {
             storage,
             dir: dir.to_path_buf(),
@@ -143,6 +156,7 @@ impl WalWriter {
     /// start a new one at `next_seq`.
     pub fn roll(&mut self, next_seq: u64) -> Result<()> {
         self.sync()?;
+        self.trim()?;
         let prepared = match self.next_prealloc.take() {
             Some(handle) => match handle.join() {
                 Ok(Ok(())) => Some(self.dir.join(PREALLOC_NAME)),
@@ -160,6 +174,13 @@ impl WalWriter {
         Ok(())
     }
 
+    /// Cut the unused preallocated zeros off a segment that takes no more records, so that
+    /// recovery, archives and backups never read them. Needs no fsync: if the new length is
+    /// lost in a crash, the file merely keeps its zeros.
+    pub fn trim(&self) -> Result<()> {
+        self.file.set_len(self.offset).map_err(|e| Error::io(&self.path, e))
+    }
+
     /// Wait for background work so that no thread touches the directory after close.
     pub fn finish(&mut self) {
         if let Some(h) = self.next_prealloc.take() {
@@ -174,7 +195,8 @@ impl Drop for WalWriter {
     }
 }
 
-/// Names that are leftovers of an interrupted segment creation, safe to remove at open.
+/// Leftovers of an interrupted segment creation, safe to remove at open. (A complete
+/// `next.prealloc` is not one: `create` reuses it.)
 pub fn is_leftover(name: &str) -> bool {
-    name == PREALLOC_NAME || name.ends_with(".wal.tmp")
+    name.ends_with(".wal.tmp")
 }
