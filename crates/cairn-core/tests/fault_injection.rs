@@ -550,6 +550,68 @@ fn group_commit_shares_fsyncs_and_acknowledges_only_durable_writes() {
     }
 }
 
+/// A failed group fsync fails every commit of the group and all later ones; what survives a
+/// crash is a prefix holding every acknowledged commit, never a gap or half a group.
+#[test]
+fn group_commit_failure_fails_the_group_and_keeps_a_prefix() {
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 30;
+    for n in [1u64, 2, 3, 5, 8, 13] {
+        let fs = FaultStorage::new();
+        let engine = Engine::open(dir(), options(&fs, SyncMode::Group, RecoveryMode::TolerateTornTail, 64 << 10, Prealloc::Off)).expect("open");
+        let base = engine.commit(&[Op::CreateCollection(spec("g", 2, Metric::L2))]).expect("create");
+        fs.fail_at(FaultOp::Sync, n);
+        let (tx, rx) = mpsc::channel::<(String, cairn_core::Result<u64>)>();
+        let tx = Mutex::new(tx);
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let (engine, tx) = (&engine, &tx);
+                s.spawn(move || {
+                    let tx = tx.lock().map(|g| g.clone()).expect("sender");
+                    for j in 0..PER_THREAD {
+                        let id = format!("t{t}-{j}");
+                        let ops = [Op::Upsert { collection: "g".into(), id: id.clone(), vector: vec![t as f32, j as f32], metadata: "null".into() }];
+                        // Blocking commits keep a few in flight at a time: many small groups.
+                        let _ = tx.send((id, engine.commit(&ops)));
+                    }
+                });
+            }
+        });
+        drop(tx);
+        let results: Vec<_> = rx.iter().collect();
+        assert_eq!(results.len(), THREADS * PER_THREAD);
+        let mut acked: Vec<(u64, String)> = Vec::new();
+        for (id, r) in &results {
+            match r {
+                Ok(seq) => acked.push((*seq, id.clone())),
+                Err(e) => assert_eq!(e.code(), "CAIRN_POISONED", "fail sync #{n}: {id}: {e}"),
+            }
+        }
+        assert!(fs.fault_fired() && acked.len() < results.len(), "fail sync #{n}: the fault never hit a commit");
+        acked.sort();
+        let seqs: Vec<u64> = acked.iter().map(|a| a.0).collect();
+        assert_eq!(seqs, (base + 1..=base + acked.len() as u64).collect::<Vec<_>>(), "fail sync #{n}: acknowledged commits precede the failure");
+        assert_eq!(engine.count("g").expect("reads work after poisoning"), acked.len());
+        drop(engine);
+        for (what, storage) in [("power cut", fs.crash(CrashKind::DropUnsynced)), ("process restart", fs.clone())] {
+            storage.clear_faults();
+            let e = open_with(&storage, RecoveryMode::TolerateTornTail).unwrap_or_else(|err| panic!("fail sync #{n}: {what}: {err}"));
+            let l = e.last_seq();
+            assert!(l >= base + acked.len() as u64, "fail sync #{n}: {what} lost an acknowledged commit");
+            assert_eq!(e.count("g").expect("count") as u64, l - base, "fail sync #{n}: {what}: one row per recovered commit");
+            for (_, id) in &acked {
+                assert!(e.get("g", id).expect("get").is_some(), "fail sync #{n}: {what}: {id} lost");
+            }
+            for (id, _) in &results {
+                if let Some((v, _)) = e.get("g", id).expect("get") {
+                    let (t, j) = id[1..].split_once('-').expect("id");
+                    assert_eq!(v, vec![t.parse::<f32>().expect("t"), j.parse::<f32>().expect("j")], "{what}: {id}");
+                }
+            }
+        }
+    }
+}
+
 /// `always` is the contrast: one fsync per commit, never shared.
 #[test]
 fn always_mode_syncs_every_commit() {
