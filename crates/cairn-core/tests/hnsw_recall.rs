@@ -76,14 +76,20 @@ impl Mixture {
     }
 }
 
-/// Exact k-NN over `(label, vector)` pairs satisfying `accept`, with the index's distances.
-fn exact_knn(metric: Metric, data: &[(u64, Vec<f32>)], query: &[f32], k: usize, accept: impl Fn(u64) -> bool) -> Vec<u64> {
-    let prepare = |v: &[f32]| if metric == Metric::Cosine { normalize(v) } else { v.to_vec() };
-    let query = prepare(query);
-    let mut scored: Vec<(f32, u64)> = data
+/// `data` in the form the index stores it (unit-normalised for cosine), for exact search.
+fn prepared(metric: Metric, data: &[(u64, Vec<f32>)]) -> Vec<(u64, Vec<f32>)> {
+    data.iter()
+        .map(|(label, v)| (*label, if metric == Metric::Cosine { normalize(v) } else { v.clone() }))
+        .collect()
+}
+
+/// Exact k-NN over prepared `(label, vector)` pairs satisfying `accept`.
+fn exact_knn(metric: Metric, prepared: &[(u64, Vec<f32>)], query: &[f32], k: usize, accept: impl Fn(u64) -> bool) -> Vec<u64> {
+    let query = if metric == Metric::Cosine { normalize(query) } else { query.to_vec() };
+    let mut scored: Vec<(f32, u64)> = prepared
         .iter()
         .filter(|(label, _)| accept(*label))
-        .map(|(label, v)| (metric.distance(&query, &prepare(v)), *label))
+        .map(|(label, v)| (metric.distance(&query, v), *label))
         .collect();
     scored.sort_by(|a, b| a.0.total_cmp(&b.0));
     scored.into_iter().take(k).map(|(_, label)| label).collect()
@@ -97,10 +103,12 @@ fn recall(
     ef: usize,
     filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
 ) -> f64 {
+    let metric = index.params().metric;
+    let prepared = prepared(metric, data);
     let hits: usize = queries
         .par_iter()
         .map(|query| {
-            let exact = exact_knn(index.params().metric, data, query, K, |label| filter.is_none_or(|f| f(label)));
+            let exact = exact_knn(metric, &prepared, query, K, |label| filter.is_none_or(|f| f(label)));
             let found: HashSet<u64> = index.search(query, K, ef, filter).into_iter().map(|(label, _)| label).collect();
             exact.iter().filter(|label| found.contains(label)).count()
         })
@@ -296,8 +304,8 @@ fn updated_label_is_found_at_new_position_not_old() {
 #[test]
 fn filtered_search_returns_k_matches() {
     let f = l2_fixture();
-    let half = |label: u64| (label / 7) % 2 == 0;
-    let one_percent = |label: u64| (label / 7) % 100 == 0;
+    let half = |label: u64| (label / 7).is_multiple_of(2);
+    let one_percent = |label: u64| (label / 7).is_multiple_of(100);
     for (name, filter) in [("50%", &half as &(dyn Fn(u64) -> bool + Sync)), ("1%", &one_percent)] {
         for query in &f.queries {
             let found = f.index.search(query, K, EF, Some(filter));
@@ -344,14 +352,20 @@ fn concurrent_inserts_while_searching() {
         });
     });
     assert_eq!(index.len(), data.len());
-    let missing: Vec<u64> = data
-        .par_iter()
-        .filter(|(label, v)| {
-            !index.contains(*label) || !index.search(v, K, EF, None).iter().any(|(found, _)| found == label)
-        })
-        .map(|(label, _)| *label)
-        .collect();
-    assert!(missing.is_empty(), "labels not found by their own vector: {missing:?}");
+    assert!(data.iter().all(|(label, _)| index.contains(*label)));
+    let not_found_at = |ef: usize| -> Vec<u64> {
+        data.par_iter()
+            .filter(|(label, v)| !index.search(v, K, ef, None).iter().any(|(found, _)| found == label))
+            .map(|(label, _)| *label)
+            .collect()
+    };
+    // Every node keeps an incoming link, so a wide enough beam finds each one; at the usual beam
+    // a few isolated points may rank outside the top 10 of their own vector.
+    let narrow = not_found_at(EF);
+    println!("labels not in the top {K} of their own vector at ef={EF}: {} of {}", narrow.len(), data.len());
+    assert!(narrow.len() * 1000 <= data.len(), "{narrow:?}");
+    let wide = not_found_at(400);
+    assert!(wide.is_empty(), "labels not found by their own vector: {wide:?}");
 }
 
 /// Timing and memory report, run with:

@@ -186,13 +186,13 @@ impl Hnsw {
                 self.graph.set_links(&lock, node, layer, chosen);
             } else {
                 // Concurrent inserters already linked themselves here; keep the best of both.
-                let mut merged = existing;
+                let mut merged = existing.clone();
                 for &id in chosen {
                     if !merged.contains(&id) {
                         merged.push(id);
                     }
                 }
-                let kept = self.reselect(node, &merged, self.graph.max_links(layer));
+                let kept = self.reselect(node, &existing, &merged, layer);
                 self.graph.set_links(&lock, node, layer, &kept);
             }
         }
@@ -202,15 +202,23 @@ impl Hnsw {
             if current.contains(&node) || self.graph.push_link(&lock, neighbour, layer, node) {
                 continue;
             }
-            let mut pool = current;
+            let mut pool = current.clone();
             pool.push(node);
-            let kept = self.reselect(neighbour, &pool, self.graph.max_links(layer));
+            let kept = self.reselect(neighbour, &current, &pool, layer);
             self.graph.set_links(&lock, neighbour, layer, &kept);
         }
     }
 
-    /// Heuristic selection of at most `max` links for `base` out of `pool`.
-    fn reselect(&self, base: u32, pool: &[u32], max: usize) -> Vec<u32> {
+    /// Chooses at most `max_links(layer)` links for `base` out of `pool` (its `current` links plus
+    /// newcomers) with the heuristic, then, on level 0, keeps any node that would otherwise lose
+    /// its only incoming link.
+    ///
+    /// Without that last step a few nodes per thousand (more on high-dimensional, unclustered data)
+    /// end up with no incoming level-0 link at all and can never be found, not even by searching
+    /// for their own vector. A protected node replaces the farthest kept link whose target stays
+    /// reachable through another list; if there is none, it is not kept.
+    fn reselect(&self, base: u32, current: &[u32], pool: &[u32], layer: usize) -> Vec<u32> {
+        let max = self.graph.max_links(layer);
         if pool.len() <= max {
             return pool.to_vec();
         }
@@ -218,7 +226,24 @@ impl Hnsw {
         let mut scored: Vec<Scored> =
             pool.iter().map(|&id| Scored { dist: self.distance_to(base_vector, id), node: id }).collect();
         scored.sort_unstable();
-        self.select_neighbours(&scored, max)
+        let mut kept = self.select_neighbours(&scored, max);
+        if layer != 0 {
+            return kept;
+        }
+        // Incoming level-0 links of `id` other than the one from `base`.
+        let links_from_others = |id: u32| self.graph.level0_in_degree(id).saturating_sub(current.contains(&id) as u32);
+        let needs_base = |id: u32| !self.graph.is_tombstoned(id) && links_from_others(id) == 0;
+        for candidate in scored.iter().map(|s| s.node) {
+            if kept.contains(&candidate) || !needs_base(candidate) {
+                continue;
+            }
+            if kept.len() < max {
+                kept.push(candidate);
+            } else if let Some(slot) = kept.iter().rposition(|&k| !needs_base(k)) {
+                kept[slot] = candidate;
+            }
+        }
+        kept
     }
 }
 

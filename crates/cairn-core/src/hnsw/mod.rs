@@ -4,6 +4,7 @@
 //! - `build.rs`: concurrent insertion, level draws and the neighbour-selection heuristic.
 //! - `search.rs`: layer search, the public k-NN search and per-thread search scratch.
 //! - `persist.rs`: the on-disk index format.
+//! - `kernel.rs`: vectorised distance kernels.
 //!
 //! Labels map to internal node ids. An update or a delete never rewrites a node: the old node is
 //! tombstoned (kept as a navigation hop, never returned) and an update gets a new node. So every
@@ -12,6 +13,7 @@
 
 mod build;
 mod graph;
+mod kernel;
 mod persist;
 mod search;
 
@@ -104,6 +106,8 @@ impl EntryPoint {
 
 pub struct Hnsw {
     params: HnswParams,
+    /// `params.metric`'s distance, vectorised for this CPU.
+    distance: kernel::DistanceFn,
     graph: Graph,
     directory: RwLock<LabelDirectory>,
     entry: EntryPoint,
@@ -135,6 +139,7 @@ impl Hnsw {
         }
         Ok(Hnsw {
             params,
+            distance: kernel::kernel_for(params.metric),
             graph: Graph::new(params.dim, params.m, capacity),
             directory: RwLock::new(LabelDirectory::default()),
             entry: EntryPoint::empty(),

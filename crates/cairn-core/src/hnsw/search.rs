@@ -80,6 +80,8 @@ pub(super) struct SearchScratch {
     candidates: BinaryHeap<Reverse<Scored>>,
     /// Best admitted nodes so far, farthest first, at most `ef`.
     pub(super) results: BinaryHeap<Scored>,
+    /// Unvisited neighbours of the node being expanded.
+    fresh: Vec<u32>,
 }
 
 thread_local! {
@@ -96,23 +98,10 @@ pub(super) fn with_scratch<R>(job: impl FnOnce(&mut SearchScratch) -> R) -> R {
     result
 }
 
-#[inline]
-fn prefetch(data: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: prefetch is a hint; it never faults, even for invalid addresses. SSE is part of
-        // the x86_64 baseline.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().cast::<i8>()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
-}
-
 impl Hnsw {
     #[inline]
     pub(super) fn distance_to(&self, query: &[f32], node: u32) -> f32 {
-        self.params.metric.distance(query, self.graph.vector(node))
+        (self.distance)(query, self.graph.vector(node))
     }
 
     /// Greedy walk from `start` on each level from `top` down to `bottom` (inclusive): move to the
@@ -154,7 +143,7 @@ impl Hnsw {
         scratch: &mut SearchScratch,
         admit: impl Fn(u32) -> bool,
     ) {
-        let SearchScratch { visited, candidates, results } = scratch;
+        let SearchScratch { visited, candidates, results, fresh } = scratch;
         visited.start(self.graph.capacity());
         candidates.clear();
         results.clear();
@@ -170,18 +159,25 @@ impl Hnsw {
             if current.dist > worst && results.len() >= ef {
                 break;
             }
-            let links = self.graph.links(current.node, level);
-            let count = links.len();
-            if count > 0 {
-                prefetch(self.graph.vector(links.get(0)));
+            // The next node to expand is most likely the current frontier head; fetching its
+            // links now hides that cache miss behind this node's distance computations.
+            if let Some(Reverse(next)) = candidates.peek() {
+                self.graph.prefetch_links(next.node, level);
             }
-            for i in 0..count {
+            let links = self.graph.links(current.node, level);
+            fresh.clear();
+            for i in 0..links.len() {
                 let neighbour = links.get(i);
-                if i + 1 < count {
-                    prefetch(self.graph.vector(links.get(i + 1)));
+                if visited.insert(neighbour) {
+                    fresh.push(neighbour);
                 }
-                if !visited.insert(neighbour) {
-                    continue;
+            }
+            if let Some(&first) = fresh.first() {
+                self.graph.prefetch_vector(first);
+            }
+            for (i, &neighbour) in fresh.iter().enumerate() {
+                if let Some(&following) = fresh.get(i + 1) {
+                    self.graph.prefetch_vector(following);
                 }
                 let dist = self.distance_to(query, neighbour);
                 if results.len() < ef || dist < worst {
@@ -293,9 +289,9 @@ mod tests {
     fn filter_that_searches_again_does_not_panic() {
         let (index, _) = build(Metric::L2, 300, 8, 5);
         let probe = vec![0.0; 8];
-        let filter = |label: u64| label % 2 == 0 && !index.search(&probe, 1, 8, None).is_empty();
+        let filter = |label: u64| label.is_multiple_of(2) && !index.search(&probe, 1, 8, None).is_empty();
         let found = index.search(&probe, 5, 16, Some(&filter));
         assert_eq!(found.len(), 5);
-        assert!(found.iter().all(|(label, _)| label % 2 == 0));
+        assert!(found.iter().all(|(label, _)| label.is_multiple_of(2)));
     }
 }
