@@ -683,6 +683,13 @@ fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: Recove
             if contents.header.collection_id != mc.id || contents.header.dim != mc.dim {
                 return Err(Error::corruption(&path, 0, "segment header does not match its collection in the manifest"));
             }
+            // A delta overrides the files before it: skipping one of its records would serve an
+            // older version of that row, or one it deleted. That is a wrong value, not a lost one,
+            // so skip-corrupt refuses too (found by test/corruption.test.ts).
+            if let (KIND_DELTA, Some(bad)) = (contents.header.kind, contents.bad.first()) {
+                let reason = format!("{} in a delta checkpoint file; skipping it could serve an older version of its row", bad.reason);
+                return Err(Error::corruption(&path, bad.offset, reason));
+            }
             for bad in contents.bad {
                 report.bad_segment_records.push(SkippedRange {
                     file: path.display().to_string(),

@@ -1,0 +1,438 @@
+// Damaged files: a bit flip anywhere is reported with its file and offset and never turns into a
+// wrong value; skip-corrupt opens and lists what it lost; a torn tail is truncated (and
+// reported) by default and refused by absolute-consistency; a lost tail after a clean close is
+// corruption, not a torn write.
+import { readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+
+import { type Collection, type RecoveryMode, type Store, open } from 'cairn';
+import { describe, expect, test } from 'vitest';
+
+import { metadataFor, prng, vectorFor } from './fixtures/records.mjs';
+import { rejectsWith, segRecords, storeChild, tempDir, walRecords, walSegments } from './helpers.js';
+
+const SEGMENT_BYTES = 65536;
+const DIM = 8;
+
+type Effects = Array<[id: string, version: string | null]>;
+
+/** Every committed write with its sequence number, so the expected state after losing any set
+ *  of sequence numbers can be recomputed. */
+class History {
+  readonly entries: Array<{ seq: bigint; effects: Effects }> = [];
+  readonly ids = new Set<string>();
+
+  add(seq: bigint, effects: Effects): void {
+    this.entries.push({ seq, effects });
+    for (const [id] of effects) this.ids.add(id);
+  }
+
+  async upsert(col: Collection, ids: string[], version: string): Promise<bigint> {
+    const { seq } = await col.upsert(ids.map((id) => ({ id, vector: vectorFor(id, version, DIM), metadata: metadataFor(id, version) })));
+    this.add(seq, ids.map((id) => [id, version]));
+    return seq;
+  }
+
+  async delete(col: Collection, ids: string[]): Promise<bigint> {
+    const { seq } = await col.delete(ids);
+    this.add(seq, ids.map((id) => [id, null]));
+    return seq;
+  }
+
+  /** State with the writes in `lost` (inclusive seq ranges) left out. */
+  model(lost: Array<{ fromSeq: bigint; toSeq: bigint | null }> = []): Map<string, string> {
+    const m = new Map<string, string>();
+    for (const { seq, effects } of this.entries) {
+      if (lost.some((r) => seq >= r.fromSeq && (r.toSeq === null || seq <= r.toSeq))) continue;
+      for (const [id, v] of effects) v === null ? m.delete(id) : m.set(id, v);
+    }
+    return m;
+  }
+}
+
+/** Every id ever written reads back exactly as the model says: bytes, metadata, or absent. */
+async function expectStore(db: Store, history: History, model: Map<string, string>): Promise<void> {
+  const docs = db.collection('docs');
+  for (const id of history.ids) {
+    const row = await docs.get(id);
+    const v = model.get(id);
+    if (v === undefined) {
+      expect(row, `${id} must be absent`).toBeUndefined();
+      continue;
+    }
+    expect(row, `${id} must be present`).toBeDefined();
+    expect(row!.metadata, `${id} metadata`).toEqual(metadataFor(id, v));
+    expect(bytes(row!.vector).equals(bytes(vectorFor(id, v, DIM))), `${id} bytes`).toBe(true);
+  }
+  expect(await docs.count()).toBe(model.size);
+}
+
+/**
+ * A store with several WAL segments: rounds of overwrites and deletes, each round ended by a
+ * clean close (which starts a new segment on the next open) and large enough to roll by size.
+ */
+async function buildStore(dir: string, rounds = 3, commitsPerRound = 150): Promise<History> {
+  const h = new History();
+  const rand = prng(42);
+  let db = await open(dir, { walSegmentBytes: SEGMENT_BYTES, sync: 'none' });
+  await db.createCollection('docs', { dim: DIM, metric: 'l2' });
+  h.add(db.lastSeq, []);
+  for (let r = 0; r < rounds; r++) {
+    const docs = db.collection('docs');
+    for (let i = 0; i < commitsPerRound; i++) {
+      const ids = [...new Set([0, 1, 2].map(() => `id${Math.floor(rand() * 120)}`))];
+      if (i % 7 === 6) await h.delete(docs, ids.slice(0, 1));
+      else await h.upsert(docs, ids, `${r}.${i}`);
+    }
+    await db.close();
+    db = await open(dir, { walSegmentBytes: SEGMENT_BYTES, sync: 'none' });
+  }
+  // One more short round, so the last segment holds records and is not reopened.
+  await h.upsert(db.collection('docs'), ['tail-a', 'tail-b'], 'tail');
+  await h.upsert(db.collection('docs'), ['tail-c'], 'tail');
+  await h.delete(db.collection('docs'), ['tail-b']);
+  await db.close();
+  return h;
+}
+
+const bytes = (v: Float32Array) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+
+function flipBit(path: string, offset: number, bit = 4): void {
+  const buf = readFileSync(path);
+  buf[offset]! ^= 1 << bit;
+  writeFileSync(path, buf);
+}
+
+const openWith = (dir: string, recovery?: RecoveryMode) => open(dir, { walSegmentBytes: SEGMENT_BYTES, ...(recovery ? { recovery } : {}) });
+
+/** Default and absolute-consistency refuse, naming the file and offset; nothing is served. */
+async function expectRefused(dir: string, file: string, offset: number | ((o: number) => boolean)): Promise<void> {
+  for (const mode of [undefined, 'absolute-consistency'] as const) {
+    const e = await rejectsWith(openWith(dir, mode), 'CAIRN_CORRUPTION');
+    expect(e.file, `${mode ?? 'default'}: ${e.message}`).toBe(file);
+    if (typeof offset === 'number') expect(e.offset, e.message).toBe(offset);
+    else expect(offset(e.offset!), `offset ${e.offset}: ${e.message}`).toBe(true);
+    expect(e.message).toContain(basename(file));
+  }
+}
+
+/** skip-corrupt opens, reports exactly the lost seq, and serves the model without it; the open
+ *  makes that state the new base, so the damage is not met again by a default open. */
+async function expectSkipped(dir: string, h: History, file: string, offset: number, seq: bigint): Promise<void> {
+  const before = h.entries.at(-1)!.seq;
+  let db = await openWith(dir, 'skip-corrupt');
+  try {
+    expect(db.recoveryReport.skipped).toEqual([expect.objectContaining({ file, offset, fromSeq: seq, toSeq: seq })]);
+    expect(db.recoveryReport.skipped[0]!.reason).not.toBe('');
+    expect(db.lastSeq).toBe(before);
+    const model = h.model(db.recoveryReport.skipped);
+    await expectStore(db, h, model);
+    await db.close();
+    db = await openWith(dir);
+    expect(db.recoveryReport.skipped).toEqual([]);
+    await expectStore(db, h, model);
+  } finally {
+    await db.close();
+  }
+}
+
+describe('WAL bit flips', () => {
+  test('bit_flip_in_sealed_wal_segment_is_corruption_with_file_and_offset', async () => {
+    const dir = tempDir();
+    const h = await buildStore(dir);
+    const segs = walSegments(dir);
+    expect(segs.length).toBeGreaterThanOrEqual(4);
+    // A sealed segment (not the last), damaged in the middle of one of its records.
+    const file = segs.find((s, i) => i < segs.length - 1 && walRecords(readFileSync(s)).length >= 5)!;
+    const recs = walRecords(readFileSync(file));
+    const victim = recs[Math.floor(recs.length / 2)]!;
+    flipBit(file, victim.offset + 24 + 3);
+    await expectRefused(dir, file, victim.offset);
+    await expectSkipped(dir, h, file, victim.offset, victim.seq);
+  });
+
+  test('bit_flip_in_last_record_of_sealed_segment_is_not_a_torn_tail', async () => {
+    const dir = tempDir();
+    const h = await buildStore(dir);
+    const segs = walSegments(dir);
+    const file = segs.find((s, i) => i < segs.length - 1 && walRecords(readFileSync(s)).length >= 5)!;
+    const victim = walRecords(readFileSync(file)).at(-1)!;
+    flipBit(file, victim.offset + victim.len - 3);
+    await expectRefused(dir, file, victim.offset);
+    await expectSkipped(dir, h, file, victim.offset, victim.seq);
+  });
+
+  test('bit_flip_mid_last_segment_with_valid_records_after_is_corruption', async () => {
+    const dir = tempDir();
+    const h = await buildStore(dir, 2, 100);
+    const file = walSegments(dir).at(-1)!;
+    const recs = walRecords(readFileSync(file));
+    expect(recs.length).toBeGreaterThanOrEqual(3);
+    const victim = recs[1]!;
+    flipBit(file, victim.offset + 9); // the sequence number field
+    await expectRefused(dir, file, victim.offset);
+    await expectSkipped(dir, h, file, victim.offset, victim.seq);
+  });
+
+  test('bit_flip_mid_last_segment_after_a_crash_is_corruption_not_torn_tail', async () => {
+    // No clean close: only the scan can tell damage followed by valid records from a torn write.
+    const dir = tempDir();
+    const child = storeChild(['hold', dir, 'always', '40']);
+    const lines = await child.waitFor((l) => l === 'ready');
+    await child.kill();
+    const h = new History();
+    h.add(1n, []);
+    for (const l of lines.filter((x) => x.startsWith('A '))) {
+      const [, id, seq] = l.split(' ');
+      h.entries.push({ seq: BigInt(seq!), effects: [[id!, 'h']] });
+      h.ids.add(id!);
+    }
+    const file = walSegments(dir).at(-1)!;
+    const recs = walRecords(readFileSync(file));
+    const victim = recs[Math.floor(recs.length / 2)]!;
+    flipBit(file, victim.offset + victim.len - 12);
+    // The child wrote version 'h' vectors: check against those.
+    const e = await rejectsWith(openWith(dir), 'CAIRN_CORRUPTION');
+    expect([e.file, e.offset]).toEqual([file, victim.offset]);
+    const db = await openWith(dir, 'skip-corrupt');
+    try {
+      expect(db.recoveryReport.skipped).toEqual([expect.objectContaining({ file, offset: victim.offset, fromSeq: victim.seq, toSeq: victim.seq })]);
+      expect(db.recoveryReport.tornTail).toBeNull();
+      const model = h.model(db.recoveryReport.skipped);
+      const docs = db.collection('docs');
+      for (const id of h.ids) {
+        const row = await docs.get(id);
+        if (!model.has(id)) expect(row).toBeUndefined();
+        else expect(bytes(row!.vector).equals(bytes(vectorFor(id, 'h', DIM)))).toBe(true);
+      }
+      expect(await docs.count()).toBe(model.size);
+    } finally {
+      await db.close();
+    }
+  });
+
+  test('damaged_wal_segment_header_is_corruption', async () => {
+    const dir = tempDir();
+    await buildStore(dir, 2, 60);
+    const file = walSegments(dir)[1]!;
+    flipBit(file, 17); // first-seq field of the segment header
+    await expectRefused(dir, file, 0);
+  });
+});
+
+describe('checkpoint file and manifest bit flips', () => {
+  /** A store whose state lives in a checkpoint base file plus WAL records after it. */
+  async function checkpointed(dir: string): Promise<{ h: History; seg: string }> {
+    const h = await buildStore(dir, 1, 120);
+    const db = await openWith(dir);
+    await db.checkpoint();
+    await h.upsert(db.collection('docs'), ['after-1', 'after-2'], 'after');
+    await db.close();
+    const segs = readdirSync(join(dir, 'data')).filter((n) => n.endsWith('.seg'));
+    expect(segs).toHaveLength(1);
+    return { h, seg: join(dir, 'data', segs[0]!) };
+  }
+
+  test('bit_flip_in_checkpoint_segment_is_corruption_and_skip_corrupt_loses_only_that_row', async () => {
+    const dir = tempDir();
+    const { h, seg } = await checkpointed(dir);
+    const buf = readFileSync(seg);
+    const recs = segRecords(buf);
+    expect(recs.length).toBeGreaterThan(10);
+    const victim = recs[Math.floor(recs.length / 2)]!;
+    // The victim's id, read while the record is intact (id follows the fixed part and vector).
+    const idLen = buf.readUInt16LE(victim.offset + 16);
+    const victimId = buf.toString('utf8', victim.offset + 24 + DIM * 4, victim.offset + 24 + DIM * 4 + idLen);
+    expect(h.model().has(victimId)).toBe(true);
+    flipBit(seg, victim.offset + 24 + 5); // inside the vector
+    await expectRefused(dir, seg, victim.offset);
+
+    let db = await openWith(dir, 'skip-corrupt');
+    try {
+      // Not silent: the damaged record is listed with its file and offset.
+      expect(db.recoveryReport.badSegmentRecords).toEqual([expect.objectContaining({ file: seg, offset: victim.offset })]);
+      const model = h.model();
+      model.delete(victimId); // lost, never served with wrong bytes
+      await expectStore(db, h, model);
+      await db.close();
+      db = await openWith(dir);
+      expect(db.recoveryReport.badSegmentRecords).toEqual([]);
+      await expectStore(db, h, model);
+    } finally {
+      await db.close();
+    }
+  });
+
+  test('bit_flip_in_delta_checkpoint_is_refused_even_by_skip_corrupt', async () => {
+    // A delta overrides the base: losing its record for 'id1' would serve the base's older
+    // version; losing its delete of 'id2' would bring a deleted row back.
+    const dir = tempDir();
+    const { h } = await checkpointed(dir);
+    let db = await openWith(dir);
+    const live = [...h.model().keys()].filter((id) => id.startsWith('id'));
+    await h.upsert(db.collection('docs'), [live[0]!], 'newer');
+    await h.delete(db.collection('docs'), [live[1]!]);
+    await db.checkpoint();
+    await db.close();
+    const segs = readdirSync(join(dir, 'data')).filter((n) => n.endsWith('.seg')).sort();
+    expect(segs).toHaveLength(2); // the base and one delta on top of it
+    const delta = join(dir, 'data', segs[1]!);
+    const recs = segRecords(readFileSync(delta));
+    expect(recs).toHaveLength(4); // after-1, after-2 (written after the base), the update, the delete
+    for (const victim of recs) {
+      const original = readFileSync(delta);
+      flipBit(delta, victim.offset + victim.len - 12);
+      await expectRefused(dir, delta, victim.offset);
+      const e = await rejectsWith(openWith(dir, 'skip-corrupt'), 'CAIRN_CORRUPTION');
+      expect([e.file, e.offset]).toEqual([delta, victim.offset]);
+      writeFileSync(delta, original);
+    }
+    db = await openWith(dir, 'absolute-consistency');
+    try {
+      await expectStore(db, h, h.model());
+    } finally {
+      await db.close();
+    }
+  });
+
+  test('bit_flip_in_checkpoint_segment_header_or_footer_is_corruption', async () => {
+    for (const where of ['header', 'footer'] as const) {
+      const dir = tempDir();
+      const { seg } = await checkpointed(dir);
+      const size = readFileSync(seg).length;
+      flipBit(seg, where === 'header' ? 13 : size - 20);
+      await expectRefused(dir, seg, (o) => o >= 0 && o < size);
+      // The whole file is untrustworthy, so skip-corrupt refuses too rather than guess.
+      const e = await rejectsWith(openWith(dir, 'skip-corrupt'), 'CAIRN_CORRUPTION');
+      expect(e.file).toBe(seg);
+    }
+  });
+
+  test('bit_flip_in_manifest_is_corruption_in_every_mode', async () => {
+    const dir = tempDir();
+    await checkpointed(dir);
+    const manifest = join(dir, 'MANIFEST');
+    const size = readFileSync(manifest).length;
+    for (const offset of [3, 40, Math.floor(size / 2), size - 2]) {
+      const original = readFileSync(manifest);
+      flipBit(manifest, offset, 1);
+      await expectRefused(dir, manifest, (o) => o >= 0 && o < size);
+      const e = await rejectsWith(openWith(dir, 'skip-corrupt'), 'CAIRN_CORRUPTION');
+      expect(e.file).toBe(manifest);
+      writeFileSync(manifest, original);
+    }
+    // Undamaged again, it opens.
+    const db = await openWith(dir);
+    await db.close();
+  });
+});
+
+describe('torn tail and lost tail', () => {
+  /** A crashed store (SIGKILL, no clean close) whose acknowledged writes are known. */
+  async function crashed(dir: string, sync: string): Promise<{ h: History; acked: number }> {
+    const child = storeChild(['hold', dir, sync, '60']);
+    const lines = await child.waitFor((l) => l === 'ready');
+    await child.kill();
+    const h = new History();
+    for (const l of lines.filter((x) => x.startsWith('A '))) {
+      const [, id, seq] = l.split(' ');
+      h.entries.push({ seq: BigInt(seq!), effects: [[id!, 'h']] });
+      h.ids.add(id!);
+    }
+    return { h, acked: h.entries.length };
+  }
+
+  async function expectHeld(db: Store, h: History, model: Map<string, string>): Promise<void> {
+    const docs = db.collection('docs');
+    for (const id of h.ids) {
+      const row = await docs.get(id);
+      if (!model.has(id)) {
+        expect(row, id).toBeUndefined();
+        continue;
+      }
+      expect(bytes(row!.vector).equals(bytes(vectorFor(id, 'h', DIM))), id).toBe(true);
+      expect(row!.metadata).toEqual(metadataFor(id, 'h'));
+    }
+    expect(await docs.count()).toBe(model.size);
+  }
+
+  test('garbage_after_last_record_is_a_torn_tail_truncated_by_default_refused_by_absolute_consistency', async () => {
+    const dir = tempDir();
+    const { h } = await crashed(dir, 'none');
+    const file = walSegments(dir).at(-1)!;
+    const original = readFileSync(file);
+    const end = walRecords(original).at(-1)!;
+    const tailAt = end.offset + end.len;
+    // A half-written record: a plausible header and some bytes, then whatever followed (the
+    // preallocated zeros, or the end of a segment that grows by appending).
+    const buf = Buffer.concat([original, Buffer.alloc(Math.max(0, tailAt + 100 - original.length))]);
+    buf.writeUInt32LE(400, tailAt);
+    buf[tailAt + 4] = 1;
+    buf.writeBigUInt64LE(end.seq + 1n, tailAt + 8);
+    buf.fill(0xab, tailAt + 24, tailAt + 100);
+    writeFileSync(file, buf);
+
+    const e = await rejectsWith(openWith(dir, 'absolute-consistency'), 'CAIRN_CORRUPTION');
+    expect([e.file, e.offset]).toEqual([file, tailAt]);
+
+    let db = await openWith(dir);
+    try {
+      expect(db.recoveryReport.tornTail).toEqual({ file, offset: tailAt, bytes: expect.any(Number) });
+      expect(db.recoveryReport.tornTail!.bytes).toBeGreaterThan(0);
+      expect(db.recoveryReport.skipped).toEqual([]);
+      expect(db.lastSeq).toBe(end.seq);
+      await expectHeld(db, h, h.model());
+      await db.close();
+      // The tail was truncated (and synced): the next open finds nothing to repair.
+      db = await openWith(dir, 'absolute-consistency');
+      expect(db.recoveryReport.tornTail).toBeNull();
+      await expectHeld(db, h, h.model());
+    } finally {
+      await db.close();
+    }
+  });
+
+  test('record_cut_mid_way_after_a_crash_is_a_torn_tail', async () => {
+    const dir = tempDir();
+    const { h } = await crashed(dir, 'group');
+    const file = walSegments(dir).at(-1)!;
+    const last = walRecords(readFileSync(file)).at(-1)!;
+    truncateSync(file, last.offset + Math.floor(last.len / 2));
+
+    const e = await rejectsWith(openWith(dir, 'absolute-consistency'), 'CAIRN_CORRUPTION');
+    expect([e.file, e.offset]).toEqual([file, last.offset]);
+    const db = await openWith(dir);
+    try {
+      expect(db.recoveryReport.tornTail).toEqual({ file, offset: last.offset, bytes: Math.floor(last.len / 2) });
+      expect(db.lastSeq).toBe(last.seq - 1n);
+      // The cut record stands for a write that was never acknowledged: only it is missing.
+      await expectHeld(db, h, h.model([{ fromSeq: last.seq, toSeq: last.seq }]));
+    } finally {
+      await db.close();
+    }
+  });
+
+  for (const cut of ['whole record', 'half a record'] as const) {
+    test(`lost_tail_after_clean_close_is_corruption (${cut})`, async () => {
+      const dir = tempDir();
+      const h = await buildStore(dir, 1, 40);
+      const file = walSegments(dir).at(-1)!;
+      const last = walRecords(readFileSync(file)).at(-1)!;
+      truncateSync(file, cut === 'whole record' ? last.offset : last.offset + Math.floor(last.len / 2));
+      // A clean close promised this record; its absence is damage, not a torn write.
+      for (const mode of [undefined, 'absolute-consistency'] as const) {
+        const e = await rejectsWith(openWith(dir, mode), 'CAIRN_CORRUPTION');
+        expect(e.file).toBe(file);
+        expect(typeof e.offset).toBe('number');
+      }
+      const db = await openWith(dir, 'skip-corrupt');
+      try {
+        expect(db.recoveryReport.skipped).toEqual([expect.objectContaining({ fromSeq: last.seq, toSeq: last.seq })]);
+        expect(db.lastSeq).toBe(last.seq - 1n);
+        await expectStore(db, h, h.model(db.recoveryReport.skipped));
+      } finally {
+        await db.close();
+      }
+    });
+  }
+});
