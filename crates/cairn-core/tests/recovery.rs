@@ -654,7 +654,6 @@ fn close_waits_for_a_running_checkpoint() {
                         break;
                     }
                 }
-                let _ = fs;
             });
             s.spawn(move || {
                 std::thread::sleep(std::time::Duration::from_micros(200 * attempt));
