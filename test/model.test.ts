@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { type Metadata, type Store, open } from 'cairn';
+import { type Metadata, type QueryHit, type Store, open } from 'cairn';
 import fc from 'fast-check';
 import { expect, test } from 'vitest';
 
@@ -102,14 +102,39 @@ function score(c: Col, q: Float32Array, v: Float32Array): number {
   return COLLECTIONS[c].metric === 'l2' ? Math.sqrt(s) : s;
 }
 
+/**
+ * Exact search returns the brute-force top k (ties aside). The default (HNSW) search may miss
+ * rows, but every hit it returns must be a live row with its current score and metadata.
+ */
 async function expectTopK(db: Store, model: Model, s: Extract<Step, { t: 'query' }>, where: string): Promise<void> {
   const q = Float32Array.from(s.vector);
-  const hits = await db.collection(COLLECTIONS[s.c].name).query(q, { k: s.k });
+  const rows = model[s.c]!;
+  const approximate = await db.collection(COLLECTIONS[s.c].name).query(q, { k: s.k });
+  expect(approximate.length, `${where}: approximate hit count`).toBeLessThanOrEqual(Math.min(s.k, rows.size));
+  await expectSoundHits(approximate, model, s, `${where} (hnsw)`);
+  const hits = await db.collection(COLLECTIONS[s.c].name).query(q, { k: s.k, exact: true });
+  expect(hits.length, `${where}: hit count`).toBe(Math.min(s.k, rows.size));
+  const prev = await expectSoundHits(hits, model, s, where);
+  const closer = COLLECTIONS[s.c].metric === 'l2' ? 1 : -1;
+  const tol = (x: number) => 1e-4 * (1 + Math.abs(x));
+  // Ties aside, nothing left out is closer than the last hit.
+  const hitIds = new Set(hits.map((h) => h.id));
+  if (prev !== undefined) {
+    for (const [i, row] of rows) {
+      if (hitIds.has(i)) continue;
+      const other = score(s.c, q, row.vector);
+      expect(closer * (other - prev), `${where}: ${i} (${other}) is closer than the last hit (${prev})`).toBeGreaterThanOrEqual(-tol(prev));
+    }
+  }
+}
+
+/** Distinct live rows with the model's score and metadata, closest first; returns the last score. */
+async function expectSoundHits(hits: QueryHit[], model: Model, s: Extract<Step, { t: 'query' }>, where: string): Promise<number | undefined> {
+  const q = Float32Array.from(s.vector);
   const rows = model[s.c]!;
   // Closer first: a smaller l2 distance, a larger dot product.
   const closer = COLLECTIONS[s.c].metric === 'l2' ? 1 : -1;
   const tol = (x: number) => 1e-4 * (1 + Math.abs(x));
-  expect(hits.length, `${where}: hit count`).toBe(Math.min(s.k, rows.size));
   expect(new Set(hits.map((h) => h.id)).size, `${where}: duplicate hits`).toBe(hits.length);
   let prev: number | undefined;
   for (const h of hits) {
@@ -121,15 +146,7 @@ async function expectTopK(db: Store, model: Model, s: Extract<Step, { t: 'query'
     if (prev !== undefined) expect(closer * (h.score - prev), `${where}: hits out of order`).toBeGreaterThanOrEqual(-tol(prev));
     prev = h.score;
   }
-  // Ties aside, nothing left out is closer than the last hit.
-  const hitIds = new Set(hits.map((h) => h.id));
-  if (prev !== undefined) {
-    for (const [i, row] of rows) {
-      if (hitIds.has(i)) continue;
-      const other = score(s.c, q, row.vector);
-      expect(closer * (other - prev), `${where}: ${i} (${other}) is closer than the last hit (${prev})`).toBeGreaterThanOrEqual(-tol(prev));
-    }
-  }
+  return prev;
 }
 
 test('random_histories_match_in_memory_model', async () => {
