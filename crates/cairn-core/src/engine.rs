@@ -431,8 +431,20 @@ impl Engine {
     /// Write the state to immutable checkpoint files, replace the manifest, and move WAL
     /// segments the checkpoint covers to the archive. Returns the checkpoint's sequence number.
     pub fn checkpoint(&self) -> Result<u64> {
+        self.checkpoint_then(|_, _| Ok(())).map(|(seq, ())| seq)
+    }
+
+    /// Checkpoint, then run `f` with the new manifest and the store directory while no other
+    /// checkpoint can run, so the files the manifest names stay in place (snapshots link them).
+    pub fn checkpoint_then<T>(&self, f: impl FnOnce(&Manifest, &Path) -> Result<T>) -> Result<(u64, T)> {
         self.check_open()?;
         let _one_at_a_time = lock(&self.shared.checkpoint_lock);
+        let seq = self.checkpoint_locked()?;
+        let manifest = lock(&self.shared.manifest).clone();
+        Ok((seq, f(&manifest, &self.shared.dir)?))
+    }
+
+    fn checkpoint_locked(&self) -> Result<u64> {
         let (tx, rx) = std::sync::mpsc::channel();
         {
             let mut q = lock(&self.shared.queue);

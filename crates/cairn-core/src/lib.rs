@@ -20,3 +20,5 @@ pub mod wal;
 
 pub use engine::{Engine, Options, SyncMode};
 pub use wal::recovery::{RecoveryMode, RecoveryReport};
+pub mod pitr;
+pub mod snapshot;

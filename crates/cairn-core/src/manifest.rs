@@ -46,10 +46,15 @@ pub struct ManifestCollection {
 }
 
 pub fn encode(m: &Manifest) -> Vec<u8> {
-    let body = serde_json::to_vec_pretty(m).unwrap_or_default();
+    encode_framed(MANIFEST_MAGIC, MANIFEST_VERSION, &serde_json::to_vec_pretty(m).unwrap_or_default())
+}
+
+/// The framing shared by the manifest and snapshot manifests: magic, version, length, JSON
+/// body, xxh3 of everything before it.
+pub fn encode_framed(magic: &[u8; 8], version: u32, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(MANIFEST_HEADER_LEN + body.len() + 8);
-    out.extend_from_slice(MANIFEST_MAGIC);
-    out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
     out.extend_from_slice(&body);
@@ -59,23 +64,27 @@ pub fn encode(m: &Manifest) -> Vec<u8> {
 }
 
 pub fn decode(buf: &[u8], path: &Path) -> Result<Manifest> {
-    if buf.len() < MANIFEST_HEADER_LEN + 8 || &buf[..8] != MANIFEST_MAGIC {
-        return Err(Error::corruption(path, 0, "bad manifest magic or length"));
+    let body = decode_framed(MANIFEST_MAGIC, MANIFEST_VERSION, buf, path)?;
+    serde_json::from_slice(body).map_err(|e| Error::corruption(path, MANIFEST_HEADER_LEN as u64, format!("manifest body: {e}")))
+}
+
+pub fn decode_framed<'a>(magic: &[u8; 8], expected_version: u32, buf: &'a [u8], path: &Path) -> Result<&'a [u8]> {
+    if buf.len() < MANIFEST_HEADER_LEN + 8 || &buf[..8] != magic {
+        return Err(Error::corruption(path, 0, "bad magic or length"));
     }
     let body_len = u64_at(buf, OFF_BODY_LEN) as usize;
     if MANIFEST_HEADER_LEN.checked_add(body_len).and_then(|n| n.checked_add(8)) != Some(buf.len()) {
-        return Err(Error::corruption(path, OFF_BODY_LEN as u64, "manifest length does not match its header"));
+        return Err(Error::corruption(path, OFF_BODY_LEN as u64, "length does not match the header"));
     }
     let end = MANIFEST_HEADER_LEN + body_len;
     if u64_at(buf, end) != xxh3(&buf[..end]) {
-        return Err(Error::corruption(path, end as u64, "manifest checksum mismatch"));
+        return Err(Error::corruption(path, end as u64, "checksum mismatch"));
     }
     let version = u32_at(buf, OFF_VERSION);
-    if version != MANIFEST_VERSION {
-        return Err(Error::corruption(path, OFF_VERSION as u64, format!("unsupported manifest version {version}")));
+    if version != expected_version {
+        return Err(Error::corruption(path, OFF_VERSION as u64, format!("unsupported version {version}")));
     }
-    serde_json::from_slice(&buf[MANIFEST_HEADER_LEN..end])
-        .map_err(|e| Error::corruption(path, MANIFEST_HEADER_LEN as u64, format!("manifest body: {e}")))
+    Ok(&buf[MANIFEST_HEADER_LEN..end])
 }
 
 pub fn load(storage: &dyn Storage, dir: &Path) -> Result<Option<Manifest>> {

@@ -182,6 +182,64 @@ impl<T: Send + 'static + ToNapiValue + TypeName> Task for EngineTask<T> {
 
 type CommitResolver = Box<dyn FnOnce(Env) -> napi::Result<BigInt> + Send>;
 
+pub struct JsonTask {
+    job: Option<Box<dyn FnOnce() -> cairn_core::Result<String> + Send>>,
+}
+
+impl Task for JsonTask {
+    type Output = String;
+    type JsValue = String;
+    fn compute(&mut self) -> napi::Result<String> {
+        let job = self.job.take().ok_or_else(|| invalid("task ran twice"))?;
+        guarded(job)
+    }
+    fn resolve(&mut self, _env: Env, out: String) -> napi::Result<String> {
+        Ok(out)
+    }
+}
+
+fn json_task<T: serde::Serialize>(f: impl FnOnce() -> cairn_core::Result<T> + Send + 'static) -> AsyncTask<JsonTask> {
+    AsyncTask::new(JsonTask {
+        job: Some(Box::new(move || {
+            let v = f()?;
+            serde_json::to_string(&v).map_err(|e| cairn_core::Error::InvalidArgument(e.to_string()))
+        })),
+    })
+}
+
+/// Restore `source` into `target` as of `seq` or `timeMs` (neither: the latest state).
+/// Never takes the source's writer lock. Resolves with a JSON `RestoreResult`.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn restore_store(source: String, target: String, seq: Option<BigInt>, time_ms: Option<f64>) -> napi::Result<AsyncTask<JsonTask>> {
+    use cairn_core::pitr::{restore, RestoreTarget};
+    let to = match (seq, time_ms) {
+        (Some(_), Some(_)) => return Err(invalid("to must give either seq or time, not both")),
+        (Some(s), None) => {
+            let (negative, value, lossless) = s.get_u64();
+            if negative || !lossless {
+                return Err(invalid("to.seq must be a non-negative 64-bit integer"));
+            }
+            RestoreTarget::Seq(value)
+        }
+        (None, Some(t)) if t.is_finite() && t >= 0.0 => RestoreTarget::Time(t as u64),
+        (None, Some(_)) => return Err(invalid("to.time must be a valid date")),
+        (None, None) => RestoreTarget::Latest,
+    };
+    Ok(json_task(move || restore(std::path::Path::new(&source), std::path::Path::new(&target), to)))
+}
+
+/// The seqs and times that `restore` can reach, as JSON.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn recoverable_range(source: String) -> AsyncTask<JsonTask> {
+    json_task(move || cairn_core::pitr::recoverable_range(std::path::Path::new(&source)))
+}
+
+/// Complete snapshots of the store in `dir`, as JSON.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn list_snapshots(dir: String) -> AsyncTask<JsonTask> {
+    json_task(move || cairn_core::snapshot::list(std::path::Path::new(&dir)))
+}
+
 #[napi]
 pub struct NativeStore {
     engine: Arc<Engine>,
@@ -299,6 +357,13 @@ impl NativeStore {
     #[napi(getter)]
     pub fn poisoned(&self) -> Option<String> {
         self.engine.poisoned()
+    }
+
+    /// Checkpoint, then snapshot; resolves with the JSON `SnapshotInfo`.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn snapshot(&self, incremental: bool) -> AsyncTask<JsonTask> {
+        let engine = self.engine.clone();
+        json_task(move || cairn_core::snapshot::take(&engine, incremental))
     }
 
     /// What recovery found on open, as JSON (see `RecoveryReport`).

@@ -31,8 +31,12 @@ export interface NativeStore {
   readonly lastSeq: bigint;
   readonly poisoned: string | null;
   recoveryReport(): string;
+  snapshot(incremental: boolean): Promise<string>;
 }
 interface NativeModule {
+  restoreStore(source: string, target: string, seq?: bigint | null, timeMs?: number | null): Promise<string>;
+  recoverableRange(source: string): Promise<string>;
+  listSnapshots(dir: string): Promise<string>;
   openStore(dir: string, options: { sync: string; recovery: string; segmentBytes?: number }): Promise<NativeStore>;
 }
 

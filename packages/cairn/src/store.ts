@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { CairnError, invalidArgument, native, nativeSync } from './errors.js';
 import { encodeBatch, type EncodedOp, type Metric } from './encode.js';
 import { nativeModule, type NativeStore } from './native.js';
+import { listSnapshots, recoverableRange, toSnapshotInfo, type RecoverableRange, type SnapshotInfo } from './recovery.js';
 import {
   MAX_DIM,
   checkJson,
@@ -13,6 +14,11 @@ import {
   checkPlainObject,
   checkPositiveInt,
   checkVector,
+  hasOnlyKeys,
+  isFiniteVector,
+  isPlainJson,
+  isPlainName,
+  isPlainObject,
 } from './validate.js';
 
 /**
@@ -275,6 +281,30 @@ export class Store extends EventEmitter {
     return { seq };
   }
 
+  /**
+   * Checkpoint, then keep the checkpoint's files as a snapshot (hard links). An incremental
+   * snapshot holds only the files and WAL added since the previous snapshot, its base.
+   */
+  async snapshot(options: { incremental?: boolean } = {}): Promise<SnapshotInfo> {
+    this.#checkOpen();
+    checkPlainObject('options', options);
+    checkKnownKeys('options', options, ['incremental']);
+    if (options.incremental !== undefined && typeof options.incremental !== 'boolean') throw invalidArgument('options.incremental must be a boolean');
+    const json = await native(() => this.#native.snapshot(options.incremental === true));
+    return toSnapshotInfo(JSON.parse(json));
+  }
+
+  async snapshots(): Promise<SnapshotInfo[]> {
+    this.#checkOpen();
+    return listSnapshots(this.dir);
+  }
+
+  /** The seqs and times `restore` can reach from this store. */
+  async recoverableRange(): Promise<RecoverableRange> {
+    this.#checkOpen();
+    return recoverableRange(this.dir);
+  }
+
   /** Waits for queued writes, syncs, and records a clean shutdown. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -283,19 +313,27 @@ export class Store extends EventEmitter {
   }
 }
 
+const RECORD_KEYS = ['id', 'vector', 'metadata'] as const;
+
 function encodeUpserts(field: string, collection: string, dim: number, records: unknown, out: EncodedOp[]): void {
   if (!Array.isArray(records) || records.length === 0) throw invalidArgument(`${field} must be a non-empty array`);
   const seen = new Set<string>();
+  // The is* predicates accept the common valid case without building a field name; when one
+  // fails, the check* twin throws the message that names the field (or converts a number[]).
   records.forEach((r, i) => {
-    const rec = checkPlainObject(`${field}[${i}]`, r);
-    checkKnownKeys(`${field}[${i}]`, rec, ['id', 'vector', 'metadata']);
-    const id = checkName(`${field}[${i}].id`, rec.id);
+    if (!isPlainObject(r) || !hasOnlyKeys(r, RECORD_KEYS)) {
+      checkKnownKeys(`${field}[${i}]`, checkPlainObject(`${field}[${i}]`, r), RECORD_KEYS);
+    }
+    const rec = r as Record<string, unknown>;
+    const id = isPlainName(rec.id) ? rec.id : checkName(`${field}[${i}].id`, rec.id);
     if (seen.has(id)) throw invalidArgument(`${field}[${i}].id '${id}' appears twice in one batch`);
     seen.add(id);
-    const vector = checkVector(`${field}[${i}].vector`, rec.vector, dim);
+    const vector = isFiniteVector(rec.vector, dim) ? rec.vector : checkVector(`${field}[${i}].vector`, rec.vector, dim);
     const meta = rec.metadata ?? {};
-    checkPlainObject(`${field}[${i}].metadata`, meta);
-    checkJson(`${field}[${i}].metadata`, meta);
+    if (!isPlainObject(meta) || !isPlainJson(meta)) {
+      checkPlainObject(`${field}[${i}].metadata`, meta);
+      checkJson(`${field}[${i}].metadata`, meta);
+    }
     out.push({ kind: 'upsert', collection, id, vector, metadata: JSON.stringify(meta) });
   });
 }

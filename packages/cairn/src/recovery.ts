@@ -1,0 +1,115 @@
+/**
+ * The recovery API: snapshots, the recoverable range, and point-in-time restore.
+ * The engine does the file work (crates/cairn-core/src/{snapshot,pitr}.rs); this file validates
+ * arguments and converts results.
+ */
+import { resolve as resolvePath } from 'node:path';
+
+import { invalidArgument, native } from './errors.js';
+import { nativeModule } from './native.js';
+import { checkKnownKeys, checkPlainObject } from './validate.js';
+
+export interface SnapshotInfo {
+  id: string;
+  seq: bigint;
+  time: Date;
+  kind: 'full' | 'incremental';
+  /** The snapshot an incremental one builds on. */
+  base?: string;
+  /** Bytes this snapshot holds itself (an incremental: only what its base chain lacks). */
+  bytes: number;
+  files: Array<{ path: string; bytes: number; xxh3: string }>;
+}
+
+export interface RecoverablePoint {
+  seq: bigint;
+  time: Date;
+}
+
+export interface RecoverableRange {
+  from: RecoverablePoint;
+  to: RecoverablePoint;
+}
+
+export type RestoreTo = { seq: bigint | number } | { time: Date | number };
+
+export interface RestoreOptions {
+  source: string;
+  target: string;
+  /** Omitted: the latest durable state. */
+  to?: RestoreTo;
+}
+
+export interface RestoreResult {
+  seq: bigint;
+  time: Date;
+  /** The snapshot the restore started from, if any (otherwise the WAL from its first record). */
+  snapshot: string | null;
+  replayedRecords: number;
+}
+
+interface RawSnapshot {
+  id: string;
+  seq: number;
+  time_ms: number;
+  kind: 'full' | 'incremental';
+  base: string | null;
+  bytes: number;
+  files: Array<{ path: string; bytes: number; xxh3: string }>;
+}
+
+export function toSnapshotInfo(raw: RawSnapshot): SnapshotInfo {
+  return {
+    id: raw.id,
+    seq: BigInt(raw.seq),
+    time: new Date(raw.time_ms),
+    kind: raw.kind,
+    ...(raw.base ? { base: raw.base } : {}),
+    bytes: raw.bytes,
+    files: raw.files,
+  };
+}
+
+export async function listSnapshots(dir: string): Promise<SnapshotInfo[]> {
+  const raw = JSON.parse(await native(() => nativeModule.listSnapshots(resolvePath(dir)))) as RawSnapshot[];
+  return raw.map(toSnapshotInfo);
+}
+
+export async function recoverableRange(dir: string): Promise<RecoverableRange> {
+  const r = JSON.parse(await native(() => nativeModule.recoverableRange(resolvePath(dir))));
+  const point = (p: { seq: number; time_ms: number }) => ({ seq: BigInt(p.seq), time: new Date(p.time_ms) });
+  return { from: point(r.from), to: point(r.to) };
+}
+
+/**
+ * Restore `source` as of `to` into `target` (which must not exist or be empty): the newest
+ * snapshot at or before the target, then the archived WAL up to and including it. Works while
+ * another process writes `source`; never takes its lock. A target outside the recoverable
+ * range is an error that states the range.
+ */
+export async function restore(options: RestoreOptions): Promise<RestoreResult> {
+  checkPlainObject('options', options);
+  checkKnownKeys('options', options, ['source', 'target', 'to']);
+  if (typeof options.source !== 'string' || options.source === '') throw invalidArgument('options.source must be a directory path');
+  if (typeof options.target !== 'string' || options.target === '') throw invalidArgument('options.target must be a directory path');
+  let seq: bigint | null = null;
+  let timeMs: number | null = null;
+  if (options.to !== undefined) {
+    const to = checkPlainObject('options.to', options.to);
+    checkKnownKeys('options.to', to, ['seq', 'time']);
+    if ('seq' in to && 'time' in to) throw invalidArgument('options.to must give either seq or time, not both');
+    if ('seq' in to) {
+      const s = to.seq;
+      if (typeof s === 'bigint' && s >= 0n) seq = s;
+      else if (typeof s === 'number' && Number.isSafeInteger(s) && s >= 0) seq = BigInt(s);
+      else throw invalidArgument('options.to.seq must be a non-negative integer or bigint');
+    } else if ('time' in to) {
+      const t = to.time instanceof Date ? to.time.getTime() : to.time;
+      if (typeof t !== 'number' || !Number.isFinite(t) || t < 0) throw invalidArgument('options.to.time must be a valid Date or epoch milliseconds');
+      timeMs = t;
+    } else throw invalidArgument('options.to must have seq or time');
+  }
+  const json = await native(() => nativeModule.restoreStore(resolvePath(options.source), resolvePath(options.target), seq, timeMs));
+  const r = JSON.parse(json);
+  return { seq: BigInt(r.seq), time: new Date(r.time_ms), snapshot: r.snapshot ?? null, replayedRecords: r.replayed_records };
+}
