@@ -7,17 +7,20 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { CairnError } from 'cairn';
-import { afterEach, expect } from 'vitest';
+import { afterAll, afterEach, expect } from 'vitest';
 
 const dirs: string[] = [];
 const children: ChildProcess[] = [];
 
 afterEach(() => {
   for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+// After the file, not each test: a directory made in beforeAll must outlive the first test.
+afterAll(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-/** A fresh directory, removed after the test. */
+/** A fresh directory, removed after the test file. */
 export function tempDir(prefix = 'cairn-test-'): string {
   const d = mkdtempSync(join(tmpdir(), prefix));
   dirs.push(d);
