@@ -284,6 +284,30 @@ mod tests {
         }
     }
 
+    /// Uniform 24-d data is where plain heuristic pruning strands nodes without any incoming
+    /// level-0 link; the in-degree guard must leave none, with counters matching the lists.
+    #[test]
+    fn every_node_keeps_an_incoming_level0_link_under_concurrent_build() {
+        let params = HnswParams { dim: 24, metric: Metric::L2, m: 4, ef_construction: 32 };
+        let index = Hnsw::new(params, 4000).expect("params");
+        let mut rng = TestRng(5);
+        let vectors = rng.vectors(4000, 24);
+        let items: Vec<(u64, &[f32])> = vectors.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
+        index.insert_batch(&items).expect("capacity");
+        let mut in_degree = vec![0u32; 4000];
+        for node in 0..4000u32 {
+            for target in index.graph.links(node, 0).to_vec() {
+                in_degree[target as usize] += 1;
+            }
+        }
+        for node in 0..4000u32 {
+            assert_eq!(index.graph.level0_in_degree(node), in_degree[node as usize], "counter of node {node}");
+        }
+        let (entry, _) = index.entry.get().expect("non-empty");
+        let orphans: Vec<u32> = (0..4000u32).filter(|&n| n != entry && in_degree[n as usize] == 0).collect();
+        assert!(orphans.is_empty(), "nodes without incoming links: {orphans:?}");
+    }
+
     #[test]
     fn duplicate_labels_in_a_batch_keep_the_last_vector() {
         let index = Hnsw::new(HnswParams::new(2, Metric::L2), 8).expect("params");
