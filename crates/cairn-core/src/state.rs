@@ -224,23 +224,22 @@ impl Collection {
                 heap.push(HeapItem(d, id.to_string()));
             }
         };
+        // A row being inserted can be in the graph and still pending for a moment: count it once,
+        // or a duplicate would take one of the k places.
+        let from_graph: HashSet<u64> = graph.iter().map(|(label, _)| *label).collect();
         for (label, d) in graph {
             if let Some(id) = self.live.get(&label) {
                 push(d, id);
             }
         }
         self.index.for_each_pending(|label, v| {
-            if accept(label) {
+            if accept(label) && !from_graph.contains(&label) {
                 if let Some(id) = self.live.get(&label) {
                     push(row_distance(self.spec.metric, &q, v), id);
                 }
             }
         });
-        let mut hits: Vec<Hit> = heap.into_sorted_vec().into_iter().map(|HeapItem(distance, id)| Hit { id, distance }).collect();
-        // A row being inserted can be in the graph and still pending for a moment.
-        let mut seen = HashSet::new();
-        hits.retain(|h| seen.insert(h.id.clone()));
-        hits
+        heap.into_sorted_vec().into_iter().map(|HeapItem(distance, id)| Hit { id, distance }).collect()
     }
 
     /// Exact k-NN over the rows that `include` accepts.
