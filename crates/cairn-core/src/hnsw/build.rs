@@ -69,7 +69,11 @@ impl Hnsw {
             )));
         }
         items.par_iter().try_for_each(|&(label, vector)| {
-            let vector = if needs_preparing { self.prepare(vector) } else { Cow::Borrowed(vector) };
+            let vector = if needs_preparing {
+                self.prepare(vector)
+            } else {
+                Cow::Borrowed(vector)
+            };
             self.insert_prepared(label, &vector)
         })
     }
@@ -116,7 +120,11 @@ impl Hnsw {
         let (entry, top) = match self.entry.get() {
             Some(entry) => entry,
             None => {
-                let _update = self.entry.update.lock().unwrap_or_else(PoisonError::into_inner);
+                let _update = self
+                    .entry
+                    .update
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 match self.entry.get() {
                     Some(entry) => entry,
                     None => {
@@ -129,15 +137,26 @@ impl Hnsw {
         };
         let query = self.graph.vector(node);
         with_scratch(|scratch| {
-            let mut nearest = Scored { dist: self.distance_to(query, entry), node: entry };
+            let mut nearest = Scored {
+                dist: self.distance_to(query, entry),
+                node: entry,
+            };
             if level < top {
                 nearest = self.greedy_descend(query, nearest, top, level + 1);
             }
             for layer in (0..=level.min(top)).rev() {
-                self.search_level(query, nearest, self.params.ef_construction, layer, scratch, |_| true);
+                self.search_level(
+                    query,
+                    nearest,
+                    self.params.ef_construction,
+                    layer,
+                    scratch,
+                    |_| true,
+                );
                 // `node` can already be reachable here through a concurrent inserter that linked
                 // to it on a higher layer and descended; it must not become its own neighbour.
-                let mut candidates: Vec<Scored> = scratch.results.drain().filter(|s| s.node != node).collect();
+                let mut candidates: Vec<Scored> =
+                    scratch.results.drain().filter(|s| s.node != node).collect();
                 candidates.sort_unstable();
                 if let Some(&closest) = candidates.first() {
                     nearest = closest;
@@ -147,8 +166,16 @@ impl Hnsw {
             }
         });
         if level > top {
-            let _update = self.entry.update.lock().unwrap_or_else(PoisonError::into_inner);
-            if self.entry.get().is_none_or(|(_, current_top)| level > current_top) {
+            let _update = self
+                .entry
+                .update
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if self
+                .entry
+                .get()
+                .is_none_or(|(_, current_top)| level > current_top)
+            {
                 self.entry.set(node, level);
             }
         }
@@ -168,7 +195,10 @@ impl Hnsw {
                 break;
             }
             let vector = self.graph.vector(candidate.node);
-            if kept.iter().all(|&k| self.distance_to(vector, k) >= candidate.dist) {
+            if kept
+                .iter()
+                .all(|&k| self.distance_to(vector, k) >= candidate.dist)
+            {
                 kept.push(candidate.node);
             }
         }
@@ -223,15 +253,24 @@ impl Hnsw {
             return pool.to_vec();
         }
         let base_vector = self.graph.vector(base);
-        let mut scored: Vec<Scored> =
-            pool.iter().map(|&id| Scored { dist: self.distance_to(base_vector, id), node: id }).collect();
+        let mut scored: Vec<Scored> = pool
+            .iter()
+            .map(|&id| Scored {
+                dist: self.distance_to(base_vector, id),
+                node: id,
+            })
+            .collect();
         scored.sort_unstable();
         let mut kept = self.select_neighbours(&scored, max);
         if layer != 0 {
             return kept;
         }
         // Incoming level-0 links of `id` other than the one from `base`.
-        let links_from_others = |id: u32| self.graph.level0_in_degree(id).saturating_sub(current.contains(&id) as u32);
+        let links_from_others = |id: u32| {
+            self.graph
+                .level0_in_degree(id)
+                .saturating_sub(current.contains(&id) as u32)
+        };
         let needs_base = |id: u32| !self.graph.is_tombstoned(id) && links_from_others(id) == 0;
         for candidate in scored.iter().map(|s| s.node) {
             if kept.contains(&candidate) || !needs_base(candidate) {
@@ -260,16 +299,28 @@ mod tests {
         let above_zero = (0..draws).filter(|_| index.draw_level() > 0).count();
         // P(level >= 1) = 1/M = 1/16.
         let fraction = above_zero as f64 / draws as f64;
-        assert!((fraction - 1.0 / 16.0).abs() < 0.005, "fraction above level 0: {fraction}");
+        assert!(
+            (fraction - 1.0 / 16.0).abs() < 0.005,
+            "fraction above level 0: {fraction}"
+        );
     }
 
     #[test]
     fn links_respect_limits_and_never_point_to_self() {
-        let params = HnswParams { dim: 8, metric: Metric::L2, m: 6, ef_construction: 40 };
+        let params = HnswParams {
+            dim: 8,
+            metric: Metric::L2,
+            m: 6,
+            ef_construction: 40,
+        };
         let index = Hnsw::new(params, 1500).expect("params");
         let mut rng = TestRng(11);
         let vectors = rng.vectors(1500, 8);
-        let items: Vec<(u64, &[f32])> = vectors.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
+        let items: Vec<(u64, &[f32])> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u64, v.as_slice()))
+            .collect();
         index.insert_batch(&items).expect("capacity");
         for node in 0..1500u32 {
             for layer in 0..=index.graph.level(node) {
@@ -288,11 +339,20 @@ mod tests {
     /// level-0 link; the in-degree guard must leave none, with counters matching the lists.
     #[test]
     fn every_node_keeps_an_incoming_level0_link_under_concurrent_build() {
-        let params = HnswParams { dim: 24, metric: Metric::L2, m: 4, ef_construction: 32 };
+        let params = HnswParams {
+            dim: 24,
+            metric: Metric::L2,
+            m: 4,
+            ef_construction: 32,
+        };
         let index = Hnsw::new(params, 4000).expect("params");
         let mut rng = TestRng(5);
         let vectors = rng.vectors(4000, 24);
-        let items: Vec<(u64, &[f32])> = vectors.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
+        let items: Vec<(u64, &[f32])> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u64, v.as_slice()))
+            .collect();
         index.insert_batch(&items).expect("capacity");
         let mut in_degree = vec![0u32; 4000];
         for node in 0..4000u32 {
@@ -301,11 +361,20 @@ mod tests {
             }
         }
         for node in 0..4000u32 {
-            assert_eq!(index.graph.level0_in_degree(node), in_degree[node as usize], "counter of node {node}");
+            assert_eq!(
+                index.graph.level0_in_degree(node),
+                in_degree[node as usize],
+                "counter of node {node}"
+            );
         }
         let (entry, _) = index.entry.get().expect("non-empty");
-        let orphans: Vec<u32> = (0..4000u32).filter(|&n| n != entry && in_degree[n as usize] == 0).collect();
-        assert!(orphans.is_empty(), "nodes without incoming links: {orphans:?}");
+        let orphans: Vec<u32> = (0..4000u32)
+            .filter(|&n| n != entry && in_degree[n as usize] == 0)
+            .collect();
+        assert!(
+            orphans.is_empty(),
+            "nodes without incoming links: {orphans:?}"
+        );
     }
 
     #[test]
@@ -314,7 +383,11 @@ mod tests {
         let items: Vec<(u64, &[f32])> = vec![(1, &[0.0, 0.0]), (2, &[5.0, 5.0]), (1, &[9.0, 9.0])];
         index.insert_batch(&items).expect("capacity");
         assert_eq!(index.len(), 2);
-        assert_eq!(index.deleted_count(), 0, "the first vector of label 1 was never inserted");
+        assert_eq!(
+            index.deleted_count(),
+            0,
+            "the first vector of label 1 was never inserted"
+        );
         assert_eq!(index.search(&[9.0, 9.0], 1, 8, None), vec![(1, 0.0)]);
     }
 

@@ -180,16 +180,34 @@ impl Graph {
         }
         let mut grown = Graph::new(self.dim, self.max_upper, new_capacity);
         let old_floats = self.capacity * self.dim;
-        for (to, from) in grown.vectors.cells.iter_mut().zip(self.vectors.cells.iter_mut()).take(old_floats) {
+        for (to, from) in grown
+            .vectors
+            .cells
+            .iter_mut()
+            .zip(self.vectors.cells.iter_mut())
+            .take(old_floats)
+        {
             *to.get_mut() = *from.get_mut();
         }
-        for (to, from) in grown.level0_links.iter_mut().zip(self.level0_links.iter_mut()) {
+        for (to, from) in grown
+            .level0_links
+            .iter_mut()
+            .zip(self.level0_links.iter_mut())
+        {
             *to.get_mut() = *from.get_mut();
         }
-        for (to, from) in grown.upper_links.iter_mut().zip(self.upper_links.iter_mut()) {
+        for (to, from) in grown
+            .upper_links
+            .iter_mut()
+            .zip(self.upper_links.iter_mut())
+        {
             *to = std::mem::take(from);
         }
-        for (to, from) in grown.level0_in_degree.iter_mut().zip(self.level0_in_degree.iter_mut()) {
+        for (to, from) in grown
+            .level0_in_degree
+            .iter_mut()
+            .zip(self.level0_in_degree.iter_mut())
+        {
             *to.get_mut() = *from.get_mut();
         }
         for (to, from) in grown.levels.iter_mut().zip(self.levels.iter_mut()) {
@@ -214,7 +232,8 @@ impl Graph {
         if level > 0 {
             // A fresh id has no upper storage yet; `set` only fails if that were violated, in
             // which case the existing (equally sized, empty) lists are kept.
-            let _ = self.upper_links[i].set(atomics(level * (1 + self.max_upper), || AtomicU32::new(0)));
+            let _ = self.upper_links[i]
+                .set(atomics(level * (1 + self.max_upper), || AtomicU32::new(0)));
         }
     }
 
@@ -253,7 +272,9 @@ impl Graph {
             let stride = 1 + self.max_upper;
             match self.upper_links[i].get() {
                 // A node above its own level has no list; an empty view keeps callers panic-free.
-                Some(lists) if level * stride <= lists.len() => &lists[(level - 1) * stride..level * stride],
+                Some(lists) if level * stride <= lists.len() => {
+                    &lists[(level - 1) * stride..level * stride]
+                }
                 _ => &[],
             }
         }
@@ -261,7 +282,9 @@ impl Graph {
 
     #[inline]
     pub(super) fn links(&self, id: u32, level: usize) -> Links<'_> {
-        Links { slots: self.link_slots(id, level) }
+        Links {
+            slots: self.link_slots(id, level),
+        }
     }
 
     /// Starts loading the vector of `id` into cache (every line of it: the hardware prefetcher
@@ -286,7 +309,10 @@ impl Graph {
     pub(super) fn lock_links(&self, id: u32) -> LinkLock<'_> {
         let flag = &self.link_locks[id as usize];
         let mut spins = 0u32;
-        while flag.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        while flag
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             spins += 1;
             if spins < 64 {
                 std::hint::spin_loop();
@@ -305,10 +331,22 @@ impl Graph {
 
     /// Replaces the list of `id` at `level`. The caller holds `id`'s link lock. Ids are stored
     /// before the count so a reader never sees a count covering unwritten slots of this list.
-    pub(super) fn set_links(&self, _lock: &LinkLock<'_>, id: u32, level: usize, neighbours: &[u32]) {
-        let previous = if level == 0 { self.links(id, 0).to_vec() } else { Vec::new() };
+    pub(super) fn set_links(
+        &self,
+        _lock: &LinkLock<'_>,
+        id: u32,
+        level: usize,
+        neighbours: &[u32],
+    ) {
+        let previous = if level == 0 {
+            self.links(id, 0).to_vec()
+        } else {
+            Vec::new()
+        };
         let slots = self.link_slots(id, level);
-        let Some((count, ids)) = slots.split_first() else { return };
+        let Some((count, ids)) = slots.split_first() else {
+            return;
+        };
         let n = neighbours.len().min(ids.len());
         let neighbours = &neighbours[..n];
         for (slot, &neighbour) in ids.iter().zip(neighbours) {
@@ -318,8 +356,11 @@ impl Graph {
         if level == 0 {
             for dropped in previous.iter().filter(|id| !neighbours.contains(id)) {
                 // Saturating, so a miscount can never wrap into "many incoming links".
-                let _ = self.level0_in_degree[*dropped as usize]
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.saturating_sub(1)));
+                let _ = self.level0_in_degree[*dropped as usize].fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |d| Some(d.saturating_sub(1)),
+                );
             }
             for added in neighbours.iter().filter(|id| !previous.contains(id)) {
                 self.level0_in_degree[*added as usize].fetch_add(1, Ordering::Relaxed);
@@ -328,9 +369,17 @@ impl Graph {
     }
 
     /// Appends `neighbour` if the list has room; returns false when it is full.
-    pub(super) fn push_link(&self, _lock: &LinkLock<'_>, id: u32, level: usize, neighbour: u32) -> bool {
+    pub(super) fn push_link(
+        &self,
+        _lock: &LinkLock<'_>,
+        id: u32,
+        level: usize,
+        neighbour: u32,
+    ) -> bool {
         let slots = self.link_slots(id, level);
-        let Some((count, ids)) = slots.split_first() else { return false };
+        let Some((count, ids)) = slots.split_first() else {
+            return false;
+        };
         let n = count.load(Ordering::Relaxed) as usize;
         if n >= ids.len() {
             return false;
@@ -344,7 +393,14 @@ impl Graph {
     }
 
     /// Exclusive-access setters used when loading a persisted index (no publication involved).
-    pub(super) fn load_node(&mut self, id: u32, label: u64, level: usize, tombstoned: bool, vector: &[f32]) {
+    pub(super) fn load_node(
+        &mut self,
+        id: u32,
+        label: u64,
+        level: usize,
+        tombstoned: bool,
+        vector: &[f32],
+    ) {
         // SAFETY: `&mut self` excludes every other reader and writer.
         unsafe { self.vectors.write(id, vector) };
         self.init_node(id, label, level);
@@ -393,7 +449,11 @@ mod tests {
         assert_eq!(graph.links(0, 0).to_vec(), vec![1]);
         // Level 1 holds at most M = 2 links; the extra id is dropped, not written out of bounds.
         assert_eq!(graph.links(0, 1).to_vec(), vec![2, 1]);
-        assert_eq!(graph.links(0, 2).len(), 0, "a level above the node's own has no list");
+        assert_eq!(
+            graph.links(0, 2).len(),
+            0,
+            "a level above the node's own has no list"
+        );
         assert_eq!(graph.links(1, 1).len(), 0);
     }
 

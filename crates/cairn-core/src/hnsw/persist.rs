@@ -110,23 +110,42 @@ impl Hnsw {
         let directory = read_lock(&self.directory);
         let nodes = directory.allocated;
         let graph = &self.graph;
-        let (entry, top) = self.entry.get().map_or((NO_NODE, 0), |(node, level)| (node, level as u32));
+        let (entry, top) = self
+            .entry
+            .get()
+            .map_or((NO_NODE, 0), |(node, level)| (node, level as u32));
 
         let mut header = [0u8; header::LEN];
         header[header::MAGIC..header::MAGIC + 8].copy_from_slice(&INDEX_MAGIC);
         put_u32(&mut header, header::VERSION, INDEX_FORMAT_VERSION);
-        put_u32(&mut header, header::METRIC, self.params.metric.code() as u32);
+        put_u32(
+            &mut header,
+            header::METRIC,
+            self.params.metric.code() as u32,
+        );
         put_u32(&mut header, header::DIM, self.params.dim as u32);
         put_u32(&mut header, header::M, self.params.m as u32);
-        put_u32(&mut header, header::EF_CONSTRUCTION, self.params.ef_construction as u32);
+        put_u32(
+            &mut header,
+            header::EF_CONSTRUCTION,
+            self.params.ef_construction as u32,
+        );
         put_u32(&mut header, header::ENTRY_NODE, entry);
         put_u32(&mut header, header::TOP_LEVEL, top);
         put_u32(&mut header, header::RESERVED, 0);
         put_u64(&mut header, header::COVERED_SEQ, covered_seq);
         put_u64(&mut header, header::NODE_COUNT, nodes as u64);
-        put_u64(&mut header, header::LEVEL_DRAWS, self.level_draws.load(Ordering::Relaxed));
+        put_u64(
+            &mut header,
+            header::LEVEL_DRAWS,
+            self.level_draws.load(Ordering::Relaxed),
+        );
 
-        let mut sink = ChecksummedWriter { out, hasher: Xxh3Stream::default(), buffer: Vec::with_capacity(2 * CHUNK) };
+        let mut sink = ChecksummedWriter {
+            out,
+            hasher: Xxh3Stream::default(),
+            buffer: Vec::with_capacity(2 * CHUNK),
+        };
         sink.put(&header)?;
         for node in 0..nodes {
             for value in graph.vector(node) {
@@ -165,18 +184,27 @@ impl Hnsw {
             return Err(corruption(
                 path,
                 bytes.len(),
-                format!("index file is {} bytes, shorter than its header and checksum", bytes.len()),
+                format!(
+                    "index file is {} bytes, shorter than its header and checksum",
+                    bytes.len()
+                ),
             ));
         }
         if bytes[header::MAGIC..header::MAGIC + INDEX_MAGIC.len()] != INDEX_MAGIC {
-            return Err(corruption(path, header::MAGIC, "not a Cairn HNSW index file (bad magic)"));
+            return Err(corruption(
+                path,
+                header::MAGIC,
+                "not a Cairn HNSW index file (bad magic)",
+            ));
         }
         let version = le_u32(bytes, header::VERSION);
         if version != INDEX_FORMAT_VERSION {
             return Err(corruption(
                 path,
                 header::VERSION,
-                format!("unsupported index format version {version}, expected {INDEX_FORMAT_VERSION}"),
+                format!(
+                    "unsupported index format version {version}, expected {INDEX_FORMAT_VERSION}"
+                ),
             ));
         }
         let body_len = bytes.len() - CHECKSUM_LEN;
@@ -187,7 +215,9 @@ impl Hnsw {
             return Err(corruption(
                 path,
                 body_len,
-                format!("index checksum mismatch: stored {stored:#018x}, computed {computed:#018x}"),
+                format!(
+                    "index checksum mismatch: stored {stored:#018x}, computed {computed:#018x}"
+                ),
             ));
         }
 
@@ -195,18 +225,30 @@ impl Hnsw {
         let metric = u8::try_from(metric_code)
             .ok()
             .and_then(Metric::from_code)
-            .ok_or_else(|| corruption(path, header::METRIC, format!("unknown metric code {metric_code}")))?;
+            .ok_or_else(|| {
+                corruption(
+                    path,
+                    header::METRIC,
+                    format!("unknown metric code {metric_code}"),
+                )
+            })?;
         let params = HnswParams {
             dim: le_u32(body, header::DIM) as usize,
             metric,
             m: le_u32(body, header::M) as usize,
             ef_construction: le_u32(body, header::EF_CONSTRUCTION) as usize,
         };
-        params.validate().map_err(|e| corruption(path, header::DIM, format!("invalid parameters: {e}")))?;
+        params
+            .validate()
+            .map_err(|e| corruption(path, header::DIM, format!("invalid parameters: {e}")))?;
         let entry = le_u32(body, header::ENTRY_NODE);
         let top = le_u32(body, header::TOP_LEVEL) as usize;
         if le_u32(body, header::RESERVED) != 0 {
-            return Err(corruption(path, header::RESERVED, "reserved header field is not zero"));
+            return Err(corruption(
+                path,
+                header::RESERVED,
+                "reserved header field is not zero",
+            ));
         }
         let covered_seq = le_u64(body, header::COVERED_SEQ);
         let node_count = le_u64(body, header::NODE_COUNT);
@@ -214,27 +256,53 @@ impl Hnsw {
         let nodes = usize::try_from(node_count)
             .ok()
             .filter(|&n| n <= MAX_CAPACITY)
-            .ok_or_else(|| corruption(path, header::NODE_COUNT, format!("node count {node_count} is out of range")))?;
+            .ok_or_else(|| {
+                corruption(
+                    path,
+                    header::NODE_COUNT,
+                    format!("node count {node_count} is out of range"),
+                )
+            })?;
 
         let dim = params.dim;
         let level0_slots = 1 + 2 * params.m;
         let upper_slots = 1 + params.m;
-        let mut sections = Sections { body, offset: header::LEN, path };
-        let (vectors_at, vector_bytes) =
-            sections.take(nodes.checked_mul(dim).and_then(|n| n.checked_mul(4)), "vectors")?;
+        let mut sections = Sections {
+            body,
+            offset: header::LEN,
+            path,
+        };
+        let (vectors_at, vector_bytes) = sections.take(
+            nodes.checked_mul(dim).and_then(|n| n.checked_mul(4)),
+            "vectors",
+        )?;
         let (levels_at, level_bytes) = sections.take(Some(nodes), "levels")?;
-        if let Some(i) = level_bytes.iter().position(|&level| level as usize > MAX_LEVEL) {
-            return Err(corruption(path, levels_at + i, format!("node level {} exceeds {MAX_LEVEL}", level_bytes[i])));
+        if let Some(i) = level_bytes
+            .iter()
+            .position(|&level| level as usize > MAX_LEVEL)
+        {
+            return Err(corruption(
+                path,
+                levels_at + i,
+                format!("node level {} exceeds {MAX_LEVEL}", level_bytes[i]),
+            ));
         }
         let (level0_at, level0_bytes) =
             sections.take(nodes.checked_mul(level0_slots * 4), "level-0 links")?;
         let upper_lists: usize = level_bytes.iter().map(|&level| level as usize).sum();
-        let (upper_at, upper_bytes) =
-            sections.take(upper_lists.checked_mul(upper_slots * 4), "upper-level links")?;
+        let (upper_at, upper_bytes) = sections.take(
+            upper_lists.checked_mul(upper_slots * 4),
+            "upper-level links",
+        )?;
         let (labels_at, label_bytes) = sections.take(nodes.checked_mul(8), "labels")?;
-        let (tombstones_at, tombstone_bytes) = sections.take(Some(nodes.div_ceil(8)), "tombstones")?;
+        let (tombstones_at, tombstone_bytes) =
+            sections.take(Some(nodes.div_ceil(8)), "tombstones")?;
         if sections.offset != body.len() {
-            return Err(corruption(path, sections.offset, "unexpected bytes after the tombstone section"));
+            return Err(corruption(
+                path,
+                sections.offset,
+                "unexpected bytes after the tombstone section",
+            ));
         }
 
         let level_of = |node: usize| level_bytes[node] as usize;
@@ -242,15 +310,27 @@ impl Hnsw {
         if let Some(&last) = tombstone_bytes.last() {
             let used_bits = nodes - (tombstone_bytes.len() - 1) * 8;
             if used_bits < 8 && last >> used_bits != 0 {
-                return Err(corruption(path, tombstones_at + tombstone_bytes.len() - 1, "unused tombstone bits are set"));
+                return Err(corruption(
+                    path,
+                    tombstones_at + tombstone_bytes.len() - 1,
+                    "unused tombstone bits are set",
+                ));
             }
         }
         if nodes == 0 {
             if entry != NO_NODE || top != 0 {
-                return Err(corruption(path, header::ENTRY_NODE, "empty index names an entry node"));
+                return Err(corruption(
+                    path,
+                    header::ENTRY_NODE,
+                    "empty index names an entry node",
+                ));
             }
         } else {
-            let highest = level_bytes.iter().map(|&level| level as usize).max().unwrap_or(0);
+            let highest = level_bytes
+                .iter()
+                .map(|&level| level as usize)
+                .max()
+                .unwrap_or(0);
             if entry as usize >= nodes || top != highest || level_of(entry as usize) != top {
                 return Err(corruption(
                     path,
@@ -260,8 +340,13 @@ impl Hnsw {
             }
         }
 
-        let mut index = Hnsw::new(params, nodes)
-            .map_err(|e| corruption(path, header::NODE_COUNT, format!("cannot size the index: {e}")))?;
+        let mut index = Hnsw::new(params, nodes).map_err(|e| {
+            corruption(
+                path,
+                header::NODE_COUNT,
+                format!("cannot size the index: {e}"),
+            )
+        })?;
         let mut node_of_label: HashMap<u64, u32> = HashMap::with_capacity(nodes);
         let mut tombstones = 0usize;
         let mut vector = vec![0.0f32; dim];
@@ -272,32 +357,48 @@ impl Hnsw {
                 *value = f32::from_le_bytes([word[0], word[1], word[2], word[3]]);
             }
             if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
-                return Err(corruption(path, vector_at + i * 4, format!("vector of node {node} is not finite")));
+                return Err(corruption(
+                    path,
+                    vector_at + i * 4,
+                    format!("vector of node {node} is not finite"),
+                ));
             }
             let label = le_u64(label_bytes, node * 8);
             let tombstoned = is_tombstoned(node);
             if tombstoned {
                 tombstones += 1;
             } else if node_of_label.insert(label, node as u32).is_some() {
-                return Err(corruption(path, labels_at + node * 8, format!("label {label} is live on two nodes")));
+                return Err(corruption(
+                    path,
+                    labels_at + node * 8,
+                    format!("label {label} is live on two nodes"),
+                ));
             }
-            index.graph.load_node(node as u32, label, level_of(node), tombstoned, &vector);
+            index
+                .graph
+                .load_node(node as u32, label, level_of(node), tombstoned, &vector);
         }
 
         let mut neighbours = Vec::with_capacity(level0_slots);
         let mut upper_offset = 0usize;
         for node in 0..nodes {
             let list_at = node * level0_slots * 4;
-            read_links(&level0_bytes[list_at..list_at + level0_slots * 4], &mut neighbours)
-                .and_then(|()| check_links(&neighbours, node, 0, nodes, &level_of))
-                .map_err(|reason| corruption(path, level0_at + list_at, reason))?;
+            read_links(
+                &level0_bytes[list_at..list_at + level0_slots * 4],
+                &mut neighbours,
+            )
+            .and_then(|()| check_links(&neighbours, node, 0, nodes, &level_of))
+            .map_err(|reason| corruption(path, level0_at + list_at, reason))?;
             index.graph.load_links(node as u32, 0, &neighbours);
             for layer in 1..=level_of(node) {
                 let list_at = upper_offset;
                 upper_offset += upper_slots * 4;
-                read_links(&upper_bytes[list_at..list_at + upper_slots * 4], &mut neighbours)
-                    .and_then(|()| check_links(&neighbours, node, layer, nodes, &level_of))
-                    .map_err(|reason| corruption(path, upper_at + list_at, reason))?;
+                read_links(
+                    &upper_bytes[list_at..list_at + upper_slots * 4],
+                    &mut neighbours,
+                )
+                .and_then(|()| check_links(&neighbours, node, layer, nodes, &level_of))
+                .map_err(|reason| corruption(path, upper_at + list_at, reason))?;
                 index.graph.load_links(node as u32, layer, &neighbours);
             }
         }
@@ -306,13 +407,24 @@ impl Hnsw {
             index.entry.set(entry, top);
         }
         index.level_draws = AtomicU64::new(level_draws);
-        *index.directory.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            LabelDirectory { node_of_label, allocated: nodes as u32, tombstones };
+        *index
+            .directory
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = LabelDirectory {
+            node_of_label,
+            allocated: nodes as u32,
+            tombstones,
+        };
         Ok((index, covered_seq))
     }
 }
 
-fn put_links(sink: &mut ChecksummedWriter<'_>, index: &Hnsw, node: u32, layer: usize) -> std::io::Result<()> {
+fn put_links(
+    sink: &mut ChecksummedWriter<'_>,
+    index: &Hnsw,
+    node: u32,
+    layer: usize,
+) -> std::io::Result<()> {
     let links = index.graph.links(node, layer);
     let count = links.len();
     sink.put(&(count as u32).to_le_bytes())?;
@@ -328,7 +440,9 @@ fn read_links(list: &[u8], neighbours: &mut Vec<u32>) -> std::result::Result<(),
     let capacity = list.len() / 4 - 1;
     let count = le_u32(list, 0) as usize;
     if count > capacity {
-        return Err(format!("link count {count} exceeds the list capacity {capacity}"));
+        return Err(format!(
+            "link count {count} exceeds the list capacity {capacity}"
+        ));
     }
     neighbours.clear();
     neighbours.extend((0..count).map(|i| le_u32(list, 4 + 4 * i)));
@@ -346,7 +460,9 @@ fn check_links(
     for &neighbour in neighbours {
         let neighbour = neighbour as usize;
         if neighbour >= nodes || neighbour == node || level_of(neighbour) < layer {
-            return Err(format!("node {node} links on level {layer} to invalid node {neighbour}"));
+            return Err(format!(
+                "node {node} links on level {layer} to invalid node {neighbour}"
+            ));
         }
     }
     Ok(())
@@ -363,13 +479,19 @@ struct Sections<'a> {
 impl<'a> Sections<'a> {
     fn take(&mut self, len: Option<usize>, what: &str) -> Result<(usize, &'a [u8])> {
         let start = self.offset;
-        let end = len.and_then(|len| start.checked_add(len)).filter(|&end| end <= self.body.len());
+        let end = len
+            .and_then(|len| start.checked_add(len))
+            .filter(|&end| end <= self.body.len());
         match end {
             Some(end) => {
                 self.offset = end;
                 Ok((start, &self.body[start..end]))
             }
-            None => Err(corruption(self.path, start, format!("{what} section is truncated"))),
+            None => Err(corruption(
+                self.path,
+                start,
+                format!("{what} section is truncated"),
+            )),
         }
     }
 }
@@ -399,7 +521,16 @@ mod tests {
     use super::*;
 
     fn sample_index(metric: Metric, nodes: usize) -> Hnsw {
-        let index = Hnsw::new(HnswParams { dim: 6, metric, m: 4, ef_construction: 32 }, nodes + 4).expect("params");
+        let index = Hnsw::new(
+            HnswParams {
+                dim: 6,
+                metric,
+                m: 4,
+                ef_construction: 32,
+            },
+            nodes + 4,
+        )
+        .expect("params");
         let mut rng = TestRng(21);
         for (i, v) in rng.vectors(nodes, 6).iter().enumerate() {
             index.insert(i as u64 * 3, v).expect("capacity");
@@ -409,7 +540,9 @@ mod tests {
 
     fn file_of(index: &Hnsw, covered_seq: u64) -> Vec<u8> {
         let mut bytes = Vec::new();
-        index.write_to(&mut bytes, covered_seq).expect("write to a Vec");
+        index
+            .write_to(&mut bytes, covered_seq)
+            .expect("write to a Vec");
         bytes
     }
 
@@ -425,18 +558,28 @@ mod tests {
     fn round_trip_preserves_everything() {
         let index = sample_index(Metric::Cosine, 300);
         index.mark_deleted(0);
-        index.insert(3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).expect("capacity");
+        index
+            .insert(3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+            .expect("capacity");
         let bytes = file_of(&index, 42);
-        let (loaded, covered_seq) = Hnsw::read_from(&bytes, Path::new("index.hnsw")).expect("valid file");
+        let (loaded, covered_seq) =
+            Hnsw::read_from(&bytes, Path::new("index.hnsw")).expect("valid file");
         assert_eq!(covered_seq, 42);
         assert_eq!(loaded.params(), index.params());
         assert_eq!(loaded.len(), index.len());
         assert_eq!(loaded.deleted_count(), index.deleted_count());
         assert_eq!(loaded.capacity(), 301);
         assert!(!loaded.contains(0));
-        assert_eq!(file_of(&loaded, 42), bytes, "re-writing a loaded index is byte-identical");
+        assert_eq!(
+            file_of(&loaded, 42),
+            bytes,
+            "re-writing a loaded index is byte-identical"
+        );
         let query = [0.5, -0.1, 0.3, 0.9, -0.7, 0.2];
-        assert_eq!(loaded.search(&query, 10, 32, None), index.search(&query, 10, 32, None));
+        assert_eq!(
+            loaded.search(&query, 10, 32, None),
+            index.search(&query, 10, 32, None)
+        );
     }
 
     #[test]
@@ -495,7 +638,8 @@ mod tests {
         let level0_at = levels_at + nodes;
 
         let mut huge_count = bytes.clone();
-        huge_count[header::NODE_COUNT..header::NODE_COUNT + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        huge_count[header::NODE_COUNT..header::NODE_COUNT + 8]
+            .copy_from_slice(&u64::MAX.to_le_bytes());
         expect_corruption(&resealed(huge_count));
 
         let mut bad_link = bytes.clone();
@@ -514,10 +658,14 @@ mod tests {
 
         let mut bad_metric = bytes.clone();
         bad_metric[header::METRIC] = 7;
-        assert_eq!(expect_corruption(&resealed(bad_metric)).0, header::METRIC as u64);
+        assert_eq!(
+            expect_corruption(&resealed(bad_metric)).0,
+            header::METRIC as u64
+        );
 
         let mut bad_entry = bytes.clone();
-        bad_entry[header::ENTRY_NODE..header::ENTRY_NODE + 4].copy_from_slice(&5000u32.to_le_bytes());
+        bad_entry[header::ENTRY_NODE..header::ENTRY_NODE + 4]
+            .copy_from_slice(&5000u32.to_le_bytes());
         expect_corruption(&resealed(bad_entry));
 
         let labels_at = bytes.len() - CHECKSUM_LEN - nodes.div_ceil(8) - nodes * 8;
@@ -541,6 +689,8 @@ mod tests {
                 Ok(())
             }
         }
-        assert!(sample_index(Metric::L2, 10).write_to(&mut Failing, 0).is_err());
+        assert!(sample_index(Metric::L2, 10)
+            .write_to(&mut Failing, 0)
+            .is_err());
     }
 }
