@@ -678,6 +678,70 @@ mod tests {
         expect_corruption(&resealed(nan_vector));
     }
 
+    /// The golden index: sequential inserts are deterministic (level draws come from a counter),
+    /// so this always produces the same graph and the same bytes.
+    fn golden_index() -> Hnsw {
+        let params = HnswParams {
+            dim: 2,
+            metric: Metric::L2,
+            m: 2,
+            ef_construction: 8,
+        };
+        let index = Hnsw::new(params, 8).expect("params");
+        let points = [
+            (10u64, [0.0f32, 0.0]),
+            (11, [1.0, 0.0]),
+            (12, [0.0, 1.0]),
+            (13, [1.0, 1.0]),
+            (14, [2.0, 2.0]),
+        ];
+        for (label, v) in points {
+            index.insert(label, &v).expect("capacity");
+        }
+        index.mark_deleted(12);
+        index.insert(13, &[3.0, 1.0]).expect("capacity");
+        index
+    }
+
+    /// Format version 1 as written for `golden_index()` with covered_seq 9: 6 nodes, node 2
+    /// deleted, node 3 superseded by node 5.
+    const GOLDEN_V1_HEX: &str = concat!(
+        "434149524e484e57010000000100000002000000020000000800000003000000030000000000000009000000",
+        "000000000600000000000000060000000000000000000000000000000000803f00000000000000000000803f",
+        "0000803f0000803f0000004000000040000040400000803f0000000301010200000001000000020000000000",
+        "0000000000000400000000000000020000000300000005000000030000000000000001000000030000000000",
+        "0000030000000100000002000000040000000000000002000000030000000500000000000000000000000200",
+        "0000040000000100000000000000000000000200000004000000050000000000000000000000000000000000",
+        "000000000000000000000200000003000000050000000200000004000000030000000a000000000000000b00",
+        "0000000000000c000000000000000d000000000000000e000000000000000d000000000000000c983942b9fd",
+        "c86016",
+    );
+
+    fn from_hex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn format_v1_golden_file_loads_and_is_reproduced_byte_for_byte() {
+        let golden = from_hex(GOLDEN_V1_HEX);
+        let (loaded, covered_seq) =
+            Hnsw::read_from(&golden, Path::new("golden.hnsw")).expect("golden v1 loads");
+        assert_eq!(covered_seq, 9);
+        assert_eq!((loaded.len(), loaded.deleted_count()), (4, 2));
+        assert!(!loaded.contains(12) && loaded.contains(13));
+        assert_eq!(loaded.search(&[3.0, 1.0], 1, 8, None), vec![(13, 0.0)]);
+        assert_eq!(loaded.search(&[0.0, 1.0], 4, 8, None).len(), 4);
+        // A failure here means the layout changed: bump INDEX_FORMAT_VERSION and keep reading v1.
+        assert_eq!(
+            file_of(&golden_index(), 9),
+            golden,
+            "writer no longer produces format v1"
+        );
+    }
+
     #[test]
     fn write_errors_are_returned() {
         struct Failing;
