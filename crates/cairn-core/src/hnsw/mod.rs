@@ -254,23 +254,45 @@ impl Hnsw {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .allocated;
-        let live: Vec<(u64, u32)> = (0..allocated)
+        let items: Vec<(u64, &[f32])> = (0..allocated)
             .filter(|&node| !self.graph.is_tombstoned(node))
-            .map(|node| (self.graph.label(node), node))
+            .map(|node| (self.graph.label(node), self.graph.vector(node)))
             .collect();
-        let mut rebuilt = Hnsw::new(self.params, self.graph.capacity())?;
-        rebuilt.level_draws = AtomicU64::new(self.level_draws.load(Ordering::Relaxed));
-        {
-            let items: Vec<(u64, &[f32])> = live
-                .iter()
-                .map(|&(label, node)| (label, self.graph.vector(node)))
-                .collect();
-            // Stored vectors are already normalised for cosine; inserting them as prepared avoids
-            // renormalising (which would perturb them by rounding).
-            rebuilt.insert_prepared_batch(&items)?;
-        }
-        *self = rebuilt;
+        *self = self.rebuilt_from(&items)?;
         Ok(())
+    }
+
+    /// Like `compact`, but builds the new index beside this one, so searches (and inserts) can go
+    /// on meanwhile; the caller swaps it in. Inserts and deletes are held off only while the live
+    /// vectors are copied; any that land after that copy are not in the result, so the caller
+    /// must replay them (or hold off writes) before swapping.
+    pub fn compacted(&self) -> Result<Hnsw> {
+        let live: Vec<(u64, Vec<f32>)> = {
+            // Exclusive gate: no node is half-written while its vector is copied.
+            let _gate = write_lock(&self.insert_gate);
+            let allocated = read_lock(&self.directory).allocated;
+            (0..allocated)
+                .filter(|&node| !self.graph.is_tombstoned(node))
+                .map(|node| (self.graph.label(node), self.graph.vector(node).to_vec()))
+                .collect()
+        };
+        let items: Vec<(u64, &[f32])> = live
+            .iter()
+            .map(|(label, v)| (*label, v.as_slice()))
+            .collect();
+        self.rebuilt_from(&items)
+    }
+
+    /// A fresh index with this one's parameters and capacity holding exactly `items`.
+    fn rebuilt_from(&self, items: &[(u64, &[f32])]) -> Result<Hnsw> {
+        let rebuilt = Hnsw::new(self.params, self.graph.capacity())?;
+        rebuilt
+            .level_draws
+            .store(self.level_draws.load(Ordering::Relaxed), Ordering::Relaxed);
+        // Stored vectors are already normalised for cosine; inserting them as prepared avoids
+        // renormalising (which would perturb them by rounding).
+        rebuilt.insert_prepared_batch(items)?;
+        Ok(rebuilt)
     }
 
     /// The vector as stored: a normalised copy for cosine, borrowed unchanged otherwise.
@@ -459,7 +481,13 @@ mod tests {
         for label in (0..200).step_by(2) {
             index.mark_deleted(label);
         }
+        let beside = index.compacted().expect("compacted");
         index.compact().expect("compact");
+        for compacted in [&index, &beside] {
+            assert_eq!(compacted.len(), 100);
+            assert_eq!(compacted.deleted_count(), 0);
+            assert_eq!(compacted.capacity(), 300);
+        }
         assert_eq!(index.len(), 100);
         assert_eq!(index.deleted_count(), 0);
         assert_eq!(index.capacity(), 300);
