@@ -61,6 +61,11 @@ pub struct Options {
     pub segment_bytes: u64,
     pub prealloc: Prealloc,
     pub storage: Arc<dyn Storage>,
+    /// WAL archive retention, applied after each checkpoint: archived segments older than this
+    /// (by last write) are deleted, oldest first. None keeps them forever.
+    pub archive_max_age_ms: Option<u64>,
+    /// WAL archive retention: delete the oldest archived segments while the archive is larger.
+    pub archive_max_bytes: Option<u64>,
 }
 
 impl Default for Options {
@@ -71,6 +76,8 @@ impl Default for Options {
             segment_bytes: 32 << 20,
             prealloc: Prealloc::Background,
             storage: Arc::new(OsStorage),
+            archive_max_age_ms: None,
+            archive_max_bytes: None,
         }
     }
 }
@@ -538,6 +545,7 @@ impl Engine {
             }
         }
         archive_segments(storage, &sh.dir, capture.seq)?;
+        prune_archive(storage, &sh.dir, &sh.opts)?;
         remove_orphan_data(storage, &sh.dir, &new_manifest)
     }
 
@@ -652,6 +660,44 @@ fn archive_segments(storage: &dyn Storage, dir: &Path, checkpoint_seq: u64) -> R
         // durability: the archive must hold the segment before the WAL directory forgets it.
         storage.sync_dir(&archive).map_err(|e| Error::io(&archive, e))?;
         storage.sync_dir(&wal_dir).map_err(|e| Error::io(&wal_dir, e))?;
+    }
+    Ok(())
+}
+
+/// Apply the WAL archive retention. It shrinks the range point-in-time recovery can reach
+/// (`pitr::recoverable_range` reports what is left); it never touches `wal/`.
+fn prune_archive(storage: &dyn Storage, dir: &Path, opts: &Options) -> Result<()> {
+    if opts.archive_max_age_ms.is_none() && opts.archive_max_bytes.is_none() {
+        return Ok(());
+    }
+    let archive = dir.join(ARCHIVE_DIR);
+    let mut segs: Vec<(u64, PathBuf, u64, u64)> = Vec::new();
+    for name in storage.list(&archive).map_err(|e| Error::io(&archive, e))? {
+        if let Some(first) = crate::wal::parse_segment_name(&name) {
+            let path = archive.join(&name);
+            let len = storage.open(&path).and_then(|f| f.len()).map_err(|e| Error::io(&path, e))?;
+            let modified = storage.modified_ms(&path).unwrap_or(u64::MAX);
+            segs.push((first, path, len, modified));
+        }
+    }
+    segs.sort();
+    let mut total: u64 = segs.iter().map(|s| s.2).sum();
+    let cutoff = opts.archive_max_age_ms.map(|age| now_ms().saturating_sub(age));
+    let mut removed = false;
+    for (_, path, len, modified) in segs {
+        let too_old = cutoff.is_some_and(|c| modified < c);
+        let too_big = opts.archive_max_bytes.is_some_and(|max| total > max);
+        if !too_old && !too_big {
+            break;
+        }
+        storage.remove(&path).map_err(|e| Error::io(&path, e))?;
+        total -= len;
+        removed = true;
+    }
+    if removed {
+        // durability: not needed for safety (a resurrected old segment is harmless); keeps the
+        // archive's size honest after a crash.
+        storage.sync_dir(&archive).map_err(|e| Error::io(&archive, e))?;
     }
     Ok(())
 }
@@ -848,7 +894,8 @@ impl CommitThread {
             return;
         }
         let mut accepted: Vec<Accepted> = Vec::with_capacity(group.len());
-        let mut buf = Vec::new();
+        // Sized up front: growing by doubling would copy a large batch several times.
+        let mut buf = Vec::with_capacity(group.iter().map(|(payload, _)| record_len(payload.len())).sum());
         let mut next_seq = self.shared.last_seq.load(Ordering::Acquire) + 1;
         let mut time_ms = read(&self.shared.state).last_time_ms;
         let mut failure: Option<Error> = None;

@@ -153,19 +153,20 @@ fn load_history(source: &Path) -> Result<History> {
 
 impl History {
     fn range(&self) -> Result<Range> {
-        // The oldest point a restore can start from: the oldest snapshot, or the empty store
-        // when the WAL still holds the very first record.
-        let mut from: Option<Point> = self.snapshots.first().map(|s| Point { seq: s.seq, time_ms: s.time_ms });
-        if self.wal_first == Some(1) {
-            from = Some(Point { seq: 0, time_ms: 0 });
-        }
-        let from = from.ok_or_else(|| Error::NotFound("no snapshot and no WAL from the first record: nothing can be restored".into()))?;
         let newest_snap = self.snapshots.last().map(|s| Point { seq: s.seq, time_ms: s.time_ms });
-        let to = match (self.wal_last, newest_snap) {
-            (Some(w), Some(s)) => if w.seq >= s.seq { w } else { s },
-            (Some(w), None) => w,
-            (None, Some(s)) => s,
-            (None, None) => from,
+        // The oldest point a restore can start from and continue to the newest record: the empty
+        // store while the WAL still holds the very first record, else the oldest snapshot from
+        // which the retained WAL continues, else the newest snapshot alone.
+        let continues = |seq: u64| self.wal_first.is_some_and(|f| f <= seq + 1);
+        let from = if self.wal_first == Some(1) {
+            Some(Point { seq: 0, time_ms: 0 })
+        } else {
+            self.snapshots.iter().find(|s| continues(s.seq)).map(|s| Point { seq: s.seq, time_ms: s.time_ms }).or(newest_snap)
+        };
+        let from = from.ok_or_else(|| Error::NotFound("no snapshot and no WAL from the first record: nothing can be restored".into()))?;
+        let to = match self.wal_last {
+            Some(w) if w.seq >= from.seq && continues(from.seq) => w,
+            _ => newest_snap.unwrap_or(from),
         };
         Ok(Range { from, to })
     }

@@ -31,6 +31,11 @@ pub trait Storage: Send + Sync {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// fsync a directory so that creations, renames and removals in it survive a power cut.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Last modification time in ms since the epoch (WAL archive retention by age).
+    fn modified_ms(&self, path: &Path) -> io::Result<u64> {
+        let _ = path;
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
     /// Take the exclusive writer lock; the returned guard releases it when dropped.
     /// Err(WouldBlock) when another writer holds it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>>;
@@ -125,6 +130,10 @@ impl Storage for OsStorage {
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+    fn modified_ms(&self, path: &Path) -> io::Result<u64> {
+        let t = fs::metadata(path)?.modified()?;
+        Ok(t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
     }
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
         use std::os::fd::AsRawFd;

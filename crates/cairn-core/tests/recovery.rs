@@ -470,7 +470,7 @@ fn reopen_after_checkpoint_round_trips() {
 fn reopen_after_checkpoint_round_trips_on_disk() {
     let root = std::env::temp_dir().join(format!("cairn-recovery-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let opts = Options { sync: SyncMode::Group, recovery: RecoveryMode::TolerateTornTail, segment_bytes: 64 << 10, prealloc: Prealloc::Background, storage: Arc::new(OsStorage) };
+    let opts = Options { sync: SyncMode::Group, recovery: RecoveryMode::TolerateTornTail, segment_bytes: 64 << 10, prealloc: Prealloc::Background, storage: Arc::new(OsStorage), ..Options::default() };
     let shape = WorkloadShape { commits: 120, checkpoint_pct: 6, reopen_pct: 3, big_pct: 8 };
     let mut history = History::default();
     let mut engine = Engine::open(&root, opts.clone()).expect("open on disk");

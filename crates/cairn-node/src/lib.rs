@@ -37,6 +37,8 @@ pub struct OpenOptions {
     pub sync: String,
     pub recovery: String,
     pub segment_bytes: Option<u32>,
+    pub archive_max_age_ms: Option<f64>,
+    pub archive_max_bytes: Option<f64>,
 }
 
 pub struct OpenTask {
@@ -67,6 +69,8 @@ pub fn open_store(dir: String, options: OpenOptions) -> napi::Result<AsyncTask<O
     if let Some(b) = options.segment_bytes {
         opts.segment_bytes = u64::from(b);
     }
+    opts.archive_max_age_ms = options.archive_max_age_ms.map(|v| v as u64);
+    opts.archive_max_bytes = options.archive_max_bytes.map(|v| v as u64);
     Ok(AsyncTask::new(OpenTask { dir: PathBuf::from(dir), opts: Some(opts) }))
 }
 

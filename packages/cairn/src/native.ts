@@ -37,7 +37,10 @@ interface NativeModule {
   restoreStore(source: string, target: string, seq?: bigint | null, timeMs?: number | null): Promise<string>;
   recoverableRange(source: string): Promise<string>;
   listSnapshots(dir: string): Promise<string>;
-  openStore(dir: string, options: { sync: string; recovery: string; segmentBytes?: number }): Promise<NativeStore>;
+  openStore(
+    dir: string,
+    options: { sync: string; recovery: string; segmentBytes?: number; archiveMaxAgeMs?: number; archiveMaxBytes?: number },
+  ): Promise<NativeStore>;
 }
 
 const require = createRequire(import.meta.url);

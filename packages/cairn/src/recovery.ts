@@ -3,7 +3,8 @@
  * The engine does the file work (crates/cairn-core/src/{snapshot,pitr}.rs); this file validates
  * arguments and converts results.
  */
-import { resolve as resolvePath } from 'node:path';
+import { rename, rm } from 'node:fs/promises';
+import { join, resolve as resolvePath } from 'node:path';
 
 import { invalidArgument, native } from './errors.js';
 import { nativeModule } from './native.js';
@@ -112,4 +113,30 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const json = await native(() => nativeModule.restoreStore(resolvePath(options.source), resolvePath(options.target), seq, timeMs));
   const r = JSON.parse(json);
   return { seq: BigInt(r.seq), time: new Date(r.time_ms), snapshot: r.snapshot ?? null, replayedRecords: r.replayed_records };
+}
+
+/**
+ * Keep the newest `keep` snapshots and every snapshot a kept incremental builds on; delete the
+ * rest. A snapshot is first renamed to a `.tmp` name, which listing ignores, then removed, so
+ * a crash halfway never leaves a listed, partial snapshot. Returns the deleted ids.
+ */
+export async function pruneSnapshots(dir: string, keep: number): Promise<string[]> {
+  const all = await listSnapshots(dir);
+  const byId = new Map(all.map((s) => [s.id, s]));
+  const kept = new Set<string>();
+  for (const s of all.slice(Math.max(0, all.length - keep))) {
+    for (let cur: SnapshotInfo | undefined = s; cur && !kept.has(cur.id); cur = cur.base ? byId.get(cur.base) : undefined) {
+      kept.add(cur.id);
+    }
+  }
+  const deleted: string[] = [];
+  for (const s of all) {
+    if (kept.has(s.id)) continue;
+    const from = join(resolvePath(dir), 'snapshots', s.id);
+    const doomed = `${from}.deleting.tmp`;
+    await rename(from, doomed);
+    await rm(doomed, { recursive: true, force: true });
+    deleted.push(s.id);
+  }
+  return deleted;
 }

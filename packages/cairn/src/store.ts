@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { CairnError, invalidArgument, native, nativeSync } from './errors.js';
 import { encodeBatch, type EncodedOp, type Metric } from './encode.js';
 import { nativeModule, type NativeStore } from './native.js';
-import { listSnapshots, recoverableRange, toSnapshotInfo, type RecoverableRange, type SnapshotInfo } from './recovery.js';
+import { listSnapshots, pruneSnapshots, recoverableRange, toSnapshotInfo, type RecoverableRange, type SnapshotInfo } from './recovery.js';
 import {
   MAX_DIM,
   checkJson,
@@ -44,6 +44,17 @@ export interface OpenOptions {
   recovery?: RecoveryMode;
   /** Size of a preallocated WAL segment in bytes (default 32 MiB). */
   walSegmentBytes?: number;
+  /**
+   * WAL archive retention, applied at each checkpoint. Deleting archived WAL shrinks the range
+   * point-in-time recovery can reach (`recoverableRange()`). Default: keep everything.
+   */
+  walArchive?: { maxAgeMs?: number; maxBytes?: number };
+  /**
+   * Snapshot schedule: a full snapshot every `fullIntervalMs`, an incremental one every
+   * `incrementalIntervalMs`, keeping the newest `keep` (and every base a kept incremental
+   * needs). Failures are emitted as `'snapshot-error'`; each snapshot as `'snapshot'`.
+   */
+  snapshots?: { fullIntervalMs?: number; incrementalIntervalMs?: number; keep?: number };
 }
 
 export interface CollectionOptions {
@@ -119,7 +130,7 @@ export interface IndexStats {
   bytes: number;
 }
 
-const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes'] as const;
+const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots'] as const;
 const COLLECTION_KEYS = ['dim', 'metric', 'm', 'efConstruction'] as const;
 const QUERY_KEYS = ['k', 'ef', 'exact', 'filter'] as const;
 const DEFAULT_EF = 64;
@@ -138,10 +149,30 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
   ] as const);
   const segmentBytes =
     options.walSegmentBytes === undefined ? undefined : checkPositiveInt('options.walSegmentBytes', options.walSegmentBytes, 2 ** 31);
+  const archive: { archiveMaxAgeMs?: number; archiveMaxBytes?: number } = {};
+  if (options.walArchive !== undefined) {
+    const w = checkPlainObject('options.walArchive', options.walArchive);
+    checkKnownKeys('options.walArchive', w, ['maxAgeMs', 'maxBytes']);
+    if (w.maxAgeMs !== undefined) archive.archiveMaxAgeMs = checkPositiveInt('options.walArchive.maxAgeMs', w.maxAgeMs);
+    if (w.maxBytes !== undefined) archive.archiveMaxBytes = checkPositiveInt('options.walArchive.maxBytes', w.maxBytes);
+  }
+  let schedule: Required<NonNullable<OpenOptions['snapshots']>> | undefined;
+  if (options.snapshots !== undefined) {
+    const sc = checkPlainObject('options.snapshots', options.snapshots);
+    checkKnownKeys('options.snapshots', sc, ['fullIntervalMs', 'incrementalIntervalMs', 'keep']);
+    schedule = {
+      fullIntervalMs: sc.fullIntervalMs === undefined ? 0 : checkPositiveInt('options.snapshots.fullIntervalMs', sc.fullIntervalMs),
+      incrementalIntervalMs:
+        sc.incrementalIntervalMs === undefined ? 0 : checkPositiveInt('options.snapshots.incrementalIntervalMs', sc.incrementalIntervalMs),
+      keep: sc.keep === undefined ? Number.MAX_SAFE_INTEGER : checkPositiveInt('options.snapshots.keep', sc.keep),
+    };
+  }
   const handle = await native(() =>
-    nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }) }),
+    nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }), ...archive }),
   );
-  return new Store(resolve(dir), handle, sync);
+  const store = new Store(resolve(dir), handle, sync);
+  if (schedule) store.startSnapshotSchedule(schedule);
+  return store;
 }
 
 function parseReport(json: string): RecoveryReport {
@@ -176,6 +207,9 @@ export class Store extends EventEmitter {
   readonly sync: SyncMode;
   readonly #native: NativeStore;
   #closed = false;
+  #timers: NodeJS.Timeout[] = [];
+  /** Snapshots run one at a time; a tick that finds one running is skipped. */
+  #snapshotRunning = false;
   /** What recovery found when this store was opened. */
   readonly recoveryReport: RecoveryReport;
 
@@ -305,10 +339,38 @@ export class Store extends EventEmitter {
     return recoverableRange(this.dir);
   }
 
+  /** Delete all but the newest `keep` snapshots, never a base that a kept incremental needs. */
+  async pruneSnapshots(keep: number): Promise<string[]> {
+    this.#checkOpen();
+    return pruneSnapshots(this.dir, checkPositiveInt('keep', keep));
+  }
+
+  /** @internal started by `open` with `options.snapshots`. */
+  startSnapshotSchedule(schedule: { fullIntervalMs: number; incrementalIntervalMs: number; keep: number }): void {
+    const tick = async (incremental: boolean) => {
+      if (this.#closed || this.#snapshotRunning) return;
+      this.#snapshotRunning = true;
+      try {
+        const hasBase = incremental && (await this.snapshots()).length > 0;
+        const info = await this.snapshot({ incremental: hasBase });
+        await this.pruneSnapshots(schedule.keep);
+        this.emit('snapshot', info);
+      } catch (e) {
+        // No write since the last snapshot is not a failure worth reporting.
+        if (!(e instanceof CairnError && e.code === 'CAIRN_ALREADY_EXISTS') && !this.#closed) this.emit('snapshot-error', e);
+      } finally {
+        this.#snapshotRunning = false;
+      }
+    };
+    if (schedule.fullIntervalMs > 0) this.#timers.push(setInterval(() => void tick(false), schedule.fullIntervalMs).unref());
+    if (schedule.incrementalIntervalMs > 0) this.#timers.push(setInterval(() => void tick(true), schedule.incrementalIntervalMs).unref());
+  }
+
   /** Waits for queued writes, syncs, and records a clean shutdown. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const t of this.#timers.splice(0)) clearInterval(t);
     await native(() => this.#native.close());
   }
 }

@@ -211,7 +211,7 @@ pub fn assert_state(e: &Engine, want: &Model, ctx: &str) {
 // ---------------------------------------------------------------------------------------------
 
 pub fn options(fs: &FaultStorage, sync: SyncMode, recovery: RecoveryMode, segment_bytes: u64, prealloc: Prealloc) -> Options {
-    Options { sync, recovery, segment_bytes, prealloc, storage: Arc::new(fs.clone()) }
+    Options { sync, recovery, segment_bytes, prealloc, storage: Arc::new(fs.clone()), ..Options::default() }
 }
 
 /// Open for recovery checks: the sync mode does not matter for what recovery finds.
