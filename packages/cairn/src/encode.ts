@@ -21,62 +21,80 @@ export type EncodedOp =
   | { kind: 'upsert'; collection: string; id: string; vector: Float32Array; metadata: string }
   | { kind: 'delete'; collection: string; id: string };
 
-function opSize(op: EncodedOp): number {
+// Upper bound of an op's encoded size: a UTF-16 code unit is at most 3 UTF-8 bytes. Sizing by
+// this bound avoids a Buffer.byteLength call per string.
+function maxOpSize(op: EncodedOp): number {
   switch (op.kind) {
     case 'create':
-      return 1 + 2 + Buffer.byteLength(op.name) + 4 + 1 + 1 + 2 + 4;
+      return 1 + 2 + 3 * op.name.length + 4 + 1 + 1 + 2 + 4;
     case 'drop':
-      return 1 + 2 + Buffer.byteLength(op.name);
+      return 1 + 2 + 3 * op.name.length;
     case 'upsert':
-      return 1 + 2 + Buffer.byteLength(op.collection) + 2 + Buffer.byteLength(op.id) + 4 + op.vector.byteLength + 4 + Buffer.byteLength(op.metadata);
+      return 1 + 2 + 3 * op.collection.length + 2 + 3 * op.id.length + 4 + op.vector.byteLength + 4 + 3 * op.metadata.length;
     case 'delete':
-      return 1 + 2 + Buffer.byteLength(op.collection) + 2 + Buffer.byteLength(op.id);
+      return 1 + 2 + 3 * op.collection.length + 2 + 3 * op.id.length;
   }
+}
+
+/**
+ * Write `s` as UTF-8 at `o`; returns the byte count. ASCII, the common case for ids, names and
+ * JSON, is copied in JS: cheaper than a native call for short strings.
+ */
+function writeUtf8(buf: Buffer, s: string, o: number): number {
+  const n = s.length;
+  if (n > 64) return buf.write(s, o, 'utf8');
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) return buf.write(s, o, 'utf8');
+    buf[o + i] = c;
+  }
+  return n;
 }
 
 export function encodeBatch(ops: readonly EncodedOp[]): Buffer {
   let size = 4;
-  for (const op of ops) size += opSize(op);
+  for (const op of ops) size += maxOpSize(op);
   const buf = Buffer.allocUnsafe(size);
   let o = buf.writeUInt32LE(ops.length, 0);
   const str16 = (s: string) => {
-    const n = buf.write(s, o + 2, 'utf8');
-    buf.writeUInt16LE(n, o);
+    const n = writeUtf8(buf, s, o + 2);
+    buf[o] = n & 0xff;
+    buf[o + 1] = n >>> 8;
     o += 2 + n;
   };
   for (const op of ops) {
     switch (op.kind) {
       case 'create':
-        o = buf.writeUInt8(OP_CREATE_COLLECTION, o);
+        buf[o++] = OP_CREATE_COLLECTION;
         str16(op.name);
         o = buf.writeUInt32LE(op.dim, o);
-        o = buf.writeUInt8(METRIC_CODES[op.metric], o);
-        o = buf.writeUInt8(0, o);
+        buf[o++] = METRIC_CODES[op.metric];
+        buf[o++] = 0;
         o = buf.writeUInt16LE(op.m, o);
         o = buf.writeUInt32LE(op.efConstruction, o);
         break;
       case 'drop':
-        o = buf.writeUInt8(OP_DROP_COLLECTION, o);
+        buf[o++] = OP_DROP_COLLECTION;
         str16(op.name);
         break;
       case 'upsert': {
-        o = buf.writeUInt8(OP_UPSERT, o);
+        buf[o++] = OP_UPSERT;
         str16(op.collection);
         str16(op.id);
         o = buf.writeUInt32LE(op.vector.length, o);
         buf.set(new Uint8Array(op.vector.buffer, op.vector.byteOffset, op.vector.byteLength), o);
         o += op.vector.byteLength;
-        const n = buf.write(op.metadata, o + 4, 'utf8');
+        const n = writeUtf8(buf, op.metadata, o + 4);
         buf.writeUInt32LE(n, o);
         o += 4 + n;
         break;
       }
       case 'delete':
-        o = buf.writeUInt8(OP_DELETE, o);
+        buf[o++] = OP_DELETE;
         str16(op.collection);
         str16(op.id);
         break;
     }
   }
-  return buf;
+  return buf.subarray(0, o);
 }

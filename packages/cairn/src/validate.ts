@@ -5,6 +5,7 @@ export const MAX_DIM = 65_536;
 
 /** Names of collections and ids: non-empty, at most 256 UTF-8 bytes, never path-like. */
 export function checkName(field: string, value: unknown): string {
+  if (isPlainName(value)) return value;
   if (typeof value !== 'string') throw invalidArgument(`${field} must be a string`);
   if (value.length === 0) throw invalidArgument(`${field} must not be empty`);
   if (Buffer.byteLength(value, 'utf8') > MAX_NAME_BYTES) throw invalidArgument(`${field} must be at most ${MAX_NAME_BYTES} bytes`);
@@ -15,6 +16,21 @@ export function checkName(field: string, value: unknown): string {
   return value;
 }
 
+/**
+ * The common case of a valid name, checked without building a field name or calling into
+ * native code: ASCII (so one byte per unit, and well-formed), 1 to 256 units, no '/', '\\' or NUL.
+ */
+export function isPlainName(value: unknown): value is string {
+  if (typeof value !== 'string') return false;
+  const n = value.length;
+  if (n === 0 || n > MAX_NAME_BYTES || value === '.' || value === '..') return false;
+  for (let i = 0; i < n; i++) {
+    const c = value.charCodeAt(i);
+    if (c >= 0x80 || c === 0x2f || c === 0x5c || c === 0) return false;
+  }
+  return true;
+}
+
 /** Reject keys the caller did not mean: a typo must not silently fall back to a default. */
 export function checkKnownKeys(field: string, value: object, known: readonly string[]): void {
   for (const key of Object.keys(value)) {
@@ -22,11 +38,24 @@ export function checkKnownKeys(field: string, value: object, known: readonly str
   }
 }
 
-export function checkPlainObject(field: string, value: unknown): Record<string, unknown> {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalidArgument(`${field} must be an object`);
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
   const proto = Object.getPrototypeOf(value);
-  if (proto !== Object.prototype && proto !== null) throw invalidArgument(`${field} must be a plain object`);
-  return value as Record<string, unknown>;
+  return proto === Object.prototype || proto === null;
+}
+
+export function checkPlainObject(field: string, value: unknown): Record<string, unknown> {
+  if (isPlainObject(value)) return value;
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalidArgument(`${field} must be an object`);
+  throw invalidArgument(`${field} must be a plain object`);
+}
+
+/** Whether every own enumerable key of `value` is in `known` (see `checkKnownKeys`). */
+export function hasOnlyKeys(value: object, known: readonly string[]): boolean {
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) return false;
+  }
+  return true;
 }
 
 export function checkPositiveInt(field: string, value: unknown, max = Number.MAX_SAFE_INTEGER): number {
@@ -45,6 +74,7 @@ export function checkOneOf<T extends string>(field: string, value: unknown, allo
 
 /** A vector of exactly `dim` finite float32 values; returns the Float32Array to store. */
 export function checkVector(field: string, value: unknown, dim: number): Float32Array {
+  if (isFiniteVector(value, dim)) return value;
   let vec: Float32Array;
   if (value instanceof Float32Array) vec = value;
   else if (Array.isArray(value)) {
@@ -63,22 +93,72 @@ export function checkVector(field: string, value: unknown, dim: number): Float32
   return vec;
 }
 
+/** The common case of a valid vector: a Float32Array of `dim` finite values. */
+export function isFiniteVector(value: unknown, dim: number): value is Float32Array {
+  if (!(value instanceof Float32Array) || value.length !== dim) return false;
+  for (let i = 0; i < dim; i++) {
+    const x = value[i]!;
+    // NaN and ±Infinity are the values for which x - x is not 0.
+    if (x - x !== 0) return false;
+  }
+  return true;
+}
+
 /** Plain JSON only: objects with the plain prototype, arrays, strings, finite numbers, booleans, null. */
-export function checkJson(field: string, value: unknown, seen: Set<object> = new Set()): void {
-  if (value === null || typeof value === 'string' || typeof value === 'boolean') return;
-  if (typeof value === 'number') {
-    if (!Number.isFinite(value)) throw invalidArgument(`${field} must be a finite number`);
-    return;
+export function checkJson(field: string, value: unknown): void {
+  const problem = jsonProblem(value, undefined);
+  if (problem !== undefined) throw invalidArgument(`${field}${problem[0]} ${problem[1]}`);
+}
+
+export function isPlainJson(value: unknown): boolean {
+  return jsonProblem(value, undefined) === undefined;
+}
+
+/**
+ * Why `value` is not plain JSON, as [path below the field, reason], or undefined. The path is
+ * built only on failure, and the cycle-detection set (the objects on the current path) only
+ * once a nested object is met, so a flat object is checked without allocating.
+ */
+function jsonProblem(value: unknown, seen: Set<object> | undefined): [string, string] | undefined {
+  if (value === null) return undefined;
+  const type = typeof value;
+  if (type === 'string' || type === 'boolean') return undefined;
+  if (type === 'number') return Number.isFinite(value) ? undefined : ['', 'must be a finite number'];
+  if (type !== 'object') return ['', `is not plain JSON (got ${type})`];
+  const obj = value as object;
+  if (seen?.has(obj)) return ['', 'contains a cycle'];
+  const isArray = Array.isArray(obj);
+  if (!isArray) {
+    const proto = Object.getPrototypeOf(obj);
+    if (proto !== Object.prototype && proto !== null) return ['', `is not plain JSON (a ${proto?.constructor?.name ?? 'non-plain'} object)`];
   }
-  if (typeof value !== 'object') throw invalidArgument(`${field} is not plain JSON (got ${typeof value})`);
-  if (seen.has(value)) throw invalidArgument(`${field} contains a cycle`);
-  seen.add(value);
-  if (Array.isArray(value)) {
-    value.forEach((v, i) => checkJson(`${field}[${i}]`, v, seen));
+  let path: Set<object> | undefined;
+  const inner = (v: unknown): [string, string] | undefined => {
+    if (v === null || typeof v !== 'object') return jsonProblem(v, undefined);
+    path ??= (seen ?? new Set<object>()).add(obj);
+    return jsonProblem(v, path);
+  };
+  let problem: [string, string] | undefined;
+  if (isArray) {
+    const arr = obj as unknown[];
+    for (let i = 0; i < arr.length; i++) {
+      if (!(i in arr)) continue; // holes are skipped, as forEach does
+      const p = inner(arr[i]);
+      if (p !== undefined) {
+        problem = [`[${i}]${p[0]}`, p[1]];
+        break;
+      }
+    }
   } else {
-    const proto = Object.getPrototypeOf(value);
-    if (proto !== Object.prototype && proto !== null) throw invalidArgument(`${field} is not plain JSON (a ${proto?.constructor?.name ?? 'non-plain'} object)`);
-    for (const [k, v] of Object.entries(value)) checkJson(`${field}.${k}`, v, seen);
+    const rec = obj as Record<string, unknown>;
+    for (const k of Object.keys(rec)) {
+      const p = inner(rec[k]);
+      if (p !== undefined) {
+        problem = [`.${k}${p[0]}`, p[1]];
+        break;
+      }
+    }
   }
-  seen.delete(value);
+  path?.delete(obj);
+  return problem;
 }
