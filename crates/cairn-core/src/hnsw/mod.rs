@@ -10,6 +10,11 @@
 //! tombstoned (kept as a navigation hop, never returned) and an update gets a new node. So every
 //! allocated node is either live or a tombstone: `len() + deleted_count()` is the number of node
 //! slots in use, and `compact` rebuilds the graph from the live nodes only.
+//!
+//! Concurrency: `insert`, `insert_batch` and `mark_deleted` take `&self` and run alongside each
+//! other and alongside `search`, which never takes a lock (link lists are atomics; writers hold a
+//! per-node spinlock). `write_to` holds off writers for its duration. `reserve` and `compact` need
+//! `&mut self`.
 
 mod build;
 mod graph;
@@ -24,6 +29,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use crate::distance::{normalize, Metric};
 use crate::error::{Error, Result};
 use graph::Graph;
+pub use persist::{INDEX_FORMAT_VERSION, INDEX_MAGIC};
 
 pub const DEFAULT_M: usize = 16;
 pub const DEFAULT_EF_CONSTRUCTION: usize = 200;
