@@ -55,14 +55,30 @@ struct Segment {
     damaged: Option<(PathBuf, u64, String)>,
 }
 
-/// What the source holds: its snapshots and its WAL, as one continuous run of records.
+/// Records `first` through `last` are all present, consecutively.
+#[derive(Clone, Copy)]
+struct Run {
+    first: u64,
+    last: Point,
+}
+
+/// Damage in a segment; `after` is the last good seq before it.
+struct Damage {
+    after: u64,
+    file: PathBuf,
+    offset: u64,
+    reason: String,
+}
+
+/// What the source holds: its snapshots and its WAL as runs of consecutive records. Damage or a
+/// lost segment splits the WAL into several runs: a damaged old segment must not hide the
+/// records after a later snapshot, nor make "latest" quietly mean an older state.
 struct History {
     snapshots: Vec<SnapshotInfo>,
     segments: Vec<Segment>,
-    /// Records from `first` through `last` are all present, consecutively.
-    wal_first: Option<u64>,
-    wal_last: Option<Point>,
-    damage: Option<(PathBuf, u64, String)>,
+    /// Ascending and disjoint.
+    runs: Vec<Run>,
+    damages: Vec<Damage>,
 }
 
 fn io(p: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -82,15 +98,18 @@ fn read_segment_file(source: &Path, path: &Path) -> Result<Vec<u8>> {
 }
 
 fn load_history(source: &Path) -> Result<History> {
-    if !source.join(MANIFEST_FILE).exists() {
-        return Err(Error::NotFound(format!("{} is not a Cairn store (no MANIFEST)", source.display())));
+    // A store, or a directory holding only imported snapshots.
+    if !source.join(MANIFEST_FILE).exists() && !source.join(snapshot::SNAPSHOTS_DIR).exists() {
+        return Err(Error::NotFound(format!("{} is not a Cairn store (no MANIFEST, no snapshots)", source.display())));
     }
     let snapshots = snapshot::list(source)?;
-    // Segment name -> path; the live directories win over snapshot copies (same bytes).
+    // Segment name -> path; the live directories win over snapshot copies (same bytes). `wal/`
+    // is listed before the archive: a segment a live checkpoint moves between the two listings
+    // is then seen at least once (the other order could miss it).
     let mut paths: BTreeMap<u64, PathBuf> = BTreeMap::new();
     let mut dirs: Vec<PathBuf> = snapshots.iter().map(|s| snapshot::snapshot_dir(source, &s.id).join("wal")).collect();
-    dirs.push(source.join(ARCHIVE_DIR));
     dirs.push(source.join(WAL_DIR));
+    dirs.push(source.join(ARCHIVE_DIR));
     for d in dirs {
         let Ok(entries) = fs::read_dir(&d) else { continue };
         for e in entries.flatten() {
@@ -103,7 +122,12 @@ fn load_history(source: &Path) -> Result<History> {
     let count = paths.len();
     let mut segments = Vec::new();
     for (i, (first, path)) in paths.into_iter().enumerate() {
-        let buf = read_segment_file(source, &path)?;
+        let buf = match read_segment_file(source, &path) {
+            Ok(b) => b,
+            // Archive retention on a live source removed it after the listing: not retained.
+            Err(Error::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let mut seg = Segment { path: path.clone(), first_seq: first, records: Vec::new(), damaged: None };
         match decode_segment_header(&buf) {
             Ok(f) if f == first => {
@@ -129,45 +153,59 @@ fn load_history(source: &Path) -> Result<History> {
         }
         segments.push(seg);
     }
-    // The continuous run of records, stopping at the first gap or damage.
-    let mut wal_first = None;
-    let mut wal_last: Option<Point> = None;
-    let mut damage = None;
-    'outer: for seg in &segments {
+    // Runs of consecutive records. A segment's records stop at its first damage, so damage
+    // (or a lost segment) shows as a gap that starts a new run.
+    let mut runs: Vec<Run> = Vec::new();
+    let mut damages = Vec::new();
+    for seg in &segments {
         for &(seq, time_ms) in &seg.records {
-            match wal_last {
-                Some(p) if seq <= p.seq => continue,
-                Some(p) if seq != p.seq + 1 => break 'outer,
-                _ => {}
+            match runs.last_mut() {
+                Some(r) if seq <= r.last.seq => {}
+                Some(r) if seq == r.last.seq + 1 => r.last = Point { seq, time_ms },
+                _ => runs.push(Run { first: seq, last: Point { seq, time_ms } }),
             }
-            wal_first.get_or_insert(seq);
-            wal_last = Some(Point { seq, time_ms });
         }
-        if seg.damaged.is_some() {
-            damage = seg.damaged.clone();
-            break;
+        if let Some((file, offset, reason)) = &seg.damaged {
+            let after = seg.records.last().map_or(seg.first_seq.saturating_sub(1), |r| r.0);
+            damages.push(Damage { after, file: file.clone(), offset: *offset, reason: reason.clone() });
         }
     }
-    Ok(History { snapshots, segments, wal_first, wal_last, damage })
+    Ok(History { snapshots, segments, runs, damages })
 }
 
 impl History {
+    /// The WAL still holds the very first record, so a restore can start from the empty store.
+    fn starts_empty(&self) -> bool {
+        self.runs.first().is_some_and(|r| r.first == 1)
+    }
+
+    /// Where a restore can start, oldest first: the empty store, then each snapshot.
+    fn starts(&self) -> Vec<Point> {
+        let empty = self.starts_empty().then_some(Point { seq: 0, time_ms: 0 });
+        empty.into_iter().chain(self.snapshots.iter().map(|s| Point { seq: s.seq, time_ms: s.time_ms })).collect()
+    }
+
+    /// The newest point reachable from `start` by replaying consecutive WAL records.
+    fn reach(&self, start: Point) -> Point {
+        self.runs.iter().find(|r| r.first <= start.seq + 1 && start.seq < r.last.seq).map_or(start, |r| r.last)
+    }
+
+    /// The newest record or snapshot the source holds, reachable or not.
+    fn newest(&self) -> Option<Point> {
+        let snaps = self.snapshots.iter().map(|s| Point { seq: s.seq, time_ms: s.time_ms });
+        self.runs.iter().map(|r| r.last).chain(snaps).max_by_key(|p| p.seq)
+    }
+
+    /// `to` is the newest reachable point; `from` the oldest start from which the retained WAL
+    /// continues to it (the empty store while the WAL still holds the very first record).
     fn range(&self) -> Result<Range> {
-        let newest_snap = self.snapshots.last().map(|s| Point { seq: s.seq, time_ms: s.time_ms });
-        // The oldest point a restore can start from and continue to the newest record: the empty
-        // store while the WAL still holds the very first record, else the oldest snapshot from
-        // which the retained WAL continues, else the newest snapshot alone.
-        let continues = |seq: u64| self.wal_first.is_some_and(|f| f <= seq + 1);
-        let from = if self.wal_first == Some(1) {
-            Some(Point { seq: 0, time_ms: 0 })
-        } else {
-            self.snapshots.iter().find(|s| continues(s.seq)).map(|s| Point { seq: s.seq, time_ms: s.time_ms }).or(newest_snap)
-        };
-        let from = from.ok_or_else(|| Error::NotFound("no snapshot and no WAL from the first record: nothing can be restored".into()))?;
-        let to = match self.wal_last {
-            Some(w) if w.seq >= from.seq && continues(from.seq) => w,
-            _ => newest_snap.unwrap_or(from),
-        };
+        let starts = self.starts();
+        let to = starts
+            .iter()
+            .map(|s| self.reach(*s))
+            .max_by_key(|p| p.seq)
+            .ok_or_else(|| Error::NotFound("no snapshot and no WAL from the first record: nothing can be restored".into()))?;
+        let from = starts.iter().copied().find(|s| self.reach(*s).seq == to.seq).unwrap_or(to);
         Ok(Range { from, to })
     }
 
@@ -175,20 +213,11 @@ impl History {
         self.segments.iter().flat_map(|s| s.records.iter()).find(|r| r.0 == seq).map(|r| r.1)
     }
 
-    /// The last record at or before `time_ms` within the range.
-    fn seq_at_time(&self, time_ms: u64, range: &Range) -> u64 {
-        let mut best = range.from.seq;
-        for s in &self.snapshots {
-            if s.time_ms <= time_ms && s.seq > best {
-                best = s.seq;
-            }
-        }
-        for &(seq, t) in self.segments.iter().flat_map(|s| s.records.iter()) {
-            if t <= time_ms && seq > best && seq <= range.to.seq {
-                best = seq;
-            }
-        }
-        best
+    /// The last record (or snapshot) committed at or before `time_ms`, if any.
+    fn seq_at_time(&self, time_ms: u64) -> Option<u64> {
+        let snaps = self.starts().into_iter().map(|p| (p.seq, p.time_ms));
+        let records = self.segments.iter().flat_map(|s| s.records.iter().copied());
+        snaps.chain(records).filter(|&(_, t)| t <= time_ms).map(|(seq, _)| seq).max()
     }
 }
 
@@ -208,48 +237,58 @@ pub fn recoverable_range(source: &Path) -> Result<Range> {
 /// The result is built beside the target and renamed into place, so an interrupted restore
 /// leaves no partial target, and a rerun starts afresh.
 pub fn restore(source: &Path, target: &Path, to: RestoreTarget) -> Result<RestoreResult> {
-    if let Ok(mut entries) = fs::read_dir(target) {
-        if entries.next().is_some() {
-            return Err(Error::InvalidArgument(format!("target {} is not empty; restore never overwrites", target.display())));
+    match fs::metadata(target) {
+        // A file in the target's place used to fail late, as I/O, after the whole build.
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::InvalidArgument(format!("target {} exists and is not a directory; restore never overwrites", target.display())));
         }
+        Ok(_) => {
+            if fs::read_dir(target).map_err(io(target))?.next().is_some() {
+                return Err(Error::InvalidArgument(format!("target {} is not empty; restore never overwrites", target.display())));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(target, e)),
     }
     let history = load_history(source)?;
     let range = history.range()?;
+    let newest = history.newest().unwrap_or(range.to);
+    // "Latest" is the newest record the source holds: when damage makes it unreachable, the
+    // restore fails below, naming the file, instead of quietly returning an older state.
     let seq = match to {
-        RestoreTarget::Latest => range.to.seq,
+        RestoreTarget::Latest => newest.seq,
         RestoreTarget::Seq(s) => {
-            if s < range.from.seq || s > range.to.seq {
+            if s > newest.seq {
                 return Err(out_of_range(format!("seq {s}"), &range));
             }
             s
         }
         RestoreTarget::Time(t) => {
-            if t < range.from.time_ms || t > range.to.time_ms {
+            if t > newest.time_ms {
                 return Err(out_of_range(format!("time {t}"), &range));
             }
-            history.seq_at_time(t, &range)
+            history.seq_at_time(t).ok_or_else(|| out_of_range(format!("time {t}"), &range))?
         }
     };
-    // Newest snapshot at or before the target.
+    // Newest snapshot at or before the target; the WAL must continue from it to the target.
     let base = history.snapshots.iter().rev().find(|s| s.seq <= seq).cloned();
     let base_seq = base.as_ref().map_or(0, |b| b.seq);
-    if base.is_none() && history.wal_first != Some(1) {
+    if base.is_none() && !history.starts_empty() {
         return Err(out_of_range(format!("seq {seq}"), &range));
     }
-    if seq > base_seq {
-        let covered = history.wal_first.is_some_and(|f| f <= base_seq + 1) && history.wal_last.is_some_and(|l| l.seq >= seq);
-        if !covered {
-            if let Some((file, offset, reason)) = &history.damage {
-                return Err(Error::corruption(file, *offset, format!("WAL needed for seq {seq} is damaged: {reason}")));
-            }
-            return Err(out_of_range(format!("seq {seq} (WAL records {}..{seq} are not retained)", base_seq + 1), &range));
+    if history.reach(Point { seq: base_seq, time_ms: 0 }).seq < seq {
+        if let Some(d) = history.damages.iter().find(|d| d.after >= base_seq && d.after < seq) {
+            return Err(Error::corruption(&d.file, d.offset, format!("WAL needed for seq {seq} is damaged: {}", d.reason)));
         }
+        return Err(out_of_range(format!("seq {seq} (WAL records {}..{seq} are not retained)", base_seq + 1), &range));
     }
 
     let parent = target.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io(parent))?;
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "restore".into());
-    let tmp = parent.join(format!(".{name}.cairn-restore-{}", std::process::id()));
+    let prefix = format!(".{name}.cairn-restore-");
+    remove_dead_restores(parent, &prefix);
+    let tmp = parent.join(format!("{prefix}{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
@@ -261,10 +300,11 @@ pub fn restore(source: &Path, target: &Path, to: RestoreTarget) -> Result<Restor
             return Err(e);
         }
     };
-    if target.exists() {
-        fs::remove_dir(target).map_err(io(target))?;
+    if let Err(e) = put_in_place(&tmp, target) {
+        // Something appeared in the target meanwhile: leave it alone and drop ours.
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, target).map_err(io(&tmp))?;
     // durability: the restored store appears under its name only once this is synced.
     fs::File::open(parent).and_then(|f| f.sync_all()).map_err(io(parent))?;
     Ok(RestoreResult {
@@ -273,6 +313,30 @@ pub fn restore(source: &Path, target: &Path, to: RestoreTarget) -> Result<Restor
         snapshot: base.map(|b| b.id),
         replayed_records: replayed,
     })
+}
+
+fn put_in_place(tmp: &Path, target: &Path) -> Result<()> {
+    if target.exists() {
+        fs::remove_dir(target).map_err(io(target))?;
+    }
+    fs::rename(tmp, target).map_err(io(tmp))
+}
+
+/// Remove the temporary directories of restores into the same target whose process is gone
+/// (killed halfway): they are never renamed into place and would otherwise stay forever.
+/// Only where a process's liveness can be told (Linux `/proc`); elsewhere they are kept.
+fn remove_dead_restores(parent: &Path, prefix: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn build(source: &Path, history: &History, base: Option<&SnapshotInfo>, seq: u64, tmp: &Path) -> Result<u64> {

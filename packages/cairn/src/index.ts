@@ -16,6 +16,8 @@ export type {
 } from './store.js';
 export type { Metric } from './encode.js';
 export { CairnError } from './errors.js';
+export { exportSnapshot, importSnapshot } from './archive.js';
+export type { ExportOptions, ExportResult, ImportResult } from './archive.js';
 export { restore, listSnapshots, pruneSnapshots, recoverableRange } from './recovery.js';
 export type { RecoverableRange, RecoverablePoint, RestoreOptions, RestoreResult, RestoreTo, SnapshotInfo } from './recovery.js';
 export type { CairnErrorCode } from './errors.js';

@@ -34,6 +34,9 @@ export interface NativeStore {
   snapshot(incremental: boolean): Promise<string>;
 }
 interface NativeModule {
+  xxh3Hex(data: Buffer): string;
+  shuffle4(data: Buffer): Buffer;
+  unshuffle4(data: Buffer): Buffer;
   restoreStore(source: string, target: string, seq?: bigint | null, timeMs?: number | null): Promise<string>;
   recoverableRange(source: string): Promise<string>;
   listSnapshots(dir: string): Promise<string>;
@@ -45,3 +48,9 @@ interface NativeModule {
 
 const require = createRequire(import.meta.url);
 export const nativeModule = require('@cairn/native') as NativeModule;
+/** Byte helpers of the native module (checksums, shuffle) for the archive code. */
+export const nativeBytes = {
+  xxh3Hex: (d: Buffer) => nativeModule.xxh3Hex(d),
+  shuffle4: (d: Buffer) => nativeModule.shuffle4(d),
+  unshuffle4: (d: Buffer) => nativeModule.unshuffle4(d),
+};
