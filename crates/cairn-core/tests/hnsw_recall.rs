@@ -501,6 +501,89 @@ mod hnsw {
         );
     }
 
+    #[test]
+    fn updates_deletes_searches_and_persists_together() {
+        let dim = 32;
+        let mut rng = Rng(31);
+        let vectors: Vec<Vec<f32>> = (0..5_000)
+            .map(|_| (0..dim).map(|_| rng.gaussian()).collect())
+            .collect();
+        let params = HnswParams {
+            ef_construction: 64,
+            ..HnswParams::new(dim, Metric::Cosine)
+        };
+        let index = Hnsw::new(params, 12_000).expect("valid params");
+        // Labels 10_000.. exist before the threads start; the odd ones get deleted meanwhile.
+        let existing: Vec<(u64, &[f32])> = (0..1_000)
+            .map(|i| (10_000 + i as u64, vectors[4_000 + i].as_slice()))
+            .collect();
+        index.insert_batch(&existing).expect("capacity");
+        let files = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            // Two writers: labels 0..2000 inserted, then half of them updated to another vector.
+            for t in 0..2u64 {
+                let (index, vectors) = (&index, &vectors);
+                scope.spawn(move || {
+                    for label in (t..2_000).step_by(2) {
+                        index
+                            .insert(label, &vectors[label as usize])
+                            .expect("capacity");
+                    }
+                    for label in (t..2_000).step_by(4) {
+                        index
+                            .insert(label, &vectors[2_000 + label as usize])
+                            .expect("capacity");
+                    }
+                });
+            }
+            let (index, vectors, files) = (&index, &vectors, &files);
+            scope.spawn(move || {
+                for label in (10_001..11_000).step_by(2) {
+                    index.mark_deleted(label);
+                }
+            });
+            scope.spawn(move || {
+                for round in 0..3 {
+                    let mut bytes = Vec::new();
+                    index.write_to(&mut bytes, round).expect("write to a Vec");
+                    files.lock().expect("no panics").push(bytes);
+                }
+            });
+            scope.spawn(move || {
+                for query in vectors.iter().take(500) {
+                    let found = index.search(query, K, 32, None);
+                    assert!(found.windows(2).all(|w| w[0].1 <= w[1].1));
+                }
+            });
+        });
+        // Every snapshot taken mid-flight is a consistent, loadable index.
+        for bytes in files.into_inner().expect("no panics") {
+            let (copy, _) =
+                Hnsw::read_from(&bytes, Path::new("mid-flight.hnsw")).expect("consistent");
+            assert_eq!(copy.len() + copy.deleted_count(), copy.capacity());
+        }
+        for label in 10_000..11_000u64 {
+            assert_eq!(index.contains(label), label % 2 == 0, "label {label}");
+        }
+        assert!((0..2_000u64).all(|label| index.contains(label)));
+        // Labels with label % 4 in {0, 1} were updated to vector 2000 + label.
+        let latest = (0..2_000u64)
+            .map(|label| (label, if label % 4 < 2 { 2_000 + label } else { label }))
+            .chain(
+                (10_000..11_000u64)
+                    .step_by(2)
+                    .map(|label| (label, label - 6_000)),
+            );
+        for (label, current) in latest {
+            let found = index.search(&vectors[current as usize], 1, 400, None);
+            assert_eq!(
+                found.first().map(|hit| hit.0),
+                Some(label),
+                "label {label} at its latest vector"
+            );
+        }
+    }
+
     /// Timing and memory report, run with:
     /// `cargo test --release -p cairn-core --test hnsw_recall -- --ignored --nocapture`
     #[test]
