@@ -74,7 +74,7 @@ function applySub(model: Model, op: SubOp, touched: Set<string>): void {
 }
 
 async function expectMatches(db: Store, model: Model, touched: Iterable<string>, where: string): Promise<void> {
-  const counts = new Set<number>();
+  const counts = new Set<Col>();
   for (const t of touched) {
     const sep = t.indexOf(':');
     const c = Number(t.slice(0, sep)) as Col;
