@@ -234,3 +234,19 @@ test('random_histories_match_in_memory_model', async () => {
     { numRuns: Number(process.env.CAIRN_MODEL_RUNS ?? 100) },
   );
 });
+
+test('float32_views_store_their_own_bytes', async () => {
+  // A subarray shares a larger buffer; only its own window may be stored.
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-model-'));
+  const db = await open(dir);
+  try {
+    const c = await db.createCollection('v', { dim: 3, metric: 'l2' });
+    const backing = Float32Array.of(9, 9, -0, 1.5, 3e38, 9, 9);
+    await c.upsert([{ id: 'view', vector: backing.subarray(2, 5) }]);
+    const got = await c.get('view');
+    expect(Buffer.from(got!.vector.buffer, got!.vector.byteOffset, got!.vector.byteLength)).toEqual(Buffer.from(Float32Array.of(-0, 1.5, 3e38).buffer));
+  } finally {
+    await db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
