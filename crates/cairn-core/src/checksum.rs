@@ -4,7 +4,9 @@ pub fn xxh3(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
-/// Streaming form for scans that must not hold a whole file in memory.
+/// Streaming form for scans that must not hold a whole file in memory. Cloning the state
+/// gives the digest of a prefix while the stream goes on.
+#[derive(Clone)]
 pub struct Xxh3Stream(xxhash_rust::xxh3::Xxh3);
 
 impl Default for Xxh3Stream {

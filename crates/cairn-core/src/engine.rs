@@ -451,6 +451,55 @@ impl Engine {
         Ok((seq, f(&manifest, &self.shared.dir)?))
     }
 
+    /// The manifest as the engine holds it: the live checkpoint files, with their sizes and
+    /// checksums. Equal to `MANIFEST` on disk unless that file was damaged since it was written.
+    pub fn manifest(&self) -> Manifest {
+        lock(&self.shared.manifest).clone()
+    }
+
+    /// Run `f` with the manifest while no checkpoint can run, so no checkpoint file, archived
+    /// WAL segment or manifest is written, moved or removed meanwhile (scrub installs repairs so).
+    pub fn with_checkpoint_lock<T>(&self, f: impl FnOnce(&Manifest, &Path) -> Result<T>) -> Result<T> {
+        self.check_open()?;
+        let _one_at_a_time = lock(&self.shared.checkpoint_lock);
+        let manifest = lock(&self.shared.manifest).clone();
+        f(&manifest, &self.shared.dir)
+    }
+
+    /// Rewrite the checkpoint files of the collection with this id from the in-memory state
+    /// (verified when it was loaded, and applied from the WAL since): a checkpoint that writes
+    /// a full base file and a fresh graph file for it, then replaces the manifest, with the
+    /// usual temp file, fsync, rename and directory fsync. `before` runs first under the
+    /// checkpoint lock; scrub keeps the damaged files there, because the checkpoint removes
+    /// files the new manifest no longer names. Returns the checkpoint's sequence number.
+    pub fn rewrite_collection_files(&self, collection_id: u64, before: impl FnOnce(&Manifest, &Path) -> Result<()>) -> Result<u64> {
+        self.check_open()?;
+        let _one_at_a_time = lock(&self.shared.checkpoint_lock);
+        let manifest = lock(&self.shared.manifest).clone();
+        before(&manifest, &self.shared.dir)?;
+        {
+            let mut st = write(&self.shared.state);
+            let c = st
+                .collections
+                .values_mut()
+                .find(|c| c.id == collection_id)
+                .ok_or_else(|| Error::NotFound(format!("no collection has id {collection_id}")))?;
+            // With no files listed, the capture writes a full base, and a base rewrites the graph.
+            c.segments.clear();
+        }
+        self.checkpoint_locked()
+    }
+
+    /// Rewrite `MANIFEST` from the manifest the engine holds. `before` runs first under the
+    /// checkpoint lock (scrub quarantines the damaged file there).
+    pub fn rewrite_manifest(&self, before: impl FnOnce(&Manifest, &Path) -> Result<()>) -> Result<()> {
+        self.check_open()?;
+        let _one_at_a_time = lock(&self.shared.checkpoint_lock);
+        let m = lock(&self.shared.manifest);
+        before(&m, &self.shared.dir)?;
+        manifest::store(self.shared.opts.storage.as_ref(), &self.shared.dir, &m)
+    }
+
     fn checkpoint_locked(&self) -> Result<u64> {
         let (tx, rx) = std::sync::mpsc::channel();
         {

@@ -21,4 +21,5 @@ pub mod wal;
 pub use engine::{Engine, Options, SyncMode};
 pub use wal::recovery::{RecoveryMode, RecoveryReport};
 pub mod pitr;
+pub mod scrub;
 pub mod snapshot;

@@ -199,6 +199,83 @@ pub fn read_segment<'a>(buf: &'a [u8], path: &Path, tolerate_bad_records: bool) 
 
 type ParseErr = (&'static str, Option<usize>);
 
+/// Check the 64-byte header on its own (scrub reads files in chunks): the dimension it declares.
+pub fn check_header(h: &[u8]) -> std::result::Result<SegmentHeader, &'static str> {
+    if h.len() < SEG_HEADER_LEN {
+        return Err("segment file shorter than its header");
+    }
+    if &h[..8] != SEG_MAGIC {
+        return Err("bad segment magic");
+    }
+    if u64_at(h, H_CHECKSUM) != xxh3(&h[..H_CHECKSUM]) {
+        return Err("segment header checksum mismatch");
+    }
+    if u32_at(h, H_VERSION) != SEG_VERSION {
+        return Err("unsupported segment version");
+    }
+    let metric = Metric::from_code(h[H_METRIC]).ok_or("unknown metric")?;
+    Ok(SegmentHeader {
+        dim: u32_at(h, H_DIM),
+        collection_id: u64_at(h, H_COLLECTION),
+        covered_seq: u64_at(h, H_COVERED_SEQ),
+        metric,
+        kind: h[H_KIND],
+    })
+}
+
+/// The footer's record count and body checksum, when its magic and own checksum are intact.
+pub fn check_footer(f: &[u8]) -> Option<(u64, u64)> {
+    if f.len() != FOOTER_LEN || &f[..8] != FOOTER_MAGIC || u64_at(f, F_CHECKSUM) != xxh3(&f[..F_CHECKSUM]) {
+        return None;
+    }
+    Some((u64_at(f, F_COUNT), u64_at(f, F_BODY_SUM)))
+}
+
+/// Verify the record at `pos` exactly as loading would, without decoding its vector: its
+/// length, or why it is bad and, when its length field is usable, how far to skip.
+pub fn check_record(buf: &[u8], pos: usize, end: usize, dim: usize) -> std::result::Result<usize, ParseErr> {
+    if pos + R_FIXED + 8 > end {
+        return Err(("record header past end of data", None));
+    }
+    let len = u32_at(buf, pos + R_LEN) as usize;
+    if len < R_FIXED + 8 || len % 8 != 0 || pos + len > end {
+        return Err(("implausible record length", None));
+    }
+    let rec = &buf[pos..pos + len];
+    if u64_at(rec, len - 8) != xxh3(&rec[..len - 8]) {
+        return Err(("record checksum mismatch", Some(len)));
+    }
+    let vec_bytes = match rec[R_KIND] {
+        REC_UPSERT => dim * 4,
+        REC_DELETE => 0,
+        _ => return Err(("unknown record kind", Some(len))),
+    };
+    let id_len = u16::from_le_bytes([rec[R_ID_LEN], rec[R_ID_LEN + 1]]) as usize;
+    let meta_len = u32_at(rec, R_META_LEN) as usize;
+    if R_FIXED + vec_bytes + id_len + meta_len > len - 8 {
+        return Err(("record fields overrun its length", Some(len)));
+    }
+    let id_start = R_FIXED + vec_bytes;
+    if std::str::from_utf8(&rec[id_start..id_start + id_len + meta_len]).is_err() {
+        return Err(("id or metadata is not UTF-8", Some(len)));
+    }
+    Ok(len)
+}
+
+/// The id a (possibly damaged) record names, if its id field still reads as a plausible id.
+/// A hint for reports: the damage may be in the id itself.
+pub fn record_id_hint(rec: &[u8], dim: usize) -> Option<String> {
+    if rec.len() < R_FIXED {
+        return None;
+    }
+    let vec_bytes = if rec[R_KIND] == REC_UPSERT { dim * 4 } else { 0 };
+    let id_len = u16::from_le_bytes([rec[R_ID_LEN], rec[R_ID_LEN + 1]]) as usize;
+    let start = R_FIXED + vec_bytes;
+    let id = std::str::from_utf8(rec.get(start..start + id_len)?).ok()?;
+    let plausible = (1..=256).contains(&id_len) && !id.contains(['/', '\\', '\0']) && id != "." && id != "..";
+    plausible.then(|| id.to_string())
+}
+
 fn parse_record(buf: &[u8], pos: usize, end: usize, dim: usize) -> std::result::Result<(SegmentRecord<'_>, usize), ParseErr> {
     if pos + R_FIXED + 8 > end {
         return Err(("record header past end of data", None));
