@@ -21,3 +21,20 @@ export type { ExportOptions, ExportResult, ImportResult } from './archive.js';
 export { restore, listSnapshots, pruneSnapshots, recoverableRange } from './recovery.js';
 export type { RecoverableRange, RecoverablePoint, RestoreOptions, RestoreResult, RestoreTo, SnapshotInfo } from './recovery.js';
 export type { CairnErrorCode } from './errors.js';
+export { BackupManager } from './backup/manager.js';
+export type {
+  BackupClock,
+  BackupExclude,
+  BackupManagerOptions,
+  CreateResult,
+  PruneResult,
+  S3Settings,
+  ScheduleHandle,
+  ScheduleOptions,
+  TargetResult,
+  VerifyProblem,
+  VerifyReport,
+} from './backup/manager.js';
+export type { BackupKind, BackupMetadata, BackupStatus } from './backup/metadata.js';
+export { parseCron } from './backup/cron.js';
+export type { Cron } from './backup/cron.js';
