@@ -16,6 +16,8 @@ use napi::bindgen_prelude::*;
 use napi::{Env, JsObject, Task};
 use napi_derive::napi;
 
+mod scrub;
+
 fn to_napi(e: cairn_core::Error) -> napi::Error {
     napi::Error::new(Status::GenericFailure, format!("{}: {}", e.code(), e))
 }

@@ -4,6 +4,8 @@ import { parseArgs } from 'node:util';
 import { runDemo } from './demo.js';
 import { CairnError } from './errors.js';
 import { listSnapshots, restore } from './recovery.js';
+import { scrub } from './scrub/directory.js';
+import type { ScrubProgress } from './scrub/index.js';
 import { open } from './store.js';
 
 const USAGE = `usage: cairn <command> [options]
@@ -15,6 +17,9 @@ commands:
   snapshots DIR [--json]                  list complete snapshots
   restore SOURCE TARGET [--seq N | --time ISO] [--json]
                            point-in-time restore into a new directory (works while SOURCE is in use)
+  scrub DIR [--repair] [--throttle MBps] [--concurrency N] [--json]
+                           verify every file against its checksums; with --repair, quarantine
+                           damaged files and replace them; exit status 1 if damage remains
   demo [--dir DIR] [--json]  ingest, query, SIGKILL a writer mid-stream, recover and verify
 `;
 
@@ -35,6 +40,25 @@ async function withProgress<T>(label: string, enabled: boolean, work: Promise<T>
   }
 }
 
+function megabytes(n: number): string {
+  return `${(n / 1e6).toFixed(1)} MB`;
+}
+
+/** One status line on a terminal: bytes read of the total, rate and ETA. */
+function scrubProgressLine(started: number): (p: ScrubProgress) => void {
+  let width = 0;
+  return (p) => {
+    const secs = (Date.now() - started) / 1000;
+    const rate = secs > 0 ? p.bytes / secs : 0;
+    const left = Math.max(0, p.totalBytes - p.bytes);
+    const eta = rate > 0 ? `${Math.ceil(left / rate)}s` : '?';
+    const pct = p.totalBytes > 0 ? Math.min(100, Math.floor((100 * p.bytes) / p.totalBytes)) : 100;
+    const line = `scrub ${megabytes(p.bytes)} / ${megabytes(p.totalBytes)} (${pct}%)  ${p.files}/${p.totalFiles} files  ${megabytes(rate)}/s  ETA ${eta}`;
+    process.stderr.write(`\r${line.padEnd(width)}`);
+    width = line.length;
+  };
+}
+
 function json(value: unknown): string {
   return JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2);
 }
@@ -50,6 +74,9 @@ async function main(argv: string[]): Promise<number> {
       incremental: { type: 'boolean', default: false },
       seq: { type: 'string' },
       time: { type: 'string' },
+      repair: { type: 'boolean', default: false },
+      throttle: { type: 'string' },
+      concurrency: { type: 'string' },
     },
   });
   const asJson = values.json === true;
@@ -108,6 +135,43 @@ async function main(argv: string[]): Promise<number> {
       const result = await withProgress('restore', !asJson, restore({ source, target, ...(to ? { to } : {}) }));
       console.log(asJson ? json(result) : `restored ${source} at seq ${result.seq} (${result.time.toISOString()}) into ${target}${result.snapshot ? ` from snapshot ${result.snapshot}` : ''}, replayed ${result.replayedRecords} WAL records`);
       return 0;
+    }
+    case 'scrub': {
+      const dir = positionals[0];
+      if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'scrub needs a store directory');
+      const throttle = values.throttle === undefined ? undefined : Number(values.throttle);
+      if (throttle !== undefined && !(throttle > 0)) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--throttle must be a positive number of MB/s');
+      const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
+      if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency >= 1)) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--concurrency must be a positive integer');
+      const tty = !asJson && process.stderr.isTTY;
+      const abort = new AbortController();
+      const onSigint = () => abort.abort();
+      process.once('SIGINT', onSigint);
+      let report;
+      try {
+        report = await scrub(dir, {
+          repair: values.repair === true,
+          ...(throttle !== undefined ? { throttleMBps: throttle } : {}),
+          ...(concurrency !== undefined ? { concurrency } : {}),
+          signal: abort.signal,
+          ...(tty ? { onProgress: scrubProgressLine(Date.now()) } : {}),
+        });
+      } finally {
+        process.off('SIGINT', onSigint);
+        if (tty) process.stderr.write('\n');
+      }
+      if (asJson) console.log(json(report));
+      else {
+        console.log(`${report.files} files, ${megabytes(report.bytes)} verified in ${(report.durationMs / 1000).toFixed(1)}s`);
+        for (const c of report.corrupt) {
+          const where = [c.collection && `collection ${c.collection}`, c.id && `record '${c.id}'`].filter(Boolean).join(', ');
+          console.log(`  ${c.kind.toUpperCase()} ${c.file} @${c.offset}${where ? ` (${where})` : ''}: ${c.detail}`);
+        }
+        for (const r of report.repaired) console.log(`  repaired ${r.file} from ${r.from}${r.quarantined ? `; damaged copy kept as ${r.quarantined}` : ''}`);
+        for (const u of report.unrepaired) console.log(`  NOT repaired ${u.file}: ${u.reason}`);
+        if (report.corrupt.length === 0) console.log('no damage found');
+      }
+      return report.unrepaired.length > 0 ? 1 : 0;
     }
     case 'demo':
       return runDemo({ dir: values.dir, json: asJson });

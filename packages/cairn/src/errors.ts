@@ -8,7 +8,9 @@ export type CairnErrorCode =
   | 'CAIRN_CLOSED'
   | 'CAIRN_CORRUPTION'
   | 'CAIRN_IO'
-  | 'CAIRN_INTERNAL';
+  | 'CAIRN_INTERNAL'
+  /** An operation given an AbortSignal (such as `scrub`) was cancelled through it. */
+  | 'CAIRN_ABORTED';
 
 const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
   'CAIRN_INVALID_ARGUMENT',
@@ -20,6 +22,7 @@ const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
   'CAIRN_CORRUPTION',
   'CAIRN_IO',
   'CAIRN_INTERNAL',
+  'CAIRN_ABORTED',
 ]);
 
 export class CairnError extends Error {

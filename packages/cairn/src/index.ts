@@ -21,6 +21,21 @@ export type { ExportOptions, ExportResult, ImportResult } from './archive.js';
 export { restore, listSnapshots, pruneSnapshots, recoverableRange } from './recovery.js';
 export type { RecoverableRange, RecoverablePoint, RestoreOptions, RestoreResult, RestoreTo, SnapshotInfo } from './recovery.js';
 export type { CairnErrorCode } from './errors.js';
+export { scrub } from './scrub/directory.js';
+export { CopySource, EngineSource } from './scrub/index.js';
+export type {
+  DamageKind,
+  DamagedFile,
+  RepairAttempt,
+  RepairContext,
+  RepairSource,
+  ScrubFinding,
+  ScrubOptions,
+  ScrubProgress,
+  ScrubRepair,
+  ScrubReport,
+  ScrubUnrepaired,
+} from './scrub/index.js';
 export { BackupManager } from './backup/manager.js';
 export type {
   BackupClock,

@@ -32,6 +32,10 @@ export interface NativeStore {
   readonly poisoned: string | null;
   recoveryReport(): string;
   snapshot(incremental: boolean): Promise<string>;
+  /** The manifest the engine holds, as JSON. */
+  manifest(): string;
+  installCopy(rel: string, source: string, kind: string, expectedBytes: number, expectedXxh3: string, noteJson: string): Promise<string>;
+  rebuildFile(rel: string, noteJson: string): Promise<string>;
 }
 interface NativeModule {
   xxh3Hex(data: Buffer): string;
@@ -40,6 +44,13 @@ interface NativeModule {
   restoreStore(source: string, target: string, seq?: bigint | null, timeMs?: number | null): Promise<string>;
   recoverableRange(source: string): Promise<string>;
   listSnapshots(dir: string): Promise<string>;
+  scanOpen(bytesPerSec?: number | null): number;
+  scanCancel(id: number): void;
+  scanClose(id: number): void;
+  scanBytes(id: number): number;
+  verifyFile(scan: number, path: string, kind: string, expectedBytes?: number | null, expectedXxh3?: string | null): string;
+  verifyFileAsync(scan: number, path: string, kind: string, expectedBytes?: number | null, expectedXxh3?: string | null): Promise<string>;
+  installCopy(dir: string, rel: string, source: string, kind: string, expectedBytes: number, expectedXxh3: string, noteJson: string): Promise<string>;
   openStore(
     dir: string,
     options: { sync: string; recovery: string; segmentBytes?: number; archiveMaxAgeMs?: number; archiveMaxBytes?: number },

@@ -5,6 +5,7 @@ import { CairnError, invalidArgument, native, nativeSync } from './errors.js';
 import { encodeBatch, type EncodedOp, type Metric } from './encode.js';
 import { nativeModule, type NativeStore } from './native.js';
 import { listSnapshots, pruneSnapshots, recoverableRange, toSnapshotInfo, type RecoverableRange, type SnapshotInfo } from './recovery.js';
+import { parseScrubOptions, runScrub, type ParsedScrubOptions, type ScrubOptions, type ScrubReport } from './scrub/index.js';
 import {
   MAX_DIM,
   checkJson,
@@ -55,6 +56,12 @@ export interface OpenOptions {
    * needs). Failures are emitted as `'snapshot-error'`; each snapshot as `'snapshot'`.
    */
   snapshots?: { fullIntervalMs?: number; incrementalIntervalMs?: number; keep?: number };
+  /**
+   * Background scrubbing: a scrub every `intervalMs` (one at a time), with the `db.scrub()`
+   * options `throttleMBps`, `repair` and `concurrency`. Each report is emitted as `'scrub'`,
+   * each failure as `'scrub-error'`. A running scrub is cancelled by `close()`.
+   */
+  scrub?: { intervalMs: number; throttleMBps?: number; repair?: boolean; concurrency?: number };
 }
 
 export interface CollectionOptions {
@@ -130,7 +137,7 @@ export interface IndexStats {
   bytes: number;
 }
 
-const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots'] as const;
+const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots', 'scrub'] as const;
 const COLLECTION_KEYS = ['dim', 'metric', 'm', 'efConstruction'] as const;
 const QUERY_KEYS = ['k', 'ef', 'exact', 'filter'] as const;
 const DEFAULT_EF = 64;
@@ -167,11 +174,19 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
       keep: sc.keep === undefined ? Number.MAX_SAFE_INTEGER : checkPositiveInt('options.snapshots.keep', sc.keep),
     };
   }
+  let scrubSchedule: { intervalMs: number; options: ParsedScrubOptions } | undefined;
+  if (options.scrub !== undefined) {
+    const sc = checkPlainObject('options.scrub', options.scrub);
+    checkKnownKeys('options.scrub', sc, ['intervalMs', 'throttleMBps', 'repair', 'concurrency']);
+    const { intervalMs, ...rest } = sc;
+    scrubSchedule = { intervalMs: checkPositiveInt('options.scrub.intervalMs', intervalMs, 2 ** 31 - 1), options: parseScrubOptions(rest, 'options.scrub') };
+  }
   const handle = await native(() =>
     nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }), ...archive }),
   );
   const store = new Store(resolve(dir), handle, sync);
   if (schedule) store.startSnapshotSchedule(schedule);
+  if (scrubSchedule) store.startScrubSchedule(scrubSchedule);
   return store;
 }
 
@@ -201,6 +216,8 @@ function parseReport(json: string): RecoveryReport {
 /**
  * Events: `'index-rebuild'` ({ collection, reason }) for each collection whose persisted graph
  * was missing or unusable on open; emitted on the next tick after `open` resolves.
+ * `'snapshot'` / `'snapshot-error'` and `'scrub'` (a `ScrubReport`) / `'scrub-error'` from the
+ * schedules set by `open` options.
  */
 export class Store extends EventEmitter {
   readonly dir: string;
@@ -210,6 +227,8 @@ export class Store extends EventEmitter {
   #timers: NodeJS.Timeout[] = [];
   /** Snapshots run one at a time; a tick that finds one running is skipped. */
   #snapshotRunning = false;
+  /** The background scrub in progress, if any: `close()` cancels it and waits. */
+  #scrubRun: { abort: AbortController; done: Promise<void> } | null = null;
   /** What recovery found when this store was opened. */
   readonly recoveryReport: RecoveryReport;
 
@@ -366,11 +385,47 @@ export class Store extends EventEmitter {
     if (schedule.incrementalIntervalMs > 0) this.#timers.push(setInterval(() => void tick(true), schedule.incrementalIntervalMs).unref());
   }
 
+  /**
+   * Verify every file the store depends on (see `ScrubOptions`), in worker threads, while the
+   * store keeps serving reads and writes. With `repair`, each damaged file is moved to
+   * `quarantine/` with a note and replaced by an identical verified copy from a snapshot, or
+   * rebuilt from the verified in-memory state. Rejects with `CAIRN_ABORTED` when cancelled
+   * through `options.signal`.
+   */
+  async scrub(options: ScrubOptions = {}): Promise<ScrubReport> {
+    this.#checkOpen();
+    return runScrub({ dir: this.dir, native: this.#native }, parseScrubOptions(options));
+  }
+
+  /** @internal started by `open` with `options.scrub`. */
+  startScrubSchedule(schedule: { intervalMs: number; options: ParsedScrubOptions }): void {
+    const tick = async () => {
+      if (this.#closed || this.#scrubRun) return;
+      const abort = new AbortController();
+      const run = runScrub({ dir: this.dir, native: this.#native }, { ...schedule.options, signal: abort.signal });
+      this.#scrubRun = { abort, done: run.then(() => {}, () => {}) };
+      try {
+        const report = await run;
+        if (!this.#closed) this.emit('scrub', report);
+      } catch (e) {
+        if (!this.#closed) this.emit('scrub-error', e);
+      } finally {
+        this.#scrubRun = null;
+      }
+    };
+    this.#timers.push(setInterval(() => void tick(), schedule.intervalMs).unref());
+  }
+
   /** Waits for queued writes, syncs, and records a clean shutdown. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     for (const t of this.#timers.splice(0)) clearInterval(t);
+    const scrub = this.#scrubRun;
+    if (scrub) {
+      scrub.abort.abort();
+      await scrub.done;
+    }
     await native(() => this.#native.close());
   }
 }

@@ -1,0 +1,522 @@
+/**
+ * Scrub: verify every file the store depends on, in a piscina pool of worker threads that run
+ * the native verifier (crates/cairn-core/src/scrub.rs), throttled and cancellable; then, with
+ * `repair`, quarantine each damaged file and replace it from a `RepairSource`.
+ *
+ * Files checked: MANIFEST; each checkpoint and graph file the manifest names (record by record
+ * and by whole-file size and xxh3); sealed WAL segments and the WAL archive (record by record,
+ * and for continuity of sequence numbers across segments); each snapshot's SNAPSHOT and every
+ * file it lists (size and xxh3, plus the framing of its kind). The active WAL segment of an
+ * open store is being written and is skipped. Hard links (snapshots link their files) are
+ * read once and reported under every name.
+ */
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { Piscina } from 'piscina';
+
+import { CairnError, fromNative } from '../errors.js';
+import { nativeModule, type NativeStore } from '../native.js';
+import { checkKnownKeys, checkPlainObject, checkPositiveInt } from '../validate.js';
+import type { VerifyTask } from './worker.js';
+import {
+  defaultSources,
+  type DamagedFile,
+  type Expected,
+  type FileArea,
+  type FileCheck,
+  type FileKindName,
+  type RepairContext,
+  type RepairSource,
+} from './sources.js';
+
+export type { DamagedFile, RepairAttempt, RepairContext, RepairSource } from './sources.js';
+export { CopySource, EngineSource } from './sources.js';
+
+export type DamageKind = 'checksum' | 'truncated' | 'missing' | 'unreadable';
+
+export interface ScrubOptions {
+  /** Worker threads verifying files in parallel (default 2). 0 verifies on the calling thread,
+   *  one file at a time, blocking the event loop: for benchmarks and tools only. */
+  concurrency?: number;
+  /** Aggregate read rate of all workers, in MB/s (1 MB = 1,000,000 bytes). Default: unthrottled. */
+  throttleMBps?: number;
+  /** Quarantine damaged files and replace them from a repair source (default false: report only). */
+  repair?: boolean;
+  /** Cancels the scrub: it stops within one read chunk and rejects with `CAIRN_ABORTED`. */
+  signal?: AbortSignal;
+  /** Called about every 200 ms while files are read, and once at the end of reading. */
+  onProgress?: (progress: ScrubProgress) => void;
+  /** Where repairs come from, tried in order. Default: `[new CopySource(), new EngineSource()]`
+   *  (an identical copy in a snapshot, then a rebuild from the open store's memory). */
+  sources?: RepairSource[];
+}
+
+export interface ScrubProgress {
+  bytes: number;
+  totalBytes: number;
+  files: number;
+  totalFiles: number;
+}
+
+export interface ScrubFinding {
+  /** Relative to the store directory, with '/' separators. */
+  file: string;
+  offset: number;
+  kind: DamageKind;
+  /** The collection a checkpoint or graph file belongs to. */
+  collection?: string;
+  /** The id of a damaged checkpoint record, when its id field is still readable. */
+  id?: string;
+  detail: string;
+}
+
+export interface ScrubRepair {
+  file: string;
+  /** `engine` (rebuilt from the open store's memory) or the file it was copied from. */
+  from: string;
+  /** Where the damaged bytes were kept, under `quarantine/`. */
+  quarantined?: string;
+}
+
+export interface ScrubUnrepaired {
+  file: string;
+  reason: string;
+}
+
+export interface ScrubReport {
+  /** Names checked (a file hard-linked under several names counts once per name). */
+  files: number;
+  /** Bytes read and verified. */
+  bytes: number;
+  durationMs: number;
+  corrupt: ScrubFinding[];
+  repaired: ScrubRepair[];
+  unrepaired: ScrubUnrepaired[];
+}
+
+interface Target {
+  rel: string;
+  kind: FileKindName;
+  area: FileArea;
+  expected?: Expected;
+  collection?: string;
+}
+
+interface RawManifest {
+  collections: Array<{
+    id: number;
+    name: string;
+    segments: Array<{ file: string; bytes: number; xxh3: string }>;
+    index: { file: string; bytes: number; xxh3: string } | null;
+  }>;
+}
+
+interface RawSnapshot {
+  files: Array<{ path: string; bytes: number; xxh3: string }>;
+}
+
+const SCRUB_KEYS = ['concurrency', 'throttleMBps', 'repair', 'signal', 'onProgress', 'sources'] as const;
+const WAL_NAME = /^\d{20}\.wal$/;
+const SNAPSHOT_FILE = 'SNAPSHOT';
+const AREA_ORDER: FileArea[] = ['manifest', 'data', 'archive', 'wal', 'snapshot'];
+
+export interface ParsedScrubOptions {
+  concurrency: number;
+  bytesPerSec: number | null;
+  repair: boolean;
+  signal?: AbortSignal;
+  onProgress?: (p: ScrubProgress) => void;
+  sources?: RepairSource[];
+}
+
+/** Validate scrub options, naming the field (`prefix` is how the caller spells the object). */
+export function parseScrubOptions(options: unknown, prefix = 'options'): ParsedScrubOptions {
+  const o = checkPlainObject(prefix, options);
+  checkKnownKeys(prefix, o, SCRUB_KEYS);
+  let concurrency = 2;
+  if (o.concurrency !== undefined) {
+    if (o.concurrency !== 0) concurrency = checkPositiveInt(`${prefix}.concurrency`, o.concurrency, 64);
+    else concurrency = 0;
+  }
+  let bytesPerSec: number | null = null;
+  if (o.throttleMBps !== undefined) {
+    const t = o.throttleMBps;
+    if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.throttleMBps must be a positive number`);
+    bytesPerSec = t * 1e6;
+  }
+  if (o.repair !== undefined && typeof o.repair !== 'boolean') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.repair must be a boolean`);
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.signal must be an AbortSignal`);
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.onProgress must be a function`);
+  if (o.sources !== undefined && (!Array.isArray(o.sources) || !o.sources.every((s) => s !== null && typeof s === 'object' && typeof (s as RepairSource).repair === 'function'))) {
+    throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.sources must be an array of repair sources (objects with a repair method)`);
+  }
+  return {
+    concurrency,
+    bytesPerSec,
+    repair: o.repair === true,
+    ...(o.signal ? { signal: o.signal as AbortSignal } : {}),
+    ...(o.onProgress ? { onProgress: o.onProgress as (p: ScrubProgress) => void } : {}),
+    ...(o.sources ? { sources: o.sources as RepairSource[] } : {}),
+  };
+}
+
+function list(dir: string): string[] {
+  try {
+    return readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+}
+
+/** The JSON body of a framed file (docs/format.md, "Manifest"); only called on verified files. */
+function readFramed<T>(path: string): T {
+  const buf = readFileSync(path);
+  const len = Number(buf.readBigUInt64LE(16));
+  return JSON.parse(buf.subarray(24, 24 + len).toString('utf8')) as T;
+}
+
+function manifestTargets(m: RawManifest): Target[] {
+  const out: Target[] = [];
+  for (const c of m.collections) {
+    for (const s of c.segments) out.push({ rel: `data/${s.file}`, kind: 'segment', area: 'data', expected: { bytes: s.bytes, xxh3: s.xxh3 }, collection: c.name });
+    if (c.index) out.push({ rel: `data/${c.index.file}`, kind: 'blob', area: 'data', expected: { bytes: c.index.bytes, xxh3: c.index.xxh3 }, collection: c.name });
+  }
+  return out;
+}
+
+function kindOfSnapshotFile(path: string): FileKindName {
+  if (path === 'MANIFEST') return 'manifest';
+  if (path.endsWith('.seg')) return 'segment';
+  if (path.endsWith('.wal')) return 'wal';
+  return 'blob';
+}
+
+/** Runs file checks on worker threads (or inline), reading each inode once. */
+class Verifier {
+  readonly #pool: Piscina | null;
+  readonly #scan: number;
+  readonly #dir: string;
+
+  constructor(dir: string, scan: number, concurrency: number) {
+    this.#dir = dir;
+    this.#scan = scan;
+    this.#pool =
+      concurrency === 0
+        ? null
+        : new Piscina({ filename: new URL('./worker.js', import.meta.url).href, minThreads: concurrency, maxThreads: concurrency, idleTimeout: 1000 });
+  }
+
+  async verify(t: Target): Promise<FileCheck> {
+    const task: VerifyTask = { scan: this.#scan, path: join(this.#dir, t.rel), kind: t.kind, bytes: t.expected?.bytes ?? null, xxh3: t.expected?.xxh3 ?? null };
+    const json = this.#pool
+      ? ((await this.#pool.run(task)) as string)
+      : nativeModule.verifyFile(task.scan, task.path, task.kind, task.bytes, task.xxh3);
+    return JSON.parse(json) as FileCheck;
+  }
+
+  /** Verify every target; names of one inode (hard links) with the same expectations share one read. */
+  async verifyAll(targets: Target[], onDone: (n: number) => void): Promise<Map<string, FileCheck>> {
+    const groups = new Map<string, Target[]>();
+    for (const t of targets) {
+      let key = `name:${t.rel}`;
+      try {
+        const st = statSync(join(this.#dir, t.rel), { bigint: true });
+        key = `${st.dev}:${st.ino}:${t.kind}:${t.expected?.bytes ?? ''}:${t.expected?.xxh3 ?? ''}`;
+      } catch {
+        // Missing: verified on its own, and reported so.
+      }
+      const g = groups.get(key);
+      if (g) g.push(t);
+      else groups.set(key, [t]);
+    }
+    const out = new Map<string, FileCheck>();
+    const run = async (g: Target[]) => {
+      const check = await this.verify(g[0]!);
+      g.forEach((t, i) => out.set(t.rel, i === 0 ? check : { ...check, read: 0 }));
+      onDone(g.length);
+    };
+    if (this.#pool) await Promise.all([...groups.values()].map(run));
+    else for (const g of groups.values()) await run(g);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.#pool?.destroy();
+  }
+}
+
+function aborted(): CairnError {
+  return new CairnError('CAIRN_ABORTED', 'scrub was cancelled');
+}
+
+export interface ScrubContext {
+  dir: string;
+  /** The open store's engine; absent for a store that is not open in this process. */
+  native?: NativeStore;
+  /** Another process has the store open: its last WAL segment is being written, and files
+   *  may be replaced meanwhile (checked as for an open store). */
+  writerElsewhere?: boolean;
+  sources?: RepairSource[];
+}
+
+/** The files to check, as of now. */
+function planFiles(ctx: ScrubContext, snapshotManifests: Map<string, RawSnapshot | null>, manifest: RawManifest | null): { targets: Target[]; activeWal: number | null } {
+  const { dir } = ctx;
+  const targets: Target[] = [{ rel: 'MANIFEST', kind: 'manifest', area: 'manifest' }];
+  if (manifest) targets.push(...manifestTargets(manifest));
+  else {
+    // No trustworthy manifest: check the checkpoint files that are there by their own framing.
+    for (const n of list(join(dir, 'data'))) if (n.endsWith('.seg')) targets.push({ rel: `data/${n}`, kind: 'segment', area: 'data' });
+  }
+  // Archived segments have no recorded checksum in the store; a snapshot that links one has.
+  const walSums = new Map<string, Expected>();
+  for (const snap of snapshotManifests.values()) {
+    for (const f of snap?.files ?? []) if (f.path.startsWith('wal/')) walSums.set(f.path.slice(4), { bytes: f.bytes, xxh3: f.xxh3 });
+  }
+  const wal = list(join(dir, 'wal')).filter((n) => WAL_NAME.test(n));
+  let activeWal: number | null = null;
+  wal.forEach((n, i) => {
+    const last = i === wal.length - 1;
+    if (last && (ctx.native || ctx.writerElsewhere)) activeWal = Number(n.slice(0, 20));
+    else targets.push({ rel: `wal/${n}`, kind: last ? 'wal-tail' : 'wal', area: 'wal' });
+  });
+  for (const n of list(join(dir, 'wal-archive'))) {
+    if (!WAL_NAME.test(n)) continue;
+    const exp = walSums.get(n);
+    targets.push({ rel: `wal-archive/${n}`, kind: 'wal', area: 'archive', ...(exp ? { expected: exp } : {}) });
+  }
+  for (const [id, snap] of snapshotManifests) {
+    for (const f of snap?.files ?? []) {
+      targets.push({ rel: `snapshots/${id}/${f.path}`, kind: kindOfSnapshotFile(f.path), area: 'snapshot', expected: { bytes: f.bytes, xxh3: f.xxh3 } });
+    }
+  }
+  return { targets, activeWal };
+}
+
+function walSeq(rel: string): number {
+  return Number(rel.slice(-24, -4));
+}
+
+/**
+ * Sequence numbers run on from one sealed segment to the next. A gap means a segment is gone
+ * (reported as missing under the name it must have had) or one lost records at its end.
+ */
+function checkContinuity(dir: string, targets: Target[], checks: Map<string, FileCheck>, activeWal: number | null, extra: Map<string, FileCheck>): void {
+  const segs = targets
+    .filter((t) => t.area === 'wal' || t.area === 'archive')
+    .map((t) => ({ t, seq: walSeq(t.rel), c: checks.get(t.rel) }))
+    .filter((s): s is { t: Target; seq: number; c: FileCheck } => s.c !== undefined)
+    .sort((a, b) => a.seq - b.seq);
+  const next = (i: number) => segs[i + 1]?.seq ?? activeWal;
+  segs.forEach((a, i) => {
+    const following = next(i);
+    if (following === null || a.c.findings.length > 0 || a.c.first_seq === null) return;
+    const last = a.c.last_seq ?? a.c.first_seq - 1;
+    if (last + 1 >= following) return;
+    const name = `${String(last + 1).padStart(20, '0')}.wal`;
+    if (existsSync(join(dir, 'wal-archive', name)) || existsSync(join(dir, 'wal', name))) return;
+    const rel = `${a.t.area === 'archive' ? 'wal-archive' : 'wal'}/${name}`;
+    extra.set(rel, {
+      bytes: 0,
+      read: 0,
+      xxh3: null,
+      first_seq: null,
+      last_seq: null,
+      records: 0,
+      cancelled: false,
+      findings: [
+        {
+          offset: 0,
+          kind: 'missing',
+          detail: `WAL records ${last + 1}..${following - 1} are missing: no segment starts at ${last + 1} (or ${a.t.rel} lost records at its end)`,
+        },
+      ],
+    });
+  });
+}
+
+/**
+ * Run one scrub. With `ctx.native` the store is open in this process: the engine's manifest
+ * names the live files, and findings on files that a concurrent checkpoint replaced, archived
+ * or pruned meanwhile are dropped (they are not damage).
+ */
+export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Promise<ScrubReport> {
+  const started = performance.now();
+  const { dir } = ctx;
+  if (opts.signal?.aborted) throw aborted();
+  const scan = nativeModule.scanOpen(opts.bytesPerSec);
+  const onAbort = () => nativeModule.scanCancel(scan);
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  const verifier = new Verifier(dir, scan, opts.concurrency);
+  let progressTimer: NodeJS.Timeout | undefined;
+  try {
+    // Phase 1: the manifests, which say what the other files must hold.
+    const snapIds = list(join(dir, 'snapshots')).filter((n) => !n.endsWith('.tmp'));
+    const firstTargets: Target[] = snapIds.map((id) => ({ rel: `snapshots/${id}/${SNAPSHOT_FILE}`, kind: 'snapshot-manifest', area: 'snapshot' }));
+    const firstChecks = await verifier.verifyAll(firstTargets, () => {});
+    const snapshotManifests = new Map<string, RawSnapshot | null>();
+    for (const id of snapIds) {
+      const c = firstChecks.get(`snapshots/${id}/${SNAPSHOT_FILE}`);
+      snapshotManifests.set(id, c && c.findings.length === 0 && !c.cancelled ? readFramed<RawSnapshot>(join(dir, 'snapshots', id, SNAPSHOT_FILE)) : null);
+    }
+    let manifest: RawManifest | null = null;
+    if (ctx.native) manifest = JSON.parse(ctx.native.manifest()) as RawManifest;
+    else {
+      const c = await verifier.verify({ rel: 'MANIFEST', kind: 'manifest', area: 'manifest' });
+      if (c.findings.length === 0 && !c.cancelled) manifest = readFramed<RawManifest>(join(dir, 'MANIFEST'));
+    }
+    // Phase 2: everything.
+    const { targets, activeWal } = planFiles(ctx, snapshotManifests, manifest);
+    const all = [...firstTargets, ...targets];
+    let totalBytes = 0;
+    for (const t of targets) {
+      try {
+        totalBytes += statSync(join(dir, t.rel)).size;
+      } catch {
+        // missing
+      }
+    }
+    let filesDone = firstTargets.length;
+    const progress = () => opts.onProgress?.({ bytes: nativeModule.scanBytes(scan), totalBytes, files: filesDone, totalFiles: all.length });
+    if (opts.onProgress) progressTimer = setInterval(progress, 200);
+    const checks = await verifier.verifyAll(targets, (n) => (filesDone += n));
+    for (const [rel, c] of firstChecks) checks.set(rel, c);
+    if (opts.signal?.aborted) throw aborted();
+    progress();
+
+    if (ctx.native || ctx.writerElsewhere) await dropSuperseded(ctx, verifier, targets, checks);
+    const extra = new Map<string, FileCheck>();
+    checkContinuity(dir, targets, checks, activeWal, extra);
+    const byRel = new Map(all.map((t) => [t.rel, t]));
+    for (const [rel, c] of extra) {
+      checks.set(rel, c);
+      byRel.set(rel, { rel, kind: 'wal', area: rel.startsWith('wal-archive/') ? 'archive' : 'wal' });
+    }
+
+    // Checkpoint and graph files are named `<collection id, 20 digits>-<seq>`.
+    const collectionById = new Map((manifest?.collections ?? []).map((c) => [String(c.id).padStart(20, '0'), c.name]));
+    const report: ScrubReport = { files: all.length, bytes: 0, durationMs: 0, corrupt: [], repaired: [], unrepaired: [] };
+    const damaged: DamagedFile[] = [];
+    for (const [rel, c] of checks) {
+      report.bytes += c.read;
+      if (c.findings.length === 0) continue;
+      const t = byRel.get(rel);
+      if (!t) continue;
+      const name = rel.split('/').pop()!;
+      const collection = t.collection ?? (/^\d{20}-\d{20}\.(seg|hnsw)$/.test(name) ? collectionById.get(name.slice(0, 20)) : undefined);
+      for (const f of c.findings) {
+        report.corrupt.push({ file: rel, offset: f.offset, kind: f.kind, ...(collection ? { collection } : {}), ...(f.id !== undefined ? { id: f.id } : {}), detail: f.detail });
+      }
+      damaged.push({ rel, kind: t.kind, area: t.area, ...(t.expected ? { expected: t.expected } : {}), check: c });
+    }
+    report.corrupt.sort((a, b) => (a.file === b.file ? a.offset - b.offset : a.file < b.file ? -1 : 1));
+
+    if (opts.repair) await repairAll(ctx, opts, verifier, damaged, report);
+    else for (const d of damaged) report.unrepaired.push({ file: d.rel, reason: 'repair was not requested' });
+    report.durationMs = Math.round(performance.now() - started);
+    return report;
+  } catch (e) {
+    throw e instanceof CairnError ? e : fromNative(e);
+  } finally {
+    if (progressTimer) clearInterval(progressTimer);
+    opts.signal?.removeEventListener('abort', onAbort);
+    nativeModule.scanClose(scan);
+    await verifier.close();
+  }
+}
+
+/**
+ * Findings on files the open store no longer depends on are not damage: a checkpoint replaced
+ * a data file (and swept it), archived a WAL segment (which is then checked where it went),
+ * the archive retention pruned one, or a snapshot was pruned.
+ */
+async function dropSuperseded(ctx: ScrubContext, verifier: Verifier, targets: Target[], checks: Map<string, FileCheck>): Promise<void> {
+  const { dir } = ctx;
+  let now: RawManifest | null = null;
+  try {
+    now = ctx.native ? (JSON.parse(ctx.native.manifest()) as RawManifest) : readFramed<RawManifest>(join(dir, 'MANIFEST'));
+  } catch {
+    // A damaged MANIFEST on disk (store open elsewhere): keep the findings as they are.
+  }
+  const live = new Map(now ? manifestTargets(now).map((t) => [t.rel, t.expected!.xxh3]) : []);
+  for (const t of [...targets]) {
+    const c = checks.get(t.rel);
+    if (!c || c.findings.length === 0) continue;
+    const missing = c.findings.some((f) => f.kind === 'missing');
+    if (t.area === 'data' && now && live.get(t.rel) !== t.expected?.xxh3) checks.delete(t.rel);
+    else if (t.area === 'wal' && missing) {
+      checks.delete(t.rel);
+      const moved = `wal-archive/${t.rel.slice(4)}`;
+      if (existsSync(join(dir, moved))) {
+        const target: Target = { rel: moved, kind: 'wal', area: 'archive' };
+        checks.set(moved, await verifier.verify(target));
+        targets.push(target);
+      }
+    }
+    // Listed when the scrub started and gone now: pruned by the archive retention.
+    else if (t.area === 'archive' && missing) checks.delete(t.rel);
+    // The whole snapshot was pruned.
+    else if (t.area === 'snapshot' && missing && !existsSync(join(dir, t.rel.split('/').slice(0, 2).join('/')))) checks.delete(t.rel);
+  }
+}
+
+function noteFor(file: DamagedFile, repairedFrom: string): string {
+  const first = file.check.findings[0];
+  return JSON.stringify({
+    file: file.rel,
+    time_ms: Date.now(),
+    kind: first?.kind ?? 'checksum',
+    offset: first?.offset ?? 0,
+    detail: first?.detail ?? '',
+    bytes: file.check.bytes,
+    expected_bytes: file.expected?.bytes ?? null,
+    expected_xxh3: file.expected?.xxh3 ?? null,
+    found_xxh3: file.check.xxh3,
+    repaired_from: repairedFrom,
+  });
+}
+
+async function repairAll(ctx: ScrubContext, opts: ParsedScrubOptions, verifier: Verifier, damaged: DamagedFile[], report: ScrubReport): Promise<void> {
+  const sources = opts.sources ?? ctx.sources ?? defaultSources();
+  const rctx: RepairContext = { dir: ctx.dir, ...(ctx.native ? { native: ctx.native } : {}), note: noteFor };
+  // Live files first: a snapshot file may then be repaired from a rebuilt live copy.
+  const ordered = [...damaged].sort((a, b) => AREA_ORDER.indexOf(a.area) - AREA_ORDER.indexOf(b.area) || (a.rel < b.rel ? -1 : 1));
+  let rebuilt = false;
+  for (const file of ordered) {
+    if (opts.signal?.aborted) throw aborted();
+    const reasons: string[] = [];
+    let done = false;
+    for (const source of sources) {
+      const r = await source.repair(file, rctx);
+      if (r.outcome === 'repaired') {
+        report.repaired.push({ file: file.rel, from: r.from, ...(r.quarantined ? { quarantined: r.quarantined } : {}) });
+        rebuilt ||= r.from === 'engine';
+        done = true;
+        break;
+      }
+      if (r.outcome === 'moot') {
+        report.repaired.push({ file: file.rel, from: 'superseded by a checkpoint' });
+        done = true;
+        break;
+      }
+      reasons.push(`${source.name}: ${r.reason}`);
+    }
+    if (!done) {
+      if (file.area === 'wal' && ctx.native) reasons.push('its records are in memory and reach checkpoint files at the next checkpoint');
+      report.unrepaired.push({ file: file.rel, reason: reasons.join('; ') });
+    }
+  }
+  if (rebuilt && ctx.native) {
+    // A rebuild is written from memory; read the new files back before calling them repaired.
+    const now = manifestTargets(JSON.parse(ctx.native.manifest()) as RawManifest);
+    now.push({ rel: 'MANIFEST', kind: 'manifest', area: 'manifest' });
+    for (const t of now) {
+      const c = await verifier.verify(t);
+      if (c.findings.length === 0) continue;
+      const i = report.repaired.findIndex((r) => r.from === 'engine');
+      if (i >= 0) report.repaired.splice(i, 1);
+      report.unrepaired.push({ file: t.rel, reason: `rebuilt file does not verify: ${c.findings[0]!.detail}` });
+    }
+  }
+}
