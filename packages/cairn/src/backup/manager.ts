@@ -91,7 +91,7 @@ export type TargetResult = { target: string; ok: true; metadata: BackupMetadata 
 /** The metadata of the backup on the first target that completed it, and every target's own result. */
 export type CreateResult = BackupMetadata & { targets: TargetResult[] };
 
-export type VerifyProblemKind = 'manifest' | 'extra' | ChunkProblem | 'file';
+export type VerifyProblemKind = 'manifest' | 'extra' | ChunkProblem | 'file' | 'target';
 
 export interface VerifyProblem {
   target: string;
@@ -466,11 +466,21 @@ export class BackupManager {
   /** Every listed backup on every target, oldest first. A backup without a manifest is not listed. */
   async list(): Promise<BackupMetadata[]> {
     const out: BackupMetadata[] = [];
+    const errors: string[] = [];
     for (const t of this.#targets) {
-      const { manifests, corrupted, shas } = await this.#readManifests(t);
+      let read;
+      try {
+        read = await this.#readManifests(t);
+      } catch (e) {
+        // One unreachable target does not hide the others' backups.
+        errors.push(`${t.url}: ${errorOf(e).message}`);
+        continue;
+      }
+      const { manifests, corrupted, shas } = read;
       for (const m of manifests) out.push(toMetadata(m, shas.get(m.id)!, t.url));
       for (const c of corrupted) out.push(corruptedMetadata(c.id, t.url, c.error));
     }
+    if (errors.length === this.#targets.length) throw new CairnError('CAIRN_IO', `no target could be listed: ${errors.join('; ')}`);
     return out.sort((a, b) => a.timestamp.getTime() - b.timestamp.getTime() || a.id.localeCompare(b.id) || a.target.localeCompare(b.target));
   }
 
@@ -515,13 +525,20 @@ export class BackupManager {
     const report: VerifyReport = { id, ok: true, problems: [], targets: [] };
     let found = false;
     for (const t of this.#targets) {
-      const r = await this.#verifyOn(t, id, null);
+      let r;
+      try {
+        r = await this.#verifyOn(t, id, null);
+      } catch (e) {
+        report.problems.push({ target: t.url, kind: 'target', message: `target ${t.url} could not be read: ${errorOf(e).message}` });
+        report.targets.push({ target: t.url, ok: false, chunks: 0, bytes: 0 });
+        continue;
+      }
       if (!r) continue;
       found = true;
       report.problems.push(...r.problems);
       report.targets.push({ target: t.url, ok: r.problems.length === 0, chunks: r.chunks, bytes: r.bytes });
     }
-    if (!found) throw new CairnError('CAIRN_NOT_FOUND', `backup '${id}' does not exist on ${this.targets.join(', ')}`);
+    if (!found && report.problems.length === 0) throw new CairnError('CAIRN_NOT_FOUND', `backup '${id}' does not exist on ${this.targets.join(', ')}`);
     report.ok = report.problems.length === 0;
     return report;
   }
@@ -639,7 +656,13 @@ export class BackupManager {
     }
     const failures: VerifyProblem[] = [];
     for (const t of this.#targets) {
-      const checked = await this.#verifyOn(t, id, null);
+      let checked;
+      try {
+        checked = await this.#verifyOn(t, id, null);
+      } catch (e) {
+        failures.push({ target: t.url, kind: 'target', message: `could not be read: ${errorOf(e).message}` });
+        continue;
+      }
       if (!checked) continue;
       if (checked.problems.length > 0) {
         failures.push(...checked.problems);
