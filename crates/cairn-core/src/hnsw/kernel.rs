@@ -279,21 +279,23 @@ mod tests {
     /// Every kernel compiled for this target and usable on this CPU.
     fn kernels(metric: Metric) -> Vec<DistanceFn> {
         let l2 = metric == Metric::L2;
-        let mut all: Vec<DistanceFn> = vec![
-            kernel_for(metric),
-            if l2 {
-                l2_squared_portable
-            } else {
-                one_minus_dot_portable
-            },
-        ];
+        let portable: DistanceFn = if l2 {
+            l2_squared_portable
+        } else {
+            one_minus_dot_portable
+        };
         #[cfg(target_arch = "x86_64")]
-        all.push(if l2 {
+        let sse: Option<DistanceFn> = Some(if l2 {
             x86::l2_squared_sse
         } else {
             x86::one_minus_dot_sse
         });
-        all
+        #[cfg(not(target_arch = "x86_64"))]
+        let sse: Option<DistanceFn> = None;
+        [Some(kernel_for(metric)), Some(portable), sse]
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     #[test]
