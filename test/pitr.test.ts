@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { type Metadata, type SnapshotInfo, type Store, open, restore } from 'cairn';
+import { listSnapshots, type Metadata, type SnapshotInfo, type Store, open, restore } from 'cairn';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
 
@@ -50,6 +50,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 type ModelOp =
   | { t: 'create'; name: string; dim: number; metric: string }
+  | { t: 'drop'; name: string }
   | { t: 'upsert'; c: string; id: string; vector: Float32Array; metadata: Metadata }
   | { t: 'delete'; c: string; id: string };
 interface Row {
@@ -66,7 +67,7 @@ class History {
     if (this.commits.has(seq)) throw new Error(`seq ${seq} recorded twice`);
     this.commits.set(seq, ops);
     for (const op of ops) {
-      if (op.t === 'create') continue;
+      if (op.t === 'create' || op.t === 'drop') continue;
       if (!this.ids.has(op.c)) this.ids.set(op.c, new Set());
       this.ids.get(op.c)!.add(op.id);
     }
@@ -91,6 +92,7 @@ class History {
       if (!ops) throw new Error(`model has no commit at seq ${s}`);
       for (const op of ops) {
         if (op.t === 'create') state.set(op.name, { dim: op.dim, metric: op.metric, rows: new Map() });
+        else if (op.t === 'drop') state.delete(op.name);
         else if (op.t === 'upsert') state.get(op.c)!.rows.set(op.id, { vector: op.vector, metadata: op.metadata });
         else state.get(op.c)!.rows.delete(op.id);
       }
@@ -400,7 +402,13 @@ describe('property', () => {
   ];
   const IDS = ['a', 'b', 'c', 'd', 'e', 'f', 'ü', 'x y'];
   type Sub = { t: 'upsert'; c: 0 | 1; ids: string[] } | { t: 'delete'; c: 0 | 1; ids: string[] };
-  type Step = Sub | { t: 'batch'; ops: Sub[] } | { t: 'snapshot'; incremental: boolean } | { t: 'checkpoint' } | { t: 'reopen' };
+  type Step =
+    | Sub
+    | { t: 'batch'; ops: Sub[] }
+    | { t: 'snapshot'; incremental: boolean }
+    | { t: 'checkpoint' }
+    | { t: 'reopen' }
+    | { t: 'recreate'; c: 0 | 1 };
   const col = fc.constantFrom<0 | 1>(0, 1);
   const ids = fc.uniqueArray(fc.constantFrom(...IDS), { minLength: 1, maxLength: 4 });
   const sub: fc.Arbitrary<Sub> = fc.oneof(
@@ -413,6 +421,8 @@ describe('property', () => {
     { arbitrary: fc.record({ t: fc.constant('snapshot' as const), incremental: fc.boolean() }), weight: 3 },
     { arbitrary: fc.constant({ t: 'checkpoint' as const }), weight: 2 },
     { arbitrary: fc.constant({ t: 'reopen' as const }), weight: 1 },
+    // Drop and create again: a new collection id, so new file names under a snapshot chain.
+    { arbitrary: fc.record({ t: fc.constant('recreate' as const), c: col }), weight: 1 },
   );
 
   test('pitr_at_a_random_seq_matches_model_with_snapshots_and_checkpoints_between', async () => {
@@ -447,6 +457,11 @@ describe('property', () => {
               h.record(seq, s.ops.flatMap((o) => toOps(o, version)));
             } else if (s.t === 'checkpoint') {
               await db.checkpoint();
+            } else if (s.t === 'recreate') {
+              const c = COLS[s.c]!;
+              h.record((await db.dropCollection(c.name)).seq, [{ t: 'drop', name: c.name }]);
+              await db.createCollection(c.name, { dim: c.dim, metric: c.metric });
+              h.record(db.lastSeq, [{ t: 'create', name: c.name, dim: c.dim, metric: c.metric }]);
             } else if (s.t === 'reopen') {
               await db.close();
               db = await open(dir, { walSegmentBytes: 4096, sync: 'none' });
@@ -787,6 +802,15 @@ describe('restore while another process writes', () => {
     child.kill();
     const { stderr } = await child.exited;
     expect(stderr).toBe('');
+    // Snapshots the writer took while its writes went on are consistent at their seq.
+    const snaps = (await listSnapshots(dir)).filter((s) => h.hasAll(s.seq));
+    expect(snaps.length, 'the writer took snapshots').toBeGreaterThan(0);
+    for (const s of snaps.slice(-3)) {
+      const target = newDir('live-snap');
+      const r = await restore({ source: dir, target, to: { seq: s.seq } });
+      expect(r.replayedRecords).toBe(0);
+      await expectRestoredEquals(target, h, s.seq, `snapshot ${s.id} taken during writes`);
+    }
   });
 });
 
