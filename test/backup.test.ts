@@ -1,0 +1,630 @@
+// BackupManager: round trips of full, incremental and differential backups restored at the
+// latest point, a seq and a time, equal to a model, on file:// and on a real S3-compatible
+// server (moto, a separate process on loopback); the damage matrix after pg_verifybackup's
+// t/003_corruption.pl; SIGKILL halfway through a backup; retention over 40 simulated days;
+// cron schedules with an injected clock.
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { BackupManager, type BackupClock, type BackupMetadata, type Metadata, open, parseCron, type Store } from 'cairn';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+
+import { rejectsWith, storeChild } from './helpers.js';
+
+const ROOT = mkdtempSync(join(tmpdir(), 'cairn-backup-'));
+let dirCount = 0;
+const newDir = (name: string) => join(ROOT, `${name}-${dirCount++}`);
+afterAll(() => rmSync(ROOT, { recursive: true, force: true }));
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const CHILD = fileURLToPath(new URL('./fixtures/backup-child.mjs', import.meta.url));
+const CLI = fileURLToPath(new URL('../packages/cairn/dist/cli.js', import.meta.url));
+void storeChild;
+
+// ---------------------------------------------------------------------------------------------
+// Model: the state after every commit, and a wall-clock instant at which exactly that state held.
+
+interface Row {
+  vector: number[];
+  metadata: Metadata;
+}
+class Model {
+  readonly states = new Map<bigint, Map<string, Row>>();
+  /** A time after commit `seq` and before the next one started. */
+  readonly after = new Map<bigint, number>();
+  #rows = new Map<string, Row>();
+
+  commit(seq: bigint, f: (rows: Map<string, Row>) => void): void {
+    f(this.#rows);
+    this.states.set(seq, new Map(this.#rows));
+  }
+  at(seq: bigint): Map<string, Row> {
+    let best = 0n;
+    for (const s of this.states.keys()) if (s <= seq && s > best) best = s;
+    return this.states.get(best) ?? new Map();
+  }
+}
+
+const DIM = 8;
+function vec(i: number, v: number): number[] {
+  return Array.from({ length: DIM }, (_, k) => Math.fround(Math.sin(i * 31 + v * 7 + k) * 100));
+}
+
+/** Upserts (and some deletes) of `n` commits into collection `docs`, recorded in the model. */
+async function writeSome(db: Store, model: Model, n: number, tag: number): Promise<void> {
+  const c = db.collection('docs');
+  for (let i = 0; i < n; i++) {
+    const id = `d${(tag * 7 + i) % 40}`;
+    if (i % 5 === 4) {
+      const { seq } = await c.delete([id]);
+      model.commit(seq, (rows) => rows.delete(id));
+    } else {
+      const row = { vector: vec(i, tag), metadata: { tag, i } };
+      const { seq } = await c.upsert([{ id, vector: new Float32Array(row.vector), metadata: row.metadata }]);
+      model.commit(seq, (rows) => rows.set(id, row));
+    }
+    model.after.set(db.lastSeq, Date.now());
+    await sleep(2);
+  }
+}
+
+async function newStore(dir: string, model: Model): Promise<Store> {
+  const db = await open(dir);
+  const { seq } = await db.batch([{ collection: 'docs', op: 'create', dim: DIM, metric: 'l2' } as never]).catch(async () => {
+    await db.createCollection('docs', { dim: DIM, metric: 'l2' });
+    return { seq: db.lastSeq };
+  });
+  model.commit(seq, () => {});
+  return db;
+}
+
+async function expectEqualsModel(dir: string, want: Map<string, Row>): Promise<void> {
+  const db = await open(dir);
+  try {
+    const c = db.collection('docs');
+    expect(await c.count()).toBe(want.size);
+    for (const [id, row] of want) {
+      const got = await c.get(id);
+      expect(got, `row ${id}`).toBeDefined();
+      expect(Array.from(got!.vector)).toEqual(row.vector);
+      expect(got!.metadata).toEqual(row.metadata);
+    }
+  } finally {
+    await db.close();
+  }
+}
+
+/** Restore `m` at latest, at a seq inside its range and at a time; each equals the model. */
+async function roundTrip(backups: BackupManager, m: BackupMetadata, model: Model): Promise<void> {
+  const range = m.range!;
+  expect(range).not.toBeNull();
+  const latest = newDir('latest');
+  const r = await backups.restore(m.id, latest);
+  expect(r.seq).toBe(range.to.seq);
+  await expectEqualsModel(latest, model.at(range.to.seq));
+  const mid = range.from.seq + (range.to.seq - range.from.seq) / 2n;
+  const atSeq = newDir('seq');
+  expect((await backups.restore(m.id, atSeq, { to: { seq: mid } })).seq).toBe(mid);
+  await expectEqualsModel(atSeq, model.at(mid));
+  const tSeq = range.to.seq - 1n > range.from.seq ? range.to.seq - 1n : range.to.seq;
+  const atTime = newDir('time');
+  const rt = await backups.restore(m.id, atTime, { to: { time: model.after.get(tSeq)! } });
+  expect(rt.seq).toBe(tSeq);
+  await expectEqualsModel(atTime, model.at(tSeq));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real S3-compatible server: moto, in its own process on a free loopback port.
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+interface S3Server {
+  endpoint: string;
+  bucket(name: string): Promise<string>;
+  stop(): Promise<void>;
+}
+
+async function startS3(): Promise<S3Server | null> {
+  if (spawnSync('moto_server', ['--help'], { stdio: 'ignore' }).status !== 0) return null;
+  const port = await freePort();
+  const proc: ChildProcess = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+  // Bounded lifetime: the server never outlives the test file by more than 10 minutes.
+  const limit = setTimeout(() => proc.kill('SIGKILL'), 600_000);
+  limit.unref();
+  const endpoint = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    try {
+      await fetch(endpoint);
+      break;
+    } catch {
+      if (i > 150) throw new Error('moto_server did not start');
+      await sleep(100);
+    }
+  }
+  return {
+    endpoint,
+    async bucket(name) {
+      const r = await fetch(`${endpoint}/${name}`, { method: 'PUT' });
+      if (!r.ok) throw new Error(`create bucket ${name}: HTTP ${r.status}`);
+      return name;
+    },
+    async stop() {
+      clearTimeout(limit);
+      proc.kill('SIGTERM');
+      await new Promise((r) => (proc.exitCode !== null ? r(null) : proc.on('exit', r)));
+    },
+  };
+}
+
+let s3: S3Server | null = null;
+beforeAll(async () => {
+  process.env.AWS_ACCESS_KEY_ID ??= 'test';
+  process.env.AWS_SECRET_ACCESS_KEY ??= 'test';
+  s3 = await startS3();
+});
+afterAll(async () => {
+  await s3?.stop();
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe.each(['file', 's3'] as const)('round trips on %s://', (kind) => {
+  test(`full_incremental_differential_restore_at_latest_seq_and_time_match_model_${kind}`, async (ctx) => {
+    if (kind === 's3' && !s3) ctx.skip();
+    const target = kind === 'file' ? `file://${newDir('target')}` : `s3://${await s3!.bucket(`cairn-rt-${dirCount++}`)}/some/prefix`;
+    const model = new Model();
+    const dir = newDir('store');
+    const db = await newStore(dir, model);
+    const backups = new BackupManager({ source: dir, target, retention: { count: 10 }, compression: { level: 3 }, ...(s3 ? { s3: { endpoint: s3.endpoint } } : {}) });
+    try {
+      await writeSome(db, model, 12, 1);
+      await db.snapshot();
+      await writeSome(db, model, 8, 2);
+      const full = await backups.create({ kind: 'full' });
+      expect(full.status).toBe('completed');
+      expect(full.kind).toBe('full');
+      await writeSome(db, model, 6, 3);
+      await db.snapshot({ incremental: true });
+      await writeSome(db, model, 6, 4);
+      const inc = await backups.create({ kind: 'incremental' });
+      expect(inc.kind).toBe('incremental');
+      expect(inc.base).toBe(full.id);
+      // Unchanged snapshot files of the base are not read again.
+      expect(inc.bytes.read).toBeLessThan(inc.bytes.raw);
+      await writeSome(db, model, 6, 5);
+      const diff = await backups.create({ kind: 'differential' });
+      expect(diff.kind).toBe('differential');
+      expect(diff.base).toBe(full.id);
+      expect((await backups.list()).map((b) => b.id)).toEqual([full.id, inc.id, diff.id]);
+      for (const m of [full, inc, diff]) {
+        expect((await backups.verify(m.id)).ok).toBe(true);
+        await roundTrip(backups, m, model);
+      }
+      expect((await backups.status(diff.id)).status).toBe('completed');
+    } finally {
+      await db.close();
+      await backups.close();
+    }
+  });
+});
+
+test('second_full_backup_after_small_change_stores_only_new_chunks', async () => {
+  const model = new Model();
+  const dir = newDir('store');
+  const db = await newStore(dir, model);
+  await writeSome(db, model, 30, 1);
+  await db.close();
+  const backups = new BackupManager({ source: dir, target: `file://${newDir('target')}` });
+  const a = await backups.create({ kind: 'full' });
+  const b = await backups.create({ kind: 'full' });
+  expect(a.chunks.written).toBeGreaterThan(0);
+  expect(b.chunks.written).toBe(0);
+  expect(b.bytes.written).toBe(0);
+  expect(b.bytes.read).toBe(a.bytes.read);
+});
+
+test('one_failing_target_does_not_fail_the_others', async () => {
+  const model = new Model();
+  const dir = newDir('store');
+  const db = await newStore(dir, model);
+  await writeSome(db, model, 5, 1);
+  await db.close();
+  const blocker = newDir('not-a-dir');
+  writeFileSync(blocker, 'x');
+  const good = `file://${newDir('good')}`;
+  const backups = new BackupManager({ source: dir, target: [good, `file://${blocker}/sub`] });
+  const m = await backups.create();
+  expect(m.targets.map((t) => t.ok)).toEqual([true, false]);
+  expect(m.targets[1]!.metadata.status).toBe('failed');
+  expect(m.target).toBe(good);
+  const out = newDir('out');
+  await backups.restore(m.id, out);
+  await expectEqualsModel(out, model.at(db.lastSeq));
+  const alone = new BackupManager({ source: dir, target: `file://${blocker}/sub` });
+  await rejectsWith(alone.create(), 'CAIRN_IO');
+});
+
+// ---------------------------------------------------------------------------------------------
+// Damage, after pg_verifybackup's t/003_corruption.pl: each is found by verify with its own
+// message, and restore refuses and writes nothing.
+
+describe('damage matrix', () => {
+  const KEY = Buffer.alloc(32, 7);
+  let pristine: string;
+  let encrypted: string;
+  let source: string;
+  let id: string;
+  let model: Model;
+
+  beforeAll(async () => {
+    model = new Model();
+    source = newDir('store');
+    const db = await newStore(source, model);
+    await writeSome(db, model, 20, 1);
+    await db.snapshot();
+    await writeSome(db, model, 5, 2);
+    await db.close();
+    pristine = newDir('pristine');
+    encrypted = newDir('encrypted');
+    id = 'b1';
+    await new BackupManager({ source, target: `file://${pristine}` }).create({ id });
+    await new BackupManager({ source, target: `file://${encrypted}`, encryption: { key: KEY } }).create({ id });
+  });
+
+  function chunkFiles(root: string): string[] {
+    return readdirSync(join(root, 'chunks')).map((n) => join(root, 'chunks', n));
+  }
+  /** The largest chunk: a snapshot data file, which every restore needs. */
+  function bigChunk(root: string): string {
+    return chunkFiles(root).sort((a, b) => statSync(b).size - statSync(a).size)[0]!;
+  }
+
+  const cases: Array<{ name: string; damage: (root: string) => void; kind: string; message: RegExp; code: string; key?: Buffer }> = [
+    {
+      name: 'extra_file',
+      damage: (root) => writeFileSync(join(root, 'backups', id, 'extra_file'), 'x'),
+      kind: 'extra',
+      message: /unexpected file 'backups\/b1\/extra_file'/,
+      code: 'CAIRN_CORRUPTION',
+    },
+    { name: 'missing_chunk', damage: (root) => unlinkSync(bigChunk(root)), kind: 'missing', message: /chunk [0-9a-f]{64} \(of '.+'\) is missing/, code: 'CAIRN_CORRUPTION' },
+    { name: 'chunk_one_byte_longer', damage: (root) => appendFileSync(bigChunk(root), Buffer.from([0])), kind: 'longer', message: /is 1 byte\(s\) longer than its header says/, code: 'CAIRN_CORRUPTION' },
+    {
+      name: 'truncated_chunk',
+      damage: (root) => {
+        const f = bigChunk(root);
+        truncateSync(f, statSync(f).size - 10);
+      },
+      kind: 'truncated',
+      message: /is truncated: \d+ of \d+ bytes/,
+      code: 'CAIRN_CORRUPTION',
+    },
+    {
+      name: 'same_size_overwrite',
+      damage: (root) => {
+        const f = bigChunk(root);
+        const b = readFileSync(f);
+        for (let i = 60; i < b.length - 4; i += 9) b[i] ^= 0x5a;
+        writeFileSync(f, b);
+      },
+      kind: 'content',
+      message: /content does not match its SHA-256/,
+      code: 'CAIRN_CORRUPTION',
+    },
+    {
+      name: 'damaged_manifest',
+      damage: (root) => {
+        const f = join(root, 'backups', id, 'MANIFEST');
+        const b = readFileSync(f);
+        b[40] ^= 1;
+        writeFileSync(f, b);
+      },
+      kind: 'manifest',
+      message: /manifest .* is damaged: body fails its SHA-256 checksum/,
+      code: 'CAIRN_CORRUPTION',
+    },
+  ];
+
+  test.each(cases)('$name is detected by verify and restore refuses', async ({ damage, kind, message, code }) => {
+    const root = newDir('damaged');
+    cpSync(pristine, root, { recursive: true });
+    const backups = new BackupManager({ source, target: `file://${root}` });
+    expect((await backups.verify(id)).ok).toBe(true);
+    damage(root);
+    const report = await backups.verify(id);
+    expect(report.ok).toBe(false);
+    expect(report.problems.map((p) => p.kind)).toContain(kind);
+    expect(report.problems.find((p) => p.kind === kind)!.message).toMatch(message);
+    const out = newDir('out');
+    const e = await rejectsWith(backups.restore(id, out), code);
+    expect(e.message).toMatch(message);
+    expect(existsSync(out)).toBe(false);
+    expect(readdirSync(ROOT).filter((n) => n.includes('cairn-backup-'))).toEqual([]);
+  });
+
+  test('wrong_key is detected by verify and restore refuses', async () => {
+    const right = new BackupManager({ source, target: `file://${encrypted}`, encryption: { key: KEY } });
+    expect((await right.verify(id)).ok).toBe(true);
+    const wrong = new BackupManager({ source, target: `file://${encrypted}`, encryption: { key: Buffer.alloc(32, 8) } });
+    const report = await wrong.verify(id);
+    expect(report.problems.map((p) => p.kind)).toEqual(['key']);
+    expect(report.problems[0]!.message).toMatch(/wrong encryption key for backup 'b1'/);
+    const out = newDir('out');
+    const e = await rejectsWith(wrong.restore(id, out), 'CAIRN_INVALID_ARGUMENT');
+    expect(e.message).toMatch(/wrong encryption key/);
+    expect(existsSync(out)).toBe(false);
+    const none = new BackupManager({ source, target: `file://${encrypted}` });
+    expect((await none.verify(id)).problems[0]!.message).toMatch(/is encrypted .*options\.encryption\.key is required/);
+    // The right key restores, and the chunks hold no plaintext names.
+    const good = newDir('good');
+    await right.restore(id, good);
+    await expectEqualsModel(good, model.at(model.states.size > 0 ? [...model.states.keys()].at(-1)! : 0n));
+  });
+
+  test('restore_never_overwrites_a_non_empty_directory', async () => {
+    const backups = new BackupManager({ source, target: `file://${pristine}` });
+    const out = newDir('busy');
+    mkdirSync(out);
+    writeFileSync(join(out, 'keep-me'), 'x');
+    await rejectsWith(backups.restore(id, out), 'CAIRN_INVALID_ARGUMENT');
+    expect(readdirSync(out)).toEqual(['keep-me']);
+  });
+
+  test('bad_options_name_the_field', () => {
+    const t = `file://${pristine}`;
+    const bad: Array<[object, RegExp]> = [
+      [{ source, target: t, retention: { days: 0 } }, /options\.retention\.days/],
+      [{ source, target: t, retention: { count: 1.5 } }, /options\.retention\.count/],
+      [{ source, target: t, compression: { level: 30 } }, /options\.compression\.level/],
+      [{ source, target: t, encryption: { key: Buffer.alloc(16) } }, /options\.encryption\.key must be exactly 32 bytes/],
+      [{ source, target: 'ftp://x/y' }, /options\.target has an unsupported scheme/],
+      [{ source, target: [t, 'nope'] }, /options\.target\[1\]/],
+      [{ source, target: t, exclude: ['data'] }, /options\.exclude\[0\]/],
+      [{ source, target: t, colour: 1 }, /options\.colour is not a known option/],
+      [{ target: t }, /options\.source/],
+    ];
+    for (const [o, m] of bad) {
+      let err: unknown;
+      try {
+        new BackupManager(o as never);
+      } catch (e) {
+        err = e;
+      }
+      expect((err as { code?: string })?.code, String(m)).toBe('CAIRN_INVALID_ARGUMENT');
+      expect((err as Error).message).toMatch(m);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+test('backup_killed_halfway_is_not_listed_and_rerun_succeeds', async () => {
+  const dir = newDir('store');
+  const db = await open(dir);
+  const c = await db.createCollection('big', { dim: 2, metric: 'l2' });
+  // About 24 MB of barely compressible metadata, so level 19 takes seconds per run.
+  let x = 12345;
+  const noise = (n: number) => {
+    let s = '';
+    for (let i = 0; i < n; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      s += String.fromCharCode(48 + (x >>> 26));
+    }
+    return s;
+  };
+  for (let b = 0; b < 12; b++) {
+    await c.upsert(Array.from({ length: 500 }, (_, i) => ({ id: `r${b}-${i}`, vector: new Float32Array([b, i]), metadata: { blob: noise(4000) } })));
+  }
+  await db.snapshot();
+  await db.close();
+  const root = newDir('target');
+  const child = spawn(process.execPath, [CHILD, dir, `file://${root}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  // SIGKILL once at least one chunk is durable, before the manifest.
+  for (let i = 0; ; i++) {
+    const chunks = existsSync(join(root, 'chunks')) ? readdirSync(join(root, 'chunks')).filter((n) => !n.includes('.tmp')) : [];
+    if (chunks.length >= 1) break;
+    if (i > 600 || out.includes('done')) throw new Error(`child finished or stalled before the kill point: ${out}`);
+    await sleep(50);
+  }
+  child.kill('SIGKILL');
+  await new Promise((r) => child.on('close', r));
+  expect(out).not.toContain('done');
+  expect(existsSync(join(root, 'backups', 'killed-halfway', 'IN_PROGRESS'))).toBe(true);
+  expect(existsSync(join(root, 'backups', 'killed-halfway', 'MANIFEST'))).toBe(false);
+
+  const backups = new BackupManager({ source: dir, target: `file://${root}` });
+  expect(await backups.list()).toEqual([]);
+  const st = await backups.status('killed-halfway');
+  expect(st.status).toBe('failed');
+  expect(st.error).toMatch(/interrupted/);
+  const orphans = readdirSync(join(root, 'chunks')).length;
+  expect(orphans).toBeGreaterThan(0);
+
+  const m = await backups.create({ kind: 'full' });
+  expect(m.status).toBe('completed');
+  // The debris is gone: the dead run's marker and directory; no temp files remain.
+  expect(existsSync(join(root, 'backups', 'killed-halfway'))).toBe(false);
+  expect(readdirSync(join(root, 'chunks')).filter((n) => n.includes('.tmp'))).toEqual([]);
+  expect((await backups.list()).map((b) => b.id)).toEqual([m.id]);
+  expect((await backups.verify(m.id)).ok).toBe(true);
+  const restored = newDir('restored');
+  await backups.restore(m.id, restored);
+  const db2 = await open(restored);
+  expect(await db2.collection('big').count()).toBe(6000);
+  await db2.close();
+});
+
+// ---------------------------------------------------------------------------------------------
+// An injected clock: time moves only when the test says so; timers fire in order.
+
+class TestClock implements BackupClock {
+  #now: number;
+  #timers: Array<{ at: number; fn: () => void; id: number }> = [];
+  #ids = 0;
+  constructor(start: number) {
+    this.#now = start;
+  }
+  now(): number {
+    return this.#now;
+  }
+  setTimeout(fn: () => void, ms: number): unknown {
+    const id = ++this.#ids;
+    this.#timers.push({ at: this.#now + Math.max(0, ms), fn, id });
+    return id;
+  }
+  clearTimeout(handle: unknown): void {
+    this.#timers = this.#timers.filter((t) => t.id !== handle);
+  }
+  /** Move to `to`, firing due timers in time order; `settle` runs after each firing. */
+  async advanceTo(to: number, settle: () => Promise<void> = async () => {}): Promise<void> {
+    for (;;) {
+      this.#timers.sort((a, b) => a.at - b.at);
+      const t = this.#timers[0];
+      if (!t || t.at > to) break;
+      this.#timers.shift();
+      this.#now = Math.max(this.#now, t.at);
+      t.fn();
+      await settle();
+    }
+    this.#now = to;
+  }
+}
+
+const DAY = 86_400_000;
+
+test('retention_over_40_simulated_days_matches_policy_and_every_kept_backup_restores', async () => {
+  const start = new Date(2026, 0, 1, 2, 0).getTime();
+  const clock = new TestClock(start);
+  const model = new Model();
+  const dir = newDir('store');
+  const db = await newStore(dir, model);
+  const root = newDir('target');
+  const backups = new BackupManager({ source: db, target: `file://${root}`, retention: { days: 7, count: 10 }, clock });
+  const made: Array<{ id: string; day: number; kind: string; base: string | null }> = [];
+  try {
+    for (let day = 0; day < 40; day++) {
+      await clock.advanceTo(start + day * DAY);
+      await writeSome(db, model, 2, day);
+      const kind = day % 7 === 0 ? 'full' : day % 7 === 3 ? 'differential' : 'incremental';
+      const m = await backups.create({ kind });
+      made.push({ id: m.id, day, kind: m.kind, base: m.base });
+      await backups.prune();
+    }
+    // The policy: the newest 10, everything younger than 7 days, and every base they name.
+    const now = clock.now();
+    const policy = new Set(made.filter((m, i) => i >= made.length - 10 || now - (start + m.day * DAY) < 7 * DAY).map((m) => m.id));
+    const byId = new Map(made.map((m) => [m.id, m]));
+    for (const id of [...policy]) for (let b = byId.get(id)!.base; b && !policy.has(b); b = byId.get(b)!.base) policy.add(b);
+    const listed = await backups.list();
+    expect(listed.map((b) => b.id).sort()).toEqual([...policy].sort());
+    // The oldest kept is a full backup: kept incrementals and differentials keep their chain.
+    expect(listed[0]!.kind).toBe('full');
+    // Only chunks of kept backups remain.
+    const referenced = new Set<string>();
+    for (const b of listed) {
+      const body = readFileSync(join(root, 'backups', b.id, 'MANIFEST'));
+      const json = JSON.parse(body.subarray(24, body.length - 32).toString()) as { chunks: Record<string, unknown> };
+      for (const c of Object.keys(json.chunks)) referenced.add(c);
+    }
+    expect(readdirSync(join(root, 'chunks')).sort()).toEqual([...referenced].sort());
+    for (const b of listed) {
+      expect((await backups.verify(b.id)).ok).toBe(true);
+      const out = newDir('kept');
+      const r = await backups.restore(b.id, out);
+      await expectEqualsModel(out, model.at(r.seq));
+    }
+  } finally {
+    await db.close();
+  }
+});
+
+test('schedule_fires_at_the_right_times_with_an_injected_clock', async () => {
+  const start = new Date(2026, 2, 1, 0, 0).getTime();
+  const clock = new TestClock(start);
+  const model = new Model();
+  const dir = newDir('store');
+  const db = await newStore(dir, model);
+  await writeSome(db, model, 3, 1);
+  await db.close();
+  const backups = new BackupManager({ source: dir, target: `file://${newDir('target')}`, retention: { count: 100 }, clock });
+  let inFlight = Promise.resolve();
+  const fired: number[] = [];
+  const settle = async () => {
+    // A fired timer starts a backup; wait for it before moving the clock again.
+    for (let i = 0; i < 200 && fired.length < expected; i++) await sleep(10);
+    await inFlight;
+  };
+  let expected = 0;
+  const daily = backups.schedule('0 2 * * *', {
+    onBackup: (r) => {
+      fired.push(r.timestamp.getTime());
+    },
+    onError: (e) => {
+      throw e;
+    },
+  });
+  expect(daily.next!.getTime()).toBe(new Date(2026, 2, 1, 2, 0).getTime());
+  for (let d = 0; d < 3; d++) {
+    expected++;
+    await clock.advanceTo(start + d * DAY + 23 * 3_600_000, settle);
+  }
+  daily.stop();
+  expect(daily.next).toBeNull();
+  expect(fired).toEqual([0, 1, 2].map((d) => new Date(2026, 2, 1 + d, 2, 0).getTime()));
+  await clock.advanceTo(start + 5 * DAY);
+  expect(fired.length).toBe(3);
+
+  fired.length = 0;
+  expected = 0;
+  const t0 = clock.now();
+  const every = backups.schedule('*/15 * * * *', { kind: 'incremental', onBackup: (r) => fired.push(r.timestamp.getTime()) });
+  for (let k = 1; k <= 4; k++) {
+    expected++;
+    await clock.advanceTo(t0 + k * 15 * 60_000, settle);
+  }
+  every.stop();
+  expect(fired).toEqual([1, 2, 3, 4].map((k) => t0 + k * 15 * 60_000));
+  void inFlight;
+  inFlight = Promise.resolve();
+});
+
+test('cron_parser_matches_and_rejects_with_field_names', () => {
+  const at = (y: number, mo: number, d: number, h: number, mi: number) => new Date(y, mo - 1, d, h, mi).getTime();
+  expect(parseCron('0 2 * * *').next(new Date(at(2026, 5, 1, 2, 0))).getTime()).toBe(at(2026, 5, 2, 2, 0));
+  expect(parseCron('0 2 * * *').next(new Date(at(2026, 5, 1, 1, 59))).getTime()).toBe(at(2026, 5, 1, 2, 0));
+  expect(parseCron('*/20 * * * *').next(new Date(at(2026, 5, 1, 10, 41))).getTime()).toBe(at(2026, 5, 1, 11, 0));
+  expect(parseCron('30 4 1,15 * *').next(new Date(at(2026, 5, 2, 0, 0))).getTime()).toBe(at(2026, 5, 15, 4, 30));
+  expect(parseCron('0 0 * * 7').next(new Date(at(2026, 11, 24, 12, 0))).getDay()).toBe(0);
+  expect(parseCron('0 9-17/4 * * 1-5').next(new Date(at(2026, 11, 27, 18, 0))).getTime()).toBe(at(2026, 11, 30, 9, 0));
+  const bad: Array<[string, RegExp]> = [
+    ['* * * *', /must have 5 fields/],
+    ['60 * * * *', /minute field '60': 60 is outside 0-59/],
+    ['0 24 * * *', /hour field/],
+    ['*/0 * * * *', /step '0' must be a positive integer/],
+    ['0 0 32 * *', /day of month field/],
+    ['0 0 * 13 *', /month field/],
+    ['0 0 * * 8', /day of week field/],
+    ['5-1 * * * *', /backwards/],
+    ['a * * * *', /'a' is not a number/],
+    ['0 0 31 2 *', /never matches/],
+  ];
+  for (const [expr, m] of bad) {
+    expect(() => parseCron(expr).next(new Date(0)), expr).toThrow(m);
+  }
+});
+
+void CLI;
