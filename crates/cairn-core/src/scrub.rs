@@ -104,6 +104,8 @@ pub struct FileCheck {
     /// WAL segments: the first sequence number (from the header) and the last valid record's.
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
+    /// WAL segments: where the last valid record ends (bytes after it are zeros or damage).
+    pub end: Option<u64>,
     /// Records that verified (segment and WAL files).
     pub records: u64,
     pub cancelled: bool,
@@ -417,6 +419,7 @@ fn verify_wal(path: &Path, f: &mut File, tail_may_tear: bool, out: &mut FileChec
         }
     }
     out.last_seq = scan.last_seq;
+    out.end = Some(scan.end);
     if let Some(reason) = scan.invalid_tail {
         if !tail_may_tear {
             let rest = &buf[scan.end as usize..];
@@ -490,7 +493,7 @@ fn verify_segment(f: &mut File, out: &mut FileCheck, ctl: &ScanControl) -> std::
                     break;
                 }
                 let rlen = u32::from_le_bytes([buf[rel], buf[rel + 1], buf[rel + 2], buf[rel + 3]]) as usize;
-                let plausible = rlen >= segment::R_FIXED + 8 && rlen % 8 == 0 && pos + rlen <= footer_at;
+                let plausible = rlen >= segment::R_FIXED + 8 && rlen.is_multiple_of(8) && pos + rlen <= footer_at;
                 if plausible && pos + rlen > avail {
                     break; // need more bytes
                 }

@@ -233,7 +233,7 @@ class Verifier {
     const out = new Map<string, FileCheck>();
     const run = async (g: Target[]) => {
       const check = await this.verify(g[0]!);
-      g.forEach((t, i) => out.set(t.rel, i === 0 ? check : { ...check, read: 0 }));
+      g.forEach((t, i) => out.set(t.rel, i === 0 ? check : { ...check, read: 0, findings: [...check.findings] }));
       onDone(g.length);
     };
     if (this.#pool) await Promise.all([...groups.values()].map(run));
@@ -261,7 +261,11 @@ export interface ScrubContext {
 }
 
 /** The files to check, as of now. */
-function planFiles(ctx: ScrubContext, snapshotManifests: Map<string, RawSnapshot | null>, manifest: RawManifest | null): { targets: Target[]; activeWal: number | null } {
+function planFiles(
+  ctx: ScrubContext,
+  snapshotManifests: Map<string, RawSnapshot | null>,
+  manifest: RawManifest | null,
+): { targets: Target[]; activeWal: number | null; walSums: Map<string, Expected> } {
   const { dir } = ctx;
   const targets: Target[] = [{ rel: 'MANIFEST', kind: 'manifest', area: 'manifest' }];
   if (manifest) targets.push(...manifestTargets(manifest));
@@ -291,7 +295,7 @@ function planFiles(ctx: ScrubContext, snapshotManifests: Map<string, RawSnapshot
       targets.push({ rel: `snapshots/${id}/${f.path}`, kind: kindOfSnapshotFile(f.path), area: 'snapshot', expected: { bytes: f.bytes, xxh3: f.xxh3 } });
     }
   }
-  return { targets, activeWal };
+  return { targets, activeWal, walSums };
 }
 
 function walSeq(rel: string): number {
@@ -303,6 +307,16 @@ function walSeq(rel: string): number {
  * (reported as missing under the name it must have had) or one lost records at its end.
  */
 function checkContinuity(dir: string, targets: Target[], checks: Map<string, FileCheck>, activeWal: number | null, extra: Map<string, FileCheck>): void {
+  const finding = (kind: 'missing' | 'checksum', offset: number, detail: string): FileCheck => ({
+    bytes: 0,
+    read: 0,
+    xxh3: null,
+    first_seq: null,
+    last_seq: null,
+    records: 0,
+    cancelled: false,
+    findings: [{ offset, kind, detail }],
+  });
   const segs = targets
     .filter((t) => t.area === 'wal' || t.area === 'archive')
     .map((t) => ({ t, seq: walSeq(t.rel), c: checks.get(t.rel) }))
@@ -314,25 +328,17 @@ function checkContinuity(dir: string, targets: Target[], checks: Map<string, Fil
     if (following === null || a.c.findings.length > 0 || a.c.first_seq === null) return;
     const last = a.c.last_seq ?? a.c.first_seq - 1;
     if (last + 1 >= following) return;
+    const lost = `WAL records ${last + 1}..${following - 1} are missing`;
+    // A sealed segment is trimmed to its last record: zeros after it here replaced records.
+    if (a.c.end != null && a.c.end < a.c.bytes) {
+      const c = checks.get(a.t.rel)!;
+      c.findings.push({ offset: a.c.end, kind: 'checksum', detail: `${lost}: zeroed bytes follow the last record` });
+      return;
+    }
     const name = `${String(last + 1).padStart(20, '0')}.wal`;
     if (existsSync(join(dir, 'wal-archive', name)) || existsSync(join(dir, 'wal', name))) return;
     const rel = `${a.t.area === 'archive' ? 'wal-archive' : 'wal'}/${name}`;
-    extra.set(rel, {
-      bytes: 0,
-      read: 0,
-      xxh3: null,
-      first_seq: null,
-      last_seq: null,
-      records: 0,
-      cancelled: false,
-      findings: [
-        {
-          offset: 0,
-          kind: 'missing',
-          detail: `WAL records ${last + 1}..${following - 1} are missing: no segment starts at ${last + 1} (or ${a.t.rel} lost records at its end)`,
-        },
-      ],
-    });
+    extra.set(rel, finding('missing', 0, `${lost}: no segment starts at ${last + 1} (or ${a.t.rel} lost records at its end)`));
   });
 }
 
@@ -367,7 +373,7 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
       if (c.findings.length === 0 && !c.cancelled) manifest = readFramed<RawManifest>(join(dir, 'MANIFEST'));
     }
     // Phase 2: everything.
-    const { targets, activeWal } = planFiles(ctx, snapshotManifests, manifest);
+    const { targets, activeWal, walSums } = planFiles(ctx, snapshotManifests, manifest);
     const all = [...firstTargets, ...targets];
     let totalBytes = 0;
     for (const t of targets) {
@@ -391,7 +397,8 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
     const byRel = new Map(all.map((t) => [t.rel, t]));
     for (const [rel, c] of extra) {
       checks.set(rel, c);
-      byRel.set(rel, { rel, kind: 'wal', area: rel.startsWith('wal-archive/') ? 'archive' : 'wal' });
+      const exp = walSums.get(rel.split('/').pop()!);
+      byRel.set(rel, { rel, kind: 'wal', area: rel.startsWith('wal-archive/') ? 'archive' : 'wal', ...(exp ? { expected: exp } : {}) });
     }
 
     // Checkpoint and graph files are named `<collection id, 20 digits>-<seq>`.

@@ -28,6 +28,7 @@ export interface FileCheck {
   findings: Array<{ offset: number; kind: 'checksum' | 'truncated' | 'missing' | 'unreadable'; id?: string; detail: string }>;
   first_seq: number | null;
   last_seq: number | null;
+  end?: number | null;
   records: number;
   cancelled: boolean;
 }
