@@ -30,7 +30,7 @@ import {
   type ManifestFile,
   toMetadata,
 } from './metadata.js';
-import { collectSource, lastWalRecord, type SourceContent, type SourceFile } from './source.js';
+import { collectSource, lastWalRecord, type SourceContent, type SourceFile, trimPreallocatedTail } from './source.js';
 import {
   BACKUPS_PREFIX,
   type BackupTarget,
@@ -337,7 +337,8 @@ export class BackupManager {
           for (const c of prev.chunks) chunks[c] = [base.chunks[c]![0], present.get(c)!];
           continue;
         }
-        const raw = await readSource(f);
+        let raw = await readSource(f);
+        if (!f.immutable && f.path.endsWith('.wal')) raw = trimPreallocatedTail(raw);
         read += raw.length;
         const xxh3 = nativeBytes.xxh3Hex(raw);
         if (f.xxh3 !== undefined && f.xxh3 !== xxh3) {

@@ -35,7 +35,7 @@ export interface BackupMetadata {
     stored: number;
     /** Chunk bytes this run uploaded (the rest were already in the target). */
     written: number;
-    /** Raw bytes this run read from the source (unchanged files of the base are not read). */
+    /** Raw bytes this run took from the source (files unchanged since the base are not read; a live WAL segment counts up to its last record). */
     read: number;
   };
   chunks: { total: number; written: number };

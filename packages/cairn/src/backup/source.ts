@@ -126,3 +126,15 @@ export function lastWalRecord(buf: Buffer, after: { seq: bigint; timeMs: number 
   }
   return last;
 }
+
+/**
+ * A live segment is preallocated with zeros past its last record. Its backup keeps the bytes up
+ * to the last non-zero one (8-aligned), the length an archived segment has: a restore reads
+ * records until a zero header or the end of the file, so both mean the same.
+ */
+export function trimPreallocatedTail(buf: Buffer): Buffer {
+  let end = buf.length;
+  while (end > WAL_SEGMENT_HEADER && buf[end - 1] === 0) end--;
+  const keep = Math.min(buf.length, Math.ceil(end / 8) * 8);
+  return keep === buf.length ? buf : buf.subarray(0, keep);
+}
