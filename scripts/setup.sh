@@ -10,6 +10,7 @@ need() { command -v "$1" >/dev/null 2>&1 || { echo "setup: '$1' is required but 
 need node
 need npm
 need cargo
+need python3
 
 if ! command -v pnpm >/dev/null 2>&1 || [[ "$(pnpm --version 2>/dev/null)" != 10.* ]]; then
   echo "setup: installing pnpm@$PNPM_VERSION"
@@ -18,6 +19,13 @@ if ! command -v pnpm >/dev/null 2>&1 || [[ "$(pnpm --version 2>/dev/null)" != 10
     npm install --prefix .tools "pnpm@$PNPM_VERSION" >/dev/null
     export PATH="$PWD/.tools/node_modules/.bin:$PATH"
   fi
+fi
+
+# The S3 backup tests run against moto's S3 server, a separate process on loopback.
+if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
+  echo "setup: installing moto[server] for the S3 backup tests"
+  python3 -m pip install --quiet 'moto[server]' >/dev/null 2>&1 \
+    || python3 -m pip install --quiet --user --break-system-packages 'moto[server]' >/dev/null
 fi
 
 pnpm install --frozen-lockfile

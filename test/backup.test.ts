@@ -137,9 +137,13 @@ interface S3Server {
 }
 
 async function startS3(): Promise<S3Server | null> {
-  if (spawnSync('moto_server', ['--help'], { stdio: 'ignore' }).status !== 0) return null;
+  if (spawnSync('python3', ['-c', 'import moto.server'], { stdio: 'ignore' }).status !== 0) {
+    // scripts/setup.sh installs it; CI must not pass by skipping the S3 tests.
+    if (process.env.CI) throw new Error('moto[server] is not installed: run scripts/setup.sh');
+    return null;
+  }
   const port = await freePort();
-  const proc: ChildProcess = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+  const proc: ChildProcess = spawn('python3', ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
   // Bounded lifetime: the server never outlives the test file by more than 10 minutes.
   const limit = setTimeout(() => proc.kill('SIGKILL'), 600_000);
   limit.unref();
@@ -627,4 +631,31 @@ test('cron_parser_matches_and_rejects_with_field_names', () => {
   }
 });
 
-void CLI;
+test('cli_backup_backups_verify_restore_backup_with_json', async () => {
+  const model = new Model();
+  const dir = newDir('store');
+  const db = await newStore(dir, model);
+  await writeSome(db, model, 8, 1);
+  await db.snapshot();
+  await writeSome(db, model, 4, 2);
+  await db.close();
+  const url = `file://${newDir('target')}`;
+  const cli = (...args: string[]) => {
+    const r = spawnSync(process.execPath, [CLI, ...args, '--json'], { encoding: 'utf8' });
+    return { code: r.status, out: r.stdout ? JSON.parse(r.stdout) : null, err: r.stderr };
+  };
+  const made = cli('backup', dir, '--to', url, '--kind', 'full');
+  expect(made.code, made.err).toBe(0);
+  expect(made.out.status).toBe('completed');
+  const listed = cli('backups', url);
+  expect(listed.out.map((b: { id: string }) => b.id)).toEqual([made.out.id]);
+  const verified = cli('verify', url, made.out.id);
+  expect(verified.code).toBe(0);
+  expect(verified.out.ok).toBe(true);
+  const out = newDir('out');
+  const seq = Number(made.out.range.to.seq) - 2;
+  const restored = cli('restore-backup', url, made.out.id, out, '--seq', String(seq));
+  expect(restored.code, restored.err).toBe(0);
+  expect(restored.out.seq).toBe(String(seq));
+  await expectEqualsModel(out, model.at(BigInt(seq)));
+});

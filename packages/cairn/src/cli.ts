@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 
+import { BackupManager } from './backup/manager.js';
+import type { BackupKind } from './backup/metadata.js';
 import { runDemo } from './demo.js';
 import { CairnError } from './errors.js';
 import { listSnapshots, restore } from './recovery.js';
@@ -17,9 +19,18 @@ commands:
   snapshots DIR [--json]                  list complete snapshots
   restore SOURCE TARGET [--seq N | --time ISO] [--json]
                            point-in-time restore into a new directory (works while SOURCE is in use)
+
+backups: CAIRN_BACKUP_KEY (64 hex digits) encrypts and decrypts; CAIRN_S3_ENDPOINT points s3:// at
+an S3-compatible server (credentials from the usual AWS_* variables).
   scrub DIR [--repair] [--throttle MBps] [--concurrency N] [--json]
                            verify every file against its checksums; with --repair, quarantine
                            damaged files and replace them; exit status 1 if damage remains
+  backup DIR --to URL [--to URL...] [--kind full|incremental|differential] [--json]
+                           back up DIR to file:///path or s3://bucket/prefix
+  backups URL [--json]     list the backups in a target
+  verify URL ID [--json]   read back every chunk of a backup; exit 1 if anything is wrong
+  restore-backup URL ID TARGET [--seq N | --time ISO] [--json]
+                           verify, then restore a backup into a new directory
   demo [--dir DIR] [--json]  ingest, query, SIGKILL a writer mid-stream, recover and verify
 `;
 
@@ -77,6 +88,8 @@ async function main(argv: string[]): Promise<number> {
       repair: { type: 'boolean', default: false },
       throttle: { type: 'string' },
       concurrency: { type: 'string' },
+      to: { type: 'string', multiple: true },
+      kind: { type: 'string' },
     },
   });
   const asJson = values.json === true;
@@ -117,6 +130,69 @@ async function main(argv: string[]): Promise<number> {
       const list = await listSnapshots(dir);
       if (asJson) console.log(json(list.map(({ files: _files, ...rest }) => rest)));
       else for (const s of list) console.log(`${s.id}  seq ${s.seq}  ${s.time.toISOString()}  ${s.kind}${s.base ? ` (base ${s.base})` : ''}  ${s.bytes} bytes`);
+      return 0;
+    }
+    case 'backup': {
+      const dir = positionals[0];
+      const targets = values.to ?? [];
+      if (!dir || targets.length === 0) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'backup needs a store directory and --to URL');
+      const backups = backupManager(dir, targets);
+      try {
+        const m = await withProgress('backup', !asJson, backups.create({ kind: (values.kind ?? 'full') as BackupKind }));
+        if (asJson) console.log(json(m));
+        else {
+          for (const t of m.targets) {
+            if (t.ok) {
+              const b = t.metadata;
+              console.log(`${t.target}: backup ${b.id} (${b.kind}${b.base ? ` on ${b.base}` : ''}) ${b.files} files, ${b.bytes.raw} bytes raw, ${b.bytes.stored} stored, ${b.bytes.written} written now`);
+            } else console.log(`${t.target}: FAILED: ${t.error.code}: ${t.error.message}`);
+          }
+        }
+        return m.targets.every((t) => t.ok) ? 0 : 1;
+      } finally {
+        await backups.close();
+      }
+    }
+    case 'backups': {
+      const url = positionals[0];
+      if (!url) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'backups needs a target URL');
+      const backups = backupManager('.', [url]);
+      try {
+        const list = await backups.list();
+        if (asJson) console.log(json(list));
+        else for (const b of list) console.log(`${b.id}  ${b.status}  ${b.kind}${b.base ? ` (base ${b.base})` : ''}  ${b.timestamp.toISOString()}  ${b.bytes.raw} bytes raw, ${b.bytes.stored} stored${b.range ? `  seq ${b.range.from.seq}..${b.range.to.seq}` : ''}${b.error ? `  ${b.error}` : ''}`);
+      } finally {
+        await backups.close();
+      }
+      return 0;
+    }
+    case 'verify': {
+      const [url, id] = positionals;
+      if (!url || !id) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'verify needs a target URL and a backup id');
+      const backups = backupManager('.', [url]);
+      try {
+        const report = await withProgress('verify', !asJson, backups.verify(id));
+        if (asJson) console.log(json(report));
+        else {
+          for (const t of report.targets) console.log(`${t.target}: ${t.ok ? 'ok' : 'DAMAGED'}, ${t.chunks} chunks, ${t.bytes} bytes read`);
+          for (const p of report.problems) console.log(`  ${p.kind}: ${p.message}`);
+        }
+        return report.ok ? 0 : 1;
+      } finally {
+        await backups.close();
+      }
+    }
+    case 'restore-backup': {
+      const [url, id, target] = positionals;
+      if (!url || !id || !target) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'restore-backup needs a target URL, a backup id and a directory');
+      const to = restoreTarget(values.seq, values.time);
+      const backups = backupManager('.', [url]);
+      try {
+        const r = await withProgress('restore', !asJson, backups.restore(id, target, to ? { to } : {}));
+        console.log(asJson ? json(r) : `restored backup ${id} from ${r.from} at seq ${r.seq} (${r.time.toISOString()}) into ${target}, replayed ${r.replayedRecords} WAL records`);
+      } finally {
+        await backups.close();
+      }
       return 0;
     }
     case 'restore': {
@@ -179,6 +255,25 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(USAGE);
       return command === undefined || command === 'help' || command === '--help' ? 0 : 2;
   }
+}
+
+function restoreTarget(seq: string | undefined, time: string | undefined): { seq: bigint } | { time: Date } | undefined {
+  if (seq !== undefined && time !== undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'give --seq or --time, not both');
+  if (seq !== undefined) {
+    if (!/^\d+$/.test(seq)) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--seq must be a non-negative integer');
+    return { seq: BigInt(seq) };
+  }
+  if (time !== undefined) {
+    const t = new Date(time);
+    if (Number.isNaN(t.getTime())) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--time must be an ISO date');
+    return { time: t };
+  }
+  return undefined;
+}
+
+function backupManager(source: string, targets: string[]): BackupManager {
+  const key = process.env.CAIRN_BACKUP_KEY;
+  return new BackupManager({ source, target: targets.length === 1 ? targets[0]! : targets, ...(key ? { encryption: { key } } : {}) });
 }
 
 main(process.argv.slice(2)).then(
