@@ -322,6 +322,8 @@ export class BackupManager {
       // Nothing to compare against: the run is a full backup, and says so.
       if (kind !== 'full' && !base) kind = 'full';
       const baseFiles = new Map((base?.files ?? []).map((f) => [f.path, f]));
+      // A newer snapshot links the same immutable data files under a new snapshot id.
+      const baseByContent = new Map((base?.files ?? []).map((f) => [contentKey(f.path, f.bytes, f.xxh3), f]));
 
       const chunks: Record<string, [number, number]> = {};
       const files: ManifestFile[] = [];
@@ -331,9 +333,9 @@ export class BackupManager {
       let rangeTo: { seq: bigint; timeMs: number } | null = null;
       const walLast = new Map<string, { seq: bigint; timeMs: number } | null>();
       for (const f of content.files) {
-        const prev = baseFiles.get(f.path);
+        const prev = baseFiles.get(f.path) ?? (f.xxh3 !== undefined ? baseByContent.get(contentKey(f.path, f.bytes, f.xxh3)) : undefined);
         if (prev && base && unchanged(f, prev) && prev.chunks.every((c) => present.has(c) && base!.chunks[c])) {
-          files.push(prev);
+          files.push({ ...prev, path: f.path, mtimeMs: f.mtimeMs });
           for (const c of prev.chunks) chunks[c] = [base.chunks[c]![0], present.get(c)!];
           continue;
         }
@@ -816,6 +818,12 @@ export class BackupManager {
   async close(): Promise<void> {
     await Promise.all(this.#targets.map((t) => t.close()));
   }
+}
+
+/** A snapshot file by its path inside the snapshot, size and xxh3; other files by path only. */
+function contentKey(path: string, bytes: number, xxh3: string): string {
+  const m = /^snapshots\/[^/]+\/(.+)$/.exec(path);
+  return m ? `${m[1]}\0${bytes}\0${xxh3}` : `${path}\0${bytes}\0${xxh3}`;
 }
 
 function unchanged(f: SourceFile, prev: ManifestFile): boolean {
