@@ -1,0 +1,153 @@
+// Backup benchmark: full backup and restore MB/s on file:// and on S3 (moto's server, a separate
+// process on loopback), and the bytes a second full backup after a 1% change stores (dedup)
+// beside an incremental one after another 1% change. One-shot timings printed with
+// console.table; peer: `cp -r` of the snapshot directory (file) and `tar | zstd -3` (bytes).
+//
+//   node bench/backup.js
+//
+// Environment: BACKUP_MB (1024, vector bytes in the store), BACKUP_DIM (1536), BACKUP_S3=0 to
+// skip S3. Data under bench/.bench-data/backup (gitignored), removed unless KEEP_DATA=1.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { BackupManager, open } from 'cairn';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(here, '.bench-data', 'backup');
+const MB_TARGET = Number(process.env.BACKUP_MB ?? 1024);
+const DIM = Number(process.env.BACKUP_DIM ?? 1536);
+const WITH_S3 = process.env.BACKUP_S3 !== '0';
+const GRAPH = { m: 8, efConstruction: 32 };
+
+function rng(seed) {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 4294967296;
+  };
+}
+const rand = rng(7);
+function vector(dim) {
+  const v = new Float32Array(dim);
+  for (let i = 0; i < dim; i++) v[i] = rand() * 2 - 1;
+  return v;
+}
+const rows = (from, n, version) => Array.from({ length: n }, (_, j) => ({ id: `doc-${from + j}`, vector: vector(DIM), metadata: { n: from + j, v: version } }));
+const mb = (b) => Number((b / 2 ** 20).toFixed(1));
+const rate = (bytes, ms) => Number((bytes / 2 ** 20 / (ms / 1000)).toFixed(1));
+async function timed(fn) {
+  const t = performance.now();
+  const value = await fn();
+  return { ms: performance.now() - t, value };
+}
+function duBytes(dir) {
+  let total = 0;
+  for (const name of readdirSync(dir, { recursive: true, encoding: 'utf8' })) {
+    const st = statSync(join(dir, name));
+    if (st.isFile()) total += st.size;
+  }
+  return total;
+}
+async function freePort() {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+rmSync(ROOT, { recursive: true, force: true });
+mkdirSync(ROOT, { recursive: true });
+const store = join(ROOT, 'store');
+const total = Math.ceil((MB_TARGET * 2 ** 20) / (DIM * 4));
+const BATCH = 500;
+
+console.log(`building ${total} x ${DIM} (${MB_TARGET} MB of vectors)...`);
+const build = await timed(async () => {
+  const db = await open(store);
+  const col = await db.createCollection('docs', { dim: DIM, metric: 'l2', ...GRAPH });
+  for (let i = 0; i < total; i += BATCH) await col.upsert(rows(i, Math.min(BATCH, total - i), 0));
+  await col.waitForIndex();
+  await db.snapshot();
+  await db.close();
+});
+console.log(`built in ${(build.ms / 1000).toFixed(0)} s`);
+
+/** Change `frac` of the rows, then a full snapshot (as `new BackupManager({ source: store })` would). */
+async function change(frac, version) {
+  const db = await open(store);
+  const col = db.collection('docs');
+  const n = Math.ceil(total * frac);
+  const start = Math.floor(rand() * (total - n));
+  for (let i = 0; i < n; i += BATCH) await col.upsert(rows(start + i, Math.min(BATCH, n - i), version));
+  await col.waitForIndex();
+  await db.snapshot();
+  await db.close();
+}
+
+const speed = [];
+const sizes = [];
+async function targetRun(label, url, extra) {
+  const backups = new BackupManager({ source: store, target: url, compression: { level: 3 }, ...extra });
+  const full = await timed(() => backups.create({ kind: 'full' }));
+  const m = full.value;
+  speed.push({ case: `${label}: full backup`, s: Number((full.ms / 1000).toFixed(1)), 'raw MB': mb(m.bytes.raw), 'stored MB': mb(m.bytes.stored), 'MB/s (raw)': rate(m.bytes.raw, full.ms) });
+  const out = join(ROOT, `restore-${label}`);
+  const r = await timed(() => backups.restore(m.id, out));
+  speed.push({ case: `${label}: restore (verify + write + restore())`, s: Number((r.ms / 1000).toFixed(1)), 'raw MB': mb(m.bytes.raw), 'stored MB': mb(m.bytes.stored), 'MB/s (raw)': rate(m.bytes.raw, r.ms) });
+  rmSync(out, { recursive: true, force: true });
+  return { backups, full: m };
+}
+
+const fileUrl = `file://${join(ROOT, 'target-file')}`;
+const { backups: fileBackups, full: full1 } = await targetRun('file://', fileUrl, {});
+const snapDir = join(store, 'snapshots');
+const cp = await timed(async () => spawnSync('cp', ['-r', snapDir, join(ROOT, 'cp-peer')]));
+speed.push({ case: 'peer: cp -r snapshots/', s: Number((cp.ms / 1000).toFixed(1)), 'raw MB': mb(duBytes(snapDir)), 'stored MB': mb(duBytes(snapDir)), 'MB/s (raw)': rate(duBytes(snapDir), cp.ms) });
+rmSync(join(ROOT, 'cp-peer'), { recursive: true, force: true });
+const tarz = spawnSync('sh', ['-c', `tar -C ${store} -cf - snapshots | zstd -3 -q -c | wc -c`], { encoding: 'utf8' });
+const tarBytes = Number(tarz.stdout.trim()) || null;
+
+if (WITH_S3 && spawnSync('python3', ['-c', 'import moto.server'], { stdio: 'ignore' }).status === 0) {
+  const port = await freePort();
+  const moto = spawn('python3', ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+  try {
+    const endpoint = `http://127.0.0.1:${port}`;
+    for (let i = 0; i < 100; i++) {
+      try {
+        await fetch(endpoint);
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    await fetch(`${endpoint}/cairn-bench`, { method: 'PUT' });
+    process.env.AWS_ACCESS_KEY_ID ??= 'bench';
+    process.env.AWS_SECRET_ACCESS_KEY ??= 'bench';
+    const { backups } = await targetRun('s3:// (moto)', 's3://cairn-bench/b', { s3: { endpoint } });
+    await backups.close();
+  } finally {
+    moto.kill('SIGTERM');
+  }
+}
+
+sizes.push({ case: 'first full backup', 'raw MB': mb(full1.bytes.raw), 'read MB': mb(full1.bytes.read), 'written MB': mb(full1.bytes.written), 'vs first full': '100%' });
+if (tarBytes) sizes.push({ case: 'peer: tar | zstd -3 of snapshots/', 'raw MB': mb(full1.bytes.raw), 'read MB': mb(full1.bytes.raw), 'written MB': mb(tarBytes), 'vs first full': `${((100 * tarBytes) / full1.bytes.written).toFixed(1)}%` });
+await change(0.01, 1);
+const full2 = (await timed(() => fileBackups.create({ kind: 'full' }))).value;
+sizes.push({ case: 'second full after a 1% change (dedup)', 'raw MB': mb(full2.bytes.raw), 'read MB': mb(full2.bytes.read), 'written MB': mb(full2.bytes.written), 'vs first full': `${((100 * full2.bytes.written) / full1.bytes.written).toFixed(1)}%` });
+await change(0.01, 2);
+const inc = (await timed(() => fileBackups.create({ kind: 'incremental' }))).value;
+sizes.push({ case: 'incremental after another 1% change', 'raw MB': mb(inc.bytes.raw), 'read MB': mb(inc.bytes.read), 'written MB': mb(inc.bytes.written), 'vs first full': `${((100 * inc.bytes.written) / full1.bytes.written).toFixed(1)}%` });
+
+console.log(`\nstore: ${total} x ${DIM}, build ${(build.ms / 1000).toFixed(0)} s`);
+console.table(speed);
+console.table(sizes);
+if (process.env.KEEP_DATA !== '1') rmSync(ROOT, { recursive: true, force: true });
