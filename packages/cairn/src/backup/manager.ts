@@ -10,7 +10,7 @@
  * - A chunk object is never rewritten or deleted while a manifest names it.
  */
 import { hostname } from 'node:os';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { type FileHandle, mkdir, mkdtemp, open as openFile, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve as resolvePath } from 'node:path';
 
 import { CairnError, invalidArgument } from '../errors.js';
@@ -143,6 +143,8 @@ const KINDS: readonly BackupKind[] = ['full', 'incremental', 'differential'];
 const EXCLUDES: readonly BackupExclude[] = ['wal', 'live-wal'];
 const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const DAY_MS = 86_400_000;
+/** Files up to this size are read and checked whole; larger ones stream in chunks. */
+const WHOLE_FILE_BYTES = 256 << 20;
 /** An IN_PROGRESS marker of another host counts as dead after this long. */
 const FOREIGN_MARKER_TTL_MS = 24 * 3_600_000;
 
@@ -339,6 +341,48 @@ export class BackupManager {
           for (const c of prev.chunks) chunks[c] = [base.chunks[c]![0], present.get(c)!];
           continue;
         }
+        const upload = async (pieces: Buffer[]): Promise<string[]> => {
+          const names: string[] = [];
+          const todo = new Map<string, Buffer>();
+          for (const part of pieces) {
+            const name = chunkName(part, this.#keys);
+            names.push(name);
+            if (present.has(name)) chunks[name] = [part.length, present.get(name)!];
+            else todo.set(name, part);
+          }
+          await mapLimit([...todo], this.#concurrency, async ([name, part]) => {
+            const { object } = encodeChunk(part, { level: this.#level, shuffle: shufflable(f.path), keys: this.#keys });
+            await target.put(chunkKey(name), object);
+            present.set(name, object.length);
+            chunks[name] = [part.length, object.length];
+            written += object.length;
+            chunksWritten++;
+          });
+          return names;
+        };
+        if (f.bytes > WHOLE_FILE_BYTES && f.xxh3 !== undefined) {
+          // A large immutable snapshot file streams; its xxh3 is the snapshot manifest's, which
+          // restore() checks as it copies the file.
+          const names: string[] = [];
+          const fh = await openFile(f.from, 'r');
+          try {
+            const batch = CHUNK_BYTES * this.#concurrency;
+            for (let at = 0; at < f.bytes; at += batch) {
+              const len = Math.min(batch, f.bytes - at);
+              const buf = Buffer.allocUnsafe(len);
+              const { bytesRead } = await fh.read(buf, 0, len, at);
+              if (bytesRead !== len) throw new CairnError('CAIRN_IO', `source file ${f.from} is shorter than its snapshot manifest says (${f.bytes} bytes)`);
+              const pieces: Buffer[] = [];
+              for (let o = 0; o < len; o += CHUNK_BYTES) pieces.push(buf.subarray(o, Math.min(len, o + CHUNK_BYTES)));
+              names.push(...(await upload(pieces)));
+            }
+          } finally {
+            await fh.close();
+          }
+          read += f.bytes;
+          files.push({ path: f.path, bytes: f.bytes, xxh3: f.xxh3, mtimeMs: f.mtimeMs, chunks: names });
+          continue;
+        }
         let raw = await readSource(f);
         if (!f.immutable && f.path.endsWith('.wal')) raw = trimPreallocatedTail(raw);
         read += raw.length;
@@ -347,23 +391,9 @@ export class BackupManager {
           throw new CairnError('CAIRN_CORRUPTION', `source file ${f.from} fails its checksum (xxh3 ${xxh3}, its snapshot manifest says ${f.xxh3}); run scrub`, { file: f.from, offset: 0 });
         }
         if (f.path.endsWith('.wal') && f.path.startsWith('wal-archive/')) walLast.set(f.path, lastWalRecord(raw, null));
-        const names: string[] = [];
-        const todo = new Map<string, Buffer>();
-        for (let at = 0; at < raw.length; at += CHUNK_BYTES) {
-          const part = raw.subarray(at, at + CHUNK_BYTES);
-          const name = chunkName(part, this.#keys);
-          names.push(name);
-          if (present.has(name)) chunks[name] = [part.length, present.get(name)!];
-          else todo.set(name, part);
-        }
-        await mapLimit([...todo], this.#concurrency, async ([name, part]) => {
-          const { object } = encodeChunk(part, { level: this.#level, shuffle: shufflable(f.path), keys: this.#keys });
-          await target.put(chunkKey(name), object);
-          present.set(name, object.length);
-          chunks[name] = [part.length, object.length];
-          written += object.length;
-          chunksWritten++;
-        });
+        const pieces: Buffer[] = [];
+        for (let at = 0; at < raw.length; at += CHUNK_BYTES) pieces.push(raw.subarray(at, at + CHUNK_BYTES));
+        const names = await upload(pieces);
         files.push({ path: f.path, bytes: raw.length, xxh3, mtimeMs: f.mtimeMs, chunks: names });
       }
       for (const f of files) {
@@ -594,45 +624,56 @@ export class BackupManager {
     let count = 0;
     const checked = new Set<string>();
     for (const f of body.files) {
+      // Small files are checked whole against their xxh3; a large one streams chunk by chunk
+      // (each chunk proven by its SHA-256), and restore() checks its xxh3 as it copies it.
+      const whole = f.bytes <= WHOLE_FILE_BYTES;
       const parts: Buffer[] = [];
+      let length = 0;
       let fileBad = false;
-      for (const c of f.chunks) {
-        if (bad.has(c)) {
-          fileBad = true;
-          continue;
-        }
-        const obj = await t.get(chunkKey(c));
-        if (!obj) {
-          bad.add(c);
-          fileBad = true;
-          add('missing', `chunk ${c} (of '${f.path}') is missing from ${t.url}`);
-          continue;
-        }
-        try {
-          const raw = decodeChunk(c, obj, keys, body.chunks[c]?.[0]);
+      let sink: FileHandle | undefined;
+      if (out !== null && problems.length === 0) {
+        const dest = join(out, ...f.path.split('/'));
+        await mkdir(dirname(dest), { recursive: true });
+        sink = await openFile(dest, 'w');
+      }
+      try {
+        for (const c of f.chunks) {
+          if (bad.has(c)) {
+            fileBad = true;
+            continue;
+          }
+          const obj = await t.get(chunkKey(c));
+          if (!obj) {
+            bad.add(c);
+            fileBad = true;
+            add('missing', `chunk ${c} (of '${f.path}') is missing from ${t.url}`);
+            continue;
+          }
+          let raw: Buffer;
+          try {
+            raw = decodeChunk(c, obj, keys, body.chunks[c]?.[0]);
+          } catch (e) {
+            bad.add(c);
+            fileBad = true;
+            if (e instanceof ChunkError) add(e.problem, `${e.message} (file '${f.path}')`);
+            else throw e;
+            continue;
+          }
           if (!checked.has(c)) {
             checked.add(c);
             count++;
             bytes += obj.length;
           }
-          parts.push(raw);
-        } catch (e) {
-          bad.add(c);
-          fileBad = true;
-          if (e instanceof ChunkError) add(e.problem, `${e.message} (file '${f.path}')`);
-          else throw e;
+          length += raw.length;
+          if (whole) parts.push(raw);
+          if (sink && !fileBad) await sink.write(raw);
         }
+      } finally {
+        await sink?.close();
       }
       if (fileBad) continue;
-      const data = Buffer.concat(parts);
-      if (data.length !== f.bytes || nativeBytes.xxh3Hex(data) !== f.xxh3) {
-        add('file', `file '${f.path}' reassembles to ${data.length} bytes with a different xxh3 than the manifest records (${f.bytes} bytes, xxh3 ${f.xxh3})`);
-        continue;
-      }
-      if (out !== null && problems.length === 0) {
-        const dest = join(out, ...f.path.split('/'));
-        await mkdir(dirname(dest), { recursive: true });
-        await writeFile(dest, data);
+      if (length !== f.bytes || (whole && nativeBytes.xxh3Hex(Buffer.concat(parts)) !== f.xxh3)) {
+        add('file', `file '${f.path}' reassembles to ${length} bytes with a different xxh3 than the manifest records (${f.bytes} bytes, xxh3 ${f.xxh3})`);
       }
     }
     return { problems, chunks: count, bytes, body };
