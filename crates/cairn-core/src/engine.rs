@@ -776,69 +776,62 @@ fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: Recove
     let tolerate = mode == RecoveryMode::SkipCorrupt;
     for mc in &m.collections {
         let spec = CollectionSpec { name: mc.name.clone(), dim: mc.dim, metric: mc.metric, m: mc.m, ef_construction: mc.ef_construction };
-        let mut rows: HashMap<String, Row> = HashMap::new();
-        for sref in &mc.segments {
-            let path = dir.join(DATA_DIR).join(&sref.file);
-            let buf = storage.read(&path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::corruption(&path, 0, "checkpoint file named by the manifest is missing"),
-                _ => Error::io(&path, e),
-            })?;
-            if buf.len() as u64 != sref.bytes {
-                return Err(Error::corruption(&path, buf.len().min(sref.bytes as usize) as u64, format!("file is {} bytes, manifest says {}", buf.len(), sref.bytes)));
+        let params = Collection::hnsw_params(&spec);
+        // The graph file and the row files are independent until they are matched, and reading
+        // them is most of an open: read and check the graph on a second thread meanwhile. The
+        // rows go straight into the collection, which gets its real index after the join.
+        let (graph, c) = std::thread::scope(|scope| {
+            let graph = std::thread::Builder::new()
+                .name("cairn-load-index".into())
+                .spawn_scoped(scope, || read_index_file(storage, dir, mc, &params));
+            let rows = load_rows(storage, dir, mc, Collection::with_index(mc.id, spec.clone(), Hnsw::new(params, 0)?), tolerate, report);
+            let graph = match graph {
+                Ok(handle) => handle.join().unwrap_or_else(|_| Err("reading the index file panicked".to_string())),
+                // No thread to be had: read it here.
+                Err(_) => read_index_file(storage, dir, mc, &params),
+            };
+            rows.map(|c| (graph, c))
+        })?;
+        let mut c = c;
+        let hnsw = match graph {
+            Ok(h) => {
+                c.index_file = mc.index.clone();
+                h
             }
-            let contents = segment::read_segment(&buf, &path, tolerate)?;
-            if contents.header.collection_id != mc.id || contents.header.dim != mc.dim {
-                return Err(Error::corruption(&path, 0, "segment header does not match its collection in the manifest"));
-            }
-            // A delta overrides the files before it: skipping one of its records would serve an
-            // older version of that row, or one it deleted. That is a wrong value, not a lost one,
-            // so skip-corrupt refuses too (found by test/corruption.test.ts).
-            if let (KIND_DELTA, Some(bad)) = (contents.header.kind, contents.bad.first()) {
-                let reason = format!("{} in a delta checkpoint file; skipping it could serve an older version of its row", bad.reason);
-                return Err(Error::corruption(&path, bad.offset, reason));
-            }
-            for bad in contents.bad {
-                report.bad_segment_records.push(SkippedRange {
-                    file: path.display().to_string(),
-                    offset: bad.offset,
-                    from_seq: 0,
-                    to_seq: None,
-                    reason: bad.reason,
-                });
-            }
-            for rec in contents.records {
-                match rec {
-                    SegmentRecord::Upsert { id, label, vector, metadata } => {
-                        rows.insert(id.to_string(), Row { vector: vector.into(), metadata: metadata.into(), label });
-                    }
-                    SegmentRecord::Delete { id, .. } => {
-                        rows.remove(id);
-                    }
+            // A missing or damaged file means a rebuild from the vectors (every row pending),
+            // which is reported; queries stay exact meanwhile because they scan pending rows.
+            Err(reason) => {
+                if !c.rows.is_empty() {
+                    report.index_rebuilds.push(crate::wal::recovery::IndexRebuild { collection: spec.name.clone(), reason });
                 }
+                Hnsw::new(params, c.rows.len().max(1024))?
             }
-        }
-        let (hnsw, index_file) = load_index(storage, dir, mc, &spec, rows.len(), report)?;
-        let mut c = Collection::with_index(mc.id, spec, hnsw);
+        };
+        c.index = CollectionIndex::new(hnsw);
         // A file with damaged records (skip-corrupt) must not stay named: with no files listed,
         // the checkpoint that follows such an open writes a full base of what is served.
         let damaged = report.bad_segment_records.iter().any(|b| mc.segments.iter().any(|s| Path::new(&b.file) == dir.join(DATA_DIR).join(&s.file)));
         c.segments = if damaged { Vec::new() } else { mc.segments.clone() };
-        c.index_file = index_file;
         // Match the graph against the rows: rows missing from it become pending, nodes without
         // a live row become tombstones.
-        let mut graph_labels: HashSet<u64> = read(&c.index.hnsw).labels().into_iter().collect();
-        c.rows.reserve(rows.len());
-        for (id, row) in rows {
-            c.live.insert(row.label, id.clone());
-            if !graph_labels.remove(&row.label) {
-                c.index.add_pending(row.label, row.vector.clone());
-            }
-            c.rows.insert(id, row);
-        }
         {
             let h = read(&c.index.hnsw);
-            for stale in graph_labels {
-                h.mark_deleted(stale);
+            let mut in_graph = 0usize;
+            c.live.reserve(c.rows.len());
+            for (id, row) in &c.rows {
+                c.live.insert(row.label, id.clone());
+                if h.contains(row.label) {
+                    in_graph += 1;
+                } else {
+                    c.index.add_pending(row.label, row.vector.clone());
+                }
+            }
+            if in_graph < h.len() {
+                for stale in h.labels() {
+                    if !c.live.contains_key(&stale) {
+                        h.mark_deleted(stale);
+                    }
+                }
             }
         }
         state.collections.insert(mc.name.clone(), c);
@@ -846,43 +839,68 @@ fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: Recove
     Ok(state)
 }
 
-/// Load the persisted graph named by the manifest. A missing or damaged file means a rebuild
-/// from the vectors (every row pending), which is reported; queries stay exact meanwhile
-/// because they scan pending rows.
-fn load_index(
-    storage: &dyn Storage,
-    dir: &Path,
-    mc: &ManifestCollection,
-    spec: &CollectionSpec,
-    rows: usize,
-    report: &mut RecoveryReport,
-) -> Result<(Hnsw, Option<SegmentRef>)> {
-    let params = Collection::hnsw_params(spec);
-    let loaded: std::result::Result<Hnsw, String> = match &mc.index {
-        None => Err("no persisted index".to_string()),
-        Some(r) => {
-            let path = dir.join(DATA_DIR).join(&r.file);
-            match storage.read(&path) {
-                Err(e) => Err(format!("{}: {e}", path.display())),
-                Ok(buf) if buf.len() as u64 != r.bytes || format!("{:016x}", xxh3(&buf)) != r.xxh3 => {
-                    Err(format!("{}: size or checksum differs from the manifest", path.display()))
+/// Apply a collection's checkpoint files, oldest first, to `c.rows`.
+fn load_rows(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, mut c: Collection, tolerate: bool, report: &mut RecoveryReport) -> Result<Collection> {
+    for sref in &mc.segments {
+        let path = dir.join(DATA_DIR).join(&sref.file);
+        let buf = storage.read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::corruption(&path, 0, "checkpoint file named by the manifest is missing"),
+            _ => Error::io(&path, e),
+        })?;
+        if buf.len() as u64 != sref.bytes {
+            return Err(Error::corruption(&path, buf.len().min(sref.bytes as usize) as u64, format!("file is {} bytes, manifest says {}", buf.len(), sref.bytes)));
+        }
+        let contents = segment::read_segment(&buf, &path, tolerate)?;
+        if contents.header.collection_id != mc.id || contents.header.dim != mc.dim {
+            return Err(Error::corruption(&path, 0, "segment header does not match its collection in the manifest"));
+        }
+        // A delta overrides the files before it: skipping one of its records would serve an
+        // older version of that row, or one it deleted. That is a wrong value, not a lost one,
+        // so skip-corrupt refuses too (found by test/corruption.test.ts).
+        if let (KIND_DELTA, Some(bad)) = (contents.header.kind, contents.bad.first()) {
+            let reason = format!("{} in a delta checkpoint file; skipping it could serve an older version of its row", bad.reason);
+            return Err(Error::corruption(&path, bad.offset, reason));
+        }
+        for bad in contents.bad {
+            report.bad_segment_records.push(SkippedRange {
+                file: path.display().to_string(),
+                offset: bad.offset,
+                from_seq: 0,
+                to_seq: None,
+                reason: bad.reason,
+            });
+        }
+        c.rows.reserve(contents.records.len());
+        for rec in contents.records {
+            match rec {
+                SegmentRecord::Upsert { id, label, vector, metadata } => {
+                    c.rows.insert(id.to_string(), Row { vector: vector.into(), metadata: metadata.into(), label });
                 }
-                Ok(buf) => match Hnsw::read_from(&buf, &path) {
-                    Ok((h, _covered)) if *h.params() == params => Ok(h),
-                    Ok(_) => Err(format!("{}: parameters differ from the collection's", path.display())),
-                    Err(e) => Err(e.to_string()),
-                },
+                SegmentRecord::Delete { id, .. } => {
+                    c.rows.remove(id);
+                }
             }
         }
+    }
+    Ok(c)
+}
+
+/// Read and check the persisted graph named by the manifest; `Err` says why it is unusable.
+fn read_index_file(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, params: &crate::hnsw::HnswParams) -> std::result::Result<Hnsw, String> {
+    let Some(r) = &mc.index else {
+        return Err("no persisted index".to_string());
     };
-    match loaded {
-        Ok(h) => Ok((h, mc.index.clone())),
-        Err(reason) => {
-            if rows > 0 {
-                report.index_rebuilds.push(crate::wal::recovery::IndexRebuild { collection: spec.name.clone(), reason });
-            }
-            Ok((Hnsw::new(params, rows.max(1024))?, None))
+    let path = dir.join(DATA_DIR).join(&r.file);
+    match storage.read(&path) {
+        Err(e) => Err(format!("{}: {e}", path.display())),
+        Ok(buf) if buf.len() as u64 != r.bytes || format!("{:016x}", xxh3(&buf)) != r.xxh3 => {
+            Err(format!("{}: size or checksum differs from the manifest", path.display()))
         }
+        Ok(buf) => match Hnsw::read_from(&buf, &path) {
+            Ok((h, _covered)) if h.params() == params => Ok(h),
+            Ok(_) => Err(format!("{}: parameters differ from the collection's", path.display())),
+            Err(e) => Err(e.to_string()),
+        },
     }
 }
 

@@ -130,11 +130,14 @@ impl CollectionIndex {
             return Ok(0);
         }
         {
-            let needed = read(&self.hnsw).len() + read(&self.hnsw).deleted_count() + chunk.len();
-            if needed > read(&self.hnsw).capacity() {
+            let used = read(&self.hnsw).len() + read(&self.hnsw).deleted_count();
+            if used + chunk.len() > read(&self.hnsw).capacity() {
+                // Room for everything pending, not just this chunk: a bulk load then grows the
+                // graph once or twice instead of doubling (and copying) its arena all the way up.
+                let backlog = self.pending_len();
                 let mut h = write(&self.hnsw);
                 let cap = h.capacity();
-                h.reserve(needed.max(cap * 2).max(1024));
+                h.reserve((used + backlog.max(chunk.len())).max(cap * 2).max(1024));
             }
         }
         let items: Vec<(u64, &[f32])> = chunk.iter().map(|(l, v)| (*l, &v[..])).collect();

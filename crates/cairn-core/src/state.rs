@@ -213,7 +213,14 @@ impl Collection {
             return self.exact_search(query, k, filter, |_| true);
         }
         let accept = |label: u64| self.matches(label, filter);
-        let graph = read(&self.index.hnsw).search(query, k, ef.max(k), Some(&accept));
+        let graph_search = |accept: Option<&(dyn Fn(u64) -> bool + Sync)>| read(&self.index.hnsw).search(query, k, ef.max(k), accept);
+        // Unfiltered, the graph's own tombstones suffice and each admitted node saves a hash
+        // lookup. Only a row deleted or overwritten while it was being inserted is briefly live
+        // in the graph but not in `live`; if one is among the hits, search again checking each.
+        let mut graph = graph_search(filter.is_some().then_some(&accept as _));
+        if filter.is_none() && graph.iter().any(|(label, _)| !self.live.contains_key(label)) {
+            graph = graph_search(Some(&accept));
+        }
         let q = prepare_query(self.spec.metric, query);
         let mut heap: BinaryHeap<HeapItem> = BinaryHeap::with_capacity(k + 1);
         let mut push = |d: f32, id: &str| {
