@@ -162,25 +162,16 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Op>> {
                 let id = c.name("id")?;
                 let dim = c.u32()? as usize;
                 let raw = c.take(dim.checked_mul(4).ok_or_else(|| Error::InvalidArgument("vector too long".into()))?)?;
-                let mut vector = Vec::with_capacity(dim);
-                for (j, chunk) in raw.chunks_exact(4).enumerate() {
-                    let x = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-                    if !x.is_finite() {
-                        return Err(Error::InvalidArgument(format!(
-                            "records[{i}].vector[{j}] of id '{id}' is not a finite number"
-                        )));
-                    }
-                    vector.push(x);
+                // Decode, then check, in two simple loops the compiler vectorises.
+                let vector: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                if !vector.iter().all(|x| x.is_finite()) {
+                    let j = vector.iter().position(|x| !x.is_finite()).unwrap_or(0);
+                    return Err(Error::InvalidArgument(format!("records[{i}].vector[{j}] of id '{id}' is not a finite number")));
                 }
                 let meta_len = c.u32()? as usize;
                 let metadata = c.str(meta_len, "metadata")?;
-                match serde_json::from_str::<serde_json::Value>(&metadata) {
-                    Ok(serde_json::Value::Object(_)) | Ok(serde_json::Value::Null) => {}
-                    _ => {
-                        return Err(Error::InvalidArgument(format!(
-                            "records[{i}].metadata of id '{id}' must be a JSON object"
-                        )))
-                    }
+                if !matches!(serde_json::from_str::<JsonCheck>(&metadata), Ok(JsonCheck::Object | JsonCheck::Null)) {
+                    return Err(Error::InvalidArgument(format!("records[{i}].metadata of id '{id}' must be a JSON object")));
                 }
                 Op::Upsert { collection, id, vector, metadata }
             }
@@ -193,6 +184,59 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Op>> {
         return Err(Error::InvalidArgument("trailing bytes after batch operations".into()));
     }
     Ok(ops)
+}
+
+/// The kind of a JSON value that parses exactly as `serde_json::Value` would (same syntax,
+/// numbers in range, nesting limit), checked without building the value: no allocation.
+#[derive(Debug, PartialEq, Eq)]
+enum JsonCheck {
+    Object,
+    Null,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for JsonCheck {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<JsonCheck, D::Error> {
+        d.deserialize_any(JsonCheckVisitor)
+    }
+}
+
+struct JsonCheckVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JsonCheckVisitor {
+    type Value = JsonCheck;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<JsonCheck, E> {
+        Ok(JsonCheck::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<JsonCheck, E> {
+        Ok(JsonCheck::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<JsonCheck, E> {
+        Ok(JsonCheck::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<JsonCheck, E> {
+        Ok(JsonCheck::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<JsonCheck, E> {
+        Ok(JsonCheck::Other)
+    }
+    fn visit_unit<E>(self) -> std::result::Result<JsonCheck, E> {
+        Ok(JsonCheck::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<JsonCheck, A::Error> {
+        while seq.next_element::<JsonCheck>()?.is_some() {}
+        Ok(JsonCheck::Other)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<JsonCheck, A::Error> {
+        while map.next_key::<JsonCheck>()?.is_some() {
+            map.next_value::<JsonCheck>()?;
+        }
+        Ok(JsonCheck::Object)
+    }
 }
 
 #[cfg(test)]
@@ -216,6 +260,26 @@ mod tests {
             assert!(validate_name("id", bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_name("id", &"x".repeat(256)).is_ok());
+    }
+
+    #[test]
+    fn metadata_check_agrees_with_serde_json_value() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let cases = [
+            "{}", "null", " { \"a\" : [1, 2.5, -3e2, {\"b\": null}], \"c\": \"\\u00e9\\n\" } ", "[]", "1", "\"s\"", "true",
+            "", " ", "{", "{\"a\":}", "{\"a\":1,}", "[1,]", "nul", "null x", "{} {}", "{\"a\":1e400}", "{\"a\":-1e400}",
+            "{\"a\":18446744073709551616}", "{\"a\":01}", "{\"a\":\"\\x\"}", "{\"a\":\"\\ud800\"}", "{1:2}", "{\"a\":NaN}",
+            "\t{\"k\":{\"k\":{\"k\":[true,false,null]}}}\r\n", &deep,
+        ];
+        for case in cases {
+            let expected = match serde_json::from_str::<serde_json::Value>(case) {
+                Ok(serde_json::Value::Object(_)) => Ok(JsonCheck::Object),
+                Ok(serde_json::Value::Null) => Ok(JsonCheck::Null),
+                Ok(_) => Ok(JsonCheck::Other),
+                Err(_) => Err(()),
+            };
+            assert_eq!(serde_json::from_str::<JsonCheck>(case).map_err(|_| ()), expected, "{case:?}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub use error::{Error, Result};
 pub mod batch;
 pub mod engine;
 pub mod fault;
+pub mod keyed_hash;
 pub mod manifest;
 pub mod segment;
 pub mod state;

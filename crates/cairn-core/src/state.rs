@@ -10,6 +10,7 @@ use crate::distance::{dot, Metric};
 use crate::error::{Error, Result};
 use crate::hnsw::{Hnsw, HnswParams};
 use crate::index::{label_of, read, CollectionIndex};
+use crate::keyed_hash::{IdMap, IdSet};
 
 /// Collections this small are always searched exactly: it is as fast and has perfect recall.
 pub const EXACT_MAX_ROWS: usize = 2_048;
@@ -39,16 +40,16 @@ pub struct Collection {
     /// Sequence number of the create operation; unique for the life of the store.
     pub id: u64,
     pub spec: CollectionSpec,
-    pub rows: HashMap<String, Row>,
+    pub rows: IdMap<String, Row>,
     /// Ids written since the last checkpoint captured this collection.
-    pub dirty: HashSet<String>,
+    pub dirty: IdSet<String>,
     /// Checkpoint files, oldest first; later files override earlier ones.
     pub segments: Vec<SegmentRef>,
     /// The persisted graph named by the manifest, if any.
     pub index_file: Option<SegmentRef>,
     pub index: Arc<CollectionIndex>,
     /// Label -> id of every live row.
-    pub live: HashMap<u64, String>,
+    pub live: IdMap<u64, String>,
 }
 
 #[derive(Default)]
@@ -154,12 +155,12 @@ impl Collection {
         Collection {
             id,
             spec,
-            rows: HashMap::new(),
-            dirty: HashSet::new(),
+            rows: IdMap::default(),
+            dirty: IdSet::default(),
             segments: Vec::new(),
             index_file: None,
             index: CollectionIndex::new(hnsw),
-            live: HashMap::new(),
+            live: IdMap::default(),
         }
     }
 
