@@ -282,7 +282,7 @@ impl Engine {
         let thread_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("cairn-commit".into())
-            .spawn(move || CommitThread { shared: thread_shared, writer, schema }.run())
+            .spawn(move || CommitThread { shared: thread_shared, writer, schema, buf: Vec::new() }.run())
             .map_err(|e| Error::io(dir, e))?;
         let engine = Engine { shared, commit_thread: Mutex::new(Some(handle)), lock: Mutex::new(Some(guard)), report };
         if skip && (!engine.report.skipped.is_empty() || !engine.report.bad_segment_records.is_empty()) {
@@ -910,7 +910,13 @@ struct CommitThread {
     shared: Arc<Shared>,
     writer: WalWriter,
     schema: HashMap<String, u32>,
+    /// The framed records of a group, kept between groups: a fresh multi-megabyte buffer per
+    /// group costs a page fault per 4 KiB, more than the copy into it.
+    buf: Vec<u8>,
 }
+
+/// Largest record buffer kept between groups.
+const MAX_KEPT_BUF: usize = 16 << 20;
 
 struct Accepted {
     seq: u64,
@@ -962,7 +968,9 @@ impl CommitThread {
         }
         let mut accepted: Vec<Accepted> = Vec::with_capacity(group.len());
         // Sized up front: growing by doubling would copy a large batch several times.
-        let mut buf = Vec::with_capacity(group.iter().map(|(payload, _)| record_len(payload.len())).sum());
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.reserve(group.iter().map(|(payload, _)| record_len(payload.len())).sum());
         let mut next_seq = self.shared.last_seq.load(Ordering::Acquire) + 1;
         let mut time_ms = read(&self.shared.state).last_time_ms;
         let mut failure: Option<Error> = None;
@@ -1001,6 +1009,9 @@ impl CommitThread {
                 r = self.writer.sync();
             }
             failure = r.err();
+        }
+        if buf.capacity() <= MAX_KEPT_BUF {
+            self.buf = buf;
         }
         if let Some(e) = failure {
             // Never retry a failed write or fsync: the page cache may have dropped the data.
