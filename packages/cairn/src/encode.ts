@@ -51,10 +51,28 @@ function writeUtf8(buf: Buffer, s: string, o: number): number {
   return n;
 }
 
+// Large payloads are built in one reused buffer: a fresh multi-megabyte allocation costs a
+// page fault per 4 KiB, more than encoding into it.
+const SCRATCH_MIN_BYTES = 64 << 10;
+const SCRATCH_MAX_BYTES = 16 << 20;
+let scratch: Buffer | undefined;
+
+function payloadBuffer(size: number): Buffer {
+  if (size < SCRATCH_MIN_BYTES || size > SCRATCH_MAX_BYTES) return Buffer.allocUnsafe(size);
+  if (scratch === undefined || scratch.length < size) {
+    scratch = Buffer.allocUnsafe(Math.min(SCRATCH_MAX_BYTES, Math.max(size, 2 * (scratch?.length ?? 0))));
+  }
+  return scratch;
+}
+
+/**
+ * The returned Buffer is valid only until the next call (a large one shares the scratch
+ * buffer): hand it straight to the native commit, which copies it before returning.
+ */
 export function encodeBatch(ops: readonly EncodedOp[]): Buffer {
   let size = 4;
   for (const op of ops) size += maxOpSize(op);
-  const buf = Buffer.allocUnsafe(size);
+  const buf = payloadBuffer(size);
   let o = buf.writeUInt32LE(ops.length, 0);
   const str16 = (s: string) => {
     const n = writeUtf8(buf, s, o + 2);
