@@ -61,7 +61,7 @@ export interface OpenOptions {
    * options `throttleMBps`, `repair` and `concurrency`. Each report is emitted as `'scrub'`,
    * each failure as `'scrub-error'`. A running scrub is cancelled by `close()`.
    */
-  scrub?: { intervalMs: number; throttleMBps?: number; repair?: boolean; concurrency?: number };
+  scrub?: { intervalMs: number; throttleMBps?: number; repair?: boolean; concurrency?: number; deep?: boolean };
 }
 
 export interface CollectionOptions {
@@ -177,7 +177,7 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
   let scrubSchedule: { intervalMs: number; options: ParsedScrubOptions } | undefined;
   if (options.scrub !== undefined) {
     const sc = checkPlainObject('options.scrub', options.scrub);
-    checkKnownKeys('options.scrub', sc, ['intervalMs', 'throttleMBps', 'repair', 'concurrency']);
+    checkKnownKeys('options.scrub', sc, ['intervalMs', 'throttleMBps', 'repair', 'concurrency', 'deep']);
     const { intervalMs, ...rest } = sc;
     scrubSchedule = { intervalMs: checkPositiveInt('options.scrub.intervalMs', intervalMs, 2 ** 31 - 1), options: parseScrubOptions(rest, 'options.scrub') };
   }

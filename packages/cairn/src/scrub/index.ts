@@ -43,6 +43,10 @@ export interface ScrubOptions {
   throttleMBps?: number;
   /** Quarantine damaged files and replace them from a repair source (default false: report only). */
   repair?: boolean;
+  /** Hash every checkpoint record even when the file's size and xxh3 match the manifest (which
+   *  already proves it is the file the engine wrote). Default false: records are checked
+   *  one by one only to locate damage, or when no checksum is recorded. */
+  deep?: boolean;
   /** Cancels the scrub: it stops within one read chunk and rejects with `CAIRN_ABORTED`. */
   signal?: AbortSignal;
   /** Called about every 200 ms while files are read, and once at the end of reading. */
@@ -116,7 +120,7 @@ interface RawSnapshot {
   files: Array<{ path: string; bytes: number; xxh3: string }>;
 }
 
-const SCRUB_KEYS = ['concurrency', 'throttleMBps', 'repair', 'signal', 'onProgress', 'sources'] as const;
+const SCRUB_KEYS = ['concurrency', 'throttleMBps', 'repair', 'deep', 'signal', 'onProgress', 'sources'] as const;
 const WAL_NAME = /^\d{20}\.wal$/;
 const SNAPSHOT_FILE = 'SNAPSHOT';
 const AREA_ORDER: FileArea[] = ['manifest', 'data', 'archive', 'wal', 'snapshot'];
@@ -125,6 +129,7 @@ export interface ParsedScrubOptions {
   concurrency: number;
   bytesPerSec: number | null;
   repair: boolean;
+  deep: boolean;
   signal?: AbortSignal;
   onProgress?: (p: ScrubProgress) => void;
   sources?: RepairSource[];
@@ -146,6 +151,7 @@ export function parseScrubOptions(options: unknown, prefix = 'options'): ParsedS
     bytesPerSec = t * 1e6;
   }
   if (o.repair !== undefined && typeof o.repair !== 'boolean') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.repair must be a boolean`);
+  if (o.deep !== undefined && typeof o.deep !== 'boolean') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.deep must be a boolean`);
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.signal must be an AbortSignal`);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.onProgress must be a function`);
   if (o.sources !== undefined && (!Array.isArray(o.sources) || !o.sources.every((s) => s !== null && typeof s === 'object' && typeof (s as RepairSource).repair === 'function'))) {
@@ -155,6 +161,7 @@ export function parseScrubOptions(options: unknown, prefix = 'options'): ParsedS
     concurrency,
     bytesPerSec,
     repair: o.repair === true,
+    deep: o.deep === true,
     ...(o.signal ? { signal: o.signal as AbortSignal } : {}),
     ...(o.onProgress ? { onProgress: o.onProgress as (p: ScrubProgress) => void } : {}),
     ...(o.sources ? { sources: o.sources as RepairSource[] } : {}),
@@ -198,7 +205,10 @@ class Verifier {
   readonly #scan: number;
   readonly #dir: string;
 
-  constructor(dir: string, scan: number, concurrency: number) {
+  readonly #deep: boolean;
+
+  constructor(dir: string, scan: number, concurrency: number, deep: boolean) {
+    this.#deep = deep;
     this.#dir = dir;
     this.#scan = scan;
     this.#pool =
@@ -208,7 +218,8 @@ class Verifier {
   }
 
   async verify(t: Target): Promise<FileCheck> {
-    const task: VerifyTask = { scan: this.#scan, path: join(this.#dir, t.rel), kind: t.kind, bytes: t.expected?.bytes ?? null, xxh3: t.expected?.xxh3 ?? null };
+    const kind = t.kind === 'segment' && this.#deep ? 'segment-deep' : t.kind;
+    const task: VerifyTask = { scan: this.#scan, path: join(this.#dir, t.rel), kind, bytes: t.expected?.bytes ?? null, xxh3: t.expected?.xxh3 ?? null };
     const json = this.#pool
       ? ((await this.#pool.run(task)) as string)
       : nativeModule.verifyFile(task.scan, task.path, task.kind, task.bytes, task.xxh3);
@@ -354,7 +365,7 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
   const scan = nativeModule.scanOpen(opts.bytesPerSec);
   const onAbort = () => nativeModule.scanCancel(scan);
   opts.signal?.addEventListener('abort', onAbort, { once: true });
-  const verifier = new Verifier(dir, scan, opts.concurrency);
+  const verifier = new Verifier(dir, scan, opts.concurrency, opts.deep);
   let progressTimer: NodeJS.Timeout | undefined;
   try {
     // Phase 1: the manifests, which say what the other files must hold.
