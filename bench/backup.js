@@ -6,17 +6,17 @@
 //   node bench/backup.js
 //
 // Environment: BACKUP_MB (1024, vector bytes in the store), BACKUP_DIM (1536), BACKUP_S3=0 to
-// skip S3. Data under bench/.bench-data/backup (gitignored), removed unless KEEP_DATA=1.
+// skip S3. Data under $TMPDIR/cairn-bench-backup (BACKUP_DATA), removed unless KEEP_DATA=1.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 import { BackupManager, open } from 'cairn';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const ROOT = join(here, '.bench-data', 'backup');
+// Outside bench/.bench-data: other benches clear that directory while this one runs.
+const ROOT = process.env.BACKUP_DATA ?? join(tmpdir(), 'cairn-bench-backup');
 const MB_TARGET = Number(process.env.BACKUP_MB ?? 1024);
 const DIM = Number(process.env.BACKUP_DIM ?? 1536);
 const WITH_S3 = process.env.BACKUP_S3 !== '0';

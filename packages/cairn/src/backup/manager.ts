@@ -448,7 +448,7 @@ export class BackupManager {
     await target.cleanDebris();
     const { markers, stale } = await this.#markers(target);
     for (const m of stale) await target.delete(markerKey(m.id));
-    if (stale.length > 0 && markers.length === stale.length) await this.#collectGarbage(target, null).catch(() => {});
+    if (stale.length > 0 && markers.length === stale.length) await this.#collectGarbage(target).catch(() => {});
   }
 
   async #markers(target: BackupTarget): Promise<{ markers: Marker[]; stale: Marker[] }> {
@@ -775,12 +775,12 @@ export class BackupManager {
       await t.delete(manifestKey(m.id));
       deleted.push(m.id);
     }
-    const gc = await this.#collectGarbage(t, null);
+    const gc = await this.#collectGarbage(t);
     return { target: t.url, kept: all.filter((m) => keep.has(m.id)).map((m) => m.id), deleted, ...gc };
   }
 
   /** Delete chunks that no manifest names; skipped while another run may be uploading. */
-  async #collectGarbage(t: BackupTarget, _hint: null): Promise<{ chunksDeleted: number; bytesFreed: number; gcSkipped: string | null }> {
+  async #collectGarbage(t: BackupTarget): Promise<{ chunksDeleted: number; bytesFreed: number; gcSkipped: string | null }> {
     const { manifests, corrupted } = await this.#readManifests(t);
     if (corrupted.length > 0) {
       return { chunksDeleted: 0, bytesFreed: 0, gcSkipped: `damaged manifest(s) ${corrupted.map((c) => c.id).join(', ')}: their chunks are unknown` };
