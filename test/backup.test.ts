@@ -238,6 +238,28 @@ test('second_full_backup_after_small_change_stores_only_new_chunks', async () =>
   expect(b.bytes.read).toBe(a.bytes.read);
 });
 
+test('exclude_wal_restores_the_snapshot_only_and_encrypted_chunks_hold_no_plaintext', async () => {
+  const model = new Model();
+  const dir = newDir('store');
+  const db = await newStore(dir, model);
+  await writeSome(db, model, 6, 1);
+  const snap = await db.snapshot();
+  await writeSome(db, model, 6, 2);
+  await db.close();
+  const root = newDir('target');
+  const key = 'ab'.repeat(32);
+  const backups = new BackupManager({ source: dir, target: `file://${root}`, exclude: ['wal'], encryption: { key } });
+  const m = await backups.create();
+  expect(m.range!.to.seq).toBe(snap.seq);
+  expect(m.encryption!.algorithm).toBe('aes-256-gcm');
+  await rejectsWith(backups.restore(m.id, newDir('late'), { to: { seq: snap.seq + 1n } }), 'CAIRN_INVALID_ARGUMENT');
+  const out = newDir('out');
+  expect((await backups.restore(m.id, out)).seq).toBe(snap.seq);
+  await expectEqualsModel(out, model.at(snap.seq));
+  // Metadata strings written by writeSome must not appear in any stored chunk.
+  for (const n of readdirSync(join(root, 'chunks'))) expect(readFileSync(join(root, 'chunks', n)).includes('"tag"')).toBe(false);
+});
+
 test('one_failing_target_does_not_fail_the_others', async () => {
   const model = new Model();
   const dir = newDir('store');
