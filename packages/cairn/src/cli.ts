@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 
-import { BackupManager } from './backup/manager.js';
+import { type BackupProgress, BackupManager } from './backup/manager.js';
 import type { BackupKind } from './backup/metadata.js';
 import { runDemo } from './demo.js';
 import { CairnError } from './errors.js';
@@ -55,10 +55,13 @@ function megabytes(n: number): string {
   return `${(n / 1e6).toFixed(1)} MB`;
 }
 
-/** One status line on a terminal: bytes read of the total, rate and ETA. */
-function scrubProgressLine(started: number): (p: ScrubProgress) => void {
+/** One status line on a terminal: bytes read of the total, rate and ETA (timed from the first
+ *  report, so opening the store does not count). */
+function scrubProgressLine(): (p: ScrubProgress) => void {
   let width = 0;
+  let started = 0;
   return (p) => {
+    started ||= Date.now() - 200;
     const secs = (Date.now() - started) / 1000;
     const rate = secs > 0 ? p.bytes / secs : 0;
     const left = Math.max(0, p.totalBytes - p.bytes);
@@ -138,7 +141,13 @@ async function main(argv: string[]): Promise<number> {
       if (!dir || targets.length === 0) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'backup needs a store directory and --to URL');
       const backups = backupManager(dir, targets);
       try {
-        const m = await withProgress('backup', !asJson, backups.create({ kind: (values.kind ?? 'full') as BackupKind }));
+        const bar = progressBar(!asJson);
+        let m;
+        try {
+          m = await backups.create({ kind: (values.kind ?? 'full') as BackupKind, onProgress: bar.update });
+        } finally {
+          bar.done();
+        }
         if (asJson) console.log(json(m));
         else {
           for (const t of m.targets) {
@@ -230,7 +239,7 @@ async function main(argv: string[]): Promise<number> {
           ...(throttle !== undefined ? { throttleMBps: throttle } : {}),
           ...(concurrency !== undefined ? { concurrency } : {}),
           signal: abort.signal,
-          ...(tty ? { onProgress: scrubProgressLine(Date.now()) } : {}),
+          ...(tty ? { onProgress: scrubProgressLine() } : {}),
         });
       } finally {
         process.off('SIGINT', onSigint);
@@ -269,6 +278,25 @@ function restoreTarget(seq: string | undefined, time: string | undefined): { seq
     return { time: t };
   }
   return undefined;
+}
+
+/** On a terminal, a bar of the bytes a backup has taken, per target; silent otherwise. */
+function progressBar(enabled: boolean): { update: (p: BackupProgress) => void; done: () => void } {
+  const on = enabled && process.stderr.isTTY;
+  let shown = false;
+  return {
+    update(p) {
+      if (!on) return;
+      const frac = p.totalBytes === 0 ? 1 : p.bytes / p.totalBytes;
+      const width = 30;
+      const fill = Math.round(frac * width);
+      process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0)}% ${p.files}/${p.totalFiles} files ${(p.bytes / 2 ** 20).toFixed(1)}/${(p.totalBytes / 2 ** 20).toFixed(1)} MB ${p.target}`);
+      shown = true;
+    },
+    done() {
+      if (shown) process.stderr.write('\n');
+    },
+  };
 }
 
 function backupManager(source: string, targets: string[]): BackupManager {

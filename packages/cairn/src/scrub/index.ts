@@ -386,10 +386,14 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
     // Phase 2: everything.
     const { targets, activeWal, walSums } = planFiles(ctx, snapshotManifests, manifest);
     const all = [...firstTargets, ...targets];
+    // Hard-linked names are read once, so count each inode once.
     let totalBytes = 0;
+    const inodes = new Set<bigint>();
     for (const t of targets) {
       try {
-        totalBytes += statSync(join(dir, t.rel)).size;
+        const st = statSync(join(dir, t.rel), { bigint: true });
+        if (!inodes.has(st.ino)) totalBytes += Number(st.size);
+        inodes.add(st.ino);
       } catch {
         // missing
       }
