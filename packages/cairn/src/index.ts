@@ -41,6 +41,7 @@ export type {
   BackupClock,
   BackupExclude,
   BackupManagerOptions,
+  BackupProgress,
   CreateResult,
   PruneResult,
   S3Settings,

@@ -91,6 +91,15 @@ export type TargetResult = { target: string; ok: true; metadata: BackupMetadata 
 /** The metadata of the backup on the first target that completed it, and every target's own result. */
 export type CreateResult = BackupMetadata & { targets: TargetResult[] };
 
+/** Reported after each file a run has taken (read or reused from its base). */
+export interface BackupProgress {
+  target: string;
+  files: number;
+  totalFiles: number;
+  bytes: number;
+  totalBytes: number;
+}
+
 export type VerifyProblemKind = 'manifest' | 'extra' | ChunkProblem | 'file' | 'target';
 
 export interface VerifyProblem {
@@ -247,9 +256,10 @@ export class BackupManager {
   // create
 
   /** Back up the source to every target. Rejects only when every target failed. */
-  async create(options: { kind?: BackupKind; id?: string } = {}): Promise<CreateResult> {
+  async create(options: { kind?: BackupKind; id?: string; onProgress?: (p: BackupProgress) => void } = {}): Promise<CreateResult> {
     const o = checkPlainObject('options', options);
-    checkKnownKeys('options', o, ['kind', 'id']);
+    checkKnownKeys('options', o, ['kind', 'id', 'onProgress']);
+    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalidArgument('options.onProgress must be a function');
     const kind = o.kind === undefined ? 'full' : o.kind;
     if (!KINDS.includes(kind as BackupKind)) throw invalidArgument(`options.kind must be one of ${KINDS.map((k) => `'${k}'`).join(', ')}`);
     if (o.id !== undefined && (typeof o.id !== 'string' || !ID.test(o.id))) {
@@ -259,11 +269,11 @@ export class BackupManager {
     this.#pending.add(pendingKey);
     return this.#exclusive(async () => {
       this.#pending.delete(pendingKey);
-      return this.#create(kind as BackupKind, o.id as string | undefined);
+      return this.#create(kind as BackupKind, o.id as string | undefined, o.onProgress as ((p: BackupProgress) => void) | undefined);
     });
   }
 
-  async #create(requested: BackupKind, wantedId: string | undefined): Promise<CreateResult> {
+  async #create(requested: BackupKind, wantedId: string | undefined, onProgress: ((p: BackupProgress) => void) | undefined): Promise<CreateResult> {
     const started = this.#clock.now();
     const wallStart = performance.now();
     let id = wantedId ?? `${compactTime(started)}-${requested}`;
@@ -283,7 +293,7 @@ export class BackupManager {
       }
     } else sourceDir = this.#source;
     const content = await collectSource(sourceDir, this.#exclude);
-    const settled = await Promise.allSettled(this.#targets.map((t) => this.#createOn(t, id, requested, sourceDir, content, started, wallStart)));
+    const settled = await Promise.allSettled(this.#targets.map((t) => this.#createOn(t, id, requested, sourceDir, content, started, wallStart, onProgress)));
     const results: TargetResult[] = settled.map((s, i) => {
       const target = this.#targets[i]!.url;
       if (s.status === 'fulfilled') return { target, ok: true, metadata: s.value };
@@ -307,6 +317,7 @@ export class BackupManager {
     content: SourceContent,
     started: number,
     wallStart: number,
+    onProgress: ((p: BackupProgress) => void) | undefined,
   ): Promise<BackupMetadata> {
     await this.#cleanDebris(target);
     const marker: Marker = { id, kind: requested, pid: process.pid, host: hostname(), startedMs: started };
@@ -334,11 +345,18 @@ export class BackupManager {
       let chunksWritten = 0;
       let rangeTo: { seq: bigint; timeMs: number } | null = null;
       const walLast = new Map<string, { seq: bigint; timeMs: number } | null>();
+      const totalBytes = content.files.reduce((n, f) => n + f.bytes, 0);
+      let doneBytes = 0;
+      const progress = (f: SourceFile) => {
+        doneBytes += f.bytes;
+        onProgress?.({ target: target.url, files: files.length, totalFiles: content.files.length, bytes: doneBytes, totalBytes });
+      };
       for (const f of content.files) {
         const prev = baseFiles.get(f.path) ?? (f.xxh3 !== undefined ? baseByContent.get(contentKey(f.path, f.bytes, f.xxh3)) : undefined);
         if (prev && base && unchanged(f, prev) && prev.chunks.every((c) => present.has(c) && base!.chunks[c])) {
           files.push({ ...prev, path: f.path, mtimeMs: f.mtimeMs });
           for (const c of prev.chunks) chunks[c] = [base.chunks[c]![0], present.get(c)!];
+          progress(f);
           continue;
         }
         const upload = async (pieces: Buffer[]): Promise<string[]> => {
@@ -381,6 +399,7 @@ export class BackupManager {
           }
           read += f.bytes;
           files.push({ path: f.path, bytes: f.bytes, xxh3: f.xxh3, mtimeMs: f.mtimeMs, chunks: names });
+          progress(f);
           continue;
         }
         let raw = await readSource(f);
@@ -395,6 +414,7 @@ export class BackupManager {
         for (let at = 0; at < raw.length; at += CHUNK_BYTES) pieces.push(raw.subarray(at, at + CHUNK_BYTES));
         const names = await upload(pieces);
         files.push({ path: f.path, bytes: raw.length, xxh3, mtimeMs: f.mtimeMs, chunks: names });
+        progress(f);
       }
       for (const f of files) {
         if (!f.path.startsWith('wal-archive/')) continue;
