@@ -41,6 +41,10 @@ pub struct SnapshotInfo {
     /// "full" or "incremental".
     pub kind: String,
     pub base: Option<String>,
+    /// Wall-clock creation time in ns: orders snapshots taken at the same seq (a full and an
+    /// incremental with no write between), so "the newest snapshot" is the one taken last.
+    #[serde(default)]
+    pub created_ns: u64,
     pub bytes: u64,
     pub files: Vec<SnapshotFile>,
 }
@@ -88,7 +92,7 @@ pub fn list(dir: &Path) -> Result<Vec<SnapshotInfo>> {
         }
         out.push(read_info(&root.join(&name))?);
     }
-    out.sort_by(|a, b| (a.seq, &a.id).cmp(&(b.seq, &b.id)));
+    out.sort_by(|a, b| (a.seq, a.created_ns, &a.id).cmp(&(b.seq, b.created_ns, &b.id)));
     Ok(out)
 }
 
@@ -217,6 +221,10 @@ fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<Snapsho
         time_ms: m.checkpoint_time_ms,
         kind: kind.to_string(),
         base: base.map(|b| b.id),
+        created_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
         bytes: files.iter().map(|f| f.bytes).sum(),
         files,
     };
