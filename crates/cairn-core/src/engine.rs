@@ -96,12 +96,15 @@ struct Capture {
     collections: Vec<CapturedCollection>,
 }
 
+/// Rows a checkpoint writes, by id; `None` records a delete (delta files only).
+type CapturedRows = Vec<(String, Option<Row>)>;
+
 struct CapturedCollection {
     id: u64,
     spec: CollectionSpec,
     existing: Vec<SegmentRef>,
     /// `Some` when this checkpoint writes a file: base (every row) or delta (changed ids).
-    write: Option<(u8, Vec<(String, Option<Row>)>)>,
+    write: Option<(u8, CapturedRows)>,
     index: Arc<CollectionIndex>,
     index_file: Option<SegmentRef>,
 }

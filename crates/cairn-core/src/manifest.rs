@@ -57,7 +57,7 @@ pub fn encode_framed(magic: &[u8; 8], version: u32, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     let sum = xxh3(&out);
     out.extend_from_slice(&sum.to_le_bytes());
     out

@@ -238,7 +238,7 @@ pub fn check_record(buf: &[u8], pos: usize, end: usize, dim: usize) -> std::resu
         return Err(("record header past end of data", None));
     }
     let len = u32_at(buf, pos + R_LEN) as usize;
-    if len < R_FIXED + 8 || len % 8 != 0 || pos + len > end {
+    if len < R_FIXED + 8 || !len.is_multiple_of(8) || pos + len > end {
         return Err(("implausible record length", None));
     }
     let rec = &buf[pos..pos + len];

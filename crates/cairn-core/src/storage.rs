@@ -7,6 +7,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+#[allow(clippy::len_without_is_empty, reason = "a file's length is a size, not a collection")]
 pub trait StorageFile: Send + Sync {
     /// Positional write of the whole buffer.
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;

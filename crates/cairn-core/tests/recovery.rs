@@ -277,7 +277,7 @@ fn one_batch_creates_at_most_one_collection() {
     let fs = FaultStorage::new();
     let e = open_with(&fs, RecoveryMode::TolerateTornTail).expect("open");
     let both = [Op::CreateCollection(spec("x", 2, Metric::L2)), Op::CreateCollection(spec("y", 3, Metric::L2))];
-    let err = e.commit(&both).err().expect("two creates in one batch must be refused");
+    let err = e.commit(&both).expect_err("two creates in one batch must be refused");
     assert_eq!(err.code(), "CAIRN_INVALID_ARGUMENT");
     assert!(err.to_string().contains("ops[1]"), "the message names the operation: {err}");
     assert_eq!((e.last_seq(), e.collections().expect("collections").len()), (0, 0), "nothing was written");

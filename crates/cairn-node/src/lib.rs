@@ -355,7 +355,7 @@ impl NativeStore {
             Some(f) => Some(Filter::parse(&f).map_err(to_napi)?),
             None => None,
         };
-        if count == 0 || vectors.len() % count as usize != 0 {
+        if count == 0 || !vectors.len().is_multiple_of(count as usize) {
             return Err(invalid("vectors must hold count queries of equal dimension"));
         }
         Ok(AsyncTask::new(QueryTask {
