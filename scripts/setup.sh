@@ -24,8 +24,8 @@ fi
 # The S3 backup tests run against moto's S3 server, a separate process on loopback.
 if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
   echo "setup: installing moto[server] for the S3 backup tests"
-  python3 -m pip install --quiet 'moto[server]' >/dev/null 2>&1 \
-    || python3 -m pip install --quiet --user --break-system-packages 'moto[server]' >/dev/null
+  python3 -m pip install --quiet 'moto[server]==5.2.1' >/dev/null 2>&1 \
+    || python3 -m pip install --quiet --user --break-system-packages 'moto[server]==5.2.1' >/dev/null
 fi
 
 pnpm install --frozen-lockfile
