@@ -16,7 +16,10 @@ use napi::bindgen_prelude::*;
 use napi::{Env, JsObject, Task};
 use napi_derive::napi;
 
+mod completions;
 mod scrub;
+
+use completions::Completions;
 
 fn to_napi(e: cairn_core::Error) -> napi::Error {
     napi::Error::new(Status::GenericFailure, format!("{}: {}", e.code(), e))
@@ -56,8 +59,8 @@ impl Task for OpenTask {
         let dir = self.dir.clone();
         guarded(move || Engine::open(&dir, opts))
     }
-    fn resolve(&mut self, _env: Env, engine: Engine) -> napi::Result<NativeStore> {
-        Ok(NativeStore { engine: Arc::new(engine) })
+    fn resolve(&mut self, env: Env, engine: Engine) -> napi::Result<NativeStore> {
+        Ok(NativeStore { completions: Completions::new(&env)?, engine: Arc::new(engine) })
     }
 }
 
@@ -186,8 +189,6 @@ impl<T: Send + 'static + ToNapiValue + TypeName> Task for EngineTask<T> {
     }
 }
 
-type CommitResolver = Box<dyn FnOnce(Env) -> napi::Result<BigInt> + Send>;
-
 pub struct JsonTask {
     job: Option<Box<dyn FnOnce() -> cairn_core::Result<String> + Send>>,
 }
@@ -286,6 +287,13 @@ pub fn unshuffle4(data: Buffer) -> Buffer {
 #[napi]
 pub struct NativeStore {
     engine: Arc<Engine>,
+    completions: Arc<Completions>,
+}
+
+impl Drop for NativeStore {
+    fn drop(&mut self) {
+        self.completions.release();
+    }
 }
 
 #[napi]
@@ -294,19 +302,13 @@ impl NativeStore {
     /// number once durable per the sync mode; concurrent calls share one fsync in `group` mode.
     #[napi(ts_return_type = "Promise<bigint>")]
     pub fn commit(&self, env: Env, payload: Buffer) -> napi::Result<JsObject> {
-        let (deferred, promise) = env.create_deferred::<BigInt, CommitResolver>()?;
+        let (deferred, promise) = self.completions.begin(&env)?;
         let bytes = payload.to_vec();
         let engine = self.engine.clone();
-        let submitted = catch_unwind(AssertUnwindSafe(move || {
-            engine.submit(
-                bytes,
-                Box::new(move |r| match r {
-                    Ok(seq) => deferred.resolve(Box::new(move |_| Ok(BigInt::from(seq)))),
-                    Err(e) => deferred.reject(to_napi(e)),
-                }),
-            )
-        }));
+        let completions = self.completions.clone();
+        let submitted = catch_unwind(AssertUnwindSafe(move || engine.submit(bytes, Box::new(move |r| completions.complete(deferred, r)))));
         if submitted.is_err() {
+            self.completions.abandon(&env);
             return Err(napi::Error::new(Status::GenericFailure, "CAIRN_INTERNAL: internal panic in commit".to_string()));
         }
         Ok(promise)
