@@ -115,6 +115,9 @@ const MAX_SEGMENTS_PER_COLLECTION: usize = 8;
 struct Queue {
     requests: VecDeque<Request>,
     shutdown: bool,
+    /// The commit thread is waiting on `queue_cv`: only then does a submit need to wake it, which
+    /// spares a futex syscall per commit while it is busy with earlier groups.
+    idle: bool,
 }
 
 struct Shared {
@@ -264,7 +267,7 @@ impl Engine {
             opts: opts.clone(),
             last_seq: AtomicU64::new(state.last_seq),
             state: RwLock::new(state),
-            queue: Mutex::new(Queue { requests: VecDeque::new(), shutdown: false }),
+            queue: Mutex::new(Queue { requests: VecDeque::new(), shutdown: false, idle: false }),
             queue_cv: Condvar::new(),
             poisoned: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -325,8 +328,11 @@ impl Engine {
             return done(Err(Error::Closed));
         }
         q.requests.push_back(Request::Commit { payload, done });
+        let wake = q.idle;
         drop(q);
-        self.shared.queue_cv.notify_one();
+        if wake {
+            self.shared.queue_cv.notify_one();
+        }
     }
 
     /// Blocking form of `submit`.
@@ -934,7 +940,9 @@ impl CommitThread {
             let requests: Vec<Request> = {
                 let mut q = lock(&self.shared.queue);
                 while q.requests.is_empty() && !q.shutdown {
+                    q.idle = true;
                     q = self.shared.queue_cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                    q.idle = false;
                 }
                 if q.requests.is_empty() {
                     break;
@@ -977,6 +985,9 @@ impl CommitThread {
         let mut next_seq = self.shared.last_seq.load(Ordering::Acquire) + 1;
         let mut time_ms = read(&self.shared.state).last_time_ms;
         let mut failure: Option<Error> = None;
+        if self.writer.prealloc_ready() {
+            failure = self.writer.roll(next_seq).err();
+        }
         for (payload, done) in group {
             if let Some(p) = lock(&self.shared.poisoned).clone() {
                 done(Err(Error::Poisoned(p)));
@@ -1026,7 +1037,7 @@ impl CommitThread {
             return;
         }
         let mut dones = Vec::with_capacity(accepted.len());
-        {
+        let touched = {
             let mut st = write(&self.shared.state);
             for a in accepted {
                 if let Err(e) = st.apply(a.seq, a.time_ms, a.ops) {
@@ -1035,12 +1046,15 @@ impl CommitThread {
                 self.shared.last_seq.store(a.seq, Ordering::Release);
                 dones.push((a.seq, a.done));
             }
-            for index in st.touched.drain(..) {
-                self.shared.indexer.notify(&index);
-            }
-        }
+            std::mem::take(&mut st.touched)
+        };
         for (seq, done) in dones {
             done(Ok(seq));
+        }
+        // After the acknowledgements: waking the indexer first would have it compete with the
+        // thread that receives them. Pending rows are searched exactly until it catches up.
+        for index in &touched {
+            self.shared.indexer.notify(index);
         }
     }
 
