@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { resolve } from 'node:path';
 
-import { CairnError, invalidArgument, native, nativeSync } from './errors.js';
+import { CairnError, fromNative, invalidArgument, native, nativeSync } from './errors.js';
 import { encodeBatch, type EncodedOp, type Metric } from './encode.js';
 import { nativeModule, type NativeStore } from './native.js';
 import { listSnapshots, pruneSnapshots, recoverableRange, toSnapshotInfo, type RecoverableRange, type SnapshotInfo } from './recovery.js';
@@ -258,12 +258,17 @@ export class Store extends EventEmitter {
     if (this.#closed) throw new CairnError('CAIRN_CLOSED', 'store is closed');
   }
 
-  /** @internal */
-  async commit(ops: EncodedOp[]): Promise<{ seq: bigint }> {
-    this.#checkOpen();
-    const payload = encodeBatch(ops);
-    const seq = await native(() => this.#native.commit(payload));
-    return { seq };
+  /**
+   * @internal Rejects, never throws. Chains on the native promise directly rather than through
+   * `native()`: one async frame less on every commit, which matters to small ones.
+   */
+  commit(ops: EncodedOp[]): Promise<{ seq: bigint }> {
+    try {
+      this.#checkOpen();
+      return this.#native.commit(encodeBatch(ops)).then(toSeq, rejectNative);
+    } catch (e) {
+      return Promise.reject(fromNative(e));
+    }
   }
 
   async createCollection(name: string, options: CollectionOptions): Promise<Collection> {
@@ -454,6 +459,11 @@ function encodeUpserts(field: string, collection: string, dim: number, records: 
     out.push({ kind: 'upsert', collection, id, vector, metadata: JSON.stringify(meta) });
   });
 }
+
+const toSeq = (seq: bigint): { seq: bigint } => ({ seq });
+const rejectNative = (e: unknown): never => {
+  throw fromNative(e);
+};
 
 function encodeDeletes(field: string, collection: string, ids: unknown, out: EncodedOp[]): void {
   if (!Array.isArray(ids) || ids.length === 0) throw invalidArgument(`${field} must be a non-empty array`);
