@@ -1,0 +1,387 @@
+// Write-path benchmark: durable commits/s and records/s of Cairn against LevelDB (classic-level)
+// and SQLite (better-sqlite3, WAL mode, synchronous=FULL), all in one run on one file system.
+//
+//   node bench/write.js                 # every suite
+//   node bench/write.js single batch    # some of them: single | concurrent | batch
+//   BENCH_TIME_MS=1000 node bench/write.js   # shorter runs (default 3000 ms per task)
+//   BENCH_DEBUG=1 node bench/write.js        # also log each store's open, run and close times
+//
+// Every task measures durable work only: a Cairn promise resolves after the fdatasync that covers
+// it, LevelDB writes use { sync: true }, and SQLite commits with synchronous=FULL. One tinybench
+// iteration is a round of several commits; it reports the time per commit (or per record), so
+// the ops/s column is total operations / total time.
+import { rmSync, mkdirSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import Database from 'better-sqlite3';
+import { ClassicLevel } from 'classic-level';
+import { open } from 'cairn';
+import { Bench } from 'tinybench';
+
+const here = dirname(fileURLToPath(import.meta.url));
+// Same file system as the repository, never tmpfs: fsync cost is what is measured. Its own
+// subdirectory: other benchmarks keep caches beside it.
+export const DATA_DIR = join(here, '.bench-data', 'write');
+
+const DIM = 128;
+const TIME_MS = Number(process.env.BENCH_TIME_MS ?? 3000);
+// Per task, split across the passes. Long enough to cover a fresh store's one-time work (the
+// background zero-fill of its first preallocated WAL segments), so rounds measure steady state.
+const WARMUP_MS = Math.min(1200, TIME_MS / 2);
+const WRITERS = 64;
+const PASSES = 2;
+
+/** The issue's targets, as ratios or absolute rates. */
+const TARGETS = {
+  single: 'Cairn always, 1 writer >= LevelDB sync put (ratio >= 1)',
+  concurrent: 'Cairn group, 64 writers >= 10x SQLite FULL 1 row/txn (ratio >= 10)',
+  batch: 'Cairn group, 10,000 records/batch >= 400,000 records/s',
+};
+
+// A pool of vectors reused round-robin, so random number generation stays out of the timings.
+const VECTORS = Array.from({ length: 4096 }, () => {
+  const v = new Float32Array(DIM);
+  for (let i = 0; i < DIM; i++) v[i] = Math.random() * 2 - 1;
+  return v;
+});
+
+let nextId = 0;
+function record() {
+  const n = nextId++;
+  return { id: `doc-${n}`, vector: VECTORS[n % VECTORS.length], metadata: { source: 'bench', n, tag: n % 7 === 0 ? 'x' : 'y' } };
+}
+
+/** What LevelDB stores: the vector's bytes followed by the metadata JSON. */
+function levelValue(r) {
+  const meta = Buffer.from(JSON.stringify(r.metadata));
+  const out = Buffer.allocUnsafe(r.vector.byteLength + meta.length);
+  out.set(new Uint8Array(r.vector.buffer, r.vector.byteOffset, r.vector.byteLength), 0);
+  out.set(meta, r.vector.byteLength);
+  return out;
+}
+
+function vectorBlob(v) {
+  return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+}
+
+function freshDir(name) {
+  const dir = join(DATA_DIR, name);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dirname(dir), { recursive: true });
+  return dir;
+}
+
+// ---- stores under test ---------------------------------------------------------------------
+
+async function cairnStore(name, sync) {
+  const db = await open(freshDir(name), { sync });
+  const col = await db.createCollection('bench', { dim: DIM, metric: 'cosine' });
+  return { db, col, close: () => db.close() };
+}
+
+async function levelStore(name) {
+  const db = new ClassicLevel(freshDir(name), { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  await db.open();
+  return { db, close: () => db.close() };
+}
+
+function sqliteStore(name) {
+  const dir = freshDir(name);
+  mkdirSync(dir, { recursive: true });
+  const db = new Database(join(dir, 'bench.db'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.exec('CREATE TABLE vecs (id TEXT PRIMARY KEY, vector BLOB NOT NULL, metadata TEXT NOT NULL)');
+  const insert = db.prepare('INSERT OR REPLACE INTO vecs (id, vector, metadata) VALUES (?, ?, ?)');
+  const insertMany = db.transaction((rows) => {
+    for (const r of rows) insert.run(r.id, vectorBlob(r.vector), JSON.stringify(r.metadata));
+  });
+  return { db, insert, insertMany, close: () => db.close() };
+}
+
+// ---- measurement ---------------------------------------------------------------------------
+
+/**
+ * A tinybench task whose iteration runs `round()` (which performs `ops` operations) and records
+ * the time per operation. `prepare()` builds the round's input outside the timed window.
+ */
+function perOp(ops, round, prepare = () => undefined) {
+  return async () => {
+    const input = prepare();
+    const t0 = performance.now();
+    await round(input);
+    const ms = performance.now() - t0;
+    return { overriddenDuration: ms / ops, overriddenIterationCost: ms };
+  };
+}
+
+/**
+ * Run `tasks` ({ name, setup, fn(store) }) in PASSES interleaved passes: each pass runs every
+ * task in turn on a fresh store that is closed before the next task starts, so peers never
+ * compete for the disk or CPU, and a slow spell of a shared machine hits every peer alike.
+ * The rounds of all passes are pooled.
+ */
+async function runSuite(title, unit, tasks) {
+  const pooled = new Map(tasks.map((t) => [t.name, { samples: [], error: undefined }]));
+  for (let pass = 0; pass < PASSES; pass++) {
+    const order = pass % 2 === 0 ? tasks : [...tasks].reverse();
+    for (const t of order) {
+      const entry = pooled.get(t.name);
+      if (entry.error) continue;
+      const t0 = performance.now();
+      const store = await t.setup();
+      const t1 = performance.now();
+      try {
+        const bench = new Bench({
+          name: title,
+          time: TIME_MS / PASSES,
+          warmupTime: WARMUP_MS / PASSES,
+          iterations: 2,
+          warmupIterations: 1,
+          retainSamples: true,
+        });
+        bench.add(t.name, t.fn(store));
+        const [task] = await bench.run();
+        const r = task.result;
+        if (r.state === 'completed' || r.state === 'aborted-with-statistics') entry.samples.push(...r.latency.samples);
+        else entry.error = r.error?.message ?? r.state;
+      } finally {
+        const t2 = performance.now();
+        await store.close();
+        if (process.env.BENCH_DEBUG) console.error(`${t.name}: setup ${(t1 - t0).toFixed(0)} ms, run ${(t2 - t1).toFixed(0)} ms, close ${(performance.now() - t2).toFixed(0)} ms`);
+      }
+    }
+  }
+  const rows = tasks.map(({ name }) => {
+    const { samples, error } = pooled.get(name);
+    if (error || samples.length === 0) return { name, rate: NaN, row: { Task: name, Error: error ?? 'no samples' } };
+    // Each sample is the mean time per operation of one round; rounds have equal sizes, so the
+    // mean of the samples is total time / total operations.
+    const mean = samples.reduce((a, b) => a + b, 0) / samples.length;
+    const sd = Math.sqrt(samples.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, samples.length - 1));
+    const rme = (100 * 1.96 * sd) / Math.sqrt(samples.length) / mean;
+    const rate = 1000 / mean;
+    return {
+      name,
+      rate,
+      row: {
+        Task: name,
+        [`${unit}/s`]: Math.round(rate).toLocaleString('en-US'),
+        [`µs/${unit.replace(/s$/, '')}`]: (mean * 1000).toFixed(1),
+        '± %': rme.toFixed(1),
+        Rounds: samples.length,
+      },
+    };
+  });
+  return { title, rows };
+}
+
+/**
+ * Print a suite with each peer row's ratio to a Cairn row (Cairn's rate ÷ the peer's, > 1 means
+ * Cairn is faster): the Cairn row with the same "N in flight" if there is one, else `cairnName`.
+ */
+function printSuite({ title, rows }, cairnName) {
+  const inFlight = (name) => /, (\d+) in flight$/.exec(name)?.[1];
+  const reference = (row) =>
+    rows.find((r) => r.name.startsWith('Cairn') && inFlight(r.name) !== undefined && inFlight(r.name) === inFlight(row.name)) ??
+    rows.find((r) => r.name === cairnName);
+  console.log(`\n${title}`);
+  console.table(
+    rows.map((r) => {
+      const cairn = reference(r);
+      const ratio = r.name.startsWith('Cairn') || !Number.isFinite(r.rate) || !cairn ? '' : `${(cairn.rate / r.rate).toFixed(2)}x`;
+      return { ...r.row, 'Cairn ÷ this': ratio };
+    }),
+  );
+}
+
+// ---- suites --------------------------------------------------------------------------------
+
+const ONE_PER_ROUND = 20;
+
+async function singleWriter() {
+  const cairn = 'Cairn upsert, sync=always';
+  const level = 'LevelDB put, sync:true';
+  const sqlite = 'SQLite FULL, 1 row/txn';
+  const suite = await runSuite('1 writer, one 128-d record per durable commit (commits/s)', 'commits', [
+    {
+      name: cairn,
+      setup: () => cairnStore('single-cairn', 'always'),
+      fn: (s) =>
+        perOp(ONE_PER_ROUND, async () => {
+          for (let i = 0; i < ONE_PER_ROUND; i++) await s.col.upsert([record()]);
+        }),
+    },
+    {
+      name: level,
+      setup: () => levelStore('single-level'),
+      fn: (s) =>
+        perOp(ONE_PER_ROUND, async () => {
+          for (let i = 0; i < ONE_PER_ROUND; i++) {
+            const r = record();
+            await s.db.put(r.id, levelValue(r), { sync: true });
+          }
+        }),
+    },
+    {
+      name: sqlite,
+      setup: () => sqliteStore('single-sqlite'),
+      fn: (s) =>
+        perOp(ONE_PER_ROUND, async () => {
+          for (let i = 0; i < ONE_PER_ROUND; i++) {
+            const r = record();
+            s.insert.run(r.id, vectorBlob(r.vector), JSON.stringify(r.metadata));
+          }
+        }),
+    },
+  ]);
+  printSuite(suite, cairn);
+  const rate = (n) => suite.rows.find((r) => r.name === n).rate;
+  return [{ target: TARGETS.single, measured: `${(rate(cairn) / rate(level)).toFixed(2)}x LevelDB`, met: rate(cairn) >= rate(level) }];
+}
+
+const COMMITS_PER_WRITER = 8;
+
+/** `WRITERS` concurrent loops, each awaiting its own commit before the next. */
+async function concurrently(commit) {
+  const writer = async () => {
+    for (let i = 0; i < COMMITS_PER_WRITER; i++) await commit();
+  };
+  await Promise.all(Array.from({ length: WRITERS }, writer));
+}
+
+async function concurrentWriters() {
+  const ops = WRITERS * COMMITS_PER_WRITER;
+  const cairn = `Cairn upsert, sync=group, ${WRITERS} in flight`;
+  const level = `LevelDB put, sync:true, ${WRITERS} in flight`;
+  const sqlite = 'SQLite FULL, 1 row/txn (synchronous API: 1 writer)';
+  const suite = await runSuite(`${WRITERS} concurrent writers, one 128-d record per durable commit (commits/s)`, 'commits', [
+    {
+      name: cairn,
+      setup: () => cairnStore('concurrent-cairn', 'group'),
+      fn: (s) => perOp(ops, () => concurrently(() => s.col.upsert([record()]))),
+    },
+    {
+      name: level,
+      setup: () => levelStore('concurrent-level'),
+      fn: (s) =>
+        perOp(ops, () =>
+          concurrently(() => {
+            const r = record();
+            return s.db.put(r.id, levelValue(r), { sync: true });
+          }),
+        ),
+    },
+    {
+      name: sqlite,
+      setup: () => sqliteStore('concurrent-sqlite'),
+      // Sequential, so a round of WRITERS commits is as steady as a bigger one.
+      fn: (s) =>
+        perOp(WRITERS, async () => {
+          for (let i = 0; i < WRITERS; i++) {
+            const r = record();
+            s.insert.run(r.id, vectorBlob(r.vector), JSON.stringify(r.metadata));
+          }
+        }),
+    },
+  ]);
+  printSuite(suite, cairn);
+  const rate = (n) => suite.rows.find((r) => r.name === n).rate;
+  return [{ target: TARGETS.concurrent, measured: `${(rate(cairn) / rate(sqlite)).toFixed(2)}x SQLite`, met: rate(cairn) >= 10 * rate(sqlite) }];
+}
+
+/** Run `fn` over `items` with at most `k` calls in flight. */
+async function inFlight(k, items, fn) {
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: k }, lane));
+}
+
+/** Batches per round of the pipelined tasks. */
+const PIPELINED_ROUND = 4;
+
+async function batchIngest() {
+  const results = [];
+  for (const size of [1_000, 10_000]) {
+    const n = size.toLocaleString('en-US');
+    const cairn = `Cairn upsert ${n}, sync=group`;
+    const batch = () => Array.from({ length: size }, record);
+    const levelBatch = (s, records) => s.db.batch(records.map((r) => ({ type: 'put', key: r.id, value: levelValue(r) })), { sync: true });
+    const tasks = [
+      {
+        name: cairn,
+        setup: () => cairnStore(`batch${size}-cairn`, 'group'),
+        fn: (s) => perOp(size, (records) => s.col.upsert(records), batch),
+      },
+      {
+        name: `LevelDB batch ${n}, sync:true`,
+        setup: () => levelStore(`batch${size}-level`),
+        fn: (s) => perOp(size, (records) => levelBatch(s, records), batch),
+      },
+      {
+        name: `SQLite FULL, ${n} rows/txn`,
+        setup: () => sqliteStore(`batch${size}-sqlite`),
+        fn: (s) => perOp(size, async (records) => s.insertMany(records), batch),
+      },
+    ];
+    if (size === 10_000) {
+      // An ingest pipeline keeps a second batch in flight: its encoding overlaps the commit
+      // of the first. SQLite's API is synchronous, so it has no such row.
+      const round = () => Array.from({ length: PIPELINED_ROUND }, batch);
+      tasks.push(
+        {
+          name: `Cairn upsert ${n}, sync=group, 2 in flight`,
+          setup: () => cairnStore(`batch${size}-cairn2`, 'group'),
+          fn: (s) => perOp(PIPELINED_ROUND * size, (batches) => inFlight(2, batches, (records) => s.col.upsert(records)), round),
+        },
+        {
+          name: `LevelDB batch ${n}, sync:true, 2 in flight`,
+          setup: () => levelStore(`batch${size}-level2`),
+          fn: (s) => perOp(PIPELINED_ROUND * size, (batches) => inFlight(2, batches, (records) => levelBatch(s, records)), round),
+        },
+      );
+    }
+    const suite = await runSuite(`Batches of ${n} 128-d records per durable commit (records/s)`, 'records', tasks);
+    printSuite(suite, cairn);
+    if (size === 10_000) {
+      const rate = (name) => suite.rows.find((r) => r.name === name).rate;
+      const one = rate(cairn);
+      const two = rate(`${cairn}, 2 in flight`);
+      results.push({
+        target: TARGETS.batch,
+        measured: `${Math.round(one).toLocaleString('en-US')} records/s (2 in flight: ${Math.round(two).toLocaleString('en-US')})`,
+        met: one >= 400_000,
+      });
+    }
+  }
+  return results;
+}
+
+export const SUITES = { single: singleWriter, concurrent: concurrentWriters, batch: batchIngest };
+
+/** Run the named suites (all by default), print their tables and the targets; returns the target rows. */
+export async function runWriteBench(names = Object.keys(SUITES)) {
+  console.log(`Write path: ${DIM}-d float32 vectors + small JSON metadata; data in ${DATA_DIR}`);
+  console.log(
+    `Node ${process.version}, ${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)}; ${TIME_MS} ms per task in ${PASSES} interleaved passes.`,
+  );
+  console.log('"Cairn ÷ this" is Cairn\'s rate divided by the row\'s: above 1 means Cairn is faster.');
+  const targets = [];
+  for (const name of names) {
+    const suite = SUITES[name];
+    if (!suite) throw new Error(`unknown suite '${name}' (expected: ${Object.keys(SUITES).join(', ')})`);
+    targets.push(...(await suite()));
+  }
+  console.log('\nTargets');
+  console.table(targets.map((t) => ({ Target: t.target, Measured: t.measured, Met: t.met ? 'yes' : 'NO' })));
+  rmSync(DATA_DIR, { recursive: true, force: true });
+  return targets;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  await runWriteBench(process.argv.length > 2 ? process.argv.slice(2) : undefined);
+}
