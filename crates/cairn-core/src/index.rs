@@ -27,6 +27,10 @@ pub fn seq_of_label(label: u64) -> u64 {
     label >> LABEL_OP_BITS
 }
 
+/// Up to this many pending rows are inserted on the indexer thread itself: waking the thread
+/// pool for a few small commits' rows cost more (its idle workers spin in sched_yield) than it
+/// saved, and competed with the commit path for the CPU.
+const SEQUENTIAL_MAX: usize = 64;
 /// Rows handed to the indexer per parallel insert; large enough to keep every core busy.
 const CHUNK: usize = 8_192;
 /// Compact the graph once tombstones exceed this share of its nodes.
@@ -141,7 +145,14 @@ impl CollectionIndex {
             }
         }
         let items: Vec<(u64, &[f32])> = chunk.iter().map(|(l, v)| (*l, &v[..])).collect();
-        read(&self.hnsw).insert_batch(&items)?;
+        if items.len() <= SEQUENTIAL_MAX {
+            let h = read(&self.hnsw);
+            for (label, vector) in &items {
+                h.insert(*label, vector)?;
+            }
+        } else {
+            read(&self.hnsw).insert_batch(&items)?;
+        }
         let mut p = lock(&self.pending);
         let h = read(&self.hnsw);
         for (label, _) in &chunk {
@@ -248,6 +259,7 @@ impl Indexer {
                 continue;
             }
             let step = || index.index_chunk().and_then(|n| index.maybe_compact().map(|_| n));
+            let pool = pool.filter(|_| index.pending_len() > SEQUENTIAL_MAX);
             match pool.map_or_else(step, |p| p.install(step)) {
                 Ok(0) => {}
                 // More may be pending: requeue behind other collections for fairness.
