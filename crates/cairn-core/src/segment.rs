@@ -277,39 +277,26 @@ pub fn record_id_hint(rec: &[u8], dim: usize) -> Option<String> {
 }
 
 fn parse_record(buf: &[u8], pos: usize, end: usize, dim: usize) -> std::result::Result<(SegmentRecord<'_>, usize), ParseErr> {
-    if pos + R_FIXED + 8 > end {
-        return Err(("record header past end of data", None));
-    }
-    let len = u32_at(buf, pos + R_LEN) as usize;
-    if len < R_FIXED + 8 || !len.is_multiple_of(8) || pos + len > end {
-        return Err(("implausible record length", None));
-    }
+    // One set of framing checks for loading and scrubbing.
+    let len = check_record(buf, pos, end, dim)?;
     let rec = &buf[pos..pos + len];
-    if u64_at(rec, len - 8) != xxh3(&rec[..len - 8]) {
-        return Err(("record checksum mismatch", Some(len)));
-    }
     let kind = rec[R_KIND];
     let label = u64_at(rec, R_LABEL);
     let id_len = u16::from_le_bytes([rec[R_ID_LEN], rec[R_ID_LEN + 1]]) as usize;
     let meta_len = u32_at(rec, R_META_LEN) as usize;
     let vec_bytes = if kind == REC_UPSERT { dim * 4 } else { 0 };
-    if R_FIXED + vec_bytes + id_len + meta_len > len - 8 {
-        return Err(("record fields overrun its length", Some(len)));
-    }
     let id_start = R_FIXED + vec_bytes;
     let id = std::str::from_utf8(&rec[id_start..id_start + id_len]).map_err(|_| ("id is not UTF-8", Some(len)))?;
-    let record = match kind {
-        REC_UPSERT => {
-            let vector = rec[R_FIXED..R_FIXED + vec_bytes]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            let m = id_start + id_len;
-            let metadata = std::str::from_utf8(&rec[m..m + meta_len]).map_err(|_| ("metadata is not UTF-8", Some(len)))?;
-            SegmentRecord::Upsert { id, label, vector, metadata }
-        }
-        REC_DELETE => SegmentRecord::Delete { id, label },
-        _ => return Err(("unknown record kind", Some(len))),
+    let record = if kind == REC_UPSERT {
+        let vector = rec[R_FIXED..R_FIXED + vec_bytes]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let m = id_start + id_len;
+        let metadata = std::str::from_utf8(&rec[m..m + meta_len]).map_err(|_| ("metadata is not UTF-8", Some(len)))?;
+        SegmentRecord::Upsert { id, label, vector, metadata }
+    } else {
+        SegmentRecord::Delete { id, label }
     };
     Ok((record, len))
 }
