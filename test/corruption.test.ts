@@ -2,7 +2,7 @@
 // wrong value; skip-corrupt opens and lists what it lost; a torn tail is truncated (and
 // reported) by default and refused by absolute-consistency; a lost tail after a clean close is
 // corruption, not a torn write.
-import { readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
 import { type Collection, type RecoveryMode, type Store, open } from 'cairn';
@@ -233,18 +233,116 @@ describe('checkpoint file and manifest bit flips', () => {
     return { h, seg: join(dir, 'data', segs[0]!) };
   }
 
-  test('bit_flip_in_checkpoint_segment_is_corruption_and_skip_corrupt_loses_only_that_row', async () => {
+  /** Offset of a segment record's vector (docs/format.md, "Segment file", version 2). */
+  const VECTOR_AT = 32;
+
+  function recordId(buf: Buffer, rec: { offset: number }): string {
+    const idLen = buf.readUInt16LE(rec.offset + 16);
+    const at = rec.offset + VECTOR_AT + (buf[rec.offset + 4] === 1 ? DIM * 4 : 0);
+    return buf.toString('utf8', at, at + idLen);
+  }
+
+  test('bit_flip_in_a_checkpoint_vector_is_repaired_from_the_wal_archive', async () => {
     const dir = tempDir();
     const { h, seg } = await checkpointed(dir);
     const buf = readFileSync(seg);
     const recs = segRecords(buf);
     expect(recs.length).toBeGreaterThan(10);
     const victim = recs[Math.floor(recs.length / 2)]!;
-    // The victim's id, read while the record is intact (id follows the fixed part and vector).
-    const idLen = buf.readUInt16LE(victim.offset + 16);
-    const victimId = buf.toString('utf8', victim.offset + 24 + DIM * 4, victim.offset + 24 + DIM * 4 + idLen);
+    const victimId = recordId(buf, victim);
     expect(h.model().has(victimId)).toBe(true);
-    flipBit(seg, victim.offset + 24 + 5); // inside the vector
+    flipBit(seg, victim.offset + VECTOR_AT + 5);
+    const damaged = readFileSync(seg);
+    // absolute-consistency refuses any damage, naming it.
+    const e = await rejectsWith(openWith(dir, 'absolute-consistency'), 'CAIRN_CORRUPTION');
+    expect([e.file, e.offset]).toEqual([seg, victim.offset]);
+
+    let db = await openWith(dir);
+    try {
+      const r = db.recoveryReport;
+      expect(r.repairedRecords).toEqual([
+        expect.objectContaining({ collection: 'docs', id: victimId, file: `data/${basename(seg)}`, offset: victim.offset, from: expect.stringMatching(/^wal-archive\//) }),
+      ]);
+      expect(r.unreadableRecords).toEqual([]);
+      // The damaged bytes are kept, never deleted; the store no longer names them.
+      expect(r.quarantined).toHaveLength(1);
+      expect(readFileSync(join(dir, r.quarantined[0]!)).equals(damaged)).toBe(true);
+      await expectStore(db, h, h.model());
+      await db.close();
+      db = await openWith(dir, 'absolute-consistency');
+      expect(db.recoveryReport.repairedRecords).toEqual([]);
+      await expectStore(db, h, h.model());
+    } finally {
+      await db.close();
+    }
+  });
+
+  test('an_unrepairable_checkpoint_record_is_unreadable_and_queries_skip_it', async () => {
+    const dir = tempDir();
+    const { h, seg } = await checkpointed(dir);
+    // Retention took the WAL that wrote the checkpointed rows.
+    for (const name of readdirSync(join(dir, 'wal-archive'))) rmSync(join(dir, 'wal-archive', name));
+    const buf = readFileSync(seg);
+    const recs = segRecords(buf).filter((r) => buf[r.offset + 4] === 1);
+    const victims = [recs[3]!, recs[recs.length - 2]!];
+    const ids = victims.map((v) => recordId(buf, v));
+    for (const v of victims) flipBit(seg, v.offset + VECTOR_AT + 9);
+    const model = h.model();
+    const readable = new Map([...model].filter(([id]) => !ids.includes(id)));
+
+    let db = await openWith(dir);
+    try {
+      for (let round = 0; round < 2; round++) {
+        expect(db.recoveryReport.unreadableRecords.map((u) => u.id).sort()).toEqual([...ids].sort());
+        const docs = db.collection('docs');
+        expect(await docs.count()).toBe(model.size);
+        for (const id of ids) {
+          const err = await rejectsWith(docs.get(id), 'CAIRN_CORRUPTION');
+          expect(err.message).toContain(`'${id}'`);
+        }
+        for (const id of [...h.ids].filter((id) => !ids.includes(id))) {
+          const row = await docs.get(id);
+          const v = readable.get(id);
+          if (v === undefined) expect(row).toBeUndefined();
+          else expect(row?.vector).toEqual(vectorFor(id, v, DIM));
+        }
+        // The victim's own vector as the query: it would be the nearest, it is skipped instead.
+        const probe = vectorFor(ids[0]!, model.get(ids[0]!)!, DIM);
+        for (const exact of [true, false]) {
+          const res = await docs.query(probe, { k: 5, exact });
+          expect(res.map((x) => x.id)).not.toContain(ids[0]);
+          expect(res).toHaveLength(5);
+          expect(res.skipped.map((s) => s.id).sort()).toEqual([...ids].sort());
+        }
+        const [batched] = await docs.queryBatch([probe], { k: 3 });
+        expect(batched!.skipped.map((s) => s.id).sort()).toEqual([...ids].sort());
+        await db.close();
+        // The damage is remembered by the manifest, even by the strictest mode.
+        db = await openWith(dir, 'absolute-consistency');
+      }
+      // Writing or deleting the record ends it.
+      const docs = db.collection('docs');
+      await h.upsert(docs, [ids[0]!], 'rewritten');
+      await h.delete(docs, [ids[1]!]);
+      await db.checkpoint();
+      await db.close();
+      db = await openWith(dir);
+      expect(db.recoveryReport.unreadableRecords).toEqual([]);
+      await expectStore(db, h, h.model());
+      expect((await db.collection('docs').query(vectorFor(ids[0]!, 'rewritten', DIM), { k: 1 })).skipped).toEqual([]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  test('bit_flip_in_a_record_identity_is_refused_and_skip_corrupt_loses_only_that_row', async () => {
+    const dir = tempDir();
+    const { h, seg } = await checkpointed(dir);
+    const buf = readFileSync(seg);
+    const recs = segRecords(buf);
+    const victim = recs[Math.floor(recs.length / 2)]!;
+    const victimId = recordId(buf, victim);
+    flipBit(seg, victim.offset + 9); // the label: which write produced the row is unknown now
     await expectRefused(dir, seg, victim.offset);
 
     let db = await openWith(dir, 'skip-corrupt');
@@ -263,9 +361,10 @@ describe('checkpoint file and manifest bit flips', () => {
     }
   });
 
-  test('bit_flip_in_delta_checkpoint_is_refused_even_by_skip_corrupt', async () => {
+  test('damage_to_a_delta_checkpoint_never_serves_an_older_version', async () => {
     // A delta overrides the base: losing its record for 'id1' would serve the base's older
-    // version; losing its delete of 'id2' would bring a deleted row back.
+    // version; losing its delete of 'id2' would bring a deleted row back. With the record's
+    // identity intact it is repaired; without it every mode refuses.
     const dir = tempDir();
     const { h } = await checkpointed(dir);
     let db = await openWith(dir);
@@ -279,13 +378,27 @@ describe('checkpoint file and manifest bit flips', () => {
     const delta = join(dir, 'data', segs[1]!);
     const recs = segRecords(readFileSync(delta));
     expect(recs).toHaveLength(4); // after-1, after-2 (written after the base), the update, the delete
+    const original = readFileSync(delta);
     for (const victim of recs) {
-      const original = readFileSync(delta);
-      flipBit(delta, victim.offset + victim.len - 12);
-      await expectRefused(dir, delta, victim.offset);
-      const e = await rejectsWith(openWith(dir, 'skip-corrupt'), 'CAIRN_CORRUPTION');
-      expect([e.file, e.offset]).toEqual([delta, victim.offset]);
-      writeFileSync(delta, original);
+      // Each damage on a fresh copy of the store, so each open meets only its own.
+      const work = tempDir();
+      cpSync(dir, work, { recursive: true });
+      const workDelta = join(work, 'data', segs[1]!);
+      flipBit(workDelta, victim.offset + 9); // identity
+      await expectRefused(work, workDelta, victim.offset);
+      const e = await rejectsWith(openWith(work, 'skip-corrupt'), 'CAIRN_CORRUPTION');
+      expect([e.file, e.offset]).toEqual([workDelta, victim.offset]);
+
+      const work2 = tempDir();
+      cpSync(dir, work2, { recursive: true });
+      flipBit(join(work2, 'data', segs[1]!), victim.offset + victim.len - 12); // id, metadata or padding: identity intact
+      db = await openWith(work2);
+      try {
+        expect(db.recoveryReport.repairedRecords).toEqual([expect.objectContaining({ id: recordId(original, victim), offset: victim.offset })]);
+        await expectStore(db, h, h.model());
+      } finally {
+        await db.close();
+      }
     }
     db = await openWith(dir, 'absolute-consistency');
     try {

@@ -19,10 +19,10 @@ use crate::hnsw::Hnsw;
 use crate::index::{CollectionIndex, IndexStats, Indexer};
 use crate::manifest::{self, Manifest, ManifestCollection};
 use crate::segment::{self, SegmentHeader, SegmentRecord, SegmentWriter, KIND_BASE, KIND_DELTA};
-use crate::state::{Collection, Filter, Hit, Row, SegmentRef, State};
+use crate::state::{Collection, Filter, Hit, Row, SegmentRef, SkippedRecord, State, UnreadableRecord};
 use crate::storage::{OsStorage, Storage};
 use crate::wal::record::{encode_record, record_len, RECORD_TYPE_BATCH};
-use crate::wal::recovery::{replay, RecoveryMode, RecoveryReport, SkippedRange};
+use crate::wal::recovery::{replay, RecordRepair, RecoveryMode, RecoveryReport, SkippedRange, UnreadableRecordReport};
 use crate::wal::writer::{Prealloc, WalWriter};
 use crate::wal::segment_name;
 
@@ -107,7 +107,20 @@ struct CapturedCollection {
     write: Option<(u8, CapturedRows)>,
     index: Arc<CollectionIndex>,
     index_file: Option<SegmentRef>,
+    unreadable: Vec<crate::state::UnreadableRecord>,
 }
+
+/// A query's results: (id, score, metadata) best first, and the records it could not consider.
+#[derive(Debug, Default)]
+pub struct QueryOutput {
+    pub hits: Vec<(String, f32, String)>,
+    pub skipped: Vec<SkippedRecord>,
+}
+
+/// Unreadable records listed in one query's report; the rest are in `recoveryReport`.
+const MAX_SKIPS_REPORTED: usize = 100;
+/// Rows failing their checksum in one query before it stops looking for replacements.
+const MAX_FAILED_PER_QUERY: usize = 16;
 
 /// Deltas are merged into a new base once there are this many files.
 const MAX_SEGMENTS_PER_COLLECTION: usize = 8;
@@ -198,7 +211,7 @@ impl Engine {
             }
         };
         report.checkpoint_seq = manifest.checkpoint_seq;
-        let mut state = load_checkpoint(storage.as_ref(), dir, &manifest, opts.recovery, &mut report)?;
+        let (mut state, damaged_files) = load_checkpoint(storage.as_ref(), dir, &manifest, opts.recovery, &mut report)?;
 
         let wal_dir = dir.join(WAL_DIR);
         let replayed = replay(storage.as_ref(), &wal_dir, manifest.checkpoint_seq, opts.recovery, &mut report, |seq, time, payload| {
@@ -291,9 +304,29 @@ impl Engine {
             .spawn(move || CommitThread { shared: thread_shared, writer, schema, buf: Vec::new() }.run())
             .map_err(|e| Error::io(dir, e))?;
         let engine = Engine { shared, commit_thread: Mutex::new(Some(handle)), lock: Mutex::new(Some(guard)), report };
-        if skip && (!engine.report.skipped.is_empty() || !engine.report.bad_segment_records.is_empty()) {
-            // Make the state we now serve the new base, so the damage is not met again.
+        if (skip && !engine.report.skipped.is_empty()) || !damaged_files.is_empty() {
+            // Make the state we now serve the new base, so the damage is not met again. The
+            // checkpoint drops the damaged files' names; their bytes are kept in quarantine.
+            let mut engine = engine;
+            for rel in &damaged_files {
+                let note = crate::scrub::QuarantineNote {
+                    file: rel.clone(),
+                    time_ms: now_ms(),
+                    kind: crate::scrub::Damage::Checksum,
+                    offset: 0,
+                    detail: "damaged checkpoint records found on open; the store was checkpointed without this file".into(),
+                    bytes: storage.open(&dir.join(rel)).and_then(|f| f.len()).unwrap_or(0),
+                    expected_bytes: None,
+                    expected_xxh3: None,
+                    found_xxh3: None,
+                    repaired_from: None,
+                };
+                if let Some(q) = crate::scrub::quarantine(dir, rel, &note)? {
+                    engine.report.quarantined.push(q);
+                }
+            }
             engine.checkpoint()?;
+            return Ok(engine);
         }
         Ok(engine)
     }
@@ -364,7 +397,7 @@ impl Engine {
                 metric: c.spec.metric.as_str(),
                 m: c.spec.m,
                 ef_construction: c.spec.ef_construction,
-                count: c.rows.len(),
+                count: c.count(),
             })
             .collect())
     }
@@ -376,26 +409,43 @@ impl Engine {
             .ok_or_else(|| Error::NotFound(format!("collection '{name}' does not exist")))
     }
 
+    /// The row's vector and metadata, after checking them against the row's checksum. A record
+    /// known to be damaged, or a copy that fails its checksum, is CAIRN_CORRUPTION naming it.
     pub fn get(&self, collection: &str, id: &str) -> Result<Option<(Vec<f32>, String)>> {
         self.check_open()?;
         let st = read(&self.shared.state);
         let c = st.collection(collection)?;
-        Ok(c.rows.get(id).map(|r| (r.vector.to_vec(), r.metadata.to_string())))
+        if let Some(u) = c.unreadable.get(id) {
+            return Err(Error::corruption(
+                self.shared.dir.join(&u.file),
+                u.offset,
+                format!("record '{id}' of collection '{collection}' is damaged ({}) and could not be repaired", u.reason),
+            ));
+        }
+        match c.rows.get(id) {
+            None => Ok(None),
+            Some(r) if r.verify(id) => Ok(Some((r.vector.to_vec(), r.metadata.to_string()))),
+            Some(_) => Err(self.damaged_in_memory(collection, id)),
+        }
+    }
+
+    fn damaged_in_memory(&self, collection: &str, id: &str) -> Error {
+        Error::corruption(&self.shared.dir, 0, format!("in-memory copy of record '{id}' of collection '{collection}' fails its checksum"))
     }
 
     pub fn count(&self, collection: &str) -> Result<usize> {
         self.check_open()?;
-        Ok(read(&self.shared.state).collection(collection)?.rows.len())
+        Ok(read(&self.shared.state).collection(collection)?.count())
     }
 
     /// Exact k-NN; returns (id, score, metadata) best first. The ground truth for `query`.
-    pub fn query_exact(&self, collection: &str, query: &[f32], k: usize, filter: Option<&Filter>) -> Result<Vec<(String, f32, String)>> {
+    pub fn query_exact(&self, collection: &str, query: &[f32], k: usize, filter: Option<&Filter>) -> Result<QueryOutput> {
         self.search(collection, query, k, filter, None)
     }
 
     /// k-NN through the HNSW graph with beam `ef`, merged with an exact scan of rows not yet
     /// indexed; returns (id, score, metadata) best first.
-    pub fn query(&self, collection: &str, query: &[f32], k: usize, ef: usize, filter: Option<&Filter>) -> Result<Vec<(String, f32, String)>> {
+    pub fn query(&self, collection: &str, query: &[f32], k: usize, ef: usize, filter: Option<&Filter>) -> Result<QueryOutput> {
         self.search(collection, query, k, filter, Some(ef))
     }
 
@@ -416,7 +466,7 @@ impl Engine {
         }
     }
 
-    fn search(&self, collection: &str, query: &[f32], k: usize, filter: Option<&Filter>, ef: Option<usize>) -> Result<Vec<(String, f32, String)>> {
+    fn search(&self, collection: &str, query: &[f32], k: usize, filter: Option<&Filter>, ef: Option<usize>) -> Result<QueryOutput> {
         self.check_open()?;
         let st = read(&self.shared.state);
         let c = st.collection(collection)?;
@@ -430,18 +480,41 @@ impl Engine {
         if k == 0 {
             return Err(Error::InvalidArgument("k must be a positive integer".into()));
         }
-        let hits: Vec<Hit> = match ef {
-            Some(ef) => c.search(query, k, ef, filter),
-            None => c.exact_search(query, k, filter, |_| true),
-        };
-        let metric = c.spec.metric;
-        Ok(hits
-            .into_iter()
-            .map(|h| {
-                let meta = c.rows.get(&h.id).map(|r| r.metadata.to_string()).unwrap_or_default();
-                (h.id, metric.score(h.distance), meta)
-            })
-            .collect())
+        // Every returned row is checked against its checksum; one that fails is skipped and
+        // reported, and the search runs again for one more candidate in its place.
+        let mut failed: Vec<String> = Vec::new();
+        loop {
+            let want = k + failed.len();
+            let hits: Vec<Hit> = match ef {
+                Some(ef) => c.search(query, want, ef.max(want), filter),
+                None => c.exact_search(query, want, filter, |_| true),
+            };
+            let mut newly_failed = false;
+            let mut out = Vec::with_capacity(k);
+            for h in hits {
+                if failed.contains(&h.id) {
+                    continue;
+                }
+                let Some(row) = c.rows.get(&h.id) else { continue };
+                if !row.verify(&h.id) {
+                    failed.push(h.id);
+                    newly_failed = true;
+                    continue;
+                }
+                if out.len() < k {
+                    out.push((h.id, c.spec.metric.score(h.distance), row.metadata.to_string()));
+                }
+            }
+            if newly_failed && failed.len() <= MAX_FAILED_PER_QUERY {
+                continue;
+            }
+            let mut skipped = c.unreadable_skips(MAX_SKIPS_REPORTED);
+            skipped.extend(failed.iter().map(|id| SkippedRecord {
+                id: id.clone(),
+                reason: "in-memory copy fails its checksum".to_string(),
+            }));
+            return Ok(QueryOutput { hits: out, skipped });
+        }
     }
 
     /// Write the state to immutable checkpoint files, replace the manifest, and move WAL
@@ -538,7 +611,7 @@ impl Engine {
             let mut segments = c.existing;
             if let Some((kind, rows)) = &c.write {
                 let kind = *kind;
-                let header = SegmentHeader { dim: c.spec.dim, collection_id: c.id, covered_seq: capture.seq, metric: c.spec.metric, kind };
+                let header = SegmentHeader { version: segment::SEG_VERSION, dim: c.spec.dim, collection_id: c.id, covered_seq: capture.seq, metric: c.spec.metric, kind };
                 let mut w = SegmentWriter::new(&header);
                 for (id, row) in rows {
                     match row {
@@ -576,6 +649,7 @@ impl Engine {
                 ef_construction: c.spec.ef_construction,
                 segments,
                 index,
+                unreadable: c.unreadable,
             });
         }
         // durability: new segment files must be durable before the manifest names them.
@@ -780,9 +854,10 @@ fn remove_orphan_data(storage: &dyn Storage, dir: &Path, m: &Manifest) -> Result
     Ok(())
 }
 
-fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: RecoveryMode, report: &mut RecoveryReport) -> Result<State> {
+/// Load the checkpoint the manifest names; also returns the checkpoint files found damaged.
+fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: RecoveryMode, report: &mut RecoveryReport) -> Result<(State, Vec<String>)> {
     let mut state = State { last_seq: m.checkpoint_seq, last_time_ms: m.checkpoint_time_ms, ..State::default() };
-    let tolerate = mode == RecoveryMode::SkipCorrupt;
+    let mut all_damaged = Vec::new();
     for mc in &m.collections {
         let spec = CollectionSpec { name: mc.name.clone(), dim: mc.dim, metric: mc.metric, m: mc.m, ef_construction: mc.ef_construction };
         let params = Collection::hnsw_params(&spec);
@@ -793,7 +868,7 @@ fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: Recove
             let graph = std::thread::Builder::new()
                 .name("cairn-load-index".into())
                 .spawn_scoped(scope, || read_index_file(storage, dir, mc, &params));
-            let rows = load_rows(storage, dir, mc, Collection::with_index(mc.id, spec.clone(), Hnsw::new(params, 0)?), tolerate, report);
+            let rows = load_rows(storage, dir, mc, Collection::with_index(mc.id, spec.clone(), Hnsw::new(params, 0)?), mode, report);
             let graph = match graph {
                 Ok(handle) => handle.join().unwrap_or_else(|_| Err("reading the index file panicked".to_string())),
                 // No thread to be had: read it here.
@@ -801,7 +876,7 @@ fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: Recove
             };
             rows.map(|c| (graph, c))
         })?;
-        let mut c = c;
+        let (mut c, damaged) = c;
         let hnsw = match graph {
             Ok(h) => {
                 c.index_file = mc.index.clone();
@@ -817,10 +892,10 @@ fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: Recove
             }
         };
         c.index = CollectionIndex::new(hnsw);
-        // A file with damaged records (skip-corrupt) must not stay named: with no files listed,
-        // the checkpoint that follows such an open writes a full base of what is served.
-        let damaged = report.bad_segment_records.iter().any(|b| mc.segments.iter().any(|s| Path::new(&b.file) == dir.join(DATA_DIR).join(&s.file)));
-        c.segments = if damaged { Vec::new() } else { mc.segments.clone() };
+        // A file with damaged records must not stay named: with no files listed, the checkpoint
+        // that follows such an open writes a full base of what is served.
+        c.segments = if damaged.is_empty() { mc.segments.clone() } else { Vec::new() };
+        all_damaged.extend(damaged);
         // Match the graph against the rows: rows missing from it become pending, nodes without
         // a live row become tombstones.
         {
@@ -845,13 +920,29 @@ fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: Recove
         }
         state.collections.insert(mc.name.clone(), c);
     }
-    Ok(state)
+    Ok((state, all_damaged))
 }
 
-/// Apply a collection's checkpoint files, oldest first, to `c.rows`.
-fn load_rows(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, mut c: Collection, tolerate: bool, report: &mut RecoveryReport) -> Result<Collection> {
+/// Apply a collection's checkpoint files, oldest first, to `c.rows`, then the manifest's
+/// unreadable records. Returns the damaged files (relative to `dir`).
+///
+/// A damaged record whose identity checksum holds (segment version 2) is rebuilt from the
+/// write that produced it when the WAL still holds it, and otherwise becomes unreadable: reads
+/// of it fail. Either way no older version of the row is served. A damaged record of unknown
+/// identity cannot be accounted for: it is an error, except that skip-corrupt drops it and
+/// reports it. absolute-consistency refuses any damage.
+fn load_rows(
+    storage: &dyn Storage,
+    dir: &Path,
+    mc: &ManifestCollection,
+    mut c: Collection,
+    mode: RecoveryMode,
+    report: &mut RecoveryReport,
+) -> Result<(Collection, Vec<String>)> {
+    let mut damaged_files = Vec::new();
     for sref in &mc.segments {
-        let path = dir.join(DATA_DIR).join(&sref.file);
+        let rel = format!("{DATA_DIR}/{}", sref.file);
+        let path = dir.join(&rel);
         let buf = storage.read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::corruption(&path, 0, "checkpoint file named by the manifest is missing"),
             _ => Error::io(&path, e),
@@ -859,39 +950,102 @@ fn load_rows(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, mut c: 
         if buf.len() as u64 != sref.bytes {
             return Err(Error::corruption(&path, buf.len().min(sref.bytes as usize) as u64, format!("file is {} bytes, manifest says {}", buf.len(), sref.bytes)));
         }
-        let contents = segment::read_segment(&buf, &path, tolerate)?;
+        let contents = segment::read_segment(&buf, &path, mode != RecoveryMode::AbsoluteConsistency)?;
         if contents.header.collection_id != mc.id || contents.header.dim != mc.dim {
             return Err(Error::corruption(&path, 0, "segment header does not match its collection in the manifest"));
         }
-        // A delta overrides the files before it: skipping one of its records would serve an
-        // older version of that row, or one it deleted. That is a wrong value, not a lost one,
-        // so skip-corrupt refuses too (found by test/corruption.test.ts).
-        if let (KIND_DELTA, Some(bad)) = (contents.header.kind, contents.bad.first()) {
-            let reason = format!("{} in a delta checkpoint file; skipping it could serve an older version of its row", bad.reason);
-            return Err(Error::corruption(&path, bad.offset, reason));
-        }
-        for bad in contents.bad {
-            report.bad_segment_records.push(SkippedRange {
-                file: path.display().to_string(),
-                offset: bad.offset,
-                from_seq: 0,
-                to_seq: None,
-                reason: bad.reason,
-            });
+        if !contents.bad.is_empty() {
+            damaged_files.push(rel.clone());
         }
         c.rows.reserve(contents.records.len());
         for rec in contents.records {
             match rec {
                 SegmentRecord::Upsert { id, label, vector, metadata } => {
-                    c.rows.insert(id.to_string(), Row { vector: vector.into(), metadata: metadata.into(), label });
+                    c.unreadable.remove(id);
+                    c.rows.insert(id.to_string(), Row::new(id, vector.into(), metadata.into(), label));
                 }
                 SegmentRecord::Delete { id, .. } => {
+                    c.unreadable.remove(id);
                     c.rows.remove(id);
                 }
             }
         }
+        for bad in contents.bad {
+            let Some(who) = bad.identity else {
+                if mode != RecoveryMode::SkipCorrupt {
+                    return Err(Error::corruption(&path, bad.offset, format!("{} (the record's identity is damaged too, so it cannot be repaired or named)", bad.reason)));
+                }
+                // A delta overrides the files before it: dropping one of its records could
+                // serve an older version of that row, which is a wrong value, not a lost one.
+                if contents.header.kind == KIND_DELTA {
+                    let reason = format!("{} in a delta checkpoint file; skipping it could serve an older version of its row", bad.reason);
+                    return Err(Error::corruption(&path, bad.offset, reason));
+                }
+                report.bad_segment_records.push(SkippedRange { file: path.display().to_string(), offset: bad.offset, from_seq: 0, to_seq: None, reason: bad.reason });
+                continue;
+            };
+            c.rows.remove(&who.id);
+            c.unreadable.remove(&who.id);
+            if who.kind == segment::REC_DELETE {
+                // A delete is nothing but its identity, which verified: the damage is in padding
+                // or the record checksum, and the record means what it says.
+                report.repaired_records.push(RecordRepair { collection: mc.name.clone(), id: who.id, file: rel.clone(), offset: bad.offset, from: "the record's identity checksum".into() });
+                continue;
+            }
+            match find_logged_upsert(storage, dir, &mc.name, &who.id, who.label) {
+                Some((from, vector, metadata)) => {
+                    c.rows.insert(who.id.clone(), Row::new(&who.id, vector.into(), metadata.into(), who.label));
+                    report.repaired_records.push(RecordRepair { collection: mc.name.clone(), id: who.id, file: rel.clone(), offset: bad.offset, from });
+                }
+                None => {
+                    let reason = format!("{}; the write that produced it is no longer in the WAL", bad.reason);
+                    report.unreadable_records.push(UnreadableRecordReport { collection: mc.name.clone(), id: who.id.clone(), file: rel.clone(), offset: bad.offset, reason: reason.clone() });
+                    c.unreadable.insert(who.id.clone(), UnreadableRecord { id: who.id, label: who.label, file: rel.clone(), offset: bad.offset, reason });
+                }
+            }
+        }
     }
-    Ok(c)
+    // Markers from earlier opens are newer than every file listed (see `UnreadableRecord`).
+    for u in &mc.unreadable {
+        c.rows.remove(&u.id);
+        report.unreadable_records.push(UnreadableRecordReport { collection: mc.name.clone(), id: u.id.clone(), file: u.file.clone(), offset: u.offset, reason: u.reason.clone() });
+        c.unreadable.insert(u.id.clone(), u.clone());
+    }
+    Ok((c, damaged_files))
+}
+
+/// The vector and metadata that the upsert with `label` wrote to `id` of `collection`, from the
+/// WAL archive or the live WAL (whichever still holds that sequence number), with the segment
+/// it came from. The WAL record is verified by its own checksum, and the label names exactly
+/// one write, so what it holds is exactly the row the damaged record stored.
+fn find_logged_upsert(storage: &dyn Storage, dir: &Path, collection: &str, id: &str, label: u64) -> Option<(String, Vec<f32>, String)> {
+    let seq = crate::index::seq_of_label(label);
+    let op_index = (label & ((1u64 << crate::index::LABEL_OP_BITS) - 1)) as usize;
+    for sub in [ARCHIVE_DIR, WAL_DIR] {
+        let Ok(names) = storage.list(&dir.join(sub)) else { continue };
+        let holder = names
+            .iter()
+            .filter_map(|n| crate::wal::parse_segment_name(n).map(|first| (first, n)))
+            .filter(|(first, _)| *first <= seq)
+            .max_by_key(|(first, _)| *first);
+        let Some((first, name)) = holder else { continue };
+        let Ok(buf) = storage.read(&dir.join(sub).join(name)) else { continue };
+        for item in crate::wal::reader::scan_segment(&buf, first).items {
+            let crate::wal::reader::ScanItem::Record { header, payload_start, .. } = item else { continue };
+            if header.seq != seq {
+                continue;
+            }
+            let payload = &buf[payload_start..payload_start + header.payload_len];
+            let Ok(ops) = batch::decode(payload) else { return None };
+            return match ops.into_iter().nth(op_index) {
+                Some(Op::Upsert { collection: c, id: i, vector, metadata }) if c == collection && i == id => {
+                    Some((format!("{sub}/{name}"), vector, metadata))
+                }
+                _ => None,
+            };
+        }
+    }
+    None
 }
 
 /// Read and check the persisted graph named by the manifest; `Err` says why it is unusable.
@@ -1148,6 +1302,11 @@ impl CommitThread {
                 write,
                 index: c.index.clone(),
                 index_file: c.index_file.clone(),
+                unreadable: {
+                    let mut u: Vec<_> = c.unreadable.values().cloned().collect();
+                    u.sort_by(|a, b| a.id.cmp(&b.id));
+                    u
+                },
             });
         }
         Ok(Capture { seq, time_ms, collections })
@@ -1157,4 +1316,37 @@ impl CommitThread {
 /// Segment name helper re-exported for tools that inspect a store directory.
 pub fn wal_segment_name(first_seq: u64) -> String {
     segment_name(first_seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::CollectionSpec;
+    use crate::distance::Metric;
+
+    /// A row whose in-memory copy no longer matches its checksum is never returned: `get` fails
+    /// naming it, and a query skips it, reports it, and still returns k other rows.
+    #[test]
+    fn a_damaged_in_memory_row_is_reported_not_served() {
+        let opts = Options { storage: Arc::new(crate::fault::FaultStorage::new()), prealloc: Prealloc::Off, ..Options::default() };
+        let e = Engine::open(Path::new("/store"), opts).expect("open");
+        let spec = CollectionSpec { name: "c".into(), dim: 2, metric: Metric::L2, m: 16, ef_construction: 64 };
+        e.commit(&[Op::CreateCollection(spec)]).expect("create");
+        let ups: Vec<Op> = (0..10)
+            .map(|i| Op::Upsert { collection: "c".into(), id: format!("r{i}"), vector: vec![i as f32, 0.0], metadata: "null".into() })
+            .collect();
+        e.commit(&ups).expect("upsert");
+        write(&e.shared.state).collections.get_mut("c").and_then(|c| c.rows.get_mut("r0")).expect("r0").damage_for_test();
+
+        let err = e.get("c", "r0").expect_err("damaged row served");
+        assert_eq!(err.code(), "CAIRN_CORRUPTION");
+        assert!(err.to_string().contains("'r0'"), "{err}");
+        assert!(e.get("c", "r1").expect("get").is_some());
+        for out in [e.query_exact("c", &[0.0, 0.0], 3, None).expect("exact"), e.query("c", &[0.0, 0.0], 3, 16, None).expect("query")] {
+            let ids: Vec<&str> = out.hits.iter().map(|h| h.0.as_str()).collect();
+            assert_eq!(ids, ["r1", "r2", "r3"], "the nearest row is damaged: the next three answer");
+            assert_eq!(out.skipped.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["r0"]);
+        }
+        e.close().expect("close");
+    }
 }

@@ -43,6 +43,10 @@ pub struct ManifestCollection {
     /// The persisted HNSW graph (`data/<id>-<seq>.hnsw`); absent until the first checkpoint.
     #[serde(default)]
     pub index: Option<SegmentRef>,
+    /// Records whose stored bytes were found damaged and could not be repaired. They override
+    /// every segment file: reads of them fail until they are written or deleted again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<crate::state::UnreadableRecord>,
 }
 
 pub fn encode(m: &Manifest) -> Vec<u8> {

@@ -487,7 +487,7 @@ fn verify_segment(f: &mut File, size_is_right: bool, out: &mut FileCheck, ctl: &
     // File offset of buf[0], and of the next record to check.
     let mut base = 0usize;
     let mut pos = SEG_HEADER_LEN;
-    let mut dim: Option<usize> = None;
+    let mut dim: Option<segment::RecordFormat> = None;
     let mut framed = true;
     let mut read = 0usize;
     loop {
@@ -518,7 +518,7 @@ fn verify_segment(f: &mut File, size_is_right: bool, out: &mut FileCheck, ctl: &
         let avail = base + buf.len();
         if dim.is_none() && framed && (avail >= SEG_HEADER_LEN || eof) {
             match segment::check_header(&buf) {
-                Ok(h) => dim = Some(h.dim as usize),
+                Ok(h) => dim = Some(h.record_format()),
                 Err(reason) => {
                     out.add(0, Damage::Checksum, None, reason);
                     framed = false;
@@ -544,10 +544,10 @@ fn verify_segment(f: &mut File, size_is_right: bool, out: &mut FileCheck, ctl: &
                     framed = false;
                     break;
                 }
-                match segment::check_record(&buf, rel, rel + rlen, d) {
+                match segment::check_record(&buf, rel, rel + rlen, &d) {
                     Ok(_) => out.records += 1,
                     Err((reason, _)) => {
-                        let id = segment::record_id_hint(&buf[rel..rel + rlen], d);
+                        let id = segment::record_identity(&buf, rel, rel + rlen, &d).map(|i| i.id).or_else(|| segment::record_id_hint(&buf[rel..rel + rlen], &d));
                         out.add(pos as u64, Damage::Checksum, id, reason);
                     }
                 }
@@ -777,7 +777,7 @@ mod tests {
     }
 
     fn segment_bytes(rows: usize) -> Vec<u8> {
-        let mut w = SegmentWriter::new(&SegmentHeader { dim: 4, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
+        let mut w = SegmentWriter::new(&SegmentHeader { version: crate::segment::SEG_VERSION, dim: 4, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
         for i in 0..rows {
             w.upsert(&format!("row-{i}"), i as u64, &[i as f32, 1.0, 2.0, 3.0], "{\"k\":1}");
         }

@@ -1,7 +1,9 @@
 //! Checkpoint data files (docs/format.md, "Segment file"): immutable, one per collection per
 //! checkpoint. A base file holds every row; a delta file holds the rows written and the ids
 //! deleted since the previous checkpoint. Every record carries its own xxh3, so one bad
-//! vector is detected and named without distrusting the rest.
+//! vector is detected and named without distrusting the rest. Version 2 adds a checksum of
+//! each record's identity (framing, label, id), so a record whose vector or metadata is damaged
+//! is still known by id: it can be repaired from the WAL or reported unreadable, never guessed.
 
 use std::path::Path;
 
@@ -11,7 +13,9 @@ use crate::error::{Error, Result};
 use crate::wal::record::{align8, u32_at, u64_at};
 
 pub const SEG_MAGIC: &[u8; 8] = b"CAIRNSEG";
-pub const SEG_VERSION: u32 = 1;
+/// Version written; version 1 (no identity checksum) is still read.
+pub const SEG_VERSION: u32 = 2;
+const SEG_VERSION_V1: u32 = 1;
 pub const SEG_HEADER_LEN: usize = 64;
 const H_VERSION: usize = 8;
 const H_DIM: usize = 12;
@@ -33,7 +37,12 @@ const R_KIND: usize = 4;
 const R_LABEL: usize = 8;
 const R_ID_LEN: usize = 16;
 const R_META_LEN: usize = 20;
-pub const R_FIXED: usize = 24;
+/// Version 2: xxh3 of bytes 0..24 followed by the id bytes.
+const R_IDENT_SUM: usize = 24;
+const R_FIXED_V1: usize = 24;
+const R_FIXED_V2: usize = 32;
+/// The smallest fixed part of any version: a length below this plus the checksum is implausible.
+pub const R_FIXED: usize = R_FIXED_V1;
 
 pub const KIND_BASE: u8 = 0;
 pub const KIND_DELTA: u8 = 1;
@@ -41,11 +50,29 @@ pub const REC_UPSERT: u8 = 1;
 pub const REC_DELETE: u8 = 2;
 
 pub struct SegmentHeader {
+    pub version: u32,
     pub dim: u32,
     pub collection_id: u64,
     pub covered_seq: u64,
     pub metric: Metric,
     pub kind: u8,
+}
+
+/// How the records of one file are laid out, from its (verified) header.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordFormat {
+    pub dim: usize,
+    /// Bytes before the vector.
+    fixed: usize,
+    /// Whether records carry an identity checksum (version 2).
+    ident: bool,
+}
+
+impl SegmentHeader {
+    pub fn record_format(&self) -> RecordFormat {
+        let v2 = self.version >= SEG_VERSION;
+        RecordFormat { dim: self.dim as usize, fixed: if v2 { R_FIXED_V2 } else { R_FIXED_V1 }, ident: v2 }
+    }
 }
 
 pub enum SegmentRecord<'a> {
@@ -55,7 +82,7 @@ pub enum SegmentRecord<'a> {
 
 pub struct SegmentWriter {
     buf: Vec<u8>,
-    dim: usize,
+    format: RecordFormat,
     count: u64,
 }
 
@@ -63,7 +90,7 @@ impl SegmentWriter {
     pub fn new(h: &SegmentHeader) -> SegmentWriter {
         let mut buf = vec![0u8; SEG_HEADER_LEN];
         buf[..8].copy_from_slice(SEG_MAGIC);
-        buf[H_VERSION..H_VERSION + 4].copy_from_slice(&SEG_VERSION.to_le_bytes());
+        buf[H_VERSION..H_VERSION + 4].copy_from_slice(&h.version.to_le_bytes());
         buf[H_DIM..H_DIM + 4].copy_from_slice(&h.dim.to_le_bytes());
         buf[H_COLLECTION..H_COLLECTION + 8].copy_from_slice(&h.collection_id.to_le_bytes());
         buf[H_COVERED_SEQ..H_COVERED_SEQ + 8].copy_from_slice(&h.covered_seq.to_le_bytes());
@@ -71,7 +98,7 @@ impl SegmentWriter {
         buf[H_KIND] = h.kind;
         let sum = xxh3(&buf[..H_CHECKSUM]);
         buf[H_CHECKSUM..SEG_HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
-        SegmentWriter { buf, dim: h.dim as usize, count: 0 }
+        SegmentWriter { buf, format: h.record_format(), count: 0 }
     }
 
     pub fn upsert(&mut self, id: &str, label: u64, vector: &[f32], metadata: &str) {
@@ -84,8 +111,9 @@ impl SegmentWriter {
 
     fn record(&mut self, kind: u8, id: &str, label: u64, vector: Option<&[f32]>, metadata: &str) {
         let start = self.buf.len();
+        let fixed = self.format.fixed;
         let vec_bytes = vector.map_or(0, |v| v.len() * 4);
-        let body = R_FIXED + vec_bytes + id.len() + metadata.len();
+        let body = fixed + vec_bytes + id.len() + metadata.len();
         let total = align8(body) + 8;
         self.buf.extend_from_slice(&(total as u32).to_le_bytes());
         self.buf.push(kind);
@@ -94,6 +122,10 @@ impl SegmentWriter {
         self.buf.extend_from_slice(&(id.len() as u16).to_le_bytes());
         self.buf.extend_from_slice(&[0u8; 2]);
         self.buf.extend_from_slice(&(metadata.len() as u32).to_le_bytes());
+        if self.format.ident {
+            let sum = ident_sum(&self.buf[start..start + R_IDENT_SUM], id.as_bytes());
+            self.buf.extend_from_slice(&sum.to_le_bytes());
+        }
         if let Some(v) = vector {
             for x in v {
                 self.buf.extend_from_slice(&x.to_le_bytes());
@@ -106,7 +138,6 @@ impl SegmentWriter {
         self.buf.extend_from_slice(&sum.to_le_bytes());
         self.count += 1;
         debug_assert_eq!(self.buf.len() - start, total);
-        let _ = self.dim;
     }
 
     pub fn finish(mut self) -> (Vec<u8>, u64) {
@@ -121,11 +152,28 @@ impl SegmentWriter {
     }
 }
 
-/// A record that failed its checksum: where, and why.
+/// A record that failed its checksum: where, why, and who it is when its identity checksum
+/// (version 2) still holds.
 #[derive(Debug, Clone)]
 pub struct BadRecord {
     pub offset: u64,
     pub reason: String,
+    pub identity: Option<RecordIdentity>,
+}
+
+/// The verified identity of a damaged record: its vector or metadata may be wrong, these are not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordIdentity {
+    pub kind: u8,
+    pub label: u64,
+    pub id: String,
+}
+
+fn ident_sum(fixed_fields: &[u8], id: &[u8]) -> u64 {
+    let mut h = crate::checksum::Xxh3Stream::default();
+    h.update(fixed_fields);
+    h.update(id);
+    h.digest()
 }
 
 pub struct SegmentContents<'a> {
@@ -145,11 +193,12 @@ pub fn read_header(buf: &[u8], path: &Path) -> Result<SegmentHeader> {
         return Err(Error::corruption(path, 0, "segment header checksum mismatch"));
     }
     let version = u32_at(buf, H_VERSION);
-    if version != SEG_VERSION {
+    if version != SEG_VERSION && version != SEG_VERSION_V1 {
         return Err(Error::corruption(path, H_VERSION as u64, format!("unsupported segment version {version}")));
     }
     let metric = Metric::from_code(buf[H_METRIC]).ok_or_else(|| Error::corruption(path, H_METRIC as u64, "unknown metric"))?;
     Ok(SegmentHeader {
+        version,
         dim: u32_at(buf, H_DIM),
         collection_id: u64_at(buf, H_COLLECTION),
         covered_seq: u64_at(buf, H_COVERED_SEQ),
@@ -162,7 +211,7 @@ pub fn read_header(buf: &[u8], path: &Path) -> Result<SegmentHeader> {
 /// checksum are listed in `bad` and the rest are returned; otherwise the first one is an error.
 pub fn read_segment<'a>(buf: &'a [u8], path: &Path, tolerate_bad_records: bool) -> Result<SegmentContents<'a>> {
     let header = read_header(buf, path)?;
-    let dim = header.dim as usize;
+    let fmt = header.record_format();
     let footer = buf.len() - FOOTER_LEN;
     let footer_ok = &buf[footer..footer + 8] == FOOTER_MAGIC && u64_at(buf, footer + F_CHECKSUM) == xxh3(&buf[footer..footer + F_CHECKSUM]);
     if !footer_ok {
@@ -173,7 +222,7 @@ pub fn read_segment<'a>(buf: &'a [u8], path: &Path, tolerate_bad_records: bool) 
     let mut bad = Vec::new();
     let mut pos = SEG_HEADER_LEN;
     while pos < footer {
-        match parse_record(buf, pos, footer, dim) {
+        match parse_record(buf, pos, footer, &fmt) {
             Ok((rec, len)) => {
                 records.push(rec);
                 pos += len;
@@ -182,11 +231,20 @@ pub fn read_segment<'a>(buf: &'a [u8], path: &Path, tolerate_bad_records: bool) 
                 if !tolerate_bad_records {
                     return Err(Error::corruption(path, pos as u64, reason));
                 }
-                bad.push(BadRecord { offset: pos as u64, reason: reason.to_string() });
-                match len {
-                    Some(l) => pos += l,
+                let identity = record_identity(buf, pos, footer, &fmt);
+                bad.push(BadRecord { offset: pos as u64, reason: reason.to_string(), identity: identity.clone() });
+                match (identity, fmt.ident, len) {
+                    // The identity checksum covers the length: the next record starts there.
+                    (Some(_), _, Some(l)) => pos += l,
+                    // Version 2: resynchronise at the next offset whose identity checksum holds
+                    // (a false match is a 2^-64 event), so one bad record costs only itself.
+                    (None, true, _) => match resync(buf, pos + 8, footer, &fmt) {
+                        Some(next) => pos = next,
+                        None => break,
+                    },
+                    (_, false, Some(l)) => pos += l,
                     // The length field itself is unusable: the rest of the file cannot be framed.
-                    None => break,
+                    (_, _, None) => break,
                 }
             }
         }
@@ -195,6 +253,41 @@ pub fn read_segment<'a>(buf: &'a [u8], path: &Path, tolerate_bad_records: bool) 
         return Err(Error::corruption(path, footer as u64, "segment record count or body checksum does not match its footer"));
     }
     Ok(SegmentContents { header, records, bad })
+}
+
+/// First 8-aligned offset at or after `from` where a record with a valid identity checksum starts.
+fn resync(buf: &[u8], from: usize, end: usize, fmt: &RecordFormat) -> Option<usize> {
+    (from..end).step_by(8).find(|&p| record_identity(buf, p, end, fmt).is_some())
+}
+
+/// The identity of the record at `pos` when its identity checksum holds (version 2 only).
+pub fn record_identity(buf: &[u8], pos: usize, end: usize, fmt: &RecordFormat) -> Option<RecordIdentity> {
+    if !fmt.ident || pos + fmt.fixed + 8 > end {
+        return None;
+    }
+    let len = u32_at(buf, pos + R_LEN) as usize;
+    if len < fmt.fixed + 8 || !len.is_multiple_of(8) || pos + len > end {
+        return None;
+    }
+    let rec = &buf[pos..pos + len];
+    let kind = rec[R_KIND];
+    let vec_bytes = match kind {
+        REC_UPSERT => fmt.dim * 4,
+        REC_DELETE => 0,
+        _ => return None,
+    };
+    let id_len = u16::from_le_bytes([rec[R_ID_LEN], rec[R_ID_LEN + 1]]) as usize;
+    let meta_len = u32_at(rec, R_META_LEN) as usize;
+    let id_start = fmt.fixed + vec_bytes;
+    if id_start + id_len + meta_len > len - 8 {
+        return None;
+    }
+    let id = &rec[id_start..id_start + id_len];
+    if u64_at(rec, R_IDENT_SUM) != ident_sum(&rec[..R_IDENT_SUM], id) {
+        return None;
+    }
+    let id = std::str::from_utf8(id).ok()?;
+    Some(RecordIdentity { kind, label: u64_at(rec, R_LABEL), id: id.to_string() })
 }
 
 type ParseErr = (&'static str, Option<usize>);
@@ -210,11 +303,13 @@ pub fn check_header(h: &[u8]) -> std::result::Result<SegmentHeader, &'static str
     if u64_at(h, H_CHECKSUM) != xxh3(&h[..H_CHECKSUM]) {
         return Err("segment header checksum mismatch");
     }
-    if u32_at(h, H_VERSION) != SEG_VERSION {
+    let version = u32_at(h, H_VERSION);
+    if version != SEG_VERSION && version != SEG_VERSION_V1 {
         return Err("unsupported segment version");
     }
     let metric = Metric::from_code(h[H_METRIC]).ok_or("unknown metric")?;
     Ok(SegmentHeader {
+        version,
         dim: u32_at(h, H_DIM),
         collection_id: u64_at(h, H_COLLECTION),
         covered_seq: u64_at(h, H_COVERED_SEQ),
@@ -233,12 +328,13 @@ pub fn check_footer(f: &[u8]) -> Option<(u64, u64)> {
 
 /// Verify the record at `pos` exactly as loading would, without decoding its vector: its
 /// length, or why it is bad and, when its length field is usable, how far to skip.
-pub fn check_record(buf: &[u8], pos: usize, end: usize, dim: usize) -> std::result::Result<usize, ParseErr> {
-    if pos + R_FIXED + 8 > end {
+pub fn check_record(buf: &[u8], pos: usize, end: usize, fmt: &RecordFormat) -> std::result::Result<usize, ParseErr> {
+    let (dim, fixed) = (fmt.dim, fmt.fixed);
+    if pos + fixed + 8 > end {
         return Err(("record header past end of data", None));
     }
     let len = u32_at(buf, pos + R_LEN) as usize;
-    if len < R_FIXED + 8 || !len.is_multiple_of(8) || pos + len > end {
+    if len < fixed + 8 || !len.is_multiple_of(8) || pos + len > end {
         return Err(("implausible record length", None));
     }
     let rec = &buf[pos..pos + len];
@@ -252,10 +348,10 @@ pub fn check_record(buf: &[u8], pos: usize, end: usize, dim: usize) -> std::resu
     };
     let id_len = u16::from_le_bytes([rec[R_ID_LEN], rec[R_ID_LEN + 1]]) as usize;
     let meta_len = u32_at(rec, R_META_LEN) as usize;
-    if R_FIXED + vec_bytes + id_len + meta_len > len - 8 {
+    if fixed + vec_bytes + id_len + meta_len > len - 8 {
         return Err(("record fields overrun its length", Some(len)));
     }
-    let id_start = R_FIXED + vec_bytes;
+    let id_start = fixed + vec_bytes;
     if std::str::from_utf8(&rec[id_start..id_start + id_len + meta_len]).is_err() {
         return Err(("id or metadata is not UTF-8", Some(len)));
     }
@@ -264,31 +360,32 @@ pub fn check_record(buf: &[u8], pos: usize, end: usize, dim: usize) -> std::resu
 
 /// The id a (possibly damaged) record names, if its id field still reads as a plausible id.
 /// A hint for reports: the damage may be in the id itself.
-pub fn record_id_hint(rec: &[u8], dim: usize) -> Option<String> {
-    if rec.len() < R_FIXED {
+pub fn record_id_hint(rec: &[u8], fmt: &RecordFormat) -> Option<String> {
+    if rec.len() < fmt.fixed {
         return None;
     }
-    let vec_bytes = if rec[R_KIND] == REC_UPSERT { dim * 4 } else { 0 };
+    let vec_bytes = if rec[R_KIND] == REC_UPSERT { fmt.dim * 4 } else { 0 };
     let id_len = u16::from_le_bytes([rec[R_ID_LEN], rec[R_ID_LEN + 1]]) as usize;
-    let start = R_FIXED + vec_bytes;
+    let start = fmt.fixed + vec_bytes;
     let id = std::str::from_utf8(rec.get(start..start + id_len)?).ok()?;
     let plausible = (1..=256).contains(&id_len) && !id.contains(['/', '\\', '\0']) && id != "." && id != "..";
     plausible.then(|| id.to_string())
 }
 
-fn parse_record(buf: &[u8], pos: usize, end: usize, dim: usize) -> std::result::Result<(SegmentRecord<'_>, usize), ParseErr> {
+fn parse_record<'a>(buf: &'a [u8], pos: usize, end: usize, fmt: &RecordFormat) -> std::result::Result<(SegmentRecord<'a>, usize), ParseErr> {
     // One set of framing checks for loading and scrubbing.
-    let len = check_record(buf, pos, end, dim)?;
+    let len = check_record(buf, pos, end, fmt)?;
+    let (dim, fixed) = (fmt.dim, fmt.fixed);
     let rec = &buf[pos..pos + len];
     let kind = rec[R_KIND];
     let label = u64_at(rec, R_LABEL);
     let id_len = u16::from_le_bytes([rec[R_ID_LEN], rec[R_ID_LEN + 1]]) as usize;
     let meta_len = u32_at(rec, R_META_LEN) as usize;
     let vec_bytes = if kind == REC_UPSERT { dim * 4 } else { 0 };
-    let id_start = R_FIXED + vec_bytes;
+    let id_start = fixed + vec_bytes;
     let id = std::str::from_utf8(&rec[id_start..id_start + id_len]).map_err(|_| ("id is not UTF-8", Some(len)))?;
     let record = if kind == REC_UPSERT {
-        let vector = rec[R_FIXED..R_FIXED + vec_bytes]
+        let vector = rec[fixed..fixed + vec_bytes]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
@@ -311,7 +408,11 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        let mut w = SegmentWriter::new(&SegmentHeader { dim: 3, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
+        sample_v(SEG_VERSION)
+    }
+
+    fn sample_v(version: u32) -> Vec<u8> {
+        let mut w = SegmentWriter::new(&SegmentHeader { version, dim: 3, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
         w.upsert("a", 2, &[1.0, 2.0, 3.0], "{\"t\":1}");
         w.delete("b", 5);
         w.upsert("c", 7, &[0.5, 0.0, -1.0], "null");
@@ -351,5 +452,67 @@ mod tests {
         assert_eq!(c.records.len(), 2);
         assert_eq!(c.bad.len(), 1);
         assert_eq!(c.bad[0].offset, SEG_HEADER_LEN as u64);
+    }
+
+    #[test]
+    fn version_1_files_are_still_read_and_checked() {
+        let buf = sample_v(SEG_VERSION_V1);
+        let c = read_segment(&buf, Path::new("x.seg"), false).expect("valid v1 segment");
+        assert_eq!((c.header.version, c.records.len()), (SEG_VERSION_V1, 3));
+        for byte in 0..buf.len() {
+            let mut b = buf.clone();
+            b[byte] ^= 0x10;
+            assert!(read_segment(&b, Path::new("x.seg"), false).is_err(), "flip at {byte} undetected");
+        }
+    }
+
+    /// Whatever single byte is damaged inside the records, a tolerant read keeps every other
+    /// record, and the damaged one's identity is either right or unknown, never wrong.
+    #[test]
+    fn damage_never_yields_a_wrong_identity_and_costs_one_record() {
+        let buf = sample();
+        let good = read_segment(&buf, Path::new("x.seg"), false).expect("valid");
+        let ids: Vec<(u8, u64, String)> = good
+            .records
+            .iter()
+            .map(|r| match r {
+                SegmentRecord::Upsert { id, label, .. } => (REC_UPSERT, *label, id.to_string()),
+                SegmentRecord::Delete { id, label } => (REC_DELETE, *label, id.to_string()),
+            })
+            .collect();
+        // Vector bytes of each upsert: damage there must leave the identity known.
+        let mut vectors = Vec::new();
+        let mut pos = SEG_HEADER_LEN;
+        while pos < buf.len() - FOOTER_LEN {
+            if buf[pos + R_KIND] == REC_UPSERT {
+                vectors.push(pos + R_FIXED_V2..pos + R_FIXED_V2 + 12);
+            }
+            pos += u32_at(&buf, pos) as usize;
+        }
+        let (mut known, mut unknown) = (0, 0);
+        for byte in SEG_HEADER_LEN..buf.len() - FOOTER_LEN {
+            for bit in [0u8, 5] {
+                let mut b = buf.clone();
+                b[byte] ^= 1 << bit;
+                let c = read_segment(&b, Path::new("x.seg"), true).expect("tolerated");
+                assert_eq!(c.bad.len(), 1, "flip at {byte}: one bad record");
+                assert_eq!(c.records.len(), 2, "flip at {byte}: the other records survive");
+                match &c.bad[0].identity {
+                    Some(who) => {
+                        known += 1;
+                        assert!(ids.contains(&(who.kind, who.label, who.id.clone())), "flip at {byte}: wrong identity {who:?}");
+                        let kept: Vec<&str> = c.records.iter().map(|r| match r {
+                            SegmentRecord::Upsert { id, .. } | SegmentRecord::Delete { id, .. } => *id,
+                        }).collect();
+                        assert!(!kept.contains(&who.id.as_str()), "flip at {byte}: damaged record also returned");
+                    }
+                    None => {
+                        unknown += 1;
+                        assert!(!vectors.iter().any(|v| v.contains(&byte)), "flip at {byte} in a vector lost the identity");
+                    }
+                }
+            }
+        }
+        assert!(known > 0 && unknown > 0, "both outcomes exercised: {known} known, {unknown} unknown");
     }
 }

@@ -24,6 +24,59 @@ pub struct Row {
     pub metadata: Box<str>,
     /// `seq << 24 | op index` of the write that produced this row; its node in the graph.
     pub label: u64,
+    /// xxh3 of id, label, vector and metadata, taken when the row was built from bytes that had
+    /// just passed their on-disk checksum. Every read checks it, so a damaged copy in memory is
+    /// reported rather than returned.
+    sum: u64,
+}
+
+impl Row {
+    pub fn new(id: &str, vector: Arc<[f32]>, metadata: Box<str>, label: u64) -> Row {
+        let sum = row_sum(id, label, &vector, &metadata);
+        Row { vector, metadata, label, sum }
+    }
+
+    /// Damage the in-memory copy the way a stray write or a flipped DRAM bit would.
+    #[cfg(test)]
+    pub(crate) fn damage_for_test(&mut self) {
+        self.metadata = format!("{} ", self.metadata).into_boxed_str();
+    }
+
+    /// Whether this row, stored under `id`, still has the bytes it was built with.
+    pub fn verify(&self, id: &str) -> bool {
+        row_sum(id, self.label, &self.vector, &self.metadata) == self.sum
+    }
+}
+
+fn row_sum(id: &str, label: u64, vector: &[f32], metadata: &str) -> u64 {
+    let mut h = crate::checksum::Xxh3Stream::default();
+    h.update(&(id.len() as u64).to_le_bytes());
+    h.update(id.as_bytes());
+    h.update(&label.to_le_bytes());
+    // SAFETY: f32 has no padding or invalid bit patterns; the bytes are only hashed.
+    h.update(unsafe { std::slice::from_raw_parts(vector.as_ptr().cast::<u8>(), std::mem::size_of_val(vector)) });
+    h.update(metadata.as_bytes());
+    h.digest()
+}
+
+/// A record whose stored bytes are damaged and could not be repaired (docs/format.md,
+/// "Manifest"): its identity is certain, its vector and metadata are not. Reads of it fail with
+/// CAIRN_CORRUPTION and queries report it as skipped, until it is written or deleted again.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnreadableRecord {
+    pub id: String,
+    pub label: u64,
+    /// The damaged file, relative to the store directory (where its bytes are kept).
+    pub file: String,
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// A record a query could not consider, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedRecord {
+    pub id: String,
+    pub reason: String,
 }
 
 /// One immutable checkpoint file of a collection, as listed in the manifest.
@@ -50,6 +103,8 @@ pub struct Collection {
     pub index: Arc<CollectionIndex>,
     /// Label -> id of every live row.
     pub live: IdMap<u64, String>,
+    /// Records that exist but cannot be read (never also in `rows`).
+    pub unreadable: IdMap<String, UnreadableRecord>,
 }
 
 #[derive(Default)]
@@ -161,11 +216,31 @@ impl Collection {
             index_file: None,
             index: CollectionIndex::new(hnsw),
             live: IdMap::default(),
+            unreadable: IdMap::default(),
         }
+    }
+
+    /// Live records, including unreadable ones.
+    pub fn count(&self) -> usize {
+        self.rows.len() + self.unreadable.len()
+    }
+
+    /// What a query over this collection could not consider: every unreadable record (its
+    /// vector and metadata are unknown, so it might have matched), at most `limit` of them.
+    pub fn unreadable_skips(&self, limit: usize) -> Vec<SkippedRecord> {
+        let mut out: Vec<SkippedRecord> = self
+            .unreadable
+            .values()
+            .map(|u| SkippedRecord { id: u.id.clone(), reason: format!("stored record is damaged ({} at offset {} of {}) and was not repaired", u.reason, u.offset, u.file) })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.truncate(limit);
+        out
     }
 
     /// Insert or replace a row, keeping `live` and the index's pending set in step.
     pub fn put_row(&mut self, id: String, row: Row) {
+        self.unreadable.remove(&id);
         self.live.insert(row.label, id.clone());
         self.index.add_pending(row.label, row.vector.clone());
         if let Some(old) = self.rows.insert(id, row) {
@@ -181,7 +256,7 @@ impl Collection {
                 self.index.remove(old.label);
                 true
             }
-            None => false,
+            None => self.unreadable.remove(id).is_some(),
         }
     }
 
@@ -302,7 +377,8 @@ impl State {
                         return Err(Error::InvalidArgument(format!("vector of id '{id}' has the wrong dimension")));
                     }
                     c.dirty.insert(id.clone());
-                    c.put_row(id, Row { vector: vector.into(), metadata: metadata.into_boxed_str(), label: label_of(seq, op_index) });
+                    let row = Row::new(&id, vector.into(), metadata.into_boxed_str(), label_of(seq, op_index));
+                    c.put_row(id, row);
                     let index = c.index.clone();
                     if !self.touched.last().is_some_and(|t| Arc::ptr_eq(t, &index)) {
                         self.touched.push(index);

@@ -234,22 +234,41 @@ fn bit_flip_in_checkpoint_segment_file() {
     let data: Vec<PathBuf> = list(&fs, DATA_DIR).into_iter().filter(|n| n.ends_with(".seg")).map(|n| dir().join(DATA_DIR).join(n)).collect();
     assert!(data.len() >= 2, "a base file per collection: {data:?}");
     let mut rng = Rng::new(72);
+    let (mut repaired, mut refused) = (0, 0);
     for (i, path) in data.iter().enumerate() {
         let len = fs.read(path).expect("read").len();
-        for trial in 0..4 {
+        for trial in 0..8 {
             // Inside the records: between the 64-byte header and the 32-byte footer.
             let pos = rng.range(SEG_HEADER_LEN as u64, len as u64 - 33) as usize;
             let ctx = format!("file {i} trial {trial}: flip in {} at {pos}", path.display());
             let damaged = copy(&fs);
             flip(&damaged, path, pos, rng.below(8) as u8);
-            expect_corruption(&damaged, RecoveryMode::TolerateTornTail, path, pos, 4096, &ctx);
             expect_corruption(&damaged, RecoveryMode::AbsoluteConsistency, path, pos, 4096, &ctx);
+            let name = path.file_name().and_then(|n| n.to_str()).expect("file name");
+            match open_with(&copy(&damaged), RecoveryMode::TolerateTornTail) {
+                // The record's identity held: it is rebuilt from the write in the WAL archive.
+                Ok(e) => {
+                    repaired += 1;
+                    let r = e.recovery_report().clone();
+                    assert!(!r.repaired_records.is_empty(), "{ctx}: opened without repairing or reporting");
+                    assert!(r.repaired_records.iter().all(|x| x.file.ends_with(name) && x.offset as usize <= pos), "{ctx}: {:?}", r.repaired_records);
+                    assert!(r.unreadable_records.is_empty() && r.bad_segment_records.is_empty(), "{ctx}: {r:?}");
+                    assert_state(&e, &want, &ctx);
+                    drop(e);
+                }
+                // The identity is damaged too: nothing can say which row it was, so open refuses.
+                Err(_) => {
+                    refused += 1;
+                    expect_corruption(&damaged, RecoveryMode::TolerateTornTail, path, pos, 4096, &ctx);
+                }
+            }
 
             let e = open_with(&damaged, RecoveryMode::SkipCorrupt).unwrap_or_else(|err| panic!("{ctx}: skip-corrupt open: {err}"));
-            let bad = e.recovery_report().bad_segment_records.clone();
-            assert!(!bad.is_empty(), "{ctx}: a damaged checkpoint record was skipped silently");
-            assert!(bad.iter().all(|b| Path::new(&b.file) == path && (b.offset as usize) <= pos), "{ctx}: {bad:?}");
-            // Every value served is the model's; only rows of the damaged record may be missing.
+            let r = e.recovery_report().clone();
+            let dropped = r.bad_segment_records.clone();
+            assert!(!dropped.is_empty() || !r.repaired_records.is_empty(), "{ctx}: a damaged checkpoint record was skipped silently");
+            assert!(dropped.iter().all(|b| Path::new(&b.file) == path && (b.offset as usize) <= pos), "{ctx}: {dropped:?}");
+            // Every value served is the model's; only rows of a dropped record may be missing.
             let got = read_state(&e);
             let mut missing = 0;
             for (name, w) in &want {
@@ -259,15 +278,109 @@ fn bit_flip_in_checkpoint_segment_file() {
                 }
                 missing += w.rows.len() - g.rows.len();
             }
-            assert!(missing <= bad.len(), "{ctx}: {missing} rows missing for {} bad records", bad.len());
+            assert!(missing <= dropped.len(), "{ctx}: {missing} rows missing for {} dropped records", dropped.len());
             assert_eq!(got.len(), want.len(), "{ctx}");
-            // Skip-corrupt rewrote what it serves as a new base: the damage is not met again.
+            // The open rewrote what it serves as a new base: the damage is not met again, even
+            // by the strictest mode.
             let after = damaged.crash(CrashKind::DropUnsynced);
             drop(e);
-            let e2 = open_with(&after, RecoveryMode::TolerateTornTail).unwrap_or_else(|err| panic!("{ctx}: open after skip-corrupt: {err}"));
+            let e2 = open_with(&after, RecoveryMode::AbsoluteConsistency).unwrap_or_else(|err| panic!("{ctx}: open after skip-corrupt: {err}"));
             assert_model_eq(&read_state(&e2), &got, &format!("{ctx}: reopen after skip-corrupt"));
         }
     }
+    // Vectors are most of a record's bytes, so most flips leave the identity intact.
+    assert!(repaired > refused, "repaired {repaired}, refused {refused}");
+}
+
+/// Offsets and ids of the records of a segment file (version 2 layout: vector at +32).
+fn segment_records(buf: &[u8]) -> Vec<(usize, usize, String)> {
+    let dim = u32::from_le_bytes(buf[12..16].try_into().expect("4 bytes")) as usize;
+    let footer = buf.len() - 32;
+    let mut out = Vec::new();
+    let mut pos = SEG_HEADER_LEN;
+    while pos < footer {
+        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let vec_bytes = if buf[pos + 4] == 1 { dim * 4 } else { 0 };
+        let id_len = u16::from_le_bytes(buf[pos + 16..pos + 18].try_into().expect("2 bytes")) as usize;
+        let id_at = pos + 32 + vec_bytes;
+        out.push((pos, vec_bytes, String::from_utf8(buf[id_at..id_at + id_len].to_vec()).expect("utf-8 id")));
+        pos += len;
+    }
+    out
+}
+
+/// Damage to a record's vector when the WAL no longer holds the write: the record is known by
+/// its identity checksum, so it is reported and unreadable (never served, never silently
+/// absent) until it is written or deleted again, across reopens and checkpoints.
+#[test]
+fn unrepairable_checkpoint_record_is_unreadable_until_rewritten() {
+    let fs = FaultStorage::new();
+    let e = open_with(&fs, RecoveryMode::TolerateTornTail).expect("open");
+    let mut history = History::default();
+    let mut rng = Rng::new(91);
+    let commit = |e: &Engine, ops: Vec<Op>, h: &mut History| h.acknowledge(e.commit(&ops).expect("commit"), ops);
+    commit(&e, vec![Op::CreateCollection(spec("a", DIM_A, Metric::L2))], &mut history);
+    for i in 0..40 {
+        let ops = vec![Op::Upsert { collection: "a".into(), id: format!("r{i:02}"), vector: rng.vector(DIM_A), metadata: format!("{{\"i\":{i}}}") }];
+        commit(&e, ops, &mut history);
+    }
+    checkpoint(&e).expect("checkpoint");
+    e.close().expect("close");
+    drop(e);
+    // Retention took the WAL that wrote these rows.
+    for name in list(&fs, ARCHIVE_DIR) {
+        fs.remove(&dir().join(ARCHIVE_DIR).join(name)).expect("remove archived segment");
+    }
+    let seg = list(&fs, DATA_DIR).into_iter().find(|n| n.ends_with(".seg")).expect("a base file");
+    let seg_path = dir().join(DATA_DIR).join(&seg);
+    let records = segment_records(&fs.read(&seg_path).expect("read"));
+    let victims: Vec<(usize, String)> = [7usize, 23].iter().map(|&i| (records[i].0 + 32 + 5, records[i].2.clone())).collect();
+    for (pos, _) in &victims {
+        flip(&fs, &seg_path, *pos, 3);
+    }
+    let unreadable: BTreeSet<String> = victims.iter().map(|(_, id)| id.clone()).collect();
+    let mut want = history.model_at(history.len());
+    want.get_mut("a").expect("a").rows.retain(|id, _| !unreadable.contains(id));
+
+    let check = |e: &Engine, ctx: &str| {
+        let reported: BTreeSet<String> = e.recovery_report().unreadable_records.iter().map(|u| u.id.clone()).collect();
+        assert_eq!(reported, unreadable, "{ctx}: recovery report");
+        assert_eq!(e.count("a").expect("count"), 40, "{ctx}: unreadable records still exist");
+        for id in &unreadable {
+            let err = e.get("a", id).expect_err("a damaged record must not be served");
+            assert_eq!(err.code(), "CAIRN_CORRUPTION", "{ctx}: {err}");
+            assert!(err.to_string().contains(&format!("'{id}'")), "{ctx}: the error names the record: {err}");
+        }
+        assert_state(e, &want, ctx);
+        let q = vec![0.0; DIM_A as usize];
+        for out in [e.query_exact("a", &q, 5, None).expect("exact"), e.query("a", &q, 5, 32, None).expect("query")] {
+            assert_eq!(out.hits.len(), 5, "{ctx}: the query still answers");
+            let skipped: BTreeSet<String> = out.skipped.iter().map(|s| s.id.clone()).collect();
+            assert_eq!(skipped, unreadable, "{ctx}: the query reports what it could not consider");
+        }
+    };
+    let e = open_with(&fs, RecoveryMode::TolerateTornTail).expect("open with two damaged records");
+    check(&e, "first open");
+    let crashed = fs.crash(CrashKind::DropUnsynced);
+    drop(e);
+    // The damaged file is no longer named; the markers live in the manifest.
+    let e = open_with(&crashed, RecoveryMode::AbsoluteConsistency).expect("reopen");
+    check(&e, "reopen");
+    // Writing or deleting the record ends it being unreadable.
+    let (fixed, gone) = (victims[0].1.clone(), victims[1].1.clone());
+    let v = vec![0.5; DIM_A as usize];
+    e.commit(&[Op::Upsert { collection: "a".into(), id: fixed.clone(), vector: v.clone(), metadata: "null".into() }]).expect("rewrite");
+    e.commit(&[Op::Delete { collection: "a".into(), id: gone.clone() }]).expect("delete");
+    want.get_mut("a").expect("a").rows.insert(fixed.clone(), (v, "null".into()));
+    assert_state(&e, &want, "after rewrite");
+    assert_eq!(e.count("a").expect("count"), 39);
+    checkpoint(&e).expect("checkpoint");
+    e.close().expect("close");
+    drop(e);
+    let e = open_with(&crashed, RecoveryMode::AbsoluteConsistency).expect("reopen after rewrite");
+    assert!(e.recovery_report().unreadable_records.is_empty(), "{:?}", e.recovery_report().unreadable_records);
+    assert_state(&e, &want, "reopen after rewrite");
+    assert_eq!(e.count("a").expect("count"), 39);
 }
 
 /// A collection's checkpoint files are named by its id, the sequence number of its create; two
@@ -321,8 +434,8 @@ fn bit_flip_in_persisted_index_means_rebuild_not_wrong_answers() {
                 for info in e.collections().expect("collections") {
                     let q = vec![0.5; info.dim as usize];
                     let k = info.count.clamp(1, 10);
-                    let exact = e.query_exact(&info.name, &q, k, None).expect("exact");
-                    let approx = e.query(&info.name, &q, k, 64, None).expect("query");
+                    let exact = e.query_exact(&info.name, &q, k, None).expect("exact").hits;
+                    let approx = e.query(&info.name, &q, k, 64, None).expect("query").hits;
                     assert_eq!(approx, exact, "{ctx}: {mode:?}: '{}' answers differ from the exact scan", info.name);
                 }
             }

@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cairn_core::engine::{Engine, Options, SyncMode};
+use cairn_core::engine::{Engine, Options, QueryOutput, SyncMode};
 use cairn_core::state::Filter;
 use cairn_core::wal::writer::Prealloc;
 use cairn_core::RecoveryMode;
@@ -102,10 +102,24 @@ pub struct NativeCollectionInfo {
     pub count: u32,
 }
 
-type Hits = Vec<(String, f32, String)>;
+/// A record a query could not consider (see `QueryOutput::skipped`).
+#[napi(object)]
+pub struct NativeSkipped {
+    pub id: String,
+    pub reason: String,
+}
 
-fn to_hits(out: Hits) -> Vec<NativeHit> {
-    out.into_iter().map(|(id, score, metadata)| NativeHit { id, score: f64::from(score), metadata }).collect()
+#[napi(object)]
+pub struct NativeQueryResult {
+    pub hits: Vec<NativeHit>,
+    pub skipped: Vec<NativeSkipped>,
+}
+
+fn to_result(out: QueryOutput) -> NativeQueryResult {
+    NativeQueryResult {
+        hits: out.hits.into_iter().map(|(id, score, metadata)| NativeHit { id, score: f64::from(score), metadata }).collect(),
+        skipped: out.skipped.into_iter().map(|s| NativeSkipped { id: s.id, reason: s.reason }).collect(),
+    }
 }
 
 /// One query, or many (`vectors` holds `count` queries back to back) spread over all cores.
@@ -121,7 +135,7 @@ pub struct QueryTask {
 }
 
 impl QueryTask {
-    fn run_one(&self, q: &[f32]) -> cairn_core::Result<Hits> {
+    fn run_one(&self, q: &[f32]) -> cairn_core::Result<QueryOutput> {
         match self.ef {
             Some(ef) => self.engine.query(&self.collection, q, self.k, ef, self.filter.as_ref()),
             None => self.engine.query_exact(&self.collection, q, self.k, self.filter.as_ref()),
@@ -130,8 +144,8 @@ impl QueryTask {
 }
 
 impl Task for QueryTask {
-    type Output = Vec<Hits>;
-    type JsValue = Vec<Vec<NativeHit>>;
+    type Output = Vec<QueryOutput>;
+    type JsValue = Vec<NativeQueryResult>;
     fn compute(&mut self) -> napi::Result<Self::Output> {
         use rayon::prelude::*;
         let dim = self.vectors.len() / self.count.max(1);
@@ -143,7 +157,7 @@ impl Task for QueryTask {
         })
     }
     fn resolve(&mut self, _env: Env, out: Self::Output) -> napi::Result<Self::JsValue> {
-        Ok(out.into_iter().map(to_hits).collect())
+        Ok(out.into_iter().map(to_result).collect())
     }
 }
 
@@ -343,7 +357,7 @@ impl NativeStore {
 
     /// k-NN search off the event loop: `count` queries packed in `vectors`, searched in parallel.
     /// `ef` absent means exact search. `filter` is a JSON object of field: value.
-    #[napi(ts_return_type = "Promise<NativeHit[][]>")]
+    #[napi(ts_return_type = "Promise<NativeQueryResult[]>")]
     pub fn query(
         &self,
         collection: String,

@@ -6,6 +6,10 @@ export interface NativeHit {
   score: number;
   metadata: string;
 }
+export interface NativeQueryResult {
+  hits: NativeHit[];
+  skipped: Array<{ id: string; reason: string }>;
+}
 export interface NativeRow {
   vector: Float32Array;
   metadata: string;
@@ -23,7 +27,7 @@ export interface NativeStore {
   get(collection: string, id: string): NativeRow | null;
   count(collection: string): number;
   collections(): NativeCollectionInfo[];
-  query(collection: string, vectors: Float32Array, count: number, k: number, ef?: number | null, filter?: string | null): Promise<NativeHit[][]>;
+  query(collection: string, vectors: Float32Array, count: number, k: number, ef?: number | null, filter?: string | null): Promise<NativeQueryResult[]>;
   indexStats(collection: string): { indexed: number; pending: number; tombstones: number; bytes: number };
   waitForIndex(collection: string): Promise<void>;
   checkpoint(): Promise<bigint>;

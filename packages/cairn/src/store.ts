@@ -111,6 +111,19 @@ export interface QueryHit {
   metadata: Metadata;
 }
 
+/** A record a query could not consider: damaged on disk and not repaired (see
+ *  `RecoveryReport.unreadableRecords`), or an in-memory copy that failed its checksum. */
+export interface SkippedRecord {
+  id: string;
+  reason: string;
+}
+
+/**
+ * Hits best first. `skipped` (non-enumerable, normally empty) lists the records the query could
+ * not consider; the hits are the best of the rest. A query never fails because one record is bad.
+ */
+export type QueryResult = QueryHit[] & { readonly skipped: SkippedRecord[] };
+
 export type BatchOp =
   | { collection: string; op: 'upsert'; records: VectorRecord[] }
   | { collection: string; op: 'delete'; ids: string[] };
@@ -124,6 +137,13 @@ export interface RecoveryReport {
   badSegmentRecords: Array<{ file: string; offset: number; reason: string }>;
   /** Collections whose persisted HNSW graph was missing or unusable and is rebuilt in the background. */
   indexRebuilds: Array<{ collection: string; reason: string }>;
+  /** Damaged checkpoint records rebuilt from the write that produced them (`from`: the WAL segment). */
+  repairedRecords: Array<{ collection: string; id: string; file: string; offset: number; from: string }>;
+  /** Damaged checkpoint records that could not be repaired: `get` of them fails with
+   *  `CAIRN_CORRUPTION` and queries report them in `skipped`, until they are written or deleted. */
+  unreadableRecords: Array<{ collection: string; id: string; file: string; offset: number; reason: string }>;
+  /** Damaged files kept under `quarantine/` (relative to the store) when the open replaced them. */
+  quarantined: string[];
 }
 
 export interface IndexStats {
@@ -210,6 +230,9 @@ function parseReport(json: string): RecoveryReport {
       reason: s.reason as string,
     })),
     indexRebuilds: r.index_rebuilds as Array<{ collection: string; reason: string }>,
+    repairedRecords: r.repaired_records as RecoveryReport['repairedRecords'],
+    unreadableRecords: r.unreadable_records as RecoveryReport['unreadableRecords'],
+    quarantined: r.quarantined as string[],
   };
 }
 
@@ -498,6 +521,8 @@ export class Collection {
     return this.#store.commit(encoded);
   }
 
+  /** The stored record, checked against its checksum. A record known to be damaged, or whose
+   *  copy fails its checksum, rejects with `CAIRN_CORRUPTION` naming it: wrong bytes are never returned. */
   async get(id: string): Promise<StoredRecord | undefined> {
     checkName('id', id);
     const row = nativeSync(() => this.#native.get(this.name, id));
@@ -509,15 +534,16 @@ export class Collection {
     return nativeSync(() => this.#native.count(this.name));
   }
 
-  /** k nearest rows, best first. Every acknowledged write is visible, indexed or not. */
-  async query(vector: Float32Array | number[], options: QueryOptions): Promise<QueryHit[]> {
+  /** k nearest rows, best first. Every acknowledged write is visible, indexed or not. Records
+   *  that cannot be read are skipped and listed in the result's `skipped`. */
+  async query(vector: Float32Array | number[], options: QueryOptions): Promise<QueryResult> {
     const q = checkVector('vector', vector, this.dim);
-    const [hits] = await this.#search(q, 1, options);
-    return hits ?? [];
+    const [result] = await this.#search(q, 1, options);
+    return result as QueryResult;
   }
 
   /** Many queries at once, searched in parallel on all cores, off the event loop. */
-  async queryBatch(vectors: Array<Float32Array | number[]>, options: QueryOptions): Promise<QueryHit[][]> {
+  async queryBatch(vectors: Array<Float32Array | number[]>, options: QueryOptions): Promise<QueryResult[]> {
     if (!Array.isArray(vectors) || vectors.length === 0) throw invalidArgument('vectors must be a non-empty array');
     const packed = new Float32Array(vectors.length * this.dim);
     vectors.forEach((v, i) => packed.set(checkVector(`vectors[${i}]`, v, this.dim), i * this.dim));
@@ -533,7 +559,7 @@ export class Collection {
     return nativeSync(() => this.#native.indexStats(this.name));
   }
 
-  async #search(packed: Float32Array, count: number, options: QueryOptions): Promise<QueryHit[][]> {
+  async #search(packed: Float32Array, count: number, options: QueryOptions): Promise<QueryResult[]> {
     checkPlainObject('options', options);
     checkKnownKeys('options', options, QUERY_KEYS);
     const k = checkPositiveInt('options.k', options.k, 100_000);
@@ -551,6 +577,10 @@ export class Collection {
       filter = JSON.stringify(f);
     }
     const results = await native(() => this.#native.query(this.name, packed, count, k, options.exact ? null : ef, filter));
-    return results.map((hits) => hits.map((h) => ({ id: h.id, score: h.score, metadata: JSON.parse(h.metadata) as Metadata })));
+    return results.map(({ hits, skipped }) => {
+      const out = hits.map((h) => ({ id: h.id, score: h.score, metadata: JSON.parse(h.metadata) as Metadata }));
+      // Non-enumerable: results still compare and print as plain arrays of hits.
+      return Object.defineProperty(out, 'skipped', { value: skipped, enumerable: false }) as QueryResult;
+    });
   }
 }

@@ -60,6 +60,32 @@ pub struct RecoveryReport {
     pub bad_segment_records: Vec<SkippedRange>,
     /// Collections whose persisted HNSW graph was missing or unusable and is being rebuilt.
     pub index_rebuilds: Vec<IndexRebuild>,
+    /// Damaged checkpoint records rebuilt from the write that produced them.
+    pub repaired_records: Vec<RecordRepair>,
+    /// Damaged checkpoint records of known identity that could not be repaired: reads of them
+    /// fail with CAIRN_CORRUPTION.
+    pub unreadable_records: Vec<UnreadableRecordReport>,
+    /// Damaged files kept under `quarantine/` (relative to the store) before being replaced.
+    pub quarantined: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RecordRepair {
+    pub collection: String,
+    pub id: String,
+    pub file: String,
+    pub offset: u64,
+    /// Where the good bytes came from, e.g. the WAL segment holding the write.
+    pub from: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct UnreadableRecordReport {
+    pub collection: String,
+    pub id: String,
+    pub file: String,
+    pub offset: u64,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
