@@ -316,6 +316,10 @@ describe('checkpoint file and manifest bit flips', () => {
         }
         const [batched] = await docs.queryBatch([probe], { k: 3 });
         expect(batched!.skipped.map((s) => s.id).sort()).toEqual([...ids].sort());
+        // The files are sound again (the damaged one is in quarantine); scrub lists the records.
+        const scrubbed = await db.scrub({ concurrency: 1 });
+        expect(scrubbed.corrupt).toEqual([]);
+        expect(scrubbed.unreadableRecords.map((u) => u.id).sort()).toEqual([...ids].sort());
         await db.close();
         // The damage is remembered by the manifest, even by the strictest mode.
         db = await openWith(dir, 'absolute-consistency');

@@ -254,9 +254,10 @@ async function main(argv: string[]): Promise<number> {
         }
         for (const r of report.repaired) console.log(`  repaired ${r.file} from ${r.from}${r.quarantined ? `; damaged copy kept as ${r.quarantined}` : ''}`);
         for (const u of report.unrepaired) console.log(`  NOT repaired ${u.file}: ${u.reason}`);
-        if (report.corrupt.length === 0) console.log('no damage found');
+        for (const u of report.unreadableRecords) console.log(`  UNREADABLE record '${u.id}' of collection ${u.collection} (${u.file} @${u.offset}): ${u.reason}`);
+        if (report.corrupt.length === 0 && report.unreadableRecords.length === 0) console.log('no damage found');
       }
-      return report.unrepaired.length > 0 ? 1 : 0;
+      return report.unrepaired.length > 0 || report.unreadableRecords.length > 0 ? 1 : 0;
     }
     case 'demo':
       return runDemo({ dir: values.dir, json: asJson });

@@ -97,6 +97,9 @@ export interface ScrubReport {
   corrupt: ScrubFinding[];
   repaired: ScrubRepair[];
   unrepaired: ScrubUnrepaired[];
+  /** Records known to be damaged beyond repair (found by an earlier open, kept in the manifest):
+   *  reads of them fail with `CAIRN_CORRUPTION` until they are written or deleted again. */
+  unreadableRecords: Array<{ collection: string; id: string; file: string; offset: number; reason: string }>;
 }
 
 interface Target {
@@ -113,6 +116,7 @@ interface RawManifest {
     name: string;
     segments: Array<{ file: string; bytes: number; xxh3: string }>;
     index: { file: string; bytes: number; xxh3: string } | null;
+    unreadable?: Array<{ id: string; file: string; offset: number; reason: string }>;
   }>;
 }
 
@@ -418,7 +422,10 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
 
     // Checkpoint and graph files are named `<collection id, 20 digits>-<seq>`.
     const collectionById = new Map((manifest?.collections ?? []).map((c) => [String(c.id).padStart(20, '0'), c.name]));
-    const report: ScrubReport = { files: all.length, bytes: 0, durationMs: 0, corrupt: [], repaired: [], unrepaired: [] };
+    const unreadableRecords = (manifest?.collections ?? []).flatMap((c) =>
+      (c.unreadable ?? []).map((u) => ({ collection: c.name, id: u.id, file: u.file, offset: u.offset, reason: u.reason })),
+    );
+    const report: ScrubReport = { files: all.length, bytes: 0, durationMs: 0, corrupt: [], repaired: [], unrepaired: [], unreadableRecords };
     const damaged: DamagedFile[] = [];
     for (const [rel, c] of checks) {
       report.bytes += c.read;
