@@ -5,7 +5,7 @@
 import { cpSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
-import { type Collection, type RecoveryMode, type Store, open } from 'cairn';
+import { type Collection, type RecoveryMode, type Store, open, scrub } from 'cairn';
 import { describe, expect, test } from 'vitest';
 
 import { metadataFor, prng, vectorFor } from './fixtures/records.mjs';
@@ -266,7 +266,8 @@ describe('checkpoint file and manifest bit flips', () => {
       expect(r.unreadableRecords).toEqual([]);
       // The damaged bytes are kept, never deleted; the store no longer names them.
       expect(r.quarantined).toHaveLength(1);
-      expect(readFileSync(join(dir, r.quarantined[0]!)).equals(damaged)).toBe(true);
+      expect(r.quarantined[0]!.file).toBe(`data/${basename(seg)}`);
+      expect(readFileSync(join(dir, r.quarantined[0]!.kept)).equals(damaged)).toBe(true);
       await expectStore(db, h, h.model());
       await db.close();
       db = await openWith(dir, 'absolute-consistency');
@@ -336,6 +337,39 @@ describe('checkpoint file and manifest bit flips', () => {
       expect((await db.collection('docs').query(vectorFor(ids[0]!, 'rewritten', DIM), { k: 1 })).skipped).toEqual([]);
     } finally {
       await db.close();
+    }
+  });
+
+  test('scrub_of_a_closed_store_reports_a_damaged_record_read_only_and_repairs_it_from_the_wal', async () => {
+    for (const archive of ['kept', 'removed'] as const) {
+      const dir = tempDir();
+      const { h, seg } = await checkpointed(dir);
+      if (archive === 'removed') for (const name of readdirSync(join(dir, 'wal-archive'))) rmSync(join(dir, 'wal-archive', name));
+      const buf = readFileSync(seg);
+      const victim = segRecords(buf).find((r) => buf[r.offset + 4] === 1)!;
+      const victimId = recordId(buf, victim);
+      flipBit(seg, victim.offset + VECTOR_AT + 2);
+      const damaged = readFileSync(seg);
+      const rel = `data/${basename(seg)}`;
+
+      const found = await scrub(dir);
+      expect(found.corrupt).toEqual([expect.objectContaining({ file: rel, offset: victim.offset, kind: 'checksum', collection: 'docs', id: victimId })]);
+      expect(found.repaired).toEqual([]);
+      expect(readFileSync(seg).equals(damaged), 'a scrub without repair changes nothing').toBe(true);
+
+      const fixed = await scrub(dir, { repair: true });
+      expect(fixed.corrupt).toEqual([expect.objectContaining({ file: rel, offset: victim.offset, id: victimId })]);
+      expect(fixed.repaired).toEqual([expect.objectContaining({ file: rel, quarantined: expect.stringMatching(/^quarantine\//) })]);
+      expect(fixed.unreadableRecords.map((u) => u.id)).toEqual(archive === 'kept' ? [] : [victimId]);
+      expect((await scrub(dir)).corrupt, 'nothing left to find').toEqual([]);
+      const db = await openWith(dir, 'absolute-consistency');
+      try {
+        const model = h.model();
+        if (archive === 'kept') await expectStore(db, h, model);
+        else await rejectsWith(db.collection('docs').get(victimId), 'CAIRN_CORRUPTION');
+      } finally {
+        await db.close();
+      }
     }
   });
 

@@ -321,8 +321,8 @@ impl Engine {
                     found_xxh3: None,
                     repaired_from: None,
                 };
-                if let Some(q) = crate::scrub::quarantine(dir, rel, &note)? {
-                    engine.report.quarantined.push(q);
+                if let Some(kept) = crate::scrub::quarantine(dir, rel, &note)? {
+                    engine.report.quarantined.push(crate::wal::recovery::QuarantinedFile { file: rel.clone(), kept });
                 }
             }
             engine.checkpoint()?;

@@ -142,8 +142,9 @@ export interface RecoveryReport {
   /** Damaged checkpoint records that could not be repaired: `get` of them fails with
    *  `CAIRN_CORRUPTION` and queries report them in `skipped`, until they are written or deleted. */
   unreadableRecords: Array<{ collection: string; id: string; file: string; offset: number; reason: string }>;
-  /** Damaged files kept under `quarantine/` (relative to the store) when the open replaced them. */
-  quarantined: string[];
+  /** Damaged checkpoint files this open replaced (`file`), and where their bytes were kept
+   *  (`kept`, under `quarantine/`); both relative to the store directory. */
+  quarantined: Array<{ file: string; kept: string }>;
 }
 
 export interface IndexStats {
@@ -232,7 +233,7 @@ function parseReport(json: string): RecoveryReport {
     indexRebuilds: r.index_rebuilds as Array<{ collection: string; reason: string }>,
     repairedRecords: r.repaired_records as RecoveryReport['repairedRecords'],
     unreadableRecords: r.unreadable_records as RecoveryReport['unreadableRecords'],
-    quarantined: r.quarantined as string[],
+    quarantined: r.quarantined as RecoveryReport['quarantined'],
   };
 }
 

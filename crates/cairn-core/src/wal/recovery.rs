@@ -65,8 +65,16 @@ pub struct RecoveryReport {
     /// Damaged checkpoint records of known identity that could not be repaired: reads of them
     /// fail with CAIRN_CORRUPTION.
     pub unreadable_records: Vec<UnreadableRecordReport>,
-    /// Damaged files kept under `quarantine/` (relative to the store) before being replaced.
-    pub quarantined: Vec<String>,
+    /// Damaged files this open replaced, and where their bytes were kept.
+    pub quarantined: Vec<QuarantinedFile>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct QuarantinedFile {
+    /// The damaged file, relative to the store directory.
+    pub file: String,
+    /// Its bytes, kept under `quarantine/` (relative to the store directory).
+    pub kept: String,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
