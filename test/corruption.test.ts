@@ -528,7 +528,7 @@ describe('torn tail and lost tail', () => {
 
     let db = await openWith(dir);
     try {
-      expect(db.recoveryReport.tornTail).toEqual({ file, offset: tailAt, bytes: expect.any(Number) });
+      expect(db.recoveryReport.tornTail).toEqual({ file, offset: tailAt, bytes: expect.any(Number), unsyncedLost: null });
       expect(db.recoveryReport.tornTail!.bytes).toBeGreaterThan(0);
       expect(db.recoveryReport.skipped).toEqual([]);
       expect(db.lastSeq).toBe(end.seq);
@@ -554,7 +554,7 @@ describe('torn tail and lost tail', () => {
     expect([e.file, e.offset]).toEqual([file, last.offset]);
     const db = await openWith(dir);
     try {
-      expect(db.recoveryReport.tornTail).toEqual({ file, offset: last.offset, bytes: Math.floor(last.len / 2) });
+      expect(db.recoveryReport.tornTail).toEqual({ file, offset: last.offset, bytes: Math.floor(last.len / 2), unsyncedLost: null });
       expect(db.lastSeq).toBe(last.seq - 1n);
       // The cut record stands for a write that was never acknowledged: only it is missing.
       await expectHeld(db, h, h.model([{ fromSeq: last.seq, toSeq: last.seq }]));

@@ -214,7 +214,8 @@ impl Engine {
         let (mut state, damaged_files) = load_checkpoint(storage.as_ref(), dir, &manifest, opts.recovery, &mut report)?;
 
         let wal_dir = dir.join(WAL_DIR);
-        let replayed = replay(storage.as_ref(), &wal_dir, manifest.checkpoint_seq, opts.recovery, &mut report, |seq, time, payload| {
+        let closed_cleanly = manifest.clean_shutdown_seq.is_some();
+        let replayed = replay(storage.as_ref(), &wal_dir, manifest.checkpoint_seq, opts.recovery, closed_cleanly, &mut report, |seq, time, payload| {
             let ops = batch::decode(payload)?;
             state.apply(seq, time, ops)
         })?;
@@ -253,6 +254,10 @@ impl Engine {
             if f.len().map_err(io(&last.path))? > last.end {
                 f.set_len(last.end).map_err(io(&last.path))?;
             }
+            // durability: after a process crash under sync=none its records may be only in the
+            // page cache; writes acknowledged from now on build on them, so they must be on disk
+            // first, or a power cut could leave a hole below durable records.
+            f.sync_data().map_err(io(&last.path))?;
         }
         state.last_seq = state.last_seq.max(replayed.last_seq).max(manifest.checkpoint_seq);
         state.last_time_ms = state.last_time_ms.max(replayed.last_time_ms).max(manifest.checkpoint_time_ms);
@@ -266,7 +271,8 @@ impl Engine {
         }
         archive_segments(storage.as_ref(), dir, manifest.checkpoint_seq)?;
         remove_orphan_data(storage.as_ref(), dir, &manifest)?;
-        let writer = WalWriter::create(storage.clone(), &wal_dir, next_seq, opts.segment_bytes, opts.prealloc)?;
+        let flags = if opts.sync == SyncMode::None { crate::wal::record::SEG_FLAG_UNSYNCED } else { 0 };
+        let writer = WalWriter::create(storage.clone(), &wal_dir, next_seq, opts.segment_bytes, opts.prealloc, flags)?;
 
         let mut manifest = manifest;
         if manifest.clean_shutdown_seq.is_some() {

@@ -25,7 +25,13 @@ pub enum CrashKind {
     DropUnsynced,
     /// Keep the first `n` bytes of the last unsynced write to each file (a torn write).
     TearLastWrite(usize),
+    /// Keep a pseudo-random subset (from the seed) of each file's unsynced 4 KiB pages, as a
+    /// kernel writing back dirty pages in any order may have done before the power went.
+    PartialWriteback(u64),
 }
+
+/// Page size of `PartialWriteback`.
+const PAGE: usize = 4096;
 
 #[derive(Clone, Default)]
 struct FileData {
@@ -97,6 +103,26 @@ impl FaultStorage {
         for (name, &id) in &fs.durable_names {
             let f = &fs.files[id];
             let mut bytes = f.durable.clone();
+            if let CrashKind::PartialWriteback(seed) = kind {
+                let mut x = seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                for start in (0..f.current.len()).step_by(PAGE) {
+                    let end = (start + PAGE).min(f.current.len());
+                    let page = &f.current[start..end];
+                    if bytes.get(start..end) == Some(page) {
+                        continue;
+                    }
+                    // xorshift: deterministic per seed, file and page.
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if x & 1 == 1 {
+                        if bytes.len() < end {
+                            bytes.resize(end, 0);
+                        }
+                        bytes[start..end].copy_from_slice(page);
+                    }
+                }
+            }
             if let (CrashKind::TearLastWrite(n), Some((off, data))) = (kind, &f.last_unsynced) {
                 let keep = &data[..n.min(data.len())];
                 let end = *off as usize + keep.len();

@@ -132,7 +132,10 @@ export interface RecoveryReport {
   checkpointSeq: bigint;
   replayedRecords: number;
   lastSeq: bigint;
-  tornTail: { file: string; offset: number; bytes: number } | null;
+  /** Invalid bytes at the end of the log, truncated. `unsyncedLost`: valid records that followed
+   *  a hole in a segment written with `sync: 'none'` (never fsynced, so a power cut may keep any
+   *  of its pages), dropped with the tail so that the store stays a prefix of its history. */
+  tornTail: { file: string; offset: number; bytes: number; unsyncedLost: { fromSeq: bigint; toSeq: bigint } | null } | null;
   skipped: Array<{ file: string; offset: number; fromSeq: bigint; toSeq: bigint | null; reason: string }>;
   badSegmentRecords: Array<{ file: string; offset: number; reason: string }>;
   /** Collections whose persisted HNSW graph was missing or unusable and is rebuilt in the background. */
@@ -217,7 +220,14 @@ function parseReport(json: string): RecoveryReport {
     checkpointSeq: r.checkpoint_seq,
     replayedRecords: r.replayed_records,
     lastSeq: r.last_seq,
-    tornTail: r.torn_tail,
+    tornTail: r.torn_tail
+      ? {
+          file: r.torn_tail.file,
+          offset: r.torn_tail.offset,
+          bytes: r.torn_tail.bytes,
+          unsyncedLost: r.torn_tail.unsynced_lost ? { fromSeq: r.torn_tail.unsynced_lost.from_seq, toSeq: r.torn_tail.unsynced_lost.to_seq } : null,
+        }
+      : null,
     skipped: (r.skipped as Array<Record<string, unknown>>).map((s) => ({
       file: s.file as string,
       offset: s.offset as number,

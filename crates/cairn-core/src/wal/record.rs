@@ -6,7 +6,12 @@ pub const SEGMENT_MAGIC: &[u8; 8] = b"CAIRNWAL";
 pub const SEGMENT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 32;
 const SEG_OFF_VERSION: usize = 8;
+const SEG_OFF_FLAGS: usize = 12;
 const SEG_OFF_FIRST_SEQ: usize = 16;
+/// Segment flag: written with sync=none. No record in it was fsynced while it was the active
+/// segment, so after a power cut any of its pages may be missing: recovery truncates it at the
+/// first invalid record instead of calling a valid record after a hole corruption.
+pub const SEG_FLAG_UNSYNCED: u32 = 1;
 const SEG_OFF_CHECKSUM: usize = 24;
 
 pub const RECORD_HEADER_LEN: usize = 24;
@@ -32,9 +37,14 @@ pub fn record_len(payload_len: usize) -> usize {
 }
 
 pub fn encode_segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    encode_segment_header_with_flags(first_seq, 0)
+}
+
+pub fn encode_segment_header_with_flags(first_seq: u64, flags: u32) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[..8].copy_from_slice(SEGMENT_MAGIC);
     h[SEG_OFF_VERSION..SEG_OFF_VERSION + 4].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[SEG_OFF_FLAGS..SEG_OFF_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
     h[SEG_OFF_FIRST_SEQ..SEG_OFF_FIRST_SEQ + 8].copy_from_slice(&first_seq.to_le_bytes());
     let sum = xxh3(&h[..SEG_OFF_CHECKSUM]);
     h[SEG_OFF_CHECKSUM..].copy_from_slice(&sum.to_le_bytes());
@@ -58,6 +68,11 @@ pub fn decode_segment_header(h: &[u8]) -> Result<u64, String> {
         return Err(format!("unsupported segment version {version}"));
     }
     Ok(u64_at(h, SEG_OFF_FIRST_SEQ))
+}
+
+/// The flags of a header that `decode_segment_header` accepted.
+pub fn segment_flags(h: &[u8]) -> u32 {
+    u32_at(h, SEG_OFF_FLAGS)
 }
 
 /// Append one framed record to `out`.

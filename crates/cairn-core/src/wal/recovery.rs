@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::reader::{scan_segment, ScanItem};
-use super::record::decode_segment_header;
+use super::record::{decode_segment_header, segment_flags, SEG_FLAG_UNSYNCED};
 use super::{parse_segment_name, writer::is_leftover};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
@@ -37,6 +37,16 @@ pub struct TornTail {
     pub file: String,
     pub offset: u64,
     pub bytes: u64,
+    /// Valid records found after a hole in a segment written with sync=none (never fsynced,
+    /// so a power cut may keep any subset of its pages): dropped with the tail, so that what is
+    /// served stays a prefix of the history. `None` when nothing valid followed.
+    pub unsynced_lost: Option<LostRange>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LostRange {
+    pub from_seq: u64,
+    pub to_seq: u64,
 }
 
 /// A range of sequence numbers lost to corruption (`to_seq` is `None` when the end is unknown).
@@ -123,11 +133,14 @@ fn file_name(p: &Path) -> String {
 }
 
 /// Replay every record with a sequence number above `after_seq`, in order, through `apply`.
+/// `closed_cleanly`: the manifest records a clean close, which fsynced every segment, so no
+/// segment can have lost pages and the `sync: 'none'` flag does not excuse a hole.
 pub fn replay(
     storage: &dyn Storage,
     wal_dir: &Path,
     after_seq: u64,
     mode: RecoveryMode,
+    closed_cleanly: bool,
     report: &mut RecoveryReport,
     mut apply: impl FnMut(u64, u64, &[u8]) -> Result<()>,
 ) -> Result<Replay> {
@@ -163,7 +176,33 @@ pub fn replay(
                 return Err(Error::corruption(&path, 0, reason));
             }
         };
-        let scan = scan_segment(&buf, first_seq);
+        let mut scan = scan_segment(&buf, first_seq);
+        let mut unsynced_lost = None;
+        if is_last && !closed_cleanly && segment_flags(&buf) & SEG_FLAG_UNSYNCED != 0 {
+            // Nothing in this segment was ever fsynced: the first invalid record is where the
+            // pages that reached the disk stop being contiguous, i.e. the torn tail.
+            if let Some(cut) = scan.items.iter().position(|it| matches!(it, ScanItem::Corrupt { .. })) {
+                let (offset, reason) = match scan.items[cut] {
+                    ScanItem::Corrupt { offset, reason } => (offset, reason),
+                    ScanItem::Record { .. } => unreachable!("position matched a Corrupt item"),
+                };
+                let seqs: Vec<u64> = scan.items[cut..]
+                    .iter()
+                    .filter_map(|it| match it {
+                        ScanItem::Record { header, .. } => Some(header.seq),
+                        ScanItem::Corrupt { .. } => None,
+                    })
+                    .collect();
+                unsynced_lost = seqs.first().zip(seqs.last()).map(|(&from_seq, &to_seq)| LostRange { from_seq, to_seq });
+                scan.items.truncate(cut);
+                scan.end = offset;
+                scan.invalid_tail = Some(reason);
+                scan.last_seq = scan.items.iter().rev().find_map(|it| match it {
+                    ScanItem::Record { header, .. } => Some(header.seq),
+                    ScanItem::Corrupt { .. } => None,
+                });
+            }
+        }
         for item in scan.items {
             match item {
                 ScanItem::Corrupt { offset, reason } => {
@@ -218,7 +257,7 @@ pub fn replay(
             }
         }
         if let Some(reason) = scan.invalid_tail {
-            let tail = TornTail { file: file_name(&path), offset: scan.end, bytes: buf.len() as u64 - scan.end };
+            let tail = TornTail { file: file_name(&path), offset: scan.end, bytes: buf.len() as u64 - scan.end, unsynced_lost: unsynced_lost.clone() };
             if !is_last {
                 if !skip {
                     return Err(Error::corruption(&path, scan.end, format!("sealed segment ends in invalid bytes ({reason})")));

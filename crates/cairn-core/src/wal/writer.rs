@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::record::{encode_segment_header, SEGMENT_HEADER_LEN};
+use super::record::{encode_segment_header_with_flags, SEGMENT_HEADER_LEN};
 use super::segment_name;
 use crate::error::{Error, Result};
 use crate::storage::{Storage, StorageFile};
@@ -40,6 +40,8 @@ pub struct WalWriter {
     /// The active segment grows by appending (the first one after open, when no preallocated
     /// file was left): `prealloc_ready` says when to leave it.
     appending: bool,
+    /// Header flags of every segment this writer starts.
+    flags: u32,
 }
 
 fn zero_fill(storage: &dyn Storage, path: &Path, bytes: u64) -> std::io::Result<Box<dyn StorageFile>> {
@@ -57,7 +59,8 @@ fn zero_fill(storage: &dyn Storage, path: &Path, bytes: u64) -> std::io::Result<
 
 impl WalWriter {
     /// Start a new segment whose first record will have `first_seq`.
-    pub fn create(storage: Arc<dyn Storage>, dir: &Path, first_seq: u64, segment_bytes: u64, prealloc: Prealloc) -> Result<WalWriter> {
+    /// `flags` go into every segment's header (`SEG_FLAG_UNSYNCED` for sync=none).
+    pub fn create(storage: Arc<dyn Storage>, dir: &Path, first_seq: u64, segment_bytes: u64, prealloc: Prealloc, flags: u32) -> Result<WalWriter> {
         // On open, reuse a complete zero-filled file left by the previous run; otherwise the
         // first segment grows by appending, so that open never waits for a zero-fill.
         let leftover = dir.join(PREALLOC_NAME);
@@ -72,8 +75,9 @@ impl WalWriter {
         };
         let first_prealloc = if prealloc == Prealloc::Background { Prealloc::Off } else { prealloc };
         let appending = prealloc == Prealloc::Background && prepared.is_none();
-        let (file, path) = Self::new_segment(&storage, dir, first_seq, segment_bytes, first_prealloc, prepared)?;
+        let (file, path) = Self::new_segment(&storage, dir, first_seq, segment_bytes, first_prealloc, prepared, flags)?;
         let mut w = WalWriter {
+            flags,
             storage,
             dir: dir.to_path_buf(),
             segment_bytes,
@@ -96,6 +100,7 @@ impl WalWriter {
         segment_bytes: u64,
         prealloc: Prealloc,
         prepared: Option<PathBuf>,
+        flags: u32,
     ) -> Result<(Box<dyn StorageFile>, PathBuf)> {
         let path = dir.join(segment_name(first_seq));
         let tmp = dir.join(format!("{}.tmp", segment_name(first_seq)));
@@ -111,7 +116,7 @@ impl WalWriter {
             (Prealloc::Off, None) => storage.create(&tmp).map_err(io(&tmp))?,
             (_, None) => zero_fill(storage.as_ref(), &tmp, segment_bytes).map_err(io(&tmp))?,
         };
-        file.write_at(0, &encode_segment_header(first_seq)).map_err(io(&tmp))?;
+        file.write_at(0, &encode_segment_header_with_flags(first_seq, flags)).map_err(io(&tmp))?;
         file.sync_data().map_err(io(&tmp))?;
         storage.rename(&tmp, &path).map_err(io(&tmp))?;
         // durability: the new segment's name must survive a power cut before records in it are acknowledged.
@@ -177,7 +182,7 @@ impl WalWriter {
             },
             None => None,
         };
-        let (file, path) = Self::new_segment(&self.storage, &self.dir, next_seq, self.segment_bytes, self.prealloc, prepared)?;
+        let (file, path) = Self::new_segment(&self.storage, &self.dir, next_seq, self.segment_bytes, self.prealloc, prepared, self.flags)?;
         self.appending = self.prealloc == Prealloc::Off;
         self.file = file;
         self.path = path;
@@ -227,7 +232,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let storage: Arc<dyn Storage> = Arc::new(OsStorage);
         let segment_bytes = 1 << 20;
-        let mut w = WalWriter::create(storage.clone(), &dir, 1, segment_bytes, Prealloc::Background).expect("create");
+        let mut w = WalWriter::create(storage.clone(), &dir, 1, segment_bytes, Prealloc::Background, 0).expect("create");
         let mut rec = Vec::new();
         encode_record(&mut rec, RECORD_TYPE_BATCH, 1, 0, b"payload");
         w.append(&rec).expect("append");
