@@ -459,22 +459,40 @@ describe('checkpoint file and manifest bit flips', () => {
     }
   });
 
-  test('bit_flip_in_manifest_is_corruption_in_every_mode', async () => {
+  test('bit_flip_in_manifest_is_repaired_from_its_copy_and_refused_when_both_are_damaged', async () => {
     const dir = tempDir();
-    await checkpointed(dir);
+    const { h } = await checkpointed(dir);
     const manifest = join(dir, 'MANIFEST');
+    const copy = join(dir, 'MANIFEST.copy');
+    expect(readFileSync(copy).equals(readFileSync(manifest))).toBe(true);
     const size = readFileSync(manifest).length;
     for (const offset of [3, 40, Math.floor(size / 2), size - 2]) {
       const original = readFileSync(manifest);
       flipBit(manifest, offset, 1);
-      await expectRefused(dir, manifest, (o) => o >= 0 && o < size);
-      const e = await rejectsWith(openWith(dir, 'skip-corrupt'), 'CAIRN_CORRUPTION');
+      const damaged = readFileSync(manifest);
+      // absolute-consistency refuses, naming the file.
+      const e = await rejectsWith(openWith(dir, 'absolute-consistency'), 'CAIRN_CORRUPTION');
       expect(e.file).toBe(manifest);
-      writeFileSync(manifest, original);
+      // Both copies damaged: nothing names the files, so every mode refuses.
+      const copyBytes = readFileSync(copy);
+      flipBit(copy, offset, 1);
+      await expectRefused(dir, manifest, (o) => o >= 0 && o < size);
+      expect((await rejectsWith(openWith(dir, 'skip-corrupt'), 'CAIRN_CORRUPTION')).file).toBe(manifest);
+      writeFileSync(copy, copyBytes);
+      // The default mode opens from the intact copy, keeps the damaged bytes and rewrites it.
+      const db = await openWith(dir);
+      try {
+        expect(db.recoveryReport.manifestRestored).toMatch(/MANIFEST/);
+        const q = db.recoveryReport.quarantined.find((x) => x.file === 'MANIFEST')!;
+        expect(readFileSync(join(dir, q.kept)).equals(damaged)).toBe(true);
+        await expectStore(db, h, h.model());
+      } finally {
+        await db.close();
+      }
+      expect(readFileSync(manifest).equals(original), "restored: same checkpoint, same clean close").toBe(true);
+      const again = await openWith(dir, 'absolute-consistency');
+      await again.close();
     }
-    // Undamaged again, it opens.
-    const db = await openWith(dir);
-    await db.close();
   });
 });
 

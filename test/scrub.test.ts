@@ -159,6 +159,7 @@ function pickTargets(dir: string): Record<string, string> {
     segment: `data/${data.filter((n) => n.endsWith('.seg')).sort()[0]}`,
     index: `data/${data.find((n) => n.endsWith('.hnsw'))}`,
     manifest: 'MANIFEST',
+    'manifest copy': 'MANIFEST.copy',
     // A middle archived segment that the incremental snapshot also holds (as a hard link).
     'wal archive segment': `wal-archive/${linked[Math.floor(linked.length / 2)]}`,
     'snapshot manifest': `snapshots/${full}/SNAPSHOT`,
@@ -173,7 +174,7 @@ function corruptFiles(r: ScrubReport): Set<string> {
   return new Set(r.corrupt.map((c) => c.file));
 }
 
-const isLive = (f: string) => f === 'MANIFEST' || f.startsWith('data/');
+const isLive = (f: string) => f === 'MANIFEST' || f === 'MANIFEST.copy' || f.startsWith('data/');
 
 let template: string;
 let model: Model;
@@ -199,7 +200,7 @@ describe('scrub finds and repairs', () => {
     expect(r.durationMs).toBeGreaterThanOrEqual(0);
   });
 
-  const targets = ['segment', 'index', 'manifest', 'wal archive segment', 'snapshot manifest', 'snapshot file', 'snapshot data file'];
+  const targets = ['segment', 'index', 'manifest', 'manifest copy', 'wal archive segment', 'snapshot manifest', 'snapshot file', 'snapshot data file'];
   for (const type of targets) {
     for (const how of DAMAGES) {
       test(`${type}: ${how} is found with its file and kind, and repair leaves a store equal to the model`, async () => {

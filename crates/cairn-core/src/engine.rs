@@ -195,8 +195,18 @@ impl Engine {
         })?;
 
         let mut report = RecoveryReport::default();
-        let manifest = match manifest::load(storage.as_ref(), dir)? {
-            Some(m) => m,
+        // absolute-consistency refuses a damaged MANIFEST; the other modes fall back to its copy.
+        let loaded = if opts.recovery == RecoveryMode::AbsoluteConsistency {
+            manifest::load(storage.as_ref(), dir)?.map(|m| (m, None))
+        } else {
+            manifest::load_or_copy(storage.as_ref(), dir)?
+        };
+        let mut manifest_damage = None;
+        let manifest = match loaded {
+            Some((m, damage)) => {
+                manifest_damage = damage;
+                m
+            }
             None => {
                 let wal_names = storage.list(&dir.join(WAL_DIR)).map_err(io(&dir.join(WAL_DIR)))?;
                 let data_names = storage.list(&dir.join(DATA_DIR)).map_err(io(&dir.join(DATA_DIR)))?;
@@ -275,10 +285,34 @@ impl Engine {
         let writer = WalWriter::create(storage.clone(), &wal_dir, next_seq, opts.segment_bytes, opts.prealloc, flags)?;
 
         let mut manifest = manifest;
-        if manifest.clean_shutdown_seq.is_some() {
+        if let Some(damage) = &manifest_damage {
+            // The open succeeded from the copy: keep the damaged bytes, then write both anew.
+            let note = crate::scrub::QuarantineNote {
+                file: manifest::MANIFEST_FILE.into(),
+                time_ms: now_ms(),
+                kind: crate::scrub::Damage::Checksum,
+                offset: match damage {
+                    Error::Corruption { offset, .. } => *offset,
+                    _ => 0,
+                },
+                detail: damage.to_string(),
+                bytes: storage.open(&dir.join(manifest::MANIFEST_FILE)).and_then(|f| f.len()).unwrap_or(0),
+                expected_bytes: None,
+                expected_xxh3: None,
+                found_xxh3: None,
+                repaired_from: Some(manifest::MANIFEST_COPY_FILE.into()),
+            };
+            if let Some(kept) = crate::scrub::quarantine(dir, manifest::MANIFEST_FILE, &note)? {
+                report.quarantined.push(crate::wal::recovery::QuarantinedFile { file: manifest::MANIFEST_FILE.into(), kept });
+            }
+            report.manifest_restored = Some(damage.to_string());
+        }
+        if manifest.clean_shutdown_seq.is_some() || manifest_damage.is_some() {
             // From here on a crash must not look like a clean close.
             manifest.clean_shutdown_seq = None;
             manifest::store(storage.as_ref(), dir, &manifest)?;
+        } else {
+            manifest::refresh_copy(storage.as_ref(), dir)?;
         }
         let schema = state.collections.values().map(|c| (c.spec.name.clone(), c.spec.dim)).collect();
         let shared = Arc::new(Shared {

@@ -1,6 +1,7 @@
 //! The manifest names the live checkpoint files and the sequence number they cover
 //! (docs/format.md, "Manifest"). It is replaced atomically: temp file, fsync, rename,
-//! directory fsync.
+//! directory fsync. A second copy, `MANIFEST.copy`, is written the same way right after it,
+//! so that one damaged file does not make the whole store unopenable.
 
 use std::path::Path;
 
@@ -19,6 +20,8 @@ const OFF_VERSION: usize = 8;
 const OFF_BODY_LEN: usize = 16;
 pub const MANIFEST_HEADER_LEN: usize = 24;
 pub const MANIFEST_FILE: &str = "MANIFEST";
+/// Identical to `MANIFEST` except for a moment while a checkpoint replaces both.
+pub const MANIFEST_COPY_FILE: &str = "MANIFEST.copy";
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -100,7 +103,44 @@ pub fn load(storage: &dyn Storage, dir: &Path) -> Result<Option<Manifest>> {
     decode(&buf, &path).map(Some)
 }
 
+/// Like `load`, but a damaged or missing `MANIFEST` is replaced by an intact `MANIFEST.copy`:
+/// returns the manifest and, when the copy was used, the error the primary gave.
+pub fn load_or_copy(storage: &dyn Storage, dir: &Path) -> Result<Option<(Manifest, Option<Error>)>> {
+    let copy_path = dir.join(MANIFEST_COPY_FILE);
+    let primary = match load(storage, dir) {
+        Ok(Some(m)) => return Ok(Some((m, None))),
+        Ok(None) if !storage.exists(&copy_path) => return Ok(None),
+        Ok(None) => Error::corruption(dir.join(MANIFEST_FILE), 0, "MANIFEST is missing but MANIFEST.copy exists"),
+        Err(e @ Error::Corruption { .. }) => e,
+        Err(e) => return Err(e),
+    };
+    let from_copy = storage.read(&copy_path).ok().and_then(|buf| decode(&buf, &copy_path).ok());
+    match from_copy {
+        Some(m) => Ok(Some((m, Some(primary)))),
+        None => Err(primary),
+    }
+}
+
+/// Replace `MANIFEST`, then `MANIFEST.copy`, each atomically. A crash between the two leaves
+/// the copy one checkpoint behind; it is only read when `MANIFEST` is damaged, and then the
+/// WAL's continuity check refuses it rather than serve an older state.
 pub fn store(storage: &dyn Storage, dir: &Path, m: &Manifest) -> Result<()> {
+    let bytes = encode(m);
+    for name in [MANIFEST_FILE, MANIFEST_COPY_FILE] {
+        let path = dir.join(name);
+        write_file_atomic(storage, &path, &bytes).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Make `MANIFEST.copy` equal to an intact `MANIFEST` again (absent in stores written before it
+/// existed, or one checkpoint behind after a crash between the two renames).
+pub fn refresh_copy(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let path = dir.join(MANIFEST_FILE);
-    write_file_atomic(storage, &path, &encode(m)).map_err(|e| Error::io(&path, e))
+    let copy_path = dir.join(MANIFEST_COPY_FILE);
+    let primary = storage.read(&path).map_err(|e| Error::io(&path, e))?;
+    if storage.read(&copy_path).ok().as_deref() != Some(primary.as_slice()) {
+        write_file_atomic(storage, &copy_path, &primary).map_err(|e| Error::io(&copy_path, e))?;
+    }
+    Ok(())
 }

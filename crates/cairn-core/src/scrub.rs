@@ -716,7 +716,7 @@ pub enum Rebuild {
 /// (`Engine::rewrite_collection_files`). The damaged file is quarantined first, so the
 /// checkpoint's sweep of unnamed files never deletes it.
 pub fn rebuild_live(engine: &Engine, rel: &str, note: &QuarantineNote) -> Result<Rebuild> {
-    if rel == MANIFEST_FILE {
+    if rel == MANIFEST_FILE || rel == manifest::MANIFEST_COPY_FILE {
         let mut quarantined = None;
         engine.rewrite_manifest(|_, dir| {
             quarantined = quarantine(dir, rel, note)?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cairn_core::batch::{self, Op};
 use cairn_core::engine::{ARCHIVE_DIR, DATA_DIR, WAL_DIR};
 use cairn_core::fault::{CrashKind, FaultStorage};
-use cairn_core::manifest::{self, MANIFEST_FILE};
+use cairn_core::manifest::{self, MANIFEST_COPY_FILE, MANIFEST_FILE};
 use cairn_core::segment::{read_header, KIND_BASE, KIND_DELTA, SEG_HEADER_LEN};
 use cairn_core::storage::{OsStorage, Storage};
 use cairn_core::wal::reader::{scan_segment, ScanItem};
@@ -444,12 +444,15 @@ fn bit_flip_in_persisted_index_means_rebuild_not_wrong_answers() {
 }
 
 #[test]
-fn bit_flip_in_manifest_is_corruption() {
+fn bit_flip_in_manifest_is_recovered_from_its_copy_and_refused_when_both_are_damaged() {
     let shape = WorkloadShape { commits: 30, checkpoint_pct: 0, reopen_pct: 0, big_pct: 0 };
     let mut steps = workload(81, shape);
     steps.insert(20, Step::Checkpoint);
-    let (fs, _) = build(&steps, 1 << 20);
+    let (fs, history) = build(&steps, 1 << 20);
+    let want = history.model_at(history.len());
     let path = dir().join(MANIFEST_FILE);
+    let copy_path = dir().join(MANIFEST_COPY_FILE);
+    assert_eq!(fs.read(&path).expect("read"), fs.read(&copy_path).expect("read copy"), "the copy is identical");
     let len = fs.read(&path).expect("read").len();
     let mut rng = Rng::new(82);
     for trial in 0..16 {
@@ -457,8 +460,22 @@ fn bit_flip_in_manifest_is_corruption() {
         let ctx = format!("trial {trial}: flip in MANIFEST at {pos}");
         let damaged = copy(&fs);
         flip(&damaged, &path, pos, rng.below(8) as u8);
-        // The manifest is the root that names every other file: no mode can skip it. The
-        // refusal leaves the store untouched for a repair from a snapshot or backup.
+        // absolute-consistency refuses any damage and leaves the store untouched.
+        expect_corruption(&damaged, RecoveryMode::AbsoluteConsistency, &path, len, len + 1, &ctx);
+        for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::SkipCorrupt] {
+            let store = copy(&damaged);
+            let e = open_with(&store, mode).unwrap_or_else(|err| panic!("{ctx}: {mode:?} did not use the copy: {err}"));
+            assert!(e.recovery_report().manifest_restored.is_some(), "{ctx}: not reported");
+            assert_state(&e, &want, &ctx);
+            // Both files were rewritten: the strictest mode opens after a power cut.
+            let after = store.crash(CrashKind::DropUnsynced);
+            drop(e);
+            let e2 = open_with(&after, RecoveryMode::AbsoluteConsistency).unwrap_or_else(|err| panic!("{ctx}: after repair: {err}"));
+            assert_state(&e2, &want, &ctx);
+        }
+        // With the copy damaged too, nothing names the files: every mode refuses.
+        let pos2 = rng.below(len as u64) as usize;
+        flip(&damaged, &copy_path, pos2, rng.below(8) as u8);
         for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::AbsoluteConsistency, RecoveryMode::SkipCorrupt] {
             expect_corruption(&damaged, mode, &path, len, len + 1, &ctx);
         }
@@ -466,6 +483,7 @@ fn bit_flip_in_manifest_is_corruption() {
     // A missing manifest beside data is corruption too, never a fresh empty store.
     let damaged = copy(&fs);
     damaged.remove(&path).expect("remove");
+    damaged.remove(&copy_path).expect("remove copy");
     let err = open_with(&damaged, RecoveryMode::SkipCorrupt).err().expect("a store without its MANIFEST must not open");
     assert_eq!(err.code(), "CAIRN_CORRUPTION");
 }

@@ -148,6 +148,9 @@ export interface RecoveryReport {
   /** Damaged checkpoint files this open replaced (`file`), and where their bytes were kept
    *  (`kept`, under `quarantine/`); both relative to the store directory. */
   quarantined: Array<{ file: string; kept: string }>;
+  /** Why `MANIFEST` was unusable when this open used its identical copy `MANIFEST.copy` instead
+   *  (and rewrote it); `null` normally. `absolute-consistency` refuses instead. */
+  manifestRestored: string | null;
 }
 
 export interface IndexStats {
@@ -244,6 +247,7 @@ function parseReport(json: string): RecoveryReport {
     repairedRecords: r.repaired_records as RecoveryReport['repairedRecords'],
     unreadableRecords: r.unreadable_records as RecoveryReport['unreadableRecords'],
     quarantined: r.quarantined as RecoveryReport['quarantined'],
+    manifestRestored: (r.manifest_restored as string | null) ?? null,
   };
 }
 

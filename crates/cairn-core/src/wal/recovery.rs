@@ -77,6 +77,8 @@ pub struct RecoveryReport {
     pub unreadable_records: Vec<UnreadableRecordReport>,
     /// Damaged files this open replaced, and where their bytes were kept.
     pub quarantined: Vec<QuarantinedFile>,
+    /// Why `MANIFEST` was unusable when this open read `MANIFEST.copy` instead (and rewrote it).
+    pub manifest_restored: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]

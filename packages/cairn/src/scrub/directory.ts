@@ -66,8 +66,10 @@ function mergeOpenRepairs(report: ScrubReport, rr: RecoveryReport): void {
     report.corrupt.push({ file: u.file, offset: u.offset, kind: 'checksum', collection: u.collection, id: u.id, detail: u.reason });
     lost.set(u.file, (lost.get(u.file) ?? 0) + 1);
   }
+  if (rr.manifestRestored) report.corrupt.push({ file: 'MANIFEST', offset: 0, kind: 'checksum', detail: rr.manifestRestored });
   for (const [file, kept] of replaced) {
-    const from = `open: ${rebuilt.get(file) ?? 0} record(s) rebuilt from the WAL, ${lost.get(file) ?? 0} unreadable`;
+    const from =
+      file === 'MANIFEST' ? 'MANIFEST.copy' : `open: ${rebuilt.get(file) ?? 0} record(s) rebuilt from the WAL, ${lost.get(file) ?? 0} unreadable`;
     report.repaired.push({ file, from, quarantined: kept });
   }
   report.corrupt.sort((a, b) => (a.file === b.file ? a.offset - b.offset : a.file < b.file ? -1 : 1));

@@ -283,6 +283,8 @@ function planFiles(
 ): { targets: Target[]; activeWal: number | null; walSums: Map<string, Expected> } {
   const { dir } = ctx;
   const targets: Target[] = [{ rel: 'MANIFEST', kind: 'manifest', area: 'manifest' }];
+  // Its second copy (docs/format.md, "Manifest"), which every open writes: a missing one is damage.
+  targets.push({ rel: 'MANIFEST.copy', kind: 'manifest', area: 'manifest' });
   if (manifest) targets.push(...manifestTargets(manifest));
   else {
     // No trustworthy manifest: check the checkpoint files that are there by their own framing.
@@ -539,7 +541,7 @@ async function repairAll(ctx: ScrubContext, opts: ParsedScrubOptions, verifier: 
   if (rebuilt && ctx.native) {
     // A rebuild is written from memory; read the new files back before calling them repaired.
     const now = manifestTargets(JSON.parse(ctx.native.manifest()) as RawManifest);
-    now.push({ rel: 'MANIFEST', kind: 'manifest', area: 'manifest' });
+    now.push({ rel: 'MANIFEST', kind: 'manifest', area: 'manifest' }, { rel: 'MANIFEST.copy', kind: 'manifest', area: 'manifest' });
     for (const t of now) {
       const c = await verifier.verify(t);
       if (c.findings.length === 0) continue;
