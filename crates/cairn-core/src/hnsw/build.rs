@@ -80,13 +80,24 @@ impl Hnsw {
 
     /// Inserts a validated, prepared vector. The caller holds `insert_gate` shared.
     fn insert_prepared(&self, label: u64, vector: &[f32]) -> Result<()> {
-        let level = self.draw_level();
+        self.insert_at_level(label, vector, self.draw_level(), |_| {})
+    }
+
+    /// `insert_prepared` with a given level; `after_layer` runs after each layer's links are
+    /// published (tests pause there to interleave other inserts).
+    fn insert_at_level(
+        &self,
+        label: u64,
+        vector: &[f32],
+        level: usize,
+        after_layer: impl FnMut(usize),
+    ) -> Result<()> {
         let node = self.allocate_node(label)?;
         // SAFETY: `node` was allocated to this call just now, and nothing links to it or names it
         // as entry point until `link_new_node` below publishes it.
         unsafe { self.graph.vectors.write(node, vector) };
         self.graph.init_node(node, label, level);
-        self.link_new_node(node, level);
+        self.link_new_node(node, level, after_layer);
         Ok(())
     }
 
@@ -116,7 +127,9 @@ impl Hnsw {
         Ok(node)
     }
 
-    fn link_new_node(&self, node: u32, level: usize) {
+    /// Finds the new node's neighbours on every layer it shares with the graph, publishes its
+    /// links, and makes it the entry point if it is the highest node.
+    fn link_new_node(&self, node: u32, level: usize, after_layer: impl FnMut(usize)) {
         let (entry, top) = match self.entry.get() {
             Some(entry) => entry,
             None => {
@@ -135,36 +148,8 @@ impl Hnsw {
                 }
             }
         };
-        let query = self.graph.vector(node);
-        with_scratch(|scratch| {
-            let mut nearest = Scored {
-                dist: self.distance_to(query, entry),
-                node: entry,
-            };
-            if level < top {
-                nearest = self.greedy_descend(query, nearest, top, level + 1);
-            }
-            for layer in (0..=level.min(top)).rev() {
-                self.search_level(
-                    query,
-                    nearest,
-                    self.params.ef_construction,
-                    layer,
-                    scratch,
-                    |_| true,
-                );
-                // `node` can already be reachable here through a concurrent inserter that linked
-                // to it on a higher layer and descended; it must not become its own neighbour.
-                let mut candidates: Vec<Scored> =
-                    scratch.results.drain().filter(|s| s.node != node).collect();
-                candidates.sort_unstable();
-                if let Some(&closest) = candidates.first() {
-                    nearest = closest;
-                }
-                let chosen = self.select_neighbours(&candidates, self.params.m);
-                self.connect(node, layer, &chosen);
-            }
-        });
+        let chosen = self.choose_links(node, level, entry, top);
+        self.publish_links(node, &chosen, after_layer);
         if level > top {
             let _update = self
                 .entry
@@ -178,6 +163,56 @@ impl Hnsw {
             {
                 self.entry.set(node, level);
             }
+        }
+    }
+
+    /// Searches layers `min(level, top)` down to 0 from `entry` and returns the neighbours chosen
+    /// for `node` on each, indexed by layer. Links nothing: `node` stays unreachable throughout,
+    /// so it can never turn up among its own candidates.
+    fn choose_links(&self, node: u32, level: usize, entry: u32, top: usize) -> Vec<Vec<u32>> {
+        let query = self.graph.vector(node);
+        let lowest_shared = level.min(top);
+        let mut chosen = vec![Vec::new(); lowest_shared + 1];
+        with_scratch(|scratch| {
+            let mut nearest = Scored {
+                dist: self.distance_to(query, entry),
+                node: entry,
+            };
+            if level < top {
+                nearest = self.greedy_descend(query, nearest, top, level + 1);
+            }
+            for layer in (0..=lowest_shared).rev() {
+                self.search_level(
+                    query,
+                    nearest,
+                    self.params.ef_construction,
+                    layer,
+                    scratch,
+                    |_| true,
+                );
+                let mut candidates: Vec<Scored> = scratch.results.drain().collect();
+                candidates.sort_unstable();
+                if let Some(&closest) = candidates.first() {
+                    nearest = closest;
+                }
+                chosen[layer] = self.select_neighbours(&candidates, self.params.m);
+            }
+        });
+        chosen
+    }
+
+    /// Links `node` layer by layer from 0 upwards, running `after_layer` after each.
+    ///
+    /// Bottom-up is what keeps concurrent inserts well connected: by the time `node` appears in
+    /// any list on layer L, its own lists on layers 0..=L are complete, so a search that reaches
+    /// it on layer L and descends from it continues through real neighbours. Linked top-down, a
+    /// node reachable on an upper layer is a dead end below: inserters that descend into it find
+    /// only it (and each other) on level 0, link only among themselves, and once the node's own
+    /// level-0 links arrive and pruning drops them, they form a clique no search can enter.
+    fn publish_links(&self, node: u32, chosen: &[Vec<u32>], mut after_layer: impl FnMut(usize)) {
+        for (layer, neighbours) in chosen.iter().enumerate() {
+            self.connect(node, layer, neighbours);
+            after_layer(layer);
         }
     }
 
@@ -211,27 +246,17 @@ impl Hnsw {
     fn connect(&self, node: u32, layer: usize, chosen: &[u32]) {
         {
             let lock = self.graph.lock_links(node);
-            let existing = self.graph.links(node, layer).to_vec();
-            if existing.is_empty() {
-                self.graph.set_links(&lock, node, layer, chosen);
-            } else {
-                // Concurrent inserters already linked themselves here; keep the best of both.
-                let mut merged = existing.clone();
-                for &id in chosen {
-                    if !merged.contains(&id) {
-                        merged.push(id);
-                    }
-                }
-                let kept = self.reselect(node, &existing, &merged, layer);
-                self.graph.set_links(&lock, node, layer, &kept);
-            }
+            // Nothing links to `node` on `layer` before this call (see `publish_links`), so no
+            // concurrent inserter can have added itself to this list yet.
+            debug_assert_eq!(self.graph.links(node, layer).len(), 0);
+            self.graph.set_links(&lock, node, layer, chosen);
         }
         for &neighbour in chosen {
             let lock = self.graph.lock_links(neighbour);
-            let current = self.graph.links(neighbour, layer).to_vec();
-            if current.contains(&node) || self.graph.push_link(&lock, neighbour, layer, node) {
+            if self.graph.push_link(&lock, neighbour, layer, node) {
                 continue;
             }
+            let current = self.graph.links(neighbour, layer).to_vec();
             let mut pool = current.clone();
             pool.push(node);
             let kept = self.reselect(neighbour, &current, &pool, layer);
@@ -375,6 +400,59 @@ mod tests {
             orphans.is_empty(),
             "nodes without incoming links: {orphans:?}"
         );
+    }
+
+    /// Pauses one insert after each layer it publishes and meanwhile inserts level-0 nodes right
+    /// beside it, whose descent passes through the paused node. Each must still be found by its
+    /// own vector. Publishing top-down fails this deterministically: the newcomers descend into a
+    /// node without lower-layer links, find only it and each other, and end up in a clique that
+    /// nothing outside links into once the paused node's level-0 list is written.
+    #[test]
+    fn inserts_beside_a_partly_linked_node_stay_reachable() {
+        let params = HnswParams {
+            dim: 8,
+            metric: Metric::L2,
+            m: 8,
+            ef_construction: 64,
+        };
+        let index = Hnsw::new(params, 2_100).expect("params");
+        let mut rng = TestRng(21);
+        for (label, v) in rng.vectors(2_000, 8).iter().enumerate() {
+            index.insert(label as u64, v).expect("capacity");
+        }
+        let (_, top) = index.entry.get().expect("non-empty");
+        let level = 2;
+        assert!(
+            top > level,
+            "the paused node must stay below the entry point"
+        );
+
+        let paused = rng.vectors(1, 8).remove(0);
+        let mut beside: Vec<(u64, Vec<f32>)> = Vec::new();
+        index
+            .insert_at_level(10_000, &paused, level, |_| {
+                for _ in 0..10 {
+                    let label = 20_000 + beside.len() as u64;
+                    let vector: Vec<f32> = paused
+                        .iter()
+                        .map(|x| x + 0.02 * (rng.unit() - 0.5))
+                        .collect();
+                    index
+                        .insert_at_level(label, &vector, 0, |_| {})
+                        .expect("capacity");
+                    beside.push((label, vector));
+                }
+            })
+            .expect("capacity");
+        assert_eq!(beside.len(), 10 * (level + 1));
+        for (label, vector) in beside.iter().chain([&(10_000, paused.clone())]) {
+            let found = index.search(vector, 1, 32, None);
+            assert_eq!(
+                found.first().map(|hit| hit.0),
+                Some(*label),
+                "label {label}"
+            );
+        }
     }
 
     #[test]
