@@ -265,13 +265,8 @@ impl Hnsw {
     }
 
     /// Chooses at most `max_links(layer)` links for `base` out of `pool` (its `current` links plus
-    /// newcomers) with the heuristic, then, on level 0, keeps any node that would otherwise lose
-    /// its only incoming link.
-    ///
-    /// Without that last step a few nodes per thousand (more on high-dimensional, unclustered data)
-    /// end up with no incoming level-0 link at all and can never be found, not even by searching
-    /// for their own vector. A protected node replaces the farthest kept link whose target stays
-    /// reachable through another list; if there is none, it is not kept.
+    /// newcomers) with the heuristic; on level 0, then, `keep_last_links` adjusts the choice.
+    /// The caller holds `base`'s link lock and writes the result with `set_links`.
     fn reselect(&self, base: u32, current: &[u32], pool: &[u32], layer: usize) -> Vec<u32> {
         let max = self.graph.max_links(layer);
         if pool.len() <= max {
@@ -286,25 +281,70 @@ impl Hnsw {
             })
             .collect();
         scored.sort_unstable();
-        let mut kept = self.select_neighbours(&scored, max);
+        let kept = self.select_neighbours(&scored, max);
         if layer != 0 {
             return kept;
         }
-        // Incoming level-0 links of `id` other than the one from `base`.
-        let links_from_others = |id: u32| {
-            self.graph
-                .level0_in_degree(id)
-                .saturating_sub(current.contains(&id) as u32)
-        };
-        let needs_base = |id: u32| !self.graph.is_tombstoned(id) && links_from_others(id) == 0;
-        for candidate in scored.iter().map(|s| s.node) {
-            if kept.contains(&candidate) || !needs_base(candidate) {
-                continue;
+        self.keep_last_links(current, &scored, kept, max)
+    }
+
+    /// Turns the heuristic's level-0 choice `preferred` (out of `scored`, the pool by distance)
+    /// into a list that no live node loses its last incoming link by.
+    ///
+    /// Without this a few nodes per thousand (more on high-dimensional, unclustered data) end up
+    /// with no incoming level-0 link and can never be found. A link in `current` is dropped only
+    /// once `release_level0_link` has uncounted it, so it stays when it is its target's last.
+    /// Newcomers nothing links to yet are kept too, in place of the farthest links that can go.
+    /// Everything that must stay fits: it is all in `current`, which holds at most `max`.
+    fn keep_last_links(
+        &self,
+        current: &[u32],
+        scored: &[Scored],
+        preferred: Vec<u32>,
+        max: usize,
+    ) -> Vec<u32> {
+        let mut kept = preferred;
+        let mut pinned: Vec<u32> = Vec::new();
+        for &id in current {
+            if !kept.contains(&id) && !self.graph.release_level0_link(id) {
+                pinned.push(id);
             }
-            if kept.len() < max {
-                kept.push(candidate);
-            } else if let Some(slot) = kept.iter().rposition(|&k| !needs_base(k)) {
-                kept[slot] = candidate;
+        }
+        let unlinked =
+            |id: u32| self.graph.level0_in_degree(id) == 0 && !self.graph.is_tombstoned(id);
+        let waiting: Vec<u32> = scored
+            .iter()
+            .map(|s| s.node)
+            .filter(|id| !current.contains(id) && !kept.contains(id) && unlinked(*id))
+            .collect();
+        // Make room, farthest first, by dropping links that can go: a newcomer linked from
+        // elsewhere, or a current link whose count can be released.
+        let mut wanted = kept.len() + pinned.len() + waiting.len();
+        let mut i = kept.len();
+        while wanted > max && i > 0 {
+            i -= 1;
+            let id = kept[i];
+            let can_go = if current.contains(&id) {
+                self.graph.release_level0_link(id)
+            } else {
+                !unlinked(id)
+            };
+            if can_go {
+                kept.remove(i);
+                wanted -= 1;
+            }
+        }
+        kept.extend(pinned);
+        kept.extend(waiting);
+        // Still too long only when nothing above could go; then unlinked newcomers are left out,
+        // farthest first (they are last in `kept`).
+        while kept.len() > max {
+            match kept.iter().rposition(|id| !current.contains(id)) {
+                Some(newcomer) => {
+                    kept.remove(newcomer);
+                }
+                // Unreachable: the rest all come from `current`, which fits in `max`.
+                None => break,
             }
         }
         kept
@@ -451,6 +491,85 @@ mod tests {
                 found.first().map(|hit| hit.0),
                 Some(*label),
                 "label {label}"
+            );
+        }
+    }
+
+    /// Two inserters prune different lists that hold the only two links to `x`, each deciding
+    /// before the other's new list is written (the interleaving threads allow, since each holds
+    /// only its own base's lock). `x` must keep one of the two links.
+    #[test]
+    fn pruning_two_lists_at_once_keeps_the_last_link_of_a_node() {
+        let params = HnswParams {
+            dim: 2,
+            metric: Metric::L2,
+            m: 2,
+            ef_construction: 8,
+        };
+        let index = Hnsw::new(params, 16).expect("params");
+        // Bases a and b, each with a full level-0 list (2M = 4) holding x; the heuristic drops x
+        // from both, as x lies behind a nearer neighbour (near_a, near_b) of each base.
+        let points: [(&str, [f32; 2]); 11] = [
+            ("a", [0.0, 0.0]),
+            ("b", [10.0, 0.0]),
+            ("x", [5.0, 0.0]),
+            ("near_a", [4.0, 0.5]),
+            ("near_b", [6.0, 0.5]),
+            ("a_left", [-3.0, 0.0]),
+            ("a_up", [0.0, 3.0]),
+            ("b_right", [13.0, 0.0]),
+            ("b_up", [10.0, 3.0]),
+            ("new_a", [0.0, -3.0]),
+            ("new_b", [10.0, -3.0]),
+        ];
+        let id = |name: &str| {
+            points
+                .iter()
+                .position(|(n, _)| *n == name)
+                .expect("named point") as u32
+        };
+        for (label, (_, vector)) in points.iter().enumerate() {
+            let node = index.allocate_node(label as u64).expect("capacity");
+            // SAFETY: single-threaded test; the node is not linked anywhere yet.
+            unsafe { index.graph.vectors.write(node, vector) };
+            index.graph.init_node(node, label as u64, 0);
+        }
+        let list_a = [id("near_a"), id("x"), id("a_left"), id("a_up")];
+        let list_b = [id("near_b"), id("x"), id("b_right"), id("b_up")];
+        for (base, list) in [(id("a"), &list_a), (id("b"), &list_b)] {
+            let lock = index.graph.lock_links(base);
+            index.graph.set_links(&lock, base, 0, list);
+        }
+        assert_eq!(index.graph.level0_in_degree(id("x")), 2);
+
+        let pool_a: Vec<u32> = list_a.iter().copied().chain([id("new_a")]).collect();
+        let pool_b: Vec<u32> = list_b.iter().copied().chain([id("new_b")]).collect();
+        let lock_a = index.graph.lock_links(id("a"));
+        let kept_a = index.reselect(id("a"), &list_a, &pool_a, 0);
+        let lock_b = index.graph.lock_links(id("b"));
+        let kept_b = index.reselect(id("b"), &list_b, &pool_b, 0);
+        index.graph.set_links(&lock_a, id("a"), 0, &kept_a);
+        index.graph.set_links(&lock_b, id("b"), 0, &kept_b);
+        drop((lock_a, lock_b));
+
+        assert!(
+            !kept_a.contains(&id("x")) || !kept_b.contains(&id("x")),
+            "the heuristic drops x from at least one list: {kept_a:?} {kept_b:?}"
+        );
+        assert!(
+            kept_a.contains(&id("x")) || kept_b.contains(&id("x")),
+            "x lost both incoming links: {kept_a:?} {kept_b:?}"
+        );
+        for node in 0..points.len() as u32 {
+            let actual = [id("a"), id("b")]
+                .iter()
+                .filter(|&&base| index.graph.links(base, 0).to_vec().contains(&node))
+                .count() as u32;
+            assert_eq!(
+                index.graph.level0_in_degree(node),
+                actual,
+                "counter of {}",
+                points[node as usize].0
             );
         }
     }

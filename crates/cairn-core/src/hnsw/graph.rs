@@ -324,12 +324,30 @@ impl Graph {
     }
 
     /// How many level-0 lists contain `id` (exact once concurrent link updates have finished).
+    ///
+    /// The count never exceeds the real number: a link is counted after it is written and
+    /// released (`release_level0_link`) before it is removed. So a count of 1 or more means a
+    /// link exists, and since no release takes a live node from 1 to 0, it keeps existing.
     #[inline]
     pub(super) fn level0_in_degree(&self, id: u32) -> u32 {
         self.level0_in_degree[id as usize].load(Ordering::Relaxed)
     }
 
-    /// Replaces the list of `id` at `level`. The caller holds `id`'s link lock. Ids are stored
+    /// Uncounts one level-0 link to `id` so the caller may remove it from the list it holds
+    /// locked. Refused (false) for the last counted link of a live node, which must then stay.
+    /// Deciding and decrementing in one atomic step is what stops two inserters pruning two
+    /// different lists from each dropping one of a node's last two links.
+    pub(super) fn release_level0_link(&self, id: u32) -> bool {
+        let tombstoned = self.is_tombstoned(id);
+        self.level0_in_degree[id as usize]
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
+                (count > 1 || (tombstoned && count > 0)).then(|| count - 1)
+            })
+            .is_ok()
+    }
+
+    /// Replaces the list of `id` at `level`. The caller holds `id`'s link lock and, on level 0,
+    /// has released every id it drops from the list (`release_level0_link`). Ids are stored
     /// before the count so a reader never sees a count covering unwritten slots of this list.
     pub(super) fn set_links(
         &self,
@@ -354,14 +372,6 @@ impl Graph {
         }
         count.store(n as u32, Ordering::Release);
         if level == 0 {
-            for dropped in previous.iter().filter(|id| !neighbours.contains(id)) {
-                // Saturating, so a miscount can never wrap into "many incoming links".
-                let _ = self.level0_in_degree[*dropped as usize].fetch_update(
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                    |d| Some(d.saturating_sub(1)),
-                );
-            }
             for added in neighbours.iter().filter(|id| !previous.contains(id)) {
                 self.level0_in_degree[*added as usize].fetch_add(1, Ordering::Relaxed);
             }
