@@ -288,8 +288,8 @@ impl Hnsw {
         self.keep_last_links(current, &scored, kept, max)
     }
 
-    /// Turns the heuristic's level-0 choice `preferred` (out of `scored`, the pool by distance)
-    /// into a list that no live node loses its last incoming link by.
+    /// Adjusts the heuristic's level-0 choice `preferred` (out of `scored`, the pool by distance)
+    /// so that no live node loses its last incoming link.
     ///
     /// Without this a few nodes per thousand (more on high-dimensional, unclustered data) end up
     /// with no incoming level-0 link and can never be found. A link in `current` is dropped only
