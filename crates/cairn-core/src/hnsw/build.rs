@@ -80,13 +80,24 @@ impl Hnsw {
 
     /// Inserts a validated, prepared vector. The caller holds `insert_gate` shared.
     fn insert_prepared(&self, label: u64, vector: &[f32]) -> Result<()> {
-        let level = self.draw_level();
+        self.insert_at_level(label, vector, self.draw_level(), |_| {})
+    }
+
+    /// `insert_prepared` with a given level; `after_layer` runs after each layer's links are
+    /// published (tests pause there to interleave other inserts).
+    fn insert_at_level(
+        &self,
+        label: u64,
+        vector: &[f32],
+        level: usize,
+        after_layer: impl FnMut(usize),
+    ) -> Result<()> {
         let node = self.allocate_node(label)?;
         // SAFETY: `node` was allocated to this call just now, and nothing links to it or names it
         // as entry point until `link_new_node` below publishes it.
         unsafe { self.graph.vectors.write(node, vector) };
         self.graph.init_node(node, label, level);
-        self.link_new_node(node, level);
+        self.link_new_node(node, level, after_layer);
         Ok(())
     }
 
@@ -116,7 +127,9 @@ impl Hnsw {
         Ok(node)
     }
 
-    fn link_new_node(&self, node: u32, level: usize) {
+    /// Finds the new node's neighbours on every layer it shares with the graph, publishes its
+    /// links, and makes it the entry point if it is the highest node.
+    fn link_new_node(&self, node: u32, level: usize, after_layer: impl FnMut(usize)) {
         let (entry, top) = match self.entry.get() {
             Some(entry) => entry,
             None => {
@@ -135,36 +148,8 @@ impl Hnsw {
                 }
             }
         };
-        let query = self.graph.vector(node);
-        with_scratch(|scratch| {
-            let mut nearest = Scored {
-                dist: self.distance_to(query, entry),
-                node: entry,
-            };
-            if level < top {
-                nearest = self.greedy_descend(query, nearest, top, level + 1);
-            }
-            for layer in (0..=level.min(top)).rev() {
-                self.search_level(
-                    query,
-                    nearest,
-                    self.params.ef_construction,
-                    layer,
-                    scratch,
-                    |_| true,
-                );
-                // `node` can already be reachable here through a concurrent inserter that linked
-                // to it on a higher layer and descended; it must not become its own neighbour.
-                let mut candidates: Vec<Scored> =
-                    scratch.results.drain().filter(|s| s.node != node).collect();
-                candidates.sort_unstable();
-                if let Some(&closest) = candidates.first() {
-                    nearest = closest;
-                }
-                let chosen = self.select_neighbours(&candidates, self.params.m);
-                self.connect(node, layer, &chosen);
-            }
-        });
+        let chosen = self.choose_links(node, level, entry, top);
+        self.publish_links(node, &chosen, after_layer);
         if level > top {
             let _update = self
                 .entry
@@ -178,6 +163,56 @@ impl Hnsw {
             {
                 self.entry.set(node, level);
             }
+        }
+    }
+
+    /// Searches layers `min(level, top)` down to 0 from `entry` and returns the neighbours chosen
+    /// for `node` on each, indexed by layer. Links nothing: `node` stays unreachable throughout,
+    /// so it can never turn up among its own candidates.
+    fn choose_links(&self, node: u32, level: usize, entry: u32, top: usize) -> Vec<Vec<u32>> {
+        let query = self.graph.vector(node);
+        let lowest_shared = level.min(top);
+        let mut chosen = vec![Vec::new(); lowest_shared + 1];
+        with_scratch(|scratch| {
+            let mut nearest = Scored {
+                dist: self.distance_to(query, entry),
+                node: entry,
+            };
+            if level < top {
+                nearest = self.greedy_descend(query, nearest, top, level + 1);
+            }
+            for layer in (0..=lowest_shared).rev() {
+                self.search_level(
+                    query,
+                    nearest,
+                    self.params.ef_construction,
+                    layer,
+                    scratch,
+                    |_| true,
+                );
+                let mut candidates: Vec<Scored> = scratch.results.drain().collect();
+                candidates.sort_unstable();
+                if let Some(&closest) = candidates.first() {
+                    nearest = closest;
+                }
+                chosen[layer] = self.select_neighbours(&candidates, self.params.m);
+            }
+        });
+        chosen
+    }
+
+    /// Links `node` layer by layer from 0 upwards, running `after_layer` after each.
+    ///
+    /// Bottom-up is what keeps concurrent inserts well connected: by the time `node` appears in
+    /// any list on layer L, its own lists on layers 0..=L are complete, so a search that reaches
+    /// it on layer L and descends from it continues through real neighbours. Linked top-down, a
+    /// node reachable on an upper layer is a dead end below: inserters that descend into it find
+    /// only it (and each other) on level 0, link only among themselves, and once the node's own
+    /// level-0 links arrive and pruning drops them, they form a clique no search can enter.
+    fn publish_links(&self, node: u32, chosen: &[Vec<u32>], mut after_layer: impl FnMut(usize)) {
+        for (layer, neighbours) in chosen.iter().enumerate() {
+            self.connect(node, layer, neighbours);
+            after_layer(layer);
         }
     }
 
@@ -211,27 +246,17 @@ impl Hnsw {
     fn connect(&self, node: u32, layer: usize, chosen: &[u32]) {
         {
             let lock = self.graph.lock_links(node);
-            let existing = self.graph.links(node, layer).to_vec();
-            if existing.is_empty() {
-                self.graph.set_links(&lock, node, layer, chosen);
-            } else {
-                // Concurrent inserters already linked themselves here; keep the best of both.
-                let mut merged = existing.clone();
-                for &id in chosen {
-                    if !merged.contains(&id) {
-                        merged.push(id);
-                    }
-                }
-                let kept = self.reselect(node, &existing, &merged, layer);
-                self.graph.set_links(&lock, node, layer, &kept);
-            }
+            // Nothing links to `node` on `layer` before this call (see `publish_links`), so no
+            // concurrent inserter can have added itself to this list yet.
+            debug_assert_eq!(self.graph.links(node, layer).len(), 0);
+            self.graph.set_links(&lock, node, layer, chosen);
         }
         for &neighbour in chosen {
             let lock = self.graph.lock_links(neighbour);
-            let current = self.graph.links(neighbour, layer).to_vec();
-            if current.contains(&node) || self.graph.push_link(&lock, neighbour, layer, node) {
+            if self.graph.push_link(&lock, neighbour, layer, node) {
                 continue;
             }
+            let current = self.graph.links(neighbour, layer).to_vec();
             let mut pool = current.clone();
             pool.push(node);
             let kept = self.reselect(neighbour, &current, &pool, layer);
@@ -240,13 +265,8 @@ impl Hnsw {
     }
 
     /// Chooses at most `max_links(layer)` links for `base` out of `pool` (its `current` links plus
-    /// newcomers) with the heuristic, then, on level 0, keeps any node that would otherwise lose
-    /// its only incoming link.
-    ///
-    /// Without that last step a few nodes per thousand (more on high-dimensional, unclustered data)
-    /// end up with no incoming level-0 link at all and can never be found, not even by searching
-    /// for their own vector. A protected node replaces the farthest kept link whose target stays
-    /// reachable through another list; if there is none, it is not kept.
+    /// newcomers) with the heuristic; on level 0, then, `keep_last_links` adjusts the choice.
+    /// The caller holds `base`'s link lock and writes the result with `set_links`.
     fn reselect(&self, base: u32, current: &[u32], pool: &[u32], layer: usize) -> Vec<u32> {
         let max = self.graph.max_links(layer);
         if pool.len() <= max {
@@ -261,25 +281,70 @@ impl Hnsw {
             })
             .collect();
         scored.sort_unstable();
-        let mut kept = self.select_neighbours(&scored, max);
+        let kept = self.select_neighbours(&scored, max);
         if layer != 0 {
             return kept;
         }
-        // Incoming level-0 links of `id` other than the one from `base`.
-        let links_from_others = |id: u32| {
-            self.graph
-                .level0_in_degree(id)
-                .saturating_sub(current.contains(&id) as u32)
-        };
-        let needs_base = |id: u32| !self.graph.is_tombstoned(id) && links_from_others(id) == 0;
-        for candidate in scored.iter().map(|s| s.node) {
-            if kept.contains(&candidate) || !needs_base(candidate) {
-                continue;
+        self.keep_last_links(current, &scored, kept, max)
+    }
+
+    /// Adjusts the heuristic's level-0 choice `preferred` (out of `scored`, the pool by distance)
+    /// so that no live node loses its last incoming link.
+    ///
+    /// Without this a few nodes per thousand (more on high-dimensional, unclustered data) end up
+    /// with no incoming level-0 link and can never be found. A link in `current` is dropped only
+    /// once `release_level0_link` has uncounted it, so it stays when it is its target's last.
+    /// Newcomers nothing links to yet are kept too, in place of the farthest links that can go.
+    /// Everything that must stay fits: it is all in `current`, which holds at most `max`.
+    fn keep_last_links(
+        &self,
+        current: &[u32],
+        scored: &[Scored],
+        preferred: Vec<u32>,
+        max: usize,
+    ) -> Vec<u32> {
+        let mut kept = preferred;
+        let mut pinned: Vec<u32> = Vec::new();
+        for &id in current {
+            if !kept.contains(&id) && !self.graph.release_level0_link(id) {
+                pinned.push(id);
             }
-            if kept.len() < max {
-                kept.push(candidate);
-            } else if let Some(slot) = kept.iter().rposition(|&k| !needs_base(k)) {
-                kept[slot] = candidate;
+        }
+        let unlinked =
+            |id: u32| self.graph.level0_in_degree(id) == 0 && !self.graph.is_tombstoned(id);
+        let waiting: Vec<u32> = scored
+            .iter()
+            .map(|s| s.node)
+            .filter(|id| !current.contains(id) && !kept.contains(id) && unlinked(*id))
+            .collect();
+        // Make room, farthest first, by dropping links that can go: a newcomer linked from
+        // elsewhere, or a current link whose count can be released.
+        let mut wanted = kept.len() + pinned.len() + waiting.len();
+        let mut i = kept.len();
+        while wanted > max && i > 0 {
+            i -= 1;
+            let id = kept[i];
+            let can_go = if current.contains(&id) {
+                self.graph.release_level0_link(id)
+            } else {
+                !unlinked(id)
+            };
+            if can_go {
+                kept.remove(i);
+                wanted -= 1;
+            }
+        }
+        kept.extend(pinned);
+        kept.extend(waiting);
+        // Still too long only when nothing above could go; then unlinked newcomers are left out,
+        // farthest first (they are last in `kept`).
+        while kept.len() > max {
+            match kept.iter().rposition(|id| !current.contains(id)) {
+                Some(newcomer) => {
+                    kept.remove(newcomer);
+                }
+                // Unreachable: the rest all come from `current`, which fits in `max`.
+                None => break,
             }
         }
         kept
@@ -375,6 +440,138 @@ mod tests {
             orphans.is_empty(),
             "nodes without incoming links: {orphans:?}"
         );
+    }
+
+    /// Pauses one insert after each layer it publishes and meanwhile inserts level-0 nodes right
+    /// beside it, whose descent passes through the paused node. Each must still be found by its
+    /// own vector. Publishing top-down fails this deterministically: the newcomers descend into a
+    /// node without lower-layer links, find only it and each other, and end up in a clique that
+    /// nothing outside links into once the paused node's level-0 list is written.
+    #[test]
+    fn inserts_beside_a_partly_linked_node_stay_reachable() {
+        let params = HnswParams {
+            dim: 8,
+            metric: Metric::L2,
+            m: 8,
+            ef_construction: 64,
+        };
+        let index = Hnsw::new(params, 2_100).expect("params");
+        let mut rng = TestRng(21);
+        for (label, v) in rng.vectors(2_000, 8).iter().enumerate() {
+            index.insert(label as u64, v).expect("capacity");
+        }
+        let (_, top) = index.entry.get().expect("non-empty");
+        let level = 2;
+        assert!(
+            top > level,
+            "the paused node must stay below the entry point"
+        );
+
+        let paused = rng.vectors(1, 8).remove(0);
+        let mut beside: Vec<(u64, Vec<f32>)> = Vec::new();
+        index
+            .insert_at_level(10_000, &paused, level, |_| {
+                for _ in 0..10 {
+                    let label = 20_000 + beside.len() as u64;
+                    let vector: Vec<f32> = paused
+                        .iter()
+                        .map(|x| x + 0.02 * (rng.unit() - 0.5))
+                        .collect();
+                    index
+                        .insert_at_level(label, &vector, 0, |_| {})
+                        .expect("capacity");
+                    beside.push((label, vector));
+                }
+            })
+            .expect("capacity");
+        assert_eq!(beside.len(), 10 * (level + 1));
+        for (label, vector) in beside.iter().chain([&(10_000, paused.clone())]) {
+            let found = index.search(vector, 1, 32, None);
+            assert_eq!(
+                found.first().map(|hit| hit.0),
+                Some(*label),
+                "label {label}"
+            );
+        }
+    }
+
+    /// Two inserters prune different lists that hold the only two links to `x`, each deciding
+    /// before the other's new list is written (the interleaving threads allow, since each holds
+    /// only its own base's lock). `x` must keep one of the two links.
+    #[test]
+    fn pruning_two_lists_at_once_keeps_the_last_link_of_a_node() {
+        let params = HnswParams {
+            dim: 2,
+            metric: Metric::L2,
+            m: 2,
+            ef_construction: 8,
+        };
+        let index = Hnsw::new(params, 16).expect("params");
+        // Bases a and b, each with a full level-0 list (2M = 4) holding x; the heuristic drops x
+        // from both, as x lies behind a nearer neighbour (near_a, near_b) of each base.
+        let points: [(&str, [f32; 2]); 11] = [
+            ("a", [0.0, 0.0]),
+            ("b", [10.0, 0.0]),
+            ("x", [5.0, 0.0]),
+            ("near_a", [4.0, 0.5]),
+            ("near_b", [6.0, 0.5]),
+            ("a_left", [-3.0, 0.0]),
+            ("a_up", [0.0, 3.0]),
+            ("b_right", [13.0, 0.0]),
+            ("b_up", [10.0, 3.0]),
+            ("new_a", [0.0, -3.0]),
+            ("new_b", [10.0, -3.0]),
+        ];
+        let id = |name: &str| {
+            points
+                .iter()
+                .position(|(n, _)| *n == name)
+                .expect("named point") as u32
+        };
+        for (label, (_, vector)) in points.iter().enumerate() {
+            let node = index.allocate_node(label as u64).expect("capacity");
+            // SAFETY: single-threaded test; the node is not linked anywhere yet.
+            unsafe { index.graph.vectors.write(node, vector) };
+            index.graph.init_node(node, label as u64, 0);
+        }
+        let list_a = [id("near_a"), id("x"), id("a_left"), id("a_up")];
+        let list_b = [id("near_b"), id("x"), id("b_right"), id("b_up")];
+        for (base, list) in [(id("a"), &list_a), (id("b"), &list_b)] {
+            let lock = index.graph.lock_links(base);
+            index.graph.set_links(&lock, base, 0, list);
+        }
+        assert_eq!(index.graph.level0_in_degree(id("x")), 2);
+
+        let pool_a: Vec<u32> = list_a.iter().copied().chain([id("new_a")]).collect();
+        let pool_b: Vec<u32> = list_b.iter().copied().chain([id("new_b")]).collect();
+        let lock_a = index.graph.lock_links(id("a"));
+        let kept_a = index.reselect(id("a"), &list_a, &pool_a, 0);
+        let lock_b = index.graph.lock_links(id("b"));
+        let kept_b = index.reselect(id("b"), &list_b, &pool_b, 0);
+        index.graph.set_links(&lock_a, id("a"), 0, &kept_a);
+        index.graph.set_links(&lock_b, id("b"), 0, &kept_b);
+        drop((lock_a, lock_b));
+
+        assert!(
+            !kept_a.contains(&id("x")) || !kept_b.contains(&id("x")),
+            "the heuristic drops x from at least one list: {kept_a:?} {kept_b:?}"
+        );
+        assert!(
+            kept_a.contains(&id("x")) || kept_b.contains(&id("x")),
+            "x lost both incoming links: {kept_a:?} {kept_b:?}"
+        );
+        for node in 0..points.len() as u32 {
+            let actual = [id("a"), id("b")]
+                .iter()
+                .filter(|&&base| index.graph.links(base, 0).to_vec().contains(&node))
+                .count() as u32;
+            assert_eq!(
+                index.graph.level0_in_degree(node),
+                actual,
+                "counter of {}",
+                points[node as usize].0
+            );
+        }
     }
 
     #[test]

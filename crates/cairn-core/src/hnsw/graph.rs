@@ -12,6 +12,7 @@
 //! - Nothing is ever written to a published node's vector, label or level until the owner has
 //!   `&mut` access (`grow`, drop).
 
+use std::alloc::{alloc_zeroed, handle_alloc_error, Layout};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
@@ -48,8 +49,10 @@ unsafe impl Sync for VectorArena {}
 
 impl VectorArena {
     fn new(dim: usize, capacity: usize) -> VectorArena {
-        let cells = (0..dim * capacity).map(|_| UnsafeCell::new(0.0)).collect();
-        VectorArena { cells, dim }
+        VectorArena {
+            cells: zeroed(dim * capacity),
+            dim,
+        }
     }
 
     /// # Safety
@@ -116,6 +119,18 @@ impl Drop for LinkLock<'_> {
     }
 }
 
+/// See `Graph::load_view`. Laid out as in the file: `vectors` holds dim floats per node,
+/// `level0_links` 1 + 2M slots per node (count, then ids), the rest one entry per node.
+pub(super) struct LoadView<'a> {
+    pub(super) vectors: &'a mut [UnsafeCell<f32>],
+    pub(super) level0_links: &'a mut [AtomicU32],
+    pub(super) upper_links: &'a mut [OnceLock<Box<[AtomicU32]>>],
+    pub(super) level0_in_degree: &'a mut [AtomicU32],
+    pub(super) levels: &'a mut [AtomicU8],
+    pub(super) labels: &'a mut [AtomicU64],
+    pub(super) tombstones: &'a mut [AtomicBool],
+}
+
 pub(super) struct Graph {
     dim: usize,
     /// Link slots per upper level (count + `max_upper` ids).
@@ -139,6 +154,41 @@ fn atomics<T>(n: usize, make: impl Fn() -> T) -> Box<[T]> {
     (0..n).map(|_| make()).collect()
 }
 
+/// Types whose all-zero bit pattern is a valid value (0, 0.0 or false).
+///
+/// # Safety
+/// Implementors must be valid when every byte is zero.
+unsafe trait ZeroIsValid {}
+// SAFETY: each is an integer, bool or f32 in a transparent wrapper; zero bytes are 0, false, 0.0.
+unsafe impl ZeroIsValid for AtomicU8 {}
+// SAFETY: as above.
+unsafe impl ZeroIsValid for AtomicU32 {}
+// SAFETY: as above.
+unsafe impl ZeroIsValid for AtomicU64 {}
+// SAFETY: as above.
+unsafe impl ZeroIsValid for AtomicBool {}
+// SAFETY: as above.
+unsafe impl ZeroIsValid for UnsafeCell<f32> {}
+
+/// `n` zero values in memory that comes zeroed from the allocator. For large arenas that means
+/// fresh pages the OS maps on first write, so a new or loading index does not pay for writing
+/// (and faulting in) every slot twice.
+fn zeroed<T: ZeroIsValid>(n: usize) -> Box<[T]> {
+    // The same bound Vec enforces; capacities are validated long before this could trip.
+    let layout = Layout::array::<T>(n).expect("arena size overflows isize");
+    if layout.size() == 0 {
+        return Box::default();
+    }
+    // SAFETY: `layout` has a non-zero size.
+    let ptr = unsafe { alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        handle_alloc_error(layout);
+    }
+    // SAFETY: `ptr` is a live global-allocator block with the layout of `[T; n]` (which is what
+    // Box<[T]> frees it with), and its zero bytes are `n` valid `T`s.
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n)) }
+}
+
 impl Graph {
     pub(super) fn new(dim: usize, m: usize, capacity: usize) -> Graph {
         let max_level0 = 2 * m;
@@ -148,13 +198,13 @@ impl Graph {
             max_level0,
             capacity,
             vectors: VectorArena::new(dim, capacity),
-            level0_links: atomics(capacity * (1 + max_level0), || AtomicU32::new(0)),
+            level0_links: zeroed(capacity * (1 + max_level0)),
             upper_links: atomics(capacity, OnceLock::new),
-            level0_in_degree: atomics(capacity, || AtomicU32::new(0)),
-            levels: atomics(capacity, || AtomicU8::new(0)),
-            labels: atomics(capacity, || AtomicU64::new(0)),
-            tombstones: atomics(capacity, || AtomicBool::new(false)),
-            link_locks: atomics(capacity, || AtomicBool::new(false)),
+            level0_in_degree: zeroed(capacity),
+            levels: zeroed(capacity),
+            labels: zeroed(capacity),
+            tombstones: zeroed(capacity),
+            link_locks: zeroed(capacity),
         }
     }
 
@@ -324,12 +374,30 @@ impl Graph {
     }
 
     /// How many level-0 lists contain `id` (exact once concurrent link updates have finished).
+    ///
+    /// The count never exceeds the real number: a link is counted after it is written and
+    /// released (`release_level0_link`) before it is removed. So a count of 1 or more means a
+    /// link exists, and since no release takes a live node from 1 to 0, it keeps existing.
     #[inline]
     pub(super) fn level0_in_degree(&self, id: u32) -> u32 {
         self.level0_in_degree[id as usize].load(Ordering::Relaxed)
     }
 
-    /// Replaces the list of `id` at `level`. The caller holds `id`'s link lock. Ids are stored
+    /// Uncounts one level-0 link to `id` so the caller may remove it from the list it holds
+    /// locked. Refused (false) for the last counted link of a live node, which must then stay.
+    /// Deciding and decrementing in one atomic step is what stops two inserters pruning two
+    /// different lists from each dropping one of a node's last two links.
+    pub(super) fn release_level0_link(&self, id: u32) -> bool {
+        let tombstoned = self.is_tombstoned(id);
+        self.level0_in_degree[id as usize]
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
+                (count > 1 || (tombstoned && count > 0)).then(|| count - 1)
+            })
+            .is_ok()
+    }
+
+    /// Replaces the list of `id` at `level`. The caller holds `id`'s link lock and, on level 0,
+    /// has released every id it drops from the list (`release_level0_link`). Ids are stored
     /// before the count so a reader never sees a count covering unwritten slots of this list.
     pub(super) fn set_links(
         &self,
@@ -354,14 +422,6 @@ impl Graph {
         }
         count.store(n as u32, Ordering::Release);
         if level == 0 {
-            for dropped in previous.iter().filter(|id| !neighbours.contains(id)) {
-                // Saturating, so a miscount can never wrap into "many incoming links".
-                let _ = self.level0_in_degree[*dropped as usize].fetch_update(
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                    |d| Some(d.saturating_sub(1)),
-                );
-            }
             for added in neighbours.iter().filter(|id| !previous.contains(id)) {
                 self.level0_in_degree[*added as usize].fetch_add(1, Ordering::Relaxed);
             }
@@ -392,25 +452,20 @@ impl Graph {
         true
     }
 
-    /// Exclusive-access setters used when loading a persisted index (no publication involved).
-    pub(super) fn load_node(
-        &mut self,
-        id: u32,
-        label: u64,
-        level: usize,
-        tombstoned: bool,
-        vector: &[f32],
-    ) {
-        // SAFETY: `&mut self` excludes every other reader and writer.
-        unsafe { self.vectors.write(id, vector) };
-        self.init_node(id, label, level);
-        *self.tombstones[id as usize].get_mut() = tombstoned;
-    }
-
-    pub(super) fn load_links(&mut self, id: u32, level: usize, neighbours: &[u32]) {
-        let flag = AtomicBool::new(false);
-        let lock = LinkLock { flag: &flag };
-        self.set_links(&lock, id, level, neighbours);
+    /// Exclusive views of every per-node array, for filling a fresh graph from a persisted index
+    /// without atomics or publication. The loader must leave the arrays consistent: link lists
+    /// within their counts naming nodes of the right level, `level0_in_degree` counting them, and
+    /// upper-level lists present exactly for levels 1..=level.
+    pub(super) fn load_view(&mut self) -> LoadView<'_> {
+        LoadView {
+            vectors: &mut self.vectors.cells,
+            level0_links: &mut self.level0_links,
+            upper_links: &mut self.upper_links,
+            level0_in_degree: &mut self.level0_in_degree,
+            levels: &mut self.levels,
+            labels: &mut self.labels,
+            tombstones: &mut self.tombstones,
+        }
     }
 
     /// Heap bytes held for `capacity` nodes (arenas are preallocated, so this does not depend on

@@ -29,7 +29,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use super::graph::MAX_LEVEL;
 use super::{read_lock, write_lock, Hnsw, HnswParams, LabelDirectory, MAX_CAPACITY};
@@ -41,6 +42,8 @@ pub const INDEX_MAGIC: [u8; 8] = *b"CAIRNHNW";
 pub const INDEX_FORMAT_VERSION: u32 = 1;
 /// Entry-node value of an empty index.
 const NO_NODE: u32 = u32::MAX;
+/// Exponent bits of an f32; all set means infinity or NaN.
+const F32_EXPONENT: u32 = 0x7F80_0000;
 
 /// Byte offsets of the header fields.
 mod header {
@@ -347,24 +350,43 @@ impl Hnsw {
                 format!("cannot size the index: {e}"),
             )
         })?;
+        // Each section is decoded in one pass straight into the graph's arrays (whose layouts
+        // match the file's), then checked; nothing is published until `read_from` returns.
+        let view = index.graph.load_view();
+
+        let (vector_words, _) = vector_bytes.as_chunks::<4>();
+        let mut all_finite = true;
+        for (cell, word) in view.vectors.iter_mut().zip(vector_words) {
+            let bits = u32::from_le_bytes(*word);
+            // An all-ones exponent is an infinity or a NaN.
+            all_finite &= bits & F32_EXPONENT != F32_EXPONENT;
+            *cell.get_mut() = f32::from_bits(bits);
+        }
+        if !all_finite {
+            let i = view
+                .vectors
+                .iter_mut()
+                .position(|cell| !cell.get_mut().is_finite())
+                .unwrap_or(0);
+            return Err(corruption(
+                path,
+                vectors_at + i * 4,
+                format!("vector of node {} is not finite", i / dim),
+            ));
+        }
+
+        for (level, &byte) in view.levels.iter_mut().zip(level_bytes) {
+            *level.get_mut() = byte;
+        }
+
         let mut node_of_label: HashMap<u64, u32> = HashMap::with_capacity(nodes);
         let mut tombstones = 0usize;
-        let mut vector = vec![0.0f32; dim];
-        for node in 0..nodes {
-            let vector_at = vectors_at + node * dim * 4;
-            let raw = &vector_bytes[node * dim * 4..(node + 1) * dim * 4];
-            for (value, word) in vector.iter_mut().zip(raw.chunks_exact(4)) {
-                *value = f32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-            }
-            if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
-                return Err(corruption(
-                    path,
-                    vector_at + i * 4,
-                    format!("vector of node {node} is not finite"),
-                ));
-            }
-            let label = le_u64(label_bytes, node * 8);
+        let (label_words, _) = label_bytes.as_chunks::<8>();
+        for (node, word) in label_words.iter().enumerate() {
+            let label = u64::from_le_bytes(*word);
+            *view.labels[node].get_mut() = label;
             let tombstoned = is_tombstoned(node);
+            *view.tombstones[node].get_mut() = tombstoned;
             if tombstoned {
                 tombstones += 1;
             } else if node_of_label.insert(label, node as u32).is_some() {
@@ -374,33 +396,40 @@ impl Hnsw {
                     format!("label {label} is live on two nodes"),
                 ));
             }
-            index
-                .graph
-                .load_node(node as u32, label, level_of(node), tombstoned, &vector);
         }
 
-        let mut neighbours = Vec::with_capacity(level0_slots);
-        let mut upper_offset = 0usize;
-        for node in 0..nodes {
-            let list_at = node * level0_slots * 4;
-            read_links(
-                &level0_bytes[list_at..list_at + level0_slots * 4],
-                &mut neighbours,
-            )
-            .and_then(|()| check_links(&neighbours, node, 0, nodes, &level_of))
-            .map_err(|reason| corruption(path, level0_at + list_at, reason))?;
-            index.graph.load_links(node as u32, 0, &neighbours);
-            for layer in 1..=level_of(node) {
-                let list_at = upper_offset;
-                upper_offset += upper_slots * 4;
-                read_links(
-                    &upper_bytes[list_at..list_at + upper_slots * 4],
-                    &mut neighbours,
-                )
-                .and_then(|()| check_links(&neighbours, node, layer, nodes, &level_of))
-                .map_err(|reason| corruption(path, upper_at + list_at, reason))?;
-                index.graph.load_links(node as u32, layer, &neighbours);
+        let (level0_words, _) = level0_bytes.as_chunks::<4>();
+        for (slot, word) in view.level0_links.iter_mut().zip(level0_words) {
+            *slot.get_mut() = u32::from_le_bytes(*word);
+        }
+        for (node, list) in level0_words.chunks_exact(level0_slots).enumerate() {
+            check_links(list, node, 0, level_bytes, |neighbour| {
+                *view.level0_in_degree[neighbour as usize].get_mut() += 1;
+            })
+            .map_err(|reason| corruption(path, level0_at + node * level0_slots * 4, reason))?;
+        }
+
+        let (upper_words, _) = upper_bytes.as_chunks::<4>();
+        let mut next_list = 0usize;
+        for (node, &level) in level_bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &level)| level > 0)
+        {
+            // In bounds: the section's length is the sum of the levels times the list size.
+            let words = &upper_words[next_list..next_list + level as usize * upper_slots];
+            for (i, list) in words.chunks_exact(upper_slots).enumerate() {
+                let list_at = upper_at + (next_list + i * upper_slots) * 4;
+                check_links(list, node, i + 1, level_bytes, |_| {})
+                    .map_err(|reason| corruption(path, list_at, reason))?;
             }
+            view.upper_links[node] = OnceLock::from(
+                words
+                    .iter()
+                    .map(|word| AtomicU32::new(u32::from_le_bytes(*word)))
+                    .collect::<Box<[AtomicU32]>>(),
+            );
+            next_list += words.len();
         }
 
         if nodes > 0 {
@@ -435,35 +464,35 @@ fn put_links(
     Ok(())
 }
 
-/// Decodes one persisted link list (count, then slots) into `neighbours`.
-fn read_links(list: &[u8], neighbours: &mut Vec<u32>) -> std::result::Result<(), String> {
-    let capacity = list.len() / 4 - 1;
-    let count = le_u32(list, 0) as usize;
-    if count > capacity {
-        return Err(format!(
-            "link count {count} exceeds the list capacity {capacity}"
-        ));
-    }
-    neighbours.clear();
-    neighbours.extend((0..count).map(|i| le_u32(list, 4 + 4 * i)));
-    Ok(())
-}
-
-/// A link must name another existing node that lives on the link's level.
+/// Checks one persisted link list of `node` on `layer` (count, then slots): the count fits, and
+/// every link names another existing node that lives on the link's level. Calls `each` with
+/// every link.
 fn check_links(
-    neighbours: &[u32],
+    list: &[[u8; 4]],
     node: usize,
     layer: usize,
-    nodes: usize,
-    level_of: &impl Fn(usize) -> usize,
+    levels: &[u8],
+    mut each: impl FnMut(u32),
 ) -> std::result::Result<(), String> {
-    for &neighbour in neighbours {
-        let neighbour = neighbour as usize;
-        if neighbour >= nodes || neighbour == node || level_of(neighbour) < layer {
+    let Some((count, slots)) = list.split_first() else {
+        return Err("empty link list".to_string());
+    };
+    let count = u32::from_le_bytes(*count) as usize;
+    if count > slots.len() {
+        return Err(format!(
+            "link count {count} exceeds the list capacity {}",
+            slots.len()
+        ));
+    }
+    for word in &slots[..count] {
+        let neighbour = u32::from_le_bytes(*word);
+        let at = neighbour as usize;
+        if at == node || levels.get(at).is_none_or(|&level| (level as usize) < layer) {
             return Err(format!(
                 "node {node} links on level {layer} to invalid node {neighbour}"
             ));
         }
+        each(neighbour);
     }
     Ok(())
 }
@@ -580,6 +609,14 @@ mod tests {
             loaded.search(&query, 10, 32, None),
             index.search(&query, 10, 32, None)
         );
+        // Pruning relies on the in-degree counters, which loading rebuilds from the lists.
+        let nodes = loaded.capacity() as u32;
+        for node in 0..nodes {
+            let in_lists = (0..nodes)
+                .filter(|&from| loaded.graph.links(from, 0).to_vec().contains(&node))
+                .count() as u32;
+            assert_eq!(loaded.graph.level0_in_degree(node), in_lists, "node {node}");
+        }
     }
 
     #[test]
@@ -647,6 +684,26 @@ mod tests {
         bad_link[level0_at + 4..level0_at + 8].copy_from_slice(&999u32.to_le_bytes());
         let (offset, reason) = expect_corruption(&resealed(bad_link));
         assert_eq!(offset as usize, level0_at, "{reason}");
+
+        // The first upper-level list belongs to the lowest node id above level 0; point its first
+        // link at a level-0 node.
+        let levels = &bytes[levels_at..levels_at + nodes];
+        let upper_node = levels
+            .iter()
+            .position(|&l| l > 0)
+            .expect("a node above level 0");
+        let level0_node = levels.iter().position(|&l| l == 0).expect("a level-0 node");
+        let upper_at = level0_at + nodes * (1 + 2 * 4) * 4;
+        let mut bad_upper_link = bytes.clone();
+        bad_upper_link[upper_at..upper_at + 4].copy_from_slice(&1u32.to_le_bytes());
+        bad_upper_link[upper_at + 4..upper_at + 8]
+            .copy_from_slice(&(level0_node as u32).to_le_bytes());
+        let (offset, reason) = expect_corruption(&resealed(bad_upper_link));
+        assert_eq!(offset as usize, upper_at, "{reason}");
+        assert!(
+            reason.contains(&format!("node {upper_node} links on level 1")),
+            "{reason}"
+        );
 
         let mut bad_count = bytes.clone();
         bad_count[level0_at..level0_at + 4].copy_from_slice(&100u32.to_le_bytes());
@@ -739,6 +796,89 @@ mod tests {
             file_of(&golden_index(), 9),
             golden,
             "writer no longer produces format v1"
+        );
+    }
+
+    /// Load-time report for a file of a 100k x 128 index (M = 16), run with
+    /// `cargo test --release -p cairn-core --lib hnsw_load_timing -- --ignored --nocapture`.
+    /// The graph is assembled with random links of realistic counts instead of built, which
+    /// would take minutes; loading cost depends only on the file's size and shape.
+    #[test]
+    #[ignore = "timing report, not a correctness test"]
+    fn hnsw_load_timing_report() {
+        let (nodes, dim) = (100_000usize, 128usize);
+        let mut index = Hnsw::new(HnswParams::new(dim, Metric::L2), nodes).expect("params");
+        let mut rng = TestRng(77);
+        let levels: Vec<usize> = (0..nodes)
+            .map(|_| {
+                let uniform = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                ((-(1.0 - uniform).ln() * index.level_mult) as usize).min(MAX_LEVEL)
+            })
+            .collect();
+        let top = levels.iter().copied().max().unwrap_or(0);
+        let entry = levels.iter().position(|&l| l == top).unwrap_or(0) as u32;
+        let mut vector = vec![0.0f32; dim];
+        for (node, &level) in levels.iter().enumerate() {
+            vector.iter_mut().for_each(|x| *x = rng.unit());
+            // SAFETY: single-threaded; nothing else can see the graph yet.
+            unsafe { index.graph.vectors.write(node as u32, &vector) };
+            index.graph.init_node(node as u32, node as u64 * 3, level);
+        }
+        for layer in 0..=top {
+            let on_layer: Vec<u32> = (0..nodes as u32)
+                .filter(|&n| levels[n as usize] >= layer)
+                .collect();
+            let max = index.graph.max_links(layer).min(on_layer.len() - 1);
+            for &node in &on_layer {
+                let count = max / 2 + (rng.next_u64() as usize) % (max - max / 2 + 1);
+                let mut links = Vec::with_capacity(count);
+                while links.len() < count {
+                    let target = on_layer[(rng.next_u64() % on_layer.len() as u64) as usize];
+                    if target != node && !links.contains(&target) {
+                        links.push(target);
+                    }
+                }
+                let lock = index.graph.lock_links(node);
+                index.graph.set_links(&lock, node, layer, &links);
+            }
+        }
+        index.entry.set(entry, top);
+        *index.directory.get_mut().expect("not poisoned") = LabelDirectory {
+            node_of_label: (0..nodes as u32).map(|n| (n as u64 * 3, n)).collect(),
+            allocated: nodes as u32,
+            tombstones: 0,
+        };
+        let bytes = file_of(&index, 1);
+        drop(index);
+
+        /// This thread's CPU seconds (user and system, so page faults count): on a shared
+        /// machine wall time mostly measures the neighbours.
+        fn thread_cpu_seconds() -> f64 {
+            let mut now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `now` is a valid, writable timespec.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+            now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
+        }
+        let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            let (started, cpu_started) = (std::time::Instant::now(), thread_cpu_seconds());
+            let (loaded, _) = Hnsw::read_from(&bytes, Path::new("x")).expect("valid");
+            wall.push(started.elapsed().as_secs_f64() * 1e3);
+            cpu.push((thread_cpu_seconds() - cpu_started) * 1e3);
+            assert_eq!(loaded.len(), nodes);
+        }
+        wall.sort_by(f64::total_cmp);
+        cpu.sort_by(f64::total_cmp);
+        println!(
+            "read_from {nodes} x {dim}, {} MB: cpu min {:.1} ms, median {:.1} ms; wall min {:.1} ms, median {:.1} ms",
+            bytes.len() >> 20,
+            cpu[0],
+            cpu[cpu.len() / 2],
+            wall[0],
+            wall[wall.len() / 2]
         );
     }
 
