@@ -8,7 +8,9 @@
  * and for continuity of sequence numbers across segments); each snapshot's SNAPSHOT and every
  * file it lists (size and xxh3, plus the framing of its kind). The active WAL segment of an
  * open store is being written and is skipped. Hard links (snapshots link their files) are
- * read once and reported under every name.
+ * read once and reported under every name. A large file with a recorded size and xxh3 is
+ * hashed in ranges by several pool tasks whose results the native core folds into the
+ * whole-file xxh3; tasks go to the pool largest first.
  */
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,7 +20,7 @@ import { Piscina } from 'piscina';
 import { CairnError, fromNative } from '../errors.js';
 import { nativeModule, type NativeStore } from '../native.js';
 import { checkKnownKeys, checkPlainObject, checkPositiveInt } from '../validate.js';
-import type { VerifyTask } from './worker.js';
+import type { ScrubTask } from './worker.js';
 import {
   defaultSources,
   type DamagedFile,
@@ -127,6 +129,8 @@ const AREA_ORDER: FileArea[] = ['manifest', 'data', 'archive', 'wal', 'snapshot'
 
 export interface ParsedScrubOptions {
   concurrency: number;
+  /** Bytes per range task for large files (tests set it small); default: the native core's. */
+  rangeBytes?: number;
   bytesPerSec: number | null;
   repair: boolean;
   deep: boolean;
@@ -199,57 +203,101 @@ function kindOfSnapshotFile(path: string): FileKindName {
   return 'blob';
 }
 
+/** Kinds whose intact files are proven by their size and whole-file xxh3 alone: ranges of them
+ *  can be hashed by separate tasks. */
+const SPLITTABLE: ReadonlySet<string> = new Set(['segment', 'blob']);
+
 /** Runs file checks on worker threads (or inline), reading each inode once. */
 class Verifier {
   readonly #pool: Piscina | null;
   readonly #scan: number;
   readonly #dir: string;
-
   readonly #deep: boolean;
+  readonly #rangeBytes: number | undefined;
 
-  constructor(dir: string, scan: number, concurrency: number, deep: boolean) {
-    this.#deep = deep;
+  constructor(dir: string, scan: number, opts: ParsedScrubOptions) {
+    this.#deep = opts.deep;
     this.#dir = dir;
     this.#scan = scan;
+    this.#rangeBytes = opts.rangeBytes;
     this.#pool =
-      concurrency === 0
+      opts.concurrency === 0
         ? null
-        : new Piscina({ filename: new URL('./worker.js', import.meta.url).href, minThreads: concurrency, maxThreads: concurrency, idleTimeout: 1000 });
+        : new Piscina({ filename: new URL('./worker.js', import.meta.url).href, minThreads: opts.concurrency, maxThreads: opts.concurrency, idleTimeout: 1000 });
   }
 
   async verify(t: Target): Promise<FileCheck> {
-    const kind = t.kind === 'segment' && this.#deep ? 'segment-deep' : t.kind;
-    const task: VerifyTask = { scan: this.#scan, path: join(this.#dir, t.rel), kind, bytes: t.expected?.bytes ?? null, xxh3: t.expected?.xxh3 ?? null };
-    const json = this.#pool
-      ? ((await this.#pool.run(task)) as string)
-      : nativeModule.verifyFile(task.scan, task.path, task.kind, task.bytes, task.xxh3);
-    return JSON.parse(json) as FileCheck;
+    return (await this.verifyAll([t], () => {})).get(t.rel)!;
   }
 
-  /** Verify every target; names of one inode (hard links) with the same expectations share one read. */
+  /**
+   * Verify every target; names of one inode (hard links) with the same expectations share one
+   * read. Pool tasks are queued first and submitted largest first, so that the pool's last
+   * tasks are small and the workers finish together.
+   */
   async verifyAll(targets: Target[], onDone: (n: number) => void): Promise<Map<string, FileCheck>> {
-    const groups = new Map<string, Target[]>();
+    const groups = new Map<string, { targets: Target[]; size: number | null }>();
     for (const t of targets) {
       let key = `name:${t.rel}`;
+      let size: number | null = null;
       try {
         const st = statSync(join(this.#dir, t.rel), { bigint: true });
         key = `${st.dev}:${st.ino}:${t.kind}:${t.expected?.bytes ?? ''}:${t.expected?.xxh3 ?? ''}`;
+        size = Number(st.size);
       } catch {
         // Missing: verified on its own, and reported so.
       }
       const g = groups.get(key);
-      if (g) g.push(t);
-      else groups.set(key, [t]);
+      if (g) g.targets.push(t);
+      else groups.set(key, { targets: [t], size });
     }
     const out = new Map<string, FileCheck>();
-    const run = async (g: Target[]) => {
-      const check = await this.verify(g[0]!);
-      g.forEach((t, i) => out.set(t.rel, i === 0 ? check : { ...check, read: 0, findings: [...check.findings] }));
-      onDone(g.length);
+    const queued: Array<{ bytes: number; submit: () => void }> = [];
+    let submitted = false;
+    const pool = this.#pool;
+    const run = (bytes: number, task: ScrubTask): Promise<unknown> => {
+      if (!pool) throw new Error('no pool');
+      if (submitted) return pool.run(task);
+      return new Promise((resolve, reject) => queued.push({ bytes, submit: () => pool.run(task).then(resolve, reject) }));
     };
-    if (this.#pool) await Promise.all([...groups.values()].map(run));
-    else for (const g of groups.values()) await run(g);
+    const check = async (g: { targets: Target[]; size: number | null }) => {
+      const c = await this.#check(g.targets[0]!, g.size, run);
+      g.targets.forEach((t, i) => out.set(t.rel, i === 0 ? c : { ...c, read: 0, findings: [...c.findings] }));
+      onDone(g.targets.length);
+    };
+    if (pool) {
+      // Each check queues its tasks before its first await.
+      const all = Promise.all([...groups.values()].map(check));
+      submitted = true;
+      queued.sort((a, b) => b.bytes - a.bytes);
+      for (const q of queued) q.submit();
+      await all;
+    } else for (const g of groups.values()) await check(g);
     return out;
+  }
+
+  async #check(t: Target, size: number | null, run: (bytes: number, task: ScrubTask) => Promise<unknown>): Promise<FileCheck> {
+    const kind = t.kind === 'segment' && this.#deep ? 'segment-deep' : t.kind;
+    const path = join(this.#dir, t.rel);
+    const exp = t.expected;
+    if (this.#pool && exp && SPLITTABLE.has(kind) && size === exp.bytes) {
+      const cuts = nativeModule.scanRanges(size, this.#rangeBytes ?? null);
+      if (cuts.length > 2) {
+        const split = nativeModule.scanSplitOpen(this.#scan, size);
+        const ranges: Promise<unknown>[] = [];
+        for (let i = 0; i + 1 < cuts.length; i++) {
+          ranges.push(run(cuts[i + 1]! - cuts[i]!, { op: 'range', scan: this.#scan, split, path, start: cuts[i]!, end: cuts[i + 1]! }));
+        }
+        await Promise.all(ranges);
+        const proven = nativeModule.scanSplitFinish(this.#scan, split, path, kind, exp.bytes, exp.xxh3);
+        if (proven !== null) return JSON.parse(proven) as FileCheck;
+        // Not proven intact: the whole-file check says what is wrong (or that nothing is: the
+        // file was replaced by an identical one meanwhile).
+      }
+    }
+    const task: ScrubTask = { op: 'file', scan: this.#scan, path, kind, bytes: exp?.bytes ?? null, xxh3: exp?.xxh3 ?? null };
+    const json = this.#pool ? ((await run(size ?? 0, task)) as string) : nativeModule.verifyFile(task.scan, task.path, task.kind, task.bytes, task.xxh3);
+    return JSON.parse(json) as FileCheck;
   }
 
   async close(): Promise<void> {
@@ -365,7 +413,7 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
   const scan = nativeModule.scanOpen(opts.bytesPerSec);
   const onAbort = () => nativeModule.scanCancel(scan);
   opts.signal?.addEventListener('abort', onAbort, { once: true });
-  const verifier = new Verifier(dir, scan, opts.concurrency, opts.deep);
+  const verifier = new Verifier(dir, scan, opts);
   let progressTimer: NodeJS.Timeout | undefined;
   try {
     // Phase 1: the manifests, which say what the other files must hold.
