@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checksum::blocks::{self, RangeFold, RangeHasher, Xxh3Blocks};
+use crate::checksum::blocks::{self, DeltaBuffer, RangeFold, RangeHasher, Xxh3Blocks};
 use crate::engine::{now_ms, Engine, DATA_DIR};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Manifest, MANIFEST_FILE, MANIFEST_HEADER_LEN};
@@ -163,7 +163,12 @@ pub struct ScanControl {
     /// Files being hashed by ranges, by id (`split_open`).
     splits: Mutex<HashMap<u32, SplitFile>>,
     next_split: AtomicU32,
+    /// Delta buffers of folded ranges, for the next ranges.
+    spare: Mutex<Vec<DeltaBuffer>>,
 }
+
+/// Spare delta buffers kept (2 MiB each at `RANGE_BYTES`): enough for a few workers.
+const KEEP_SPARE: usize = 8;
 
 /// A file hashed by ranges on several threads; each range is folded in as it completes.
 struct SplitFile {
@@ -192,6 +197,20 @@ impl ScanControl {
             read: AtomicU64::new(0),
             splits: Mutex::new(HashMap::new()),
             next_split: AtomicU32::new(1),
+            spare: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take_spare(&self) -> DeltaBuffer {
+        self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default()
+    }
+
+    fn keep_spare(&self, buffers: Vec<DeltaBuffer>) {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        for b in buffers {
+            if spare.len() < KEEP_SPARE {
+                spare.push(b);
+            }
         }
     }
 
@@ -395,7 +414,7 @@ pub fn ranges(bytes: u64, range_bytes: u64) -> Vec<u64> {
 /// it; only a bad range or split id is an error.
 pub fn hash_range(ctl: &ScanControl, split: u32, path: &Path, start: u64, end: u64) -> Result<u64> {
     let total = ctl.with_split(split, |s| s.total)?;
-    let mut hasher = RangeHasher::new(start, end, total).map_err(|e| Error::InvalidArgument(format!("range {start}..{end} of {total} bytes: {e}")))?;
+    let mut hasher = RangeHasher::new(start, end, total, ctl.take_spare()).map_err(|e| Error::InvalidArgument(format!("range {start}..{end} of {total} bytes: {e}")))?;
     let fail = |why: String| ctl.with_split(split, |s| s.failed = Some(why)).map(|_| 0);
     let mut f = match File::open(path) {
         Ok(f) => f,
@@ -426,16 +445,18 @@ pub fn hash_range(ctl: &ScanControl, split: u32, path: &Path, start: u64, end: u
         Ok(p) => p,
         Err(e) => return fail(format!("range {start}..{end}: {e}")),
     };
-    ctl.with_split(split, |s| {
+    let spent = ctl.with_split(split, |s| {
         s.read += read;
         if s.identity.is_some_and(|id| id != identity) {
             s.failed = Some("the file was replaced while its ranges were read".into());
         }
         s.identity = Some(identity);
-        if let Err(e) = s.fold.add(part) {
+        s.fold.add(part).unwrap_or_else(|e| {
             s.failed = Some(e.into());
-        }
+            Vec::new()
+        })
     })?;
+    ctl.keep_spare(spent);
     Ok(read)
 }
 

@@ -395,6 +395,11 @@ impl Xxh3Blocks {
     }
 }
 
+/// Storage for a range's block deltas (64 bytes per KiB). Reusing one (`RangeFold::add` hands
+/// them back) spares each range the page faults of fresh memory.
+#[derive(Default)]
+pub struct DeltaBuffer(Vec<Acc>);
+
 /// What one range of an input contributes to its digest (see `RangeFold`).
 pub struct RangeSums {
     start: u64,
@@ -452,11 +457,11 @@ pub struct RangeHasher {
 impl RangeHasher {
     /// Fails unless the range is one `split` could produce: `start` at a block boundary, `end`
     /// at one or at `total`, and a final range long enough to hold the last stripe.
-    pub fn new(start: u64, end: u64, total: u64) -> Result<RangeHasher, &'static str> {
-        RangeHasher::with_simd(start, end, total, simd_available())
+    pub fn new(start: u64, end: u64, total: u64, buffer: DeltaBuffer) -> Result<RangeHasher, &'static str> {
+        RangeHasher::with_simd(start, end, total, buffer, simd_available())
     }
 
-    fn with_simd(start: u64, end: u64, total: u64, simd: bool) -> Result<RangeHasher, &'static str> {
+    fn with_simd(start: u64, end: u64, total: u64, buffer: DeltaBuffer, simd: bool) -> Result<RangeHasher, &'static str> {
         let block = BLOCK_LEN as u64;
         if total <= SHORT_MAX as u64 {
             return Err("input too short to hash by ranges");
@@ -468,6 +473,9 @@ impl RangeHasher {
             return Err("final range shorter than a stripe");
         }
         let blocks_end = if end == total { (total - 1) / block * block } else { end };
+        let mut deltas = buffer.0;
+        deltas.clear();
+        deltas.reserve(((blocks_end - start) / block) as usize);
         Ok(RangeHasher {
             simd,
             start,
@@ -475,7 +483,7 @@ impl RangeHasher {
             total,
             blocks_end,
             pos: start,
-            deltas: Vec::with_capacity(((blocks_end - start) / block) as usize),
+            deltas,
             buf: Box::new([0; BLOCK_LEN]),
             len: 0,
             tail: Vec::new(),
@@ -550,17 +558,20 @@ impl RangeFold {
         RangeFold { simd, total, next: 0, acc: INIT, tail: None, waiting: BTreeMap::new() }
     }
 
-    pub fn add(&mut self, part: RangeSums) -> Result<(), &'static str> {
+    /// Returns the delta buffers of the ranges folded by this call, for reuse.
+    pub fn add(&mut self, part: RangeSums) -> Result<Vec<DeltaBuffer>, &'static str> {
         if part.start < self.next || self.waiting.contains_key(&part.start) || part.end > self.total {
             return Err("range given twice or out of bounds");
         }
         self.waiting.insert(part.start, part);
+        let mut spent = Vec::new();
         while let Some(p) = self.waiting.remove(&self.next) {
             fold_deltas(self.simd, &mut self.acc, &p.deltas);
             self.next = p.end;
             self.tail = p.tail;
+            spent.push(DeltaBuffer(p.deltas));
         }
-        Ok(())
+        Ok(spent)
     }
 
     /// The digest, once every byte up to `total` has been folded.
@@ -611,7 +622,7 @@ mod tests {
         let cuts = split(data.len() as u64, target);
         let mut parts = Vec::new();
         for w in cuts.windows(2) {
-            let mut r = RangeHasher::with_simd(w[0], w[1], data.len() as u64, simd).expect("range");
+            let mut r = RangeHasher::with_simd(w[0], w[1], data.len() as u64, DeltaBuffer::default(), simd).expect("range");
             for p in data[w[0] as usize..w[1] as usize].chunks(777) {
                 r.update(p).expect("update");
             }
@@ -668,14 +679,14 @@ mod tests {
                 assert_eq!((cuts[0], *cuts.last().expect("end")), (0, total));
                 if total > SHORT_MAX as u64 {
                     for w in cuts.windows(2) {
-                        assert!(RangeHasher::new(w[0], w[1], total).is_ok(), "{total} {target} {w:?}");
+                        assert!(RangeHasher::new(w[0], w[1], total, DeltaBuffer::default()).is_ok(), "{total} {target} {w:?}");
                     }
                 }
             }
         }
-        assert!(RangeHasher::new(1, 4096, 8192).is_err());
-        assert!(RangeHasher::new(0, 4000, 8192).is_err());
-        assert!(RangeHasher::new(8192, 8192 + 10, 8192 + 10).is_err());
+        assert!(RangeHasher::new(1, 4096, 8192, DeltaBuffer::default()).is_err());
+        assert!(RangeHasher::new(0, 4000, 8192, DeltaBuffer::default()).is_err());
+        assert!(RangeHasher::new(8192, 8192 + 10, 8192 + 10, DeltaBuffer::default()).is_err());
     }
 
     #[test]
@@ -683,7 +694,7 @@ mod tests {
         let data = input(10_000, 3);
         let cuts = split(10_000, 2048);
         let part = |i: usize| {
-            let mut r = RangeHasher::new(cuts[i], cuts[i + 1], 10_000).expect("range");
+            let mut r = RangeHasher::new(cuts[i], cuts[i + 1], 10_000, DeltaBuffer::default()).expect("range");
             r.update(&data[cuts[i] as usize..cuts[i + 1] as usize]).expect("update");
             r.finish().expect("finish")
         };
@@ -696,7 +707,7 @@ mod tests {
         assert_eq!(fold.digest(), None);
         fold.add(part(1)).expect("gap");
         assert_eq!(fold.digest(), Some(xxhash_rust::xxh3::xxh3_64(&data)));
-        let mut short = RangeHasher::new(0, 2048, 10_000).expect("range");
+        let mut short = RangeHasher::new(0, 2048, 10_000, DeltaBuffer::default()).expect("range");
         short.update(&data[..100]).expect("update");
         assert!(short.finish().is_err());
     }
