@@ -27,7 +27,7 @@ import { beforeAll, describe, expect, test } from 'vitest';
 
 // Internal modules, for the range path with small ranges (the package exports neither).
 import { nativeModule } from '../packages/cairn/dist/native.js';
-import { parseScrubOptions, runScrub } from '../packages/cairn/dist/scrub/index.js';
+import { makespan, parseScrubOptions, planSplits, runScrub } from '../packages/cairn/dist/scrub/index.js';
 import { metadataFor, prng, vectorFor } from './fixtures/records.mjs';
 import { rejectsWith, tempDir } from './helpers.js';
 
@@ -291,15 +291,44 @@ describe('scrub finds and repairs', () => {
     }
   });
 
+  test('files are split into ranges only while whole files would leave the workers unbalanced', () => {
+    const MiB = 1 << 20;
+    const ranges = (bytes: number) => {
+      const c = nativeModule.scanRanges(bytes, 32 * MiB);
+      return c.slice(1).map((end, i) => end - c[i]!);
+    };
+    const file = (bytes: number, splittable = true) => ({ bytes, ranges: splittable ? ranges(bytes) : null });
+    // Largest first, each to the least loaded: 5+3 and 4+3+3 (greedy, not the optimum 9).
+    expect(makespan([5, 4, 3, 3, 3], 2)).toBe(10);
+    // The bench store: two 1 GB files and 32 WAL segments balance as whole files.
+    const bench = [file(1e9), file(1e9), ...Array.from({ length: 32 }, () => file(31e6, false))];
+    expect(planSplits(bench, 2, 32 * MiB)).toEqual(new Set());
+    // One large file: split, and then the workers finish within a range of each other.
+    const one = [file(10e6, false), file(2e9), file(20e6, false), file(300e6)];
+    const split = planSplits(one, 2, 32 * MiB);
+    expect(split).toEqual(new Set([1]));
+    const tasks = one.flatMap((f, i) => (split.has(i) ? f.ranges! : [f.bytes]));
+    expect(makespan(tasks, 2)).toBeLessThanOrEqual(one.reduce((s, f) => s + f.bytes, 0) / 2 + 32 * MiB);
+    // A file that cannot be split, or one worker: nothing is split.
+    expect(planSplits([file(2e9, false), file(10e6)], 2, 32 * MiB)).toEqual(new Set());
+    expect(planSplits(one, 1, 32 * MiB)).toEqual(new Set());
+  });
+
   test('with small ranges every damage to a split file is still found with its kind', async () => {
-    const opts = { ...parseScrubOptions({ concurrency: 2 }), rangeBytes: 1024 };
+    const workers = 8;
+    const opts = { ...parseScrubOptions({ concurrency: workers }), rangeBytes: 1024 };
     const clean = tempDir();
     cloneStore(template, clean);
-    const { segment, index, 'snapshot data file': snapData } = pickTargets(clean);
-    for (const rel of [segment!, index!]) expect(nativeModule.scanRanges(statSync(join(clean, rel)).size, 1024).length).toBeGreaterThan(3);
+    const targets = pickTargets(clean);
+    const rels = [targets.segment!, targets.index!, targets['snapshot data file']!];
+    // A whole file larger than this keeps a worker busy past the ideal finish by more than a
+    // range, so the plan must split it (an upper bound: every file of the store, once per inode).
+    const inodes = new Map(files(clean).map((f) => [statSync(join(clean, f)).ino, statSync(join(clean, f)).size]));
+    const mustSplit = [...inodes.values()].reduce((a, b) => a + b, 0) / workers + 1024;
+    for (const rel of rels) expect(statSync(join(clean, rel)).size).toBeGreaterThan(mustSplit);
     // Offline (closed store): the manifest on disk names the files and their checksums.
     expect((await runScrub({ dir: clean }, opts)).corrupt).toEqual([]);
-    for (const rel of [segment!, index!, snapData!]) {
+    for (const rel of rels) {
       for (const how of DAMAGES) {
         const dir = tempDir();
         cloneStore(template, dir);

@@ -41,9 +41,7 @@ const INSTALL_SUFFIX: &str = ".scrub.tmp";
 /// (measured on the 2-core dev VM: 125 against 500 ms per GB), and the buffer must stay in the
 /// CPU cache for the checks that follow the read.
 const CHUNK: usize = 128 << 10;
-/// Bytes per task when a large file is hashed by ranges (`ranges`): small enough to balance
-/// the workers, large enough that a task's fixed costs do not show.
-pub const RANGE_BYTES: u64 = 32 << 20;
+
 /// More findings than this in one file are summarised: the file is damaged either way.
 const MAX_FINDINGS: usize = 64;
 
@@ -167,7 +165,7 @@ pub struct ScanControl {
     spare: Mutex<Vec<DeltaBuffer>>,
 }
 
-/// Spare delta buffers kept (2 MiB each at `RANGE_BYTES`): enough for a few workers.
+/// Spare delta buffers kept (64 bytes per KiB of a range): enough for a few workers.
 const KEEP_SPARE: usize = 8;
 
 /// A file hashed by ranges on several threads; each range is folded in as it completes.
@@ -401,8 +399,7 @@ pub fn verify_file(path: &Path, kind: FileKind, expected: Option<Expected>, ctl:
 }
 
 /// Range boundaries, from 0 to `bytes`, for hashing a file of `bytes` bytes by `hash_range`
-/// tasks of about `range_bytes` each (`RANGE_BYTES` unless testing); a file shorter than two
-/// ranges is one range.
+/// tasks of about `range_bytes` each; a file shorter than two ranges is one range.
 pub fn ranges(bytes: u64, range_bytes: u64) -> Vec<u64> {
     blocks::split(bytes, range_bytes)
 }
@@ -1129,6 +1126,8 @@ mod tests {
         }
         let _ = fs::remove_dir_all(&dir);
     }
+
+    const RANGE_BYTES: u64 = 32 << 20;
 
     /// Hash `path` by `ranges` in reverse order, as tasks on different threads may finish.
     fn by_ranges(path: &Path, kind: FileKind, exp: Expected, ctl: &ScanControl) -> Option<FileCheck> {

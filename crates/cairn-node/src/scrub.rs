@@ -105,13 +105,13 @@ pub fn verify_file_async(
 }
 
 /// Range boundaries, from 0 to `bytes`, for verifying a large file by `hashRange` tasks of
-/// about `rangeBytes` each (default `scrub::RANGE_BYTES`; see `scrub::ranges`).
+/// about `rangeBytes` each (see `scrub::ranges`).
 #[napi]
-pub fn scan_ranges(bytes: f64, range_bytes: Option<f64>) -> napi::Result<Vec<f64>> {
-    if bytes.is_nan() || bytes < 0.0 || range_bytes.is_some_and(|r| r.is_nan() || r < 1.0) {
+pub fn scan_ranges(bytes: f64, range_bytes: f64) -> napi::Result<Vec<f64>> {
+    if bytes.is_nan() || bytes < 0.0 || range_bytes.is_nan() || range_bytes < 1.0 {
         return Err(invalid("bytes must be a non-negative number and rangeBytes a positive one"));
     }
-    let cuts = scrub::ranges(bytes as u64, range_bytes.map_or(scrub::RANGE_BYTES, |r| r as u64));
+    let cuts = scrub::ranges(bytes as u64, range_bytes as u64);
     Ok(cuts.into_iter().map(|b| b as f64).collect())
 }
 

@@ -50,7 +50,7 @@ interface NativeModule {
   scanBytes(id: number): number;
   verifyFile(scan: number, path: string, kind: string, expectedBytes?: number | null, expectedXxh3?: string | null): string;
   verifyFileAsync(scan: number, path: string, kind: string, expectedBytes?: number | null, expectedXxh3?: string | null): Promise<string>;
-  scanRanges(bytes: number, rangeBytes?: number | null): number[];
+  scanRanges(bytes: number, rangeBytes: number): number[];
   scanSplitOpen(scan: number, bytes: number): number;
   hashRange(scan: number, split: number, path: string, start: number, end: number): number;
   scanSplitFinish(scan: number, split: number, path: string, kind: string, expectedBytes: number, expectedXxh3: string): string | null;

@@ -8,9 +8,10 @@
  * and for continuity of sequence numbers across segments); each snapshot's SNAPSHOT and every
  * file it lists (size and xxh3, plus the framing of its kind). The active WAL segment of an
  * open store is being written and is skipped. Hard links (snapshots link their files) are
- * read once and reported under every name. A large file with a recorded size and xxh3 is
- * hashed in ranges by several pool tasks whose results the native core folds into the
- * whole-file xxh3; tasks go to the pool largest first.
+ * read once and reported under every name. Tasks go to the pool largest first; when whole
+ * files would leave the workers unbalanced, the largest files with a recorded size and xxh3 are
+ * hashed in ranges by several tasks, whose results the native core folds into the whole-file
+ * xxh3.
  */
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -130,7 +131,7 @@ const AREA_ORDER: FileArea[] = ['manifest', 'data', 'archive', 'wal', 'snapshot'
 
 export interface ParsedScrubOptions {
   concurrency: number;
-  /** Bytes per range task for large files (tests set it small); default: the native core's. */
+  /** Bytes per range task when a file is hashed by ranges (tests set it small); default `RANGE_BYTES`. */
   rangeBytes?: number;
   bytesPerSec: number | null;
   repair: boolean;
@@ -207,6 +208,41 @@ function kindOfSnapshotFile(path: string): FileKindName {
 /** Kinds whose intact files are proven by their size and whole-file xxh3 alone: ranges of them
  *  can be hashed by separate tasks. */
 const SPLITTABLE: ReadonlySet<string> = new Set(['segment', 'blob']);
+/** Bytes per range task: small enough to balance the workers, large enough that a task's fixed
+ *  cost (about 0.3 ms here) does not show. */
+const RANGE_BYTES = 32 << 20;
+
+/** When `workers` take `tasks` (sizes in bytes) largest first, each the next free one: when the
+ *  last worker finishes. */
+export function makespan(tasks: number[], workers: number): number {
+  const load: number[] = new Array<number>(Math.max(1, workers)).fill(0);
+  for (const t of [...tasks].sort((a, b) => b - a)) {
+    let min = 0;
+    for (let i = 1; i < load.length; i++) if (load[i]! < load[min]!) min = i;
+    load[min]! += t;
+  }
+  return Math.max(...load);
+}
+
+/**
+ * Which files to hash by ranges, given each file's size and, for a file that can be split, its
+ * range sizes. Ranges cost about a tenth more CPU per byte than a whole-file hash (each 1 KiB
+ * block's terms are stored and folded later), so a file is split only while whole files,
+ * handed out largest first, would leave one worker finishing more than a range after the
+ * ideal: then the largest splittable file is split, and so on.
+ */
+export function planSplits(files: Array<{ bytes: number; ranges: number[] | null }>, workers: number, rangeBytes: number): Set<number> {
+  const split = new Set<number>();
+  if (workers < 2) return split;
+  const ideal = files.reduce((s, f) => s + f.bytes, 0) / workers;
+  const bySize = files.map((f, i) => ({ f, i })).filter(({ f }) => f.ranges !== null && f.ranges.length > 1).sort((a, b) => b.f.bytes - a.f.bytes);
+  for (const { i } of bySize) {
+    const tasks = files.flatMap((f, j) => (split.has(j) ? f.ranges! : [f.bytes]));
+    if (makespan(tasks, workers) <= ideal + rangeBytes) break;
+    split.add(i);
+  }
+  return split;
+}
 
 /** Idle pool threads exit after this long; a scrub within it skips their start-up. */
 const POOL_IDLE_MS = 10_000;
@@ -235,13 +271,15 @@ class Verifier {
   readonly #scan: number;
   readonly #dir: string;
   readonly #deep: boolean;
-  readonly #rangeBytes: number | undefined;
+  readonly #rangeBytes: number;
+  readonly #workers: number;
 
   constructor(dir: string, scan: number, opts: ParsedScrubOptions) {
     this.#deep = opts.deep;
     this.#dir = dir;
     this.#scan = scan;
-    this.#rangeBytes = opts.rangeBytes;
+    this.#rangeBytes = opts.rangeBytes ?? RANGE_BYTES;
+    this.#workers = opts.concurrency;
     this.#pool = opts.concurrency === 0 ? null : scrubPool(opts.concurrency);
   }
 
@@ -279,25 +317,38 @@ class Verifier {
       if (submitted) return pool.run(task);
       return new Promise((resolve, reject) => queued.push({ bytes, submit: () => pool.run(task).then(resolve, reject) }));
     };
-    const check = async (g: { targets: Target[]; size: number | null }) => {
+    const list = [...groups.values()];
+    const rangeBytes = this.#rangeBytes;
+    const cuts = list.map((g) => (this.#splittable(g.targets[0]!, g.size) ? nativeModule.scanRanges(g.size!, rangeBytes) : null));
+    const pieces = (c: number[]) => c.slice(1).map((end, i) => end - c[i]!);
+    const split = pool ? planSplits(list.map((g, i) => ({ bytes: g.size ?? 0, ranges: cuts[i] ? pieces(cuts[i]!) : null })), this.#workers, rangeBytes) : new Set<number>();
+    const check = async (g: { targets: Target[]; size: number | null }, i: number) => {
       const [first, ...others] = g.targets;
-      const c = await this.#check(first!, g.size, run);
+      const c = await this.#check(first!, g.size, run, split.has(i) ? cuts[i]! : null);
       out.set(first!.rel, c);
       // One read stands for every name of the inode only when it found nothing: a name may have
       // gone since the plan (a checkpoint sweeps a live file that a snapshot still links), so
       // after a finding each other name is checked on its own.
-      for (const t of others) out.set(t.rel, c.findings.length === 0 ? { ...c, read: 0, findings: [] } : await this.#check(t, this.#size(t), run));
+      for (const t of others) out.set(t.rel, c.findings.length === 0 ? { ...c, read: 0, findings: [] } : await this.#check(t, this.#size(t), run, null));
       onDone(g.targets.length);
     };
     if (pool) {
       // Each check queues its tasks before its first await.
-      const all = Promise.all([...groups.values()].map(check));
+      const all = Promise.all(list.map(check));
       submitted = true;
       queued.sort((a, b) => b.bytes - a.bytes);
       for (const q of queued) q.submit();
       await all;
-    } else for (const g of groups.values()) await check(g);
+    } else for (const [i, g] of list.entries()) await check(g, i);
     return out;
+  }
+
+  #kind(t: Target): string {
+    return t.kind === 'segment' && this.#deep ? 'segment-deep' : t.kind;
+  }
+
+  #splittable(t: Target, size: number | null): boolean {
+    return this.#pool !== null && t.expected !== undefined && SPLITTABLE.has(this.#kind(t)) && size === t.expected.bytes;
   }
 
   #size(t: Target): number | null {
@@ -308,30 +359,27 @@ class Verifier {
     }
   }
 
-  async #check(t: Target, size: number | null, run: (bytes: number, task: ScrubTask) => Promise<unknown>): Promise<FileCheck> {
-    const kind = t.kind === 'segment' && this.#deep ? 'segment-deep' : t.kind;
+  /** Verify one file: by the ranges `cuts` when given, and whole when they do not prove it intact. */
+  async #check(t: Target, size: number | null, run: (bytes: number, task: ScrubTask) => Promise<unknown>, cuts: number[] | null): Promise<FileCheck> {
+    const kind = this.#kind(t);
     const path = join(this.#dir, t.rel);
     const exp = t.expected;
-    if (this.#pool && exp && SPLITTABLE.has(kind) && size === exp.bytes) {
-      const cuts = nativeModule.scanRanges(size, this.#rangeBytes ?? null);
-      if (cuts.length > 2) {
-        const split = nativeModule.scanSplitOpen(this.#scan, size);
-        const ranges: Promise<unknown>[] = [];
-        for (let i = 0; i + 1 < cuts.length; i++) {
-          ranges.push(run(cuts[i + 1]! - cuts[i]!, { op: 'range', scan: this.#scan, split, path, start: cuts[i]!, end: cuts[i + 1]! }));
-        }
-        await Promise.all(ranges);
-        const proven = nativeModule.scanSplitFinish(this.#scan, split, path, kind, exp.bytes, exp.xxh3);
-        if (proven !== null) return JSON.parse(proven) as FileCheck;
-        // Not proven intact: the whole-file check says what is wrong (or that nothing is: the
-        // file was replaced by an identical one meanwhile).
+    if (cuts && exp) {
+      const split = nativeModule.scanSplitOpen(this.#scan, exp.bytes);
+      const ranges: Promise<unknown>[] = [];
+      for (let i = 0; i + 1 < cuts.length; i++) {
+        ranges.push(run(cuts[i + 1]! - cuts[i]!, { op: 'range', scan: this.#scan, split, path, start: cuts[i]!, end: cuts[i + 1]! }));
       }
+      await Promise.all(ranges);
+      const proven = nativeModule.scanSplitFinish(this.#scan, split, path, kind, exp.bytes, exp.xxh3);
+      if (proven !== null) return JSON.parse(proven) as FileCheck;
+      // Not proven intact: the whole-file check says what is wrong (or that nothing is: the
+      // file was replaced by an identical one meanwhile).
     }
     const task: ScrubTask = { op: 'file', scan: this.#scan, path, kind, bytes: exp?.bytes ?? null, xxh3: exp?.xxh3 ?? null };
     const json = this.#pool ? ((await run(size ?? 0, task)) as string) : nativeModule.verifyFile(task.scan, task.path, task.kind, task.bytes, task.xxh3);
     return JSON.parse(json) as FileCheck;
   }
-
 }
 
 function aborted(): CairnError {
