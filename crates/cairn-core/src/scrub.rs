@@ -150,8 +150,9 @@ fn hex(v: u64) -> String {
     format!("{v:016x}")
 }
 
-/// Shared by every file task of one scrub, on every thread: a token bucket that holds the
-/// aggregate read rate, cancellation, and a progress counter.
+/// Shared by every file and range task of one scrub, on every thread: a token bucket that holds
+/// the aggregate read rate, cancellation, a progress counter, and the files being hashed by
+/// ranges.
 pub struct ScanControl {
     /// Bytes per second; None is unthrottled.
     rate: Option<f64>,
