@@ -25,6 +25,9 @@ import { fileURLToPath } from 'node:url';
 import { type ScrubReport, type Store, open, scrub } from 'cairn';
 import { beforeAll, describe, expect, test } from 'vitest';
 
+// Internal modules, for the range path with small ranges (the package exports neither).
+import { nativeModule } from '../packages/cairn/dist/native.js';
+import { makespan, parseScrubOptions, planSplits, runScrub } from '../packages/cairn/dist/scrub/index.js';
 import { metadataFor, prng, vectorFor } from './fixtures/records.mjs';
 import { rejectsWith, tempDir } from './helpers.js';
 
@@ -251,6 +254,92 @@ describe('scrub finds and repairs', () => {
       });
     }
   }
+
+  test('ranges hashed by separate tasks prove an intact file, and never a damaged one', () => {
+    const dir = tempDir();
+    cloneStore(template, dir);
+    const { segment, index } = pickTargets(dir);
+    const manifest = readFileSync(join(dir, 'MANIFEST'));
+    const body = JSON.parse(manifest.subarray(24, 24 + Number(manifest.readBigUInt64LE(16))).toString('utf8'));
+    const recorded = (rel: string) => {
+      const name = rel.slice(5);
+      const c = body.collections[0];
+      return [...c.segments, c.index].find((f: { file: string }) => f.file === name) as { bytes: number; xxh3: string };
+    };
+    const byRanges = (rel: string, kind: string, xxh3: string, reverse: boolean) => {
+      const scan = nativeModule.scanOpen(null);
+      try {
+        const { bytes } = recorded(rel);
+        const cuts = nativeModule.scanRanges(bytes, 1024);
+        expect(cuts.length).toBeGreaterThan(3);
+        const split = nativeModule.scanSplitOpen(scan, bytes);
+        const order = cuts.slice(0, -1).map((start, i) => [start, cuts[i + 1]!] as const);
+        if (reverse) order.reverse();
+        for (const [start, end] of order) nativeModule.hashRange(scan, split, join(dir, rel), start, end);
+        const proven = nativeModule.scanSplitFinish(scan, split, join(dir, rel), kind, bytes, xxh3);
+        return proven === null ? null : (JSON.parse(proven) as { xxh3: string; read: number; findings: unknown[] });
+      } finally {
+        nativeModule.scanClose(scan);
+      }
+    };
+    for (const [rel, kind] of [[segment!, 'segment'], [index!, 'blob']] as const) {
+      const { bytes, xxh3 } = recorded(rel);
+      for (const reverse of [false, true]) expect(byRanges(rel, kind, xxh3, reverse)).toMatchObject({ xxh3, read: bytes, findings: [] });
+      // Another recorded checksum, or damaged bytes: not proven, left to the whole-file check.
+      expect(byRanges(rel, kind, xxh3.replace(/.$/, (d) => (d === '0' ? '1' : '0')), false)).toBeNull();
+      damage(join(dir, rel), 'flip');
+      expect(byRanges(rel, kind, xxh3, false)).toBeNull();
+    }
+  });
+
+  test('files are split into ranges only while whole files would leave the workers unbalanced', () => {
+    const MiB = 1 << 20;
+    const ranges = (bytes: number) => {
+      const c = nativeModule.scanRanges(bytes, 32 * MiB);
+      return c.slice(1).map((end, i) => end - c[i]!);
+    };
+    const file = (bytes: number, splittable = true) => ({ bytes, ranges: splittable ? ranges(bytes) : null });
+    // Largest first, each to the least loaded: 5+3 and 4+3+3 (greedy, not the optimum 9).
+    expect(makespan([5, 4, 3, 3, 3], 2)).toBe(10);
+    // The bench store: two 1 GB files and 32 WAL segments balance as whole files.
+    const bench = [file(1e9), file(1e9), ...Array.from({ length: 32 }, () => file(31e6, false))];
+    expect(planSplits(bench, 2, 32 * MiB)).toEqual(new Set());
+    // One large file: split, and then the workers finish within a range of each other.
+    const one = [file(10e6, false), file(2e9), file(20e6, false), file(300e6)];
+    const split = planSplits(one, 2, 32 * MiB);
+    expect(split).toEqual(new Set([1]));
+    const tasks = one.flatMap((f, i) => (split.has(i) ? f.ranges! : [f.bytes]));
+    expect(makespan(tasks, 2)).toBeLessThanOrEqual(one.reduce((s, f) => s + f.bytes, 0) / 2 + 32 * MiB);
+    // A file that cannot be split, or one worker: nothing is split.
+    expect(planSplits([file(2e9, false), file(10e6)], 2, 32 * MiB)).toEqual(new Set());
+    expect(planSplits(one, 1, 32 * MiB)).toEqual(new Set());
+  });
+
+  test('with small ranges every damage to a split file is still found with its kind', async () => {
+    const workers = 8;
+    const opts = { ...parseScrubOptions({ concurrency: workers }), rangeBytes: 1024 };
+    const clean = tempDir();
+    cloneStore(template, clean);
+    const targets = pickTargets(clean);
+    const rels = [targets.segment!, targets.index!, targets['snapshot data file']!];
+    // A whole file larger than this keeps a worker busy past the ideal finish by more than a
+    // range, so the plan must split it (an upper bound: every file of the store, once per inode).
+    const inodes = new Map(files(clean).map((f) => [statSync(join(clean, f)).ino, statSync(join(clean, f)).size]));
+    const mustSplit = [...inodes.values()].reduce((a, b) => a + b, 0) / workers + 1024;
+    for (const rel of rels) expect(statSync(join(clean, rel)).size).toBeGreaterThan(mustSplit);
+    // Offline (closed store): the manifest on disk names the files and their checksums.
+    expect((await runScrub({ dir: clean }, opts)).corrupt).toEqual([]);
+    for (const rel of rels) {
+      for (const how of DAMAGES) {
+        const dir = tempDir();
+        cloneStore(template, dir);
+        damage(join(dir, rel), how);
+        const r = await runScrub({ dir }, opts);
+        expect(r.corrupt.filter((c) => c.file === rel).map((c) => c.kind), `${how} of ${rel}: ${JSON.stringify(r.corrupt)}`).toContain(KIND_OF[how]);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+  });
 
   test('an identical copy in a snapshot is preferred to a rebuild, and a hard link to the damage is refused', async () => {
     const dir = tempDir();

@@ -104,6 +104,47 @@ pub fn verify_file_async(
     Ok(json_task(move || Ok(scrub::verify_file(Path::new(&path), kind, exp, &ctl))))
 }
 
+/// Range boundaries, from 0 to `bytes`, for verifying a large file by `hashRange` tasks of
+/// about `rangeBytes` each (see `scrub::ranges`).
+#[napi]
+pub fn scan_ranges(bytes: f64, range_bytes: f64) -> napi::Result<Vec<f64>> {
+    if bytes.is_nan() || bytes < 0.0 || range_bytes.is_nan() || range_bytes < 1.0 {
+        return Err(invalid("bytes must be a non-negative number and rangeBytes a positive one"));
+    }
+    let cuts = scrub::ranges(bytes as u64, range_bytes as u64);
+    Ok(cuts.into_iter().map(|b| b as f64).collect())
+}
+
+/// Start hashing a file of `bytes` bytes by ranges under scan `scan`; returns the split id.
+#[napi]
+pub fn scan_split_open(scan: u32, bytes: f64) -> napi::Result<u32> {
+    if bytes.is_nan() || bytes < 0.0 {
+        return Err(invalid("bytes must be a non-negative number"));
+    }
+    Ok(control(scan)?.split_open(bytes as u64))
+}
+
+/// Hash bytes `start..end` of `path` into split `split`, blocking the calling thread: piscina
+/// workers call this. Returns the bytes read.
+#[napi]
+pub fn hash_range(scan: u32, split: u32, path: String, start: f64, end: f64) -> napi::Result<f64> {
+    let ctl = control(scan)?;
+    guarded(|| scrub::hash_range(&ctl, split, Path::new(&path), start as u64, end as u64).map(|n| n as f64))
+}
+
+/// Close split `split`: the JSON `FileCheck` when its ranges prove the file intact (or the scan
+/// was cancelled), null when the file must be verified whole (`verifyFile`).
+#[napi]
+pub fn scan_split_finish(scan: u32, split: u32, path: String, kind_name: String, expected_bytes: f64, expected_xxh3: String) -> napi::Result<Option<String>> {
+    let ctl = control(scan)?;
+    let kind = kind(&kind_name)?;
+    let exp = expected(Some(expected_bytes), Some(expected_xxh3))?.ok_or_else(|| invalid("expected checksum required"))?;
+    guarded(|| {
+        let check = scrub::split_finish(&ctl, split, Path::new(&path), kind, exp)?;
+        check.map(|c| serde_json::to_string(&c).map_err(|e| cairn_core::Error::InvalidArgument(e.to_string()))).transpose()
+    })
+}
+
 /// Install a verified copy of `source` at `dir/rel` of a store that is not open here (see
 /// `scrub::install_copy`); resolves with the JSON outcome.
 #[napi(ts_return_type = "Promise<string>")]

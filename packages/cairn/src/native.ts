@@ -54,6 +54,10 @@ interface NativeModule {
   scanBytes(id: number): number;
   verifyFile(scan: number, path: string, kind: string, expectedBytes?: number | null, expectedXxh3?: string | null): string;
   verifyFileAsync(scan: number, path: string, kind: string, expectedBytes?: number | null, expectedXxh3?: string | null): Promise<string>;
+  scanRanges(bytes: number, rangeBytes: number): number[];
+  scanSplitOpen(scan: number, bytes: number): number;
+  hashRange(scan: number, split: number, path: string, start: number, end: number): number;
+  scanSplitFinish(scan: number, split: number, path: string, kind: string, expectedBytes: number, expectedXxh3: string): string | null;
   installCopy(dir: string, rel: string, source: string, kind: string, expectedBytes: number, expectedXxh3: string, noteJson: string): Promise<string>;
   openStore(
     dir: string,

@@ -4,6 +4,7 @@
 pub mod reader;
 pub mod record;
 pub mod recovery;
+pub mod stream_check;
 pub mod writer;
 
 /// `wal/00000000000000000042.wal`: 20 digits so that names sort by sequence number.

@@ -15,9 +15,9 @@ pub const SEG_FLAG_UNSYNCED: u32 = 1;
 const SEG_OFF_CHECKSUM: usize = 24;
 
 pub const RECORD_HEADER_LEN: usize = 24;
-const REC_OFF_LEN: usize = 0;
-const REC_OFF_TYPE: usize = 4;
-const REC_OFF_SEQ: usize = 8;
+pub(crate) const REC_OFF_LEN: usize = 0;
+pub(crate) const REC_OFF_TYPE: usize = 4;
+pub(crate) const REC_OFF_SEQ: usize = 8;
 const REC_OFF_TIME: usize = 16;
 pub const RECORD_CHECKSUM_LEN: usize = 8;
 pub const RECORD_ALIGN: usize = 8;
