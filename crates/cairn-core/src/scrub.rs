@@ -1190,7 +1190,7 @@ mod tests {
     #[test]
     fn a_segment_file_hashed_by_ranges_reports_its_footer_count() {
         let dir = temp_dir("seg-ranges");
-        let mut w = SegmentWriter::new(&SegmentHeader { dim: 4096, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
+        let mut w = SegmentWriter::new(&SegmentHeader { version: crate::segment::SEG_VERSION, dim: 4096, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
         let v = vec![0.25f32; 4096];
         let rows = (2 * RANGE_BYTES / (4096 * 4)) as usize + 40;
         for i in 0..rows {
