@@ -241,6 +241,18 @@ describe('scrub finds and repairs', () => {
           expect(['checksum', 'truncated', 'missing', 'unreadable']).toContain(note.kind);
           expect(existsSync(join(dir, r.quarantined))).toBe(true);
         }
+        // What could not be repaired stays in place, and its damaged bytes are also kept in
+        // quarantine (once: a second repairing scrub adds nothing).
+        for (const u of fixed.unrepaired) {
+          if (!existsSync(join(dir, u.file))) continue;
+          expect(u.quarantined, `${u.file} kept in quarantine`).toMatch(/^quarantine\//);
+          expect(readFileSync(join(dir, u.quarantined!)).equals(readFileSync(join(dir, u.file)))).toBe(true);
+          expect(JSON.parse(readFileSync(join(dir, `${u.quarantined}.note`), 'utf8'))).toMatchObject({ file: u.file, repaired_from: null });
+        }
+        const kept = existsSync(join(dir, 'quarantine')) ? readdirSync(join(dir, 'quarantine')).length : 0;
+        const fixedAgain = await db.scrub({ repair: true });
+        expect(fixedAgain.unrepaired.map((u) => u.quarantined)).toEqual(fixed.unrepaired.map((u) => u.quarantined));
+        expect(existsSync(join(dir, 'quarantine')) ? readdirSync(join(dir, 'quarantine')).length : 0).toBe(kept);
         await expectModel(db, model, ALL_IDS);
 
         // A second scrub finds only what could not be repaired.
@@ -393,14 +405,14 @@ describe('scrub finds and repairs', () => {
     await db.close();
   });
 
-  test('two hundred random injections: always found, live files always repaired, never a wrong value', async () => {
+  test('three hundred random injections: always found, live files always repaired, never a wrong value', async () => {
     const rand = prng(20240601);
     // Not the oldest archived segment: losing it is indistinguishable from archive retention.
     const oldest = `wal-archive/${readdirSync(join(template, 'wal-archive')).sort()[0]}`;
     const all = files(template).filter((f) => f !== 'LOCK' && !f.startsWith('wal/') && f !== oldest);
     let cases = 0;
     const dir = tempDir();
-    for (let i = 0; i < 200; i++) {
+    for (let i = 0; i < 300; i++) {
       rmSync(dir, { recursive: true, force: true });
       cloneStore(template, dir);
       const rel = all[Math.floor(rand() * all.length)]!;
@@ -421,8 +433,8 @@ describe('scrub finds and repairs', () => {
       await expectModel(again, model, ALL_IDS);
       await again.close();
     }
-    expect(cases).toBeGreaterThan(180);
-  }, 240_000);
+    expect(cases).toBeGreaterThan(270);
+  }, 360_000);
 });
 
 describe('scrub beside a working store', () => {

@@ -163,6 +163,15 @@ pub fn install_copy(
     Ok(json_task(move || scrub::install_copy(Path::new(&dir), &rel, &PathBuf::from(source), kind, exp, &note)))
 }
 
+/// Keep a copy of a damaged file that nothing could repair under `dir/quarantine/` with its
+/// note (a hard link: the file stays in place, and its bytes survive whatever later removes
+/// that name). Resolves with the quarantined name, or null when the file is gone.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn quarantine_file(dir: String, rel: String, note_json: String) -> napi::Result<AsyncTask<JsonTask>> {
+    let note = note(&note_json)?;
+    Ok(json_task(move || scrub::quarantine(Path::new(&dir), &rel, &note)))
+}
+
 #[napi]
 impl NativeStore {
     /// The manifest the engine holds (JSON): the live checkpoint files and their checksums.

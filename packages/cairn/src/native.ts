@@ -59,6 +59,7 @@ interface NativeModule {
   hashRange(scan: number, split: number, path: string, start: number, end: number): number;
   scanSplitFinish(scan: number, split: number, path: string, kind: string, expectedBytes: number, expectedXxh3: string): string | null;
   installCopy(dir: string, rel: string, source: string, kind: string, expectedBytes: number, expectedXxh3: string, noteJson: string): Promise<string>;
+  quarantineFile(dir: string, rel: string, noteJson: string): Promise<string>;
   openStore(
     dir: string,
     options: { sync: string; recovery: string; segmentBytes?: number; archiveMaxAgeMs?: number; archiveMaxBytes?: number },

@@ -90,6 +90,9 @@ export interface ScrubRepair {
 export interface ScrubUnrepaired {
   file: string;
   reason: string;
+  /** A hard link to the damaged bytes under `quarantine/`, with a note; the file itself stays
+   *  in place (skip-corrupt can still salvage its intact records). */
+  quarantined?: string;
 }
 
 export interface ScrubReport {
@@ -632,6 +635,32 @@ function noteFor(file: DamagedFile, repairedFrom: string): string {
   });
 }
 
+/**
+ * Keep the damaged bytes of a file nothing could repair under `quarantine/` (a hard link with
+ * a note), so that no later removal of its name (archive retention, a snapshot prune) loses
+ * them. Once per distinct damaged content: a background scrub meeting it again adds nothing.
+ */
+async function keepUnrepaired(dir: string, file: DamagedFile): Promise<string | undefined> {
+  if (file.check.xxh3 === null || !existsSync(join(dir, file.rel))) return undefined;
+  const qdir = join(dir, 'quarantine');
+  for (const name of list(qdir)) {
+    if (!name.endsWith('.note')) continue;
+    try {
+      const note = JSON.parse(readFileSync(join(qdir, name), 'utf8')) as { file?: string; found_xxh3?: string | null };
+      if (note.file === file.rel && note.found_xxh3 === file.check.xxh3) return `quarantine/${name.slice(0, -'.note'.length)}`;
+    } catch {
+      // A note being written by another scrub, or damaged: not a match.
+    }
+  }
+  try {
+    const note = { ...(JSON.parse(noteFor(file, '')) as Record<string, unknown>), repaired_from: null };
+    const kept = JSON.parse(await nativeModule.quarantineFile(dir, file.rel, JSON.stringify(note))) as string | null;
+    return kept ?? undefined;
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
 async function repairAll(ctx: ScrubContext, opts: ParsedScrubOptions, verifier: Verifier, damaged: DamagedFile[], report: ScrubReport): Promise<void> {
   const sources = opts.sources ?? ctx.sources ?? defaultSources();
   const rctx: RepairContext = { dir: ctx.dir, ...(ctx.native ? { native: ctx.native } : {}), note: noteFor };
@@ -659,7 +688,8 @@ async function repairAll(ctx: ScrubContext, opts: ParsedScrubOptions, verifier: 
     }
     if (!done) {
       if (file.area === 'wal' && ctx.native) reasons.push('its records are in memory and reach checkpoint files at the next checkpoint');
-      report.unrepaired.push({ file: file.rel, reason: reasons.join('; ') });
+      const quarantined = await keepUnrepaired(ctx.dir, file);
+      report.unrepaired.push({ file: file.rel, reason: reasons.join('; '), ...(quarantined ? { quarantined } : {}) });
     }
   }
   if (rebuilt && ctx.native) {
