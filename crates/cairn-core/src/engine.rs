@@ -287,24 +287,12 @@ impl Engine {
         let mut manifest = manifest;
         if let Some(damage) = &manifest_damage {
             // The open succeeded from the copy: keep the damaged bytes, then write both anew.
-            let note = crate::scrub::QuarantineNote {
-                file: manifest::MANIFEST_FILE.into(),
-                time_ms: now_ms(),
-                kind: crate::scrub::Damage::Checksum,
-                offset: match damage {
-                    Error::Corruption { offset, .. } => *offset,
-                    _ => 0,
-                },
-                detail: damage.to_string(),
-                bytes: storage.open(&dir.join(manifest::MANIFEST_FILE)).and_then(|f| f.len()).unwrap_or(0),
-                expected_bytes: None,
-                expected_xxh3: None,
-                found_xxh3: None,
-                repaired_from: Some(manifest::MANIFEST_COPY_FILE.into()),
+            let offset = match damage {
+                Error::Corruption { offset, .. } => *offset,
+                _ => 0,
             };
-            if let Some(kept) = crate::scrub::quarantine(dir, manifest::MANIFEST_FILE, &note)? {
-                report.quarantined.push(crate::wal::recovery::QuarantinedFile { file: manifest::MANIFEST_FILE.into(), kept });
-            }
+            let kept = quarantine_on_open(storage.as_ref(), dir, manifest::MANIFEST_FILE, offset, &damage.to_string(), Some(manifest::MANIFEST_COPY_FILE))?;
+            report.quarantined.extend(kept);
             report.manifest_restored = Some(damage.to_string());
         }
         if manifest.clean_shutdown_seq.is_some() || manifest_damage.is_some() {
@@ -349,21 +337,9 @@ impl Engine {
             // checkpoint drops the damaged files' names; their bytes are kept in quarantine.
             let mut engine = engine;
             for rel in &damaged_files {
-                let note = crate::scrub::QuarantineNote {
-                    file: rel.clone(),
-                    time_ms: now_ms(),
-                    kind: crate::scrub::Damage::Checksum,
-                    offset: 0,
-                    detail: "damaged checkpoint records found on open; the store was checkpointed without this file".into(),
-                    bytes: storage.open(&dir.join(rel)).and_then(|f| f.len()).unwrap_or(0),
-                    expected_bytes: None,
-                    expected_xxh3: None,
-                    found_xxh3: None,
-                    repaired_from: None,
-                };
-                if let Some(kept) = crate::scrub::quarantine(dir, rel, &note)? {
-                    engine.report.quarantined.push(crate::wal::recovery::QuarantinedFile { file: rel.clone(), kept });
-                }
+                let detail = "damaged checkpoint records found on open; the store was checkpointed without this file";
+                let kept = quarantine_on_open(storage.as_ref(), dir, rel, 0, detail, None)?;
+                engine.report.quarantined.extend(kept);
             }
             engine.checkpoint()?;
             return Ok(engine);
@@ -797,6 +773,31 @@ impl Drop for Engine {
     }
 }
 
+/// Keep a damaged file that this open replaces under `quarantine/` with a note.
+fn quarantine_on_open(
+    storage: &dyn Storage,
+    dir: &Path,
+    rel: &str,
+    offset: u64,
+    detail: &str,
+    repaired_from: Option<&str>,
+) -> Result<Option<crate::wal::recovery::QuarantinedFile>> {
+    let note = crate::scrub::QuarantineNote {
+        file: rel.to_string(),
+        time_ms: now_ms(),
+        kind: crate::scrub::Damage::Checksum,
+        offset,
+        detail: detail.to_string(),
+        bytes: storage.open(&dir.join(rel)).and_then(|f| f.len()).unwrap_or(0),
+        expected_bytes: None,
+        expected_xxh3: None,
+        found_xxh3: None,
+        repaired_from: repaired_from.map(str::to_string),
+    };
+    let kept = crate::scrub::quarantine(dir, rel, &note)?;
+    Ok(kept.map(|kept| crate::wal::recovery::QuarantinedFile { file: rel.to_string(), kept }))
+}
+
 fn poison(shared: &Shared, reason: &str) {
     let mut p = lock(&shared.poisoned);
     if p.is_none() {
@@ -980,6 +981,7 @@ fn load_rows(
     report: &mut RecoveryReport,
 ) -> Result<(Collection, Vec<String>)> {
     let mut damaged_files = Vec::new();
+    let mut wal_cache = None;
     for sref in &mc.segments {
         let rel = format!("{DATA_DIR}/{}", sref.file);
         let path = dir.join(&rel);
@@ -1032,7 +1034,7 @@ fn load_rows(
                 report.repaired_records.push(RecordRepair { collection: mc.name.clone(), id: who.id, file: rel.clone(), offset: bad.offset, from: "the record's identity checksum".into() });
                 continue;
             }
-            match find_logged_upsert(storage, dir, &mc.name, &who.id, who.label) {
+            match find_logged_upsert(storage, dir, &mut wal_cache, &mc.name, &who.id, who.label) {
                 Some((from, vector, metadata)) => {
                     c.rows.insert(who.id.clone(), Row::new(&who.id, vector.into(), metadata.into(), who.label));
                     report.repaired_records.push(RecordRepair { collection: mc.name.clone(), id: who.id, file: rel.clone(), offset: bad.offset, from });
@@ -1057,8 +1059,17 @@ fn load_rows(
 /// The vector and metadata that the upsert with `label` wrote to `id` of `collection`, from the
 /// WAL archive or the live WAL (whichever still holds that sequence number), with the segment
 /// it came from. The WAL record is verified by its own checksum, and the label names exactly
-/// one write, so what it holds is exactly the row the damaged record stored.
-fn find_logged_upsert(storage: &dyn Storage, dir: &Path, collection: &str, id: &str, label: u64) -> Option<(String, Vec<f32>, String)> {
+/// one write, so what it holds is exactly the row the damaged record stored. `cache` keeps the
+/// last segment read (relative name and bytes): damage to neighbouring records, which were
+/// usually written close together, reads it once.
+fn find_logged_upsert(
+    storage: &dyn Storage,
+    dir: &Path,
+    cache: &mut Option<(String, Vec<u8>)>,
+    collection: &str,
+    id: &str,
+    label: u64,
+) -> Option<(String, Vec<f32>, String)> {
     let seq = crate::index::seq_of_label(label);
     let op_index = (label & ((1u64 << crate::index::LABEL_OP_BITS) - 1)) as usize;
     for sub in [ARCHIVE_DIR, WAL_DIR] {
@@ -1069,8 +1080,13 @@ fn find_logged_upsert(storage: &dyn Storage, dir: &Path, collection: &str, id: &
             .filter(|(first, _)| *first <= seq)
             .max_by_key(|(first, _)| *first);
         let Some((first, name)) = holder else { continue };
-        let Ok(buf) = storage.read(&dir.join(sub).join(name)) else { continue };
-        for item in crate::wal::reader::scan_segment(&buf, first).items {
+        let rel = format!("{sub}/{name}");
+        if cache.as_ref().is_none_or(|(cached, _)| *cached != rel) {
+            let Ok(bytes) = storage.read(&dir.join(&rel)) else { continue };
+            *cache = Some((rel.clone(), bytes));
+        }
+        let Some((_, buf)) = cache.as_ref() else { continue };
+        for item in crate::wal::reader::scan_segment(buf, first).items {
             let crate::wal::reader::ScanItem::Record { header, payload_start, .. } = item else { continue };
             if header.seq != seq {
                 continue;
@@ -1078,9 +1094,7 @@ fn find_logged_upsert(storage: &dyn Storage, dir: &Path, collection: &str, id: &
             let payload = &buf[payload_start..payload_start + header.payload_len];
             let Ok(ops) = batch::decode(payload) else { return None };
             return match ops.into_iter().nth(op_index) {
-                Some(Op::Upsert { collection: c, id: i, vector, metadata }) if c == collection && i == id => {
-                    Some((format!("{sub}/{name}"), vector, metadata))
-                }
+                Some(Op::Upsert { collection: c, id: i, vector, metadata }) if c == collection && i == id => Some((rel, vector, metadata)),
                 _ => None,
             };
         }

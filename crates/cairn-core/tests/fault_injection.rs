@@ -145,6 +145,34 @@ fn sync_none_power_cut_with_pages_written_back_out_of_order_recovers_a_prefix() 
     assert!(holes > 0, "no power cut left a hole before valid records: the test does not test it");
 }
 
+/// A process crash under sync=none leaves acknowledged records only in the page cache. The next
+/// open replays them and acknowledges new writes on top; a power cut after that must not lose
+/// the replayed records below the durable ones (the open fsyncs what it replayed).
+#[test]
+fn records_replayed_after_a_sync_none_process_crash_are_durable_before_new_writes() {
+    let fs = FaultStorage::new();
+    let none = options(&fs, SyncMode::None, RecoveryMode::TolerateTornTail, 1 << 20, Prealloc::Inline);
+    let crashed_process = Engine::open(dir(), none).expect("open");
+    let mut history = History::default();
+    let mut commit = |e: &Engine, ops: Vec<Op>| history.acknowledge(e.commit(&ops).expect("commit"), ops);
+    commit(&crashed_process, vec![Op::CreateCollection(spec("a", 2, Metric::L2))]);
+    for i in 0..30 {
+        commit(&crashed_process, vec![Op::Upsert { collection: "a".into(), id: format!("r{i}"), vector: vec![i as f32, 1.0], metadata: "null".into() }]);
+    }
+    // The process dies: nothing more of it runs (no close, no fsync); FaultStorage takes no lock.
+    std::mem::forget(crashed_process);
+    let always = options(&fs, SyncMode::Always, RecoveryMode::TolerateTornTail, 1 << 20, Prealloc::Inline);
+    let e = Engine::open(dir(), always).expect("reopen after the process crash");
+    assert_eq!(e.last_seq(), 31, "the page cache still held every record");
+    commit(&e, vec![Op::Upsert { collection: "a".into(), id: "durable".into(), vector: vec![0.5, 0.5], metadata: "null".into() }]);
+    drop(commit);
+    let power_cut = fs.crash(CrashKind::DropUnsynced);
+    std::mem::forget(e);
+    let after = open_with(&power_cut, RecoveryMode::AbsoluteConsistency).expect("open after the power cut");
+    assert_eq!(after.last_seq(), 32);
+    assert_state(&after, &history.model_at(32), "state after the power cut");
+}
+
 fn step_name(s: &Step) -> &'static str {
     match s {
         Step::Commit(_) => "commit",
