@@ -24,12 +24,8 @@ use crate::storage::{OsStorage, Storage};
 use crate::wal::record::{encode_record, record_len, RECORD_TYPE_BATCH};
 use crate::wal::recovery::{replay, RecordRepair, RecoveryMode, RecoveryReport, SkippedRange, UnreadableRecordReport};
 use crate::wal::writer::{Prealloc, WalWriter};
-use crate::wal::segment_name;
+use crate::layout::{data_file_name, graph_file_name, wal_segment_name as segment_name, ARCHIVE_DIR, DATA_DIR, LOCK_FILE, TMP_SUFFIX, WAL_DIR};
 
-pub const WAL_DIR: &str = "wal";
-pub const ARCHIVE_DIR: &str = "wal-archive";
-pub const DATA_DIR: &str = "data";
-pub const LOCK_FILE: &str = "LOCK";
 
 /// How far a write is durable when its promise resolves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,7 +207,7 @@ impl Engine {
                 let wal_names = storage.list(&dir.join(WAL_DIR)).map_err(io(&dir.join(WAL_DIR)))?;
                 let data_names = storage.list(&dir.join(DATA_DIR)).map_err(io(&dir.join(DATA_DIR)))?;
                 if wal_names.iter().any(|n| n.ends_with(".wal")) || data_names.iter().any(|n| n.ends_with(".seg")) {
-                    return Err(Error::corruption(dir.join(manifest::MANIFEST_FILE), 0, "MANIFEST is missing but the store has data"));
+                    return Err(Error::corruption(dir.join(crate::layout::MANIFEST_FILE), 0, "MANIFEST is missing but the store has data"));
                 }
                 let m = Manifest::default();
                 // durability: the new subdirectories must exist after a power cut.
@@ -291,7 +287,7 @@ impl Engine {
                 Error::Corruption { offset, .. } => *offset,
                 _ => 0,
             };
-            let kept = quarantine_on_open(storage.as_ref(), dir, manifest::MANIFEST_FILE, offset, &damage.to_string(), Some(manifest::MANIFEST_COPY_FILE))?;
+            let kept = quarantine_on_open(storage.as_ref(), dir, crate::layout::MANIFEST_FILE, offset, &damage.to_string(), Some(crate::layout::MANIFEST_COPY_FILE))?;
             report.quarantined.extend(kept);
             report.manifest_restored = Some(damage.to_string());
         }
@@ -636,9 +632,9 @@ impl Engine {
                     }
                 }
                 let (bytes, records) = w.finish();
-                let name = segment::segment_file_name(c.id, capture.seq);
+                let name = data_file_name(c.id, capture.seq);
                 let path = data_dir.join(&name);
-                let tmp = data_dir.join(format!("{name}.tmp"));
+                let tmp = data_dir.join(format!("{name}{TMP_SUFFIX}"));
                 let f = storage.create(&tmp).map_err(|e| Error::io(&tmp, e))?;
                 f.write_at(0, &bytes).map_err(|e| Error::io(&tmp, e))?;
                 f.sync_data().map_err(|e| Error::io(&tmp, e))?;
@@ -722,9 +718,9 @@ impl Engine {
         crate::index::read(&index.hnsw)
             .write_to(&mut bytes, seq)
             .map_err(|e| Error::io(data_dir, e))?;
-        let name = format!("{id:020}-{seq:020}.hnsw");
+        let name = graph_file_name(id, seq);
         let path = data_dir.join(&name);
-        let tmp = data_dir.join(format!("{name}.tmp"));
+        let tmp = data_dir.join(format!("{name}{TMP_SUFFIX}"));
         let f = storage.create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         f.write_at(0, &bytes).map_err(|e| Error::io(&tmp, e))?;
         f.sync_data().map_err(|e| Error::io(&tmp, e))?;
@@ -814,7 +810,7 @@ fn archive_segments(storage: &dyn Storage, dir: &Path, checkpoint_seq: u64) -> R
         .list(&wal_dir)
         .map_err(|e| Error::io(&wal_dir, e))?
         .into_iter()
-        .filter_map(|n| crate::wal::parse_segment_name(&n).map(|s| (s, n)))
+        .filter_map(|n| crate::layout::parse_wal_segment_name(&n).map(|s| (s, n)))
         .collect();
     firsts.sort();
     let mut moved = false;
@@ -846,7 +842,7 @@ fn prune_archive(storage: &dyn Storage, dir: &Path, opts: &Options) -> Result<()
     let archive = dir.join(ARCHIVE_DIR);
     let mut segs: Vec<(u64, PathBuf, u64, u64)> = Vec::new();
     for name in storage.list(&archive).map_err(|e| Error::io(&archive, e))? {
-        if let Some(first) = crate::wal::parse_segment_name(&name) {
+        if let Some(first) = crate::layout::parse_wal_segment_name(&name) {
             let path = archive.join(&name);
             let len = storage.open(&path).and_then(|f| f.len()).map_err(|e| Error::io(&path, e))?;
             let modified = storage.modified_ms(&path).unwrap_or(u64::MAX);
@@ -1076,7 +1072,7 @@ fn find_logged_upsert(
         let Ok(names) = storage.list(&dir.join(sub)) else { continue };
         let holder = names
             .iter()
-            .filter_map(|n| crate::wal::parse_segment_name(n).map(|first| (first, n)))
+            .filter_map(|n| crate::layout::parse_wal_segment_name(n).map(|first| (first, n)))
             .filter(|(first, _)| *first <= seq)
             .max_by_key(|(first, _)| *first);
         let Some((first, name)) = holder else { continue };

@@ -13,6 +13,7 @@ pub mod batch;
 pub mod engine;
 pub mod fault;
 pub mod keyed_hash;
+pub mod layout;
 pub mod manifest;
 pub mod segment;
 pub mod state;

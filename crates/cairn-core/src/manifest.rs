@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::checksum::xxh3;
 use crate::distance::Metric;
 use crate::error::{Error, Result};
+use crate::layout::{MANIFEST_COPY_FILE, MANIFEST_FILE};
 use crate::state::SegmentRef;
 use crate::storage::{write_file_atomic, Storage};
 use crate::wal::record::{u32_at, u64_at};
@@ -19,9 +20,7 @@ pub const MANIFEST_VERSION: u32 = 1;
 const OFF_VERSION: usize = 8;
 const OFF_BODY_LEN: usize = 16;
 pub const MANIFEST_HEADER_LEN: usize = 24;
-pub const MANIFEST_FILE: &str = "MANIFEST";
 /// Identical to `MANIFEST` except for a moment while a checkpoint replaces both.
-pub const MANIFEST_COPY_FILE: &str = "MANIFEST.copy";
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {

@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::engine::{Engine, Options, ARCHIVE_DIR, DATA_DIR, WAL_DIR};
+use crate::engine::{Engine, Options};
+use crate::layout::{parse_wal_segment_name as parse_segment_name, wal_segment_name as segment_name, ARCHIVE_DIR, DATA_DIR, MANIFEST_FILE, WAL_DIR};
 use crate::error::{Error, Result};
-use crate::manifest::{self, Manifest, MANIFEST_FILE};
+use crate::manifest::{self, Manifest};
 use crate::snapshot::{self, hash_file, write_synced, SnapshotInfo};
 use crate::wal::reader::{scan_segment, ScanItem};
 use crate::wal::record::{decode_segment_header, encode_segment_header};
-use crate::wal::{parse_segment_name, segment_name};
 use crate::RecoveryMode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +99,7 @@ fn read_segment_file(source: &Path, path: &Path) -> Result<Vec<u8>> {
 
 fn load_history(source: &Path) -> Result<History> {
     // A store, or a directory holding only imported snapshots.
-    if !source.join(MANIFEST_FILE).exists() && !source.join(snapshot::SNAPSHOTS_DIR).exists() {
+    if !source.join(MANIFEST_FILE).exists() && !source.join(crate::layout::SNAPSHOTS_DIR).exists() {
         return Err(Error::NotFound(format!("{} is not a Cairn store (no MANIFEST, no snapshots)", source.display())));
     }
     let snapshots = snapshot::list(source)?;
@@ -107,7 +107,7 @@ fn load_history(source: &Path) -> Result<History> {
     // is listed before the archive: a segment a live checkpoint moves between the two listings
     // is then seen at least once (the other order could miss it).
     let mut paths: BTreeMap<u64, PathBuf> = BTreeMap::new();
-    let mut dirs: Vec<PathBuf> = snapshots.iter().map(|s| snapshot::snapshot_dir(source, &s.id).join("wal")).collect();
+    let mut dirs: Vec<PathBuf> = snapshots.iter().map(|s| snapshot::snapshot_dir(source, &s.id).join(WAL_DIR)).collect();
     dirs.push(source.join(WAL_DIR));
     dirs.push(source.join(ARCHIVE_DIR));
     for d in dirs {
@@ -362,7 +362,7 @@ fn build(source: &Path, history: &History, base: Option<&SnapshotInfo>, seq: u64
                 .files
                 .iter()
                 .find(|f| f.path == MANIFEST_FILE)
-                .ok_or_else(|| Error::corruption(sdir.join(snapshot::SNAPSHOT_FILE), 0, "snapshot lists no MANIFEST"))?;
+                .ok_or_else(|| Error::corruption(sdir.join(crate::layout::SNAPSHOT_FILE), 0, "snapshot lists no MANIFEST"))?;
             copy_verified(&sdir.join(MANIFEST_FILE), &tmp.join(MANIFEST_FILE), mf.bytes, &mf.xxh3)?;
             fs::read(tmp.join(MANIFEST_FILE)).map_err(io(tmp))?
         }

@@ -23,19 +23,18 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::checksum::blocks::{self, DeltaBuffer, RangeFold, RangeHasher, Xxh3Blocks};
-use crate::engine::{now_ms, Engine, DATA_DIR};
+use crate::engine::{now_ms, Engine};
+use crate::layout::{DATA_DIR, INSTALL_SUFFIX, NOTE_SUFFIX, QUARANTINE_DIR};
 use crate::error::{Error, Result};
-use crate::manifest::{self, Manifest, MANIFEST_FILE, MANIFEST_HEADER_LEN};
+use crate::layout::MANIFEST_FILE;
+use crate::manifest::{self, Manifest, MANIFEST_HEADER_LEN};
 use crate::segment::{self, FOOTER_LEN, SEG_HEADER_LEN};
 use crate::snapshot::{SnapshotInfo, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 use crate::wal::reader::{scan_segment, ScanItem};
 use crate::wal::stream_check::StreamCheck;
 use crate::wal::record::{decode_segment_header, u64_at, SEGMENT_HEADER_LEN};
 
-pub const QUARANTINE_DIR: &str = "quarantine";
-pub const NOTE_SUFFIX: &str = ".note";
 /// Temporary name of a copy being installed; removed by the next install of the same file.
-const INSTALL_SUFFIX: &str = ".scrub.tmp";
 /// Read size when unthrottled. Reads of up to 128 KiB into a reused buffer copy out of the page
 /// cache at about 8 GB/s here; from 192 KiB up the same copy costs 4 times as much kernel time
 /// (measured on the 2-core dev VM: 125 against 500 ms per GB), and the buffer must stay in the
@@ -603,7 +602,7 @@ fn check_framed(buf: &[u8], kind: FileKind, out: &mut FileCheck) {
 /// xxh3 is computed when a snapshot recorded one (`hash_whole`), or for a damaged segment.
 fn verify_wal(path: &Path, f: &mut File, tail_may_tear: bool, hash_whole: bool, out: &mut FileCheck, ctl: &ScanControl) -> std::io::Result<()> {
     if out.findings.is_empty() {
-        let named = path.file_name().and_then(|n| crate::wal::parse_segment_name(&n.to_string_lossy()));
+        let named = path.file_name().and_then(|n| crate::layout::parse_wal_segment_name(&n.to_string_lossy()));
         let mut check = StreamCheck::new(named);
         let mut whole = hash_whole.then(Xxh3Blocks::default);
         let mut reader = ChunkReader::new();
@@ -651,7 +650,7 @@ fn check_wal(path: &Path, buf: &[u8], tail_may_tear: bool, out: &mut FileCheck) 
             return;
         }
     };
-    let named = path.file_name().and_then(|n| crate::wal::parse_segment_name(&n.to_string_lossy()));
+    let named = path.file_name().and_then(|n| crate::layout::parse_wal_segment_name(&n.to_string_lossy()));
     if named.is_some_and(|n| n != first_seq) {
         out.add(16, Damage::Checksum, None, format!("header says first seq {first_seq}, the name says otherwise"));
     }
@@ -946,7 +945,7 @@ pub enum Rebuild {
 /// (`Engine::rewrite_collection_files`). The damaged file is quarantined first, so the
 /// checkpoint's sweep of unnamed files never deletes it.
 pub fn rebuild_live(engine: &Engine, rel: &str, note: &QuarantineNote) -> Result<Rebuild> {
-    if rel == MANIFEST_FILE || rel == manifest::MANIFEST_COPY_FILE {
+    if rel == MANIFEST_FILE || rel == crate::layout::MANIFEST_COPY_FILE {
         let mut quarantined = None;
         engine.rewrite_manifest(|_, dir| {
             quarantined = quarantine(dir, rel, note)?;

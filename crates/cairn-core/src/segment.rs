@@ -399,9 +399,7 @@ fn parse_record<'a>(buf: &'a [u8], pos: usize, end: usize, fmt: &RecordFormat) -
 }
 
 /// `data/<collection id>-<covered seq>.seg`
-pub fn segment_file_name(collection_id: u64, covered_seq: u64) -> String {
-    format!("{collection_id:020}-{covered_seq:020}.seg")
-}
+
 
 #[cfg(test)]
 mod tests {

@@ -15,15 +15,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::checksum::Xxh3Stream;
-use crate::engine::{Engine, ARCHIVE_DIR, DATA_DIR};
+use crate::engine::Engine;
+use crate::layout::{ARCHIVE_DIR, DATA_DIR, SNAPSHOTS_DIR, SNAPSHOT_FILE, TMP_SUFFIX, WAL_DIR};
 use crate::error::{Error, Result};
-use crate::manifest::{self, decode_framed, encode_framed, Manifest, MANIFEST_FILE};
+use crate::layout::MANIFEST_FILE;
+use crate::manifest::{self, decode_framed, encode_framed, Manifest};
 
-pub const SNAPSHOTS_DIR: &str = "snapshots";
-pub const SNAPSHOT_FILE: &str = "SNAPSHOT";
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"CAIRNSNP";
 pub const SNAPSHOT_VERSION: u32 = 1;
-const TMP_SUFFIX: &str = ".tmp";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SnapshotFile {
@@ -157,7 +156,7 @@ fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<Snapsho
     }
     let tmp = root.join(format!("{id}{TMP_SUFFIX}"));
     fs::create_dir_all(tmp.join(DATA_DIR)).map_err(io(&tmp))?;
-    fs::create_dir_all(tmp.join("wal")).map_err(io(&tmp))?;
+    fs::create_dir_all(tmp.join(WAL_DIR)).map_err(io(&tmp))?;
     let mut files = Vec::new();
     let mut snap_manifest = m.clone();
     snap_manifest.clean_shutdown_seq = None;
@@ -193,7 +192,7 @@ fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<Snapsho
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let n = e.file_name().to_string_lossy().into_owned();
-                crate::wal::parse_segment_name(&n).map(|s| (s, n))
+                crate::layout::parse_wal_segment_name(&n).map(|s| (s, n))
             })
             .collect();
         names.sort();
@@ -230,7 +229,7 @@ fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<Snapsho
     };
     let body = serde_json::to_vec_pretty(&info).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     write_synced(&tmp.join(SNAPSHOT_FILE), &encode_framed(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &body))?;
-    for sub in [DATA_DIR, "wal"] {
+    for sub in [DATA_DIR, WAL_DIR] {
         // durability: the links must be durable before the snapshot is published.
         sync_dir(&tmp.join(sub))?;
     }

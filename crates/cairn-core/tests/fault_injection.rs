@@ -488,7 +488,7 @@ fn failure_during_recovery_open_is_retryable() {
     let damaged = torn.crash(CrashKind::DropUnsynced);
     let last = wal_segments(&damaged).pop().expect("a segment");
     let buf = damaged.read(&last).expect("read");
-    let first_seq = last.file_name().and_then(|n| n.to_str()).and_then(cairn_core::wal::parse_segment_name).expect("name");
+    let first_seq = last.file_name().and_then(|n| n.to_str()).and_then(cairn_core::layout::parse_wal_segment_name).expect("name");
     let third = scan_segment(&buf, first_seq)
         .items
         .iter()

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_core::batch::{self, Op};
-use cairn_core::engine::{ARCHIVE_DIR, DATA_DIR, WAL_DIR};
+use cairn_core::layout::{ARCHIVE_DIR, DATA_DIR, WAL_DIR};
 use cairn_core::fault::{CrashKind, FaultStorage};
-use cairn_core::manifest::{self, MANIFEST_COPY_FILE, MANIFEST_FILE};
+use cairn_core::layout::{MANIFEST_COPY_FILE, MANIFEST_FILE};
+use cairn_core::manifest;
 use cairn_core::segment::{read_header, KIND_BASE, KIND_DELTA, SEG_HEADER_LEN};
 use cairn_core::storage::{OsStorage, Storage};
 use cairn_core::wal::reader::{scan_segment, ScanItem};
@@ -166,7 +167,7 @@ fn record_seq_at(fs: &FaultStorage, path: &Path, pos: usize) -> u64 {
 }
 
 fn segment_first_seq(path: &Path) -> u64 {
-    path.file_name().and_then(|n| n.to_str()).and_then(cairn_core::wal::parse_segment_name).expect("segment name")
+    path.file_name().and_then(|n| n.to_str()).and_then(cairn_core::layout::parse_wal_segment_name).expect("segment name")
 }
 
 #[test]

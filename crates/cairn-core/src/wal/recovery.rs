@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use super::reader::{scan_segment, ScanItem};
 use super::record::{decode_segment_header, segment_flags, SEG_FLAG_UNSYNCED};
-use super::{parse_segment_name, writer::is_leftover};
+use super::writer::is_leftover;
+use crate::layout::parse_wal_segment_name as parse_segment_name;
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::record::{encode_segment_header_with_flags, SEGMENT_HEADER_LEN};
-use super::segment_name;
+use crate::layout::{wal_segment_name as segment_name, TMP_SUFFIX};
 use crate::error::{Error, Result};
 use crate::storage::{Storage, StorageFile};
 
@@ -103,7 +103,7 @@ impl WalWriter {
         flags: u32,
     ) -> Result<(Box<dyn StorageFile>, PathBuf)> {
         let path = dir.join(segment_name(first_seq));
-        let tmp = dir.join(format!("{}.tmp", segment_name(first_seq)));
+        let tmp = dir.join(format!("{}{TMP_SUFFIX}", segment_name(first_seq)));
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |e| Error::io(p, e)

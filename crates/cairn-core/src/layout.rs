@@ -1,0 +1,68 @@
+//! Every directory and file name of a store, and the only place they are spelled.
+//!
+//! ```text
+//! <store>/LOCK                          writer lock (flock)
+//! <store>/MANIFEST, MANIFEST.copy       live files, atomically replaced
+//! <store>/wal/<seq:020>.wal             WAL segments, named by their first sequence number
+//! <store>/wal-archive/<seq:020>.wal     sealed segments kept for PITR and replicas
+//! <store>/data/<coll:020>-<seq:020>.seg checkpoint data files
+//! <store>/data/<coll:020>-<seq:020>.hnsw persisted HNSW graphs
+//! <store>/snapshots/<id>/SNAPSHOT       snapshot manifest (+ MANIFEST, data/, wal/)
+//! <store>/quarantine/<name>[.note]      damaged bytes kept, never deleted
+//! ```
+//! TypeScript reads these names from the binding (`layout()`), never spells them again.
+
+pub const LOCK_FILE: &str = "LOCK";
+pub const MANIFEST_FILE: &str = "MANIFEST";
+/// A second copy of the manifest, written after every change.
+pub const MANIFEST_COPY_FILE: &str = "MANIFEST.copy";
+pub const WAL_DIR: &str = "wal";
+pub const ARCHIVE_DIR: &str = "wal-archive";
+pub const DATA_DIR: &str = "data";
+pub const SNAPSHOTS_DIR: &str = "snapshots";
+pub const SNAPSHOT_FILE: &str = "SNAPSHOT";
+pub const QUARANTINE_DIR: &str = "quarantine";
+pub const NOTE_SUFFIX: &str = ".note";
+/// Suffix of a file being written before its rename into place.
+pub const TMP_SUFFIX: &str = ".tmp";
+/// Suffix of a repaired copy being installed by scrub.
+pub const INSTALL_SUFFIX: &str = ".scrub.tmp";
+pub const WAL_EXT: &str = ".wal";
+pub const DATA_EXT: &str = ".seg";
+pub const GRAPH_EXT: &str = ".hnsw";
+
+/// `00000000000000000042.wal`: 20 digits so that names sort by sequence number.
+pub fn wal_segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}{WAL_EXT}")
+}
+
+pub fn parse_wal_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(WAL_EXT)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A checkpoint data file of one collection, covering the WAL through `covered_seq`.
+pub fn data_file_name(collection_id: u64, covered_seq: u64) -> String {
+    format!("{collection_id:020}-{covered_seq:020}{DATA_EXT}")
+}
+
+/// A persisted HNSW graph of one collection, covering the WAL through `covered_seq`.
+pub fn graph_file_name(collection_id: u64, covered_seq: u64) -> String {
+    format!("{collection_id:020}-{covered_seq:020}{GRAPH_EXT}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_names_round_trip_and_sort() {
+        assert_eq!(parse_wal_segment_name(&wal_segment_name(42)), Some(42));
+        assert!(wal_segment_name(9) < wal_segment_name(10));
+        assert_eq!(parse_wal_segment_name("42.wal"), None);
+        assert_eq!(parse_wal_segment_name("0000000000000000004x.wal"), None);
+    }
+}
