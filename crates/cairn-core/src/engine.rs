@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+pub use crate::clock::now_ms;
 
 use crate::batch::{self, CollectionSpec, Op};
 use crate::checksum::xxh3;
@@ -160,9 +160,6 @@ fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct CollectionInfo {
@@ -778,10 +775,10 @@ fn quarantine_on_open(
     detail: &str,
     repaired_from: Option<&str>,
 ) -> Result<Option<crate::wal::recovery::QuarantinedFile>> {
-    let note = crate::scrub::QuarantineNote {
+    let note = crate::quarantine::QuarantineNote {
         file: rel.to_string(),
         time_ms: now_ms(),
-        kind: crate::scrub::Damage::Checksum,
+        kind: crate::quarantine::Damage::Checksum,
         offset,
         detail: detail.to_string(),
         bytes: storage.open(&dir.join(rel)).and_then(|f| f.len()).unwrap_or(0),
@@ -790,7 +787,7 @@ fn quarantine_on_open(
         found_xxh3: None,
         repaired_from: repaired_from.map(str::to_string),
     };
-    let kept = crate::scrub::quarantine(dir, rel, &note)?;
+    let kept = crate::quarantine::quarantine(storage, dir, rel, &note)?;
     Ok(kept.map(|kept| crate::wal::recovery::QuarantinedFile { file: rel.to_string(), kept }))
 }
 

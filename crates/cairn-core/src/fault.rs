@@ -274,6 +274,16 @@ impl Storage for FaultStorage {
         fs.names.remove(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         Ok(())
     }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut fs = lock(&self.fs);
+        fs.check_fault(FaultOp::Write)?;
+        if fs.names.contains_key(to) {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        let id = *fs.names.get(from).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        fs.names.insert(to.to_path_buf(), id);
+        Ok(())
+    }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut fs = lock(&self.fs);
         fs.check_fault(FaultOp::Sync)?;

@@ -2,7 +2,9 @@
 //! Pure Rust with no napi; `cairn-node` wraps it.
 
 pub mod checksum;
+pub mod clock;
 pub mod distance;
+pub mod durable;
 pub mod error;
 pub mod hnsw;
 pub mod index;
@@ -23,5 +25,6 @@ pub mod wal;
 pub use engine::{Engine, Options, SyncMode};
 pub use wal::recovery::{RecoveryMode, RecoveryReport};
 pub mod pitr;
+pub mod quarantine;
 pub mod scrub;
 pub mod snapshot;

@@ -12,7 +12,8 @@ use crate::distance::Metric;
 use crate::error::{Error, Result};
 use crate::layout::{MANIFEST_COPY_FILE, MANIFEST_FILE};
 use crate::state::SegmentRef;
-use crate::storage::{write_file_atomic, Storage};
+use crate::durable::write_file_atomic;
+use crate::storage::Storage;
 use crate::wal::record::{u32_at, u64_at};
 
 pub const MANIFEST_MAGIC: &[u8; 8] = b"CAIRNMAN";

@@ -23,8 +23,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::checksum::blocks::{self, DeltaBuffer, RangeFold, RangeHasher, Xxh3Blocks};
-use crate::engine::{now_ms, Engine};
-use crate::layout::{DATA_DIR, INSTALL_SUFFIX, NOTE_SUFFIX, QUARANTINE_DIR};
+use crate::clock::now_ms;
+use crate::engine::Engine;
+pub use crate::quarantine::{Damage, QuarantineNote};
+use crate::quarantine::quarantine as keep_in_quarantine;
+use crate::storage::OsStorage;
+use crate::layout::{DATA_DIR, INSTALL_SUFFIX};
 use crate::error::{Error, Result};
 use crate::layout::MANIFEST_FILE;
 use crate::manifest::{self, Manifest, MANIFEST_HEADER_LEN};
@@ -79,19 +83,6 @@ impl FileKind {
             _ => return None,
         })
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Damage {
-    /// Bytes differ from what was written: a record, header or whole-file checksum fails, or
-    /// the file is longer than recorded.
-    Checksum,
-    /// The file ends before its recorded size or in the middle of a record.
-    Truncated,
-    Missing,
-    /// The operating system could not read it (permissions, I/O error).
-    Unreadable,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -818,64 +809,6 @@ fn verify_segment(f: &mut File, size_is_right: bool, out: &mut FileCheck, ctl: &
     Ok(())
 }
 
-/// Why a file was moved to `quarantine/` (docs/format.md, "Quarantine note").
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct QuarantineNote {
-    /// The damaged file, relative to the store directory.
-    pub file: String,
-    pub time_ms: u64,
-    pub kind: Damage,
-    pub offset: u64,
-    pub detail: String,
-    /// Size found on disk.
-    pub bytes: u64,
-    pub expected_bytes: Option<u64>,
-    pub expected_xxh3: Option<String>,
-    /// xxh3 of the damaged file as found.
-    pub found_xxh3: Option<String>,
-    /// What replaced it, when a repair did.
-    pub repaired_from: Option<String>,
-}
-
-/// Keep the damaged file at `rel` under `quarantine/` with a note, as a hard link (the caller
-/// then replaces or drops the original name, so the bytes are never deleted). Returns the
-/// quarantined name relative to `dir`, or None when there is no file to keep.
-pub fn quarantine(dir: &Path, rel: &str, note: &QuarantineNote) -> Result<Option<String>> {
-    let src = dir.join(rel);
-    if !src.exists() {
-        return Ok(None);
-    }
-    let qdir = dir.join(QUARANTINE_DIR);
-    fs::create_dir_all(&qdir).map_err(|e| Error::io(&qdir, e))?;
-    let flat = rel.replace('/', "__");
-    let mut name = format!("{}-{flat}", note.time_ms);
-    let mut n = 1;
-    while qdir.join(&name).exists() || qdir.join(format!("{name}{NOTE_SUFFIX}")).exists() {
-        n += 1;
-        name = format!("{}-{flat}.{n}", note.time_ms);
-    }
-    let dst = qdir.join(&name);
-    if fs::hard_link(&src, &dst).is_err() {
-        fs::copy(&src, &dst).map_err(|e| Error::io(&src, e))?;
-        File::open(&dst).and_then(|f| f.sync_all()).map_err(|e| Error::io(&dst, e))?;
-    }
-    let body = serde_json::to_vec_pretty(note).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    let note_path = qdir.join(format!("{name}{NOTE_SUFFIX}"));
-    let tmp = qdir.join(format!("{name}{NOTE_SUFFIX}.tmp"));
-    crate::snapshot::write_synced(&tmp, &body)?;
-    fs::rename(&tmp, &note_path).map_err(|e| Error::io(&note_path, e))?;
-    // durability: the quarantined link and its note must survive before the original name goes.
-    sync_dir(&qdir)?;
-    if let Some(parent) = qdir.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(Some(format!("{QUARANTINE_DIR}/{name}")))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io(dir, e))
-}
-
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
 pub enum Install {
@@ -910,10 +843,10 @@ pub fn install_copy(dir: &Path, rel: &str, source: &Path, kind: FileKind, expect
         let _ = fs::remove_file(&tmp);
         return Ok(Install::Rejected { detail: format!("copy from {} does not verify: {} at offset {}", source.display(), bad.detail, bad.offset) });
     }
-    let quarantined = quarantine(dir, rel, note)?;
+    let quarantined = keep_in_quarantine(&OsStorage, dir, rel, note)?;
     fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
     // durability: the repaired file's name must survive a power cut.
-    sync_dir(&parent)?;
+    crate::storage::Storage::sync_dir(&OsStorage, &parent).map_err(|e| Error::io(&parent, e))?;
     Ok(Install::Installed { quarantined })
 }
 
@@ -948,7 +881,7 @@ pub fn rebuild_live(engine: &Engine, rel: &str, note: &QuarantineNote) -> Result
     if rel == MANIFEST_FILE || rel == crate::layout::MANIFEST_COPY_FILE {
         let mut quarantined = None;
         engine.rewrite_manifest(|_, dir| {
-            quarantined = quarantine(dir, rel, note)?;
+            quarantined = keep_in_quarantine(&OsStorage, dir, rel, note)?;
             Ok(())
         })?;
         return Ok(Rebuild::Rebuilt { quarantined, checkpoint_seq: None });
@@ -962,7 +895,7 @@ pub fn rebuild_live(engine: &Engine, rel: &str, note: &QuarantineNote) -> Result
         // Checked again under the lock: a checkpoint may have replaced the file meanwhile.
         moot = !m.collections.iter().any(|c| c.id == id && c.segments.iter().chain(c.index.iter()).any(|s| s.file == name));
         if !moot {
-            quarantined = quarantine(dir, rel, note)?;
+            quarantined = keep_in_quarantine(&OsStorage, dir, rel, note)?;
         }
         Ok(())
     })?;
@@ -993,6 +926,7 @@ pub fn note(file: &str, check: &FileCheck, expected: Option<Expected>) -> Quaran
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::NOTE_SUFFIX;
     use crate::distance::Metric;
     use crate::segment::{SegmentHeader, SegmentWriter, KIND_BASE};
     use crate::wal::record::{encode_record, encode_segment_header, RECORD_TYPE_BATCH};

@@ -5,7 +5,7 @@ use std::any::Any;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[allow(clippy::len_without_is_empty, reason = "a file's length is a size, not a collection")]
 pub trait StorageFile: Send + Sync {
@@ -30,6 +30,8 @@ pub trait Storage: Send + Sync {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// A second name for an existing file (same bytes, no copy). Err(AlreadyExists) if `to` exists.
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// fsync a directory so that creations, renames and removals in it survive a power cut.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Last modification time in ms since the epoch (WAL archive retention by age).
@@ -40,28 +42,6 @@ pub trait Storage: Send + Sync {
     /// Take the exclusive writer lock; the returned guard releases it when dropped.
     /// Err(WouldBlock) when another writer holds it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>>;
-}
-
-/// Write a whole file durably under a temporary name and rename it into place.
-pub fn write_file_atomic(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = temp_path(path);
-    let file = storage.create(&tmp)?;
-    file.write_at(0, bytes)?;
-    file.sync_data()?;
-    drop(file);
-    storage.rename(&tmp, path)?;
-    // durability: the rename is only durable once the directory is synced.
-    storage.sync_dir(parent(path))
-}
-
-pub fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-pub fn parent(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new("."))
 }
 
 /// The real file system.
@@ -128,6 +108,9 @@ impl Storage for OsStorage {
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::hard_link(from, to)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()

@@ -169,7 +169,7 @@ pub fn install_copy(
 #[napi(ts_return_type = "Promise<string>")]
 pub fn quarantine_file(dir: String, rel: String, note_json: String) -> napi::Result<AsyncTask<JsonTask>> {
     let note = note(&note_json)?;
-    Ok(json_task(move || scrub::quarantine(Path::new(&dir), &rel, &note)))
+    Ok(json_task(move || cairn_core::quarantine::quarantine(&cairn_core::storage::OsStorage, Path::new(&dir), &rel, &note)))
 }
 
 #[napi]

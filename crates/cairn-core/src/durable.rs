@@ -1,0 +1,37 @@
+//! The one copy of the durable-replace sequence: write a temp file, fsync it, rename it into
+//! place, fsync the directory. A reader sees the old file or the new one, never a mix, and the
+//! new one survives a power cut once this returns.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::layout::TMP_SUFFIX;
+use crate::storage::Storage;
+
+/// Write a whole file durably under a temporary name and rename it into place.
+pub fn write_file_atomic(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temp_path(path);
+    write_synced(storage, &tmp, bytes)?;
+    storage.rename(&tmp, path)?;
+    // durability: the rename is only durable once the directory is synced.
+    storage.sync_dir(parent(path))
+}
+
+/// Create (or truncate) `path`, write `bytes` and fdatasync them. The name itself is durable
+/// only after the caller syncs the directory.
+pub fn write_synced(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let file = storage.create(path)?;
+    file.write_at(0, bytes)?;
+    file.sync_data()
+}
+
+/// `name` → `name.tmp` in the same directory, so the rename never crosses file systems.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(TMP_SUFFIX);
+    path.with_file_name(name)
+}
+
+pub fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
