@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod segment;
 pub mod state;
 pub mod storage;
+pub mod sync;
 pub mod wal;
 
 pub use engine::{Engine, Options, SyncMode};

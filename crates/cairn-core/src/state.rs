@@ -9,7 +9,8 @@ use crate::batch::{CollectionSpec, Op};
 use crate::distance::{dot, Metric};
 use crate::error::{Error, Result};
 use crate::hnsw::{Hnsw, HnswParams};
-use crate::index::{label_of, read, CollectionIndex};
+use crate::index::{label_of, CollectionIndex};
+use crate::sync::read;
 use crate::keyed_hash::{IdMap, IdSet};
 
 /// Collections this small are always searched exactly: it is as fast and has perfect recall.
