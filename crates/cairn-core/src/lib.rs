@@ -2,6 +2,7 @@
 //! Pure Rust with no napi; `cairn-node` wraps it.
 
 pub mod checksum;
+pub mod datafile;
 pub mod clock;
 pub mod distance;
 pub mod durable;
@@ -17,7 +18,6 @@ pub mod fault;
 pub mod keyed_hash;
 pub mod layout;
 pub mod manifest;
-pub mod segment;
 pub mod state;
 pub mod storage;
 pub mod sync;

@@ -11,7 +11,7 @@ use crate::checksum::xxh3;
 use crate::distance::Metric;
 use crate::error::{Error, Result};
 use crate::layout::{MANIFEST_COPY_FILE, MANIFEST_FILE};
-use crate::state::SegmentRef;
+use crate::state::FileRef;
 use crate::durable::write_file_atomic;
 use crate::storage::Storage;
 use crate::wal::record::{u32_at, u64_at};
@@ -21,7 +21,6 @@ pub const MANIFEST_VERSION: u32 = 1;
 const OFF_VERSION: usize = 8;
 const OFF_BODY_LEN: usize = 16;
 pub const MANIFEST_HEADER_LEN: usize = 24;
-/// Identical to `MANIFEST` except for a moment while a checkpoint replaces both.
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -42,12 +41,15 @@ pub struct ManifestCollection {
     pub metric: Metric,
     pub m: u32,
     pub ef_construction: u32,
-    pub segments: Vec<SegmentRef>,
+    /// Checkpoint data files, oldest first (named `segments` on disk, from before WAL files
+    /// alone were called segments).
+    #[serde(rename = "segments")]
+    pub data_files: Vec<FileRef>,
     /// The persisted HNSW graph (`data/<id>-<seq>.hnsw`); absent until the first checkpoint.
     #[serde(default)]
-    pub index: Option<SegmentRef>,
+    pub index: Option<FileRef>,
     /// Records whose stored bytes were found damaged and could not be repaired. They override
-    /// every segment file: reads of them fail until they are written or deleted again.
+    /// every data file: reads of them fail until they are written or deleted again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<crate::state::UnreadableRecord>,
 }

@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::index::{label_of, CollectionIndex};
 use crate::layout::{data_file_name, graph_file_name, DATA_DIR, TMP_SUFFIX};
 use crate::manifest::{self, Manifest, ManifestCollection};
-use crate::segment::{self, SegmentHeader, SegmentWriter, KIND_BASE, KIND_DELTA};
-use crate::state::{Row, SegmentRef, UnreadableRecord};
+use crate::datafile::{DataFileHeader, DataFileWriter, DATAFILE_VERSION, KIND_BASE, KIND_DELTA};
+use crate::state::{Row, FileRef, UnreadableRecord};
 use crate::sync::{lock, read, write};
 use crate::wal::writer::WalWriter;
 
@@ -33,16 +33,16 @@ type CapturedRows = Vec<(String, Option<Row>)>;
 struct CapturedCollection {
     id: u64,
     spec: CollectionSpec,
-    existing: Vec<SegmentRef>,
+    existing: Vec<FileRef>,
     /// `Some` when this checkpoint writes a file: base (every row) or delta (changed ids).
     write: Option<(u8, CapturedRows)>,
     index: Arc<CollectionIndex>,
-    index_file: Option<SegmentRef>,
+    index_file: Option<FileRef>,
     unreadable: Vec<UnreadableRecord>,
 }
 
 /// Deltas are merged into a new base once there are this many files.
-const MAX_SEGMENTS_PER_COLLECTION: usize = 8;
+const MAX_DATA_FILES_PER_COLLECTION: usize = 8;
 
 /// Runs between groups, so the state holds exactly the records up to `last_seq`.
 pub(super) fn capture(shared: &Shared, writer: &mut WalWriter) -> Result<Capture> {
@@ -61,7 +61,7 @@ pub(super) fn capture(shared: &Shared, writer: &mut WalWriter) -> Result<Capture
     let time_ms = st.last_time_ms;
     let mut collections = Vec::new();
     for c in st.collections.values_mut() {
-        let full = c.segments.is_empty() || c.segments.len() >= MAX_SEGMENTS_PER_COLLECTION || c.dirty.len() * 2 >= c.rows.len().max(1);
+        let full = c.data_files.is_empty() || c.data_files.len() >= MAX_DATA_FILES_PER_COLLECTION || c.dirty.len() * 2 >= c.rows.len().max(1);
         let write = if full {
             let mut rows: Vec<(String, Option<Row>)> = c.rows.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
             rows.sort_by(|a, b| a.0.cmp(&b.0));
@@ -77,7 +77,7 @@ pub(super) fn capture(shared: &Shared, writer: &mut WalWriter) -> Result<Capture
         collections.push(CapturedCollection {
             id: c.id,
             spec: c.spec.clone(),
-            existing: c.segments.clone(),
+            existing: c.data_files.clone(),
             write,
             index: c.index.clone(),
             index_file: c.index_file.clone(),
@@ -141,7 +141,7 @@ impl Engine {
                 .find(|c| c.id == collection_id)
                 .ok_or_else(|| Error::NotFound(format!("no collection has id {collection_id}")))?;
             // With no files listed, the capture writes a full base, and a base rewrites the graph.
-            c.segments.clear();
+            c.data_files.clear();
         }
         self.checkpoint_locked()
     }
@@ -182,11 +182,11 @@ impl Engine {
         let data_dir = sh.dir.join(DATA_DIR);
         let mut collections = Vec::new();
         for c in capture.collections {
-            let mut segments = c.existing;
+            let mut data_files = c.existing;
             if let Some((kind, rows)) = &c.write {
                 let kind = *kind;
-                let header = SegmentHeader { version: segment::SEG_VERSION, dim: c.spec.dim, collection_id: c.id, covered_seq: capture.seq, metric: c.spec.metric, kind };
-                let mut w = SegmentWriter::new(&header);
+                let header = DataFileHeader { version: DATAFILE_VERSION, dim: c.spec.dim, collection_id: c.id, covered_seq: capture.seq, metric: c.spec.metric, kind };
+                let mut w = DataFileWriter::new(&header);
                 for (id, row) in rows {
                     match row {
                         Some(r) => w.upsert(id, r.label, &r.vector, &r.metadata),
@@ -201,7 +201,7 @@ impl Engine {
                 f.write_at(0, &bytes).map_err(|e| Error::io(&tmp, e))?;
                 f.sync_data().map_err(|e| Error::io(&tmp, e))?;
                 storage.rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-                let r = SegmentRef {
+                let r = FileRef {
                     file: name,
                     bytes: bytes.len() as u64,
                     xxh3: format!("{:016x}", xxh3(&bytes)),
@@ -209,9 +209,9 @@ impl Engine {
                     covered_seq: capture.seq,
                 };
                 if kind == KIND_BASE {
-                    segments.clear();
+                    data_files.clear();
                 }
-                segments.push(r);
+                data_files.push(r);
             }
             let index = self.write_index(&data_dir, c.id, capture.seq, &c.index, c.index_file, c.write.is_some())?;
             collections.push(ManifestCollection {
@@ -221,12 +221,12 @@ impl Engine {
                 metric: c.spec.metric,
                 m: c.spec.m,
                 ef_construction: c.spec.ef_construction,
-                segments,
+                data_files,
                 index,
                 unreadable: c.unreadable,
             });
         }
-        // durability: new segment files must be durable before the manifest names them.
+        // durability: new data and graph files must be durable before the manifest names them.
         storage.sync_dir(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
         let new_manifest = Manifest {
             checkpoint_seq: capture.seq,
@@ -244,7 +244,7 @@ impl Engine {
             for mc in &new_manifest.collections {
                 if let Some(c) = st.collections.get_mut(&mc.name) {
                     if c.id == mc.id {
-                        c.segments = mc.segments.clone();
+                        c.data_files = mc.data_files.clone();
                         c.index_file = mc.index.clone();
                     }
                 }
@@ -264,9 +264,9 @@ impl Engine {
         id: u64,
         seq: u64,
         index: &CollectionIndex,
-        current: Option<SegmentRef>,
+        current: Option<FileRef>,
         changed: bool,
-    ) -> Result<Option<SegmentRef>> {
+    ) -> Result<Option<FileRef>> {
         let storage = self.shared.opts.storage.as_ref();
         if current.is_some() && !changed {
             return Ok(current);
@@ -287,6 +287,6 @@ impl Engine {
         f.write_at(0, &bytes).map_err(|e| Error::io(&tmp, e))?;
         f.sync_data().map_err(|e| Error::io(&tmp, e))?;
         storage.rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        Ok(Some(SegmentRef { file: name, bytes: bytes.len() as u64, xxh3: format!("{:016x}", xxh3(&bytes)), records: stats.indexed as u64, covered_seq: seq }))
+        Ok(Some(FileRef { file: name, bytes: bytes.len() as u64, xxh3: format!("{:016x}", xxh3(&bytes)), records: stats.indexed as u64, covered_seq: seq }))
     }
 }

@@ -13,7 +13,7 @@ use crate::hnsw::{Hnsw, HnswParams};
 use crate::index::{seq_of_label, CollectionIndex, LABEL_OP_BITS};
 use crate::layout::{parse_wal_segment_name, ARCHIVE_DIR, DATA_DIR, WAL_DIR};
 use crate::manifest::{Manifest, ManifestCollection};
-use crate::segment::{self, SegmentRecord, KIND_DELTA};
+use crate::datafile::{read_data_file, DataRecord, KIND_DELTA, REC_DELETE};
 use crate::state::{Collection, Row, State, UnreadableRecord};
 use crate::storage::Storage;
 use crate::sync::read;
@@ -60,7 +60,7 @@ pub(super) fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, m
         c.index = CollectionIndex::new(hnsw);
         // A file with damaged records must not stay named: with no files listed, the checkpoint
         // that follows such an open writes a full base of what is served.
-        c.segments = if damaged.is_empty() { mc.segments.clone() } else { Vec::new() };
+        c.data_files = if damaged.is_empty() { mc.data_files.clone() } else { Vec::new() };
         all_damaged.extend(damaged);
         // Match the graph against the rows: rows missing from it become pending, nodes without
         // a live row become tombstones.
@@ -92,7 +92,7 @@ pub(super) fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, m
 /// Apply a collection's checkpoint files, oldest first, to `c.rows`, then the manifest's
 /// unreadable records. Returns the damaged files (relative to `dir`).
 ///
-/// A damaged record whose identity checksum holds (segment version 2) is rebuilt from the
+/// A damaged record whose identity checksum holds (data file version 2) is rebuilt from the
 /// write that produced it when the WAL still holds it, and otherwise becomes unreadable: reads
 /// of it fail. Either way no older version of the row is served. A damaged record of unknown
 /// identity cannot be accounted for: it is an error, except that skip-corrupt drops it and
@@ -107,7 +107,7 @@ fn load_rows(
 ) -> Result<(Collection, Vec<String>)> {
     let mut damaged_files = Vec::new();
     let mut wal_cache = None;
-    for sref in &mc.segments {
+    for sref in &mc.data_files {
         let rel = format!("{DATA_DIR}/{}", sref.file);
         let path = dir.join(&rel);
         let buf = storage.read(&path).map_err(|e| match e.kind() {
@@ -117,9 +117,9 @@ fn load_rows(
         if buf.len() as u64 != sref.bytes {
             return Err(Error::corruption(&path, buf.len().min(sref.bytes as usize) as u64, format!("file is {} bytes, manifest says {}", buf.len(), sref.bytes)));
         }
-        let contents = segment::read_segment(&buf, &path, mode != RecoveryMode::AbsoluteConsistency)?;
+        let contents = read_data_file(&buf, &path, mode != RecoveryMode::AbsoluteConsistency)?;
         if contents.header.collection_id != mc.id || contents.header.dim != mc.dim {
-            return Err(Error::corruption(&path, 0, "segment header does not match its collection in the manifest"));
+            return Err(Error::corruption(&path, 0, "data file header does not match its collection in the manifest"));
         }
         if !contents.bad.is_empty() {
             damaged_files.push(rel.clone());
@@ -127,11 +127,11 @@ fn load_rows(
         c.rows.reserve(contents.records.len());
         for rec in contents.records {
             match rec {
-                SegmentRecord::Upsert { id, label, vector, metadata } => {
+                DataRecord::Upsert { id, label, vector, metadata } => {
                     c.unreadable.remove(id);
                     c.rows.insert(id.to_string(), Row::new(id, vector.into(), metadata.into(), label));
                 }
-                SegmentRecord::Delete { id, .. } => {
+                DataRecord::Delete { id, .. } => {
                     c.unreadable.remove(id);
                     c.rows.remove(id);
                 }
@@ -153,7 +153,7 @@ fn load_rows(
             };
             c.rows.remove(&who.id);
             c.unreadable.remove(&who.id);
-            if who.kind == segment::REC_DELETE {
+            if who.kind == REC_DELETE {
                 // A delete is nothing but its identity, which verified: the damage is in padding
                 // or the record checksum, and the record means what it says.
                 report.repaired_records.push(RecordRepair { collection: mc.name.clone(), id: who.id, file: rel.clone(), offset: bad.offset, from: "the record's identity checksum".into() });

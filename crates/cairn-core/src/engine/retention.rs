@@ -87,7 +87,7 @@ pub(super) fn prune_archive(storage: &dyn Storage, dir: &Path, opts: &Options) -
 pub(super) fn remove_orphan_data(storage: &dyn Storage, dir: &Path, m: &Manifest) -> Result<()> {
     let data_dir = dir.join(DATA_DIR);
     let live: HashSet<&str> =
-        m.collections.iter().flat_map(|c| c.segments.iter().chain(c.index.iter()).map(|s| s.file.as_str())).collect();
+        m.collections.iter().flat_map(|c| c.data_files.iter().chain(c.index.iter()).map(|s| s.file.as_str())).collect();
     let mut removed = false;
     for name in storage.list(&data_dir).map_err(|e| Error::io(&data_dir, e))? {
         if !live.contains(name.as_str()) {
