@@ -44,7 +44,7 @@ mod tests {
     #[test]
     fn data_file_round_trips() {
         let buf = sample();
-        let c = read_data_file(&buf, Path::new("x.seg"), false).expect("valid segment");
+        let c = read_data_file(&buf, Path::new("x.seg"), false).expect("valid data file");
         assert_eq!(c.records.len(), 3);
         assert_eq!(c.header.covered_seq, 9);
         match &c.records[2] {
@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn version_1_files_are_still_read_and_checked() {
         let buf = sample_v(DATAFILE_VERSION_V1);
-        let c = read_data_file(&buf, Path::new("x.seg"), false).expect("valid v1 segment");
+        let c = read_data_file(&buf, Path::new("x.seg"), false).expect("valid v1 data file");
         assert_eq!((c.header.version, c.records.len()), (DATAFILE_VERSION_V1, 3));
         for byte in 0..buf.len() {
             let mut b = buf.clone();

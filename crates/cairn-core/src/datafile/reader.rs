@@ -41,7 +41,7 @@ pub struct DataFileContents<'a> {
     pub bad: Vec<BadRecord>,
 }
 
-/// Parse and verify a whole segment file. With `tolerate_bad_records`, records failing their
+/// Parse and verify a whole data file. With `tolerate_bad_records`, records failing their
 /// checksum are listed in `bad` and the rest are returned; otherwise the first one is an error.
 pub fn read_data_file<'a>(buf: &'a [u8], path: &Path, tolerate_bad_records: bool) -> Result<DataFileContents<'a>> {
     let header = read_header(buf, path)?;

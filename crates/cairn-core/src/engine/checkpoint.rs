@@ -13,7 +13,9 @@ use crate::batch::CollectionSpec;
 use crate::checksum::xxh3;
 use crate::error::{Error, Result};
 use crate::index::{label_of, CollectionIndex};
-use crate::layout::{data_file_name, graph_file_name, DATA_DIR, TMP_SUFFIX};
+use crate::durable::{temp_path, write_synced};
+use crate::layout::{data_file_name, graph_file_name, DATA_DIR};
+use crate::storage::Storage;
 use crate::manifest::{self, Manifest, ManifestCollection};
 use crate::datafile::{DataFileHeader, DataFileWriter, DATAFILE_VERSION, KIND_BASE, KIND_DELTA};
 use crate::state::{Row, FileRef, UnreadableRecord};
@@ -195,12 +197,7 @@ impl Engine {
                 }
                 let (bytes, records) = w.finish();
                 let name = data_file_name(c.id, capture.seq);
-                let path = data_dir.join(&name);
-                let tmp = data_dir.join(format!("{name}{TMP_SUFFIX}"));
-                let f = storage.create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-                f.write_at(0, &bytes).map_err(|e| Error::io(&tmp, e))?;
-                f.sync_data().map_err(|e| Error::io(&tmp, e))?;
-                storage.rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+                write_renamed(storage, &data_dir.join(&name), &bytes)?;
                 let r = FileRef {
                     file: name,
                     bytes: bytes.len() as u64,
@@ -281,12 +278,15 @@ impl Engine {
             .write_to(&mut bytes, seq)
             .map_err(|e| Error::io(data_dir, e))?;
         let name = graph_file_name(id, seq);
-        let path = data_dir.join(&name);
-        let tmp = data_dir.join(format!("{name}{TMP_SUFFIX}"));
-        let f = storage.create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_at(0, &bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_data().map_err(|e| Error::io(&tmp, e))?;
-        storage.rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        write_renamed(storage, &data_dir.join(&name), &bytes)?;
         Ok(Some(FileRef { file: name, bytes: bytes.len() as u64, xxh3: format!("{:016x}", xxh3(&bytes)), records: stats.indexed as u64, covered_seq: seq }))
     }
+}
+
+/// `durable::write_file_atomic` without its directory fsync: a checkpoint writes several files
+/// and fsyncs `data/` once for all of them, before the manifest names any.
+fn write_renamed(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    write_synced(storage, &tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    storage.rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

@@ -13,7 +13,7 @@ use crate::batch;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::index::Indexer;
-use crate::layout::{ARCHIVE_DIR, DATA_DIR, LOCK_FILE, MANIFEST_COPY_FILE, MANIFEST_FILE, WAL_DIR};
+use crate::layout::{ARCHIVE_DIR, DATA_DIR, DATA_EXT, LOCK_FILE, MANIFEST_COPY_FILE, MANIFEST_FILE, WAL_DIR, WAL_EXT};
 use crate::manifest::{self, Manifest};
 use crate::quarantine::{quarantine, Damage, QuarantineNote};
 use crate::storage::Storage;
@@ -54,7 +54,7 @@ impl Engine {
             None => {
                 let wal_names = storage.list(&dir.join(WAL_DIR)).map_err(io(&dir.join(WAL_DIR)))?;
                 let data_names = storage.list(&dir.join(DATA_DIR)).map_err(io(&dir.join(DATA_DIR)))?;
-                if wal_names.iter().any(|n| n.ends_with(".wal")) || data_names.iter().any(|n| n.ends_with(".seg")) {
+                if wal_names.iter().any(|n| n.ends_with(WAL_EXT)) || data_names.iter().any(|n| n.ends_with(DATA_EXT)) {
                     return Err(Error::corruption(dir.join(MANIFEST_FILE), 0, "MANIFEST is missing but the store has data"));
                 }
                 let m = Manifest::default();
