@@ -48,13 +48,6 @@ impl Engine {
             .collect())
     }
 
-    pub fn collection_info(&self, name: &str) -> Result<CollectionInfo> {
-        self.collections()?
-            .into_iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| Error::NotFound(format!("collection '{name}' does not exist")))
-    }
-
     /// The row's vector and metadata, after checking them against the row's checksum. A record
     /// known to be damaged, or a copy that fails its checksum, is CAIRN_CORRUPTION naming it.
     pub fn get(&self, collection: &str, id: &str) -> Result<Option<(Vec<f32>, String)>> {
