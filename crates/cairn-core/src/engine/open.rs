@@ -19,7 +19,7 @@ use crate::quarantine::{quarantine, Damage, QuarantineNote};
 use crate::storage::Storage;
 use crate::sync::{lock, read};
 use crate::wal::record::SEG_FLAG_UNSYNCED;
-use crate::wal::recovery::{replay, QuarantinedFile, RecoveryMode, RecoveryReport, SkippedRange};
+use crate::wal::recovery::{replay, QuarantinedFile, RecoveryMode, RecoveryReport, Replay, SkippedRange};
 use crate::wal::writer::WalWriter;
 
 impl Engine {
@@ -39,31 +39,7 @@ impl Engine {
         })?;
 
         let mut report = RecoveryReport::default();
-        // absolute-consistency refuses a damaged MANIFEST; the other modes fall back to its copy.
-        let loaded = if opts.recovery == RecoveryMode::AbsoluteConsistency {
-            manifest::load(storage.as_ref(), dir)?.map(|m| (m, None))
-        } else {
-            manifest::load_or_copy(storage.as_ref(), dir)?
-        };
-        let mut manifest_damage = None;
-        let manifest = match loaded {
-            Some((m, damage)) => {
-                manifest_damage = damage;
-                m
-            }
-            None => {
-                let wal_names = storage.list(&dir.join(WAL_DIR)).map_err(io(&dir.join(WAL_DIR)))?;
-                let data_names = storage.list(&dir.join(DATA_DIR)).map_err(io(&dir.join(DATA_DIR)))?;
-                if wal_names.iter().any(|n| n.ends_with(WAL_EXT)) || data_names.iter().any(|n| n.ends_with(DATA_EXT)) {
-                    return Err(Error::corruption(dir.join(MANIFEST_FILE), 0, "MANIFEST is missing but the store has data"));
-                }
-                let m = Manifest::default();
-                // durability: the new subdirectories must exist after a power cut.
-                storage.sync_dir(dir).map_err(io(dir))?;
-                manifest::store(storage.as_ref(), dir, &m)?;
-                m
-            }
-        };
+        let (manifest, manifest_damage) = load_manifest(storage.as_ref(), dir, opts.recovery)?;
         report.checkpoint_seq = manifest.checkpoint_seq;
         let (mut state, damaged_files) = load::load_checkpoint(storage.as_ref(), dir, &manifest, opts.recovery, &mut report)?;
 
@@ -73,46 +49,13 @@ impl Engine {
             let ops = batch::decode(payload)?;
             state.apply(seq, time, ops)
         })?;
-        let touched = std::mem::take(&mut state.touched);
+        // The indexer is notified below of every collection with pending rows.
+        state.touched.clear();
         let skip = opts.recovery == RecoveryMode::SkipCorrupt;
         if let Some(clean) = manifest.clean_shutdown_seq {
-            let problem = if replayed.last_seq != clean {
-                Some(format!("store was closed cleanly at seq {clean} but the WAL ends at seq {}", replayed.last_seq))
-            } else if report.torn_tail.is_some() {
-                Some("store was closed cleanly but its last WAL segment ends in invalid bytes".to_string())
-            } else {
-                None
-            };
-            if let Some(reason) = problem {
-                let file = replayed.segments.last().map_or_else(|| wal_dir.clone(), |s| s.path.clone());
-                if !skip {
-                    return Err(Error::corruption(file, 0, reason));
-                }
-                report.skipped.push(SkippedRange {
-                    file: file.display().to_string(),
-                    offset: 0,
-                    from_seq: replayed.last_seq + 1,
-                    to_seq: Some(clean),
-                    reason,
-                });
-            }
+            check_clean_close(clean, &replayed, &wal_dir, skip, &mut report)?;
         }
-        if let Some((path, offset)) = &replayed.truncate {
-            let f = storage.open(path).map_err(io(path))?;
-            f.set_len(*offset).map_err(io(path))?;
-            f.sync_data().map_err(io(path))?;
-        } else if let Some(last) = replayed.segments.last() {
-            // The last segment takes no more records (a new one starts below): drop its
-            // preallocated zeros, as `WalWriter::trim` does on a roll.
-            let f = storage.open(&last.path).map_err(io(&last.path))?;
-            if f.len().map_err(io(&last.path))? > last.end {
-                f.set_len(last.end).map_err(io(&last.path))?;
-            }
-            // durability: after a process crash under sync=none its records may be only in the
-            // page cache; writes acknowledged from now on build on them, so they must be on disk
-            // first, or a power cut could leave a hole below durable records.
-            f.sync_data().map_err(io(&last.path))?;
-        }
+        settle_wal_tail(storage.as_ref(), &replayed)?;
         state.last_seq = state.last_seq.max(replayed.last_seq).max(manifest.checkpoint_seq);
         state.last_time_ms = state.last_time_ms.max(replayed.last_time_ms).max(manifest.checkpoint_time_ms);
         let next_seq = state.last_seq + 1;
@@ -169,7 +112,6 @@ impl Engine {
                 }
             }
         }
-        drop(touched);
         let thread_shared = shared.clone();
         let handle = commit::spawn(thread_shared, writer, schema).map_err(|e| Error::io(dir, e))?;
         let engine = Engine { shared, commit_thread: Mutex::new(Some(handle)), lock: Mutex::new(Some(guard)), report };
@@ -227,6 +169,78 @@ impl Drop for Engine {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+/// The manifest, or its copy when the manifest is damaged (then also the damage found), or a
+/// new empty one for a new store. absolute-consistency refuses a damaged manifest.
+fn load_manifest(storage: &dyn Storage, dir: &Path, mode: RecoveryMode) -> Result<(Manifest, Option<Error>)> {
+    let loaded = if mode == RecoveryMode::AbsoluteConsistency {
+        manifest::load(storage, dir)?.map(|m| (m, None))
+    } else {
+        manifest::load_or_copy(storage, dir)?
+    };
+    if let Some(found) = loaded {
+        return Ok(found);
+    }
+    let (wal_dir, data_dir) = (dir.join(WAL_DIR), dir.join(DATA_DIR));
+    let wal_names = storage.list(&wal_dir).map_err(|e| Error::io(&wal_dir, e))?;
+    let data_names = storage.list(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
+    if wal_names.iter().any(|n| n.ends_with(WAL_EXT)) || data_names.iter().any(|n| n.ends_with(DATA_EXT)) {
+        return Err(Error::corruption(dir.join(MANIFEST_FILE), 0, "MANIFEST is missing but the store has data"));
+    }
+    let m = Manifest::default();
+    // durability: the new subdirectories must exist after a power cut.
+    storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    manifest::store(storage, dir, &m)?;
+    Ok((m, None))
+}
+
+/// A store closed cleanly at `clean` must replay to exactly that sequence number with no torn
+/// tail: anything else lost acknowledged writes. skip-corrupt reports the lost range instead.
+fn check_clean_close(clean: u64, replayed: &Replay, wal_dir: &Path, skip: bool, report: &mut RecoveryReport) -> Result<()> {
+    let problem = if replayed.last_seq != clean {
+        Some(format!("store was closed cleanly at seq {clean} but the WAL ends at seq {}", replayed.last_seq))
+    } else if report.torn_tail.is_some() {
+        Some("store was closed cleanly but its last WAL segment ends in invalid bytes".to_string())
+    } else {
+        None
+    };
+    if let Some(reason) = problem {
+        let file = replayed.segments.last().map_or_else(|| wal_dir.to_path_buf(), |s| s.path.clone());
+        if !skip {
+            return Err(Error::corruption(file, 0, reason));
+        }
+        report.skipped.push(SkippedRange {
+            file: file.display().to_string(),
+            offset: 0,
+            from_seq: replayed.last_seq + 1,
+            to_seq: Some(clean),
+            reason,
+        });
+    }
+    Ok(())
+}
+
+/// Truncate a torn tail, or trim the last segment's preallocated zeros, and fsync it.
+fn settle_wal_tail(storage: &dyn Storage, replayed: &Replay) -> Result<()> {
+    if let Some((path, offset)) = &replayed.truncate {
+        let f = storage.open(path).map_err(|e| Error::io(path, e))?;
+        f.set_len(*offset).map_err(|e| Error::io(path, e))?;
+        f.sync_data().map_err(|e| Error::io(path, e))?;
+    } else if let Some(last) = replayed.segments.last() {
+        let path = &last.path;
+        // The last segment takes no more records (a new one starts after open): drop its
+        // preallocated zeros, as `WalWriter::trim` does on a roll.
+        let f = storage.open(path).map_err(|e| Error::io(path, e))?;
+        if f.len().map_err(|e| Error::io(path, e))? > last.end {
+            f.set_len(last.end).map_err(|e| Error::io(path, e))?;
+        }
+        // durability: after a process crash under sync=none its records may be only in the
+        // page cache; writes acknowledged from now on build on them, so they must be on disk
+        // first, or a power cut could leave a hole below durable records.
+        f.sync_data().map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
 }
 
 /// Keep a damaged file that this open replaces under `quarantine/` with a note.
