@@ -11,14 +11,14 @@ use std::sync::Arc;
 use super::{poison, retention, Engine, Request, Shared};
 use crate::batch::CollectionSpec;
 use crate::checksum::xxh3;
+use crate::datafile::{DataFileHeader, DataFileWriter, DATAFILE_VERSION, KIND_BASE, KIND_DELTA};
+use crate::durable::{temp_path, write_synced};
 use crate::error::{Error, Result};
 use crate::index::{label_of, CollectionIndex};
-use crate::durable::{temp_path, write_synced};
 use crate::layout::{data_file_name, graph_file_name, DATA_DIR};
-use crate::storage::Storage;
 use crate::manifest::{self, Manifest, ManifestCollection};
-use crate::datafile::{DataFileHeader, DataFileWriter, DATAFILE_VERSION, KIND_BASE, KIND_DELTA};
-use crate::state::{Row, FileRef, UnreadableRecord};
+use crate::state::{FileRef, Row, UnreadableRecord};
+use crate::storage::Storage;
 use crate::sync::{lock, read, write};
 use crate::wal::writer::WalWriter;
 
@@ -94,6 +94,7 @@ pub(super) fn capture(shared: &Shared, writer: &mut WalWriter) -> Result<Capture
 }
 
 impl Engine {
+    /// Write the state to immutable checkpoint files, replace the manifest, and move WAL
     /// segments the checkpoint covers to the archive. Returns the checkpoint's sequence number.
     pub fn checkpoint(&self) -> Result<u64> {
         self.checkpoint_then(|_, _| Ok(())).map(|(seq, ())| seq)

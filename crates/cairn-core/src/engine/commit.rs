@@ -1,7 +1,8 @@
-//! The commit thread: the only writer of the WAL and of the in-memory state. Requests are
-//! taken from the queue in arrival order; commits are grouped so that one fdatasync covers
-//! every record of a group (sync=group), and each caller is completed only after its record is
-//! durable per the sync mode and applied. A checkpoint's capture runs between groups.
+//! The commit thread: the only writer of the WAL, and the only thread that applies records to
+//! the in-memory state once the store is open. Requests are taken from the queue in arrival
+//! order; commits are grouped so that one fdatasync covers every record of a group
+//! (sync=group), and each caller is completed only after its record is durable per the sync
+//! mode and applied. A checkpoint's capture runs between groups.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -8,12 +8,12 @@ use std::path::Path;
 
 use crate::batch::{self, CollectionSpec, Op};
 use crate::checksum::xxh3;
+use crate::datafile::{read_data_file, DataRecord, KIND_DELTA, REC_DELETE};
 use crate::error::{Error, Result};
 use crate::hnsw::{Hnsw, HnswParams};
 use crate::index::{seq_of_label, CollectionIndex, LABEL_OP_BITS};
 use crate::layout::{parse_wal_segment_name, ARCHIVE_DIR, DATA_DIR, WAL_DIR};
 use crate::manifest::{Manifest, ManifestCollection};
-use crate::datafile::{read_data_file, DataRecord, KIND_DELTA, REC_DELETE};
 use crate::state::{Collection, Row, State, UnreadableRecord};
 use crate::storage::Storage;
 use crate::sync::read;

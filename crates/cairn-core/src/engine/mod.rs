@@ -108,8 +108,9 @@ struct Queue {
     idle: bool,
 }
 
-/// What the API, the commit thread and checkpoints share. Only the commit thread (and open,
-/// before it starts) mutates `state`; `last_seq` is the last sequence number applied to it.
+/// What the API, the commit thread and checkpoints share. Only the commit thread applies
+/// records to `state` (open does before it starts); checkpoints change only its file lists.
+/// `last_seq` is the last sequence number applied.
 struct Shared {
     dir: PathBuf,
     opts: Options,
@@ -125,6 +126,7 @@ struct Shared {
     indexer: Indexer,
 }
 
+/// An open store. Dropping it closes it; `close` reports what the drop would swallow.
 pub struct Engine {
     shared: Arc<Shared>,
     commit_thread: Mutex<Option<JoinHandle<()>>>,

@@ -1,6 +1,7 @@
 //! Retention after a checkpoint: WAL segments it covers move to `wal-archive/` (never deleted
 //! there except by the configured archive retention), and checkpoint files the manifest no
-//! longer names are removed. None of this is needed for correctness of the live store.
+//! longer names are removed. None of it changes what the live store serves; archive retention
+//! limits what point-in-time recovery can still reach.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
