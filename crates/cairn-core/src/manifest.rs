@@ -146,3 +146,23 @@ pub fn refresh_copy(storage: &dyn Storage, dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::FileRef;
+
+    /// The Rust field is `data_files`; the JSON key stays `segments`, so stores written before
+    /// the rename open unchanged.
+    #[test]
+    fn manifest_json_names_data_files_segments() {
+        let file = FileRef { file: "f.seg".into(), bytes: 1, xxh3: "00".into(), records: 1, covered_seq: 2 };
+        let c = ManifestCollection { id: 1, name: "c".into(), dim: 2, metric: Metric::L2, m: 16, ef_construction: 64, data_files: vec![file], index: None, unreadable: Vec::new() };
+        let m = Manifest { checkpoint_seq: 2, checkpoint_time_ms: 3, clean_shutdown_seq: None, collections: vec![c] };
+        let json: serde_json::Value = serde_json::to_value(&m).expect("serialize");
+        assert_eq!(json["collections"][0]["segments"][0]["file"], "f.seg");
+        assert!(json["collections"][0].get("data_files").is_none());
+        let back = decode(&encode(&m), Path::new("MANIFEST")).expect("decode");
+        assert_eq!(back, m);
+    }
+}

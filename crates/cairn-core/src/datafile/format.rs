@@ -73,6 +73,7 @@ impl DataFileHeader {
     }
 }
 
+/// Version 2's identity checksum: xxh3 of a record's fixed fields before it, then its id.
 pub(super) fn ident_sum(fixed_fields: &[u8], id: &[u8]) -> u64 {
     let mut h = crate::checksum::Xxh3Stream::default();
     h.update(fixed_fields);
