@@ -10,10 +10,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use crate::hnsw::Hnsw;
+use crate::sync::{lock, read, wait, wait_timeout, write};
 
 /// Ops per batch are limited so the op index fits in the label's low bits.
 pub const LABEL_OP_BITS: u32 = 24;
@@ -36,16 +37,6 @@ const CHUNK: usize = 8_192;
 /// Compact the graph once tombstones exceed this share of its nodes.
 const COMPACT_TOMBSTONE_SHARE: f64 = 0.3;
 const COMPACT_MIN_TOMBSTONES: usize = 1_000;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-pub fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-pub fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
-}
 
 pub struct CollectionIndex {
     pub hnsw: RwLock<Hnsw>,
@@ -114,7 +105,7 @@ impl CollectionIndex {
     pub fn wait_idle(&self, stop: &AtomicBool) {
         let mut p = lock(&self.pending);
         while !p.is_empty() && !self.dropped.load(Ordering::Acquire) && !stop.load(Ordering::Acquire) {
-            p = self.idle.wait_timeout(p, std::time::Duration::from_millis(100)).map(|r| r.0).unwrap_or_else(|e| e.into_inner().0);
+            p = wait_timeout(&self.idle, p, std::time::Duration::from_millis(100));
         }
     }
 
@@ -123,7 +114,7 @@ impl CollectionIndex {
     pub fn wait_indexed_through(&self, label: u64, stop: &AtomicBool) {
         let mut p = lock(&self.pending);
         while p.first_key_value().is_some_and(|(l, _)| *l <= label) && !self.dropped.load(Ordering::Acquire) && !stop.load(Ordering::Acquire) {
-            p = self.idle.wait_timeout(p, std::time::Duration::from_millis(100)).map(|r| r.0).unwrap_or_else(|e| e.into_inner().0);
+            p = wait_timeout(&self.idle, p, std::time::Duration::from_millis(100));
         }
     }
 
@@ -252,7 +243,7 @@ impl Indexer {
                     if let Some(i) = q.work.pop_front() {
                         break i;
                     }
-                    q = cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                    q = wait(cv, q);
                 }
             };
             if index.dropped.load(Ordering::Acquire) {

@@ -4,6 +4,7 @@
 //! <store>/LOCK                          writer lock (flock)
 //! <store>/MANIFEST, MANIFEST.copy       live files, atomically replaced
 //! <store>/wal/<seq:020>.wal             WAL segments, named by their first sequence number
+//! <store>/wal/next.prealloc             the next segment, zero-filled ahead of need
 //! <store>/wal-archive/<seq:020>.wal     sealed segments kept for PITR and replicas
 //! <store>/data/<coll:020>-<seq:020>.seg checkpoint data files
 //! <store>/data/<coll:020>-<seq:020>.hnsw persisted HNSW graphs
@@ -17,6 +18,8 @@ pub const MANIFEST_FILE: &str = "MANIFEST";
 /// A second copy of the manifest, written after every change.
 pub const MANIFEST_COPY_FILE: &str = "MANIFEST.copy";
 pub const WAL_DIR: &str = "wal";
+/// The WAL writer's zero-filled next segment, renamed into place when it is needed.
+pub const PREALLOC_FILE: &str = "next.prealloc";
 pub const ARCHIVE_DIR: &str = "wal-archive";
 pub const DATA_DIR: &str = "data";
 pub const SNAPSHOTS_DIR: &str = "snapshots";

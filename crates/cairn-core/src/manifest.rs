@@ -11,7 +11,7 @@ use crate::checksum::xxh3;
 use crate::distance::Metric;
 use crate::error::{Error, Result};
 use crate::layout::{MANIFEST_COPY_FILE, MANIFEST_FILE};
-use crate::state::SegmentRef;
+use crate::state::FileRef;
 use crate::durable::write_file_atomic;
 use crate::storage::Storage;
 use crate::wal::record::{u32_at, u64_at};
@@ -21,7 +21,6 @@ pub const MANIFEST_VERSION: u32 = 1;
 const OFF_VERSION: usize = 8;
 const OFF_BODY_LEN: usize = 16;
 pub const MANIFEST_HEADER_LEN: usize = 24;
-/// Identical to `MANIFEST` except for a moment while a checkpoint replaces both.
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -42,12 +41,15 @@ pub struct ManifestCollection {
     pub metric: Metric,
     pub m: u32,
     pub ef_construction: u32,
-    pub segments: Vec<SegmentRef>,
+    /// Checkpoint data files, oldest first (named `segments` on disk, from before WAL files
+    /// alone were called segments).
+    #[serde(rename = "segments")]
+    pub data_files: Vec<FileRef>,
     /// The persisted HNSW graph (`data/<id>-<seq>.hnsw`); absent until the first checkpoint.
     #[serde(default)]
-    pub index: Option<SegmentRef>,
+    pub index: Option<FileRef>,
     /// Records whose stored bytes were found damaged and could not be repaired. They override
-    /// every segment file: reads of them fail until they are written or deleted again.
+    /// every data file: reads of them fail until they are written or deleted again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<crate::state::UnreadableRecord>,
 }
@@ -143,4 +145,24 @@ pub fn refresh_copy(storage: &dyn Storage, dir: &Path) -> Result<()> {
         write_file_atomic(storage, &copy_path, &primary).map_err(|e| Error::io(&copy_path, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::FileRef;
+
+    /// The Rust field is `data_files`; the JSON key stays `segments`, so stores written before
+    /// the rename open unchanged.
+    #[test]
+    fn manifest_json_names_data_files_segments() {
+        let file = FileRef { file: "f.seg".into(), bytes: 1, xxh3: "00".into(), records: 1, covered_seq: 2 };
+        let c = ManifestCollection { id: 1, name: "c".into(), dim: 2, metric: Metric::L2, m: 16, ef_construction: 64, data_files: vec![file], index: None, unreadable: Vec::new() };
+        let m = Manifest { checkpoint_seq: 2, checkpoint_time_ms: 3, clean_shutdown_seq: None, collections: vec![c] };
+        let json: serde_json::Value = serde_json::to_value(&m).expect("serialize");
+        assert_eq!(json["collections"][0]["segments"][0]["file"], "f.seg");
+        assert!(json["collections"][0].get("data_files").is_none());
+        let back = decode(&encode(&m), Path::new("MANIFEST")).expect("decode");
+        assert_eq!(back, m);
+    }
 }

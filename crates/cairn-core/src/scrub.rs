@@ -32,7 +32,7 @@ use crate::layout::{DATA_DIR, INSTALL_SUFFIX};
 use crate::error::{Error, Result};
 use crate::layout::MANIFEST_FILE;
 use crate::manifest::{self, Manifest, MANIFEST_HEADER_LEN};
-use crate::segment::{self, FOOTER_LEN, SEG_HEADER_LEN};
+use crate::datafile::{self, DATAFILE_HEADER_LEN, FOOTER_LEN};
 use crate::snapshot::{SnapshotInfo, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 use crate::wal::reader::{scan_segment, ScanItem};
 use crate::wal::stream_check::StreamCheck;
@@ -688,14 +688,14 @@ fn verify_segment_fast_or_deep(f: &mut File, kind: FileKind, expected: Option<Ex
 fn footer_count(f: &File, bytes: u64) -> u64 {
     let mut footer = [0u8; FOOTER_LEN];
     if bytes >= FOOTER_LEN as u64 && f.read_exact_at(&mut footer, bytes - FOOTER_LEN as u64).is_ok() {
-        return segment::check_footer(&footer).map_or(0, |(count, _)| count);
+        return datafile::check_footer(&footer).map_or(0, |(count, _)| count);
     }
     0
 }
 
 fn verify_segment(f: &mut File, size_is_right: bool, out: &mut FileCheck, ctl: &ScanControl) -> std::io::Result<()> {
     let len = out.bytes as usize;
-    if len < SEG_HEADER_LEN + FOOTER_LEN {
+    if len < DATAFILE_HEADER_LEN + FOOTER_LEN {
         let kind = if out.findings.iter().any(|f| f.kind == Damage::Truncated) { Damage::Truncated } else { Damage::Checksum };
         out.add(len as u64, kind, None, "shorter than a segment header and footer");
         return hash_all(f, out, ctl);
@@ -706,8 +706,8 @@ fn verify_segment(f: &mut File, size_is_right: bool, out: &mut FileCheck, ctl: &
     let mut buf: Vec<u8> = Vec::with_capacity(2 * ctl.chunk());
     // File offset of buf[0], and of the next record to check.
     let mut base = 0usize;
-    let mut pos = SEG_HEADER_LEN;
-    let mut dim: Option<segment::RecordFormat> = None;
+    let mut pos = DATAFILE_HEADER_LEN;
+    let mut dim: Option<datafile::RecordFormat> = None;
     let mut framed = true;
     let mut read = 0usize;
     loop {
@@ -736,8 +736,8 @@ fn verify_segment(f: &mut File, size_is_right: bool, out: &mut FileCheck, ctl: &
             }
         };
         let avail = base + buf.len();
-        if dim.is_none() && framed && (avail >= SEG_HEADER_LEN || eof) {
-            match segment::check_header(&buf) {
+        if dim.is_none() && framed && (avail >= DATAFILE_HEADER_LEN || eof) {
+            match datafile::check_header(&buf) {
                 Ok(h) => dim = Some(h.record_format()),
                 Err(reason) => {
                     out.add(0, Damage::Checksum, None, reason);
@@ -752,22 +752,22 @@ fn verify_segment(f: &mut File, size_is_right: bool, out: &mut FileCheck, ctl: &
                     break;
                 }
                 let rlen = u32::from_le_bytes([buf[rel], buf[rel + 1], buf[rel + 2], buf[rel + 3]]) as usize;
-                let plausible = rlen >= segment::R_FIXED + 8 && rlen.is_multiple_of(8) && pos + rlen <= footer_at;
+                let plausible = rlen >= datafile::R_FIXED + 8 && rlen.is_multiple_of(8) && pos + rlen <= footer_at;
                 if plausible && pos + rlen > avail {
                     break; // need more bytes
                 }
                 if !plausible {
                     // The length is unusable, so nothing after it can be framed.
-                    let cut_short = rlen >= segment::R_FIXED + 8 && rlen.is_multiple_of(8) && pos + rlen > footer_at && !size_is_right;
+                    let cut_short = rlen >= datafile::R_FIXED + 8 && rlen.is_multiple_of(8) && pos + rlen > footer_at && !size_is_right;
                     let kind = if cut_short || out.findings.iter().any(|f| f.kind == Damage::Truncated) { Damage::Truncated } else { Damage::Checksum };
                     out.add(pos as u64, kind, None, "implausible record length; the rest of the file cannot be framed");
                     framed = false;
                     break;
                 }
-                match segment::check_record(&buf, rel, rel + rlen, &d) {
+                match datafile::check_record(&buf, rel, rel + rlen, &d) {
                     Ok(_) => out.records += 1,
                     Err((reason, _)) => {
-                        let id = segment::record_identity(&buf, rel, rel + rlen, &d).map(|i| i.id).or_else(|| segment::record_id_hint(&buf[rel..rel + rlen], &d));
+                        let id = datafile::record_identity(&buf, rel, rel + rlen, &d).map(|i| i.id).or_else(|| datafile::record_id_hint(&buf[rel..rel + rlen], &d));
                         out.add(pos as u64, Damage::Checksum, id, reason);
                     }
                 }
@@ -792,7 +792,7 @@ fn verify_segment(f: &mut File, size_is_right: bool, out: &mut FileCheck, ctl: &
     }
     let mut footer = [0u8; FOOTER_LEN];
     f.read_exact_at(&mut footer, footer_at as u64)?;
-    match segment::check_footer(&footer) {
+    match datafile::check_footer(&footer) {
         None => {
             let kind = if out.findings.iter().any(|f| f.kind == Damage::Truncated) { Damage::Truncated } else { Damage::Checksum };
             out.add(footer_at as u64, kind, None, "footer missing or damaged");
@@ -856,7 +856,7 @@ pub fn install_copy(dir: &Path, rel: &str, source: &Path, kind: FileKind, expect
 pub fn install_copy_live(engine: &Engine, rel: &str, source: &Path, kind: FileKind, expected: Expected, note: &QuarantineNote) -> Result<Install> {
     engine.with_checkpoint_lock(|m, dir| {
         if let Some(name) = rel.strip_prefix(&format!("{DATA_DIR}/")) {
-            let named = m.collections.iter().flat_map(|c| c.segments.iter().chain(c.index.iter())).any(|s| s.file == name && parse_xxh3(&s.xxh3) == Some(expected.xxh3));
+            let named = m.collections.iter().flat_map(|c| c.data_files.iter().chain(c.index.iter())).any(|s| s.file == name && parse_xxh3(&s.xxh3) == Some(expected.xxh3));
             if !named {
                 return Ok(Install::Moot);
             }
@@ -887,13 +887,13 @@ pub fn rebuild_live(engine: &Engine, rel: &str, note: &QuarantineNote) -> Result
         return Ok(Rebuild::Rebuilt { quarantined, checkpoint_seq: None });
     }
     let Some(name) = rel.strip_prefix(&format!("{DATA_DIR}/")) else { return Ok(Rebuild::Moot) };
-    let owner = engine.manifest().collections.iter().find(|c| c.segments.iter().chain(c.index.iter()).any(|s| s.file == name)).map(|c| c.id);
+    let owner = engine.manifest().collections.iter().find(|c| c.data_files.iter().chain(c.index.iter()).any(|s| s.file == name)).map(|c| c.id);
     let Some(id) = owner else { return Ok(Rebuild::Moot) };
     let mut quarantined = None;
     let mut moot = false;
     let seq = engine.rewrite_collection_files(id, |m, dir| {
         // Checked again under the lock: a checkpoint may have replaced the file meanwhile.
-        moot = !m.collections.iter().any(|c| c.id == id && c.segments.iter().chain(c.index.iter()).any(|s| s.file == name));
+        moot = !m.collections.iter().any(|c| c.id == id && c.data_files.iter().chain(c.index.iter()).any(|s| s.file == name));
         if !moot {
             quarantined = keep_in_quarantine(&OsStorage, dir, rel, note)?;
         }
@@ -928,7 +928,7 @@ mod tests {
     use super::*;
     use crate::layout::NOTE_SUFFIX;
     use crate::distance::Metric;
-    use crate::segment::{SegmentHeader, SegmentWriter, KIND_BASE};
+    use crate::datafile::{DataFileHeader, DataFileWriter, KIND_BASE};
     use crate::wal::record::{encode_record, encode_segment_header, RECORD_TYPE_BATCH};
 
     fn temp_dir(tag: &str) -> PathBuf {
@@ -940,7 +940,7 @@ mod tests {
     }
 
     fn segment_bytes(rows: usize) -> Vec<u8> {
-        let mut w = SegmentWriter::new(&SegmentHeader { version: crate::segment::SEG_VERSION, dim: 4, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
+        let mut w = DataFileWriter::new(&DataFileHeader { version: crate::datafile::DATAFILE_VERSION, dim: 4, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
         for i in 0..rows {
             w.upsert(&format!("row-{i}"), i as u64, &[i as f32, 1.0, 2.0, 3.0], "{\"k\":1}");
         }
@@ -1020,7 +1020,7 @@ mod tests {
         let dir = temp_dir("named");
         let good = segment_bytes(50);
         let mut bad = good.clone();
-        let at = SEG_HEADER_LEN + 3 * (good.len() - SEG_HEADER_LEN - FOOTER_LEN) / 50 + 30;
+        let at = DATAFILE_HEADER_LEN + 3 * (good.len() - DATAFILE_HEADER_LEN - FOOTER_LEN) / 50 + 30;
         bad[at] ^= 1;
         let path = dir.join("x.seg");
         fs::write(&path, &bad).expect("write");
@@ -1123,7 +1123,7 @@ mod tests {
     #[test]
     fn a_segment_file_hashed_by_ranges_reports_its_footer_count() {
         let dir = temp_dir("seg-ranges");
-        let mut w = SegmentWriter::new(&SegmentHeader { version: crate::segment::SEG_VERSION, dim: 4096, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
+        let mut w = DataFileWriter::new(&DataFileHeader { version: crate::datafile::DATAFILE_VERSION, dim: 4096, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
         let v = vec![0.25f32; 4096];
         let rows = (2 * RANGE_BYTES / (4096 * 4)) as usize + 40;
         for i in 0..rows {
@@ -1211,7 +1211,7 @@ mod tests {
         let e = engine_with_rows(&dir, 3000);
         let want = rows_of(&e, 3000);
         let m = e.manifest();
-        let seg = m.collections[0].segments[0].clone();
+        let seg = m.collections[0].data_files[0].clone();
         let ix = m.collections[0].index.clone().expect("graph file");
         for (rel, kind, r) in [(format!("data/{}", seg.file), FileKind::Segment, &seg), (format!("data/{}", ix.file), FileKind::Blob, &ix)] {
             let path = dir.join(&rel);
@@ -1226,7 +1226,7 @@ mod tests {
             let Rebuild::Rebuilt { quarantined: Some(q), .. } = out else { panic!("{out:?}") };
             assert_eq!(fs::read(dir.join(&q)).expect("kept"), bytes, "the damaged bytes are kept");
             for c in &e.manifest().collections {
-                for s in c.segments.iter().chain(c.index.iter()) {
+                for s in c.data_files.iter().chain(c.index.iter()) {
                     let exp = Expected { bytes: s.bytes, xxh3: parse_xxh3(&s.xxh3).expect("hex") };
                     let k = if s.file.ends_with(".seg") { FileKind::Segment } else { FileKind::Blob };
                     assert!(check(&dir.join("data").join(&s.file), k, Some(exp)).findings.is_empty());

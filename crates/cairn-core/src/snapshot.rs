@@ -161,7 +161,7 @@ fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<Snapsho
     let mut snap_manifest = m.clone();
     snap_manifest.clean_shutdown_seq = None;
     for c in &mut snap_manifest.collections {
-        for s in &c.segments {
+        for s in &c.data_files {
             let rel = format!("{DATA_DIR}/{}", s.file);
             if !held.contains(&rel) {
                 link(&dir.join(&rel), &tmp.join(&rel))?;
@@ -242,12 +242,12 @@ fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<Snapsho
 }
 
 /// The newest graph file of `collection_id` in the base chain, if any.
-fn base_index(all: &[SnapshotInfo], base: Option<&SnapshotInfo>, collection_id: u64) -> Result<Option<crate::state::SegmentRef>> {
+fn base_index(all: &[SnapshotInfo], base: Option<&SnapshotInfo>, collection_id: u64) -> Result<Option<crate::state::FileRef>> {
     let Some(b) = base else { return Ok(None) };
     let prefix = format!("{DATA_DIR}/{collection_id:020}-");
     for s in chain(all, &b.id)?.iter().rev() {
         if let Some(f) = s.files.iter().find(|f| f.path.starts_with(&prefix) && f.path.ends_with(".hnsw")) {
-            return Ok(Some(crate::state::SegmentRef {
+            return Ok(Some(crate::state::FileRef {
                 file: f.path[DATA_DIR.len() + 1..].to_string(),
                 bytes: f.bytes,
                 xxh3: f.xxh3.clone(),

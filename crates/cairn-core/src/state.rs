@@ -9,7 +9,8 @@ use crate::batch::{CollectionSpec, Op};
 use crate::distance::{dot, Metric};
 use crate::error::{Error, Result};
 use crate::hnsw::{Hnsw, HnswParams};
-use crate::index::{label_of, read, CollectionIndex};
+use crate::index::{label_of, CollectionIndex};
+use crate::sync::read;
 use crate::keyed_hash::{IdMap, IdSet};
 
 /// Collections this small are always searched exactly: it is as fast and has perfect recall.
@@ -81,7 +82,7 @@ pub struct SkippedRecord {
 
 /// One immutable checkpoint file of a collection, as listed in the manifest.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SegmentRef {
+pub struct FileRef {
     pub file: String,
     pub bytes: u64,
     pub xxh3: String,
@@ -97,9 +98,9 @@ pub struct Collection {
     /// Ids written since the last checkpoint captured this collection.
     pub dirty: IdSet<String>,
     /// Checkpoint files, oldest first; later files override earlier ones.
-    pub segments: Vec<SegmentRef>,
+    pub data_files: Vec<FileRef>,
     /// The persisted graph named by the manifest, if any.
-    pub index_file: Option<SegmentRef>,
+    pub index_file: Option<FileRef>,
     pub index: Arc<CollectionIndex>,
     /// Label -> id of every live row.
     pub live: IdMap<u64, String>,
@@ -212,7 +213,7 @@ impl Collection {
             spec,
             rows: IdMap::default(),
             dirty: IdSet::default(),
-            segments: Vec::new(),
+            data_files: Vec::new(),
             index_file: None,
             index: CollectionIndex::new(hnsw),
             live: IdMap::default(),

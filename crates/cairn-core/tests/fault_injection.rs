@@ -165,7 +165,6 @@ fn records_replayed_after_a_sync_none_process_crash_are_durable_before_new_write
     let e = Engine::open(dir(), always).expect("reopen after the process crash");
     assert_eq!(e.last_seq(), 31, "the page cache still held every record");
     commit(&e, vec![Op::Upsert { collection: "a".into(), id: "durable".into(), vector: vec![0.5, 0.5], metadata: "null".into() }]);
-    drop(commit);
     let power_cut = fs.crash(CrashKind::DropUnsynced);
     std::mem::forget(e);
     let after = open_with(&power_cut, RecoveryMode::AbsoluteConsistency).expect("open after the power cut");

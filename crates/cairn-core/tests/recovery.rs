@@ -12,7 +12,7 @@ use cairn_core::layout::{ARCHIVE_DIR, DATA_DIR, WAL_DIR};
 use cairn_core::fault::{CrashKind, FaultStorage};
 use cairn_core::layout::{MANIFEST_COPY_FILE, MANIFEST_FILE};
 use cairn_core::manifest;
-use cairn_core::segment::{read_header, KIND_BASE, KIND_DELTA, SEG_HEADER_LEN};
+use cairn_core::datafile::{read_header, DATAFILE_HEADER_LEN, KIND_BASE, KIND_DELTA};
 use cairn_core::storage::{OsStorage, Storage};
 use cairn_core::wal::reader::{scan_segment, ScanItem};
 use cairn_core::wal::record::SEGMENT_HEADER_LEN;
@@ -240,7 +240,7 @@ fn bit_flip_in_checkpoint_segment_file() {
         let len = fs.read(path).expect("read").len();
         for trial in 0..8 {
             // Inside the records: between the 64-byte header and the 32-byte footer.
-            let pos = rng.range(SEG_HEADER_LEN as u64, len as u64 - 33) as usize;
+            let pos = rng.range(DATAFILE_HEADER_LEN as u64, len as u64 - 33) as usize;
             let ctx = format!("file {i} trial {trial}: flip in {} at {pos}", path.display());
             let damaged = copy(&fs);
             flip(&damaged, path, pos, rng.below(8) as u8);
@@ -298,7 +298,7 @@ fn segment_records(buf: &[u8]) -> Vec<(usize, usize, String)> {
     let dim = u32::from_le_bytes(buf[12..16].try_into().expect("4 bytes")) as usize;
     let footer = buf.len() - 32;
     let mut out = Vec::new();
-    let mut pos = SEG_HEADER_LEN;
+    let mut pos = DATAFILE_HEADER_LEN;
     while pos < footer {
         let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
         let vec_bytes = if buf[pos + 4] == 1 { dim * 4 } else { 0 };
@@ -634,15 +634,15 @@ fn reopen_after_checkpoint_round_trips_on_disk() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-fn manifest_segments(fs: &FaultStorage, name: &str) -> Vec<cairn_core::state::SegmentRef> {
+fn manifest_segments(fs: &FaultStorage, name: &str) -> Vec<cairn_core::state::FileRef> {
     let m = manifest::load(fs, dir()).expect("manifest").expect("present");
-    m.collections.into_iter().find(|c| c.name == name).map(|c| c.segments).unwrap_or_default()
+    m.collections.into_iter().find(|c| c.name == name).map(|c| c.data_files).unwrap_or_default()
 }
 
 /// Every file the manifest names in data/: checkpoint segments and persisted graphs.
 fn manifest_files(fs: &FaultStorage) -> BTreeSet<String> {
     let m = manifest::load(fs, dir()).expect("manifest").expect("present");
-    m.collections.into_iter().flat_map(|c| c.segments.into_iter().chain(c.index)).map(|s| s.file).collect()
+    m.collections.into_iter().flat_map(|c| c.data_files.into_iter().chain(c.index)).map(|s| s.file).collect()
 }
 
 #[test]

@@ -4,13 +4,13 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::PoisonError;
 
 use rayon::prelude::*;
 
 use super::graph::MAX_LEVEL;
 use super::search::{with_scratch, Scored};
-use super::{read_lock, write_lock, Hnsw};
+use super::Hnsw;
+use crate::sync::{lock, read, write};
 use crate::error::{Error, Result};
 
 /// splitmix64 finaliser: turns the level-draw counter into well-mixed random bits.
@@ -28,7 +28,7 @@ impl Hnsw {
     pub fn insert(&self, label: u64, vector: &[f32]) -> Result<()> {
         self.check_vector(vector)?;
         let prepared = self.prepare(vector);
-        let _gate = read_lock(&self.insert_gate);
+        let _gate = read(&self.insert_gate);
         self.insert_prepared(label, &prepared)
     }
 
@@ -60,8 +60,8 @@ impl Hnsw {
     }
 
     fn insert_many(&self, items: &[(u64, &[f32])], needs_preparing: bool) -> Result<()> {
-        let _gate = read_lock(&self.insert_gate);
-        let free = self.graph.capacity() - read_lock(&self.directory).allocated as usize;
+        let _gate = read(&self.insert_gate);
+        let free = self.graph.capacity() - read(&self.directory).allocated as usize;
         if items.len() > free {
             return Err(Error::InvalidArgument(format!(
                 "hnsw index has {free} free node slots, batch needs {}; reserve more capacity",
@@ -110,7 +110,7 @@ impl Hnsw {
 
     /// Takes the next free node slot for `label`, tombstoning the label's previous node.
     fn allocate_node(&self, label: u64) -> Result<u32> {
-        let mut directory = write_lock(&self.directory);
+        let mut directory = write(&self.directory);
         if directory.allocated as usize >= self.graph.capacity() {
             return Err(Error::InvalidArgument(format!(
                 "hnsw index is full ({} node slots); reserve more capacity",
@@ -133,11 +133,7 @@ impl Hnsw {
         let (entry, top) = match self.entry.get() {
             Some(entry) => entry,
             None => {
-                let _update = self
-                    .entry
-                    .update
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let _update = lock(&self.entry.update);
                 match self.entry.get() {
                     Some(entry) => entry,
                     None => {
@@ -151,11 +147,7 @@ impl Hnsw {
         let chosen = self.choose_links(node, level, entry, top);
         self.publish_links(node, &chosen, after_layer);
         if level > top {
-            let _update = self
-                .entry
-                .update
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _update = lock(&self.entry.update);
             if self
                 .entry
                 .get()

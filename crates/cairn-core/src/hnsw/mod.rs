@@ -28,6 +28,9 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 use crate::distance::{normalize, Metric};
 use crate::error::{Error, Result};
+// Poisoning only means another thread panicked while holding a lock; every critical section
+// leaves the directory consistent at each step, so the data is still valid.
+use crate::sync::{read, write};
 use graph::Graph;
 pub use persist::{INDEX_FORMAT_VERSION, INDEX_MAGIC};
 
@@ -142,16 +145,6 @@ pub struct Hnsw {
     level_mult: f64,
 }
 
-fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    // Poisoning only means another thread panicked while holding the lock; every critical
-    // section leaves the directory consistent at each step, so the data is still valid.
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Hnsw {
     pub fn new(params: HnswParams, capacity: usize) -> Result<Hnsw> {
         params.validate()?;
@@ -183,7 +176,7 @@ impl Hnsw {
 
     /// Free node slots. Every insert (including an update of an existing label) takes one.
     pub fn remaining_capacity(&self) -> usize {
-        self.graph.capacity() - read_lock(&self.directory).allocated as usize
+        self.graph.capacity() - read(&self.directory).allocated as usize
     }
 
     /// Grows storage to `new_capacity` node slots (clamped to `MAX_CAPACITY`); never shrinks.
@@ -196,8 +189,8 @@ impl Hnsw {
     }
 
     pub fn mark_deleted(&self, label: u64) {
-        let _gate = read_lock(&self.insert_gate);
-        let mut directory = write_lock(&self.directory);
+        let _gate = read(&self.insert_gate);
+        let mut directory = write(&self.directory);
         if let Some(node) = directory.node_of_label.remove(&label) {
             if self.graph.set_tombstone(node) {
                 directory.tombstones += 1;
@@ -207,7 +200,7 @@ impl Hnsw {
 
     /// Every live label, in no particular order (used to match a loaded graph against rows).
     pub fn labels(&self) -> Vec<u64> {
-        read_lock(&self.directory)
+        read(&self.directory)
             .node_of_label
             .keys()
             .copied()
@@ -215,13 +208,13 @@ impl Hnsw {
     }
 
     pub fn contains(&self, label: u64) -> bool {
-        read_lock(&self.directory)
+        read(&self.directory)
             .node_of_label
             .contains_key(&label)
     }
 
     pub fn len(&self) -> usize {
-        read_lock(&self.directory).node_of_label.len()
+        read(&self.directory).node_of_label.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -231,14 +224,14 @@ impl Hnsw {
     /// Tombstoned nodes: deleted labels and the superseded nodes of updated labels. They stay in
     /// the graph (as hops) until `compact`.
     pub fn deleted_count(&self) -> usize {
-        read_lock(&self.directory).tombstones
+        read(&self.directory).tombstones
     }
 
     /// Heap bytes held by the index: preallocated node storage for `capacity` nodes, upper-level
     /// link lists and the label map. Per-thread search scratch (2 bytes per node slot per thread
     /// that has searched) is not owned by the index and not counted.
     pub fn memory_bytes(&self) -> usize {
-        let directory = read_lock(&self.directory);
+        let directory = read(&self.directory);
         // hashbrown keeps capacity*8/7 buckets rounded up to a power of two, each holding the
         // (u64, u32) entry padded to 16 bytes plus one control byte.
         let map_capacity = directory.node_of_label.capacity();
@@ -275,8 +268,8 @@ impl Hnsw {
     pub fn compacted(&self) -> Result<Hnsw> {
         let live: Vec<(u64, Vec<f32>)> = {
             // Exclusive gate: no node is half-written while its vector is copied.
-            let _gate = write_lock(&self.insert_gate);
-            let allocated = read_lock(&self.directory).allocated;
+            let _gate = write(&self.insert_gate);
+            let allocated = read(&self.directory).allocated;
             (0..allocated)
                 .filter(|&node| !self.graph.is_tombstoned(node))
                 .map(|node| (self.graph.label(node), self.graph.vector(node).to_vec()))

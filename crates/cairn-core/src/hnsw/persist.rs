@@ -33,10 +33,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use super::graph::MAX_LEVEL;
-use super::{read_lock, write_lock, Hnsw, HnswParams, LabelDirectory, MAX_CAPACITY};
+use super::{Hnsw, HnswParams, LabelDirectory, MAX_CAPACITY};
 use crate::checksum::{xxh3, Xxh3Stream};
 use crate::distance::Metric;
 use crate::error::{Error, Result};
+use crate::sync::{read, write};
 
 pub const INDEX_MAGIC: [u8; 8] = *b"CAIRNHNW";
 pub const INDEX_FORMAT_VERSION: u32 = 1;
@@ -109,8 +110,8 @@ impl Hnsw {
     /// Writes the whole index (format above). Blocks inserts and deletes for the duration so the
     /// file is a consistent graph; searches continue.
     pub fn write_to(&self, out: &mut dyn Write, covered_seq: u64) -> std::io::Result<()> {
-        let _gate = write_lock(&self.insert_gate);
-        let directory = read_lock(&self.directory);
+        let _gate = write(&self.insert_gate);
+        let directory = read(&self.directory);
         let nodes = directory.allocated;
         let graph = &self.graph;
         let (entry, top) = self

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::record::{encode_segment_header_with_flags, SEGMENT_HEADER_LEN};
-use crate::layout::{wal_segment_name as segment_name, TMP_SUFFIX};
+use crate::durable::temp_path;
+use crate::layout::{wal_segment_name as segment_name, PREALLOC_FILE, TMP_SUFFIX, WAL_EXT};
 use crate::error::{Error, Result};
 use crate::storage::{Storage, StorageFile};
 
 const ZERO_CHUNK: usize = 1 << 20;
-const PREALLOC_NAME: &str = "next.prealloc";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prealloc {
@@ -63,7 +63,7 @@ impl WalWriter {
     pub fn create(storage: Arc<dyn Storage>, dir: &Path, first_seq: u64, segment_bytes: u64, prealloc: Prealloc, flags: u32) -> Result<WalWriter> {
         // On open, reuse a complete zero-filled file left by the previous run; otherwise the
         // first segment grows by appending, so that open never waits for a zero-fill.
-        let leftover = dir.join(PREALLOC_NAME);
+        let leftover = dir.join(PREALLOC_FILE);
         let prepared = match prealloc {
             Prealloc::Background => storage
                 .open(&leftover)
@@ -103,7 +103,7 @@ impl WalWriter {
         flags: u32,
     ) -> Result<(Box<dyn StorageFile>, PathBuf)> {
         let path = dir.join(segment_name(first_seq));
-        let tmp = dir.join(format!("{}{TMP_SUFFIX}", segment_name(first_seq)));
+        let tmp = temp_path(&path);
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |e| Error::io(p, e)
@@ -129,7 +129,7 @@ impl WalWriter {
             return;
         }
         let storage = self.storage.clone();
-        let path = self.dir.join(PREALLOC_NAME);
+        let path = self.dir.join(PREALLOC_FILE);
         let bytes = self.segment_bytes;
         self.next_prealloc = Some(std::thread::spawn(move || zero_fill(storage.as_ref(), &path, bytes).map(|_| ())));
     }
@@ -176,7 +176,7 @@ impl WalWriter {
         self.trim()?;
         let prepared = match self.next_prealloc.take() {
             Some(handle) => match handle.join() {
-                Ok(Ok(())) => Some(self.dir.join(PREALLOC_NAME)),
+                Ok(Ok(())) => Some(self.dir.join(PREALLOC_FILE)),
                 // A failed background zero-fill is not fatal: fall back to an inline one.
                 _ => None,
             },
@@ -216,7 +216,7 @@ impl Drop for WalWriter {
 /// Leftovers of an interrupted segment creation, safe to remove at open. (A complete
 /// `next.prealloc` is not one: `create` reuses it.)
 pub fn is_leftover(name: &str) -> bool {
-    name.ends_with(".wal.tmp")
+    name.strip_suffix(TMP_SUFFIX).is_some_and(|n| n.ends_with(WAL_EXT))
 }
 
 #[cfg(test)]

@@ -1,0 +1,293 @@
+//! Checkpoints: the commit thread captures the state at an exact sequence number between
+//! groups; data and graph files are then written under temporary names, fsynced and renamed,
+//! the data directory is fsynced, and only then does the manifest name them. Covered WAL
+//! segments move to the archive after the manifest is replaced. One checkpoint runs at a time
+//! (`checkpoint_lock`), and a failed one poisons the store: the capture cleared the dirty sets.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{poison, retention, Engine, Request, Shared};
+use crate::batch::CollectionSpec;
+use crate::checksum::xxh3;
+use crate::datafile::{DataFileHeader, DataFileWriter, DATAFILE_VERSION, KIND_BASE, KIND_DELTA};
+use crate::durable::{temp_path, write_synced};
+use crate::error::{Error, Result};
+use crate::index::{label_of, CollectionIndex};
+use crate::layout::{data_file_name, graph_file_name, DATA_DIR};
+use crate::manifest::{self, Manifest, ManifestCollection};
+use crate::state::{FileRef, Row, UnreadableRecord};
+use crate::storage::Storage;
+use crate::sync::{lock, read, write};
+use crate::wal::writer::WalWriter;
+
+/// What a checkpoint must write, taken by the commit thread at an exact sequence number.
+pub(super) struct Capture {
+    seq: u64,
+    time_ms: u64,
+    collections: Vec<CapturedCollection>,
+}
+
+/// Rows a checkpoint writes, by id; `None` records a delete (delta files only).
+type CapturedRows = Vec<(String, Option<Row>)>;
+
+struct CapturedCollection {
+    id: u64,
+    spec: CollectionSpec,
+    existing: Vec<FileRef>,
+    /// `Some` when this checkpoint writes a file: base (every row) or delta (changed ids).
+    write: Option<(u8, CapturedRows)>,
+    index: Arc<CollectionIndex>,
+    index_file: Option<FileRef>,
+    unreadable: Vec<UnreadableRecord>,
+}
+
+/// Deltas are merged into a new base once there are this many files.
+const MAX_DATA_FILES_PER_COLLECTION: usize = 8;
+
+/// Runs between groups, so the state holds exactly the records up to `last_seq`.
+pub(super) fn capture(shared: &Shared, writer: &mut WalWriter) -> Result<Capture> {
+    if let Some(p) = lock(&shared.poisoned).clone() {
+        return Err(Error::Poisoned(p));
+    }
+    let seq = shared.last_seq.load(Ordering::Acquire);
+    if writer.first_seq() <= seq {
+        // Seal the active segment so every segment at or below `seq` can be archived.
+        if let Err(e) = writer.roll(seq + 1) {
+            poison(shared, &e.to_string());
+            return Err(e);
+        }
+    }
+    let mut st = write(&shared.state);
+    let time_ms = st.last_time_ms;
+    let mut collections = Vec::new();
+    for c in st.collections.values_mut() {
+        let full = c.data_files.is_empty() || c.data_files.len() >= MAX_DATA_FILES_PER_COLLECTION || c.dirty.len() * 2 >= c.rows.len().max(1);
+        let write = if full {
+            let mut rows: Vec<(String, Option<Row>)> = c.rows.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            Some((KIND_BASE, rows))
+        } else if !c.dirty.is_empty() {
+            let mut rows: Vec<(String, Option<Row>)> = c.dirty.iter().map(|id| (id.clone(), c.rows.get(id).cloned())).collect();
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            Some((KIND_DELTA, rows))
+        } else {
+            None
+        };
+        c.dirty.clear();
+        collections.push(CapturedCollection {
+            id: c.id,
+            spec: c.spec.clone(),
+            existing: c.data_files.clone(),
+            write,
+            index: c.index.clone(),
+            index_file: c.index_file.clone(),
+            unreadable: {
+                let mut u: Vec<_> = c.unreadable.values().cloned().collect();
+                u.sort_by(|a, b| a.id.cmp(&b.id));
+                u
+            },
+        });
+    }
+    Ok(Capture { seq, time_ms, collections })
+}
+
+impl Engine {
+    /// Write the state to immutable checkpoint files, replace the manifest, and move WAL
+    /// segments the checkpoint covers to the archive. Returns the checkpoint's sequence number.
+    pub fn checkpoint(&self) -> Result<u64> {
+        self.checkpoint_then(|_, _| Ok(())).map(|(seq, ())| seq)
+    }
+
+    /// Checkpoint, then run `f` with the new manifest and the store directory while no other
+    /// checkpoint can run, so the files the manifest names stay in place (snapshots link them).
+    pub fn checkpoint_then<T>(&self, f: impl FnOnce(&Manifest, &Path) -> Result<T>) -> Result<(u64, T)> {
+        self.check_open()?;
+        let _one_at_a_time = lock(&self.shared.checkpoint_lock);
+        let seq = self.checkpoint_locked()?;
+        let manifest = lock(&self.shared.manifest).clone();
+        Ok((seq, f(&manifest, &self.shared.dir)?))
+    }
+
+    /// The manifest as the engine holds it: the live checkpoint files, with their sizes and
+    /// checksums. Equal to `MANIFEST` on disk unless that file was damaged since it was written.
+    pub fn manifest(&self) -> Manifest {
+        lock(&self.shared.manifest).clone()
+    }
+
+    /// Run `f` with the manifest while no checkpoint can run, so no checkpoint file, archived
+    /// WAL segment or manifest is written, moved or removed meanwhile (scrub installs repairs so).
+    pub fn with_checkpoint_lock<T>(&self, f: impl FnOnce(&Manifest, &Path) -> Result<T>) -> Result<T> {
+        self.check_open()?;
+        let _one_at_a_time = lock(&self.shared.checkpoint_lock);
+        let manifest = lock(&self.shared.manifest).clone();
+        f(&manifest, &self.shared.dir)
+    }
+
+    /// Rewrite the checkpoint files of the collection with this id from the in-memory state
+    /// (verified when it was loaded, and applied from the WAL since): a checkpoint that writes
+    /// a full base file and a fresh graph file for it, then replaces the manifest, with the
+    /// usual temp file, fsync, rename and directory fsync. `before` runs first under the
+    /// checkpoint lock; scrub keeps the damaged files there, because the checkpoint removes
+    /// files the new manifest no longer names. Returns the checkpoint's sequence number.
+    pub fn rewrite_collection_files(&self, collection_id: u64, before: impl FnOnce(&Manifest, &Path) -> Result<()>) -> Result<u64> {
+        self.check_open()?;
+        let _one_at_a_time = lock(&self.shared.checkpoint_lock);
+        let manifest = lock(&self.shared.manifest).clone();
+        before(&manifest, &self.shared.dir)?;
+        {
+            let mut st = write(&self.shared.state);
+            let c = st
+                .collections
+                .values_mut()
+                .find(|c| c.id == collection_id)
+                .ok_or_else(|| Error::NotFound(format!("no collection has id {collection_id}")))?;
+            // With no files listed, the capture writes a full base, and a base rewrites the graph.
+            c.data_files.clear();
+        }
+        self.checkpoint_locked()
+    }
+
+    /// Rewrite `MANIFEST` from the manifest the engine holds. `before` runs first under the
+    /// checkpoint lock (scrub quarantines the damaged file there).
+    pub fn rewrite_manifest(&self, before: impl FnOnce(&Manifest, &Path) -> Result<()>) -> Result<()> {
+        self.check_open()?;
+        let _one_at_a_time = lock(&self.shared.checkpoint_lock);
+        let m = lock(&self.shared.manifest);
+        before(&m, &self.shared.dir)?;
+        manifest::store(self.shared.opts.storage.as_ref(), &self.shared.dir, &m)
+    }
+
+    fn checkpoint_locked(&self) -> Result<u64> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let mut q = lock(&self.shared.queue);
+            if q.shutdown {
+                return Err(Error::Closed);
+            }
+            q.requests.push_back(Request::Capture { done: tx });
+        }
+        self.shared.queue_cv.notify_one();
+        let capture = rx.recv().unwrap_or(Err(Error::Closed))?;
+        let seq = capture.seq;
+        let result = self.write_checkpoint(capture);
+        if let Err(e) = &result {
+            // The capture cleared the dirty sets, so a later checkpoint could miss rows.
+            poison(&self.shared, &format!("checkpoint failed: {e}"));
+        }
+        result.map(|_| seq)
+    }
+
+    fn write_checkpoint(&self, capture: Capture) -> Result<()> {
+        let sh = &self.shared;
+        let storage = sh.opts.storage.as_ref();
+        let data_dir = sh.dir.join(DATA_DIR);
+        let mut collections = Vec::new();
+        for c in capture.collections {
+            let mut data_files = c.existing;
+            if let Some((kind, rows)) = &c.write {
+                let kind = *kind;
+                let header = DataFileHeader { version: DATAFILE_VERSION, dim: c.spec.dim, collection_id: c.id, covered_seq: capture.seq, metric: c.spec.metric, kind };
+                let mut w = DataFileWriter::new(&header);
+                for (id, row) in rows {
+                    match row {
+                        Some(r) => w.upsert(id, r.label, &r.vector, &r.metadata),
+                        None => w.delete(id, 0),
+                    }
+                }
+                let (bytes, records) = w.finish();
+                let name = data_file_name(c.id, capture.seq);
+                write_renamed(storage, &data_dir.join(&name), &bytes)?;
+                let r = FileRef {
+                    file: name,
+                    bytes: bytes.len() as u64,
+                    xxh3: format!("{:016x}", xxh3(&bytes)),
+                    records,
+                    covered_seq: capture.seq,
+                };
+                if kind == KIND_BASE {
+                    data_files.clear();
+                }
+                data_files.push(r);
+            }
+            let index = self.write_index(&data_dir, c.id, capture.seq, &c.index, c.index_file, c.write.is_some())?;
+            collections.push(ManifestCollection {
+                id: c.id,
+                name: c.spec.name.clone(),
+                dim: c.spec.dim,
+                metric: c.spec.metric,
+                m: c.spec.m,
+                ef_construction: c.spec.ef_construction,
+                data_files,
+                index,
+                unreadable: c.unreadable,
+            });
+        }
+        // durability: new data and graph files must be durable before the manifest names them.
+        storage.sync_dir(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
+        let new_manifest = Manifest {
+            checkpoint_seq: capture.seq,
+            checkpoint_time_ms: capture.time_ms,
+            clean_shutdown_seq: None,
+            collections,
+        };
+        {
+            let mut m = lock(&sh.manifest);
+            manifest::store(storage, &sh.dir, &new_manifest)?;
+            *m = new_manifest.clone();
+        }
+        {
+            let mut st = write(&sh.state);
+            for mc in &new_manifest.collections {
+                if let Some(c) = st.collections.get_mut(&mc.name) {
+                    if c.id == mc.id {
+                        c.data_files = mc.data_files.clone();
+                        c.index_file = mc.index.clone();
+                    }
+                }
+            }
+        }
+        retention::archive_segments(storage, &sh.dir, capture.seq)?;
+        retention::prune_archive(storage, &sh.dir, &sh.opts)?;
+        retention::remove_orphan_data(storage, &sh.dir, &new_manifest)
+    }
+
+    /// Persist the graph when the collection changed since the file the manifest names (or
+    /// there is none), once every row up to `seq` is in it. It may also hold later rows: labels
+    /// make any graph file reusable, because open matches it against the rows.
+    fn write_index(
+        &self,
+        data_dir: &Path,
+        id: u64,
+        seq: u64,
+        index: &CollectionIndex,
+        current: Option<FileRef>,
+        changed: bool,
+    ) -> Result<Option<FileRef>> {
+        let storage = self.shared.opts.storage.as_ref();
+        if current.is_some() && !changed {
+            return Ok(current);
+        }
+        index.wait_indexed_through(label_of(seq + 1, 0) - 1, &self.shared.indexer.stopped);
+        let stats = index.stats();
+        if stats.indexed == 0 {
+            return Ok(None);
+        }
+        let mut bytes = Vec::with_capacity(stats.bytes + 4096);
+        read(&index.hnsw)
+            .write_to(&mut bytes, seq)
+            .map_err(|e| Error::io(data_dir, e))?;
+        let name = graph_file_name(id, seq);
+        write_renamed(storage, &data_dir.join(&name), &bytes)?;
+        Ok(Some(FileRef { file: name, bytes: bytes.len() as u64, xxh3: format!("{:016x}", xxh3(&bytes)), records: stats.indexed as u64, covered_seq: seq }))
+    }
+}
+
+/// `durable::write_file_atomic` without its directory fsync: a checkpoint writes several files
+/// and fsyncs `data/` once for all of them, before the manifest names any.
+fn write_renamed(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    write_synced(storage, &tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    storage.rename(&tmp, path).map_err(|e| Error::io(path, e))
+}

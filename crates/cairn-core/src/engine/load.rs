@@ -1,0 +1,247 @@
+//! Loading the checkpoint the manifest names into the in-memory state, before the WAL tail is
+//! applied. Each collection's data files are read oldest first and verified record by record;
+//! the persisted graph is read and checked on a second thread meanwhile and matched against
+//! the rows. A damaged record of known identity is rebuilt from the WAL write that produced it
+//! or marked unreadable; it never silently serves an older version of its row.
+
+use std::path::Path;
+
+use crate::batch::{self, CollectionSpec, Op};
+use crate::checksum::xxh3;
+use crate::datafile::{read_data_file, DataRecord, KIND_DELTA, REC_DELETE};
+use crate::error::{Error, Result};
+use crate::hnsw::{Hnsw, HnswParams};
+use crate::index::{seq_of_label, CollectionIndex, LABEL_OP_BITS};
+use crate::layout::{parse_wal_segment_name, ARCHIVE_DIR, DATA_DIR, WAL_DIR};
+use crate::manifest::{Manifest, ManifestCollection};
+use crate::state::{Collection, Row, State, UnreadableRecord};
+use crate::storage::Storage;
+use crate::sync::read;
+use crate::wal::reader::{scan_segment, ScanItem};
+use crate::wal::recovery::{IndexRebuild, RecordRepair, RecoveryMode, RecoveryReport, SkippedRange, UnreadableRecordReport};
+
+/// Load the checkpoint the manifest names; also returns the checkpoint files found damaged.
+pub(super) fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: RecoveryMode, report: &mut RecoveryReport) -> Result<(State, Vec<String>)> {
+    let mut state = State { last_seq: m.checkpoint_seq, last_time_ms: m.checkpoint_time_ms, ..State::default() };
+    let mut all_damaged = Vec::new();
+    for mc in &m.collections {
+        let spec = CollectionSpec { name: mc.name.clone(), dim: mc.dim, metric: mc.metric, m: mc.m, ef_construction: mc.ef_construction };
+        let params = Collection::hnsw_params(&spec);
+        // The graph file and the row files are independent until they are matched, and reading
+        // them is most of an open: read and check the graph on a second thread meanwhile. The
+        // rows go straight into the collection, which gets its real index after the join.
+        let (graph, c) = std::thread::scope(|scope| {
+            let graph = std::thread::Builder::new()
+                .name("cairn-load-index".into())
+                .spawn_scoped(scope, || read_index_file(storage, dir, mc, &params));
+            let rows = load_rows(storage, dir, mc, Collection::with_index(mc.id, spec.clone(), Hnsw::new(params, 0)?), mode, report);
+            let graph = match graph {
+                Ok(handle) => handle.join().unwrap_or_else(|_| Err("reading the index file panicked".to_string())),
+                // No thread to be had: read it here.
+                Err(_) => read_index_file(storage, dir, mc, &params),
+            };
+            rows.map(|c| (graph, c))
+        })?;
+        let (mut c, damaged) = c;
+        let hnsw = match graph {
+            Ok(h) => {
+                c.index_file = mc.index.clone();
+                h
+            }
+            // A missing or damaged file means a rebuild from the vectors (every row pending),
+            // which is reported; queries stay exact meanwhile because they scan pending rows.
+            Err(reason) => {
+                if !c.rows.is_empty() {
+                    report.index_rebuilds.push(IndexRebuild { collection: spec.name.clone(), reason });
+                }
+                Hnsw::new(params, c.rows.len().max(1024))?
+            }
+        };
+        c.index = CollectionIndex::new(hnsw);
+        // A file with damaged records must not stay named: with no files listed, the checkpoint
+        // that follows such an open writes a full base of what is served.
+        c.data_files = if damaged.is_empty() { mc.data_files.clone() } else { Vec::new() };
+        all_damaged.extend(damaged);
+        // Match the graph against the rows: rows missing from it become pending, nodes without
+        // a live row become tombstones.
+        {
+            let h = read(&c.index.hnsw);
+            let mut in_graph = 0usize;
+            c.live.reserve(c.rows.len());
+            for (id, row) in &c.rows {
+                c.live.insert(row.label, id.clone());
+                if h.contains(row.label) {
+                    in_graph += 1;
+                } else {
+                    c.index.add_pending(row.label, row.vector.clone());
+                }
+            }
+            if in_graph < h.len() {
+                for stale in h.labels() {
+                    if !c.live.contains_key(&stale) {
+                        h.mark_deleted(stale);
+                    }
+                }
+            }
+        }
+        state.collections.insert(mc.name.clone(), c);
+    }
+    Ok((state, all_damaged))
+}
+
+/// Apply a collection's checkpoint files, oldest first, to `c.rows`, then the manifest's
+/// unreadable records. Returns the damaged files (relative to `dir`).
+///
+/// A damaged record whose identity checksum holds (data file version 2) is rebuilt from the
+/// write that produced it when the WAL still holds it, and otherwise becomes unreadable: reads
+/// of it fail. Either way no older version of the row is served. A damaged record of unknown
+/// identity cannot be accounted for: it is an error, except that skip-corrupt drops it and
+/// reports it. absolute-consistency refuses any damage.
+fn load_rows(
+    storage: &dyn Storage,
+    dir: &Path,
+    mc: &ManifestCollection,
+    mut c: Collection,
+    mode: RecoveryMode,
+    report: &mut RecoveryReport,
+) -> Result<(Collection, Vec<String>)> {
+    let mut damaged_files = Vec::new();
+    let mut wal_cache = None;
+    for sref in &mc.data_files {
+        let rel = format!("{DATA_DIR}/{}", sref.file);
+        let path = dir.join(&rel);
+        let buf = storage.read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::corruption(&path, 0, "checkpoint file named by the manifest is missing"),
+            _ => Error::io(&path, e),
+        })?;
+        if buf.len() as u64 != sref.bytes {
+            return Err(Error::corruption(&path, buf.len().min(sref.bytes as usize) as u64, format!("file is {} bytes, manifest says {}", buf.len(), sref.bytes)));
+        }
+        let contents = read_data_file(&buf, &path, mode != RecoveryMode::AbsoluteConsistency)?;
+        if contents.header.collection_id != mc.id || contents.header.dim != mc.dim {
+            return Err(Error::corruption(&path, 0, "data file header does not match its collection in the manifest"));
+        }
+        if !contents.bad.is_empty() {
+            damaged_files.push(rel.clone());
+        }
+        c.rows.reserve(contents.records.len());
+        for rec in contents.records {
+            match rec {
+                DataRecord::Upsert { id, label, vector, metadata } => {
+                    c.unreadable.remove(id);
+                    c.rows.insert(id.to_string(), Row::new(id, vector.into(), metadata.into(), label));
+                }
+                DataRecord::Delete { id, .. } => {
+                    c.unreadable.remove(id);
+                    c.rows.remove(id);
+                }
+            }
+        }
+        for bad in contents.bad {
+            let Some(who) = bad.identity else {
+                if mode != RecoveryMode::SkipCorrupt {
+                    return Err(Error::corruption(&path, bad.offset, format!("{} (the record's identity is damaged too, so it cannot be repaired or named)", bad.reason)));
+                }
+                // A delta overrides the files before it: dropping one of its records could
+                // serve an older version of that row, which is a wrong value, not a lost one.
+                if contents.header.kind == KIND_DELTA {
+                    let reason = format!("{} in a delta checkpoint file; skipping it could serve an older version of its row", bad.reason);
+                    return Err(Error::corruption(&path, bad.offset, reason));
+                }
+                report.bad_segment_records.push(SkippedRange { file: path.display().to_string(), offset: bad.offset, from_seq: 0, to_seq: None, reason: bad.reason });
+                continue;
+            };
+            c.rows.remove(&who.id);
+            c.unreadable.remove(&who.id);
+            if who.kind == REC_DELETE {
+                // A delete is nothing but its identity, which verified: the damage is in padding
+                // or the record checksum, and the record means what it says.
+                report.repaired_records.push(RecordRepair { collection: mc.name.clone(), id: who.id, file: rel.clone(), offset: bad.offset, from: "the record's identity checksum".into() });
+                continue;
+            }
+            match find_logged_upsert(storage, dir, &mut wal_cache, &mc.name, &who.id, who.label) {
+                Some((from, vector, metadata)) => {
+                    c.rows.insert(who.id.clone(), Row::new(&who.id, vector.into(), metadata.into(), who.label));
+                    report.repaired_records.push(RecordRepair { collection: mc.name.clone(), id: who.id, file: rel.clone(), offset: bad.offset, from });
+                }
+                None => {
+                    let reason = format!("{}; the write that produced it is no longer in the WAL", bad.reason);
+                    report.unreadable_records.push(UnreadableRecordReport { collection: mc.name.clone(), id: who.id.clone(), file: rel.clone(), offset: bad.offset, reason: reason.clone() });
+                    c.unreadable.insert(who.id.clone(), UnreadableRecord { id: who.id, label: who.label, file: rel.clone(), offset: bad.offset, reason });
+                }
+            }
+        }
+    }
+    // Markers from earlier opens are newer than every file listed (see `UnreadableRecord`).
+    for u in &mc.unreadable {
+        c.rows.remove(&u.id);
+        report.unreadable_records.push(UnreadableRecordReport { collection: mc.name.clone(), id: u.id.clone(), file: u.file.clone(), offset: u.offset, reason: u.reason.clone() });
+        c.unreadable.insert(u.id.clone(), u.clone());
+    }
+    Ok((c, damaged_files))
+}
+
+/// The vector and metadata that the upsert with `label` wrote to `id` of `collection`, from the
+/// WAL archive or the live WAL (whichever still holds that sequence number), with the segment
+/// it came from. The WAL record is verified by its own checksum, and the label names exactly
+/// one write, so what it holds is exactly the row the damaged record stored. `cache` keeps the
+/// last segment read (relative name and bytes): damage to neighbouring records, which were
+/// usually written close together, reads it once.
+fn find_logged_upsert(
+    storage: &dyn Storage,
+    dir: &Path,
+    cache: &mut Option<(String, Vec<u8>)>,
+    collection: &str,
+    id: &str,
+    label: u64,
+) -> Option<(String, Vec<f32>, String)> {
+    let seq = seq_of_label(label);
+    let op_index = (label & ((1u64 << LABEL_OP_BITS) - 1)) as usize;
+    for sub in [ARCHIVE_DIR, WAL_DIR] {
+        let Ok(names) = storage.list(&dir.join(sub)) else { continue };
+        let holder = names
+            .iter()
+            .filter_map(|n| parse_wal_segment_name(n).map(|first| (first, n)))
+            .filter(|(first, _)| *first <= seq)
+            .max_by_key(|(first, _)| *first);
+        let Some((first, name)) = holder else { continue };
+        let rel = format!("{sub}/{name}");
+        if cache.as_ref().is_none_or(|(cached, _)| *cached != rel) {
+            let Ok(bytes) = storage.read(&dir.join(&rel)) else { continue };
+            *cache = Some((rel.clone(), bytes));
+        }
+        let Some((_, buf)) = cache.as_ref() else { continue };
+        for item in scan_segment(buf, first).items {
+            let ScanItem::Record { header, payload_start, .. } = item else { continue };
+            if header.seq != seq {
+                continue;
+            }
+            let payload = &buf[payload_start..payload_start + header.payload_len];
+            let Ok(ops) = batch::decode(payload) else { return None };
+            return match ops.into_iter().nth(op_index) {
+                Some(Op::Upsert { collection: c, id: i, vector, metadata }) if c == collection && i == id => Some((rel, vector, metadata)),
+                _ => None,
+            };
+        }
+    }
+    None
+}
+
+/// Read and check the persisted graph named by the manifest; `Err` says why it is unusable.
+fn read_index_file(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, params: &HnswParams) -> std::result::Result<Hnsw, String> {
+    let Some(r) = &mc.index else {
+        return Err("no persisted index".to_string());
+    };
+    let path = dir.join(DATA_DIR).join(&r.file);
+    match storage.read(&path) {
+        Err(e) => Err(format!("{}: {e}", path.display())),
+        Ok(buf) if buf.len() as u64 != r.bytes || format!("{:016x}", xxh3(&buf)) != r.xxh3 => {
+            Err(format!("{}: size or checksum differs from the manifest", path.display()))
+        }
+        Ok(buf) => match Hnsw::read_from(&buf, &path) {
+            Ok((h, _covered)) if h.params() == params => Ok(h),
+            Ok(_) => Err(format!("{}: parameters differ from the collection's", path.display())),
+            Err(e) => Err(e.to_string()),
+        },
+    }
+}

@@ -1,0 +1,199 @@
+//! The store: the `Engine` API and the state its threads share.
+//!
+//! - `open.rs`: open (lock, manifest, checkpoint load, WAL replay, quarantine) and close.
+//! - `load.rs`: loading the checkpoint files the manifest names, repairing records from the WAL.
+//! - `commit.rs`: the commit thread: validation, group commit, WAL framing and fsync.
+//! - `query.rs`: reads and k-NN queries; every row returned is checked against its checksum.
+//! - `checkpoint.rs`: capturing the state, writing data and graph files, replacing the manifest.
+//! - `retention.rs`: archiving covered WAL segments, archive retention, orphan file removal.
+//!
+//! Write path: a caller submits an encoded batch; the commit thread validates it against the
+//! schema, frames it into the WAL, fdatasyncs according to the sync mode, applies it to the
+//! in-memory state and only then completes the caller. So a reader never sees a write that
+//! could still be lost, and a failed write or fsync is never acknowledged.
+//!
+//! A failed write, fsync or checkpoint poisons the store (`poison`): every later write is
+//! refused with `Error::Poisoned`, never retried.
+
+mod checkpoint;
+mod commit;
+mod load;
+mod open;
+mod query;
+mod retention;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use crate::batch::{self, Op};
+use crate::error::{Error, Result};
+use crate::index::Indexer;
+use crate::manifest::Manifest;
+use crate::state::State;
+use crate::storage::{OsStorage, Storage};
+use crate::sync::lock;
+use crate::wal::recovery::{RecoveryMode, RecoveryReport};
+use crate::wal::writer::Prealloc;
+use checkpoint::Capture;
+pub use query::{CollectionInfo, QueryOutput};
+
+/// How far a write is durable when its promise resolves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Written to the OS page cache only: survives a process crash, not a power cut.
+    None,
+    /// Concurrent commits share one fdatasync; each completes after the fsync that covers it.
+    /// Survives a power cut.
+    Group,
+    /// Every commit gets its own fdatasync before it completes. Survives a power cut.
+    Always,
+}
+
+impl SyncMode {
+    pub fn parse(s: &str) -> Option<SyncMode> {
+        match s {
+            "none" => Some(SyncMode::None),
+            "group" => Some(SyncMode::Group),
+            "always" => Some(SyncMode::Always),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Options {
+    pub sync: SyncMode,
+    pub recovery: RecoveryMode,
+    pub segment_bytes: u64,
+    pub prealloc: Prealloc,
+    pub storage: Arc<dyn Storage>,
+    /// WAL archive retention, applied after each checkpoint: archived segments older than this
+    /// (by last write) are deleted, oldest first. None keeps them forever.
+    pub archive_max_age_ms: Option<u64>,
+    /// WAL archive retention: delete the oldest archived segments while the archive is larger.
+    pub archive_max_bytes: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync: SyncMode::Group,
+            recovery: RecoveryMode::TolerateTornTail,
+            segment_bytes: 32 << 20,
+            prealloc: Prealloc::Background,
+            storage: Arc::new(OsStorage),
+            archive_max_age_ms: None,
+            archive_max_bytes: None,
+        }
+    }
+}
+
+pub type CommitCallback = Box<dyn FnOnce(Result<u64>) + Send>;
+
+/// Work for the commit thread, handled in arrival order.
+enum Request {
+    Commit { payload: Vec<u8>, done: CommitCallback },
+    /// A checkpoint's capture, taken between groups (see `checkpoint::capture`).
+    Capture { done: std::sync::mpsc::Sender<Result<Capture>> },
+}
+
+struct Queue {
+    requests: VecDeque<Request>,
+    shutdown: bool,
+    /// The commit thread is waiting on `queue_cv`: only then does a submit need to wake it, which
+    /// spares a futex syscall per commit while it is busy with earlier groups.
+    idle: bool,
+}
+
+/// What the API, the commit thread and checkpoints share. Only the commit thread applies
+/// records to `state` (open does before it starts); checkpoints change only its file lists.
+/// `last_seq` is the last sequence number applied.
+struct Shared {
+    dir: PathBuf,
+    opts: Options,
+    state: RwLock<State>,
+    queue: Mutex<Queue>,
+    queue_cv: Condvar,
+    poisoned: Mutex<Option<String>>,
+    closed: AtomicBool,
+    last_seq: AtomicU64,
+    /// The manifest as last written; replaced only under `checkpoint_lock`.
+    manifest: Mutex<Manifest>,
+    checkpoint_lock: Mutex<()>,
+    indexer: Indexer,
+}
+
+/// An open store. Dropping it closes it; `close` reports what the drop would swallow.
+pub struct Engine {
+    shared: Arc<Shared>,
+    commit_thread: Mutex<Option<JoinHandle<()>>>,
+    lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
+    report: RecoveryReport,
+}
+
+impl Engine {
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Submit an encoded batch (see `batch.rs`). `done` runs on the commit thread once the
+    /// batch is durable per the sync mode and visible, or with the error that refused it.
+    pub fn submit(&self, payload: Vec<u8>, done: CommitCallback) {
+        if let Err(e) = self.check_open() {
+            return done(Err(e));
+        }
+        if let Some(p) = lock(&self.shared.poisoned).clone() {
+            return done(Err(Error::Poisoned(p)));
+        }
+        let mut q = lock(&self.shared.queue);
+        if q.shutdown {
+            drop(q);
+            return done(Err(Error::Closed));
+        }
+        q.requests.push_back(Request::Commit { payload, done });
+        let wake = q.idle;
+        drop(q);
+        if wake {
+            self.shared.queue_cv.notify_one();
+        }
+    }
+
+    /// Blocking form of `submit`.
+    pub fn commit(&self, ops: &[Op]) -> Result<u64> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.submit(batch::encode(ops), Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.shared.last_seq.load(Ordering::Acquire)
+    }
+
+    pub fn poisoned(&self) -> Option<String> {
+        lock(&self.shared.poisoned).clone()
+    }
+}
+
+/// Refuse every later write with `Error::Poisoned(reason)`; the first reason is kept.
+fn poison(shared: &Shared, reason: &str) {
+    let mut p = lock(&shared.poisoned);
+    if p.is_none() {
+        *p = Some(reason.to_string());
+    }
+}
