@@ -82,7 +82,8 @@ pub fn oldest_retained(segments: &BTreeMap<u64, PathBuf>, through_seq: u64) -> u
 }
 
 /// One attempt at reading records `from_seq..=through_seq`, at most `max_bytes` of them but at
-/// least one. `hint` is a cursor a previous read returned.
+/// least one. `hint` is a cursor a previous read returned. Damage ends a chunk before the
+/// damaged record: the records before it are returned, and the read that starts at it fails.
 pub fn read_chunk(
     storage: &dyn Storage,
     dir: &Path,
@@ -102,12 +103,38 @@ pub fn read_chunk(
     let Some((&holder, _)) = segments.range(..=from_seq).next_back() else {
         return Err(Error::WalPruned { requested: from_seq, oldest });
     };
-    let mut chunk = WalChunk { bytes: Vec::new(), first_seq: from_seq, last_seq: from_seq - 1, count: 0 };
-    let mut next = from_seq;
+    let mut chunk = empty(from_seq);
     let mut cursor = None;
+    let read = collect(storage, dir, &segments, holder, through_seq, max_bytes, hint, &mut chunk, &mut cursor);
+    match read {
+        Ok(Collected::Moved) if chunk.count == 0 => Ok(Attempt::Moved),
+        Err(e) if chunk.count == 0 => Err(e),
+        _ => Ok(Attempt::Done(chunk, cursor)),
+    }
+}
+
+enum Collected {
+    Done,
+    Moved,
+}
+
+#[expect(clippy::too_many_arguments, reason = "one read's parameters and its two outputs, called from one place")]
+fn collect(
+    storage: &dyn Storage,
+    dir: &Path,
+    segments: &BTreeMap<u64, PathBuf>,
+    holder: u64,
+    through_seq: u64,
+    max_bytes: usize,
+    hint: Option<ShipCursor>,
+    chunk: &mut WalChunk,
+    cursor: &mut Option<ShipCursor>,
+) -> Result<Collected> {
+    let from_seq = chunk.first_seq;
+    let mut next = from_seq;
     for (&first, path) in segments.range(holder..) {
         let Some(mut seg) = SegmentReader::open(storage, path)? else {
-            return Ok(Attempt::Moved);
+            return Ok(Collected::Moved);
         };
         // Where to start in this segment, and the sequence number expected there.
         let (mut offset, mut expected) = match hint {
@@ -127,7 +154,7 @@ pub fn read_chunk(
         }
         loop {
             if expected > through_seq {
-                return Ok(Attempt::Done(chunk, cursor));
+                return Ok(Collected::Done);
             }
             let header = seg.read(offset, RECORD_HEADER_LEN)?;
             if header.len() < RECORD_HEADER_LEN || header.iter().all(|&b| b == 0) {
@@ -140,7 +167,7 @@ pub fn read_chunk(
             let len = record_len(payload_len);
             let shipping = expected >= from_seq;
             if shipping && chunk.count > 0 && chunk.bytes.len() + len > max_bytes {
-                return Ok(Attempt::Done(chunk, cursor));
+                return Ok(Collected::Done);
             }
             let bytes = seg.read(offset, len)?;
             let found: RecordHeader = match decode_record(&bytes) {
@@ -161,7 +188,7 @@ pub fn read_chunk(
                 chunk.bytes.extend_from_slice(&bytes);
                 chunk.count += 1;
                 chunk.last_seq = found.seq;
-                cursor = Some(ShipCursor { segment_first_seq: first, offset, next_seq: expected });
+                *cursor = Some(ShipCursor { segment_first_seq: first, offset, next_seq: expected });
             }
         }
         next = expected;
