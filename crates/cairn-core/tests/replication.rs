@@ -631,3 +631,77 @@ fn replica_reopened_as_primary_continues_sequence() {
     catch_up(&np, &r2, &mut rng, "replica of the new primary");
     assert_same_store((&np, &rfs), (&r2, &r2fs), &history, "replica of the new primary");
 }
+
+/// A live tail as the replication server runs it, on the real file system with background
+/// preallocation: a writer commits and checkpoints while a shipper reads what is new (sleeping
+/// in `wait_for_seq` when there is nothing) and a replica applies it, several chunks in flight.
+#[test]
+fn live_tail_on_disk_follows_commits_and_checkpoints() {
+    let root = std::env::temp_dir().join(format!("cairn-replication-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let base = Options { sync: SyncMode::Group, segment_bytes: 64 << 10, prealloc: Prealloc::Background, storage: Arc::new(cairn_core::storage::OsStorage), ..Options::default() };
+    let p = Arc::new(Engine::open(&root.join("primary"), base.clone()).expect("open primary"));
+    let r = Engine::open(&root.join("replica"), Options { replica: true, segment_bytes: 48 << 10, ..base.clone() }).expect("open replica");
+    let shape = WorkloadShape { commits: 400, checkpoint_pct: 3, reopen_pct: 0, big_pct: 8 };
+    let steps = workload(31, shape);
+    let total = commit_count(&steps) as u64;
+    let writer = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            let mut history = History::default();
+            for step in steps {
+                match step {
+                    Step::Commit(ops) => {
+                        let seq = p.commit(&ops).expect("commit");
+                        history.acknowledge(seq, ops);
+                    }
+                    Step::Checkpoint => {
+                        checkpoint(&p).expect("checkpoint");
+                    }
+                    Step::Reopen => {}
+                }
+            }
+            history
+        })
+    };
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut next = 1;
+    let mut rng = Rng::new(32);
+    let mut waits = 0u64;
+    while acked.load(Ordering::SeqCst) < total {
+        if next > total {
+            // Everything is shipped; wait for the replica's acknowledgements.
+            r.wait_for_seq(total, Duration::from_secs(60));
+            continue;
+        }
+        let max_bytes = rng.range(1, 20_000) as usize;
+        let chunk = p.read_wal(next, max_bytes).unwrap_or_else(|e| panic!("read_wal({next}): {e}"));
+        check_chunk(&chunk, next, max_bytes, "live tail");
+        if chunk.count == 0 {
+            waits += 1;
+            assert!(waits < 1_000_000, "the tail never caught up");
+            p.wait_for_seq(next, Duration::from_secs(60));
+            continue;
+        }
+        next = chunk.last_seq + 1;
+        let acked = acked.clone();
+        r.submit_replicated(chunk.bytes, Box::new(move |res| {
+            let seq = res.expect("a shipped chunk applies");
+            acked.fetch_max(seq, Ordering::SeqCst);
+        }));
+    }
+    let history = writer.join().expect("writer");
+    assert_eq!(r.last_seq(), history.len());
+    let want = history.model_at(history.len());
+    assert_state(&p, &want, "primary");
+    assert_state(&r, &want, "replica");
+    let (pw, rw) = (p.read_wal(1, usize::MAX).expect("primary log"), r.read_wal(1, usize::MAX).expect("replica log"));
+    assert!(pw == rw, "the replica's log is the primary's, byte for byte");
+    r.close().expect("close replica");
+    drop(r);
+    let r = Engine::open(&root.join("replica"), Options { replica: true, ..base }).expect("reopen replica");
+    assert_state(&r, &want, "replica reopened");
+    drop(r);
+    drop(p);
+    let _ = std::fs::remove_dir_all(&root);
+}

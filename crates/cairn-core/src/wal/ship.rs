@@ -43,8 +43,11 @@ pub struct ShipCursor {
     pub next_seq: u64,
 }
 
-/// Bytes read from a segment at a time (more when one record is larger).
-const READ_BLOCK: usize = 256 << 10;
+/// Bytes read from a segment at a time: the first read of a call is small, because a live tail
+/// usually wants a few new records before the preallocated zeros; each further read doubles, up
+/// to the largest. A record larger than the block is read whole.
+const FIRST_READ_BLOCK: usize = 8 << 10;
+const MAX_READ_BLOCK: usize = 256 << 10;
 /// Listings retried when segments keep moving under the reader; each retry means a checkpoint
 /// or a retention pass ran meanwhile, so this is never reached in practice.
 pub const MAX_ATTEMPTS: usize = 16;
@@ -183,7 +186,7 @@ fn collect(
             expected += 1;
             if shipping {
                 if chunk.count == 0 {
-                    chunk.bytes.reserve(max_bytes.min(READ_BLOCK).max(len));
+                    chunk.bytes.reserve(max_bytes.min(MAX_READ_BLOCK).max(len));
                 }
                 chunk.bytes.extend_from_slice(&bytes);
                 chunk.count += 1;
@@ -203,21 +206,22 @@ fn empty(from_seq: u64) -> WalChunk {
     WalChunk { bytes: Vec::new(), first_seq: from_seq, last_seq: from_seq.saturating_sub(1), count: 0 }
 }
 
-/// Reads a segment through a window of `READ_BLOCK` bytes. Bytes past the end of the file read
-/// as absent (a shorter slice): a segment may be trimmed while it is read, and a trim only cuts
-/// zeros past its records.
+/// Reads a segment through a window of growing size (`FIRST_READ_BLOCK`..`MAX_READ_BLOCK`).
+/// Bytes past the end of the file read as absent (a shorter slice): a segment may be trimmed
+/// while it is read, and a trim only cuts zeros past its records.
 struct SegmentReader {
     path: PathBuf,
     file: Box<dyn StorageFile>,
     window: Vec<u8>,
     window_start: u64,
+    block: usize,
 }
 
 impl SegmentReader {
     /// `None` when the file is gone (moved or removed since it was listed).
     fn open(storage: &dyn Storage, path: &Path) -> Result<Option<SegmentReader>> {
         match storage.open(path) {
-            Ok(file) => Ok(Some(SegmentReader { path: path.to_path_buf(), file, window: Vec::new(), window_start: 0 })),
+            Ok(file) => Ok(Some(SegmentReader { path: path.to_path_buf(), file, window: Vec::new(), window_start: 0, block: FIRST_READ_BLOCK })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),
         }
@@ -228,7 +232,8 @@ impl SegmentReader {
         let end = offset + n as u64;
         let window_end = self.window_start + self.window.len() as u64;
         if offset < self.window_start || end > window_end {
-            self.fill(offset, n.max(READ_BLOCK))?;
+            self.fill(offset, n.max(self.block))?;
+            self.block = (self.block * 2).min(MAX_READ_BLOCK);
         }
         let from = (offset - self.window_start) as usize;
         let to = (from + n).min(self.window.len());
@@ -253,5 +258,132 @@ impl SegmentReader {
             }
         }
         Err(Error::io(&self.path, io::Error::from(io::ErrorKind::UnexpectedEof)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::any::Any;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::fault::FaultStorage;
+    use crate::layout::wal_segment_name;
+    use crate::wal::record::{encode_record, encode_segment_header, RECORD_TYPE_BATCH};
+
+    /// Moves one segment from `wal/` to `wal-archive/` once, at a chosen moment, the way a
+    /// checkpoint running on another thread would.
+    struct Checkpointing {
+        inner: FaultStorage,
+        moving: PathBuf,
+        after_wal_listing: bool,
+        moved: AtomicBool,
+    }
+
+    impl Checkpointing {
+        fn move_once(&self) {
+            if !self.moved.swap(true, Ordering::SeqCst) {
+                let to = Path::new("/s").join(ARCHIVE_DIR).join(self.moving.file_name().unwrap_or_default());
+                self.inner.rename(&self.moving, &to).expect("move the segment");
+            }
+        }
+    }
+
+    impl Storage for Checkpointing {
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            self.inner.create_dir_all(path)
+        }
+        fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+            self.inner.create(path)
+        }
+        fn open(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+            if !self.after_wal_listing && path == self.moving {
+                self.move_once();
+            }
+            self.inner.open(path)
+        }
+        fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+            self.inner.read(path)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            self.inner.exists(path)
+        }
+        fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+            let names = self.inner.list(dir);
+            if self.after_wal_listing && dir.ends_with(WAL_DIR) {
+                self.move_once();
+            }
+            names
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            self.inner.rename(from, to)
+        }
+        fn remove(&self, path: &Path) -> io::Result<()> {
+            self.inner.remove(path)
+        }
+        fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+            self.inner.hard_link(from, to)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            self.inner.sync_dir(dir)
+        }
+        fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
+            self.inner.lock(path)
+        }
+    }
+
+    /// `/s` with records 1..=9 in three segments: 1..=3 archived, 4..=6 and 7..=9 in `wal/`.
+    fn store() -> FaultStorage {
+        let fs = FaultStorage::new();
+        for (sub, first) in [(ARCHIVE_DIR, 1u64), (WAL_DIR, 4), (WAL_DIR, 7)] {
+            let mut buf = encode_segment_header(first).to_vec();
+            for seq in first..first + 3 {
+                encode_record(&mut buf, RECORD_TYPE_BATCH, seq, seq, &[seq as u8; 11]);
+            }
+            let f = fs.create(&Path::new("/s").join(sub).join(wal_segment_name(first))).expect("create");
+            f.write_at(0, &buf).expect("write");
+        }
+        fs
+    }
+
+    fn seqs(a: Attempt) -> Option<(u64, u64, u64)> {
+        match a {
+            Attempt::Done(c, _) => Some((c.first_seq, c.last_seq, c.count)),
+            Attempt::Moved => None,
+        }
+    }
+
+    #[test]
+    fn segment_moved_between_the_two_listings_is_still_read() {
+        let moving = Path::new("/s").join(WAL_DIR).join(wal_segment_name(4));
+        let s = Checkpointing { inner: store(), moving, after_wal_listing: true, moved: AtomicBool::new(false) };
+        let got = read_chunk(&s, Path::new("/s"), 2, 9, usize::MAX, None).expect("read");
+        assert!(s.moved.load(Ordering::SeqCst));
+        assert_eq!(seqs(got), Some((2, 9, 8)));
+    }
+
+    #[test]
+    fn segment_moved_before_it_is_opened_is_listed_again() {
+        let moving = Path::new("/s").join(WAL_DIR).join(wal_segment_name(4));
+        let s = Checkpointing { inner: store(), moving, after_wal_listing: false, moved: AtomicBool::new(false) };
+        assert_eq!(seqs(read_chunk(&s, Path::new("/s"), 4, 9, usize::MAX, None).expect("read")), None, "the first attempt sees it gone");
+        assert_eq!(seqs(read_chunk(&s, Path::new("/s"), 4, 9, usize::MAX, None).expect("read")), Some((4, 9, 6)));
+        // Gone after records were collected: the chunk ends there instead.
+        let s = Checkpointing { inner: store(), moving: Path::new("/s").join(WAL_DIR).join(wal_segment_name(7)), after_wal_listing: false, moved: AtomicBool::new(false) };
+        assert_eq!(seqs(read_chunk(&s, Path::new("/s"), 2, 9, usize::MAX, None).expect("read")), Some((2, 6, 5)));
+    }
+
+    #[test]
+    fn nothing_past_through_seq_and_a_gap_is_corruption() {
+        let fs = store();
+        assert_eq!(seqs(read_chunk(&fs, Path::new("/s"), 5, 7, usize::MAX, None).expect("read")), Some((5, 7, 3)));
+        assert_eq!(seqs(read_chunk(&fs, Path::new("/s"), 8, 7, usize::MAX, None).expect("read")), Some((8, 7, 0)));
+        fs.remove(&Path::new("/s").join(WAL_DIR).join(wal_segment_name(4))).expect("remove");
+        match read_chunk(&fs, Path::new("/s"), 1, 9, usize::MAX, None).map(seqs) {
+            Ok(Some((1, 3, 3))) => {}
+            other => panic!("a chunk ends before a missing segment, got {:?}", other.err()),
+        }
+        assert!(matches!(read_chunk(&fs, Path::new("/s"), 4, 9, usize::MAX, None), Err(Error::Corruption { .. })));
+        assert!(matches!(read_chunk(&fs, Path::new("/s"), 1, 12, usize::MAX, None), Ok(Attempt::Done(..))));
     }
 }
