@@ -163,7 +163,7 @@ fn collect(
             if header.len() < RECORD_HEADER_LEN || header.iter().all(|&b| b == 0) {
                 break; // the end of this segment's records
             }
-            let payload_len = u32_at(&header, REC_OFF_LEN) as usize;
+            let payload_len = u32_at(header, REC_OFF_LEN) as usize;
             if payload_len > MAX_PAYLOAD_LEN {
                 return Err(Error::corruption(path, offset, "implausible record length"));
             }
@@ -173,7 +173,7 @@ fn collect(
                 return Ok(Collected::Done);
             }
             let bytes = seg.read(offset, len)?;
-            let found: RecordHeader = match decode_record(&bytes) {
+            let found: RecordHeader = match decode_record(bytes) {
                 Decoded::Record { header, .. } => header,
                 Decoded::End => break,
                 Decoded::Invalid(reason) => return Err(Error::corruption(path, offset, reason)),
@@ -188,7 +188,7 @@ fn collect(
                 if chunk.count == 0 {
                     chunk.bytes.reserve(max_bytes.min(MAX_READ_BLOCK).max(len));
                 }
-                chunk.bytes.extend_from_slice(&bytes);
+                chunk.bytes.extend_from_slice(bytes);
                 chunk.count += 1;
                 chunk.last_seq = found.seq;
                 *cursor = Some(ShipCursor { segment_first_seq: first, offset, next_seq: expected });
@@ -228,7 +228,7 @@ impl SegmentReader {
     }
 
     /// Up to `n` bytes at `offset`; fewer only at the end of the file.
-    fn read(&mut self, offset: u64, n: usize) -> Result<Vec<u8>> {
+    fn read(&mut self, offset: u64, n: usize) -> Result<&[u8]> {
         let end = offset + n as u64;
         let window_end = self.window_start + self.window.len() as u64;
         if offset < self.window_start || end > window_end {
@@ -237,7 +237,7 @@ impl SegmentReader {
         }
         let from = (offset - self.window_start) as usize;
         let to = (from + n).min(self.window.len());
-        Ok(self.window.get(from..to).map(<[u8]>::to_vec).unwrap_or_default())
+        Ok(self.window.get(from..to).unwrap_or_default())
     }
 
     fn fill(&mut self, offset: u64, want: usize) -> Result<()> {
