@@ -144,7 +144,7 @@ fn collect(
             Some(h) if first == holder && h.segment_first_seq == first && h.next_seq == from_seq => (h.offset, h.next_seq),
             _ => {
                 let header = seg.read(0, SEGMENT_HEADER_LEN)?;
-                match decode_segment_header(&header) {
+                match decode_segment_header(header) {
                     Ok(s) if s == first => {}
                     Ok(s) => return Err(Error::corruption(path, 0, format!("segment header says first seq {s}, name says {first}"))),
                     Err(reason) => return Err(Error::corruption(path, 0, reason)),
