@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::engine::{Engine, Options};
-use crate::layout::{parse_wal_segment_name as parse_segment_name, wal_segment_name as segment_name, ARCHIVE_DIR, DATA_DIR, MANIFEST_FILE, WAL_DIR};
 use crate::error::{Error, Result};
+use crate::layout::{
+    parse_wal_segment_name as parse_segment_name, wal_segment_name as segment_name, ARCHIVE_DIR, DATA_DIR, MANIFEST_FILE, WAL_DIR,
+};
 use crate::manifest::{self, Manifest};
 use crate::snapshot::{self, hash_file, write_synced, SnapshotInfo};
 use crate::wal::reader::{scan_segment, ScanItem};
@@ -240,7 +242,10 @@ pub fn restore(source: &Path, target: &Path, to: RestoreTarget) -> Result<Restor
     match fs::metadata(target) {
         // A file in the target's place used to fail late, as I/O, after the whole build.
         Ok(m) if !m.is_dir() => {
-            return Err(Error::InvalidArgument(format!("target {} exists and is not a directory; restore never overwrites", target.display())));
+            return Err(Error::InvalidArgument(format!(
+                "target {} exists and is not a directory; restore never overwrites",
+                target.display()
+            )));
         }
         Ok(_) => {
             if fs::read_dir(target).map_err(io(target))?.next().is_some() {
@@ -386,7 +391,11 @@ fn build(source: &Path, history: &History, base: Option<&SnapshotInfo>, seq: u64
             if let ScanItem::Record { offset, header, len, .. } = item {
                 if header.seq > base_seq && header.seq <= seq {
                     if header.seq != base_seq + 1 + copied {
-                        return Err(Error::corruption(&seg.path, offset, format!("expected seq {} while restoring", base_seq + 1 + copied)));
+                        return Err(Error::corruption(
+                            &seg.path,
+                            offset,
+                            format!("expected seq {} while restoring", base_seq + 1 + copied),
+                        ));
                     }
                     out.extend_from_slice(&buf[offset as usize..offset as usize + len]);
                     copied += 1;
@@ -417,7 +426,11 @@ fn copy_verified(from: &Path, to: &Path, bytes: u64, xxh3: &str) -> Result<()> {
         other => other,
     })?;
     if len != bytes || sum != xxh3 {
-        return Err(Error::corruption(from, 0, format!("snapshot file does not match its manifest ({len} bytes, xxh3 {sum}; expected {bytes} bytes, xxh3 {xxh3})")));
+        return Err(Error::corruption(
+            from,
+            0,
+            format!("snapshot file does not match its manifest ({len} bytes, xxh3 {sum}; expected {bytes} bytes, xxh3 {xxh3})"),
+        ));
     }
     fs::copy(from, to).map_err(io(from))?;
     fs::File::open(to).and_then(|f| f.sync_all()).map_err(io(to))?;

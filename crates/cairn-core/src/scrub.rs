@@ -24,19 +24,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::checksum::blocks::{self, DeltaBuffer, RangeFold, RangeHasher, Xxh3Blocks};
 use crate::clock::now_ms;
+use crate::datafile::{self, DATAFILE_HEADER_LEN, FOOTER_LEN};
 use crate::engine::Engine;
-pub use crate::quarantine::{Damage, QuarantineNote};
-use crate::quarantine::quarantine as keep_in_quarantine;
-use crate::storage::OsStorage;
-use crate::layout::{DATA_DIR, INSTALL_SUFFIX};
 use crate::error::{Error, Result};
 use crate::layout::MANIFEST_FILE;
+use crate::layout::{DATA_DIR, INSTALL_SUFFIX};
 use crate::manifest::{self, Manifest, MANIFEST_HEADER_LEN};
-use crate::datafile::{self, DATAFILE_HEADER_LEN, FOOTER_LEN};
+use crate::quarantine::quarantine as keep_in_quarantine;
+pub use crate::quarantine::{Damage, QuarantineNote};
 use crate::snapshot::{SnapshotInfo, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+use crate::storage::OsStorage;
 use crate::wal::reader::{scan_segment, ScanItem};
-use crate::wal::stream_check::StreamCheck;
 use crate::wal::record::{decode_segment_header, u64_at, SEGMENT_HEADER_LEN};
+use crate::wal::stream_check::StreamCheck;
 
 /// Temporary name of a copy being installed; removed by the next install of the same file.
 /// Read size when unthrottled. Reads of up to 128 KiB into a reused buffer copy out of the page
@@ -402,7 +402,8 @@ pub fn ranges(bytes: u64, range_bytes: u64) -> Vec<u64> {
 /// it; only a bad range or split id is an error.
 pub fn hash_range(ctl: &ScanControl, split: u32, path: &Path, start: u64, end: u64) -> Result<u64> {
     let total = ctl.with_split(split, |s| s.total)?;
-    let mut hasher = RangeHasher::new(start, end, total, ctl.take_spare()).map_err(|e| Error::InvalidArgument(format!("range {start}..{end} of {total} bytes: {e}")))?;
+    let mut hasher = RangeHasher::new(start, end, total, ctl.take_spare())
+        .map_err(|e| Error::InvalidArgument(format!("range {start}..{end} of {total} bytes: {e}")))?;
     let fail = |why: String| ctl.with_split(split, |s| s.failed = Some(why)).map(|_| 0);
     let mut f = match File::open(path) {
         Ok(f) => f,
@@ -503,7 +504,12 @@ const KEEP_BUFFER: usize = 256 << 20;
 
 /// Read the whole file into this thread's buffer (WAL segments and manifests are bounded in
 /// size) and run `f` on it; None when cancelled.
-fn with_whole_file<T>(f: &mut File, out: &mut FileCheck, ctl: &ScanControl, then: impl FnOnce(&[u8], &mut FileCheck) -> T) -> std::io::Result<Option<T>> {
+fn with_whole_file<T>(
+    f: &mut File,
+    out: &mut FileCheck,
+    ctl: &ScanControl,
+    then: impl FnOnce(&[u8], &mut FileCheck) -> T,
+) -> std::io::Result<Option<T>> {
     WHOLE.with(|cell| {
         let mut buf = cell.take();
         buf.clear();
@@ -591,7 +597,14 @@ fn check_framed(buf: &[u8], kind: FileKind, out: &mut FileCheck) {
 /// A segment is checked as it streams by; only if that finds anything wrong is it read again,
 /// whole, and scanned by the recovery reader to locate and classify the damage. The whole-file
 /// xxh3 is computed when a snapshot recorded one (`hash_whole`), or for a damaged segment.
-fn verify_wal(path: &Path, f: &mut File, tail_may_tear: bool, hash_whole: bool, out: &mut FileCheck, ctl: &ScanControl) -> std::io::Result<()> {
+fn verify_wal(
+    path: &Path,
+    f: &mut File,
+    tail_may_tear: bool,
+    hash_whole: bool,
+    out: &mut FileCheck,
+    ctl: &ScanControl,
+) -> std::io::Result<()> {
     if out.findings.is_empty() {
         let named = path.file_name().and_then(|n| crate::layout::parse_wal_segment_name(&n.to_string_lossy()));
         let mut check = StreamCheck::new(named);
@@ -661,14 +674,24 @@ fn check_wal(path: &Path, buf: &[u8], tail_may_tear: bool, out: &mut FileCheck) 
             // A cut record keeps the start of its header (type 1, zero reserved bytes); a few
             // stray bytes after the last record were appended.
             let cut_header = rest.len() >= 8 && rest[4] == crate::wal::record::RECORD_TYPE_BATCH && rest[5..8] == [0, 0, 0];
-            let kind = if reason == "record extends past end of file" || (reason == "truncated header" && cut_header) { Damage::Truncated } else { Damage::Checksum };
+            let kind = if reason == "record extends past end of file" || (reason == "truncated header" && cut_header) {
+                Damage::Truncated
+            } else {
+                Damage::Checksum
+            };
             let after = scan.last_seq.map_or_else(|| "the header".to_string(), |s| format!("seq {s}"));
             out.add(scan.end, kind, None, format!("{reason} after {after} in a sealed segment"));
         }
     }
 }
 
-fn verify_segment_fast_or_deep(f: &mut File, kind: FileKind, expected: Option<Expected>, out: &mut FileCheck, ctl: &ScanControl) -> std::io::Result<()> {
+fn verify_segment_fast_or_deep(
+    f: &mut File,
+    kind: FileKind,
+    expected: Option<Expected>,
+    out: &mut FileCheck,
+    ctl: &ScanControl,
+) -> std::io::Result<()> {
     if let (FileKind::Segment, Some(exp), true) = (kind, expected, out.findings.is_empty()) {
         hash_all(f, out, ctl)?;
         if out.cancelled || out.xxh3.as_deref().and_then(parse_xxh3) == Some(exp.xxh3) {
@@ -759,7 +782,11 @@ fn verify_segment(f: &mut File, size_is_right: bool, out: &mut FileCheck, ctl: &
                 if !plausible {
                     // The length is unusable, so nothing after it can be framed.
                     let cut_short = rlen >= datafile::R_FIXED + 8 && rlen.is_multiple_of(8) && pos + rlen > footer_at && !size_is_right;
-                    let kind = if cut_short || out.findings.iter().any(|f| f.kind == Damage::Truncated) { Damage::Truncated } else { Damage::Checksum };
+                    let kind = if cut_short || out.findings.iter().any(|f| f.kind == Damage::Truncated) {
+                        Damage::Truncated
+                    } else {
+                        Damage::Checksum
+                    };
                     out.add(pos as u64, kind, None, "implausible record length; the rest of the file cannot be framed");
                     framed = false;
                     break;
@@ -767,7 +794,9 @@ fn verify_segment(f: &mut File, size_is_right: bool, out: &mut FileCheck, ctl: &
                 match datafile::check_record(&buf, rel, rel + rlen, &d) {
                     Ok(_) => out.records += 1,
                     Err((reason, _)) => {
-                        let id = datafile::record_identity(&buf, rel, rel + rlen, &d).map(|i| i.id).or_else(|| datafile::record_id_hint(&buf[rel..rel + rlen], &d));
+                        let id = datafile::record_identity(&buf, rel, rel + rlen, &d)
+                            .map(|i| i.id)
+                            .or_else(|| datafile::record_id_hint(&buf[rel..rel + rlen], &d));
                         out.add(pos as u64, Damage::Checksum, id, reason);
                     }
                 }
@@ -841,7 +870,9 @@ pub fn install_copy(dir: &Path, rel: &str, source: &Path, kind: FileKind, expect
     let check = verify_file(&tmp, kind, Some(expected), &ScanControl::new(None));
     if let Some(bad) = check.findings.first() {
         let _ = fs::remove_file(&tmp);
-        return Ok(Install::Rejected { detail: format!("copy from {} does not verify: {} at offset {}", source.display(), bad.detail, bad.offset) });
+        return Ok(Install::Rejected {
+            detail: format!("copy from {} does not verify: {} at offset {}", source.display(), bad.detail, bad.offset),
+        });
     }
     let quarantined = keep_in_quarantine(&OsStorage, dir, rel, note)?;
     fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
@@ -853,10 +884,21 @@ pub fn install_copy(dir: &Path, rel: &str, source: &Path, kind: FileKind, expect
 /// `install_copy` into an open store, under its checkpoint lock so that no checkpoint writes,
 /// archives, prunes or sweeps files meanwhile. A `data/` file must still be named by the
 /// manifest with the expected checksum, otherwise the repair is moot.
-pub fn install_copy_live(engine: &Engine, rel: &str, source: &Path, kind: FileKind, expected: Expected, note: &QuarantineNote) -> Result<Install> {
+pub fn install_copy_live(
+    engine: &Engine,
+    rel: &str,
+    source: &Path,
+    kind: FileKind,
+    expected: Expected,
+    note: &QuarantineNote,
+) -> Result<Install> {
     engine.with_checkpoint_lock(|m, dir| {
         if let Some(name) = rel.strip_prefix(&format!("{DATA_DIR}/")) {
-            let named = m.collections.iter().flat_map(|c| c.data_files.iter().chain(c.index.iter())).any(|s| s.file == name && parse_xxh3(&s.xxh3) == Some(expected.xxh3));
+            let named = m
+                .collections
+                .iter()
+                .flat_map(|c| c.data_files.iter().chain(c.index.iter()))
+                .any(|s| s.file == name && parse_xxh3(&s.xxh3) == Some(expected.xxh3));
             if !named {
                 return Ok(Install::Moot);
             }
@@ -869,7 +911,10 @@ pub fn install_copy_live(engine: &Engine, rel: &str, source: &Path, kind: FileKi
 #[serde(tag = "outcome", rename_all = "lowercase")]
 pub enum Rebuild {
     /// Rewritten from the engine's verified in-memory state; the damaged file is in quarantine.
-    Rebuilt { quarantined: Option<String>, checkpoint_seq: Option<u64> },
+    Rebuilt {
+        quarantined: Option<String>,
+        checkpoint_seq: Option<u64>,
+    },
     Moot,
 }
 
@@ -887,7 +932,8 @@ pub fn rebuild_live(engine: &Engine, rel: &str, note: &QuarantineNote) -> Result
         return Ok(Rebuild::Rebuilt { quarantined, checkpoint_seq: None });
     }
     let Some(name) = rel.strip_prefix(&format!("{DATA_DIR}/")) else { return Ok(Rebuild::Moot) };
-    let owner = engine.manifest().collections.iter().find(|c| c.data_files.iter().chain(c.index.iter()).any(|s| s.file == name)).map(|c| c.id);
+    let owner =
+        engine.manifest().collections.iter().find(|c| c.data_files.iter().chain(c.index.iter()).any(|s| s.file == name)).map(|c| c.id);
     let Some(id) = owner else { return Ok(Rebuild::Moot) };
     let mut quarantined = None;
     let mut moot = false;
@@ -926,9 +972,9 @@ pub fn note(file: &str, check: &FileCheck, expected: Option<Expected>) -> Quaran
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::NOTE_SUFFIX;
-    use crate::distance::Metric;
     use crate::datafile::{DataFileHeader, DataFileWriter, KIND_BASE};
+    use crate::distance::Metric;
+    use crate::layout::NOTE_SUFFIX;
     use crate::wal::record::{encode_record, encode_segment_header, RECORD_TYPE_BATCH};
 
     fn temp_dir(tag: &str) -> PathBuf {
@@ -940,7 +986,14 @@ mod tests {
     }
 
     fn segment_bytes(rows: usize) -> Vec<u8> {
-        let mut w = DataFileWriter::new(&DataFileHeader { version: crate::datafile::DATAFILE_VERSION, dim: 4, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
+        let mut w = DataFileWriter::new(&DataFileHeader {
+            version: crate::datafile::DATAFILE_VERSION,
+            dim: 4,
+            collection_id: 1,
+            covered_seq: 9,
+            metric: Metric::L2,
+            kind: KIND_BASE,
+        });
         for i in 0..rows {
             w.upsert(&format!("row-{i}"), i as u64, &[i as f32, 1.0, 2.0, 3.0], "{\"k\":1}");
         }
@@ -1123,7 +1176,14 @@ mod tests {
     #[test]
     fn a_segment_file_hashed_by_ranges_reports_its_footer_count() {
         let dir = temp_dir("seg-ranges");
-        let mut w = DataFileWriter::new(&DataFileHeader { version: crate::datafile::DATAFILE_VERSION, dim: 4096, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
+        let mut w = DataFileWriter::new(&DataFileHeader {
+            version: crate::datafile::DATAFILE_VERSION,
+            dim: 4096,
+            collection_id: 1,
+            covered_seq: 9,
+            metric: Metric::L2,
+            kind: KIND_BASE,
+        });
         let v = vec![0.25f32; 4096];
         let rows = (2 * RANGE_BYTES / (4096 * 4)) as usize + 40;
         for i in 0..rows {
@@ -1189,11 +1249,17 @@ mod tests {
     fn engine_with_rows(dir: &Path, rows: usize) -> Engine {
         use crate::batch::{CollectionSpec, Op};
         let e = Engine::open(dir, crate::Options::default()).expect("open");
-        e.commit(&[Op::CreateCollection(CollectionSpec { name: "docs".into(), dim: 4, metric: Metric::L2, m: 8, ef_construction: 32 })]).expect("create");
+        e.commit(&[Op::CreateCollection(CollectionSpec { name: "docs".into(), dim: 4, metric: Metric::L2, m: 8, ef_construction: 32 })])
+            .expect("create");
         for chunk in (0..rows).collect::<Vec<_>>().chunks(100) {
             let ops: Vec<Op> = chunk
                 .iter()
-                .map(|i| Op::Upsert { collection: "docs".into(), id: format!("id-{i}"), vector: vec![*i as f32, 0.5, 1.0, -1.0], metadata: format!("{{\"i\":{i}}}") })
+                .map(|i| Op::Upsert {
+                    collection: "docs".into(),
+                    id: format!("id-{i}"),
+                    vector: vec![*i as f32, 0.5, 1.0, -1.0],
+                    metadata: format!("{{\"i\":{i}}}"),
+                })
                 .collect();
             e.commit(&ops).expect("upsert");
         }
@@ -1213,7 +1279,8 @@ mod tests {
         let m = e.manifest();
         let seg = m.collections[0].data_files[0].clone();
         let ix = m.collections[0].index.clone().expect("graph file");
-        for (rel, kind, r) in [(format!("data/{}", seg.file), FileKind::Segment, &seg), (format!("data/{}", ix.file), FileKind::Blob, &ix)] {
+        for (rel, kind, r) in [(format!("data/{}", seg.file), FileKind::Segment, &seg), (format!("data/{}", ix.file), FileKind::Blob, &ix)]
+        {
             let path = dir.join(&rel);
             let mut bytes = fs::read(&path).expect("read");
             let at = bytes.len() / 2;

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::checksum::Xxh3Stream;
 use crate::engine::Engine;
-use crate::layout::{ARCHIVE_DIR, DATA_DIR, SNAPSHOTS_DIR, SNAPSHOT_FILE, TMP_SUFFIX, WAL_DIR};
 use crate::error::{Error, Result};
 use crate::layout::MANIFEST_FILE;
+use crate::layout::{ARCHIVE_DIR, DATA_DIR, SNAPSHOTS_DIR, SNAPSHOT_FILE, TMP_SUFFIX, WAL_DIR};
 use crate::manifest::{self, decode_framed, encode_framed, Manifest};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"CAIRNSNP";
@@ -138,7 +138,11 @@ fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<Snapsho
     }
     let all = list(dir)?;
     let base = if incremental {
-        Some(all.last().cloned().ok_or_else(|| Error::InvalidArgument("an incremental snapshot needs an earlier snapshot as its base".into()))?)
+        Some(
+            all.last()
+                .cloned()
+                .ok_or_else(|| Error::InvalidArgument("an incremental snapshot needs an earlier snapshot as its base".into()))?,
+        )
     } else {
         None
     };
@@ -220,10 +224,7 @@ fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<Snapsho
         time_ms: m.checkpoint_time_ms,
         kind: kind.to_string(),
         base: base.map(|b| b.id),
-        created_ns: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
+        created_ns: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
         bytes: files.iter().map(|f| f.bytes).sum(),
         files,
     };

@@ -152,7 +152,10 @@ fn assert_same_rows_and_labels(primary: &Engine, replica: &Engine, ctx: &str) {
         }
         let m = e.manifest();
         assert_eq!(m.checkpoint_seq, e.last_seq());
-        m.collections.iter().map(|c| (c.id, c.name.clone(), c.dim, c.metric, c.data_files.iter().map(|f| f.xxh3.clone()).collect::<Vec<_>>())).collect::<Vec<_>>()
+        m.collections
+            .iter()
+            .map(|c| (c.id, c.name.clone(), c.dim, c.metric, c.data_files.iter().map(|f| f.xxh3.clone()).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
     };
     assert_eq!(base_files(primary), base_files(replica), "{ctx}: collections or base checkpoint files differ");
 }
@@ -224,7 +227,12 @@ fn fill(e: &Engine, n: usize, history: &mut History, rng: &mut Rng) {
         history.acknowledge(e.commit(&ops).expect("create"), ops);
     }
     for _ in 0..n {
-        let ops = vec![Op::Upsert { collection: "a".into(), id: format!("a{}", rng.below(50)), vector: rng.vector(DIM_A), metadata: format!("{{\"n\":{}}}", rng.below(1000)) }];
+        let ops = vec![Op::Upsert {
+            collection: "a".into(),
+            id: format!("a{}", rng.below(50)),
+            vector: rng.vector(DIM_A),
+            metadata: format!("{{\"n\":{}}}", rng.below(1000)),
+        }];
         history.acknowledge(e.commit(&ops).expect("commit"), ops);
     }
 }
@@ -270,7 +278,12 @@ fn read_wal_spans_archive_and_live_without_gap() {
         std::thread::spawn(move || {
             let mut rng = Rng::new(8);
             for i in 0..400 {
-                let ops = vec![Op::Upsert { collection: "a".into(), id: format!("w{}", rng.below(40)), vector: rng.vector(DIM_A), metadata: "null".into() }];
+                let ops = vec![Op::Upsert {
+                    collection: "a".into(),
+                    id: format!("w{}", rng.below(40)),
+                    vector: rng.vector(DIM_A),
+                    metadata: "null".into(),
+                }];
                 e.commit(&ops).expect("concurrent commit");
                 if i % 25 == 0 {
                     checkpoint(&e).expect("concurrent checkpoint");
@@ -581,12 +594,15 @@ fn replica_crash_keeps_a_prefix() {
         }
         for bytes in chunks {
             let (acked, errors) = (acked.clone(), errors.clone());
-            r.submit_replicated(bytes, Box::new(move |res| match res {
-                Ok(seq) => {
-                    acked.fetch_max(seq, Ordering::SeqCst);
-                }
-                Err(e) => errors.lock().expect("errors").push(e.to_string()),
-            }));
+            r.submit_replicated(
+                bytes,
+                Box::new(move |res| match res {
+                    Ok(seq) => {
+                        acked.fetch_max(seq, Ordering::SeqCst);
+                    }
+                    Err(e) => errors.lock().expect("errors").push(e.to_string()),
+                }),
+            );
         }
         // The power cut: after a random share of the in-flight chunks were acknowledged.
         let stop_at = acked_before + rng.below(next - acked_before);
@@ -628,7 +644,8 @@ fn replica_reopened_as_primary_continues_sequence() {
     assert!(!np.is_replica());
     assert_eq!(np.last_seq(), last);
     assert_state(&np, &history.model_at(last), "new primary at open");
-    let ops = vec![Op::Upsert { collection: "a".into(), id: "after".into(), vector: vec![0.25; DIM_A as usize], metadata: "{\"n\":1}".into() }];
+    let ops =
+        vec![Op::Upsert { collection: "a".into(), id: "after".into(), vector: vec![0.25; DIM_A as usize], metadata: "{\"n\":1}".into() }];
     let seq = np.commit(&ops).expect("a write on the new primary");
     assert_eq!(seq, last + 1, "sequence numbers continue");
     history.acknowledge(seq, ops);
@@ -656,7 +673,13 @@ fn replica_reopened_as_primary_continues_sequence() {
 fn live_tail_on_disk_follows_commits_and_checkpoints() {
     let root = std::env::temp_dir().join(format!("cairn-replication-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let base = Options { sync: SyncMode::Group, segment_bytes: 64 << 10, prealloc: Prealloc::Background, storage: Arc::new(cairn_core::storage::OsStorage), ..Options::default() };
+    let base = Options {
+        sync: SyncMode::Group,
+        segment_bytes: 64 << 10,
+        prealloc: Prealloc::Background,
+        storage: Arc::new(cairn_core::storage::OsStorage),
+        ..Options::default()
+    };
     let p = Arc::new(Engine::open(&root.join("primary"), base.clone()).expect("open primary"));
     let r = Engine::open(&root.join("replica"), Options { replica: true, segment_bytes: 48 << 10, ..base.clone() }).expect("open replica");
     let shape = WorkloadShape { commits: 400, checkpoint_pct: 3, reopen_pct: 0, big_pct: 8 };
@@ -702,10 +725,13 @@ fn live_tail_on_disk_follows_commits_and_checkpoints() {
         }
         next = chunk.last_seq + 1;
         let acked = acked.clone();
-        r.submit_replicated(chunk.bytes, Box::new(move |res| {
-            let seq = res.expect("a shipped chunk applies");
-            acked.fetch_max(seq, Ordering::SeqCst);
-        }));
+        r.submit_replicated(
+            chunk.bytes,
+            Box::new(move |res| {
+                let seq = res.expect("a shipped chunk applies");
+                acked.fetch_max(seq, Ordering::SeqCst);
+            }),
+        );
     }
     let history = writer.join().expect("writer");
     assert_eq!(r.last_seq(), history.len());

@@ -388,7 +388,12 @@ impl NativeStore {
     #[napi]
     pub fn index_stats(&self, collection: String) -> napi::Result<NativeIndexStats> {
         let s = guarded(|| self.engine.index_stats(&collection))?;
-        Ok(NativeIndexStats { indexed: s.indexed as u32, pending: s.pending as u32, tombstones: s.tombstones as u32, bytes: s.bytes as f64 })
+        Ok(NativeIndexStats {
+            indexed: s.indexed as u32,
+            pending: s.pending as u32,
+            tombstones: s.tombstones as u32,
+            bytes: s.bytes as f64,
+        })
     }
 
     /// Resolves once every row applied so far is in the collection's HNSW graph.

@@ -79,7 +79,13 @@ pub fn scan_bytes(id: u32) -> f64 {
 /// Verify one file, blocking the calling thread: piscina workers call this. Returns the JSON
 /// `FileCheck`. `kind`: manifest | snapshot-manifest | segment | wal | wal-tail | blob.
 #[napi]
-pub fn verify_file(scan: u32, path: String, kind_name: String, expected_bytes: Option<f64>, expected_xxh3: Option<String>) -> napi::Result<String> {
+pub fn verify_file(
+    scan: u32,
+    path: String,
+    kind_name: String,
+    expected_bytes: Option<f64>,
+    expected_xxh3: Option<String>,
+) -> napi::Result<String> {
     let ctl = control(scan)?;
     let kind = kind(&kind_name)?;
     let exp = expected(expected_bytes, expected_xxh3)?;
@@ -135,7 +141,14 @@ pub fn hash_range(scan: u32, split: u32, path: String, start: f64, end: f64) -> 
 /// Close split `split`: the JSON `FileCheck` when its ranges prove the file intact (or the scan
 /// was cancelled), null when the file must be verified whole (`verifyFile`).
 #[napi]
-pub fn scan_split_finish(scan: u32, split: u32, path: String, kind_name: String, expected_bytes: f64, expected_xxh3: String) -> napi::Result<Option<String>> {
+pub fn scan_split_finish(
+    scan: u32,
+    split: u32,
+    path: String,
+    kind_name: String,
+    expected_bytes: f64,
+    expected_xxh3: String,
+) -> napi::Result<Option<String>> {
     let ctl = control(scan)?;
     let kind = kind(&kind_name)?;
     let exp = expected(Some(expected_bytes), Some(expected_xxh3))?.ok_or_else(|| invalid("expected checksum required"))?;

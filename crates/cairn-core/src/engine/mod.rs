@@ -105,11 +105,19 @@ pub type CommitCallback = Box<dyn FnOnce(Result<u64>) + Send>;
 
 /// Work for the commit thread, handled in arrival order.
 enum Request {
-    Commit { payload: Vec<u8>, done: CommitCallback },
+    Commit {
+        payload: Vec<u8>,
+        done: CommitCallback,
+    },
     /// Framed records from the primary, applied with their own sequence numbers and times.
-    Replicated { bytes: Vec<u8>, done: CommitCallback },
+    Replicated {
+        bytes: Vec<u8>,
+        done: CommitCallback,
+    },
     /// A checkpoint's capture, taken between groups (see `checkpoint::capture`).
-    Capture { done: std::sync::mpsc::Sender<Result<Capture>> },
+    Capture {
+        done: std::sync::mpsc::Sender<Result<Capture>>,
+    },
 }
 
 struct Queue {
@@ -208,9 +216,12 @@ impl Engine {
     /// Blocking form of `submit`.
     pub fn commit(&self, ops: &[Op]) -> Result<u64> {
         let (tx, rx) = std::sync::mpsc::channel();
-        self.submit(batch::encode(ops), Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
+        self.submit(
+            batch::encode(ops),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
         rx.recv().unwrap_or(Err(Error::Closed))
     }
 

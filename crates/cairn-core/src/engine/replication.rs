@@ -93,7 +93,9 @@ impl Engine {
     /// with the current last sequence number.
     pub fn submit_replicated(&self, bytes: Vec<u8>, done: CommitCallback) {
         if !self.shared.opts.replica {
-            return done(Err(Error::InvalidArgument("this store is a primary: replicated records are applied only by a store opened as a replica".into())));
+            return done(Err(Error::InvalidArgument(
+                "this store is a primary: replicated records are applied only by a store opened as a replica".into(),
+            )));
         }
         self.enqueue(Request::Replicated { bytes, done });
     }
@@ -101,9 +103,12 @@ impl Engine {
     /// Blocking form of `submit_replicated`.
     pub fn apply_replicated(&self, bytes: Vec<u8>) -> Result<u64> {
         let (tx, rx) = std::sync::mpsc::channel();
-        self.submit_replicated(bytes, Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
+        self.submit_replicated(
+            bytes,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
         rx.recv().unwrap_or(Err(Error::Closed))
     }
 

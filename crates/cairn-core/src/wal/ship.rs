@@ -18,7 +18,10 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::record::{decode_record, decode_segment_header, record_len, u32_at, Decoded, RecordHeader, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, REC_OFF_LEN, SEGMENT_HEADER_LEN};
+use super::record::{
+    decode_record, decode_segment_header, record_len, u32_at, Decoded, RecordHeader, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, REC_OFF_LEN,
+    SEGMENT_HEADER_LEN,
+};
 use crate::error::{Error, Result};
 use crate::layout::{parse_wal_segment_name, ARCHIVE_DIR, WAL_DIR};
 use crate::storage::{Storage, StorageFile};
@@ -221,7 +224,9 @@ impl SegmentReader {
     /// `None` when the file is gone (moved or removed since it was listed).
     fn open(storage: &dyn Storage, path: &Path) -> Result<Option<SegmentReader>> {
         match storage.open(path) {
-            Ok(file) => Ok(Some(SegmentReader { path: path.to_path_buf(), file, window: Vec::new(), window_start: 0, block: FIRST_READ_BLOCK })),
+            Ok(file) => {
+                Ok(Some(SegmentReader { path: path.to_path_buf(), file, window: Vec::new(), window_start: 0, block: FIRST_READ_BLOCK }))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),
         }
@@ -369,7 +374,12 @@ mod tests {
         assert_eq!(seqs(read_chunk(&s, Path::new("/s"), 4, 9, usize::MAX, None).expect("read")), None, "the first attempt sees it gone");
         assert_eq!(seqs(read_chunk(&s, Path::new("/s"), 4, 9, usize::MAX, None).expect("read")), Some((4, 9, 6)));
         // Gone after records were collected: the chunk ends there instead.
-        let s = Checkpointing { inner: store(), moving: Path::new("/s").join(WAL_DIR).join(wal_segment_name(7)), after_wal_listing: false, moved: AtomicBool::new(false) };
+        let s = Checkpointing {
+            inner: store(),
+            moving: Path::new("/s").join(WAL_DIR).join(wal_segment_name(7)),
+            after_wal_listing: false,
+            moved: AtomicBool::new(false),
+        };
         assert_eq!(seqs(read_chunk(&s, Path::new("/s"), 2, 9, usize::MAX, None).expect("read")), Some((2, 6, 5)));
     }
 
