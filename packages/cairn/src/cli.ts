@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 
-import { type BackupProgress, BackupManager } from './backup/manager.js';
+import { BackupManager } from './backup/manager.js';
+import type { BackupProgress } from './backup/types.js';
 import type { BackupKind } from './backup/metadata.js';
 import { runDemo } from './demo.js';
 import { CairnError } from './errors.js';

@@ -52,7 +52,7 @@ export type {
   TargetResult,
   VerifyProblem,
   VerifyReport,
-} from './backup/manager.js';
+} from './backup/types.js';
 export type { BackupKind, BackupMetadata, BackupStatus } from './backup/metadata.js';
 export { parseCron } from './backup/cron.js';
 export type { Cron } from './backup/cron.js';

@@ -14,8 +14,8 @@ import {
 } from '@aws-sdk/client-s3';
 
 import { CairnError } from '../errors.js';
-import type { S3Settings } from './manager.js';
 import type { BackupTarget, TargetEntry } from './target.js';
+import type { S3Settings } from './types.js';
 
 function s3Error(what: string, e: unknown): CairnError {
   const err = e as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
