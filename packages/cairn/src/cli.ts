@@ -6,7 +6,7 @@ import type { BackupProgress } from './backup/types.js';
 import type { BackupKind } from './backup/metadata.js';
 import { runDemo } from './demo.js';
 import { CairnError } from './errors.js';
-import { listSnapshots, restore } from './recovery.js';
+import { listSnapshots, restore } from './restore.js';
 import { scrub } from './scrub/directory.js';
 import type { ScrubProgress } from './scrub/index.js';
 import { open } from './store.js';

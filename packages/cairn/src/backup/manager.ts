@@ -15,7 +15,7 @@ import { basename, dirname, join, resolve as resolvePath } from 'node:path';
 
 import { CairnError, invalidArgument } from '../errors.js';
 import { nativeBytes } from '../native.js';
-import { restore as restoreStore, type RestoreResult, type RestoreTo } from '../recovery.js';
+import { restore as restoreStore, type RestoreResult, type RestoreTo } from '../restore.js';
 import { Store } from '../store.js';
 import { checkKnownKeys, checkPlainObject, checkPositiveInt, isPlainObject } from '../validate.js';
 import { CHUNK_BYTES, CHUNK_NAME, ChunkError, decodeChunk, encodeChunk, shufflable } from './chunks.js';
