@@ -41,7 +41,7 @@ export async function listBackups(settings: BackupSettings): Promise<BackupMetad
   const out: BackupMetadata[] = [];
   const errors: string[] = [];
   for (const t of settings.targets) {
-    let read;
+    let read: TargetManifests;
     try {
       read = await readManifests(t);
     } catch (e) {

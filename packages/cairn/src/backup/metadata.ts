@@ -150,7 +150,6 @@ export function toMetadata(body: ManifestBody, sha256: string, target: string): 
   };
 }
 
-
 /** The metadata of a backup that has no readable manifest (yet): zero sizes, status 'pending'. */
 export function emptyMetadata(id: string, kind: BackupKind, source: string, target: string, timestamp: number): BackupMetadata {
   return {

@@ -15,7 +15,7 @@ import { errorOf } from './failure.js';
 import type { ManifestBody } from './metadata.js';
 import { type BackupSettings, isBackupId } from './settings.js';
 import type { VerifyProblem } from './types.js';
-import { checkOnTarget } from './verify.js';
+import { checkOnTarget, type TargetCheck } from './verify.js';
 
 export async function restoreBackup(
   settings: BackupSettings,
@@ -38,7 +38,7 @@ export async function restoreBackup(
   }
   const failures: VerifyProblem[] = [];
   for (const t of settings.targets) {
-    let checked;
+    let checked: TargetCheck | undefined;
     try {
       checked = await checkOnTarget(settings, t, id, null);
     } catch (e) {

@@ -7,6 +7,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
   NoSuchKey,
   PutObjectCommand,
   S3Client,
@@ -51,7 +52,7 @@ export class S3Target implements BackupTarget {
     const out: TargetEntry[] = [];
     let token: string | undefined;
     do {
-      let r;
+      let r: ListObjectsV2CommandOutput;
       try {
         r = await this.#client.send(new ListObjectsV2Command({ Bucket: this.#bucket, Prefix: this.#prefix + prefix, ContinuationToken: token }));
       } catch (e) {

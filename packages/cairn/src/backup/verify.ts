@@ -5,7 +5,7 @@
 import { type FileHandle, mkdir, open as openFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
-import { CairnError, invalidArgument } from '../errors.js';
+import { invalidArgument } from '../errors.js';
 import { nativeBytes } from '../native.js';
 import { notFound } from './catalog.js';
 import { CHUNK_NAME, ChunkError, decodeChunk, WHOLE_FILE_BYTES } from './chunks.js';
@@ -28,7 +28,7 @@ export async function verifyBackup(settings: BackupSettings, id: string): Promis
   const report: VerifyReport = { id, ok: true, problems: [], targets: [] };
   let found = false;
   for (const t of settings.targets) {
-    let r;
+    let r: TargetCheck | undefined;
     try {
       r = await checkOnTarget(settings, t, id, null);
     } catch (e) {

@@ -1,7 +1,7 @@
 /** Backup commands: back up, list, verify, and restore a backup. */
 import { BackupManager } from '../backup/manager.js';
 import type { BackupKind } from '../backup/metadata.js';
-import type { BackupProgress } from '../backup/types.js';
+import type { BackupProgress, CreateResult } from '../backup/types.js';
 import { CairnError } from '../errors.js';
 import type { Command } from './command.js';
 import { json, withProgress } from './output.js';
@@ -50,7 +50,7 @@ export const backup: Command = {
     const backups = backupManager(dir, targets);
     try {
       const bar = progressBar(!asJson);
-      let m;
+      let m: CreateResult;
       try {
         m = await backups.create({ kind: (args.string('kind') ?? 'full') as BackupKind, onProgress: bar.update });
       } finally {

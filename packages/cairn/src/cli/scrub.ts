@@ -1,7 +1,7 @@
 /** `cairn scrub`: verify every file of a store, optionally repair; exit 1 while damage remains. */
 import { CairnError } from '../errors.js';
 import { scrub as scrubStore } from '../scrub/directory.js';
-import type { ScrubProgress } from '../scrub/index.js';
+import type { ScrubProgress, ScrubReport } from '../scrub/index.js';
 import type { Command } from './command.js';
 import { json, megabytes } from './output.js';
 
@@ -48,7 +48,7 @@ export const scrub: Command = {
     const abort = new AbortController();
     const onSigint = () => abort.abort();
     process.once('SIGINT', onSigint);
-    let report;
+    let report: ScrubReport;
     try {
       report = await scrubStore(dir, {
         repair: args.flag('repair'),
