@@ -13,7 +13,7 @@ import { compress, decompress } from 'zstd-napi';
 
 import { CairnError, invalidArgument } from './errors.js';
 import { nativeBytes } from './native.js';
-import { listSnapshots, type SnapshotInfo } from './recovery.js';
+import { listSnapshots, type SnapshotInfo } from './restore.js';
 
 export const ARCHIVE_MAGIC = Buffer.from('CAIRNARC');
 export const ARCHIVE_TRAILER_MAGIC = Buffer.from('CAIRNSHA');

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { demoVector } from './demo-writer.js';
-import { restore } from './recovery.js';
+import { restore } from './restore.js';
 import { open } from './store.js';
 
 const DIM = 64;

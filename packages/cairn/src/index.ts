@@ -20,8 +20,8 @@ export type { Metric } from './encode.js';
 export { CairnError } from './errors.js';
 export { exportSnapshot, importSnapshot } from './archive.js';
 export type { ExportOptions, ExportResult, ImportResult } from './archive.js';
-export { restore, listSnapshots, pruneSnapshots, recoverableRange } from './recovery.js';
-export type { RecoverableRange, RecoverablePoint, RestoreOptions, RestoreResult, RestoreTo, SnapshotInfo } from './recovery.js';
+export { restore, listSnapshots, pruneSnapshots, recoverableRange } from './restore.js';
+export type { RecoverableRange, RecoverablePoint, RestoreOptions, RestoreResult, RestoreTo, SnapshotInfo } from './restore.js';
 export type { CairnErrorCode } from './errors.js';
 export { scrub } from './scrub/directory.js';
 export { CopySource, EngineSource } from './scrub/index.js';
@@ -52,7 +52,7 @@ export type {
   TargetResult,
   VerifyProblem,
   VerifyReport,
-} from './backup/manager.js';
+} from './backup/types.js';
 export type { BackupKind, BackupMetadata, BackupStatus } from './backup/metadata.js';
 export { parseCron } from './backup/cron.js';
 export type { Cron } from './backup/cron.js';

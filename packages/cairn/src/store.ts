@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { CairnError, fromNative, invalidArgument, native, nativeSync } from './errors.js';
 import { encodeBatch, type EncodedOp, type Metric } from './encode.js';
 import { nativeModule, type NativeStore } from './native.js';
-import { listSnapshots, pruneSnapshots, recoverableRange, toSnapshotInfo, type RecoverableRange, type SnapshotInfo } from './recovery.js';
+import { listSnapshots, pruneSnapshots, recoverableRange, toSnapshotInfo, type RecoverableRange, type SnapshotInfo } from './restore.js';
 import { parseScrubOptions, runScrub, type ParsedScrubOptions, type ScrubOptions, type ScrubReport } from './scrub/index.js';
 import {
   MAX_DIM,

@@ -6,10 +6,13 @@
  */
 import { compress, decompress } from 'zstd-napi';
 
+import { LAYOUT } from '../layout.js';
 import { nativeBytes } from '../native.js';
 import { type ChunkKeys, chunkName, decrypt, encrypt, IV_BYTES, TAG_BYTES } from './crypto.js';
 
 export const CHUNK_BYTES = 4 << 20;
+/** Files up to this size are read and checked whole; larger ones stream in chunks. */
+export const WHOLE_FILE_BYTES = 256 << 20;
 export const CHUNK_MAGIC = Buffer.from('CAIRNCHK');
 export const CHUNK_VERSION = 1;
 export const CHUNK_HEADER_BYTES = 48;
@@ -26,8 +29,9 @@ export const FLAG_ENCRYPTED = 2;
 
 export const CHUNK_NAME = /^[0-9a-f]{64}$/;
 
-/** `.seg`, `.hnsw` and `.wal` files are mostly little-endian floats and integers. */
-export const shufflable = (path: string) => /\.(seg|hnsw|wal)$/.test(path);
+/** Data, graph and WAL files are mostly little-endian floats and integers. */
+const SHUFFLED_EXTS: readonly string[] = [LAYOUT.dataExt, LAYOUT.graphExt, LAYOUT.walExt];
+export const shufflable = (path: string) => SHUFFLED_EXTS.some((ext) => path.endsWith(ext));
 
 export interface EncodedChunk {
   name: string;

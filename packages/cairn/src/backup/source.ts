@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 import { CairnError } from '../errors.js';
 import { nativeBytes } from '../native.js';
-import { listSnapshots, type SnapshotInfo } from '../recovery.js';
+import { listSnapshots, type SnapshotInfo } from '../restore.js';
 
 export interface SourceFile {
   /** Path in the backup (and in the restore layout). */

@@ -7,6 +7,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
   NoSuchKey,
   PutObjectCommand,
   S3Client,
@@ -14,8 +15,8 @@ import {
 } from '@aws-sdk/client-s3';
 
 import { CairnError } from '../errors.js';
-import type { S3Settings } from './manager.js';
 import type { BackupTarget, TargetEntry } from './target.js';
+import type { S3Settings } from './types.js';
 
 function s3Error(what: string, e: unknown): CairnError {
   const err = e as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
@@ -51,7 +52,7 @@ export class S3Target implements BackupTarget {
     const out: TargetEntry[] = [];
     let token: string | undefined;
     do {
-      let r;
+      let r: ListObjectsV2CommandOutput;
       try {
         r = await this.#client.send(new ListObjectsV2Command({ Bucket: this.#bucket, Prefix: this.#prefix + prefix, ContinuationToken: token }));
       } catch (e) {

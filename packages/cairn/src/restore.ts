@@ -1,5 +1,6 @@
 /**
- * The recovery API: snapshots, the recoverable range, and point-in-time restore.
+ * Restore: the snapshots and the recoverable range a store offers, and point-in-time restore
+ * into a new directory. (Rust's "recovery" is replay on open; this is not that.)
  * The engine does the file work (crates/cairn-core/src/{snapshot,pitr}.rs); this file validates
  * arguments and converts results.
  */
@@ -7,6 +8,7 @@ import { rename, rm } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 
 import { invalidArgument, native } from './errors.js';
+import { LAYOUT } from './layout.js';
 import { nativeModule } from './native.js';
 import { checkKnownKeys, checkPlainObject } from './validate.js';
 
@@ -132,7 +134,7 @@ export async function pruneSnapshots(dir: string, keep: number): Promise<string[
   const deleted: string[] = [];
   for (const s of all) {
     if (kept.has(s.id)) continue;
-    const from = join(resolvePath(dir), 'snapshots', s.id);
+    const from = join(resolvePath(dir), LAYOUT.snapshots, s.id);
     const doomed = `${from}.deleting.tmp`;
     await rename(from, doomed);
     await rm(doomed, { recursive: true, force: true });
