@@ -35,3 +35,25 @@ pub fn temp_path(path: &Path) -> PathBuf {
 pub fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("."))
 }
+
+/// Bytes moved per read and write by `copy_synced`.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// Copy `from` to `to` (created or truncated) chunk by chunk and fdatasync the copy; returns the
+/// bytes copied. The name `to` is durable only after the caller syncs its directory.
+pub fn copy_synced(storage: &dyn Storage, from: &Path, to: &Path) -> io::Result<u64> {
+    let src = storage.open_read(from)?;
+    let dst = storage.create(to)?;
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut at = 0u64;
+    loop {
+        let n = src.read_up_to(at, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        dst.write_at(at, &buf[..n])?;
+        at += n as u64;
+    }
+    dst.sync_data()?;
+    Ok(at)
+}
