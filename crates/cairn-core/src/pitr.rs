@@ -315,7 +315,13 @@ pub fn restore_on(storage: Arc<dyn Storage>, source: &Path, target: &Path, to: R
         return Err(e);
     }
     // durability: the restored store appears under its name only once this is synced.
-    fs.sync_dir(parent).map_err(io(parent))?;
+    if let Err(e) = fs.sync_dir(parent) {
+        // Not durable, so not restored: take the name back, as a failed restore leaves no target.
+        if fs.rename(target, &tmp).is_ok() {
+            let _ = fs.remove_dir_all(&tmp);
+        }
+        return Err(Error::io(parent, e));
+    }
     Ok(RestoreResult {
         seq,
         time_ms: history.time_of(seq).or(base.as_ref().map(|b| b.time_ms)).unwrap_or(0),
