@@ -307,9 +307,9 @@ fn install_copy_fault_at_every_write_or_fsync_keeps_the_damaged_file() {
             if installed {
                 assert_eq!(view.read(&dir().join(&rel)).expect("read"), good, "{ctx}: an install reported done is not durable");
             }
-            if view.read(&dir().join(&rel)).expect("read") == good {
-                assert_source_intact(&view, &history, &ctx);
-            }
+            // Damaged or repaired, the store opens with every committed row (the WAL archive
+            // still holds what a damaged checkpoint file lost).
+            assert_source_intact(&view, &history, &ctx);
         }
         fired
     });

@@ -1,23 +1,23 @@
-//! Scrubbing (docs/architecture.md, "Scrub"): verify one file the store depends on against its
-//! checksums, chunk by chunk, throttled and cancellable; and the primitives repair needs:
-//! quarantine (docs/format.md, "Quarantine") and a verified, atomic install. Which files to
-//! check, and where a repair comes from, is decided in TypeScript (packages/cairn/src/scrub/);
-//! the bytes are read and hashed here, all through `Storage`.
+//! Scrubbing (docs/architecture.md, "Scrub"): verify the files a store depends on, and repair.
 //!
-//! - `check.rs`    what a check is about and what it found: `FileKind`, `Expected`, `FileCheck`
-//! - `control.rs`  `ScanControl`: the shared rate limit, cancellation, progress, open splits
-//! - `read.rs`     throttled chunked reads of one file through `Storage`
-//! - `verify.rs`   per-format verifiers behind `verify_file`
-//! - `ranges.rs`   one large file hashed by ranges on several threads (`hash_range`)
-//! - `install.rs`  a verified copy installed over a damaged file (`install_copy`)
-//! - `repair.rs`   a damaged file of an open store rebuilt from memory (`rebuild_live`), `note`
+//! - `check.rs`: what a check is about and what it found (`FileKind`, `Expected`, `FileCheck`).
+//! - `control.rs`: `ScanControl`, the shared rate limit, cancellation, progress and open splits.
+//! - `read.rs`: throttled, cancellable chunked reads of one file through `Storage`.
+//! - `verify.rs`: the per-format verifiers behind `verify_file`.
+//! - `ranges.rs`: one large file hashed by ranges on several threads (`hash_range`).
+//! - `install.rs`: a verified copy installed over a damaged file (`install_copy`).
+//! - `repair.rs`: a damaged file of an open store rebuilt from memory (`rebuild_live`), `note`.
+//! - `test_support.rs`: (tests) a directory on each storage, and file bytes of each format.
 //!
-//! A file is read once, in chunks small enough to stay in the CPU cache while they are checked.
-//! A file whose size and xxh3 are recorded is hashed whole, and only when they differ read again
-//! record by record to locate the damage; a large one can be hashed in ranges by several tasks
-//! (`hash_range`). A WAL segment is checked record by record as it streams by
-//! (`wal::stream_check`), and scanned whole by the recovery reader only when that finds
-//! something wrong. Scrub depends on the engine; the engine never depends on scrub.
+//! Which files to check, and where a repair comes from, is decided in TypeScript
+//! (packages/cairn/src/scrub/); the bytes are read and hashed here, all through `Storage`, and
+//! damaged bytes are kept in quarantine (docs/format.md, "Quarantine"), never deleted. A file is
+//! read once, in chunks small enough to stay in the CPU cache while they are checked. A file
+//! whose size and xxh3 are recorded is hashed whole, and only when they differ read again record
+//! by record to locate the damage; a large one can be hashed in ranges by several tasks. A WAL
+//! segment is checked record by record as it streams by (`wal::stream_check`), and scanned whole
+//! by the recovery reader only when that finds something wrong. Scrub depends on the engine; the
+//! engine never depends on scrub.
 
 mod check;
 mod control;
