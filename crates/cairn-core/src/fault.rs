@@ -482,3 +482,67 @@ impl Storage for FaultStorage {
         Ok(Box::new(NoLock))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::durable::write_synced;
+
+    #[test]
+    fn fault_storage_publishes_a_renamed_directory_only_once_its_parent_is_synced() {
+        let fs = FaultStorage::new();
+        let root = Path::new("/s");
+        fs.create_dir_all(&root.join("a.tmp/sub")).expect("mkdir");
+        write_synced(&fs, &root.join("a.tmp/sub/f"), b"bytes").expect("write");
+        fs.sync_dir(&root.join("a.tmp/sub")).expect("sync");
+        fs.sync_dir(&root.join("a.tmp")).expect("sync");
+        fs.sync_dir(root).expect("sync");
+        fs.rename(&root.join("a.tmp"), &root.join("a")).expect("rename");
+        let names = |s: &FaultStorage| s.list(root).expect("list").into_iter().collect::<BTreeSet<_>>();
+        // Not synced: a power cut keeps the old name, with the file under it.
+        let cut = fs.crash(CrashKind::DropUnsynced);
+        assert_eq!(names(&cut), BTreeSet::from(["a.tmp".to_string()]));
+        assert_eq!(cut.read(&root.join("a.tmp/sub/f")).expect("read"), b"bytes");
+        fs.sync_dir(root).expect("sync");
+        let cut = fs.crash(CrashKind::DropUnsynced);
+        assert_eq!(names(&cut), BTreeSet::from(["a".to_string()]));
+        assert_eq!(cut.read(&root.join("a/sub/f")).expect("read"), b"bytes");
+        // A file whose name was never synced is lost; a hard link survives as the same file.
+        write_synced(&fs, &root.join("a/sub/g"), b"g").expect("write");
+        fs.hard_link(&root.join("a/sub/f"), &root.join("a/sub/h")).expect("link");
+        let cut = fs.crash(CrashKind::DropUnsynced);
+        assert!(!cut.exists(&root.join("a/sub/g")) && !cut.exists(&root.join("a/sub/h")));
+        fs.sync_dir(&root.join("a/sub")).expect("sync");
+        let cut = fs.crash(CrashKind::DropUnsynced);
+        let (f, h) = (cut.open(&root.join("a/sub/f")).expect("f"), cut.open(&root.join("a/sub/h")).expect("h"));
+        assert_eq!(f.identity().expect("id"), h.identity().expect("id"));
+        // Removing a directory is durable only once its parent is synced.
+        fs.remove_dir_all(&root.join("a")).expect("remove");
+        assert!(!fs.exists(&root.join("a")));
+        assert!(fs.crash(CrashKind::DropUnsynced).exists(&root.join("a/sub/f")));
+        fs.sync_dir(root).expect("sync");
+        assert!(!fs.crash(CrashKind::DropUnsynced).exists(&root.join("a")));
+    }
+
+    #[test]
+    fn create_over_a_file_truncates_it_in_place_as_every_name_of_it_sees() {
+        let fs = FaultStorage::new();
+        let d = Path::new("/s");
+        fs.create_dir_all(d).expect("mkdir");
+        write_synced(&fs, &d.join("f"), b"old bytes").expect("write");
+        fs.hard_link(&d.join("f"), &d.join("link")).expect("link");
+        fs.sync_dir(d).expect("sync");
+        let f = fs.create(&d.join("f")).expect("create");
+        assert_eq!(fs.read(&d.join("link")).expect("read"), b"");
+        f.write_at(0, b"new").expect("write");
+        assert_eq!(fs.read(&d.join("link")).expect("read"), b"new");
+        // Not synced: a power cut keeps the old bytes under both names.
+        let cut = fs.crash(CrashKind::DropUnsynced);
+        assert_eq!(cut.read(&d.join("f")).expect("read"), b"old bytes");
+        assert_eq!(cut.read(&d.join("link")).expect("read"), b"old bytes");
+        // A file cannot be created in a directory that does not exist.
+        assert_eq!(fs.create(&d.join("missing/f")).err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
+    }
+}

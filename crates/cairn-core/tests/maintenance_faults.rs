@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -361,40 +360,4 @@ fn rebuild_live_fault_at_every_write_or_fsync_keeps_the_damaged_file() {
         }
         fired
     });
-}
-
-#[test]
-fn fault_storage_publishes_a_renamed_directory_only_once_its_parent_is_synced() {
-    let fs = FaultStorage::new();
-    let root = Path::new("/s");
-    fs.create_dir_all(&root.join("a.tmp/sub")).expect("mkdir");
-    write_synced(&fs, &root.join("a.tmp/sub/f"), b"bytes").expect("write");
-    fs.sync_dir(&root.join("a.tmp/sub")).expect("sync");
-    fs.sync_dir(&root.join("a.tmp")).expect("sync");
-    fs.sync_dir(root).expect("sync");
-    fs.rename(&root.join("a.tmp"), &root.join("a")).expect("rename");
-    let names = |s: &FaultStorage| s.list(root).expect("list").into_iter().collect::<BTreeSet<_>>();
-    // Not synced: a power cut keeps the old name, with the file under it.
-    let cut = fs.crash(CrashKind::DropUnsynced);
-    assert_eq!(names(&cut), BTreeSet::from(["a.tmp".to_string()]));
-    assert_eq!(cut.read(&root.join("a.tmp/sub/f")).expect("read"), b"bytes");
-    fs.sync_dir(root).expect("sync");
-    let cut = fs.crash(CrashKind::DropUnsynced);
-    assert_eq!(names(&cut), BTreeSet::from(["a".to_string()]));
-    assert_eq!(cut.read(&root.join("a/sub/f")).expect("read"), b"bytes");
-    // A file whose name was never synced is lost; a hard link survives as the same file.
-    write_synced(&fs, &root.join("a/sub/g"), b"g").expect("write");
-    fs.hard_link(&root.join("a/sub/f"), &root.join("a/sub/h")).expect("link");
-    let cut = fs.crash(CrashKind::DropUnsynced);
-    assert!(!cut.exists(&root.join("a/sub/g")) && !cut.exists(&root.join("a/sub/h")));
-    fs.sync_dir(&root.join("a/sub")).expect("sync");
-    let cut = fs.crash(CrashKind::DropUnsynced);
-    let (f, h) = (cut.open(&root.join("a/sub/f")).expect("f"), cut.open(&root.join("a/sub/h")).expect("h"));
-    assert_eq!(f.identity().expect("id"), h.identity().expect("id"));
-    // Removing a directory is durable only once its parent is synced.
-    fs.remove_dir_all(&root.join("a")).expect("remove");
-    assert!(!fs.exists(&root.join("a")));
-    assert!(fs.crash(CrashKind::DropUnsynced).exists(&root.join("a/sub/f")));
-    fs.sync_dir(root).expect("sync");
-    assert!(!fs.crash(CrashKind::DropUnsynced).exists(&root.join("a")));
 }
