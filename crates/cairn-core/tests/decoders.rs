@@ -29,7 +29,7 @@ use proptest::sample::Index;
 
 /// Cases per property. Each decoder gets several properties (random, mutated, resealed, round
 /// trip), so thousands of inputs each.
-const CASES: u32 = 2000;
+const CASES: u32 = 5000;
 
 fn config(cases: u32) -> ProptestConfig {
     // No regression files: a failure prints its minimal input, which goes into a unit test.
