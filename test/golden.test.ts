@@ -34,6 +34,7 @@ interface Case {
   collection?: string;
   last_seq?: number;
   absent?: Array<[string, string]>;
+  copy?: string;
 }
 
 const expected = JSON.parse(readFileSync(join(ROOT, 'expected.json'), 'utf8')) as Expected;
@@ -147,6 +148,24 @@ describe('hand-corrupted copies of the golden store', () => {
       expect(db.lastSeq).toBe(BigInt(c.last_seq!));
       await expectRows(db, expected.collections, c.absent);
       expect((await db.scrub()).corrupt).toEqual([]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  test('a bit flip in an archived WAL segment is located and repaired from the snapshot copy', async () => {
+    const c = caseOf('bit-flip-in-archived-wal');
+    const dir = storeCopy('bit-flip-in-archived-wal');
+    const offline = await scrub(dir);
+    expect(offline.corrupt.map((f) => [f.file, f.offset])).toEqual([[c.file, c.offset]]);
+    const repaired = await scrub(dir, { repair: true });
+    expect(repaired.repaired.map((r) => [r.file, r.from])).toEqual([[c.file, c.copy]]);
+    expect(repaired.repaired[0]!.quarantined).toMatch(/^quarantine\//);
+    expect((await scrub(dir)).corrupt).toEqual([]);
+    expect(readFileSync(join(dir, c.file))).toEqual(readFileSync(join(dir, c.copy!)));
+    const db = await open(dir, { recovery: 'absolute-consistency' });
+    try {
+      await expectRows(db, expected.collections);
     } finally {
       await db.close();
     }

@@ -384,6 +384,21 @@ fn golden_damaged_manifest_is_recovered_from_its_copy() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn golden_bit_flip_in_archived_wal_is_located_and_its_snapshot_copy_is_intact() {
+    let c = case("bit-flip-in-archived-wal");
+    let (file, offset, copy) = (c["file"].as_str().expect("file"), c["offset"].as_u64().expect("offset"), c["copy"].as_str().expect("copy"));
+    let expected = read_json(&fixture_root().join("expected.json"));
+    let dir = store_copy("archived", Some("bit-flip-in-archived-wal"));
+    let check = verify_file(&dir.join(file), FileKind::Wal, None, &ScanControl::new(None));
+    assert_eq!(check.findings.iter().map(|f| f.offset).collect::<Vec<_>>(), [offset], "{:?}", check.findings);
+    assert!(verify_file(&dir.join(copy), FileKind::Wal, None, &ScanControl::new(None)).findings.is_empty());
+    let e = Engine::open(&dir, options(RecoveryMode::AbsoluteConsistency)).expect("open reads no archived WAL");
+    assert_same(&served(&e), &model_from_json(&expected["collections"]), "with a damaged archived segment");
+    e.close().expect("close");
+    let _ = fs::remove_dir_all(&dir);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The generator
 // ---------------------------------------------------------------------------------------------
@@ -664,6 +679,26 @@ fn regenerate_golden_fixture() {
         "description": "one bit flipped in MANIFEST's JSON body; MANIFEST.copy is intact",
         "file": MANIFEST_FILE, "byte": 60, "offset": checksum_at,
         "outcome": "scrub reports MANIFEST's checksum failing at `offset`; absolute-consistency refuses; tolerate-torn-tail opens from MANIFEST.copy (manifestRestored), quarantines the damaged MANIFEST and serves every row of expected.json",
+    }));
+
+    // An archived segment that the incremental snapshot holds an identical copy of.
+    let inc_wal = store.join(SNAPSHOTS_DIR).join(&incremental.id).join(WAL_DIR);
+    let name = wal_names(&inc_wal).into_iter().next().expect("the incremental snapshot holds WAL");
+    let archived = format!("{ARCHIVE_DIR}/{name}");
+    let mut flipped = fs::read(store.join(&archived)).expect("archived segment");
+    let first = cairn_core::wal::record::decode_segment_header(&flipped).expect("header");
+    let records = cairn_core::wal::reader::scan_segment(&flipped, first).items.len();
+    assert!(records >= 2, "a later record stays intact, so the damage is located");
+    let record = cairn_core::wal::record::SEGMENT_HEADER_LEN;
+    let byte = record + 24 + 3; // inside the first record's payload
+    flipped[byte] ^= 0x08;
+    let case_dir = corrupt.join("bit-flip-in-archived-wal");
+    overlay(&case_dir, &archived, &flipped);
+    let copy = format!("{SNAPSHOTS_DIR}/{}/{WAL_DIR}/{name}", incremental.id);
+    write_json(&case_dir.join("case.json"), &json!({
+        "description": "one bit flipped in the first record of an archived WAL segment that the incremental snapshot holds a copy of",
+        "file": archived, "offset": record, "byte": byte, "copy": copy,
+        "outcome": "opens and serves every row of expected.json (open reads no archived WAL); scrub reports a checksum finding at `offset`, and a repairing scrub replaces the file from `copy` and quarantines the damaged bytes",
     }));
 
     let _ = fs::remove_dir_all(&root);
