@@ -309,7 +309,7 @@ fn reseal_segment(buf: &mut [u8]) {
     let mut pos = SEG_HEADER_LEN;
     while pos + fixed + 8 <= footer {
         let rlen = u32::from_le_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]]) as usize;
-        if rlen < fixed + 8 || rlen % 8 != 0 || pos + rlen > footer {
+        if rlen < fixed + 8 || !rlen.is_multiple_of(8) || pos + rlen > footer {
             break;
         }
         let rec = &mut buf[pos..pos + rlen];

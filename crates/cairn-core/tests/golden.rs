@@ -429,7 +429,7 @@ impl Writer {
             .map(|id| {
                 let n = self.rng.below(100);
                 let tag = ["red", "green", "blue"][n as usize % 3];
-                let metadata = json!({ "n": n, "tag": tag, "nested": { "ok": n % 2 == 0 } }).to_string();
+                let metadata = json!({ "n": n, "tag": tag, "nested": { "ok": n.is_multiple_of(2) } }).to_string();
                 Op::Upsert { collection: collection.into(), id: id.clone(), vector: vector(&mut self.rng, dim), metadata }
             })
             .collect();
