@@ -1,12 +1,15 @@
-// The backup manifest decoder (packages/cairn/src/backup/metadata.ts) survives random and
-// mutated input: it returns the body that was encoded, or throws a CAIRN_CORRUPTION CairnError,
-// never another exception. The engine's decoders get the same treatment in
-// crates/cairn-core/tests/decoders.rs.
+// The backup manifest decoder (packages/cairn/src/backup/metadata.ts) and the backup chunk
+// decoder (backup/chunks.ts) survive random and mutated input: they return what was encoded, or
+// throw their own clean error (CAIRN_CORRUPTION, ChunkError), never another exception, and a
+// size field cannot make them allocate what it claims. The engine's decoders get the same
+// treatment in crates/cairn-core/tests/decoders.rs.
 import fc from 'fast-check';
 import { CairnError } from 'cairn';
 import { describe, expect, test } from 'vitest';
 
 // Internal module: the package does not export the manifest codec.
+import { CHUNK_HEADER_BYTES, ChunkError, decodeChunk, encodeChunk } from '../packages/cairn/dist/backup/chunks.js';
+import { chunkKeys } from '../packages/cairn/dist/backup/crypto.js';
 import {
   MANIFEST_HEADER_BYTES,
   MANIFEST_MAGIC,
@@ -167,6 +170,120 @@ describe('backup manifest decoder', () => {
       const buf = Buffer.from(good);
       buf.writeBigUInt64LE(len, 16);
       expect(decodeOrCorruption(buf)).toBeUndefined();
+    }
+  });
+});
+
+describe('backup chunk decoder', () => {
+  const keys = chunkKeys(Buffer.alloc(32, 9));
+  // Float-like data (shuffled) and repetitive data (compresses well), up to a few KiB.
+  const raw = fc.oneof(
+    fc.uint8Array({ minLength: 1, maxLength: 3000 }).map((a) => Buffer.from(a)),
+    fc.tuple(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 1, max: 5000 })).map(([b, n]) => Buffer.alloc(n, b)),
+  );
+  const options = fc.record({ level: fc.integer({ min: 1, max: 5 }), shuffle: fc.boolean(), encrypted: fc.boolean() });
+
+  /** Decode, requiring a clean outcome: the raw bytes, or undefined after a ChunkError. */
+  function decodeOrChunkError(name: string, object: Buffer, encrypted: boolean, rawBytes?: number): Buffer | undefined {
+    try {
+      return decodeChunk(name, object, encrypted ? keys : null, rawBytes);
+    } catch (e) {
+      expect(e, String(e)).toBeInstanceOf(ChunkError);
+      return undefined;
+    }
+  }
+
+  test('encode then decode is the identity', () => {
+    fc.assert(
+      fc.property(raw, options, (r, o) => {
+        const { name, object } = encodeChunk(r, { level: o.level, shuffle: o.shuffle, keys: o.encrypted ? keys : null });
+        expect(decodeChunk(name, object, o.encrypted ? keys : null, r.length)).toEqual(r);
+      }),
+      { numRuns: RUNS / 4 },
+    );
+  });
+
+  test('chunks of every content-size width round-trip, up to a full 4 MiB piece', () => {
+    // zstd stores the content size in 1, 2, 4 (or 8) bytes depending on it.
+    for (const n of [1, 255, 256, 65_791, 65_792, 1 << 20, 4 << 20]) {
+      const r = Buffer.alloc(n);
+      for (let i = 0; i < n; i++) r[i] = (i * 2654435761) >>> 24;
+      for (const shuffle of [false, true]) {
+        const { name, object } = encodeChunk(r, { level: 1, shuffle, keys: null });
+        expect(decodeChunk(name, object, null, n).equals(r), `${n} bytes`).toBe(true);
+      }
+    }
+  });
+
+  test('random bytes give a chunk error', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), hex(64), fc.boolean(), (bytes, name, encrypted) => {
+        expect(decodeOrChunkError(name, Buffer.from(bytes), encrypted)).toBeUndefined();
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  test('mutated chunks decode to the original bytes or give a chunk error', () => {
+    const header = fc.record({ at: fc.integer({ min: 8, max: CHUNK_HEADER_BYTES - 1 }), value: fc.integer({ min: 0, max: 255 }) });
+    fc.assert(
+      fc.property(raw, options, fc.array(fc.oneof(mutation, header.map((h) => ({ kind: 'set' as const, ...h }))), { minLength: 1, maxLength: 3 }), (r, o, ms) => {
+        const { name, object } = encodeChunk(r, { level: o.level, shuffle: o.shuffle, keys: o.encrypted ? keys : null });
+        let buf = object;
+        for (const m of ms) buf = m.kind === 'length' ? buf : mutate(buf, m);
+        const got = decodeOrChunkError(name, buf, o.encrypted);
+        // The name is the hash of the raw bytes: whatever decodes is what was written.
+        if (got !== undefined) expect(got).toEqual(r);
+      }),
+      { numRuns: RUNS / 2 },
+    );
+  });
+
+  /** A chunk whose one zstd frame declares `declared` content bytes (RFC 8878: single-segment
+   *  frame, 8-byte content size, one raw block holding `content`), with its header's raw
+   *  length set to `rawLen` and its name matching `content`. */
+  function craftedChunk(declared: bigint, content: Buffer, rawLen: number, trailing = Buffer.alloc(0)): { name: string; object: Buffer } {
+    const frameHeader = Buffer.alloc(13);
+    frameHeader.writeUInt32LE(0xfd2fb528, 0);
+    frameHeader[4] = 0xe0; // content size in 8 bytes, single segment
+    frameHeader.writeBigUInt64LE(declared, 5);
+    const block = Buffer.alloc(3);
+    block.writeUIntLE(1 | (content.length << 3), 0, 3); // last block, raw
+    const payload = Buffer.concat([frameHeader, block, content, trailing]);
+    const { name, object } = encodeChunk(content, { level: 1, shuffle: false, keys: null });
+    const header = Buffer.from(object.subarray(0, CHUNK_HEADER_BYTES));
+    header.writeUInt32LE(rawLen, 12);
+    header.writeUInt32LE(payload.length, 16);
+    return { name, object: Buffer.concat([header, payload]) };
+  }
+
+  test('a hand-made frame that declares its content size exactly decodes', () => {
+    const content = Buffer.from('cairn chunk content');
+    const { name, object } = craftedChunk(BigInt(content.length), content, content.length);
+    expect(decodeChunk(name, object, null)).toEqual(content);
+  });
+
+  test('a frame declaring gigabytes is refused before decompressing', () => {
+    const content = Buffer.from('x');
+    const second = craftedChunk(1n << 32n, content, 1).object.subarray(CHUNK_HEADER_BYTES);
+    const cases = [
+      craftedChunk(1n << 32n, content, 1),
+      craftedChunk(1n << 32n, content, 2 ** 32 - 1),
+      craftedChunk((1n << 40n) + 1n, content, 1),
+      craftedChunk((1n << 64n) - 1n, content, 1),
+      // A valid frame followed by one that declares 4 GiB: zstd sums every frame's size.
+      craftedChunk(1n, content, 1, second),
+    ];
+    for (const { name, object } of cases) {
+      let error: unknown;
+      try {
+        decodeChunk(name, object, null);
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(ChunkError);
+      // Refused by the frame check, before zstd is asked to decode anything.
+      expect((error as ChunkError).message).toMatch(/zstd frame/);
     }
   });
 });
