@@ -71,6 +71,32 @@ export class ChunkError extends Error {
   }
 }
 
+/** The content size a zstd frame declares (null if it declares none) and the offset where the
+ *  frame ends, from its header and block headers (RFC 8878, 3.1.1); null if malformed. */
+function zstdFrame(buf: Buffer): { contentSize: number | null; end: number } | null {
+  if (buf.length < 6 || buf.readUInt32LE(0) !== 0xfd2fb528) return null;
+  const descriptor = buf[4]!;
+  const singleSegment = (descriptor >> 5) & 1;
+  const sizeBytes = [singleSegment, 2, 4, 8][descriptor >> 6]!;
+  let at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3]!;
+  if (buf.length < at + sizeBytes) return null;
+  let contentSize: number | null = null;
+  if (sizeBytes === 1) contentSize = buf[at]!;
+  else if (sizeBytes === 2) contentSize = buf.readUInt16LE(at) + 256;
+  else if (sizeBytes === 4) contentSize = buf.readUInt32LE(at);
+  else if (sizeBytes === 8) contentSize = Number(buf.readBigUInt64LE(at));
+  at += sizeBytes;
+  for (let last = false; !last; ) {
+    if (buf.length < at + 3) return null;
+    const block = buf.readUIntLE(at, 3);
+    const type = (block >> 1) & 3;
+    if (type === 3) return null;
+    last = (block & 1) === 1;
+    at += 3 + (type === 1 ? 1 : block >> 3);
+  }
+  return { contentSize, end: at + ((descriptor >> 2) & 1) * 4 };
+}
+
 /** Decode and check a chunk object against its name; returns the raw bytes. */
 export function decodeChunk(name: string, object: Buffer, keys: ChunkKeys | null, expectRawBytes?: number): Buffer {
   const where = `chunk ${name}`;
@@ -99,6 +125,12 @@ export function decodeChunk(name: string, object: Buffer, keys: ChunkKeys | null
     }
   } else if (keys) {
     throw new ChunkError('content', `${where} content does not match its SHA-256 (stored unencrypted in an encrypted backup)`);
+  }
+  // zstd allocates what a frame header declares before decoding it: a damaged size field must
+  // not make it ask for gigabytes. A chunk is one frame that declares exactly its raw length.
+  const frame = zstdFrame(payload);
+  if (rawLen > CHUNK_BYTES || frame === null || frame.end !== payload.length || frame.contentSize !== rawLen) {
+    throw new ChunkError('content', `${where} content does not match its SHA-256 (not one zstd frame of ${rawLen} bytes)`);
   }
   let raw: Buffer;
   try {

@@ -123,7 +123,7 @@ export function decodeManifest(where: string, buf: Buffer): { body: ManifestBody
   } catch (e) {
     throw damagedManifest(where, `body is not JSON (${e instanceof Error ? e.message : String(e)})`);
   }
-  if (body.format !== 'cairn-backup' || body.version !== 1 || !Array.isArray(body.files)) throw damagedManifest(where, 'body is not a Cairn backup manifest');
+  if (typeof body !== 'object' || body === null || body.format !== 'cairn-backup' || body.version !== 1 || !Array.isArray(body.files)) throw damagedManifest(where, 'body is not a Cairn backup manifest');
   return { body, sha256: digest.toString('hex') };
 }
 
