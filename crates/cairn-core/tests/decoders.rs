@@ -17,9 +17,9 @@ use cairn_core::checksum::xxh3;
 use cairn_core::hnsw::{Hnsw, HnswParams};
 use cairn_core::manifest::{self, decode_framed, encode_framed, Manifest, ManifestCollection};
 use cairn_core::scrub::{verify_file, FileKind, ScanControl};
-use cairn_core::segment::{self, SegmentHeader, SegmentRecord, SegmentWriter, FOOTER_LEN, KIND_BASE, KIND_DELTA, SEG_HEADER_LEN};
+use cairn_core::datafile::{self, DataFileHeader, DataFileWriter, DataRecord, DATAFILE_HEADER_LEN, FOOTER_LEN, KIND_BASE, KIND_DELTA};
 use cairn_core::snapshot::{SnapshotFile, SnapshotInfo, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
-use cairn_core::state::{SegmentRef, UnreadableRecord};
+use cairn_core::state::{FileRef, UnreadableRecord};
 use cairn_core::wal::reader::{scan_segment, ScanItem};
 use cairn_core::wal::record::{decode_record, decode_segment_header, encode_record, encode_segment_header_with_flags, Decoded, RECORD_TYPE_BATCH, SEGMENT_HEADER_LEN};
 use cairn_core::wal::stream_check::StreamCheck;
@@ -273,7 +273,7 @@ fn rows(dim: usize) -> impl Strategy<Value = Vec<Row>> {
 }
 
 fn segment_file(version: u32, dim: u32, metric: Metric, kind: u8, rows: &[Row]) -> Vec<u8> {
-    let mut w = SegmentWriter::new(&SegmentHeader { version, dim, collection_id: 7, covered_seq: 99, metric, kind });
+    let mut w = DataFileWriter::new(&DataFileHeader { version, dim, collection_id: 7, covered_seq: 99, metric, kind });
     for r in rows {
         match r {
             Row::Upsert(id, label, v, m) => w.upsert(id, *label, v, m),
@@ -297,7 +297,7 @@ fn segment_strategy() -> impl Strategy<Value = (u32, usize, Vec<Row>, Vec<u8>)> 
 /// us find: header, each record's identity and record checksums, and the footer.
 fn reseal_segment(buf: &mut [u8]) {
     let len = buf.len();
-    if len < SEG_HEADER_LEN + FOOTER_LEN {
+    if len < DATAFILE_HEADER_LEN + FOOTER_LEN {
         return;
     }
     let sum = xxh3(&buf[..56]);
@@ -306,7 +306,7 @@ fn reseal_segment(buf: &mut [u8]) {
     let dim = u32::from_le_bytes([buf[12], buf[13], buf[14], buf[15]]) as usize;
     let fixed = if version >= 2 { 32 } else { 24 };
     let footer = len - FOOTER_LEN;
-    let mut pos = SEG_HEADER_LEN;
+    let mut pos = DATAFILE_HEADER_LEN;
     while pos + fixed + 8 <= footer {
         let rlen = u32::from_le_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]]) as usize;
         if rlen < fixed + 8 || !rlen.is_multiple_of(8) || pos + rlen > footer {
@@ -314,7 +314,7 @@ fn reseal_segment(buf: &mut [u8]) {
         }
         let rec = &mut buf[pos..pos + rlen];
         if version >= 2 {
-            let vec_bytes = if rec[4] == segment::REC_UPSERT { dim.saturating_mul(4) } else { 0 };
+            let vec_bytes = if rec[4] == datafile::REC_UPSERT { dim.saturating_mul(4) } else { 0 };
             let id_len = u16::from_le_bytes([rec[16], rec[17]]) as usize;
             let id_start = fixed.saturating_add(vec_bytes);
             if let Some(id) = id_start.checked_add(id_len).and_then(|end| rec.get(id_start..end)) {
@@ -354,9 +354,9 @@ fn reseal_tail_checksum(buf: &mut [u8]) {
     }
 }
 
-fn segment_ref() -> impl Strategy<Value = SegmentRef> {
+fn segment_ref() -> impl Strategy<Value = FileRef> {
     (name(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())
-        .prop_map(|(file, bytes, x, records, covered_seq)| SegmentRef { file, bytes, xxh3: format!("{x:016x}"), records, covered_seq })
+        .prop_map(|(file, bytes, x, records, covered_seq)| FileRef { file, bytes, xxh3: format!("{x:016x}"), records, covered_seq })
 }
 
 fn manifest_strategy() -> impl Strategy<Value = Manifest> {
@@ -380,7 +380,7 @@ fn manifest_strategy() -> impl Strategy<Value = Manifest> {
             metric,
             m,
             ef_construction,
-            segments,
+            data_files: segments,
             index,
             unreadable,
         });
@@ -652,13 +652,13 @@ fn check_segment_decoders(buf: &[u8]) {
     let path = Path::new("x.seg");
     bounded("segment decoders", buf, || {
         for tolerate in [false, true] {
-            match segment::read_segment(buf, path, tolerate) {
+            match datafile::read_data_file(buf, path, tolerate) {
                 Ok(c) => {
                     for b in &c.bad {
                         assert!((b.offset as usize) < buf.len());
                     }
                     for r in &c.records {
-                        if let SegmentRecord::Upsert { vector, .. } = r {
+                        if let DataRecord::Upsert { vector, .. } = r {
                             assert_eq!(vector.len(), c.header.dim as usize);
                         }
                     }
@@ -666,20 +666,20 @@ fn check_segment_decoders(buf: &[u8]) {
                 Err(e) => assert!(clean_error(&e), "unexpected error kind: {e}"),
             }
         }
-        let _ = segment::read_header(buf, path);
+        let _ = datafile::read_header(buf, path);
         if buf.len() >= FOOTER_LEN {
-            let _ = segment::check_footer(&buf[buf.len() - FOOTER_LEN..]);
+            let _ = datafile::check_footer(&buf[buf.len() - FOOTER_LEN..]);
         }
-        let _ = segment::check_footer(buf);
-        if let Ok(h) = segment::check_header(buf) {
+        let _ = datafile::check_footer(buf);
+        if let Ok(h) = datafile::check_header(buf) {
             let fmt = h.record_format();
             let end = buf.len().saturating_sub(FOOTER_LEN);
-            for pos in (SEG_HEADER_LEN..end).step_by(8) {
-                if let Ok(len) = segment::check_record(buf, pos, end, &fmt) {
+            for pos in (DATAFILE_HEADER_LEN..end).step_by(8) {
+                if let Ok(len) = datafile::check_record(buf, pos, end, &fmt) {
                     assert!(pos + len <= end);
                 }
-                let _ = segment::record_identity(buf, pos, end, &fmt);
-                let _ = segment::record_id_hint(&buf[pos..end], &fmt);
+                let _ = datafile::record_identity(buf, pos, end, &fmt);
+                let _ = datafile::record_id_hint(&buf[pos..end], &fmt);
             }
         }
     });
@@ -697,7 +697,7 @@ proptest! {
     fn segment_decoders_survive_random_records_after_a_valid_header(version in 1u32..=2, dim in prop_oneof![1u32..8, Just(u32::MAX), Just(1 << 30)], body in random_bytes(600)) {
         // A valid header (any dim, even absurd) and a valid footer around random records.
         let mut buf = segment_file(version, dim, Metric::L2, KIND_BASE, &[]);
-        buf.splice(SEG_HEADER_LEN..SEG_HEADER_LEN, body);
+        buf.splice(DATAFILE_HEADER_LEN..DATAFILE_HEADER_LEN, body);
         reseal_segment(&mut buf);
         check_segment_decoders(&buf);
     }
@@ -714,15 +714,15 @@ proptest! {
 
     #[test]
     fn segment_files_round_trip((version, dim, rows, file) in segment_strategy()) {
-        let c = segment::read_segment(&file, Path::new("x.seg"), false).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let c = datafile::read_data_file(&file, Path::new("x.seg"), false).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!((c.header.version, c.header.dim as usize, c.header.collection_id, c.header.covered_seq), (version, dim, 7, 99));
         prop_assert_eq!(c.records.len(), rows.len());
         for (got, want) in c.records.iter().zip(&rows) {
             match (got, want) {
-                (SegmentRecord::Upsert { id, label, vector, metadata }, Row::Upsert(i, l, v, m)) => {
+                (DataRecord::Upsert { id, label, vector, metadata }, Row::Upsert(i, l, v, m)) => {
                     prop_assert_eq!((*id, *label, vector, *metadata), (i.as_str(), *l, v, m.as_str()));
                 }
-                (SegmentRecord::Delete { id, label }, Row::Delete(i, l)) => prop_assert_eq!((*id, *label), (i.as_str(), *l)),
+                (DataRecord::Delete { id, label }, Row::Delete(i, l)) => prop_assert_eq!((*id, *label), (i.as_str(), *l)),
                 _ => prop_assert!(false, "record kind differs"),
             }
         }
@@ -730,12 +730,12 @@ proptest! {
         if version == 2 {
             let fmt = c.header.record_format();
             let end = file.len() - FOOTER_LEN;
-            let mut pos = SEG_HEADER_LEN;
+            let mut pos = DATAFILE_HEADER_LEN;
             for want in &rows {
-                let who = segment::record_identity(&file, pos, end, &fmt).expect("identity of an intact record");
+                let who = datafile::record_identity(&file, pos, end, &fmt).expect("identity of an intact record");
                 let id = match want { Row::Upsert(i, ..) | Row::Delete(i, _) => i };
                 prop_assert_eq!(&who.id, id);
-                pos += segment::check_record(&file, pos, end, &fmt).expect("intact record");
+                pos += datafile::check_record(&file, pos, end, &fmt).expect("intact record");
             }
         }
     }
@@ -753,7 +753,7 @@ fn segment_huge_lengths_are_rejected_before_allocating() {
             buf[off..off + width].copy_from_slice(&value.to_le_bytes()[..width]);
             reseal_segment(&mut buf);
             check_segment_decoders(&buf);
-            assert!(segment::read_segment(&buf, Path::new("x.seg"), false).is_err(), "v{version}: field at {off} = {value} accepted");
+            assert!(datafile::read_data_file(&buf, Path::new("x.seg"), false).is_err(), "v{version}: field at {off} = {value} accepted");
         }
     }
 }

@@ -19,7 +19,7 @@ use cairn_core::manifest::{self, decode_framed, Manifest};
 use cairn_core::pitr::{self, RestoreTarget};
 use cairn_core::quarantine::QuarantineNote;
 use cairn_core::scrub::{parse_xxh3, verify_file, Expected, FileKind, ScanControl};
-use cairn_core::segment::{self, SegmentHeader, SegmentRecord, SegmentWriter};
+use cairn_core::datafile::{self, DataFileHeader, DataFileWriter, DataRecord};
 use cairn_core::snapshot::{self, SnapshotInfo, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 use cairn_core::storage::OsStorage;
 use cairn_core::wal::writer::Prealloc;
@@ -214,7 +214,7 @@ fn verification_plan(dir: &Path) -> Vec<(String, FileKind, Option<Expected>)> {
     let m: Manifest = manifest::decode(&fs::read(dir.join(MANIFEST_FILE)).expect("MANIFEST"), Path::new(MANIFEST_FILE)).expect("MANIFEST decodes");
     let mut recorded: BTreeMap<String, Expected> = BTreeMap::new();
     for c in &m.collections {
-        for s in c.segments.iter().chain(c.index.iter()) {
+        for s in c.data_files.iter().chain(c.index.iter()) {
             recorded.insert(format!("{DATA_DIR}/{}", s.file), expected_of(s.bytes, &s.xxh3));
         }
     }
@@ -270,12 +270,12 @@ fn golden_store_files_all_verify_and_cover_every_file_type() {
     let has = |pred: &dyn Fn(&str) -> bool| plan.iter().any(|(f, _, _)| pred(f));
     let version_of = |f: &str| {
         let b = fs::read(dir.join(f)).expect("read segment");
-        segment::check_header(&b).expect("segment header").version
+        datafile::check_header(&b).expect("segment header").version
     };
     let segs: Vec<&String> = plan.iter().map(|p| &p.0).filter(|f| f.starts_with(&format!("{DATA_DIR}/")) && f.ends_with(".seg")).collect();
     assert!(segs.iter().any(|f| version_of(f) == 1), "a version 1 data file is live");
     assert!(segs.iter().any(|f| version_of(f) == 2), "a version 2 data file is live");
-    assert!(segs.iter().any(|f| fs::read(dir.join(f)).expect("read")[33] == segment::KIND_DELTA), "a delta data file is live");
+    assert!(segs.iter().any(|f| fs::read(dir.join(f)).expect("read")[33] == datafile::KIND_DELTA), "a delta data file is live");
     assert!(has(&|f| f.starts_with(&format!("{DATA_DIR}/")) && f.ends_with(".hnsw")), "a graph file");
     assert!(plan.iter().filter(|(f, _, _)| f.starts_with(&format!("{WAL_DIR}/"))).count() >= 2, "several live WAL segments");
     assert!(has(&|f| f.starts_with(&format!("{ARCHIVE_DIR}/"))), "archived WAL segments");
@@ -446,17 +446,17 @@ fn ids(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
 fn rewrite_base_as_v1(store: &Path, collection: &str) {
     let mut m = manifest::load(&OsStorage, store).expect("load").expect("a manifest");
     let c = m.collections.iter_mut().find(|c| c.name == collection).expect("collection");
-    assert_eq!(c.segments.len(), 1, "one base file");
-    let seg = &mut c.segments[0];
+    assert_eq!(c.data_files.len(), 1, "one base file");
+    let seg = &mut c.data_files[0];
     let path = store.join(DATA_DIR).join(&seg.file);
     let bytes = fs::read(&path).expect("read base");
-    let contents = segment::read_segment(&bytes, &path, false).expect("valid base");
+    let contents = datafile::read_data_file(&bytes, &path, false).expect("valid base");
     let h = &contents.header;
-    let mut w = SegmentWriter::new(&SegmentHeader { version: 1, dim: h.dim, collection_id: h.collection_id, covered_seq: h.covered_seq, metric: h.metric, kind: h.kind });
+    let mut w = DataFileWriter::new(&DataFileHeader { version: 1, dim: h.dim, collection_id: h.collection_id, covered_seq: h.covered_seq, metric: h.metric, kind: h.kind });
     for r in &contents.records {
         match r {
-            SegmentRecord::Upsert { id, label, vector, metadata } => w.upsert(id, *label, vector, metadata),
-            SegmentRecord::Delete { id, label } => w.delete(id, *label),
+            DataRecord::Upsert { id, label, vector, metadata } => w.upsert(id, *label, vector, metadata),
+            DataRecord::Delete { id, label } => w.delete(id, *label),
         }
     }
     let (v1, records) = w.finish();
@@ -634,11 +634,11 @@ fn regenerate_golden_fixture() {
     let corrupt = build.join("corrupt");
     let m = manifest::load(&OsStorage, &store).expect("load").expect("manifest");
     let pts = m.collections.iter().find(|c| c.name == "points").expect("points");
-    let base = format!("{DATA_DIR}/{}", pts.segments[0].file);
+    let base = format!("{DATA_DIR}/{}", pts.data_files[0].file);
     let mut flipped = fs::read(store.join(&base)).expect("points base");
-    let record = segment::SEG_HEADER_LEN;
-    let victim = match segment::read_segment(&flipped, Path::new(&base), false).expect("valid").records.first() {
-        Some(SegmentRecord::Upsert { id, .. }) => id.to_string(),
+    let record = datafile::DATAFILE_HEADER_LEN;
+    let victim = match datafile::read_data_file(&flipped, Path::new(&base), false).expect("valid").records.first() {
+        Some(DataRecord::Upsert { id, .. }) => id.to_string(),
         _ => panic!("the points base starts with an upsert"),
     };
     let byte = record + 32 + 5; // inside the first record's vector
