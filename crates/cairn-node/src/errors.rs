@@ -7,15 +7,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use napi::{Env, JsUnknown, NapiRaw, NapiValue, Status};
 
-/// An error on its way to JavaScript.
+/// An error on its way to JavaScript. Boxed: every `Outcome` carries one in its `Err` side.
 #[derive(Debug)]
-pub struct Failure {
-    pub code: &'static str,
-    pub message: String,
-    pub file: Option<String>,
-    pub offset: Option<u64>,
-    pub collection: Option<String>,
-    pub id: Option<String>,
+pub struct Failure(Box<Details>);
+
+#[derive(Debug)]
+struct Details {
+    code: &'static str,
+    message: String,
+    file: Option<String>,
+    offset: Option<u64>,
+    collection: Option<String>,
+    id: Option<String>,
 }
 
 impl From<cairn_core::Error> for Failure {
@@ -26,13 +29,17 @@ impl From<cairn_core::Error> for Failure {
             E::Io { path, .. } => (Some(path.display().to_string()), None),
             _ => (None, None),
         };
-        Failure { code: e.code(), message: e.to_string(), file, offset, collection: None, id: None }
+        Failure(Box::new(Details { code: e.code(), message: e.to_string(), file, offset, collection: None, id: None }))
     }
 }
 
 impl Failure {
     fn new(code: &'static str, message: String) -> Failure {
-        Failure { code, message, file: None, offset: None, collection: None, id: None }
+        Failure(Box::new(Details { code, message, file: None, offset: None, collection: None, id: None }))
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0.message
     }
 
     pub fn invalid(message: impl Into<String>) -> Failure {
@@ -41,7 +48,9 @@ impl Failure {
 
     /// Damaged bytes handed over as a buffer, so no file to name.
     pub fn corrupt(offset: u64, message: impl Into<String>) -> Failure {
-        Failure { offset: Some(offset), ..Failure::new("CAIRN_CORRUPTION", message.into()) }
+        let mut f = Failure::new("CAIRN_CORRUPTION", message.into());
+        f.0.offset = Some(offset);
+        f
     }
 
     pub fn internal(message: impl Into<String>) -> Failure {
@@ -50,12 +59,12 @@ impl Failure {
 
     /// The collection the failed call named (kept if the engine error already set one).
     pub fn in_collection(mut self, name: &str) -> Failure {
-        self.collection.get_or_insert_with(|| name.to_string());
+        self.0.collection.get_or_insert_with(|| name.to_string());
         self
     }
 
     pub fn for_id(mut self, id: &str) -> Failure {
-        self.id.get_or_insert_with(|| id.to_string());
+        self.0.id.get_or_insert_with(|| id.to_string());
         self
     }
 
@@ -63,23 +72,24 @@ impl Failure {
     pub fn into_napi(self, env: &Env) -> napi::Error {
         match self.to_js(env) {
             Ok(value) => napi::Error::from(value),
-            Err(_) => napi::Error::new(Status::GenericFailure, format!("{}: {}", self.code, self.message)),
+            Err(_) => napi::Error::new(Status::GenericFailure, format!("{}: {}", self.0.code, self.0.message)),
         }
     }
 
     fn to_js(&self, env: &Env) -> napi::Result<JsUnknown> {
-        let mut err = env.create_error(napi::Error::new(Status::GenericFailure, self.message.clone()))?;
-        err.set_named_property("code", env.create_string(self.code)?)?;
-        if let Some(f) = &self.file {
+        let d = &self.0;
+        let mut err = env.create_error(napi::Error::new(Status::GenericFailure, d.message.clone()))?;
+        err.set_named_property("code", env.create_string(d.code)?)?;
+        if let Some(f) = &d.file {
             err.set_named_property("file", env.create_string(f)?)?;
         }
-        if let Some(o) = self.offset {
+        if let Some(o) = d.offset {
             err.set_named_property("offset", env.create_double(o as f64)?)?;
         }
-        if let Some(c) = &self.collection {
+        if let Some(c) = &d.collection {
             err.set_named_property("collection", env.create_string(c)?)?;
         }
-        if let Some(i) = &self.id {
+        if let Some(i) = &d.id {
             err.set_named_property("id", env.create_string(i)?)?;
         }
         // SAFETY: a live object value of this env, viewed as unknown.

@@ -62,6 +62,7 @@ impl From<Rebuild> for NativeRebuildOutcome {
 
 /// Install a verified copy of `source` at `dir/rel` of a store that is not open here (see
 /// `scrub::install_copy`).
+#[allow(clippy::too_many_arguments, reason = "the positional arguments of a JavaScript function; `expect` is unfulfilled through the napi macro")]
 #[napi(ts_return_type = "Promise<NativeInstallOutcome>")]
 pub fn install_copy(
     env: Env,
@@ -89,6 +90,7 @@ pub fn quarantine_file(env: Env, dir: String, rel: String, note: NativeQuarantin
 #[napi]
 impl NativeStore {
     /// Install a verified copy into this open store under its checkpoint lock.
+    #[allow(clippy::too_many_arguments, reason = "the positional arguments of a JavaScript function; `expect` is unfulfilled through the napi macro")]
     #[napi(ts_return_type = "Promise<NativeInstallOutcome>")]
     pub fn install_copy(
         &self,

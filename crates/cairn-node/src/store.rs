@@ -45,7 +45,7 @@ impl Task for OpenTask {
             None => Err(Failure::internal("open task ran twice")),
         });
         r.map_err(|f| {
-            let e = napi::Error::new(Status::GenericFailure, f.message.clone());
+            let e = napi::Error::new(Status::GenericFailure, f.message().to_string());
             self.failure = Some(f);
             e
         })
@@ -198,6 +198,7 @@ impl NativeStore {
     /// k-NN search off the event loop: `count` queries packed in `vectors`, searched in parallel
     /// on all cores. `ef` absent means exact search (the ground truth). `filter` is a JSON
     /// object of field: value.
+    #[allow(clippy::too_many_arguments, reason = "the positional arguments of a JavaScript function; `expect` is unfulfilled through the napi macro")]
     #[napi(ts_return_type = "Promise<Array<NativeQueryResult>>")]
     pub fn query(
         &self,

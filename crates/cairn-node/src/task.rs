@@ -29,7 +29,7 @@ impl<V: ToNapiValue + TypeName + Send + 'static> Task for CoreTask<V> {
             None => Err(Failure::internal("task ran twice")),
         };
         r.map_err(|f| {
-            let e = napi::Error::new(Status::GenericFailure, f.message.clone());
+            let e = napi::Error::new(Status::GenericFailure, f.message().to_string());
             self.failure = Some(f);
             e
         })

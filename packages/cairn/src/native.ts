@@ -12,7 +12,6 @@ export type {
   NativeRebuildOutcome,
   NativeSnapshotInfo,
   NativeStore,
-  NativeWalSegment,
 } from '@cairn/native';
 
 const require = createRequire(import.meta.url);
