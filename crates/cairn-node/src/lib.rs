@@ -1,6 +1,8 @@
-//! Thin napi binding of cairn-core: converts types and errors, nothing else. Every export
-//! returns typed objects (`native.d.ts` is generated from them), runs engine code under
-//! `catch_unwind`, and fails with the error object of `errors.rs`.
+//! Thin napi binding of cairn-core: converts types and errors. Every export returns typed
+//! objects (`native.d.ts` is generated from them), runs engine code under `catch_unwind`, and
+//! fails with the error object of `errors.rs`. Beyond conversion it holds only the registry of
+//! scan controls that piscina worker threads share (`scrub.rs`), the promise settling of
+//! commits (`completions.rs`) and the float32 byte shuffle of archives (`bytes.rs`).
 //!
 //! - `store.rs`: `openStore` and the `NativeStore` class (commit, reads, queries, checkpoint)
 //! - `completions.rs`: settles commit promises on the JS thread
