@@ -7,8 +7,10 @@ import { CairnError, listSnapshots, open } from 'cairn';
 import { describe, expect, test } from 'vitest';
 
 import { lastWalRecord } from '../packages/cairn/dist/backup/source.js';
+import { fromNative } from '../packages/cairn/dist/errors.js';
 import { LAYOUT } from '../packages/cairn/dist/layout.js';
 import { nativeModule } from '../packages/cairn/dist/native.js';
+import runScrubTask from '../packages/cairn/dist/scrub/worker.js';
 import { rejectsWith, tempDir } from './helpers.js';
 
 function flipByte(path: string, offset: number): void {
@@ -97,6 +99,22 @@ describe('napi binding', () => {
     } finally {
       await handle.close();
     }
+  });
+
+  test('a_scrub_worker_failure_keeps_its_code_across_the_thread_boundary', () => {
+    const scan = nativeModule.scanOpen(null);
+    nativeModule.scanClose(scan);
+    let thrown: unknown;
+    try {
+      runScrubTask({ op: 'range', scan, split: 1, path: '/nonexistent', start: 0, end: 1 });
+    } catch (e) {
+      thrown = e;
+    }
+    // What piscina posts to the main thread is a structured clone of the thrown value.
+    const e = fromNative(structuredClone(thrown));
+    expect(e).toBeInstanceOf(CairnError);
+    expect(e.code).toBe('CAIRN_INVALID_ARGUMENT');
+    expect(e.message).toContain(`scan ${scan} is not open`);
   });
 
   test('wal_segments_decode_to_the_committed_sequence_numbers', async () => {

@@ -54,7 +54,8 @@ export function invalidArgument(message: string): CairnError {
 }
 
 /** The fields the native layer sets on its errors (crates/cairn-node/src/errors.rs). */
-interface NativeErrorFields {
+export interface NativeErrorData {
+  message: string;
   code?: unknown;
   file?: unknown;
   offset?: unknown;
@@ -62,13 +63,27 @@ interface NativeErrorFields {
   id?: unknown;
 }
 
-/** A native error as a CairnError, from its `code`, `file`, `offset`, `collection` and `id`. */
+/**
+ * A native error as plain data. A worker thread throws this instead of the Error: the structured
+ * clone that carries a failure to the main thread keeps an Error's message but drops its own
+ * properties, `code` among them.
+ */
+export function transferableError(e: unknown): unknown {
+  if (!(e instanceof Error)) return e;
+  const f = e as Error & Omit<NativeErrorData, 'message'>;
+  return { message: e.message, code: f.code, file: f.file, offset: f.offset, collection: f.collection, id: f.id } satisfies NativeErrorData;
+}
+
+/** A native error (or its `transferableError` data) as a CairnError, from its `code`, `file`,
+ *  `offset`, `collection` and `id`. */
 export function fromNative(e: unknown): CairnError {
   if (e instanceof CairnError) return e;
-  if (!(e instanceof Error)) return new CairnError('CAIRN_INTERNAL', String(e), { cause: e });
-  const f = e as Error & NativeErrorFields;
-  if (typeof f.code !== 'string' || !CODES.has(f.code)) return new CairnError('CAIRN_INTERNAL', e.message, { cause: e });
-  return new CairnError(f.code as CairnErrorCode, e.message, {
+  if (e === null || typeof e !== 'object' || typeof (e as { message?: unknown }).message !== 'string') {
+    return new CairnError('CAIRN_INTERNAL', String(e), { cause: e });
+  }
+  const f = e as NativeErrorData;
+  if (typeof f.code !== 'string' || !CODES.has(f.code)) return new CairnError('CAIRN_INTERNAL', f.message, { cause: e });
+  return new CairnError(f.code as CairnErrorCode, f.message, {
     ...(typeof f.file === 'string' ? { file: f.file } : {}),
     ...(typeof f.offset === 'number' ? { offset: f.offset } : {}),
     ...(typeof f.collection === 'string' ? { collection: f.collection } : {}),

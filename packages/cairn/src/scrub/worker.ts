@@ -4,6 +4,7 @@
  * cancellation and the folding of a file's ranges are shared with every other worker through
  * the native scan control named by `scan`.
  */
+import { transferableError } from '../errors.js';
 import { nativeModule, type NativeFileCheck } from '../native.js';
 
 export interface VerifyTask {
@@ -29,6 +30,10 @@ export type ScrubTask = VerifyTask | RangeTask;
 
 /** A file: its `FileCheck` (crates/cairn-core/src/scrub.rs). A range: the bytes read. */
 export default function run(task: ScrubTask): NativeFileCheck | number {
-  if (task.op === 'range') return nativeModule.hashRange(task.scan, task.split, task.path, task.start, task.end);
-  return nativeModule.verifyFile(task.scan, task.path, task.kind, task.bytes, task.xxh3);
+  try {
+    if (task.op === 'range') return nativeModule.hashRange(task.scan, task.split, task.path, task.start, task.end);
+    return nativeModule.verifyFile(task.scan, task.path, task.kind, task.bytes, task.xxh3);
+  } catch (e) {
+    throw transferableError(e);
+  }
 }
