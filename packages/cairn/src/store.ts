@@ -217,40 +217,6 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
   return store;
 }
 
-function parseReport(json: string): RecoveryReport {
-  const r = JSON.parse(json, (key, value) => (/(seq|Seq)$/.test(key) && typeof value === 'number' ? BigInt(value) : value));
-  return {
-    checkpointSeq: r.checkpoint_seq,
-    replayedRecords: r.replayed_records,
-    lastSeq: r.last_seq,
-    tornTail: r.torn_tail
-      ? {
-          file: r.torn_tail.file,
-          offset: r.torn_tail.offset,
-          bytes: r.torn_tail.bytes,
-          unsyncedLost: r.torn_tail.unsynced_lost ? { fromSeq: r.torn_tail.unsynced_lost.from_seq, toSeq: r.torn_tail.unsynced_lost.to_seq } : null,
-        }
-      : null,
-    skipped: (r.skipped as Array<Record<string, unknown>>).map((s) => ({
-      file: s.file as string,
-      offset: s.offset as number,
-      fromSeq: s.from_seq as bigint,
-      toSeq: (s.to_seq as bigint | null) ?? null,
-      reason: s.reason as string,
-    })),
-    badSegmentRecords: (r.bad_segment_records as Array<Record<string, unknown>>).map((s) => ({
-      file: s.file as string,
-      offset: s.offset as number,
-      reason: s.reason as string,
-    })),
-    indexRebuilds: r.index_rebuilds as Array<{ collection: string; reason: string }>,
-    repairedRecords: r.repaired_records as RecoveryReport['repairedRecords'],
-    unreadableRecords: r.unreadable_records as RecoveryReport['unreadableRecords'],
-    quarantined: r.quarantined as RecoveryReport['quarantined'],
-    manifestRestored: (r.manifest_restored as string | null) ?? null,
-  };
-}
-
 /**
  * Events: `'index-rebuild'` ({ collection, reason }) for each collection whose persisted graph
  * was missing or unusable on open; emitted on the next tick after `open` resolves.
@@ -276,7 +242,7 @@ export class Store extends EventEmitter {
     this.dir = dir;
     this.sync = sync;
     this.#native = handle;
-    this.recoveryReport = parseReport(handle.recoveryReport());
+    this.recoveryReport = handle.recoveryReport();
     for (const rebuild of this.recoveryReport.indexRebuilds) {
       setImmediate(() => this.emit('index-rebuild', rebuild));
     }
@@ -334,7 +300,7 @@ export class Store extends EventEmitter {
 
   collections(): CollectionInfo[] {
     this.#checkOpen();
-    return nativeSync(() => this.#native.collections()).map((c) => ({ ...c, metric: c.metric as Metric }));
+    return nativeSync(() => this.#native.collections());
   }
 
   async dropCollection(name: string): Promise<{ seq: bigint }> {
@@ -386,8 +352,7 @@ export class Store extends EventEmitter {
     checkPlainObject('options', options);
     checkKnownKeys('options', options, ['incremental']);
     if (options.incremental !== undefined && typeof options.incremental !== 'boolean') throw invalidArgument('options.incremental must be a boolean');
-    const json = await native(() => this.#native.snapshot(options.incremental === true));
-    return toSnapshotInfo(JSON.parse(json));
+    return toSnapshotInfo(await native(() => this.#native.snapshot(options.incremental === true)));
   }
 
   async snapshots(): Promise<SnapshotInfo[]> {
