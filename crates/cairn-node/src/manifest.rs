@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use cairn_core::manifest::{self, Manifest, ManifestCollection};
-use cairn_core::state::SegmentRef;
+use cairn_core::state::FileRef;
 use cairn_core::storage::OsStorage;
 use napi::bindgen_prelude::BigInt;
 use napi::Env;
@@ -56,7 +56,7 @@ pub struct NativeManifest {
     pub collections: Vec<NativeManifestCollection>,
 }
 
-fn file_ref(s: &SegmentRef) -> NativeFileRef {
+fn file_ref(s: &FileRef) -> NativeFileRef {
     NativeFileRef { file: s.file.clone(), bytes: s.bytes as f64, xxh3: s.xxh3.clone(), records: s.records as f64, covered_seq: s.covered_seq.into() }
 }
 
@@ -68,7 +68,7 @@ fn collection(c: &ManifestCollection) -> NativeManifestCollection {
         metric: c.metric.as_str().to_string(),
         m: c.m,
         ef_construction: c.ef_construction,
-        segments: c.segments.iter().map(file_ref).collect(),
+        segments: c.data_files.iter().map(file_ref).collect(),
         index: c.index.as_ref().map(file_ref),
         unreadable: c.unreadable.iter().map(|u| NativeUnreadable { id: u.id.clone(), file: u.file.clone(), offset: u.offset as f64, reason: u.reason.clone() }).collect(),
     }

@@ -62,7 +62,7 @@ pub fn list_snapshots(dir: String) -> AsyncTask<CoreTask<Vec<NativeSnapshotInfo>
 /// Decode the snapshot manifest (`SNAPSHOT`) of the snapshot directory `dir`.
 #[napi]
 pub fn read_snapshot_manifest(env: Env, dir: String) -> napi::Result<NativeSnapshotInfo> {
-    sync(&env, || Ok(core(cairn_core::snapshot::read_info(Path::new(&dir)))?.into()))
+    sync(&env, || Ok(core(cairn_core::snapshot::read_info(&cairn_core::storage::OsStorage, Path::new(&dir)))?.into()))
 }
 
 #[napi]
