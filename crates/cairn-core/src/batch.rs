@@ -143,8 +143,8 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Op>> {
             OP_CREATE_COLLECTION => {
                 let name = c.name("collection name")?;
                 let dim = c.u32()?;
-                let metric = Metric::from_code(c.u8()?)
-                    .ok_or_else(|| Error::InvalidArgument("metric must be 'cosine', 'l2' or 'ip'".into()))?;
+                let metric =
+                    Metric::from_code(c.u8()?).ok_or_else(|| Error::InvalidArgument("metric must be 'cosine', 'l2' or 'ip'".into()))?;
                 let _reserved = c.u8()?;
                 let m = c.u16()? as u32;
                 let ef_construction = c.u32()?;
@@ -269,10 +269,32 @@ mod tests {
     fn metadata_check_agrees_with_serde_json_value() {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let cases = [
-            "{}", "null", " { \"a\" : [1, 2.5, -3e2, {\"b\": null}], \"c\": \"\\u00e9\\n\" } ", "[]", "1", "\"s\"", "true",
-            "", " ", "{", "{\"a\":}", "{\"a\":1,}", "[1,]", "nul", "null x", "{} {}", "{\"a\":1e400}", "{\"a\":-1e400}",
-            "{\"a\":18446744073709551616}", "{\"a\":01}", "{\"a\":\"\\x\"}", "{\"a\":\"\\ud800\"}", "{1:2}", "{\"a\":NaN}",
-            "\t{\"k\":{\"k\":{\"k\":[true,false,null]}}}\r\n", &deep,
+            "{}",
+            "null",
+            " { \"a\" : [1, 2.5, -3e2, {\"b\": null}], \"c\": \"\\u00e9\\n\" } ",
+            "[]",
+            "1",
+            "\"s\"",
+            "true",
+            "",
+            " ",
+            "{",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "[1,]",
+            "nul",
+            "null x",
+            "{} {}",
+            "{\"a\":1e400}",
+            "{\"a\":-1e400}",
+            "{\"a\":18446744073709551616}",
+            "{\"a\":01}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":\"\\ud800\"}",
+            "{1:2}",
+            "{\"a\":NaN}",
+            "\t{\"k\":{\"k\":{\"k\":[true,false,null]}}}\r\n",
+            &deep,
         ];
         for case in cases {
             let expected = match serde_json::from_str::<serde_json::Value>(case) {

@@ -67,7 +67,15 @@ struct FsState {
 
 impl Default for FsState {
     fn default() -> Self {
-        FsState { files: Vec::new(), names: BTreeMap::new(), durable: vec![BTreeMap::new()], write_count: 0, sync_count: 0, fail_at: None, failed: false }
+        FsState {
+            files: Vec::new(),
+            names: BTreeMap::new(),
+            durable: vec![BTreeMap::new()],
+            write_count: 0,
+            sync_count: 0,
+            fail_at: None,
+            failed: false,
+        }
     }
 }
 

@@ -113,7 +113,10 @@ impl CollectionIndex {
     /// are all in the graph), or the collection is dropped, or `stop` is set.
     pub fn wait_indexed_through(&self, label: u64, stop: &AtomicBool) {
         let mut p = lock(&self.pending);
-        while p.first_key_value().is_some_and(|(l, _)| *l <= label) && !self.dropped.load(Ordering::Acquire) && !stop.load(Ordering::Acquire) {
+        while p.first_key_value().is_some_and(|(l, _)| *l <= label)
+            && !self.dropped.load(Ordering::Acquire)
+            && !stop.load(Ordering::Acquire)
+        {
             p = wait_timeout(&self.idle, p, std::time::Duration::from_millis(100));
         }
     }

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::checksum::xxh3;
 use crate::distance::Metric;
+use crate::durable::write_file_atomic;
 use crate::error::{Error, Result};
 use crate::layout::{MANIFEST_COPY_FILE, MANIFEST_FILE};
 use crate::state::FileRef;
-use crate::durable::write_file_atomic;
 use crate::storage::Storage;
 use crate::wal::record::{u32_at, u64_at};
 
@@ -157,7 +157,17 @@ mod tests {
     #[test]
     fn manifest_json_names_data_files_segments() {
         let file = FileRef { file: "f.seg".into(), bytes: 1, xxh3: "00".into(), records: 1, covered_seq: 2 };
-        let c = ManifestCollection { id: 1, name: "c".into(), dim: 2, metric: Metric::L2, m: 16, ef_construction: 64, data_files: vec![file], index: None, unreadable: Vec::new() };
+        let c = ManifestCollection {
+            id: 1,
+            name: "c".into(),
+            dim: 2,
+            metric: Metric::L2,
+            m: 16,
+            ef_construction: 64,
+            data_files: vec![file],
+            index: None,
+            unreadable: Vec::new(),
+        };
         let m = Manifest { checkpoint_seq: 2, checkpoint_time_ms: 3, clean_shutdown_seq: None, collections: vec![c] };
         let json: serde_json::Value = serde_json::to_value(&m).expect("serialize");
         assert_eq!(json["collections"][0]["segments"][0]["file"], "f.seg");

@@ -10,11 +10,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::engine::{Engine, Options};
-use crate::layout::{parse_wal_segment_name as parse_segment_name, wal_segment_name as segment_name, ARCHIVE_DIR, DATA_DIR, MANIFEST_FILE, WAL_DIR};
-use crate::error::{Error, Result};
-use crate::manifest::{self, Manifest};
 use crate::durable::{copy_synced, write_synced};
+use crate::engine::{Engine, Options};
+use crate::error::{Error, Result};
+use crate::layout::{
+    parse_wal_segment_name as parse_segment_name, wal_segment_name as segment_name, ARCHIVE_DIR, DATA_DIR, MANIFEST_FILE, WAL_DIR,
+};
+use crate::manifest::{self, Manifest};
 use crate::snapshot::{self, hash_file, SnapshotInfo};
 use crate::storage::{OsStorage, Storage};
 use crate::wal::reader::{scan_segment, ScanItem};
@@ -253,7 +255,10 @@ pub fn restore_on(storage: Arc<dyn Storage>, source: &Path, target: &Path, to: R
     if fs.exists(target) {
         // A file in the target's place used to fail late, as I/O, after the whole build.
         if !fs.is_dir(target) {
-            return Err(Error::InvalidArgument(format!("target {} exists and is not a directory; restore never overwrites", target.display())));
+            return Err(Error::InvalidArgument(format!(
+                "target {} exists and is not a directory; restore never overwrites",
+                target.display()
+            )));
         }
         if !fs.list(target).map_err(io(target))?.is_empty() {
             return Err(Error::InvalidArgument(format!("target {} is not empty; restore never overwrites", target.display())));
@@ -403,7 +408,11 @@ fn build(storage: &Arc<dyn Storage>, source: &Path, history: &History, base: Opt
             if let ScanItem::Record { offset, header, len, .. } = item {
                 if header.seq > base_seq && header.seq <= seq {
                     if header.seq != base_seq + 1 + copied {
-                        return Err(Error::corruption(&seg.path, offset, format!("expected seq {} while restoring", base_seq + 1 + copied)));
+                        return Err(Error::corruption(
+                            &seg.path,
+                            offset,
+                            format!("expected seq {} while restoring", base_seq + 1 + copied),
+                        ));
                     }
                     out.extend_from_slice(&buf[offset as usize..offset as usize + len]);
                     copied += 1;
@@ -442,7 +451,11 @@ fn copy_verified(storage: &dyn Storage, from: &Path, to: &Path, bytes: u64, xxh3
         other => other,
     })?;
     if len != bytes || sum != xxh3 {
-        return Err(Error::corruption(from, 0, format!("snapshot file does not match its manifest ({len} bytes, xxh3 {sum}; expected {bytes} bytes, xxh3 {xxh3})")));
+        return Err(Error::corruption(
+            from,
+            0,
+            format!("snapshot file does not match its manifest ({len} bytes, xxh3 {sum}; expected {bytes} bytes, xxh3 {xxh3})"),
+        ));
     }
     copy_synced(storage, from, to).map_err(io(from))?;
     // Verify the copy too: a restore must never produce a silently different store.

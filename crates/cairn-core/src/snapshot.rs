@@ -145,7 +145,11 @@ fn write_snapshot(storage: &dyn Storage, dir: &Path, m: &Manifest, incremental: 
     }
     let all = list_on(storage, dir)?;
     let base = if incremental {
-        Some(all.last().cloned().ok_or_else(|| Error::InvalidArgument("an incremental snapshot needs an earlier snapshot as its base".into()))?)
+        Some(
+            all.last()
+                .cloned()
+                .ok_or_else(|| Error::InvalidArgument("an incremental snapshot needs an earlier snapshot as its base".into()))?,
+        )
     } else {
         None
     };
@@ -226,10 +230,7 @@ fn write_snapshot(storage: &dyn Storage, dir: &Path, m: &Manifest, incremental: 
         time_ms: m.checkpoint_time_ms,
         kind: kind.to_string(),
         base: base.map(|b| b.id),
-        created_ns: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
+        created_ns: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
         bytes: files.iter().map(|f| f.bytes).sum(),
         files,
     };

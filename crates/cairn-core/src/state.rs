@@ -10,8 +10,8 @@ use crate::distance::{dot, Metric};
 use crate::error::{Error, Result};
 use crate::hnsw::{Hnsw, HnswParams};
 use crate::index::{label_of, CollectionIndex};
-use crate::sync::read;
 use crate::keyed_hash::{IdMap, IdSet};
+use crate::sync::read;
 
 /// Collections this small are always searched exactly: it is as fast and has perfect recall.
 pub const EXACT_MAX_ROWS: usize = 2_048;
@@ -133,8 +133,8 @@ pub struct Filter {
 
 impl Filter {
     pub fn parse(json: &str) -> Result<Filter> {
-        let v: serde_json::Value = serde_json::from_str(json)
-            .map_err(|e| Error::InvalidArgument(format!("filter is not valid JSON: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| Error::InvalidArgument(format!("filter is not valid JSON: {e}")))?;
         let serde_json::Value::Object(map) = v else {
             return Err(Error::InvalidArgument("filter must be an object of field: value".into()));
         };
@@ -232,7 +232,10 @@ impl Collection {
         let mut out: Vec<SkippedRecord> = self
             .unreadable
             .values()
-            .map(|u| SkippedRecord { id: u.id.clone(), reason: format!("stored record is damaged ({} at offset {} of {}) and was not repaired", u.reason, u.offset, u.file) })
+            .map(|u| SkippedRecord {
+                id: u.id.clone(),
+                reason: format!("stored record is damaged ({} at offset {} of {}) and was not repaired", u.reason, u.offset, u.file),
+            })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out.truncate(limit);
@@ -366,10 +369,8 @@ impl State {
                     self.collections.insert(spec.name.clone(), Collection::new(seq, spec)?);
                 }
                 Op::DropCollection { name } => {
-                    let gone = self
-                        .collections
-                        .remove(&name)
-                        .ok_or_else(|| Error::NotFound(format!("collection '{name}' does not exist")))?;
+                    let gone =
+                        self.collections.remove(&name).ok_or_else(|| Error::NotFound(format!("collection '{name}' does not exist")))?;
                     gone.index.mark_dropped();
                 }
                 Op::Upsert { collection, id, vector, metadata } => {

@@ -102,7 +102,8 @@ impl StorageFile for OsFile {
         while got < n {
             let spare = &mut buf.spare_capacity_mut()[..n - got];
             // SAFETY: pread writes at most `spare.len()` bytes into memory this Vec owns.
-            let r = unsafe { libc::pread(self.0.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), (offset + got as u64) as libc::off_t) };
+            let r =
+                unsafe { libc::pread(self.0.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), (offset + got as u64) as libc::off_t) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {

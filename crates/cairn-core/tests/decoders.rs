@@ -14,14 +14,16 @@ use std::path::{Path, PathBuf};
 
 use cairn_core::batch::{self, CollectionSpec, Op};
 use cairn_core::checksum::xxh3;
+use cairn_core::datafile::{self, DataFileHeader, DataFileWriter, DataRecord, DATAFILE_HEADER_LEN, FOOTER_LEN, KIND_BASE, KIND_DELTA};
 use cairn_core::hnsw::{Hnsw, HnswParams};
 use cairn_core::manifest::{self, decode_framed, encode_framed, Manifest, ManifestCollection};
 use cairn_core::scrub::{verify_file, FileKind, ScanControl};
-use cairn_core::datafile::{self, DataFileHeader, DataFileWriter, DataRecord, DATAFILE_HEADER_LEN, FOOTER_LEN, KIND_BASE, KIND_DELTA};
 use cairn_core::snapshot::{SnapshotFile, SnapshotInfo, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 use cairn_core::state::{FileRef, UnreadableRecord};
 use cairn_core::wal::reader::{scan_segment, ScanItem};
-use cairn_core::wal::record::{decode_record, decode_segment_header, encode_record, encode_segment_header_with_flags, Decoded, RECORD_TYPE_BATCH, SEGMENT_HEADER_LEN};
+use cairn_core::wal::record::{
+    decode_record, decode_segment_header, encode_record, encode_segment_header_with_flags, Decoded, RECORD_TYPE_BATCH, SEGMENT_HEADER_LEN,
+};
 use cairn_core::wal::stream_check::StreamCheck;
 use cairn_core::{Error, Metric};
 use proptest::prelude::*;
@@ -225,16 +227,16 @@ fn metric() -> impl Strategy<Value = Metric> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (name(), 1u32..64, metric(), 2u32..=256, 1u32..1000).prop_map(|(name, dim, metric, m, ef_construction)| Op::CreateCollection(CollectionSpec {
-            name,
-            dim,
-            metric,
-            m,
-            ef_construction
-        })),
+        (name(), 1u32..64, metric(), 2u32..=256, 1u32..1000).prop_map(|(name, dim, metric, m, ef_construction)| Op::CreateCollection(
+            CollectionSpec { name, dim, metric, m, ef_construction }
+        )),
         name().prop_map(|name| Op::DropCollection { name }),
-        (name(), name(), prop::collection::vec(finite(), 0..16), metadata())
-            .prop_map(|(collection, id, vector, metadata)| Op::Upsert { collection, id, vector, metadata }),
+        (name(), name(), prop::collection::vec(finite(), 0..16), metadata()).prop_map(|(collection, id, vector, metadata)| Op::Upsert {
+            collection,
+            id,
+            vector,
+            metadata
+        }),
         (name(), name()).prop_map(|(collection, id)| Op::Delete { collection, id }),
     ]
 }
@@ -341,7 +343,11 @@ fn reseal_framed(buf: &mut [u8]) {
         return;
     }
     let body_len = u64::from_le_bytes(buf[16..24].try_into().unwrap_or_default());
-    let end = usize::try_from(body_len).ok().and_then(|b| b.checked_add(24)).filter(|&e| e.checked_add(8).is_some_and(|t| t <= buf.len())).unwrap_or(buf.len() - 8);
+    let end = usize::try_from(body_len)
+        .ok()
+        .and_then(|b| b.checked_add(24))
+        .filter(|&e| e.checked_add(8).is_some_and(|t| t <= buf.len()))
+        .unwrap_or(buf.len() - 8);
     let sum = xxh3(&buf[..end]);
     buf[end..end + 8].copy_from_slice(&sum.to_le_bytes());
 }
@@ -355,13 +361,23 @@ fn reseal_tail_checksum(buf: &mut [u8]) {
 }
 
 fn segment_ref() -> impl Strategy<Value = FileRef> {
-    (name(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())
-        .prop_map(|(file, bytes, x, records, covered_seq)| FileRef { file, bytes, xxh3: format!("{x:016x}"), records, covered_seq })
+    (name(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(file, bytes, x, records, covered_seq)| FileRef {
+        file,
+        bytes,
+        xxh3: format!("{x:016x}"),
+        records,
+        covered_seq,
+    })
 }
 
 fn manifest_strategy() -> impl Strategy<Value = Manifest> {
-    let unreadable = (name(), any::<u64>(), name(), any::<u64>(), name())
-        .prop_map(|(id, label, file, offset, reason)| UnreadableRecord { id, label, file, offset, reason });
+    let unreadable = (name(), any::<u64>(), name(), any::<u64>(), name()).prop_map(|(id, label, file, offset, reason)| UnreadableRecord {
+        id,
+        label,
+        file,
+        offset,
+        reason,
+    });
     let collection = (
         any::<u64>(),
         name(),
@@ -385,14 +401,28 @@ fn manifest_strategy() -> impl Strategy<Value = Manifest> {
             unreadable,
         });
     (any::<u64>(), any::<u64>(), prop::option::of(any::<u64>()), prop::collection::vec(collection, 0..4)).prop_map(
-        |(checkpoint_seq, checkpoint_time_ms, clean_shutdown_seq, collections)| Manifest { checkpoint_seq, checkpoint_time_ms, clean_shutdown_seq, collections },
+        |(checkpoint_seq, checkpoint_time_ms, clean_shutdown_seq, collections)| Manifest {
+            checkpoint_seq,
+            checkpoint_time_ms,
+            clean_shutdown_seq,
+            collections,
+        },
     )
 }
 
 fn snapshot_strategy() -> impl Strategy<Value = SnapshotInfo> {
     let file = (name(), any::<u64>(), any::<u64>()).prop_map(|(path, bytes, x)| SnapshotFile { path, bytes, xxh3: format!("{x:016x}") });
-    (name(), any::<u64>(), any::<u64>(), prop::bool::ANY, prop::option::of(name()), any::<u64>(), any::<u64>(), prop::collection::vec(file, 0..6)).prop_map(
-        |(id, seq, time_ms, incremental, base, created_ns, bytes, files)| SnapshotInfo {
+    (
+        name(),
+        any::<u64>(),
+        any::<u64>(),
+        prop::bool::ANY,
+        prop::option::of(name()),
+        any::<u64>(),
+        any::<u64>(),
+        prop::collection::vec(file, 0..6),
+    )
+        .prop_map(|(id, seq, time_ms, incremental, base, created_ns, bytes, files)| SnapshotInfo {
             id,
             seq,
             time_ms,
@@ -401,8 +431,7 @@ fn snapshot_strategy() -> impl Strategy<Value = SnapshotInfo> {
             created_ns,
             bytes,
             files,
-        },
-    )
+        })
 }
 
 /// What `snapshot::read_info` does with the bytes of a `SNAPSHOT` file.
@@ -748,7 +777,15 @@ fn segment_huge_lengths_are_rejected_before_allocating() {
         let good = segment_file(version, 2, Metric::L2, KIND_BASE, &rows);
         // The first record's length (file offset 64), id length (u16 at 80) and metadata
         // length (84), and the header's dim (12); each resealed so only the structural checks stand.
-        for (off, width, value) in [(64usize, 4usize, u32::MAX), (64, 4, u32::MAX - 7), (84, 4, u32::MAX), (84, 4, u32::MAX - 8), (80, 2, 0xFFFF), (12, 4, u32::MAX), (12, 4, 1 << 30)] {
+        for (off, width, value) in [
+            (64usize, 4usize, u32::MAX),
+            (64, 4, u32::MAX - 7),
+            (84, 4, u32::MAX),
+            (84, 4, u32::MAX - 8),
+            (80, 2, 0xFFFF),
+            (12, 4, u32::MAX),
+            (12, 4, 1 << 30),
+        ] {
             let mut buf = good.clone();
             buf[off..off + width].copy_from_slice(&value.to_le_bytes()[..width]);
             reseal_segment(&mut buf);
@@ -911,7 +948,15 @@ fn hnsw_huge_counts_are_rejected_before_allocating() {
     let vectors: Vec<Vec<f32>> = (0..6).map(|i| vec![i as f32, 1.0, -1.0]).collect();
     let good = hnsw_file(3, Metric::L2, 2, &vectors, &[1], 7);
     // dim (u32 at 16), M (20), node count (u64 at 48), and the level-draw counter (56).
-    for (at, value) in [(16usize, u32::MAX as u64), (16, 1 << 30), (20, u32::MAX as u64), (48, u64::MAX), (48, u32::MAX as u64 - 1), (48, 1 << 40), (56, u64::MAX)] {
+    for (at, value) in [
+        (16usize, u32::MAX as u64),
+        (16, 1 << 30),
+        (20, u32::MAX as u64),
+        (48, u64::MAX),
+        (48, u32::MAX as u64 - 1),
+        (48, 1 << 40),
+        (56, u64::MAX),
+    ] {
         let mut buf = good.clone();
         let width = if at == 48 || at == 56 { 8 } else { 4 };
         buf[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);

@@ -24,7 +24,8 @@ fn strict(sync: SyncMode) -> bool {
 /// Open a copy of `crashed`, require the acknowledged prefix, and return the recovered seq.
 /// DropUnsynced never leaves invalid bytes behind, so even absolute-consistency must accept it.
 fn check_drop_unsynced(crashed: &FaultStorage, history: &History, sync: SyncMode, recheck: bool, ctx: &str) -> u64 {
-    let e = open_with(crashed, RecoveryMode::AbsoluteConsistency).unwrap_or_else(|err| panic!("{ctx}: reopen after power cut failed: {err}"));
+    let e =
+        open_with(crashed, RecoveryMode::AbsoluteConsistency).unwrap_or_else(|err| panic!("{ctx}: reopen after power cut failed: {err}"));
     let l = e.last_seq();
     if strict(sync) {
         assert_eq!(l, history.len(), "{ctx}: {sync:?} mode lost an acknowledged commit");
@@ -43,7 +44,9 @@ fn check_drop_unsynced(crashed: &FaultStorage, history: &History, sync: SyncMode
         let next = e2.commit(&[Op::Delete { collection: "zz-missing".into(), id: "x".into() }]);
         assert_eq!(code(&next), "CAIRN_NOT_FOUND", "{ctx}: an invalid batch must be refused");
         if history.len() >= 1 {
-            let seq = e2.commit(&[Op::CreateCollection(spec("after-crash", 2, Metric::L2))]).unwrap_or_else(|err| panic!("{ctx}: commit after recovery: {err}"));
+            let seq = e2
+                .commit(&[Op::CreateCollection(spec("after-crash", 2, Metric::L2))])
+                .unwrap_or_else(|err| panic!("{ctx}: commit after recovery: {err}"));
             assert_eq!(seq, l + 1, "{ctx}: sequence numbers continue after recovery");
         }
     }
@@ -157,7 +160,10 @@ fn records_replayed_after_a_sync_none_process_crash_are_durable_before_new_write
     let mut commit = |e: &Engine, ops: Vec<Op>| history.acknowledge(e.commit(&ops).expect("commit"), ops);
     commit(&crashed_process, vec![Op::CreateCollection(spec("a", 2, Metric::L2))]);
     for i in 0..30 {
-        commit(&crashed_process, vec![Op::Upsert { collection: "a".into(), id: format!("r{i}"), vector: vec![i as f32, 1.0], metadata: "null".into() }]);
+        commit(
+            &crashed_process,
+            vec![Op::Upsert { collection: "a".into(), id: format!("r{i}"), vector: vec![i as f32, 1.0], metadata: "null".into() }],
+        );
     }
     // The process dies: nothing more of it runs (no close, no fsync); FaultStorage takes no lock.
     std::mem::forget(crashed_process);
@@ -426,11 +432,7 @@ fn sweep_workload(seed: u64) -> Vec<Step> {
 
 #[test]
 fn fail_nth_write_or_fsync_for_every_n() {
-    let configs = [
-        (SyncMode::Always, Prealloc::Inline, 31u64),
-        (SyncMode::Group, Prealloc::Off, 32),
-        (SyncMode::None, Prealloc::Off, 33),
-    ];
+    let configs = [(SyncMode::Always, Prealloc::Inline, 31u64), (SyncMode::Group, Prealloc::Off, 32), (SyncMode::None, Prealloc::Off, 33)];
     for (sync, prealloc, seed) in configs {
         let steps = sweep_workload(seed);
         let opts_for = move |fs: &FaultStorage| options(fs, sync, RecoveryMode::TolerateTornTail, 4096, prealloc);
@@ -464,7 +466,8 @@ fn failure_during_recovery_open_is_retryable() {
     steps.insert(15, Step::Checkpoint);
     let fs = FaultStorage::new();
     // Segments large enough that the torn batch below needs no roll, so its fsync is the first.
-    let engine = Engine::open(dir(), options(&fs, SyncMode::Always, RecoveryMode::TolerateTornTail, 1 << 20, Prealloc::Inline)).expect("open");
+    let engine =
+        Engine::open(dir(), options(&fs, SyncMode::Always, RecoveryMode::TolerateTornTail, 1 << 20, Prealloc::Inline)).expect("open");
     let mut history = History::default();
     for s in &steps {
         match s {
@@ -476,7 +479,9 @@ fn failure_during_recovery_open_is_retryable() {
         }
     }
     // Tear a big batch at the tail: it is written, its fsync fails, the power cut keeps 512 bytes.
-    let big: Vec<Op> = (0..30).map(|i| Op::Upsert { collection: "b".into(), id: format!("big{i}"), vector: vec![0.5; DIM_B as usize], metadata: "null".into() }).collect();
+    let big: Vec<Op> = (0..30)
+        .map(|i| Op::Upsert { collection: "b".into(), id: format!("big{i}"), vector: vec![0.5; DIM_B as usize], metadata: "null".into() })
+        .collect();
     fs.fail_at(FaultOp::Sync, 1);
     assert!(engine.commit(&big).is_err());
     drop(engine);
@@ -499,7 +504,11 @@ fn failure_during_recovery_open_is_retryable() {
         .expect("three records after the checkpoint");
     damaged.mutate(&last, |b| b[third + 40] ^= 0x20).expect("flip");
 
-    let cases = [(RecoveryMode::TolerateTornTail, &torn, "torn tail"), (RecoveryMode::SkipCorrupt, &torn, "torn tail"), (RecoveryMode::SkipCorrupt, &damaged, "torn tail and a damaged record")];
+    let cases = [
+        (RecoveryMode::TolerateTornTail, &torn, "torn tail"),
+        (RecoveryMode::SkipCorrupt, &torn, "torn tail"),
+        (RecoveryMode::SkipCorrupt, &damaged, "torn tail and a damaged record"),
+    ];
     for (mode, store, what_store) in cases {
         let probe = store.crash(CrashKind::DropUnsynced);
         let base = probe.counts();
@@ -566,7 +575,12 @@ fn group_commit_shares_fsyncs_and_acknowledges_only_durable_writes() {
             s.spawn(move || {
                 let tx = tx.lock().map(|g| g.clone()).expect("sender");
                 for j in 0..PER_THREAD {
-                    let ops = [Op::Upsert { collection: "g".into(), id: format!("t{t}-{j}"), vector: vec![t as f32, j as f32, 0.0, 1.0], metadata: format!("{{\"t\":{t},\"j\":{j}}}") }];
+                    let ops = [Op::Upsert {
+                        collection: "g".into(),
+                        id: format!("t{t}-{j}"),
+                        vector: vec![t as f32, j as f32, 0.0, 1.0],
+                        metadata: format!("{{\"t\":{t},\"j\":{j}}}"),
+                    }];
                     let (tx, fs) = (tx.clone(), fs.clone());
                     engine.submit(
                         batch::encode(&ops),
@@ -633,7 +647,8 @@ fn group_commit_failure_fails_the_group_and_keeps_a_prefix() {
     const PER_THREAD: usize = 30;
     for n in [1u64, 2, 3, 5, 8, 13] {
         let fs = FaultStorage::new();
-        let engine = Engine::open(dir(), options(&fs, SyncMode::Group, RecoveryMode::TolerateTornTail, 64 << 10, Prealloc::Off)).expect("open");
+        let engine =
+            Engine::open(dir(), options(&fs, SyncMode::Group, RecoveryMode::TolerateTornTail, 64 << 10, Prealloc::Off)).expect("open");
         let base = engine.commit(&[Op::CreateCollection(spec("g", 2, Metric::L2))]).expect("create");
         fs.fail_at(FaultOp::Sync, n);
         let (tx, rx) = mpsc::channel::<(String, cairn_core::Result<u64>)>();
@@ -645,7 +660,12 @@ fn group_commit_failure_fails_the_group_and_keeps_a_prefix() {
                     let tx = tx.lock().map(|g| g.clone()).expect("sender");
                     for j in 0..PER_THREAD {
                         let id = format!("t{t}-{j}");
-                        let ops = [Op::Upsert { collection: "g".into(), id: id.clone(), vector: vec![t as f32, j as f32], metadata: "null".into() }];
+                        let ops = [Op::Upsert {
+                            collection: "g".into(),
+                            id: id.clone(),
+                            vector: vec![t as f32, j as f32],
+                            metadata: "null".into(),
+                        }];
                         // Blocking commits keep a few in flight at a time: many small groups.
                         let _ = tx.send((id, engine.commit(&ops)));
                     }
@@ -665,7 +685,11 @@ fn group_commit_failure_fails_the_group_and_keeps_a_prefix() {
         assert!(fs.fault_fired() && acked.len() < results.len(), "fail sync #{n}: the fault never hit a commit");
         acked.sort();
         let seqs: Vec<u64> = acked.iter().map(|a| a.0).collect();
-        assert_eq!(seqs, (base + 1..=base + acked.len() as u64).collect::<Vec<_>>(), "fail sync #{n}: acknowledged commits precede the failure");
+        assert_eq!(
+            seqs,
+            (base + 1..=base + acked.len() as u64).collect::<Vec<_>>(),
+            "fail sync #{n}: acknowledged commits precede the failure"
+        );
         assert_eq!(engine.count("g").expect("reads work after poisoning"), acked.len());
         drop(engine);
         for (what, storage) in [("power cut", fs.crash(CrashKind::DropUnsynced)), ("process restart", fs.clone())] {
@@ -699,7 +723,8 @@ fn always_mode_syncs_every_commit() {
             let engine = &engine;
             s.spawn(move || {
                 for j in 0..25 {
-                    let ops = [Op::Upsert { collection: "g".into(), id: format!("{t}-{j}"), vector: vec![1.0, 2.0], metadata: "null".into() }];
+                    let ops =
+                        [Op::Upsert { collection: "g".into(), id: format!("{t}-{j}"), vector: vec![1.0, 2.0], metadata: "null".into() }];
                     engine.commit(&ops).expect("commit");
                 }
             });

@@ -14,12 +14,14 @@ use std::path::{Path, PathBuf};
 
 use cairn_core::batch::{CollectionSpec, Op};
 use cairn_core::checksum::xxh3;
-use cairn_core::layout::{ARCHIVE_DIR, DATA_DIR, MANIFEST_COPY_FILE, MANIFEST_FILE, NOTE_SUFFIX, QUARANTINE_DIR, SNAPSHOTS_DIR, SNAPSHOT_FILE, WAL_DIR};
+use cairn_core::datafile::{self, DataFileHeader, DataFileWriter, DataRecord};
+use cairn_core::layout::{
+    ARCHIVE_DIR, DATA_DIR, MANIFEST_COPY_FILE, MANIFEST_FILE, NOTE_SUFFIX, QUARANTINE_DIR, SNAPSHOTS_DIR, SNAPSHOT_FILE, WAL_DIR,
+};
 use cairn_core::manifest::{self, decode_framed, Manifest};
 use cairn_core::pitr::{self, RestoreTarget};
 use cairn_core::quarantine::QuarantineNote;
 use cairn_core::scrub::{parse_xxh3, verify_file, Expected, FileKind, ScanControl};
-use cairn_core::datafile::{self, DataFileHeader, DataFileWriter, DataRecord};
 use cairn_core::snapshot::{self, SnapshotInfo, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 use cairn_core::storage::OsStorage;
 use cairn_core::wal::writer::Prealloc;
@@ -97,7 +99,9 @@ fn model_to_json(model: &Model) -> Value {
         let rows: Vec<Value> = c
             .rows
             .iter()
-            .map(|(id, (v, meta))| json!({ "id": id, "vector": v, "metadata": serde_json::from_str::<Value>(meta).expect("metadata JSON") }))
+            .map(
+                |(id, (v, meta))| json!({ "id": id, "vector": v, "metadata": serde_json::from_str::<Value>(meta).expect("metadata JSON") }),
+            )
             .collect();
         out.insert(name.clone(), json!({ "dim": c.dim, "metric": c.metric.as_str(), "rows": rows }));
     }
@@ -129,14 +133,22 @@ fn golden_store_opens_with_every_row_and_answers_queries() {
     let dir = store_copy("open", None);
     let e = Engine::open(&dir, options(RecoveryMode::AbsoluteConsistency)).expect("the golden store opens, even in absolute-consistency");
     let report = e.recovery_report();
-    assert!(report.torn_tail.is_none() && report.skipped.is_empty() && report.repaired_records.is_empty() && report.manifest_restored.is_none(), "{report:?}");
+    assert!(
+        report.torn_tail.is_none() && report.skipped.is_empty() && report.repaired_records.is_empty() && report.manifest_restored.is_none(),
+        "{report:?}"
+    );
     assert!(report.index_rebuilds.is_empty(), "every persisted graph loads: {:?}", report.index_rebuilds);
     assert_eq!(e.last_seq(), expected["last_seq"].as_u64().expect("last_seq"));
     assert_eq!(report.checkpoint_seq, expected["checkpoint_seq"].as_u64().expect("checkpoint_seq"));
     assert_same(&served(&e), &model_from_json(&expected["collections"]), "golden store");
     for info in e.collections().expect("collections") {
         let c = &expected["collections"][&info.name];
-        assert_eq!((info.m as u64, info.ef_construction as u64), (c["m"].as_u64().expect("m"), c["ef_construction"].as_u64().expect("ef")), "{}", info.name);
+        assert_eq!(
+            (info.m as u64, info.ef_construction as u64),
+            (c["m"].as_u64().expect("m"), c["ef_construction"].as_u64().expect("ef")),
+            "{}",
+            info.name
+        );
     }
     for q in expected["queries"].as_array().expect("queries") {
         let collection = q["collection"].as_str().expect("collection");
@@ -211,7 +223,8 @@ fn files_under(dir: &Path, rel: &str, out: &mut Vec<String>) {
 /// How scrub checks each file of the store, with what the manifests recorded for it. Panics
 /// on a file it does not know: a new kind of file needs a line here and in the fixture.
 fn verification_plan(dir: &Path) -> Vec<(String, FileKind, Option<Expected>)> {
-    let m: Manifest = manifest::decode(&fs::read(dir.join(MANIFEST_FILE)).expect("MANIFEST"), Path::new(MANIFEST_FILE)).expect("MANIFEST decodes");
+    let m: Manifest =
+        manifest::decode(&fs::read(dir.join(MANIFEST_FILE)).expect("MANIFEST"), Path::new(MANIFEST_FILE)).expect("MANIFEST decodes");
     let mut recorded: BTreeMap<String, Expected> = BTreeMap::new();
     for c in &m.collections {
         for s in c.data_files.iter().chain(c.index.iter()) {
@@ -288,7 +301,8 @@ fn golden_store_files_all_verify_and_cover_every_file_type() {
 #[test]
 fn golden_store_quarantine_entry_is_kept_with_its_note() {
     let dir = fixture_root().join("store").join(QUARANTINE_DIR);
-    let names: Vec<String> = fs::read_dir(&dir).expect("quarantine dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        fs::read_dir(&dir).expect("quarantine dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
     let notes: Vec<&String> = names.iter().filter(|n| n.ends_with(NOTE_SUFFIX)).collect();
     assert!(!notes.is_empty(), "a quarantine entry");
     for note_name in notes {
@@ -329,7 +343,8 @@ fn golden_bit_flip_in_data_file_is_located_refused_or_repaired() {
     assert_eq!(location(&err), (dir.join(file), offset));
     // The default repairs the record from the WAL and serves every row.
     let e = Engine::open(&dir, options(RecoveryMode::TolerateTornTail)).expect("default open repairs");
-    let repairs: Vec<(&str, &str, u64)> = e.recovery_report().repaired_records.iter().map(|r| (r.id.as_str(), r.file.as_str(), r.offset)).collect();
+    let repairs: Vec<(&str, &str, u64)> =
+        e.recovery_report().repaired_records.iter().map(|r| (r.id.as_str(), r.file.as_str(), r.offset)).collect();
     assert_eq!(repairs, [(id, file, offset)]);
     assert_same(&served(&e), &model_from_json(&expected["collections"]), "after repair");
     e.close().expect("close");
@@ -372,7 +387,8 @@ fn golden_damaged_manifest_is_recovered_from_its_copy() {
     let check = verify_file(&dir.join(MANIFEST_FILE), FileKind::Manifest, None, &ScanControl::new(None));
     assert_eq!(check.findings.iter().map(|f| f.offset).collect::<Vec<_>>(), [offset]);
     assert!(verify_file(&dir.join(MANIFEST_COPY_FILE), FileKind::Manifest, None, &ScanControl::new(None)).findings.is_empty());
-    let err = Engine::open(&dir, options(RecoveryMode::AbsoluteConsistency)).err().expect("absolute-consistency refuses a damaged manifest");
+    let err =
+        Engine::open(&dir, options(RecoveryMode::AbsoluteConsistency)).err().expect("absolute-consistency refuses a damaged manifest");
     assert_eq!(location(&err), (dir.join(MANIFEST_FILE), offset));
     let e = Engine::open(&dir, options(RecoveryMode::TolerateTornTail)).expect("default open uses the copy");
     assert!(e.recovery_report().manifest_restored.is_some());
@@ -380,14 +396,19 @@ fn golden_damaged_manifest_is_recovered_from_its_copy() {
     assert_eq!(e.last_seq(), expected["last_seq"].as_u64().expect("last_seq"));
     assert_same(&served(&e), &model_from_json(&expected["collections"]), "after restoring the manifest");
     e.close().expect("close");
-    assert_eq!(fs::read(dir.join(MANIFEST_FILE)).expect("MANIFEST"), fs::read(dir.join(MANIFEST_COPY_FILE)).expect("copy"), "both rewritten");
+    assert_eq!(
+        fs::read(dir.join(MANIFEST_FILE)).expect("MANIFEST"),
+        fs::read(dir.join(MANIFEST_COPY_FILE)).expect("copy"),
+        "both rewritten"
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn golden_bit_flip_in_archived_wal_is_located_and_its_snapshot_copy_is_intact() {
     let c = case("bit-flip-in-archived-wal");
-    let (file, offset, copy) = (c["file"].as_str().expect("file"), c["offset"].as_u64().expect("offset"), c["copy"].as_str().expect("copy"));
+    let (file, offset, copy) =
+        (c["file"].as_str().expect("file"), c["offset"].as_u64().expect("offset"), c["copy"].as_str().expect("copy"));
     let expected = read_json(&fixture_root().join("expected.json"));
     let dir = store_copy("archived", Some("bit-flip-in-archived-wal"));
     let check = verify_file(&dir.join(file), FileKind::Wal, None, &ScanControl::new(None));
@@ -452,7 +473,14 @@ fn rewrite_base_as_v1(store: &Path, collection: &str) {
     let bytes = fs::read(&path).expect("read base");
     let contents = datafile::read_data_file(&bytes, &path, false).expect("valid base");
     let h = &contents.header;
-    let mut w = DataFileWriter::new(&DataFileHeader { version: 1, dim: h.dim, collection_id: h.collection_id, covered_seq: h.covered_seq, metric: h.metric, kind: h.kind });
+    let mut w = DataFileWriter::new(&DataFileHeader {
+        version: 1,
+        dim: h.dim,
+        collection_id: h.collection_id,
+        covered_seq: h.covered_seq,
+        metric: h.metric,
+        kind: h.kind,
+    });
     for r in &contents.records {
         match r {
             DataRecord::Upsert { id, label, vector, metadata } => w.upsert(id, *label, vector, metadata),
@@ -466,7 +494,11 @@ fn rewrite_base_as_v1(store: &Path, collection: &str) {
 }
 
 fn wal_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir).expect("wal dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".wal")).collect();
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("wal dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wal"))
+        .collect();
     names.sort();
     names
 }
@@ -538,7 +570,9 @@ fn regenerate_golden_fixture() {
     let _ = fs::remove_dir_all(&build);
     let store = build.join("store");
     let mut w = Writer { history: History::default(), model: Model::new(), rng: Rng::new(10) };
-    let spec = |name: &str, dim: u32, metric: Metric| Op::CreateCollection(CollectionSpec { name: name.into(), dim, metric, m: 4, ef_construction: 32 });
+    let spec = |name: &str, dim: u32, metric: Metric| {
+        Op::CreateCollection(CollectionSpec { name: name.into(), dim, metric, m: 4, ef_construction: 32 })
+    };
 
     // Session 1: three collections, rows in small batches (several WAL segments), a delete,
     // a checkpoint (base files, graphs, archived WAL).
@@ -615,8 +649,10 @@ fn regenerate_golden_fixture() {
         collections[&info.name]["m"] = json!(info.m);
         collections[&info.name]["ef_construction"] = json!(info.ef_construction);
     }
-    let points_in_time: Vec<Value> =
-        points.iter().map(|(seq, snap)| json!({ "seq": seq, "snapshot": snap, "collections": model_to_json(&w.history.model_at(*seq)) })).collect();
+    let points_in_time: Vec<Value> = points
+        .iter()
+        .map(|(seq, snap)| json!({ "seq": seq, "snapshot": snap, "collections": model_to_json(&w.history.model_at(*seq)) }))
+        .collect();
     let mut dirs = Vec::new();
     empty_dirs(&store, "", &mut dirs);
     let expected = json!({
@@ -645,17 +681,22 @@ fn regenerate_golden_fixture() {
     flipped[byte] ^= 0x10;
     let case_dir = corrupt.join("bit-flip-in-data-file");
     overlay(&case_dir, &base, &flipped);
-    write_json(&case_dir.join("case.json"), &json!({
-        "description": "one bit flipped in the vector of the first record of a version 2 data file",
-        "file": base, "offset": record, "byte": byte, "collection": "points", "id": victim,
-        "outcome": "scrub reports a checksum finding at `offset` naming `id`; absolute-consistency refuses to open, naming `file` and `offset`; tolerate-torn-tail rebuilds the record from the WAL (repairedRecords) and serves every row of expected.json",
-    }));
+    write_json(
+        &case_dir.join("case.json"),
+        &json!({
+            "description": "one bit flipped in the vector of the first record of a version 2 data file",
+            "file": base, "offset": record, "byte": byte, "collection": "points", "id": victim,
+            "outcome": "scrub reports a checksum finding at `offset` naming `id`; absolute-consistency refuses to open, naming `file` and `offset`; tolerate-torn-tail rebuilds the record from the WAL (repairedRecords) and serves every row of expected.json",
+        }),
+    );
 
     let live = wal_names(&store.join(WAL_DIR));
     let last = format!("{WAL_DIR}/{}", live.last().expect("a live segment"));
     let mut torn = fs::read(store.join(&last)).expect("last segment");
     let scan = cairn_core::wal::reader::scan_segment(&torn, cairn_core::wal::record::decode_segment_header(&torn).expect("header"));
-    let Some(cairn_core::wal::reader::ScanItem::Record { offset: tail_at, header, .. }) = scan.items.last() else { panic!("records in the last segment") };
+    let Some(cairn_core::wal::reader::ScanItem::Record { offset: tail_at, header, .. }) = scan.items.last() else {
+        panic!("records in the last segment")
+    };
     assert_eq!(header.seq, tail);
     let tail_at = *tail_at;
     torn.truncate(torn.len() - 5);
@@ -664,22 +705,28 @@ fn regenerate_golden_fixture() {
     overlay(&case_dir, &last, &torn);
     overlay(&case_dir, MANIFEST_FILE, &open_manifest);
     overlay(&case_dir, MANIFEST_COPY_FILE, &open_copy);
-    write_json(&case_dir.join("case.json"), &json!({
-        "description": "a crash while the last record was being written: its last 5 bytes never reached the disk (manifests as an open store leaves them, without the clean-close mark)",
-        "file": last, "offset": tail_at, "last_seq": before_tail, "absent": absent,
-        "outcome": "tolerate-torn-tail truncates the segment at `offset` (tornTail) and serves expected.json without the `absent` rows, at `last_seq`; absolute-consistency refuses",
-    }));
+    write_json(
+        &case_dir.join("case.json"),
+        &json!({
+            "description": "a crash while the last record was being written: its last 5 bytes never reached the disk (manifests as an open store leaves them, without the clean-close mark)",
+            "file": last, "offset": tail_at, "last_seq": before_tail, "absent": absent,
+            "outcome": "tolerate-torn-tail truncates the segment at `offset` (tornTail) and serves expected.json without the `absent` rows, at `last_seq`; absolute-consistency refuses",
+        }),
+    );
 
     let mut bad = fs::read(store.join(MANIFEST_FILE)).expect("MANIFEST");
     let checksum_at = bad.len() - 8;
     bad[60] ^= 0x01;
     let case_dir = corrupt.join("damaged-manifest");
     overlay(&case_dir, MANIFEST_FILE, &bad);
-    write_json(&case_dir.join("case.json"), &json!({
-        "description": "one bit flipped in MANIFEST's JSON body; MANIFEST.copy is intact",
-        "file": MANIFEST_FILE, "byte": 60, "offset": checksum_at,
-        "outcome": "scrub reports MANIFEST's checksum failing at `offset`; absolute-consistency refuses; tolerate-torn-tail opens from MANIFEST.copy (manifestRestored), quarantines the damaged MANIFEST and serves every row of expected.json",
-    }));
+    write_json(
+        &case_dir.join("case.json"),
+        &json!({
+            "description": "one bit flipped in MANIFEST's JSON body; MANIFEST.copy is intact",
+            "file": MANIFEST_FILE, "byte": 60, "offset": checksum_at,
+            "outcome": "scrub reports MANIFEST's checksum failing at `offset`; absolute-consistency refuses; tolerate-torn-tail opens from MANIFEST.copy (manifestRestored), quarantines the damaged MANIFEST and serves every row of expected.json",
+        }),
+    );
 
     // An archived segment that the incremental snapshot holds an identical copy of.
     let inc_wal = store.join(SNAPSHOTS_DIR).join(&incremental.id).join(WAL_DIR);
@@ -695,11 +742,14 @@ fn regenerate_golden_fixture() {
     let case_dir = corrupt.join("bit-flip-in-archived-wal");
     overlay(&case_dir, &archived, &flipped);
     let copy = format!("{SNAPSHOTS_DIR}/{}/{WAL_DIR}/{name}", incremental.id);
-    write_json(&case_dir.join("case.json"), &json!({
-        "description": "one bit flipped in the first record of an archived WAL segment that the incremental snapshot holds a copy of",
-        "file": archived, "offset": record, "byte": byte, "copy": copy,
-        "outcome": "opens and serves every row of expected.json (open reads no archived WAL); scrub reports a checksum finding at `offset`, and a repairing scrub replaces the file from `copy` and quarantines the damaged bytes",
-    }));
+    write_json(
+        &case_dir.join("case.json"),
+        &json!({
+            "description": "one bit flipped in the first record of an archived WAL segment that the incremental snapshot holds a copy of",
+            "file": archived, "offset": record, "byte": byte, "copy": copy,
+            "outcome": "opens and serves every row of expected.json (open reads no archived WAL); scrub reports a checksum finding at `offset`, and a repairing scrub replaces the file from `copy` and quarantines the damaged bytes",
+        }),
+    );
 
     let _ = fs::remove_dir_all(&root);
     copy_tree(&build, &root);

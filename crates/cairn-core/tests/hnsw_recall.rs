@@ -52,9 +52,7 @@ struct Mixture {
 impl Mixture {
     fn new(seed: u64) -> Mixture {
         let mut rng = Rng(seed);
-        let centres = (0..CLUSTERS)
-            .map(|_| (0..DIM).map(|_| rng.gaussian()).collect())
-            .collect();
+        let centres = (0..CLUSTERS).map(|_| (0..DIM).map(|_| rng.gaussian()).collect()).collect();
         Mixture { centres, rng }
     }
 
@@ -69,83 +67,38 @@ impl Mixture {
 
     fn point_in(&mut self, cluster: usize) -> Vec<f32> {
         let rng = &mut self.rng;
-        self.centres[cluster]
-            .iter()
-            .map(|c| c + 0.5 * rng.gaussian())
-            .collect()
+        self.centres[cluster].iter().map(|c| c + 0.5 * rng.gaussian()).collect()
     }
 
     fn nearest_cluster(&self, v: &[f32]) -> usize {
-        let distances = self
-            .centres
-            .iter()
-            .map(|c| cairn_core::distance::l2_squared(c, v));
-        distances
-            .enumerate()
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map_or(0, |(i, _)| i)
+        let distances = self.centres.iter().map(|c| cairn_core::distance::l2_squared(c, v));
+        distances.enumerate().min_by(|a, b| a.1.total_cmp(&b.1)).map_or(0, |(i, _)| i)
     }
 }
 
 /// `data` in the form the index stores it (unit-normalised for cosine), for exact search.
 fn prepared(metric: Metric, data: &[(u64, Vec<f32>)]) -> Vec<(u64, Vec<f32>)> {
-    data.iter()
-        .map(|(label, v)| {
-            (
-                *label,
-                if metric == Metric::Cosine {
-                    normalize(v)
-                } else {
-                    v.clone()
-                },
-            )
-        })
-        .collect()
+    data.iter().map(|(label, v)| (*label, if metric == Metric::Cosine { normalize(v) } else { v.clone() })).collect()
 }
 
 /// Exact k-NN over prepared `(label, vector)` pairs satisfying `accept`.
-fn exact_knn(
-    metric: Metric,
-    prepared: &[(u64, Vec<f32>)],
-    query: &[f32],
-    k: usize,
-    accept: impl Fn(u64) -> bool,
-) -> Vec<u64> {
-    let query = if metric == Metric::Cosine {
-        normalize(query)
-    } else {
-        query.to_vec()
-    };
-    let mut scored: Vec<(f32, u64)> = prepared
-        .iter()
-        .filter(|(label, _)| accept(*label))
-        .map(|(label, v)| (metric.distance(&query, v), *label))
-        .collect();
+fn exact_knn(metric: Metric, prepared: &[(u64, Vec<f32>)], query: &[f32], k: usize, accept: impl Fn(u64) -> bool) -> Vec<u64> {
+    let query = if metric == Metric::Cosine { normalize(query) } else { query.to_vec() };
+    let mut scored: Vec<(f32, u64)> =
+        prepared.iter().filter(|(label, _)| accept(*label)).map(|(label, v)| (metric.distance(&query, v), *label)).collect();
     scored.sort_by(|a, b| a.0.total_cmp(&b.0));
     scored.into_iter().take(k).map(|(_, label)| label).collect()
 }
 
 /// Mean fraction of the exact top-k that the index returns.
-fn recall(
-    index: &Hnsw,
-    data: &[(u64, Vec<f32>)],
-    queries: &[Vec<f32>],
-    ef: usize,
-    filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
-) -> f64 {
+fn recall(index: &Hnsw, data: &[(u64, Vec<f32>)], queries: &[Vec<f32>], ef: usize, filter: Option<&(dyn Fn(u64) -> bool + Sync)>) -> f64 {
     let metric = index.params().metric;
     let prepared = prepared(metric, data);
     let hits: usize = queries
         .par_iter()
         .map(|query| {
-            let exact = exact_knn(metric, &prepared, query, K, |label| {
-                filter.is_none_or(|f| f(label))
-            });
-            let found: HashSet<u64> = index
-                .search(query, K, ef, filter)
-                .into_iter()
-                .map(|(label, _)| label)
-                .collect();
+            let exact = exact_knn(metric, &prepared, query, K, |label| filter.is_none_or(|f| f(label)));
+            let found: HashSet<u64> = index.search(query, K, ef, filter).into_iter().map(|(label, _)| label).collect();
             exact.iter().filter(|label| found.contains(label)).count()
         })
         .sum();
@@ -154,10 +107,7 @@ fn recall(
 
 fn build(metric: Metric, data: &[(u64, Vec<f32>)], capacity: usize) -> Hnsw {
     let index = Hnsw::new(HnswParams::new(DIM, metric), capacity).expect("valid params");
-    let items: Vec<(u64, &[f32])> = data
-        .iter()
-        .map(|(label, v)| (*label, v.as_slice()))
-        .collect();
+    let items: Vec<(u64, &[f32])> = data.iter().map(|(label, v)| (*label, v.as_slice())).collect();
     index.insert_batch(&items).expect("capacity");
     index
 }
@@ -173,19 +123,10 @@ struct Fixture {
 fn fixture(metric: Metric, cell: &'static OnceLock<Fixture>, seed: u64) -> &'static Fixture {
     cell.get_or_init(|| {
         let mut mixture = Mixture::new(seed);
-        let data: Vec<(u64, Vec<f32>)> = mixture
-            .sample(20_000)
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (i as u64 * 7, v))
-            .collect();
+        let data: Vec<(u64, Vec<f32>)> = mixture.sample(20_000).into_iter().enumerate().map(|(i, v)| (i as u64 * 7, v)).collect();
         let queries = mixture.sample(200);
         let index = build(metric, &data, data.len());
-        Fixture {
-            index,
-            data,
-            queries,
-        }
+        Fixture { index, data, queries }
     })
 }
 
@@ -202,9 +143,7 @@ fn cosine_fixture() -> &'static Fixture {
 fn copy_through_file(index: &Hnsw) -> Hnsw {
     let mut bytes = Vec::new();
     index.write_to(&mut bytes, 5).expect("write to a Vec");
-    Hnsw::read_from(&bytes, Path::new("copy.hnsw"))
-        .expect("round trip")
-        .0
+    Hnsw::read_from(&bytes, Path::new("copy.hnsw")).expect("round trip").0
 }
 
 /// Scenario tests live in a module named `hnsw` so `cargo test -p cairn-core hnsw` selects them
@@ -231,12 +170,7 @@ mod hnsw {
     #[test]
     fn recall_at_10_inner_product_5k() {
         let mut mixture = Mixture::new(3);
-        let data: Vec<(u64, Vec<f32>)> = mixture
-            .sample(5_000)
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (i as u64, v))
-            .collect();
+        let data: Vec<(u64, Vec<f32>)> = mixture.sample(5_000).into_iter().enumerate().map(|(i, v)| (i as u64, v)).collect();
         let queries = mixture.sample(100);
         let index = build(Metric::Ip, &data, data.len());
         let r = recall(&index, &data, &queries, EF, None);
@@ -248,18 +182,12 @@ mod hnsw {
     fn persisted_index_returns_identical_results() {
         let f = l2_fixture();
         let mut bytes = Vec::new();
-        f.index
-            .write_to(&mut bytes, 123_456)
-            .expect("write to a Vec");
-        let (loaded, covered_seq) =
-            Hnsw::read_from(&bytes, Path::new("index.hnsw")).expect("valid file");
+        f.index.write_to(&mut bytes, 123_456).expect("write to a Vec");
+        let (loaded, covered_seq) = Hnsw::read_from(&bytes, Path::new("index.hnsw")).expect("valid file");
         assert_eq!(covered_seq, 123_456);
         assert_eq!(loaded.len(), f.index.len());
         for query in &f.queries {
-            assert_eq!(
-                loaded.search(query, K, EF, None),
-                f.index.search(query, K, EF, None)
-            );
+            assert_eq!(loaded.search(query, K, EF, None), f.index.search(query, K, EF, None));
         }
         let r = recall(&loaded, &f.data, &f.queries, EF, None);
         println!("l2 recall@10 after persist round trip: {r:.4}");
@@ -272,8 +200,7 @@ mod hnsw {
         let mut bytes = Vec::new();
         f.index.write_to(&mut bytes, 1).expect("write to a Vec");
         let path = Path::new("/data/docs/index.hnsw");
-        let is_corruption =
-            |bytes: &[u8]| matches!(Hnsw::read_from(bytes, path), Err(Error::Corruption { .. }));
+        let is_corruption = |bytes: &[u8]| matches!(Hnsw::read_from(bytes, path), Err(Error::Corruption { .. }));
 
         let mut flipped = bytes.clone();
         flipped[bytes.len() / 2] ^= 0x04;
@@ -281,19 +208,8 @@ mod hnsw {
         let mut flipped_trailer = bytes.clone();
         let last = flipped_trailer.len() - 1;
         flipped_trailer[last] ^= 0x80;
-        assert!(
-            is_corruption(&flipped_trailer),
-            "a flipped bit in the checksum"
-        );
-        for len in [
-            0,
-            7,
-            64,
-            71,
-            bytes.len() / 3,
-            bytes.len() - 9,
-            bytes.len() - 1,
-        ] {
+        assert!(is_corruption(&flipped_trailer), "a flipped bit in the checksum");
+        for len in [0, 7, 64, 71, bytes.len() / 3, bytes.len() - 9, bytes.len() - 1] {
             assert!(is_corruption(&bytes[..len]), "truncated to {len} bytes");
         }
         let mut wrong_magic = bytes.clone();
@@ -313,12 +229,7 @@ mod hnsw {
     fn deleting_30_percent_then_inserting_keeps_recall() {
         let f = l2_fixture();
         let mut index = copy_through_file(&f.index);
-        let deleted: HashSet<u64> = f
-            .data
-            .iter()
-            .map(|(label, _)| *label)
-            .filter(|label| (label / 7) % 10 < 3)
-            .collect();
+        let deleted: HashSet<u64> = f.data.iter().map(|(label, _)| *label).filter(|label| (label / 7) % 10 < 3).collect();
         for &label in &deleted {
             index.mark_deleted(label);
         }
@@ -327,26 +238,13 @@ mod hnsw {
 
         let mut mixture = Mixture::new(1);
         mixture.sample(20_200); // skip the fixture's data and queries
-        let fresh: Vec<(u64, Vec<f32>)> = mixture
-            .sample(4_000)
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (1_000_000 + i as u64, v))
-            .collect();
+        let fresh: Vec<(u64, Vec<f32>)> = mixture.sample(4_000).into_iter().enumerate().map(|(i, v)| (1_000_000 + i as u64, v)).collect();
         index.reserve(index.capacity() + fresh.len());
-        let items: Vec<(u64, &[f32])> = fresh
-            .iter()
-            .map(|(label, v)| (*label, v.as_slice()))
-            .collect();
+        let items: Vec<(u64, &[f32])> = fresh.iter().map(|(label, v)| (*label, v.as_slice())).collect();
         index.insert_batch(&items).expect("reserved");
 
-        let live: Vec<(u64, Vec<f32>)> = f
-            .data
-            .iter()
-            .filter(|(label, _)| !deleted.contains(label))
-            .cloned()
-            .chain(fresh.iter().cloned())
-            .collect();
+        let live: Vec<(u64, Vec<f32>)> =
+            f.data.iter().filter(|(label, _)| !deleted.contains(label)).cloned().chain(fresh.iter().cloned()).collect();
         let never_deleted = |index: &Hnsw| {
             for query in &f.queries {
                 for (label, _) in index.search(query, K, EF, None) {
@@ -390,16 +288,10 @@ mod hnsw {
         assert_eq!(index.len(), 20_000, "updates do not change the live count");
         for (label, old, new) in &moves {
             let at_new = index.search(new, 1, EF, None);
-            assert_eq!(
-                at_new[0].0, *label,
-                "updated label is nearest to its new vector"
-            );
+            assert_eq!(at_new[0].0, *label, "updated label is nearest to its new vector");
             assert!(at_new[0].1 < 1e-5, "distance to itself is ~0");
             let at_old = index.search(old, K, EF, None);
-            assert!(
-                at_old.iter().all(|(l, _)| l != label),
-                "label {label} still found at its old position"
-            );
+            assert!(at_old.iter().all(|(l, _)| l != label), "label {label} still found at its old position");
         }
     }
 
@@ -408,18 +300,10 @@ mod hnsw {
         let f = l2_fixture();
         let half = |label: u64| (label / 7).is_multiple_of(2);
         let one_percent = |label: u64| (label / 7).is_multiple_of(100);
-        for (name, filter) in [
-            ("50%", &half as &(dyn Fn(u64) -> bool + Sync)),
-            ("1%", &one_percent),
-        ] {
+        for (name, filter) in [("50%", &half as &(dyn Fn(u64) -> bool + Sync)), ("1%", &one_percent)] {
             for query in &f.queries {
                 let found = f.index.search(query, K, EF, Some(filter));
-                assert_eq!(
-                    found.len(),
-                    K,
-                    "{name} filter returned {} results",
-                    found.len()
-                );
+                assert_eq!(found.len(), K, "{name} filter returned {} results", found.len());
                 assert!(found.iter().all(|(label, _)| filter(*label)));
             }
             let r = recall(&f.index, &f.data, &f.queries, EF, Some(filter));
@@ -439,20 +323,8 @@ mod hnsw {
     #[test]
     fn concurrent_inserts_while_searching() {
         let mut mixture = Mixture::new(9);
-        let data: Vec<(u64, Vec<f32>)> = mixture
-            .sample(6_000)
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (i as u64, v))
-            .collect();
-        let index = Hnsw::new(
-            HnswParams {
-                ef_construction: 100,
-                ..HnswParams::new(DIM, Metric::L2)
-            },
-            data.len(),
-        )
-        .expect("valid params");
+        let data: Vec<(u64, Vec<f32>)> = mixture.sample(6_000).into_iter().enumerate().map(|(i, v)| (i as u64, v)).collect();
+        let index = Hnsw::new(HnswParams { ef_construction: 100, ..HnswParams::new(DIM, Metric::L2) }, data.len()).expect("valid params");
         let inserters = 3;
         std::thread::scope(|scope| {
             for t in 0..inserters {
@@ -478,47 +350,28 @@ mod hnsw {
         assert!(data.iter().all(|(label, _)| index.contains(*label)));
         let not_found_at = |ef: usize| -> Vec<u64> {
             data.par_iter()
-                .filter(|(label, v)| {
-                    !index
-                        .search(v, K, ef, None)
-                        .iter()
-                        .any(|(found, _)| found == label)
-                })
+                .filter(|(label, v)| !index.search(v, K, ef, None).iter().any(|(found, _)| found == label))
                 .map(|(label, _)| *label)
                 .collect()
         };
         // Every node is reachable, so a wide enough beam finds each one; at the usual beam a few
         // isolated points may rank outside the top 10 of their own vector.
         let narrow = not_found_at(EF);
-        println!(
-            "labels not in the top {K} of their own vector at ef={EF}: {} of {}",
-            narrow.len(),
-            data.len()
-        );
+        println!("labels not in the top {K} of their own vector at ef={EF}: {} of {}", narrow.len(), data.len());
         assert!(narrow.len() * 1000 <= data.len(), "{narrow:?}");
         let wide = not_found_at(400);
-        assert!(
-            wide.is_empty(),
-            "labels not found by their own vector: {wide:?}"
-        );
+        assert!(wide.is_empty(), "labels not found by their own vector: {wide:?}");
     }
 
     #[test]
     fn updates_deletes_searches_and_persists_together() {
         let dim = 32;
         let mut rng = Rng(31);
-        let vectors: Vec<Vec<f32>> = (0..5_000)
-            .map(|_| (0..dim).map(|_| rng.gaussian()).collect())
-            .collect();
-        let params = HnswParams {
-            ef_construction: 64,
-            ..HnswParams::new(dim, Metric::Cosine)
-        };
+        let vectors: Vec<Vec<f32>> = (0..5_000).map(|_| (0..dim).map(|_| rng.gaussian()).collect()).collect();
+        let params = HnswParams { ef_construction: 64, ..HnswParams::new(dim, Metric::Cosine) };
         let index = Hnsw::new(params, 12_000).expect("valid params");
         // Labels 10_000.. exist before the threads start; the odd ones get deleted meanwhile.
-        let existing: Vec<(u64, &[f32])> = (0..1_000)
-            .map(|i| (10_000 + i as u64, vectors[4_000 + i].as_slice()))
-            .collect();
+        let existing: Vec<(u64, &[f32])> = (0..1_000).map(|i| (10_000 + i as u64, vectors[4_000 + i].as_slice())).collect();
         index.insert_batch(&existing).expect("capacity");
         let files = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|scope| {
@@ -527,14 +380,10 @@ mod hnsw {
                 let (index, vectors) = (&index, &vectors);
                 scope.spawn(move || {
                     for label in (t..2_000).step_by(2) {
-                        index
-                            .insert(label, &vectors[label as usize])
-                            .expect("capacity");
+                        index.insert(label, &vectors[label as usize]).expect("capacity");
                     }
                     for label in (t..2_000).step_by(4) {
-                        index
-                            .insert(label, &vectors[2_000 + label as usize])
-                            .expect("capacity");
+                        index.insert(label, &vectors[2_000 + label as usize]).expect("capacity");
                     }
                 });
             }
@@ -560,8 +409,7 @@ mod hnsw {
         });
         // Every snapshot taken mid-flight is a consistent, loadable index.
         for bytes in files.into_inner().expect("no panics") {
-            let (copy, _) =
-                Hnsw::read_from(&bytes, Path::new("mid-flight.hnsw")).expect("consistent");
+            let (copy, _) = Hnsw::read_from(&bytes, Path::new("mid-flight.hnsw")).expect("consistent");
             assert_eq!(copy.len() + copy.deleted_count(), copy.capacity());
         }
         for label in 10_000..11_000u64 {
@@ -571,18 +419,10 @@ mod hnsw {
         // Labels with label % 4 in {0, 1} were updated to vector 2000 + label.
         let latest = (0..2_000u64)
             .map(|label| (label, if label % 4 < 2 { 2_000 + label } else { label }))
-            .chain(
-                (10_000..11_000u64)
-                    .step_by(2)
-                    .map(|label| (label, label - 6_000)),
-            );
+            .chain((10_000..11_000u64).step_by(2).map(|label| (label, label - 6_000)));
         for (label, current) in latest {
             let found = index.search(&vectors[current as usize], 1, 400, None);
-            assert_eq!(
-                found.first().map(|hit| hit.0),
-                Some(label),
-                "label {label} at its latest vector"
-            );
+            assert_eq!(found.first().map(|hit| hit.0), Some(label), "label {label} at its latest vector");
         }
     }
 
@@ -594,10 +434,7 @@ mod hnsw {
         /// CPU seconds of this process or thread: on a shared machine wall time mostly measures
         /// the neighbours, CPU time measures the index.
         fn cpu_seconds(clock: libc::clockid_t) -> f64 {
-            let mut now = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
+            let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
             // SAFETY: `now` is a valid, writable timespec.
             unsafe { libc::clock_gettime(clock, &mut now) };
             now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
@@ -606,12 +443,7 @@ mod hnsw {
         println!("rayon threads: {threads}");
         for n in [20_000usize, 100_000] {
             let mut mixture = Mixture::new(42);
-            let data: Vec<(u64, Vec<f32>)> = mixture
-                .sample(n)
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| (i as u64, v))
-                .collect();
+            let data: Vec<(u64, Vec<f32>)> = mixture.sample(n).into_iter().enumerate().map(|(i, v)| (i as u64, v)).collect();
             let queries = mixture.sample(1_000);
             for metric in [Metric::L2, Metric::Cosine] {
                 let (started, cpu) = (Instant::now(), cpu_seconds(libc::CLOCK_PROCESS_CPUTIME_ID));
@@ -626,14 +458,12 @@ mod hnsw {
                 let _ = Hnsw::read_from(&bytes, Path::new("x")).expect("read");
                 let read_time = started.elapsed();
                 for ef in [50, 64, 100] {
-                    let (started, cpu) =
-                        (Instant::now(), cpu_seconds(libc::CLOCK_THREAD_CPUTIME_ID));
+                    let (started, cpu) = (Instant::now(), cpu_seconds(libc::CLOCK_THREAD_CPUTIME_ID));
                     for query in &queries {
                         std::hint::black_box(index.search(query, K, ef, None));
                     }
                     let wall = started.elapsed().as_secs_f64() / queries.len() as f64;
-                    let cpu =
-                        (cpu_seconds(libc::CLOCK_THREAD_CPUTIME_ID) - cpu) / queries.len() as f64;
+                    let cpu = (cpu_seconds(libc::CLOCK_THREAD_CPUTIME_ID) - cpu) / queries.len() as f64;
                     let r = recall(&index, &data, &queries[..200], ef, None);
                     println!(
                         "{n} x {DIM} {}: ef={ef} one thread {:.1} us/query cpu ({:.0} QPS), {:.1} us wall, recall@10 {r:.4}",

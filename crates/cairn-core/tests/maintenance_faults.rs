@@ -114,7 +114,8 @@ fn verify_snapshot(fs: &FaultStorage, s: &SnapshotInfo, ctx: &str) {
     let head = scrub::verify_file_on(fs, &sdir.join(SNAPSHOT_FILE), FileKind::SnapshotManifest, None, &ScanControl::new(None));
     assert!(head.findings.is_empty(), "{ctx}: snapshot {} manifest: {:?}", s.id, head.findings);
     for f in &s.files {
-        let (bytes, xxh3) = snapshot::hash_file(fs, &sdir.join(&f.path)).unwrap_or_else(|err| panic!("{ctx}: snapshot {} file {}: {err}", s.id, f.path));
+        let (bytes, xxh3) =
+            snapshot::hash_file(fs, &sdir.join(&f.path)).unwrap_or_else(|err| panic!("{ctx}: snapshot {} file {}: {err}", s.id, f.path));
         assert_eq!((bytes, &xxh3), (f.bytes, &f.xxh3), "{ctx}: snapshot {} file {} does not verify", s.id, f.path);
     }
 }
@@ -193,7 +194,8 @@ fn restore_fault_at_every_write_or_fsync_leaves_no_target_and_the_source_unchang
     let source_files = files(&base);
     let target = PathBuf::from("/restored");
     // From the newest snapshot, from the older one, and from the empty store; WAL after each.
-    let cases = [(RestoreTarget::Latest, history.len()), (RestoreTarget::Seq(snaps[0].seq + 5), snaps[0].seq + 5), (RestoreTarget::Seq(4), 4)];
+    let cases =
+        [(RestoreTarget::Latest, history.len()), (RestoreTarget::Seq(snaps[0].seq + 5), snaps[0].seq + 5), (RestoreTarget::Seq(4), 4)];
     for (to, seq) in cases {
         let restore = |fs: &FaultStorage| pitr::restore_on(Arc::new(fs.clone()), dir(), &target, to);
         let dry = || {

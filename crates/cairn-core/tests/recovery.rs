@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_core::batch::{self, Op};
-use cairn_core::layout::{ARCHIVE_DIR, DATA_DIR, WAL_DIR};
+use cairn_core::datafile::{read_header, DATAFILE_HEADER_LEN, KIND_BASE, KIND_DELTA};
 use cairn_core::fault::{CrashKind, FaultStorage};
+use cairn_core::layout::{ARCHIVE_DIR, DATA_DIR, WAL_DIR};
 use cairn_core::layout::{MANIFEST_COPY_FILE, MANIFEST_FILE};
 use cairn_core::manifest;
-use cairn_core::datafile::{read_header, DATAFILE_HEADER_LEN, KIND_BASE, KIND_DELTA};
 use cairn_core::storage::{OsStorage, Storage};
 use cairn_core::wal::reader::{scan_segment, ScanItem};
 use cairn_core::wal::record::SEGMENT_HEADER_LEN;
@@ -63,7 +63,10 @@ fn expect_corruption(fs: &FaultStorage, mode: RecoveryMode, file: &Path, pos: us
     assert_eq!(err.code(), "CAIRN_CORRUPTION", "{ctx}: {mode:?}: {err}");
     let (named, offset) = corruption_location(&err);
     assert_eq!(named, file, "{ctx}: {mode:?} names the wrong file: {err}");
-    assert!(offset as usize <= pos && pos - (offset as usize) < window, "{ctx}: {mode:?} offset {offset} is implausible for a flip at {pos}");
+    assert!(
+        offset as usize <= pos && pos - (offset as usize) < window,
+        "{ctx}: {mode:?} offset {offset} is implausible for a flip at {pos}"
+    );
     assert!(files(fs) == before, "{ctx}: a refused open modified the store");
 }
 
@@ -204,7 +207,12 @@ fn bit_flip_mid_last_segment_is_corruption_not_a_torn_tail() {
 /// collection no longer applies; it must be skipped whole and reported, never half applied.
 #[test]
 fn skip_corrupt_never_applies_half_a_batch() {
-    let up = |c: &str, id: &str, x: f32, dim: u32| Op::Upsert { collection: c.into(), id: id.into(), vector: vec![x; dim as usize], metadata: "null".into() };
+    let up = |c: &str, id: &str, x: f32, dim: u32| Op::Upsert {
+        collection: c.into(),
+        id: id.into(),
+        vector: vec![x; dim as usize],
+        metadata: "null".into(),
+    };
     let steps = vec![
         Step::Commit(vec![Op::CreateCollection(spec("a", DIM_A, Metric::L2))]),
         Step::Commit(vec![up("a", "a1", 1.0, DIM_A)]),
@@ -229,10 +237,16 @@ fn bit_flip_in_checkpoint_segment_file() {
     // A checkpoint, then one small change: the next checkpoint of "a" would be a delta and "b"
     // would get no new file, so nothing rewrites the damaged base unless recovery does.
     steps.push(Step::Checkpoint);
-    steps.push(Step::Commit(vec![Op::Upsert { collection: "a".into(), id: "late".into(), vector: vec![0.25; DIM_A as usize], metadata: "null".into() }]));
+    steps.push(Step::Commit(vec![Op::Upsert {
+        collection: "a".into(),
+        id: "late".into(),
+        vector: vec![0.25; DIM_A as usize],
+        metadata: "null".into(),
+    }]));
     let (fs, history) = build(&steps, 1 << 20);
     let want = history.model_at(history.len());
-    let data: Vec<PathBuf> = list(&fs, DATA_DIR).into_iter().filter(|n| n.ends_with(".seg")).map(|n| dir().join(DATA_DIR).join(n)).collect();
+    let data: Vec<PathBuf> =
+        list(&fs, DATA_DIR).into_iter().filter(|n| n.ends_with(".seg")).map(|n| dir().join(DATA_DIR).join(n)).collect();
     assert!(data.len() >= 2, "a base file per collection: {data:?}");
     let mut rng = Rng::new(72);
     let (mut repaired, mut refused) = (0, 0);
@@ -252,7 +266,11 @@ fn bit_flip_in_checkpoint_segment_file() {
                     repaired += 1;
                     let r = e.recovery_report().clone();
                     assert!(!r.repaired_records.is_empty(), "{ctx}: opened without repairing or reporting");
-                    assert!(r.repaired_records.iter().all(|x| x.file.ends_with(name) && x.offset as usize <= pos), "{ctx}: {:?}", r.repaired_records);
+                    assert!(
+                        r.repaired_records.iter().all(|x| x.file.ends_with(name) && x.offset as usize <= pos),
+                        "{ctx}: {:?}",
+                        r.repaired_records
+                    );
                     assert!(r.unreadable_records.is_empty() && r.bad_segment_records.is_empty(), "{ctx}: {r:?}");
                     assert_state(&e, &want, &ctx);
                     drop(e);
@@ -285,7 +303,8 @@ fn bit_flip_in_checkpoint_segment_file() {
             // by the strictest mode.
             let after = damaged.crash(CrashKind::DropUnsynced);
             drop(e);
-            let e2 = open_with(&after, RecoveryMode::AbsoluteConsistency).unwrap_or_else(|err| panic!("{ctx}: open after skip-corrupt: {err}"));
+            let e2 =
+                open_with(&after, RecoveryMode::AbsoluteConsistency).unwrap_or_else(|err| panic!("{ctx}: open after skip-corrupt: {err}"));
             assert_model_eq(&read_state(&e2), &got, &format!("{ctx}: reopen after skip-corrupt"));
         }
     }
@@ -322,7 +341,12 @@ fn unrepairable_checkpoint_record_is_unreadable_until_rewritten() {
     let commit = |e: &Engine, ops: Vec<Op>, h: &mut History| h.acknowledge(e.commit(&ops).expect("commit"), ops);
     commit(&e, vec![Op::CreateCollection(spec("a", DIM_A, Metric::L2))], &mut history);
     for i in 0..40 {
-        let ops = vec![Op::Upsert { collection: "a".into(), id: format!("r{i:02}"), vector: rng.vector(DIM_A), metadata: format!("{{\"i\":{i}}}") }];
+        let ops = vec![Op::Upsert {
+            collection: "a".into(),
+            id: format!("r{i:02}"),
+            vector: rng.vector(DIM_A),
+            metadata: format!("{{\"i\":{i}}}"),
+        }];
         commit(&e, ops, &mut history);
     }
     checkpoint(&e).expect("checkpoint");
@@ -418,7 +442,8 @@ fn bit_flip_in_persisted_index_means_rebuild_not_wrong_answers() {
     steps.push(Step::Checkpoint);
     let (fs, history) = build(&steps, 1 << 20);
     let want = history.model_at(history.len());
-    let graphs: Vec<PathBuf> = list(&fs, DATA_DIR).into_iter().filter(|n| n.ends_with(".hnsw")).map(|n| dir().join(DATA_DIR).join(n)).collect();
+    let graphs: Vec<PathBuf> =
+        list(&fs, DATA_DIR).into_iter().filter(|n| n.ends_with(".hnsw")).map(|n| dir().join(DATA_DIR).join(n)).collect();
     assert!(!graphs.is_empty(), "the checkpoint persists the graphs");
     let mut rng = Rng::new(76);
     for path in &graphs {
@@ -522,7 +547,9 @@ fn clean_close_then_lost_tail_is_corruption() {
         damaged.mutate(&path, |b| b.truncate(b.len() - cut)).expect("truncate");
         for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::AbsoluteConsistency] {
             let before = files(&damaged);
-            let err = open_with(&damaged, mode).err().unwrap_or_else(|| panic!("{ctx}: {mode:?} took a lost tail after a clean close for a torn write"));
+            let err = open_with(&damaged, mode)
+                .err()
+                .unwrap_or_else(|| panic!("{ctx}: {mode:?} took a lost tail after a clean close for a torn write"));
             assert_eq!(err.code(), "CAIRN_CORRUPTION", "{ctx}: {err}");
             assert_eq!(corruption_location(&err).0, path, "{ctx}");
             assert!(files(&damaged) == before, "{ctx}: a refused open modified the store");
@@ -547,7 +574,9 @@ fn clean_close_mark_is_cleared_on_open() {
     drop(e);
     let e = Engine::open(dir(), opts).expect("reopen");
     fs.fail_at(cairn_core::fault::FaultOp::Sync, 1);
-    let big: Vec<Op> = (0..30).map(|i| Op::Upsert { collection: "b".into(), id: format!("r{i}"), vector: vec![1.0; DIM_B as usize], metadata: "null".into() }).collect();
+    let big: Vec<Op> = (0..30)
+        .map(|i| Op::Upsert { collection: "b".into(), id: format!("r{i}"), vector: vec![1.0; DIM_B as usize], metadata: "null".into() })
+        .collect();
     assert!(e.commit(&big).is_err());
     let torn = fs.crash(CrashKind::TearLastWrite(4096));
     drop(e);
@@ -602,7 +631,14 @@ fn reopen_after_checkpoint_round_trips() {
 fn reopen_after_checkpoint_round_trips_on_disk() {
     let root = std::env::temp_dir().join(format!("cairn-recovery-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let opts = Options { sync: SyncMode::Group, recovery: RecoveryMode::TolerateTornTail, segment_bytes: 64 << 10, prealloc: Prealloc::Background, storage: Arc::new(OsStorage), ..Options::default() };
+    let opts = Options {
+        sync: SyncMode::Group,
+        recovery: RecoveryMode::TolerateTornTail,
+        segment_bytes: 64 << 10,
+        prealloc: Prealloc::Background,
+        storage: Arc::new(OsStorage),
+        ..Options::default()
+    };
     let shape = WorkloadShape { commits: 120, checkpoint_pct: 6, reopen_pct: 3, big_pct: 8 };
     let mut history = History::default();
     let mut engine = Engine::open(&root, opts.clone()).expect("open on disk");
@@ -658,7 +694,14 @@ fn delta_checkpoints_then_merge_into_a_base() {
     commit(vec![Op::CreateCollection(spec("a", DIM_A, Metric::L2))], &mut history);
     commit(vec![Op::CreateCollection(spec("b", DIM_B, Metric::Ip))], &mut history);
     let rows = |c: &str, n: usize, dim: u32, rng: &mut Rng| -> Vec<Op> {
-        (0..n).map(|i| Op::Upsert { collection: c.into(), id: format!("{c}{i}"), vector: rng.vector(dim), metadata: format!("{{\"i\":{i}}}") }).collect()
+        (0..n)
+            .map(|i| Op::Upsert {
+                collection: c.into(),
+                id: format!("{c}{i}"),
+                vector: rng.vector(dim),
+                metadata: format!("{{\"i\":{i}}}"),
+            })
+            .collect()
     };
     commit(rows("a", 50, DIM_A, &mut rng), &mut history);
     commit(rows("b", 20, DIM_B, &mut rng), &mut history);
@@ -669,7 +712,12 @@ fn delta_checkpoints_then_merge_into_a_base() {
     let mut lens = Vec::new();
     for round in 0..12 {
         // A small change: one new value and one delete.
-        let upd = Op::Upsert { collection: "a".into(), id: format!("a{}", round * 3), vector: rng.vector(DIM_A), metadata: format!("{{\"round\":{round}}}") };
+        let upd = Op::Upsert {
+            collection: "a".into(),
+            id: format!("a{}", round * 3),
+            vector: rng.vector(DIM_A),
+            metadata: format!("{{\"round\":{round}}}"),
+        };
         commit(vec![upd, Op::Delete { collection: "a".into(), id: format!("a{}", round * 3 + 1) }], &mut history);
         let seq = checkpoint(&engine).expect("checkpoint");
         let segs = manifest_segments(&fs, "a");
@@ -687,7 +735,11 @@ fn delta_checkpoints_then_merge_into_a_base() {
         }
         // Untouched collections get no new file; superseded files are removed.
         assert_eq!(manifest_segments(&fs, "b"), b_files);
-        assert_eq!(list(&fs, DATA_DIR).into_iter().collect::<BTreeSet<_>>(), manifest_files(&fs), "round {round}: data/ holds exactly the live files");
+        assert_eq!(
+            list(&fs, DATA_DIR).into_iter().collect::<BTreeSet<_>>(),
+            manifest_files(&fs),
+            "round {round}: data/ holds exactly the live files"
+        );
         let e = open_with(&fs.crash(CrashKind::DropUnsynced), RecoveryMode::AbsoluteConsistency).expect("reopen");
         assert_eq!(e.recovery_report().replayed_records, 0);
         assert_state(&e, &history.model_at(history.len()), &format!("round {round}"));
@@ -771,9 +823,19 @@ fn close_waits_for_a_running_checkpoint() {
         let engine = open_with(&fs, RecoveryMode::TolerateTornTail).expect("open");
         let mut history = History::default();
         let mut rng = Rng::new(140 + attempt);
-        history.acknowledge(engine.commit(&[Op::CreateCollection(spec("b", DIM_B, Metric::Ip))]).expect("create"), vec![Op::CreateCollection(spec("b", DIM_B, Metric::Ip))]);
+        history.acknowledge(
+            engine.commit(&[Op::CreateCollection(spec("b", DIM_B, Metric::Ip))]).expect("create"),
+            vec![Op::CreateCollection(spec("b", DIM_B, Metric::Ip))],
+        );
         for chunk in 0..20 {
-            let ops: Vec<Op> = (0..50).map(|i| Op::Upsert { collection: "b".into(), id: format!("r{chunk}-{i}"), vector: rng.vector(DIM_B), metadata: "null".into() }).collect();
+            let ops: Vec<Op> = (0..50)
+                .map(|i| Op::Upsert {
+                    collection: "b".into(),
+                    id: format!("r{chunk}-{i}"),
+                    vector: rng.vector(DIM_B),
+                    metadata: "null".into(),
+                })
+                .collect();
             history.acknowledge(engine.commit(&ops).expect("commit"), ops);
         }
         let after_close = std::sync::Mutex::new(None);
@@ -781,7 +843,12 @@ fn close_waits_for_a_running_checkpoint() {
             let (engine, fs, after_close) = (&engine, &fs, &after_close);
             s.spawn(move || {
                 for _ in 0..50 {
-                    let up = [Op::Upsert { collection: "b".into(), id: "hot".into(), vector: vec![1.0; DIM_B as usize], metadata: "null".into() }];
+                    let up = [Op::Upsert {
+                        collection: "b".into(),
+                        id: "hot".into(),
+                        vector: vec![1.0; DIM_B as usize],
+                        metadata: "null".into(),
+                    }];
                     if engine.commit(&up).is_err() || engine.checkpoint().is_err() {
                         break;
                     }

@@ -25,7 +25,9 @@ impl From<cairn_core::Error> for Failure {
     fn from(e: cairn_core::Error) -> Failure {
         use cairn_core::Error as E;
         let (file, offset) = match &e {
-            E::Corruption { file, offset, .. } | E::ChecksumMismatch { file, offset, .. } => (Some(file.display().to_string()), Some(*offset)),
+            E::Corruption { file, offset, .. } | E::ChecksumMismatch { file, offset, .. } => {
+                (Some(file.display().to_string()), Some(*offset))
+            }
             E::Io { path, .. } => (Some(path.display().to_string()), None),
             _ => (None, None),
         };

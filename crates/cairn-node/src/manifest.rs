@@ -57,7 +57,13 @@ pub struct NativeManifest {
 }
 
 fn file_ref(s: &FileRef) -> NativeFileRef {
-    NativeFileRef { file: s.file.clone(), bytes: s.bytes as f64, xxh3: s.xxh3.clone(), records: s.records as f64, covered_seq: s.covered_seq.into() }
+    NativeFileRef {
+        file: s.file.clone(),
+        bytes: s.bytes as f64,
+        xxh3: s.xxh3.clone(),
+        records: s.records as f64,
+        covered_seq: s.covered_seq.into(),
+    }
 }
 
 fn collection(c: &ManifestCollection) -> NativeManifestCollection {
@@ -70,7 +76,11 @@ fn collection(c: &ManifestCollection) -> NativeManifestCollection {
         ef_construction: c.ef_construction,
         segments: c.data_files.iter().map(file_ref).collect(),
         index: c.index.as_ref().map(file_ref),
-        unreadable: c.unreadable.iter().map(|u| NativeUnreadable { id: u.id.clone(), file: u.file.clone(), offset: u.offset as f64, reason: u.reason.clone() }).collect(),
+        unreadable: c
+            .unreadable
+            .iter()
+            .map(|u| NativeUnreadable { id: u.id.clone(), file: u.file.clone(), offset: u.offset as f64, reason: u.reason.clone() })
+            .collect(),
     }
 }
 

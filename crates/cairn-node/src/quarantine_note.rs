@@ -89,8 +89,9 @@ impl From<QuarantineNote> for NativeQuarantineNote {
 pub fn read_quarantine_note(env: Env, path: String) -> napi::Result<NativeQuarantineNote> {
     sync(&env, || {
         let p = Path::new(&path);
-        let note: cairn_core::quarantine::QuarantineNote = serde_json::from_slice(&OsStorage.read(p).map_err(|e| Failure::from(cairn_core::Error::io(p, e)))?)
-            .map_err(|e| Failure::from(cairn_core::Error::corruption(p, 0, format!("quarantine note: {e}"))))?;
+        let note: cairn_core::quarantine::QuarantineNote =
+            serde_json::from_slice(&OsStorage.read(p).map_err(|e| Failure::from(cairn_core::Error::io(p, e)))?)
+                .map_err(|e| Failure::from(cairn_core::Error::corruption(p, 0, format!("quarantine note: {e}"))))?;
         Ok(note.into())
     })
 }

@@ -82,7 +82,13 @@ pub struct NativeRecoveryReport {
 }
 
 fn skipped(s: &SkippedRange) -> NativeSkippedRange {
-    NativeSkippedRange { file: s.file.clone(), offset: s.offset as f64, from_seq: s.from_seq.into(), to_seq: s.to_seq.map(BigInt::from), reason: s.reason.clone() }
+    NativeSkippedRange {
+        file: s.file.clone(),
+        offset: s.offset as f64,
+        from_seq: s.from_seq.into(),
+        to_seq: s.to_seq.map(BigInt::from),
+        reason: s.reason.clone(),
+    }
 }
 
 impl From<&RecoveryReport> for NativeRecoveryReport {
@@ -103,16 +109,32 @@ impl From<&RecoveryReport> for NativeRecoveryReport {
                 .iter()
                 .map(|s| NativeBadSegmentRecord { file: s.file.clone(), offset: s.offset as f64, reason: s.reason.clone() })
                 .collect(),
-            index_rebuilds: r.index_rebuilds.iter().map(|i| NativeIndexRebuild { collection: i.collection.clone(), reason: i.reason.clone() }).collect(),
+            index_rebuilds: r
+                .index_rebuilds
+                .iter()
+                .map(|i| NativeIndexRebuild { collection: i.collection.clone(), reason: i.reason.clone() })
+                .collect(),
             repaired_records: r
                 .repaired_records
                 .iter()
-                .map(|x| NativeRecordRepair { collection: x.collection.clone(), id: x.id.clone(), file: x.file.clone(), offset: x.offset as f64, from: x.from.clone() })
+                .map(|x| NativeRecordRepair {
+                    collection: x.collection.clone(),
+                    id: x.id.clone(),
+                    file: x.file.clone(),
+                    offset: x.offset as f64,
+                    from: x.from.clone(),
+                })
                 .collect(),
             unreadable_records: r
                 .unreadable_records
                 .iter()
-                .map(|x| NativeUnreadableRecord { collection: x.collection.clone(), id: x.id.clone(), file: x.file.clone(), offset: x.offset as f64, reason: x.reason.clone() })
+                .map(|x| NativeUnreadableRecord {
+                    collection: x.collection.clone(),
+                    id: x.id.clone(),
+                    file: x.file.clone(),
+                    offset: x.offset as f64,
+                    reason: x.reason.clone(),
+                })
                 .collect(),
             quarantined: r.quarantined.iter().map(|q| NativeQuarantinedFile { file: q.file.clone(), kept: q.kept.clone() }).collect(),
             manifest_restored: r.manifest_restored.clone(),

@@ -62,7 +62,10 @@ impl From<Rebuild> for NativeRebuildOutcome {
 
 /// Install a verified copy of `source` at `dir/rel` of a store that is not open here (see
 /// `scrub::install_copy`).
-#[allow(clippy::too_many_arguments, reason = "the positional arguments of a JavaScript function; `expect` is unfulfilled through the napi macro")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the positional arguments of a JavaScript function; `expect` is unfulfilled through the napi macro"
+)]
 #[napi(ts_return_type = "Promise<NativeInstallOutcome>")]
 pub fn install_copy(
     env: Env,
@@ -74,15 +77,23 @@ pub fn install_copy(
     expected_xxh3: String,
     note: NativeQuarantineNote,
 ) -> napi::Result<AsyncTask<CoreTask<NativeInstallOutcome>>> {
-    let (kind, exp, note) = sync(&env, || Ok((kind(&kind_name)?, required(expected_bytes, expected_xxh3)?, QuarantineNote::try_from(note)?)))?;
-    Ok(task(move || core(scrub::install_copy(Path::new(&dir), &rel, &PathBuf::from(source), kind, exp, &note)).map(NativeInstallOutcome::from)))
+    let (kind, exp, note) =
+        sync(&env, || Ok((kind(&kind_name)?, required(expected_bytes, expected_xxh3)?, QuarantineNote::try_from(note)?)))?;
+    Ok(task(move || {
+        core(scrub::install_copy(Path::new(&dir), &rel, &PathBuf::from(source), kind, exp, &note)).map(NativeInstallOutcome::from)
+    }))
 }
 
 /// Keep a copy of a damaged file that nothing could repair under `dir/quarantine/` with its
 /// note (a hard link: the file stays in place, and its bytes survive whatever later removes
 /// that name). Resolves with the quarantined name, or null when the file is gone.
 #[napi(ts_return_type = "Promise<string | null>")]
-pub fn quarantine_file(env: Env, dir: String, rel: String, note: NativeQuarantineNote) -> napi::Result<AsyncTask<CoreTask<Option<String>>>> {
+pub fn quarantine_file(
+    env: Env,
+    dir: String,
+    rel: String,
+    note: NativeQuarantineNote,
+) -> napi::Result<AsyncTask<CoreTask<Option<String>>>> {
     let note = sync(&env, || QuarantineNote::try_from(note))?;
     Ok(task(move || core(cairn_core::quarantine::quarantine(&cairn_core::storage::OsStorage, Path::new(&dir), &rel, &note))))
 }
@@ -90,7 +101,10 @@ pub fn quarantine_file(env: Env, dir: String, rel: String, note: NativeQuarantin
 #[napi]
 impl NativeStore {
     /// Install a verified copy into this open store under its checkpoint lock.
-    #[allow(clippy::too_many_arguments, reason = "the positional arguments of a JavaScript function; `expect` is unfulfilled through the napi macro")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the positional arguments of a JavaScript function; `expect` is unfulfilled through the napi macro"
+    )]
     #[napi(ts_return_type = "Promise<NativeInstallOutcome>")]
     pub fn install_copy(
         &self,
@@ -102,13 +116,21 @@ impl NativeStore {
         expected_xxh3: String,
         note: NativeQuarantineNote,
     ) -> napi::Result<AsyncTask<CoreTask<NativeInstallOutcome>>> {
-        let (kind, exp, note) = sync(&env, || Ok((kind(&kind_name)?, required(expected_bytes, expected_xxh3)?, QuarantineNote::try_from(note)?)))?;
-        Ok(on_engine(self, move |e| core(scrub::install_copy_live(e, &rel, &PathBuf::from(source), kind, exp, &note)).map(NativeInstallOutcome::from)))
+        let (kind, exp, note) =
+            sync(&env, || Ok((kind(&kind_name)?, required(expected_bytes, expected_xxh3)?, QuarantineNote::try_from(note)?)))?;
+        Ok(on_engine(self, move |e| {
+            core(scrub::install_copy_live(e, &rel, &PathBuf::from(source), kind, exp, &note)).map(NativeInstallOutcome::from)
+        }))
     }
 
     /// Rebuild `MANIFEST` or a `data/` file from the in-memory state (see `scrub::rebuild_live`).
     #[napi(ts_return_type = "Promise<NativeRebuildOutcome>")]
-    pub fn rebuild_file(&self, env: Env, rel: String, note: NativeQuarantineNote) -> napi::Result<AsyncTask<CoreTask<NativeRebuildOutcome>>> {
+    pub fn rebuild_file(
+        &self,
+        env: Env,
+        rel: String,
+        note: NativeQuarantineNote,
+    ) -> napi::Result<AsyncTask<CoreTask<NativeRebuildOutcome>>> {
         let note = sync(&env, || QuarantineNote::try_from(note))?;
         Ok(on_engine(self, move |e| core(scrub::rebuild_live(e, &rel, &note)).map(NativeRebuildOutcome::from)))
     }

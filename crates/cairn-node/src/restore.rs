@@ -38,7 +38,13 @@ fn point(p: Point) -> NativePoint {
 /// Restore `source` into `target` as of `seq` or `timeMs` (neither: the latest state).
 /// Never takes the source's writer lock.
 #[napi(ts_return_type = "Promise<NativeRestoreResult>")]
-pub fn restore_store(env: Env, source: String, target: String, seq: Option<BigInt>, time_ms: Option<f64>) -> napi::Result<AsyncTask<CoreTask<NativeRestoreResult>>> {
+pub fn restore_store(
+    env: Env,
+    source: String,
+    target: String,
+    seq: Option<BigInt>,
+    time_ms: Option<f64>,
+) -> napi::Result<AsyncTask<CoreTask<NativeRestoreResult>>> {
     let to = sync(&env, || match (seq, time_ms) {
         (Some(_), Some(_)) => Err(Failure::invalid("to must give either seq or time, not both")),
         (Some(s), None) => {
@@ -54,7 +60,12 @@ pub fn restore_store(env: Env, source: String, target: String, seq: Option<BigIn
     })?;
     Ok(task(move || {
         let r = core(pitr::restore(Path::new(&source), Path::new(&target), to))?;
-        Ok(NativeRestoreResult { seq: r.seq.into(), time_ms: r.time_ms as f64, snapshot: r.snapshot, replayed_records: r.replayed_records as f64 })
+        Ok(NativeRestoreResult {
+            seq: r.seq.into(),
+            time_ms: r.time_ms as f64,
+            snapshot: r.snapshot,
+            replayed_records: r.replayed_records as f64,
+        })
     }))
 }
 

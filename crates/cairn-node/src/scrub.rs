@@ -131,7 +131,14 @@ pub fn scan_bytes(id: u32) -> f64 {
 /// Verify one file, blocking the calling thread: piscina workers call this.
 /// `kind`: manifest | snapshot-manifest | segment | segment-deep | wal | wal-tail | blob.
 #[napi]
-pub fn verify_file(env: Env, scan: u32, path: String, kind_name: String, expected_bytes: Option<f64>, expected_xxh3: Option<String>) -> napi::Result<NativeFileCheck> {
+pub fn verify_file(
+    env: Env,
+    scan: u32,
+    path: String,
+    kind_name: String,
+    expected_bytes: Option<f64>,
+    expected_xxh3: Option<String>,
+) -> napi::Result<NativeFileCheck> {
     sync(&env, || {
         let ctl = control(scan)?;
         let kind = kind(&kind_name)?;

@@ -198,7 +198,10 @@ impl NativeStore {
     /// k-NN search off the event loop: `count` queries packed in `vectors`, searched in parallel
     /// on all cores. `ef` absent means exact search (the ground truth). `filter` is a JSON
     /// object of field: value.
-    #[allow(clippy::too_many_arguments, reason = "the positional arguments of a JavaScript function; `expect` is unfulfilled through the napi macro")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the positional arguments of a JavaScript function; `expect` is unfulfilled through the napi macro"
+    )]
     #[napi(ts_return_type = "Promise<Array<NativeQueryResult>>")]
     pub fn query(
         &self,
@@ -236,7 +239,12 @@ impl NativeStore {
     #[napi]
     pub fn index_stats(&self, env: Env, collection: String) -> napi::Result<NativeIndexStats> {
         let s = sync(&env, || core(self.engine.index_stats(&collection)).map_err(|f| f.in_collection(&collection)))?;
-        Ok(NativeIndexStats { indexed: s.indexed as u32, pending: s.pending as u32, tombstones: s.tombstones as u32, bytes: s.bytes as f64 })
+        Ok(NativeIndexStats {
+            indexed: s.indexed as u32,
+            pending: s.pending as u32,
+            tombstones: s.tombstones as u32,
+            bytes: s.bytes as f64,
+        })
     }
 
     /// Resolves once every row applied so far is in the collection's HNSW graph.
@@ -271,7 +279,10 @@ impl NativeStore {
 }
 
 /// A job on the open engine, for the other concepts' methods of `NativeStore`.
-pub(crate) fn on_engine<V: ToNapiValue + TypeName + Send + 'static>(store: &NativeStore, job: impl FnOnce(&Engine) -> Outcome<V> + Send + 'static) -> AsyncTask<CoreTask<V>> {
+pub(crate) fn on_engine<V: ToNapiValue + TypeName + Send + 'static>(
+    store: &NativeStore,
+    job: impl FnOnce(&Engine) -> Outcome<V> + Send + 'static,
+) -> AsyncTask<CoreTask<V>> {
     let engine = store.engine.clone();
     task(move || job(&engine))
 }

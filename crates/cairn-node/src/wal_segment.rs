@@ -62,6 +62,12 @@ pub fn decode_wal_segment(env: Env, segment: Buffer) -> napi::Result<NativeWalSe
                 ScanItem::Corrupt { offset, reason } => damage.push(NativeWalDamage { offset: offset as f64, reason: reason.to_string() }),
             }
         }
-        Ok(NativeWalSegment { first_seq: first_seq.into(), records, damage, end: scan.end as f64, invalid_tail: scan.invalid_tail.map(str::to_string) })
+        Ok(NativeWalSegment {
+            first_seq: first_seq.into(),
+            records,
+            damage,
+            end: scan.end as f64,
+            invalid_tail: scan.invalid_tail.map(str::to_string),
+        })
     })
 }

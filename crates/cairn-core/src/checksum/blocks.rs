@@ -215,10 +215,7 @@ mod x86 {
             for (j, lane) in a.iter_mut().enumerate() {
                 // SAFETY: inside the stripes and the secret, by the caller's contract.
                 let (d, k) = unsafe {
-                    (
-                        _mm256_loadu_si256(p.add(s * STRIPE_LEN + 32 * j).cast()),
-                        _mm256_loadu_si256(secret.add(key + 8 * s + 32 * j).cast()),
-                    )
+                    (_mm256_loadu_si256(p.add(s * STRIPE_LEN + 32 * j).cast()), _mm256_loadu_si256(secret.add(key + 8 * s + 32 * j).cast()))
                 };
                 let dk = _mm256_xor_si256(d, k);
                 // High 32 bits of each 64-bit lane moved down, then lo32 * hi32 per lane.
@@ -654,7 +651,10 @@ mod tests {
 
     #[test]
     fn long_inputs_match_in_one_shot_streamed_and_by_ranges_in_any_order() {
-        for (i, n) in [100_000usize, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 4095, 2 * 65536 + 63, 2 * 65536 + 64, 2 * 65536 + 65].into_iter().enumerate() {
+        for (i, n) in [100_000usize, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 4095, 2 * 65536 + 63, 2 * 65536 + 64, 2 * 65536 + 65]
+            .into_iter()
+            .enumerate()
+        {
             let data = input(n, 7 + i as u64);
             let want = xxhash_rust::xxh3::xxh3_64(&data);
             assert_eq!(xxh3_64(&data), want, "{n}");

@@ -14,8 +14,8 @@ mod reader;
 mod writer;
 
 pub use format::{
-    check_footer, check_header, read_header, DataFileHeader, RecordFormat, DATAFILE_HEADER_LEN, DATAFILE_MAGIC, DATAFILE_VERSION, FOOTER_LEN,
-    FOOTER_MAGIC, KIND_BASE, KIND_DELTA, REC_DELETE, REC_UPSERT, R_FIXED,
+    check_footer, check_header, read_header, DataFileHeader, RecordFormat, DATAFILE_HEADER_LEN, DATAFILE_MAGIC, DATAFILE_VERSION,
+    FOOTER_LEN, FOOTER_MAGIC, KIND_BASE, KIND_DELTA, REC_DELETE, REC_UPSERT, R_FIXED,
 };
 pub use reader::{check_record, read_data_file, record_id_hint, record_identity, BadRecord, DataFileContents, DataRecord, RecordIdentity};
 pub use writer::DataFileWriter;
@@ -34,7 +34,8 @@ mod tests {
     }
 
     fn sample_v(version: u32) -> Vec<u8> {
-        let mut w = DataFileWriter::new(&DataFileHeader { version, dim: 3, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
+        let mut w =
+            DataFileWriter::new(&DataFileHeader { version, dim: 3, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
         w.upsert("a", 2, &[1.0, 2.0, 3.0], "{\"t\":1}");
         w.delete("b", 5);
         w.upsert("c", 7, &[0.5, 0.0, -1.0], "null");
@@ -123,9 +124,13 @@ mod tests {
                     Some(who) => {
                         known += 1;
                         assert!(ids.contains(&(who.kind, who.label, who.id.clone())), "flip at {byte}: wrong identity {who:?}");
-                        let kept: Vec<&str> = c.records.iter().map(|r| match r {
-                            DataRecord::Upsert { id, .. } | DataRecord::Delete { id, .. } => *id,
-                        }).collect();
+                        let kept: Vec<&str> = c
+                            .records
+                            .iter()
+                            .map(|r| match r {
+                                DataRecord::Upsert { id, .. } | DataRecord::Delete { id, .. } => *id,
+                            })
+                            .collect();
                         assert!(!kept.contains(&who.id.as_str()), "flip at {byte}: damaged record also returned");
                     }
                     None => {

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use super::format::{
-    ident_sum, read_header, DataFileHeader, RecordFormat, DATAFILE_HEADER_LEN, FOOTER_LEN, FOOTER_MAGIC, F_BODY_SUM, F_CHECKSUM, F_COUNT, REC_DELETE, REC_UPSERT, R_IDENT_SUM, R_ID_LEN, R_KIND,
-    R_LABEL, R_LEN, R_META_LEN,
+    ident_sum, read_header, DataFileHeader, RecordFormat, DATAFILE_HEADER_LEN, FOOTER_LEN, FOOTER_MAGIC, F_BODY_SUM, F_CHECKSUM, F_COUNT,
+    REC_DELETE, REC_UPSERT, R_IDENT_SUM, R_ID_LEN, R_KIND, R_LABEL, R_LEN, R_META_LEN,
 };
 use crate::checksum::xxh3;
 use crate::error::{Error, Result};
@@ -185,10 +185,7 @@ fn parse_record<'a>(buf: &'a [u8], pos: usize, end: usize, fmt: &RecordFormat) -
     let id_start = fixed + vec_bytes;
     let id = std::str::from_utf8(&rec[id_start..id_start + id_len]).map_err(|_| ("id is not UTF-8", Some(len)))?;
     let record = if kind == REC_UPSERT {
-        let vector = rec[fixed..fixed + vec_bytes]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let vector = rec[fixed..fixed + vec_bytes].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         let m = id_start + id_len;
         let metadata = std::str::from_utf8(&rec[m..m + meta_len]).map_err(|_| ("metadata is not UTF-8", Some(len)))?;
         DataRecord::Upsert { id, label, vector, metadata }

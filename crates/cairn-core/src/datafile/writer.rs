@@ -1,7 +1,10 @@
 //! `DataFileWriter` builds a whole data file in memory; the caller writes it durably under a
 //! temporary name. Records are written in the order given and never rewritten.
 
-use super::format::{ident_sum, DataFileHeader, RecordFormat, DATAFILE_HEADER_LEN, DATAFILE_MAGIC, FOOTER_MAGIC, H_CHECKSUM, H_COLLECTION, H_COVERED_SEQ, H_DIM, H_KIND, H_METRIC, H_VERSION, REC_DELETE, REC_UPSERT, R_IDENT_SUM};
+use super::format::{
+    ident_sum, DataFileHeader, RecordFormat, DATAFILE_HEADER_LEN, DATAFILE_MAGIC, FOOTER_MAGIC, H_CHECKSUM, H_COLLECTION, H_COVERED_SEQ,
+    H_DIM, H_KIND, H_METRIC, H_VERSION, REC_DELETE, REC_UPSERT, R_IDENT_SUM,
+};
 use crate::checksum::xxh3;
 use crate::wal::record::align8;
 

@@ -63,7 +63,8 @@ pub(super) fn capture(shared: &Shared, writer: &mut WalWriter) -> Result<Capture
     let time_ms = st.last_time_ms;
     let mut collections = Vec::new();
     for c in st.collections.values_mut() {
-        let full = c.data_files.is_empty() || c.data_files.len() >= MAX_DATA_FILES_PER_COLLECTION || c.dirty.len() * 2 >= c.rows.len().max(1);
+        let full =
+            c.data_files.is_empty() || c.data_files.len() >= MAX_DATA_FILES_PER_COLLECTION || c.dirty.len() * 2 >= c.rows.len().max(1);
         let write = if full {
             let mut rows: Vec<(String, Option<Row>)> = c.rows.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
             rows.sort_by(|a, b| a.0.cmp(&b.0));
@@ -188,7 +189,14 @@ impl Engine {
             let mut data_files = c.existing;
             if let Some((kind, rows)) = &c.write {
                 let kind = *kind;
-                let header = DataFileHeader { version: DATAFILE_VERSION, dim: c.spec.dim, collection_id: c.id, covered_seq: capture.seq, metric: c.spec.metric, kind };
+                let header = DataFileHeader {
+                    version: DATAFILE_VERSION,
+                    dim: c.spec.dim,
+                    collection_id: c.id,
+                    covered_seq: capture.seq,
+                    metric: c.spec.metric,
+                    kind,
+                };
                 let mut w = DataFileWriter::new(&header);
                 for (id, row) in rows {
                     match row {
@@ -226,12 +234,8 @@ impl Engine {
         }
         // durability: new data and graph files must be durable before the manifest names them.
         storage.sync_dir(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
-        let new_manifest = Manifest {
-            checkpoint_seq: capture.seq,
-            checkpoint_time_ms: capture.time_ms,
-            clean_shutdown_seq: None,
-            collections,
-        };
+        let new_manifest =
+            Manifest { checkpoint_seq: capture.seq, checkpoint_time_ms: capture.time_ms, clean_shutdown_seq: None, collections };
         {
             let mut m = lock(&sh.manifest);
             manifest::store(storage, &sh.dir, &new_manifest)?;
@@ -275,12 +279,16 @@ impl Engine {
             return Ok(None);
         }
         let mut bytes = Vec::with_capacity(stats.bytes + 4096);
-        read(&index.hnsw)
-            .write_to(&mut bytes, seq)
-            .map_err(|e| Error::io(data_dir, e))?;
+        read(&index.hnsw).write_to(&mut bytes, seq).map_err(|e| Error::io(data_dir, e))?;
         let name = graph_file_name(id, seq);
         write_renamed(storage, &data_dir.join(&name), &bytes)?;
-        Ok(Some(FileRef { file: name, bytes: bytes.len() as u64, xxh3: format!("{:016x}", xxh3(&bytes)), records: stats.indexed as u64, covered_seq: seq }))
+        Ok(Some(FileRef {
+            file: name,
+            bytes: bytes.len() as u64,
+            xxh3: format!("{:016x}", xxh3(&bytes)),
+            records: stats.indexed as u64,
+            covered_seq: seq,
+        }))
     }
 }
 

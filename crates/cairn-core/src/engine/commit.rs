@@ -19,9 +19,7 @@ use crate::wal::writer::WalWriter;
 
 /// Start the commit thread over the WAL writer that open created.
 pub(super) fn spawn(shared: Arc<Shared>, writer: WalWriter, schema: HashMap<String, u32>) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("cairn-commit".into())
-        .spawn(move || CommitThread { shared, writer, schema, buf: Vec::new() }.run())
+    std::thread::Builder::new().name("cairn-commit".into()).spawn(move || CommitThread { shared, writer, schema, buf: Vec::new() }.run())
 }
 
 /// The commit thread owns the WAL writer and a schema view (collection name -> dim) that is

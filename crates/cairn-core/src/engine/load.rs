@@ -21,7 +21,13 @@ use crate::wal::reader::{scan_segment, ScanItem};
 use crate::wal::recovery::{IndexRebuild, RecordRepair, RecoveryMode, RecoveryReport, SkippedRange, UnreadableRecordReport};
 
 /// Load the checkpoint the manifest names; also returns the checkpoint files found damaged.
-pub(super) fn load_checkpoint(storage: &dyn Storage, dir: &Path, m: &Manifest, mode: RecoveryMode, report: &mut RecoveryReport) -> Result<(State, Vec<String>)> {
+pub(super) fn load_checkpoint(
+    storage: &dyn Storage,
+    dir: &Path,
+    m: &Manifest,
+    mode: RecoveryMode,
+    report: &mut RecoveryReport,
+) -> Result<(State, Vec<String>)> {
     let mut state = State { last_seq: m.checkpoint_seq, last_time_ms: m.checkpoint_time_ms, ..State::default() };
     let mut all_damaged = Vec::new();
     for mc in &m.collections {
@@ -115,7 +121,11 @@ fn load_rows(
             _ => Error::io(&path, e),
         })?;
         if buf.len() as u64 != sref.bytes {
-            return Err(Error::corruption(&path, buf.len().min(sref.bytes as usize) as u64, format!("file is {} bytes, manifest says {}", buf.len(), sref.bytes)));
+            return Err(Error::corruption(
+                &path,
+                buf.len().min(sref.bytes as usize) as u64,
+                format!("file is {} bytes, manifest says {}", buf.len(), sref.bytes),
+            ));
         }
         let contents = read_data_file(&buf, &path, mode != RecoveryMode::AbsoluteConsistency)?;
         if contents.header.collection_id != mc.id || contents.header.dim != mc.dim {
@@ -140,7 +150,11 @@ fn load_rows(
         for bad in contents.bad {
             let Some(who) = bad.identity else {
                 if mode != RecoveryMode::SkipCorrupt {
-                    return Err(Error::corruption(&path, bad.offset, format!("{} (the record's identity is damaged too, so it cannot be repaired or named)", bad.reason)));
+                    return Err(Error::corruption(
+                        &path,
+                        bad.offset,
+                        format!("{} (the record's identity is damaged too, so it cannot be repaired or named)", bad.reason),
+                    ));
                 }
                 // A delta overrides the files before it: dropping one of its records could
                 // serve an older version of that row, which is a wrong value, not a lost one.
@@ -148,7 +162,13 @@ fn load_rows(
                     let reason = format!("{} in a delta checkpoint file; skipping it could serve an older version of its row", bad.reason);
                     return Err(Error::corruption(&path, bad.offset, reason));
                 }
-                report.bad_segment_records.push(SkippedRange { file: path.display().to_string(), offset: bad.offset, from_seq: 0, to_seq: None, reason: bad.reason });
+                report.bad_segment_records.push(SkippedRange {
+                    file: path.display().to_string(),
+                    offset: bad.offset,
+                    from_seq: 0,
+                    to_seq: None,
+                    reason: bad.reason,
+                });
                 continue;
             };
             c.rows.remove(&who.id);
@@ -156,18 +176,39 @@ fn load_rows(
             if who.kind == REC_DELETE {
                 // A delete is nothing but its identity, which verified: the damage is in padding
                 // or the record checksum, and the record means what it says.
-                report.repaired_records.push(RecordRepair { collection: mc.name.clone(), id: who.id, file: rel.clone(), offset: bad.offset, from: "the record's identity checksum".into() });
+                report.repaired_records.push(RecordRepair {
+                    collection: mc.name.clone(),
+                    id: who.id,
+                    file: rel.clone(),
+                    offset: bad.offset,
+                    from: "the record's identity checksum".into(),
+                });
                 continue;
             }
             match find_logged_upsert(storage, dir, &mut wal_cache, &mc.name, &who.id, who.label) {
                 Some((from, vector, metadata)) => {
                     c.rows.insert(who.id.clone(), Row::new(&who.id, vector.into(), metadata.into(), who.label));
-                    report.repaired_records.push(RecordRepair { collection: mc.name.clone(), id: who.id, file: rel.clone(), offset: bad.offset, from });
+                    report.repaired_records.push(RecordRepair {
+                        collection: mc.name.clone(),
+                        id: who.id,
+                        file: rel.clone(),
+                        offset: bad.offset,
+                        from,
+                    });
                 }
                 None => {
                     let reason = format!("{}; the write that produced it is no longer in the WAL", bad.reason);
-                    report.unreadable_records.push(UnreadableRecordReport { collection: mc.name.clone(), id: who.id.clone(), file: rel.clone(), offset: bad.offset, reason: reason.clone() });
-                    c.unreadable.insert(who.id.clone(), UnreadableRecord { id: who.id, label: who.label, file: rel.clone(), offset: bad.offset, reason });
+                    report.unreadable_records.push(UnreadableRecordReport {
+                        collection: mc.name.clone(),
+                        id: who.id.clone(),
+                        file: rel.clone(),
+                        offset: bad.offset,
+                        reason: reason.clone(),
+                    });
+                    c.unreadable.insert(
+                        who.id.clone(),
+                        UnreadableRecord { id: who.id, label: who.label, file: rel.clone(), offset: bad.offset, reason },
+                    );
                 }
             }
         }
@@ -175,7 +216,13 @@ fn load_rows(
     // Markers from earlier opens are newer than every file listed (see `UnreadableRecord`).
     for u in &mc.unreadable {
         c.rows.remove(&u.id);
-        report.unreadable_records.push(UnreadableRecordReport { collection: mc.name.clone(), id: u.id.clone(), file: u.file.clone(), offset: u.offset, reason: u.reason.clone() });
+        report.unreadable_records.push(UnreadableRecordReport {
+            collection: mc.name.clone(),
+            id: u.id.clone(),
+            file: u.file.clone(),
+            offset: u.offset,
+            reason: u.reason.clone(),
+        });
         c.unreadable.insert(u.id.clone(), u.clone());
     }
     Ok((c, damaged_files))

@@ -95,9 +95,14 @@ pub type CommitCallback = Box<dyn FnOnce(Result<u64>) + Send>;
 
 /// Work for the commit thread, handled in arrival order.
 enum Request {
-    Commit { payload: Vec<u8>, done: CommitCallback },
+    Commit {
+        payload: Vec<u8>,
+        done: CommitCallback,
+    },
     /// A checkpoint's capture, taken between groups (see `checkpoint::capture`).
-    Capture { done: std::sync::mpsc::Sender<Result<Capture>> },
+    Capture {
+        done: std::sync::mpsc::Sender<Result<Capture>>,
+    },
 }
 
 struct Queue {
@@ -180,9 +185,12 @@ impl Engine {
     /// Blocking form of `submit`.
     pub fn commit(&self, ops: &[Op]) -> Result<u64> {
         let (tx, rx) = std::sync::mpsc::channel();
-        self.submit(batch::encode(ops), Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
+        self.submit(
+            batch::encode(ops),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
         rx.recv().unwrap_or(Err(Error::Closed))
     }
 

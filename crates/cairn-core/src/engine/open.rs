@@ -45,10 +45,18 @@ impl Engine {
 
         let wal_dir = dir.join(WAL_DIR);
         let closed_cleanly = manifest.clean_shutdown_seq.is_some();
-        let replayed = replay(storage.as_ref(), &wal_dir, manifest.checkpoint_seq, opts.recovery, closed_cleanly, &mut report, |seq, time, payload| {
-            let ops = batch::decode(payload)?;
-            state.apply(seq, time, ops)
-        })?;
+        let replayed = replay(
+            storage.as_ref(),
+            &wal_dir,
+            manifest.checkpoint_seq,
+            opts.recovery,
+            closed_cleanly,
+            &mut report,
+            |seq, time, payload| {
+                let ops = batch::decode(payload)?;
+                state.apply(seq, time, ops)
+            },
+        )?;
         // The indexer is notified below of every collection with pending rows.
         state.touched.clear();
         let skip = opts.recovery == RecoveryMode::SkipCorrupt;

@@ -148,10 +148,8 @@ impl Engine {
                 continue;
             }
             let mut skipped = c.unreadable_skips(MAX_SKIPS_REPORTED);
-            skipped.extend(failed.iter().map(|id| SkippedRecord {
-                id: id.clone(),
-                reason: "in-memory copy fails its checksum".to_string(),
-            }));
+            skipped
+                .extend(failed.iter().map(|id| SkippedRecord { id: id.clone(), reason: "in-memory copy fails its checksum".to_string() }));
             return Ok(QueryOutput { hits: out, skipped });
         }
     }

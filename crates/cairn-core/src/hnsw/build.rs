@@ -10,8 +10,8 @@ use rayon::prelude::*;
 use super::graph::MAX_LEVEL;
 use super::search::{with_scratch, Scored};
 use super::Hnsw;
-use crate::sync::{lock, read, write};
 use crate::error::{Error, Result};
+use crate::sync::{lock, read, write};
 
 /// splitmix64 finaliser: turns the level-draw counter into well-mixed random bits.
 fn mix(counter: u64) -> u64 {
@@ -69,11 +69,7 @@ impl Hnsw {
             )));
         }
         items.par_iter().try_for_each(|&(label, vector)| {
-            let vector = if needs_preparing {
-                self.prepare(vector)
-            } else {
-                Cow::Borrowed(vector)
-            };
+            let vector = if needs_preparing { self.prepare(vector) } else { Cow::Borrowed(vector) };
             self.insert_prepared(label, &vector)
         })
     }
@@ -85,13 +81,7 @@ impl Hnsw {
 
     /// `insert_prepared` with a given level; `after_layer` runs after each layer's links are
     /// published (tests pause there to interleave other inserts).
-    fn insert_at_level(
-        &self,
-        label: u64,
-        vector: &[f32],
-        level: usize,
-        after_layer: impl FnMut(usize),
-    ) -> Result<()> {
+    fn insert_at_level(&self, label: u64, vector: &[f32], level: usize, after_layer: impl FnMut(usize)) -> Result<()> {
         let node = self.allocate_node(label)?;
         // SAFETY: `node` was allocated to this call just now, and nothing links to it or names it
         // as entry point until `link_new_node` below publishes it.
@@ -148,11 +138,7 @@ impl Hnsw {
         self.publish_links(node, &chosen, after_layer);
         if level > top {
             let _update = lock(&self.entry.update);
-            if self
-                .entry
-                .get()
-                .is_none_or(|(_, current_top)| level > current_top)
-            {
+            if self.entry.get().is_none_or(|(_, current_top)| level > current_top) {
                 self.entry.set(node, level);
             }
         }
@@ -166,22 +152,12 @@ impl Hnsw {
         let lowest_shared = level.min(top);
         let mut chosen = vec![Vec::new(); lowest_shared + 1];
         with_scratch(|scratch| {
-            let mut nearest = Scored {
-                dist: self.distance_to(query, entry),
-                node: entry,
-            };
+            let mut nearest = Scored { dist: self.distance_to(query, entry), node: entry };
             if level < top {
                 nearest = self.greedy_descend(query, nearest, top, level + 1);
             }
             for layer in (0..=lowest_shared).rev() {
-                self.search_level(
-                    query,
-                    nearest,
-                    self.params.ef_construction,
-                    layer,
-                    scratch,
-                    |_| true,
-                );
+                self.search_level(query, nearest, self.params.ef_construction, layer, scratch, |_| true);
                 let mut candidates: Vec<Scored> = scratch.results.drain().collect();
                 candidates.sort_unstable();
                 if let Some(&closest) = candidates.first() {
@@ -222,10 +198,7 @@ impl Hnsw {
                 break;
             }
             let vector = self.graph.vector(candidate.node);
-            if kept
-                .iter()
-                .all(|&k| self.distance_to(vector, k) >= candidate.dist)
-            {
+            if kept.iter().all(|&k| self.distance_to(vector, k) >= candidate.dist) {
                 kept.push(candidate.node);
             }
         }
@@ -265,13 +238,7 @@ impl Hnsw {
             return pool.to_vec();
         }
         let base_vector = self.graph.vector(base);
-        let mut scored: Vec<Scored> = pool
-            .iter()
-            .map(|&id| Scored {
-                dist: self.distance_to(base_vector, id),
-                node: id,
-            })
-            .collect();
+        let mut scored: Vec<Scored> = pool.iter().map(|&id| Scored { dist: self.distance_to(base_vector, id), node: id }).collect();
         scored.sort_unstable();
         let kept = self.select_neighbours(&scored, max);
         if layer != 0 {
@@ -288,13 +255,7 @@ impl Hnsw {
     /// once `release_level0_link` has uncounted it, so it stays when it is its target's last.
     /// Newcomers nothing links to yet are kept too, in place of the farthest links that can go.
     /// Everything that must stay fits: it is all in `current`, which holds at most `max`.
-    fn keep_last_links(
-        &self,
-        current: &[u32],
-        scored: &[Scored],
-        preferred: Vec<u32>,
-        max: usize,
-    ) -> Vec<u32> {
+    fn keep_last_links(&self, current: &[u32], scored: &[Scored], preferred: Vec<u32>, max: usize) -> Vec<u32> {
         let mut kept = preferred;
         let mut pinned: Vec<u32> = Vec::new();
         for &id in current {
@@ -302,13 +263,9 @@ impl Hnsw {
                 pinned.push(id);
             }
         }
-        let unlinked =
-            |id: u32| self.graph.level0_in_degree(id) == 0 && !self.graph.is_tombstoned(id);
-        let waiting: Vec<u32> = scored
-            .iter()
-            .map(|s| s.node)
-            .filter(|id| !current.contains(id) && !kept.contains(id) && unlinked(*id))
-            .collect();
+        let unlinked = |id: u32| self.graph.level0_in_degree(id) == 0 && !self.graph.is_tombstoned(id);
+        let waiting: Vec<u32> =
+            scored.iter().map(|s| s.node).filter(|id| !current.contains(id) && !kept.contains(id) && unlinked(*id)).collect();
         // Make room, farthest first, by dropping links that can go: a newcomer linked from
         // elsewhere, or a current link whose count can be released.
         let mut wanted = kept.len() + pinned.len() + waiting.len();
@@ -316,11 +273,7 @@ impl Hnsw {
         while wanted > max && i > 0 {
             i -= 1;
             let id = kept[i];
-            let can_go = if current.contains(&id) {
-                self.graph.release_level0_link(id)
-            } else {
-                !unlinked(id)
-            };
+            let can_go = if current.contains(&id) { self.graph.release_level0_link(id) } else { !unlinked(id) };
             if can_go {
                 kept.remove(i);
                 wanted -= 1;
@@ -356,28 +309,16 @@ mod tests {
         let above_zero = (0..draws).filter(|_| index.draw_level() > 0).count();
         // P(level >= 1) = 1/M = 1/16.
         let fraction = above_zero as f64 / draws as f64;
-        assert!(
-            (fraction - 1.0 / 16.0).abs() < 0.005,
-            "fraction above level 0: {fraction}"
-        );
+        assert!((fraction - 1.0 / 16.0).abs() < 0.005, "fraction above level 0: {fraction}");
     }
 
     #[test]
     fn links_respect_limits_and_never_point_to_self() {
-        let params = HnswParams {
-            dim: 8,
-            metric: Metric::L2,
-            m: 6,
-            ef_construction: 40,
-        };
+        let params = HnswParams { dim: 8, metric: Metric::L2, m: 6, ef_construction: 40 };
         let index = Hnsw::new(params, 1500).expect("params");
         let mut rng = TestRng(11);
         let vectors = rng.vectors(1500, 8);
-        let items: Vec<(u64, &[f32])> = vectors
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i as u64, v.as_slice()))
-            .collect();
+        let items: Vec<(u64, &[f32])> = vectors.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
         index.insert_batch(&items).expect("capacity");
         for node in 0..1500u32 {
             for layer in 0..=index.graph.level(node) {
@@ -396,20 +337,11 @@ mod tests {
     /// level-0 link; the in-degree guard must leave none, with counters matching the lists.
     #[test]
     fn every_node_keeps_an_incoming_level0_link_under_concurrent_build() {
-        let params = HnswParams {
-            dim: 24,
-            metric: Metric::L2,
-            m: 4,
-            ef_construction: 32,
-        };
+        let params = HnswParams { dim: 24, metric: Metric::L2, m: 4, ef_construction: 32 };
         let index = Hnsw::new(params, 4000).expect("params");
         let mut rng = TestRng(5);
         let vectors = rng.vectors(4000, 24);
-        let items: Vec<(u64, &[f32])> = vectors
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i as u64, v.as_slice()))
-            .collect();
+        let items: Vec<(u64, &[f32])> = vectors.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
         index.insert_batch(&items).expect("capacity");
         let mut in_degree = vec![0u32; 4000];
         for node in 0..4000u32 {
@@ -418,20 +350,11 @@ mod tests {
             }
         }
         for node in 0..4000u32 {
-            assert_eq!(
-                index.graph.level0_in_degree(node),
-                in_degree[node as usize],
-                "counter of node {node}"
-            );
+            assert_eq!(index.graph.level0_in_degree(node), in_degree[node as usize], "counter of node {node}");
         }
         let (entry, _) = index.entry.get().expect("non-empty");
-        let orphans: Vec<u32> = (0..4000u32)
-            .filter(|&n| n != entry && in_degree[n as usize] == 0)
-            .collect();
-        assert!(
-            orphans.is_empty(),
-            "nodes without incoming links: {orphans:?}"
-        );
+        let orphans: Vec<u32> = (0..4000u32).filter(|&n| n != entry && in_degree[n as usize] == 0).collect();
+        assert!(orphans.is_empty(), "nodes without incoming links: {orphans:?}");
     }
 
     /// Pauses one insert after each layer it publishes and meanwhile inserts level-0 nodes right
@@ -441,12 +364,7 @@ mod tests {
     /// nothing outside links into once the paused node's level-0 list is written.
     #[test]
     fn inserts_beside_a_partly_linked_node_stay_reachable() {
-        let params = HnswParams {
-            dim: 8,
-            metric: Metric::L2,
-            m: 8,
-            ef_construction: 64,
-        };
+        let params = HnswParams { dim: 8, metric: Metric::L2, m: 8, ef_construction: 64 };
         let index = Hnsw::new(params, 2_100).expect("params");
         let mut rng = TestRng(21);
         for (label, v) in rng.vectors(2_000, 8).iter().enumerate() {
@@ -454,10 +372,7 @@ mod tests {
         }
         let (_, top) = index.entry.get().expect("non-empty");
         let level = 2;
-        assert!(
-            top > level,
-            "the paused node must stay below the entry point"
-        );
+        assert!(top > level, "the paused node must stay below the entry point");
 
         let paused = rng.vectors(1, 8).remove(0);
         let mut beside: Vec<(u64, Vec<f32>)> = Vec::new();
@@ -465,13 +380,8 @@ mod tests {
             .insert_at_level(10_000, &paused, level, |_| {
                 for _ in 0..10 {
                     let label = 20_000 + beside.len() as u64;
-                    let vector: Vec<f32> = paused
-                        .iter()
-                        .map(|x| x + 0.02 * (rng.unit() - 0.5))
-                        .collect();
-                    index
-                        .insert_at_level(label, &vector, 0, |_| {})
-                        .expect("capacity");
+                    let vector: Vec<f32> = paused.iter().map(|x| x + 0.02 * (rng.unit() - 0.5)).collect();
+                    index.insert_at_level(label, &vector, 0, |_| {}).expect("capacity");
                     beside.push((label, vector));
                 }
             })
@@ -479,11 +389,7 @@ mod tests {
         assert_eq!(beside.len(), 10 * (level + 1));
         for (label, vector) in beside.iter().chain([&(10_000, paused.clone())]) {
             let found = index.search(vector, 1, 32, None);
-            assert_eq!(
-                found.first().map(|hit| hit.0),
-                Some(*label),
-                "label {label}"
-            );
+            assert_eq!(found.first().map(|hit| hit.0), Some(*label), "label {label}");
         }
     }
 
@@ -492,12 +398,7 @@ mod tests {
     /// only its own base's lock). `x` must keep one of the two links.
     #[test]
     fn pruning_two_lists_at_once_keeps_the_last_link_of_a_node() {
-        let params = HnswParams {
-            dim: 2,
-            metric: Metric::L2,
-            m: 2,
-            ef_construction: 8,
-        };
+        let params = HnswParams { dim: 2, metric: Metric::L2, m: 2, ef_construction: 8 };
         let index = Hnsw::new(params, 16).expect("params");
         // Bases a and b, each with a full level-0 list (2M = 4) holding x; the heuristic drops x
         // from both, as x lies behind a nearer neighbour (near_a, near_b) of each base.
@@ -514,12 +415,7 @@ mod tests {
             ("new_a", [0.0, -3.0]),
             ("new_b", [10.0, -3.0]),
         ];
-        let id = |name: &str| {
-            points
-                .iter()
-                .position(|(n, _)| *n == name)
-                .expect("named point") as u32
-        };
+        let id = |name: &str| points.iter().position(|(n, _)| *n == name).expect("named point") as u32;
         for (label, (_, vector)) in points.iter().enumerate() {
             let node = index.allocate_node(label as u64).expect("capacity");
             // SAFETY: single-threaded test; the node is not linked anywhere yet.
@@ -548,21 +444,10 @@ mod tests {
             !kept_a.contains(&id("x")) || !kept_b.contains(&id("x")),
             "the heuristic drops x from at least one list: {kept_a:?} {kept_b:?}"
         );
-        assert!(
-            kept_a.contains(&id("x")) || kept_b.contains(&id("x")),
-            "x lost both incoming links: {kept_a:?} {kept_b:?}"
-        );
+        assert!(kept_a.contains(&id("x")) || kept_b.contains(&id("x")), "x lost both incoming links: {kept_a:?} {kept_b:?}");
         for node in 0..points.len() as u32 {
-            let actual = [id("a"), id("b")]
-                .iter()
-                .filter(|&&base| index.graph.links(base, 0).to_vec().contains(&node))
-                .count() as u32;
-            assert_eq!(
-                index.graph.level0_in_degree(node),
-                actual,
-                "counter of {}",
-                points[node as usize].0
-            );
+            let actual = [id("a"), id("b")].iter().filter(|&&base| index.graph.links(base, 0).to_vec().contains(&node)).count() as u32;
+            assert_eq!(index.graph.level0_in_degree(node), actual, "counter of {}", points[node as usize].0);
         }
     }
 
@@ -572,11 +457,7 @@ mod tests {
         let items: Vec<(u64, &[f32])> = vec![(1, &[0.0, 0.0]), (2, &[5.0, 5.0]), (1, &[9.0, 9.0])];
         index.insert_batch(&items).expect("capacity");
         assert_eq!(index.len(), 2);
-        assert_eq!(
-            index.deleted_count(),
-            0,
-            "the first vector of label 1 was never inserted"
-        );
+        assert_eq!(index.deleted_count(), 0, "the first vector of label 1 was never inserted");
         assert_eq!(index.search(&[9.0, 9.0], 1, 8, None), vec![(1, 0.0)]);
     }
 

@@ -49,10 +49,7 @@ unsafe impl Sync for VectorArena {}
 
 impl VectorArena {
     fn new(dim: usize, capacity: usize) -> VectorArena {
-        VectorArena {
-            cells: zeroed(dim * capacity),
-            dim,
-        }
+        VectorArena { cells: zeroed(dim * capacity), dim }
     }
 
     /// # Safety
@@ -230,34 +227,16 @@ impl Graph {
         }
         let mut grown = Graph::new(self.dim, self.max_upper, new_capacity);
         let old_floats = self.capacity * self.dim;
-        for (to, from) in grown
-            .vectors
-            .cells
-            .iter_mut()
-            .zip(self.vectors.cells.iter_mut())
-            .take(old_floats)
-        {
+        for (to, from) in grown.vectors.cells.iter_mut().zip(self.vectors.cells.iter_mut()).take(old_floats) {
             *to.get_mut() = *from.get_mut();
         }
-        for (to, from) in grown
-            .level0_links
-            .iter_mut()
-            .zip(self.level0_links.iter_mut())
-        {
+        for (to, from) in grown.level0_links.iter_mut().zip(self.level0_links.iter_mut()) {
             *to.get_mut() = *from.get_mut();
         }
-        for (to, from) in grown
-            .upper_links
-            .iter_mut()
-            .zip(self.upper_links.iter_mut())
-        {
+        for (to, from) in grown.upper_links.iter_mut().zip(self.upper_links.iter_mut()) {
             *to = std::mem::take(from);
         }
-        for (to, from) in grown
-            .level0_in_degree
-            .iter_mut()
-            .zip(self.level0_in_degree.iter_mut())
-        {
+        for (to, from) in grown.level0_in_degree.iter_mut().zip(self.level0_in_degree.iter_mut()) {
             *to.get_mut() = *from.get_mut();
         }
         for (to, from) in grown.levels.iter_mut().zip(self.levels.iter_mut()) {
@@ -282,8 +261,7 @@ impl Graph {
         if level > 0 {
             // A fresh id has no upper storage yet; `set` only fails if that were violated, in
             // which case the existing (equally sized, empty) lists are kept.
-            let _ = self.upper_links[i]
-                .set(atomics(level * (1 + self.max_upper), || AtomicU32::new(0)));
+            let _ = self.upper_links[i].set(atomics(level * (1 + self.max_upper), || AtomicU32::new(0)));
         }
     }
 
@@ -322,9 +300,7 @@ impl Graph {
             let stride = 1 + self.max_upper;
             match self.upper_links[i].get() {
                 // A node above its own level has no list; an empty view keeps callers panic-free.
-                Some(lists) if level * stride <= lists.len() => {
-                    &lists[(level - 1) * stride..level * stride]
-                }
+                Some(lists) if level * stride <= lists.len() => &lists[(level - 1) * stride..level * stride],
                 _ => &[],
             }
         }
@@ -332,9 +308,7 @@ impl Graph {
 
     #[inline]
     pub(super) fn links(&self, id: u32, level: usize) -> Links<'_> {
-        Links {
-            slots: self.link_slots(id, level),
-        }
+        Links { slots: self.link_slots(id, level) }
     }
 
     /// Starts loading the vector of `id` into cache (every line of it: the hardware prefetcher
@@ -359,10 +333,7 @@ impl Graph {
     pub(super) fn lock_links(&self, id: u32) -> LinkLock<'_> {
         let flag = &self.link_locks[id as usize];
         let mut spins = 0u32;
-        while flag
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        while flag.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             spins += 1;
             if spins < 64 {
                 std::hint::spin_loop();
@@ -390,27 +361,15 @@ impl Graph {
     pub(super) fn release_level0_link(&self, id: u32) -> bool {
         let tombstoned = self.is_tombstoned(id);
         self.level0_in_degree[id as usize]
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
-                (count > 1 || (tombstoned && count > 0)).then(|| count - 1)
-            })
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| (count > 1 || (tombstoned && count > 0)).then(|| count - 1))
             .is_ok()
     }
 
     /// Replaces the list of `id` at `level`. The caller holds `id`'s link lock and, on level 0,
     /// has released every id it drops from the list (`release_level0_link`). Ids are stored
     /// before the count so a reader never sees a count covering unwritten slots of this list.
-    pub(super) fn set_links(
-        &self,
-        _lock: &LinkLock<'_>,
-        id: u32,
-        level: usize,
-        neighbours: &[u32],
-    ) {
-        let previous = if level == 0 {
-            self.links(id, 0).to_vec()
-        } else {
-            Vec::new()
-        };
+    pub(super) fn set_links(&self, _lock: &LinkLock<'_>, id: u32, level: usize, neighbours: &[u32]) {
+        let previous = if level == 0 { self.links(id, 0).to_vec() } else { Vec::new() };
         let slots = self.link_slots(id, level);
         let Some((count, ids)) = slots.split_first() else {
             return;
@@ -429,13 +388,7 @@ impl Graph {
     }
 
     /// Appends `neighbour` if the list has room; returns false when it is full.
-    pub(super) fn push_link(
-        &self,
-        _lock: &LinkLock<'_>,
-        id: u32,
-        level: usize,
-        neighbour: u32,
-    ) -> bool {
+    pub(super) fn push_link(&self, _lock: &LinkLock<'_>, id: u32, level: usize, neighbour: u32) -> bool {
         let slots = self.link_slots(id, level);
         let Some((count, ids)) = slots.split_first() else {
             return false;
@@ -471,12 +424,8 @@ impl Graph {
     /// Heap bytes held for `capacity` nodes (arenas are preallocated, so this does not depend on
     /// how many nodes are in use, except for upper-level lists).
     pub(super) fn heap_bytes(&self) -> usize {
-        let upper: usize = self
-            .upper_links
-            .iter()
-            .filter_map(|cell| cell.get())
-            .map(|lists| lists.len() * std::mem::size_of::<AtomicU32>())
-            .sum();
+        let upper: usize =
+            self.upper_links.iter().filter_map(|cell| cell.get()).map(|lists| lists.len() * std::mem::size_of::<AtomicU32>()).sum();
         self.vectors.heap_bytes()
             + self.level0_links.len() * std::mem::size_of::<AtomicU32>()
             + self.upper_links.len() * std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>()
@@ -504,11 +453,7 @@ mod tests {
         assert_eq!(graph.links(0, 0).to_vec(), vec![1]);
         // Level 1 holds at most M = 2 links; the extra id is dropped, not written out of bounds.
         assert_eq!(graph.links(0, 1).to_vec(), vec![2, 1]);
-        assert_eq!(
-            graph.links(0, 2).len(),
-            0,
-            "a level above the node's own has no list"
-        );
+        assert_eq!(graph.links(0, 2).len(), 0, "a level above the node's own has no list");
         assert_eq!(graph.links(1, 1).len(), 0);
     }
 

@@ -107,10 +107,7 @@ mod x86 {
             let mut acc = [_mm_setzero_ps(); 4];
             while i + 16 <= n {
                 for (j, lane) in acc.iter_mut().enumerate() {
-                    let d = _mm_sub_ps(
-                        _mm_loadu_ps(pa.add(i + 4 * j)),
-                        _mm_loadu_ps(pb.add(i + 4 * j)),
-                    );
+                    let d = _mm_sub_ps(_mm_loadu_ps(pa.add(i + 4 * j)), _mm_loadu_ps(pb.add(i + 4 * j)));
                     *lane = _mm_add_ps(*lane, _mm_mul_ps(d, d));
                 }
                 i += 16;
@@ -120,16 +117,9 @@ mod x86 {
                 acc[0] = _mm_add_ps(acc[0], _mm_mul_ps(d, d));
                 i += 4;
             }
-            sum_128(_mm_add_ps(
-                _mm_add_ps(acc[0], acc[1]),
-                _mm_add_ps(acc[2], acc[3]),
-            ))
+            sum_128(_mm_add_ps(_mm_add_ps(acc[0], acc[1]), _mm_add_ps(acc[2], acc[3])))
         };
-        let tail: f32 = a[i..n]
-            .iter()
-            .zip(&b[i..n])
-            .map(|(x, y)| (x - y) * (x - y))
-            .sum();
+        let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| (x - y) * (x - y)).sum();
         sum + tail
     }
 
@@ -142,25 +132,16 @@ mod x86 {
             let mut acc = [_mm_setzero_ps(); 4];
             while i + 16 <= n {
                 for (j, lane) in acc.iter_mut().enumerate() {
-                    let p = _mm_mul_ps(
-                        _mm_loadu_ps(pa.add(i + 4 * j)),
-                        _mm_loadu_ps(pb.add(i + 4 * j)),
-                    );
+                    let p = _mm_mul_ps(_mm_loadu_ps(pa.add(i + 4 * j)), _mm_loadu_ps(pb.add(i + 4 * j)));
                     *lane = _mm_add_ps(*lane, p);
                 }
                 i += 16;
             }
             while i + 4 <= n {
-                acc[0] = _mm_add_ps(
-                    acc[0],
-                    _mm_mul_ps(_mm_loadu_ps(pa.add(i)), _mm_loadu_ps(pb.add(i))),
-                );
+                acc[0] = _mm_add_ps(acc[0], _mm_mul_ps(_mm_loadu_ps(pa.add(i)), _mm_loadu_ps(pb.add(i))));
                 i += 4;
             }
-            sum_128(_mm_add_ps(
-                _mm_add_ps(acc[0], acc[1]),
-                _mm_add_ps(acc[2], acc[3]),
-            ))
+            sum_128(_mm_add_ps(_mm_add_ps(acc[0], acc[1]), _mm_add_ps(acc[2], acc[3])))
         };
         let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
         1.0 - (sum + tail)
@@ -168,10 +149,7 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma")]
     fn sum_256(v: __m256) -> f32 {
-        sum_128(_mm_add_ps(
-            _mm256_castps256_ps128(v),
-            _mm256_extractf128_ps::<1>(v),
-        ))
+        sum_128(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v)))
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -184,12 +162,7 @@ mod x86 {
         // SAFETY (all loads below): each reads [i, i + 8) with i + 8 <= n, inside both slices.
         while i + 16 <= n {
             let (x0, y0, x1, y1) = unsafe {
-                (
-                    _mm256_loadu_ps(pa.add(i)),
-                    _mm256_loadu_ps(pb.add(i)),
-                    _mm256_loadu_ps(pa.add(i + 8)),
-                    _mm256_loadu_ps(pb.add(i + 8)),
-                )
+                (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), _mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)))
             };
             let (d0, d1) = (_mm256_sub_ps(x0, y0), _mm256_sub_ps(x1, y1));
             acc0 = _mm256_fmadd_ps(d0, d0, acc0);
@@ -197,16 +170,11 @@ mod x86 {
             i += 16;
         }
         if i + 8 <= n {
-            let d =
-                unsafe { _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
+            let d = unsafe { _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
             acc0 = _mm256_fmadd_ps(d, d, acc0);
             i += 8;
         }
-        let tail: f32 = a[i..n]
-            .iter()
-            .zip(&b[i..n])
-            .map(|(x, y)| (x - y) * (x - y))
-            .sum();
+        let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| (x - y) * (x - y)).sum();
         sum_256(_mm256_add_ps(acc0, acc1)) + tail
     }
 
@@ -220,12 +188,7 @@ mod x86 {
         // SAFETY (all loads below): each reads [i, i + 8) with i + 8 <= n, inside both slices.
         while i + 16 <= n {
             let (x0, y0, x1, y1) = unsafe {
-                (
-                    _mm256_loadu_ps(pa.add(i)),
-                    _mm256_loadu_ps(pb.add(i)),
-                    _mm256_loadu_ps(pa.add(i + 8)),
-                    _mm256_loadu_ps(pb.add(i + 8)),
-                )
+                (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), _mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)))
             };
             acc0 = _mm256_fmadd_ps(x0, y0, acc0);
             acc1 = _mm256_fmadd_ps(x1, y1, acc1);
@@ -255,8 +218,7 @@ mod x86 {
 pub(super) fn kernel_for(metric: Metric) -> DistanceFn {
     #[cfg(target_arch = "x86_64")]
     {
-        let avx2 = std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma");
+        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
         match (metric, avx2) {
             (Metric::L2, true) => x86::l2_squared_avx2_entry,
             (Metric::Cosine | Metric::Ip, true) => x86::one_minus_dot_avx2_entry,
@@ -279,42 +241,24 @@ mod tests {
     /// Every kernel compiled for this target and usable on this CPU.
     fn kernels(metric: Metric) -> Vec<DistanceFn> {
         let l2 = metric == Metric::L2;
-        let portable: DistanceFn = if l2 {
-            l2_squared_portable
-        } else {
-            one_minus_dot_portable
-        };
+        let portable: DistanceFn = if l2 { l2_squared_portable } else { one_minus_dot_portable };
         #[cfg(target_arch = "x86_64")]
-        let sse: Option<DistanceFn> = Some(if l2 {
-            x86::l2_squared_sse
-        } else {
-            x86::one_minus_dot_sse
-        });
+        let sse: Option<DistanceFn> = Some(if l2 { x86::l2_squared_sse } else { x86::one_minus_dot_sse });
         #[cfg(not(target_arch = "x86_64"))]
         let sse: Option<DistanceFn> = None;
-        [Some(kernel_for(metric)), Some(portable), sse]
-            .into_iter()
-            .flatten()
-            .collect()
+        [Some(kernel_for(metric)), Some(portable), sse].into_iter().flatten().collect()
     }
 
     #[test]
     fn kernels_agree_with_metric_distance_for_every_length() {
         for len in [1usize, 7, 15, 16, 17, 31, 128, 129, 384] {
-            let a: Vec<f32> = (0..len)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.03)
-                .collect();
-            let b: Vec<f32> = (0..len)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.02)
-                .collect();
+            let a: Vec<f32> = (0..len).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.03).collect();
+            let b: Vec<f32> = (0..len).map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.02).collect();
             for metric in [Metric::L2, Metric::Ip] {
                 let expected = metric.distance(&a, &b);
                 for kernel in kernels(metric) {
                     let got = kernel(&a, &b);
-                    assert!(
-                        (got - expected).abs() <= 1e-4 * expected.abs().max(1.0),
-                        "{metric:?} len {len}: {got} vs {expected}"
-                    );
+                    assert!((got - expected).abs() <= 1e-4 * expected.abs().max(1.0), "{metric:?} len {len}: {got} vs {expected}");
                 }
             }
             let (na, nb) = (normalize(&a), normalize(&b));

@@ -53,32 +53,18 @@ pub struct HnswParams {
 impl HnswParams {
     /// Parameters with the defaults M = 16 and ef_construction = 200.
     pub fn new(dim: usize, metric: Metric) -> HnswParams {
-        HnswParams {
-            dim,
-            metric,
-            m: DEFAULT_M,
-            ef_construction: DEFAULT_EF_CONSTRUCTION,
-        }
+        HnswParams { dim, metric, m: DEFAULT_M, ef_construction: DEFAULT_EF_CONSTRUCTION }
     }
 
     fn validate(&self) -> Result<()> {
         if self.dim == 0 || self.dim > u32::MAX as usize {
-            return Err(Error::InvalidArgument(format!(
-                "hnsw dim must be between 1 and 2^32-1, got {}",
-                self.dim
-            )));
+            return Err(Error::InvalidArgument(format!("hnsw dim must be between 1 and 2^32-1, got {}", self.dim)));
         }
         if self.m < 2 || self.m > MAX_M {
-            return Err(Error::InvalidArgument(format!(
-                "hnsw m must be between 2 and {MAX_M}, got {}",
-                self.m
-            )));
+            return Err(Error::InvalidArgument(format!("hnsw m must be between 2 and {MAX_M}, got {}", self.m)));
         }
         if self.ef_construction == 0 || self.ef_construction > u32::MAX as usize {
-            return Err(Error::InvalidArgument(format!(
-                "hnsw ef_construction must be between 1 and 2^32-1, got {}",
-                self.ef_construction
-            )));
+            return Err(Error::InvalidArgument(format!("hnsw ef_construction must be between 1 and 2^32-1, got {}", self.ef_construction)));
         }
         Ok(())
     }
@@ -104,10 +90,7 @@ struct EntryPoint {
 
 impl EntryPoint {
     fn empty() -> EntryPoint {
-        EntryPoint {
-            packed: AtomicU64::new(0),
-            update: Mutex::new(()),
-        }
+        EntryPoint { packed: AtomicU64::new(0), update: Mutex::new(()) }
     }
 
     fn pack(node: u32, level: usize) -> u64 {
@@ -123,8 +106,7 @@ impl EntryPoint {
     }
 
     fn set(&self, node: u32, level: usize) {
-        self.packed
-            .store(EntryPoint::pack(node, level), Ordering::Release);
+        self.packed.store(EntryPoint::pack(node, level), Ordering::Release);
     }
 }
 
@@ -149,9 +131,7 @@ impl Hnsw {
     pub fn new(params: HnswParams, capacity: usize) -> Result<Hnsw> {
         params.validate()?;
         if capacity > MAX_CAPACITY || capacity.checked_mul(params.dim).is_none() {
-            return Err(Error::InvalidArgument(format!(
-                "hnsw capacity {capacity} is too large"
-            )));
+            return Err(Error::InvalidArgument(format!("hnsw capacity {capacity} is too large")));
         }
         Ok(Hnsw {
             params,
@@ -200,17 +180,11 @@ impl Hnsw {
 
     /// Every live label, in no particular order (used to match a loaded graph against rows).
     pub fn labels(&self) -> Vec<u64> {
-        read(&self.directory)
-            .node_of_label
-            .keys()
-            .copied()
-            .collect()
+        read(&self.directory).node_of_label.keys().copied().collect()
     }
 
     pub fn contains(&self, label: u64) -> bool {
-        read(&self.directory)
-            .node_of_label
-            .contains_key(&label)
+        read(&self.directory).node_of_label.contains_key(&label)
     }
 
     pub fn len(&self) -> usize {
@@ -235,11 +209,7 @@ impl Hnsw {
         // hashbrown keeps capacity*8/7 buckets rounded up to a power of two, each holding the
         // (u64, u32) entry padded to 16 bytes plus one control byte.
         let map_capacity = directory.node_of_label.capacity();
-        let buckets = if map_capacity == 0 {
-            0
-        } else {
-            (map_capacity * 8 / 7).next_power_of_two()
-        };
+        let buckets = if map_capacity == 0 { 0 } else { (map_capacity * 8 / 7).next_power_of_two() };
         let map_bytes = buckets * (std::mem::size_of::<(u64, u32)>() + 1);
         self.graph.heap_bytes() + map_bytes
     }
@@ -248,11 +218,7 @@ impl Hnsw {
     /// Tombstones stop costing memory, hops and link slots, and recall returns to that of a fresh
     /// build.
     pub fn compact(&mut self) -> Result<()> {
-        let allocated = self
-            .directory
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .allocated;
+        let allocated = self.directory.get_mut().unwrap_or_else(PoisonError::into_inner).allocated;
         let items: Vec<(u64, &[f32])> = (0..allocated)
             .filter(|&node| !self.graph.is_tombstoned(node))
             .map(|node| (self.graph.label(node), self.graph.vector(node)))
@@ -275,19 +241,14 @@ impl Hnsw {
                 .map(|node| (self.graph.label(node), self.graph.vector(node).to_vec()))
                 .collect()
         };
-        let items: Vec<(u64, &[f32])> = live
-            .iter()
-            .map(|(label, v)| (*label, v.as_slice()))
-            .collect();
+        let items: Vec<(u64, &[f32])> = live.iter().map(|(label, v)| (*label, v.as_slice())).collect();
         self.rebuilt_from(&items)
     }
 
     /// A fresh index with this one's parameters and capacity holding exactly `items`.
     fn rebuilt_from(&self, items: &[(u64, &[f32])]) -> Result<Hnsw> {
         let rebuilt = Hnsw::new(self.params, self.graph.capacity())?;
-        rebuilt
-            .level_draws
-            .store(self.level_draws.load(Ordering::Relaxed), Ordering::Relaxed);
+        rebuilt.level_draws.store(self.level_draws.load(Ordering::Relaxed), Ordering::Relaxed);
         // Stored vectors are already normalised for cosine; inserting them as prepared avoids
         // renormalising (which would perturb them by rounding).
         rebuilt.insert_prepared_batch(items)?;
@@ -304,16 +265,10 @@ impl Hnsw {
 
     fn check_vector(&self, vector: &[f32]) -> Result<()> {
         if vector.len() != self.params.dim {
-            return Err(Error::InvalidArgument(format!(
-                "vector has dimension {}, index expects {}",
-                vector.len(),
-                self.params.dim
-            )));
+            return Err(Error::InvalidArgument(format!("vector has dimension {}, index expects {}", vector.len(), self.params.dim)));
         }
         if vector.iter().any(|x| !x.is_finite()) {
-            return Err(Error::InvalidArgument(
-                "vector contains NaN or Infinity".to_string(),
-            ));
+            return Err(Error::InvalidArgument("vector contains NaN or Infinity".to_string()));
         }
         Ok(())
     }
@@ -338,27 +293,17 @@ pub(crate) mod test_data {
         }
 
         pub fn vectors(&mut self, n: usize, dim: usize) -> Vec<Vec<f32>> {
-            (0..n)
-                .map(|_| (0..dim).map(|_| self.unit() * 2.0 - 1.0).collect())
-                .collect()
+            (0..n).map(|_| (0..dim).map(|_| self.unit() * 2.0 - 1.0).collect()).collect()
         }
     }
 
-    pub fn brute_force(
-        metric: crate::distance::Metric,
-        data: &[(u64, Vec<f32>)],
-        query: &[f32],
-        k: usize,
-    ) -> Vec<u64> {
+    pub fn brute_force(metric: crate::distance::Metric, data: &[(u64, Vec<f32>)], query: &[f32], k: usize) -> Vec<u64> {
         let prepare = |v: &[f32]| match metric {
             crate::distance::Metric::Cosine => crate::distance::normalize(v),
             _ => v.to_vec(),
         };
         let q = prepare(query);
-        let mut scored: Vec<(f32, u64)> = data
-            .iter()
-            .map(|(label, v)| (metric.distance(&q, &prepare(v)), *label))
-            .collect();
+        let mut scored: Vec<(f32, u64)> = data.iter().map(|(label, v)| (metric.distance(&q, &prepare(v)), *label)).collect();
         scored.sort_by(|a, b| a.0.total_cmp(&b.0));
         scored.into_iter().take(k).map(|(_, label)| label).collect()
     }
@@ -370,44 +315,17 @@ mod tests {
     use super::*;
 
     fn small_index(metric: Metric, capacity: usize) -> Hnsw {
-        Hnsw::new(
-            HnswParams {
-                dim: 8,
-                metric,
-                m: 8,
-                ef_construction: 64,
-            },
-            capacity,
-        )
-        .expect("valid params")
+        Hnsw::new(HnswParams { dim: 8, metric, m: 8, ef_construction: 64 }, capacity).expect("valid params")
     }
 
     #[test]
     fn invalid_params_are_rejected() {
-        let bad_dim = HnswParams {
-            dim: 0,
-            ..HnswParams::new(4, Metric::L2)
-        };
-        assert!(matches!(
-            Hnsw::new(bad_dim, 10),
-            Err(Error::InvalidArgument(_))
-        ));
-        let bad_m = HnswParams {
-            m: 1,
-            ..HnswParams::new(4, Metric::L2)
-        };
-        assert!(matches!(
-            Hnsw::new(bad_m, 10),
-            Err(Error::InvalidArgument(_))
-        ));
-        let bad_ef = HnswParams {
-            ef_construction: 0,
-            ..HnswParams::new(4, Metric::L2)
-        };
-        assert!(matches!(
-            Hnsw::new(bad_ef, 10),
-            Err(Error::InvalidArgument(_))
-        ));
+        let bad_dim = HnswParams { dim: 0, ..HnswParams::new(4, Metric::L2) };
+        assert!(matches!(Hnsw::new(bad_dim, 10), Err(Error::InvalidArgument(_))));
+        let bad_m = HnswParams { m: 1, ..HnswParams::new(4, Metric::L2) };
+        assert!(matches!(Hnsw::new(bad_m, 10), Err(Error::InvalidArgument(_))));
+        let bad_ef = HnswParams { ef_construction: 0, ..HnswParams::new(4, Metric::L2) };
+        assert!(matches!(Hnsw::new(bad_ef, 10), Err(Error::InvalidArgument(_))));
     }
 
     #[test]
@@ -423,10 +341,7 @@ mod tests {
         let vectors = rng.vectors(3, 8);
         index.insert(1, &vectors[0]).expect("room for two");
         index.insert(2, &vectors[1]).expect("room for two");
-        assert!(matches!(
-            index.insert(3, &vectors[2]),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(index.insert(3, &vectors[2]), Err(Error::InvalidArgument(_))));
         assert!(!index.contains(3));
         index.reserve(4);
         assert_eq!(index.capacity(), 4);
@@ -439,16 +354,10 @@ mod tests {
     #[test]
     fn wrong_dimension_and_non_finite_vectors_are_rejected() {
         let index = small_index(Metric::L2, 4);
-        assert!(matches!(
-            index.insert(1, &[0.0; 3]),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(index.insert(1, &[0.0; 3]), Err(Error::InvalidArgument(_))));
         let mut v = vec![0.0; 8];
         v[3] = f32::NAN;
-        assert!(matches!(
-            index.insert(1, &v),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(index.insert(1, &v), Err(Error::InvalidArgument(_))));
         assert!(index.is_empty());
         assert_eq!(index.remaining_capacity(), 4);
     }

@@ -114,42 +114,23 @@ impl Hnsw {
         let directory = read(&self.directory);
         let nodes = directory.allocated;
         let graph = &self.graph;
-        let (entry, top) = self
-            .entry
-            .get()
-            .map_or((NO_NODE, 0), |(node, level)| (node, level as u32));
+        let (entry, top) = self.entry.get().map_or((NO_NODE, 0), |(node, level)| (node, level as u32));
 
         let mut header = [0u8; header::LEN];
         header[header::MAGIC..header::MAGIC + 8].copy_from_slice(&INDEX_MAGIC);
         put_u32(&mut header, header::VERSION, INDEX_FORMAT_VERSION);
-        put_u32(
-            &mut header,
-            header::METRIC,
-            self.params.metric.code() as u32,
-        );
+        put_u32(&mut header, header::METRIC, self.params.metric.code() as u32);
         put_u32(&mut header, header::DIM, self.params.dim as u32);
         put_u32(&mut header, header::M, self.params.m as u32);
-        put_u32(
-            &mut header,
-            header::EF_CONSTRUCTION,
-            self.params.ef_construction as u32,
-        );
+        put_u32(&mut header, header::EF_CONSTRUCTION, self.params.ef_construction as u32);
         put_u32(&mut header, header::ENTRY_NODE, entry);
         put_u32(&mut header, header::TOP_LEVEL, top);
         put_u32(&mut header, header::RESERVED, 0);
         put_u64(&mut header, header::COVERED_SEQ, covered_seq);
         put_u64(&mut header, header::NODE_COUNT, nodes as u64);
-        put_u64(
-            &mut header,
-            header::LEVEL_DRAWS,
-            self.level_draws.load(Ordering::Relaxed),
-        );
+        put_u64(&mut header, header::LEVEL_DRAWS, self.level_draws.load(Ordering::Relaxed));
 
-        let mut sink = ChecksummedWriter {
-            out,
-            hasher: Xxh3Stream::default(),
-            buffer: Vec::with_capacity(2 * CHUNK),
-        };
+        let mut sink = ChecksummedWriter { out, hasher: Xxh3Stream::default(), buffer: Vec::with_capacity(2 * CHUNK) };
         sink.put(&header)?;
         for node in 0..nodes {
             for value in graph.vector(node) {
@@ -171,9 +152,8 @@ impl Hnsw {
             sink.put(&graph.label(node).to_le_bytes())?;
         }
         for first in (0..nodes).step_by(8) {
-            let byte = (first..nodes.min(first + 8))
-                .filter(|&node| graph.is_tombstoned(node))
-                .fold(0u8, |byte, node| byte | 1 << (node - first));
+            let byte =
+                (first..nodes.min(first + 8)).filter(|&node| graph.is_tombstoned(node)).fold(0u8, |byte, node| byte | 1 << (node - first));
             sink.put(&[byte])?;
         }
         sink.finish()
@@ -188,27 +168,18 @@ impl Hnsw {
             return Err(corruption(
                 path,
                 bytes.len(),
-                format!(
-                    "index file is {} bytes, shorter than its header and checksum",
-                    bytes.len()
-                ),
+                format!("index file is {} bytes, shorter than its header and checksum", bytes.len()),
             ));
         }
         if bytes[header::MAGIC..header::MAGIC + INDEX_MAGIC.len()] != INDEX_MAGIC {
-            return Err(corruption(
-                path,
-                header::MAGIC,
-                "not a Cairn HNSW index file (bad magic)",
-            ));
+            return Err(corruption(path, header::MAGIC, "not a Cairn HNSW index file (bad magic)"));
         }
         let version = le_u32(bytes, header::VERSION);
         if version != INDEX_FORMAT_VERSION {
             return Err(corruption(
                 path,
                 header::VERSION,
-                format!(
-                    "unsupported index format version {version}, expected {INDEX_FORMAT_VERSION}"
-                ),
+                format!("unsupported index format version {version}, expected {INDEX_FORMAT_VERSION}"),
             ));
         }
         let body_len = bytes.len() - CHECKSUM_LEN;
@@ -216,43 +187,25 @@ impl Hnsw {
         let stored = le_u64(trailer, 0);
         let computed = xxh3(body);
         if stored != computed {
-            return Err(corruption(
-                path,
-                body_len,
-                format!(
-                    "index checksum mismatch: stored {stored:#018x}, computed {computed:#018x}"
-                ),
-            ));
+            return Err(corruption(path, body_len, format!("index checksum mismatch: stored {stored:#018x}, computed {computed:#018x}")));
         }
 
         let metric_code = le_u32(body, header::METRIC);
         let metric = u8::try_from(metric_code)
             .ok()
             .and_then(Metric::from_code)
-            .ok_or_else(|| {
-                corruption(
-                    path,
-                    header::METRIC,
-                    format!("unknown metric code {metric_code}"),
-                )
-            })?;
+            .ok_or_else(|| corruption(path, header::METRIC, format!("unknown metric code {metric_code}")))?;
         let params = HnswParams {
             dim: le_u32(body, header::DIM) as usize,
             metric,
             m: le_u32(body, header::M) as usize,
             ef_construction: le_u32(body, header::EF_CONSTRUCTION) as usize,
         };
-        params
-            .validate()
-            .map_err(|e| corruption(path, header::DIM, format!("invalid parameters: {e}")))?;
+        params.validate().map_err(|e| corruption(path, header::DIM, format!("invalid parameters: {e}")))?;
         let entry = le_u32(body, header::ENTRY_NODE);
         let top = le_u32(body, header::TOP_LEVEL) as usize;
         if le_u32(body, header::RESERVED) != 0 {
-            return Err(corruption(
-                path,
-                header::RESERVED,
-                "reserved header field is not zero",
-            ));
+            return Err(corruption(path, header::RESERVED, "reserved header field is not zero"));
         }
         let covered_seq = le_u64(body, header::COVERED_SEQ);
         let node_count = le_u64(body, header::NODE_COUNT);
@@ -260,53 +213,24 @@ impl Hnsw {
         let nodes = usize::try_from(node_count)
             .ok()
             .filter(|&n| n <= MAX_CAPACITY)
-            .ok_or_else(|| {
-                corruption(
-                    path,
-                    header::NODE_COUNT,
-                    format!("node count {node_count} is out of range"),
-                )
-            })?;
+            .ok_or_else(|| corruption(path, header::NODE_COUNT, format!("node count {node_count} is out of range")))?;
 
         let dim = params.dim;
         let level0_slots = 1 + 2 * params.m;
         let upper_slots = 1 + params.m;
-        let mut sections = Sections {
-            body,
-            offset: header::LEN,
-            path,
-        };
-        let (vectors_at, vector_bytes) = sections.take(
-            nodes.checked_mul(dim).and_then(|n| n.checked_mul(4)),
-            "vectors",
-        )?;
+        let mut sections = Sections { body, offset: header::LEN, path };
+        let (vectors_at, vector_bytes) = sections.take(nodes.checked_mul(dim).and_then(|n| n.checked_mul(4)), "vectors")?;
         let (levels_at, level_bytes) = sections.take(Some(nodes), "levels")?;
-        if let Some(i) = level_bytes
-            .iter()
-            .position(|&level| level as usize > MAX_LEVEL)
-        {
-            return Err(corruption(
-                path,
-                levels_at + i,
-                format!("node level {} exceeds {MAX_LEVEL}", level_bytes[i]),
-            ));
+        if let Some(i) = level_bytes.iter().position(|&level| level as usize > MAX_LEVEL) {
+            return Err(corruption(path, levels_at + i, format!("node level {} exceeds {MAX_LEVEL}", level_bytes[i])));
         }
-        let (level0_at, level0_bytes) =
-            sections.take(nodes.checked_mul(level0_slots * 4), "level-0 links")?;
+        let (level0_at, level0_bytes) = sections.take(nodes.checked_mul(level0_slots * 4), "level-0 links")?;
         let upper_lists: usize = level_bytes.iter().map(|&level| level as usize).sum();
-        let (upper_at, upper_bytes) = sections.take(
-            upper_lists.checked_mul(upper_slots * 4),
-            "upper-level links",
-        )?;
+        let (upper_at, upper_bytes) = sections.take(upper_lists.checked_mul(upper_slots * 4), "upper-level links")?;
         let (labels_at, label_bytes) = sections.take(nodes.checked_mul(8), "labels")?;
-        let (tombstones_at, tombstone_bytes) =
-            sections.take(Some(nodes.div_ceil(8)), "tombstones")?;
+        let (tombstones_at, tombstone_bytes) = sections.take(Some(nodes.div_ceil(8)), "tombstones")?;
         if sections.offset != body.len() {
-            return Err(corruption(
-                path,
-                sections.offset,
-                "unexpected bytes after the tombstone section",
-            ));
+            return Err(corruption(path, sections.offset, "unexpected bytes after the tombstone section"));
         }
 
         let level_of = |node: usize| level_bytes[node] as usize;
@@ -314,27 +238,15 @@ impl Hnsw {
         if let Some(&last) = tombstone_bytes.last() {
             let used_bits = nodes - (tombstone_bytes.len() - 1) * 8;
             if used_bits < 8 && last >> used_bits != 0 {
-                return Err(corruption(
-                    path,
-                    tombstones_at + tombstone_bytes.len() - 1,
-                    "unused tombstone bits are set",
-                ));
+                return Err(corruption(path, tombstones_at + tombstone_bytes.len() - 1, "unused tombstone bits are set"));
             }
         }
         if nodes == 0 {
             if entry != NO_NODE || top != 0 {
-                return Err(corruption(
-                    path,
-                    header::ENTRY_NODE,
-                    "empty index names an entry node",
-                ));
+                return Err(corruption(path, header::ENTRY_NODE, "empty index names an entry node"));
             }
         } else {
-            let highest = level_bytes
-                .iter()
-                .map(|&level| level as usize)
-                .max()
-                .unwrap_or(0);
+            let highest = level_bytes.iter().map(|&level| level as usize).max().unwrap_or(0);
             if entry as usize >= nodes || top != highest || level_of(entry as usize) != top {
                 return Err(corruption(
                     path,
@@ -344,13 +256,8 @@ impl Hnsw {
             }
         }
 
-        let mut index = Hnsw::new(params, nodes).map_err(|e| {
-            corruption(
-                path,
-                header::NODE_COUNT,
-                format!("cannot size the index: {e}"),
-            )
-        })?;
+        let mut index =
+            Hnsw::new(params, nodes).map_err(|e| corruption(path, header::NODE_COUNT, format!("cannot size the index: {e}")))?;
         // Each section is decoded in one pass straight into the graph's arrays (whose layouts
         // match the file's), then checked; nothing is published until `read_from` returns.
         let view = index.graph.load_view();
@@ -364,16 +271,8 @@ impl Hnsw {
             *cell.get_mut() = f32::from_bits(bits);
         }
         if !all_finite {
-            let i = view
-                .vectors
-                .iter_mut()
-                .position(|cell| !cell.get_mut().is_finite())
-                .unwrap_or(0);
-            return Err(corruption(
-                path,
-                vectors_at + i * 4,
-                format!("vector of node {} is not finite", i / dim),
-            ));
+            let i = view.vectors.iter_mut().position(|cell| !cell.get_mut().is_finite()).unwrap_or(0);
+            return Err(corruption(path, vectors_at + i * 4, format!("vector of node {} is not finite", i / dim)));
         }
 
         for (level, &byte) in view.levels.iter_mut().zip(level_bytes) {
@@ -391,11 +290,7 @@ impl Hnsw {
             if tombstoned {
                 tombstones += 1;
             } else if node_of_label.insert(label, node as u32).is_some() {
-                return Err(corruption(
-                    path,
-                    labels_at + node * 8,
-                    format!("label {label} is live on two nodes"),
-                ));
+                return Err(corruption(path, labels_at + node * 8, format!("label {label} is live on two nodes")));
             }
         }
 
@@ -412,24 +307,15 @@ impl Hnsw {
 
         let (upper_words, _) = upper_bytes.as_chunks::<4>();
         let mut next_list = 0usize;
-        for (node, &level) in level_bytes
-            .iter()
-            .enumerate()
-            .filter(|(_, &level)| level > 0)
-        {
+        for (node, &level) in level_bytes.iter().enumerate().filter(|(_, &level)| level > 0) {
             // In bounds: the section's length is the sum of the levels times the list size.
             let words = &upper_words[next_list..next_list + level as usize * upper_slots];
             for (i, list) in words.chunks_exact(upper_slots).enumerate() {
                 let list_at = upper_at + (next_list + i * upper_slots) * 4;
-                check_links(list, node, i + 1, level_bytes, |_| {})
-                    .map_err(|reason| corruption(path, list_at, reason))?;
+                check_links(list, node, i + 1, level_bytes, |_| {}).map_err(|reason| corruption(path, list_at, reason))?;
             }
-            view.upper_links[node] = OnceLock::from(
-                words
-                    .iter()
-                    .map(|word| AtomicU32::new(u32::from_le_bytes(*word)))
-                    .collect::<Box<[AtomicU32]>>(),
-            );
+            view.upper_links[node] =
+                OnceLock::from(words.iter().map(|word| AtomicU32::new(u32::from_le_bytes(*word))).collect::<Box<[AtomicU32]>>());
             next_list += words.len();
         }
 
@@ -437,24 +323,13 @@ impl Hnsw {
             index.entry.set(entry, top);
         }
         index.level_draws = AtomicU64::new(level_draws);
-        *index
-            .directory
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = LabelDirectory {
-            node_of_label,
-            allocated: nodes as u32,
-            tombstones,
-        };
+        *index.directory.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            LabelDirectory { node_of_label, allocated: nodes as u32, tombstones };
         Ok((index, covered_seq))
     }
 }
 
-fn put_links(
-    sink: &mut ChecksummedWriter<'_>,
-    index: &Hnsw,
-    node: u32,
-    layer: usize,
-) -> std::io::Result<()> {
+fn put_links(sink: &mut ChecksummedWriter<'_>, index: &Hnsw, node: u32, layer: usize) -> std::io::Result<()> {
     let links = index.graph.links(node, layer);
     let count = links.len();
     sink.put(&(count as u32).to_le_bytes())?;
@@ -468,30 +343,19 @@ fn put_links(
 /// Checks one persisted link list of `node` on `layer` (count, then slots): the count fits, and
 /// every link names another existing node that lives on the link's level. Calls `each` with
 /// every link.
-fn check_links(
-    list: &[[u8; 4]],
-    node: usize,
-    layer: usize,
-    levels: &[u8],
-    mut each: impl FnMut(u32),
-) -> std::result::Result<(), String> {
+fn check_links(list: &[[u8; 4]], node: usize, layer: usize, levels: &[u8], mut each: impl FnMut(u32)) -> std::result::Result<(), String> {
     let Some((count, slots)) = list.split_first() else {
         return Err("empty link list".to_string());
     };
     let count = u32::from_le_bytes(*count) as usize;
     if count > slots.len() {
-        return Err(format!(
-            "link count {count} exceeds the list capacity {}",
-            slots.len()
-        ));
+        return Err(format!("link count {count} exceeds the list capacity {}", slots.len()));
     }
     for word in &slots[..count] {
         let neighbour = u32::from_le_bytes(*word);
         let at = neighbour as usize;
         if at == node || levels.get(at).is_none_or(|&level| (level as usize) < layer) {
-            return Err(format!(
-                "node {node} links on level {layer} to invalid node {neighbour}"
-            ));
+            return Err(format!("node {node} links on level {layer} to invalid node {neighbour}"));
         }
         each(neighbour);
     }
@@ -509,19 +373,13 @@ struct Sections<'a> {
 impl<'a> Sections<'a> {
     fn take(&mut self, len: Option<usize>, what: &str) -> Result<(usize, &'a [u8])> {
         let start = self.offset;
-        let end = len
-            .and_then(|len| start.checked_add(len))
-            .filter(|&end| end <= self.body.len());
+        let end = len.and_then(|len| start.checked_add(len)).filter(|&end| end <= self.body.len());
         match end {
             Some(end) => {
                 self.offset = end;
                 Ok((start, &self.body[start..end]))
             }
-            None => Err(corruption(
-                self.path,
-                start,
-                format!("{what} section is truncated"),
-            )),
+            None => Err(corruption(self.path, start, format!("{what} section is truncated"))),
         }
     }
 }
@@ -551,16 +409,7 @@ mod tests {
     use super::*;
 
     fn sample_index(metric: Metric, nodes: usize) -> Hnsw {
-        let index = Hnsw::new(
-            HnswParams {
-                dim: 6,
-                metric,
-                m: 4,
-                ef_construction: 32,
-            },
-            nodes + 4,
-        )
-        .expect("params");
+        let index = Hnsw::new(HnswParams { dim: 6, metric, m: 4, ef_construction: 32 }, nodes + 4).expect("params");
         let mut rng = TestRng(21);
         for (i, v) in rng.vectors(nodes, 6).iter().enumerate() {
             index.insert(i as u64 * 3, v).expect("capacity");
@@ -570,9 +419,7 @@ mod tests {
 
     fn file_of(index: &Hnsw, covered_seq: u64) -> Vec<u8> {
         let mut bytes = Vec::new();
-        index
-            .write_to(&mut bytes, covered_seq)
-            .expect("write to a Vec");
+        index.write_to(&mut bytes, covered_seq).expect("write to a Vec");
         bytes
     }
 
@@ -588,34 +435,22 @@ mod tests {
     fn round_trip_preserves_everything() {
         let index = sample_index(Metric::Cosine, 300);
         index.mark_deleted(0);
-        index
-            .insert(3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
-            .expect("capacity");
+        index.insert(3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).expect("capacity");
         let bytes = file_of(&index, 42);
-        let (loaded, covered_seq) =
-            Hnsw::read_from(&bytes, Path::new("index.hnsw")).expect("valid file");
+        let (loaded, covered_seq) = Hnsw::read_from(&bytes, Path::new("index.hnsw")).expect("valid file");
         assert_eq!(covered_seq, 42);
         assert_eq!(loaded.params(), index.params());
         assert_eq!(loaded.len(), index.len());
         assert_eq!(loaded.deleted_count(), index.deleted_count());
         assert_eq!(loaded.capacity(), 301);
         assert!(!loaded.contains(0));
-        assert_eq!(
-            file_of(&loaded, 42),
-            bytes,
-            "re-writing a loaded index is byte-identical"
-        );
+        assert_eq!(file_of(&loaded, 42), bytes, "re-writing a loaded index is byte-identical");
         let query = [0.5, -0.1, 0.3, 0.9, -0.7, 0.2];
-        assert_eq!(
-            loaded.search(&query, 10, 32, None),
-            index.search(&query, 10, 32, None)
-        );
+        assert_eq!(loaded.search(&query, 10, 32, None), index.search(&query, 10, 32, None));
         // Pruning relies on the in-degree counters, which loading rebuilds from the lists.
         let nodes = loaded.capacity() as u32;
         for node in 0..nodes {
-            let in_lists = (0..nodes)
-                .filter(|&from| loaded.graph.links(from, 0).to_vec().contains(&node))
-                .count() as u32;
+            let in_lists = (0..nodes).filter(|&from| loaded.graph.links(from, 0).to_vec().contains(&node)).count() as u32;
             assert_eq!(loaded.graph.level0_in_degree(node), in_lists, "node {node}");
         }
     }
@@ -676,8 +511,7 @@ mod tests {
         let level0_at = levels_at + nodes;
 
         let mut huge_count = bytes.clone();
-        huge_count[header::NODE_COUNT..header::NODE_COUNT + 8]
-            .copy_from_slice(&u64::MAX.to_le_bytes());
+        huge_count[header::NODE_COUNT..header::NODE_COUNT + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         expect_corruption(&resealed(huge_count));
 
         let mut bad_link = bytes.clone();
@@ -689,22 +523,15 @@ mod tests {
         // The first upper-level list belongs to the lowest node id above level 0; point its first
         // link at a level-0 node.
         let levels = &bytes[levels_at..levels_at + nodes];
-        let upper_node = levels
-            .iter()
-            .position(|&l| l > 0)
-            .expect("a node above level 0");
+        let upper_node = levels.iter().position(|&l| l > 0).expect("a node above level 0");
         let level0_node = levels.iter().position(|&l| l == 0).expect("a level-0 node");
         let upper_at = level0_at + nodes * (1 + 2 * 4) * 4;
         let mut bad_upper_link = bytes.clone();
         bad_upper_link[upper_at..upper_at + 4].copy_from_slice(&1u32.to_le_bytes());
-        bad_upper_link[upper_at + 4..upper_at + 8]
-            .copy_from_slice(&(level0_node as u32).to_le_bytes());
+        bad_upper_link[upper_at + 4..upper_at + 8].copy_from_slice(&(level0_node as u32).to_le_bytes());
         let (offset, reason) = expect_corruption(&resealed(bad_upper_link));
         assert_eq!(offset as usize, upper_at, "{reason}");
-        assert!(
-            reason.contains(&format!("node {upper_node} links on level 1")),
-            "{reason}"
-        );
+        assert!(reason.contains(&format!("node {upper_node} links on level 1")), "{reason}");
 
         let mut bad_count = bytes.clone();
         bad_count[level0_at..level0_at + 4].copy_from_slice(&100u32.to_le_bytes());
@@ -716,14 +543,10 @@ mod tests {
 
         let mut bad_metric = bytes.clone();
         bad_metric[header::METRIC] = 7;
-        assert_eq!(
-            expect_corruption(&resealed(bad_metric)).0,
-            header::METRIC as u64
-        );
+        assert_eq!(expect_corruption(&resealed(bad_metric)).0, header::METRIC as u64);
 
         let mut bad_entry = bytes.clone();
-        bad_entry[header::ENTRY_NODE..header::ENTRY_NODE + 4]
-            .copy_from_slice(&5000u32.to_le_bytes());
+        bad_entry[header::ENTRY_NODE..header::ENTRY_NODE + 4].copy_from_slice(&5000u32.to_le_bytes());
         expect_corruption(&resealed(bad_entry));
 
         let labels_at = bytes.len() - CHECKSUM_LEN - nodes.div_ceil(8) - nodes * 8;
@@ -739,20 +562,9 @@ mod tests {
     /// The golden index: sequential inserts are deterministic (level draws come from a counter),
     /// so this always produces the same graph and the same bytes.
     fn golden_index() -> Hnsw {
-        let params = HnswParams {
-            dim: 2,
-            metric: Metric::L2,
-            m: 2,
-            ef_construction: 8,
-        };
+        let params = HnswParams { dim: 2, metric: Metric::L2, m: 2, ef_construction: 8 };
         let index = Hnsw::new(params, 8).expect("params");
-        let points = [
-            (10u64, [0.0f32, 0.0]),
-            (11, [1.0, 0.0]),
-            (12, [0.0, 1.0]),
-            (13, [1.0, 1.0]),
-            (14, [2.0, 2.0]),
-        ];
+        let points = [(10u64, [0.0f32, 0.0]), (11, [1.0, 0.0]), (12, [0.0, 1.0]), (13, [1.0, 1.0]), (14, [2.0, 2.0])];
         for (label, v) in points {
             index.insert(label, &v).expect("capacity");
         }
@@ -776,28 +588,20 @@ mod tests {
     );
 
     fn from_hex(hex: &str) -> Vec<u8> {
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-            .collect()
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
     }
 
     #[test]
     fn format_v1_golden_file_loads_and_is_reproduced_byte_for_byte() {
         let golden = from_hex(GOLDEN_V1_HEX);
-        let (loaded, covered_seq) =
-            Hnsw::read_from(&golden, Path::new("golden.hnsw")).expect("golden v1 loads");
+        let (loaded, covered_seq) = Hnsw::read_from(&golden, Path::new("golden.hnsw")).expect("golden v1 loads");
         assert_eq!(covered_seq, 9);
         assert_eq!((loaded.len(), loaded.deleted_count()), (4, 2));
         assert!(!loaded.contains(12) && loaded.contains(13));
         assert_eq!(loaded.search(&[3.0, 1.0], 1, 8, None), vec![(13, 0.0)]);
         assert_eq!(loaded.search(&[0.0, 1.0], 4, 8, None).len(), 4);
         // A failure here means the layout changed: bump INDEX_FORMAT_VERSION and keep reading v1.
-        assert_eq!(
-            file_of(&golden_index(), 9),
-            golden,
-            "writer no longer produces format v1"
-        );
+        assert_eq!(file_of(&golden_index(), 9), golden, "writer no longer produces format v1");
     }
 
     /// Load-time report for a file of a 100k x 128 index (M = 16), run with
@@ -826,9 +630,7 @@ mod tests {
             index.graph.init_node(node as u32, node as u64 * 3, level);
         }
         for layer in 0..=top {
-            let on_layer: Vec<u32> = (0..nodes as u32)
-                .filter(|&n| levels[n as usize] >= layer)
-                .collect();
+            let on_layer: Vec<u32> = (0..nodes as u32).filter(|&n| levels[n as usize] >= layer).collect();
             let max = index.graph.max_links(layer).min(on_layer.len() - 1);
             for &node in &on_layer {
                 let count = max / 2 + (rng.next_u64() as usize) % (max - max / 2 + 1);
@@ -855,10 +657,7 @@ mod tests {
         /// This thread's CPU seconds (user and system, so page faults count): on a shared
         /// machine wall time mostly measures the neighbours.
         fn thread_cpu_seconds() -> f64 {
-            let mut now = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
+            let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
             // SAFETY: `now` is a valid, writable timespec.
             unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
             now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
@@ -894,8 +693,6 @@ mod tests {
                 Ok(())
             }
         }
-        assert!(sample_index(Metric::L2, 10)
-            .write_to(&mut Failing, 0)
-            .is_err());
+        assert!(sample_index(Metric::L2, 10).write_to(&mut Failing, 0).is_err());
     }
 }

@@ -17,9 +17,7 @@ pub(super) struct Scored {
 
 impl Ord for Scored {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.dist
-            .total_cmp(&other.dist)
-            .then(self.node.cmp(&other.node))
+        self.dist.total_cmp(&other.dist).then(self.node.cmp(&other.node))
     }
 }
 
@@ -93,11 +91,7 @@ thread_local! {
 /// Runs `job` with this thread's scratch. The scratch is moved out while in use, so a re-entrant
 /// call (a search filter that itself searches) simply gets a fresh one instead of a borrow panic.
 pub(super) fn with_scratch<R>(job: impl FnOnce(&mut SearchScratch) -> R) -> R {
-    let mut scratch = SCRATCH
-        .try_with(Cell::take)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let mut scratch = SCRATCH.try_with(Cell::take).ok().flatten().unwrap_or_default();
     let result = job(&mut scratch);
     // Fails only during thread teardown, when the scratch is simply dropped.
     let _ = SCRATCH.try_with(|cell| cell.set(Some(scratch)));
@@ -112,13 +106,7 @@ impl Hnsw {
 
     /// Greedy walk from `start` on each level from `top` down to `bottom` (inclusive): move to the
     /// closest neighbour while that improves. Returns the local minimum on `bottom`.
-    pub(super) fn greedy_descend(
-        &self,
-        query: &[f32],
-        start: Scored,
-        top: usize,
-        bottom: usize,
-    ) -> Scored {
+    pub(super) fn greedy_descend(&self, query: &[f32], start: Scored, top: usize, bottom: usize) -> Scored {
         let mut best = start;
         for level in (bottom..=top).rev() {
             loop {
@@ -128,10 +116,7 @@ impl Hnsw {
                     let neighbour = links.get(i);
                     let dist = self.distance_to(query, neighbour);
                     if dist < best.dist {
-                        best = Scored {
-                            dist,
-                            node: neighbour,
-                        };
+                        best = Scored { dist, node: neighbour };
                         improved = true;
                     }
                 }
@@ -158,12 +143,7 @@ impl Hnsw {
         scratch: &mut SearchScratch,
         admit: impl Fn(u32) -> bool,
     ) {
-        let SearchScratch {
-            visited,
-            candidates,
-            results,
-            fresh,
-        } = scratch;
+        let SearchScratch { visited, candidates, results, fresh } = scratch;
         visited.start(self.graph.capacity());
         candidates.clear();
         results.clear();
@@ -201,10 +181,7 @@ impl Hnsw {
                 }
                 let dist = self.distance_to(query, neighbour);
                 if results.len() < ef || dist < worst {
-                    let scored = Scored {
-                        dist,
-                        node: neighbour,
-                    };
+                    let scored = Scored { dist, node: neighbour };
                     candidates.push(Reverse(scored));
                     if admit(neighbour) {
                         results.push(scored);
@@ -224,13 +201,7 @@ impl Hnsw {
     /// are returned and the search keeps expanding until it holds `max(ef, k)` accepted labels or
     /// has exhausted the reachable graph. A query of the wrong dimension or with non-finite values
     /// matches nothing and returns an empty list (the engine validates queries before this).
-    pub fn search(
-        &self,
-        query: &[f32],
-        k: usize,
-        ef: usize,
-        filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
-    ) -> Vec<(u64, f32)> {
+    pub fn search(&self, query: &[f32], k: usize, ef: usize, filter: Option<&(dyn Fn(u64) -> bool + Sync)>) -> Vec<(u64, f32)> {
         if k == 0 || query.len() != self.params.dim || query.iter().any(|x| !x.is_finite()) {
             return Vec::new();
         }
@@ -240,23 +211,14 @@ impl Hnsw {
         let query = self.prepare(query);
         let beam = ef.max(k);
         with_scratch(|scratch| {
-            let start = Scored {
-                dist: self.distance_to(&query, entry),
-                node: entry,
-            };
+            let start = Scored { dist: self.distance_to(&query, entry), node: entry };
             let start = self.greedy_descend(&query, start, top, 1);
-            let admit = |node: u32| {
-                !self.graph.is_tombstoned(node)
-                    && filter.is_none_or(|accepts| accepts(self.graph.label(node)))
-            };
+            let admit = |node: u32| !self.graph.is_tombstoned(node) && filter.is_none_or(|accepts| accepts(self.graph.label(node)));
             self.search_level(&query, start, beam, 0, scratch, admit);
             let mut found: Vec<Scored> = scratch.results.drain().collect();
             found.sort_unstable();
             found.truncate(k);
-            found
-                .into_iter()
-                .map(|s| (self.graph.label(s.node), s.dist))
-                .collect()
+            found.into_iter().map(|s| (self.graph.label(s.node), s.dist)).collect()
         })
     }
 }
@@ -268,23 +230,9 @@ mod tests {
     use crate::distance::Metric;
 
     fn build(metric: Metric, n: usize, dim: usize, seed: u64) -> (Hnsw, Vec<(u64, Vec<f32>)>) {
-        let index = Hnsw::new(
-            HnswParams {
-                dim,
-                metric,
-                m: 12,
-                ef_construction: 100,
-            },
-            n,
-        )
-        .expect("params");
+        let index = Hnsw::new(HnswParams { dim, metric, m: 12, ef_construction: 100 }, n).expect("params");
         let mut rng = TestRng(seed);
-        let data: Vec<(u64, Vec<f32>)> = rng
-            .vectors(n, dim)
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (1000 + i as u64, v))
-            .collect();
+        let data: Vec<(u64, Vec<f32>)> = rng.vectors(n, dim).into_iter().enumerate().map(|(i, v)| (1000 + i as u64, v)).collect();
         let items: Vec<(u64, &[f32])> = data.iter().map(|(l, v)| (*l, v.as_slice())).collect();
         index.insert_batch(&items).expect("capacity");
         (index, data)
@@ -298,10 +246,7 @@ mod tests {
             assert!(visited.insert(3));
             assert!(!visited.insert(3));
         }
-        assert!(
-            !visited.insert(9),
-            "out-of-range ids count as visited instead of panicking"
-        );
+        assert!(!visited.insert(9), "out-of-range ids count as visited instead of panicking");
     }
 
     #[test]
@@ -312,15 +257,9 @@ mod tests {
         for query in rng.vectors(50, 16) {
             let found = index.search(&query, 10, 64, None);
             assert_eq!(found.len(), 10);
-            assert!(
-                found.windows(2).all(|w| w[0].1 <= w[1].1),
-                "ascending distances"
-            );
+            assert!(found.windows(2).all(|w| w[0].1 <= w[1].1), "ascending distances");
             let exact = brute_force(Metric::L2, &data, &query, 10);
-            hits += found
-                .iter()
-                .filter(|(label, _)| exact.contains(label))
-                .count();
+            hits += found.iter().filter(|(label, _)| exact.contains(label)).count();
         }
         let recall = hits as f64 / 500.0;
         assert!(recall >= 0.95, "recall {recall}");
@@ -341,8 +280,7 @@ mod tests {
     fn filter_that_searches_again_does_not_panic() {
         let (index, _) = build(Metric::L2, 300, 8, 5);
         let probe = vec![0.0; 8];
-        let filter =
-            |label: u64| label.is_multiple_of(2) && !index.search(&probe, 1, 8, None).is_empty();
+        let filter = |label: u64| label.is_multiple_of(2) && !index.search(&probe, 1, 8, None).is_empty();
         let found = index.search(&probe, 5, 16, Some(&filter));
         assert_eq!(found.len(), 5);
         assert!(found.iter().all(|(label, _)| label.is_multiple_of(2)));

@@ -152,7 +152,6 @@ impl ScanControl {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{expected, Dir};

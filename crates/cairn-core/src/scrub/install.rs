@@ -36,7 +36,15 @@ pub fn install_copy(dir: &Path, rel: &str, source: &Path, kind: FileKind, expect
 /// Copy `source` next to `dir/rel`, fsync it, verify the copy as `kind` against `expected`,
 /// then quarantine the damaged file and rename the copy over it, and fsync the directory.
 /// What is installed is exactly what was verified.
-pub fn install_copy_on(storage: &dyn Storage, dir: &Path, rel: &str, source: &Path, kind: FileKind, expected: Expected, note: &QuarantineNote) -> Result<Install> {
+pub fn install_copy_on(
+    storage: &dyn Storage,
+    dir: &Path,
+    rel: &str,
+    source: &Path,
+    kind: FileKind,
+    expected: Expected,
+    note: &QuarantineNote,
+) -> Result<Install> {
     let target = dir.join(rel);
     let parent = target.parent().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
     if !storage.is_dir(&parent) {
@@ -57,7 +65,9 @@ pub fn install_copy_on(storage: &dyn Storage, dir: &Path, rel: &str, source: &Pa
     let check = verify_file_on(storage, &tmp, kind, Some(expected), &ScanControl::new(None));
     if let Some(bad) = check.findings.first() {
         let _ = storage.remove(&tmp);
-        return Ok(Install::Rejected { detail: format!("copy from {} does not verify: {} at offset {}", source.display(), bad.detail, bad.offset) });
+        return Ok(Install::Rejected {
+            detail: format!("copy from {} does not verify: {} at offset {}", source.display(), bad.detail, bad.offset),
+        });
     }
     let quarantined = keep_in_quarantine(storage, dir, rel, note)?;
     storage.rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
@@ -69,11 +79,22 @@ pub fn install_copy_on(storage: &dyn Storage, dir: &Path, rel: &str, source: &Pa
 /// `install_copy` into an open store, under its checkpoint lock so that no checkpoint writes,
 /// archives, prunes or sweeps files meanwhile. A `data/` file must still be named by the
 /// manifest with the expected checksum, otherwise the repair is moot.
-pub fn install_copy_live(engine: &Engine, rel: &str, source: &Path, kind: FileKind, expected: Expected, note: &QuarantineNote) -> Result<Install> {
+pub fn install_copy_live(
+    engine: &Engine,
+    rel: &str,
+    source: &Path,
+    kind: FileKind,
+    expected: Expected,
+    note: &QuarantineNote,
+) -> Result<Install> {
     let storage = engine.storage().clone();
     engine.with_checkpoint_lock(|m, dir| {
         if let Some(name) = rel.strip_prefix(&format!("{DATA_DIR}/")) {
-            let named = m.collections.iter().flat_map(|c| c.data_files.iter().chain(c.index.iter())).any(|s| s.file == name && parse_xxh3(&s.xxh3) == Some(expected.xxh3));
+            let named = m
+                .collections
+                .iter()
+                .flat_map(|c| c.data_files.iter().chain(c.index.iter()))
+                .any(|s| s.file == name && parse_xxh3(&s.xxh3) == Some(expected.xxh3));
             if !named {
                 return Ok(Install::Moot);
             }
@@ -81,7 +102,6 @@ pub fn install_copy_live(engine: &Engine, rel: &str, source: &Path, kind: FileKi
         install_copy_on(storage.as_ref(), dir, rel, source, kind, expected, note)
     })
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -25,9 +25,9 @@ mod install;
 mod ranges;
 mod read;
 mod repair;
-mod verify;
 #[cfg(test)]
 mod test_support;
+mod verify;
 
 pub use crate::quarantine::{Damage, QuarantineNote};
 pub use check::{parse_xxh3, Expected, FileCheck, FileKind, Finding};

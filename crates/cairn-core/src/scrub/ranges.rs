@@ -31,7 +31,8 @@ pub fn hash_range(ctl: &ScanControl, split: u32, path: &Path, start: u64, end: u
 /// it; only a bad range or split id is an error.
 pub fn hash_range_on(storage: &dyn Storage, ctl: &ScanControl, split: u32, path: &Path, start: u64, end: u64) -> Result<u64> {
     let total = ctl.with_split(split, |s| s.total)?;
-    let mut hasher = RangeHasher::new(start, end, total, ctl.take_spare()).map_err(|e| Error::InvalidArgument(format!("range {start}..{end} of {total} bytes: {e}")))?;
+    let mut hasher = RangeHasher::new(start, end, total, ctl.take_spare())
+        .map_err(|e| Error::InvalidArgument(format!("range {start}..{end} of {total} bytes: {e}")))?;
     let fail = |why: String| ctl.with_split(split, |s| s.failed = Some(why)).map(|_| 0);
     let mut f = match storage.open_read(path) {
         Ok(f) => Source::new(f),
@@ -84,7 +85,14 @@ pub fn split_finish(ctl: &ScanControl, split: u32, path: &Path, kind: FileKind, 
 /// the ranges prove it intact (its xxh3 is the expected one) or the scan was cancelled; None
 /// when the file must be verified whole (`verify_file`) to say what is wrong, or whether
 /// anything is (a replaced file).
-pub fn split_finish_on(storage: &dyn Storage, ctl: &ScanControl, split: u32, path: &Path, kind: FileKind, expected: Expected) -> Result<Option<FileCheck>> {
+pub fn split_finish_on(
+    storage: &dyn Storage,
+    ctl: &ScanControl,
+    split: u32,
+    path: &Path,
+    kind: FileKind,
+    expected: Expected,
+) -> Result<Option<FileCheck>> {
     let s = ctl.splits().remove(&split).ok_or_else(|| Error::InvalidArgument(format!("split {split} is not open")))?;
     let mut out = FileCheck { bytes: s.total, read: s.read, ..FileCheck::default() };
     if s.cancelled {
@@ -104,13 +112,12 @@ pub fn split_finish_on(storage: &dyn Storage, ctl: &ScanControl, split: u32, pat
     Ok(Some(out))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{damages, expected, Dir};
     use super::*;
-    use crate::distance::Metric;
     use crate::datafile::{DataFileHeader, DataFileWriter, KIND_BASE};
+    use crate::distance::Metric;
 
     const RANGE_BYTES: u64 = 32 << 20;
 
@@ -144,14 +151,19 @@ mod tests {
         assert_eq!((ok.bytes, ok.read, ok.xxh3.clone()), (exp.bytes, exp.bytes, Some(hex(exp.xxh3))));
         for (what, bytes, want) in damages(&good) {
             dir.put_or_remove(&path, &bytes);
-            assert!(by_ranges(&dir, &path, FileKind::Blob, exp, &ScanControl::new(None)).is_none(), "{what}: ranges must not prove it intact");
+            assert!(
+                by_ranges(&dir, &path, FileKind::Blob, exp, &ScanControl::new(None)).is_none(),
+                "{what}: ranges must not prove it intact"
+            );
             // The whole-file check the caller falls back to reports it.
             let c = dir.check(&path, FileKind::Blob, Some(exp));
             assert!(c.findings.iter().any(|f| f.kind == want), "{what}: {:?}", c.findings);
         }
         // A recorded checksum that is wrong (the damage is in what was recorded) is not proven either.
         dir.put(&path, &good);
-        assert!(by_ranges(&dir, &path, FileKind::Blob, Expected { bytes: exp.bytes, xxh3: exp.xxh3 ^ 1 }, &ScanControl::new(None)).is_none());
+        assert!(
+            by_ranges(&dir, &path, FileKind::Blob, Expected { bytes: exp.bytes, xxh3: exp.xxh3 ^ 1 }, &ScanControl::new(None)).is_none()
+        );
         // A range that skips or repeats bytes never completes the fold.
         let ctl = ScanControl::new(None);
         let split = ctl.split_open(exp.bytes);
@@ -183,7 +195,14 @@ mod tests {
     #[test]
     fn a_segment_file_hashed_by_ranges_reports_its_footer_count() {
         let dir = Dir::fault();
-        let mut w = DataFileWriter::new(&DataFileHeader { version: crate::datafile::DATAFILE_VERSION, dim: 4096, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
+        let mut w = DataFileWriter::new(&DataFileHeader {
+            version: crate::datafile::DATAFILE_VERSION,
+            dim: 4096,
+            collection_id: 1,
+            covered_seq: 9,
+            metric: Metric::L2,
+            kind: KIND_BASE,
+        });
         let v = vec![0.25f32; 4096];
         let rows = (2 * RANGE_BYTES / (4096 * 4)) as usize + 40;
         for i in 0..rows {

@@ -102,7 +102,6 @@ impl ChunkReader {
     }
 }
 
-
 /// Hash the rest of the file (`out.cancelled` when cancelled).
 pub(super) fn hash_all(f: &mut Source, out: &mut FileCheck, ctl: &ScanControl) -> std::io::Result<()> {
     let mut h = Xxh3Blocks::default();
@@ -134,7 +133,12 @@ const KEEP_BUFFER: usize = 256 << 20;
 
 /// Read the whole file into this thread's buffer (WAL segments and manifests are bounded in
 /// size) and run `f` on it; None when cancelled.
-pub(super) fn with_whole_file<T>(f: &mut Source, out: &mut FileCheck, ctl: &ScanControl, then: impl FnOnce(&[u8], &mut FileCheck) -> T) -> std::io::Result<Option<T>> {
+pub(super) fn with_whole_file<T>(
+    f: &mut Source,
+    out: &mut FileCheck,
+    ctl: &ScanControl,
+    then: impl FnOnce(&[u8], &mut FileCheck) -> T,
+) -> std::io::Result<Option<T>> {
     WHOLE.with(|cell| {
         let mut buf = cell.take();
         buf.clear();
@@ -164,4 +168,3 @@ fn read_all_into(f: &mut Source, buf: &mut Vec<u8>, out: &mut FileCheck, ctl: &S
     out.xxh3 = Some(hex(h.digest()));
     Ok(true)
 }
-

@@ -15,7 +15,10 @@ use crate::quarantine::{quarantine as keep_in_quarantine, Damage, QuarantineNote
 #[serde(tag = "outcome", rename_all = "lowercase")]
 pub enum Rebuild {
     /// Rewritten from the engine's verified in-memory state; the damaged file is in quarantine.
-    Rebuilt { quarantined: Option<String>, checkpoint_seq: Option<u64> },
+    Rebuilt {
+        quarantined: Option<String>,
+        checkpoint_seq: Option<u64>,
+    },
     Moot,
 }
 
@@ -34,7 +37,8 @@ pub fn rebuild_live(engine: &Engine, rel: &str, note: &QuarantineNote) -> Result
         return Ok(Rebuild::Rebuilt { quarantined, checkpoint_seq: None });
     }
     let Some(name) = rel.strip_prefix(&format!("{DATA_DIR}/")) else { return Ok(Rebuild::Moot) };
-    let owner = engine.manifest().collections.iter().find(|c| c.data_files.iter().chain(c.index.iter()).any(|s| s.file == name)).map(|c| c.id);
+    let owner =
+        engine.manifest().collections.iter().find(|c| c.data_files.iter().chain(c.index.iter()).any(|s| s.file == name)).map(|c| c.id);
     let Some(id) = owner else { return Ok(Rebuild::Moot) };
     let mut quarantined = None;
     let mut moot = false;
@@ -66,7 +70,6 @@ pub fn note(file: &str, check: &FileCheck, expected: Option<Expected>) -> Quaran
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -86,11 +89,17 @@ mod tests {
     fn engine_with_rows(dir: &Dir, rows: usize) -> Engine {
         use crate::batch::{CollectionSpec, Op};
         let e = Engine::open(&dir.path, options(dir)).expect("open");
-        e.commit(&[Op::CreateCollection(CollectionSpec { name: "docs".into(), dim: 4, metric: Metric::L2, m: 8, ef_construction: 32 })]).expect("create");
+        e.commit(&[Op::CreateCollection(CollectionSpec { name: "docs".into(), dim: 4, metric: Metric::L2, m: 8, ef_construction: 32 })])
+            .expect("create");
         for chunk in (0..rows).collect::<Vec<_>>().chunks(100) {
             let ops: Vec<Op> = chunk
                 .iter()
-                .map(|i| Op::Upsert { collection: "docs".into(), id: format!("id-{i}"), vector: vec![*i as f32, 0.5, 1.0, -1.0], metadata: format!("{{\"i\":{i}}}") })
+                .map(|i| Op::Upsert {
+                    collection: "docs".into(),
+                    id: format!("id-{i}"),
+                    vector: vec![*i as f32, 0.5, 1.0, -1.0],
+                    metadata: format!("{{\"i\":{i}}}"),
+                })
                 .collect();
             e.commit(&ops).expect("upsert");
         }
@@ -110,7 +119,9 @@ mod tests {
         let m = e.manifest();
         let seg = m.collections[0].data_files[0].clone();
         let ix = m.collections[0].index.clone().expect("graph file");
-        for (rel, kind, r) in [(format!("{DATA_DIR}/{}", seg.file), FileKind::Segment, &seg), (format!("{DATA_DIR}/{}", ix.file), FileKind::Blob, &ix)] {
+        for (rel, kind, r) in
+            [(format!("{DATA_DIR}/{}", seg.file), FileKind::Segment, &seg), (format!("{DATA_DIR}/{}", ix.file), FileKind::Blob, &ix)]
+        {
             let path = dir.join(&rel);
             let mut bytes = dir.read(&path);
             let at = bytes.len() / 2;

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{verify_file_on, Damage, Expected, FileCheck, FileKind, ScanControl};
+use crate::datafile::{DataFileHeader, DataFileWriter, KIND_BASE};
 use crate::distance::Metric;
 use crate::durable::write_synced;
 use crate::fault::FaultStorage;
-use crate::datafile::{DataFileHeader, DataFileWriter, KIND_BASE};
 use crate::storage::{OsStorage, Storage};
 use crate::wal::record::{encode_record, encode_segment_header, RECORD_TYPE_BATCH};
 
@@ -74,7 +74,14 @@ impl Drop for Dir {
 }
 
 pub fn segment_bytes(rows: usize) -> Vec<u8> {
-    let mut w = DataFileWriter::new(&DataFileHeader { version: crate::datafile::DATAFILE_VERSION, dim: 4, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE });
+    let mut w = DataFileWriter::new(&DataFileHeader {
+        version: crate::datafile::DATAFILE_VERSION,
+        dim: 4,
+        collection_id: 1,
+        covered_seq: 9,
+        metric: Metric::L2,
+        kind: KIND_BASE,
+    });
     for i in 0..rows {
         w.upsert(&format!("row-{i}"), i as u64, &[i as f32, 1.0, 2.0, 3.0], "{\"k\":1}");
     }

@@ -10,10 +10,10 @@ use super::check::{hex, parse_xxh3, Expected, FileCheck, FileKind};
 use super::control::ScanControl;
 use super::read::{hash_all, read_chunk, with_whole_file, Chunk, ChunkReader, Next, Source};
 use crate::checksum::blocks::Xxh3Blocks;
+use crate::datafile::{self, DATAFILE_HEADER_LEN, FOOTER_LEN};
 use crate::error::Error;
 use crate::manifest::{self, Manifest, MANIFEST_HEADER_LEN};
 use crate::quarantine::Damage;
-use crate::datafile::{self, FOOTER_LEN, DATAFILE_HEADER_LEN};
 use crate::snapshot::{SnapshotInfo, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 use crate::storage::{OsStorage, Storage};
 use crate::wal::reader::{scan_segment, ScanItem};
@@ -76,7 +76,6 @@ pub fn verify_file_on(storage: &dyn Storage, path: &Path, kind: FileKind, expect
     out
 }
 
-
 fn verify_framed(f: &mut Source, kind: FileKind, out: &mut FileCheck, ctl: &ScanControl) -> std::io::Result<()> {
     with_whole_file(f, out, ctl, |buf, out| check_framed(buf, kind, out)).map(|_| ())
 }
@@ -134,7 +133,14 @@ fn check_framed(buf: &[u8], kind: FileKind, out: &mut FileCheck) {
 /// A segment is checked as it streams by; only if that finds anything wrong is it read again,
 /// whole, and scanned by the recovery reader to locate and classify the damage. The whole-file
 /// xxh3 is computed when a snapshot recorded one (`hash_whole`), or for a damaged segment.
-fn verify_wal(path: &Path, f: &mut Source, tail_may_tear: bool, hash_whole: bool, out: &mut FileCheck, ctl: &ScanControl) -> std::io::Result<()> {
+fn verify_wal(
+    path: &Path,
+    f: &mut Source,
+    tail_may_tear: bool,
+    hash_whole: bool,
+    out: &mut FileCheck,
+    ctl: &ScanControl,
+) -> std::io::Result<()> {
     if out.findings.is_empty() {
         let named = path.file_name().and_then(|n| crate::layout::parse_wal_segment_name(&n.to_string_lossy()));
         let mut check = StreamCheck::new(named);
@@ -204,14 +210,24 @@ fn check_wal(path: &Path, buf: &[u8], tail_may_tear: bool, out: &mut FileCheck) 
             // A cut record keeps the start of its header (type 1, zero reserved bytes); a few
             // stray bytes after the last record were appended.
             let cut_header = rest.len() >= 8 && rest[4] == crate::wal::record::RECORD_TYPE_BATCH && rest[5..8] == [0, 0, 0];
-            let kind = if reason == "record extends past end of file" || (reason == "truncated header" && cut_header) { Damage::Truncated } else { Damage::Checksum };
+            let kind = if reason == "record extends past end of file" || (reason == "truncated header" && cut_header) {
+                Damage::Truncated
+            } else {
+                Damage::Checksum
+            };
             let after = scan.last_seq.map_or_else(|| "the header".to_string(), |s| format!("seq {s}"));
             out.add(scan.end, kind, None, format!("{reason} after {after} in a sealed segment"));
         }
     }
 }
 
-fn verify_segment_fast_or_deep(f: &mut Source, kind: FileKind, expected: Option<Expected>, out: &mut FileCheck, ctl: &ScanControl) -> std::io::Result<()> {
+fn verify_segment_fast_or_deep(
+    f: &mut Source,
+    kind: FileKind,
+    expected: Option<Expected>,
+    out: &mut FileCheck,
+    ctl: &ScanControl,
+) -> std::io::Result<()> {
     if let (FileKind::Segment, Some(exp), true) = (kind, expected, out.findings.is_empty()) {
         hash_all(f, out, ctl)?;
         if out.cancelled || out.xxh3.as_deref().and_then(parse_xxh3) == Some(exp.xxh3) {
@@ -302,7 +318,11 @@ fn verify_segment(f: &mut Source, size_is_right: bool, out: &mut FileCheck, ctl:
                 if !plausible {
                     // The length is unusable, so nothing after it can be framed.
                     let cut_short = rlen >= datafile::R_FIXED + 8 && rlen.is_multiple_of(8) && pos + rlen > footer_at && !size_is_right;
-                    let kind = if cut_short || out.findings.iter().any(|f| f.kind == Damage::Truncated) { Damage::Truncated } else { Damage::Checksum };
+                    let kind = if cut_short || out.findings.iter().any(|f| f.kind == Damage::Truncated) {
+                        Damage::Truncated
+                    } else {
+                        Damage::Checksum
+                    };
                     out.add(pos as u64, kind, None, "implausible record length; the rest of the file cannot be framed");
                     framed = false;
                     break;
@@ -310,7 +330,9 @@ fn verify_segment(f: &mut Source, size_is_right: bool, out: &mut FileCheck, ctl:
                 match datafile::check_record(&buf, rel, rel + rlen, &d) {
                     Ok(_) => out.records += 1,
                     Err((reason, _)) => {
-                        let id = datafile::record_identity(&buf, rel, rel + rlen, &d).map(|i| i.id).or_else(|| datafile::record_id_hint(&buf[rel..rel + rlen], &d));
+                        let id = datafile::record_identity(&buf, rel, rel + rlen, &d)
+                            .map(|i| i.id)
+                            .or_else(|| datafile::record_id_hint(&buf[rel..rel + rlen], &d));
                         out.add(pos as u64, Damage::Checksum, id, reason);
                     }
                 }
@@ -351,7 +373,6 @@ fn verify_segment(f: &mut Source, size_is_right: bool, out: &mut FileCheck, ctl:
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -6,10 +6,18 @@ use crate::wal::record::u64_at;
 
 #[derive(Debug)]
 pub enum ScanItem {
-    Record { offset: u64, header: RecordHeader, payload_start: usize, len: usize },
+    Record {
+        offset: u64,
+        header: RecordHeader,
+        payload_start: usize,
+        len: usize,
+    },
     /// Invalid bytes at `offset`, followed later in the same segment by a valid record:
     /// never a torn write, always corruption.
-    Corrupt { offset: u64, reason: &'static str },
+    Corrupt {
+        offset: u64,
+        reason: &'static str,
+    },
 }
 
 #[derive(Debug)]

@@ -98,7 +98,11 @@ pub struct RecordHeader {
 }
 
 pub enum Decoded<'a> {
-    Record { header: RecordHeader, payload: &'a [u8], len: usize },
+    Record {
+        header: RecordHeader,
+        payload: &'a [u8],
+        len: usize,
+    },
     /// All-zero header: preallocated space, the end of written data.
     End,
     Invalid(&'static str),
@@ -121,12 +125,7 @@ pub fn decode_record(buf: &[u8]) -> Decoded<'_> {
     if total > buf.len() {
         return Decoded::Invalid("record extends past end of file");
     }
-    let header = RecordHeader {
-        payload_len,
-        record_type: h[REC_OFF_TYPE],
-        seq: u64_at(h, REC_OFF_SEQ),
-        time_ms: u64_at(h, REC_OFF_TIME),
-    };
+    let header = RecordHeader { payload_len, record_type: h[REC_OFF_TYPE], seq: u64_at(h, REC_OFF_SEQ), time_ms: u64_at(h, REC_OFF_TIME) };
     let body_end = RECORD_HEADER_LEN + payload_len;
     let stored = u64_at(buf, total - RECORD_CHECKSUM_LEN);
     if stored != xxh3(&buf[..body_end]) {

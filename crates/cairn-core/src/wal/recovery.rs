@@ -14,8 +14,8 @@ use serde::Serialize;
 use super::reader::{scan_segment, ScanItem};
 use super::record::{decode_segment_header, segment_flags, SEG_FLAG_UNSYNCED};
 use super::writer::is_leftover;
-use crate::layout::parse_wal_segment_name as parse_segment_name;
 use crate::error::{Error, Result};
+use crate::layout::parse_wal_segment_name as parse_segment_name;
 use crate::storage::Storage;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,7 +263,12 @@ pub fn replay(
             }
         }
         if let Some(reason) = scan.invalid_tail {
-            let tail = TornTail { file: file_name(&path), offset: scan.end, bytes: buf.len() as u64 - scan.end, unsynced_lost: unsynced_lost.clone() };
+            let tail = TornTail {
+                file: file_name(&path),
+                offset: scan.end,
+                bytes: buf.len() as u64 - scan.end,
+                unsynced_lost: unsynced_lost.clone(),
+            };
             if !is_last {
                 if !skip {
                     return Err(Error::corruption(&path, scan.end, format!("sealed segment ends in invalid bytes ({reason})")));

@@ -7,8 +7,8 @@
 //! `scan_segment` to locate and classify the damage, so the findings never depend on this path.
 
 use super::record::{
-    align8, decode_record, decode_segment_header, record_len, u32_at, u64_at, Decoded, MAX_PAYLOAD_LEN, RECORD_CHECKSUM_LEN, RECORD_HEADER_LEN, RECORD_TYPE_BATCH,
-    REC_OFF_LEN, REC_OFF_SEQ, REC_OFF_TYPE, SEGMENT_HEADER_LEN,
+    align8, decode_record, decode_segment_header, record_len, u32_at, u64_at, Decoded, MAX_PAYLOAD_LEN, RECORD_CHECKSUM_LEN,
+    RECORD_HEADER_LEN, RECORD_TYPE_BATCH, REC_OFF_LEN, REC_OFF_SEQ, REC_OFF_TYPE, SEGMENT_HEADER_LEN,
 };
 use crate::checksum::blocks::Xxh3Blocks;
 
@@ -28,8 +28,13 @@ enum Phase {
     SegmentHeader,
     RecordHeader,
     /// A record that did not arrive in one piece: payload bytes still to hash, then padding.
-    Payload { left: usize, pad: usize },
-    Padding { left: usize },
+    Payload {
+        left: usize,
+        pad: usize,
+    },
+    Padding {
+        left: usize,
+    },
     Checksum,
     /// After an all-zero record header: the rest must be zeros.
     Zeros,
@@ -94,7 +99,10 @@ impl StreamCheck {
         }
         // The checks `decode_record` makes on the header, and the sequence check of `scan_segment`.
         let payload = u32_at(h, REC_OFF_LEN) as usize;
-        let valid = payload <= MAX_PAYLOAD_LEN && h[REC_OFF_TYPE] == RECORD_TYPE_BATCH && h[REC_OFF_TYPE + 1..REC_OFF_SEQ].iter().all(|&b| b == 0) && u64_at(h, REC_OFF_SEQ) == self.next_seq;
+        let valid = payload <= MAX_PAYLOAD_LEN
+            && h[REC_OFF_TYPE] == RECORD_TYPE_BATCH
+            && h[REC_OFF_TYPE + 1..REC_OFF_SEQ].iter().all(|&b| b == 0)
+            && u64_at(h, REC_OFF_SEQ) == self.next_seq;
         if !valid {
             self.phase = Phase::GaveUp;
             return;

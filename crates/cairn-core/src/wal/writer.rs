@@ -11,8 +11,8 @@ use std::thread::JoinHandle;
 
 use super::record::{encode_segment_header_with_flags, SEGMENT_HEADER_LEN};
 use crate::durable::temp_path;
-use crate::layout::{wal_segment_name as segment_name, PREALLOC_FILE, TMP_SUFFIX, WAL_EXT};
 use crate::error::{Error, Result};
+use crate::layout::{wal_segment_name as segment_name, PREALLOC_FILE, TMP_SUFFIX, WAL_EXT};
 use crate::storage::{Storage, StorageFile};
 
 const ZERO_CHUNK: usize = 1 << 20;
@@ -60,17 +60,21 @@ fn zero_fill(storage: &dyn Storage, path: &Path, bytes: u64) -> std::io::Result<
 impl WalWriter {
     /// Start a new segment whose first record will have `first_seq`.
     /// `flags` go into every segment's header (`SEG_FLAG_UNSYNCED` for sync=none).
-    pub fn create(storage: Arc<dyn Storage>, dir: &Path, first_seq: u64, segment_bytes: u64, prealloc: Prealloc, flags: u32) -> Result<WalWriter> {
+    pub fn create(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        first_seq: u64,
+        segment_bytes: u64,
+        prealloc: Prealloc,
+        flags: u32,
+    ) -> Result<WalWriter> {
         // On open, reuse a complete zero-filled file left by the previous run; otherwise the
         // first segment grows by appending, so that open never waits for a zero-fill.
         let leftover = dir.join(PREALLOC_FILE);
         let prepared = match prealloc {
-            Prealloc::Background => storage
-                .open(&leftover)
-                .ok()
-                .and_then(|f| f.len().ok())
-                .filter(|len| *len == segment_bytes)
-                .map(|_| leftover),
+            Prealloc::Background => {
+                storage.open(&leftover).ok().and_then(|f| f.len().ok()).filter(|len| *len == segment_bytes).map(|_| leftover)
+            }
             _ => None,
         };
         let first_prealloc = if prealloc == Prealloc::Background { Prealloc::Off } else { prealloc };

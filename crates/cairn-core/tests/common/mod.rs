@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_core::batch::{self, CollectionSpec, Op};
-use cairn_core::layout::{ARCHIVE_DIR, DATA_DIR, WAL_DIR};
 use cairn_core::fault::FaultStorage;
+use cairn_core::layout::{ARCHIVE_DIR, DATA_DIR, WAL_DIR};
 use cairn_core::storage::Storage;
 use cairn_core::wal::record::record_len;
 use cairn_core::wal::writer::Prealloc;
