@@ -1,6 +1,6 @@
 // The napi binding's contract with the TypeScript layer: typed objects instead of JSON text,
 // errors whose fields are real properties, and on-disk formats decoded in Rust only.
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { CairnError, listSnapshots, open } from 'cairn';

@@ -3,22 +3,22 @@
 // throw their own clean error (CAIRN_CORRUPTION, ChunkError), never another exception, and a
 // size field cannot make them allocate what it claims. The engine's decoders get the same
 // treatment in crates/cairn-core/tests/decoders.rs.
-import fc from 'fast-check';
-import { CairnError } from 'cairn';
-import { describe, expect, test } from 'vitest';
 
+import { createHash } from 'node:crypto';
+import { CairnError } from 'cairn';
+import fc from 'fast-check';
+import { describe, expect, test } from 'vitest';
 // Internal module: the package does not export the manifest codec.
 import { CHUNK_HEADER_BYTES, ChunkError, decodeChunk, encodeChunk } from '../packages/cairn/dist/backup/chunks.js';
 import { chunkKeys } from '../packages/cairn/dist/backup/crypto.js';
 import {
+  decodeManifest,
+  encodeManifest,
   MANIFEST_HEADER_BYTES,
   MANIFEST_MAGIC,
   MANIFEST_TRAILER_BYTES,
   type ManifestBody,
-  decodeManifest,
-  encodeManifest,
 } from '../packages/cairn/dist/backup/metadata.js';
-import { createHash } from 'node:crypto';
 
 const RUNS = 2000;
 
@@ -227,14 +227,25 @@ describe('backup chunk decoder', () => {
   test('mutated chunks decode to the original bytes or give a chunk error', () => {
     const header = fc.record({ at: fc.integer({ min: 8, max: CHUNK_HEADER_BYTES - 1 }), value: fc.integer({ min: 0, max: 255 }) });
     fc.assert(
-      fc.property(raw, options, fc.array(fc.oneof(mutation, header.map((h) => ({ kind: 'set' as const, ...h }))), { minLength: 1, maxLength: 3 }), (r, o, ms) => {
-        const { name, object } = encodeChunk(r, { level: o.level, shuffle: o.shuffle, keys: o.encrypted ? keys : null });
-        let buf = object;
-        for (const m of ms) buf = m.kind === 'length' ? buf : mutate(buf, m);
-        const got = decodeOrChunkError(name, buf, o.encrypted);
-        // The name is the hash of the raw bytes: whatever decodes is what was written.
-        if (got !== undefined) expect(got).toEqual(r);
-      }),
+      fc.property(
+        raw,
+        options,
+        fc.array(
+          fc.oneof(
+            mutation,
+            header.map((h) => ({ kind: 'set' as const, ...h })),
+          ),
+          { minLength: 1, maxLength: 3 },
+        ),
+        (r, o, ms) => {
+          const { name, object } = encodeChunk(r, { level: o.level, shuffle: o.shuffle, keys: o.encrypted ? keys : null });
+          let buf = object;
+          for (const m of ms) buf = m.kind === 'length' ? buf : mutate(buf, m);
+          const got = decodeOrChunkError(name, buf, o.encrypted);
+          // The name is the hash of the raw bytes: whatever decodes is what was written.
+          if (got !== undefined) expect(got).toEqual(r);
+        },
+      ),
       { numRuns: RUNS / 2 },
     );
   });

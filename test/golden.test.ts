@@ -6,7 +6,7 @@ import { cpSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { type Store, open, restore, scrub } from 'cairn';
+import { open, restore, type Store, scrub } from 'cairn';
 import { describe, expect, test } from 'vitest';
 
 import { rejectsWith, tempDir } from './helpers.js';
@@ -51,7 +51,12 @@ function storeCopy(caseName?: string): string {
 }
 
 async function expectRows(db: Store, collections: Collections, absent: Array<[string, string]> = []): Promise<void> {
-  expect(db.collections().map((c) => c.name).sort()).toEqual(Object.keys(collections).sort());
+  expect(
+    db
+      .collections()
+      .map((c) => c.name)
+      .sort(),
+  ).toEqual(Object.keys(collections).sort());
   for (const [name, c] of Object.entries(collections)) {
     const coll = db.collection(name);
     const info = db.collections().find((i) => i.name === name)!;

@@ -210,7 +210,8 @@ export async function importSnapshot(options: { file: string; dir: string }): Pr
     if (!s) throw damaged(file, 0, `snapshot '${id}' has no valid manifest in the archive`);
     for (const f of s.files) {
       const data = files.get(`${id}/${f.path}`);
-      if (!data || data.length !== f.bytes || nativeBytes.xxh3Hex(data) !== f.xxh3) throw damaged(file, 0, `snapshot '${id}' file '${f.path}' is missing or differs from its manifest`);
+      if (!data || data.length !== f.bytes || nativeBytes.xxh3Hex(data) !== f.xxh3)
+        throw damaged(file, 0, `snapshot '${id}' file '${f.path}' is missing or differs from its manifest`);
     }
   }
   const d = await openFile(root, 'r');

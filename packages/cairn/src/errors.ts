@@ -34,11 +34,7 @@ export class CairnError extends Error {
   readonly collection?: string;
   readonly id?: string;
 
-  constructor(
-    code: CairnErrorCode,
-    message: string,
-    details: { file?: string; offset?: number; collection?: string; id?: string; cause?: unknown } = {},
-  ) {
+  constructor(code: CairnErrorCode, message: string, details: { file?: string; offset?: number; collection?: string; id?: string; cause?: unknown } = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'CairnError';
     this.code = code;

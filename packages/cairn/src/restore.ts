@@ -9,7 +9,7 @@ import { join, resolve as resolvePath } from 'node:path';
 
 import { invalidArgument, native } from './errors.js';
 import { LAYOUT } from './layout.js';
-import { nativeModule, type NativeSnapshotInfo } from './native.js';
+import { type NativeSnapshotInfo, nativeModule } from './native.js';
 import { checkKnownKeys, checkPlainObject } from './validate.js';
 
 export interface SnapshotInfo {

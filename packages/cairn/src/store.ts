@@ -1,13 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { resolve } from 'node:path';
-
+import { type EncodedOp, encodeBatch, type Metric } from './encode.js';
 import { CairnError, fromNative, invalidArgument, native, nativeSync } from './errors.js';
-import { encodeBatch, type EncodedOp, type Metric } from './encode.js';
-import { nativeModule, type NativeStore } from './native.js';
-import { listSnapshots, pruneSnapshots, recoverableRange, toSnapshotInfo, type RecoverableRange, type SnapshotInfo } from './restore.js';
-import { parseScrubOptions, runScrub, type ParsedScrubOptions, type ScrubOptions, type ScrubReport } from './scrub/index.js';
+import { type NativeStore, nativeModule } from './native.js';
+import { listSnapshots, pruneSnapshots, type RecoverableRange, recoverableRange, type SnapshotInfo, toSnapshotInfo } from './restore.js';
+import { type ParsedScrubOptions, parseScrubOptions, runScrub, type ScrubOptions, type ScrubReport } from './scrub/index.js';
 import {
-  MAX_DIM,
   checkJson,
   checkKnownKeys,
   checkName,
@@ -20,6 +18,7 @@ import {
   isPlainJson,
   isPlainName,
   isPlainObject,
+  MAX_DIM,
 } from './validate.js';
 
 /**
@@ -124,9 +123,7 @@ export interface SkippedRecord {
  */
 export type QueryResult = QueryHit[] & { readonly skipped: SkippedRecord[] };
 
-export type BatchOp =
-  | { collection: string; op: 'upsert'; records: VectorRecord[] }
-  | { collection: string; op: 'delete'; ids: string[] };
+export type BatchOp = { collection: string; op: 'upsert'; records: VectorRecord[] } | { collection: string; op: 'delete'; ids: string[] };
 
 export interface RecoveryReport {
   checkpointSeq: bigint;
@@ -181,8 +178,7 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
     'absolute-consistency',
     'skip-corrupt',
   ] as const);
-  const segmentBytes =
-    options.walSegmentBytes === undefined ? undefined : checkPositiveInt('options.walSegmentBytes', options.walSegmentBytes, 2 ** 31);
+  const segmentBytes = options.walSegmentBytes === undefined ? undefined : checkPositiveInt('options.walSegmentBytes', options.walSegmentBytes, 2 ** 31);
   const archive: { archiveMaxAgeMs?: number; archiveMaxBytes?: number } = {};
   if (options.walArchive !== undefined) {
     const w = checkPlainObject('options.walArchive', options.walArchive);
@@ -196,8 +192,7 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
     checkKnownKeys('options.snapshots', sc, ['fullIntervalMs', 'incrementalIntervalMs', 'keep']);
     schedule = {
       fullIntervalMs: sc.fullIntervalMs === undefined ? 0 : checkPositiveInt('options.snapshots.fullIntervalMs', sc.fullIntervalMs),
-      incrementalIntervalMs:
-        sc.incrementalIntervalMs === undefined ? 0 : checkPositiveInt('options.snapshots.incrementalIntervalMs', sc.incrementalIntervalMs),
+      incrementalIntervalMs: sc.incrementalIntervalMs === undefined ? 0 : checkPositiveInt('options.snapshots.incrementalIntervalMs', sc.incrementalIntervalMs),
       keep: sc.keep === undefined ? Number.MAX_SAFE_INTEGER : checkPositiveInt('options.snapshots.keep', sc.keep),
     };
   }
@@ -411,7 +406,13 @@ export class Store extends EventEmitter {
       if (this.#closed || this.#scrubRun) return;
       const abort = new AbortController();
       const run = runScrub({ dir: this.dir, native: this.#native }, { ...schedule.options, signal: abort.signal });
-      this.#scrubRun = { abort, done: run.then(() => {}, () => {}) };
+      this.#scrubRun = {
+        abort,
+        done: run.then(
+          () => {},
+          () => {},
+        ),
+      };
       try {
         const report = await run;
         if (!this.#closed) this.emit('scrub', report);
@@ -470,7 +471,9 @@ const rejectNative = (e: unknown): never => {
 
 function encodeDeletes(field: string, collection: string, ids: unknown, out: EncodedOp[]): void {
   if (!Array.isArray(ids) || ids.length === 0) throw invalidArgument(`${field} must be a non-empty array`);
-  ids.forEach((id, i) => out.push({ kind: 'delete', collection, id: checkName(`${field}[${i}]`, id) }));
+  ids.forEach((id, i) => {
+    out.push({ kind: 'delete', collection, id: checkName(`${field}[${i}]`, id) });
+  });
 }
 
 export class Collection {
@@ -526,7 +529,9 @@ export class Collection {
   async queryBatch(vectors: Array<Float32Array | number[]>, options: QueryOptions): Promise<QueryResult[]> {
     if (!Array.isArray(vectors) || vectors.length === 0) throw invalidArgument('vectors must be a non-empty array');
     const packed = new Float32Array(vectors.length * this.dim);
-    vectors.forEach((v, i) => packed.set(checkVector(`vectors[${i}]`, v, this.dim), i * this.dim));
+    vectors.forEach((v, i) => {
+      packed.set(checkVector(`vectors[${i}]`, v, this.dim), i * this.dim);
+    });
     return this.#search(packed, vectors.length, options);
   }
 

@@ -79,7 +79,9 @@ export async function backupStatus(settings: BackupSettings, id: string, pending
       } catch {}
       const base = emptyMetadata(id, m?.kind ?? 'full', sourceDirOf(settings), t.url, m?.startedMs ?? 0);
       const dead = m && diedHere(m);
-      return dead ? { ...base, status: 'failed', error: `interrupted: process ${m!.pid} died before the manifest was written` } : { ...base, status: 'in_progress' };
+      return dead
+        ? { ...base, status: 'failed', error: `interrupted: process ${m!.pid} died before the manifest was written` }
+        : { ...base, status: 'in_progress' };
     }
   }
   throw notFound(settings, id);

@@ -101,7 +101,8 @@ function zstdFrame(buf: Buffer): { contentSize: number | null; end: number } | n
 export function decodeChunk(name: string, object: Buffer, keys: ChunkKeys | null, expectRawBytes?: number): Buffer {
   const where = `chunk ${name}`;
   if (object.length < CHUNK_HEADER_BYTES || !object.subarray(0, 8).equals(CHUNK_MAGIC)) {
-    if (object.length < CHUNK_HEADER_BYTES) throw new ChunkError('truncated', `${where} is truncated: ${object.length} bytes, shorter than its ${CHUNK_HEADER_BYTES}-byte header`);
+    if (object.length < CHUNK_HEADER_BYTES)
+      throw new ChunkError('truncated', `${where} is truncated: ${object.length} bytes, shorter than its ${CHUNK_HEADER_BYTES}-byte header`);
     throw new ChunkError('content', `${where} content does not match its SHA-256 (bad magic: not a Cairn chunk)`);
   }
   const version = object.readUInt8(OFF_VERSION);
@@ -110,7 +111,8 @@ export function decodeChunk(name: string, object: Buffer, keys: ChunkKeys | null
   const rawLen = object.readUInt32LE(OFF_RAW_LEN);
   const payloadLen = object.readUInt32LE(OFF_PAYLOAD_LEN);
   const want = CHUNK_HEADER_BYTES + payloadLen;
-  if (object.length > want) throw new ChunkError('longer', `${where} is ${object.length - want} byte(s) longer than its header says (${object.length} bytes, expected ${want})`);
+  if (object.length > want)
+    throw new ChunkError('longer', `${where} is ${object.length - want} byte(s) longer than its header says (${object.length} bytes, expected ${want})`);
   if (object.length < want) throw new ChunkError('truncated', `${where} is truncated: ${object.length} of ${want} bytes`);
   if (expectRawBytes !== undefined && rawLen !== expectRawBytes) {
     throw new ChunkError('content', `${where} content does not match its SHA-256 (header says ${rawLen} raw bytes, the manifest ${expectRawBytes})`);

@@ -58,7 +58,9 @@ export async function createBackup(
     }
   } else sourceDir = settings.source;
   const content = await collectSource(sourceDir, settings.exclude);
-  const settled = await Promise.allSettled(settings.targets.map((t) => createOn(settings, t, id, requested, sourceDir, content, started, wallStart, onProgress)));
+  const settled = await Promise.allSettled(
+    settings.targets.map((t) => createOn(settings, t, id, requested, sourceDir, content, started, wallStart, onProgress)),
+  );
   const results: TargetResult[] = settled.map((s, i) => {
     const target = settings.targets[i]!.url;
     if (s.status === 'fulfilled') return { target, ok: true, metadata: s.value };
@@ -69,7 +71,10 @@ export async function createBackup(
   if (!first) {
     const only = results.length === 1 ? (results[0] as { error: CairnError }).error : undefined;
     if (only) throw only;
-    throw new CairnError('CAIRN_IO', `backup '${id}' failed on every target: ${results.map((r) => `${r.target}: ${(r as { error: CairnError }).error.message}`).join('; ')}`);
+    throw new CairnError(
+      'CAIRN_IO',
+      `backup '${id}' failed on every target: ${results.map((r) => `${r.target}: ${(r as { error: CairnError }).error.message}`).join('; ')}`,
+    );
   }
   return { ...first.metadata, targets: results };
 }
@@ -172,7 +177,10 @@ async function createOn(
       read += raw.length;
       const xxh3 = nativeBytes.xxh3Hex(raw);
       if (f.xxh3 !== undefined && f.xxh3 !== xxh3) {
-        throw new CairnError('CAIRN_CORRUPTION', `source file ${f.from} fails its checksum (xxh3 ${xxh3}, its snapshot manifest says ${f.xxh3}); run scrub`, { file: f.from, offset: 0 });
+        throw new CairnError('CAIRN_CORRUPTION', `source file ${f.from} fails its checksum (xxh3 ${xxh3}, its snapshot manifest says ${f.xxh3}); run scrub`, {
+          file: f.from,
+          offset: 0,
+        });
       }
       if (f.path.endsWith(LAYOUT.walExt) && f.path.startsWith(ARCHIVE_PREFIX)) walLast.set(f.path, lastWalRecord(raw, null));
       const pieces: Buffer[] = [];
@@ -245,7 +253,10 @@ async function mapLimit<T>(items: readonly T[], limit: number, f: (item: T) => P
 }
 
 function compactTime(ms: number): string {
-  return new Date(ms).toISOString().replace(/[-:]/g, '').replace(/\.(\d{3})Z$/, '$1Z');
+  return new Date(ms)
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.(\d{3})Z$/, '$1Z');
 }
 
 const SNAPSHOT_FILE = new RegExp(`^${LAYOUT.snapshots}/[^/]+/(.+)$`);

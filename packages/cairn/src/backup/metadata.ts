@@ -123,7 +123,8 @@ export function decodeManifest(where: string, buf: Buffer): { body: ManifestBody
   } catch (e) {
     throw damagedManifest(where, `body is not JSON (${e instanceof Error ? e.message : String(e)})`);
   }
-  if (typeof body !== 'object' || body === null || body.format !== 'cairn-backup' || body.version !== 1 || !Array.isArray(body.files)) throw damagedManifest(where, 'body is not a Cairn backup manifest');
+  if (typeof body !== 'object' || body === null || body.format !== 'cairn-backup' || body.version !== 1 || !Array.isArray(body.files))
+    throw damagedManifest(where, 'body is not a Cairn backup manifest');
   return { body, sha256: digest.toString('hex') };
 }
 
@@ -173,7 +174,15 @@ export function emptyMetadata(id: string, kind: BackupKind, source: string, targ
   };
 }
 
-export function failedMetadata(id: string, kind: BackupKind, source: string, target: string, started: number, duration: number, error: CairnError): BackupMetadata {
+export function failedMetadata(
+  id: string,
+  kind: BackupKind,
+  source: string,
+  target: string,
+  started: number,
+  duration: number,
+  error: CairnError,
+): BackupMetadata {
   return { ...emptyMetadata(id, kind, source, target, started), status: 'failed', duration: Math.round(duration), error: `${error.code}: ${error.message}` };
 }
 

@@ -8,7 +8,7 @@ import { basename, dirname, join, resolve as resolvePath } from 'node:path';
 
 import { CairnError, invalidArgument } from '../errors.js';
 import { LAYOUT } from '../layout.js';
-import { restore as restoreStore, type RestoreResult, type RestoreTo } from '../restore.js';
+import { type RestoreResult, type RestoreTo, restore as restoreStore } from '../restore.js';
 import { checkKnownKeys, checkPlainObject, isPlainObject } from '../validate.js';
 import { notFound } from './catalog.js';
 import { errorOf } from './failure.js';
@@ -89,6 +89,7 @@ function checkReachable(id: string, body: ManifestBody, to: RestoreTo): void {
   } else if ('time' in to) {
     const ms = to.time instanceof Date ? to.time.getTime() : to.time;
     if (typeof ms !== 'number' || !Number.isFinite(ms)) throw invalidArgument('options.to.time must be a valid Date or epoch milliseconds');
-    if (ms < range.from.timeMs && from > 0n) throw invalidArgument(`options.to: time ${new Date(ms).toISOString()} is before what backup '${id}' holds: ${desc}`);
+    if (ms < range.from.timeMs && from > 0n)
+      throw invalidArgument(`options.to: time ${new Date(ms).toISOString()} is before what backup '${id}' holds: ${desc}`);
   } else throw bad();
 }

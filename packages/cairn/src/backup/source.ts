@@ -83,7 +83,7 @@ export async function collectSource(dir: string, exclude: ReadonlySet<string>): 
     for (const n of sorted.slice(first)) {
       const isLive = names.get(n)!;
       const from = join(dir, isLive ? LAYOUT.wal : LAYOUT.archive, n);
-      let s;
+      let s: Awaited<ReturnType<typeof stat>>;
       try {
         s = await stat(from);
       } catch (e) {
@@ -110,7 +110,7 @@ export async function collectSource(dir: string, exclude: ReadonlySet<string>): 
  * segment whose header is invalid holds no record that can be trusted.
  */
 export function lastWalRecord(buf: Buffer, after: { seq: bigint; timeMs: number } | null): { seq: bigint; timeMs: number } | null {
-  let segment;
+  let segment: ReturnType<typeof nativeModule.decodeWalSegment>;
   try {
     segment = nativeModule.decodeWalSegment(buf);
   } catch {

@@ -20,7 +20,11 @@ import type { S3Settings } from './types.js';
 
 function s3Error(what: string, e: unknown): CairnError {
   const err = e as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
-  return new CairnError('CAIRN_IO', `S3 ${what} failed: ${err?.name ?? 'Error'}${err?.$metadata?.httpStatusCode ? ` (HTTP ${err.$metadata.httpStatusCode})` : ''}: ${err?.message ?? String(e)}`, { cause: e });
+  return new CairnError(
+    'CAIRN_IO',
+    `S3 ${what} failed: ${err?.name ?? 'Error'}${err?.$metadata?.httpStatusCode ? ` (HTTP ${err.$metadata.httpStatusCode})` : ''}: ${err?.message ?? String(e)}`,
+    { cause: e },
+  );
 }
 
 export class S3Target implements BackupTarget {
@@ -69,7 +73,12 @@ export class S3Target implements BackupTarget {
       const r = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
       return Buffer.from(await r.Body!.transformToByteArray());
     } catch (e) {
-      if (e instanceof NoSuchKey || (e as { name?: string }).name === 'NoSuchKey' || (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return undefined;
+      if (
+        e instanceof NoSuchKey ||
+        (e as { name?: string }).name === 'NoSuchKey' ||
+        (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404
+      )
+        return undefined;
       throw s3Error(`get ${this.url}/${key}`, e);
     }
   }

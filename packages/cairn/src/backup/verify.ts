@@ -12,7 +12,7 @@ import { CHUNK_NAME, ChunkError, decodeChunk, WHOLE_FILE_BYTES } from './chunks.
 import { errorOf } from './failure.js';
 import { decodeManifest, type ManifestBody } from './metadata.js';
 import { type BackupSettings, isBackupId } from './settings.js';
-import { BACKUPS_PREFIX, type BackupTarget, CHUNKS_PREFIX, chunkKey, MANIFEST_NAME, manifestKey, MARKER_NAME } from './target.js';
+import { BACKUPS_PREFIX, type BackupTarget, CHUNKS_PREFIX, chunkKey, MANIFEST_NAME, MARKER_NAME, manifestKey } from './target.js';
 import type { VerifyProblem, VerifyProblemKind, VerifyReport } from './types.js';
 
 export interface TargetCheck {

@@ -22,7 +22,9 @@ function progressBar(enabled: boolean): { update: (p: BackupProgress) => void; d
       const frac = p.totalBytes === 0 ? 1 : p.bytes / p.totalBytes;
       const width = 30;
       const fill = Math.round(frac * width);
-      process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0)}% ${p.files}/${p.totalFiles} files ${(p.bytes / 2 ** 20).toFixed(1)}/${(p.totalBytes / 2 ** 20).toFixed(1)} MB ${p.target}`);
+      process.stderr.write(
+        `\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0)}% ${p.files}/${p.totalFiles} files ${(p.bytes / 2 ** 20).toFixed(1)}/${(p.totalBytes / 2 ** 20).toFixed(1)} MB ${p.target}`,
+      );
       shown = true;
     },
     done() {
@@ -61,7 +63,9 @@ export const backup: Command = {
         for (const t of m.targets) {
           if (t.ok) {
             const b = t.metadata;
-            console.log(`${t.target}: backup ${b.id} (${b.kind}${b.base ? ` on ${b.base}` : ''}) ${b.files} files, ${b.bytes.raw} bytes raw, ${b.bytes.stored} stored, ${b.bytes.written} written now`);
+            console.log(
+              `${t.target}: backup ${b.id} (${b.kind}${b.base ? ` on ${b.base}` : ''}) ${b.files} files, ${b.bytes.raw} bytes raw, ${b.bytes.stored} stored, ${b.bytes.written} written now`,
+            );
           } else console.log(`${t.target}: FAILED: ${t.error.code}: ${t.error.message}`);
         }
       }
@@ -121,9 +125,7 @@ export const verify: Command = {
 
 export const restoreBackup: Command = {
   name: 'restore-backup',
-  help:
-    '  restore-backup URL ID TARGET [--seq N | --time ISO] [--json]\n' +
-    '                           verify, then restore a backup into a new directory\n',
+  help: '  restore-backup URL ID TARGET [--seq N | --time ISO] [--json]\n' + '                           verify, then restore a backup into a new directory\n',
   options: RESTORE_TARGET_OPTIONS,
   async run(args) {
     const asJson = args.json;
@@ -133,7 +135,11 @@ export const restoreBackup: Command = {
     const manager = backupManager('.', [url]);
     try {
       const r = await withProgress('restore', !asJson, manager.restore(id, target, to ? { to } : {}));
-      console.log(asJson ? json(r) : `restored backup ${id} from ${r.from} at seq ${r.seq} (${r.time.toISOString()}) into ${target}, replayed ${r.replayedRecords} WAL records`);
+      console.log(
+        asJson
+          ? json(r)
+          : `restored backup ${id} from ${r.from} at seq ${r.seq} (${r.time.toISOString()}) into ${target}, replayed ${r.replayedRecords} WAL records`,
+      );
     } finally {
       await manager.close();
     }

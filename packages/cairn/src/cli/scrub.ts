@@ -43,7 +43,8 @@ export const scrub: Command = {
     if (throttle !== undefined && !(throttle > 0)) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--throttle must be a positive number of MB/s');
     const concurrencyArg = args.string('concurrency');
     const concurrency = concurrencyArg === undefined ? undefined : Number(concurrencyArg);
-    if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency >= 1)) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--concurrency must be a positive integer');
+    if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency >= 1))
+      throw new CairnError('CAIRN_INVALID_ARGUMENT', '--concurrency must be a positive integer');
     const tty = !asJson && process.stderr.isTTY;
     const abort = new AbortController();
     const onSigint = () => abort.abort();
@@ -70,7 +71,8 @@ export const scrub: Command = {
       }
       for (const r of report.repaired) console.log(`  repaired ${r.file} from ${r.from}${r.quarantined ? `; damaged copy kept as ${r.quarantined}` : ''}`);
       for (const u of report.unrepaired) console.log(`  NOT repaired ${u.file}: ${u.reason}`);
-      for (const u of report.unreadableRecords) console.log(`  UNREADABLE record '${u.id}' of collection ${u.collection} (${u.file} @${u.offset}): ${u.reason}`);
+      for (const u of report.unreadableRecords)
+        console.log(`  UNREADABLE record '${u.id}' of collection ${u.collection} (${u.file} @${u.offset}): ${u.reason}`);
       if (report.corrupt.length === 0 && report.unreadableRecords.length === 0) console.log('no damage found');
     }
     return report.unrepaired.length > 0 || report.unreadableRecords.length > 0 ? 1 : 0;

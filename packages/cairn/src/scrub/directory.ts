@@ -58,7 +58,14 @@ function mergeOpenRepairs(report: ScrubReport, rr: RecoveryReport): void {
   const replaced = new Map(rr.quarantined.map((q) => [q.file, q.kept]));
   const rebuilt = new Map<string, number>();
   for (const r of rr.repairedRecords) {
-    report.corrupt.push({ file: r.file, offset: r.offset, kind: 'checksum', collection: r.collection, id: r.id, detail: `record checksum mismatch; rebuilt from ${r.from}` });
+    report.corrupt.push({
+      file: r.file,
+      offset: r.offset,
+      kind: 'checksum',
+      collection: r.collection,
+      id: r.id,
+      detail: `record checksum mismatch; rebuilt from ${r.from}`,
+    });
     rebuilt.set(r.file, (rebuilt.get(r.file) ?? 0) + 1);
   }
   const lost = new Map<string, number>();

@@ -20,12 +20,11 @@ import { Piscina } from 'piscina';
 
 import { CairnError, fromNative } from '../errors.js';
 import { LAYOUT } from '../layout.js';
-import { nativeModule, type NativeFileCheck, type NativeManifest, type NativeSnapshotInfo, type NativeStore } from '../native.js';
+import { type NativeFileCheck, type NativeManifest, type NativeSnapshotInfo, type NativeStore, nativeModule } from '../native.js';
 import { checkKnownKeys, checkPlainObject, checkPositiveInt } from '../validate.js';
-import type { ScrubTask } from './worker.js';
 import {
-  defaultSources,
   type DamagedFile,
+  defaultSources,
   type Expected,
   type FileArea,
   type FileCheck,
@@ -34,6 +33,7 @@ import {
   type RepairContext,
   type RepairSource,
 } from './sources.js';
+import type { ScrubTask } from './worker.js';
 
 export type { DamagedFile, QuarantineNote, RepairAttempt, RepairContext, RepairSource } from './sources.js';
 export { CopySource, EngineSource } from './sources.js';
@@ -148,14 +148,19 @@ export function parseScrubOptions(options: unknown, prefix = 'options'): ParsedS
   let bytesPerSec: number | null = null;
   if (o.throttleMBps !== undefined) {
     const t = o.throttleMBps;
-    if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.throttleMBps must be a positive number`);
+    if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0)
+      throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.throttleMBps must be a positive number`);
     bytesPerSec = t * 1e6;
   }
   if (o.repair !== undefined && typeof o.repair !== 'boolean') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.repair must be a boolean`);
   if (o.deep !== undefined && typeof o.deep !== 'boolean') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.deep must be a boolean`);
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.signal must be an AbortSignal`);
-  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.onProgress must be a function`);
-  if (o.sources !== undefined && (!Array.isArray(o.sources) || !o.sources.every((s) => s !== null && typeof s === 'object' && typeof (s as RepairSource).repair === 'function'))) {
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function')
+    throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.onProgress must be a function`);
+  if (
+    o.sources !== undefined &&
+    (!Array.isArray(o.sources) || !o.sources.every((s) => s !== null && typeof s === 'object' && typeof (s as RepairSource).repair === 'function'))
+  ) {
     throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.sources must be an array of repair sources (objects with a repair method)`);
   }
   return {
@@ -180,8 +185,16 @@ function list(dir: string): string[] {
 function manifestTargets(m: NativeManifest): Target[] {
   const out: Target[] = [];
   for (const c of m.collections) {
-    for (const s of c.segments) out.push({ rel: `${LAYOUT.data}/${s.file}`, kind: 'segment', area: 'data', expected: { bytes: s.bytes, xxh3: s.xxh3 }, collection: c.name });
-    if (c.index) out.push({ rel: `${LAYOUT.data}/${c.index.file}`, kind: 'blob', area: 'data', expected: { bytes: c.index.bytes, xxh3: c.index.xxh3 }, collection: c.name });
+    for (const s of c.segments)
+      out.push({ rel: `${LAYOUT.data}/${s.file}`, kind: 'segment', area: 'data', expected: { bytes: s.bytes, xxh3: s.xxh3 }, collection: c.name });
+    if (c.index)
+      out.push({
+        rel: `${LAYOUT.data}/${c.index.file}`,
+        kind: 'blob',
+        area: 'data',
+        expected: { bytes: c.index.bytes, xxh3: c.index.xxh3 },
+        collection: c.name,
+      });
   }
   return out;
 }
@@ -223,7 +236,10 @@ export function planSplits(files: Array<{ bytes: number; ranges: number[] | null
   const split = new Set<number>();
   if (workers < 2) return split;
   const ideal = files.reduce((s, f) => s + f.bytes, 0) / workers;
-  const bySize = files.map((f, i) => ({ f, i })).filter(({ f }) => f.ranges !== null && f.ranges.length > 1).sort((a, b) => b.f.bytes - a.f.bytes);
+  const bySize = files
+    .map((f, i) => ({ f, i }))
+    .filter(({ f }) => f.ranges !== null && f.ranges.length > 1)
+    .sort((a, b) => b.f.bytes - a.f.bytes);
   for (const { i } of bySize) {
     const tasks = files.flatMap((f, j) => (split.has(j) ? f.ranges! : [f.bytes]));
     if (makespan(tasks, workers) <= ideal + rangeBytes) break;
@@ -247,7 +263,13 @@ function scrubPool(concurrency: number): Piscina {
   if (!pool) {
     // stricterFIFO: tasks run in the order given (by default piscina requeues a task it could not
     // hand out at the tail), so a file's ranges complete about in order and fold as they come.
-    pool = new Piscina({ filename: new URL('./worker.js', import.meta.url).href, minThreads: 0, maxThreads: concurrency, idleTimeout: POOL_IDLE_MS, stricterFIFO: true });
+    pool = new Piscina({
+      filename: new URL('./worker.js', import.meta.url).href,
+      minThreads: 0,
+      maxThreads: concurrency,
+      idleTimeout: POOL_IDLE_MS,
+      stricterFIFO: true,
+    });
     pools.set(concurrency, pool);
   }
   return pool;
@@ -309,7 +331,13 @@ class Verifier {
     const rangeBytes = this.#rangeBytes;
     const cuts = list.map((g) => (this.#splittable(g.targets[0]!, g.size) ? nativeModule.scanRanges(g.size!, rangeBytes) : null));
     const pieces = (c: number[]) => c.slice(1).map((end, i) => end - c[i]!);
-    const split = pool ? planSplits(list.map((g, i) => ({ bytes: g.size ?? 0, ranges: cuts[i] ? pieces(cuts[i]!) : null })), this.#workers, rangeBytes) : new Set<number>();
+    const split = pool
+      ? planSplits(
+          list.map((g, i) => ({ bytes: g.size ?? 0, ranges: cuts[i] ? pieces(cuts[i]!) : null })),
+          this.#workers,
+          rangeBytes,
+        )
+      : new Set<number>();
     const check = async (g: { targets: Target[]; size: number | null }, i: number) => {
       const [first, ...others] = g.targets;
       const c = await this.#check(first!, g.size, run, split.has(i) ? cuts[i]! : null);
@@ -401,7 +429,8 @@ function planFiles(
   // Archived segments have no recorded checksum in the store; a snapshot that links one has.
   const walSums = new Map<string, Expected>();
   for (const snap of snapshotManifests.values()) {
-    for (const f of snap?.files ?? []) if (f.path.startsWith(`${LAYOUT.wal}/`)) walSums.set(f.path.slice(LAYOUT.wal.length + 1), { bytes: f.bytes, xxh3: f.xxh3 });
+    for (const f of snap?.files ?? [])
+      if (f.path.startsWith(`${LAYOUT.wal}/`)) walSums.set(f.path.slice(LAYOUT.wal.length + 1), { bytes: f.bytes, xxh3: f.xxh3 });
   }
   const wal = list(join(dir, LAYOUT.wal)).filter((n) => WAL_NAME.test(n));
   let activeWal: bigint | null = null;
@@ -417,7 +446,12 @@ function planFiles(
   }
   for (const [id, snap] of snapshotManifests) {
     for (const f of snap?.files ?? []) {
-      targets.push({ rel: `${LAYOUT.snapshots}/${id}/${f.path}`, kind: kindOfSnapshotFile(f.path), area: 'snapshot', expected: { bytes: f.bytes, xxh3: f.xxh3 } });
+      targets.push({
+        rel: `${LAYOUT.snapshots}/${id}/${f.path}`,
+        kind: kindOfSnapshotFile(f.path),
+        area: 'snapshot',
+        expected: { bytes: f.bytes, xxh3: f.xxh3 },
+      });
     }
   }
   return { targets, activeWal, walSums };
@@ -549,7 +583,14 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
       const checkpointFile = /^\d{20}-\d{20}\./.test(name) && (name.endsWith(LAYOUT.dataExt) || name.endsWith(LAYOUT.graphExt));
       const collection = t.collection ?? (checkpointFile ? collectionById.get(name.slice(0, 20)) : undefined);
       for (const f of c.findings) {
-        report.corrupt.push({ file: rel, offset: f.offset, kind: f.kind, ...(collection ? { collection } : {}), ...(f.id !== undefined ? { id: f.id } : {}), detail: f.detail });
+        report.corrupt.push({
+          file: rel,
+          offset: f.offset,
+          kind: f.kind,
+          ...(collection ? { collection } : {}),
+          ...(f.id !== undefined ? { id: f.id } : {}),
+          detail: f.detail,
+        });
       }
       damaged.push({ rel, kind: t.kind, area: t.area, ...(t.expected ? { expected: t.expected } : {}), check: c });
     }

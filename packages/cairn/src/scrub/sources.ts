@@ -9,7 +9,14 @@ import { basename, join } from 'node:path';
 
 import { fromNative } from '../errors.js';
 import { LAYOUT } from '../layout.js';
-import { nativeModule, type NativeFileCheck, type NativeInstallOutcome, type NativeQuarantineNote, type NativeRebuildOutcome, type NativeStore } from '../native.js';
+import {
+  type NativeFileCheck,
+  type NativeInstallOutcome,
+  type NativeQuarantineNote,
+  type NativeRebuildOutcome,
+  type NativeStore,
+  nativeModule,
+} from '../native.js';
 
 export type FileKindName = 'manifest' | 'snapshot-manifest' | 'segment' | 'wal' | 'wal-tail' | 'blob';
 

@@ -5,7 +5,7 @@
  * the native scan control named by `scan`.
  */
 import { transferableError } from '../errors.js';
-import { nativeModule, type NativeFileCheck } from '../native.js';
+import { type NativeFileCheck, nativeModule } from '../native.js';
 
 export interface VerifyTask {
   op: 'file';
