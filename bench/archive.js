@@ -14,7 +14,10 @@ rmSync(root, { recursive: true, force: true });
 mkdirSync(root, { recursive: true });
 
 let s = 42;
-const rnd = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296);
+const rnd = () => {
+  s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+  return s / 4294967296;
+};
 const gauss = () => Math.sqrt(-2 * Math.log(rnd() + 1e-12)) * Math.cos(2 * Math.PI * rnd());
 const centres = Array.from({ length: 100 }, () => Float32Array.from({ length: dim }, () => gauss()));
 

@@ -98,10 +98,22 @@ async function targetRun(label, url, extra) {
   const backups = new BackupManager({ source: store, target: url, compression: { level: 3 }, ...extra });
   const full = await timed(() => backups.create({ kind: 'full' }));
   const m = full.value;
-  speed.push({ case: `${label}: full backup`, s: Number((full.ms / 1000).toFixed(1)), 'raw MB': mb(m.bytes.raw), 'stored MB': mb(m.bytes.stored), 'MB/s (raw)': rate(m.bytes.raw, full.ms) });
+  speed.push({
+    case: `${label}: full backup`,
+    s: Number((full.ms / 1000).toFixed(1)),
+    'raw MB': mb(m.bytes.raw),
+    'stored MB': mb(m.bytes.stored),
+    'MB/s (raw)': rate(m.bytes.raw, full.ms),
+  });
   const out = join(ROOT, `restore-${label}`);
   const r = await timed(() => backups.restore(m.id, out));
-  speed.push({ case: `${label}: restore (verify + write + restore())`, s: Number((r.ms / 1000).toFixed(1)), 'raw MB': mb(m.bytes.raw), 'stored MB': mb(m.bytes.stored), 'MB/s (raw)': rate(m.bytes.raw, r.ms) });
+  speed.push({
+    case: `${label}: restore (verify + write + restore())`,
+    s: Number((r.ms / 1000).toFixed(1)),
+    'raw MB': mb(m.bytes.raw),
+    'stored MB': mb(m.bytes.stored),
+    'MB/s (raw)': rate(m.bytes.raw, r.ms),
+  });
   rmSync(out, { recursive: true, force: true });
   return { backups, full: m };
 }
@@ -110,7 +122,13 @@ const fileUrl = `file://${join(ROOT, 'target-file')}`;
 const { backups: fileBackups, full: full1 } = await targetRun('file://', fileUrl, {});
 const snapDir = join(store, 'snapshots');
 const cp = await timed(async () => spawnSync('cp', ['-r', snapDir, join(ROOT, 'cp-peer')]));
-speed.push({ case: 'peer: cp -r snapshots/', s: Number((cp.ms / 1000).toFixed(1)), 'raw MB': mb(duBytes(snapDir)), 'stored MB': mb(duBytes(snapDir)), 'MB/s (raw)': rate(duBytes(snapDir), cp.ms) });
+speed.push({
+  case: 'peer: cp -r snapshots/',
+  s: Number((cp.ms / 1000).toFixed(1)),
+  'raw MB': mb(duBytes(snapDir)),
+  'stored MB': mb(duBytes(snapDir)),
+  'MB/s (raw)': rate(duBytes(snapDir), cp.ms),
+});
 rmSync(join(ROOT, 'cp-peer'), { recursive: true, force: true });
 const tarz = spawnSync('sh', ['-c', `tar -C ${store} -cf - snapshots | zstd -3 -q -c | wc -c`], { encoding: 'utf8' });
 const tarBytes = Number(tarz.stdout.trim()) || null;
@@ -138,14 +156,39 @@ if (WITH_S3 && spawnSync('python3', ['-c', 'import moto.server'], { stdio: 'igno
   }
 }
 
-sizes.push({ case: 'first full backup', 'raw MB': mb(full1.bytes.raw), 'read MB': mb(full1.bytes.read), 'written MB': mb(full1.bytes.written), 'vs first full': '100%' });
-if (tarBytes) sizes.push({ case: 'peer: tar | zstd -3 of snapshots/', 'raw MB': mb(full1.bytes.raw), 'read MB': mb(full1.bytes.raw), 'written MB': mb(tarBytes), 'vs first full': `${((100 * tarBytes) / full1.bytes.written).toFixed(1)}%` });
+sizes.push({
+  case: 'first full backup',
+  'raw MB': mb(full1.bytes.raw),
+  'read MB': mb(full1.bytes.read),
+  'written MB': mb(full1.bytes.written),
+  'vs first full': '100%',
+});
+if (tarBytes)
+  sizes.push({
+    case: 'peer: tar | zstd -3 of snapshots/',
+    'raw MB': mb(full1.bytes.raw),
+    'read MB': mb(full1.bytes.raw),
+    'written MB': mb(tarBytes),
+    'vs first full': `${((100 * tarBytes) / full1.bytes.written).toFixed(1)}%`,
+  });
 await change(0.01, 1);
 const full2 = (await timed(() => fileBackups.create({ kind: 'full' }))).value;
-sizes.push({ case: 'second full after a 1% change (dedup)', 'raw MB': mb(full2.bytes.raw), 'read MB': mb(full2.bytes.read), 'written MB': mb(full2.bytes.written), 'vs first full': `${((100 * full2.bytes.written) / full1.bytes.written).toFixed(1)}%` });
+sizes.push({
+  case: 'second full after a 1% change (dedup)',
+  'raw MB': mb(full2.bytes.raw),
+  'read MB': mb(full2.bytes.read),
+  'written MB': mb(full2.bytes.written),
+  'vs first full': `${((100 * full2.bytes.written) / full1.bytes.written).toFixed(1)}%`,
+});
 await change(0.01, 2);
 const inc = (await timed(() => fileBackups.create({ kind: 'incremental' }))).value;
-sizes.push({ case: 'incremental after another 1% change', 'raw MB': mb(inc.bytes.raw), 'read MB': mb(inc.bytes.read), 'written MB': mb(inc.bytes.written), 'vs first full': `${((100 * inc.bytes.written) / full1.bytes.written).toFixed(1)}%` });
+sizes.push({
+  case: 'incremental after another 1% change',
+  'raw MB': mb(inc.bytes.raw),
+  'read MB': mb(inc.bytes.read),
+  'written MB': mb(inc.bytes.written),
+  'vs first full': `${((100 * inc.bytes.written) / full1.bytes.written).toFixed(1)}%`,
+});
 
 console.log(`\nstore: ${total} x ${DIM}, build ${(build.ms / 1000).toFixed(0)} s`);
 console.table(speed);

@@ -32,12 +32,12 @@
 // hnswlib-node compiles with node-gyp's default flags (SSE2, no -march=native); Cairn picks its
 // distance kernel at run time.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { gunzipSync } from 'node:zlib';
 
 import { open } from 'cairn';
@@ -168,7 +168,10 @@ function loadDataset(name) {
     const { base, queries, ...meta } = ds;
     const header = Buffer.from(`${JSON.stringify(meta)}\n`.padEnd(256, ' '));
     mkdirSync(DATA_DIR, { recursive: true });
-    writeFileSync(file, Buffer.concat([header, Buffer.from(base.buffer, base.byteOffset, base.byteLength), Buffer.from(queries.buffer, queries.byteOffset, queries.byteLength)]));
+    writeFileSync(
+      file,
+      Buffer.concat([header, Buffer.from(base.buffer, base.byteOffset, base.byteLength), Buffer.from(queries.buffer, queries.byteOffset, queries.byteLength)]),
+    );
   }
   const buf = readFileSync(file);
   const meta = JSON.parse(buf.subarray(0, 256).toString());
@@ -446,7 +449,11 @@ async function benchDataset(name, out) {
     for (const q of qF32) c.push((await cairn.col.query(q, opts)).map((h) => Number(h.id)));
     recall.cairn[ef] = recallOf(ds, gt, c);
     peer.index.setEf(ef);
-    recall.hnswlib[ef] = recallOf(ds, gt, qArr.map((q) => peer.index.searchKnn(q, K).neighbors));
+    recall.hnswlib[ef] = recallOf(
+      ds,
+      gt,
+      qArr.map((q) => peer.index.searchKnn(q, K).neighbors),
+    );
   }
 
   const bench = new Bench({ time: TIME_MS, warmupTime: WARMUP_MS, iterations: 10, warmupIterations: 10 });
@@ -457,9 +464,13 @@ async function benchDataset(name, out) {
       await cairn.col.query(qF32[i++ % nq], opts);
     });
     let j = 0;
-    bench.add(`hnswlib ef=${ef}`, () => {
-      peer.index.searchKnn(qArr[j++ % nq], K);
-    }, { beforeAll: () => peer.index.setEf(ef) });
+    bench.add(
+      `hnswlib ef=${ef}`,
+      () => {
+        peer.index.searchKnn(qArr[j++ % nq], K);
+      },
+      { beforeAll: () => peer.index.setEf(ef) },
+    );
   }
   await bench.run();
   console.log(`\n${ds.label}: single-query tinybench tasks`);
@@ -578,7 +589,7 @@ function report(all) {
     console.table(
       rebuilt.map(({ ds, hl, rebuild }) => ({
         dataset: ds.label,
-        'deleted': rebuild.removed.join(' '),
+        deleted: rebuild.removed.join(' '),
         'open ms': fmt(rebuild.openMs, 1),
         'index s': fmt(rebuild.indexS, 1),
         'total s': fmt(rebuild.totalS, 1),
@@ -610,22 +621,48 @@ function report(all) {
   for (const { ds, hl, cb, recall, qps, cairn, rebuild } of all) {
     const buildRatio = cb.buildS / hl.buildS;
     const recallOk = recall.cairn[50] >= recall.hnswlib[50] - 0.005;
-    targets.push({ dataset: ds.label, target: TARGETS.build, value: `${fmt(buildRatio, 2)}x, recall ef=50 ${fmt(recall.cairn[50], 3)} vs ${fmt(recall.hnswlib[50], 3)}`, verdict: mark(buildRatio <= 0.5 && recallOk) });
+    targets.push({
+      dataset: ds.label,
+      target: TARGETS.build,
+      value: `${fmt(buildRatio, 2)}x, recall ef=50 ${fmt(recall.cairn[50], 3)} vs ${fmt(recall.hnswlib[50], 3)}`,
+      verdict: mark(buildRatio <= 0.5 && recallOk),
+    });
     const points = EFS.map((ef) => ({ recall: recall.hnswlib[ef], qps: qps.hnswlib[ef] }));
     const ratios = EFS.map((ef) => {
       const at = qpsAtRecall(points, recall.cairn[ef]);
       return at === null ? null : qps.cairn[ef] / at;
     }).filter((r) => r !== null);
     const worst = ratios.length ? Math.min(...ratios) : null;
-    targets.push({ dataset: ds.label, target: TARGETS.qps, value: worst === null ? 'n/a (recall ranges do not overlap)' : `worst ${fmt(worst, 2)}x over ef ${EFS.join('/')}`, verdict: worst === null ? 'n/a' : mark(worst >= 1.0) });
+    targets.push({
+      dataset: ds.label,
+      target: TARGETS.qps,
+      value: worst === null ? 'n/a (recall ranges do not overlap)' : `worst ${fmt(worst, 2)}x over ef ${EFS.join('/')}`,
+      verdict: worst === null ? 'n/a' : mark(worst >= 1.0),
+    });
     if (ds.name === 'clustered') {
       const total = cairn.openMs + cairn.firstQueryMs;
-      targets.push({ dataset: ds.label, target: TARGETS.open, value: `${fmt(total, 1)} ms`, verdict: ds.n === 100_000 ? mark(total <= 150) : 'n/a (HNSW_N set)' });
-      if (rebuild) targets.push({ dataset: ds.label, target: 'rebuild reported in recoveryReport.indexRebuilds', value: `${rebuild.rebuilds.length} entr${rebuild.rebuilds.length === 1 ? 'y' : 'ies'}`, verdict: mark(rebuild.rebuilds.length > 0) });
+      targets.push({
+        dataset: ds.label,
+        target: TARGETS.open,
+        value: `${fmt(total, 1)} ms`,
+        verdict: ds.n === 100_000 ? mark(total <= 150) : 'n/a (HNSW_N set)',
+      });
+      if (rebuild)
+        targets.push({
+          dataset: ds.label,
+          target: 'rebuild reported in recoveryReport.indexRebuilds',
+          value: `${rebuild.rebuilds.length} entr${rebuild.rebuilds.length === 1 ? 'y' : 'ies'}`,
+          verdict: mark(rebuild.rebuilds.length > 0),
+        });
     }
   }
   for (const { ds, hl, cb } of all) {
-    targets.push({ dataset: ds.label, target: TARGETS.rss, value: `${fmt(cb.rss / hl.rss, 2)}x (${mib(cb.rss)} vs ${mib(hl.rss)} MiB)`, verdict: mark(cb.rss / hl.rss <= 1.3) });
+    targets.push({
+      dataset: ds.label,
+      target: TARGETS.rss,
+      value: `${fmt(cb.rss / hl.rss, 2)}x (${mib(cb.rss)} vs ${mib(hl.rss)} MiB)`,
+      verdict: mark(cb.rss / hl.rss <= 1.3),
+    });
   }
   console.table(targets);
 }
@@ -640,7 +677,10 @@ async function main() {
   }
   const wanted = args.length > 0 ? args : ['clustered', 'fashion'];
   mkdirSync(DATA_DIR, { recursive: true });
-  const load = () => loadavg().map((l) => l.toFixed(1)).join(' ');
+  const load = () =>
+    loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ');
   console.log(`load average ${load()} on ${availableParallelism()} cores`);
   console.log(`node ${process.version}, tinybench tasks ${TIME_MS} ms (warmup ${WARMUP_MS} ms), k=${K}, M=${M}, efConstruction=${EF_CONSTRUCTION}`);
   const all = [];

@@ -11,8 +11,9 @@
 //
 // From the page cache by default; after dropping the caches too when this process may write
 // /proc/sys/vm/drop_caches (root on a real machine), otherwise that row is skipped and says why.
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+
 import { execSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -88,17 +89,20 @@ console.log(`store ${DIR}: ${files.length} distinct files, ${(totalBytes / 1e9).
 
 const db = await open(DIR);
 const last = {};
-const scrubTask = (concurrency, deep = false) => async () => {
-  const r = await db.scrub({ concurrency, deep });
-  if (r.corrupt.length) throw new Error(`unexpected damage: ${JSON.stringify(r.corrupt[0])}`);
-  last[concurrency] = r;
-};
+const scrubTask =
+  (concurrency, deep = false) =>
+  async () => {
+    const r = await db.scrub({ concurrency, deep });
+    if (r.corrupt.length) throw new Error(`unexpected damage: ${JSON.stringify(r.corrupt[0])}`);
+    last[concurrency] = r;
+  };
 const jsStreaming = (chunk) => () => {
   const buf = Buffer.allocUnsafe(chunk);
   for (const f of files) {
     const h = xxh3.Xxh3.withSeed();
     const fd = openSync(f.path, 'r');
-    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(n === buf.length ? buf : buf.subarray(0, n));
+    for (let n = readSync(fd, buf, 0, buf.length, null); n > 0; n = readSync(fd, buf, 0, buf.length, null))
+      h.update(n === buf.length ? buf : buf.subarray(0, n));
     closeSync(fd);
     h.digest();
   }
@@ -119,10 +123,15 @@ const nativeWhole = () => {
 // long after the others: 32 MiB range tasks on a 2-worker pool of the scrub's own worker,
 // folded by the native core, against the same file as one task.
 const graph = files.find((f) => f.path.endsWith('.hnsw'));
-const scrubPool = new Piscina({ filename: new URL('../packages/cairn/dist/scrub/worker.js', import.meta.url).href, minThreads: 2, maxThreads: 2, stricterFIFO: true });
+const scrubPool = new Piscina({
+  filename: new URL('../packages/cairn/dist/scrub/worker.js', import.meta.url).href,
+  minThreads: 2,
+  maxThreads: 2,
+  stricterFIFO: true,
+});
 const graphXxh3 = (() => {
   const scan = nativeModule.scanOpen(null);
-  const c = JSON.parse(nativeModule.verifyFile(scan, graph.path, 'blob', null, null));
+  const c = nativeModule.verifyFile(scan, graph.path, 'blob', null, null);
   nativeModule.scanClose(scan);
   return c.xxh3;
 })();
@@ -137,7 +146,7 @@ const graphByRanges = async () => {
 };
 const graphWhole = async () => {
   const scan = nativeModule.scanOpen(null);
-  const c = JSON.parse(await scrubPool.run({ op: 'file', scan, path: graph.path, kind: 'blob', bytes: graph.size, xxh3: graphXxh3 }));
+  const c = await scrubPool.run({ op: 'file', scan, path: graph.path, kind: 'blob', bytes: graph.size, xxh3: graphXxh3 });
   nativeModule.scanClose(scan);
   if (c.findings.length) throw new Error(`unexpected damage: ${JSON.stringify(c.findings[0])}`);
 };
@@ -202,9 +211,18 @@ const rate = (ms, bytes = totalBytes) => +(bytes / 1e6 / ms).toFixed(2);
 const rows = bench.tasks.map((t) => {
   const ms = samples.get(t.name);
   const bytes = taskBytes[t.name];
-  return { Task: t.name, 'median ms': Math.round(median(ms)), 'GB/s (page cache, median)': rate(median(ms), bytes), 'GB/s (best)': rate(Math.min(...ms), bytes) };
+  return {
+    Task: t.name,
+    'median ms': Math.round(median(ms)),
+    'GB/s (page cache, median)': rate(median(ms), bytes),
+    'GB/s (best)': rate(Math.min(...ms), bytes),
+  };
 });
-rows.splice(1, 0, { Task: 'scrub, 2 piscina workers, first in the process (starts the pool)', 'median ms': Math.round(firstMs), 'GB/s (page cache, median)': rate(firstMs) });
+rows.splice(1, 0, {
+  Task: 'scrub, 2 piscina workers, first in the process (starts the pool)',
+  'median ms': Math.round(firstMs),
+  'GB/s (page cache, median)': rate(firstMs),
+});
 const gbps = (name) => rows.find((r) => r.Task === name)['GB/s (page cache, median)'];
 const cannotDrop = dropCaches();
 if (cannotDrop === null) {
@@ -212,7 +230,11 @@ if (cannotDrop === null) {
     dropCaches();
     const t0 = performance.now();
     await scrubTask(concurrency)();
-    rows.find((r) => r.Task === [tasks.main, tasks.one, tasks.two][concurrency])['GB/s (caches dropped)'] = +(totalBytes / 1e6 / (performance.now() - t0)).toFixed(2);
+    rows.find((r) => r.Task === [tasks.main, tasks.one, tasks.two][concurrency])['GB/s (caches dropped)'] = +(
+      totalBytes /
+      1e6 /
+      (performance.now() - t0)
+    ).toFixed(2);
   }
 } else {
   console.log(`cold-cache rows skipped: cannot drop the page cache here (${cannotDrop})`);

@@ -80,7 +80,7 @@ async function snapshotPart() {
   const base = join(ROOT, 'snap-base');
   rmSync(base, { recursive: true, force: true });
   console.log(`snapshot: building ${SNAP_ROWS} x ${SNAP_DIM} (m ${GRAPH.m}, efConstruction ${GRAPH.efConstruction})...`);
-  let db = await open(base, { sync: 'none' });
+  const db = await open(base, { sync: 'none' });
   const build = await timed(async () => {
     const col = await fill(db, 'v', SNAP_ROWS, SNAP_DIM, 1000);
     await col.waitForIndex();
@@ -114,13 +114,23 @@ async function snapshotPart() {
   for (const incremental of [false, true]) {
     // The snapshot call as users make it: it checkpoints the change first.
     const r = await onCopy(`${incremental}-cp`, (s) => timed(() => s.snapshot({ incremental })));
-    results.push({ case: `${incremental ? 'incremental' : 'full'} snapshot (with its checkpoint)`, ms: r.ms, bytes: r.value.bytes, files: r.value.files.length });
+    results.push({
+      case: `${incremental ? 'incremental' : 'full'} snapshot (with its checkpoint)`,
+      ms: r.ms,
+      bytes: r.value.bytes,
+      files: r.value.files.length,
+    });
     // The snapshot alone, after an explicit checkpoint: hard links, hashes, manifest, fsyncs.
     const a = await onCopy(`${incremental}-alone`, async (s) => {
       await s.checkpoint();
       return timed(() => s.snapshot({ incremental }));
     });
-    results.push({ case: `${incremental ? 'incremental' : 'full'} snapshot (after a checkpoint)`, ms: a.ms, bytes: a.value.bytes, files: a.value.files.length });
+    results.push({
+      case: `${incremental ? 'incremental' : 'full'} snapshot (after a checkpoint)`,
+      ms: a.ms,
+      bytes: a.value.bytes,
+      files: a.value.files.length,
+    });
   }
   // Peer: a plain recursive copy of the store directory.
   const peer = await onCopy('peer', async (_s, dir) => {
@@ -191,7 +201,16 @@ async function pitrPart() {
       await s.close();
       return n;
     });
-    results.push({ case: name, seq: String(r.value.seq), replayed: r.value.replayedRecords, rows: opened.value, ms: r.ms, bytes, dataBytes, openMs: opened.ms });
+    results.push({
+      case: name,
+      seq: String(r.value.seq),
+      replayed: r.value.replayedRecords,
+      rows: opened.value,
+      ms: r.ms,
+      bytes,
+      dataBytes,
+      openMs: opened.ms,
+    });
     if (to === undefined && r.value.seq !== last) throw new Error(`latest restore reached seq ${r.value.seq}, expected ${last}`);
     rmSync(target, { recursive: true, force: true });
   }
@@ -199,7 +218,16 @@ async function pitrPart() {
   rmSync(peerTarget, { recursive: true, force: true });
   const peer = await timed(() => cpSync(dir, peerTarget, { recursive: true }));
   const peerBytes = duBytes(peerTarget);
-  results.push({ case: 'peer: cp -r of the source', seq: '', replayed: '', rows: '', ms: peer.ms, bytes: peerBytes, dataBytes: duBytes(join(peerTarget, 'data')), openMs: 0 });
+  results.push({
+    case: 'peer: cp -r of the source',
+    seq: '',
+    replayed: '',
+    rows: '',
+    ms: peer.ms,
+    bytes: peerBytes,
+    dataBytes: duBytes(join(peerTarget, 'data')),
+    openMs: 0,
+  });
   rmSync(peerTarget, { recursive: true, force: true });
   if (!process.env.KEEP_DATA) rmSync(dir, { recursive: true, force: true });
 
@@ -210,7 +238,7 @@ async function pitrPart() {
       seq: r.seq,
       'WAL records replayed': r.replayed,
       rows: r.rows,
-      's': Number((r.ms / 1000).toFixed(2)),
+      s: Number((r.ms / 1000).toFixed(2)),
       'MB written': mb(r.bytes),
       'data/ MB': mb(r.dataBytes),
       'data/ MB/s': Number((r.dataBytes / 2 ** 20 / (r.ms / 1000)).toFixed(0)),

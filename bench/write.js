@@ -10,14 +10,14 @@
 // it, LevelDB writes use { sync: true }, and SQLite commits with synchronous=FULL. One tinybench
 // iteration is a round of several commits; it reports the time per commit (or per record), so
 // the ops/s column is total operations / total time.
-import { rmSync, mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import Database from 'better-sqlite3';
-import { ClassicLevel } from 'classic-level';
 import { open } from 'cairn';
+import { ClassicLevel } from 'classic-level';
 import { Bench } from 'tinybench';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -150,7 +150,8 @@ async function runSuite(title, unit, tasks) {
       } finally {
         const t2 = performance.now();
         await store.close();
-        if (process.env.BENCH_DEBUG) console.error(`${t.name}: setup ${(t1 - t0).toFixed(0)} ms, run ${(t2 - t1).toFixed(0)} ms, close ${(performance.now() - t2).toFixed(0)} ms`);
+        if (process.env.BENCH_DEBUG)
+          console.error(`${t.name}: setup ${(t1 - t0).toFixed(0)} ms, run ${(t2 - t1).toFixed(0)} ms, close ${(performance.now() - t2).toFixed(0)} ms`);
       }
     }
   }
@@ -310,7 +311,11 @@ async function batchIngest() {
     const n = size.toLocaleString('en-US');
     const cairn = `Cairn upsert ${n}, sync=group`;
     const batch = () => Array.from({ length: size }, record);
-    const levelBatch = (s, records) => s.db.batch(records.map((r) => ({ type: 'put', key: r.id, value: levelValue(r) })), { sync: true });
+    const levelBatch = (s, records) =>
+      s.db.batch(
+        records.map((r) => ({ type: 'put', key: r.id, value: levelValue(r) })),
+        { sync: true },
+      );
     const tasks = [
       {
         name: cairn,

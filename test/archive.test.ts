@@ -1,6 +1,6 @@
 // Snapshot export/import: a single zstd archive of a snapshot and its bases; every file is
 // verified on the way back, and a damaged archive is refused before anything is written.
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { exportSnapshot, importSnapshot, open, restore } from 'cairn';
@@ -13,7 +13,11 @@ async function storeWithChain() {
   const db = await open(dir);
   const col = await db.createCollection('c', { dim: 16, metric: 'cosine' });
   const rows = (from: number, n: number) =>
-    Array.from({ length: n }, (_, i) => ({ id: `r${from + i}`, vector: Float32Array.from({ length: 16 }, (_, j) => Math.sin(from + i + j)), metadata: { i: from + i } }));
+    Array.from({ length: n }, (_, i) => ({
+      id: `r${from + i}`,
+      vector: Float32Array.from({ length: 16 }, (_, j) => Math.sin(from + i + j)),
+      metadata: { i: from + i },
+    }));
   await col.upsert(rows(0, 3_000));
   const full = await db.snapshot();
   await col.upsert(rows(3_000, 100));

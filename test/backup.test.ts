@@ -4,13 +4,26 @@
 // t/003_corruption.pl; SIGKILL halfway through a backup; retention over 40 simulated days;
 // cron schedules with an injected clock.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { BackupManager, type BackupClock, type BackupMetadata, type Metadata, open, parseCron, type Store } from 'cairn';
+import { type BackupClock, BackupManager, type BackupMetadata, type Metadata, open, parseCron, type Store } from 'cairn';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
 import { rejectsWith } from './helpers.js';
@@ -190,7 +203,13 @@ describe.each(['file', 's3'] as const)('round trips on %s://', (kind) => {
     const model = new Model();
     const dir = newDir('store');
     const db = await newStore(dir, model);
-    const backups = new BackupManager({ source: dir, target, retention: { count: 10 }, compression: { level: 3 }, ...(s3 ? { s3: { endpoint: s3.endpoint } } : {}) });
+    const backups = new BackupManager({
+      source: dir,
+      target,
+      retention: { count: 10 },
+      compression: { level: 3 },
+      ...(s3 ? { s3: { endpoint: s3.endpoint } } : {}),
+    });
     try {
       await writeSome(db, model, 12, 1);
       await db.snapshot();
@@ -324,8 +343,20 @@ describe('damage matrix', () => {
       message: /unexpected file 'backups\/b1\/extra_file'/,
       code: 'CAIRN_CORRUPTION',
     },
-    { name: 'missing_chunk', damage: (root) => unlinkSync(bigChunk(root)), kind: 'missing', message: /chunk [0-9a-f]{64} \(of '.+'\) is missing/, code: 'CAIRN_CORRUPTION' },
-    { name: 'chunk_one_byte_longer', damage: (root) => appendFileSync(bigChunk(root), Buffer.from([0])), kind: 'longer', message: /is 1 byte\(s\) longer than its header says/, code: 'CAIRN_CORRUPTION' },
+    {
+      name: 'missing_chunk',
+      damage: (root) => unlinkSync(bigChunk(root)),
+      kind: 'missing',
+      message: /chunk [0-9a-f]{64} \(of '.+'\) is missing/,
+      code: 'CAIRN_CORRUPTION',
+    },
+    {
+      name: 'chunk_one_byte_longer',
+      damage: (root) => appendFileSync(bigChunk(root), Buffer.from([0])),
+      kind: 'longer',
+      message: /is 1 byte\(s\) longer than its header says/,
+      code: 'CAIRN_CORRUPTION',
+    },
     {
       name: 'truncated_chunk',
       damage: (root) => {
@@ -625,12 +656,36 @@ test('schedule_fires_at_the_right_times_with_an_injected_clock', async () => {
 
 test('cron_parser_matches_and_rejects_with_field_names', () => {
   const at = (y: number, mo: number, d: number, h: number, mi: number) => new Date(y, mo - 1, d, h, mi).getTime();
-  expect(parseCron('0 2 * * *').next(new Date(at(2026, 5, 1, 2, 0))).getTime()).toBe(at(2026, 5, 2, 2, 0));
-  expect(parseCron('0 2 * * *').next(new Date(at(2026, 5, 1, 1, 59))).getTime()).toBe(at(2026, 5, 1, 2, 0));
-  expect(parseCron('*/20 * * * *').next(new Date(at(2026, 5, 1, 10, 41))).getTime()).toBe(at(2026, 5, 1, 11, 0));
-  expect(parseCron('30 4 1,15 * *').next(new Date(at(2026, 5, 2, 0, 0))).getTime()).toBe(at(2026, 5, 15, 4, 30));
-  expect(parseCron('0 0 * * 7').next(new Date(at(2026, 11, 24, 12, 0))).getDay()).toBe(0);
-  expect(parseCron('0 9-17/4 * * 1-5').next(new Date(at(2026, 11, 27, 18, 0))).getTime()).toBe(at(2026, 11, 30, 9, 0));
+  expect(
+    parseCron('0 2 * * *')
+      .next(new Date(at(2026, 5, 1, 2, 0)))
+      .getTime(),
+  ).toBe(at(2026, 5, 2, 2, 0));
+  expect(
+    parseCron('0 2 * * *')
+      .next(new Date(at(2026, 5, 1, 1, 59)))
+      .getTime(),
+  ).toBe(at(2026, 5, 1, 2, 0));
+  expect(
+    parseCron('*/20 * * * *')
+      .next(new Date(at(2026, 5, 1, 10, 41)))
+      .getTime(),
+  ).toBe(at(2026, 5, 1, 11, 0));
+  expect(
+    parseCron('30 4 1,15 * *')
+      .next(new Date(at(2026, 5, 2, 0, 0)))
+      .getTime(),
+  ).toBe(at(2026, 5, 15, 4, 30));
+  expect(
+    parseCron('0 0 * * 7')
+      .next(new Date(at(2026, 11, 24, 12, 0)))
+      .getDay(),
+  ).toBe(0);
+  expect(
+    parseCron('0 9-17/4 * * 1-5')
+      .next(new Date(at(2026, 11, 27, 18, 0)))
+      .getTime(),
+  ).toBe(at(2026, 11, 30, 9, 0));
   const bad: Array<[string, RegExp]> = [
     ['* * * *', /must have 5 fields/],
     ['60 * * * *', /minute field '60': 60 is outside 0-59/],

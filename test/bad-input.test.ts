@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { CairnError, type Collection, type Store, open } from 'cairn';
+import { CairnError, type Collection, open, type Store } from 'cairn';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
 import { rejectsWith, storeChild, tempDir } from './helpers.js';
@@ -114,6 +114,7 @@ describe('bad input on an open store', () => {
       ['a number overflowing float32', [1e39, 0, 0, 0], 'records[0].vector[0]'],
       ['a negative number overflowing float32', [0, -3.5e38, 0, 0], 'records[0].vector[1]'],
       ['a string element', ['1', 2, 3, 4], 'records[0].vector[0]'],
+      // biome-ignore lint/suspicious/noSparseArray: a hole in the vector is the bad input under test
       ['a hole', [1, , 3, 4], 'records[0].vector[1]'],
       ['a Float64Array', new Float64Array(DIM), 'records[0].vector'],
       ['a missing vector', undefined, 'records[0].vector'],
@@ -164,7 +165,11 @@ describe('bad input on an open store', () => {
     });
     test.each(BAD_NAMES)('batch rejects an id that is %s', async (_why, id) => {
       await expectRejected(
-        () => db.batch([{ collection: 'docs', op: 'delete', ids: ['seed-1'] }, { collection: 'docs', op: 'delete', ids: [id as string] }]),
+        () =>
+          db.batch([
+            { collection: 'docs', op: 'delete', ids: ['seed-1'] },
+            { collection: 'docs', op: 'delete', ids: [id as string] },
+          ]),
         'CAIRN_INVALID_ARGUMENT',
         'ops[1].ids[0]',
       );
@@ -216,7 +221,11 @@ describe('bad input on an open store', () => {
       await expectRejected(() => db.dropCollection('missing'), 'CAIRN_NOT_FOUND', 'missing');
       await expectRejected(() => db.batch([{ collection: 'missing', op: 'delete', ids: ['x'] }]), 'CAIRN_NOT_FOUND', 'ops[0].collection');
       await expectRejected(
-        () => db.batch([{ collection: 'docs', op: 'upsert', records: [ok('good')] }, { collection: 'missing', op: 'upsert', records: [ok('x')] }]),
+        () =>
+          db.batch([
+            { collection: 'docs', op: 'upsert', records: [ok('good')] },
+            { collection: 'missing', op: 'upsert', records: [ok('x')] },
+          ]),
         'CAIRN_NOT_FOUND',
         'ops[1].collection',
       );

@@ -2,10 +2,10 @@
 // wrong value; skip-corrupt opens and lists what it lost; a torn tail is truncated (and
 // reported) by default and refused by absolute-consistency; a lost tail after a clean close is
 // corruption, not a torn write.
-import { cpSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
-import { type Collection, type RecoveryMode, type Store, open, scrub } from 'cairn';
+import { type Collection, open, type RecoveryMode, type Store, scrub } from 'cairn';
 import { describe, expect, test } from 'vitest';
 
 import { metadataFor, prng, vectorFor } from './fixtures/records.mjs';
@@ -29,13 +29,19 @@ class History {
 
   async upsert(col: Collection, ids: string[], version: string): Promise<bigint> {
     const { seq } = await col.upsert(ids.map((id) => ({ id, vector: vectorFor(id, version, DIM), metadata: metadataFor(id, version) })));
-    this.add(seq, ids.map((id) => [id, version]));
+    this.add(
+      seq,
+      ids.map((id) => [id, version]),
+    );
     return seq;
   }
 
   async delete(col: Collection, ids: string[]): Promise<bigint> {
     const { seq } = await col.delete(ids);
-    this.add(seq, ids.map((id) => [id, null]));
+    this.add(
+      seq,
+      ids.map((id) => [id, null]),
+    );
     return seq;
   }
 
@@ -261,7 +267,13 @@ describe('checkpoint file and manifest bit flips', () => {
     try {
       const r = db.recoveryReport;
       expect(r.repairedRecords).toEqual([
-        expect.objectContaining({ collection: 'docs', id: victimId, file: `data/${basename(seg)}`, offset: victim.offset, from: expect.stringMatching(/^wal-archive\//) }),
+        expect.objectContaining({
+          collection: 'docs',
+          id: victimId,
+          file: `data/${basename(seg)}`,
+          offset: victim.offset,
+          from: expect.stringMatching(/^wal-archive\//),
+        }),
       ]);
       expect(r.unreadableRecords).toEqual([]);
       // The damaged bytes are kept, never deleted; the store no longer names them.
@@ -411,7 +423,9 @@ describe('checkpoint file and manifest bit flips', () => {
     await h.delete(db.collection('docs'), [live[1]!]);
     await db.checkpoint();
     await db.close();
-    const segs = readdirSync(join(dir, 'data')).filter((n) => n.endsWith('.seg')).sort();
+    const segs = readdirSync(join(dir, 'data'))
+      .filter((n) => n.endsWith('.seg'))
+      .sort();
     expect(segs).toHaveLength(2); // the base and one delta on top of it
     const delta = join(dir, 'data', segs[1]!);
     const recs = segRecords(readFileSync(delta));
@@ -489,7 +503,7 @@ describe('checkpoint file and manifest bit flips', () => {
       } finally {
         await db.close();
       }
-      expect(readFileSync(manifest).equals(original), "restored: same checkpoint, same clean close").toBe(true);
+      expect(readFileSync(manifest).equals(original), 'restored: same checkpoint, same clean close').toBe(true);
       const again = await openWith(dir, 'absolute-consistency');
       await again.close();
     }

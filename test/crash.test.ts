@@ -42,7 +42,14 @@ interface ChildRun {
   stderr: string;
 }
 
-function runChild(dir: string, sync: string, cycle: number, seed: number, deletable: Record<number, [string, string][]>, rand: () => number): Promise<ChildRun> {
+function runChild(
+  dir: string,
+  sync: string,
+  cycle: number,
+  seed: number,
+  deletable: Record<number, [string, string][]>,
+  rand: () => number,
+): Promise<ChildRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [WRITER, dir, sync, String(cycle), String(seed), String(SEGMENT_BYTES), String(WRITERS)], {
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -133,7 +140,9 @@ class Lane {
       for (const id of rows.keys()) {
         const m = /^b\d+-(\d+)-/.exec(id);
         if (!m || touched.has(key(c, id))) continue;
-        (out[Number(m[1])] ??= []).push([c, id]);
+        const batch = Number(m[1]);
+        out[batch] ??= [];
+        out[batch].push([c, id]);
       }
     }
     return out;

@@ -1,10 +1,10 @@
 // The HNSW path through the public API, checked against exact search (the ground truth):
 // recall as a number, visibility of unindexed rows, deletes and updates, index loss and
 // corruption leading to a rebuild with correct answers, and the event loop staying free.
-import { readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { open, type Collection } from 'cairn';
+import { type Collection, open } from 'cairn';
 import { describe, expect, it } from 'vitest';
 
 import { tempDir } from './helpers.js';

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { type Metadata, type QueryHit, type Store, open } from 'cairn';
+import { type Metadata, open, type QueryHit, type Store } from 'cairn';
 import fc from 'fast-check';
 import { expect, test } from 'vitest';
 
@@ -31,10 +31,7 @@ type Step =
   | { t: 'query'; c: Col; vector: number[]; k: number };
 
 /** Finite float32 values: small integers (ties), and arbitrary floats with -0 and subnormals. */
-const component = fc.oneof(
-  fc.integer({ min: -3, max: 3 }),
-  fc.float({ min: -100, max: 100, noNaN: true, noDefaultInfinity: true }),
-);
+const component = fc.oneof(fc.integer({ min: -3, max: 3 }), fc.float({ min: -100, max: 100, noNaN: true, noDefaultInfinity: true }));
 const vectorOf = (c: Col) => fc.array(component, { minLength: COLLECTIONS[c].dim, maxLength: COLLECTIONS[c].dim });
 const metadata = fc.dictionary(fc.string({ unit: 'binary', maxLength: 6 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 3 }) as fc.Arbitrary<Metadata>;
 const col = fc.constantFrom<Col>(0, 1);

@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { listSnapshots, type Metadata, type SnapshotInfo, type Store, open, restore } from 'cairn';
+import { listSnapshots, type Metadata, open, restore, type SnapshotInfo, type Store } from 'cairn';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
 
@@ -161,7 +161,11 @@ function diff(actual: State, expected: State): string[] {
       const ra = a.rows.get(id);
       const re = e.rows.get(id);
       if (!ra || !re) out.push(`${name}/${id}: ${ra ? 'unexpected' : 'missing'}`);
-      else if (!Buffer.from(ra.vector.buffer, ra.vector.byteOffset, ra.vector.byteLength).equals(Buffer.from(re.vector.buffer, re.vector.byteOffset, re.vector.byteLength)))
+      else if (
+        !Buffer.from(ra.vector.buffer, ra.vector.byteOffset, ra.vector.byteLength).equals(
+          Buffer.from(re.vector.buffer, re.vector.byteOffset, re.vector.byteLength),
+        )
+      )
         out.push(`${name}/${id}: vector differs`);
       else if (canonical(ra.metadata) !== canonical(re.metadata)) out.push(`${name}/${id}: metadata differs`);
       if (out.length > 10) return out;
@@ -217,12 +221,18 @@ async function upsert(db: Store, h: History, ids: string[], version: string, c =
   const dim = db.collection(c).dim;
   const recs = ids.map((id) => rec(id, version, dim));
   const { seq } = await db.collection(c).upsert(recs);
-  h.record(seq, recs.map((r) => ({ t: 'upsert', c, ...r })));
+  h.record(
+    seq,
+    recs.map((r) => ({ t: 'upsert', c, ...r })),
+  );
   return seq;
 }
 async function remove(db: Store, h: History, ids: string[], c = 'docs'): Promise<bigint> {
   const { seq } = await db.collection(c).delete(ids);
-  h.record(seq, ids.map((id) => ({ t: 'delete', c, id })));
+  h.record(
+    seq,
+    ids.map((id) => ({ t: 'delete', c, id })),
+  );
   return seq;
 }
 
@@ -349,7 +359,10 @@ describe('precision (after PostgreSQL 003_recovery_targets.pl)', () => {
     expect(full.kind).toBe('full');
     expect(incr).toMatchObject({ kind: 'incremental', base: full.id });
     const fullPaths = new Set(full.files.map((f) => f.path));
-    expect(incr.files.filter((f) => f.path !== 'MANIFEST' && fullPaths.has(f.path)), 'an incremental holds only what its base lacks').toEqual([]);
+    expect(
+      incr.files.filter((f) => f.path !== 'MANIFEST' && fullPaths.has(f.path)),
+      'an incremental holds only what its base lacks',
+    ).toEqual([]);
     expect((await db.snapshots()).map((s) => s.id)).toEqual([full.id, incr.id]);
 
     // Restore while the store is still open: the source's lock is not taken.
@@ -402,13 +415,7 @@ describe('property', () => {
   ];
   const IDS = ['a', 'b', 'c', 'd', 'e', 'f', 'ü', 'x y'];
   type Sub = { t: 'upsert'; c: 0 | 1; ids: string[] } | { t: 'delete'; c: 0 | 1; ids: string[] };
-  type Step =
-    | Sub
-    | { t: 'batch'; ops: Sub[] }
-    | { t: 'snapshot'; incremental: boolean }
-    | { t: 'checkpoint' }
-    | { t: 'reopen' }
-    | { t: 'recreate'; c: 0 | 1 };
+  type Step = Sub | { t: 'batch'; ops: Sub[] } | { t: 'snapshot'; incremental: boolean } | { t: 'checkpoint' } | { t: 'reopen' } | { t: 'recreate'; c: 0 | 1 };
   const col = fc.constantFrom<0 | 1>(0, 1);
   const ids = fc.uniqueArray(fc.constantFrom(...IDS), { minLength: 1, maxLength: 4 });
   const sub: fc.Arbitrary<Sub> = fc.oneof(
@@ -440,7 +447,11 @@ describe('property', () => {
           const taken: SnapshotInfo[] = [];
           let n = 0;
           const toOps = (s: Sub, version: string): ModelOp[] =>
-            s.ids.map((id) => (s.t === 'upsert' ? { t: 'upsert' as const, c: COLS[s.c]!.name, ...rec(id, version, COLS[s.c]!.dim) } : { t: 'delete' as const, c: COLS[s.c]!.name, id }));
+            s.ids.map((id) =>
+              s.t === 'upsert'
+                ? { t: 'upsert' as const, c: COLS[s.c]!.name, ...rec(id, version, COLS[s.c]!.dim) }
+                : { t: 'delete' as const, c: COLS[s.c]!.name, id },
+            );
           for (const s of steps) {
             const version = `p${n++}`;
             if (s.t === 'upsert' || s.t === 'delete') {
@@ -454,7 +465,10 @@ describe('property', () => {
                   : { collection: COLS[o.c]!.name, op: 'delete' as const, ids: o.ids },
               );
               const { seq } = await db.batch(ops);
-              h.record(seq, s.ops.flatMap((o) => toOps(o, version)));
+              h.record(
+                seq,
+                s.ops.flatMap((o) => toOps(o, version)),
+              );
             } else if (s.t === 'checkpoint') {
               await db.checkpoint();
             } else if (s.t === 'recreate') {
@@ -486,7 +500,10 @@ describe('property', () => {
           const seq = BigInt(pick) % (h.last + 1n);
           const r = await restore({ source: dir, target: join(dir, '..', `${basename(dir)}-at`), to: { seq } });
           expect(r.seq).toBe(seq);
-          const base = taken.filter((t) => t.seq <= seq).sort((a, b) => Number(a.seq - b.seq)).at(-1);
+          const base = taken
+            .filter((t) => t.seq <= seq)
+            .sort((a, b) => Number(a.seq - b.seq))
+            .at(-1);
           expect(r.replayedRecords).toBe(Number(seq - (base?.seq ?? 0n)));
           await expectRestoredEquals(join(dir, '..', `${basename(dir)}-at`), h, seq, `restore at seq ${seq}`);
           const latest = await restore({ source: dir, target: join(dir, '..', `${basename(dir)}-latest`) });
@@ -832,7 +849,13 @@ describe('crash', () => {
       const h = new History();
       const db = await open(dir, { sync: 'none' });
       await createDocs(db, h, { dim: BIG_DIM, m: 8, efConstruction: 32 });
-      for (let i = 0; i < BIG_ROWS; i += 1000) await upsert(db, h, Array.from({ length: 1000 }, (_, j) => `r${i + j}`), 'v0');
+      for (let i = 0; i < BIG_ROWS; i += 1000)
+        await upsert(
+          db,
+          h,
+          Array.from({ length: 1000 }, (_, j) => `r${i + j}`),
+          'v0',
+        );
       await db.snapshot({ incremental: false });
       await db.close();
       return { dir, h, next: BIG_ROWS };
@@ -877,10 +900,24 @@ describe('crash', () => {
       // Enough new WAL that the snapshot's checkpoint and the graph both have work to do.
       let db = await open(b.dir, { sync: 'none' });
       const version = `v${attempt + 1}`;
-      await upsert(db, b.h, Array.from({ length: 1000 }, (_, j) => `r${(attempt * 1000 + j) % BIG_ROWS}`), version);
-      await upsert(db, b.h, Array.from({ length: 1000 }, (_, j) => `n${b.next + j}`), version);
+      await upsert(
+        db,
+        b.h,
+        Array.from({ length: 1000 }, (_, j) => `r${(attempt * 1000 + j) % BIG_ROWS}`),
+        version,
+      );
+      await upsert(
+        db,
+        b.h,
+        Array.from({ length: 1000 }, (_, j) => `n${b.next + j}`),
+        version,
+      );
       b.next += 1000;
-      await remove(db, b.h, Array.from({ length: 200 }, (_, j) => `r${(attempt * 1000 + 1100 + j) % BIG_ROWS}`));
+      await remove(
+        db,
+        b.h,
+        Array.from({ length: 200 }, (_, j) => `r${(attempt * 1000 + 1100 + j) % BIG_ROWS}`),
+      );
       const known = new Set((await db.snapshots()).map((s) => s.id));
       await db.close();
 
@@ -895,7 +932,9 @@ describe('crash', () => {
         calibration = result.ms;
       }
       const halfMade = readdirSync(snapshotsDir).filter((n) => n.endsWith('.tmp'));
-      outcomes.push(`${how}${how === 'random' ? ` ${delay.toFixed(0)}ms` : ''}: ${result.signal ?? `exit ${result.code}`}${halfMade.length ? ', half-made snapshot left' : ''}`);
+      outcomes.push(
+        `${how}${how === 'random' ? ` ${delay.toFixed(0)}ms` : ''}: ${result.signal ?? `exit ${result.code}`}${halfMade.length ? ', half-made snapshot left' : ''}`,
+      );
 
       db = await open(b.dir, { sync: 'none' });
       try {
@@ -933,7 +972,13 @@ describe('crash', () => {
     const rand = prng(SEED + 2);
     // Some WAL after the newest snapshot, so restores also replay.
     const db = await open(b.dir, { sync: 'none' });
-    for (let i = 0; i < 20; i++) await upsert(db, b.h, Array.from({ length: 50 }, (_, j) => `r${((i * 50 + j) * 7) % BIG_ROWS}`), `late${i}`);
+    for (let i = 0; i < 20; i++)
+      await upsert(
+        db,
+        b.h,
+        Array.from({ length: 50 }, (_, j) => `r${((i * 50 + j) * 7) % BIG_ROWS}`),
+        `late${i}`,
+      );
     const range = await db.recoverableRange();
     await db.close();
     const parent = newDir('restore-crash');
@@ -963,7 +1008,10 @@ describe('crash', () => {
       // The rerun succeeds, and leaves nothing of the killed run behind.
       const r = await restore({ source: b.dir, target, to: { seq } });
       expect(r.seq).toBe(seq);
-      expect(readdirSync(parent).filter((n) => n.startsWith(`.${name}.`)), `attempt ${attempt}: leftovers of the killed restore`).toEqual([]);
+      expect(
+        readdirSync(parent).filter((n) => n.startsWith(`.${name}.`)),
+        `attempt ${attempt}: leftovers of the killed restore`,
+      ).toEqual([]);
       await expectRestoredEquals(target, b.h, seq, `attempt ${attempt}: rerun`);
       rmSync(target, { recursive: true });
     }
@@ -1053,4 +1101,3 @@ describe('cli', () => {
     expect(r.stderr).toContain('--seq');
   });
 });
-

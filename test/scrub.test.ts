@@ -6,23 +6,23 @@
 import { spawnSync } from 'node:child_process';
 import {
   appendFileSync,
+  copyFileSync,
   existsSync,
   linkSync,
   mkdirSync,
-  readFileSync,
   readdirSync,
+  readFileSync,
+  renameSync,
   rmSync,
   statSync,
   truncateSync,
   unlinkSync,
   writeFileSync,
-  copyFileSync,
-  renameSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { type ScrubReport, type Store, open, scrub } from 'cairn';
+import { open, type ScrubReport, type Store, scrub } from 'cairn';
 import { beforeAll, describe, expect, test } from 'vitest';
 
 // Internal modules, for the range path with small ranges (the package exports neither).
@@ -52,7 +52,10 @@ async function expectModel(db: Store, model: Model, everId: Iterable<string>): P
       continue;
     }
     expect(row, `${id} must be present`).toBeDefined();
-    expect(Buffer.from(row!.vector.buffer, row!.vector.byteOffset, row!.vector.byteLength).equals(Buffer.from(vectorFor(id, v, DIM).buffer)), `${id} bytes`).toBe(true);
+    expect(
+      Buffer.from(row!.vector.buffer, row!.vector.byteOffset, row!.vector.byteLength).equals(Buffer.from(vectorFor(id, v, DIM).buffer)),
+      `${id} bytes`,
+    ).toBe(true);
     expect(row!.metadata).toEqual(metadataFor(id, v));
   }
   expect(await docs.count()).toBe(model.size);
@@ -217,7 +220,10 @@ describe('scrub finds and repairs', () => {
 
         const found = await db.scrub();
         const hit = found.corrupt.filter((c) => c.file === rel);
-        expect(hit.map((c) => c.kind), JSON.stringify(found.corrupt)).toContain(KIND_OF[how]);
+        expect(
+          hit.map((c) => c.kind),
+          JSON.stringify(found.corrupt),
+        ).toContain(KIND_OF[how]);
         if (rel.startsWith('data/') && rel.endsWith('.seg')) expect(hit.every((c) => c.collection === 'docs')).toBe(true);
         // Report-only: nothing changed on disk, nothing quarantined.
         expect(existsSync(join(dir, 'quarantine'))).toBe(false);
@@ -289,16 +295,26 @@ describe('scrub finds and repairs', () => {
         if (reverse) order.reverse();
         for (const [start, end] of order) nativeModule.hashRange(scan, split, join(dir, rel), start, end);
         const proven = nativeModule.scanSplitFinish(scan, split, join(dir, rel), kind, bytes, xxh3);
-        return proven === null ? null : (JSON.parse(proven) as { xxh3: string; read: number; findings: unknown[] });
+        return proven;
       } finally {
         nativeModule.scanClose(scan);
       }
     };
-    for (const [rel, kind] of [[segment!, 'segment'], [index!, 'blob']] as const) {
+    for (const [rel, kind] of [
+      [segment!, 'segment'],
+      [index!, 'blob'],
+    ] as const) {
       const { bytes, xxh3 } = recorded(rel);
       for (const reverse of [false, true]) expect(byRanges(rel, kind, xxh3, reverse)).toMatchObject({ xxh3, read: bytes, findings: [] });
       // Another recorded checksum, or damaged bytes: not proven, left to the whole-file check.
-      expect(byRanges(rel, kind, xxh3.replace(/.$/, (d) => (d === '0' ? '1' : '0')), false)).toBeNull();
+      expect(
+        byRanges(
+          rel,
+          kind,
+          xxh3.replace(/.$/, (d) => (d === '0' ? '1' : '0')),
+          false,
+        ),
+      ).toBeNull();
       damage(join(dir, rel), 'flip');
       expect(byRanges(rel, kind, xxh3, false)).toBeNull();
     }
@@ -347,7 +363,10 @@ describe('scrub finds and repairs', () => {
         cloneStore(template, dir);
         damage(join(dir, rel), how);
         const r = await runScrub({ dir }, opts);
-        expect(r.corrupt.filter((c) => c.file === rel).map((c) => c.kind), `${how} of ${rel}: ${JSON.stringify(r.corrupt)}`).toContain(KIND_OF[how]);
+        expect(
+          r.corrupt.filter((c) => c.file === rel).map((c) => c.kind),
+          `${how} of ${rel}: ${JSON.stringify(r.corrupt)}`,
+        ).toContain(KIND_OF[how]);
         rmSync(dir, { recursive: true, force: true });
       }
     }
@@ -425,7 +444,12 @@ describe('scrub finds and repairs', () => {
       cases++;
       const r = await db.scrub({ repair: true, concurrency: 1 });
       expect(corruptFiles(r).has(rel), `${how} of ${rel}: ${JSON.stringify(r.corrupt)}`).toBe(true);
-      for (const f of corruptFiles(r)) if (isLive(f)) expect(r.repaired.some((x) => x.file === f), `${how} of ${rel}: ${f}`).toBe(true);
+      for (const f of corruptFiles(r))
+        if (isLive(f))
+          expect(
+            r.repaired.some((x) => x.file === f),
+            `${how} of ${rel}: ${f}`,
+          ).toBe(true);
       await expectModel(db, model, ALL_IDS);
       await db.close();
       if (i % 2 === 1) continue;

@@ -11,7 +11,8 @@ export default function hashFile({ path, chunk }) {
   const h = xxh3.Xxh3.withSeed();
   const fd = openSync(path, 'r');
   try {
-    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(n === buf.length ? buf : buf.subarray(0, n));
+    for (let n = readSync(fd, buf, 0, buf.length, null); n > 0; n = readSync(fd, buf, 0, buf.length, null))
+      h.update(n === buf.length ? buf : buf.subarray(0, n));
   } finally {
     closeSync(fd);
   }

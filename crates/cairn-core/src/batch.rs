@@ -12,6 +12,9 @@ pub const OP_UPSERT: u8 = 3;
 pub const OP_DELETE: u8 = 4;
 
 pub const MAX_NAME_BYTES: usize = 256;
+/// The shortest encoded op (a drop: kind, name length, one name byte): a payload of `n` bytes
+/// holds at most `n / MIN_OP_BYTES` ops, whatever its count field claims.
+const MIN_OP_BYTES: usize = 4;
 pub const MAX_DIM: u32 = 65_536;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -133,7 +136,7 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Op>> {
     if count > crate::index::MAX_OPS_PER_BATCH {
         return Err(Error::InvalidArgument(format!("a batch holds at most {} operations", crate::index::MAX_OPS_PER_BATCH)));
     }
-    let mut ops = Vec::with_capacity(count.min(payload.len()));
+    let mut ops = Vec::with_capacity(count.min(payload.len() / MIN_OP_BYTES));
     for i in 0..count {
         let kind = c.u8()?;
         let op = match kind {

@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::layout::TMP_SUFFIX;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageFile};
 
 /// Write a whole file durably under a temporary name and rename it into place.
 pub fn write_file_atomic(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -34,4 +34,33 @@ pub fn temp_path(path: &Path) -> PathBuf {
 
 pub fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("."))
+}
+
+/// Bytes moved per read and write by `copy_synced`.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// Copy `from` to `to` (created or truncated) chunk by chunk and fdatasync the copy; returns the
+/// bytes copied. The name `to` is durable only after the caller syncs its directory.
+pub fn copy_synced(storage: &dyn Storage, from: &Path, to: &Path) -> io::Result<u64> {
+    let (copy, n) = copy(storage, from, to)?;
+    copy.sync_data()?;
+    Ok(n)
+}
+
+/// Copy `from` to `to` (created or truncated) chunk by chunk, not synced; returns the open copy
+/// and its length.
+pub fn copy(storage: &dyn Storage, from: &Path, to: &Path) -> io::Result<(Box<dyn StorageFile>, u64)> {
+    let src = storage.open_read(from)?;
+    let dst = storage.create(to)?;
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut at = 0u64;
+    loop {
+        let n = src.read_up_to(at, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        dst.write_at(at, &buf[..n])?;
+        at += n as u64;
+    }
+    Ok((dst, at))
 }

@@ -1,21 +1,24 @@
 //! Point-in-time recovery: restore the newest snapshot at or before the target, then replay
 //! the archived WAL up to and including the target record. Reads only immutable files
 //! (snapshots, archived segments) and the valid prefix of the live WAL, and never takes the
-//! writer's lock, so it runs while another process writes the source.
+//! writer's lock, so it runs while another process writes the source. Every file operation
+//! goes through one `Storage`, the restored store's open included.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::durable::{copy_synced, write_synced};
 use crate::engine::{Engine, Options};
 use crate::error::{Error, Result};
 use crate::layout::{
     parse_wal_segment_name as parse_segment_name, wal_segment_name as segment_name, ARCHIVE_DIR, DATA_DIR, MANIFEST_FILE, WAL_DIR,
 };
 use crate::manifest::{self, Manifest};
-use crate::snapshot::{self, hash_file, write_synced, SnapshotInfo};
+use crate::snapshot::{self, hash_file, SnapshotInfo};
+use crate::storage::{OsStorage, Storage};
 use crate::wal::reader::{scan_segment, ScanItem};
 use crate::wal::record::{decode_segment_header, encode_segment_header};
 use crate::RecoveryMode;
@@ -87,24 +90,24 @@ fn io(p: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::io(p, e)
 }
 
-fn read_segment_file(source: &Path, path: &Path) -> Result<Vec<u8>> {
-    match fs::read(path) {
+fn read_segment_file(storage: &dyn Storage, source: &Path, path: &Path) -> Result<Vec<u8>> {
+    match storage.read(path) {
         Ok(b) => Ok(b),
         // The live writer's checkpoint may have moved it to the archive meanwhile.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let moved = source.join(ARCHIVE_DIR).join(path.file_name().unwrap_or_default());
-            fs::read(&moved).map_err(io(&moved))
+            storage.read(&moved).map_err(io(&moved))
         }
         Err(e) => Err(Error::io(path, e)),
     }
 }
 
-fn load_history(source: &Path) -> Result<History> {
+fn load_history(storage: &dyn Storage, source: &Path) -> Result<History> {
     // A store, or a directory holding only imported snapshots.
-    if !source.join(MANIFEST_FILE).exists() && !source.join(crate::layout::SNAPSHOTS_DIR).exists() {
+    if !storage.exists(&source.join(MANIFEST_FILE)) && !storage.exists(&source.join(crate::layout::SNAPSHOTS_DIR)) {
         return Err(Error::NotFound(format!("{} is not a Cairn store (no MANIFEST, no snapshots)", source.display())));
     }
-    let snapshots = snapshot::list(source)?;
+    let snapshots = snapshot::list_on(storage, source)?;
     // Segment name -> path; the live directories win over snapshot copies (same bytes). `wal/`
     // is listed before the archive: a segment a live checkpoint moves between the two listings
     // is then seen at least once (the other order could miss it).
@@ -113,9 +116,8 @@ fn load_history(source: &Path) -> Result<History> {
     dirs.push(source.join(WAL_DIR));
     dirs.push(source.join(ARCHIVE_DIR));
     for d in dirs {
-        let Ok(entries) = fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(names) = storage.list(&d) else { continue };
+        for name in names {
             if let Some(first) = parse_segment_name(&name) {
                 paths.insert(first, d.join(name));
             }
@@ -124,7 +126,7 @@ fn load_history(source: &Path) -> Result<History> {
     let count = paths.len();
     let mut segments = Vec::new();
     for (i, (first, path)) in paths.into_iter().enumerate() {
-        let buf = match read_segment_file(source, &path) {
+        let buf = match read_segment_file(storage, source, &path) {
             Ok(b) => b,
             // Archive retention on a live source removed it after the listing: not retained.
             Err(Error::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -230,32 +232,39 @@ fn out_of_range(what: String, r: &Range) -> Error {
     ))
 }
 
-/// The seqs and times a restore of `source` can reach.
+/// The seqs and times a restore of `source` on the real file system can reach.
 pub fn recoverable_range(source: &Path) -> Result<Range> {
-    load_history(source)?.range()
+    recoverable_range_on(&OsStorage, source)
+}
+
+/// The seqs and times a restore of `source` can reach.
+pub fn recoverable_range_on(storage: &dyn Storage, source: &Path) -> Result<Range> {
+    load_history(storage, source)?.range()
+}
+
+/// `restore_on` the real file system.
+pub fn restore(source: &Path, target: &Path, to: RestoreTarget) -> Result<RestoreResult> {
+    restore_on(Arc::new(OsStorage), source, target, to)
 }
 
 /// Restore `source` as of `to` into `target`, which must not exist or be an empty directory.
 /// The result is built beside the target and renamed into place, so an interrupted restore
 /// leaves no partial target, and a rerun starts afresh.
-pub fn restore(source: &Path, target: &Path, to: RestoreTarget) -> Result<RestoreResult> {
-    match fs::metadata(target) {
+pub fn restore_on(storage: Arc<dyn Storage>, source: &Path, target: &Path, to: RestoreTarget) -> Result<RestoreResult> {
+    let fs = storage.as_ref();
+    if fs.exists(target) {
         // A file in the target's place used to fail late, as I/O, after the whole build.
-        Ok(m) if !m.is_dir() => {
+        if !fs.is_dir(target) {
             return Err(Error::InvalidArgument(format!(
                 "target {} exists and is not a directory; restore never overwrites",
                 target.display()
             )));
         }
-        Ok(_) => {
-            if fs::read_dir(target).map_err(io(target))?.next().is_some() {
-                return Err(Error::InvalidArgument(format!("target {} is not empty; restore never overwrites", target.display())));
-            }
+        if !fs.list(target).map_err(io(target))?.is_empty() {
+            return Err(Error::InvalidArgument(format!("target {} is not empty; restore never overwrites", target.display())));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(target, e)),
     }
-    let history = load_history(source)?;
+    let history = load_history(fs, source)?;
     let range = history.range()?;
     let newest = history.newest().unwrap_or(range.to);
     // "Latest" is the newest record the source holds: when damage makes it unreachable, the
@@ -289,29 +298,35 @@ pub fn restore(source: &Path, target: &Path, to: RestoreTarget) -> Result<Restor
     }
 
     let parent = target.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(io(parent))?;
+    fs.create_dir_all(parent).map_err(io(parent))?;
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "restore".into());
     let prefix = format!(".{name}.cairn-restore-");
-    remove_dead_restores(parent, &prefix);
+    remove_dead_restores(fs, parent, &prefix);
     let tmp = parent.join(format!("{prefix}{}", std::process::id()));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    if fs.exists(&tmp) {
+        fs.remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
-    let result = build(source, &history, base.as_ref(), seq, &tmp);
+    let result = build(&storage, source, &history, base.as_ref(), seq, &tmp);
     let replayed = match result {
         Ok(n) => n,
         Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = fs.remove_dir_all(&tmp);
             return Err(e);
         }
     };
-    if let Err(e) = put_in_place(&tmp, target) {
+    if let Err(e) = put_in_place(fs, &tmp, target) {
         // Something appeared in the target meanwhile: leave it alone and drop ours.
-        let _ = fs::remove_dir_all(&tmp);
+        let _ = fs.remove_dir_all(&tmp);
         return Err(e);
     }
     // durability: the restored store appears under its name only once this is synced.
-    fs::File::open(parent).and_then(|f| f.sync_all()).map_err(io(parent))?;
+    if let Err(e) = fs.sync_dir(parent) {
+        // Not durable, so not restored: take the name back, as a failed restore leaves no target.
+        if fs.rename(target, &tmp).is_ok() {
+            let _ = fs.remove_dir_all(&tmp);
+        }
+        return Err(Error::io(parent, e));
+    }
     Ok(RestoreResult {
         seq,
         time_ms: history.time_of(seq).or(base.as_ref().map(|b| b.time_ms)).unwrap_or(0),
@@ -320,33 +335,34 @@ pub fn restore(source: &Path, target: &Path, to: RestoreTarget) -> Result<Restor
     })
 }
 
-fn put_in_place(tmp: &Path, target: &Path) -> Result<()> {
-    if target.exists() {
-        fs::remove_dir(target).map_err(io(target))?;
+fn put_in_place(storage: &dyn Storage, tmp: &Path, target: &Path) -> Result<()> {
+    if storage.exists(target) {
+        storage.remove_dir(target).map_err(io(target))?;
     }
-    fs::rename(tmp, target).map_err(io(tmp))
+    storage.rename(tmp, target).map_err(io(tmp))
 }
 
 /// Remove the temporary directories of restores into the same target whose process is gone
 /// (killed halfway): they are never renamed into place and would otherwise stay forever.
-/// Only where a process's liveness can be told (Linux `/proc`); elsewhere they are kept.
-fn remove_dead_restores(parent: &Path, prefix: &str) {
+/// Only where a process's liveness can be told (Linux `/proc`, asked of the OS, not of the
+/// store's storage); elsewhere they are kept.
+fn remove_dead_restores(storage: &dyn Storage, parent: &Path, prefix: &str) {
     if !Path::new("/proc/self").exists() {
         return;
     }
-    let Ok(entries) = fs::read_dir(parent) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
+    let Ok(names) = storage.list(parent) else { return };
+    for name in names {
         let Some(pid) = name.strip_prefix(prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
         if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
-            let _ = fs::remove_dir_all(e.path());
+            let _ = storage.remove_dir_all(&parent.join(&name));
         }
     }
 }
 
-fn build(source: &Path, history: &History, base: Option<&SnapshotInfo>, seq: u64, tmp: &Path) -> Result<u64> {
+fn build(storage: &Arc<dyn Storage>, source: &Path, history: &History, base: Option<&SnapshotInfo>, seq: u64, tmp: &Path) -> Result<u64> {
+    let fs = storage.as_ref();
     for sub in [DATA_DIR, WAL_DIR, ARCHIVE_DIR] {
-        fs::create_dir_all(tmp.join(sub)).map_err(io(tmp))?;
+        fs.create_dir_all(&tmp.join(sub)).map_err(io(tmp))?;
     }
     // 1. Checkpoint files of the snapshot chain, each verified against its snapshot manifest.
     let manifest_bytes = match base {
@@ -355,11 +371,11 @@ fn build(source: &Path, history: &History, base: Option<&SnapshotInfo>, seq: u64
             for s in &chain {
                 let sdir = snapshot::snapshot_dir(source, &s.id);
                 for f in &s.files {
-                    if !f.path.starts_with("data/") {
+                    if !f.path.starts_with(&format!("{DATA_DIR}/")) {
                         continue;
                     }
                     let from = sdir.join(&f.path);
-                    copy_verified(&from, &tmp.join(&f.path), f.bytes, &f.xxh3)?;
+                    copy_verified(fs, &from, &tmp.join(&f.path), f.bytes, &f.xxh3)?;
                 }
             }
             let sdir = snapshot::snapshot_dir(source, &b.id);
@@ -368,12 +384,13 @@ fn build(source: &Path, history: &History, base: Option<&SnapshotInfo>, seq: u64
                 .iter()
                 .find(|f| f.path == MANIFEST_FILE)
                 .ok_or_else(|| Error::corruption(sdir.join(crate::layout::SNAPSHOT_FILE), 0, "snapshot lists no MANIFEST"))?;
-            copy_verified(&sdir.join(MANIFEST_FILE), &tmp.join(MANIFEST_FILE), mf.bytes, &mf.xxh3)?;
-            fs::read(tmp.join(MANIFEST_FILE)).map_err(io(tmp))?
+            copy_verified(fs, &sdir.join(MANIFEST_FILE), &tmp.join(MANIFEST_FILE), mf.bytes, &mf.xxh3)?;
+            fs.read(&tmp.join(MANIFEST_FILE)).map_err(io(tmp))?
         }
         None => {
             let m = manifest::encode(&Manifest::default());
-            write_synced(&tmp.join(MANIFEST_FILE), &m)?;
+            let path = tmp.join(MANIFEST_FILE);
+            write_synced(fs, &path, &m).map_err(io(&path))?;
             m
         }
     };
@@ -386,7 +403,7 @@ fn build(source: &Path, history: &History, base: Option<&SnapshotInfo>, seq: u64
         if seg.records.is_empty() || last <= base_seq || seg.first_seq > seq {
             continue;
         }
-        let buf = read_segment_file(source, &seg.path)?;
+        let buf = read_segment_file(fs, source, &seg.path)?;
         for item in scan_segment(&buf, seg.first_seq).items {
             if let ScanItem::Record { offset, header, len, .. } = item {
                 if header.seq > base_seq && header.seq <= seq {
@@ -407,21 +424,29 @@ fn build(source: &Path, history: &History, base: Option<&SnapshotInfo>, seq: u64
         return Err(Error::corruption(source.join(ARCHIVE_DIR), 0, format!("found {copied} of the {} WAL records needed", seq - base_seq)));
     }
     if copied > 0 {
-        write_synced(&tmp.join(WAL_DIR).join(segment_name(base_seq + 1)), &out)?;
+        let path = tmp.join(WAL_DIR).join(segment_name(base_seq + 1));
+        write_synced(fs, &path, &out).map_err(io(&path))?;
+    }
+    for sub in [DATA_DIR, WAL_DIR] {
+        // durability: the copied files' names, before the open below relies on them.
+        let d = tmp.join(sub);
+        fs.sync_dir(&d).map_err(io(&d))?;
     }
     // 3. Open it as a store: recovery replays the WAL and verifies every file; close cleanly.
-    let opts = Options { recovery: RecoveryMode::AbsoluteConsistency, ..Options::default() };
+    let opts = Options { recovery: RecoveryMode::AbsoluteConsistency, storage: storage.clone(), ..Options::default() };
     let engine = Engine::open(tmp, opts)?;
     let reached = engine.last_seq();
     engine.close()?;
     if reached != seq {
         return Err(Error::corruption(tmp, 0, format!("restored store ends at seq {reached}, expected {seq}")));
     }
+    // durability: the store's own directories, before it is renamed into place.
+    fs.sync_dir(tmp).map_err(io(tmp))?;
     Ok(copied)
 }
 
-fn copy_verified(from: &Path, to: &Path, bytes: u64, xxh3: &str) -> Result<()> {
-    let (len, sum) = hash_file(from).map_err(|e| match e {
+fn copy_verified(storage: &dyn Storage, from: &Path, to: &Path, bytes: u64, xxh3: &str) -> Result<()> {
+    let (len, sum) = hash_file(storage, from).map_err(|e| match e {
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Error::corruption(from, 0, "snapshot file is missing"),
         other => other,
     })?;
@@ -432,10 +457,9 @@ fn copy_verified(from: &Path, to: &Path, bytes: u64, xxh3: &str) -> Result<()> {
             format!("snapshot file does not match its manifest ({len} bytes, xxh3 {sum}; expected {bytes} bytes, xxh3 {xxh3})"),
         ));
     }
-    fs::copy(from, to).map_err(io(from))?;
-    fs::File::open(to).and_then(|f| f.sync_all()).map_err(io(to))?;
+    copy_synced(storage, from, to).map_err(io(from))?;
     // Verify the copy too: a restore must never produce a silently different store.
-    let (len2, sum2) = hash_file(to)?;
+    let (len2, sum2) = hash_file(storage, to)?;
     if len2 != bytes || sum2 != xxh3 {
         return Err(Error::corruption(to, 0, "copy differs from the snapshot file"));
     }

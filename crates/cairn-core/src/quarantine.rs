@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{temp_path, write_synced};
+use crate::durable::{copy_synced, temp_path, write_synced};
 use crate::error::{Error, Result};
 use crate::layout::{NOTE_SUFFIX, QUARANTINE_DIR};
 use crate::storage::Storage;
@@ -64,8 +64,7 @@ pub fn quarantine(storage: &dyn Storage, dir: &Path, rel: &str, note: &Quarantin
     }
     let dst = qdir.join(&name);
     if storage.hard_link(&src, &dst).is_err() {
-        let bytes = storage.read(&src).map_err(|e| Error::io(&src, e))?;
-        write_synced(storage, &dst, &bytes).map_err(|e| Error::io(&dst, e))?;
+        copy_synced(storage, &src, &dst).map_err(|e| Error::io(&dst, e))?;
     }
     let body = serde_json::to_vec_pretty(note).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let note_path = qdir.join(format!("{name}{NOTE_SUFFIX}"));

@@ -9,17 +9,17 @@
 //! directory name that is renamed into place, so a snapshot killed halfway is never listed.
 
 use std::collections::HashSet;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::checksum::Xxh3Stream;
+use crate::durable::{copy_synced, write_synced};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::layout::MANIFEST_FILE;
-use crate::layout::{ARCHIVE_DIR, DATA_DIR, SNAPSHOTS_DIR, SNAPSHOT_FILE, TMP_SUFFIX, WAL_DIR};
+use crate::layout::{ARCHIVE_DIR, DATA_DIR, GRAPH_EXT, MANIFEST_FILE, SNAPSHOTS_DIR, SNAPSHOT_FILE, TMP_SUFFIX, WAL_DIR};
 use crate::manifest::{self, decode_framed, encode_framed, Manifest};
+use crate::storage::{OsStorage, Storage};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"CAIRNSNP";
 pub const SNAPSHOT_VERSION: u32 = 1;
@@ -52,15 +52,17 @@ fn io(p: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::io(p, e)
 }
 
+/// Bytes hashed per read by `hash_file`.
+const HASH_CHUNK: usize = 1 << 20;
+
 /// xxh3 and length of a file, streamed.
-pub fn hash_file(path: &Path) -> Result<(u64, String)> {
-    use std::io::Read;
-    let mut f = fs::File::open(path).map_err(io(path))?;
+pub fn hash_file(storage: &dyn Storage, path: &Path) -> Result<(u64, String)> {
+    let f = storage.open_read(path).map_err(io(path))?;
     let mut h = Xxh3Stream::default();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; HASH_CHUNK];
     let mut len = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
+        let n = f.read_up_to(len, &mut buf).map_err(io(path))?;
         if n == 0 {
             break;
         }
@@ -70,34 +72,34 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
     Ok((len, format!("{:016x}", h.digest())))
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io(dir))
+/// Complete snapshots of the store in `dir` on the real file system (see `list_on`).
+pub fn list(dir: &Path) -> Result<Vec<SnapshotInfo>> {
+    list_on(&OsStorage, dir)
 }
 
 /// Complete snapshots of the store in `dir`, oldest first. Leftover `*.tmp` directories of
 /// interrupted snapshots are ignored here and removed by the next `take`.
-pub fn list(dir: &Path) -> Result<Vec<SnapshotInfo>> {
+pub fn list_on(storage: &dyn Storage, dir: &Path) -> Result<Vec<SnapshotInfo>> {
     let root = dir.join(SNAPSHOTS_DIR);
     let mut out = Vec::new();
-    let entries = match fs::read_dir(&root) {
-        Ok(e) => e,
+    let names = match storage.list(&root) {
+        Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(Error::io(&root, e)),
     };
-    for entry in entries {
-        let name = entry.map_err(io(&root))?.file_name().to_string_lossy().into_owned();
+    for name in names {
         if name.ends_with(TMP_SUFFIX) {
             continue;
         }
-        out.push(read_info(&root.join(&name))?);
+        out.push(read_info(storage, &root.join(&name))?);
     }
     out.sort_by(|a, b| (a.seq, a.created_ns, &a.id).cmp(&(b.seq, b.created_ns, &b.id)));
     Ok(out)
 }
 
-pub fn read_info(snapshot_dir: &Path) -> Result<SnapshotInfo> {
+pub fn read_info(storage: &dyn Storage, snapshot_dir: &Path) -> Result<SnapshotInfo> {
     let path = snapshot_dir.join(SNAPSHOT_FILE);
-    let buf = fs::read(&path).map_err(|e| match e.kind() {
+    let buf = storage.read(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::corruption(&path, 0, "snapshot manifest is missing"),
         _ => Error::io(&path, e),
     })?;
@@ -121,22 +123,27 @@ pub fn chain(all: &[SnapshotInfo], id: &str) -> Result<Vec<SnapshotInfo>> {
     Ok(out)
 }
 
-/// Checkpoint the store and snapshot the result.
+/// Checkpoint the store and snapshot the result, through the engine's storage.
 pub fn take(engine: &Engine, incremental: bool) -> Result<SnapshotInfo> {
-    let (_, info) = engine.checkpoint_then(|m, dir| write_snapshot(dir, m, incremental))?;
+    let storage = engine.storage().clone();
+    let (_, info) = engine.checkpoint_then(|m, dir| write_snapshot(storage.as_ref(), dir, m, incremental))?;
     Ok(info)
 }
 
-fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<SnapshotInfo> {
+fn write_snapshot(storage: &dyn Storage, dir: &Path, m: &Manifest, incremental: bool) -> Result<SnapshotInfo> {
     let root = dir.join(SNAPSHOTS_DIR);
-    fs::create_dir_all(&root).map_err(io(&root))?;
-    for entry in fs::read_dir(&root).map_err(io(&root))? {
-        let p = entry.map_err(io(&root))?.path();
-        if p.to_string_lossy().ends_with(TMP_SUFFIX) {
-            fs::remove_dir_all(&p).map_err(io(&p))?;
+    if !storage.is_dir(&root) {
+        storage.create_dir_all(&root).map_err(io(&root))?;
+        // durability: a snapshot is published in `snapshots/`, whose own name must survive too.
+        storage.sync_dir(dir).map_err(io(dir))?;
+    }
+    for name in storage.list(&root).map_err(io(&root))? {
+        if name.ends_with(TMP_SUFFIX) {
+            let p = root.join(&name);
+            storage.remove_dir_all(&p).map_err(io(&p))?;
         }
     }
-    let all = list(dir)?;
+    let all = list_on(storage, dir)?;
     let base = if incremental {
         Some(
             all.last()
@@ -159,8 +166,8 @@ fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<Snapsho
         }
     }
     let tmp = root.join(format!("{id}{TMP_SUFFIX}"));
-    fs::create_dir_all(tmp.join(DATA_DIR)).map_err(io(&tmp))?;
-    fs::create_dir_all(tmp.join(WAL_DIR)).map_err(io(&tmp))?;
+    storage.create_dir_all(&tmp.join(DATA_DIR)).map_err(io(&tmp))?;
+    storage.create_dir_all(&tmp.join(WAL_DIR)).map_err(io(&tmp))?;
     let mut files = Vec::new();
     let mut snap_manifest = m.clone();
     snap_manifest.clean_shutdown_seq = None;
@@ -168,7 +175,7 @@ fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<Snapsho
         for s in &c.data_files {
             let rel = format!("{DATA_DIR}/{}", s.file);
             if !held.contains(&rel) {
-                link(&dir.join(&rel), &tmp.join(&rel))?;
+                link(storage, &dir.join(&rel), &tmp.join(&rel))?;
                 files.push(SnapshotFile { path: rel, bytes: s.bytes, xxh3: s.xxh3.clone() });
             }
         }
@@ -182,7 +189,7 @@ fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<Snapsho
             if incremental {
                 c.index = base_index(&all, base.as_ref(), c.id)?;
             } else {
-                link(&dir.join(&rel), &tmp.join(&rel))?;
+                link(storage, &dir.join(&rel), &tmp.join(&rel))?;
                 files.push(SnapshotFile { path: rel, bytes: ix.bytes, xxh3: ix.xxh3 });
             }
         }
@@ -191,28 +198,27 @@ fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<Snapsho
         // Archived WAL since the base, so that point-in-time recovery inside this span needs
         // nothing but the snapshots.
         let archive = dir.join(ARCHIVE_DIR);
-        let mut names: Vec<(u64, String)> = fs::read_dir(&archive)
+        let mut names: Vec<(u64, String)> = storage
+            .list(&archive)
             .map_err(io(&archive))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                crate::layout::parse_wal_segment_name(&n).map(|s| (s, n))
-            })
+            .into_iter()
+            .filter_map(|n| crate::layout::parse_wal_segment_name(&n).map(|s| (s, n)))
             .collect();
         names.sort();
         for (i, (first, name)) in names.iter().enumerate() {
             let next_first = names.get(i + 1).map_or(u64::MAX, |n| n.0);
             // Keep segments that hold any record in (base.seq, m.checkpoint_seq].
             if next_first > b.seq + 1 && *first <= m.checkpoint_seq {
-                let rel = format!("wal/{name}");
-                link(&archive.join(name), &tmp.join(&rel))?;
-                let (bytes, xxh3) = hash_file(&tmp.join(&rel))?;
+                let rel = format!("{WAL_DIR}/{name}");
+                link(storage, &archive.join(name), &tmp.join(&rel))?;
+                let (bytes, xxh3) = hash_file(storage, &tmp.join(&rel))?;
                 files.push(SnapshotFile { path: rel, bytes, xxh3 });
             }
         }
     }
     let manifest_bytes = manifest::encode(&snap_manifest);
-    write_synced(&tmp.join(MANIFEST_FILE), &manifest_bytes)?;
+    let mpath = tmp.join(MANIFEST_FILE);
+    write_synced(storage, &mpath, &manifest_bytes).map_err(io(&mpath))?;
     files.push(SnapshotFile {
         path: MANIFEST_FILE.to_string(),
         bytes: manifest_bytes.len() as u64,
@@ -229,16 +235,18 @@ fn write_snapshot(dir: &Path, m: &Manifest, incremental: bool) -> Result<Snapsho
         files,
     };
     let body = serde_json::to_vec_pretty(&info).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    write_synced(&tmp.join(SNAPSHOT_FILE), &encode_framed(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &body))?;
+    let spath = tmp.join(SNAPSHOT_FILE);
+    write_synced(storage, &spath, &encode_framed(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &body)).map_err(io(&spath))?;
     for sub in [DATA_DIR, WAL_DIR] {
         // durability: the links must be durable before the snapshot is published.
-        sync_dir(&tmp.join(sub))?;
+        let d = tmp.join(sub);
+        storage.sync_dir(&d).map_err(io(&d))?;
     }
-    sync_dir(&tmp)?;
+    storage.sync_dir(&tmp).map_err(io(&tmp))?;
     let final_dir = root.join(&id);
-    fs::rename(&tmp, &final_dir).map_err(io(&tmp))?;
+    storage.rename(&tmp, &final_dir).map_err(io(&tmp))?;
     // durability: publishing the snapshot is the rename; make it survive a power cut.
-    sync_dir(&root)?;
+    storage.sync_dir(&root).map_err(io(&root))?;
     Ok(info)
 }
 
@@ -247,7 +255,7 @@ fn base_index(all: &[SnapshotInfo], base: Option<&SnapshotInfo>, collection_id: 
     let Some(b) = base else { return Ok(None) };
     let prefix = format!("{DATA_DIR}/{collection_id:020}-");
     for s in chain(all, &b.id)?.iter().rev() {
-        if let Some(f) = s.files.iter().find(|f| f.path.starts_with(&prefix) && f.path.ends_with(".hnsw")) {
+        if let Some(f) = s.files.iter().find(|f| f.path.starts_with(&prefix) && f.path.ends_with(GRAPH_EXT)) {
             return Ok(Some(crate::state::FileRef {
                 file: f.path[DATA_DIR.len() + 1..].to_string(),
                 bytes: f.bytes,
@@ -260,22 +268,12 @@ fn base_index(all: &[SnapshotInfo], base: Option<&SnapshotInfo>, collection_id: 
     Ok(None)
 }
 
-fn link(from: &Path, to: &Path) -> Result<()> {
-    match fs::hard_link(from, to) {
+fn link(storage: &dyn Storage, from: &Path, to: &Path) -> Result<()> {
+    match storage.hard_link(from, to) {
         Ok(()) => Ok(()),
         // Another file system (or no hard links): copy, then sync the copy.
-        Err(_) => {
-            fs::copy(from, to).map_err(io(from))?;
-            fs::File::open(to).and_then(|f| f.sync_all()).map_err(io(to))
-        }
+        Err(_) => copy_synced(storage, from, to).map(|_| ()).map_err(io(from)),
     }
-}
-
-pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = fs::File::create(path).map_err(io(path))?;
-    f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
 }
 
 /// Directory of a snapshot by id.

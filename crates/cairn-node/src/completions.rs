@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use napi::bindgen_prelude::{BigInt, ToNapiValue};
 use napi::{check_status, sys, Env, JsError, JsObject, NapiRaw, NapiValue};
 
-use crate::to_napi;
+use crate::errors::Failure;
 
 /// A promise's resolver. Only ever used on the JS thread, in `settle`.
 pub struct Deferred(sys::napi_deferred);
@@ -121,7 +121,7 @@ impl Completions {
             unsafe {
                 let value = match result {
                     Ok(seq) => BigInt::to_napi_value(env, BigInt::from(seq)).map_err(|e| JsError::from(e).into_value(env)),
-                    Err(e) => Err(JsError::from(to_napi(e)).into_value(env)),
+                    Err(e) => Err(JsError::from(Failure::from(e).into_napi(&Env::from_raw(env))).into_value(env)),
                 };
                 match value {
                     Ok(v) => sys::napi_resolve_deferred(env, deferred.0, v),

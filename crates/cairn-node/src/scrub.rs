@@ -1,20 +1,23 @@
-//! Scrub bindings: file verification (sync for piscina workers, async for the main thread),
-//! the scan controls shared by every worker thread of one scrub, and the repair primitives.
+//! Scrub bindings: file verification (sync for piscina workers, async for the main thread) and
+//! the scan controls shared by every worker thread of one scrub.
 //!
 //! A scan control is process-wide state: piscina workers are threads of this process and load
 //! this same library, so one token bucket and one cancel flag can serve all of them. JavaScript
 //! refers to it by a numeric id.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cairn_core::scrub::{self, Expected, FileKind, QuarantineNote, ScanControl};
-use napi::bindgen_prelude::*;
+use cairn_core::scrub::{self, Expected, FileCheck, FileKind, Finding, ScanControl};
+use napi::bindgen_prelude::{AsyncTask, BigInt};
+use napi::Env;
 use napi_derive::napi;
 
-use crate::{guarded, invalid, json_task, JsonTask, NativeStore};
+use crate::errors::{core, sync, Failure, Outcome};
+use crate::quarantine_note::damage_name;
+use crate::task::{task, CoreTask};
 
 static SCANS: Mutex<BTreeMap<u32, Arc<ScanControl>>> = Mutex::new(BTreeMap::new());
 static NEXT_SCAN: AtomicU32 = AtomicU32::new(1);
@@ -23,27 +26,76 @@ fn scans() -> std::sync::MutexGuard<'static, BTreeMap<u32, Arc<ScanControl>>> {
     SCANS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn control(id: u32) -> napi::Result<Arc<ScanControl>> {
-    scans().get(&id).cloned().ok_or_else(|| invalid(format!("scan {id} is not open")))
+fn control(id: u32) -> Outcome<Arc<ScanControl>> {
+    scans().get(&id).cloned().ok_or_else(|| Failure::invalid(format!("scan {id} is not open")))
 }
 
-fn kind(s: &str) -> napi::Result<FileKind> {
-    FileKind::parse(s).ok_or_else(|| invalid(format!("unknown file kind '{s}'")))
+pub(crate) fn kind(s: &str) -> Outcome<FileKind> {
+    FileKind::parse(s).ok_or_else(|| Failure::invalid(format!("unknown file kind '{s}'")))
 }
 
-fn expected(bytes: Option<f64>, xxh3: Option<String>) -> napi::Result<Option<Expected>> {
+pub(crate) fn expected(bytes: Option<f64>, xxh3: Option<String>) -> Outcome<Option<Expected>> {
     match (bytes, xxh3) {
         (Some(b), Some(h)) if b >= 0.0 => {
-            let xxh3 = scrub::parse_xxh3(&h).ok_or_else(|| invalid(format!("expected xxh3 '{h}' is not 16 hex digits")))?;
+            let xxh3 = scrub::parse_xxh3(&h).ok_or_else(|| Failure::invalid(format!("expected xxh3 '{h}' is not 16 hex digits")))?;
             Ok(Some(Expected { bytes: b as u64, xxh3 }))
         }
         (None, None) => Ok(None),
-        _ => Err(invalid("expected bytes and xxh3 come together")),
+        _ => Err(Failure::invalid("expected bytes and xxh3 come together")),
     }
 }
 
-fn note(json: &str) -> napi::Result<QuarantineNote> {
-    serde_json::from_str(json).map_err(|e| invalid(format!("quarantine note: {e}")))
+pub(crate) fn required(bytes: f64, xxh3: String) -> Outcome<Expected> {
+    expected(Some(bytes), Some(xxh3))?.ok_or_else(|| Failure::invalid("expected checksum required"))
+}
+
+#[napi(object)]
+pub struct NativeFinding {
+    pub offset: f64,
+    #[napi(ts_type = "'checksum' | 'truncated' | 'missing' | 'unreadable'")]
+    pub kind: String,
+    /// The record's id, when a damaged checkpoint record still names one.
+    pub id: Option<String>,
+    pub detail: String,
+}
+
+/// What the verifier found in one file (see `scrub::FileCheck`).
+#[napi(object, use_nullable = true)]
+pub struct NativeFileCheck {
+    /// Size of the file on disk (0 when missing).
+    pub bytes: f64,
+    /// Bytes read and hashed.
+    pub read: f64,
+    /// xxh3 of the whole file, when it was read to the end.
+    pub xxh3: Option<String>,
+    pub findings: Vec<NativeFinding>,
+    /// WAL segments: the first sequence number (from the header) and the last valid record's.
+    pub first_seq: Option<BigInt>,
+    pub last_seq: Option<BigInt>,
+    /// WAL segments: where the last valid record ends.
+    pub end: Option<f64>,
+    pub records: f64,
+    pub cancelled: bool,
+}
+
+fn finding(f: Finding) -> NativeFinding {
+    NativeFinding { offset: f.offset as f64, kind: damage_name(f.kind).to_string(), id: f.id, detail: f.detail }
+}
+
+impl From<FileCheck> for NativeFileCheck {
+    fn from(c: FileCheck) -> NativeFileCheck {
+        NativeFileCheck {
+            bytes: c.bytes as f64,
+            read: c.read as f64,
+            xxh3: c.xxh3,
+            findings: c.findings.into_iter().map(finding).collect(),
+            first_seq: c.first_seq.map(BigInt::from),
+            last_seq: c.last_seq.map(BigInt::from),
+            end: c.end.map(|e| e as f64),
+            records: c.records as f64,
+            cancelled: c.cancelled,
+        }
+    }
 }
 
 /// Start a scan control: `bytesPerSec` is the aggregate read rate of every file task that
@@ -76,146 +128,88 @@ pub fn scan_bytes(id: u32) -> f64 {
     scans().get(&id).map_or(0.0, |c| c.bytes_read() as f64)
 }
 
-/// Verify one file, blocking the calling thread: piscina workers call this. Returns the JSON
-/// `FileCheck`. `kind`: manifest | snapshot-manifest | segment | wal | wal-tail | blob.
+/// Verify one file, blocking the calling thread: piscina workers call this.
+/// `kind`: manifest | snapshot-manifest | segment | segment-deep | wal | wal-tail | blob.
 #[napi]
 pub fn verify_file(
+    env: Env,
     scan: u32,
     path: String,
     kind_name: String,
     expected_bytes: Option<f64>,
     expected_xxh3: Option<String>,
-) -> napi::Result<String> {
-    let ctl = control(scan)?;
-    let kind = kind(&kind_name)?;
-    let exp = expected(expected_bytes, expected_xxh3)?;
-    guarded(|| {
-        let check = scrub::verify_file(Path::new(&path), kind, exp, &ctl);
-        serde_json::to_string(&check).map_err(|e| cairn_core::Error::InvalidArgument(e.to_string()))
+) -> napi::Result<NativeFileCheck> {
+    sync(&env, || {
+        let ctl = control(scan)?;
+        let kind = kind(&kind_name)?;
+        let exp = expected(expected_bytes, expected_xxh3)?;
+        Ok(scrub::verify_file(Path::new(&path), kind, exp, &ctl).into())
     })
 }
 
 /// `verifyFile` on the libuv pool.
-#[napi(ts_return_type = "Promise<string>")]
+#[napi(ts_return_type = "Promise<NativeFileCheck>")]
 pub fn verify_file_async(
+    env: Env,
     scan: u32,
     path: String,
     kind_name: String,
     expected_bytes: Option<f64>,
     expected_xxh3: Option<String>,
-) -> napi::Result<AsyncTask<JsonTask>> {
-    let ctl = control(scan)?;
-    let kind = kind(&kind_name)?;
-    let exp = expected(expected_bytes, expected_xxh3)?;
-    Ok(json_task(move || Ok(scrub::verify_file(Path::new(&path), kind, exp, &ctl))))
+) -> napi::Result<AsyncTask<CoreTask<NativeFileCheck>>> {
+    let (ctl, kind, exp) = sync(&env, || Ok((control(scan)?, kind(&kind_name)?, expected(expected_bytes, expected_xxh3)?)))?;
+    Ok(task(move || Ok(scrub::verify_file(Path::new(&path), kind, exp, &ctl).into())))
 }
 
 /// Range boundaries, from 0 to `bytes`, for verifying a large file by `hashRange` tasks of
 /// about `rangeBytes` each (see `scrub::ranges`).
 #[napi]
-pub fn scan_ranges(bytes: f64, range_bytes: f64) -> napi::Result<Vec<f64>> {
-    if bytes.is_nan() || bytes < 0.0 || range_bytes.is_nan() || range_bytes < 1.0 {
-        return Err(invalid("bytes must be a non-negative number and rangeBytes a positive one"));
-    }
-    let cuts = scrub::ranges(bytes as u64, range_bytes as u64);
-    Ok(cuts.into_iter().map(|b| b as f64).collect())
+pub fn scan_ranges(env: Env, bytes: f64, range_bytes: f64) -> napi::Result<Vec<f64>> {
+    sync(&env, || {
+        if bytes.is_nan() || bytes < 0.0 || range_bytes.is_nan() || range_bytes < 1.0 {
+            return Err(Failure::invalid("bytes must be a non-negative number and rangeBytes a positive one"));
+        }
+        Ok(scrub::ranges(bytes as u64, range_bytes as u64).into_iter().map(|b| b as f64).collect())
+    })
 }
 
 /// Start hashing a file of `bytes` bytes by ranges under scan `scan`; returns the split id.
 #[napi]
-pub fn scan_split_open(scan: u32, bytes: f64) -> napi::Result<u32> {
-    if bytes.is_nan() || bytes < 0.0 {
-        return Err(invalid("bytes must be a non-negative number"));
-    }
-    Ok(control(scan)?.split_open(bytes as u64))
+pub fn scan_split_open(env: Env, scan: u32, bytes: f64) -> napi::Result<u32> {
+    sync(&env, || {
+        if bytes.is_nan() || bytes < 0.0 {
+            return Err(Failure::invalid("bytes must be a non-negative number"));
+        }
+        Ok(control(scan)?.split_open(bytes as u64))
+    })
 }
 
 /// Hash bytes `start..end` of `path` into split `split`, blocking the calling thread: piscina
 /// workers call this. Returns the bytes read.
 #[napi]
-pub fn hash_range(scan: u32, split: u32, path: String, start: f64, end: f64) -> napi::Result<f64> {
-    let ctl = control(scan)?;
-    guarded(|| scrub::hash_range(&ctl, split, Path::new(&path), start as u64, end as u64).map(|n| n as f64))
+pub fn hash_range(env: Env, scan: u32, split: u32, path: String, start: f64, end: f64) -> napi::Result<f64> {
+    sync(&env, || {
+        let ctl = control(scan)?;
+        core(scrub::hash_range(&ctl, split, Path::new(&path), start as u64, end as u64)).map(|n| n as f64)
+    })
 }
 
-/// Close split `split`: the JSON `FileCheck` when its ranges prove the file intact (or the scan
-/// was cancelled), null when the file must be verified whole (`verifyFile`).
+/// Close split `split`: the check when its ranges prove the file intact (or the scan was
+/// cancelled), null when the file must be verified whole (`verifyFile`).
 #[napi]
 pub fn scan_split_finish(
+    env: Env,
     scan: u32,
     split: u32,
     path: String,
     kind_name: String,
     expected_bytes: f64,
     expected_xxh3: String,
-) -> napi::Result<Option<String>> {
-    let ctl = control(scan)?;
-    let kind = kind(&kind_name)?;
-    let exp = expected(Some(expected_bytes), Some(expected_xxh3))?.ok_or_else(|| invalid("expected checksum required"))?;
-    guarded(|| {
-        let check = scrub::split_finish(&ctl, split, Path::new(&path), kind, exp)?;
-        check.map(|c| serde_json::to_string(&c).map_err(|e| cairn_core::Error::InvalidArgument(e.to_string()))).transpose()
-    })
-}
-
-/// Install a verified copy of `source` at `dir/rel` of a store that is not open here (see
-/// `scrub::install_copy`); resolves with the JSON outcome.
-#[napi(ts_return_type = "Promise<string>")]
-pub fn install_copy(
-    dir: String,
-    rel: String,
-    source: String,
-    kind_name: String,
-    expected_bytes: f64,
-    expected_xxh3: String,
-    note_json: String,
-) -> napi::Result<AsyncTask<JsonTask>> {
-    let kind = kind(&kind_name)?;
-    let exp = expected(Some(expected_bytes), Some(expected_xxh3))?.ok_or_else(|| invalid("expected checksum required"))?;
-    let note = note(&note_json)?;
-    Ok(json_task(move || scrub::install_copy(Path::new(&dir), &rel, &PathBuf::from(source), kind, exp, &note)))
-}
-
-/// Keep a copy of a damaged file that nothing could repair under `dir/quarantine/` with its
-/// note (a hard link: the file stays in place, and its bytes survive whatever later removes
-/// that name). Resolves with the quarantined name, or null when the file is gone.
-#[napi(ts_return_type = "Promise<string>")]
-pub fn quarantine_file(dir: String, rel: String, note_json: String) -> napi::Result<AsyncTask<JsonTask>> {
-    let note = note(&note_json)?;
-    Ok(json_task(move || cairn_core::quarantine::quarantine(&cairn_core::storage::OsStorage, Path::new(&dir), &rel, &note)))
-}
-
-#[napi]
-impl NativeStore {
-    /// The manifest the engine holds (JSON): the live checkpoint files and their checksums.
-    #[napi]
-    pub fn manifest(&self) -> napi::Result<String> {
-        guarded(|| serde_json::to_string(&self.engine.manifest()).map_err(|e| cairn_core::Error::InvalidArgument(e.to_string())))
-    }
-
-    /// Install a verified copy into this open store under its checkpoint lock.
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn install_copy(
-        &self,
-        rel: String,
-        source: String,
-        kind_name: String,
-        expected_bytes: f64,
-        expected_xxh3: String,
-        note_json: String,
-    ) -> napi::Result<AsyncTask<JsonTask>> {
+) -> napi::Result<Option<NativeFileCheck>> {
+    sync(&env, || {
+        let ctl = control(scan)?;
         let kind = kind(&kind_name)?;
-        let exp = expected(Some(expected_bytes), Some(expected_xxh3))?.ok_or_else(|| invalid("expected checksum required"))?;
-        let note = note(&note_json)?;
-        let engine = self.engine.clone();
-        Ok(json_task(move || scrub::install_copy_live(&engine, &rel, &PathBuf::from(source), kind, exp, &note)))
-    }
-
-    /// Rebuild `MANIFEST` or a `data/` file from the in-memory state (see `scrub::rebuild_live`).
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn rebuild_file(&self, rel: String, note_json: String) -> napi::Result<AsyncTask<JsonTask>> {
-        let note = note(&note_json)?;
-        let engine = self.engine.clone();
-        Ok(json_task(move || scrub::rebuild_live(&engine, &rel, &note)))
-    }
+        let exp = required(expected_bytes, expected_xxh3)?;
+        Ok(core(scrub::split_finish(&ctl, split, Path::new(&path), kind, exp))?.map(NativeFileCheck::from))
+    })
 }

@@ -12,8 +12,9 @@ import { dirname, join, resolve as resolvePath } from 'node:path';
 import { compress, decompress } from 'zstd-napi';
 
 import { CairnError, invalidArgument } from './errors.js';
+import { LAYOUT } from './layout.js';
 import { nativeBytes } from './native.js';
-import { listSnapshots, type SnapshotInfo } from './recovery.js';
+import { listSnapshots, type SnapshotInfo } from './restore.js';
 
 export const ARCHIVE_MAGIC = Buffer.from('CAIRNARC');
 export const ARCHIVE_TRAILER_MAGIC = Buffer.from('CAIRNSHA');
@@ -21,7 +22,8 @@ export const ARCHIVE_VERSION = 1;
 const CHUNK = 4 << 20;
 const FLAG_SHUFFLED = 1;
 
-const shuffled = (path: string) => /\.(seg|hnsw|wal)$/.test(path);
+/** Float-heavy files: checkpoint data, graphs and WAL segments. */
+const shuffled = (path: string) => [LAYOUT.dataExt, LAYOUT.graphExt, LAYOUT.walExt].some((ext) => path.endsWith(ext));
 
 async function yieldToLoop(): Promise<void> {
   await new Promise((r) => setImmediate(r));
@@ -77,9 +79,9 @@ export async function exportSnapshot(options: ExportOptions): Promise<ExportResu
     await write(header);
     let entries = 0;
     for (const snap of chain) {
-      for (const rel of [...snap.files.map((f) => f.path), 'SNAPSHOT']) {
+      for (const rel of [...snap.files.map((f) => f.path), LAYOUT.snapshotManifest]) {
         const path = `${snap.id}/${rel}`;
-        const raw = await readFile(join(dir, 'snapshots', path));
+        const raw = await readFile(join(dir, LAYOUT.snapshots, path));
         rawBytes += raw.length;
         const doShuffle = options.shuffle !== false && shuffled(rel);
         const body = doShuffle ? nativeBytes.shuffle4(raw) : raw;
@@ -184,16 +186,16 @@ export async function importSnapshot(options: { file: string; dir: string }): Pr
   }
   // Every file a snapshot manifest lists must be there with the listed checksum.
   const ids = [...new Set([...files.keys()].map((p) => p.split('/')[0]!))];
-  const root = join(resolvePath(options.dir), 'snapshots');
+  const root = join(resolvePath(options.dir), LAYOUT.snapshots);
   await mkdir(root, { recursive: true });
   const imported: string[] = [];
   for (const id of ids) {
     if (existsSync(join(root, id))) continue;
-    const tmp = join(root, `${id}.import.tmp`);
+    const tmp = join(root, `${id}.import${LAYOUT.tmpSuffix}`);
     await rm(tmp, { recursive: true, force: true });
     for (const [path, data] of files) {
       if (!path.startsWith(`${id}/`)) continue;
-      const dest = join(root, `${id}.import.tmp`, path.slice(id.length + 1));
+      const dest = join(tmp, path.slice(id.length + 1));
       await mkdir(dirname(dest), { recursive: true });
       await writeFile(dest, data, { flush: true });
     }
@@ -208,7 +210,8 @@ export async function importSnapshot(options: { file: string; dir: string }): Pr
     if (!s) throw damaged(file, 0, `snapshot '${id}' has no valid manifest in the archive`);
     for (const f of s.files) {
       const data = files.get(`${id}/${f.path}`);
-      if (!data || data.length !== f.bytes || nativeBytes.xxh3Hex(data) !== f.xxh3) throw damaged(file, 0, `snapshot '${id}' file '${f.path}' is missing or differs from its manifest`);
+      if (!data || data.length !== f.bytes || nativeBytes.xxh3Hex(data) !== f.xxh3)
+        throw damaged(file, 0, `snapshot '${id}' file '${f.path}' is missing or differs from its manifest`);
     }
   }
   const d = await openFile(root, 'r');

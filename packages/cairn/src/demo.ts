@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { demoVector } from './demo-writer.js';
-import { restore } from './recovery.js';
+import { restore } from './restore.js';
 import { open } from './store.js';
 
 const DIM = 64;
@@ -67,7 +67,9 @@ export async function runDemo(opts: { dir?: string | undefined; json: boolean })
   log('4. reopen: recovery replays the WAL');
   db = await open(dir);
   const report = db.recoveryReport;
-  log(`   replayed ${report.replayedRecords} records, last seq ${db.lastSeq}, torn tail: ${report.tornTail ? `${report.tornTail.bytes} bytes truncated` : 'none'}`);
+  log(
+    `   replayed ${report.replayedRecords} records, last seq ${db.lastSeq}, torn tail: ${report.tornTail ? `${report.tornTail.bytes} bytes truncated` : 'none'}`,
+  );
   const col = db.collection('docs');
   let missing = 0;
   for (const [id] of acked) {
@@ -93,7 +95,9 @@ export async function runDemo(opts: { dir?: string | undefined; json: boolean })
   for (const id of doomed) if (await rcol.get(id)) back++;
   result.restoredSeq = restored.seq;
   result.restoredDocsBack = back;
-  log(`   restored ${target} at seq ${restored.seq} from snapshot ${restored.snapshot} + ${restored.replayedRecords} WAL records: ${back}/100 deleted documents are back, count ${await rcol.count()}`);
+  log(
+    `   restored ${target} at seq ${restored.seq} from snapshot ${restored.snapshot} + ${restored.replayedRecords} WAL records: ${back}/100 deleted documents are back, count ${await rcol.count()}`,
+  );
   await rdb.close();
   await db.close();
   if (opts.json) console.log(JSON.stringify(result, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2));

@@ -27,16 +27,21 @@ const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
 
 export class CairnError extends Error {
   readonly code: CairnErrorCode;
-  /** For CAIRN_CORRUPTION: the damaged file and the byte offset of the damage. */
+  /** For CAIRN_CORRUPTION: the damaged file and the byte offset of the damage (CAIRN_IO: the file). */
   readonly file?: string;
   readonly offset?: number;
+  /** The collection, and the record id, the failed call named. */
+  readonly collection?: string;
+  readonly id?: string;
 
-  constructor(code: CairnErrorCode, message: string, details: { file?: string; offset?: number; cause?: unknown } = {}) {
+  constructor(code: CairnErrorCode, message: string, details: { file?: string; offset?: number; collection?: string; id?: string; cause?: unknown } = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'CairnError';
     this.code = code;
     if (details.file !== undefined) this.file = details.file;
     if (details.offset !== undefined) this.offset = details.offset;
+    if (details.collection !== undefined) this.collection = details.collection;
+    if (details.id !== undefined) this.id = details.id;
   }
 }
 
@@ -44,16 +49,43 @@ export function invalidArgument(message: string): CairnError {
   return new CairnError('CAIRN_INVALID_ARGUMENT', message);
 }
 
-/** The native layer prefixes every message with its code (`CAIRN_X: ...`). */
+/** The fields the native layer sets on its errors (crates/cairn-node/src/errors.rs). */
+export interface NativeErrorData {
+  message: string;
+  code?: unknown;
+  file?: unknown;
+  offset?: unknown;
+  collection?: unknown;
+  id?: unknown;
+}
+
+/**
+ * A native error as plain data. A worker thread throws this instead of the Error: the structured
+ * clone that carries a failure to the main thread keeps an Error's message but drops its own
+ * properties, `code` among them.
+ */
+export function transferableError(e: unknown): unknown {
+  if (!(e instanceof Error)) return e;
+  const f = e as Error & Omit<NativeErrorData, 'message'>;
+  return { message: e.message, code: f.code, file: f.file, offset: f.offset, collection: f.collection, id: f.id } satisfies NativeErrorData;
+}
+
+/** A native error (or its `transferableError` data) as a CairnError, from its `code`, `file`,
+ *  `offset`, `collection` and `id`. */
 export function fromNative(e: unknown): CairnError {
   if (e instanceof CairnError) return e;
-  const message = e instanceof Error ? e.message : String(e);
-  const m = /^(CAIRN_[A-Z_]+): ([\s\S]*)$/.exec(message);
-  if (!m || !CODES.has(m[1]!)) return new CairnError('CAIRN_INTERNAL', message, { cause: e });
-  const code = m[1] as CairnErrorCode;
-  const text = m[2]!;
-  const where = /(?:corruption|checksum mismatch) in (.+?) at offset (\d+)/.exec(text);
-  return new CairnError(code, text, where ? { file: where[1]!, offset: Number(where[2]), cause: e } : { cause: e });
+  if (e === null || typeof e !== 'object' || typeof (e as { message?: unknown }).message !== 'string') {
+    return new CairnError('CAIRN_INTERNAL', String(e), { cause: e });
+  }
+  const f = e as NativeErrorData;
+  if (typeof f.code !== 'string' || !CODES.has(f.code)) return new CairnError('CAIRN_INTERNAL', f.message, { cause: e });
+  return new CairnError(f.code as CairnErrorCode, f.message, {
+    ...(typeof f.file === 'string' ? { file: f.file } : {}),
+    ...(typeof f.offset === 'number' ? { offset: f.offset } : {}),
+    ...(typeof f.collection === 'string' ? { collection: f.collection } : {}),
+    ...(typeof f.id === 'string' ? { id: f.id } : {}),
+    cause: e,
+  });
 }
 
 /** Run a native call and rethrow its failure as a CairnError. */

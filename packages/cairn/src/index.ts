@@ -1,4 +1,43 @@
-export { open, Store, Collection } from './store.js';
+export type { ExportOptions, ExportResult, ImportResult } from './archive.js';
+export { exportSnapshot, importSnapshot } from './archive.js';
+export type { Cron } from './backup/cron.js';
+export { parseCron } from './backup/cron.js';
+export { BackupManager } from './backup/manager.js';
+export type { BackupKind, BackupMetadata, BackupStatus } from './backup/metadata.js';
+export type {
+  BackupClock,
+  BackupExclude,
+  BackupManagerOptions,
+  BackupProgress,
+  CreateResult,
+  PruneResult,
+  S3Settings,
+  ScheduleHandle,
+  ScheduleOptions,
+  TargetResult,
+  VerifyProblem,
+  VerifyReport,
+} from './backup/types.js';
+export type { Metric } from './encode.js';
+export type { CairnErrorCode } from './errors.js';
+export { CairnError } from './errors.js';
+export type { RecoverablePoint, RecoverableRange, RestoreOptions, RestoreResult, RestoreTo, SnapshotInfo } from './restore.js';
+export { listSnapshots, pruneSnapshots, recoverableRange, restore } from './restore.js';
+export { scrub } from './scrub/directory.js';
+export type {
+  DamagedFile,
+  DamageKind,
+  RepairAttempt,
+  RepairContext,
+  RepairSource,
+  ScrubFinding,
+  ScrubOptions,
+  ScrubProgress,
+  ScrubRepair,
+  ScrubReport,
+  ScrubUnrepaired,
+} from './scrub/index.js';
+export { CopySource, EngineSource } from './scrub/index.js';
 export type {
   BatchOp,
   CollectionInfo,
@@ -16,43 +55,4 @@ export type {
   SyncMode,
   VectorRecord,
 } from './store.js';
-export type { Metric } from './encode.js';
-export { CairnError } from './errors.js';
-export { exportSnapshot, importSnapshot } from './archive.js';
-export type { ExportOptions, ExportResult, ImportResult } from './archive.js';
-export { restore, listSnapshots, pruneSnapshots, recoverableRange } from './recovery.js';
-export type { RecoverableRange, RecoverablePoint, RestoreOptions, RestoreResult, RestoreTo, SnapshotInfo } from './recovery.js';
-export type { CairnErrorCode } from './errors.js';
-export { scrub } from './scrub/directory.js';
-export { CopySource, EngineSource } from './scrub/index.js';
-export type {
-  DamageKind,
-  DamagedFile,
-  RepairAttempt,
-  RepairContext,
-  RepairSource,
-  ScrubFinding,
-  ScrubOptions,
-  ScrubProgress,
-  ScrubRepair,
-  ScrubReport,
-  ScrubUnrepaired,
-} from './scrub/index.js';
-export { BackupManager } from './backup/manager.js';
-export type {
-  BackupClock,
-  BackupExclude,
-  BackupManagerOptions,
-  BackupProgress,
-  CreateResult,
-  PruneResult,
-  S3Settings,
-  ScheduleHandle,
-  ScheduleOptions,
-  TargetResult,
-  VerifyProblem,
-  VerifyReport,
-} from './backup/manager.js';
-export type { BackupKind, BackupMetadata, BackupStatus } from './backup/metadata.js';
-export { parseCron } from './backup/cron.js';
-export type { Cron } from './backup/cron.js';
+export { Collection, open, Store } from './store.js';

@@ -1,18 +1,7 @@
 /**
- * The names of a store's files and directories, as the engine spells them in
- * `crates/cairn-core/src/layout.rs`. TypeScript code takes them from here and never spells them.
+ * The names of a store's files and directories. The engine spells them once, in
+ * `crates/cairn-core/src/layout.rs`; TypeScript takes them from the binding and never spells them.
  */
-export const LAYOUT = {
-  manifest: 'MANIFEST',
-  manifestCopy: 'MANIFEST.copy',
-  wal: 'wal',
-  archive: 'wal-archive',
-  data: 'data',
-  snapshots: 'snapshots',
-  snapshotManifest: 'SNAPSHOT',
-  quarantine: 'quarantine',
-  noteSuffix: '.note',
-  walExt: '.wal',
-  dataExt: '.seg',
-  graphExt: '.hnsw',
-} as const;
+import { nativeModule } from './native.js';
+
+export const LAYOUT = Object.freeze(nativeModule.layout());

@@ -1,13 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { resolve } from 'node:path';
-
+import { type EncodedOp, encodeBatch, type Metric } from './encode.js';
 import { CairnError, fromNative, invalidArgument, native, nativeSync } from './errors.js';
-import { encodeBatch, type EncodedOp, type Metric } from './encode.js';
-import { nativeModule, type NativeStore } from './native.js';
-import { listSnapshots, pruneSnapshots, recoverableRange, toSnapshotInfo, type RecoverableRange, type SnapshotInfo } from './recovery.js';
-import { parseScrubOptions, runScrub, type ParsedScrubOptions, type ScrubOptions, type ScrubReport } from './scrub/index.js';
+import { type NativeStore, nativeModule } from './native.js';
+import { listSnapshots, pruneSnapshots, type RecoverableRange, recoverableRange, type SnapshotInfo, toSnapshotInfo } from './restore.js';
+import { type ParsedScrubOptions, parseScrubOptions, runScrub, type ScrubOptions, type ScrubReport } from './scrub/index.js';
 import {
-  MAX_DIM,
   checkJson,
   checkKnownKeys,
   checkName,
@@ -20,6 +18,7 @@ import {
   isPlainJson,
   isPlainName,
   isPlainObject,
+  MAX_DIM,
 } from './validate.js';
 
 /**
@@ -124,9 +123,7 @@ export interface SkippedRecord {
  */
 export type QueryResult = QueryHit[] & { readonly skipped: SkippedRecord[] };
 
-export type BatchOp =
-  | { collection: string; op: 'upsert'; records: VectorRecord[] }
-  | { collection: string; op: 'delete'; ids: string[] };
+export type BatchOp = { collection: string; op: 'upsert'; records: VectorRecord[] } | { collection: string; op: 'delete'; ids: string[] };
 
 export interface RecoveryReport {
   checkpointSeq: bigint;
@@ -181,8 +178,7 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
     'absolute-consistency',
     'skip-corrupt',
   ] as const);
-  const segmentBytes =
-    options.walSegmentBytes === undefined ? undefined : checkPositiveInt('options.walSegmentBytes', options.walSegmentBytes, 2 ** 31);
+  const segmentBytes = options.walSegmentBytes === undefined ? undefined : checkPositiveInt('options.walSegmentBytes', options.walSegmentBytes, 2 ** 31);
   const archive: { archiveMaxAgeMs?: number; archiveMaxBytes?: number } = {};
   if (options.walArchive !== undefined) {
     const w = checkPlainObject('options.walArchive', options.walArchive);
@@ -196,8 +192,7 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
     checkKnownKeys('options.snapshots', sc, ['fullIntervalMs', 'incrementalIntervalMs', 'keep']);
     schedule = {
       fullIntervalMs: sc.fullIntervalMs === undefined ? 0 : checkPositiveInt('options.snapshots.fullIntervalMs', sc.fullIntervalMs),
-      incrementalIntervalMs:
-        sc.incrementalIntervalMs === undefined ? 0 : checkPositiveInt('options.snapshots.incrementalIntervalMs', sc.incrementalIntervalMs),
+      incrementalIntervalMs: sc.incrementalIntervalMs === undefined ? 0 : checkPositiveInt('options.snapshots.incrementalIntervalMs', sc.incrementalIntervalMs),
       keep: sc.keep === undefined ? Number.MAX_SAFE_INTEGER : checkPositiveInt('options.snapshots.keep', sc.keep),
     };
   }
@@ -215,40 +210,6 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
   if (schedule) store.startSnapshotSchedule(schedule);
   if (scrubSchedule) store.startScrubSchedule(scrubSchedule);
   return store;
-}
-
-function parseReport(json: string): RecoveryReport {
-  const r = JSON.parse(json, (key, value) => (/(seq|Seq)$/.test(key) && typeof value === 'number' ? BigInt(value) : value));
-  return {
-    checkpointSeq: r.checkpoint_seq,
-    replayedRecords: r.replayed_records,
-    lastSeq: r.last_seq,
-    tornTail: r.torn_tail
-      ? {
-          file: r.torn_tail.file,
-          offset: r.torn_tail.offset,
-          bytes: r.torn_tail.bytes,
-          unsyncedLost: r.torn_tail.unsynced_lost ? { fromSeq: r.torn_tail.unsynced_lost.from_seq, toSeq: r.torn_tail.unsynced_lost.to_seq } : null,
-        }
-      : null,
-    skipped: (r.skipped as Array<Record<string, unknown>>).map((s) => ({
-      file: s.file as string,
-      offset: s.offset as number,
-      fromSeq: s.from_seq as bigint,
-      toSeq: (s.to_seq as bigint | null) ?? null,
-      reason: s.reason as string,
-    })),
-    badSegmentRecords: (r.bad_segment_records as Array<Record<string, unknown>>).map((s) => ({
-      file: s.file as string,
-      offset: s.offset as number,
-      reason: s.reason as string,
-    })),
-    indexRebuilds: r.index_rebuilds as Array<{ collection: string; reason: string }>,
-    repairedRecords: r.repaired_records as RecoveryReport['repairedRecords'],
-    unreadableRecords: r.unreadable_records as RecoveryReport['unreadableRecords'],
-    quarantined: r.quarantined as RecoveryReport['quarantined'],
-    manifestRestored: (r.manifest_restored as string | null) ?? null,
-  };
 }
 
 /**
@@ -276,7 +237,7 @@ export class Store extends EventEmitter {
     this.dir = dir;
     this.sync = sync;
     this.#native = handle;
-    this.recoveryReport = parseReport(handle.recoveryReport());
+    this.recoveryReport = handle.recoveryReport();
     for (const rebuild of this.recoveryReport.indexRebuilds) {
       setImmediate(() => this.emit('index-rebuild', rebuild));
     }
@@ -334,7 +295,7 @@ export class Store extends EventEmitter {
 
   collections(): CollectionInfo[] {
     this.#checkOpen();
-    return nativeSync(() => this.#native.collections()).map((c) => ({ ...c, metric: c.metric as Metric }));
+    return nativeSync(() => this.#native.collections());
   }
 
   async dropCollection(name: string): Promise<{ seq: bigint }> {
@@ -386,8 +347,7 @@ export class Store extends EventEmitter {
     checkPlainObject('options', options);
     checkKnownKeys('options', options, ['incremental']);
     if (options.incremental !== undefined && typeof options.incremental !== 'boolean') throw invalidArgument('options.incremental must be a boolean');
-    const json = await native(() => this.#native.snapshot(options.incremental === true));
-    return toSnapshotInfo(JSON.parse(json));
+    return toSnapshotInfo(await native(() => this.#native.snapshot(options.incremental === true)));
   }
 
   async snapshots(): Promise<SnapshotInfo[]> {
@@ -446,7 +406,13 @@ export class Store extends EventEmitter {
       if (this.#closed || this.#scrubRun) return;
       const abort = new AbortController();
       const run = runScrub({ dir: this.dir, native: this.#native }, { ...schedule.options, signal: abort.signal });
-      this.#scrubRun = { abort, done: run.then(() => {}, () => {}) };
+      this.#scrubRun = {
+        abort,
+        done: run.then(
+          () => {},
+          () => {},
+        ),
+      };
       try {
         const report = await run;
         if (!this.#closed) this.emit('scrub', report);
@@ -505,7 +471,9 @@ const rejectNative = (e: unknown): never => {
 
 function encodeDeletes(field: string, collection: string, ids: unknown, out: EncodedOp[]): void {
   if (!Array.isArray(ids) || ids.length === 0) throw invalidArgument(`${field} must be a non-empty array`);
-  ids.forEach((id, i) => out.push({ kind: 'delete', collection, id: checkName(`${field}[${i}]`, id) }));
+  ids.forEach((id, i) => {
+    out.push({ kind: 'delete', collection, id: checkName(`${field}[${i}]`, id) });
+  });
 }
 
 export class Collection {
@@ -561,7 +529,9 @@ export class Collection {
   async queryBatch(vectors: Array<Float32Array | number[]>, options: QueryOptions): Promise<QueryResult[]> {
     if (!Array.isArray(vectors) || vectors.length === 0) throw invalidArgument('vectors must be a non-empty array');
     const packed = new Float32Array(vectors.length * this.dim);
-    vectors.forEach((v, i) => packed.set(checkVector(`vectors[${i}]`, v, this.dim), i * this.dim));
+    vectors.forEach((v, i) => {
+      packed.set(checkVector(`vectors[${i}]`, v, this.dim), i * this.dim);
+    });
     return this.#search(packed, vectors.length, options);
   }
 

@@ -166,6 +166,11 @@ impl Engine {
         &self.report
     }
 
+    /// The storage every file operation of this store goes through (snapshot and scrub too).
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.shared.opts.storage
+    }
+
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }

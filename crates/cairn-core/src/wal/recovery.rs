@@ -1,4 +1,7 @@
-//! Replays the WAL on open and classifies every problem by the recovery mode (RocksDB's names):
+//! Replays the WAL on open and classifies every problem by the recovery mode, named after RocksDB's
+//! `WALRecoveryMode` (`kTolerateCorruptedTailRecords`, `kAbsoluteConsistency`,
+//! `kSkipAnyCorruptedRecords`; `kPointInTimeRecovery`, which silently stops at the first damage,
+//! has no counterpart here):
 //! - `TolerateTornTail`: an invalid tail of the last segment is a write that was never
 //!   acknowledged, so it is truncated; any other damage fails the open with file and offset.
 //! - `AbsoluteConsistency`: any invalid byte fails the open, a torn tail included.

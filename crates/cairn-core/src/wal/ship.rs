@@ -307,8 +307,23 @@ mod tests {
             }
             self.inner.open(path)
         }
+        fn open_read(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+            if !self.after_wal_listing && path == self.moving {
+                self.move_once();
+            }
+            self.inner.open_read(path)
+        }
         fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
             self.inner.read(path)
+        }
+        fn is_dir(&self, path: &Path) -> bool {
+            self.inner.is_dir(path)
+        }
+        fn remove_dir(&self, path: &Path) -> io::Result<()> {
+            self.inner.remove_dir(path)
+        }
+        fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+            self.inner.remove_dir_all(path)
         }
         fn exists(&self, path: &Path) -> bool {
             self.inner.exists(path)
@@ -340,6 +355,9 @@ mod tests {
     /// `/s` with records 1..=9 in three segments: 1..=3 archived, 4..=6 and 7..=9 in `wal/`.
     fn store() -> FaultStorage {
         let fs = FaultStorage::new();
+        for sub in [ARCHIVE_DIR, WAL_DIR] {
+            fs.create_dir_all(&Path::new("/s").join(sub)).expect("mkdir");
+        }
         for (sub, first) in [(ARCHIVE_DIR, 1u64), (WAL_DIR, 4), (WAL_DIR, 7)] {
             let mut buf = encode_segment_header(first).to_vec();
             for seq in first..first + 3 {

@@ -232,9 +232,9 @@ mod tests {
     #[test]
     fn first_segment_after_open_is_left_once_a_preallocated_one_is_ready() {
         let dir = std::env::temp_dir().join(format!("cairn-walwriter-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
         let storage: Arc<dyn Storage> = Arc::new(OsStorage);
+        let _ = storage.remove_dir_all(&dir);
+        storage.create_dir_all(&dir).expect("temp dir");
         let segment_bytes = 1 << 20;
         let mut w = WalWriter::create(storage.clone(), &dir, 1, segment_bytes, Prealloc::Background, 0).expect("create");
         let mut rec = Vec::new();
@@ -248,10 +248,10 @@ mod tests {
         w.roll(2).expect("roll");
         assert!(!w.prealloc_ready());
         // The new segment overwrites preallocated space; the old one was trimmed to its records.
-        assert_eq!(std::fs::metadata(w.path()).expect("new segment").len(), segment_bytes);
+        assert_eq!(storage.open(w.path()).and_then(|f| f.len()).expect("new segment"), segment_bytes);
         let first = dir.join(segment_name(1));
-        assert_eq!(std::fs::metadata(&first).expect("first segment").len(), (SEGMENT_HEADER_LEN + rec.len()) as u64);
+        assert_eq!(storage.open(&first).and_then(|f| f.len()).expect("first segment"), (SEGMENT_HEADER_LEN + rec.len()) as u64);
         w.finish();
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = storage.remove_dir_all(&dir);
     }
 }

@@ -6,10 +6,13 @@
  */
 import { compress, decompress } from 'zstd-napi';
 
+import { LAYOUT } from '../layout.js';
 import { nativeBytes } from '../native.js';
 import { type ChunkKeys, chunkName, decrypt, encrypt, IV_BYTES, TAG_BYTES } from './crypto.js';
 
 export const CHUNK_BYTES = 4 << 20;
+/** Files up to this size are read and checked whole; larger ones stream in chunks. */
+export const WHOLE_FILE_BYTES = 256 << 20;
 export const CHUNK_MAGIC = Buffer.from('CAIRNCHK');
 export const CHUNK_VERSION = 1;
 export const CHUNK_HEADER_BYTES = 48;
@@ -26,8 +29,9 @@ export const FLAG_ENCRYPTED = 2;
 
 export const CHUNK_NAME = /^[0-9a-f]{64}$/;
 
-/** `.seg`, `.hnsw` and `.wal` files are mostly little-endian floats and integers. */
-export const shufflable = (path: string) => /\.(seg|hnsw|wal)$/.test(path);
+/** Data, graph and WAL files are mostly little-endian floats and integers. */
+const SHUFFLED_EXTS: readonly string[] = [LAYOUT.dataExt, LAYOUT.graphExt, LAYOUT.walExt];
+export const shufflable = (path: string) => SHUFFLED_EXTS.some((ext) => path.endsWith(ext));
 
 export interface EncodedChunk {
   name: string;
@@ -67,11 +71,38 @@ export class ChunkError extends Error {
   }
 }
 
+/** The content size a zstd frame declares (null if it declares none) and the offset where the
+ *  frame ends, from its header and block headers (RFC 8878, 3.1.1); null if malformed. */
+function zstdFrame(buf: Buffer): { contentSize: number | null; end: number } | null {
+  if (buf.length < 6 || buf.readUInt32LE(0) !== 0xfd2fb528) return null;
+  const descriptor = buf[4]!;
+  const singleSegment = (descriptor >> 5) & 1;
+  const sizeBytes = [singleSegment, 2, 4, 8][descriptor >> 6]!;
+  let at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3]!;
+  if (buf.length < at + sizeBytes) return null;
+  let contentSize: number | null = null;
+  if (sizeBytes === 1) contentSize = buf[at]!;
+  else if (sizeBytes === 2) contentSize = buf.readUInt16LE(at) + 256;
+  else if (sizeBytes === 4) contentSize = buf.readUInt32LE(at);
+  else if (sizeBytes === 8) contentSize = Number(buf.readBigUInt64LE(at));
+  at += sizeBytes;
+  for (let last = false; !last; ) {
+    if (buf.length < at + 3) return null;
+    const block = buf.readUIntLE(at, 3);
+    const type = (block >> 1) & 3;
+    if (type === 3) return null;
+    last = (block & 1) === 1;
+    at += 3 + (type === 1 ? 1 : block >> 3);
+  }
+  return { contentSize, end: at + ((descriptor >> 2) & 1) * 4 };
+}
+
 /** Decode and check a chunk object against its name; returns the raw bytes. */
 export function decodeChunk(name: string, object: Buffer, keys: ChunkKeys | null, expectRawBytes?: number): Buffer {
   const where = `chunk ${name}`;
   if (object.length < CHUNK_HEADER_BYTES || !object.subarray(0, 8).equals(CHUNK_MAGIC)) {
-    if (object.length < CHUNK_HEADER_BYTES) throw new ChunkError('truncated', `${where} is truncated: ${object.length} bytes, shorter than its ${CHUNK_HEADER_BYTES}-byte header`);
+    if (object.length < CHUNK_HEADER_BYTES)
+      throw new ChunkError('truncated', `${where} is truncated: ${object.length} bytes, shorter than its ${CHUNK_HEADER_BYTES}-byte header`);
     throw new ChunkError('content', `${where} content does not match its SHA-256 (bad magic: not a Cairn chunk)`);
   }
   const version = object.readUInt8(OFF_VERSION);
@@ -80,7 +111,8 @@ export function decodeChunk(name: string, object: Buffer, keys: ChunkKeys | null
   const rawLen = object.readUInt32LE(OFF_RAW_LEN);
   const payloadLen = object.readUInt32LE(OFF_PAYLOAD_LEN);
   const want = CHUNK_HEADER_BYTES + payloadLen;
-  if (object.length > want) throw new ChunkError('longer', `${where} is ${object.length - want} byte(s) longer than its header says (${object.length} bytes, expected ${want})`);
+  if (object.length > want)
+    throw new ChunkError('longer', `${where} is ${object.length - want} byte(s) longer than its header says (${object.length} bytes, expected ${want})`);
   if (object.length < want) throw new ChunkError('truncated', `${where} is truncated: ${object.length} of ${want} bytes`);
   if (expectRawBytes !== undefined && rawLen !== expectRawBytes) {
     throw new ChunkError('content', `${where} content does not match its SHA-256 (header says ${rawLen} raw bytes, the manifest ${expectRawBytes})`);
@@ -95,6 +127,12 @@ export function decodeChunk(name: string, object: Buffer, keys: ChunkKeys | null
     }
   } else if (keys) {
     throw new ChunkError('content', `${where} content does not match its SHA-256 (stored unencrypted in an encrypted backup)`);
+  }
+  // zstd allocates what a frame header declares before decoding it: a damaged size field must
+  // not make it ask for gigabytes. A chunk is one frame that declares exactly its raw length.
+  const frame = zstdFrame(payload);
+  if (rawLen > CHUNK_BYTES || frame === null || frame.end !== payload.length || frame.contentSize !== rawLen) {
+    throw new ChunkError('content', `${where} content does not match its SHA-256 (not one zstd frame of ${rawLen} bytes)`);
   }
   let raw: Buffer;
   try {

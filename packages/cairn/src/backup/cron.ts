@@ -60,7 +60,8 @@ function parseField(text: string, index: number): { set: Set<number>; star: bool
 export function parseCron(expression: unknown): Cron {
   if (typeof expression !== 'string') throw invalidArgument('cron expression must be a string like "0 2 * * *"');
   const parts = expression.trim().split(/\s+/);
-  if (parts.length !== 5) throw invalidArgument(`cron expression '${expression}' must have 5 fields (minute hour day-of-month month day-of-week), not ${parts.length}`);
+  if (parts.length !== 5)
+    throw invalidArgument(`cron expression '${expression}' must have 5 fields (minute hour day-of-month month day-of-week), not ${parts.length}`);
   const [minute, hour, dom, month, dow] = parts.map(parseField);
   const dayMatches = (d: Date) => {
     const byDom = dom!.set.has(d.getDate());

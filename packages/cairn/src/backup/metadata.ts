@@ -123,7 +123,8 @@ export function decodeManifest(where: string, buf: Buffer): { body: ManifestBody
   } catch (e) {
     throw damagedManifest(where, `body is not JSON (${e instanceof Error ? e.message : String(e)})`);
   }
-  if (body.format !== 'cairn-backup' || body.version !== 1 || !Array.isArray(body.files)) throw damagedManifest(where, 'body is not a Cairn backup manifest');
+  if (typeof body !== 'object' || body === null || body.format !== 'cairn-backup' || body.version !== 1 || !Array.isArray(body.files))
+    throw damagedManifest(where, 'body is not a Cairn backup manifest');
   return { body, sha256: digest.toString('hex') };
 }
 
@@ -150,3 +151,41 @@ export function toMetadata(body: ManifestBody, sha256: string, target: string): 
   };
 }
 
+/** The metadata of a backup that has no readable manifest (yet): zero sizes, status 'pending'. */
+export function emptyMetadata(id: string, kind: BackupKind, source: string, target: string, timestamp: number): BackupMetadata {
+  return {
+    id,
+    timestamp: new Date(timestamp),
+    source,
+    target,
+    kind,
+    base: null,
+    files: 0,
+    bytes: { raw: 0, stored: 0, written: 0, read: 0 },
+    chunks: { total: 0, written: 0 },
+    sha256: '',
+    compression: { algorithm: 'zstd', level: 0, shuffle: true },
+    encryption: null,
+    snapshot: null,
+    range: null,
+    status: 'pending',
+    duration: 0,
+    error: null,
+  };
+}
+
+export function failedMetadata(
+  id: string,
+  kind: BackupKind,
+  source: string,
+  target: string,
+  started: number,
+  duration: number,
+  error: CairnError,
+): BackupMetadata {
+  return { ...emptyMetadata(id, kind, source, target, started), status: 'failed', duration: Math.round(duration), error: `${error.code}: ${error.message}` };
+}
+
+export function corruptedMetadata(id: string, target: string, error: CairnError): BackupMetadata {
+  return { ...emptyMetadata(id, 'full', '', target, 0), status: 'corrupted', error: error.message };
+}

@@ -8,8 +8,9 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { CairnError } from '../errors.js';
-import { nativeBytes } from '../native.js';
-import { listSnapshots, type SnapshotInfo } from '../recovery.js';
+import { LAYOUT } from '../layout.js';
+import { nativeModule } from '../native.js';
+import { listSnapshots, type SnapshotInfo } from '../restore.js';
 
 export interface SourceFile {
   /** Path in the backup (and in the restore layout). */
@@ -30,8 +31,9 @@ export interface SourceContent {
   files: SourceFile[];
 }
 
-const SEGMENT = /^(\d{20})\.wal$/;
-export const WAL_BACKUP_DIR = 'wal-archive';
+/** A WAL segment's name: its first sequence number in 20 digits (crates/cairn-core/src/layout.rs). */
+const SEGMENT = new RegExp(`^(\\d{20})${LAYOUT.walExt.replace('.', '\\.')}$`);
+export const WAL_BACKUP_DIR = LAYOUT.archive;
 
 async function segments(dir: string): Promise<string[]> {
   try {
@@ -53,21 +55,21 @@ export async function collectSource(dir: string, exclude: ReadonlySet<string>): 
   }
   const files: SourceFile[] = [];
   for (const snap of chain) {
-    const sdir = join(dir, 'snapshots', snap.id);
+    const sdir = join(dir, LAYOUT.snapshots, snap.id);
     for (const f of snap.files) {
       const from = join(sdir, f.path);
       const s = await stat(from);
-      files.push({ path: `snapshots/${snap.id}/${f.path}`, from, bytes: f.bytes, mtimeMs: s.mtimeMs, xxh3: f.xxh3, immutable: true });
+      files.push({ path: `${LAYOUT.snapshots}/${snap.id}/${f.path}`, from, bytes: f.bytes, mtimeMs: s.mtimeMs, xxh3: f.xxh3, immutable: true });
     }
-    const from = join(sdir, 'SNAPSHOT');
+    const from = join(sdir, LAYOUT.snapshotManifest);
     const s = await stat(from);
-    files.push({ path: `snapshots/${snap.id}/SNAPSHOT`, from, bytes: s.size, mtimeMs: s.mtimeMs, immutable: true });
+    files.push({ path: `${LAYOUT.snapshots}/${snap.id}/${LAYOUT.snapshotManifest}`, from, bytes: s.size, mtimeMs: s.mtimeMs, immutable: true });
   }
   if (!exclude.has('wal')) {
     // The live directory is listed first: a segment a checkpoint archives between the two
     // listings is then seen at least once.
-    const live = exclude.has('live-wal') ? [] : await segments(join(dir, 'wal'));
-    const archived = await segments(join(dir, 'wal-archive'));
+    const live = exclude.has('live-wal') ? [] : await segments(join(dir, LAYOUT.wal));
+    const archived = await segments(join(dir, LAYOUT.archive));
     const names = new Map<string, boolean>();
     for (const n of live) names.set(n, true);
     for (const n of archived) names.set(n, false);
@@ -80,18 +82,18 @@ export async function collectSource(dir: string, exclude: ReadonlySet<string>): 
     });
     for (const n of sorted.slice(first)) {
       const isLive = names.get(n)!;
-      const from = join(dir, isLive ? 'wal' : 'wal-archive', n);
-      let s;
+      const from = join(dir, isLive ? LAYOUT.wal : LAYOUT.archive, n);
+      let s: Awaited<ReturnType<typeof stat>>;
       try {
         s = await stat(from);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || !isLive) throw e;
-        s = await stat(join(dir, 'wal-archive', n));
+        s = await stat(join(dir, LAYOUT.archive, n));
       }
       files.push({
         path: `${WAL_BACKUP_DIR}/${n}`,
         from,
-        ...(isLive ? { alt: join(dir, 'wal-archive', n) } : {}),
+        ...(isLive ? { alt: join(dir, LAYOUT.archive, n) } : {}),
         bytes: s.size,
         mtimeMs: s.mtimeMs,
         immutable: !isLive,
@@ -102,27 +104,24 @@ export async function collectSource(dir: string, exclude: ReadonlySet<string>): 
   return { snapshot: newest, files };
 }
 
-const WAL_SEGMENT_HEADER = 32;
-const WAL_RECORD_HEADER = 24;
-
-/** The last valid record of a WAL segment (seq, time), checking each record's xxh3. */
+/**
+ * The last valid record of a WAL segment (seq, time), decoded by the engine: records are read up
+ * to the first damage, and each must follow `after` (or the one before it) consecutively. A
+ * segment whose header is invalid holds no record that can be trusted.
+ */
 export function lastWalRecord(buf: Buffer, after: { seq: bigint; timeMs: number } | null): { seq: bigint; timeMs: number } | null {
+  let segment: ReturnType<typeof nativeModule.decodeWalSegment>;
+  try {
+    segment = nativeModule.decodeWalSegment(buf);
+  } catch {
+    return after;
+  }
+  const damagedAt = segment.damage[0]?.offset ?? Infinity;
   let last = after;
-  let pos = WAL_SEGMENT_HEADER;
-  while (pos + WAL_RECORD_HEADER <= buf.length) {
-    const len = buf.readUInt32LE(pos);
-    const seq = buf.readBigUInt64LE(pos + 8);
-    if (len === 0 && seq === 0n) break;
-    const padded = Math.ceil(len / 8) * 8;
-    const end = pos + WAL_RECORD_HEADER + padded + 8;
-    if (end > buf.length) break;
-    const sum = buf.subarray(end - 8, end);
-    // The record stores the xxh3 as a little-endian u64; xxh3Hex prints it big-endian.
-    const want = Buffer.from(nativeBytes.xxh3Hex(buf.subarray(pos, pos + WAL_RECORD_HEADER + len)), 'hex').reverse();
-    if (!sum.equals(want)) break;
-    if (last && seq !== last.seq + 1n && seq > last.seq) break;
-    if (!last || seq > last.seq) last = { seq, timeMs: Number(buf.readBigUInt64LE(pos + 16)) };
-    pos = end;
+  for (const r of segment.records) {
+    if (r.offset >= damagedAt) break;
+    if (last && r.seq !== last.seq + 1n && r.seq > last.seq) break;
+    if (!last || r.seq > last.seq) last = { seq: r.seq, timeMs: r.timeMs };
   }
   return last;
 }
@@ -134,7 +133,7 @@ export function lastWalRecord(buf: Buffer, after: { seq: bigint; timeMs: number 
  */
 export function trimPreallocatedTail(buf: Buffer): Buffer {
   let end = buf.length;
-  while (end > WAL_SEGMENT_HEADER && buf[end - 1] === 0) end--;
+  while (end > nativeModule.WAL_SEGMENT_HEADER_BYTES && buf[end - 1] === 0) end--;
   const keep = Math.min(buf.length, Math.ceil(end / 8) * 8);
   return keep === buf.length ? buf : buf.subarray(0, keep);
 }

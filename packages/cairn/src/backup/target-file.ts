@@ -2,7 +2,7 @@
  * A backup target in a local directory. Every object is written as `<key>.tmp-<pid>`, fsynced,
  * renamed into place, and the directory fsynced, so an object is either complete or absent.
  */
-import { open as openFile, mkdir, readdir, readFile, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { mkdir, open as openFile, readdir, readFile, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 import { CairnError } from '../errors.js';

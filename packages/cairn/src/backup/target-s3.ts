@@ -7,6 +7,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
   NoSuchKey,
   PutObjectCommand,
   S3Client,
@@ -14,12 +15,16 @@ import {
 } from '@aws-sdk/client-s3';
 
 import { CairnError } from '../errors.js';
-import type { S3Settings } from './manager.js';
 import type { BackupTarget, TargetEntry } from './target.js';
+import type { S3Settings } from './types.js';
 
 function s3Error(what: string, e: unknown): CairnError {
   const err = e as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
-  return new CairnError('CAIRN_IO', `S3 ${what} failed: ${err?.name ?? 'Error'}${err?.$metadata?.httpStatusCode ? ` (HTTP ${err.$metadata.httpStatusCode})` : ''}: ${err?.message ?? String(e)}`, { cause: e });
+  return new CairnError(
+    'CAIRN_IO',
+    `S3 ${what} failed: ${err?.name ?? 'Error'}${err?.$metadata?.httpStatusCode ? ` (HTTP ${err.$metadata.httpStatusCode})` : ''}: ${err?.message ?? String(e)}`,
+    { cause: e },
+  );
 }
 
 export class S3Target implements BackupTarget {
@@ -51,7 +56,7 @@ export class S3Target implements BackupTarget {
     const out: TargetEntry[] = [];
     let token: string | undefined;
     do {
-      let r;
+      let r: ListObjectsV2CommandOutput;
       try {
         r = await this.#client.send(new ListObjectsV2Command({ Bucket: this.#bucket, Prefix: this.#prefix + prefix, ContinuationToken: token }));
       } catch (e) {
@@ -68,7 +73,12 @@ export class S3Target implements BackupTarget {
       const r = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
       return Buffer.from(await r.Body!.transformToByteArray());
     } catch (e) {
-      if (e instanceof NoSuchKey || (e as { name?: string }).name === 'NoSuchKey' || (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return undefined;
+      if (
+        e instanceof NoSuchKey ||
+        (e as { name?: string }).name === 'NoSuchKey' ||
+        (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404
+      )
+        return undefined;
       throw s3Error(`get ${this.url}/${key}`, e);
     }
   }

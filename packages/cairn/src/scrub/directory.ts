@@ -2,6 +2,7 @@
 import { resolve } from 'node:path';
 
 import { CairnError } from '../errors.js';
+import { LAYOUT } from '../layout.js';
 import { open, type RecoveryReport, type Store } from '../store.js';
 import { parseScrubOptions, runScrub, type ScrubOptions, type ScrubReport } from './index.js';
 
@@ -57,7 +58,14 @@ function mergeOpenRepairs(report: ScrubReport, rr: RecoveryReport): void {
   const replaced = new Map(rr.quarantined.map((q) => [q.file, q.kept]));
   const rebuilt = new Map<string, number>();
   for (const r of rr.repairedRecords) {
-    report.corrupt.push({ file: r.file, offset: r.offset, kind: 'checksum', collection: r.collection, id: r.id, detail: `record checksum mismatch; rebuilt from ${r.from}` });
+    report.corrupt.push({
+      file: r.file,
+      offset: r.offset,
+      kind: 'checksum',
+      collection: r.collection,
+      id: r.id,
+      detail: `record checksum mismatch; rebuilt from ${r.from}`,
+    });
     rebuilt.set(r.file, (rebuilt.get(r.file) ?? 0) + 1);
   }
   const lost = new Map<string, number>();
@@ -66,10 +74,10 @@ function mergeOpenRepairs(report: ScrubReport, rr: RecoveryReport): void {
     report.corrupt.push({ file: u.file, offset: u.offset, kind: 'checksum', collection: u.collection, id: u.id, detail: u.reason });
     lost.set(u.file, (lost.get(u.file) ?? 0) + 1);
   }
-  if (rr.manifestRestored) report.corrupt.push({ file: 'MANIFEST', offset: 0, kind: 'checksum', detail: rr.manifestRestored });
+  if (rr.manifestRestored) report.corrupt.push({ file: LAYOUT.manifest, offset: 0, kind: 'checksum', detail: rr.manifestRestored });
   for (const [file, kept] of replaced) {
     const from =
-      file === 'MANIFEST' ? 'MANIFEST.copy' : `open: ${rebuilt.get(file) ?? 0} record(s) rebuilt from the WAL, ${lost.get(file) ?? 0} unreadable`;
+      file === LAYOUT.manifest ? LAYOUT.manifestCopy : `open: ${rebuilt.get(file) ?? 0} record(s) rebuilt from the WAL, ${lost.get(file) ?? 0} unreadable`;
     report.repaired.push({ file, from, quarantined: kept });
   }
   report.corrupt.sort((a, b) => (a.file === b.file ? a.offset - b.offset : a.file < b.file ? -1 : 1));

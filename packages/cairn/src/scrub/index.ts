@@ -13,27 +13,29 @@
  * hashed in ranges by several tasks, whose results the native core folds into the whole-file
  * xxh3.
  */
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { Piscina } from 'piscina';
 
 import { CairnError, fromNative } from '../errors.js';
-import { nativeModule, type NativeStore } from '../native.js';
+import { LAYOUT } from '../layout.js';
+import { type NativeFileCheck, type NativeManifest, type NativeSnapshotInfo, type NativeStore, nativeModule } from '../native.js';
 import { checkKnownKeys, checkPlainObject, checkPositiveInt } from '../validate.js';
-import type { ScrubTask } from './worker.js';
 import {
-  defaultSources,
   type DamagedFile,
+  defaultSources,
   type Expected,
   type FileArea,
   type FileCheck,
   type FileKindName,
+  type QuarantineNote,
   type RepairContext,
   type RepairSource,
 } from './sources.js';
+import type { ScrubTask } from './worker.js';
 
-export type { DamagedFile, RepairAttempt, RepairContext, RepairSource } from './sources.js';
+export type { DamagedFile, QuarantineNote, RepairAttempt, RepairContext, RepairSource } from './sources.js';
 export { CopySource, EngineSource } from './sources.js';
 
 export type DamageKind = 'checksum' | 'truncated' | 'missing' | 'unreadable';
@@ -117,23 +119,9 @@ interface Target {
   collection?: string;
 }
 
-interface RawManifest {
-  collections: Array<{
-    id: number;
-    name: string;
-    segments: Array<{ file: string; bytes: number; xxh3: string }>;
-    index: { file: string; bytes: number; xxh3: string } | null;
-    unreadable?: Array<{ id: string; file: string; offset: number; reason: string }>;
-  }>;
-}
-
-interface RawSnapshot {
-  files: Array<{ path: string; bytes: number; xxh3: string }>;
-}
-
 const SCRUB_KEYS = ['concurrency', 'throttleMBps', 'repair', 'deep', 'signal', 'onProgress', 'sources'] as const;
-const WAL_NAME = /^\d{20}\.wal$/;
-const SNAPSHOT_FILE = 'SNAPSHOT';
+/** A WAL segment's name: its first sequence number in 20 digits (crates/cairn-core/src/layout.rs). */
+const WAL_NAME = new RegExp(`^(\\d{20})${LAYOUT.walExt.replace('.', '\\.')}$`);
 const AREA_ORDER: FileArea[] = ['manifest', 'data', 'archive', 'wal', 'snapshot'];
 
 export interface ParsedScrubOptions {
@@ -160,14 +148,19 @@ export function parseScrubOptions(options: unknown, prefix = 'options'): ParsedS
   let bytesPerSec: number | null = null;
   if (o.throttleMBps !== undefined) {
     const t = o.throttleMBps;
-    if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.throttleMBps must be a positive number`);
+    if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0)
+      throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.throttleMBps must be a positive number`);
     bytesPerSec = t * 1e6;
   }
   if (o.repair !== undefined && typeof o.repair !== 'boolean') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.repair must be a boolean`);
   if (o.deep !== undefined && typeof o.deep !== 'boolean') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.deep must be a boolean`);
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.signal must be an AbortSignal`);
-  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.onProgress must be a function`);
-  if (o.sources !== undefined && (!Array.isArray(o.sources) || !o.sources.every((s) => s !== null && typeof s === 'object' && typeof (s as RepairSource).repair === 'function'))) {
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function')
+    throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.onProgress must be a function`);
+  if (
+    o.sources !== undefined &&
+    (!Array.isArray(o.sources) || !o.sources.every((s) => s !== null && typeof s === 'object' && typeof (s as RepairSource).repair === 'function'))
+  ) {
     throw new CairnError('CAIRN_INVALID_ARGUMENT', `${prefix}.sources must be an array of repair sources (objects with a repair method)`);
   }
   return {
@@ -189,26 +182,27 @@ function list(dir: string): string[] {
   }
 }
 
-/** The JSON body of a framed file (docs/format.md, "Manifest"); only called on verified files. */
-function readFramed<T>(path: string): T {
-  const buf = readFileSync(path);
-  const len = Number(buf.readBigUInt64LE(16));
-  return JSON.parse(buf.subarray(24, 24 + len).toString('utf8')) as T;
-}
-
-function manifestTargets(m: RawManifest): Target[] {
+function manifestTargets(m: NativeManifest): Target[] {
   const out: Target[] = [];
   for (const c of m.collections) {
-    for (const s of c.segments) out.push({ rel: `data/${s.file}`, kind: 'segment', area: 'data', expected: { bytes: s.bytes, xxh3: s.xxh3 }, collection: c.name });
-    if (c.index) out.push({ rel: `data/${c.index.file}`, kind: 'blob', area: 'data', expected: { bytes: c.index.bytes, xxh3: c.index.xxh3 }, collection: c.name });
+    for (const s of c.segments)
+      out.push({ rel: `${LAYOUT.data}/${s.file}`, kind: 'segment', area: 'data', expected: { bytes: s.bytes, xxh3: s.xxh3 }, collection: c.name });
+    if (c.index)
+      out.push({
+        rel: `${LAYOUT.data}/${c.index.file}`,
+        kind: 'blob',
+        area: 'data',
+        expected: { bytes: c.index.bytes, xxh3: c.index.xxh3 },
+        collection: c.name,
+      });
   }
   return out;
 }
 
 function kindOfSnapshotFile(path: string): FileKindName {
-  if (path === 'MANIFEST') return 'manifest';
-  if (path.endsWith('.seg')) return 'segment';
-  if (path.endsWith('.wal')) return 'wal';
+  if (path === LAYOUT.manifest) return 'manifest';
+  if (path.endsWith(LAYOUT.dataExt)) return 'segment';
+  if (path.endsWith(LAYOUT.walExt)) return 'wal';
   return 'blob';
 }
 
@@ -242,7 +236,10 @@ export function planSplits(files: Array<{ bytes: number; ranges: number[] | null
   const split = new Set<number>();
   if (workers < 2) return split;
   const ideal = files.reduce((s, f) => s + f.bytes, 0) / workers;
-  const bySize = files.map((f, i) => ({ f, i })).filter(({ f }) => f.ranges !== null && f.ranges.length > 1).sort((a, b) => b.f.bytes - a.f.bytes);
+  const bySize = files
+    .map((f, i) => ({ f, i }))
+    .filter(({ f }) => f.ranges !== null && f.ranges.length > 1)
+    .sort((a, b) => b.f.bytes - a.f.bytes);
   for (const { i } of bySize) {
     const tasks = files.flatMap((f, j) => (split.has(j) ? f.ranges! : [f.bytes]));
     if (makespan(tasks, workers) <= ideal + rangeBytes) break;
@@ -266,7 +263,13 @@ function scrubPool(concurrency: number): Piscina {
   if (!pool) {
     // stricterFIFO: tasks run in the order given (by default piscina requeues a task it could not
     // hand out at the tail), so a file's ranges complete about in order and fold as they come.
-    pool = new Piscina({ filename: new URL('./worker.js', import.meta.url).href, minThreads: 0, maxThreads: concurrency, idleTimeout: POOL_IDLE_MS, stricterFIFO: true });
+    pool = new Piscina({
+      filename: new URL('./worker.js', import.meta.url).href,
+      minThreads: 0,
+      maxThreads: concurrency,
+      idleTimeout: POOL_IDLE_MS,
+      stricterFIFO: true,
+    });
     pools.set(concurrency, pool);
   }
   return pool;
@@ -328,7 +331,13 @@ class Verifier {
     const rangeBytes = this.#rangeBytes;
     const cuts = list.map((g) => (this.#splittable(g.targets[0]!, g.size) ? nativeModule.scanRanges(g.size!, rangeBytes) : null));
     const pieces = (c: number[]) => c.slice(1).map((end, i) => end - c[i]!);
-    const split = pool ? planSplits(list.map((g, i) => ({ bytes: g.size ?? 0, ranges: cuts[i] ? pieces(cuts[i]!) : null })), this.#workers, rangeBytes) : new Set<number>();
+    const split = pool
+      ? planSplits(
+          list.map((g, i) => ({ bytes: g.size ?? 0, ranges: cuts[i] ? pieces(cuts[i]!) : null })),
+          this.#workers,
+          rangeBytes,
+        )
+      : new Set<number>();
     const check = async (g: { targets: Target[]; size: number | null }, i: number) => {
       const [first, ...others] = g.targets;
       const c = await this.#check(first!, g.size, run, split.has(i) ? cuts[i]! : null);
@@ -379,13 +388,12 @@ class Verifier {
       }
       await Promise.all(ranges);
       const proven = nativeModule.scanSplitFinish(this.#scan, split, path, kind, exp.bytes, exp.xxh3);
-      if (proven !== null) return JSON.parse(proven) as FileCheck;
+      if (proven !== null) return proven;
       // Not proven intact: the whole-file check says what is wrong (or that nothing is: the
       // file was replaced by an identical one meanwhile).
     }
     const task: ScrubTask = { op: 'file', scan: this.#scan, path, kind, bytes: exp?.bytes ?? null, xxh3: exp?.xxh3 ?? null };
-    const json = this.#pool ? ((await run(size ?? 0, task)) as string) : nativeModule.verifyFile(task.scan, task.path, task.kind, task.bytes, task.xxh3);
-    return JSON.parse(json) as FileCheck;
+    return this.#pool ? ((await run(size ?? 0, task)) as NativeFileCheck) : nativeModule.verifyFile(task.scan, task.path, task.kind, task.bytes, task.xxh3);
   }
 }
 
@@ -406,58 +414,66 @@ export interface ScrubContext {
 /** The files to check, as of now. */
 function planFiles(
   ctx: ScrubContext,
-  snapshotManifests: Map<string, RawSnapshot | null>,
-  manifest: RawManifest | null,
-): { targets: Target[]; activeWal: number | null; walSums: Map<string, Expected> } {
+  snapshotManifests: Map<string, NativeSnapshotInfo | null>,
+  manifest: NativeManifest | null,
+): { targets: Target[]; activeWal: bigint | null; walSums: Map<string, Expected> } {
   const { dir } = ctx;
-  const targets: Target[] = [{ rel: 'MANIFEST', kind: 'manifest', area: 'manifest' }];
+  const targets: Target[] = [{ rel: LAYOUT.manifest, kind: 'manifest', area: 'manifest' }];
   // Its second copy (docs/format.md, "Manifest"), which every open writes: a missing one is damage.
-  targets.push({ rel: 'MANIFEST.copy', kind: 'manifest', area: 'manifest' });
+  targets.push({ rel: LAYOUT.manifestCopy, kind: 'manifest', area: 'manifest' });
   if (manifest) targets.push(...manifestTargets(manifest));
   else {
     // No trustworthy manifest: check the checkpoint files that are there by their own framing.
-    for (const n of list(join(dir, 'data'))) if (n.endsWith('.seg')) targets.push({ rel: `data/${n}`, kind: 'segment', area: 'data' });
+    for (const n of list(join(dir, LAYOUT.data))) if (n.endsWith(LAYOUT.dataExt)) targets.push({ rel: `${LAYOUT.data}/${n}`, kind: 'segment', area: 'data' });
   }
   // Archived segments have no recorded checksum in the store; a snapshot that links one has.
   const walSums = new Map<string, Expected>();
   for (const snap of snapshotManifests.values()) {
-    for (const f of snap?.files ?? []) if (f.path.startsWith('wal/')) walSums.set(f.path.slice(4), { bytes: f.bytes, xxh3: f.xxh3 });
+    for (const f of snap?.files ?? [])
+      if (f.path.startsWith(`${LAYOUT.wal}/`)) walSums.set(f.path.slice(LAYOUT.wal.length + 1), { bytes: f.bytes, xxh3: f.xxh3 });
   }
-  const wal = list(join(dir, 'wal')).filter((n) => WAL_NAME.test(n));
-  let activeWal: number | null = null;
+  const wal = list(join(dir, LAYOUT.wal)).filter((n) => WAL_NAME.test(n));
+  let activeWal: bigint | null = null;
   wal.forEach((n, i) => {
     const last = i === wal.length - 1;
-    if (last && (ctx.native || ctx.writerElsewhere)) activeWal = Number(n.slice(0, 20));
-    else targets.push({ rel: `wal/${n}`, kind: last ? 'wal-tail' : 'wal', area: 'wal' });
+    if (last && (ctx.native || ctx.writerElsewhere)) activeWal = walSeq(n);
+    else targets.push({ rel: `${LAYOUT.wal}/${n}`, kind: last ? 'wal-tail' : 'wal', area: 'wal' });
   });
-  for (const n of list(join(dir, 'wal-archive'))) {
+  for (const n of list(join(dir, LAYOUT.archive))) {
     if (!WAL_NAME.test(n)) continue;
     const exp = walSums.get(n);
-    targets.push({ rel: `wal-archive/${n}`, kind: 'wal', area: 'archive', ...(exp ? { expected: exp } : {}) });
+    targets.push({ rel: `${LAYOUT.archive}/${n}`, kind: 'wal', area: 'archive', ...(exp ? { expected: exp } : {}) });
   }
   for (const [id, snap] of snapshotManifests) {
     for (const f of snap?.files ?? []) {
-      targets.push({ rel: `snapshots/${id}/${f.path}`, kind: kindOfSnapshotFile(f.path), area: 'snapshot', expected: { bytes: f.bytes, xxh3: f.xxh3 } });
+      targets.push({
+        rel: `${LAYOUT.snapshots}/${id}/${f.path}`,
+        kind: kindOfSnapshotFile(f.path),
+        area: 'snapshot',
+        expected: { bytes: f.bytes, xxh3: f.xxh3 },
+      });
     }
   }
   return { targets, activeWal, walSums };
 }
 
-function walSeq(rel: string): number {
-  return Number(rel.slice(-24, -4));
+/** The first sequence number of the WAL segment `rel` names. */
+function walSeq(rel: string): bigint {
+  return BigInt(WAL_NAME.exec(rel.split('/').pop()!)![1]!);
 }
 
 /**
  * Sequence numbers run on from one sealed segment to the next. A gap means a segment is gone
  * (reported as missing under the name it must have had) or one lost records at its end.
  */
-function checkContinuity(dir: string, targets: Target[], checks: Map<string, FileCheck>, activeWal: number | null, extra: Map<string, FileCheck>): void {
+function checkContinuity(dir: string, targets: Target[], checks: Map<string, FileCheck>, activeWal: bigint | null, extra: Map<string, FileCheck>): void {
   const finding = (kind: 'missing' | 'checksum', offset: number, detail: string): FileCheck => ({
     bytes: 0,
     read: 0,
     xxh3: null,
-    first_seq: null,
-    last_seq: null,
+    firstSeq: null,
+    lastSeq: null,
+    end: null,
     records: 0,
     cancelled: false,
     findings: [{ offset, kind, detail }],
@@ -465,25 +481,25 @@ function checkContinuity(dir: string, targets: Target[], checks: Map<string, Fil
   const segs = targets
     .filter((t) => t.area === 'wal' || t.area === 'archive')
     .map((t) => ({ t, seq: walSeq(t.rel), c: checks.get(t.rel) }))
-    .filter((s): s is { t: Target; seq: number; c: FileCheck } => s.c !== undefined)
-    .sort((a, b) => a.seq - b.seq);
+    .filter((s): s is { t: Target; seq: bigint; c: FileCheck } => s.c !== undefined)
+    .sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
   const next = (i: number) => segs[i + 1]?.seq ?? activeWal;
   segs.forEach((a, i) => {
     const following = next(i);
-    if (following === null || a.c.findings.length > 0 || a.c.first_seq === null) return;
-    const last = a.c.last_seq ?? a.c.first_seq - 1;
-    if (last + 1 >= following) return;
-    const lost = `WAL records ${last + 1}..${following - 1} are missing`;
+    if (following === null || a.c.findings.length > 0 || a.c.firstSeq === null) return;
+    const last = a.c.lastSeq ?? a.c.firstSeq - 1n;
+    if (last + 1n >= following) return;
+    const lost = `WAL records ${last + 1n}..${following - 1n} are missing`;
     // A sealed segment is trimmed to its last record: zeros after it here replaced records.
     if (a.c.end != null && a.c.end < a.c.bytes) {
       const c = checks.get(a.t.rel)!;
       c.findings.push({ offset: a.c.end, kind: 'checksum', detail: `${lost}: zeroed bytes follow the last record` });
       return;
     }
-    const name = `${String(last + 1).padStart(20, '0')}.wal`;
-    if (existsSync(join(dir, 'wal-archive', name)) || existsSync(join(dir, 'wal', name))) return;
-    const rel = `${a.t.area === 'archive' ? 'wal-archive' : 'wal'}/${name}`;
-    extra.set(rel, finding('missing', 0, `${lost}: no segment starts at ${last + 1} (or ${a.t.rel} lost records at its end)`));
+    const name = `${String(last + 1n).padStart(20, '0')}${LAYOUT.walExt}`;
+    if (existsSync(join(dir, LAYOUT.archive, name)) || existsSync(join(dir, LAYOUT.wal, name))) return;
+    const rel = `${a.t.area === 'archive' ? LAYOUT.archive : LAYOUT.wal}/${name}`;
+    extra.set(rel, finding('missing', 0, `${lost}: no segment starts at ${last + 1n} (or ${a.t.rel} lost records at its end)`));
   });
 }
 
@@ -503,19 +519,20 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
   let progressTimer: NodeJS.Timeout | undefined;
   try {
     // Phase 1: the manifests, which say what the other files must hold.
-    const snapIds = list(join(dir, 'snapshots')).filter((n) => !n.endsWith('.tmp'));
-    const firstTargets: Target[] = snapIds.map((id) => ({ rel: `snapshots/${id}/${SNAPSHOT_FILE}`, kind: 'snapshot-manifest', area: 'snapshot' }));
+    const snapIds = list(join(dir, LAYOUT.snapshots)).filter((n) => !n.endsWith(LAYOUT.tmpSuffix));
+    const snapshotManifestRel = (id: string) => `${LAYOUT.snapshots}/${id}/${LAYOUT.snapshotManifest}`;
+    const firstTargets: Target[] = snapIds.map((id) => ({ rel: snapshotManifestRel(id), kind: 'snapshot-manifest', area: 'snapshot' }));
     const firstChecks = await verifier.verifyAll(firstTargets, () => {});
-    const snapshotManifests = new Map<string, RawSnapshot | null>();
+    const snapshotManifests = new Map<string, NativeSnapshotInfo | null>();
     for (const id of snapIds) {
-      const c = firstChecks.get(`snapshots/${id}/${SNAPSHOT_FILE}`);
-      snapshotManifests.set(id, c && c.findings.length === 0 && !c.cancelled ? readFramed<RawSnapshot>(join(dir, 'snapshots', id, SNAPSHOT_FILE)) : null);
+      const c = firstChecks.get(snapshotManifestRel(id));
+      snapshotManifests.set(id, c && c.findings.length === 0 && !c.cancelled ? nativeModule.readSnapshotManifest(join(dir, LAYOUT.snapshots, id)) : null);
     }
-    let manifest: RawManifest | null = null;
-    if (ctx.native) manifest = JSON.parse(ctx.native.manifest()) as RawManifest;
+    let manifest: NativeManifest | null = null;
+    if (ctx.native) manifest = ctx.native.manifest();
     else {
-      const c = await verifier.verify({ rel: 'MANIFEST', kind: 'manifest', area: 'manifest' });
-      if (c.findings.length === 0 && !c.cancelled) manifest = readFramed<RawManifest>(join(dir, 'MANIFEST'));
+      const c = await verifier.verify({ rel: LAYOUT.manifest, kind: 'manifest', area: 'manifest' });
+      if (c.findings.length === 0 && !c.cancelled) manifest = nativeModule.readManifest(dir);
     }
     // Phase 2: everything.
     const { targets, activeWal, walSums } = planFiles(ctx, snapshotManifests, manifest);
@@ -547,7 +564,7 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
     for (const [rel, c] of extra) {
       checks.set(rel, c);
       const exp = walSums.get(rel.split('/').pop()!);
-      byRel.set(rel, { rel, kind: 'wal', area: rel.startsWith('wal-archive/') ? 'archive' : 'wal', ...(exp ? { expected: exp } : {}) });
+      byRel.set(rel, { rel, kind: 'wal', area: rel.startsWith(`${LAYOUT.archive}/`) ? 'archive' : 'wal', ...(exp ? { expected: exp } : {}) });
     }
 
     // Checkpoint and graph files are named `<collection id, 20 digits>-<seq>`.
@@ -563,9 +580,17 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
       const t = byRel.get(rel);
       if (!t) continue;
       const name = rel.split('/').pop()!;
-      const collection = t.collection ?? (/^\d{20}-\d{20}\.(seg|hnsw)$/.test(name) ? collectionById.get(name.slice(0, 20)) : undefined);
+      const checkpointFile = /^\d{20}-\d{20}\./.test(name) && (name.endsWith(LAYOUT.dataExt) || name.endsWith(LAYOUT.graphExt));
+      const collection = t.collection ?? (checkpointFile ? collectionById.get(name.slice(0, 20)) : undefined);
       for (const f of c.findings) {
-        report.corrupt.push({ file: rel, offset: f.offset, kind: f.kind, ...(collection ? { collection } : {}), ...(f.id !== undefined ? { id: f.id } : {}), detail: f.detail });
+        report.corrupt.push({
+          file: rel,
+          offset: f.offset,
+          kind: f.kind,
+          ...(collection ? { collection } : {}),
+          ...(f.id !== undefined ? { id: f.id } : {}),
+          detail: f.detail,
+        });
       }
       damaged.push({ rel, kind: t.kind, area: t.area, ...(t.expected ? { expected: t.expected } : {}), check: c });
     }
@@ -591,9 +616,9 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
  */
 async function dropSuperseded(ctx: ScrubContext, verifier: Verifier, targets: Target[], checks: Map<string, FileCheck>): Promise<void> {
   const { dir } = ctx;
-  let now: RawManifest | null = null;
+  let now: NativeManifest | null = null;
   try {
-    now = ctx.native ? (JSON.parse(ctx.native.manifest()) as RawManifest) : readFramed<RawManifest>(join(dir, 'MANIFEST'));
+    now = ctx.native ? ctx.native.manifest() : nativeModule.readManifest(dir);
   } catch {
     // A damaged MANIFEST on disk (store open elsewhere): keep the findings as they are.
   }
@@ -605,7 +630,7 @@ async function dropSuperseded(ctx: ScrubContext, verifier: Verifier, targets: Ta
     if (t.area === 'data' && now && live.get(t.rel) !== t.expected?.xxh3) checks.delete(t.rel);
     else if (t.area === 'wal' && missing) {
       checks.delete(t.rel);
-      const moved = `wal-archive/${t.rel.slice(4)}`;
+      const moved = `${LAYOUT.archive}/${t.rel.slice(LAYOUT.wal.length + 1)}`;
       if (existsSync(join(dir, moved))) {
         const target: Target = { rel: moved, kind: 'wal', area: 'archive' };
         checks.set(moved, await verifier.verify(target));
@@ -619,20 +644,20 @@ async function dropSuperseded(ctx: ScrubContext, verifier: Verifier, targets: Ta
   }
 }
 
-function noteFor(file: DamagedFile, repairedFrom: string): string {
+function noteFor(file: DamagedFile, repairedFrom: string): QuarantineNote {
   const first = file.check.findings[0];
-  return JSON.stringify({
+  return {
     file: file.rel,
-    time_ms: Date.now(),
+    timeMs: Date.now(),
     kind: first?.kind ?? 'checksum',
     offset: first?.offset ?? 0,
     detail: first?.detail ?? '',
     bytes: file.check.bytes,
-    expected_bytes: file.expected?.bytes ?? null,
-    expected_xxh3: file.expected?.xxh3 ?? null,
-    found_xxh3: file.check.xxh3,
-    repaired_from: repairedFrom,
-  });
+    expectedBytes: file.expected?.bytes ?? null,
+    expectedXxh3: file.expected?.xxh3 ?? null,
+    foundXxh3: file.check.xxh3,
+    repairedFrom,
+  };
 }
 
 /**
@@ -642,19 +667,18 @@ function noteFor(file: DamagedFile, repairedFrom: string): string {
  */
 async function keepUnrepaired(dir: string, file: DamagedFile): Promise<string | undefined> {
   if (file.check.xxh3 === null || !existsSync(join(dir, file.rel))) return undefined;
-  const qdir = join(dir, 'quarantine');
+  const qdir = join(dir, LAYOUT.quarantine);
   for (const name of list(qdir)) {
-    if (!name.endsWith('.note')) continue;
+    if (!name.endsWith(LAYOUT.noteSuffix)) continue;
     try {
-      const note = JSON.parse(readFileSync(join(qdir, name), 'utf8')) as { file?: string; found_xxh3?: string | null };
-      if (note.file === file.rel && note.found_xxh3 === file.check.xxh3) return `quarantine/${name.slice(0, -'.note'.length)}`;
+      const note = nativeModule.readQuarantineNote(join(qdir, name));
+      if (note.file === file.rel && note.foundXxh3 === file.check.xxh3) return `${LAYOUT.quarantine}/${name.slice(0, -LAYOUT.noteSuffix.length)}`;
     } catch {
       // A note being written by another scrub, or damaged: not a match.
     }
   }
   try {
-    const note = { ...(JSON.parse(noteFor(file, '')) as Record<string, unknown>), repaired_from: null };
-    const kept = JSON.parse(await nativeModule.quarantineFile(dir, file.rel, JSON.stringify(note))) as string | null;
+    const kept = await nativeModule.quarantineFile(dir, file.rel, { ...noteFor(file, ''), repairedFrom: null });
     return kept ?? undefined;
   } catch (e) {
     throw fromNative(e);
@@ -694,8 +718,8 @@ async function repairAll(ctx: ScrubContext, opts: ParsedScrubOptions, verifier: 
   }
   if (rebuilt && ctx.native) {
     // A rebuild is written from memory; read the new files back before calling them repaired.
-    const now = manifestTargets(JSON.parse(ctx.native.manifest()) as RawManifest);
-    now.push({ rel: 'MANIFEST', kind: 'manifest', area: 'manifest' }, { rel: 'MANIFEST.copy', kind: 'manifest', area: 'manifest' });
+    const now = manifestTargets(ctx.native.manifest());
+    now.push({ rel: LAYOUT.manifest, kind: 'manifest', area: 'manifest' }, { rel: LAYOUT.manifestCopy, kind: 'manifest', area: 'manifest' });
     for (const t of now) {
       const c = await verifier.verify(t);
       if (c.findings.length === 0) continue;

@@ -8,7 +8,15 @@ import { existsSync, readdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
 import { fromNative } from '../errors.js';
-import { nativeModule, type NativeStore } from '../native.js';
+import { LAYOUT } from '../layout.js';
+import {
+  type NativeFileCheck,
+  type NativeInstallOutcome,
+  type NativeQuarantineNote,
+  type NativeRebuildOutcome,
+  type NativeStore,
+  nativeModule,
+} from '../native.js';
 
 export type FileKindName = 'manifest' | 'snapshot-manifest' | 'segment' | 'wal' | 'wal-tail' | 'blob';
 
@@ -20,18 +28,11 @@ export interface Expected {
   xxh3: string;
 }
 
-/** What the native verifier returns for one file. */
-export interface FileCheck {
-  bytes: number;
-  read: number;
-  xxh3: string | null;
-  findings: Array<{ offset: number; kind: 'checksum' | 'truncated' | 'missing' | 'unreadable'; id?: string; detail: string }>;
-  first_seq: number | null;
-  last_seq: number | null;
-  end?: number | null;
-  records: number;
-  cancelled: boolean;
-}
+/** What the native verifier returns for one file (crates/cairn-core/src/scrub.rs, `FileCheck`). */
+export type FileCheck = NativeFileCheck;
+
+/** Why a file is kept under `quarantine/` (docs/format.md, "Quarantine note"). */
+export type QuarantineNote = NativeQuarantineNote;
 
 export interface DamagedFile {
   /** Relative to the store directory, with '/' separators. */
@@ -53,8 +54,8 @@ export interface RepairContext {
   dir: string;
   /** The open store's engine, when the scrub runs on one. */
   native?: NativeStore;
-  /** The quarantine note for `file` (JSON, docs/format.md "Quarantine note"). */
-  note(file: DamagedFile, repairedFrom: string): string;
+  /** The quarantine note for `file` (docs/format.md, "Quarantine note"). */
+  note(file: DamagedFile, repairedFrom: string): QuarantineNote;
 }
 
 export interface RepairSource {
@@ -64,8 +65,8 @@ export interface RepairSource {
 
 function snapshotIds(dir: string): string[] {
   try {
-    return readdirSync(join(dir, 'snapshots'))
-      .filter((n) => !n.endsWith('.tmp'))
+    return readdirSync(join(dir, LAYOUT.snapshots))
+      .filter((n) => !n.endsWith(LAYOUT.tmpSuffix))
       .sort()
       .reverse();
   } catch {
@@ -82,15 +83,16 @@ export function copyCandidates(dir: string, rel: string): string[] {
   const name = basename(rel);
   const out: string[] = [];
   const snaps = snapshotIds(dir);
-  if (rel === 'MANIFEST' || rel.endsWith('/MANIFEST')) {
-    for (const s of snaps) out.push(`snapshots/${s}/MANIFEST`);
-    out.push('MANIFEST');
-  } else if (name.endsWith('.wal')) {
-    for (const s of snaps) out.push(`snapshots/${s}/wal/${name}`);
-    out.push(`wal-archive/${name}`);
+  const inSnapshot = (s: string, ...parts: string[]) => [LAYOUT.snapshots, s, ...parts].join('/');
+  if (rel === LAYOUT.manifest || rel.endsWith(`/${LAYOUT.manifest}`)) {
+    for (const s of snaps) out.push(inSnapshot(s, LAYOUT.manifest));
+    out.push(LAYOUT.manifest);
+  } else if (name.endsWith(LAYOUT.walExt)) {
+    for (const s of snaps) out.push(inSnapshot(s, LAYOUT.wal, name));
+    out.push(`${LAYOUT.archive}/${name}`);
   } else {
-    for (const s of snaps) out.push(`snapshots/${s}/data/${name}`);
-    out.push(`data/${name}`);
+    for (const s of snaps) out.push(inSnapshot(s, LAYOUT.data, name));
+    out.push(`${LAYOUT.data}/${name}`);
   }
   return out.filter((c) => c !== rel && existsSync(join(dir, c)));
 }
@@ -108,17 +110,16 @@ export class CopySource implements RepairSource {
       const { bytes, xxh3 } = file.expected;
       // Files an open engine also writes, moves or sweeps are installed under its checkpoint lock.
       const live = ctx.native && (file.area === 'data' || file.area === 'archive');
-      let json: string;
+      let r: NativeInstallOutcome;
       try {
-        json = live
+        r = live
           ? await ctx.native!.installCopy(file.rel, source, file.kind, bytes, xxh3, note)
           : await nativeModule.installCopy(ctx.dir, file.rel, source, file.kind, bytes, xxh3, note);
       } catch (e) {
         reasons.push(`${candidate}: ${fromNative(e).message}`);
         continue;
       }
-      const r = JSON.parse(json) as { outcome: 'installed' | 'rejected' | 'moot'; quarantined?: string | null; detail?: string };
-      if (r.outcome === 'installed') return { outcome: 'repaired', from: candidate, quarantined: r.quarantined ?? null };
+      if (r.outcome === 'installed') return { outcome: 'repaired', from: candidate, quarantined: r.quarantined };
       if (r.outcome === 'moot') return { outcome: 'moot' };
       reasons.push(r.detail ?? `${candidate} rejected`);
     }
@@ -137,14 +138,13 @@ export class EngineSource implements RepairSource {
   async repair(file: DamagedFile, ctx: RepairContext): Promise<RepairAttempt> {
     if (!ctx.native) return { outcome: 'failed', reason: 'the store is not open, so there is no in-memory state to rebuild from' };
     if (file.area !== 'data' && file.area !== 'manifest') return { outcome: 'failed', reason: 'the engine does not hold this file' };
-    let json: string;
+    let r: NativeRebuildOutcome;
     try {
-      json = await ctx.native.rebuildFile(file.rel, ctx.note(file, 'engine'));
+      r = await ctx.native.rebuildFile(file.rel, ctx.note(file, 'engine'));
     } catch (e) {
       return { outcome: 'failed', reason: `rebuild failed: ${fromNative(e).message}` };
     }
-    const r = JSON.parse(json) as { outcome: 'rebuilt' | 'moot'; quarantined?: string | null };
-    return r.outcome === 'moot' ? { outcome: 'moot' } : { outcome: 'repaired', from: 'engine', quarantined: r.quarantined ?? null };
+    return r.outcome === 'moot' ? { outcome: 'moot' } : { outcome: 'repaired', from: 'engine', quarantined: r.quarantined };
   }
 }
 

@@ -4,7 +4,8 @@
  * cancellation and the folding of a file's ranges are shared with every other worker through
  * the native scan control named by `scan`.
  */
-import { nativeModule } from '../native.js';
+import { transferableError } from '../errors.js';
+import { type NativeFileCheck, nativeModule } from '../native.js';
 
 export interface VerifyTask {
   op: 'file';
@@ -27,8 +28,12 @@ export interface RangeTask {
 
 export type ScrubTask = VerifyTask | RangeTask;
 
-/** A file: the JSON `FileCheck` (crates/cairn-core/src/scrub.rs). A range: the bytes read. */
-export default function run(task: ScrubTask): string | number {
-  if (task.op === 'range') return nativeModule.hashRange(task.scan, task.split, task.path, task.start, task.end);
-  return nativeModule.verifyFile(task.scan, task.path, task.kind, task.bytes, task.xxh3);
+/** A file: its `FileCheck` (crates/cairn-core/src/scrub.rs). A range: the bytes read. */
+export default function run(task: ScrubTask): NativeFileCheck | number {
+  try {
+    if (task.op === 'range') return nativeModule.hashRange(task.scan, task.split, task.path, task.start, task.end);
+    return nativeModule.verifyFile(task.scan, task.path, task.kind, task.bytes, task.xxh3);
+  } catch (e) {
+    throw transferableError(e);
+  }
 }

@@ -1,5 +1,6 @@
 /**
- * The recovery API: snapshots, the recoverable range, and point-in-time restore.
+ * Restore: the snapshots and the recoverable range a store offers, and point-in-time restore
+ * into a new directory. (Rust's "recovery" is replay on open; this is not that.)
  * The engine does the file work (crates/cairn-core/src/{snapshot,pitr}.rs); this file validates
  * arguments and converts results.
  */
@@ -7,7 +8,8 @@ import { rename, rm } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 
 import { invalidArgument, native } from './errors.js';
-import { nativeModule } from './native.js';
+import { LAYOUT } from './layout.js';
+import { type NativeSnapshotInfo, nativeModule } from './native.js';
 import { checkKnownKeys, checkPlainObject } from './validate.js';
 
 export interface SnapshotInfo {
@@ -49,21 +51,11 @@ export interface RestoreResult {
   replayedRecords: number;
 }
 
-interface RawSnapshot {
-  id: string;
-  seq: number;
-  time_ms: number;
-  kind: 'full' | 'incremental';
-  base: string | null;
-  bytes: number;
-  files: Array<{ path: string; bytes: number; xxh3: string }>;
-}
-
-export function toSnapshotInfo(raw: RawSnapshot): SnapshotInfo {
+export function toSnapshotInfo(raw: NativeSnapshotInfo): SnapshotInfo {
   return {
     id: raw.id,
-    seq: BigInt(raw.seq),
-    time: new Date(raw.time_ms),
+    seq: raw.seq,
+    time: new Date(raw.timeMs),
     kind: raw.kind,
     ...(raw.base ? { base: raw.base } : {}),
     bytes: raw.bytes,
@@ -72,13 +64,13 @@ export function toSnapshotInfo(raw: RawSnapshot): SnapshotInfo {
 }
 
 export async function listSnapshots(dir: string): Promise<SnapshotInfo[]> {
-  const raw = JSON.parse(await native(() => nativeModule.listSnapshots(resolvePath(dir)))) as RawSnapshot[];
+  const raw = await native(() => nativeModule.listSnapshots(resolvePath(dir)));
   return raw.map(toSnapshotInfo);
 }
 
 export async function recoverableRange(dir: string): Promise<RecoverableRange> {
-  const r = JSON.parse(await native(() => nativeModule.recoverableRange(resolvePath(dir))));
-  const point = (p: { seq: number; time_ms: number }) => ({ seq: BigInt(p.seq), time: new Date(p.time_ms) });
+  const r = await native(() => nativeModule.recoverableRange(resolvePath(dir)));
+  const point = (p: { seq: bigint; timeMs: number }) => ({ seq: p.seq, time: new Date(p.timeMs) });
   return { from: point(r.from), to: point(r.to) };
 }
 
@@ -110,9 +102,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       timeMs = t;
     } else throw invalidArgument('options.to must have seq or time');
   }
-  const json = await native(() => nativeModule.restoreStore(resolvePath(options.source), resolvePath(options.target), seq, timeMs));
-  const r = JSON.parse(json);
-  return { seq: BigInt(r.seq), time: new Date(r.time_ms), snapshot: r.snapshot ?? null, replayedRecords: r.replayed_records };
+  const r = await native(() => nativeModule.restoreStore(resolvePath(options.source), resolvePath(options.target), seq, timeMs));
+  return { seq: r.seq, time: new Date(r.timeMs), snapshot: r.snapshot, replayedRecords: r.replayedRecords };
 }
 
 /**
@@ -132,7 +123,7 @@ export async function pruneSnapshots(dir: string, keep: number): Promise<string[
   const deleted: string[] = [];
   for (const s of all) {
     if (kept.has(s.id)) continue;
-    const from = join(resolvePath(dir), 'snapshots', s.id);
+    const from = join(resolvePath(dir), LAYOUT.snapshots, s.id);
     const doomed = `${from}.deleting.tmp`;
     await rename(from, doomed);
     await rm(doomed, { recursive: true, force: true });

@@ -1,0 +1,288 @@
+//! The open store: `openStore` and the `NativeStore` class (commit, reads, queries, index
+//! state, checkpoint, close). Scrub, snapshot and report methods of the class live with
+//! their concepts (`repair.rs`, `snapshot.rs`, `recovery_report.rs`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cairn_core::engine::{Engine, Options, QueryOutput, SyncMode};
+use cairn_core::state::Filter;
+use cairn_core::wal::writer::Prealloc;
+use cairn_core::RecoveryMode;
+use napi::bindgen_prelude::*;
+use napi::{Env, JsObject, Task};
+use napi_derive::napi;
+
+use crate::completions::Completions;
+use crate::errors::{core, guarded, sync, Failure, Outcome};
+use crate::task::{task, CoreTask};
+
+#[napi(object)]
+pub struct NativeOpenOptions {
+    #[napi(ts_type = "'none' | 'group' | 'always'")]
+    pub sync: String,
+    #[napi(ts_type = "'tolerate-torn-tail' | 'absolute-consistency' | 'skip-corrupt'")]
+    pub recovery: String,
+    pub segment_bytes: Option<u32>,
+    pub archive_max_age_ms: Option<f64>,
+    pub archive_max_bytes: Option<f64>,
+}
+
+pub struct OpenTask {
+    dir: PathBuf,
+    opts: Option<Options>,
+    failure: Option<Failure>,
+}
+
+impl Task for OpenTask {
+    type Output = Engine;
+    type JsValue = NativeStore;
+    fn compute(&mut self) -> napi::Result<Engine> {
+        let opts = self.opts.take();
+        let dir = self.dir.clone();
+        let r = guarded(move || match opts {
+            Some(opts) => core(Engine::open(&dir, opts)),
+            None => Err(Failure::internal("open task ran twice")),
+        });
+        r.map_err(|f| {
+            let e = napi::Error::new(Status::GenericFailure, f.message().to_string());
+            self.failure = Some(f);
+            e
+        })
+    }
+    fn resolve(&mut self, env: Env, engine: Engine) -> napi::Result<NativeStore> {
+        Ok(NativeStore { completions: Completions::new(&env)?, engine: Arc::new(engine) })
+    }
+    fn reject(&mut self, env: Env, err: napi::Error) -> napi::Result<NativeStore> {
+        Err(match self.failure.take() {
+            Some(f) => f.into_napi(&env),
+            None => err,
+        })
+    }
+}
+
+/// Open (recovering if needed) the store in `dir`. Runs off the event loop.
+#[napi(ts_return_type = "Promise<NativeStore>")]
+pub fn open_store(env: Env, dir: String, options: NativeOpenOptions) -> napi::Result<AsyncTask<OpenTask>> {
+    let opts = sync(&env, || {
+        let sync = SyncMode::parse(&options.sync).ok_or_else(|| Failure::invalid("options.sync must be 'none', 'group' or 'always'"))?;
+        let recovery = RecoveryMode::parse(&options.recovery)
+            .ok_or_else(|| Failure::invalid("options.recovery must be 'tolerate-torn-tail', 'absolute-consistency' or 'skip-corrupt'"))?;
+        let mut opts = Options { sync, recovery, prealloc: Prealloc::Background, ..Options::default() };
+        if let Some(b) = options.segment_bytes {
+            opts.segment_bytes = u64::from(b);
+        }
+        opts.archive_max_age_ms = options.archive_max_age_ms.map(|v| v as u64);
+        opts.archive_max_bytes = options.archive_max_bytes.map(|v| v as u64);
+        Ok(opts)
+    })?;
+    Ok(AsyncTask::new(OpenTask { dir: PathBuf::from(dir), opts: Some(opts), failure: None }))
+}
+
+#[napi(object)]
+pub struct NativeHit {
+    pub id: String,
+    pub score: f64,
+    /// JSON text of the record's metadata, as stored.
+    pub metadata: String,
+}
+
+#[napi(object)]
+pub struct NativeRow {
+    pub vector: Float32Array,
+    /// JSON text of the record's metadata, as stored.
+    pub metadata: String,
+}
+
+#[napi(object)]
+pub struct NativeCollectionInfo {
+    pub name: String,
+    pub dim: u32,
+    #[napi(ts_type = "'cosine' | 'l2' | 'ip'")]
+    pub metric: String,
+    pub m: u32,
+    pub ef_construction: u32,
+    pub count: u32,
+}
+
+/// A record a query could not consider (see `QueryOutput::skipped`).
+#[napi(object)]
+pub struct NativeSkipped {
+    pub id: String,
+    pub reason: String,
+}
+
+#[napi(object)]
+pub struct NativeQueryResult {
+    pub hits: Vec<NativeHit>,
+    pub skipped: Vec<NativeSkipped>,
+}
+
+impl From<QueryOutput> for NativeQueryResult {
+    fn from(out: QueryOutput) -> NativeQueryResult {
+        NativeQueryResult {
+            hits: out.hits.into_iter().map(|(id, score, metadata)| NativeHit { id, score: f64::from(score), metadata }).collect(),
+            skipped: out.skipped.into_iter().map(|s| NativeSkipped { id: s.id, reason: s.reason }).collect(),
+        }
+    }
+}
+
+#[napi(object)]
+pub struct NativeIndexStats {
+    pub indexed: u32,
+    pub pending: u32,
+    pub tombstones: u32,
+    pub bytes: f64,
+}
+
+#[napi]
+pub struct NativeStore {
+    pub(crate) engine: Arc<Engine>,
+    completions: Arc<Completions>,
+}
+
+impl Drop for NativeStore {
+    fn drop(&mut self) {
+        self.completions.release();
+    }
+}
+
+#[napi]
+impl NativeStore {
+    /// Commit an encoded batch (docs/format.md, "Batch payload"). Resolves with its sequence
+    /// number once durable per the sync mode; concurrent calls share one fsync in `group` mode.
+    #[napi(ts_return_type = "Promise<bigint>")]
+    pub fn commit(&self, env: Env, payload: Buffer) -> napi::Result<JsObject> {
+        let (deferred, promise) = self.completions.begin(&env)?;
+        let bytes = payload.to_vec();
+        let engine = self.engine.clone();
+        let completions = self.completions.clone();
+        let submitted = guarded(move || {
+            engine.submit(bytes, Box::new(move |r| completions.complete(deferred, r)));
+            Ok(())
+        });
+        if let Err(f) = submitted {
+            self.completions.abandon(&env);
+            return Err(f.into_napi(&env));
+        }
+        Ok(promise)
+    }
+
+    #[napi]
+    pub fn get(&self, env: Env, collection: String, id: String) -> napi::Result<Option<NativeRow>> {
+        let row = sync(&env, || core(self.engine.get(&collection, &id)).map_err(|f| f.in_collection(&collection).for_id(&id)))?;
+        Ok(row.map(|(vector, metadata)| NativeRow { vector: Float32Array::new(vector), metadata }))
+    }
+
+    #[napi]
+    pub fn count(&self, env: Env, collection: String) -> napi::Result<u32> {
+        sync(&env, || core(self.engine.count(&collection)).map(|n| n as u32).map_err(|f| f.in_collection(&collection)))
+    }
+
+    #[napi]
+    pub fn collections(&self, env: Env) -> napi::Result<Vec<NativeCollectionInfo>> {
+        let list = sync(&env, || core(self.engine.collections()))?;
+        Ok(list
+            .into_iter()
+            .map(|c| NativeCollectionInfo {
+                name: c.name,
+                dim: c.dim,
+                metric: c.metric.to_string(),
+                m: c.m,
+                ef_construction: c.ef_construction,
+                count: c.count as u32,
+            })
+            .collect())
+    }
+
+    /// k-NN search off the event loop: `count` queries packed in `vectors`, searched in parallel
+    /// on all cores. `ef` absent means exact search (the ground truth). `filter` is a JSON
+    /// object of field: value.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the positional arguments of a JavaScript function; `expect` is unfulfilled through the napi macro"
+    )]
+    #[napi(ts_return_type = "Promise<Array<NativeQueryResult>>")]
+    pub fn query(
+        &self,
+        env: Env,
+        collection: String,
+        vectors: Float32Array,
+        count: u32,
+        k: u32,
+        ef: Option<u32>,
+        filter: Option<String>,
+    ) -> napi::Result<AsyncTask<CoreTask<Vec<NativeQueryResult>>>> {
+        let filter = sync(&env, || {
+            let filter = filter.map(|f| core(Filter::parse(&f))).transpose().map_err(|f| f.in_collection(&collection))?;
+            if count == 0 || !vectors.len().is_multiple_of(count as usize) {
+                return Err(Failure::invalid("vectors must hold count queries of equal dimension"));
+            }
+            Ok(filter)
+        })?;
+        let engine = self.engine.clone();
+        let vectors = vectors.to_vec();
+        let (k, ef) = (k as usize, ef.map(|e| e as usize));
+        Ok(task(move || {
+            use rayon::prelude::*;
+            let one = |q: &[f32]| match ef {
+                Some(ef) => engine.query(&collection, q, k, ef, filter.as_ref()),
+                None => engine.query_exact(&collection, q, k, filter.as_ref()),
+            };
+            let dim = (vectors.len() / count as usize).max(1);
+            let out: cairn_core::Result<Vec<QueryOutput>> =
+                if count == 1 { one(&vectors).map(|o| vec![o]) } else { vectors.par_chunks(dim).map(one).collect() };
+            Ok(core(out).map_err(|f| f.in_collection(&collection))?.into_iter().map(NativeQueryResult::from).collect())
+        }))
+    }
+
+    #[napi]
+    pub fn index_stats(&self, env: Env, collection: String) -> napi::Result<NativeIndexStats> {
+        let s = sync(&env, || core(self.engine.index_stats(&collection)).map_err(|f| f.in_collection(&collection)))?;
+        Ok(NativeIndexStats {
+            indexed: s.indexed as u32,
+            pending: s.pending as u32,
+            tombstones: s.tombstones as u32,
+            bytes: s.bytes as f64,
+        })
+    }
+
+    /// Resolves once every row applied so far is in the collection's HNSW graph.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn wait_for_index(&self, collection: String) -> AsyncTask<CoreTask<()>> {
+        let engine = self.engine.clone();
+        task(move || core(engine.wait_for_index(&collection)).map_err(|f| f.in_collection(&collection)))
+    }
+
+    #[napi(ts_return_type = "Promise<bigint>")]
+    pub fn checkpoint(&self) -> AsyncTask<CoreTask<BigInt>> {
+        let engine = self.engine.clone();
+        task(move || core(engine.checkpoint()).map(BigInt::from))
+    }
+
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close(&self) -> AsyncTask<CoreTask<()>> {
+        let engine = self.engine.clone();
+        task(move || core(engine.close()))
+    }
+
+    #[napi(getter)]
+    pub fn last_seq(&self) -> BigInt {
+        BigInt::from(self.engine.last_seq())
+    }
+
+    /// Why writes are refused, if an fsync or write failed.
+    #[napi(getter)]
+    pub fn poisoned(&self) -> Option<String> {
+        self.engine.poisoned()
+    }
+}
+
+/// A job on the open engine, for the other concepts' methods of `NativeStore`.
+pub(crate) fn on_engine<V: ToNapiValue + TypeName + Send + 'static>(
+    store: &NativeStore,
+    job: impl FnOnce(&Engine) -> Outcome<V> + Send + 'static,
+) -> AsyncTask<CoreTask<V>> {
+    let engine = store.engine.clone();
+    task(move || job(&engine))
+}

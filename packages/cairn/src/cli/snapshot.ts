@@ -1,0 +1,39 @@
+/** Snapshot commands: take one, list them. */
+import { CairnError } from '../errors.js';
+import { listSnapshots } from '../restore.js';
+import { open } from '../store.js';
+import type { Command } from './command.js';
+import { json, withProgress } from './output.js';
+
+export const snapshot: Command = {
+  name: 'snapshot',
+  help: '  snapshot DIR [--incremental] [--json]   checkpoint and snapshot DIR\n',
+  options: { incremental: { type: 'boolean', default: false } },
+  async run(args) {
+    const asJson = args.json;
+    const dir = args.positionals[0];
+    if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'snapshot needs a store directory');
+    const db = await open(dir);
+    try {
+      const info = await withProgress('snapshot', !asJson, db.snapshot({ incremental: args.flag('incremental') }));
+      console.log(asJson ? json(info) : `snapshot ${info.id}: seq ${info.seq}, ${info.kind}${info.base ? ` on ${info.base}` : ''}, ${info.bytes} bytes`);
+    } finally {
+      await db.close();
+    }
+    return 0;
+  },
+};
+
+export const snapshots: Command = {
+  name: 'snapshots',
+  help: '  snapshots DIR [--json]                  list complete snapshots\n',
+  options: {},
+  async run({ positionals, json: asJson }) {
+    const dir = positionals[0];
+    if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'snapshots needs a store directory');
+    const list = await listSnapshots(dir);
+    if (asJson) console.log(json(list.map(({ files: _files, ...rest }) => rest)));
+    else for (const s of list) console.log(`${s.id}  seq ${s.seq}  ${s.time.toISOString()}  ${s.kind}${s.base ? ` (base ${s.base})` : ''}  ${s.bytes} bytes`);
+    return 0;
+  },
+};
