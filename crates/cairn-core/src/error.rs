@@ -23,6 +23,17 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// A write reached a store that is not the primary (a replica takes records only through
+    /// `submit_replicated`). The binding adds the primary's address when it knows it.
+    #[error("{0}")]
+    NotPrimary(String),
+    /// `read_wal` was asked for records that archive retention has deleted: the replica must be
+    /// reseeded from a snapshot.
+    #[error("WAL records from seq {requested} are no longer retained; the oldest retained is seq {oldest}")]
+    WalPruned { requested: u64, oldest: u64 },
+    /// Replicated records that do not continue the replica's log: a gap or a repeat.
+    #[error("replicated records must continue at seq {expected}, got seq {got}")]
+    SequenceGap { expected: u64, got: u64 },
 }
 
 impl Error {
@@ -36,6 +47,9 @@ impl Error {
             Error::InvalidArgument(_) => "CAIRN_INVALID_ARGUMENT",
             Error::NotFound(_) => "CAIRN_NOT_FOUND",
             Error::AlreadyExists(_) => "CAIRN_ALREADY_EXISTS",
+            Error::NotPrimary(_) => "CAIRN_NOT_PRIMARY",
+            Error::WalPruned { .. } => "CAIRN_WAL_PRUNED",
+            Error::SequenceGap { .. } => "CAIRN_SEQUENCE_GAP",
         }
     }
 

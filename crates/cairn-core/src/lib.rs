@@ -28,3 +28,4 @@ pub use distance::Metric;
 pub use engine::{Engine, Options, SyncMode};
 pub use error::{Error, Result};
 pub use wal::recovery::{RecoveryMode, RecoveryReport};
+pub use wal::ship::WalChunk;

@@ -3,18 +3,22 @@
 //! order; commits are grouped so that one fdatasync covers every record of a group
 //! (sync=group), and each caller is completed only after its record is durable per the sync
 //! mode and applied. A checkpoint's capture runs between groups.
+//!
+//! On a replica the requests are chunks of the primary's framed records instead of batches:
+//! they are grouped the same way, written byte for byte with the primary's sequence numbers
+//! and times, and each chunk is acknowledged with its last sequence number.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::{checkpoint, poison, CommitCallback, Request, Shared, SyncMode};
+use super::{checkpoint, notify_seq, poison, CommitCallback, Request, Shared, SyncMode};
 use crate::batch::{self, Op};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::sync::{lock, read, wait, write};
-use crate::wal::record::{encode_record, record_len, RECORD_TYPE_BATCH};
+use crate::wal::record::{decode_record, encode_record, record_len, Decoded, RECORD_TYPE_BATCH};
 use crate::wal::writer::WalWriter;
 
 /// Start the commit thread over the WAL writer that open created.
@@ -36,12 +40,18 @@ struct CommitThread {
 /// Largest record buffer kept between groups.
 const MAX_KEPT_BUF: usize = 16 << 20;
 
+/// A record written in this group, to apply once the group is durable. `ops: None` writes
+/// nothing (an empty replicated chunk); `done: None` is a replicated record acknowledged with
+/// the last one of its chunk.
 struct Accepted {
     seq: u64,
     time_ms: u64,
-    ops: Vec<Op>,
-    done: CommitCallback,
+    ops: Option<Vec<Op>>,
+    done: Option<CommitCallback>,
 }
+
+/// Where a replicated chunk's records are in a corruption error: the chunk is not a file.
+const CHUNK_NAME: &str = "<replicated chunk>";
 
 impl CommitThread {
     fn run(mut self) {
@@ -58,20 +68,33 @@ impl CommitThread {
                 }
                 q.requests.drain(..).collect()
             };
+            // Local commits and replicated chunks never share a group (a store takes only one
+            // kind), but arrival order is kept if both come.
             let mut group = Vec::new();
+            let mut chunks = Vec::new();
             for req in requests {
                 match req {
-                    Request::Commit { payload, done } => group.push((payload, done)),
+                    Request::Commit { payload, done } => {
+                        self.replicate_group(std::mem::take(&mut chunks));
+                        group.push((payload, done));
+                    }
+                    Request::Replicated { bytes, done } => {
+                        self.commit_group(std::mem::take(&mut group));
+                        chunks.push((bytes, done));
+                    }
                     Request::Capture { done } => {
                         self.commit_group(std::mem::take(&mut group));
+                        self.replicate_group(std::mem::take(&mut chunks));
                         let _ = done.send(checkpoint::capture(&self.shared, &mut self.writer));
                     }
                 }
                 if self.shared.opts.sync == SyncMode::Always {
                     self.commit_group(std::mem::take(&mut group));
+                    self.replicate_group(std::mem::take(&mut chunks));
                 }
             }
             self.commit_group(group);
+            self.replicate_group(chunks);
         }
         // Make everything written durable even in `none` mode: a clean close loses nothing.
         if lock(&self.shared.poisoned).is_none() {
@@ -121,12 +144,97 @@ impl CommitThread {
                 }
             }
             encode_record(&mut buf, RECORD_TYPE_BATCH, seq, time_ms, &payload);
-            accepted.push(Accepted { seq, time_ms, ops, done });
+            accepted.push(Accepted { seq, time_ms, ops: Some(ops), done: Some(done) });
         }
-        if accepted.is_empty() {
+        self.finish_group(buf, failure, accepted);
+    }
+
+    /// Replica: verify each chunk, write its records as they are, then as `commit_group`. A chunk
+    /// is taken whole or refused whole; one refused leaves the log where it was, so the chunks
+    /// after it in the group meet a sequence gap.
+    fn replicate_group(&mut self, chunks: Vec<(Vec<u8>, CommitCallback)>) {
+        if chunks.is_empty() {
             return;
         }
-        if failure.is_none() {
+        let mut accepted: Vec<Accepted> = Vec::new();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.reserve(chunks.iter().map(|(bytes, _)| bytes.len()).sum());
+        let mut next_seq = self.shared.last_seq.load(Ordering::Acquire) + 1;
+        let mut failure: Option<Error> = None;
+        if self.writer.prealloc_ready() {
+            failure = self.writer.roll(next_seq).err();
+        }
+        for (bytes, done) in chunks {
+            if let Some(p) = lock(&self.shared.poisoned).clone() {
+                done(Err(Error::Poisoned(p)));
+                continue;
+            }
+            let schema_before = self.schema.clone();
+            let records = match self.check_chunk(&bytes, next_seq) {
+                Ok(records) => records,
+                Err(e) => {
+                    self.schema = schema_before;
+                    done(Err(e));
+                    continue;
+                }
+            };
+            let Some(last) = records.len().checked_sub(1) else {
+                accepted.push(Accepted { seq: next_seq - 1, time_ms: 0, ops: None, done: Some(done) });
+                continue;
+            };
+            let mut done = Some(done);
+            for (i, r) in records.into_iter().enumerate() {
+                let record = &bytes[r.start..r.end];
+                if failure.is_none() && self.writer.needs_roll(buf.len() + record.len()) {
+                    let flushed = if buf.is_empty() { Ok(()) } else { self.writer.append(&buf) };
+                    buf.clear();
+                    if let Err(e) = flushed.and_then(|_| self.writer.roll(r.seq)) {
+                        failure = Some(e);
+                    }
+                }
+                buf.extend_from_slice(record);
+                let done = if i == last { done.take() } else { None };
+                accepted.push(Accepted { seq: r.seq, time_ms: r.time_ms, ops: Some(r.ops), done });
+                next_seq = r.seq + 1;
+            }
+        }
+        self.finish_group(buf, failure, accepted);
+    }
+
+    /// Decode and verify a replicated chunk: every record's checksum, sequence numbers exactly
+    /// continuing from `expected`, and every payload against the schema (which this updates, and
+    /// the caller restores if the chunk is refused).
+    fn check_chunk(&mut self, bytes: &[u8], mut expected: u64) -> Result<Vec<ChunkRecord>> {
+        let mut records = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let (header, payload, len) = match decode_record(&bytes[pos..]) {
+                Decoded::Record { header, payload, len } => (header, payload, len),
+                Decoded::End => return Err(Error::corruption(CHUNK_NAME, pos as u64, "zero bytes where a record was expected")),
+                Decoded::Invalid(reason) => return Err(Error::corruption(CHUNK_NAME, pos as u64, reason)),
+            };
+            if header.seq != expected {
+                return Err(Error::SequenceGap { expected, got: header.seq });
+            }
+            let ops = batch::decode(payload).and_then(|ops| self.validate(&ops).map(|_| ops)).map_err(|e| in_record(e, header.seq))?;
+            records.push(ChunkRecord { seq: header.seq, time_ms: header.time_ms, ops, start: pos, end: pos + len });
+            pos += len;
+            expected += 1;
+        }
+        Ok(records)
+    }
+
+    /// Write the group's framed records, sync per the sync mode, apply and acknowledge them; or
+    /// poison the store and fail them all when a write, roll or fsync failed.
+    fn finish_group(&mut self, buf: Vec<u8>, mut failure: Option<Error>, accepted: Vec<Accepted>) {
+        if accepted.is_empty() {
+            if buf.capacity() <= MAX_KEPT_BUF {
+                self.buf = buf;
+            }
+            return;
+        }
+        if failure.is_none() && !buf.is_empty() {
             let mut r = self.writer.append(&buf);
             if r.is_ok() && self.shared.opts.sync != SyncMode::None {
                 r = self.writer.sync();
@@ -140,8 +248,8 @@ impl CommitThread {
             // Never retry a failed write or fsync: the page cache may have dropped the data.
             poison(&self.shared, &e.to_string());
             let reason = lock(&self.shared.poisoned).clone().unwrap_or_default();
-            for a in accepted {
-                (a.done)(Err(Error::Poisoned(reason.clone())));
+            for done in accepted.into_iter().filter_map(|a| a.done) {
+                done(Err(Error::Poisoned(reason.clone())));
             }
             return;
         }
@@ -149,17 +257,22 @@ impl CommitThread {
         let touched = {
             let mut st = write(&self.shared.state);
             for a in accepted {
-                if let Err(e) = st.apply(a.seq, a.time_ms, a.ops) {
-                    poison(&self.shared, &format!("state diverged from the log at seq {}: {e}", a.seq));
+                if let Some(ops) = a.ops {
+                    if let Err(e) = st.apply(a.seq, a.time_ms, ops) {
+                        poison(&self.shared, &format!("state diverged from the log at seq {}: {e}", a.seq));
+                    }
+                    self.shared.last_seq.store(a.seq, Ordering::Release);
                 }
-                self.shared.last_seq.store(a.seq, Ordering::Release);
-                dones.push((a.seq, a.done));
+                if let Some(done) = a.done {
+                    dones.push((a.seq, done));
+                }
             }
             std::mem::take(&mut st.touched)
         };
         for (seq, done) in dones {
             done(Ok(seq));
         }
+        notify_seq(&self.shared);
         // After the acknowledgements: waking the indexer first would have it compete with the
         // thread that receives them. Pending rows are searched exactly until it catches up.
         for index in &touched {
@@ -218,5 +331,25 @@ impl CommitThread {
             };
         }
         Ok(())
+    }
+}
+
+/// A verified record of a replicated chunk, at `start..end` of the chunk's bytes.
+struct ChunkRecord {
+    seq: u64,
+    time_ms: u64,
+    ops: Vec<Op>,
+    start: usize,
+    end: usize,
+}
+
+/// Name the replicated record in a refusal, keeping the error's kind (and so its code).
+fn in_record(e: Error, seq: u64) -> Error {
+    let at = |m: String| format!("replicated record seq {seq}: {m}");
+    match e {
+        Error::InvalidArgument(m) => Error::InvalidArgument(at(m)),
+        Error::NotFound(m) => Error::NotFound(at(m)),
+        Error::AlreadyExists(m) => Error::AlreadyExists(at(m)),
+        other => other,
     }
 }

@@ -6,6 +6,8 @@
 //! - `query.rs`: reads and k-NN queries; every row returned is checked against its checksum.
 //! - `checkpoint.rs`: capturing the state, writing data and graph files, replacing the manifest.
 //! - `retention.rs`: archiving covered WAL segments, archive retention, orphan file removal.
+//! - `replication.rs`: shipping WAL records to replicas, applying them on one, and waiting for
+//!   a sequence number.
 //!
 //! Write path: a caller submits an encoded batch; the commit thread validates it against the
 //! schema, frames it into the WAL, fdatasyncs according to the sync mode, applies it to the
@@ -20,11 +22,12 @@ mod commit;
 mod load;
 mod open;
 mod query;
+mod replication;
 mod retention;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -36,6 +39,7 @@ use crate::state::State;
 use crate::storage::{OsStorage, Storage};
 use crate::sync::lock;
 use crate::wal::recovery::{RecoveryMode, RecoveryReport};
+use crate::wal::ship::ShipCursor;
 use crate::wal::writer::Prealloc;
 use checkpoint::Capture;
 pub use query::{CollectionInfo, QueryOutput};
@@ -75,6 +79,11 @@ pub struct Options {
     pub archive_max_age_ms: Option<u64>,
     /// WAL archive retention: delete the oldest archived segments while the archive is larger.
     pub archive_max_bytes: Option<u64>,
+    /// Open as a replica: local writes (`submit`, `commit`) are refused with
+    /// `Error::NotPrimary`, and records come only from the primary through `submit_replicated`.
+    /// The same directory may later be opened with `false` (failover); it continues from its
+    /// last sequence number.
+    pub replica: bool,
 }
 
 impl Default for Options {
@@ -87,6 +96,7 @@ impl Default for Options {
             storage: Arc::new(OsStorage),
             archive_max_age_ms: None,
             archive_max_bytes: None,
+            replica: false,
         }
     }
 }
@@ -97,6 +107,11 @@ pub type CommitCallback = Box<dyn FnOnce(Result<u64>) + Send>;
 enum Request {
     Commit {
         payload: Vec<u8>,
+        done: CommitCallback,
+    },
+    /// Framed records from the primary, applied with their own sequence numbers and times.
+    Replicated {
+        bytes: Vec<u8>,
         done: CommitCallback,
     },
     /// A checkpoint's capture, taken between groups (see `checkpoint::capture`).
@@ -129,6 +144,13 @@ struct Shared {
     manifest: Mutex<Manifest>,
     checkpoint_lock: Mutex<()>,
     indexer: Indexer,
+    /// Where recent `read_wal` chunks ended, so that a live tail resumes without a rescan.
+    ship_cursors: Mutex<VecDeque<ShipCursor>>,
+    /// `wait_for_seq` callers sleep on `seq_cv`; the commit thread takes `seq_lock` and
+    /// notifies only while `seq_waiters` is non-zero (see `notify_seq`).
+    seq_waiters: AtomicUsize,
+    seq_lock: Mutex<()>,
+    seq_cv: Condvar,
 }
 
 /// An open store. Dropping it closes it; `close` reports what the drop would swallow.
@@ -163,18 +185,32 @@ impl Engine {
     /// Submit an encoded batch (see `batch.rs`). `done` runs on the commit thread once the
     /// batch is durable per the sync mode and visible, or with the error that refused it.
     pub fn submit(&self, payload: Vec<u8>, done: CommitCallback) {
+        if self.shared.opts.replica {
+            return done(Err(not_primary()));
+        }
+        self.enqueue(Request::Commit { payload, done });
+    }
+
+    /// Queue a write request for the commit thread, or complete it with the error that refuses it.
+    fn enqueue(&self, req: Request) {
+        let refuse = |req: Request, e: Error| match req {
+            Request::Commit { done, .. } | Request::Replicated { done, .. } => done(Err(e)),
+            Request::Capture { done } => {
+                let _ = done.send(Err(e));
+            }
+        };
         if let Err(e) = self.check_open() {
-            return done(Err(e));
+            return refuse(req, e);
         }
         if let Some(p) = lock(&self.shared.poisoned).clone() {
-            return done(Err(Error::Poisoned(p)));
+            return refuse(req, Error::Poisoned(p));
         }
         let mut q = lock(&self.shared.queue);
         if q.shutdown {
             drop(q);
-            return done(Err(Error::Closed));
+            return refuse(req, Error::Closed);
         }
-        q.requests.push_back(Request::Commit { payload, done });
+        q.requests.push_back(req);
         let wake = q.idle;
         drop(q);
         if wake {
@@ -200,6 +236,21 @@ impl Engine {
 
     pub fn poisoned(&self) -> Option<String> {
         lock(&self.shared.poisoned).clone()
+    }
+}
+
+fn not_primary() -> Error {
+    Error::NotPrimary("this store is a replica: it takes writes only from its primary's replication stream".into())
+}
+
+/// Wake `wait_for_seq` callers after `last_seq` moved (or the store closed). Callers register in
+/// `seq_waiters` before they check `last_seq` under `seq_lock`; with both sides SeqCst, either
+/// this sees the registration and notifies under the lock, or the caller sees the new value.
+fn notify_seq(shared: &Shared) {
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if shared.seq_waiters.load(Ordering::SeqCst) > 0 {
+        drop(lock(&shared.seq_lock));
+        shared.seq_cv.notify_all();
     }
 }
 

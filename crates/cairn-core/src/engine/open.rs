@@ -5,10 +5,10 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
-use super::{commit, load, retention, Engine, Options, Queue, Shared, SyncMode};
+use super::{commit, load, notify_seq, retention, Engine, Options, Queue, Shared, SyncMode};
 use crate::batch;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -110,6 +110,10 @@ impl Engine {
             manifest: Mutex::new(manifest),
             checkpoint_lock: Mutex::new(()),
             indexer: Indexer::start(),
+            ship_cursors: Mutex::new(VecDeque::new()),
+            seq_waiters: AtomicUsize::new(0),
+            seq_lock: Mutex::new(()),
+            seq_cv: Condvar::new(),
         });
         {
             // Rows loaded without a usable graph, and the WAL tail, are indexed in the background.
@@ -157,6 +161,8 @@ impl Engine {
             let _ = h.join();
         }
         self.shared.indexer.stop();
+        // `wait_for_seq` callers return now instead of at their timeout.
+        notify_seq(&self.shared);
         let result = match self.poisoned() {
             None => {
                 let mut m = lock(&self.shared.manifest);

@@ -4,5 +4,6 @@
 pub mod reader;
 pub mod record;
 pub mod recovery;
+pub mod ship;
 pub mod stream_check;
 pub mod writer;
