@@ -26,6 +26,7 @@ export { openReplica, Replica } from './replication/replica.js';
 export type { ReplicationServer, ServeReplicationOptions } from './replication/server.js';
 export type {
   PrimaryStatus,
+  RejectedConnection,
   ReplicaNodeStatus,
   ReplicaState,
   ReplicaStatus,

@@ -14,7 +14,7 @@ import type { Ack, Forward } from './messages.js';
 import { parseHostPort, parseNodeId, parseTls, type TlsOptions } from './options.js';
 import { Session, type SessionHost } from './session.js';
 import { Signal } from './signal.js';
-import type { PrimaryStatus, ReplicaStatus, ReplicationHook, ReplicationHost, WriteConcern } from './types.js';
+import type { PrimaryStatus, RejectedConnection, ReplicaStatus, ReplicationHook, ReplicationHost, WriteConcern } from './types.js';
 import { parseWriteConcern, WriteConcernTracker } from './write-concern.js';
 
 export interface ServeReplicationOptions {
@@ -41,6 +41,8 @@ export interface ReplicationServer {
 const KEYS = ['listen', 'token', 'replicas', 'writeConcern', 'tls', 'heartbeatMs'];
 /** Commit times kept for `lagMs`. */
 const MAX_COMMIT_TIMES = 1 << 16;
+/** Refused connections kept for `replicationStatus().rejected`. */
+const MAX_REJECTED = 16;
 
 interface ReplicaEntry {
   status: ReplicaStatus;
@@ -77,6 +79,7 @@ class Primary implements SessionHost, ReplicationServer {
   readonly #tracker: WriteConcernTracker;
   readonly #replicas = new Map<string, ReplicaEntry>();
   readonly #sessions = new Set<Session>();
+  readonly #rejected: RejectedConnection[] = [];
   /** [seq, performance.now()] of recent commits, oldest first. */
   #commitTimes: Array<[bigint, number]> = [];
   readonly #startedMono = performance.now();
@@ -192,9 +195,13 @@ class Primary implements SessionHost, ReplicationServer {
 
   ended(s: Session, e: CairnError | null): void {
     this.#sessions.delete(s);
+    if (e && e.code !== 'CAIRN_DISCONNECTED' && !s.streaming) {
+      this.#rejected.push({ address: s.conn.remote, nodeId: s.nodeId || null, error: `${e.code}: ${e.message}`, at: new Date() });
+      if (this.#rejected.length > MAX_REJECTED) this.#rejected.shift();
+    }
     const entry = this.#replicas.get(s.nodeId);
-    if (!entry || entry.session !== s) return;
-    entry.session = null;
+    if (!entry || (entry.session !== s && entry.session !== null)) return;
+    if (entry.session === s) entry.session = null;
     if (e) entry.status.lastError = `${e.code}: ${e.message}`;
   }
 
@@ -239,7 +246,7 @@ class Primary implements SessionHost, ReplicationServer {
       }
       return s;
     });
-    return { role: 'primary', nodeId: this.nodeId, lastSeq, commitSeq: this.#tracker.commitSeq(lastSeq), replicas };
+    return { role: 'primary', nodeId: this.nodeId, lastSeq, commitSeq: this.#tracker.commitSeq(lastSeq), replicas, rejected: [...this.#rejected] };
   }
 
   async close(): Promise<void> {

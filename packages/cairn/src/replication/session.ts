@@ -194,6 +194,11 @@ export class Session {
     this.conn.send(FrameType.HEARTBEAT, encodeHeartbeat({ lastSeq: this.#host.native.lastSeq, wallMs: BigInt(Date.now()) }));
   }
 
+  /** Authenticated and streaming. */
+  get streaming(): boolean {
+    return this.#phase === 'streaming';
+  }
+
   get inFlightBytes(): number {
     return this.#inFlightBytes;
   }

@@ -40,6 +40,16 @@ export interface PrimaryStatus {
   /** Highest seq durable on a majority of the voters (the primary and its configured replicas). */
   commitSeq: bigint;
   replicas: ReplicaStatus[];
+  /** The latest connections refused before they streamed (bad token, bad frames, unknown node), newest last. */
+  rejected: RejectedConnection[];
+}
+
+export interface RejectedConnection {
+  address: string;
+  /** The node id its HELLO claimed, if it got that far. */
+  nodeId: string | null;
+  error: string;
+  at: Date;
 }
 
 export interface ReplicaNodeStatus {
