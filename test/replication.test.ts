@@ -3,7 +3,9 @@
 // their stores against a reference model. Every loop is bounded in time and count.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { open } from 'cairn';
@@ -24,6 +26,7 @@ import {
 } from '../packages/cairn/dist/replication/messages.js';
 import { tempDir } from './helpers.js';
 
+const CLI = fileURLToPath(new URL('../packages/cairn/dist/cli.js', import.meta.url));
 const NODE = fileURLToPath(new URL('./fixtures/repl-node.mjs', import.meta.url));
 const TOKEN = 'replication-test-token-0123456789abcdef';
 const running: ChildProcess[] = [];
@@ -148,6 +151,68 @@ function rng(seed: number): () => number {
 type Row = { vector: number[]; metadata: Record<string, unknown> };
 
 describe('replication', () => {
+  it('frames_decode_across_any_chunk_boundaries', () => {
+    const random = rng(3);
+    const frames = Array.from({ length: 50 }, (_, i) => encodeFrame(FrameType.HEARTBEAT, randomBytes(Math.floor(random() * 300)), BigInt(i)));
+    const stream = Buffer.concat(frames);
+    for (let round = 0; round < 20; round++) {
+      const decoder = new FrameDecoder();
+      const got: Buffer[] = [];
+      for (let pos = 0; pos < stream.length; ) {
+        const n = 1 + Math.floor(random() * 200);
+        for (const f of decoder.push(stream.subarray(pos, pos + n))) got.push(f.payload);
+        pos += n;
+      }
+      decoder.finish();
+      expect(got).toEqual(frames.map((f) => f.subarray(FRAME_HEADER_LEN)));
+    }
+    const cut = new FrameDecoder();
+    expect(cut.push(stream.subarray(0, stream.length - 1)).length).toBe(49);
+    expect(() => cut.finish()).toThrow(/closed inside a frame/);
+  });
+
+  it('cli_serve_and_replicate_follow_until_sigterm', async () => {
+    const src = tempDir();
+    const db = await open(src);
+    const docs = await db.createCollection('docs', { dim: 4 });
+    for (let i = 0; i < 5; i++) await docs.upsert([{ id: `r${i}`, vector: [i, 1, 1, 1] }]);
+    const last = db.lastSeq;
+    await db.close();
+    const tokenFile = join(tempDir(), 'token');
+    writeFileSync(tokenFile, `${TOKEN}\n`);
+    const serve = spawn(
+      process.execPath,
+      [CLI, 'serve', src, '--replication', '127.0.0.1:0', '--replicas', 'n2', '--token-file', tokenFile, '--node-id', 'n1', '--json'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    running.push(serve);
+    const first = await new Promise<string>((resolve) => serve.stdout?.once('data', (d: Buffer) => resolve(d.toString())));
+    const address = (JSON.parse(first) as { serving: string }).serving;
+    const dst = tempDir();
+    let seen = 0n;
+    for (let attempt = 0; attempt < 20 && seen !== last; attempt++) {
+      const rep = spawn(process.execPath, [CLI, 'replicate', dst, '--primary', address, '--token-file', tokenFile, '--node-id', 'n2'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      running.push(rep);
+      await new Promise<void>((resolve) => rep.stdout?.once('data', () => resolve()));
+      await new Promise((r) => setTimeout(r, 300));
+      const exited = new Promise<number | null>((resolve) => rep.on('close', (code) => resolve(code)));
+      rep.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      const copy = await open(dst);
+      seen = copy.lastSeq;
+      if (seen === last) expect((await copy.collection('docs').get('r4'))?.vector).toEqual(new Float32Array([4, 1, 1, 1]));
+      await copy.close();
+    }
+    expect(seen).toBe(last);
+    const served = new Promise<number | null>((resolve) => serve.on('close', (code) => resolve(code)));
+    serve.kill('SIGINT');
+    expect(await served).toBe(0);
+  });
+
   it('replicas_equal_primary_and_model_under_random_workload', async () => {
     const { node: p, address } = await startPrimary(tempDir());
     const [n2, n3] = await Promise.all([startReplica(tempDir(), 'n2', address), startReplica(tempDir(), 'n3', address)]);

@@ -110,6 +110,7 @@ class Primary implements SessionHost, ReplicationServer {
           lagMs: 0,
           lastContact: null,
           lastError: null,
+          inFlightBytes: 0,
         },
       });
     }
@@ -237,6 +238,7 @@ class Primary implements SessionHost, ReplicationServer {
     const now = performance.now();
     const replicas = [...this.#replicas.values()].map((e) => {
       const s = { ...e.status };
+      s.inFlightBytes = e.session?.inFlightBytes ?? 0;
       s.state = e.session === null ? 'disconnected' : e.session.nextSeq - 1n < lastSeq ? 'catching-up' : 'streaming';
       s.lagRecords = lastSeq > s.appliedSeq ? lastSeq - s.appliedSeq : 0n;
       if (s.lagRecords === 0n) s.lagMs = 0;

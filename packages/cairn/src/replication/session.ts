@@ -70,7 +70,13 @@ export class Session {
     this.conn = conn;
     this.#host = host;
     conn.onFrame((f) => this.#frame(f));
+    // An unauthenticated peer gets three heartbeat periods to finish the handshake.
+    const handshakeTimer = setTimeout(() => {
+      if (this.#phase !== 'streaming') conn.fail(protocolError(`handshake not completed within ${3 * host.heartbeatMs} ms`));
+    }, 3 * host.heartbeatMs);
+    handshakeTimer.unref();
     conn.onClose((e) => {
+      clearTimeout(handshakeTimer);
       this.#acks.notify();
       host.ended(this, e);
     });

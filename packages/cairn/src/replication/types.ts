@@ -31,6 +31,8 @@ export interface ReplicaStatus {
   lastContact: Date | null;
   /** Why the last connection ended, if it did. */
   lastError: string | null;
+  /** WAL bytes sent to it and not yet acknowledged as received (bounded: back-pressure). */
+  inFlightBytes: number;
 }
 
 export interface PrimaryStatus {
