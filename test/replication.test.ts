@@ -24,6 +24,7 @@ import {
   encodeReady,
   encodeWal,
 } from '../packages/cairn/dist/replication/messages.js';
+import { CHUNK_BYTES, MAX_IN_FLIGHT_BYTES } from '../packages/cairn/dist/replication/session.js';
 import { tempDir } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../packages/cairn/dist/cli.js', import.meta.url));
@@ -377,6 +378,39 @@ describe('replication', () => {
     expect(all.ok, JSON.stringify(all.error)).toBe(true);
   });
 
+  it('slow_replica_keeps_primary_in_flight_bytes_bounded', async () => {
+    const { node: p, address } = await startPrimary(tempDir(), { heartbeatMs: 5_000 });
+    const [host, port] = address.split(':') as [string, string];
+    const proxy = await startProxy(host, Number(port));
+    const n2 = await startReplica(tempDir(), 'n2', proxy.address, { heartbeatMs: 5_000 });
+    await p.ok('create', { name: 'docs', dim: 256 });
+    const start = (await p.ok('status')).lastSeq as string;
+    await n2.ok('waitFor', { seq: start });
+    const limit = MAX_IN_FLIGHT_BYTES + CHUNK_BYTES;
+    // Each round writes about 40 MiB of WAL the replica does not acknowledge: first the link
+    // swallows the bytes and never delivers them (the socket drains, so only the in-flight
+    // limit holds the primary back), then the link stops reading (the socket's buffer fills).
+    for (const [round, mode] of (['hold', 'stall'] as const).entries()) {
+      if (mode === 'hold') proxy.hold();
+      else proxy.stall();
+      await p.ok('bulk', { collection: 'docs', batches: 40, perBatch: 1000, dim: 256, round });
+      const last = (await p.ok('status')).lastSeq as string;
+      let peak = 0;
+      for (let i = 0; i < 10; i++) {
+        const s = (await p.ok('status')).status as { replicas: Array<{ nodeId: string; inFlightBytes: number; receivedSeq: string }> };
+        const r = s.replicas.find((x) => x.nodeId === 'n2');
+        peak = Math.max(peak, r?.inFlightBytes ?? 0);
+        expect(r?.inFlightBytes).toBeLessThanOrEqual(limit);
+        expect(BigInt(r?.receivedSeq ?? '0') < BigInt(last)).toBe(true);
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      if (mode === 'hold') expect(peak).toBeGreaterThanOrEqual(MAX_IN_FLIGHT_BYTES);
+      else expect(peak).toBeGreaterThan(0);
+      proxy.resume();
+      await n2.ok('waitFor', { seq: last });
+    }
+  });
+
   it('bad_peers_are_refused_with_clear_errors_and_nothing_applied', async () => {
     const { node: p, address } = await startPrimary(tempDir());
     await p.ok('create', { name: 'docs', dim: 4 });
@@ -583,12 +617,16 @@ async function fakePrimary(): Promise<{
 }
 
 /** A TCP proxy to the primary that can delay every chunk or cut the link (and refuse new ones). */
-async function startProxy(host: string, port: number): Promise<{ address: string; delayMs: number; cut(): void; heal(): void }> {
+async function startProxy(
+  host: string,
+  port: number,
+): Promise<{ address: string; delayMs: number; cut(): void; heal(): void; hold(): void; stall(): void; resume(): void }> {
   const pairs = new Set<[Socket, Socket]>();
   const state = {
     address: '',
     delayMs: 0,
     down: false,
+    held: null as Buffer[] | null,
     cut() {
       state.down = true;
       for (const [a, b] of pairs) {
@@ -600,10 +638,26 @@ async function startProxy(host: string, port: number): Promise<{ address: string
     heal() {
       state.down = false;
     },
+    /** Keep reading from the primary but deliver nothing (bytes queue here). */
+    hold() {
+      state.held = [];
+    },
+    /** Stop reading from the primary (a replica that cannot keep up). */
+    stall() {
+      for (const [, upstream] of pairs) upstream.pause();
+    },
+    resume() {
+      for (const [client, upstream] of pairs) {
+        upstream.resume();
+        for (const d of state.held ?? []) client.write(d);
+      }
+      state.held = null;
+    },
   };
-  const pipe = (from: Socket, to: Socket) =>
+  const pipe = (from: Socket, to: Socket, fromPrimary: boolean) =>
     from.on('data', (d: Buffer) => {
-      if (state.delayMs === 0) to.write(d);
+      if (fromPrimary && state.held) state.held.push(d);
+      else if (state.delayMs === 0) to.write(d);
       else setTimeout(() => to.write(d), state.delayMs);
     });
   const server = createServer((client) => {
@@ -618,8 +672,8 @@ async function startProxy(host: string, port: number): Promise<{ address: string
     upstream.on('close', () => client.destroy());
     const pair: [Socket, Socket] = [client, upstream];
     pairs.add(pair);
-    pipe(client, upstream);
-    pipe(upstream, client);
+    pipe(client, upstream, false);
+    pipe(upstream, client, true);
   });
   servers.push(server);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
