@@ -453,7 +453,7 @@ export class Store extends EventEmitter {
   async serveReplication(options: ServeReplicationOptions): Promise<ReplicationServer> {
     this.#checkOpen();
     if (this.#replication !== null) throw new CairnError('CAIRN_ALREADY_EXISTS', 'this store already serves replication or follows a primary');
-    const server = await startReplicationServer({ native: this.#native, nodeId: this.nodeId }, options);
+    const server = await startReplicationServer({ native: this.#native, nodeId: this.nodeId, dir: this.dir }, options);
     this.#replication = server.hook;
     return {
       address: server.address,

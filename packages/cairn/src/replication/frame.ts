@@ -32,6 +32,9 @@ export const FrameType = {
   FORWARD: 8,
   FORWARD_RESULT: 9,
   ERROR: 10,
+  SNAPSHOT_BEGIN: 11,
+  SNAPSHOT_DATA: 12,
+  SNAPSHOT_END: 13,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 const TYPE_NAMES = new Map<number, string>(Object.entries(FrameType).map(([k, v]) => [v, k]));

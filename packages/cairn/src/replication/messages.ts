@@ -148,3 +148,40 @@ export function decodeError(b: Buffer): ErrorMessage {
   const message = r.str32();
   return { code: isCairnErrorCode(code) ? code : 'CAIRN_REPLICATION_PROTOCOL', message };
 }
+
+export interface SnapshotBegin {
+  /** The snapshot's seq: streaming resumes after it once it is installed. */
+  seq: bigint;
+  /** Length of the snapshot archive (docs/format.md, "Snapshot archive") that follows. */
+  bytes: bigint;
+  id: string;
+}
+export const encodeSnapshotBegin = (m: SnapshotBegin) => new PayloadWriter().u64(m.seq).u64(m.bytes).str16(m.id).done();
+export function decodeSnapshotBegin(b: Buffer): SnapshotBegin {
+  const r = new PayloadReader(b, 'SNAPSHOT_BEGIN');
+  const m = { seq: r.u64(), bytes: r.u64(), id: r.str16() };
+  r.end();
+  return m;
+}
+
+export interface SnapshotData {
+  offset: bigint;
+  bytes: Buffer;
+}
+export const encodeSnapshotData = (m: SnapshotData) => new PayloadWriter().u64(m.offset).bytes(m.bytes).done();
+export function decodeSnapshotData(b: Buffer): SnapshotData {
+  const r = new PayloadReader(b, 'SNAPSHOT_DATA');
+  return { offset: r.u64(), bytes: r.rest() };
+}
+
+export interface SnapshotEnd {
+  /** SHA-256 of the whole archive. */
+  sha256: Buffer;
+}
+export const encodeSnapshotEnd = (m: SnapshotEnd) => new PayloadWriter().bytes(m.sha256).done();
+export function decodeSnapshotEnd(b: Buffer): SnapshotEnd {
+  const r = new PayloadReader(b, 'SNAPSHOT_END');
+  const m = { sha256: r.fixed(32) };
+  r.end();
+  return m;
+}

@@ -6,12 +6,18 @@
  * acknowledging received / durable / applied seqs. After a cut it reconnects with a capped
  * exponential backoff, so at most one attempt per `MAX_BACKOFF_MS` once the primary stays away.
  */
+import { createHash, type Hash } from 'node:crypto';
+import { closeSync, fsyncSync, mkdtempSync, openSync, writeSync } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
 import { connect as netConnect, type Socket } from 'node:net';
+import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect } from 'node:tls';
 
+import { importSnapshot } from '../archive.js';
 import { CairnError, fromNative, invalidArgument } from '../errors.js';
 import type { NativeStore } from '../native.js';
+import { restore } from '../restore.js';
 import { type Collection, type CollectionInfo, open, type Store, type SyncMode } from '../store.js';
 import { checkToken, newNonce, proof, verifyProof } from './auth.js';
 import { Connection } from './connection.js';
@@ -21,6 +27,9 @@ import {
   decodeForwardResult,
   decodeHeartbeat,
   decodeReady,
+  decodeSnapshotBegin,
+  decodeSnapshotData,
+  decodeSnapshotEnd,
   decodeWal,
   encodeAck,
   encodeAuth,
@@ -71,6 +80,7 @@ export async function openReplica(dir: string, options: OpenReplicaOptions): Pro
     tls,
     forward: options.forwardWrites === true,
     heartbeatMs,
+    sync: options.sync,
   });
   r.start();
   return r;
@@ -85,12 +95,29 @@ interface Config {
   tls: TlsOptions | undefined;
   forward: boolean;
   heartbeatMs: number;
+  sync: SyncMode | undefined;
+}
+
+/** A snapshot archive being received (SNAPSHOT_BEGIN .. SNAPSHOT_END). */
+interface IncomingSnapshot {
+  seq: bigint;
+  bytes: bigint;
+  written: bigint;
+  tmp: string;
+  file: string;
+  fd: number;
+  hash: Hash;
 }
 
 type Phase = 'challenge' | 'ready' | 'streaming';
 
 export class Replica {
-  readonly #store: Store;
+  #store: Store;
+  /** The store is being replaced by a snapshot: its close is not the replica's. */
+  #swapping = false;
+  #incoming: IncomingSnapshot | null = null;
+  #snapshotsInstalled = 0;
+  readonly #hook: ReplicationHook;
   readonly #config: Config;
   #native!: NativeStore;
   #conn: Connection | null = null;
@@ -120,19 +147,25 @@ export class Replica {
     this.#store = store;
     this.#config = config;
     this.#connected = new Promise((resolve) => (this.#markConnected = resolve));
-    const hook: ReplicationHook = {
+    this.#hook = {
       commit: (payload, concern) => this.#write(payload, concern),
       status: () => this.replicationStatus(),
-      close: () => this.#shutdown(),
+      close: () => (this.#swapping ? Promise.resolve() : this.#shutdown()),
     };
-    store.attachReplication((native) => {
-      this.#native = native;
-      return hook;
-    });
+    this.#attach(store);
     this.#received = store.lastSeq;
   }
 
-  /** The store, read-only: writes reject with CAIRN_NOT_PRIMARY (or are forwarded). */
+  #attach(store: Store): void {
+    this.#store = store;
+    store.attachReplication((native) => {
+      this.#native = native;
+      return this.#hook;
+    });
+  }
+
+  /** The store, read-only: writes reject with CAIRN_NOT_PRIMARY (or are forwarded). A
+   *  snapshot catch-up replaces it (collections taken from the old one are closed then). */
   get db(): Store {
     return this.#store;
   }
@@ -196,10 +229,13 @@ export class Replica {
       lagMs: lagRecords === 0n || this.#behindSince === null ? 0 : Math.round(performance.now() - this.#behindSince),
       lastContact: this.#lastContact,
       lastError: this.#lastError,
+      snapshotsInstalled: this.#snapshotsInstalled,
     };
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
+    await this.#applying;
     await this.#store.close();
   }
 
@@ -279,6 +315,45 @@ export class Replica {
             });
             return;
           }
+          case FrameType.SNAPSHOT_BEGIN: {
+            const b = decodeSnapshotBegin(f.payload);
+            this.#dropIncoming();
+            const tmp = mkdtempSync(join(dirname(this.#store.dir), `.${basename(this.#store.dir)}.snapshot-`));
+            const file = join(tmp, 'snapshot.cairnarc');
+            this.#incoming = { seq: b.seq, bytes: b.bytes, written: 0n, tmp, file, fd: openSync(file, 'w'), hash: createHash('sha256') };
+            this.#state = 'snapshotting';
+            this.#heard(b.seq);
+            return;
+          }
+          case FrameType.SNAPSHOT_DATA: {
+            const d = decodeSnapshotData(f.payload);
+            const inc = this.#incoming;
+            if (!inc) throw protocolError('SNAPSHOT_DATA without SNAPSHOT_BEGIN');
+            if (d.offset !== inc.written || inc.written + BigInt(d.bytes.length) > inc.bytes) {
+              throw protocolError(
+                `SNAPSHOT_DATA at offset ${d.offset} of ${d.bytes.length} bytes does not continue the ${inc.bytes}-byte archive at ${inc.written}`,
+              );
+            }
+            writeSync(inc.fd, d.bytes);
+            inc.hash.update(d.bytes);
+            inc.written += BigInt(d.bytes.length);
+            return;
+          }
+          case FrameType.SNAPSHOT_END: {
+            const e = decodeSnapshotEnd(f.payload);
+            const inc = this.#incoming;
+            if (!inc) throw protocolError('SNAPSHOT_END without SNAPSHOT_BEGIN');
+            if (inc.written !== inc.bytes) throw protocolError(`snapshot archive ended at ${inc.written} of ${inc.bytes} bytes`);
+            if (!inc.hash.digest().equals(e.sha256))
+              throw new CairnError('CAIRN_CORRUPTION', 'snapshot archive from the primary failed its SHA-256; nothing was installed');
+            fsyncSync(inc.fd);
+            closeSync(inc.fd);
+            this.#incoming = null;
+            // Installed between connections: this one ends, the next announces the snapshot's seq.
+            this.#applying = this.#applying.then(() => this.#install(inc));
+            conn.close();
+            return;
+          }
           case FrameType.HEARTBEAT:
             this.#heard(decodeHeartbeat(f.payload).lastSeq);
             this.#ack(conn);
@@ -320,9 +395,54 @@ export class Replica {
     conn.send(FrameType.ACK, encodeAck({ receivedSeq: this.#received, durableSeq: applied, appliedSeq: applied }));
   }
 
+  #dropIncoming(): void {
+    const inc = this.#incoming;
+    if (!inc) return;
+    this.#incoming = null;
+    try {
+      closeSync(inc.fd);
+    } catch {
+      // already closed
+    }
+    void rm(inc.tmp, { recursive: true, force: true });
+  }
+
+  /**
+   * Replace this replica's store with a verified snapshot: import checks the archive's SHA-256
+   * and every file's xxh3, restore builds a store from it beside ours, and then a rename
+   * swaps it in. A crash before the rename leaves the old store; after, the new one.
+   */
+  async #install(inc: IncomingSnapshot): Promise<void> {
+    const dir = this.#store.dir;
+    const old = join(inc.tmp, 'old');
+    this.#state = 'snapshotting';
+    this.#swapping = true;
+    try {
+      await this.#store.close();
+      const imported = join(inc.tmp, 'import');
+      const target = join(inc.tmp, 'store');
+      await importSnapshot({ file: inc.file, dir: imported });
+      await restore({ source: imported, target });
+      await rename(dir, old);
+      await rename(target, dir);
+      fsyncDir(dirname(dir));
+      this.#snapshotsInstalled++;
+    } catch (e) {
+      const err = e instanceof CairnError ? e : new CairnError('CAIRN_IO', String(e));
+      this.#lastError = `${err.code}: installing the snapshot at seq ${inc.seq} failed: ${err.message}`;
+    } finally {
+      this.#swapping = false;
+      this.#attach(await open(dir, { nodeId: this.#config.nodeId, replica: true, ...(this.#config.sync ? { sync: this.#config.sync } : {}) }));
+      await rm(inc.tmp, { recursive: true, force: true });
+    }
+    this.#received = this.#store.lastSeq;
+    this.#appliedNow();
+  }
+
   #disconnected(conn: Connection, e: CairnError | null): void {
     if (this.#conn !== conn) return;
     this.#conn = null;
+    this.#dropIncoming();
     if (e) this.#lastError = `${e.code}: ${e.message}`;
     for (const [, p] of this.#forwards) {
       p.reject(
@@ -395,5 +515,15 @@ export class Replica {
     this.#conn?.close();
     await this.#applying;
     for (const w of this.#waiters.splice(0)) w.reject(new CairnError('CAIRN_CLOSED', `replica '${this.#config.nodeId}' closed before it applied seq ${w.seq}`));
+  }
+}
+
+/** durability: a rename is durable once its directory is fsynced. */
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }

@@ -74,6 +74,7 @@ class Primary implements SessionHost, ReplicationServer {
   readonly nodeId: string;
   readonly token: Buffer;
   readonly native: ReplicationHost['native'];
+  readonly dir: string;
   readonly heartbeatMs: number;
   readonly commits = new Signal();
   readonly #tracker: WriteConcernTracker;
@@ -92,6 +93,7 @@ class Primary implements SessionHost, ReplicationServer {
   constructor(host: ReplicationHost, token: Buffer, replicas: string[], concern: WriteConcern, heartbeatMs: number) {
     this.nodeId = host.nodeId;
     this.native = host.native;
+    this.dir = host.dir;
     this.token = token;
     this.heartbeatMs = heartbeatMs;
     this.#tracker = new WriteConcernTracker(host.nodeId, replicas, concern);
@@ -239,7 +241,7 @@ class Primary implements SessionHost, ReplicationServer {
     const replicas = [...this.#replicas.values()].map((e) => {
       const s = { ...e.status };
       s.inFlightBytes = e.session?.inFlightBytes ?? 0;
-      s.state = e.session === null ? 'disconnected' : e.session.nextSeq - 1n < lastSeq ? 'catching-up' : 'streaming';
+      s.state = e.session === null ? 'disconnected' : e.session.snapshotting ? 'snapshotting' : e.session.nextSeq - 1n < lastSeq ? 'catching-up' : 'streaming';
       s.lagRecords = lastSeq > s.appliedSeq ? lastSeq - s.appliedSeq : 0n;
       if (s.lagRecords === 0n) s.lagMs = 0;
       else {

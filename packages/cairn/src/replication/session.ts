@@ -8,8 +8,15 @@
  * received seq, and never more while the socket refuses writes; so a slow replica costs the
  * primary a bounded amount of memory.
  */
+import { createHash } from 'node:crypto';
+import { mkdtemp, open as openFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { exportSnapshot } from '../archive.js';
 import { CairnError, native as call } from '../errors.js';
 import type { NativeStore } from '../native.js';
+import { listSnapshots } from '../restore.js';
 import { newNonce, proof, verifyProof } from './auth.js';
 import type { Connection } from './connection.js';
 import { type Frame, FrameType, frameTypeName, protocolError } from './frame.js';
@@ -24,6 +31,9 @@ import {
   encodeForwardResult,
   encodeHeartbeat,
   encodeReady,
+  encodeSnapshotBegin,
+  encodeSnapshotData,
+  encodeSnapshotEnd,
   encodeWal,
   type Forward,
 } from './messages.js';
@@ -39,6 +49,7 @@ export interface SessionHost {
   readonly nodeId: string;
   readonly token: Buffer;
   readonly native: NativeStore;
+  readonly dir: string;
   readonly heartbeatMs: number;
   /** Throws a CairnError if `nodeId` may not replicate from here. */
   admit(nodeId: string): void;
@@ -51,7 +62,7 @@ export interface SessionHost {
   readonly commits: Signal;
 }
 
-type Phase = 'hello' | 'auth' | 'streaming';
+type Phase = 'hello' | 'auth' | 'streaming' | 'snapshotting';
 
 export class Session {
   readonly conn: Connection;
@@ -121,6 +132,7 @@ export class Session {
         void this.#stream();
         return;
       }
+      case 'snapshotting':
       case 'streaming':
         switch (f.type) {
           case FrameType.ACK: {
@@ -184,15 +196,65 @@ export class Session {
     } catch (e) {
       const err = e instanceof CairnError ? e : new CairnError('CAIRN_INTERNAL', String(e));
       if (err.code === 'CAIRN_WAL_PRUNED') {
-        this.conn.fail(
-          new CairnError(
-            'CAIRN_WAL_PRUNED',
-            `replica '${this.nodeId}' needs seq ${this.nextSeq}, which WAL archive retention has removed (oldest retained: ${safeOldest(native)}); reseed it from a snapshot: ${err.message}`,
-          ),
-        );
-      } else {
-        this.conn.fail(new CairnError(err.code, `streaming to replica '${this.nodeId}' stopped at seq ${this.nextSeq}: ${err.message}`));
+        try {
+          await this.#sendSnapshot();
+          return;
+        } catch (e2) {
+          const why = e2 instanceof Error ? e2.message : String(e2);
+          this.conn.fail(
+            new CairnError(
+              'CAIRN_WAL_PRUNED',
+              `replica '${this.nodeId}' needs seq ${this.nextSeq}, which WAL archive retention removed (oldest retained: ${safeOldest(native)}), and sending a snapshot failed: ${why}`,
+            ),
+          );
+          return;
+        }
       }
+      this.conn.fail(new CairnError(err.code, `streaming to replica '${this.nodeId}' stopped at seq ${this.nextSeq}: ${err.message}`));
+    }
+  }
+
+  /**
+   * Catch-up through a snapshot: take one (or use the newest when nothing was written since),
+   * export it as a snapshot archive (every file with its xxh3, the whole with a SHA-256), send
+   * it in SNAPSHOT_DATA frames under the same back-pressure as WAL, then wait: the replica
+   * verifies and installs it, and reconnects announcing the snapshot's seq.
+   */
+  async #sendSnapshot(): Promise<void> {
+    this.#phase = 'snapshotting';
+    let info: { id: string; seq: bigint };
+    try {
+      info = await call(() => this.#host.native.snapshot(false));
+    } catch (e) {
+      if (!(e instanceof CairnError && e.code === 'CAIRN_ALREADY_EXISTS')) throw e;
+      const newest = (await listSnapshots(this.#host.dir)).at(-1);
+      if (!newest) throw e;
+      info = newest;
+    }
+    const tmp = await mkdtemp(join(tmpdir(), 'cairn-ship-'));
+    try {
+      const file = join(tmp, 'snapshot.cairnarc');
+      await exportSnapshot({ dir: this.#host.dir, id: info.id, file, level: 1 });
+      const fh = await openFile(file, 'r');
+      try {
+        const { size } = await fh.stat();
+        this.conn.send(FrameType.SNAPSHOT_BEGIN, encodeSnapshotBegin({ seq: info.seq, bytes: BigInt(size), id: info.id }));
+        const hash = createHash('sha256');
+        const buf = Buffer.allocUnsafe(CHUNK_BYTES);
+        for (let offset = 0; offset < size && !this.conn.closed; ) {
+          const { bytesRead } = await fh.read(buf, 0, Math.min(CHUNK_BYTES, size - offset), offset);
+          if (bytesRead === 0) throw new CairnError('CAIRN_IO', `snapshot archive ${file} ended early at ${offset} of ${size} bytes`);
+          const piece = Buffer.from(buf.subarray(0, bytesRead));
+          hash.update(piece);
+          if (!this.conn.send(FrameType.SNAPSHOT_DATA, encodeSnapshotData({ offset: BigInt(offset), bytes: piece }))) await this.conn.drained();
+          offset += bytesRead;
+        }
+        this.conn.send(FrameType.SNAPSHOT_END, encodeSnapshotEnd({ sha256: hash.digest() }));
+      } finally {
+        await fh.close();
+      }
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
     }
   }
 
@@ -200,9 +262,13 @@ export class Session {
     this.conn.send(FrameType.HEARTBEAT, encodeHeartbeat({ lastSeq: this.#host.native.lastSeq, wallMs: BigInt(Date.now()) }));
   }
 
-  /** Authenticated and streaming. */
+  /** Authenticated and streaming (or sending a snapshot). */
   get streaming(): boolean {
-    return this.#phase === 'streaming';
+    return this.#phase === 'streaming' || this.#phase === 'snapshotting';
+  }
+
+  get snapshotting(): boolean {
+    return this.#phase === 'snapshotting';
   }
 
   get inFlightBytes(): number {

@@ -58,7 +58,7 @@ export interface ReplicaNodeStatus {
   role: 'replica';
   nodeId: string;
   primary: string;
-  state: 'connecting' | 'streaming' | 'catching-up' | 'disconnected' | 'closed';
+  state: 'connecting' | 'streaming' | 'catching-up' | 'snapshotting' | 'disconnected' | 'closed';
   receivedSeq: bigint;
   durableSeq: bigint;
   appliedSeq: bigint;
@@ -68,6 +68,8 @@ export interface ReplicaNodeStatus {
   lagMs: number;
   lastContact: Date | null;
   lastError: string | null;
+  /** Snapshots installed to catch up since this replica was opened. */
+  snapshotsInstalled: number;
 }
 
 export interface StandaloneStatus {
@@ -82,6 +84,8 @@ export interface StandaloneStatus {
 export interface ReplicationHost {
   readonly native: NativeStore;
   readonly nodeId: string;
+  /** The store's directory (snapshots for catch-up are exported from it). */
+  readonly dir: string;
 }
 
 /** What replication plugs into the store's write path. */
