@@ -94,10 +94,10 @@ async function startPostgres() {
   const standby = join(dir, 'standby');
   asPg(`${PG_BIN}/initdb`, ['-D', primary, '-U', 'postgres', '--auth=trust', '--no-instructions']);
   const common = `listen_addresses = '127.0.0.1'\nunix_socket_directories = '${dir}'\nfsync = on\nsynchronous_commit = on\nmax_connections = 100\n`;
-  appendFileSync(primary + '/postgresql.conf', `${common}port = ${p1}\nwal_level = replica\nmax_wal_senders = 4\nsynchronous_standby_names = 'standby1'\n`);
+  appendFileSync(join(primary, 'postgresql.conf'), `${common}port = ${p1}\nwal_level = replica\nmax_wal_senders = 4\nsynchronous_standby_names = 'standby1'\n`);
   asPg(`${PG_BIN}/pg_ctl`, ['-D', primary, '-l', join(dir, 'primary.log'), '-w', 'start']);
   asPg(`${PG_BIN}/pg_basebackup`, ['-d', `host=127.0.0.1 port=${p1} user=postgres application_name=standby1`, '-D', standby, '-R', '-X', 'stream']);
-  appendFileSync(standby + '/postgresql.conf', `port = ${p2}\n`);
+  appendFileSync(join(standby, 'postgresql.conf'), `port = ${p2}\n`);
   asPg(`${PG_BIN}/pg_ctl`, ['-D', standby, '-l', join(dir, 'standby.log'), '-w', 'start']);
   const pool = new pg.Pool({ host: '127.0.0.1', port: p1, user: 'postgres', database: 'postgres', max: WRITERS });
   for (let i = 0; i < 100; i++) {
