@@ -1,9 +1,9 @@
 // Replication across processes on loopback: every node is its own child process
 // (fixtures/repl-node.mjs) with an OS-chosen port; the test drives them over stdin and checks
 // their stores against a reference model. Every loop is bounded in time and count.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -469,6 +469,22 @@ describe('replication', () => {
     expect(b.lastSeq).toBe(last);
   });
 
+  it('tls_replication_streams_and_refuses_a_peer_without_a_certificate', async () => {
+    const pki = makePki(tempDir());
+    const { node: p, address } = await startPrimary(tempDir(), { tls: { key: pki.serverKey, cert: pki.serverCert, ca: pki.ca } });
+    const secure = await startReplica(tempDir(), 'n2', address, { tls: { key: pki.clientKey, cert: pki.clientCert, ca: pki.ca } });
+    await p.ok('create', { name: 'docs', dim: 4 });
+    const w = await p.ok('upsert', { collection: 'docs', records: [{ id: 'a', vector: [1, 2, 3, 4] }], w: 'majority', timeoutMs: 20_000 });
+    await secure.ok('waitFor', { seq: w.seq });
+    // Plain TCP to a TLS listener, and TLS without a client certificate: neither gets anything.
+    const plain = await startReplica(tempDir(), 'n3', address);
+    const anonymous = await startReplica(tempDir(), 'n3', address, { tls: { ca: pki.ca } });
+    for (const r of [plain, anonymous]) {
+      await eventually('refused replica reports an error', async () => ((await r.ok('status')).status as { lastError: string | null }).lastError !== null);
+      expect((await r.ok('status')).lastSeq).toBe('0');
+    }
+  });
+
   it('bad_peers_are_refused_with_clear_errors_and_nothing_applied', async () => {
     const { node: p, address } = await startPrimary(tempDir());
     await p.ok('create', { name: 'docs', dim: 4 });
@@ -737,4 +753,36 @@ async function startProxy(
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   state.address = `127.0.0.1:${(server.address() as { port: number }).port}`;
   return state;
+}
+
+/** A CA and a server (IP 127.0.0.1) and client certificate it signed, made with openssl. */
+function makePki(dir: string): { ca: string; serverKey: string; serverCert: string; clientKey: string; clientCert: string } {
+  const run = (args: string[]) => {
+    const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
+  };
+  run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=cairn-test-ca']);
+  for (const name of ['server', 'client']) {
+    run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`]);
+    writeFileSync(join(dir, `${name}.ext`), name === 'server' ? 'subjectAltName=IP:127.0.0.1\n' : 'extendedKeyUsage=clientAuth\n');
+    run([
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '1',
+      '-extfile',
+      `${name}.ext`,
+    ]);
+  }
+  const read = (f: string) => readFileSync(join(dir, f), 'utf8');
+  return { ca: read('ca.pem'), serverKey: read('server.key'), serverCert: read('server.pem'), clientKey: read('client.key'), clientCert: read('client.pem') };
 }
