@@ -3,9 +3,9 @@
 // their stores against a reference model. Every loop is bounded in time and count.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { open } from 'cairn';
@@ -460,6 +460,8 @@ describe('replication', () => {
       await new Promise((res) => setTimeout(res, Math.floor(random() * 400)));
       await r.kill();
     }
+    const leftovers = readdirSync(dirname(dir)).filter((n) => n.startsWith(`.${basename(dir)}.snapshot-`)).length;
+    console.log(`replica_sigkilled_during_snapshot_catch_up: ${leftovers} interrupted install(s) left behind before the last start`);
     const r = await startReplica(dir, 'n2', address);
     await r.ok('waitFor', { seq: last });
     const ids: string[] = [];
@@ -467,6 +469,8 @@ describe('replication', () => {
     const [a, b] = await Promise.all([p.ok('dump', { collections: { docs: ids } }), r.ok('dump', { collections: { docs: ids } })]);
     expect(b.rows).toEqual(a.rows);
     expect(b.lastSeq).toBe(last);
+    // Interrupted installs left nothing behind.
+    expect(readdirSync(dirname(dir)).filter((n) => n.startsWith(`.${basename(dir)}.snapshot-`))).toEqual([]);
   });
 
   it('tls_replication_streams_and_refuses_a_peer_without_a_certificate', async () => {
