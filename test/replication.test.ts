@@ -445,6 +445,25 @@ describe('replication', () => {
     }
   });
 
+  it('replica_lagging_beyond_snapshot_lag_records_catches_up_through_a_snapshot', async () => {
+    const { node: p, address } = await startPrimary(tempDir(), { snapshotLagRecords: 50 });
+    await p.ok('create', { name: 'docs', dim: 4 });
+    await p.ok('bulk', { collection: 'docs', batches: 120, perBatch: 5, dim: 4, round: 0 });
+    const r = await startReplica(tempDir(), 'n2', address);
+    const last = (await p.ok('status')).lastSeq as string;
+    await r.ok('waitFor', { seq: last });
+    expect(((await r.ok('status')).status as { snapshotsInstalled: number }).snapshotsInstalled).toBe(1);
+    // Within the threshold afterwards: the WAL again.
+    await p.ok('bulk', { collection: 'docs', batches: 10, perBatch: 5, dim: 4, round: 1 });
+    const after = (await p.ok('status')).lastSeq as string;
+    await r.ok('waitFor', { seq: after });
+    expect(((await r.ok('status')).status as { snapshotsInstalled: number }).snapshotsInstalled).toBe(1);
+    const ids: string[] = [];
+    for (const [round, batches] of [120, 10].entries()) for (let b = 0; b < batches; b++) for (let i = 0; i < 5; i++) ids.push(`b${round}-${b}-${i}`);
+    const [a, b] = await Promise.all([p.ok('dump', { collections: { docs: ids } }), r.ok('dump', { collections: { docs: ids } })]);
+    expect(b.rows).toEqual(a.rows);
+  });
+
   it('replica_sigkilled_during_snapshot_catch_up_catches_up', async () => {
     const { node: p, address } = await startPrimary(tempDir(), { openOptions: { walSegmentBytes: 65536, walArchive: { maxBytes: 1 } } });
     await p.ok('create', { name: 'docs', dim: 4 });

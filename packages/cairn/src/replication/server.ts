@@ -30,6 +30,9 @@ export interface ServeReplicationOptions {
   tls?: TlsOptions;
   /** Heartbeat period; a replica silent for three periods is dropped (default 1000 ms). */
   heartbeatMs?: number;
+  /** A replica that connects more than this many records behind gets a snapshot instead of
+   *  the WAL (default: only when retention pruned the WAL it needs). */
+  snapshotLagRecords?: number;
 }
 
 export interface ReplicationServer {
@@ -38,7 +41,7 @@ export interface ReplicationServer {
   close(): Promise<void>;
 }
 
-const KEYS = ['listen', 'token', 'replicas', 'writeConcern', 'tls', 'heartbeatMs'];
+const KEYS = ['listen', 'token', 'replicas', 'writeConcern', 'tls', 'heartbeatMs', 'snapshotLagRecords'];
 /** Commit times kept for `lagMs`. */
 const MAX_COMMIT_TIMES = 1 << 16;
 /** Refused connections kept for `replicationStatus().rejected`. */
@@ -65,7 +68,9 @@ export async function startReplicationServer(host: ReplicationHost, options: Ser
   const heartbeatMs = options.heartbeatMs ?? 1000;
   if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10 || heartbeatMs > 60_000)
     throw invalidArgument('options.heartbeatMs must be an integer from 10 to 60000');
-  const primary = new Primary(host, token, replicas, concern, heartbeatMs);
+  const lag = options.snapshotLagRecords;
+  if (lag !== undefined && (!Number.isSafeInteger(lag) || lag < 1)) throw invalidArgument('options.snapshotLagRecords must be a positive integer');
+  const primary = new Primary(host, token, replicas, concern, heartbeatMs, lag ?? null);
   await primary.listen(listen.host, listen.port, tls);
   return primary;
 }
@@ -76,6 +81,7 @@ class Primary implements SessionHost, ReplicationServer {
   readonly native: ReplicationHost['native'];
   readonly dir: string;
   readonly heartbeatMs: number;
+  readonly snapshotLagRecords: number | null;
   readonly commits = new Signal();
   readonly #tracker: WriteConcernTracker;
   readonly #replicas = new Map<string, ReplicaEntry>();
@@ -90,7 +96,8 @@ class Primary implements SessionHost, ReplicationServer {
   address = '';
   readonly hook: ReplicationHook;
 
-  constructor(host: ReplicationHost, token: Buffer, replicas: string[], concern: WriteConcern, heartbeatMs: number) {
+  constructor(host: ReplicationHost, token: Buffer, replicas: string[], concern: WriteConcern, heartbeatMs: number, snapshotLagRecords: number | null) {
+    this.snapshotLagRecords = snapshotLagRecords;
     this.nodeId = host.nodeId;
     this.native = host.native;
     this.dir = host.dir;
