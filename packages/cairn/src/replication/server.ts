@@ -90,6 +90,7 @@ class Primary implements SessionHost, ReplicationServer {
   /** [seq, performance.now()] of recent commits, oldest first. */
   #commitTimes: Array<[bigint, number]> = [];
   readonly #startedMono = performance.now();
+  readonly #seqAtStart: bigint;
   #server: Server | null = null;
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
@@ -98,6 +99,7 @@ class Primary implements SessionHost, ReplicationServer {
 
   constructor(host: ReplicationHost, token: Buffer, replicas: string[], concern: WriteConcern, heartbeatMs: number, snapshotLagRecords: number | null) {
     this.snapshotLagRecords = snapshotLagRecords;
+    this.#seqAtStart = host.native.lastSeq;
     this.nodeId = host.nodeId;
     this.native = host.native;
     this.dir = host.dir;
@@ -252,8 +254,10 @@ class Primary implements SessionHost, ReplicationServer {
       s.lagRecords = lastSeq > s.appliedSeq ? lastSeq - s.appliedSeq : 0n;
       if (s.lagRecords === 0n) s.lagMs = 0;
       else {
+        // The oldest commit the replica lacks: recorded here, or from before this server started,
+        // or committed so recently that its promise has not resolved yet (lag ~0).
         const first = this.#commitTimes.find(([seq]) => seq > s.appliedSeq);
-        s.lagMs = Math.round(now - (first ? first[1] : this.#startedMono));
+        s.lagMs = first ? Math.round(now - first[1]) : s.appliedSeq < this.#seqAtStart ? Math.round(now - this.#startedMono) : 0;
       }
       return s;
     });
