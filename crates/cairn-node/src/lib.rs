@@ -11,6 +11,7 @@
 //! - `scrub.rs`: scan controls and file verification; `repair.rs`: install, rebuild, quarantine
 //! - `manifest.rs`, `wal_segment.rs`, `quarantine_note.rs`: on-disk formats, decoded here so
 //!   that TypeScript never parses them (snapshot manifests: `snapshot.rs`)
+//! - `replication.rs`: WAL chunks read for replicas and applied on a replica
 //! - `layout.rs`: the names of a store's files; `bytes.rs`: checksum and shuffle helpers
 //! - `errors.rs`: the error mapping; `task.rs`: the async task every promise runs on
 
@@ -26,6 +27,7 @@ mod manifest;
 mod quarantine_note;
 mod recovery_report;
 mod repair;
+mod replication;
 mod restore;
 mod scrub;
 mod snapshot;

@@ -26,6 +26,8 @@ pub struct NativeOpenOptions {
     pub segment_bytes: Option<u32>,
     pub archive_max_age_ms: Option<f64>,
     pub archive_max_bytes: Option<f64>,
+    /// Open as a replica: local writes are refused with `CAIRN_NOT_PRIMARY`.
+    pub replica: Option<bool>,
 }
 
 pub struct OpenTask {
@@ -74,6 +76,7 @@ pub fn open_store(env: Env, dir: String, options: NativeOpenOptions) -> napi::Re
         }
         opts.archive_max_age_ms = options.archive_max_age_ms.map(|v| v as u64);
         opts.archive_max_bytes = options.archive_max_bytes.map(|v| v as u64);
+        opts.replica = options.replica.unwrap_or(false);
         Ok(opts)
     })?;
     Ok(AsyncTask::new(OpenTask { dir: PathBuf::from(dir), opts: Some(opts), failure: None }))
@@ -138,7 +141,7 @@ pub struct NativeIndexStats {
 #[napi]
 pub struct NativeStore {
     pub(crate) engine: Arc<Engine>,
-    completions: Arc<Completions>,
+    pub(crate) completions: Arc<Completions>,
 }
 
 impl Drop for NativeStore {

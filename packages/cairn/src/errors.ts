@@ -10,7 +10,19 @@ export type CairnErrorCode =
   | 'CAIRN_IO'
   | 'CAIRN_INTERNAL'
   /** An operation given an AbortSignal (such as `scrub`) was cancelled through it. */
-  | 'CAIRN_ABORTED';
+  | 'CAIRN_ABORTED'
+  /** A write on a replica; the message names the primary's address. */
+  | 'CAIRN_NOT_PRIMARY'
+  /** A write concern was not met in time; `seq` and `durableOn` say what is known. Never undone. */
+  | 'CAIRN_REPLICATION_TIMEOUT'
+  /** A replica needs records that WAL archive retention removed. */
+  | 'CAIRN_WAL_PRUNED'
+  /** Replicated records that do not continue the replica's log (a gap or a repeat). */
+  | 'CAIRN_SEQUENCE_GAP'
+  /** A replication peer failed authentication or broke the protocol (docs/format.md, "Replication protocol"). */
+  | 'CAIRN_REPLICATION_PROTOCOL'
+  /** The replication connection is down. */
+  | 'CAIRN_DISCONNECTED';
 
 const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
   'CAIRN_INVALID_ARGUMENT',
@@ -23,7 +35,18 @@ const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
   'CAIRN_IO',
   'CAIRN_INTERNAL',
   'CAIRN_ABORTED',
+  'CAIRN_NOT_PRIMARY',
+  'CAIRN_REPLICATION_TIMEOUT',
+  'CAIRN_WAL_PRUNED',
+  'CAIRN_SEQUENCE_GAP',
+  'CAIRN_REPLICATION_PROTOCOL',
+  'CAIRN_DISCONNECTED',
 ]);
+
+/** Whether `code` is one of the stable codes (for codes that arrive over the network). */
+export function isCairnErrorCode(code: unknown): code is CairnErrorCode {
+  return typeof code === 'string' && CODES.has(code);
+}
 
 export class CairnError extends Error {
   readonly code: CairnErrorCode;

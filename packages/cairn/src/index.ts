@@ -21,6 +21,20 @@ export type {
 export type { Metric } from './encode.js';
 export type { CairnErrorCode } from './errors.js';
 export { CairnError } from './errors.js';
+export type { OpenReplicaOptions } from './replication/replica.js';
+export { openReplica, Replica } from './replication/replica.js';
+export type { ReplicationServer, ServeReplicationOptions } from './replication/server.js';
+export type {
+  PrimaryStatus,
+  RejectedConnection,
+  ReplicaNodeStatus,
+  ReplicaState,
+  ReplicaStatus,
+  StandaloneStatus,
+  WriteConcern,
+  WriteConcernLevel,
+} from './replication/types.js';
+export { ReplicationTimeoutError } from './replication/write-concern.js';
 export type { RecoverablePoint, RecoverableRange, RestoreOptions, RestoreResult, RestoreTo, SnapshotInfo } from './restore.js';
 export { listSnapshots, pruneSnapshots, recoverableRange, restore } from './restore.js';
 export { scrub } from './scrub/directory.js';

@@ -1,8 +1,13 @@
 import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { type EncodedOp, encodeBatch, type Metric } from './encode.js';
 import { CairnError, fromNative, invalidArgument, native, nativeSync } from './errors.js';
 import { type NativeStore, nativeModule } from './native.js';
+import { parseNodeId } from './replication/options.js';
+import { type ReplicationServer, type ServeReplicationOptions, startReplicationServer } from './replication/server.js';
+import type { PrimaryStatus, ReplicaNodeStatus, ReplicationHook, StandaloneStatus, WriteConcern } from './replication/types.js';
+import { parseWriteConcern } from './replication/write-concern.js';
 import { listSnapshots, pruneSnapshots, type RecoverableRange, recoverableRange, type SnapshotInfo, toSnapshotInfo } from './restore.js';
 import { type ParsedScrubOptions, parseScrubOptions, runScrub, type ScrubOptions, type ScrubReport } from './scrub/index.js';
 import {
@@ -61,6 +66,10 @@ export interface OpenOptions {
    * each failure as `'scrub-error'`. A running scrub is cancelled by `close()`.
    */
   scrub?: { intervalMs: number; throttleMBps?: number; repair?: boolean; concurrency?: number; deep?: boolean };
+  /** This node's id in replication (default: the host name). */
+  nodeId?: string;
+  /** @internal set by `openReplica`: local writes are refused (`CAIRN_NOT_PRIMARY`). */
+  replica?: boolean;
 }
 
 export interface CollectionOptions {
@@ -161,7 +170,7 @@ export interface IndexStats {
   bytes: number;
 }
 
-const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots', 'scrub'] as const;
+const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots', 'scrub', 'nodeId', 'replica'] as const;
 const COLLECTION_KEYS = ['dim', 'metric', 'm', 'efConstruction'] as const;
 const QUERY_KEYS = ['k', 'ef', 'exact', 'filter'] as const;
 const DEFAULT_EF = 64;
@@ -203,10 +212,14 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
     const { intervalMs, ...rest } = sc;
     scrubSchedule = { intervalMs: checkPositiveInt('options.scrub.intervalMs', intervalMs, 2 ** 31 - 1), options: parseScrubOptions(rest, 'options.scrub') };
   }
+  const nodeId = options.nodeId === undefined ? hostname() : parseNodeId('options.nodeId', options.nodeId);
+  if (options.replica !== undefined && typeof options.replica !== 'boolean') throw invalidArgument('options.replica must be a boolean');
+  const replica = options.replica === true;
   const handle = await native(() =>
-    nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }), ...archive }),
+    nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }), ...archive, replica }),
   );
   const store = new Store(resolve(dir), handle, sync);
+  store.nodeId = nodeId;
   if (schedule) store.startSnapshotSchedule(schedule);
   if (scrubSchedule) store.startScrubSchedule(scrubSchedule);
   return store;
@@ -230,6 +243,10 @@ export class Store extends EventEmitter {
   #scrubRun: { abort: AbortController; done: Promise<void> } | null = null;
   /** What recovery found when this store was opened. */
   readonly recoveryReport: RecoveryReport;
+  /** This node's id in replication (`options.nodeId`). */
+  nodeId = hostname();
+  /** Replication's part of the write path: a primary's server, or a replica's forwarding. */
+  #replication: ReplicationHook | null = null;
 
   /** @internal use `open()`. */
   constructor(dir: string, handle: NativeStore, sync: SyncMode) {
@@ -261,9 +278,11 @@ export class Store extends EventEmitter {
    * @internal Rejects, never throws. Chains on the native promise directly rather than through
    * `native()`: one async frame less on every commit, which matters to small ones.
    */
-  commit(ops: EncodedOp[]): Promise<{ seq: bigint }> {
+  commit(ops: EncodedOp[], concern?: WriteConcern): Promise<{ seq: bigint }> {
     try {
       this.#checkOpen();
+      const hook = this.#replication;
+      if (hook !== null) return hook.commit(encodeBatch(ops), concern ?? {}).then(toSeq);
       return this.#native.commit(encodeBatch(ops)).then(toSeq, rejectNative);
     } catch (e) {
       return Promise.reject(fromNative(e));
@@ -304,9 +323,11 @@ export class Store extends EventEmitter {
     return this.commit([{ kind: 'drop', name }]);
   }
 
-  /** Apply operations on one or more collections atomically: all of them or none after a crash. */
-  async batch(ops: BatchOp[]): Promise<{ seq: bigint }> {
+  /** Apply operations on one or more collections atomically: all of them or none after a crash.
+   *  `options` overrides the replication server's write concern for this write. */
+  async batch(ops: BatchOp[], options?: WriteConcern): Promise<{ seq: bigint }> {
     this.#checkOpen();
+    const concern = parseWriteConcern('options', options);
     if (!Array.isArray(ops) || ops.length === 0) throw invalidArgument('ops must be a non-empty array');
     const encoded: EncodedOp[] = [];
     const dims = new Map(this.collections().map((c) => [c.name, c.dim]));
@@ -325,7 +346,7 @@ export class Store extends EventEmitter {
         throw invalidArgument(`ops[${i}].op must be 'upsert' or 'delete'`);
       }
     });
-    return this.commit(encoded);
+    return this.commit(encoded, concern);
   }
 
   /**
@@ -425,10 +446,45 @@ export class Store extends EventEmitter {
     this.#timers.push(setInterval(() => void tick(), schedule.intervalMs).unref());
   }
 
+  /**
+   * Serve this store's WAL to replicas (see `ServeReplicationOptions`); from now on every write
+   * waits for its write concern. `close()` of the store closes the server too.
+   */
+  async serveReplication(options: ServeReplicationOptions): Promise<ReplicationServer> {
+    this.#checkOpen();
+    if (this.#replication !== null) throw new CairnError('CAIRN_ALREADY_EXISTS', 'this store already serves replication or follows a primary');
+    const server = await startReplicationServer({ native: this.#native, nodeId: this.nodeId, dir: this.dir }, options);
+    this.#replication = server.hook;
+    return {
+      address: server.address,
+      close: async () => {
+        if (this.#replication === server.hook) this.#replication = null;
+        await server.close();
+      },
+    };
+  }
+
+  /** Replication as this node sees it: its role, seqs and, on a primary, each replica's progress. */
+  replicationStatus(): PrimaryStatus | ReplicaNodeStatus | StandaloneStatus {
+    if (this.#replication !== null) return this.#replication.status();
+    const lastSeq = this.#native.lastSeq;
+    return { role: 'standalone', nodeId: this.nodeId, lastSeq, commitSeq: lastSeq, replicas: [] };
+  }
+
+  /** @internal `openReplica` routes writes through its connection to the primary. */
+  attachReplication(make: (native: NativeStore) => ReplicationHook): ReplicationHook {
+    if (this.#replication !== null) throw new CairnError('CAIRN_ALREADY_EXISTS', 'this store already serves replication or follows a primary');
+    this.#replication = make(this.#native);
+    return this.#replication;
+  }
+
   /** Waits for queued writes, syncs, and records a clean shutdown. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    const replication = this.#replication;
+    this.#replication = null;
+    if (replication) await replication.close();
     for (const t of this.#timers.splice(0)) clearInterval(t);
     const scrub = this.#scrubRun;
     if (scrub) {
@@ -492,16 +548,19 @@ export class Collection {
     this.metric = info.metric;
   }
 
-  async upsert(records: VectorRecord[]): Promise<{ seq: bigint }> {
+  /** `options` overrides the replication server's write concern for this write. */
+  async upsert(records: VectorRecord[], options?: WriteConcern): Promise<{ seq: bigint }> {
+    const concern = parseWriteConcern('options', options);
     const encoded: EncodedOp[] = [];
     encodeUpserts('records', this.name, this.dim, records, encoded);
-    return this.#store.commit(encoded);
+    return this.#store.commit(encoded, concern);
   }
 
-  async delete(ids: string[]): Promise<{ seq: bigint }> {
+  async delete(ids: string[], options?: WriteConcern): Promise<{ seq: bigint }> {
+    const concern = parseWriteConcern('options', options);
     const encoded: EncodedOp[] = [];
     encodeDeletes('ids', this.name, ids, encoded);
-    return this.#store.commit(encoded);
+    return this.#store.commit(encoded, concern);
   }
 
   /** The stored record, checked against its checksum. A record known to be damaged, or whose

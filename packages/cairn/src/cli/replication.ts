@@ -1,0 +1,114 @@
+/** Commands that run a replication node until SIGINT/SIGTERM: serve (primary), replicate (replica). */
+import { readdirSync, readFileSync } from 'node:fs';
+
+import { CairnError } from '../errors.js';
+import { openReplica } from '../replication/replica.js';
+import type { WriteConcernLevel } from '../replication/types.js';
+import { open } from '../store.js';
+import type { Command, CommandArgs } from './command.js';
+import { json } from './output.js';
+
+function need(args: CommandArgs, command: string, name: string): string {
+  const v = args.string(name);
+  if (v === undefined || v === '') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${command} needs --${name}`);
+  return v;
+}
+
+/** The token file's bytes without a trailing newline (so `echo $TOKEN > f` works). */
+function readToken(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  } catch (e) {
+    throw new CairnError('CAIRN_IO', `cannot read --token-file ${file}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** Resolves at the first SIGINT or SIGTERM. */
+function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (s: NodeJS.Signals) => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      resolve(s);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
+}
+
+export const serve: Command = {
+  name: 'serve',
+  help:
+    '  serve DIR --replication HOST:PORT --replicas n2,n3 --token-file F [--node-id ID] [--w local|majority|all]\n' +
+    '                           serve DIR to replicas until SIGINT/SIGTERM (port 0: any free port)\n',
+  options: {
+    replication: { type: 'string' },
+    replicas: { type: 'string' },
+    'token-file': { type: 'string' },
+    'node-id': { type: 'string' },
+    w: { type: 'string' },
+  },
+  async run(args) {
+    const dir = args.positionals[0];
+    if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'serve needs a store directory');
+    let entries: string[];
+    try {
+      entries = readdirSync(dir);
+    } catch {
+      entries = [];
+    }
+    // Only `demo` creates a store from the command line.
+    if (entries.length === 0) throw new CairnError('CAIRN_NOT_FOUND', `serve: ${dir} is not a store (missing or empty)`);
+    const listen = need(args, 'serve', 'replication');
+    const replicas = need(args, 'serve', 'replicas')
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    const token = readToken(need(args, 'serve', 'token-file'));
+    const nodeId = args.string('node-id');
+    const w = args.string('w') as WriteConcernLevel | undefined;
+    const db = await open(dir, nodeId === undefined ? {} : { nodeId });
+    try {
+      const server = await db.serveReplication({ listen, token, replicas, ...(w === undefined ? {} : { writeConcern: { w } }) });
+      console.log(
+        args.json
+          ? json({ serving: server.address, nodeId: db.nodeId, lastSeq: db.lastSeq })
+          : `serving replication of ${db.dir} on ${server.address} (node ${db.nodeId}, seq ${db.lastSeq})`,
+      );
+      const signal = await untilSignal();
+      if (!args.json) console.log(`${signal}: closing`);
+    } finally {
+      await db.close();
+    }
+    return 0;
+  },
+};
+
+export const replicate: Command = {
+  name: 'replicate',
+  help:
+    '  replicate DIR --primary HOST:PORT --token-file F --node-id ID [--forward-writes]\n' +
+    '                           follow a primary into DIR (created if missing or empty) until SIGINT/SIGTERM\n',
+  options: {
+    primary: { type: 'string' },
+    'token-file': { type: 'string' },
+    'node-id': { type: 'string' },
+    'forward-writes': { type: 'boolean', default: false },
+  },
+  async run(args) {
+    const dir = args.positionals[0];
+    if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'replicate needs a store directory');
+    const primary = need(args, 'replicate', 'primary');
+    const token = readToken(need(args, 'replicate', 'token-file'));
+    const nodeId = need(args, 'replicate', 'node-id');
+    const r = await openReplica(dir, { nodeId, primary, token, forwardWrites: args.flag('forward-writes') });
+    try {
+      console.log(args.json ? json({ replicating: primary, nodeId, lastSeq: r.lastSeq }) : `replica ${nodeId} of ${primary} in ${dir} (seq ${r.lastSeq})`);
+      const signal = await untilSignal();
+      if (!args.json) console.log(`${signal}: closing at seq ${r.lastSeq}`);
+    } finally {
+      await r.close();
+    }
+    return 0;
+  },
+};

@@ -1,0 +1,556 @@
+/**
+ * `openReplica()`: a read-only store that follows a primary. It connects, authenticates (and
+ * checks the primary's proof), sends its last durable seq, then applies WAL frames strictly in
+ * order through the engine's `submitReplicated` (which verifies every record again, writes it to
+ * this node's WAL with the primary's seq and time, fsyncs per the sync mode and applies it),
+ * acknowledging received / durable / applied seqs. After a cut it reconnects with a capped
+ * exponential backoff, so at most one attempt per `MAX_BACKOFF_MS` once the primary stays away.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, writeSync } from 'node:fs';
+import { readdir, rename, rm } from 'node:fs/promises';
+import { connect as netConnect, type Socket } from 'node:net';
+import { basename, dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { connect as tlsConnect } from 'node:tls';
+
+import { importSnapshot } from '../archive.js';
+import { CairnError, fromNative, invalidArgument } from '../errors.js';
+import type { NativeStore } from '../native.js';
+import { restore } from '../restore.js';
+import { type Collection, type CollectionInfo, open, type Store, type SyncMode } from '../store.js';
+import { checkToken, newNonce, proof, verifyProof } from './auth.js';
+import { Connection } from './connection.js';
+import { type Frame, FrameType, frameTypeName, protocolError } from './frame.js';
+import {
+  decodeChallenge,
+  decodeForwardResult,
+  decodeHeartbeat,
+  decodeReady,
+  decodeSnapshotBegin,
+  decodeSnapshotData,
+  decodeSnapshotEnd,
+  decodeWal,
+  encodeAck,
+  encodeAuth,
+  encodeForward,
+  encodeHeartbeat,
+  encodeHello,
+  type ForwardResult,
+} from './messages.js';
+import { parseHostPort, parseNodeId, parseTls, type TlsOptions } from './options.js';
+import type { ReplicaNodeStatus, ReplicationHook, WriteConcern } from './types.js';
+
+export interface OpenReplicaOptions {
+  nodeId: string;
+  /** The primary's replication address, 'host:port'. */
+  primary: string;
+  token: string | Buffer;
+  tls?: TlsOptions;
+  /** Send writes to the primary instead of refusing them with CAIRN_NOT_PRIMARY. */
+  forwardWrites?: boolean;
+  sync?: SyncMode;
+  /** The primary's heartbeat period; silence for three of them is a cut (default 1000 ms). */
+  heartbeatMs?: number;
+}
+
+const KEYS = ['nodeId', 'primary', 'token', 'tls', 'forwardWrites', 'sync', 'heartbeatMs'];
+const MIN_BACKOFF_MS = 50;
+export const MAX_BACKOFF_MS = 2000;
+
+/** Open `dir` (creating it if missing or empty) as a replica of `options.primary` and follow it. */
+export async function openReplica(dir: string, options: OpenReplicaOptions): Promise<Replica> {
+  if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
+  for (const k of Object.keys(options)) if (!KEYS.includes(k)) throw invalidArgument(`options.${k} is not a known option`);
+  const nodeId = parseNodeId('options.nodeId', options.nodeId);
+  const primary = parseHostPort('options.primary', options.primary, false);
+  const token = checkToken('options.token', options.token);
+  const tls = parseTls('options.tls', options.tls);
+  if (options.forwardWrites !== undefined && typeof options.forwardWrites !== 'boolean') throw invalidArgument('options.forwardWrites must be a boolean');
+  const heartbeatMs = options.heartbeatMs ?? 1000;
+  if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10 || heartbeatMs > 60_000)
+    throw invalidArgument('options.heartbeatMs must be an integer from 10 to 60000');
+  await finishInterruptedInstall(resolve(dir));
+  const store = await open(dir, { nodeId, replica: true, ...(options.sync ? { sync: options.sync } : {}) });
+  const r = new Replica(store, {
+    nodeId,
+    primary: options.primary,
+    host: primary.host,
+    port: primary.port,
+    token,
+    tls,
+    forward: options.forwardWrites === true,
+    heartbeatMs,
+    sync: options.sync,
+  });
+  r.start();
+  return r;
+}
+
+interface Config {
+  nodeId: string;
+  primary: string;
+  host: string;
+  port: number;
+  token: Buffer;
+  tls: TlsOptions | undefined;
+  forward: boolean;
+  heartbeatMs: number;
+  sync: SyncMode | undefined;
+}
+
+/** A snapshot archive being received (SNAPSHOT_BEGIN .. SNAPSHOT_END). */
+interface IncomingSnapshot {
+  seq: bigint;
+  bytes: bigint;
+  written: bigint;
+  tmp: string;
+  file: string;
+  fd: number;
+  hash: Hash;
+}
+
+type Phase = 'challenge' | 'ready' | 'streaming';
+
+export class Replica {
+  #store: Store;
+  /** The store is being replaced by a snapshot: its close is not the replica's. */
+  #swapping = false;
+  #incoming: IncomingSnapshot | null = null;
+  #snapshotsInstalled = 0;
+  readonly #hook: ReplicationHook;
+  readonly #config: Config;
+  #native!: NativeStore;
+  #conn: Connection | null = null;
+  #phase: Phase = 'challenge';
+  #state: ReplicaNodeStatus['state'] = 'connecting';
+  #closed = false;
+  #received = 0n;
+  #primaryLastSeq = 0n;
+  /** When this replica first fell behind what it had heard of (monotonic); null: caught up. */
+  #behindSince: number | null = null;
+  #lastContact: Date | null = null;
+  #lastContactMono = 0;
+  #lastError: string | null = null;
+  /** Records are submitted in order; a reconnect waits for this to settle first. */
+  #applying: Promise<void> = Promise.resolve();
+  #waiters: Array<{ seq: bigint; resolve: () => void; reject: (e: CairnError) => void }> = [];
+  #forwards = new Map<number, { resolve: (r: ForwardResult) => void; reject: (e: CairnError) => void }>();
+  #nextRequest = 1;
+  #timer: NodeJS.Timeout | null = null;
+  #retry: NodeJS.Timeout | null = null;
+  #backoff = MIN_BACKOFF_MS;
+  #connected: Promise<void>;
+  #markConnected: () => void = () => {};
+
+  /** @internal use `openReplica()`. */
+  constructor(store: Store, config: Config) {
+    this.#store = store;
+    this.#config = config;
+    this.#connected = new Promise((resolve) => (this.#markConnected = resolve));
+    this.#hook = {
+      commit: (payload, concern) => this.#write(payload, concern),
+      status: () => this.replicationStatus(),
+      close: () => (this.#swapping ? Promise.resolve() : this.#shutdown()),
+    };
+    this.#attach(store);
+    this.#received = store.lastSeq;
+  }
+
+  #attach(store: Store): void {
+    this.#store = store;
+    store.attachReplication((native) => {
+      this.#native = native;
+      return this.#hook;
+    });
+  }
+
+  /** The store, read-only: writes reject with CAIRN_NOT_PRIMARY (or are forwarded). A
+   *  snapshot catch-up replaces it (collections taken from the old one are closed then). */
+  get db(): Store {
+    return this.#store;
+  }
+
+  collection(name: string): Collection {
+    return this.#store.collection(name);
+  }
+
+  collections(): CollectionInfo[] {
+    return this.#store.collections();
+  }
+
+  get nodeId(): string {
+    return this.#config.nodeId;
+  }
+
+  get lastSeq(): bigint {
+    return this.#store.lastSeq;
+  }
+
+  /** Resolves once the first connection is authenticated and streaming (for tests and tools). */
+  connected(): Promise<void> {
+    return this.#connected;
+  }
+
+  /** Resolves when this replica has applied `seq` (read-your-writes after a write on the primary). */
+  waitFor(seq: bigint, options: { timeoutMs?: number } = {}): Promise<void> {
+    if (typeof seq !== 'bigint' || seq < 0n) return Promise.reject(invalidArgument('seq must be a non-negative bigint'));
+    if (this.#store.lastSeq >= seq) return Promise.resolve();
+    if (this.#closed) return Promise.reject(new CairnError('CAIRN_CLOSED', 'replica is closed'));
+    return new Promise((resolve, reject) => {
+      const entry = { seq, resolve, reject };
+      this.#waiters.push(entry);
+      if (options.timeoutMs !== undefined) {
+        setTimeout(() => {
+          if (!this.#waiters.includes(entry)) return;
+          this.#waiters = this.#waiters.filter((w) => w !== entry);
+          reject(
+            new CairnError(
+              'CAIRN_REPLICATION_TIMEOUT',
+              `replica '${this.#config.nodeId}' had not applied seq ${seq} after ${options.timeoutMs} ms (applied: ${this.#store.lastSeq})`,
+            ),
+          );
+        }, options.timeoutMs).unref();
+      }
+    });
+  }
+
+  replicationStatus(): ReplicaNodeStatus {
+    const applied = this.#store.lastSeq;
+    const lagRecords = this.#primaryLastSeq > applied ? this.#primaryLastSeq - applied : 0n;
+    return {
+      role: 'replica',
+      nodeId: this.#config.nodeId,
+      primary: this.#config.primary,
+      state: this.#state,
+      receivedSeq: this.#received,
+      durableSeq: applied,
+      appliedSeq: applied,
+      lagRecords,
+      lagMs: lagRecords === 0n || this.#behindSince === null ? 0 : Math.round(performance.now() - this.#behindSince),
+      lastContact: this.#lastContact,
+      lastError: this.#lastError,
+      snapshotsInstalled: this.#snapshotsInstalled,
+    };
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#applying;
+    await this.#store.close();
+  }
+
+  /** @internal */
+  start(): void {
+    this.#connect();
+    this.#timer = setInterval(() => this.#tick(), this.#config.heartbeatMs);
+    this.#timer.unref();
+  }
+
+  #connect(): void {
+    if (this.#closed) return;
+    this.#state = this.#state === 'connecting' ? 'connecting' : 'disconnected';
+    const { host, port, tls } = this.#config;
+    const socket: Socket = tls ? tlsConnect({ host, port, ...tls, ...(tls.ca ? {} : { rejectUnauthorized: false }) }) : netConnect({ host, port });
+    const conn = new Connection(socket);
+    this.#conn = conn;
+    this.#phase = 'challenge';
+    this.#lastContactMono = performance.now();
+    const nonce = newNonce();
+    conn.onFrame((f) => this.#frame(conn, f, nonce));
+    conn.onClose((e) => this.#disconnected(conn, e));
+    socket.once(tls ? 'secureConnect' : 'connect', () => conn.send(FrameType.HELLO, encodeHello({ nodeId: this.#config.nodeId, nonce })));
+  }
+
+  #frame(conn: Connection, f: Frame, nonce: Buffer): void {
+    this.#lastContact = new Date();
+    this.#lastContactMono = performance.now();
+    switch (this.#phase) {
+      case 'challenge': {
+        if (f.type !== FrameType.CHALLENGE) throw protocolError(`expected CHALLENGE, got ${frameTypeName(f.type)}`);
+        const c = decodeChallenge(f.payload);
+        const h = { replicaNonce: nonce, primaryNonce: c.nonce, replicaId: this.#config.nodeId, primaryId: c.nodeId };
+        if (!verifyProof(this.#config.token, 'primary', h, c.proof)) {
+          throw protocolError(`primary ${this.#config.primary} ('${c.nodeId}') failed authentication: its proof does not match the shared token`);
+        }
+        conn.send(FrameType.AUTH, encodeAuth({ proof: proof(this.#config.token, 'replica', h), lastSeq: this.#store.lastSeq }));
+        this.#phase = 'ready';
+        return;
+      }
+      case 'ready': {
+        if (f.type !== FrameType.READY) throw protocolError(`expected READY, got ${frameTypeName(f.type)}`);
+        this.#heard(decodeReady(f.payload).primaryLastSeq);
+        this.#phase = 'streaming';
+        this.#state = this.#primaryLastSeq > this.#store.lastSeq ? 'catching-up' : 'streaming';
+        this.#backoff = MIN_BACKOFF_MS;
+        this.#lastError = null;
+        this.#received = this.#store.lastSeq;
+        this.#markConnected();
+        return;
+      }
+      case 'streaming':
+        switch (f.type) {
+          case FrameType.WAL: {
+            const m = decodeWal(f.payload);
+            if (m.firstSeq !== this.#received + 1n) {
+              throw new CairnError(
+                'CAIRN_SEQUENCE_GAP',
+                `WAL frame from the primary starts at seq ${m.firstSeq}, expected ${this.#received + 1n}; nothing of it was applied`,
+              );
+            }
+            this.#received = m.lastSeq;
+            this.#heard(m.lastSeq);
+            this.#ack(conn);
+            const records = Buffer.from(m.records);
+            this.#applying = this.#applying.then(async () => {
+              if (conn.closed) return;
+              try {
+                await this.#native.submitReplicated(records);
+              } catch (e) {
+                const err = fromNative(e);
+                conn.fail(new CairnError(err.code, `replica '${this.#config.nodeId}' refused records ${m.firstSeq}..${m.lastSeq}: ${err.message}`));
+                return;
+              }
+              this.#appliedNow();
+              this.#ack(conn);
+            });
+            return;
+          }
+          case FrameType.SNAPSHOT_BEGIN: {
+            const b = decodeSnapshotBegin(f.payload);
+            this.#dropIncoming();
+            const tmp = mkdtempSync(join(dirname(this.#store.dir), `.${basename(this.#store.dir)}.snapshot-`));
+            const file = join(tmp, 'snapshot.cairnarc');
+            this.#incoming = { seq: b.seq, bytes: b.bytes, written: 0n, tmp, file, fd: openSync(file, 'w'), hash: createHash('sha256') };
+            this.#state = 'snapshotting';
+            this.#heard(b.seq);
+            return;
+          }
+          case FrameType.SNAPSHOT_DATA: {
+            const d = decodeSnapshotData(f.payload);
+            const inc = this.#incoming;
+            if (!inc) throw protocolError('SNAPSHOT_DATA without SNAPSHOT_BEGIN');
+            if (d.offset !== inc.written || inc.written + BigInt(d.bytes.length) > inc.bytes) {
+              throw protocolError(
+                `SNAPSHOT_DATA at offset ${d.offset} of ${d.bytes.length} bytes does not continue the ${inc.bytes}-byte archive at ${inc.written}`,
+              );
+            }
+            writeSync(inc.fd, d.bytes);
+            inc.hash.update(d.bytes);
+            inc.written += BigInt(d.bytes.length);
+            return;
+          }
+          case FrameType.SNAPSHOT_END: {
+            const e = decodeSnapshotEnd(f.payload);
+            const inc = this.#incoming;
+            if (!inc) throw protocolError('SNAPSHOT_END without SNAPSHOT_BEGIN');
+            if (inc.written !== inc.bytes) throw protocolError(`snapshot archive ended at ${inc.written} of ${inc.bytes} bytes`);
+            if (!inc.hash.digest().equals(e.sha256))
+              throw new CairnError('CAIRN_CORRUPTION', 'snapshot archive from the primary failed its SHA-256; nothing was installed');
+            fsyncSync(inc.fd);
+            closeSync(inc.fd);
+            this.#incoming = null;
+            // Installed between connections: this one ends, the next announces the snapshot's seq.
+            this.#applying = this.#applying.then(() => this.#install(inc));
+            conn.close();
+            return;
+          }
+          case FrameType.HEARTBEAT:
+            this.#heard(decodeHeartbeat(f.payload).lastSeq);
+            this.#ack(conn);
+            return;
+          case FrameType.FORWARD_RESULT: {
+            const r = decodeForwardResult(f.payload);
+            const pending = this.#forwards.get(r.requestId);
+            if (!pending) throw protocolError(`FORWARD_RESULT for unknown request ${r.requestId}`);
+            this.#forwards.delete(r.requestId);
+            pending.resolve(r);
+            return;
+          }
+          default:
+            throw protocolError(`unexpected ${frameTypeName(f.type)} frame from the primary`);
+        }
+    }
+  }
+
+  #heard(primarySeq: bigint): void {
+    if (primarySeq > this.#primaryLastSeq) this.#primaryLastSeq = primarySeq;
+    if (this.#primaryLastSeq > this.#store.lastSeq && this.#behindSince === null) this.#behindSince = performance.now();
+  }
+
+  #appliedNow(): void {
+    const applied = this.#store.lastSeq;
+    if (applied >= this.#primaryLastSeq) {
+      this.#behindSince = null;
+      this.#state = 'streaming';
+    }
+    const ready = this.#waiters.filter((w) => w.seq <= applied);
+    if (ready.length > 0) {
+      this.#waiters = this.#waiters.filter((w) => w.seq > applied);
+      for (const w of ready) w.resolve();
+    }
+  }
+
+  #ack(conn: Connection): void {
+    const applied = this.#store.lastSeq;
+    conn.send(FrameType.ACK, encodeAck({ receivedSeq: this.#received, durableSeq: applied, appliedSeq: applied }));
+  }
+
+  #dropIncoming(): void {
+    const inc = this.#incoming;
+    if (!inc) return;
+    this.#incoming = null;
+    try {
+      closeSync(inc.fd);
+    } catch {
+      // already closed
+    }
+    void rm(inc.tmp, { recursive: true, force: true });
+  }
+
+  /**
+   * Replace this replica's store with a verified snapshot: import checks the archive's SHA-256
+   * and every file's xxh3, restore builds a store from it beside ours, and then a rename
+   * swaps it in. A crash before the rename leaves the old store; after, the new one.
+   */
+  async #install(inc: IncomingSnapshot): Promise<void> {
+    const dir = this.#store.dir;
+    const old = join(inc.tmp, 'old');
+    this.#state = 'snapshotting';
+    this.#swapping = true;
+    try {
+      await this.#store.close();
+      const imported = join(inc.tmp, 'import');
+      const target = join(inc.tmp, 'store');
+      await importSnapshot({ file: inc.file, dir: imported });
+      await restore({ source: imported, target });
+      await rename(dir, old);
+      await rename(target, dir);
+      fsyncDir(dirname(dir));
+      this.#snapshotsInstalled++;
+    } catch (e) {
+      const err = e instanceof CairnError ? e : new CairnError('CAIRN_IO', String(e));
+      this.#lastError = `${err.code}: installing the snapshot at seq ${inc.seq} failed: ${err.message}`;
+      // Put the old store back if the swap stopped halfway.
+      if (!existsSync(dir) && existsSync(old)) await rename(old, dir);
+    } finally {
+      this.#swapping = false;
+      this.#attach(await open(dir, { nodeId: this.#config.nodeId, replica: true, ...(this.#config.sync ? { sync: this.#config.sync } : {}) }));
+      await rm(inc.tmp, { recursive: true, force: true });
+    }
+    this.#received = this.#store.lastSeq;
+    this.#appliedNow();
+  }
+
+  #disconnected(conn: Connection, e: CairnError | null): void {
+    if (this.#conn !== conn) return;
+    this.#conn = null;
+    this.#dropIncoming();
+    if (e) this.#lastError = `${e.code}: ${e.message}`;
+    for (const [, p] of this.#forwards) {
+      p.reject(
+        new CairnError(
+          'CAIRN_DISCONNECTED',
+          `connection to primary ${this.#config.primary} was lost before it answered a forwarded write; the write may still commit`,
+        ),
+      );
+    }
+    this.#forwards.clear();
+    if (this.#closed) return;
+    this.#state = 'disconnected';
+    const delay = this.#backoff;
+    this.#backoff = Math.min(this.#backoff * 2, MAX_BACKOFF_MS);
+    // Reconnect only after every submitted record settled, so the seq sent in AUTH is final.
+    void this.#applying.then(() => {
+      if (this.#closed) return;
+      this.#retry = setTimeout(() => this.#connect(), delay);
+    });
+  }
+
+  #tick(): void {
+    const conn = this.#conn;
+    if (!conn || this.#phase !== 'streaming') {
+      if (conn && performance.now() - this.#lastContactMono > 3 * this.#config.heartbeatMs) {
+        conn.fail(new CairnError('CAIRN_DISCONNECTED', `primary ${this.#config.primary} did not complete the handshake in time`));
+      }
+      return;
+    }
+    if (performance.now() - this.#lastContactMono > 3 * this.#config.heartbeatMs) {
+      conn.fail(
+        new CairnError('CAIRN_DISCONNECTED', `primary ${this.#config.primary} sent nothing for ${Math.round(performance.now() - this.#lastContactMono)} ms`),
+      );
+      return;
+    }
+    conn.send(FrameType.HEARTBEAT, encodeHeartbeat({ lastSeq: this.#store.lastSeq, wallMs: BigInt(Date.now()) }));
+  }
+
+  async #write(payload: Buffer, concern: WriteConcern): Promise<bigint> {
+    if (!this.#config.forward) {
+      throw new CairnError('CAIRN_NOT_PRIMARY', `node '${this.#config.nodeId}' is a replica; write to the primary at ${this.#config.primary}`);
+    }
+    const conn = this.#conn;
+    if (!conn || this.#phase !== 'streaming') {
+      throw new CairnError(
+        'CAIRN_NOT_PRIMARY',
+        `node '${this.#config.nodeId}' is a replica and is not connected to its primary at ${this.#config.primary}, so it cannot forward this write`,
+      );
+    }
+    const requestId = this.#nextRequest;
+    this.#nextRequest = (this.#nextRequest % 0xffff_ffff) + 1;
+    const result = await new Promise<ForwardResult>((resolve, reject) => {
+      this.#forwards.set(requestId, { resolve, reject });
+      conn.send(FrameType.FORWARD, encodeForward({ requestId, w: concern.w ?? 'default', timeoutMs: concern.timeoutMs ?? 0, batch: payload }));
+    });
+    if (!result.ok) {
+      const e = new CairnError(result.code, `primary ${this.#config.primary} refused the forwarded write: ${result.message}`);
+      if (result.seq > 0n) Object.assign(e, { seq: result.seq });
+      throw e;
+    }
+    await this.waitFor(result.seq);
+    return result.seq;
+  }
+
+  async #shutdown(): Promise<void> {
+    this.#closed = true;
+    this.#state = 'closed';
+    if (this.#timer) clearInterval(this.#timer);
+    if (this.#retry) clearTimeout(this.#retry);
+    this.#conn?.close();
+    await this.#applying;
+    for (const w of this.#waiters.splice(0)) w.reject(new CairnError('CAIRN_CLOSED', `replica '${this.#config.nodeId}' closed before it applied seq ${w.seq}`));
+  }
+}
+
+/** durability: a rename is durable once its directory is fsynced. */
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * A snapshot install killed midway leaves `.<name>.snapshot-*` beside the store. If it died
+ * between its two renames (the store directory is missing), the old store goes back in place;
+ * the primary sends a snapshot again if one is still needed. Then the leftovers are removed.
+ */
+async function finishInterruptedInstall(dir: string): Promise<void> {
+  const parent = dirname(dir);
+  const prefix = `.${basename(dir)}.snapshot-`;
+  let names: string[];
+  try {
+    names = (await readdir(parent)).filter((n) => n.startsWith(prefix));
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const old = join(parent, n, 'old');
+    if (!existsSync(dir) && existsSync(old)) {
+      await rename(old, dir);
+      fsyncDir(parent);
+    }
+    await rm(join(parent, n), { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,276 @@
+/**
+ * `db.serveReplication()`: the primary's listener, its replica sessions, the write concern of
+ * every commit, and the status of each configured replica. Commits go through the hook this
+ * returns, so each one wakes the sessions (no polling) and waits for its write concern.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { createServer as createTlsServer } from 'node:tls';
+
+import { CairnError, fromNative, invalidArgument } from '../errors.js';
+import { checkToken } from './auth.js';
+import { Connection } from './connection.js';
+import type { Ack, Forward } from './messages.js';
+import { parseHostPort, parseNodeId, parseTls, type TlsOptions } from './options.js';
+import { Session, type SessionHost } from './session.js';
+import { Signal } from './signal.js';
+import type { PrimaryStatus, RejectedConnection, ReplicaStatus, ReplicationHook, ReplicationHost, WriteConcern } from './types.js';
+import { parseWriteConcern, WriteConcernTracker } from './write-concern.js';
+
+export interface ServeReplicationOptions {
+  /** 'host:port' to listen on; port 0 lets the OS choose (see `address`). */
+  listen: string;
+  /** Shared secret of at least 32 bytes; it never travels (challenge-response HMAC-SHA256). */
+  token: string | Buffer;
+  /** Node ids of the replicas that vote besides this node. Others are refused. */
+  replicas: string[];
+  /** Default write concern of every write (default `{ w: 'local', timeoutMs: 10000 }`). */
+  writeConcern?: WriteConcern;
+  /** Serve over TLS; with `ca`, replicas must present a certificate it signed. */
+  tls?: TlsOptions;
+  /** Heartbeat period; a replica silent for three periods is dropped (default 1000 ms). */
+  heartbeatMs?: number;
+  /** A replica that connects more than this many records behind gets a snapshot instead of
+   *  the WAL (default: only when retention pruned the WAL it needs). */
+  snapshotLagRecords?: number;
+}
+
+export interface ReplicationServer {
+  /** The address actually listened on, 'host:port'. */
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+const KEYS = ['listen', 'token', 'replicas', 'writeConcern', 'tls', 'heartbeatMs', 'snapshotLagRecords'];
+/** Commit times kept for `lagMs`. */
+const MAX_COMMIT_TIMES = 1 << 16;
+/** Refused connections kept for `replicationStatus().rejected`. */
+const MAX_REJECTED = 16;
+
+interface ReplicaEntry {
+  status: ReplicaStatus;
+  session: Session | null;
+  lastContactMono: number;
+}
+
+/** @internal called by `Store.serveReplication`. */
+export async function startReplicationServer(host: ReplicationHost, options: ServeReplicationOptions): Promise<ReplicationServer & { hook: ReplicationHook }> {
+  if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
+  for (const k of Object.keys(options)) if (!KEYS.includes(k)) throw invalidArgument(`options.${k} is not a known option`);
+  const listen = parseHostPort('options.listen', options.listen, true);
+  const token = checkToken('options.token', options.token);
+  if (!Array.isArray(options.replicas)) throw invalidArgument('options.replicas must be an array of node ids');
+  const replicas = options.replicas.map((r, i) => parseNodeId(`options.replicas[${i}]`, r));
+  if (new Set(replicas).size !== replicas.length) throw invalidArgument('options.replicas must not name a node twice');
+  if (replicas.includes(host.nodeId)) throw invalidArgument(`options.replicas must not name this node ('${host.nodeId}')`);
+  const concern = parseWriteConcern('options.writeConcern', options.writeConcern);
+  const tls = parseTls('options.tls', options.tls);
+  const heartbeatMs = options.heartbeatMs ?? 1000;
+  if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10 || heartbeatMs > 60_000)
+    throw invalidArgument('options.heartbeatMs must be an integer from 10 to 60000');
+  const lag = options.snapshotLagRecords;
+  if (lag !== undefined && (!Number.isSafeInteger(lag) || lag < 1)) throw invalidArgument('options.snapshotLagRecords must be a positive integer');
+  const primary = new Primary(host, token, replicas, concern, heartbeatMs, lag ?? null);
+  await primary.listen(listen.host, listen.port, tls);
+  return primary;
+}
+
+class Primary implements SessionHost, ReplicationServer {
+  readonly nodeId: string;
+  readonly token: Buffer;
+  readonly native: ReplicationHost['native'];
+  readonly dir: string;
+  readonly heartbeatMs: number;
+  readonly snapshotLagRecords: number | null;
+  readonly commits = new Signal();
+  readonly #tracker: WriteConcernTracker;
+  readonly #replicas = new Map<string, ReplicaEntry>();
+  readonly #sessions = new Set<Session>();
+  readonly #rejected: RejectedConnection[] = [];
+  /** [seq, performance.now()] of recent commits, oldest first. */
+  #commitTimes: Array<[bigint, number]> = [];
+  readonly #startedMono = performance.now();
+  readonly #seqAtStart: bigint;
+  #server: Server | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  #closed = false;
+  address = '';
+  readonly hook: ReplicationHook;
+
+  constructor(host: ReplicationHost, token: Buffer, replicas: string[], concern: WriteConcern, heartbeatMs: number, snapshotLagRecords: number | null) {
+    this.snapshotLagRecords = snapshotLagRecords;
+    this.#seqAtStart = host.native.lastSeq;
+    this.nodeId = host.nodeId;
+    this.native = host.native;
+    this.dir = host.dir;
+    this.token = token;
+    this.heartbeatMs = heartbeatMs;
+    this.#tracker = new WriteConcernTracker(host.nodeId, replicas, concern);
+    for (const id of replicas) {
+      this.#replicas.set(id, {
+        session: null,
+        lastContactMono: 0,
+        status: {
+          nodeId: id,
+          address: null,
+          state: 'disconnected',
+          receivedSeq: 0n,
+          durableSeq: 0n,
+          appliedSeq: 0n,
+          lagRecords: 0n,
+          lagMs: 0,
+          lastContact: null,
+          lastError: null,
+          inFlightBytes: 0,
+        },
+      });
+    }
+    this.hook = {
+      commit: (payload, c) => this.#commit(payload, c),
+      status: () => this.status(),
+      close: () => this.close(),
+    };
+  }
+
+  async listen(hostname: string, port: number, tls: TlsOptions | undefined): Promise<void> {
+    const onSocket = (socket: Socket) => {
+      if (this.#closed) {
+        socket.destroy();
+        return;
+      }
+      const s = new Session(new Connection(socket), this);
+      this.#sessions.add(s);
+    };
+    const server = tls
+      ? createTlsServer({ ...tls, requestCert: tls.ca !== undefined, rejectUnauthorized: tls.ca !== undefined }, onSocket)
+      : createServer(onSocket);
+    this.#server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e) => reject(new CairnError('CAIRN_IO', `replication cannot listen on ${hostname}:${port}: ${e.message}`, { cause: e })));
+      server.listen(port, hostname, () => resolve());
+    });
+    const a = server.address();
+    this.address = a && typeof a === 'object' ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : `${hostname}:${port}`;
+    this.#timer = setInterval(() => this.#checkLiveness(), this.heartbeatMs);
+    this.#timer.unref();
+  }
+
+  async #commit(payload: Buffer, concern: WriteConcern): Promise<bigint> {
+    let seq: bigint;
+    try {
+      seq = await this.native.commit(payload);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    this.#commitTimes.push([seq, performance.now()]);
+    if (this.#commitTimes.length > MAX_COMMIT_TIMES) this.#commitTimes.splice(0, this.#commitTimes.length - MAX_COMMIT_TIMES);
+    this.commits.notify();
+    await this.#tracker.wait(seq, concern, this.native.lastSeq);
+    return seq;
+  }
+
+  admit(nodeId: string): void {
+    if (!this.#replicas.has(nodeId)) {
+      throw new CairnError(
+        'CAIRN_REPLICATION_PROTOCOL',
+        `node '${nodeId}' is not one of this primary's configured replicas (${[...this.#replicas.keys()].join(', ')})`,
+      );
+    }
+  }
+
+  started(s: Session): void {
+    const entry = this.#replicas.get(s.nodeId) as ReplicaEntry;
+    // One connection per replica: a newer one (it reconnected) replaces the older.
+    if (entry.session && entry.session !== s)
+      entry.session.conn.fail(new CairnError('CAIRN_DISCONNECTED', `replica '${s.nodeId}' connected again from ${s.conn.remote}`));
+    entry.session = s;
+    entry.status.address = s.conn.remote;
+    entry.status.lastError = null;
+  }
+
+  contact(s: Session): void {
+    const entry = this.#replicas.get(s.nodeId);
+    if (!entry || (entry.session !== s && entry.session !== null)) return;
+    entry.lastContactMono = performance.now();
+    entry.status.lastContact = new Date();
+  }
+
+  acked(s: Session, ack: Ack): void {
+    const entry = this.#replicas.get(s.nodeId);
+    if (!entry || entry.session !== s) return;
+    entry.status.receivedSeq = ack.receivedSeq;
+    entry.status.durableSeq = ack.durableSeq;
+    entry.status.appliedSeq = ack.appliedSeq;
+    this.#tracker.durable(s.nodeId, ack.durableSeq, this.native.lastSeq);
+    this.#pruneCommitTimes();
+  }
+
+  ended(s: Session, e: CairnError | null): void {
+    this.#sessions.delete(s);
+    if (e && e.code !== 'CAIRN_DISCONNECTED' && !s.streaming) {
+      this.#rejected.push({ address: s.conn.remote, nodeId: s.nodeId || null, error: `${e.code}: ${e.message}`, at: new Date() });
+      if (this.#rejected.length > MAX_REJECTED) this.#rejected.shift();
+    }
+    const entry = this.#replicas.get(s.nodeId);
+    if (!entry || (entry.session !== s && entry.session !== null)) return;
+    if (entry.session === s) entry.session = null;
+    if (e) entry.status.lastError = `${e.code}: ${e.message}`;
+  }
+
+  forward(f: Forward): Promise<bigint> {
+    return this.#commit(
+      f.batch,
+      f.w === 'default' ? (f.timeoutMs > 0 ? { timeoutMs: f.timeoutMs } : {}) : { w: f.w, ...(f.timeoutMs > 0 ? { timeoutMs: f.timeoutMs } : {}) },
+    );
+  }
+
+  #checkLiveness(): void {
+    const now = performance.now();
+    for (const entry of this.#replicas.values()) {
+      if (entry.session && now - entry.lastContactMono > 3 * this.heartbeatMs) {
+        entry.session.conn.fail(
+          new CairnError('CAIRN_DISCONNECTED', `replica '${entry.status.nodeId}' sent nothing for ${Math.round(now - entry.lastContactMono)} ms`),
+        );
+      }
+    }
+    this.commits.notify();
+  }
+
+  #pruneCommitTimes(): void {
+    let min = this.native.lastSeq;
+    for (const e of this.#replicas.values()) if (e.status.appliedSeq < min) min = e.status.appliedSeq;
+    let drop = 0;
+    while (drop < this.#commitTimes.length && (this.#commitTimes[drop] as [bigint, number])[0] <= min) drop++;
+    if (drop > 0) this.#commitTimes.splice(0, drop);
+  }
+
+  status(): PrimaryStatus {
+    const lastSeq = this.native.lastSeq;
+    const now = performance.now();
+    const replicas = [...this.#replicas.values()].map((e) => {
+      const s = { ...e.status };
+      s.inFlightBytes = e.session?.inFlightBytes ?? 0;
+      s.state = e.session === null ? 'disconnected' : e.session.snapshotting ? 'snapshotting' : e.session.nextSeq - 1n < lastSeq ? 'catching-up' : 'streaming';
+      s.lagRecords = lastSeq > s.appliedSeq ? lastSeq - s.appliedSeq : 0n;
+      if (s.lagRecords === 0n) s.lagMs = 0;
+      else {
+        // The oldest commit the replica lacks: recorded here, or from before this server started,
+        // or committed so recently that its promise has not resolved yet (lag ~0).
+        const first = this.#commitTimes.find(([seq]) => seq > s.appliedSeq);
+        s.lagMs = first ? Math.round(now - first[1]) : s.appliedSeq < this.#seqAtStart ? Math.round(now - this.#startedMono) : 0;
+      }
+      return s;
+    });
+    return { role: 'primary', nodeId: this.nodeId, lastSeq, commitSeq: this.#tracker.commitSeq(lastSeq), replicas, rejected: [...this.#rejected] };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    this.#tracker.abandon();
+    for (const s of this.#sessions) s.conn.fail(new CairnError('CAIRN_DISCONNECTED', `primary '${this.nodeId}' is shutting down its replication server`));
+    const server = this.#server;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
