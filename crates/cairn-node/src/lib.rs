@@ -11,6 +11,7 @@
 //! - `scrub.rs`: scan controls and file verification; `repair.rs`: install, rebuild, quarantine
 //! - `manifest.rs`, `wal_segment.rs`, `quarantine_note.rs`: on-disk formats, decoded here so
 //!   that TypeScript never parses them (snapshot manifests: `snapshot.rs`)
+//! - `stats.rs`: the engine's counters and histograms, for metrics
 //! - `layout.rs`: the names of a store's files; `bytes.rs`: checksum and shuffle helpers
 //! - `errors.rs`: the error mapping; `task.rs`: the async task every promise runs on
 
@@ -29,6 +30,7 @@ mod repair;
 mod restore;
 mod scrub;
 mod snapshot;
+mod stats;
 mod store;
 mod task;
 mod wal_segment;

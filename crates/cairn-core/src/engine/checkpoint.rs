@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{poison, retention, Engine, Request, Shared};
 use crate::batch::CollectionSpec;
@@ -161,6 +162,7 @@ impl Engine {
     }
 
     fn checkpoint_locked(&self) -> Result<u64> {
+        let started = Instant::now();
         let (tx, rx) = std::sync::mpsc::channel();
         {
             let mut q = lock(&self.shared.queue);
@@ -173,6 +175,9 @@ impl Engine {
         let capture = rx.recv().unwrap_or(Err(Error::Closed))?;
         let seq = capture.seq;
         let result = self.write_checkpoint(capture);
+        if result.is_ok() {
+            self.shared.metrics.checkpoint.observe_duration(started.elapsed());
+        }
         if let Err(e) = &result {
             // The capture cleared the dirty sets, so a later checkpoint could miss rows.
             poison(&self.shared, &format!("checkpoint failed: {e}"));

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::{checkpoint, notify_seq, poison, CommitCallback, Request, Shared, SyncMode};
 use crate::batch::{self, Op};
@@ -234,10 +235,13 @@ impl CommitThread {
             }
             return;
         }
+        let written = buf.len() as u64;
         if failure.is_none() && !buf.is_empty() {
             let mut r = self.writer.append(&buf);
             if r.is_ok() && self.shared.opts.sync != SyncMode::None {
+                let started = Instant::now();
                 r = self.writer.sync();
+                self.shared.metrics.fsync.observe_duration(started.elapsed());
             }
             failure = r.err();
         }
@@ -253,6 +257,12 @@ impl CommitThread {
             }
             return;
         }
+        let m = &self.shared.metrics;
+        let commits = accepted.iter().filter(|a| a.ops.is_some()).count() as u64;
+        m.commits.add(commits);
+        m.records.add(accepted.iter().filter_map(|a| a.ops.as_ref()).map(|ops| ops.len() as u64).sum());
+        m.wal_bytes.add(written);
+        m.group_size.observe_count(commits);
         let mut dones = Vec::with_capacity(accepted.len());
         let touched = {
             let mut st = write(&self.shared.state);

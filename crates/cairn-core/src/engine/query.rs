@@ -2,6 +2,8 @@
 //! against its checksum: a damaged in-memory copy is reported (CAIRN_CORRUPTION for `get`, a
 //! skipped record for a query) and never served.
 
+use std::time::Instant;
+
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::index::IndexStats;
@@ -121,12 +123,13 @@ impl Engine {
         }
         // Every returned row is checked against its checksum; one that fails is skipped and
         // reported, and the search runs again for one more candidate in its place.
+        let started = Instant::now();
         let mut failed: Vec<String> = Vec::new();
         loop {
             let want = k + failed.len();
-            let hits: Vec<Hit> = match ef {
+            let (hits, graph): (Vec<Hit>, bool) = match ef {
                 Some(ef) => c.search(query, want, ef.max(want), filter),
-                None => c.exact_search(query, want, filter, |_| true),
+                None => (c.exact_search(query, want, filter, |_| true), false),
             };
             let mut newly_failed = false;
             let mut out = Vec::with_capacity(k);
@@ -150,6 +153,8 @@ impl Engine {
             let mut skipped = c.unreadable_skips(MAX_SKIPS_REPORTED);
             skipped
                 .extend(failed.iter().map(|id| SkippedRecord { id: id.clone(), reason: "in-memory copy fails its checksum".to_string() }));
+            let m = &self.shared.metrics;
+            if graph { &m.query_graph } else { &m.query_exact }.observe_duration(started.elapsed());
             return Ok(QueryOutput { hits: out, skipped });
         }
     }
