@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { type EncodedOp, encodeBatch, type Metric } from './encode.js';
 import { CairnError, fromNative, invalidArgument, native, nativeSync } from './errors.js';
 import { type NativeStore, nativeModule } from './native.js';
+import { type HealthReport, type HttpServer, type ServeHttpOptions, StoreOps, type StoreStatus } from './ops/index.js';
 import { listSnapshots, pruneSnapshots, type RecoverableRange, recoverableRange, type SnapshotInfo, toSnapshotInfo } from './restore.js';
 import { type ParsedScrubOptions, parseScrubOptions, runScrub, type ScrubOptions, type ScrubReport } from './scrub/index.js';
 import {
@@ -230,6 +231,8 @@ export class Store extends EventEmitter {
   #scrubRun: { abort: AbortController; done: Promise<void> } | null = null;
   /** What recovery found when this store was opened. */
   readonly recoveryReport: RecoveryReport;
+  /** Metrics, status, health and HTTP: created on first use (see `ops/`). */
+  #ops: StoreOps | null = null;
 
   /** @internal use `open()`. */
   constructor(dir: string, handle: NativeStore, sync: SyncMode) {
@@ -397,7 +400,44 @@ export class Store extends EventEmitter {
    */
   async scrub(options: ScrubOptions = {}): Promise<ScrubReport> {
     this.#checkOpen();
-    return runScrub({ dir: this.dir, native: this.#native }, parseScrubOptions(options));
+    const report = await runScrub({ dir: this.dir, native: this.#native }, parseScrubOptions(options));
+    this.#opsLayer().recordScrub(report);
+    return report;
+  }
+
+  #opsLayer(): StoreOps {
+    this.#ops ??= new StoreOps(this, () => this.#native.stats(), this.recoveryReport.unreadableRecords.length);
+    return this.#ops;
+  }
+
+  /** The Prometheus text exposition of this store's metrics (its own prom-client registry). */
+  async metrics(): Promise<string> {
+    this.#checkOpen();
+    return this.#opsLayer().metrics();
+  }
+
+  /** 200-style health: ok, or the reasons the store is not (poisoned, unrepaired damage, fenced
+   *  or disconnected replica). */
+  async health(): Promise<HealthReport> {
+    this.#checkOpen();
+    return this.#opsLayer().health();
+  }
+
+  /** What `/status` serves: collections, seq, recoverable range, snapshots, scrubs, backups,
+   *  replication, engine counters. */
+  async status(): Promise<StoreStatus> {
+    this.#checkOpen();
+    return this.#opsLayer().status();
+  }
+
+  /**
+   * Serve `/metrics`, `/health`, `/status` and a dashboard at `/` over HTTP. Loopback by
+   * default (`127.0.0.1:9464`); any other address needs `token` (sent as a bearer token).
+   * Closed by `close()` of the server or of the store.
+   */
+  async serveHttp(options: ServeHttpOptions = {}): Promise<HttpServer> {
+    this.#checkOpen();
+    return this.#opsLayer().serveHttp(options);
   }
 
   /** @internal started by `open` with `options.scrub`. */
@@ -415,6 +455,7 @@ export class Store extends EventEmitter {
       };
       try {
         const report = await run;
+        if (!this.#closed) this.#opsLayer().recordScrub(report);
         if (!this.#closed) this.emit('scrub', report);
       } catch (e) {
         if (!this.#closed) this.emit('scrub-error', e);
@@ -430,6 +471,7 @@ export class Store extends EventEmitter {
     if (this.#closed) return;
     this.#closed = true;
     for (const t of this.#timers.splice(0)) clearInterval(t);
+    await this.#ops?.close();
     const scrub = this.#scrubRun;
     if (scrub) {
       scrub.abort.abort();
