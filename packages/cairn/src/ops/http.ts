@@ -95,7 +95,11 @@ export async function startHttpServer(options: unknown, routes: HttpRoutes): Pro
     try {
       if (req.method !== 'GET' && !head) return error(res, 405, 'METHOD_NOT_ALLOWED', `${req.method} is not allowed; use GET`, false, { allow: 'GET, HEAD' });
       const length = Number(req.headers['content-length'] ?? 0);
-      if (length > 0 || req.headers['transfer-encoding'] !== undefined) return error(res, 413, 'BODY_NOT_ACCEPTED', 'requests must not carry a body', head);
+      if (length > 0 || req.headers['transfer-encoding'] !== undefined) {
+        // Read nothing of it: answer once it has been discarded, then drop the connection.
+        req.resume();
+        return req.once('end', () => error(res, 413, 'BODY_NOT_ACCEPTED', 'requests must not carry a body', head, { connection: 'close' }));
+      }
       const path = new URL(req.url ?? '/', 'http://x').pathname;
       if (path === '/')
         return send(res, 200, 'text/html; charset=utf-8', dashboardHtml(), head, {
