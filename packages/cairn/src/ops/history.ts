@@ -12,8 +12,8 @@ import { type ScrubRecord, scrubRecord } from './types.js';
 /** Scrubs kept. */
 const SCRUBS_KEPT = 50;
 /** Samples kept: 10 minutes at the default interval. */
-const SAMPLES_KEPT = 120;
-export const SAMPLE_INTERVAL_MS = 5_000;
+const SAMPLES_KEPT = 300;
+export const SAMPLE_INTERVAL_MS = 2_000;
 
 /** Engine counters at one instant; rates come from the difference of two samples. */
 export interface Sample {

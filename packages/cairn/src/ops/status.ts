@@ -94,8 +94,11 @@ export async function storeStatus(inputs: HealthInputs & { engine: NativeEngineS
       indexPending: engine.indexPending,
       graphNodes: engine.graphNodes,
     },
-    /** Engine counters sampled every few seconds: rates are differences between samples. */
-    samples: history.samples,
+    /** Engine counters sampled every few seconds, the last one now: rates are differences between samples. */
+    samples: [
+      ...history.samples,
+      { time: Date.now(), commits: engine.commits, records: engine.records, fsyncCount: engine.fsync.count, fsyncSeconds: engine.fsync.sum },
+    ],
   };
 }
 
