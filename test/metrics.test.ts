@@ -106,3 +106,26 @@ describe('metrics', () => {
     }
   });
 });
+
+describe('metrics off', () => {
+  test('metrics_off_keeps_engine_figures_at_zero', async () => {
+    const db = await open(tempDir('cairn-metrics-off-'), { sync: 'always', metrics: false });
+    try {
+      const docs = await db.createCollection('docs', { dim: 2 });
+      await docs.upsert([{ id: 'a', vector: [1, 0] }]);
+      await docs.query([1, 0], { k: 1 });
+      const m = await parseProm(await db.metrics());
+      expect(value(m, 'cairn_commits_total', { sync: 'always' })).toBe(0);
+      expect(Number(sample(m, 'cairn_wal_fsync_seconds', { sync: 'always' }).count)).toBe(0);
+      // Figures the recovery layer reads are still there.
+      expect(value(m, 'cairn_collection_rows', { collection: 'docs' })).toBe(1);
+      expect(value(m, 'cairn_last_seq')).toBe(2);
+      await expect(open(tempDir('cairn-metrics-bad-'), { metrics: 'yes' as never })).rejects.toMatchObject({
+        code: 'CAIRN_INVALID_ARGUMENT',
+        message: 'options.metrics must be a boolean',
+      });
+    } finally {
+      await db.close();
+    }
+  });
+});

@@ -7,7 +7,7 @@
 //! together may be a few updates apart, which Prometheus tolerates.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A monotonic count.
 #[derive(Default)]
@@ -91,8 +91,10 @@ impl Histogram {
     }
 }
 
-/// Everything the engine counts. One per open store.
+/// Everything the engine counts. One per open store. When not `enabled` (`Options::metrics`),
+/// nothing is counted or timed and every figure stays zero.
 pub struct EngineMetrics {
+    pub enabled: bool,
     /// Committed batches (one WAL record each), local or replicated.
     pub commits: Counter,
     /// Operations (upserts, deletes, collection creates and drops) in committed batches.
@@ -110,9 +112,28 @@ pub struct EngineMetrics {
     pub query_graph: Histogram,
 }
 
+impl EngineMetrics {
+    pub fn new(enabled: bool) -> EngineMetrics {
+        EngineMetrics { enabled, ..EngineMetrics::default() }
+    }
+
+    /// The start of a timed operation, or None when metrics are off (no clock read).
+    pub fn start(&self) -> Option<Instant> {
+        self.enabled.then(Instant::now)
+    }
+}
+
+/// Record the time since `started` (from `EngineMetrics::start`) in `h`.
+pub fn observe_since(h: &Histogram, started: Option<Instant>) {
+    if let Some(s) = started {
+        h.observe_duration(s.elapsed());
+    }
+}
+
 impl Default for EngineMetrics {
     fn default() -> Self {
         EngineMetrics {
+            enabled: true,
             commits: Counter::default(),
             records: Counter::default(),
             wal_bytes: Counter::default(),

@@ -26,6 +26,8 @@ pub struct NativeOpenOptions {
     pub segment_bytes: Option<u32>,
     pub archive_max_age_ms: Option<f64>,
     pub archive_max_bytes: Option<f64>,
+    /// Keep the engine's counters and histograms (default true).
+    pub metrics: Option<bool>,
 }
 
 pub struct OpenTask {
@@ -74,6 +76,7 @@ pub fn open_store(env: Env, dir: String, options: NativeOpenOptions) -> napi::Re
         }
         opts.archive_max_age_ms = options.archive_max_age_ms.map(|v| v as u64);
         opts.archive_max_bytes = options.archive_max_bytes.map(|v| v as u64);
+        opts.metrics = options.metrics.unwrap_or(true);
         Ok(opts)
     })?;
     Ok(AsyncTask::new(OpenTask { dir: PathBuf::from(dir), opts: Some(opts), failure: None }))

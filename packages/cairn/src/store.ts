@@ -62,6 +62,11 @@ export interface OpenOptions {
    * each failure as `'scrub-error'`. A running scrub is cancelled by `close()`.
    */
   scrub?: { intervalMs: number; throttleMBps?: number; repair?: boolean; concurrency?: number; deep?: boolean };
+  /**
+   * Keep the engine's counters and histograms for `db.metrics()` (default true; a few atomic
+   * adds and two clock reads per commit group). `false`: the engine's figures stay zero.
+   */
+  metrics?: boolean;
 }
 
 export interface CollectionOptions {
@@ -162,7 +167,7 @@ export interface IndexStats {
   bytes: number;
 }
 
-const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots', 'scrub'] as const;
+const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots', 'scrub', 'metrics'] as const;
 const COLLECTION_KEYS = ['dim', 'metric', 'm', 'efConstruction'] as const;
 const QUERY_KEYS = ['k', 'ef', 'exact', 'filter'] as const;
 const DEFAULT_EF = 64;
@@ -204,8 +209,10 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
     const { intervalMs, ...rest } = sc;
     scrubSchedule = { intervalMs: checkPositiveInt('options.scrub.intervalMs', intervalMs, 2 ** 31 - 1), options: parseScrubOptions(rest, 'options.scrub') };
   }
+  if (options.metrics !== undefined && typeof options.metrics !== 'boolean') throw invalidArgument('options.metrics must be a boolean');
+  const metrics = options.metrics ?? true;
   const handle = await native(() =>
-    nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }), ...archive }),
+    nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }), ...archive, metrics }),
   );
   const store = new Store(resolve(dir), handle, sync);
   if (schedule) store.startSnapshotSchedule(schedule);

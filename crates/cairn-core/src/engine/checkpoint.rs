@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::{poison, retention, Engine, Request, Shared};
 use crate::batch::CollectionSpec;
@@ -18,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::index::{label_of, CollectionIndex};
 use crate::layout::{data_file_name, graph_file_name, DATA_DIR};
 use crate::manifest::{self, Manifest, ManifestCollection};
+use crate::metrics::observe_since;
 use crate::state::{FileRef, Row, UnreadableRecord};
 use crate::storage::Storage;
 use crate::sync::{lock, read, write};
@@ -162,7 +162,7 @@ impl Engine {
     }
 
     fn checkpoint_locked(&self) -> Result<u64> {
-        let started = Instant::now();
+        let started = self.shared.metrics.start();
         let (tx, rx) = std::sync::mpsc::channel();
         {
             let mut q = lock(&self.shared.queue);
@@ -176,7 +176,7 @@ impl Engine {
         let seq = capture.seq;
         let result = self.write_checkpoint(capture);
         if result.is_ok() {
-            self.shared.metrics.checkpoint.observe_duration(started.elapsed());
+            observe_since(&self.shared.metrics.checkpoint, started);
         }
         if let Err(e) = &result {
             // The capture cleared the dirty sets, so a later checkpoint could miss rows.

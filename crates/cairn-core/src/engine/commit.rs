@@ -12,12 +12,12 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use super::{checkpoint, notify_seq, poison, CommitCallback, Request, Shared, SyncMode};
 use crate::batch::{self, Op};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use crate::metrics::observe_since;
 use crate::sync::{lock, read, wait, write};
 use crate::wal::record::{decode_record, encode_record, record_len, Decoded, RECORD_TYPE_BATCH};
 use crate::wal::writer::WalWriter;
@@ -239,9 +239,9 @@ impl CommitThread {
         if failure.is_none() && !buf.is_empty() {
             let mut r = self.writer.append(&buf);
             if r.is_ok() && self.shared.opts.sync != SyncMode::None {
-                let started = Instant::now();
+                let started = self.shared.metrics.start();
                 r = self.writer.sync();
-                self.shared.metrics.fsync.observe_duration(started.elapsed());
+                observe_since(&self.shared.metrics.fsync, started);
             }
             failure = r.err();
         }
@@ -258,11 +258,13 @@ impl CommitThread {
             return;
         }
         let m = &self.shared.metrics;
-        let commits = accepted.iter().filter(|a| a.ops.is_some()).count() as u64;
-        m.commits.add(commits);
-        m.records.add(accepted.iter().filter_map(|a| a.ops.as_ref()).map(|ops| ops.len() as u64).sum());
-        m.wal_bytes.add(written);
-        m.group_size.observe_count(commits);
+        if m.enabled {
+            let commits = accepted.iter().filter(|a| a.ops.is_some()).count() as u64;
+            m.commits.add(commits);
+            m.records.add(accepted.iter().filter_map(|a| a.ops.as_ref()).map(|ops| ops.len() as u64).sum());
+            m.wal_bytes.add(written);
+            m.group_size.observe_count(commits);
+        }
         let mut dones = Vec::with_capacity(accepted.len());
         let touched = {
             let mut st = write(&self.shared.state);

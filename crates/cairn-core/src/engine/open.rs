@@ -111,7 +111,7 @@ impl Engine {
             manifest: Mutex::new(manifest),
             checkpoint_lock: Mutex::new(()),
             indexer: Indexer::start(),
-            metrics: EngineMetrics::default(),
+            metrics: EngineMetrics::new(opts.metrics),
             ship_cursors: Mutex::new(VecDeque::new()),
             seq_waiters: AtomicUsize::new(0),
             seq_lock: Mutex::new(()),

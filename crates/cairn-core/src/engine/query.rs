@@ -2,11 +2,10 @@
 //! against its checksum: a damaged in-memory copy is reported (CAIRN_CORRUPTION for `get`, a
 //! skipped record for a query) and never served.
 
-use std::time::Instant;
-
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::index::IndexStats;
+use crate::metrics::observe_since;
 use crate::state::{Filter, Hit, SkippedRecord};
 use crate::sync::{lock, read};
 
@@ -123,7 +122,7 @@ impl Engine {
         }
         // Every returned row is checked against its checksum; one that fails is skipped and
         // reported, and the search runs again for one more candidate in its place.
-        let started = Instant::now();
+        let started = self.shared.metrics.start();
         let mut failed: Vec<String> = Vec::new();
         loop {
             let want = k + failed.len();
@@ -154,7 +153,7 @@ impl Engine {
             skipped
                 .extend(failed.iter().map(|id| SkippedRecord { id: id.clone(), reason: "in-memory copy fails its checksum".to_string() }));
             let m = &self.shared.metrics;
-            if graph { &m.query_graph } else { &m.query_exact }.observe_duration(started.elapsed());
+            observe_since(if graph { &m.query_graph } else { &m.query_exact }, started);
             return Ok(QueryOutput { hits: out, skipped });
         }
     }
