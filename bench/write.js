@@ -407,18 +407,20 @@ async function metricsOverhead() {
   ];
   for (const w of workloads) {
     const on = `Cairn ${w.sync}, metrics on, scraped every ${SCRAPE_MS} ms`;
+    const quiet = `Cairn ${w.sync}, metrics on, not scraped`;
     const off = `Cairn ${w.sync}, metrics off`;
     const suite = await runSuite(`Metrics overhead: ${w.label}`, w.unit, [
       { name: on, setup: () => cairnStore(`metrics-on-${w.sync}`, w.sync, { metrics: true, scrapeMs: SCRAPE_MS }), fn: w.fn },
+      { name: quiet, setup: () => cairnStore(`metrics-quiet-${w.sync}`, w.sync, { metrics: true }), fn: w.fn },
       { name: off, setup: () => cairnStore(`metrics-off-${w.sync}`, w.sync, { metrics: false }), fn: w.fn },
     ]);
-    console.log(`\n${suite.title}`);
-    console.table(suite.rows.map((r) => r.row));
     const rate = (n) => suite.rows.find((r) => r.name === n).rate;
+    console.log(`\n${suite.title}`);
+    console.table(suite.rows.map((r) => ({ ...r.row, '÷ metrics off': (r.rate / rate(off)).toFixed(3) })));
     const ratio = rate(on) / rate(off);
     results.push({
-      target: `metrics overhead, ${w.label}: on ÷ off >= 0.97`,
-      measured: `${ratio.toFixed(3)} (load average ${loadBefore.toFixed(2)} -> ${loadavg()[0].toFixed(2)})`,
+      target: `metrics overhead, ${w.label}: on and scraped ÷ off >= 0.97`,
+      measured: `${ratio.toFixed(3)} (engine only: ${(rate(quiet) / rate(off)).toFixed(3)}; load average ${loadBefore.toFixed(2)} -> ${loadavg()[0].toFixed(2)})`,
       met: ratio >= 0.97,
     });
   }
