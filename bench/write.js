@@ -2,7 +2,8 @@
 // and SQLite (better-sqlite3, WAL mode, synchronous=FULL), all in one run on one file system.
 //
 //   node bench/write.js                 # every suite
-//   node bench/write.js single batch    # some of them: single | concurrent | batch
+//   node bench/write.js single batch    # some of them: single | concurrent | batch | metrics
+//   node bench/write.js metrics         # the cost of metrics: on and scraped vs off, same run
 //   BENCH_TIME_MS=1000 node bench/write.js   # shorter runs (default 3000 ms per task)
 //   BENCH_DEBUG=1 node bench/write.js        # also log each store's open, run and close times
 //
@@ -75,10 +76,21 @@ function freshDir(name) {
 
 // ---- stores under test ---------------------------------------------------------------------
 
-async function cairnStore(name, sync) {
-  const db = await open(freshDir(name), { sync });
+/** `scrapeMs`: render `db.metrics()` that often while the store is in use, as Prometheus would. */
+async function cairnStore(name, sync, { metrics = true, scrapeMs = 0 } = {}) {
+  const db = await open(freshDir(name), { sync, metrics });
   const col = await db.createCollection('bench', { dim: DIM, metric: 'cosine' });
-  return { db, col, close: () => db.close() };
+  let scrapes = 0;
+  const timer = scrapeMs > 0 ? setInterval(() => void db.metrics().then(() => scrapes++), scrapeMs) : null;
+  return {
+    db,
+    col,
+    close: () => {
+      if (timer) clearInterval(timer);
+      if (process.env.BENCH_DEBUG && timer) console.error(`${name}: ${scrapes} scrapes`);
+      return db.close();
+    },
+  };
 }
 
 async function levelStore(name) {
@@ -123,9 +135,9 @@ function perOp(ops, round, prepare = () => undefined) {
  * compete for the disk or CPU, and a slow spell of a shared machine hits every peer alike.
  * The rounds of all passes are pooled.
  */
-async function runSuite(title, unit, tasks) {
+async function runSuite(title, unit, tasks, passes = PASSES) {
   const pooled = new Map(tasks.map((t) => [t.name, { samples: [], error: undefined }]));
-  for (let pass = 0; pass < PASSES; pass++) {
+  for (let pass = 0; pass < passes; pass++) {
     const order = pass % 2 === 0 ? tasks : [...tasks].reverse();
     for (const t of order) {
       const entry = pooled.get(t.name);
@@ -136,8 +148,8 @@ async function runSuite(title, unit, tasks) {
       try {
         const bench = new Bench({
           name: title,
-          time: TIME_MS / PASSES,
-          warmupTime: WARMUP_MS / PASSES,
+          time: TIME_MS / passes,
+          warmupTime: WARMUP_MS / passes,
           iterations: 2,
           warmupIterations: 1,
           retainSamples: true,
@@ -366,7 +378,64 @@ async function batchIngest() {
   return results;
 }
 
-export const SUITES = { single: singleWriter, concurrent: concurrentWriters, batch: batchIngest };
+const SCRAPE_MS = 1000;
+/** More, shorter interleaved passes than the other suites: the differences sought are a few
+ *  percent, smaller than the drift of a shared machine over one long pass. */
+const METRICS_PASSES = 6;
+
+/**
+ * The cost of metrics on the write path, in one run: each workload with the engine's counters
+ * on and `db.metrics()` scraped every second, against the same workload with metrics off.
+ * Target: within 3% (on ÷ off >= 0.97).
+ */
+async function metricsOverhead() {
+  const results = [];
+  const loadBefore = loadavg()[0];
+  const workloads = [
+    {
+      label: '1 writer, sync=always (commits/s)',
+      unit: 'commits',
+      sync: 'always',
+      fn: (s) =>
+        perOp(ONE_PER_ROUND, async () => {
+          for (let i = 0; i < ONE_PER_ROUND; i++) await s.col.upsert([record()]);
+        }),
+    },
+    {
+      label: `${WRITERS} writers, sync=group (commits/s)`,
+      unit: 'commits',
+      sync: 'group',
+      fn: (s) => perOp(WRITERS * COMMITS_PER_WRITER, () => concurrently(() => s.col.upsert([record()]))),
+    },
+  ];
+  for (const w of workloads) {
+    const on = `Cairn ${w.sync}, metrics on, scraped every ${SCRAPE_MS} ms`;
+    const quiet = `Cairn ${w.sync}, metrics on, not scraped`;
+    const off = `Cairn ${w.sync}, metrics off`;
+    const suite = await runSuite(
+      `Metrics overhead: ${w.label}`,
+      w.unit,
+      [
+        { name: on, setup: () => cairnStore(`metrics-on-${w.sync}`, w.sync, { metrics: true, scrapeMs: SCRAPE_MS }), fn: w.fn },
+        { name: quiet, setup: () => cairnStore(`metrics-quiet-${w.sync}`, w.sync, { metrics: true }), fn: w.fn },
+        { name: off, setup: () => cairnStore(`metrics-off-${w.sync}`, w.sync, { metrics: false }), fn: w.fn },
+      ],
+      METRICS_PASSES,
+    );
+    const rate = (n) => suite.rows.find((r) => r.name === n).rate;
+    console.log(`\n${suite.title}`);
+    console.table(suite.rows.map((r) => ({ ...r.row, '÷ metrics off': (r.rate / rate(off)).toFixed(3) })));
+    const ratio = rate(on) / rate(off);
+    results.push({
+      target: `metrics overhead, ${w.label}: on and scraped ÷ off >= 0.97`,
+      measured: `${ratio.toFixed(3)} (engine only: ${(rate(quiet) / rate(off)).toFixed(3)}; load average ${loadBefore.toFixed(2)} -> ${loadavg()[0].toFixed(2)})`,
+      met: ratio >= 0.97,
+    });
+  }
+  return results;
+}
+
+export const SUITES = { single: singleWriter, concurrent: concurrentWriters, batch: batchIngest, metrics: metricsOverhead };
 
 /** Run the named suites (all by default), print their tables and the targets; returns the target rows. */
 export async function runWriteBench(names = Object.keys(SUITES)) {

@@ -28,5 +28,12 @@ if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
     || python3 -m pip install --quiet --user --break-system-packages 'moto[server]==5.2.1' >/dev/null
 fi
 
+# The dashboard test drives Debian's chromium through puppeteer-core (no browser download).
+if ! command -v chromium >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+  echo "setup: installing chromium for the dashboard test"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+    || echo "setup: could not install chromium; the dashboard test will fail" >&2
+fi
+
 pnpm install --frozen-lockfile
 pnpm build

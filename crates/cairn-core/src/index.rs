@@ -14,6 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use crate::hnsw::Hnsw;
+use crate::metrics::Counter;
 use crate::sync::{lock, read, wait, wait_timeout, write};
 
 /// Ops per batch are limited so the op index fits in the label's low bits.
@@ -161,15 +162,17 @@ impl CollectionIndex {
         Ok(chunk.len())
     }
 
-    fn maybe_compact(&self) -> crate::Result<()> {
+    /// Compact when tombstones pass the threshold; true if it did.
+    fn maybe_compact(&self) -> crate::Result<bool> {
         let (live, dead) = {
             let h = read(&self.hnsw);
             (h.len(), h.deleted_count())
         };
         if dead >= COMPACT_MIN_TOMBSTONES && dead as f64 > COMPACT_TOMBSTONE_SHARE * (live + dead) as f64 {
             write(&self.hnsw).compact()?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 }
 
@@ -199,6 +202,8 @@ pub struct Indexer {
     queue: Arc<(Mutex<IndexerQueue>, Condvar)>,
     pub stopped: Arc<AtomicBool>,
     pub last_error: Arc<Mutex<Option<String>>>,
+    /// Graph compactions done, in every collection.
+    pub compactions: Arc<Counter>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -207,7 +212,8 @@ impl Indexer {
         let queue = Arc::new((Mutex::new(IndexerQueue { work: VecDeque::new(), stop: false }), Condvar::new()));
         let stopped = Arc::new(AtomicBool::new(false));
         let last_error = Arc::new(Mutex::new(None));
-        let (q, err) = (queue.clone(), last_error.clone());
+        let compactions = Arc::new(Counter::default());
+        let (q, err, done) = (queue.clone(), last_error.clone(), compactions.clone());
         let thread = std::thread::Builder::new()
             .name("cairn-indexer".into())
             .spawn(move || {
@@ -218,10 +224,10 @@ impl Indexer {
                     .start_handler(|_| lower_priority())
                     .build()
                     .ok();
-                Self::run(q, err, pool.as_ref())
+                Self::run(q, err, &done, pool.as_ref())
             })
             .ok();
-        Indexer { queue, stopped, last_error, thread: Mutex::new(thread) }
+        Indexer { queue, stopped, last_error, compactions, thread: Mutex::new(thread) }
     }
 
     pub fn notify(&self, index: &Arc<CollectionIndex>) {
@@ -234,7 +240,12 @@ impl Indexer {
         cv.notify_one();
     }
 
-    fn run(queue: Arc<(Mutex<IndexerQueue>, Condvar)>, last_error: Arc<Mutex<Option<String>>>, pool: Option<&rayon::ThreadPool>) {
+    fn run(
+        queue: Arc<(Mutex<IndexerQueue>, Condvar)>,
+        last_error: Arc<Mutex<Option<String>>>,
+        compactions: &Counter,
+        pool: Option<&rayon::ThreadPool>,
+    ) {
         let (m, cv) = &*queue;
         loop {
             let index = {
@@ -252,7 +263,16 @@ impl Indexer {
             if index.dropped.load(Ordering::Acquire) {
                 continue;
             }
-            let step = || index.index_chunk().and_then(|n| index.maybe_compact().map(|_| n));
+            let step = || {
+                index.index_chunk().and_then(|n| {
+                    index.maybe_compact().map(|compacted| {
+                        if compacted {
+                            compactions.add(1);
+                        }
+                        n
+                    })
+                })
+            };
             let pool = pool.filter(|_| index.pending_len() > SEQUENTIAL_MAX);
             match pool.map_or_else(step, |p| p.install(step)) {
                 Ok(0) => {}

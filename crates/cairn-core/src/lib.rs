@@ -15,6 +15,7 @@ pub mod index;
 pub mod keyed_hash;
 pub mod layout;
 pub mod manifest;
+pub mod metrics;
 pub mod pitr;
 pub mod quarantine;
 pub mod scrub;

@@ -287,10 +287,11 @@ impl Collection {
     }
 
     /// k-NN through the graph, merged with an exact scan of rows not yet in it. Small
-    /// collections and selective filters go straight to the exact scan.
-    pub fn search(&self, query: &[f32], k: usize, ef: usize, filter: Option<&Filter>) -> Vec<Hit> {
+    /// collections and selective filters go straight to the exact scan. The flag says whether
+    /// the graph was searched (false: the exact scan answered).
+    pub fn search(&self, query: &[f32], k: usize, ef: usize, filter: Option<&Filter>) -> (Vec<Hit>, bool) {
         if self.rows.len() <= EXACT_MAX_ROWS || filter.is_some_and(|f| self.filter_share(f) < SELECTIVE_FILTER_SHARE) {
-            return self.exact_search(query, k, filter, |_| true);
+            return (self.exact_search(query, k, filter, |_| true), false);
         }
         let accept = |label: u64| self.matches(label, filter);
         let graph_search = |accept: Option<&(dyn Fn(u64) -> bool + Sync)>| read(&self.index.hnsw).search(query, k, ef.max(k), accept);
@@ -326,7 +327,7 @@ impl Collection {
                 }
             }
         });
-        heap.into_sorted_vec().into_iter().map(|HeapItem(distance, id)| Hit { id, distance }).collect()
+        (heap.into_sorted_vec().into_iter().map(|HeapItem(distance, id)| Hit { id, distance }).collect(), true)
     }
 
     /// Exact k-NN over the rows that `include` accepts.

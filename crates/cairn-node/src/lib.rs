@@ -12,6 +12,7 @@
 //! - `manifest.rs`, `wal_segment.rs`, `quarantine_note.rs`: on-disk formats, decoded here so
 //!   that TypeScript never parses them (snapshot manifests: `snapshot.rs`)
 //! - `replication.rs`: WAL chunks read for replicas and applied on a replica
+//! - `stats.rs`: the engine's counters and histograms, for metrics
 //! - `layout.rs`: the names of a store's files; `bytes.rs`: checksum and shuffle helpers
 //! - `errors.rs`: the error mapping; `task.rs`: the async task every promise runs on
 
@@ -31,6 +32,7 @@ mod replication;
 mod restore;
 mod scrub;
 mod snapshot;
+mod stats;
 mod store;
 mod task;
 mod wal_segment;

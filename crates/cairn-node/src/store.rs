@@ -28,6 +28,8 @@ pub struct NativeOpenOptions {
     pub archive_max_bytes: Option<f64>,
     /// Open as a replica: local writes are refused with `CAIRN_NOT_PRIMARY`.
     pub replica: Option<bool>,
+    /// Keep the engine's counters and histograms (default true).
+    pub metrics: Option<bool>,
 }
 
 pub struct OpenTask {
@@ -77,6 +79,7 @@ pub fn open_store(env: Env, dir: String, options: NativeOpenOptions) -> napi::Re
         opts.archive_max_age_ms = options.archive_max_age_ms.map(|v| v as u64);
         opts.archive_max_bytes = options.archive_max_bytes.map(|v| v as u64);
         opts.replica = options.replica.unwrap_or(false);
+        opts.metrics = options.metrics.unwrap_or(true);
         Ok(opts)
     })?;
     Ok(AsyncTask::new(OpenTask { dir: PathBuf::from(dir), opts: Some(opts), failure: None }))

@@ -21,6 +21,7 @@ export type {
 export type { Metric } from './encode.js';
 export type { CairnErrorCode } from './errors.js';
 export { CairnError } from './errors.js';
+export type { HealthReport, HttpServer, ServeHttpOptions, StoreStatus } from './ops/index.js';
 export type { OpenReplicaOptions } from './replication/replica.js';
 export { openReplica, Replica } from './replication/replica.js';
 export type { ReplicationServer, ServeReplicationOptions } from './replication/server.js';

@@ -5,7 +5,9 @@ import type * as Native from '@cairn/native';
 /** Shapes of the napi binding, as `napi build` generates them (crates/cairn-node/native.d.ts).
  *  Only this package talks to it. */
 export type {
+  NativeEngineStats,
   NativeFileCheck,
+  NativeHistogram,
   NativeInstallOutcome,
   NativeManifest,
   NativeQuarantineNote,

@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { type EncodedOp, encodeBatch, type Metric } from './encode.js';
 import { CairnError, fromNative, invalidArgument, native, nativeSync } from './errors.js';
 import { type NativeStore, nativeModule } from './native.js';
+import { type HealthReport, type HttpServer, type ServeHttpOptions, StoreOps, type StoreStatus } from './ops/index.js';
 import { parseNodeId } from './replication/options.js';
 import { type ReplicationServer, type ServeReplicationOptions, startReplicationServer } from './replication/server.js';
 import type { PrimaryStatus, ReplicaNodeStatus, ReplicationHook, StandaloneStatus, WriteConcern } from './replication/types.js';
@@ -70,6 +71,11 @@ export interface OpenOptions {
   nodeId?: string;
   /** @internal set by `openReplica`: local writes are refused (`CAIRN_NOT_PRIMARY`). */
   replica?: boolean;
+  /**
+   * Keep the engine's counters and histograms for `db.metrics()` (default true; a few atomic
+   * adds and two clock reads per commit group). `false`: the engine's figures stay zero.
+   */
+  metrics?: boolean;
 }
 
 export interface CollectionOptions {
@@ -170,7 +176,7 @@ export interface IndexStats {
   bytes: number;
 }
 
-const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots', 'scrub', 'nodeId', 'replica'] as const;
+const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots', 'scrub', 'nodeId', 'replica', 'metrics'] as const;
 const COLLECTION_KEYS = ['dim', 'metric', 'm', 'efConstruction'] as const;
 const QUERY_KEYS = ['k', 'ef', 'exact', 'filter'] as const;
 const DEFAULT_EF = 64;
@@ -215,8 +221,10 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
   const nodeId = options.nodeId === undefined ? hostname() : parseNodeId('options.nodeId', options.nodeId);
   if (options.replica !== undefined && typeof options.replica !== 'boolean') throw invalidArgument('options.replica must be a boolean');
   const replica = options.replica === true;
+  if (options.metrics !== undefined && typeof options.metrics !== 'boolean') throw invalidArgument('options.metrics must be a boolean');
+  const metrics = options.metrics ?? true;
   const handle = await native(() =>
-    nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }), ...archive, replica }),
+    nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }), ...archive, replica, metrics }),
   );
   const store = new Store(resolve(dir), handle, sync);
   store.nodeId = nodeId;
@@ -247,6 +255,8 @@ export class Store extends EventEmitter {
   nodeId = hostname();
   /** Replication's part of the write path: a primary's server, or a replica's forwarding. */
   #replication: ReplicationHook | null = null;
+  /** Metrics, status, health and HTTP: created on first use (see `ops/`). */
+  #ops: StoreOps | null = null;
 
   /** @internal use `open()`. */
   constructor(dir: string, handle: NativeStore, sync: SyncMode) {
@@ -418,7 +428,44 @@ export class Store extends EventEmitter {
    */
   async scrub(options: ScrubOptions = {}): Promise<ScrubReport> {
     this.#checkOpen();
-    return runScrub({ dir: this.dir, native: this.#native }, parseScrubOptions(options));
+    const report = await runScrub({ dir: this.dir, native: this.#native }, parseScrubOptions(options));
+    this.#opsLayer().recordScrub(report);
+    return report;
+  }
+
+  #opsLayer(): StoreOps {
+    this.#ops ??= new StoreOps(this, () => this.#native.stats(), this.recoveryReport.unreadableRecords.length);
+    return this.#ops;
+  }
+
+  /** The Prometheus text exposition of this store's metrics (its own prom-client registry). */
+  async metrics(): Promise<string> {
+    this.#checkOpen();
+    return this.#opsLayer().metrics();
+  }
+
+  /** 200-style health: ok, or the reasons the store is not (poisoned, unrepaired damage, fenced
+   *  or disconnected replica). */
+  async health(): Promise<HealthReport> {
+    this.#checkOpen();
+    return this.#opsLayer().health();
+  }
+
+  /** What `/status` serves: collections, seq, recoverable range, snapshots, scrubs, backups,
+   *  replication, engine counters. */
+  async status(): Promise<StoreStatus> {
+    this.#checkOpen();
+    return this.#opsLayer().status();
+  }
+
+  /**
+   * Serve `/metrics`, `/health`, `/status` and a dashboard at `/` over HTTP. Loopback by
+   * default (`127.0.0.1:9464`); any other address needs `token` (sent as a bearer token).
+   * Closed by `close()` of the server or of the store.
+   */
+  async serveHttp(options: ServeHttpOptions = {}): Promise<HttpServer> {
+    this.#checkOpen();
+    return this.#opsLayer().serveHttp(options);
   }
 
   /** @internal started by `open` with `options.scrub`. */
@@ -436,6 +483,7 @@ export class Store extends EventEmitter {
       };
       try {
         const report = await run;
+        if (!this.#closed) this.#opsLayer().recordScrub(report);
         if (!this.#closed) this.emit('scrub', report);
       } catch (e) {
         if (!this.#closed) this.emit('scrub-error', e);
@@ -486,6 +534,7 @@ export class Store extends EventEmitter {
     this.#replication = null;
     if (replication) await replication.close();
     for (const t of this.#timers.splice(0)) clearInterval(t);
+    await this.#ops?.close();
     const scrub = this.#scrubRun;
     if (scrub) {
       scrub.abort.abort();

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::index::{label_of, CollectionIndex};
 use crate::layout::{data_file_name, graph_file_name, DATA_DIR};
 use crate::manifest::{self, Manifest, ManifestCollection};
+use crate::metrics::observe_since;
 use crate::state::{FileRef, Row, UnreadableRecord};
 use crate::storage::Storage;
 use crate::sync::{lock, read, write};
@@ -161,6 +162,7 @@ impl Engine {
     }
 
     fn checkpoint_locked(&self) -> Result<u64> {
+        let started = self.shared.metrics.start();
         let (tx, rx) = std::sync::mpsc::channel();
         {
             let mut q = lock(&self.shared.queue);
@@ -173,6 +175,9 @@ impl Engine {
         let capture = rx.recv().unwrap_or(Err(Error::Closed))?;
         let seq = capture.seq;
         let result = self.write_checkpoint(capture);
+        if result.is_ok() {
+            observe_since(&self.shared.metrics.checkpoint, started);
+        }
         if let Err(e) = &result {
             // The capture cleared the dirty sets, so a later checkpoint could miss rows.
             poison(&self.shared, &format!("checkpoint failed: {e}"));

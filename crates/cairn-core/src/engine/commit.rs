@@ -17,6 +17,7 @@ use super::{checkpoint, notify_seq, poison, CommitCallback, Request, Shared, Syn
 use crate::batch::{self, Op};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use crate::metrics::observe_since;
 use crate::sync::{lock, read, wait, write};
 use crate::wal::record::{decode_record, encode_record, record_len, Decoded, RECORD_TYPE_BATCH};
 use crate::wal::writer::WalWriter;
@@ -234,10 +235,13 @@ impl CommitThread {
             }
             return;
         }
+        let written = buf.len() as u64;
         if failure.is_none() && !buf.is_empty() {
             let mut r = self.writer.append(&buf);
             if r.is_ok() && self.shared.opts.sync != SyncMode::None {
+                let started = self.shared.metrics.start();
                 r = self.writer.sync();
+                observe_since(&self.shared.metrics.fsync, started);
             }
             failure = r.err();
         }
@@ -252,6 +256,14 @@ impl CommitThread {
                 done(Err(Error::Poisoned(reason.clone())));
             }
             return;
+        }
+        let m = &self.shared.metrics;
+        if m.enabled {
+            let commits = accepted.iter().filter(|a| a.ops.is_some()).count() as u64;
+            m.commits.add(commits);
+            m.records.add(accepted.iter().filter_map(|a| a.ops.as_ref()).map(|ops| ops.len() as u64).sum());
+            m.wal_bytes.add(written);
+            m.group_size.observe_count(commits);
         }
         let mut dones = Vec::with_capacity(accepted.len());
         let touched = {

@@ -33,11 +33,12 @@ use std::thread::JoinHandle;
 
 use crate::batch::{self, Op};
 use crate::error::{Error, Result};
-use crate::index::Indexer;
+use crate::index::{IndexStats, Indexer};
 use crate::manifest::Manifest;
+use crate::metrics::{EngineMetrics, HistogramSnapshot};
 use crate::state::State;
 use crate::storage::{OsStorage, Storage};
-use crate::sync::lock;
+use crate::sync::{lock, read};
 use crate::wal::recovery::{RecoveryMode, RecoveryReport};
 use crate::wal::ship::ShipCursor;
 use crate::wal::writer::Prealloc;
@@ -57,6 +58,14 @@ pub enum SyncMode {
 }
 
 impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::None => "none",
+            SyncMode::Group => "group",
+            SyncMode::Always => "always",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<SyncMode> {
         match s {
             "none" => Some(SyncMode::None),
@@ -84,6 +93,9 @@ pub struct Options {
     /// The same directory may later be opened with `false` (failover); it continues from its
     /// last sequence number.
     pub replica: bool,
+    /// Keep the counters and histograms of `Engine::stats` (a few relaxed atomic adds and two
+    /// clock reads per commit group). Off: they all stay zero.
+    pub metrics: bool,
 }
 
 impl Default for Options {
@@ -97,6 +109,7 @@ impl Default for Options {
             archive_max_age_ms: None,
             archive_max_bytes: None,
             replica: false,
+            metrics: true,
         }
     }
 }
@@ -151,6 +164,7 @@ struct Shared {
     seq_waiters: AtomicUsize,
     seq_lock: Mutex<()>,
     seq_cv: Condvar,
+    metrics: EngineMetrics,
 }
 
 /// An open store. Dropping it closes it; `close` reports what the drop would swallow.
@@ -237,6 +251,49 @@ impl Engine {
     pub fn poisoned(&self) -> Option<String> {
         lock(&self.shared.poisoned).clone()
     }
+
+    /// What the engine has counted since open, and the index's current state over every
+    /// collection. Works on a closed store too (the counters outlive the close).
+    pub fn stats(&self) -> EngineStats {
+        let m = &self.shared.metrics;
+        let indexes: Vec<_> = read(&self.shared.state).collections.values().map(|c| c.index.clone()).collect();
+        let mut index = IndexStats::default();
+        for s in indexes.iter().map(|i| i.stats()) {
+            index.indexed += s.indexed;
+            index.pending += s.pending;
+            index.tombstones += s.tombstones;
+            index.bytes += s.bytes;
+        }
+        EngineStats {
+            sync: self.shared.opts.sync,
+            commits: m.commits.get(),
+            records: m.records.get(),
+            wal_bytes: m.wal_bytes.get(),
+            fsync: m.fsync.snapshot(),
+            group_size: m.group_size.snapshot(),
+            checkpoint: m.checkpoint.snapshot(),
+            query_exact: m.query_exact.snapshot(),
+            query_graph: m.query_graph.snapshot(),
+            compactions: self.shared.indexer.compactions.get(),
+            index,
+        }
+    }
+}
+
+/// `Engine::stats`: counters since open, and the index summed over collections.
+#[derive(Clone, Debug)]
+pub struct EngineStats {
+    pub sync: SyncMode,
+    pub commits: u64,
+    pub records: u64,
+    pub wal_bytes: u64,
+    pub fsync: HistogramSnapshot,
+    pub group_size: HistogramSnapshot,
+    pub checkpoint: HistogramSnapshot,
+    pub query_exact: HistogramSnapshot,
+    pub query_graph: HistogramSnapshot,
+    pub compactions: u64,
+    pub index: IndexStats,
 }
 
 fn not_primary() -> Error {
@@ -259,5 +316,76 @@ fn poison(shared: &Shared, reason: &str) {
     let mut p = lock(&shared.poisoned);
     if p.is_none() {
         *p = Some(reason.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::batch::{CollectionSpec, Op};
+    use crate::distance::Metric;
+
+    /// The counters equal the work done: one commit per batch, one record per op, the framed
+    /// bytes the WAL grew by, one fsync per group in `always`, one checkpoint, and each query
+    /// on the path it took.
+    #[test]
+    fn stats_count_the_work_done() {
+        let opts = Options {
+            sync: SyncMode::Always,
+            storage: Arc::new(crate::fault::FaultStorage::new()),
+            prealloc: crate::wal::writer::Prealloc::Off,
+            ..Options::default()
+        };
+        let e = Engine::open(Path::new("/store"), opts).expect("open");
+        let spec = CollectionSpec { name: "c".into(), dim: 2, metric: Metric::L2, m: 16, ef_construction: 64 };
+        e.commit(&[Op::CreateCollection(spec)]).expect("create");
+        for i in 0..5 {
+            let ups: Vec<Op> = (0..3)
+                .map(|j| Op::Upsert {
+                    collection: "c".into(),
+                    id: format!("r{i}-{j}"),
+                    vector: vec![i as f32, j as f32],
+                    metadata: "null".into(),
+                })
+                .collect();
+            e.commit(&ups).expect("upsert");
+        }
+        e.query_exact("c", &[0.0, 0.0], 2, None).expect("exact");
+        e.query("c", &[0.0, 0.0], 2, 16, None).expect("small collections are searched exactly");
+        e.checkpoint().expect("checkpoint");
+        let s = e.stats();
+        assert_eq!(s.sync, SyncMode::Always);
+        assert_eq!((s.commits, s.records), (6, 1 + 5 * 3));
+        assert!(s.wal_bytes > 0 && s.wal_bytes.is_multiple_of(8), "records are 8-byte aligned: {}", s.wal_bytes);
+        assert_eq!(s.fsync.count, 6, "always: one fsync per commit");
+        assert_eq!((s.group_size.count, s.group_size.sum), (6, 6.0));
+        assert_eq!(s.checkpoint.count, 1);
+        assert_eq!((s.query_exact.count, s.query_graph.count), (2, 0));
+        e.wait_for_index("c").expect("index");
+        let s = e.stats();
+        assert_eq!((s.index.indexed, s.index.pending), (15, 0));
+        e.close().expect("close");
+    }
+
+    #[test]
+    fn stats_stay_zero_with_metrics_off() {
+        let opts = Options {
+            metrics: false,
+            storage: Arc::new(crate::fault::FaultStorage::new()),
+            prealloc: crate::wal::writer::Prealloc::Off,
+            ..Options::default()
+        };
+        let e = Engine::open(Path::new("/store"), opts).expect("open");
+        let spec = CollectionSpec { name: "c".into(), dim: 2, metric: Metric::L2, m: 16, ef_construction: 64 };
+        e.commit(&[Op::CreateCollection(spec)]).expect("create");
+        e.query_exact("c", &[0.0, 0.0], 1, None).expect("query");
+        e.checkpoint().expect("checkpoint");
+        let s = e.stats();
+        assert_eq!((s.commits, s.records, s.wal_bytes), (0, 0, 0));
+        assert_eq!((s.fsync.count, s.group_size.count, s.checkpoint.count, s.query_exact.count), (0, 0, 0, 0));
+        e.close().expect("close");
     }
 }

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::index::Indexer;
 use crate::layout::{ARCHIVE_DIR, DATA_DIR, DATA_EXT, LOCK_FILE, MANIFEST_COPY_FILE, MANIFEST_FILE, WAL_DIR, WAL_EXT};
 use crate::manifest::{self, Manifest};
+use crate::metrics::EngineMetrics;
 use crate::quarantine::{quarantine, Damage, QuarantineNote};
 use crate::storage::Storage;
 use crate::sync::{lock, read};
@@ -110,6 +111,7 @@ impl Engine {
             manifest: Mutex::new(manifest),
             checkpoint_lock: Mutex::new(()),
             indexer: Indexer::start(),
+            metrics: EngineMetrics::new(opts.metrics),
             ship_cursors: Mutex::new(VecDeque::new()),
             seq_waiters: AtomicUsize::new(0),
             seq_lock: Mutex::new(()),

@@ -5,6 +5,7 @@
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::index::IndexStats;
+use crate::metrics::observe_since;
 use crate::state::{Filter, Hit, SkippedRecord};
 use crate::sync::{lock, read};
 
@@ -121,12 +122,13 @@ impl Engine {
         }
         // Every returned row is checked against its checksum; one that fails is skipped and
         // reported, and the search runs again for one more candidate in its place.
+        let started = self.shared.metrics.start();
         let mut failed: Vec<String> = Vec::new();
         loop {
             let want = k + failed.len();
-            let hits: Vec<Hit> = match ef {
+            let (hits, graph): (Vec<Hit>, bool) = match ef {
                 Some(ef) => c.search(query, want, ef.max(want), filter),
-                None => c.exact_search(query, want, filter, |_| true),
+                None => (c.exact_search(query, want, filter, |_| true), false),
             };
             let mut newly_failed = false;
             let mut out = Vec::with_capacity(k);
@@ -150,6 +152,8 @@ impl Engine {
             let mut skipped = c.unreadable_skips(MAX_SKIPS_REPORTED);
             skipped
                 .extend(failed.iter().map(|id| SkippedRecord { id: id.clone(), reason: "in-memory copy fails its checksum".to_string() }));
+            let m = &self.shared.metrics;
+            observe_since(if graph { &m.query_graph } else { &m.query_exact }, started);
             return Ok(QueryOutput { hits: out, skipped });
         }
     }

@@ -6,6 +6,7 @@
  * `schedule.ts`; options are validated in `settings.ts`.
  */
 import { invalidArgument } from '../errors.js';
+import { reportBackupOutcome } from '../ops/backup-results.js';
 import type { RestoreResult, RestoreTo } from '../restore.js';
 import { checkKnownKeys, checkPlainObject } from '../validate.js';
 import { backupStatus, listBackups } from './catalog.js';
@@ -14,7 +15,7 @@ import type { BackupKind, BackupMetadata } from './metadata.js';
 import { restoreBackup } from './restore.js';
 import { pruneTargets } from './retention.js';
 import { scheduleBackups } from './schedule.js';
-import { type BackupSettings, checkKind, isBackupId, parseSettings } from './settings.js';
+import { type BackupSettings, checkKind, isBackupId, parseSettings, sourceDirOf } from './settings.js';
 import type { BackupManagerOptions, BackupProgress, CreateResult, PruneResult, ScheduleHandle, ScheduleOptions, VerifyReport } from './types.js';
 import { verifyBackup } from './verify.js';
 
@@ -51,7 +52,27 @@ export class BackupManager {
     this.#pending.add(pendingKey);
     return this.#exclusive(async () => {
       this.#pending.delete(pendingKey);
-      return createBackup(this.#settings, kind, o.id as string | undefined, o.onProgress as ((p: BackupProgress) => void) | undefined);
+      const source = sourceDirOf(this.#settings);
+      try {
+        const result = await createBackup(this.#settings, kind, o.id as string | undefined, o.onProgress as ((p: BackupProgress) => void) | undefined);
+        for (const t of result.targets) {
+          reportBackupOutcome({
+            source,
+            target: t.target,
+            ok: t.ok,
+            id: t.metadata.id,
+            kind: t.metadata.kind,
+            time: new Date(),
+            ...(t.ok ? {} : { error: t.error.message }),
+          });
+        }
+        return result;
+      } catch (e) {
+        for (const target of this.targets) {
+          reportBackupOutcome({ source, target, ok: false, id: null, kind, time: new Date(), error: e instanceof Error ? e.message : String(e) });
+        }
+        throw e;
+      }
     });
   }
 

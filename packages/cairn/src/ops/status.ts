@@ -1,0 +1,110 @@
+/**
+ * `/status` and `/health`: what an operator (or the dashboard) reads about an open store, as
+ * plain JSON (sequence numbers as decimal strings, times as ISO strings).
+ *
+ * Health is bad when writes are refused (poisoned, closed), when damage is known and not
+ * repaired (the last scrub left some, or, before any scrub, recovery found unreadable records),
+ * or when replication says this node is fenced or a replica cut off from its primary.
+ */
+import type { NativeEngineStats } from '../native.js';
+import type { OpsHistory } from './history.js';
+import type { OpsSource, ReplicationStatusLike } from './types.js';
+
+export interface HealthReport {
+  ok: boolean;
+  /** Why the store is unhealthy; empty when ok. */
+  reasons: string[];
+}
+
+export interface HealthInputs {
+  source: OpsSource;
+  history: OpsHistory;
+  /** Records recovery found unreadable on open (before any scrub looked again). */
+  unreadableAtOpen: number;
+  closed: boolean;
+  replication: ReplicationStatusLike | null;
+}
+
+export function health({ source, history, unreadableAtOpen, closed, replication }: HealthInputs): HealthReport {
+  const reasons: string[] = [];
+  if (closed) reasons.push('closed: the store is closed');
+  const poisoned = closed ? null : source.poisoned;
+  if (poisoned !== null) reasons.push(`poisoned: writes are refused after a failed write or fsync (${poisoned})`);
+  const last = history.lastScrub;
+  if (last) {
+    if (last.unrepaired + last.unreadableRecords > 0) {
+      reasons.push(
+        `unrepaired damage: the scrub at ${last.time.toISOString()} left ${last.unrepaired} damaged file(s) and ${last.unreadableRecords} unreadable record(s) (${last.damage.slice(0, 5).join('; ')})`,
+      );
+    }
+  } else if (unreadableAtOpen > 0) {
+    reasons.push(`unrepaired damage: recovery found ${unreadableAtOpen} unreadable record(s) on open`);
+  }
+  if (replication) {
+    const state = replication.state ?? '';
+    if (replication.fenced === true || state === 'fenced') reasons.push('replication: this node is fenced (a newer primary exists)');
+    else if (replication.role === 'replica' && (replication.connected === false || state === 'disconnected')) {
+      reasons.push('replication: this replica is disconnected from its primary');
+    }
+  }
+  return { ok: reasons.length === 0, reasons };
+}
+
+function summary(h: NativeEngineStats['fsync']) {
+  return { count: h.count, sumSeconds: h.sum };
+}
+
+export async function storeStatus(inputs: HealthInputs & { engine: NativeEngineStats }) {
+  const { source, history, engine, replication } = inputs;
+  const [snapshots, range] = await Promise.all([source.snapshots(), source.recoverableRange().catch(() => null)]);
+  const h = health(inputs);
+  return {
+    dir: source.dir,
+    time: new Date().toISOString(),
+    health: h,
+    lastSeq: source.lastSeq.toString(),
+    poisoned: source.poisoned,
+    collections: source.collections().map((c) => ({ name: c.name, dim: c.dim, metric: c.metric, count: c.count })),
+    recoverableRange: range && {
+      from: { seq: range.from.seq.toString(), time: range.from.time.toISOString() },
+      to: { seq: range.to.seq.toString(), time: range.to.time.toISOString() },
+    },
+    snapshots: snapshots.map((s) => ({ id: s.id, seq: s.seq.toString(), time: s.time.toISOString(), kind: s.kind, bytes: s.bytes })),
+    lastScrub: history.lastScrub && { ...history.lastScrub, time: history.lastScrub.time.toISOString() },
+    scrubs: history.scrubs.map((s) => ({ ...s, time: s.time.toISOString() })),
+    backups: [...history.backups.values()].map((t) => ({
+      target: t.target,
+      ok: t.ok,
+      failed: t.failed,
+      last: { ok: t.last.ok, id: t.last.id, kind: t.last.kind, time: t.last.time.toISOString(), error: t.last.error ?? null },
+      lastGood: t.lastGood && { id: t.lastGood.id, kind: t.lastGood.kind, time: t.lastGood.time.toISOString() },
+    })),
+    replication: replication && {
+      ...replication,
+      epoch: replication.epoch === undefined ? undefined : replication.epoch.toString(),
+      replicas: (replication.replicas ?? []).map((r) => ({ ...r })),
+    },
+    engine: {
+      sync: engine.sync,
+      commits: engine.commits,
+      records: engine.records,
+      walBytes: engine.walBytes,
+      fsync: summary(engine.fsync),
+      checkpoints: engine.checkpoint.count,
+      indexPending: engine.indexPending,
+      graphNodes: engine.graphNodes,
+    },
+    /** Engine counters sampled every few seconds, the last one now: rates are differences between samples. */
+    samples: [
+      ...history.samples,
+      { time: Date.now(), commits: engine.commits, records: engine.records, fsyncCount: engine.fsync.count, fsyncSeconds: engine.fsync.sum },
+    ],
+  };
+}
+
+export type StoreStatus = Awaited<ReturnType<typeof storeStatus>>;
+
+/** JSON with bigints as decimal strings. */
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
+}

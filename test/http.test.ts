@@ -1,0 +1,215 @@
+// db.serveHttp(): the routes, loopback-only without a token, bearer tokens, no bodies, JSON
+// errors, and /health flipping to 503 on poison and on unrepaired damage (and back to 200
+// after a repair).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, openSync, readdirSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+import { open } from 'cairn';
+import { describe, expect, test } from 'vitest';
+
+import { tempDir } from './helpers.js';
+import { parseProm, value } from './prom.js';
+
+const CHILD = fileURLToPath(new URL('./fixtures/http-poison-child.mjs', import.meta.url));
+const CLI = fileURLToPath(new URL('../packages/cairn/dist/cli.js', import.meta.url));
+const TOKEN = 'a-token-of-enough-length';
+
+/** A raw request, so that methods, bodies and headers are exactly what the test says. */
+function call(url: string, opts: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
+  return new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
+    const req = request(url, { method: opts.method ?? 'GET', headers: opts.headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }));
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+function flipMiddleByte(path: string): void {
+  const fd = openSync(path, 'r+');
+  try {
+    const at = Math.floor(statSync(path).size / 2);
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, at);
+    b[0] = (b[0] as number) ^ 0xff;
+    writeSync(fd, b, 0, 1, at);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+describe('http', () => {
+  test('http_routes_serve_metrics_health_status_and_dashboard', async () => {
+    const db = await open(tempDir('cairn-http-'));
+    const server = await db.serveHttp({ listen: '127.0.0.1:0' });
+    try {
+      const docs = await db.createCollection('docs', { dim: 4, metric: 'l2' });
+      await docs.upsert([1, 2, 3].map((i) => ({ id: `r${i}`, vector: [i, 0, 0, 0] })));
+      await db.snapshot();
+
+      const metrics = await call(`${server.url}/metrics`);
+      expect(metrics.status).toBe(200);
+      expect(metrics.type).toMatch(/^text\/plain/);
+      const m = await parseProm(metrics.body);
+      expect(value(m, 'cairn_commits_total', { sync: 'group' })).toBe(2);
+      expect(value(m, 'cairn_collection_rows', { collection: 'docs' })).toBe(3);
+
+      const health = await call(`${server.url}/health`);
+      expect([health.status, JSON.parse(health.body)]).toEqual([200, { ok: true, reasons: [] }]);
+
+      const status = JSON.parse((await call(`${server.url}/status`)).body);
+      expect(status.lastSeq).toBe(db.lastSeq.toString());
+      expect(status.collections).toEqual([{ name: 'docs', dim: 4, metric: 'l2', count: 3 }]);
+      const range = await db.recoverableRange();
+      expect(status.recoverableRange.to.seq).toBe(range.to.seq.toString());
+      expect(status.snapshots.map((s: { id: string }) => s.id)).toEqual((await db.snapshots()).map((s) => s.id));
+      expect(status.lastScrub).toBeNull();
+      expect(status.replication).toBeNull();
+
+      const page = await call(`${server.url}/`);
+      expect(page.status).toBe(200);
+      expect(page.type).toMatch(/^text\/html/);
+      expect(page.body).toContain('<title>Cairn</title>');
+      // Self-contained: nothing referenced from another origin.
+      expect(page.body).not.toMatch(/(src|href)=["']?(https?:)?\/\//);
+
+      const missing = await call(`${server.url}/nope`);
+      expect([missing.status, JSON.parse(missing.body).error.code]).toEqual([404, 'NOT_FOUND']);
+      const post = await call(`${server.url}/status`, { method: 'POST' });
+      expect([post.status, JSON.parse(post.body).error.code]).toEqual([405, 'METHOD_NOT_ALLOWED']);
+      const withBody = await call(`${server.url}/status`, { headers: { 'content-type': 'text/plain', 'content-length': '5' }, body: 'hello' });
+      expect([withBody.status, JSON.parse(withBody.body).error.code]).toEqual([413, 'BODY_NOT_ACCEPTED']);
+    } finally {
+      await server.close();
+      await db.close();
+    }
+  });
+
+  test('http_token_required_off_loopback_and_checked', async () => {
+    const db = await open(tempDir('cairn-http-auth-'));
+    try {
+      await expect(db.serveHttp({ listen: '0.0.0.0:0' })).rejects.toMatchObject({ code: 'CAIRN_INVALID_ARGUMENT', message: /options\.token is required/ });
+      await expect(db.serveHttp({ listen: 'nonsense' })).rejects.toMatchObject({ code: 'CAIRN_INVALID_ARGUMENT', message: /options\.listen/ });
+      await expect(db.serveHttp({ token: 'short' })).rejects.toMatchObject({ code: 'CAIRN_INVALID_ARGUMENT', message: /options\.token/ });
+      await expect(db.serveHttp({ listen: '127.0.0.1:0', tls: true } as never)).rejects.toMatchObject({ code: 'CAIRN_INVALID_ARGUMENT' });
+
+      const server = await db.serveHttp({ listen: '0.0.0.0:0', token: TOKEN });
+      const url = `http://127.0.0.1:${server.port}`;
+      try {
+        for (const path of ['/metrics', '/health', '/status']) {
+          const none = await call(`${url}${path}`);
+          expect([none.status, JSON.parse(none.body).error.code]).toEqual([401, 'UNAUTHORIZED']);
+          const wrong = await call(`${url}${path}`, { headers: { authorization: `Bearer ${TOKEN}x` } });
+          expect(wrong.status).toBe(401);
+          const basic = await call(`${url}${path}`, { headers: { authorization: `Basic ${TOKEN}` } });
+          expect(basic.status).toBe(401);
+          const right = await call(`${url}${path}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+          expect(right.status).toBe(200);
+        }
+        // The page holds no data; it reads the token from its URL fragment.
+        expect((await call(`${url}/`)).status).toBe(200);
+      } finally {
+        await server.close();
+      }
+    } finally {
+      await db.close();
+    }
+  });
+
+  test('http_health_503_on_unrepaired_damage_and_200_after_repair', async () => {
+    const dir = tempDir('cairn-http-damage-');
+    const db = await open(dir);
+    const server = await db.serveHttp({ listen: '127.0.0.1:0' });
+    try {
+      const docs = await db.createCollection('docs', { dim: 4, metric: 'l2' });
+      await docs.upsert(Array.from({ length: 50 }, (_, i) => ({ id: `r${i}`, vector: [i, 1, 2, 3] })));
+      await db.checkpoint();
+      const seg = readdirSync(join(dir, 'data')).find((n) => n.endsWith('.seg')) as string;
+      flipMiddleByte(join(dir, 'data', seg));
+
+      const found = await db.scrub();
+      expect(found.unrepaired.map((u) => u.file)).toEqual([join('data', seg)]);
+      const bad = await call(`${server.url}/health`);
+      expect(bad.status).toBe(503);
+      const reasons = JSON.parse(bad.body).reasons as string[];
+      expect(reasons).toHaveLength(1);
+      expect(reasons[0]).toMatch(/^unrepaired damage: .*1 damaged file/);
+      expect(reasons[0]).toContain(seg);
+      const m = await parseProm((await call(`${server.url}/metrics`)).body);
+      expect([value(m, 'cairn_scrub_corruptions_total'), value(m, 'cairn_scrub_unrepaired')]).toEqual([1, 1]);
+
+      const repaired = await db.scrub({ repair: true });
+      expect(repaired.repaired).toHaveLength(1);
+      const good = await call(`${server.url}/health`);
+      expect([good.status, JSON.parse(good.body)]).toEqual([200, { ok: true, reasons: [] }]);
+      const m2 = await parseProm((await call(`${server.url}/metrics`)).body);
+      expect([value(m2, 'cairn_scrub_runs_total'), value(m2, 'cairn_scrub_repairs_total'), value(m2, 'cairn_scrub_unrepaired')]).toEqual([2, 1, 0]);
+    } finally {
+      await server.close();
+      await db.close();
+    }
+  });
+
+  test('http_health_503_when_a_write_failure_poisons_the_store', async () => {
+    const dir = tempDir('cairn-http-poison-');
+    const child: ChildProcess = spawn('/bin/sh', ['-c', 'ulimit -f 2048 && exec "$0" "$@"', process.execPath, CHILD, dir], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })[Symbol.asyncIterator]();
+    const next = async () => JSON.parse((await lines.next()).value as string);
+    try {
+      const { url } = await next();
+      expect((await call(`${url}/health`)).status).toBe(200);
+      child.stdin?.write('poison\n');
+      const poisoned = await next();
+      expect(poisoned.code).toBe('CAIRN_POISONED');
+
+      const health = await call(`${url}/health`);
+      expect(health.status).toBe(503);
+      const reasons = JSON.parse(health.body).reasons as string[];
+      expect(reasons).toEqual([expect.stringMatching(/^poisoned: /)]);
+      expect(reasons[0]).toContain(poisoned.poisoned);
+      const m = await parseProm((await call(`${url}/metrics`)).body);
+      expect(value(m, 'cairn_poisoned')).toBe(1);
+      expect(JSON.parse((await call(`${url}/status`)).body).poisoned).toBe(poisoned.poisoned);
+      child.stdin?.write('exit\n');
+      expect(await next()).toEqual({ closed: true });
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
+  test('cli_serve_http_serves_a_store_with_a_token_file_until_sigterm', async () => {
+    const dir = tempDir('cairn-http-cli-');
+    const db = await open(dir);
+    await (await db.createCollection('docs', { dim: 2 })).upsert([{ id: 'a', vector: [1, 0] }]);
+    await db.close();
+    const tokenFile = join(tempDir('cairn-http-token-'), 'token');
+    writeFileSync(tokenFile, `${TOKEN}\n`);
+    const child = spawn(process.execPath, [CLI, 'serve-http', dir, '--http', '0.0.0.0:0', '--token-file', tokenFile, '--json'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    try {
+      const first = await createInterface({ input: child.stdout })[Symbol.asyncIterator]().next();
+      const { url } = JSON.parse(first.value as string) as { url: string };
+      const local = url.replace('0.0.0.0', '127.0.0.1');
+      expect((await call(`${local}/health`)).status).toBe(401);
+      const status = await call(`${local}/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      expect(JSON.parse(status.body).collections).toEqual([{ name: 'docs', dim: 2, metric: 'cosine', count: 1 }]);
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    // Closed cleanly: the store opens again.
+    await (await open(dir)).close();
+  });
+});
