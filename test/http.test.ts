@@ -71,7 +71,7 @@ describe('http', () => {
       expect(status.recoverableRange.to.seq).toBe(range.to.seq.toString());
       expect(status.snapshots.map((s: { id: string }) => s.id)).toEqual((await db.snapshots()).map((s) => s.id));
       expect(status.lastScrub).toBeNull();
-      expect(status.replication).toBeNull();
+      expect(status.replication).toMatchObject({ role: 'standalone', replicas: [] });
 
       const page = await call(`${server.url}/`);
       expect(page.status).toBe(200);
@@ -186,14 +186,14 @@ describe('http', () => {
     }
   });
 
-  test('cli_serve_http_serves_a_store_with_a_token_file_until_sigterm', async () => {
+  test('cli_serve_with_http_serves_a_store_with_a_token_file_until_sigterm', async () => {
     const dir = tempDir('cairn-http-cli-');
     const db = await open(dir);
     await (await db.createCollection('docs', { dim: 2 })).upsert([{ id: 'a', vector: [1, 0] }]);
     await db.close();
     const tokenFile = join(tempDir('cairn-http-token-'), 'token');
     writeFileSync(tokenFile, `${TOKEN}\n`);
-    const child = spawn(process.execPath, [CLI, 'serve-http', dir, '--http', '0.0.0.0:0', '--token-file', tokenFile, '--json'], {
+    const child = spawn(process.execPath, [CLI, 'serve', dir, '--http', '0.0.0.0:0', '--http-token-file', tokenFile, '--json'], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     const exited = new Promise<number | null>((resolve) => child.on('close', resolve));

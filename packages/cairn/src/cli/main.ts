@@ -10,27 +10,11 @@ import { demo } from './demo.js';
 import { replicate, serve } from './replication.js';
 import { restore } from './restore.js';
 import { scrub } from './scrub.js';
-import { serveHttp } from './serve-http.js';
 import { snapshot, snapshots } from './snapshot.js';
 import { checkpoint, status } from './store.js';
 
 /** In help-page order. */
-const COMMANDS: readonly Command[] = [
-  status,
-  checkpoint,
-  snapshot,
-  snapshots,
-  restore,
-  scrub,
-  backup,
-  backups,
-  verify,
-  restoreBackup,
-  serve,
-  replicate,
-  serveHttp,
-  demo,
-];
+const COMMANDS: readonly Command[] = [status, checkpoint, snapshot, snapshots, restore, scrub, backup, backups, verify, restoreBackup, serve, replicate, demo];
 
 /** Paragraphs printed above a command's lines in the help page (where they have always stood). */
 const HELP_NOTES: Readonly<Record<string, string>> = { scrub: BACKUP_ENVIRONMENT };

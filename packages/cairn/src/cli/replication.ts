@@ -1,4 +1,4 @@
-/** Commands that run a replication node until SIGINT/SIGTERM: serve (primary), replicate (replica). */
+/** Commands that run until SIGINT/SIGTERM: serve (a primary and/or the HTTP endpoints), replicate (replica). */
 import { readdirSync, readFileSync } from 'node:fs';
 
 import { CairnError } from '../errors.js';
@@ -39,14 +39,18 @@ function untilSignal(): Promise<NodeJS.Signals> {
 export const serve: Command = {
   name: 'serve',
   help:
-    '  serve DIR --replication HOST:PORT --replicas n2,n3 --token-file F [--node-id ID] [--w local|majority|all]\n' +
-    '                           serve DIR to replicas until SIGINT/SIGTERM (port 0: any free port)\n',
+    '  serve DIR [--replication HOST:PORT --replicas n2,n3 --token-file F] [--node-id ID] [--w local|majority|all]\n' +
+    '            [--http HOST:PORT [--http-token-file F]]\n' +
+    '                           serve DIR to replicas and/or its metrics, health, status and dashboard over HTTP\n' +
+    '                           until SIGINT/SIGTERM (port 0: any free port)\n',
   options: {
     replication: { type: 'string' },
     replicas: { type: 'string' },
     'token-file': { type: 'string' },
     'node-id': { type: 'string' },
     w: { type: 'string' },
+    http: { type: 'string' },
+    'http-token-file': { type: 'string' },
   },
   async run(args) {
     const dir = args.positionals[0];
@@ -59,22 +63,41 @@ export const serve: Command = {
     }
     // Only `demo` creates a store from the command line.
     if (entries.length === 0) throw new CairnError('CAIRN_NOT_FOUND', `serve: ${dir} is not a store (missing or empty)`);
-    const listen = need(args, 'serve', 'replication');
-    const replicas = need(args, 'serve', 'replicas')
-      .split(',')
-      .map((s) => s.trim())
-      .filter((s) => s !== '');
-    const token = readToken(need(args, 'serve', 'token-file'));
+    const listen = args.string('replication');
+    const httpListen = args.string('http');
+    if (listen === undefined && httpListen === undefined) {
+      throw new CairnError('CAIRN_INVALID_ARGUMENT', 'serve needs --replication HOST:PORT or --http HOST:PORT (or both)');
+    }
+    const replication =
+      listen === undefined
+        ? undefined
+        : {
+            listen,
+            replicas: need(args, 'serve', 'replicas')
+              .split(',')
+              .map((s) => s.trim())
+              .filter((s) => s !== ''),
+            token: readToken(need(args, 'serve', 'token-file')),
+          };
+    const httpTokenFile = args.string('http-token-file');
+    const httpToken = httpTokenFile === undefined ? undefined : readToken(httpTokenFile).trim();
     const nodeId = args.string('node-id');
     const w = args.string('w') as WriteConcernLevel | undefined;
     const db = await open(dir, nodeId === undefined ? {} : { nodeId });
     try {
-      const server = await db.serveReplication({ listen, token, replicas, ...(w === undefined ? {} : { writeConcern: { w } }) });
-      console.log(
-        args.json
-          ? json({ serving: server.address, nodeId: db.nodeId, lastSeq: db.lastSeq })
-          : `serving replication of ${db.dir} on ${server.address} (node ${db.nodeId}, seq ${db.lastSeq})`,
-      );
+      const out: Record<string, unknown> = { dir: db.dir, nodeId: db.nodeId, lastSeq: db.lastSeq };
+      if (replication) {
+        const server = await db.serveReplication({ ...replication, ...(w === undefined ? {} : { writeConcern: { w } }) });
+        out.serving = server.address;
+        if (!args.json) console.log(`serving replication of ${db.dir} on ${server.address} (node ${db.nodeId}, seq ${db.lastSeq})`);
+      }
+      if (httpListen !== undefined) {
+        const http = await db.serveHttp({ listen: httpListen, ...(httpToken === undefined ? {} : { token: httpToken }) });
+        out.url = http.url;
+        if (!args.json) console.log(`serving metrics, health, status and the dashboard of ${db.dir} at ${http.url}`);
+      }
+      // One line in --json, so that a supervisor can read it before the command ends.
+      if (args.json) console.log(JSON.stringify(out, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)));
       const signal = await untilSignal();
       if (!args.json) console.log(`${signal}: closing`);
     } finally {
