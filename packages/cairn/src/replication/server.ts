@@ -30,6 +30,13 @@ export interface ServeReplicationOptions {
   tls?: TlsOptions;
   /** Heartbeat period; a replica silent for three periods is dropped (default 1000 ms). */
   heartbeatMs?: number;
+  /** @internal failover: the epoch sent in every frame; a replica's frame with a higher one fences this primary. */
+  epoch?: bigint;
+  /** @internal failover: throws (CAIRN_FENCED) when this node may no longer acknowledge a write;
+   *  called before each commit and again just before its promise resolves. */
+  mayAcknowledge?: () => void;
+  /** @internal failover: a replica spoke with a higher epoch. */
+  onFenced?: (epoch: bigint) => void;
 }
 
 export interface ReplicationServer {
@@ -38,7 +45,7 @@ export interface ReplicationServer {
   close(): Promise<void>;
 }
 
-const KEYS = ['listen', 'token', 'replicas', 'writeConcern', 'tls', 'heartbeatMs'];
+const KEYS = ['listen', 'token', 'replicas', 'writeConcern', 'tls', 'heartbeatMs', 'epoch', 'mayAcknowledge', 'onFenced'];
 /** Commit times kept for `lagMs`. */
 const MAX_COMMIT_TIMES = 1 << 16;
 /** Refused connections kept for `replicationStatus().rejected`. */
@@ -66,6 +73,9 @@ export async function startReplicationServer(host: ReplicationHost, options: Ser
   if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10 || heartbeatMs > 60_000)
     throw invalidArgument('options.heartbeatMs must be an integer from 10 to 60000');
   const primary = new Primary(host, token, replicas, concern, heartbeatMs);
+  primary.epoch = options.epoch ?? 0n;
+  primary.mayAcknowledge = options.mayAcknowledge ?? (() => {});
+  primary.onFenced = options.onFenced ?? (() => {});
   await primary.listen(listen.host, listen.port, tls);
   return primary;
 }
@@ -88,6 +98,9 @@ class Primary implements SessionHost, ReplicationServer {
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
   address = '';
+  epoch = 0n;
+  mayAcknowledge: () => void = () => {};
+  onFenced: (epoch: bigint) => void = () => {};
   readonly hook: ReplicationHook;
 
   constructor(host: ReplicationHost, token: Buffer, replicas: string[], concern: WriteConcern, heartbeatMs: number) {
@@ -129,7 +142,7 @@ class Primary implements SessionHost, ReplicationServer {
         socket.destroy();
         return;
       }
-      const s = new Session(new Connection(socket), this);
+      const s = new Session(new Connection(socket, this.epoch), this);
       this.#sessions.add(s);
     };
     const server = tls
@@ -148,6 +161,7 @@ class Primary implements SessionHost, ReplicationServer {
 
   async #commit(payload: Buffer, concern: WriteConcern): Promise<bigint> {
     let seq: bigint;
+    this.mayAcknowledge();
     try {
       seq = await this.native.commit(payload);
     } catch (e) {
@@ -157,7 +171,23 @@ class Primary implements SessionHost, ReplicationServer {
     if (this.#commitTimes.length > MAX_COMMIT_TIMES) this.#commitTimes.splice(0, this.#commitTimes.length - MAX_COMMIT_TIMES);
     this.commits.notify();
     await this.#tracker.wait(seq, concern, this.native.lastSeq);
+    try {
+      this.mayAcknowledge();
+    } catch (e) {
+      // Committed here, perhaps elsewhere too, but never acknowledged: say which seq.
+      if (e instanceof CairnError) Object.assign(e, { seq });
+      throw e;
+    }
     return seq;
+  }
+
+  peerEpoch(s: Session, epoch: bigint): void {
+    if (epoch <= this.epoch) return;
+    this.onFenced(epoch);
+    throw new CairnError(
+      'CAIRN_FENCED',
+      `replica '${s.nodeId}' follows epoch ${epoch}, newer than this primary's ${this.epoch}: this node is no longer primary`,
+    );
   }
 
   admit(nodeId: string): void {
