@@ -340,7 +340,10 @@ describe.runIf(existsSync(ETCD))('failover with etcd', () => {
       timeout: 60_000,
     });
     expect(r.status, `${r.stderr} ${JSON.stringify(c.nodes.map((n) => [n.lines.filter((l) => l.event === 'role' || l.event === 'error'), n.stderr]))}`).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ from: old.id, to });
+    expect(JSON.parse(r.stdout), JSON.stringify(c.nodes.map((n) => n.lines.filter((l) => l.event === 'role' || l.event === 'error')))).toMatchObject({
+      from: old.id,
+      to,
+    });
     const { node: next, epoch: newEpoch } = await c.servingPrimary(5, 20_000, old);
     expect(next.id).toBe(to);
     expect(BigInt(newEpoch)).toBeGreaterThan(BigInt(epoch));

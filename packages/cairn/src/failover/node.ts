@@ -87,7 +87,7 @@ export class ClusterNode extends EventEmitter {
     super();
     this.#c = config;
     this.nodeId = config.nodeId;
-    this.#etcd = new Etcd(config.etcd, config.loopMs);
+    this.#etcd = new Etcd(config.etcd, config.requestTimeoutMs);
   }
 
   get role(): NodeRole {
@@ -126,7 +126,7 @@ export class ClusterNode extends EventEmitter {
     this.#durable = loadHistory(this.#c.dir);
     this.#epoch = this.#durable.epoch;
     this.#idle = await open(this.#c.dir, { nodeId: this.nodeId, replica: true });
-    this.#memberLease = await this.#etcd.grant(Math.ceil(this.#c.leaseTtlMs / 1000));
+    // etcd may be slow or away: the loop (re)grants the member lease.
     await this.#serial(() => this.#tick());
     this.#loopDone = this.#loop();
   }
@@ -159,7 +159,10 @@ export class ClusterNode extends EventEmitter {
   async #tick(): Promise<void> {
     if (this.#closed) return;
     try {
-      if ((await this.#etcd.keepAlive(this.#memberLease)) <= 0) this.#memberLease = await this.#etcd.grant(Math.ceil(this.#c.leaseTtlMs / 1000));
+      if (this.#memberLease === 0n || (await this.#etcd.keepAlive(this.#memberLease)) <= 0) {
+        this.#memberLease = 0n;
+        this.#memberLease = await this.#etcd.grant(Math.ceil(this.#c.leaseTtlMs / 1000));
+      }
       if (this.#role === 'primary') await this.#renew();
       else if (this.#role !== 'fenced') await this.#watchLeader();
       await this.#publish();
@@ -185,7 +188,7 @@ export class ClusterNode extends EventEmitter {
   }
 
   async #publish(): Promise<void> {
-    if (this.#closed) return;
+    if (this.#closed || this.#memberLease === 0n) return;
     const value = encodeMember({
       nodeId: this.nodeId,
       address: this.#c.listen,
@@ -400,11 +403,17 @@ export class ClusterNode extends EventEmitter {
     this.#steppingDown = true;
     try {
       const deadline = performance.now() + this.#c.leaseTtlMs;
+      let renewed = performance.now();
       for (let i = 0; i < 10_000 && performance.now() < deadline; i++) {
         const r = (db.replicationStatus() as PrimaryStatus).replicas.find((x) => x.nodeId === target.nodeId);
         if (r && r.durableSeq >= db.lastSeq) {
           await this.#demote();
           return;
+        }
+        // The loop waits for this: keep the lease while the target catches up.
+        if (performance.now() - renewed >= this.#c.loopMs) {
+          renewed = performance.now();
+          await this.#lease?.renew().catch(() => false);
         }
         await sleep(10);
       }
@@ -427,7 +436,7 @@ export class ClusterNode extends EventEmitter {
       if (lease) await lease.revoke();
       await this.#idle?.close();
       this.#idle = null;
-      await this.#etcd.revoke(this.#memberLease).catch(() => {});
+      if (this.#memberLease !== 0n) await this.#etcd.revoke(this.#memberLease).catch(() => {});
     });
   }
 }

@@ -39,8 +39,11 @@ export interface NodeConfig {
   leaseTtlMs: number;
   /** Safety margin taken off the lease before the primary stops acknowledging. */
   marginMs: number;
-  /** Period of the node's loop (renewal, leader check); also each etcd request's timeout. */
+  /** Period of the node's loop (renewal, leader check). */
   loopMs: number;
+  /** Each etcd request's bound. Safety does not depend on it: the lease deadline counts from
+   *  when a renewal was sent, and every acknowledgement checks it. */
+  requestTimeoutMs: number;
   writeConcern: WriteConcern;
   forwardWrites: boolean;
   maxLagOnFailover: bigint;
@@ -84,6 +87,7 @@ export function parseNodeOptions(o: StartNodeOptions): NodeConfig {
     // Renewals every loopMs, each bounded by loopMs: the deadline keeps two periods in hand.
     marginMs: Math.floor(leaseTtlMs / 4),
     loopMs,
+    requestTimeoutMs: Math.max(1000, Math.floor(leaseTtlMs / 2)),
     writeConcern,
     forwardWrites: o.forwardWrites === true,
     maxLagOnFailover: BigInt(lag),

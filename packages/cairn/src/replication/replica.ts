@@ -7,10 +7,10 @@
  * exponential backoff, so at most one attempt per `MAX_BACKOFF_MS` once the primary stays away.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, fsyncSync, mkdtempSync, openSync, writeSync } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, writeSync } from 'node:fs';
+import { readdir, rename, rm } from 'node:fs/promises';
 import { connect as netConnect, type Socket } from 'node:net';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect } from 'node:tls';
 
@@ -73,6 +73,7 @@ export async function openReplica(dir: string, options: OpenReplicaOptions): Pro
   const heartbeatMs = options.heartbeatMs ?? 1000;
   if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10 || heartbeatMs > 60_000)
     throw invalidArgument('options.heartbeatMs must be an integer from 10 to 60000');
+  await finishInterruptedInstall(resolve(dir));
   const store = await open(dir, { nodeId, replica: true, ...(options.sync ? { sync: options.sync } : {}) });
   const r = new Replica(store, {
     nodeId,
@@ -441,6 +442,8 @@ export class Replica {
     } catch (e) {
       const err = e instanceof CairnError ? e : new CairnError('CAIRN_IO', String(e));
       this.#lastError = `${err.code}: installing the snapshot at seq ${inc.seq} failed: ${err.message}`;
+      // Put the old store back if the swap stopped halfway.
+      if (!existsSync(dir) && existsSync(old)) await rename(old, dir);
     } finally {
       this.#swapping = false;
       this.#attach(await open(dir, { nodeId: this.#config.nodeId, replica: true, ...(this.#config.sync ? { sync: this.#config.sync } : {}) }));
@@ -536,5 +539,29 @@ function fsyncDir(dir: string): void {
     fsyncSync(fd);
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * A snapshot install killed midway leaves `.<name>.snapshot-*` beside the store. If it died
+ * between its two renames (the store directory is missing), the old store goes back in place;
+ * the primary sends a snapshot again if one is still needed. Then the leftovers are removed.
+ */
+async function finishInterruptedInstall(dir: string): Promise<void> {
+  const parent = dirname(dir);
+  const prefix = `.${basename(dir)}.snapshot-`;
+  let names: string[];
+  try {
+    names = (await readdir(parent)).filter((n) => n.startsWith(prefix));
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const old = join(parent, n, 'old');
+    if (!existsSync(dir) && existsSync(old)) {
+      await rename(old, dir);
+      fsyncDir(parent);
+    }
+    await rm(join(parent, n), { recursive: true, force: true });
   }
 }

@@ -30,6 +30,9 @@ export interface ServeReplicationOptions {
   tls?: TlsOptions;
   /** Heartbeat period; a replica silent for three periods is dropped (default 1000 ms). */
   heartbeatMs?: number;
+  /** A replica that connects more than this many records behind gets a snapshot instead of
+   *  the WAL (default: only when retention pruned the WAL it needs). */
+  snapshotLagRecords?: number;
   /** @internal failover: the epoch sent in every frame; a replica's frame with a higher one fences this primary. */
   epoch?: bigint;
   /** @internal failover: throws (CAIRN_FENCED) when this node may no longer acknowledge a write;
@@ -45,7 +48,7 @@ export interface ReplicationServer {
   close(): Promise<void>;
 }
 
-const KEYS = ['listen', 'token', 'replicas', 'writeConcern', 'tls', 'heartbeatMs', 'epoch', 'mayAcknowledge', 'onFenced'];
+const KEYS = ['listen', 'token', 'replicas', 'writeConcern', 'tls', 'heartbeatMs', 'snapshotLagRecords', 'epoch', 'mayAcknowledge', 'onFenced'];
 /** Commit times kept for `lagMs`. */
 const MAX_COMMIT_TIMES = 1 << 16;
 /** Refused connections kept for `replicationStatus().rejected`. */
@@ -72,7 +75,9 @@ export async function startReplicationServer(host: ReplicationHost, options: Ser
   const heartbeatMs = options.heartbeatMs ?? 1000;
   if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10 || heartbeatMs > 60_000)
     throw invalidArgument('options.heartbeatMs must be an integer from 10 to 60000');
-  const primary = new Primary(host, token, replicas, concern, heartbeatMs);
+  const lag = options.snapshotLagRecords;
+  if (lag !== undefined && (!Number.isSafeInteger(lag) || lag < 1)) throw invalidArgument('options.snapshotLagRecords must be a positive integer');
+  const primary = new Primary(host, token, replicas, concern, heartbeatMs, lag ?? null);
   primary.epoch = options.epoch ?? 0n;
   primary.mayAcknowledge = options.mayAcknowledge ?? (() => {});
   primary.onFenced = options.onFenced ?? (() => {});
@@ -86,6 +91,7 @@ class Primary implements SessionHost, ReplicationServer {
   readonly native: ReplicationHost['native'];
   readonly dir: string;
   readonly heartbeatMs: number;
+  readonly snapshotLagRecords: number | null;
   readonly commits = new Signal();
   readonly #tracker: WriteConcernTracker;
   readonly #replicas = new Map<string, ReplicaEntry>();
@@ -94,6 +100,7 @@ class Primary implements SessionHost, ReplicationServer {
   /** [seq, performance.now()] of recent commits, oldest first. */
   #commitTimes: Array<[bigint, number]> = [];
   readonly #startedMono = performance.now();
+  readonly #seqAtStart: bigint;
   #server: Server | null = null;
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
@@ -103,7 +110,9 @@ class Primary implements SessionHost, ReplicationServer {
   onFenced: (epoch: bigint) => void = () => {};
   readonly hook: ReplicationHook;
 
-  constructor(host: ReplicationHost, token: Buffer, replicas: string[], concern: WriteConcern, heartbeatMs: number) {
+  constructor(host: ReplicationHost, token: Buffer, replicas: string[], concern: WriteConcern, heartbeatMs: number, snapshotLagRecords: number | null) {
+    this.snapshotLagRecords = snapshotLagRecords;
+    this.#seqAtStart = host.native.lastSeq;
     this.nodeId = host.nodeId;
     this.native = host.native;
     this.dir = host.dir;
@@ -275,8 +284,10 @@ class Primary implements SessionHost, ReplicationServer {
       s.lagRecords = lastSeq > s.appliedSeq ? lastSeq - s.appliedSeq : 0n;
       if (s.lagRecords === 0n) s.lagMs = 0;
       else {
+        // The oldest commit the replica lacks: recorded here, or from before this server started,
+        // or committed so recently that its promise has not resolved yet (lag ~0).
         const first = this.#commitTimes.find(([seq]) => seq > s.appliedSeq);
-        s.lagMs = Math.round(now - (first ? first[1] : this.#startedMono));
+        s.lagMs = first ? Math.round(now - first[1]) : s.appliedSeq < this.#seqAtStart ? Math.round(now - this.#startedMono) : 0;
       }
       return s;
     });

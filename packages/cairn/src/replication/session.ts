@@ -51,6 +51,8 @@ export interface SessionHost {
   readonly native: NativeStore;
   readonly dir: string;
   readonly heartbeatMs: number;
+  /** A replica further behind than this many records catches up through a snapshot (null: only when the WAL it needs was pruned). */
+  readonly snapshotLagRecords: number | null;
   /** Throws a CairnError if `nodeId` may not replicate from here. */
   admit(nodeId: string): void;
   started(s: Session): void;
@@ -132,7 +134,9 @@ export class Session {
         this.#host.acked(this, { receivedSeq: auth.lastSeq, durableSeq: auth.lastSeq, appliedSeq: auth.lastSeq });
         this.conn.send(FrameType.READY, encodeReady({ primaryLastSeq: last }));
         this.#host.started(this);
-        void this.#stream();
+        const lag = this.#host.snapshotLagRecords;
+        if (lag !== null && last - auth.lastSeq > BigInt(lag)) void this.#snapshotThenWait();
+        else void this.#stream();
         return;
       }
       case 'snapshotting':
@@ -214,6 +218,15 @@ export class Session {
         }
       }
       this.conn.fail(new CairnError(err.code, `streaming to replica '${this.nodeId}' stopped at seq ${this.nextSeq}: ${err.message}`));
+    }
+  }
+
+  async #snapshotThenWait(): Promise<void> {
+    try {
+      await this.#sendSnapshot();
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e);
+      this.conn.fail(new CairnError(e instanceof CairnError ? e.code : 'CAIRN_INTERNAL', `sending a snapshot to replica '${this.nodeId}' failed: ${why}`));
     }
   }
 
