@@ -16,8 +16,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-
-import { clusterStatus } from '../packages/cairn/dist/index.js';
+import { firstDivergence } from '../packages/cairn/dist/failover/history.js';
+import { clusterStatus, open, openReplica } from '../packages/cairn/dist/index.js';
+import { tempDir } from './helpers.js';
 
 const NODE = fileURLToPath(new URL('./fixtures/failover-node.mjs', import.meta.url));
 const CLI = fileURLToPath(new URL('../packages/cairn/dist/cli.js', import.meta.url));
@@ -263,11 +264,63 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)] as number;
 }
 
+describe('epochs without etcd', () => {
+  it('a replica refuses frames of an older epoch, and the primary hears of the newer one', async () => {
+    const dir = tempDir();
+    const db = await open(join(dir, 'p'), { nodeId: 'p' });
+    const newer: bigint[] = [];
+    const server = await db.serveReplication({
+      listen: '127.0.0.1:0',
+      token: TOKEN,
+      replicas: ['r'],
+      epoch: 3n,
+      onFenced: (e: bigint) => newer.push(e),
+    } as Parameters<typeof db.serveReplication>[0]);
+    const r = await openReplica(join(dir, 'r'), { nodeId: 'r', primary: server.address, token: TOKEN, epoch: 5n } as Parameters<typeof openReplica>[1]);
+    let status = r.replicationStatus();
+    for (let i = 0; i < 200 && status.lastError === null; i++) {
+      await sleep(25);
+      status = r.replicationStatus();
+    }
+    expect(status.lastError).toMatch(/CAIRN_FENCED/);
+    expect(status.state).not.toBe('streaming');
+    expect(newer).toContain(5n);
+    await r.close();
+    await server.close();
+    await db.close();
+  });
+
+  it('epoch histories: a prefix follows, records past the fork are found', () => {
+    // Leader's history: epoch 10 wrote 1..50, epoch 20 from 51 on.
+    const leader = [
+      [10n, 1n],
+      [20n, 51n],
+    ] as const;
+    expect(firstDivergence([[10n, 1n]], leader, 50n)).toBeUndefined();
+    expect(firstDivergence([[10n, 1n]], leader, 0n)).toBeUndefined();
+    expect(firstDivergence(leader, leader, 80n)).toBeUndefined();
+    // An old primary of epoch 10 that kept writing to 60: 51..60 are past the fork.
+    expect(firstDivergence([[10n, 1n]], leader, 60n)).toBe(51n);
+    // A node that followed a short-lived epoch 15 from 40.
+    expect(
+      firstDivergence(
+        [
+          [10n, 1n],
+          [15n, 40n],
+        ],
+        leader,
+        45n,
+      ),
+    ).toBe(40n);
+  });
+});
+
 describe.runIf(existsSync(ETCD))('failover with etcd', () => {
   it('SIGKILL the primary, 3 cycles: a new primary within TTL + 2 s, no acknowledged write lost', async () => {
     const c = new Cluster('kill');
     await c.start();
     const takeover: number[] = [];
+    const rejoined: string[] = [];
     const firstAck: number[] = [];
     for (let cycle = 0; cycle < 3; cycle++) {
       const { node: old, epoch } = await c.servingPrimary(10);
@@ -286,6 +339,7 @@ describe.runIf(existsSync(ETCD))('failover with etcd', () => {
       c.restart(old);
       const deadline = Date.now() + 20_000;
       for (let i = 0; i < 1000 && Date.now() < deadline && old.role !== 'replica' && old.role !== 'fenced'; i++) await sleep(50);
+      rejoined.push(`${old.id}:${old.role}`);
       if (old.role === 'fenced') {
         // Manual recovery, as the error asks: keep its store aside, reseed from the primary.
         expect(String(old.roles().at(-1)?.reason)).toMatch(/manual recovery/);
@@ -299,7 +353,7 @@ describe.runIf(existsSync(ETCD))('failover with etcd', () => {
     }
     const r = await c.verify();
     console.log(
-      `SIGKILL x3: ${r.acked} acknowledged writes, all on ${r.onAll.join(', ')}; kill -> promoted ms: ${takeover.join(', ')} (median ${median(takeover)}, max ${Math.max(...takeover)}); kill -> first ack ms: ${firstAck.join(', ')} (median ${median(firstAck)}, max ${Math.max(...firstAck)})`,
+      `SIGKILL x3: ${r.acked} acknowledged writes, all on ${r.onAll.join(', ')}; old primary came back as ${rejoined.join(', ')}; kill -> promoted ms: ${takeover.join(', ')} (median ${median(takeover)}, max ${Math.max(...takeover)}); kill -> first ack ms: ${firstAck.join(', ')} (median ${median(firstAck)}, max ${Math.max(...firstAck)})`,
     );
   }, 180_000);
 
@@ -327,6 +381,7 @@ describe.runIf(existsSync(ETCD))('failover with etcd', () => {
     if (old.role === 'fenced') {
       expect(String(old.roles().at(-1)?.reason)).toMatch(/manual recovery/);
     }
+    console.log(`SIGSTOP: the resumed primary ${old.id} is now ${old.role}`);
     await c.verify();
   }, 120_000);
 
