@@ -7,7 +7,7 @@
  * each epoch was acknowledged by one node only, and epochs' acknowledgements never overlap in
  * time; a new primary was serving within TTL + 2 s of the old lease's latest possible expiry.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -259,6 +259,19 @@ function promotedAt(c: Cluster, since: number): { node: string; epoch: string; w
   return l ? { node: l.node as string, epoch: l.epoch as string, wall: l.wall as number } : undefined;
 }
 
+async function runCli(args: string[], timeoutMs: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const p = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  running.push(p);
+  let stdout = '';
+  let stderr = '';
+  p.stdout?.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+  p.stderr?.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+  const status = await new Promise<number | null>((resolve) => p.on('close', (code) => resolve(code)));
+  clearTimeout(timer);
+  return { status, stdout, stderr };
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)] as number;
@@ -390,10 +403,8 @@ describe.runIf(existsSync(ETCD))('failover with etcd', () => {
     await c.start();
     const { node: old, epoch } = await c.servingPrimary(10);
     const to = IDS.find((id) => id !== old.id) as string;
-    const r = spawnSync(process.execPath, [CLI, 'cluster', 'switchover', '--etcd', etcdUrl, '--cluster', 'switch', '--to', to, '--json'], {
-      encoding: 'utf8',
-      timeout: 60_000,
-    });
+    // Not spawnSync: the nodes' output must keep draining (a full pipe would stall them).
+    const r = await runCli(['cluster', 'switchover', '--etcd', etcdUrl, '--cluster', 'switch', '--to', to, '--json'], 60_000);
     expect(r.status, `${r.stderr} ${JSON.stringify(c.nodes.map((n) => [n.lines.filter((l) => l.event === 'role' || l.event === 'error'), n.stderr]))}`).toBe(0);
     expect(JSON.parse(r.stdout), JSON.stringify(c.nodes.map((n) => n.lines.filter((l) => l.event === 'role' || l.event === 'error')))).toMatchObject({
       from: old.id,

@@ -20,6 +20,8 @@ export interface Durable {
   history: History;
   /** The highest epoch this node has seen; it refuses anything older. */
   epoch: bigint;
+  /** Set when this node found records past a fork: it stays fenced across restarts. */
+  fenced?: string;
 }
 
 export function loadHistory(dir: string): Durable {
@@ -30,8 +32,8 @@ export function loadHistory(dir: string): Durable {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { history: [], epoch: 0n };
     throw new CairnError('CAIRN_IO', `cannot read ${historyFile(dir)}: ${(e as Error).message}`, { cause: e });
   }
-  const o = JSON.parse(text) as { history: unknown; epoch: string };
-  return { history: decodeHistory(o.history), epoch: BigInt(o.epoch) };
+  const o = JSON.parse(text) as { history: unknown; epoch: string; fenced?: string };
+  return { history: decodeHistory(o.history), epoch: BigInt(o.epoch), ...(typeof o.fenced === 'string' ? { fenced: o.fenced } : {}) };
 }
 
 export function encodeHistory(h: History): Array<[string, string]> {
@@ -52,7 +54,7 @@ export function saveHistory(dir: string, d: Durable): void {
   const tmp = `${file}.tmp`;
   const fd = openSync(tmp, 'w');
   try {
-    writeSync(fd, JSON.stringify({ history: encodeHistory(d.history), epoch: String(d.epoch) }));
+    writeSync(fd, JSON.stringify({ history: encodeHistory(d.history), epoch: String(d.epoch), ...(d.fenced ? { fenced: d.fenced } : {}) }));
     fsyncSync(fd);
   } finally {
     closeSync(fd);

@@ -28,6 +28,9 @@ export interface MemberValue {
   /** The highest epoch this node has made durable (it refuses anything older). */
   epoch: bigint;
   durableSeq: bigint;
+  /** The epoch that wrote its last durable record (Raft's last log term): (lastEpoch, durableSeq)
+   *  orders logs by how up to date they are. */
+  lastEpoch: bigint;
   /** Wall-clock ms when written: data only. */
   at: number;
 }
@@ -47,10 +50,23 @@ export function decodeLeader(s: string): LeaderValue {
 }
 
 export function encodeMember(v: MemberValue): string {
-  return JSON.stringify({ ...v, epoch: String(v.epoch), durableSeq: String(v.durableSeq) });
+  return JSON.stringify({ ...v, epoch: String(v.epoch), durableSeq: String(v.durableSeq), lastEpoch: String(v.lastEpoch) });
 }
 
 export function decodeMember(s: string): MemberValue {
-  const o = JSON.parse(s) as { nodeId: string; address: string; role: string; epoch: string; durableSeq: string; at: number };
-  return { nodeId: o.nodeId, address: o.address, role: o.role, epoch: BigInt(o.epoch), durableSeq: BigInt(o.durableSeq), at: o.at };
+  const o = JSON.parse(s) as { nodeId: string; address: string; role: string; epoch: string; durableSeq: string; lastEpoch?: string; at: number };
+  return {
+    nodeId: o.nodeId,
+    address: o.address,
+    role: o.role,
+    epoch: BigInt(o.epoch),
+    durableSeq: BigInt(o.durableSeq),
+    lastEpoch: BigInt(o.lastEpoch ?? '0'),
+    at: o.at,
+  };
+}
+
+/** Whether a log ending at (epoch `a`, seq `aSeq`) is more up to date than one ending at (`b`, `bSeq`). */
+export function aheadOf(a: bigint, aSeq: bigint, b: bigint, bSeq: bigint): boolean {
+  return a > b || (a === b && aSeq > bSeq);
 }

@@ -24,8 +24,9 @@ import type { ReplicationServer } from '../replication/server.js';
 import type { PrimaryStatus } from '../replication/types.js';
 import { open, type Store } from '../store.js';
 import { Etcd } from './etcd.js';
-import { type Durable, firstDivergence, loadHistory, saveHistory, trimHistory } from './history.js';
+import { type Durable, epochAt, firstDivergence, loadHistory, saveHistory, trimHistory } from './history.js';
 import {
+  aheadOf,
   decodeLeader,
   decodeMember,
   encodeLeader,
@@ -76,6 +77,8 @@ export class ClusterNode extends EventEmitter {
   #steppingDown = false;
   #closed = false;
   #fencedReason: string | null = null;
+  /** The store's last seq when last open (a fenced node's store is closed). */
+  #lastSeqSeen = 0n;
   #lastError: string | null = null;
   /** Serializes role changes: the loop, stepDown, a replica's newer epoch. */
   #chain: Promise<unknown> = Promise.resolve();
@@ -115,6 +118,7 @@ export class ClusterNode extends EventEmitter {
   /** The store: writable on the primary; on a replica, writes forward or fail with CAIRN_NOT_PRIMARY.
    *  A role change replaces it (take it again after a 'role' event). */
   get db(): Store {
+    if (this.#role === 'fenced') throw new CairnError('CAIRN_FENCED', this.#fencedReason ?? `node '${this.nodeId}' is fenced`);
     if (this.#server) return this.#server.db;
     if (this.#replica) return this.#replica.db;
     if (this.#idle) return this.#idle;
@@ -126,6 +130,8 @@ export class ClusterNode extends EventEmitter {
     this.#durable = loadHistory(this.#c.dir);
     this.#epoch = this.#durable.epoch;
     this.#idle = await open(this.#c.dir, { nodeId: this.nodeId, replica: true });
+    this.#lastSeqSeen = this.#idle.lastSeq;
+    if (this.#durable.fenced !== undefined) await this.#fence(this.#durable.fenced);
     // etcd may be slow or away: the loop (re)grants the member lease.
     await this.#serial(() => this.#tick());
     this.#loopDone = this.#loop();
@@ -195,24 +201,27 @@ export class ClusterNode extends EventEmitter {
       role: this.#role,
       epoch: this.#durable.epoch,
       durableSeq: this.#lastSeq(),
+      lastEpoch: epochAt(this.#durable.history, this.#lastSeq()),
       at: Date.now(),
     });
     await this.#etcd.put(memberKey(this.#c.cluster, this.nodeId), value, this.#memberLease);
   }
 
   #lastSeq(): bigint {
-    try {
-      return this.db.lastSeq;
-    } catch {
-      return 0n;
+    const store = this.#server?.db ?? this.#replica?.db ?? this.#idle;
+    if (store) {
+      try {
+        this.#lastSeqSeen = store.lastSeq;
+      } catch {
+        // closed under us: the last value seen stands
+      }
     }
+    return this.#lastSeqSeen;
   }
 
   /** Make `epoch` durable as the highest seen, with `history` (fsynced) before anything of it. */
   #persist(epoch: bigint, history = this.#durable.history): void {
-    const next = { history, epoch: epoch > this.#durable.epoch ? epoch : this.#durable.epoch };
-    saveHistory(this.#c.dir, next);
-    this.#durable = next;
+    this.#persistWith({ ...this.#durable, history, epoch: epoch > this.#durable.epoch ? epoch : this.#durable.epoch });
   }
 
   async #watchLeader(): Promise<void> {
@@ -243,10 +252,22 @@ export class ClusterNode extends EventEmitter {
     this.#idle = await open(this.#c.dir, { nodeId: this.nodeId, replica: true });
   }
 
-  #fence(reason: string): void {
+  /** Serve nothing (the store is closed: its records past the fork must not be read either),
+   *  follow no one, never campaign, across restarts too. */
+  async #fence(reason: string): Promise<void> {
+    this.#lastSeq();
     this.#fencedReason = reason;
     this.#lastError = reason;
+    if (this.#durable.fenced !== reason) this.#persistWith({ ...this.#durable, fenced: reason });
     this.#setRole('fenced', this.#epoch, undefined);
+    const idle = this.#idle;
+    this.#idle = null;
+    await idle?.close();
+  }
+
+  #persistWith(d: Durable): void {
+    saveHistory(this.#c.dir, d);
+    this.#durable = d;
   }
 
   async #follow(epoch: bigint, leader: LeaderValue): Promise<void> {
@@ -257,13 +278,14 @@ export class ClusterNode extends EventEmitter {
     await this.#toIdle();
     this.#persist(epoch);
     if (fork !== undefined) {
-      if (!leader.ready && fork >= leader.start) {
-        // Ahead of a candidate still gathering: report our seq; it gives the key up.
+      if (!leader.ready) {
+        // A candidate still gathering: report (last epoch, seq); if ours is more up to date it
+        // gives the key up, otherwise it serves and the next look at the key fences us.
         this.#setRole('candidate', epoch, undefined);
         await this.#publish();
         return;
       }
-      this.#fence(
+      await this.#fence(
         `node '${this.nodeId}' holds records ${fork}..${last} that are not in the log of primary '${leader.nodeId}' (epoch ${epoch}); ` +
           'it serves none of them and follows no one: manual recovery is needed (reseed this node from the primary, after saving what it holds)',
       );
@@ -297,9 +319,13 @@ export class ClusterNode extends EventEmitter {
     if (sw && (JSON.parse(sw.value) as { to: string }).to !== this.nodeId) return;
     const members = (await this.#etcd.getPrefix(memberPrefix(this.#c.cluster))).map((kv) => decodeMember(kv.value));
     const mine = this.#lastSeq();
-    let best = 0n;
-    for (const m of members) if (this.#c.voters.includes(m.nodeId) && m.role !== 'fenced' && m.durableSeq > best) best = m.durableSeq;
-    if (best > mine + this.#c.maxLagOnFailover) return;
+    const myEpoch = epochAt(this.#durable.history, mine);
+    for (const m of members) {
+      if (m.nodeId === this.nodeId || !this.#c.voters.includes(m.nodeId) || m.role === 'fenced') continue;
+      // Raft's election restriction: a later last epoch, or the same one further on, wins.
+      if (m.lastEpoch > myEpoch) return;
+      if (m.lastEpoch === myEpoch && m.durableSeq > mine + this.#c.maxLagOnFailover) return;
+    }
     await this.#toIdle();
     const lease = await LeaderLease.grant(this.#etcd, this.#c.leaseTtlMs, this.#c.marginMs);
     const history = trimHistory(this.#durable.history, mine);
@@ -316,7 +342,7 @@ export class ClusterNode extends EventEmitter {
     this.#persist(epoch, [...history, [epoch, mine + 1n] as const]);
     this.#setRole('candidate', epoch, undefined);
     await this.#publish();
-    if (!(await this.#gather(epoch, mine))) {
+    if (!(await this.#gather(epoch, myEpoch, mine))) {
       this.#lease = null;
       await lease.revoke();
       return;
@@ -358,13 +384,13 @@ export class ClusterNode extends EventEmitter {
    * this node included, have made `epoch` durable and reported their final durable seq.
    * False if one of them is ahead of `mine` (it must win instead), or time runs out.
    */
-  async #gather(epoch: bigint, mine: bigint): Promise<boolean> {
+  async #gather(epoch: bigint, myEpoch: bigint, mine: bigint): Promise<boolean> {
     const deadline = performance.now() + this.#c.leaseTtlMs;
     const others = this.#c.voters.filter((v) => v !== this.nodeId);
     for (let round = 0; round < 1000 && performance.now() < deadline && !this.#closed; round++) {
       const members = (await this.#etcd.getPrefix(memberPrefix(this.#c.cluster))).map((kv) => decodeMember(kv.value));
       const reports = members.filter((m) => others.includes(m.nodeId) && m.epoch === epoch && m.role !== 'fenced');
-      if (reports.some((m) => m.durableSeq > mine)) return false;
+      if (reports.some((m) => aheadOf(m.lastEpoch, m.durableSeq, myEpoch, mine))) return false;
       if (reports.length + 1 >= this.#majority()) return this.#lease?.valid === true;
       await sleep(Math.min(50, this.#c.loopMs));
     }
