@@ -50,20 +50,18 @@ let etcdProc: ChildProcess | undefined;
 let etcdUrl = '';
 let root = '';
 
-beforeAll(async () => {
-  root = mkdtempSync(join(tmpdir(), 'cairn-failover-'));
-  const client = await freePort();
-  const peer = await freePort();
-  etcdUrl = `http://127.0.0.1:${client}`;
-  etcdProc = spawn(
+/** An etcd on loopback with its data in `dataDir` (ports kept, so it can be restarted). */
+async function startEtcd(dataDir: string, client: number, peer: number): Promise<ChildProcess> {
+  const url = `http://127.0.0.1:${client}`;
+  const p = spawn(
     ETCD,
     [
       '--data-dir',
-      join(root, 'etcd'),
+      dataDir,
       '--listen-client-urls',
-      etcdUrl,
+      url,
       '--advertise-client-urls',
-      etcdUrl,
+      url,
       '--listen-peer-urls',
       `http://127.0.0.1:${peer}`,
       '--initial-advertise-peer-urls',
@@ -74,14 +72,22 @@ beforeAll(async () => {
     { stdio: 'ignore' },
   );
   for (let i = 0; i < 100; i++) {
-    const ok = await fetch(`${etcdUrl}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: 'AA==' }) }).then(
+    const ok = await fetch(`${url}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: 'AA==' }) }).then(
       (r) => r.ok,
       () => false,
     );
-    if (ok) return;
+    if (ok) return p;
     await sleep(100);
   }
+  p.kill('SIGKILL');
   throw new Error('etcd did not start');
+}
+
+beforeAll(async () => {
+  root = mkdtempSync(join(tmpdir(), 'cairn-failover-'));
+  const client = await freePort();
+  etcdUrl = `http://127.0.0.1:${client}`;
+  etcdProc = await startEtcd(join(root, 'etcd'), client, await freePort());
 }, 30_000);
 
 afterAll(() => {
@@ -164,8 +170,11 @@ class Cluster {
   /** Every acknowledgement any incarnation of any node reported. */
   readonly #old: Line[] = [];
 
-  constructor(name: string) {
+  readonly etcd: string;
+
+  constructor(name: string, etcd = etcdUrl) {
     this.name = name;
+    this.etcd = etcd;
     this.nodes = [];
   }
 
@@ -176,7 +185,7 @@ class Cluster {
         nodeId: id,
         cluster: this.name,
         listen: `127.0.0.1:${await freePort()}`,
-        etcd: [etcdUrl],
+        etcd: [this.etcd],
         voters: IDS,
         token: TOKEN,
         leaseTtlMs: TTL,
@@ -223,8 +232,9 @@ class Cluster {
     const complete: string[] = [];
     for (const n of live) {
       const r = await n.request('check', { ids }, 60_000);
+      expect(r.ok, JSON.stringify(r)).toBe(true);
       const missing = r.missing as string[];
-      if (n === primary) expect(missing, `acknowledged writes missing on the primary ${n.id}`).toEqual([]);
+      if (n === primary) expect(missing, `acknowledged writes missing on the primary ${n.id} (${String(r.lastError)})`).toEqual([]);
       if (missing.length === 0) complete.push(n.id);
     }
     expect(complete.length, `nodes holding every acknowledged write: ${complete.join(', ')}`).toBeGreaterThanOrEqual(2);
@@ -395,6 +405,41 @@ describe.runIf(existsSync(ETCD))('failover with etcd', () => {
       expect(String(old.roles().at(-1)?.reason)).toMatch(/manual recovery/);
     }
     console.log(`SIGSTOP: the resumed primary ${old.id} is now ${old.role}`);
+    await c.verify();
+  }, 120_000);
+
+  it('etcd lost: the primary stops acknowledging within the TTL, replicas keep reads, writes resume when etcd is back', async () => {
+    const client = await freePort();
+    const peer = await freePort();
+    const data = join(root, 'etcd-lost');
+    let etcd = await startEtcd(data, client, peer);
+    running.push(etcd);
+    const c = new Cluster('lost', `http://127.0.0.1:${client}`);
+    await c.start();
+    const { node: old } = await c.servingPrimary(10);
+    const lostAt = Date.now();
+    etcd.kill('SIGKILL');
+    const deadline = Date.now() + 4 * TTL + 5000;
+    for (let i = 0; i < 1000 && Date.now() < deadline && old.role === 'primary'; i++) await sleep(50);
+    expect(old.role, 'the primary demoted itself without etcd').not.toBe('primary');
+    await sleep(TTL);
+    // The last renewal was sent before lostAt: nothing may be acknowledged after lostAt + TTL.
+    const late = c.acks().filter((a) => a.wall > lostAt + TTL);
+    expect(late, 'acknowledgements while etcd was away').toEqual([]);
+    const replica = c.nodes.find((n) => n !== old && n.role === 'replica') as Node;
+    expect(replica, 'a replica still serving reads').toBeDefined();
+    const read = await replica.request('check', {
+      ids: c
+        .acks()
+        .slice(0, 5)
+        .map((a) => a.id),
+    });
+    expect(read.missing).toEqual([]);
+    etcd = await startEtcd(data, client, peer);
+    running.push(etcd);
+    const backAt = Date.now();
+    const { epoch } = await c.servingPrimary(5, 4 * TTL + 20_000);
+    expect(c.acks().some((a) => a.epoch === epoch && a.wall > backAt)).toBe(true);
     await c.verify();
   }, 120_000);
 

@@ -407,8 +407,10 @@ export class ClusterNode extends EventEmitter {
     const lease = this.#lease;
     this.#lease = null;
     this.#setRole('candidate', this.#epoch, undefined);
-    await this.#toIdle();
+    // Revoking marks the lease lost first (nothing more is acknowledged), then frees the key
+    // at once rather than a TTL later.
     if (lease) await lease.revoke();
+    await this.#toIdle();
   }
 
   /** Planned switchover: stop acknowledging, let `to` (default: the most up-to-date replica)
@@ -424,7 +426,8 @@ export class ClusterNode extends EventEmitter {
     const candidates = status.replicas.filter((r) => r.state !== 'disconnected' && (to === undefined || r.nodeId === to));
     const target = candidates.sort((a, b) => (a.durableSeq > b.durableSeq ? -1 : a.durableSeq < b.durableSeq ? 1 : 0))[0];
     if (!target) throw new CairnError('CAIRN_NOT_FOUND', `no connected replica ${to === undefined ? '' : `'${to}' `}to hand over to`);
-    const swLease = await this.#etcd.grant(Math.ceil((2 * this.#c.leaseTtlMs) / 1000));
+    // Long enough for the target to see the key free, campaign and gather, even on a slow host.
+    const swLease = await this.#etcd.grant(Math.ceil((5 * this.#c.leaseTtlMs) / 1000));
     await this.#etcd.put(switchoverKey(this.#c.cluster), JSON.stringify({ to: target.nodeId }), swLease);
     this.#steppingDown = true;
     try {
