@@ -447,6 +447,25 @@ describe.runIf(existsSync(ETCD))('failover with etcd', () => {
     await c.verify();
   }, 120_000);
 
+  it('SIGKILL a replica: writes go on with the other one, the replica comes back and catches up', async () => {
+    const c = new Cluster('replica-kill');
+    await c.start();
+    const { node: primary, epoch } = await c.servingPrimary(10);
+    const victim = c.nodes.find((n) => n !== primary) as Node;
+    await victim.kill('SIGKILL');
+    const before = c.acks().length;
+    const deadline = Date.now() + 20_000;
+    for (let i = 0; i < 1000 && Date.now() < deadline && c.acks().length < before + 20; i++) await sleep(50);
+    expect(c.acks().length, 'writes acknowledged with one replica down').toBeGreaterThanOrEqual(before + 20);
+    expect(primary.role).toBe('primary');
+    c.restart(victim);
+    for (let i = 0; i < 1000 && Date.now() < deadline + 20_000 && victim.role !== 'replica'; i++) await sleep(50);
+    expect(victim.role).toBe('replica');
+    expect(victim.roles().at(-1)?.epoch).toBe(epoch);
+    const r = await c.verify();
+    expect(r.onAll).toContain(victim.id);
+  }, 120_000);
+
   it('planned switchover (cairn cluster switchover) loses nothing', async () => {
     const c = new Cluster('switch');
     await c.start();
