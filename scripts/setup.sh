@@ -35,5 +35,26 @@ if ! command -v chromium >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
     || echo "setup: could not install chromium; the dashboard test will fail" >&2
 fi
 
+# The failover tests start their own etcd (Debian's etcd-server, 3.4) on free loopback ports.
+# The package must not leave a system etcd running on port 2379: its start is denied while it
+# installs (policy-rc.d), and any service it registered is stopped and disabled afterwards.
+if [[ ! -x /usr/bin/etcd ]]; then
+  echo "setup: installing etcd-server for the failover tests"
+  as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+  policy_added=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+    as_root chmod +x /usr/sbin/policy-rc.d
+    policy_added=1
+  fi
+  as_root apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq etcd-server >/dev/null
+  [[ $policy_added -eq 1 ]] && as_root rm -f /usr/sbin/policy-rc.d
+  if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+    as_root systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
+  as_root service etcd stop >/dev/null 2>&1 || true
+fi
+
 pnpm install --frozen-lockfile
 pnpm build

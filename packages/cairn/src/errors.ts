@@ -22,7 +22,9 @@ export type CairnErrorCode =
   /** A replication peer failed authentication or broke the protocol (docs/format.md, "Replication protocol"). */
   | 'CAIRN_REPLICATION_PROTOCOL'
   /** The replication connection is down. */
-  | 'CAIRN_DISCONNECTED';
+  | 'CAIRN_DISCONNECTED'
+  /** A stale leader or epoch: this node may not acknowledge or apply it (failover). */
+  | 'CAIRN_FENCED';
 
 const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
   'CAIRN_INVALID_ARGUMENT',
@@ -41,6 +43,7 @@ const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
   'CAIRN_SEQUENCE_GAP',
   'CAIRN_REPLICATION_PROTOCOL',
   'CAIRN_DISCONNECTED',
+  'CAIRN_FENCED',
 ]);
 
 /** Whether `code` is one of the stable codes (for codes that arrive over the network). */

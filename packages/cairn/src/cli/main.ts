@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 
 import { BACKUP_ENVIRONMENT, backup, backups, restoreBackup, verify } from './backup.js';
+import { cluster, node } from './cluster.js';
 import type { Command, CommandArgs, OptionSpecs } from './command.js';
 import { demo } from './demo.js';
 import { replicate, serve } from './replication.js';
@@ -14,7 +15,23 @@ import { snapshot, snapshots } from './snapshot.js';
 import { checkpoint, status } from './store.js';
 
 /** In help-page order. */
-const COMMANDS: readonly Command[] = [status, checkpoint, snapshot, snapshots, restore, scrub, backup, backups, verify, restoreBackup, serve, replicate, demo];
+const COMMANDS: readonly Command[] = [
+  status,
+  checkpoint,
+  snapshot,
+  snapshots,
+  restore,
+  scrub,
+  backup,
+  backups,
+  verify,
+  restoreBackup,
+  serve,
+  replicate,
+  node,
+  cluster,
+  demo,
+];
 
 /** Paragraphs printed above a command's lines in the help page (where they have always stood). */
 const HELP_NOTES: Readonly<Record<string, string>> = { scrub: BACKUP_ENVIRONMENT };

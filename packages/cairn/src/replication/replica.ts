@@ -52,9 +52,12 @@ export interface OpenReplicaOptions {
   sync?: SyncMode;
   /** The primary's heartbeat period; silence for three of them is a cut (default 1000 ms). */
   heartbeatMs?: number;
+  /** @internal failover: the epoch this replica follows (already made durable by the caller);
+   *  frames from a lower epoch are refused with CAIRN_FENCED, and ours carry it. */
+  epoch?: bigint;
 }
 
-const KEYS = ['nodeId', 'primary', 'token', 'tls', 'forwardWrites', 'sync', 'heartbeatMs'];
+const KEYS = ['nodeId', 'primary', 'token', 'tls', 'forwardWrites', 'sync', 'heartbeatMs', 'epoch'];
 const MIN_BACKOFF_MS = 50;
 export const MAX_BACKOFF_MS = 2000;
 
@@ -82,6 +85,7 @@ export async function openReplica(dir: string, options: OpenReplicaOptions): Pro
     forward: options.forwardWrites === true,
     heartbeatMs,
     sync: options.sync,
+    epoch: options.epoch ?? 0n,
   });
   r.start();
   return r;
@@ -97,6 +101,7 @@ interface Config {
   forward: boolean;
   heartbeatMs: number;
   sync: SyncMode | undefined;
+  epoch: bigint;
 }
 
 /** A snapshot archive being received (SNAPSHOT_BEGIN .. SNAPSHOT_END). */
@@ -252,7 +257,7 @@ export class Replica {
     this.#state = this.#state === 'connecting' ? 'connecting' : 'disconnected';
     const { host, port, tls } = this.#config;
     const socket: Socket = tls ? tlsConnect({ host, port, ...tls, ...(tls.ca ? {} : { rejectUnauthorized: false }) }) : netConnect({ host, port });
-    const conn = new Connection(socket);
+    const conn = new Connection(socket, this.#config.epoch);
     this.#conn = conn;
     this.#phase = 'challenge';
     this.#lastContactMono = performance.now();
@@ -263,6 +268,12 @@ export class Replica {
   }
 
   #frame(conn: Connection, f: Frame, nonce: Buffer): void {
+    if (f.epoch < this.#config.epoch) {
+      throw new CairnError(
+        'CAIRN_FENCED',
+        `primary ${this.#config.primary} sent a frame of epoch ${f.epoch}, older than epoch ${this.#config.epoch} this replica follows; refused`,
+      );
+    }
     this.#lastContact = new Date();
     this.#lastContactMono = performance.now();
     switch (this.#phase) {

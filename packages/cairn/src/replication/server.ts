@@ -33,6 +33,13 @@ export interface ServeReplicationOptions {
   /** A replica that connects more than this many records behind gets a snapshot instead of
    *  the WAL (default: only when retention pruned the WAL it needs). */
   snapshotLagRecords?: number;
+  /** @internal failover: the epoch sent in every frame; a replica's frame with a higher one fences this primary. */
+  epoch?: bigint;
+  /** @internal failover: throws (CAIRN_FENCED) when this node may no longer acknowledge a write;
+   *  called before each commit and again just before its promise resolves. */
+  mayAcknowledge?: () => void;
+  /** @internal failover: a replica spoke with a higher epoch. */
+  onFenced?: (epoch: bigint) => void;
 }
 
 export interface ReplicationServer {
@@ -41,7 +48,7 @@ export interface ReplicationServer {
   close(): Promise<void>;
 }
 
-const KEYS = ['listen', 'token', 'replicas', 'writeConcern', 'tls', 'heartbeatMs', 'snapshotLagRecords'];
+const KEYS = ['listen', 'token', 'replicas', 'writeConcern', 'tls', 'heartbeatMs', 'snapshotLagRecords', 'epoch', 'mayAcknowledge', 'onFenced'];
 /** Commit times kept for `lagMs`. */
 const MAX_COMMIT_TIMES = 1 << 16;
 /** Refused connections kept for `replicationStatus().rejected`. */
@@ -71,6 +78,9 @@ export async function startReplicationServer(host: ReplicationHost, options: Ser
   const lag = options.snapshotLagRecords;
   if (lag !== undefined && (!Number.isSafeInteger(lag) || lag < 1)) throw invalidArgument('options.snapshotLagRecords must be a positive integer');
   const primary = new Primary(host, token, replicas, concern, heartbeatMs, lag ?? null);
+  primary.epoch = options.epoch ?? 0n;
+  primary.mayAcknowledge = options.mayAcknowledge ?? (() => {});
+  primary.onFenced = options.onFenced ?? (() => {});
   await primary.listen(listen.host, listen.port, tls);
   return primary;
 }
@@ -95,6 +105,9 @@ class Primary implements SessionHost, ReplicationServer {
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
   address = '';
+  epoch = 0n;
+  mayAcknowledge: () => void = () => {};
+  onFenced: (epoch: bigint) => void = () => {};
   readonly hook: ReplicationHook;
 
   constructor(host: ReplicationHost, token: Buffer, replicas: string[], concern: WriteConcern, heartbeatMs: number, snapshotLagRecords: number | null) {
@@ -138,7 +151,7 @@ class Primary implements SessionHost, ReplicationServer {
         socket.destroy();
         return;
       }
-      const s = new Session(new Connection(socket), this);
+      const s = new Session(new Connection(socket, this.epoch), this);
       this.#sessions.add(s);
     };
     const server = tls
@@ -157,6 +170,7 @@ class Primary implements SessionHost, ReplicationServer {
 
   async #commit(payload: Buffer, concern: WriteConcern): Promise<bigint> {
     let seq: bigint;
+    this.mayAcknowledge();
     try {
       seq = await this.native.commit(payload);
     } catch (e) {
@@ -166,7 +180,23 @@ class Primary implements SessionHost, ReplicationServer {
     if (this.#commitTimes.length > MAX_COMMIT_TIMES) this.#commitTimes.splice(0, this.#commitTimes.length - MAX_COMMIT_TIMES);
     this.commits.notify();
     await this.#tracker.wait(seq, concern, this.native.lastSeq);
+    try {
+      this.mayAcknowledge();
+    } catch (e) {
+      // Committed here, perhaps elsewhere too, but never acknowledged: say which seq.
+      if (e instanceof CairnError) Object.assign(e, { seq });
+      throw e;
+    }
     return seq;
+  }
+
+  peerEpoch(s: Session, epoch: bigint): void {
+    if (epoch <= this.epoch) return;
+    this.onFenced(epoch);
+    throw new CairnError(
+      'CAIRN_FENCED',
+      `replica '${s.nodeId}' follows epoch ${epoch}, newer than this primary's ${this.epoch}: this node is no longer primary`,
+    );
   }
 
   admit(nodeId: string): void {

@@ -60,6 +60,8 @@ export interface SessionHost {
   contact(s: Session): void;
   ended(s: Session, e: CairnError | null): void;
   forward(f: Forward): Promise<bigint>;
+  /** Throws when a frame's epoch is newer than this primary's (failover fences it). */
+  peerEpoch(s: Session, epoch: bigint): void;
   /** Woken at each commit. */
   readonly commits: Signal;
 }
@@ -96,6 +98,7 @@ export class Session {
   }
 
   #frame(f: Frame): void {
+    this.#host.peerEpoch(this, f.epoch);
     this.#host.contact(this);
     switch (this.#phase) {
       case 'hello': {
