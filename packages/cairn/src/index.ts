@@ -21,12 +21,12 @@ export type {
 export type { Metric } from './encode.js';
 export type { CairnErrorCode } from './errors.js';
 export { CairnError } from './errors.js';
-export type { HealthReport, HttpServer, ServeHttpOptions, StoreStatus } from './ops/index.js';
 export type { ClusterNode, NodeRole, RoleEvent } from './failover/node.js';
 export { startNode } from './failover/node.js';
 export type { StartNodeOptions } from './failover/options.js';
 export type { ClusterMemberStatus, ClusterStatus } from './failover/status.js';
 export { clusterStatus } from './failover/status.js';
+export type { HealthReport, HttpServer, ServeHttpOptions, StoreStatus } from './ops/index.js';
 export type { OpenReplicaOptions } from './replication/replica.js';
 export { openReplica, Replica } from './replication/replica.js';
 export type { ReplicationServer, ServeReplicationOptions } from './replication/server.js';
