@@ -1096,8 +1096,9 @@ describe('cli', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toContain('CAIRN_INVALID_ARGUMENT');
     expect(rangeInMessage(r.stderr)).toEqual([0n, h.last]);
+    // A bad value is a usage error: exit 2.
     r = cli(['restore', dir, newDir('cli-bad'), '--seq', 'x']);
-    expect(r.status).toBe(1);
+    expect(r.status).toBe(2);
     expect(r.stderr).toContain('--seq');
   });
 });

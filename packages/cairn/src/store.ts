@@ -5,6 +5,7 @@ import { CairnError, fromNative, invalidArgument, native, nativeSync } from './e
 import { type NativeStore, nativeModule } from './native.js';
 import { listSnapshots, pruneSnapshots, type RecoverableRange, recoverableRange, type SnapshotInfo, toSnapshotInfo } from './restore.js';
 import { type ParsedScrubOptions, parseScrubOptions, runScrub, type ScrubOptions, type ScrubReport } from './scrub/index.js';
+import { checkStoreDir } from './store-dir.js';
 import {
   checkJson,
   checkKnownKeys,
@@ -40,6 +41,13 @@ export type SyncMode = 'none' | 'group' | 'always';
 export type RecoveryMode = 'tolerate-torn-tail' | 'absolute-consistency' | 'skip-corrupt';
 
 export interface OpenOptions {
+  /**
+   * Create a new store when `dir` is missing or an empty directory (default true). With `false`,
+   * a missing path or empty directory rejects with `CAIRN_NOT_FOUND`. Either way, a path that
+   * exists and is not a store (a file, or a directory holding other files) rejects with
+   * `CAIRN_NOT_A_STORE` and is left untouched.
+   */
+  create?: boolean;
   sync?: SyncMode;
   recovery?: RecoveryMode;
   /** Size of a preallocated WAL segment in bytes (default 32 MiB). */
@@ -161,13 +169,16 @@ export interface IndexStats {
   bytes: number;
 }
 
-const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots', 'scrub'] as const;
+const OPEN_KEYS = ['create', 'sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots', 'scrub'] as const;
 const COLLECTION_KEYS = ['dim', 'metric', 'm', 'efConstruction'] as const;
 const QUERY_KEYS = ['k', 'ef', 'exact', 'filter'] as const;
 const DEFAULT_EF = 64;
 const METRICS: readonly Metric[] = ['cosine', 'l2', 'ip'];
 
-/** Open the store in `dir`, creating it if needed and recovering it if it was not closed cleanly. */
+/**
+ * Open the store in `dir`, recovering it if it was not closed cleanly. A new store is created
+ * only in a missing or empty directory, and only unless `options.create` is false.
+ */
 export async function open(dir: string, options: OpenOptions = {}): Promise<Store> {
   if (typeof dir !== 'string' || dir.length === 0) throw invalidArgument('dir must be a non-empty string');
   checkPlainObject('options', options);
@@ -203,6 +214,8 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
     const { intervalMs, ...rest } = sc;
     scrubSchedule = { intervalMs: checkPositiveInt('options.scrub.intervalMs', intervalMs, 2 ** 31 - 1), options: parseScrubOptions(rest, 'options.scrub') };
   }
+  if (options.create !== undefined && typeof options.create !== 'boolean') throw invalidArgument('options.create must be a boolean');
+  await checkStoreDir(resolve(dir), options.create !== false);
   const handle = await native(() =>
     nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }), ...archive }),
   );

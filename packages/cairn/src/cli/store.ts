@@ -1,7 +1,7 @@
-/** Commands on a store as a whole: status, checkpoint. */
-import { CairnError } from '../errors.js';
+/** Commands on a store as a whole: status, range, checkpoint. None of them creates a store. */
+import { recoverableRange } from '../restore.js';
 import { open } from '../store.js';
-import type { Command } from './command.js';
+import { type Command, existingStore, UsageError } from './command.js';
 import { json } from './output.js';
 
 export const status: Command = {
@@ -10,13 +10,26 @@ export const status: Command = {
   options: {},
   async run({ positionals, json: asJson }) {
     const dir = positionals[0];
-    if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'status needs a store directory');
-    const db = await open(dir);
+    if (!dir) throw new UsageError('status needs a store directory');
+    const db = await open(await existingStore(dir), { create: false });
     const out = { dir: db.dir, lastSeq: db.lastSeq, collections: db.collections(), recovery: db.recoveryReport };
     await db.close();
     console.log(
       asJson ? json(out) : `${out.dir}\nlast seq: ${out.lastSeq}\n${out.collections.map((c) => `  ${c.name}: ${c.count} x ${c.dim}d ${c.metric}`).join('\n')}`,
     );
+    return 0;
+  },
+};
+
+export const range: Command = {
+  name: 'range',
+  help: '  range DIR [--json]       print the recoverable range (sequence numbers and commit times)\n',
+  options: {},
+  async run({ positionals, json: asJson }) {
+    const dir = positionals[0];
+    if (!dir) throw new UsageError('range needs a store directory');
+    const r = await recoverableRange(await existingStore(dir));
+    console.log(asJson ? json(r) : `recoverable: seq ${r.from.seq} (${r.from.time.toISOString()}) .. seq ${r.to.seq} (${r.to.time.toISOString()})`);
     return 0;
   },
 };
@@ -27,11 +40,14 @@ export const checkpoint: Command = {
   options: {},
   async run({ positionals, json: asJson }) {
     const dir = positionals[0];
-    if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'checkpoint needs a store directory');
-    const db = await open(dir);
-    const { seq } = await db.checkpoint();
-    await db.close();
-    console.log(asJson ? json({ seq }) : `checkpoint at seq ${seq}`);
+    if (!dir) throw new UsageError('checkpoint needs a store directory');
+    const db = await open(await existingStore(dir), { create: false });
+    try {
+      const { seq } = await db.checkpoint();
+      console.log(asJson ? json({ seq }) : `checkpoint at seq ${seq}`);
+    } finally {
+      await db.close();
+    }
     return 0;
   },
 };
