@@ -21,6 +21,8 @@ export type {
 export type { Metric } from './encode.js';
 export type { CairnErrorCode } from './errors.js';
 export { CairnError } from './errors.js';
+export type { DiskUse, InspectedCollection, StoreInspection } from './inspect.js';
+export { inspectStore } from './inspect.js';
 export type { RecoverablePoint, RecoverableRange, RestoreOptions, RestoreResult, RestoreTo, SnapshotInfo } from './restore.js';
 export { listSnapshots, pruneSnapshots, recoverableRange, restore } from './restore.js';
 export { scrub } from './scrub/directory.js';
