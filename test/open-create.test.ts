@@ -3,7 +3,7 @@
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { type CairnError, open, scrub } from 'cairn';
+import { type CairnError, open, scrub } from 'cairndb';
 import { describe, expect, test } from 'vitest';
 
 import { tempDir } from './helpers.js';

@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { listSnapshots, type Metadata, open, restore, type SnapshotInfo, type Store } from 'cairn';
+import { listSnapshots, type Metadata, open, restore, type SnapshotInfo, type Store } from 'cairndb';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
 
