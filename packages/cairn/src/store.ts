@@ -115,6 +115,9 @@ export interface QueryHit {
   id: string;
   /** Cosine similarity (cosine), dot product (ip): higher is closer. Euclidean distance (l2): lower is closer. */
   score: number;
+  /** Lower is closer, for every metric, so sorting never depends on the metric: the Euclidean
+   *  distance (l2), `1 - cosine similarity` (cosine), `1 - dot product` (ip). */
+  distance: number;
   metadata: Metadata;
 }
 
@@ -576,7 +579,8 @@ export class Collection {
     }
     const results = await native(() => this.#native.query(this.name, packed, count, k, options.exact ? null : ef, filter));
     return results.map(({ hits, skipped }) => {
-      const out = hits.map((h) => ({ id: h.id, score: h.score, metadata: JSON.parse(h.metadata) as Metadata }));
+      const l2 = this.metric === 'l2';
+      const out = hits.map((h) => ({ id: h.id, score: h.score, distance: l2 ? h.score : 1 - h.score, metadata: JSON.parse(h.metadata) as Metadata }));
       // Non-enumerable: results still compare and print as plain arrays of hits.
       return Object.defineProperty(out, 'skipped', { value: skipped, enumerable: false }) as QueryResult;
     });
