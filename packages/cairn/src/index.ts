@@ -54,6 +54,7 @@ export type {
   RecoveryReport,
   SkippedRecord,
   StoredRecord,
+  StoreEvents,
   SyncMode,
   VectorRecord,
 } from './store.js';

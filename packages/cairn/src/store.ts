@@ -228,12 +228,37 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
   return store;
 }
 
+/** The events a `Store` emits, with their listeners' arguments. */
+export interface StoreEvents {
+  /** A collection's persisted graph was missing or unusable on open; it is rebuilt in the background. */
+  'index-rebuild': [rebuild: { collection: string; reason: string }];
+  /** A scheduled snapshot was taken (`options.snapshots`). */
+  snapshot: [info: SnapshotInfo];
+  'snapshot-error': [error: unknown];
+  /** A scheduled scrub finished (`options.scrub`). */
+  scrub: [report: ScrubReport];
+  'scrub-error': [error: unknown];
+}
+
+type StoreEventName = keyof StoreEvents;
+
+/** Typed overloads of the EventEmitter methods for `StoreEvents` (merged into the class). */
+export interface Store {
+  on<E extends StoreEventName>(event: E, listener: (...args: StoreEvents[E]) => void): this;
+  once<E extends StoreEventName>(event: E, listener: (...args: StoreEvents[E]) => void): this;
+  off<E extends StoreEventName>(event: E, listener: (...args: StoreEvents[E]) => void): this;
+  addListener<E extends StoreEventName>(event: E, listener: (...args: StoreEvents[E]) => void): this;
+  removeListener<E extends StoreEventName>(event: E, listener: (...args: StoreEvents[E]) => void): this;
+  emit<E extends StoreEventName>(event: E, ...args: StoreEvents[E]): boolean;
+}
+
 /**
  * Events: `'index-rebuild'` ({ collection, reason }) for each collection whose persisted graph
  * was missing or unusable on open; emitted on the next tick after `open` resolves.
  * `'snapshot'` / `'snapshot-error'` and `'scrub'` (a `ScrubReport`) / `'scrub-error'` from the
  * schedules set by `open` options.
  */
+// biome-ignore lint/suspicious/noUnsafeDeclarationMerging: the merged interface only narrows EventEmitter's methods to StoreEvents and declares nothing the class lacks
 export class Store extends EventEmitter {
   readonly dir: string;
   readonly sync: SyncMode;
