@@ -5,7 +5,7 @@ import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { exportSnapshot, open } from 'cairn';
+import { exportSnapshot, open } from 'cairndb';
 
 const rows = Number(process.argv[2] ?? 100_000);
 const dim = 128;

@@ -13,7 +13,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { BackupManager, open } from 'cairn';
+import { BackupManager, open } from 'cairndb';
 
 // Outside bench/.bench-data: other benches clear that directory while this one runs.
 const ROOT = process.env.BACKUP_DATA ?? join(tmpdir(), 'cairn-bench-backup');

@@ -40,7 +40,7 @@ import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { gunzipSync } from 'node:zlib';
 
-import { open } from 'cairn';
+import { open } from 'cairndb';
 import hnswlib from 'hnswlib-node';
 import { Bench } from 'tinybench';
 

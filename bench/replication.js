@@ -16,7 +16,7 @@ import { userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { open } from 'cairn';
+import { open } from 'cairndb';
 import pg from 'pg';
 import { Bench } from 'tinybench';
 

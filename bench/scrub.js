@@ -19,7 +19,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { xxh3 } from '@node-rs/xxhash';
-import { open } from 'cairn';
+import { open } from 'cairndb';
 import { Piscina } from 'piscina';
 import { Bench } from 'tinybench';
 

@@ -13,7 +13,7 @@ import { cpSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { open, restore } from 'cairn';
+import { open, restore } from 'cairndb';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '.bench-data', 'snapshot');

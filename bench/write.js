@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import Database from 'better-sqlite3';
-import { open } from 'cairn';
+import { open } from 'cairndb';
 import { ClassicLevel } from 'classic-level';
 import { Bench } from 'tinybench';
 

@@ -3,7 +3,7 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { exportSnapshot, importSnapshot, open, restore } from 'cairn';
+import { exportSnapshot, importSnapshot, open, restore } from 'cairndb';
 import { describe, expect, it } from 'vitest';
 
 import { tempDir } from './helpers.js';

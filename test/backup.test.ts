@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { type BackupClock, BackupManager, type BackupMetadata, type Metadata, open, parseCron, type Store } from 'cairn';
+import { type BackupClock, BackupManager, type BackupMetadata, type Metadata, open, parseCron, type Store } from 'cairndb';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
 import { rejectsWith } from './helpers.js';

@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { CairnError, type Collection, open, type Store } from 'cairn';
+import { CairnError, type Collection, open, type Store } from 'cairndb';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
 import { rejectsWith, storeChild, tempDir } from './helpers.js';

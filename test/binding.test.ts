@@ -3,7 +3,7 @@
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { CairnError, listSnapshots, open } from 'cairn';
+import { CairnError, listSnapshots, open } from 'cairndb';
 import { describe, expect, test } from 'vitest';
 
 import { lastWalRecord } from '../packages/cairn/dist/backup/source.js';

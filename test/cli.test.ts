@@ -1,7 +1,8 @@
-// The command line as a table: help, unknown commands and options, and the argument checks each
-// command makes before it touches anything, with their exit statuses.
+// The command line as a table: help, version, unknown commands and options, the argument checks
+// each command makes before it touches anything, `--json` errors, and that no command but demo
+// creates a store (a missing path, or a directory of unrelated files, is left as it was).
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -10,42 +11,118 @@ import { describe, expect, test } from 'vitest';
 import { tempDir } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../packages/cairn/dist/cli.js', import.meta.url));
-const COMMANDS = ['status', 'checkpoint', 'snapshot', 'snapshots', 'restore', 'scrub', 'backup', 'backups', 'verify', 'restore-backup', 'demo'];
+const PACKAGE_JSON = fileURLToPath(new URL('../packages/cairn/package.json', import.meta.url));
+const COMMANDS = ['status', 'range', 'checkpoint', 'snapshot', 'snapshots', 'restore', 'scrub', 'backup', 'backups', 'verify', 'restore-backup', 'demo'];
 
 function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, CAIRN_BACKUP_KEY: '' } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** A directory holding files that have nothing to do with Cairn. */
+function unrelatedDir(root: string): string {
+  const d = join(root, 'photos');
+  mkdirSync(d);
+  writeFileSync(join(d, 'holiday.jpg'), 'not a store');
+  return d;
+}
+
+/** Each command that takes a store directory, with that directory put in its place. */
+const STORE_COMMANDS: Array<[string, (dir: string, root: string) => string[]]> = [
+  ['status', (d) => ['status', d]],
+  ['range', (d) => ['range', d]],
+  ['checkpoint', (d) => ['checkpoint', d]],
+  ['snapshot', (d) => ['snapshot', d]],
+  ['snapshot --incremental', (d) => ['snapshot', d, '--incremental']],
+  ['snapshots', (d) => ['snapshots', d]],
+  ['restore', (d, root) => ['restore', d, join(root, 'restored')]],
+  ['scrub', (d) => ['scrub', d]],
+  ['scrub --repair', (d) => ['scrub', d, '--repair']],
+  ['backup', (d, root) => ['backup', d, '--to', `file://${join(root, 'backups')}`]],
+];
+
 describe('cli', () => {
-  test('help_lists_every_command_on_stderr_and_exits_0', () => {
-    for (const args of [[], ['help'], ['--help']]) {
+  test('help_lists_every_command_on_stdout_and_exits_0', () => {
+    for (const args of [[], ['help'], ['--help'], ['-h']]) {
       const r = cli(...args);
       expect(r.status).toBe(0);
-      expect(r.stdout).toBe('');
-      expect(r.stderr.startsWith('usage: cairn <command> [options]\n')).toBe(true);
-      for (const c of COMMANDS) expect(r.stderr).toMatch(new RegExp(`^  ${c} `, 'm'));
-      expect(r.stderr).toContain('CAIRN_BACKUP_KEY');
+      expect(r.stderr).toBe('');
+      expect(r.stdout.startsWith('usage: cairn <command> [options]\n')).toBe(true);
+      for (const c of COMMANDS) expect(r.stdout).toMatch(new RegExp(`^  ${c} `, 'm'));
+      expect(r.stdout).toContain('CAIRN_BACKUP_KEY');
     }
   });
 
-  test('unknown_command_prints_usage_and_exits_2', () => {
+  test('version_prints_the_package_version', () => {
+    const { version } = JSON.parse(readFileSync(PACKAGE_JSON, 'utf8')) as { version: string };
+    const r = cli('--version');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe(`${version}\n`);
+  });
+
+  test('every_command_has_help_on_stdout_with_exit_0', () => {
+    for (const c of COMMANDS) {
+      for (const args of [
+        [c, '--help'],
+        [c, '-h'],
+        ['help', c],
+      ]) {
+        const r = cli(...args);
+        expect(r.status, args.join(' ')).toBe(0);
+        expect(r.stderr).toBe('');
+        expect(r.stdout.startsWith(`usage: cairn ${c} `), args.join(' ')).toBe(true);
+        expect(r.stdout).toContain('--json');
+        expect(r.stdout).toContain('exit status');
+      }
+    }
+  });
+
+  test('unknown_command_is_one_line_with_exit_2', () => {
     const r = cli('frobnicate', 'x');
     expect(r.status).toBe(2);
-    expect(r.stderr.startsWith('usage: cairn')).toBe(true);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe("cairn: CAIRN_INVALID_ARGUMENT: unknown command 'frobnicate' (cairn --help lists them)\n");
   });
 
-  test('unknown_option_is_refused_before_the_command_runs', () => {
-    const dir = join(tempDir('cli-unknown-option'), 'store');
-    const r = cli('status', dir, '--frobnicate');
-    expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/Unknown option '--frobnicate'/);
-    expect(existsSync(dir)).toBe(false);
+  test('every_command_refuses_an_unknown_flag_in_one_line_with_exit_2', () => {
+    const root = tempDir('cli-unknown-option');
+    for (const c of COMMANDS) {
+      const r = cli(c, join(root, 'store'), '--frobnicate');
+      expect(r.status, c).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(r.stderr.split('\n')).toHaveLength(2);
+      expect(r.stderr).toMatch(new RegExp(`^cairn: CAIRN_INVALID_ARGUMENT: ${c}: .*'--frobnicate'`));
+      expect(r.stderr).not.toMatch(/\bat \S+:\d+/);
+    }
+    expect(readdirSync(root)).toEqual([]);
   });
 
-  test('missing_arguments_are_invalid_argument_with_exit_1', () => {
+  test('an_option_of_another_command_is_unknown_here', () => {
+    const r = cli('status', join(tempDir('cli-other-option'), 's'), '--repair');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/'--repair'/);
+  });
+
+  test('json_errors_are_one_document_on_stdout', () => {
+    const root = tempDir('cli-json-errors');
+    for (const c of COMMANDS) {
+      const r = cli(c, join(root, 'store'), '--frobnicate', '--json');
+      expect(r.status, c).toBe(2);
+      expect(r.stderr).toBe('');
+      const doc = JSON.parse(r.stdout) as { error: { code: string; message: string } };
+      expect(doc.error.code).toBe('CAIRN_INVALID_ARGUMENT');
+      expect(doc.error.message).toContain('--frobnicate');
+    }
+    const missing = cli('status', join(root, 'nope'), '--json');
+    expect(missing.status).toBe(1);
+    expect(JSON.parse(missing.stdout)).toEqual({ error: { code: 'CAIRN_NOT_FOUND', message: expect.stringContaining(join(root, 'nope')) } });
+    expect(readdirSync(root)).toEqual([]);
+  });
+
+  test('missing_arguments_are_usage_errors_with_exit_2', () => {
     const cases: Array<[string[], string]> = [
       [['status'], 'status needs a store directory'],
+      [['range'], 'range needs a store directory'],
       [['checkpoint'], 'checkpoint needs a store directory'],
       [['snapshot'], 'snapshot needs a store directory'],
       [['snapshots'], 'snapshots needs a store directory'],
@@ -58,26 +135,79 @@ describe('cli', () => {
     ];
     for (const [args, message] of cases) {
       const r = cli(...args);
-      expect(r.status, args.join(' ')).toBe(1);
+      expect(r.status, args.join(' ')).toBe(2);
       expect(r.stderr).toBe(`cairn: CAIRN_INVALID_ARGUMENT: ${message}\n`);
     }
   });
 
   test('option_values_are_checked_before_anything_is_opened', () => {
     const root = tempDir('cli-option-values');
-    const cases: Array<[string[], string]> = [
-      [['restore', join(root, 's'), join(root, 't'), '--seq', '1', '--time', '2020-01-01'], 'give --seq or --time, not both'],
-      [['restore', join(root, 's'), join(root, 't'), '--seq', 'x'], '--seq must be a non-negative integer'],
-      [['restore', join(root, 's'), join(root, 't'), '--time', 'not a date'], '--time must be an ISO date'],
-      [['restore-backup', `file://${root}/b`, 'id', join(root, 't'), '--seq', '1', '--time', '2020-01-01'], 'give --seq or --time, not both'],
-      [['scrub', join(root, 's'), '--throttle', '0'], '--throttle must be a positive number of MB/s'],
-      [['scrub', join(root, 's'), '--concurrency', '1.5'], '--concurrency must be a positive integer'],
+    const cases: Array<[string[], RegExp]> = [
+      [['restore', join(root, 's'), join(root, 't'), '--seq', '1', '--time', '2020-01-01'], /give --seq or --time, not both/],
+      [['restore', join(root, 's'), join(root, 't'), '--seq', 'x'], /--seq must be a non-negative integer/],
+      [['restore', join(root, 's'), join(root, 't'), '--seq', '-3'], /'--seq'/],
+      [['restore', join(root, 's'), join(root, 't'), '--seq=-3'], /--seq must be a non-negative integer/],
+      [['restore', join(root, 's'), join(root, 't'), '--time', 'not a date'], /--time must be an ISO date/],
+      [['restore-backup', `file://${root}/b`, 'id', join(root, 't'), '--seq', '1', '--time', '2020-01-01'], /give --seq or --time, not both/],
+      [['scrub', join(root, 's'), '--throttle', '0'], /--throttle must be a positive number of MB\/s/],
+      [['scrub', join(root, 's'), '--concurrency', '1.5'], /--concurrency must be a positive integer/],
+      [['status', join(root, 's'), '--json=yes'], /'--json'/],
     ];
     for (const [args, message] of cases) {
       const r = cli(...args);
-      expect(r.status, args.join(' ')).toBe(1);
-      expect(r.stderr).toBe(`cairn: CAIRN_INVALID_ARGUMENT: ${message}\n`);
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(/^cairn: CAIRN_INVALID_ARGUMENT: [^\n]*\n$/);
+      expect(r.stderr).toMatch(message);
     }
-    for (const name of ['s', 't', 'b']) expect(existsSync(join(root, name))).toBe(false);
+    expect(readdirSync(root)).toEqual([]);
+  });
+
+  test('no_command_creates_a_store_at_a_missing_path', () => {
+    for (const [name, argsFor] of STORE_COMMANDS) {
+      const root = tempDir('cli-missing-path');
+      const dir = join(root, 'mistyped');
+      const r = cli(...argsFor(dir, root));
+      expect(r.status, name).toBe(1);
+      expect(r.stderr, name).toBe(`cairn: CAIRN_NOT_FOUND: no store at ${dir} (the path does not exist)\n`);
+      expect(readdirSync(root), name).toEqual([]);
+    }
+  });
+
+  test('no_command_turns_a_directory_of_other_files_into_a_store', () => {
+    for (const [name, argsFor] of STORE_COMMANDS) {
+      const root = tempDir('cli-unrelated');
+      const dir = unrelatedDir(root);
+      const r = cli(...argsFor(dir, root));
+      expect(r.status, name).toBe(1);
+      expect(r.stderr, name).toMatch(/^cairn: CAIRN_NOT_A_STORE: .* is not a Cairn store/);
+      expect(readdirSync(root), name).toEqual(['photos']);
+      expect(readdirSync(dir), name).toEqual(['holiday.jpg']);
+    }
+  });
+
+  test('an_empty_directory_is_not_a_store_to_the_cli', () => {
+    for (const [name, argsFor] of STORE_COMMANDS) {
+      const root = tempDir('cli-empty');
+      const dir = join(root, 'empty');
+      mkdirSync(dir);
+      const r = cli(...argsFor(dir, root));
+      expect(r.status, name).toBe(1);
+      expect(r.stderr, name).toBe(`cairn: CAIRN_NOT_FOUND: no store at ${dir} (the directory is empty)\n`);
+      expect(readdirSync(root), name).toEqual(['empty']);
+      expect(readdirSync(dir), name).toEqual([]);
+    }
+  });
+
+  test('backup_target_commands_create_nothing_at_a_missing_target', () => {
+    const root = tempDir('cli-missing-target');
+    const url = `file://${join(root, 'backups')}`;
+    const list = cli('backups', url);
+    expect(list.status).toBe(0);
+    const verify = cli('verify', url, 'b1');
+    expect(verify.status).toBe(1);
+    const restore = cli('restore-backup', url, 'b1', join(root, 'restored'));
+    expect(restore.status).toBe(1);
+    expect(restore.stderr).toMatch(/^cairn: CAIRN_NOT_FOUND: /);
+    expect(readdirSync(root)).toEqual([]);
   });
 });

@@ -5,7 +5,7 @@
 import { cpSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
-import { type Collection, open, type RecoveryMode, type Store, scrub } from 'cairn';
+import { type Collection, open, type RecoveryMode, type Store, scrub } from 'cairndb';
 import { describe, expect, test } from 'vitest';
 
 import { metadataFor, prng, vectorFor } from './fixtures/records.mjs';

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { open } from 'cairn';
+import { open } from 'cairndb';
 import { describe, expect, test } from 'vitest';
 
 import { CRASH_COLLECTIONS, metadataFor, prng, vectorFor } from './fixtures/records.mjs';

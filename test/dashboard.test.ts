@@ -6,7 +6,7 @@ import { closeSync, mkdirSync, openSync, readdirSync, readSync, statSync, writeS
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { BackupManager, open } from 'cairn';
+import { BackupManager, open } from 'cairndb';
 import puppeteer, { type Page } from 'puppeteer-core';
 import { describe, expect, test } from 'vitest';
 

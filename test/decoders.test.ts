@@ -5,7 +5,7 @@
 // treatment in crates/cairn-core/tests/decoders.rs.
 
 import { createHash } from 'node:crypto';
-import { CairnError } from 'cairn';
+import { CairnError } from 'cairndb';
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 // Internal module: the package does not export the manifest codec.

@@ -6,7 +6,7 @@ import { cpSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { open, restore, type Store, scrub } from 'cairn';
+import { open, restore, type Store, scrub } from 'cairndb';
 import { describe, expect, test } from 'vitest';
 
 import { rejectsWith, tempDir } from './helpers.js';

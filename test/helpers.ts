@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { CairnError } from 'cairn';
+import { CairnError } from 'cairndb';
 import { afterAll, afterEach, expect } from 'vitest';
 
 const dirs: string[] = [];

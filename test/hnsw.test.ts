@@ -4,7 +4,7 @@
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { type Collection, open } from 'cairn';
+import { type Collection, open } from 'cairndb';
 import { describe, expect, it } from 'vitest';
 
 import { tempDir } from './helpers.js';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-import { open } from 'cairn';
+import { open } from 'cairndb';
 import { describe, expect, test } from 'vitest';
 
 import { tempDir } from './helpers.js';

@@ -3,7 +3,7 @@
 // synthetic embeddings.
 import { Document } from '@langchain/core/documents';
 import { FakeEmbeddings, SyntheticEmbeddings } from '@langchain/core/utils/testing';
-import { open } from 'cairn';
+import { open } from 'cairndb';
 import { CairnVectorStore, PAGE_CONTENT_KEY } from 'cairndb-langchain';
 import { describe, expect, test } from 'vitest';
 

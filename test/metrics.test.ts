@@ -1,6 +1,6 @@
 // db.metrics(): the Prometheus exposition is read back with a text-format parser, and each
 // counter equals the work the test did (engine counters come from the native core).
-import { BackupManager, open } from 'cairn';
+import { BackupManager, open } from 'cairndb';
 import { describe, expect, test } from 'vitest';
 
 import { tempDir } from './helpers.js';

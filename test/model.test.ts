@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { type Metadata, open, type QueryHit, type Store } from 'cairn';
+import { type Metadata, open, type QueryHit, type Store } from 'cairndb';
 import fc from 'fast-check';
 import { expect, test } from 'vitest';
 

@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { listSnapshots, type Metadata, open, restore, type SnapshotInfo, type Store } from 'cairn';
+import { listSnapshots, type Metadata, open, restore, type SnapshotInfo, type Store } from 'cairndb';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
 
@@ -1096,8 +1096,9 @@ describe('cli', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toContain('CAIRN_INVALID_ARGUMENT');
     expect(rangeInMessage(r.stderr)).toEqual([0n, h.last]);
+    // A bad value is a usage error: exit 2.
     r = cli(['restore', dir, newDir('cli-bad'), '--seq', 'x']);
-    expect(r.status).toBe(1);
+    expect(r.status).toBe(2);
     expect(r.stderr).toContain('--seq');
   });
 });

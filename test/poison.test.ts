@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-import { open } from 'cairn';
+import { open } from 'cairndb';
 import { describe, expect, test } from 'vitest';
 
 import { tempDir } from './helpers.js';

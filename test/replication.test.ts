@@ -8,7 +8,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { open } from 'cairn';
+import { open } from 'cairndb';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { newNonce, proof } from '../packages/cairn/dist/replication/auth.js';

@@ -3,7 +3,7 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { open, restore } from 'cairn';
+import { open, restore } from 'cairndb';
 import { describe, expect, it } from 'vitest';
 
 import { tempDir } from './helpers.js';

@@ -22,7 +22,7 @@ import {
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { open, type ScrubReport, type Store, scrub } from 'cairn';
+import { open, type ScrubReport, type Store, scrub } from 'cairndb';
 import { beforeAll, describe, expect, test } from 'vitest';
 
 // Internal modules, for the range path with small ranges (the package exports neither).

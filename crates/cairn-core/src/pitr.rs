@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::clock::iso8601;
 use crate::durable::{copy_synced, write_synced};
 use crate::engine::{Engine, Options};
 use crate::error::{Error, Result};
@@ -201,7 +202,9 @@ impl History {
     }
 
     /// `to` is the newest reachable point; `from` the oldest start from which the retained WAL
-    /// continues to it (the empty store while the WAL still holds the very first record).
+    /// continues to it (the empty store, seq 0, while the WAL still holds the very first record).
+    /// `from.time_ms` is a real commit time, never 0: the empty store's is the first record's,
+    /// since no earlier time names a moment of the store's history.
     fn range(&self) -> Result<Range> {
         let starts = self.starts();
         let to = starts
@@ -209,7 +212,10 @@ impl History {
             .map(|s| self.reach(*s))
             .max_by_key(|p| p.seq)
             .ok_or_else(|| Error::NotFound("no snapshot and no WAL from the first record: nothing can be restored".into()))?;
-        let from = starts.iter().copied().find(|s| self.reach(*s).seq == to.seq).unwrap_or(to);
+        let mut from = starts.iter().copied().find(|s| self.reach(*s).seq == to.seq).unwrap_or(to);
+        if from.seq == 0 {
+            from.time_ms = self.time_of(1).unwrap_or(to.time_ms);
+        }
         Ok(Range { from, to })
     }
 
@@ -227,8 +233,11 @@ impl History {
 
 fn out_of_range(what: String, r: &Range) -> Error {
     Error::InvalidArgument(format!(
-        "{what} is outside the recoverable range: seq {}..{} (time {}..{} ms)",
-        r.from.seq, r.to.seq, r.from.time_ms, r.to.time_ms
+        "{what} is outside the recoverable range: seq {}..{} (time {}..{})",
+        r.from.seq,
+        r.to.seq,
+        iso8601(r.from.time_ms),
+        iso8601(r.to.time_ms)
     ))
 }
 
@@ -278,10 +287,12 @@ pub fn restore_on(storage: Arc<dyn Storage>, source: &Path, target: &Path, to: R
             s
         }
         RestoreTarget::Time(t) => {
-            if t > newest.time_ms {
-                return Err(out_of_range(format!("time {t}"), &range));
+            // Before the first retained commit time there is no state to name (it used to
+            // restore the empty store).
+            if t > newest.time_ms || t < range.from.time_ms {
+                return Err(out_of_range(format!("time {}", iso8601(t)), &range));
             }
-            history.seq_at_time(t).ok_or_else(|| out_of_range(format!("time {t}"), &range))?
+            history.seq_at_time(t).ok_or_else(|| out_of_range(format!("time {}", iso8601(t)), &range))?
         }
     };
     // Newest snapshot at or before the target; the WAL must continue from it to the target.

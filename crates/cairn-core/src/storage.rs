@@ -136,6 +136,30 @@ impl StorageFile for OsFile {
     }
 }
 
+/// Whether another open file description holds the writer lock at `path` (a store open in some
+/// process), without taking it: a shared `flock` is tried and dropped at once. While it is held,
+/// for a few microseconds, a writer opening the store would be refused with `Locked`. A missing
+/// lock file means no writer ever opened the store.
+pub fn lock_held(path: &Path) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    // SAFETY: plain syscall on a descriptor we own; closing `f` releases the shared lock.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(false);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(true)
+    } else {
+        Err(e)
+    }
+}
+
 struct OsLock(File);
 
 impl Drop for OsLock {

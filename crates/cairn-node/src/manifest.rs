@@ -95,6 +95,13 @@ impl From<Manifest> for NativeManifest {
     }
 }
 
+/// Whether a process holds `dir`'s writer lock (the store is open there); never takes it.
+#[napi]
+pub fn lock_held(env: Env, dir: String) -> napi::Result<bool> {
+    let path = Path::new(&dir).join(cairn_core::layout::LOCK_FILE);
+    sync(&env, || core(cairn_core::storage::lock_held(&path).map_err(|e| cairn_core::Error::io(&path, e))))
+}
+
 /// Decode `dir/MANIFEST`; null when the store has none.
 #[napi]
 pub fn read_manifest(env: Env, dir: String) -> napi::Result<Option<NativeManifest>> {

@@ -2,6 +2,8 @@
 export type CairnErrorCode =
   | 'CAIRN_INVALID_ARGUMENT'
   | 'CAIRN_NOT_FOUND'
+  /** `open()` of a path that exists but is not a store (a file, or a directory of other files). */
+  | 'CAIRN_NOT_A_STORE'
   | 'CAIRN_ALREADY_EXISTS'
   | 'CAIRN_LOCKED'
   | 'CAIRN_POISONED'
@@ -29,6 +31,7 @@ export type CairnErrorCode =
 const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
   'CAIRN_INVALID_ARGUMENT',
   'CAIRN_NOT_FOUND',
+  'CAIRN_NOT_A_STORE',
   'CAIRN_ALREADY_EXISTS',
   'CAIRN_LOCKED',
   'CAIRN_POISONED',

@@ -26,6 +26,8 @@ export { startNode } from './failover/node.js';
 export type { StartNodeOptions } from './failover/options.js';
 export type { ClusterMemberStatus, ClusterStatus } from './failover/status.js';
 export { clusterStatus } from './failover/status.js';
+export type { DiskUse, InspectedCollection, StoreInspection } from './inspect.js';
+export { inspectStore } from './inspect.js';
 export type { HealthReport, HttpServer, ServeHttpOptions, StoreStatus } from './ops/index.js';
 export type { OpenReplicaOptions } from './replication/replica.js';
 export { openReplica, Replica } from './replication/replica.js';
@@ -72,6 +74,7 @@ export type {
   RecoveryReport,
   SkippedRecord,
   StoredRecord,
+  StoreEvents,
   SyncMode,
   VectorRecord,
 } from './store.js';

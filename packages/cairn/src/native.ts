@@ -17,7 +17,22 @@ export type {
 } from '@cairn/native';
 
 const require = createRequire(import.meta.url);
-export const nativeModule = require('@cairn/native') as typeof Native;
+
+/** The napi loader (generated) picks `cairn.<platform>.node` beside it or the platform package
+ *  `cairndb-<platform>` (an optional dependency of `cairndb`, as napi-rs lays packages out). */
+function loadNative(): typeof Native {
+  try {
+    return require('@cairn/native') as typeof Native;
+  } catch (e) {
+    const platform = `${process.platform}-${process.arch}`;
+    throw new Error(
+      `cairndb: no native addon loads on ${platform}: install the platform package for it (on Linux x64 with glibc: cairndb-linux-x64-gnu, an optional dependency npm installs with cairndb). Cause: ${(e as Error).message}`,
+      { cause: e },
+    );
+  }
+}
+
+export const nativeModule = loadNative();
 /** Byte helpers of the native module (checksums, shuffle) for the archive code. */
 export const nativeBytes = {
   xxh3Hex: (d: Buffer) => nativeModule.xxh3Hex(d),

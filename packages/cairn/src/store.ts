@@ -11,6 +11,7 @@ import type { PrimaryStatus, ReplicaNodeStatus, ReplicationHook, StandaloneStatu
 import { parseWriteConcern } from './replication/write-concern.js';
 import { listSnapshots, pruneSnapshots, type RecoverableRange, recoverableRange, type SnapshotInfo, toSnapshotInfo } from './restore.js';
 import { type ParsedScrubOptions, parseScrubOptions, runScrub, type ScrubOptions, type ScrubReport } from './scrub/index.js';
+import { checkStoreDir } from './store-dir.js';
 import {
   checkJson,
   checkKnownKeys,
@@ -46,6 +47,13 @@ export type SyncMode = 'none' | 'group' | 'always';
 export type RecoveryMode = 'tolerate-torn-tail' | 'absolute-consistency' | 'skip-corrupt';
 
 export interface OpenOptions {
+  /**
+   * Create a new store when `dir` is missing or an empty directory (default true). With `false`,
+   * a missing path or empty directory rejects with `CAIRN_NOT_FOUND`. Either way, a path that
+   * exists and is not a store (a file, or a directory holding other files) rejects with
+   * `CAIRN_NOT_A_STORE` and is left untouched.
+   */
+  create?: boolean;
   sync?: SyncMode;
   recovery?: RecoveryMode;
   /** Size of a preallocated WAL segment in bytes (default 32 MiB). */
@@ -122,6 +130,9 @@ export interface QueryHit {
   id: string;
   /** Cosine similarity (cosine), dot product (ip): higher is closer. Euclidean distance (l2): lower is closer. */
   score: number;
+  /** Lower is closer, for every metric, so sorting never depends on the metric: the Euclidean
+   *  distance (l2), `1 - cosine similarity` (cosine), `1 - dot product` (ip). */
+  distance: number;
   metadata: Metadata;
 }
 
@@ -176,13 +187,16 @@ export interface IndexStats {
   bytes: number;
 }
 
-const OPEN_KEYS = ['sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots', 'scrub', 'nodeId', 'replica', 'metrics'] as const;
+const OPEN_KEYS = ['create', 'sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots', 'scrub', 'nodeId', 'replica', 'metrics'] as const;
 const COLLECTION_KEYS = ['dim', 'metric', 'm', 'efConstruction'] as const;
 const QUERY_KEYS = ['k', 'ef', 'exact', 'filter'] as const;
 const DEFAULT_EF = 64;
 const METRICS: readonly Metric[] = ['cosine', 'l2', 'ip'];
 
-/** Open the store in `dir`, creating it if needed and recovering it if it was not closed cleanly. */
+/**
+ * Open the store in `dir`, recovering it if it was not closed cleanly. A new store is created
+ * only in a missing or empty directory, and only unless `options.create` is false.
+ */
 export async function open(dir: string, options: OpenOptions = {}): Promise<Store> {
   if (typeof dir !== 'string' || dir.length === 0) throw invalidArgument('dir must be a non-empty string');
   checkPlainObject('options', options);
@@ -223,6 +237,8 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
   const replica = options.replica === true;
   if (options.metrics !== undefined && typeof options.metrics !== 'boolean') throw invalidArgument('options.metrics must be a boolean');
   const metrics = options.metrics ?? true;
+  if (options.create !== undefined && typeof options.create !== 'boolean') throw invalidArgument('options.create must be a boolean');
+  await checkStoreDir(resolve(dir), options.create !== false);
   const handle = await native(() =>
     nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }), ...archive, replica, metrics }),
   );
@@ -233,12 +249,37 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
   return store;
 }
 
+/** The events a `Store` emits, with their listeners' arguments. */
+export interface StoreEvents {
+  /** A collection's persisted graph was missing or unusable on open; it is rebuilt in the background. */
+  'index-rebuild': [rebuild: { collection: string; reason: string }];
+  /** A scheduled snapshot was taken (`options.snapshots`). */
+  snapshot: [info: SnapshotInfo];
+  'snapshot-error': [error: unknown];
+  /** A scheduled scrub finished (`options.scrub`). */
+  scrub: [report: ScrubReport];
+  'scrub-error': [error: unknown];
+}
+
+type StoreEventName = keyof StoreEvents;
+
+/** Typed overloads of the EventEmitter methods for `StoreEvents` (merged into the class). */
+export interface Store {
+  on<E extends StoreEventName>(event: E, listener: (...args: StoreEvents[E]) => void): this;
+  once<E extends StoreEventName>(event: E, listener: (...args: StoreEvents[E]) => void): this;
+  off<E extends StoreEventName>(event: E, listener: (...args: StoreEvents[E]) => void): this;
+  addListener<E extends StoreEventName>(event: E, listener: (...args: StoreEvents[E]) => void): this;
+  removeListener<E extends StoreEventName>(event: E, listener: (...args: StoreEvents[E]) => void): this;
+  emit<E extends StoreEventName>(event: E, ...args: StoreEvents[E]): boolean;
+}
+
 /**
  * Events: `'index-rebuild'` ({ collection, reason }) for each collection whose persisted graph
  * was missing or unusable on open; emitted on the next tick after `open` resolves.
  * `'snapshot'` / `'snapshot-error'` and `'scrub'` (a `ScrubReport`) / `'scrub-error'` from the
  * schedules set by `open` options.
  */
+// biome-ignore lint/suspicious/noUnsafeDeclarationMerging: the merged interface only narrows EventEmitter's methods to StoreEvents and declares nothing the class lacks
 export class Store extends EventEmitter {
   readonly dir: string;
   readonly sync: SyncMode;
@@ -671,7 +712,8 @@ export class Collection {
     }
     const results = await native(() => this.#native.query(this.name, packed, count, k, options.exact ? null : ef, filter));
     return results.map(({ hits, skipped }) => {
-      const out = hits.map((h) => ({ id: h.id, score: h.score, metadata: JSON.parse(h.metadata) as Metadata }));
+      const l2 = this.metric === 'l2';
+      const out = hits.map((h) => ({ id: h.id, score: h.score, distance: l2 ? h.score : 1 - h.score, metadata: JSON.parse(h.metadata) as Metadata }));
       // Non-enumerable: results still compare and print as plain arrays of hits.
       return Object.defineProperty(out, 'skipped', { value: skipped, enumerable: false }) as QueryResult;
     });

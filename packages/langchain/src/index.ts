@@ -12,8 +12,8 @@ import { Document, type DocumentInterface } from '@langchain/core/documents';
 import type { EmbeddingsInterface } from '@langchain/core/embeddings';
 import { maximalMarginalRelevance } from '@langchain/core/utils/math';
 import { type MaxMarginalRelevanceSearchOptions, VectorStore } from '@langchain/core/vectorstores';
-import type { Collection, CollectionInfo, Metric, QueryOptions, Store } from 'cairn';
-import { open } from 'cairn';
+import type { Collection, CollectionInfo, Metric, QueryOptions, Store } from 'cairndb';
+import { open } from 'cairndb';
 
 /** The Cairn metadata key that holds a document's page content. */
 export const PAGE_CONTENT_KEY = '__lc_page_content';

@@ -2,9 +2,8 @@
 import { BackupManager } from '../backup/manager.js';
 import type { BackupKind } from '../backup/metadata.js';
 import type { BackupProgress, CreateResult } from '../backup/types.js';
-import { CairnError } from '../errors.js';
-import type { Command } from './command.js';
-import { json, withProgress } from './output.js';
+import { type Command, existingStore, UsageError } from './command.js';
+import { cliText, json, withProgress } from './output.js';
 import { RESTORE_TARGET_OPTIONS, restoreTarget } from './restore.js';
 
 /** The environment the backup commands read, for the help page. */
@@ -48,8 +47,8 @@ export const backup: Command = {
     const asJson = args.json;
     const dir = args.positionals[0];
     const targets = args.strings('to') ?? [];
-    if (!dir || targets.length === 0) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'backup needs a store directory and --to URL');
-    const backups = backupManager(dir, targets);
+    if (!dir || targets.length === 0) throw new UsageError('backup needs a store directory and --to URL');
+    const backups = backupManager(await existingStore(dir), targets);
     try {
       const bar = progressBar(!asJson);
       let m: CreateResult;
@@ -82,7 +81,7 @@ export const backups: Command = {
   options: {},
   async run({ positionals, json: asJson }) {
     const url = positionals[0];
-    if (!url) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'backups needs a target URL');
+    if (!url) throw new UsageError('backups needs a target URL');
     const manager = backupManager('.', [url]);
     try {
       const list = await manager.list();
@@ -107,14 +106,20 @@ export const verify: Command = {
   options: {},
   async run({ positionals, json: asJson }) {
     const [url, id] = positionals;
-    if (!url || !id) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'verify needs a target URL and a backup id');
+    if (!url || !id) throw new UsageError('verify needs a target URL and a backup id');
     const manager = backupManager('.', [url]);
     try {
       const report = await withProgress('verify', !asJson, manager.verify(id));
       if (asJson) console.log(json(report));
       else {
-        for (const t of report.targets) console.log(`${t.target}: ${t.ok ? 'ok' : 'DAMAGED'}, ${t.chunks} chunks, ${t.bytes} bytes read`);
-        for (const p of report.problems) console.log(`  ${p.kind}: ${p.message}`);
+        for (const t of report.targets) {
+          const problems = report.problems.filter((p) => p.target === t.target);
+          // Without the right key nothing was read, so nothing is known to be damaged.
+          const keyOnly = problems.length > 0 && problems.every((p) => p.kind === 'key');
+          const state = t.ok ? 'ok' : keyOnly ? 'NOT VERIFIED (encrypted: set CAIRN_BACKUP_KEY to the key it was made with)' : 'DAMAGED';
+          console.log(`${t.target}: ${state}, ${t.chunks} chunks, ${t.bytes} bytes read`);
+        }
+        for (const p of report.problems) console.log(`  ${p.kind}: ${cliText(p.message)}`);
       }
       return report.ok ? 0 : 1;
     } finally {
@@ -130,7 +135,7 @@ export const restoreBackup: Command = {
   async run(args) {
     const asJson = args.json;
     const [url, id, target] = args.positionals;
-    if (!url || !id || !target) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'restore-backup needs a target URL, a backup id and a directory');
+    if (!url || !id || !target) throw new UsageError('restore-backup needs a target URL, a backup id and a directory');
     const to = restoreTarget(args);
     const manager = backupManager('.', [url]);
     try {

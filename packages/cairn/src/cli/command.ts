@@ -1,6 +1,9 @@
 /** A CLI command: one row of the table `main.ts` dispatches from. */
 import type { ParseArgsConfig } from 'node:util';
 
+import { CairnError } from '../errors.js';
+import { checkStoreDir } from '../store-dir.js';
+
 export type OptionSpecs = NonNullable<ParseArgsConfig['options']>;
 
 /** The parsed command line as a command reads it. */
@@ -17,8 +20,27 @@ export interface Command {
   readonly name: string;
   /** The command's lines in the help page, exactly as printed. */
   readonly help: string;
-  /** Options of its own besides --json. */
+  /** Options of its own besides --json and --help. */
   readonly options: OptionSpecs;
-  /** Resolves to the exit status; a rejection prints `cairn: CODE: message` and exits 1. */
+  /** More lines for `cairn COMMAND --help` (environment, exit statuses). */
+  readonly details?: string;
+  /**
+   * Resolves to the exit status. A `UsageError` exits 2 with its one line; any other rejection
+   * prints `cairn: CODE: message` (or the `--json` error document) and exits 1.
+   */
   run(args: CommandArgs): Promise<number>;
+}
+
+/** A command line that cannot be run as given (missing argument, bad value): exit status 2. */
+export class UsageError extends CairnError {
+  constructor(message: string) {
+    super('CAIRN_INVALID_ARGUMENT', message);
+  }
+}
+
+/** The store directory argument of a command that must never create one: a missing path or an
+ *  empty directory is `CAIRN_NOT_FOUND`, other files `CAIRN_NOT_A_STORE`. */
+export async function existingStore(dir: string): Promise<string> {
+  await checkStoreDir(dir, false);
+  return dir;
 }

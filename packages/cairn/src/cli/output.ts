@@ -1,5 +1,23 @@
 /** What several commands print: JSON documents, sizes, and a spinner on a terminal. */
 
+/** API option names in a message, as the CLI spells them (its own flags and variables). */
+const CLI_NAMES: ReadonlyArray<[string, string]> = [
+  ['options.encryption.key', 'CAIRN_BACKUP_KEY'],
+  ['options.encryption', 'CAIRN_BACKUP_KEY'],
+  ['options.to.seq', '--seq'],
+  ['options.to.time', '--time'],
+  ['options.target', '--to'],
+  ['options.throttleMBps', '--throttle'],
+  ['options.concurrency', '--concurrency'],
+];
+
+/** A library message reworded for the command line. */
+export function cliText(message: string): string {
+  let out = message;
+  for (const [api, cli] of CLI_NAMES) out = out.split(api).join(cli);
+  return out;
+}
+
 export function json(value: unknown): string {
   return JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2);
 }

@@ -1,7 +1,6 @@
 /** Point-in-time restore of a store into a new directory, and the --seq/--time target it takes. */
-import { CairnError } from '../errors.js';
 import { restore as restoreStore } from '../restore.js';
-import type { Command, CommandArgs, OptionSpecs } from './command.js';
+import { type Command, type CommandArgs, existingStore, type OptionSpecs, UsageError } from './command.js';
 import { json, withProgress } from './output.js';
 
 /** --seq N | --time ISO: how far a restore goes (both restore commands take them). */
@@ -10,14 +9,14 @@ export const RESTORE_TARGET_OPTIONS: OptionSpecs = { seq: { type: 'string' }, ti
 export function restoreTarget(args: CommandArgs): { seq: bigint } | { time: Date } | undefined {
   const seq = args.string('seq');
   const time = args.string('time');
-  if (seq !== undefined && time !== undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'give --seq or --time, not both');
+  if (seq !== undefined && time !== undefined) throw new UsageError('give --seq or --time, not both');
   if (seq !== undefined) {
-    if (!/^\d+$/.test(seq)) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--seq must be a non-negative integer');
+    if (!/^\d+$/.test(seq)) throw new UsageError('--seq must be a non-negative integer');
     return { seq: BigInt(seq) };
   }
   if (time !== undefined) {
     const t = new Date(time);
-    if (Number.isNaN(t.getTime())) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--time must be an ISO date');
+    if (Number.isNaN(t.getTime())) throw new UsageError('--time must be an ISO date');
     return { time: t };
   }
   return undefined;
@@ -32,9 +31,9 @@ export const restore: Command = {
   async run(args) {
     const asJson = args.json;
     const [source, target] = args.positionals;
-    if (!source || !target) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'restore needs SOURCE and TARGET directories');
+    if (!source || !target) throw new UsageError('restore needs SOURCE and TARGET directories');
     const to = restoreTarget(args);
-    const result = await withProgress('restore', !asJson, restoreStore({ source, target, ...(to ? { to } : {}) }));
+    const result = await withProgress('restore', !asJson, restoreStore({ source: await existingStore(source), target, ...(to ? { to } : {}) }));
     console.log(
       asJson
         ? json(result)

@@ -1,8 +1,7 @@
 /** `cairn scrub`: verify every file of a store, optionally repair; exit 1 while damage remains. */
-import { CairnError } from '../errors.js';
 import { scrub as scrubStore } from '../scrub/directory.js';
 import type { ScrubProgress, ScrubReport } from '../scrub/index.js';
-import type { Command } from './command.js';
+import { type Command, existingStore, UsageError } from './command.js';
 import { json, megabytes } from './output.js';
 
 /** One status line on a terminal: bytes read of the total, rate and ETA (timed from the first
@@ -37,21 +36,20 @@ export const scrub: Command = {
   async run(args) {
     const asJson = args.json;
     const dir = args.positionals[0];
-    if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'scrub needs a store directory');
+    if (!dir) throw new UsageError('scrub needs a store directory');
     const throttleArg = args.string('throttle');
     const throttle = throttleArg === undefined ? undefined : Number(throttleArg);
-    if (throttle !== undefined && !(throttle > 0)) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--throttle must be a positive number of MB/s');
+    if (throttle !== undefined && !(throttle > 0)) throw new UsageError('--throttle must be a positive number of MB/s');
     const concurrencyArg = args.string('concurrency');
     const concurrency = concurrencyArg === undefined ? undefined : Number(concurrencyArg);
-    if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency >= 1))
-      throw new CairnError('CAIRN_INVALID_ARGUMENT', '--concurrency must be a positive integer');
+    if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency >= 1)) throw new UsageError('--concurrency must be a positive integer');
     const tty = !asJson && process.stderr.isTTY;
     const abort = new AbortController();
     const onSigint = () => abort.abort();
     process.once('SIGINT', onSigint);
     let report: ScrubReport;
     try {
-      report = await scrubStore(dir, {
+      report = await scrubStore(await existingStore(dir), {
         repair: args.flag('repair'),
         ...(throttle !== undefined ? { throttleMBps: throttle } : {}),
         ...(concurrency !== undefined ? { concurrency } : {}),

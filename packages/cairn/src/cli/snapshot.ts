@@ -1,8 +1,8 @@
 /** Snapshot commands: take one, list them. */
 import { CairnError } from '../errors.js';
-import { listSnapshots } from '../restore.js';
+import { listSnapshots, type SnapshotInfo } from '../restore.js';
 import { open } from '../store.js';
-import type { Command } from './command.js';
+import { type Command, existingStore, UsageError } from './command.js';
 import { json, withProgress } from './output.js';
 
 export const snapshot: Command = {
@@ -12,10 +12,19 @@ export const snapshot: Command = {
   async run(args) {
     const asJson = args.json;
     const dir = args.positionals[0];
-    if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'snapshot needs a store directory');
-    const db = await open(dir);
+    if (!dir) throw new UsageError('snapshot needs a store directory');
+    const db = await open(await existingStore(dir), { create: false });
     try {
-      const info = await withProgress('snapshot', !asJson, db.snapshot({ incremental: args.flag('incremental') }));
+      let info: SnapshotInfo;
+      try {
+        info = await withProgress('snapshot', !asJson, db.snapshot({ incremental: args.flag('incremental') }));
+      } catch (e) {
+        // The engine refuses a second snapshot of the same kind at the same seq: nothing to do.
+        if (!(e instanceof CairnError && e.code === 'CAIRN_ALREADY_EXISTS')) throw e;
+        const message = `nothing new to snapshot: no write since the last snapshot (seq ${db.lastSeq})`;
+        console.log(asJson ? json({ snapshot: null, seq: db.lastSeq, message }) : message);
+        return 0;
+      }
       console.log(asJson ? json(info) : `snapshot ${info.id}: seq ${info.seq}, ${info.kind}${info.base ? ` on ${info.base}` : ''}, ${info.bytes} bytes`);
     } finally {
       await db.close();
@@ -30,8 +39,8 @@ export const snapshots: Command = {
   options: {},
   async run({ positionals, json: asJson }) {
     const dir = positionals[0];
-    if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'snapshots needs a store directory');
-    const list = await listSnapshots(dir);
+    if (!dir) throw new UsageError('snapshots needs a store directory');
+    const list = await listSnapshots(await existingStore(dir));
     if (asJson) console.log(json(list.map(({ files: _files, ...rest }) => rest)));
     else for (const s of list) console.log(`${s.id}  seq ${s.seq}  ${s.time.toISOString()}  ${s.kind}${s.base ? ` (base ${s.base})` : ''}  ${s.bytes} bytes`);
     return 0;

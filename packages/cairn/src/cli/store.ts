@@ -1,22 +1,58 @@
-/** Commands on a store as a whole: status, checkpoint. */
-import { CairnError } from '../errors.js';
+/** Commands on a store as a whole: status, range, checkpoint. None of them creates a store. */
+import { inspectStore, type StoreInspection } from '../inspect.js';
+import { recoverableRange } from '../restore.js';
 import { open } from '../store.js';
-import type { Command } from './command.js';
-import { json } from './output.js';
+import { type Command, existingStore, UsageError } from './command.js';
+import { json, megabytes } from './output.js';
+
+function iso(d: Date | null): string {
+  return d ? d.toISOString() : '-';
+}
+
+function statusText(s: StoreInspection): string {
+  const lines = [
+    `${s.dir}${s.openElsewhere ? '  (open in another process)' : '  (not open)'}`,
+    `last seq: ${s.lastSeq} (checkpoint at seq ${s.checkpointSeq}, ${iso(s.checkpointTime)}; ${s.walRecordsAfterCheckpoint} WAL records since)`,
+    s.range
+      ? `recoverable: seq ${s.range.from.seq} (${iso(s.range.from.time)}) .. seq ${s.range.to.seq} (${iso(s.range.to.time)})`
+      : `recoverable: nothing (${s.rangeError})`,
+    `collections (as of the checkpoint):${s.collections.length === 0 ? ' none' : ''}`,
+    ...s.collections.map(
+      (c) =>
+        `  ${c.name}: ${c.dim}d ${c.metric}, ${c.dataFiles <= 1 ? `${c.checkpointRecords} rows` : `${c.checkpointRecords} records in ${c.dataFiles} files`}${c.unreadable ? `, ${c.unreadable} UNREADABLE` : ''}`,
+    ),
+    `snapshots:${s.snapshots.length === 0 ? ' none' : ''}`,
+    ...s.snapshots.map((x) => `  ${x.id}  seq ${x.seq}  ${iso(x.time)}  ${x.kind}${x.base ? ` on ${x.base}` : ''}  ${megabytes(x.bytes)}`),
+    `disk: wal ${megabytes(s.disk.wal)}, archive ${megabytes(s.disk.archive)}, data ${megabytes(s.disk.data)}, graph ${megabytes(s.disk.graph)}, snapshots ${megabytes(s.disk.snapshots)} (hard links), quarantine ${megabytes(s.disk.quarantine)}`,
+  ];
+  if (s.quarantined > 0) lines.push(`quarantine: ${s.quarantined} damaged file(s) kept`);
+  return lines.join('\n');
+}
 
 export const status: Command = {
   name: 'status',
-  help: '  status DIR [--json]      open DIR, print collections, last sequence number and recovery report\n',
+  help:
+    '  status DIR [--json]      collections, last seq, recoverable range, snapshots and disk use; reads\n' +
+    '                           without the lock, so it works while another process has DIR open\n',
   options: {},
   async run({ positionals, json: asJson }) {
     const dir = positionals[0];
-    if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'status needs a store directory');
-    const db = await open(dir);
-    const out = { dir: db.dir, lastSeq: db.lastSeq, collections: db.collections(), recovery: db.recoveryReport };
-    await db.close();
-    console.log(
-      asJson ? json(out) : `${out.dir}\nlast seq: ${out.lastSeq}\n${out.collections.map((c) => `  ${c.name}: ${c.count} x ${c.dim}d ${c.metric}`).join('\n')}`,
-    );
+    if (!dir) throw new UsageError('status needs a store directory');
+    const s = await inspectStore(dir);
+    console.log(asJson ? json(s) : statusText(s));
+    return 0;
+  },
+};
+
+export const range: Command = {
+  name: 'range',
+  help: '  range DIR [--json]       print the recoverable range (sequence numbers and commit times)\n',
+  options: {},
+  async run({ positionals, json: asJson }) {
+    const dir = positionals[0];
+    if (!dir) throw new UsageError('range needs a store directory');
+    const r = await recoverableRange(await existingStore(dir));
+    console.log(asJson ? json(r) : `recoverable: seq ${r.from.seq} (${r.from.time.toISOString()}) .. seq ${r.to.seq} (${r.to.time.toISOString()})`);
     return 0;
   },
 };
@@ -27,11 +63,14 @@ export const checkpoint: Command = {
   options: {},
   async run({ positionals, json: asJson }) {
     const dir = positionals[0];
-    if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'checkpoint needs a store directory');
-    const db = await open(dir);
-    const { seq } = await db.checkpoint();
-    await db.close();
-    console.log(asJson ? json({ seq }) : `checkpoint at seq ${seq}`);
+    if (!dir) throw new UsageError('checkpoint needs a store directory');
+    const db = await open(await existingStore(dir), { create: false });
+    try {
+      const { seq } = await db.checkpoint();
+      console.log(asJson ? json({ seq }) : `checkpoint at seq ${seq}`);
+    } finally {
+      await db.close();
+    }
     return 0;
   },
 };

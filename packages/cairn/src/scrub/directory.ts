@@ -7,7 +7,8 @@ import { open, type RecoveryReport, type Store } from '../store.js';
 import { parseScrubOptions, runScrub, type ScrubOptions, type ScrubReport } from './index.js';
 
 /**
- * Scrub the store in `dir`.
+ * Scrub the store in `dir`. It never creates one: a missing path or empty directory rejects with
+ * `CAIRN_NOT_FOUND`, a directory of other files with `CAIRN_NOT_A_STORE`.
  * - It is first opened with `absolute-consistency`, which changes nothing when it finds damage.
  *   If that works, it is scrubbed as `db.scrub()` does (repairs may rebuild from the engine)
  *   and closed.
@@ -26,7 +27,7 @@ export async function scrub(dir: string, options: ScrubOptions = {}): Promise<Sc
   let db: Store;
   let repairedOnOpen: RecoveryReport | null = null;
   try {
-    db = await open(dir, { recovery: 'absolute-consistency' });
+    db = await open(dir, { create: false, recovery: 'absolute-consistency' });
   } catch (e) {
     if (!(e instanceof CairnError)) throw e;
     if (e.code === 'CAIRN_LOCKED') {
@@ -36,7 +37,7 @@ export async function scrub(dir: string, options: ScrubOptions = {}): Promise<Sc
     if (e.code !== 'CAIRN_CORRUPTION' && e.code !== 'CAIRN_IO') throw e;
     if (!opts.repair) return runScrub({ dir: resolve(dir) }, opts);
     try {
-      db = await open(dir);
+      db = await open(dir, { create: false });
       repairedOnOpen = db.recoveryReport;
     } catch (e2) {
       if (e2 instanceof CairnError && (e2.code === 'CAIRN_CORRUPTION' || e2.code === 'CAIRN_IO')) return runScrub({ dir: resolve(dir) }, opts);

@@ -1,0 +1,91 @@
+// `cairn status` and `cairn range` read a store without its lock, so they work while another
+// process writes it; the recoverable range carries real commit times, and a --time outside it is
+// refused with the range in ISO form.
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { open } from 'cairndb';
+import { describe, expect, test } from 'vitest';
+
+import { storeChild, tempDir } from './helpers.js';
+
+const CLI = fileURLToPath(new URL('../packages/cairn/dist/cli.js', import.meta.url));
+
+function cli(...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const ISO = /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/;
+
+describe('status and range', () => {
+  test('status_reads_a_store_held_open_by_a_writing_child', async () => {
+    const dir = join(tempDir('status-live'), 'store');
+    const before = Date.now();
+    const db = await open(dir);
+    const docs = await db.createCollection('docs', { dim: 8, metric: 'l2' });
+    await docs.upsert([{ id: 'seed', vector: new Float32Array(8).fill(1) }]);
+    await db.snapshot();
+    await db.close();
+
+    const child = storeChild(['hold', dir, 'always', '40']);
+    const lines = await child.waitFor((l) => l === 'ready');
+    const acked = lines.filter((l) => l.startsWith('A ')).map((l) => BigInt(l.split(' ')[2]!));
+    const lastAcked = acked[acked.length - 1]!;
+
+    const r = cli('status', dir, '--json');
+    expect(r.status, r.stderr).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s.openElsewhere).toBe(true);
+    expect(BigInt(s.lastSeq)).toBeGreaterThanOrEqual(lastAcked);
+    expect(s.walRecordsAfterCheckpoint).toBeGreaterThanOrEqual(acked.length);
+    expect(s.collections).toEqual([{ name: 'docs', dim: 8, metric: 'l2', checkpointRecords: 1, dataFiles: 1, unreadable: 0 }]);
+    expect(s.snapshots).toHaveLength(1);
+    expect(s.range.from.seq).toBe('0');
+    expect(Date.parse(s.range.from.time)).toBeGreaterThanOrEqual(before - 1000);
+    expect(BigInt(s.range.to.seq)).toBeGreaterThanOrEqual(lastAcked);
+    expect(s.disk.wal).toBeGreaterThan(0);
+    expect(s.disk.data).toBeGreaterThan(0);
+    expect(s.disk.snapshots).toBeGreaterThan(0);
+    for (const k of ['archive', 'graph', 'quarantine']) expect(typeof s.disk[k]).toBe('number');
+
+    const text = cli('status', dir);
+    expect(text.status).toBe(0);
+    expect(text.stdout).toContain('(open in another process)');
+    expect(text.stdout).toMatch(/docs: 8d l2, 1 rows/);
+    expect(text.stdout).toMatch(/disk: wal .* archive .* data .* graph .* snapshots .* quarantine /);
+
+    const range = cli('range', dir);
+    expect(range.status, range.stderr).toBe(0);
+    expect(range.stdout).toMatch(new RegExp(`^recoverable: seq 0 \\(${ISO.source}\\) \\.\\. seq \\d+ \\(${ISO.source}\\)\\n$`));
+    await child.kill();
+
+    // Closed cleanly by nobody: the lock is free now.
+    expect(JSON.parse(cli('status', dir, '--json').stdout).openElsewhere).toBe(false);
+  });
+
+  test('range_starts_at_the_first_commit_time_and_earlier_times_are_refused_in_iso', async () => {
+    const root = tempDir('range-times');
+    const dir = join(root, 'store');
+    const before = Date.now();
+    const db = await open(dir);
+    const docs = await db.createCollection('docs', { dim: 2 });
+    await docs.upsert([{ id: 'a', vector: [1, 0] }]);
+    const range = await db.recoverableRange();
+    await db.close();
+    expect(range.from.seq).toBe(0n);
+    expect(range.from.time.getTime()).toBeGreaterThanOrEqual(before - 1000);
+    expect(range.from.time.getTime()).toBeLessThanOrEqual(range.to.time.getTime());
+
+    for (const time of ['2020-01-01', new Date(range.to.time.getTime() + 60_000).toISOString()]) {
+      const r = cli('restore', dir, join(root, `r-${time.slice(0, 4)}`), '--time', time);
+      expect(r.status, time).toBe(1);
+      expect(r.stderr).toMatch(/^cairn: CAIRN_INVALID_ARGUMENT: time .* is outside the recoverable range: seq 0\.\.2 \(time /);
+      expect(r.stderr).toContain(`${range.from.time.toISOString()}..${range.to.time.toISOString()}`);
+      expect(r.stderr).not.toMatch(/ ms\)/);
+    }
+    const ok = cli('restore', dir, join(root, 'r-ok'), '--time', range.from.time.toISOString(), '--json');
+    expect(ok.status, ok.stderr).toBe(0);
+  });
+});
