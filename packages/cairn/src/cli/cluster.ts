@@ -1,5 +1,4 @@
 /** `cairn node` (run a failover node until SIGINT/SIGTERM) and `cairn cluster status|switchover`. */
-import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -8,33 +7,9 @@ import { Etcd } from '../failover/etcd.js';
 import { switchoverRequestKey } from '../failover/keys.js';
 import { type RoleEvent, startNode } from '../failover/node.js';
 import { clusterStatus } from '../failover/status.js';
-import type { Command, CommandArgs } from './command.js';
+import type { Command } from './command.js';
+import { commaList, need, readToken, untilSignal } from './daemon.js';
 import { json } from './output.js';
-
-function need(args: CommandArgs, command: string, name: string): string {
-  const v = args.string(name);
-  if (v === undefined || v === '') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${command} needs --${name}`);
-  return v;
-}
-
-function list(v: string): string[] {
-  return v
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s !== '');
-}
-
-function untilSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const on = (s: NodeJS.Signals) => {
-      process.off('SIGINT', on);
-      process.off('SIGTERM', on);
-      resolve(s);
-    };
-    process.on('SIGINT', on);
-    process.on('SIGTERM', on);
-  });
-}
 
 export const node: Command = {
   name: 'node',
@@ -55,20 +30,15 @@ export const node: Command = {
   },
   async run(args) {
     const tokenFile = need(args, 'node', 'token-file');
-    let token: string;
-    try {
-      token = readFileSync(tokenFile, 'utf8').replace(/\r?\n$/, '');
-    } catch (e) {
-      throw new CairnError('CAIRN_IO', `cannot read --token-file ${tokenFile}: ${(e as Error).message}`, { cause: e });
-    }
+    const token = readToken(tokenFile);
     const ttl = args.string('lease-ttl-ms');
     const n = await startNode({
       dir: need(args, 'node', 'dir'),
       nodeId: need(args, 'node', 'id'),
       cluster: need(args, 'node', 'cluster'),
       listen: need(args, 'node', 'listen'),
-      etcd: list(need(args, 'node', 'etcd')),
-      voters: list(need(args, 'node', 'voters')),
+      etcd: commaList(need(args, 'node', 'etcd')),
+      voters: commaList(need(args, 'node', 'voters')),
       token,
       ...(ttl === undefined ? {} : { leaseTtlMs: Number(ttl) }),
       forwardWrites: args.flag('forward-writes'),
@@ -97,7 +67,7 @@ export const cluster: Command = {
   options: { to: { type: 'string' }, 'timeout-ms': { type: 'string' } },
   async run(args) {
     const sub = args.positionals[0];
-    const etcd = list(need(args, 'cluster', 'etcd'));
+    const etcd = commaList(need(args, 'cluster', 'etcd'));
     const name = need(args, 'cluster', 'cluster');
     if (sub === 'status') {
       const s = await clusterStatus({ etcd, cluster: name });

@@ -1,40 +1,13 @@
 /** Commands that run until SIGINT/SIGTERM: serve (a primary and/or the HTTP endpoints), replicate (replica). */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 
 import { CairnError } from '../errors.js';
 import { openReplica } from '../replication/replica.js';
 import type { WriteConcernLevel } from '../replication/types.js';
 import { open } from '../store.js';
-import type { Command, CommandArgs } from './command.js';
+import type { Command } from './command.js';
+import { commaList, need, readToken, untilSignal } from './daemon.js';
 import { json } from './output.js';
-
-function need(args: CommandArgs, command: string, name: string): string {
-  const v = args.string(name);
-  if (v === undefined || v === '') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${command} needs --${name}`);
-  return v;
-}
-
-/** The token file's bytes without a trailing newline (so `echo $TOKEN > f` works). */
-function readToken(file: string): string {
-  try {
-    return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
-  } catch (e) {
-    throw new CairnError('CAIRN_IO', `cannot read --token-file ${file}: ${(e as Error).message}`, { cause: e });
-  }
-}
-
-/** Resolves at the first SIGINT or SIGTERM. */
-function untilSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const on = (s: NodeJS.Signals) => {
-      process.off('SIGINT', on);
-      process.off('SIGTERM', on);
-      resolve(s);
-    };
-    process.on('SIGINT', on);
-    process.on('SIGTERM', on);
-  });
-}
 
 export const serve: Command = {
   name: 'serve',
@@ -73,14 +46,11 @@ export const serve: Command = {
         ? undefined
         : {
             listen,
-            replicas: need(args, 'serve', 'replicas')
-              .split(',')
-              .map((s) => s.trim())
-              .filter((s) => s !== ''),
+            replicas: commaList(need(args, 'serve', 'replicas')),
             token: readToken(need(args, 'serve', 'token-file')),
           };
     const httpTokenFile = args.string('http-token-file');
-    const httpToken = httpTokenFile === undefined ? undefined : readToken(httpTokenFile).trim();
+    const httpToken = httpTokenFile === undefined ? undefined : readToken(httpTokenFile, '--http-token-file').trim();
     const nodeId = args.string('node-id');
     const w = args.string('w') as WriteConcernLevel | undefined;
     const db = await open(dir, nodeId === undefined ? {} : { nodeId });
