@@ -64,7 +64,7 @@ export const cluster: Command = {
     '  cluster status --etcd URL --cluster C      the primary, its epoch and every member (durable seq, lag, role)\n' +
     '  cluster switchover --etcd URL --cluster C [--to n2] [--timeout-ms 30000]\n' +
     '                           ask the primary to hand over (to the most up-to-date replica by default)\n',
-  options: { to: { type: 'string' }, 'timeout-ms': { type: 'string' } },
+  options: { etcd: { type: 'string' }, cluster: { type: 'string' }, to: { type: 'string' }, 'timeout-ms': { type: 'string' } },
   async run(args) {
     const sub = args.positionals[0];
     const etcd = commaList(need(args, 'cluster', 'etcd'));
