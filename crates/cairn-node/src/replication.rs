@@ -6,7 +6,7 @@ use napi::bindgen_prelude::*;
 use napi::{Env, JsObject};
 use napi_derive::napi;
 
-use crate::errors::{core, guarded, sync};
+use crate::errors::{core, sync};
 use crate::store::{on_engine, NativeStore};
 use crate::task::CoreTask;
 
@@ -52,19 +52,7 @@ impl NativeStore {
     /// (`CAIRN_CORRUPTION`, `CAIRN_SEQUENCE_GAP`, or the schema's error).
     #[napi(ts_return_type = "Promise<bigint>")]
     pub fn submit_replicated(&self, env: Env, bytes: Buffer) -> napi::Result<JsObject> {
-        let (deferred, promise) = self.completions.begin(&env)?;
-        let data = bytes.to_vec();
-        let engine = self.engine.clone();
-        let completions = self.completions.clone();
-        let submitted = guarded(move || {
-            engine.submit_replicated(data, Box::new(move |r| completions.complete(deferred, r)));
-            Ok(())
-        });
-        if let Err(f) = submitted {
-            self.completions.abandon(&env);
-            return Err(f.into_napi(&env));
-        }
-        Ok(promise)
+        self.submit_to_commit_thread(&env, bytes.to_vec(), cairn_core::Engine::submit_replicated)
     }
 
     /// The oldest sequence number `readWal` can still return (`lastSeq + 1` when none).

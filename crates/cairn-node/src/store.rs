@@ -159,19 +159,7 @@ impl NativeStore {
     /// number once durable per the sync mode; concurrent calls share one fsync in `group` mode.
     #[napi(ts_return_type = "Promise<bigint>")]
     pub fn commit(&self, env: Env, payload: Buffer) -> napi::Result<JsObject> {
-        let (deferred, promise) = self.completions.begin(&env)?;
-        let bytes = payload.to_vec();
-        let engine = self.engine.clone();
-        let completions = self.completions.clone();
-        let submitted = guarded(move || {
-            engine.submit(bytes, Box::new(move |r| completions.complete(deferred, r)));
-            Ok(())
-        });
-        if let Err(f) = submitted {
-            self.completions.abandon(&env);
-            return Err(f.into_napi(&env));
-        }
-        Ok(promise)
+        self.submit_to_commit_thread(&env, payload.to_vec(), Engine::submit)
     }
 
     #[napi]
@@ -285,6 +273,30 @@ impl NativeStore {
 }
 
 /// A job on the open engine, for the other concepts' methods of `NativeStore`.
+impl NativeStore {
+    /// Hand `bytes` to the commit thread through `submit` and return a promise settled on the JS
+    /// thread when the commit thread completes it (see `completions.rs`).
+    pub(crate) fn submit_to_commit_thread(
+        &self,
+        env: &Env,
+        bytes: Vec<u8>,
+        submit: fn(&Engine, Vec<u8>, cairn_core::engine::CommitCallback),
+    ) -> napi::Result<JsObject> {
+        let (deferred, promise) = self.completions.begin(env)?;
+        let engine = self.engine.clone();
+        let completions = self.completions.clone();
+        let submitted = guarded(move || {
+            submit(&engine, bytes, Box::new(move |r| completions.complete(deferred, r)));
+            Ok(())
+        });
+        if let Err(f) = submitted {
+            self.completions.abandon(env);
+            return Err(f.into_napi(env));
+        }
+        Ok(promise)
+    }
+}
+
 pub(crate) fn on_engine<V: ToNapiValue + TypeName + Send + 'static>(
     store: &NativeStore,
     job: impl FnOnce(&Engine) -> Outcome<V> + Send + 'static,
