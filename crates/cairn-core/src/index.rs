@@ -292,7 +292,10 @@ impl Indexer {
         self.stopped.store(true, Ordering::Release);
         {
             let (m, cv) = &*self.queue;
-            lock(m).stop = true;
+            let mut q = lock(m);
+            q.stop = true;
+            // Queued graphs are never indexed after a stop; holding them would keep them alive.
+            q.work.clear();
             cv.notify_all();
         }
         if let Some(h) = lock(&self.thread).take() {

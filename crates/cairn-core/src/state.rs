@@ -115,6 +115,9 @@ pub struct State {
     pub last_time_ms: u64,
     /// Indexes that received pending rows since the engine last drained this list.
     pub touched: Vec<Arc<CollectionIndex>>,
+    /// Set by a close that dropped every row and graph: lookups fail with `Closed`, never
+    /// with a misleading `NotFound`, for a reader that passed the open check before the close.
+    pub released: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -354,6 +357,9 @@ impl Collection {
 
 impl State {
     pub fn collection(&self, name: &str) -> Result<&Collection> {
+        if self.released {
+            return Err(Error::Closed);
+        }
         self.collections.get(name).ok_or_else(|| Error::NotFound(format!("collection '{name}' does not exist")))
     }
 

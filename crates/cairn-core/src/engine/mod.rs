@@ -388,4 +388,30 @@ mod tests {
         assert_eq!((s.fsync.count, s.group_size.count, s.checkpoint.count, s.query_exact.count), (0, 0, 0, 0));
         e.close().expect("close");
     }
+
+    /// A closed store drops its rows and graphs at close, not when its owner is dropped (a JS
+    /// wrapper may outlive it by many GCs); reads that reach the state afterwards see `Closed`.
+    #[test]
+    fn close_releases_rows_and_graphs() {
+        let opts = Options {
+            storage: Arc::new(crate::fault::FaultStorage::new()),
+            prealloc: crate::wal::writer::Prealloc::Off,
+            ..Options::default()
+        };
+        let e = Engine::open(Path::new("/store"), opts).expect("open");
+        let spec = CollectionSpec { name: "c".into(), dim: 2, metric: Metric::L2, m: 16, ef_construction: 64 };
+        e.commit(&[Op::CreateCollection(spec)]).expect("create");
+        let ups: Vec<Op> = (0..50)
+            .map(|i| Op::Upsert { collection: "c".into(), id: format!("r{i}"), vector: vec![i as f32, 1.0], metadata: "null".into() })
+            .collect();
+        e.commit(&ups).expect("upsert");
+        let index = crate::sync::read(&e.shared.state).collection("c").expect("c").index.clone();
+        e.close().expect("close");
+        let st = crate::sync::read(&e.shared.state);
+        assert!(st.collections.is_empty() && st.touched.is_empty());
+        assert!(matches!(st.collection("c"), Err(Error::Closed)));
+        drop(st);
+        assert_eq!(Arc::strong_count(&index), 1, "only this test still holds the graph");
+        assert!(matches!(e.get("c", "r1"), Err(Error::Closed)));
+    }
 }

@@ -17,8 +17,9 @@ use crate::layout::{ARCHIVE_DIR, DATA_DIR, DATA_EXT, LOCK_FILE, MANIFEST_COPY_FI
 use crate::manifest::{self, Manifest};
 use crate::metrics::EngineMetrics;
 use crate::quarantine::{quarantine, Damage, QuarantineNote};
+use crate::state::State;
 use crate::storage::Storage;
-use crate::sync::{lock, read};
+use crate::sync::{lock, read, write};
 use crate::wal::record::SEG_FLAG_UNSYNCED;
 use crate::wal::recovery::{replay, QuarantinedFile, RecoveryMode, RecoveryReport, Replay, SkippedRange};
 use crate::wal::writer::WalWriter;
@@ -177,6 +178,11 @@ impl Engine {
             Some(_) => Ok(()),
         };
         lock(&self.lock).take();
+        // The JS wrapper that owns this engine may live on until a garbage collection V8 has no
+        // reason to run (it cannot see native memory), so a closed store frees its rows and
+        // graphs now instead of at drop.
+        *write(&self.shared.state) = State { released: true, ..State::default() };
+        lock(&self.shared.ship_cursors).clear();
         result
     }
 }
