@@ -64,6 +64,7 @@ export type {
   BatchOp,
   CollectionInfo,
   CollectionOptions,
+  ColumnarRecords,
   IndexStats,
   Metadata,
   OpenOptions,

@@ -110,6 +110,17 @@ export interface VectorRecord {
   metadata?: Metadata;
 }
 
+/**
+ * The columnar form of an upsert: `n` ids, their vectors back to back in one `n × dim`
+ * Float32Array, and optionally `n` metadata objects (an absent one is `{}`). It avoids a JS
+ * object per record; validation and error messages are those of the record form.
+ */
+export interface ColumnarRecords {
+  ids: string[];
+  vectors: Float32Array;
+  metadata?: (Metadata | undefined)[];
+}
+
 export interface StoredRecord {
   id: string;
   vector: Float32Array;
@@ -149,7 +160,7 @@ export interface SkippedRecord {
  */
 export type QueryResult = QueryHit[] & { readonly skipped: SkippedRecord[] };
 
-export type BatchOp = { collection: string; op: 'upsert'; records: VectorRecord[] } | { collection: string; op: 'delete'; ids: string[] };
+export type BatchOp = { collection: string; op: 'upsert'; records: VectorRecord[] | ColumnarRecords } | { collection: string; op: 'delete'; ids: string[] };
 
 export interface RecoveryReport {
   checkpointSeq: bigint;
@@ -587,8 +598,16 @@ export class Store extends EventEmitter {
 
 const RECORD_KEYS = ['id', 'vector', 'metadata'] as const;
 
+const COLUMNAR_KEYS = ['ids', 'vectors', 'metadata'] as const;
+
 function encodeUpserts(field: string, collection: string, dim: number, records: unknown, out: EncodedOp[]): void {
-  if (!Array.isArray(records) || records.length === 0) throw invalidArgument(`${field} must be a non-empty array`);
+  if (isPlainObject(records)) {
+    encodeColumnarUpserts(field, collection, dim, records, out);
+    return;
+  }
+  if (!Array.isArray(records) || records.length === 0) {
+    throw invalidArgument(`${field} must be a non-empty array of records or { ids, vectors, metadata? }`);
+  }
   const seen = new Set<string>();
   // The is* predicates accept the common valid case without building a field name; when one
   // fails, the check* twin throws the message that names the field (or converts a number[]).
@@ -608,6 +627,40 @@ function encodeUpserts(field: string, collection: string, dim: number, records: 
     }
     out.push({ kind: 'upsert', collection, id, vector, metadata: JSON.stringify(meta) });
   });
+}
+
+/** The columnar form: record `i` is `ids[i]`, `vectors[i*dim .. (i+1)*dim)` and `metadata?.[i]`. */
+function encodeColumnarUpserts(field: string, collection: string, dim: number, columns: Record<string, unknown>, out: EncodedOp[]): void {
+  checkKnownKeys(field, columns, COLUMNAR_KEYS);
+  const { ids, vectors, metadata } = columns;
+  if (!Array.isArray(ids) || ids.length === 0) throw invalidArgument(`${field}.ids must be a non-empty array`);
+  if (!(vectors instanceof Float32Array)) throw invalidArgument(`${field}.vectors must be a Float32Array of ids.length × dim values`);
+  const n = ids.length;
+  if (vectors.length !== n * dim) {
+    throw invalidArgument(`${field}.vectors has ${vectors.length} values, expected ${n} ids × dim ${dim} = ${n * dim}`);
+  }
+  if (metadata !== undefined && (!Array.isArray(metadata) || metadata.length !== n)) {
+    throw invalidArgument(`${field}.metadata must be an array with one entry per id (${n})`);
+  }
+  for (let j = 0; j < vectors.length; j++) {
+    const x = vectors[j]!;
+    if (x - x !== 0) {
+      throw invalidArgument(`${field}.vectors[${j}] (record ${Math.floor(j / dim)}, component ${j % dim}) must be a finite number (got ${String(x)})`);
+    }
+  }
+  const seen = new Set<string>();
+  for (let i = 0; i < n; i++) {
+    const raw = ids[i];
+    const id = isPlainName(raw) ? raw : checkName(`${field}.ids[${i}]`, raw);
+    if (seen.has(id)) throw invalidArgument(`${field}.ids[${i}] '${id}' appears twice in one batch`);
+    seen.add(id);
+    const meta = (metadata as unknown[] | undefined)?.[i] ?? {};
+    if (!isPlainObject(meta) || !isPlainJson(meta)) {
+      checkPlainObject(`${field}.metadata[${i}]`, meta);
+      checkJson(`${field}.metadata[${i}]`, meta);
+    }
+    out.push({ kind: 'upsert', collection, id, vector: vectors.subarray(i * dim, (i + 1) * dim), metadata: JSON.stringify(meta) });
+  }
 }
 
 const toSeq = (seq: bigint): { seq: bigint } => ({ seq });
@@ -639,7 +692,8 @@ export class Collection {
   }
 
   /** `options` overrides the replication server's write concern for this write. */
-  async upsert(records: VectorRecord[], options?: WriteConcern): Promise<{ seq: bigint }> {
+  /** `records` is an array of records, or their columnar form (`ColumnarRecords`). */
+  async upsert(records: VectorRecord[] | ColumnarRecords, options?: WriteConcern): Promise<{ seq: bigint }> {
     const concern = parseWriteConcern('options', options);
     const encoded: EncodedOp[] = [];
     encodeUpserts('records', this.name, this.dim, records, encoded);
