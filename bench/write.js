@@ -142,7 +142,9 @@ async function lanceStore(name) {
 /** A batch in the columnar form of `upsert`: ids, one n × dim Float32Array, metadata. */
 function columnar(records) {
   const vectors = new Float32Array(records.length * DIM);
-  records.forEach((r, i) => vectors.set(r.vector, i * DIM));
+  records.forEach((r, i) => {
+    vectors.set(r.vector, i * DIM);
+  });
   return { ids: records.map((r) => r.id), vectors, metadata: records.map((r) => r.metadata) };
 }
 
