@@ -143,6 +143,8 @@ impl Engine {
             c.remove_row(id);
             c.put_row(id.to_string(), Row::new(id, Arc::from(vector), metadata.into_boxed_str(), label));
             c.dirty.insert(id.to_string());
+            // The checkpoint writes the graph once the row is in it: the indexer must know.
+            self.shared.indexer.notify(&c.index);
             moot = false;
             Ok(())
         })?;

@@ -61,9 +61,12 @@ export interface OpenReplicaOptions {
   /** @internal failover: the epoch this replica follows (already made durable by the caller);
    *  frames from a lower epoch are refused with CAIRN_FENCED, and ours carry it. */
   epoch?: bigint;
+  /** Repair this store's damaged records from the other nodes each time it has caught up with
+   *  the primary (default true; tests turn it off to exercise read-repair and scrub alone). */
+  healOnConnect?: boolean;
 }
 
-const KEYS = ['nodeId', 'primary', 'token', 'tls', 'forwardWrites', 'sync', 'heartbeatMs', 'epoch'];
+const KEYS = ['nodeId', 'primary', 'token', 'tls', 'forwardWrites', 'sync', 'heartbeatMs', 'epoch', 'healOnConnect'];
 const MIN_BACKOFF_MS = 50;
 export const MAX_BACKOFF_MS = 2000;
 
@@ -79,6 +82,7 @@ export async function openReplica(dir: string, options: OpenReplicaOptions): Pro
   const heartbeatMs = options.heartbeatMs ?? 1000;
   if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10 || heartbeatMs > 60_000)
     throw invalidArgument('options.heartbeatMs must be an integer from 10 to 60000');
+  if (options.healOnConnect !== undefined && typeof options.healOnConnect !== 'boolean') throw invalidArgument('options.healOnConnect must be a boolean');
   await finishInterruptedInstall(resolve(dir));
   const store = await open(dir, { nodeId, replica: true, ...(options.sync ? { sync: options.sync } : {}) });
   const r = new Replica(store, {
@@ -92,6 +96,7 @@ export async function openReplica(dir: string, options: OpenReplicaOptions): Pro
     heartbeatMs,
     sync: options.sync,
     epoch: options.epoch ?? 0n,
+    healOnConnect: options.healOnConnect ?? true,
   });
   r.start();
   return r;
@@ -108,6 +113,7 @@ interface Config {
   heartbeatMs: number;
   sync: SyncMode | undefined;
   epoch: bigint;
+  healOnConnect: boolean;
 }
 
 /** A snapshot archive being received (SNAPSHOT_BEGIN .. SNAPSHOT_END). */
@@ -345,7 +351,7 @@ export class Replica {
         this.#lastError = null;
         this.#received = this.#store.lastSeq;
         this.#markConnected();
-        this.#healDue = true;
+        this.#healDue = this.#config.healOnConnect;
         if (this.#primaryLastSeq <= this.#store.lastSeq) this.#appliedNow();
         return;
       }

@@ -41,6 +41,9 @@ export interface ServeReplicationOptions {
   mayAcknowledge?: () => void;
   /** @internal failover: a replica spoke with a higher epoch. */
   onFenced?: (epoch: bigint) => void;
+  /** Repair this store's damaged records from each replica once it has caught up (default
+   *  true; tests turn it off to exercise read-repair and scrub alone). */
+  healOnConnect?: boolean;
 }
 
 export interface ReplicationServer {
@@ -49,7 +52,19 @@ export interface ReplicationServer {
   close(): Promise<void>;
 }
 
-const KEYS = ['listen', 'token', 'replicas', 'writeConcern', 'tls', 'heartbeatMs', 'snapshotLagRecords', 'epoch', 'mayAcknowledge', 'onFenced'];
+const KEYS = [
+  'listen',
+  'token',
+  'replicas',
+  'writeConcern',
+  'tls',
+  'heartbeatMs',
+  'snapshotLagRecords',
+  'epoch',
+  'mayAcknowledge',
+  'onFenced',
+  'healOnConnect',
+];
 /** Commit times kept for `lagMs`. */
 const MAX_COMMIT_TIMES = 1 << 16;
 /** Refused connections kept for `replicationStatus().rejected`. */
@@ -82,6 +97,8 @@ export async function startReplicationServer(host: ReplicationHost, options: Ser
   primary.epoch = options.epoch ?? 0n;
   primary.mayAcknowledge = options.mayAcknowledge ?? (() => {});
   primary.onFenced = options.onFenced ?? (() => {});
+  if (options.healOnConnect !== undefined && typeof options.healOnConnect !== 'boolean') throw invalidArgument('options.healOnConnect must be a boolean');
+  primary.healOnConnect = options.healOnConnect ?? true;
   await primary.listen(listen.host, listen.port, tls);
   return primary;
 }
@@ -115,6 +132,7 @@ class Primary implements SessionHost, ReplicationServer {
   epoch = 0n;
   mayAcknowledge: () => void = () => {};
   onFenced: (epoch: bigint) => void = () => {};
+  healOnConnect = true;
   readonly hook: ReplicationHook;
 
   constructor(host: ReplicationHost, token: Buffer, replicas: string[], concern: WriteConcern, heartbeatMs: number, snapshotLagRecords: number | null) {
@@ -265,7 +283,7 @@ class Primary implements SessionHost, ReplicationServer {
     entry.session = s;
     entry.status.address = s.conn.remote;
     entry.status.lastError = null;
-    this.#healOnCatchUp.add(s);
+    if (this.healOnConnect) this.#healOnCatchUp.add(s);
   }
 
   contact(s: Session): void {
