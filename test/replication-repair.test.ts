@@ -348,3 +348,47 @@ describe('majority vote', () => {
     await expectHealedOnDisk(dirs[0]!, model());
   }, 120_000);
 });
+
+describe('repair frames and the vote', () => {
+  it('repair_frames_round_trip_and_malformed_ones_are_refused', async () => {
+    const { decodeRepairRequest, decodeRepairResponse, encodeRepairRequest, encodeRepairResponse } = await import(
+      '../packages/cairn/dist/replication/messages.js'
+    );
+    const req = { requestId: 7, relay: true, label: (5n << 24n) | 2n, collection: 'docs', id: 'r01' };
+    expect(decodeRepairRequest(encodeRepairRequest(req))).toEqual(req);
+    const record = Buffer.from([1, 2, 3, 4, 5]);
+    const res = {
+      requestId: 7,
+      copies: [
+        { nodeId: 'n2', state: 'found' as const, label: 9n, digest: 0xabcn, record, detail: '' },
+        { nodeId: 'n3', state: 'unavailable' as const, label: 0n, digest: 0n, record: Buffer.alloc(0), detail: 'not connected' },
+      ],
+    };
+    const bytes = encodeRepairResponse(res);
+    expect(decodeRepairResponse(bytes)).toEqual(res);
+    // Cut anywhere, or with a trailing byte, an unknown state or relay flag: refused, never half-read.
+    for (let cut = 0; cut < bytes.length; cut++) expect(() => decodeRepairResponse(bytes.subarray(0, cut))).toThrow(/too short/);
+    expect(() => decodeRepairResponse(Buffer.concat([bytes, Buffer.from([0])]))).toThrow(/trailing/);
+    const badState = Buffer.from(bytes);
+    badState[8 + 2 + 2] = 9; // the first copy's state, after request id, count and str16 'n2'
+    expect(() => decodeRepairResponse(badState)).toThrow(/unknown copy state/);
+    const badRelay = encodeRepairRequest(req);
+    badRelay[4] = 2;
+    expect(() => decodeRepairRequest(badRelay)).toThrow(/relay flag/);
+  });
+
+  it('the_vote_takes_a_strict_majority_of_verified_copies_or_nothing', async () => {
+    const { majorityVote } = await import('../packages/cairn/dist/replication/vote.js');
+    const b = (nodeId: string, digest: string) => ({ nodeId, digest });
+    expect(majorityVote([b('n2', 'aa')])).toMatchObject({ outcome: 'majority', digest: 'aa', holders: ['n2'] });
+    expect(majorityVote([b('n2', 'aa'), b('n3', 'aa'), b('n4', 'bb')])).toMatchObject({
+      outcome: 'majority',
+      digest: 'aa',
+      holders: ['n2', 'n3'],
+      against: [b('n4', 'bb')],
+    });
+    expect(majorityVote([b('n2', 'aa'), b('n3', 'bb')]).outcome).toBe('none');
+    expect(majorityVote([b('n2', 'aa'), b('n3', 'bb'), b('n4', 'cc')]).outcome).toBe('none');
+    expect(majorityVote([]).outcome).toBe('none');
+  });
+});
