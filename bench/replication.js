@@ -24,8 +24,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, chmodSync, chownSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, userInfo } from 'node:os';
-import { performance } from 'node:perf_hooks';
 import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
 import { open } from 'cairndb';
@@ -49,7 +49,10 @@ const record = () => {
   return { id: `doc-${n}`, vector: VECTORS[n % VECTORS.length], metadata: { n } };
 };
 const records = (n) => Array.from({ length: n }, record);
-const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
+const load = () =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
 
 function spawnReplica(dir, id, address) {
   const p = spawn(process.execPath, [join(here, 'workers', 'replica.js'), dir, id, address, TOKEN], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -187,9 +190,24 @@ async function startPostgres() {
     batch: () => insertMany(records(BATCH)),
     /** Catch-up of a standby made now and started after `rows` are loaded; then a base backup. */
     async catchUp(rows) {
+      // The base backup then holds these rows only (beside the cluster's own files), not the
+      // rows of the tasks above.
+      await pool.query('truncate docs');
+      await pool.query('checkpoint');
       const port = await freePort();
       const late = join(dir, 'late');
-      asPg(`${PG_BIN}/pg_basebackup`, ['-d', `host=127.0.0.1 port=${p1} user=postgres application_name=late`, '-D', late, '-R', '-X', 'stream', '-C', '-S', 'late']);
+      asPg(`${PG_BIN}/pg_basebackup`, [
+        '-d',
+        `host=127.0.0.1 port=${p1} user=postgres application_name=late`,
+        '-D',
+        late,
+        '-R',
+        '-X',
+        'stream',
+        '-C',
+        '-S',
+        'late',
+      ]);
       appendFileSync(join(late, 'postgresql.conf'), `port = ${port}\n`);
       const from = await lsn();
       for (let n = 0; n < rows; n += BATCH) await insertMany(records(Math.min(BATCH, rows - n)));
