@@ -225,7 +225,7 @@ async function startPostgres() {
       asPg(`${PG_BIN}/pg_ctl`, ['-D', late, '-m', 'fast', '-w', 'stop']);
       const base = join(dir, 'base');
       const t1 = performance.now();
-      asPg(`${PG_BIN}/pg_basebackup`, ['-d', `host=127.0.0.1 port=${p1} user=postgres`, '-D', base, '-X', 'fetch']);
+      asPg(`${PG_BIN}/pg_basebackup`, ['-d', `host=127.0.0.1 port=${p1} user=postgres`, '-D', base, '-X', 'fetch', '-c', 'fast']);
       const baseSec = (performance.now() - t1) / 1000;
       await pool.query("select pg_drop_replication_slot('late')");
       return { walBytes, walSec, snapBytes: dirBytes(base), snapSec: baseSec };
