@@ -748,3 +748,94 @@ fn live_tail_on_disk_follows_commits_and_checkpoints() {
     drop(p);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Byte offsets of each upsert record's vector in a checkpoint file, with the record's id.
+fn upsert_vectors(buf: &[u8]) -> Vec<(usize, String)> {
+    use cairn_core::datafile::DATAFILE_HEADER_LEN;
+    let dim = u32::from_le_bytes(buf[12..16].try_into().expect("4 bytes")) as usize;
+    let footer = buf.len() - 32;
+    let mut out = Vec::new();
+    let mut pos = DATAFILE_HEADER_LEN;
+    while pos < footer {
+        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        if buf[pos + 4] == 1 {
+            let id_len = u16::from_le_bytes(buf[pos + 16..pos + 18].try_into().expect("2 bytes")) as usize;
+            let id_at = pos + 32 + dim * 4;
+            out.push((pos + 32, String::from_utf8(buf[id_at..id_at + id_len].to_vec()).expect("utf-8 id")));
+        }
+        pos += len;
+    }
+    out
+}
+
+/// Repair from another node's copy (`row_copy` there, `install_row_repair` here): only the
+/// version known damaged here is replaced, a row written since is never replaced by the older
+/// copy, nothing is added to the WAL, and the repair survives a crash (checkpoint files).
+#[test]
+fn row_repair_installs_only_the_damaged_version_durably() {
+    use cairn_core::engine::{RowCopy, RowRepairOutcome};
+    use cairn_core::layout::DATA_DIR;
+    let fs = FaultStorage::new();
+    let e = open_primary(&fs, 1 << 20);
+    let mut history = History::default();
+    let mut rng = Rng::new(7);
+    fill(&e, 30, &mut history, &mut rng);
+    checkpoint(&e).expect("checkpoint");
+    e.close().expect("close");
+    drop(e);
+    // The peer: an identical copy of the store (everything was synced by the clean close).
+    let peer_fs = fs.crash(CrashKind::DropUnsynced);
+    for name in list(&fs, ARCHIVE_DIR) {
+        fs.remove(&dir().join(ARCHIVE_DIR).join(name)).expect("remove archived segment");
+    }
+    let seg = list(&fs, DATA_DIR).into_iter().find(|n| n.ends_with(".seg")).expect("a base file");
+    let seg_path = dir().join(DATA_DIR).join(&seg);
+    let vectors = upsert_vectors(&fs.read(&seg_path).expect("read"));
+    let (a, b) = (vectors[3].clone(), vectors[11].clone());
+    for (pos, _) in [&a, &b] {
+        fs.mutate(&seg_path, |buf| buf[*pos + 2] ^= 1 << 5).expect("flip");
+    }
+    let e = Engine::open(dir(), Options { recovery: RecoveryMode::TolerateTornTail, ..opts(&fs, SyncMode::Group, 1 << 20, false) })
+        .expect("open damaged");
+    let peer = Engine::open(dir(), opts(&peer_fs, SyncMode::Group, 1 << 20, false)).expect("open peer");
+    let last = e.last_seq();
+    let coll = "a".to_string();
+
+    let damaged: Vec<String> = e.damaged_rows(100).expect("damaged rows").into_iter().map(|d| d.id).collect();
+    let mut want_damaged = vec![a.1.clone(), b.1.clone()];
+    want_damaged.sort();
+    assert_eq!(damaged, want_damaged);
+    for (_, id) in [&a, &b] {
+        assert_eq!(code(&e.get(&coll, id)), "CAIRN_CORRUPTION");
+        let RowCopy::Damaged { label } = e.row_copy(&coll, id).expect("copy") else { panic!("{id} must be damaged here") };
+        let RowCopy::Found { label: peer_label, vector, metadata } = peer.row_copy(&coll, id).expect("peer copy") else {
+            panic!("{id} must be found on the peer")
+        };
+        assert_eq!(label, peer_label, "same version on both nodes");
+        // Another version is refused as moot; the damaged one stays damaged.
+        let other = e.install_row_repair(&coll, id, label + 1, vector.clone(), metadata.clone()).expect("install other version");
+        assert_eq!(other, RowRepairOutcome::Moot);
+        assert_eq!(code(&e.get(&coll, id)), "CAIRN_CORRUPTION");
+        if id == &b.1 {
+            // Written meanwhile: the newer row wins over the repair copy of the old one.
+            let newer = vec![0.25; vector.len()];
+            let ops = vec![Op::Upsert { collection: coll.clone(), id: id.clone(), vector: newer, metadata: "{}".into() }];
+            history.acknowledge(e.commit(&ops).expect("rewrite"), ops);
+            assert_eq!(e.install_row_repair(&coll, id, label, vector, metadata).expect("install"), RowRepairOutcome::Moot);
+        } else {
+            let r = e.install_row_repair(&coll, id, label, vector, metadata).expect("install");
+            assert!(matches!(r, RowRepairOutcome::Installed { .. }), "{r:?}");
+        }
+    }
+    assert!(e.damaged_rows(100).expect("damaged rows").is_empty());
+    assert_eq!(e.last_seq(), last + 1, "a repair takes no sequence number");
+    let want = history.model_at(history.len());
+    assert_state(&e, &want, "after repair");
+    // Durable: a crash that drops everything unsynced, then the strictest open.
+    let crashed = fs.crash(CrashKind::DropUnsynced);
+    drop(e);
+    let e = Engine::open(dir(), Options { recovery: RecoveryMode::AbsoluteConsistency, ..opts(&crashed, SyncMode::Group, 1 << 20, false) })
+        .expect("reopen after repair");
+    assert!(e.recovery_report().unreadable_records.is_empty(), "{:?}", e.recovery_report().unreadable_records);
+    assert_state(&e, &want, "reopen after repair");
+}

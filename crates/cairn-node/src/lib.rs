@@ -11,7 +11,8 @@
 //! - `scrub.rs`: scan controls and file verification; `repair.rs`: install, rebuild, quarantine
 //! - `manifest.rs`, `wal_segment.rs`, `quarantine_note.rs`: on-disk formats, decoded here so
 //!   that TypeScript never parses them (snapshot manifests: `snapshot.rs`)
-//! - `replication.rs`: WAL chunks read for replicas and applied on a replica
+//! - `replication.rs`: WAL chunks read for replicas and applied on a replica; `row_repair.rs`:
+//!   a record's verified copy for another node, and installing one from another node
 //! - `stats.rs`: the engine's counters and histograms, for metrics
 //! - `layout.rs`: the names of a store's files; `bytes.rs`: checksum and shuffle helpers
 //! - `errors.rs`: the error mapping; `task.rs`: the async task every promise runs on
@@ -36,6 +37,7 @@ mod recovery_report;
 mod repair;
 mod replication;
 mod restore;
+mod row_repair;
 mod scrub;
 mod snapshot;
 mod stats;

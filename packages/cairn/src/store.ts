@@ -11,6 +11,8 @@ import type { PrimaryStatus, ReplicaNodeStatus, ReplicationHook, StandaloneStatu
 import { parseWriteConcern } from './replication/write-concern.js';
 import { listSnapshots, pruneSnapshots, type RecoverableRange, recoverableRange, type SnapshotInfo, toSnapshotInfo } from './restore.js';
 import { type ParsedScrubOptions, parseScrubOptions, runScrub, type ScrubOptions, type ScrubReport } from './scrub/index.js';
+import { ReplicaSource } from './scrub/replica-source.js';
+import { defaultSources, type RepairSource } from './scrub/sources.js';
 import { checkStoreDir } from './store-dir.js';
 import {
   checkJson,
@@ -480,9 +482,28 @@ export class Store extends EventEmitter {
    */
   async scrub(options: ScrubOptions = {}): Promise<ScrubReport> {
     this.#checkOpen();
-    const report = await runScrub({ dir: this.dir, native: this.#native }, parseScrubOptions(options));
+    const report = await runScrub({ dir: this.dir, native: this.#native, ...this.#replicaSources() }, parseScrubOptions(options));
     this.#opsLayer().recordScrub(report);
     return report;
+  }
+
+  /** A replicated store's scrub also repairs from the other nodes, after the local sources. */
+  #replicaSources(): { sources?: RepairSource[] } {
+    const hook = this.#replication;
+    const heal = hook?.healDamaged?.bind(hook);
+    return heal ? { sources: [...defaultSources(), new ReplicaSource(heal)] } : {};
+  }
+
+  /**
+   * @internal Read-repair: `get` hit a damaged record. On a node with peers, fetch the record
+   * from them (verified, majority) and install it here; resolves false when there are no peers.
+   * Rejects CAIRN_CORRUPTION when no verified majority exists.
+   */
+  async readRepair(collection: string, id: string): Promise<boolean> {
+    const hook = this.#replication;
+    if (!hook?.repairRecord) return false;
+    await hook.repairRecord(collection, id);
+    return true;
   }
 
   #opsLayer(): StoreOps {
@@ -525,7 +546,7 @@ export class Store extends EventEmitter {
     const tick = async () => {
       if (this.#closed || this.#scrubRun) return;
       const abort = new AbortController();
-      const run = runScrub({ dir: this.dir, native: this.#native }, { ...schedule.options, signal: abort.signal });
+      const run = runScrub({ dir: this.dir, native: this.#native, ...this.#replicaSources() }, { ...schedule.options, signal: abort.signal });
       this.#scrubRun = {
         abort,
         done: run.then(
@@ -711,7 +732,14 @@ export class Collection {
    *  copy fails its checksum, rejects with `CAIRN_CORRUPTION` naming it: wrong bytes are never returned. */
   async get(id: string): Promise<StoredRecord | undefined> {
     checkName('id', id);
-    const row = nativeSync(() => this.#native.get(this.name, id));
+    let row: ReturnType<NativeStore['get']>;
+    try {
+      row = nativeSync(() => this.#native.get(this.name, id));
+    } catch (e) {
+      // With replication, a damaged record is repaired from the other nodes and read again.
+      if (!(e instanceof CairnError && e.code === 'CAIRN_CORRUPTION') || !(await this.#store.readRepair(this.name, id))) throw e;
+      row = nativeSync(() => this.#native.get(this.name, id));
+    }
     if (!row) return undefined;
     return { id, vector: row.vector, metadata: JSON.parse(row.metadata) as Metadata };
   }

@@ -8,6 +8,8 @@
 //! - `retention.rs`: archiving covered WAL segments, archive retention, orphan file removal.
 //! - `replication.rs`: shipping WAL records to replicas, applying them on one, and waiting for
 //!   a sequence number.
+//! - `row_repair.rs`: serving a verified copy of a record and installing one fetched from
+//!   another node in place of a damaged one (read-repair, scrub from replicas).
 //!
 //! Write path: a caller submits an encoded batch; the commit thread validates it against the
 //! schema, frames it into the WAL, fdatasyncs according to the sync mode, applies it to the
@@ -24,6 +26,7 @@ mod open;
 mod query;
 mod replication;
 mod retention;
+mod row_repair;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -44,6 +47,7 @@ use crate::wal::ship::ShipCursor;
 use crate::wal::writer::Prealloc;
 use checkpoint::Capture;
 pub use query::{CollectionInfo, QueryOutput};
+pub use row_repair::{DamagedRow, RowCopy, RowRepairOutcome};
 
 /// How far a write is durable when its promise resolves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

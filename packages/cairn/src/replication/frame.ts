@@ -35,6 +35,8 @@ export const FrameType = {
   SNAPSHOT_BEGIN: 11,
   SNAPSHOT_DATA: 12,
   SNAPSHOT_END: 13,
+  REPAIR_REQUEST: 14,
+  REPAIR_RESPONSE: 15,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 const TYPE_NAMES = new Map<number, string>(Object.entries(FrameType).map(([k, v]) => [v, k]));

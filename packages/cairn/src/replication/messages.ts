@@ -185,3 +185,75 @@ export function decodeSnapshotEnd(b: Buffer): SnapshotEnd {
   r.end();
   return m;
 }
+
+/** Ask for the peers' copies of one record (either direction; docs/format.md, "REPAIR_REQUEST"). */
+export interface RepairRequest {
+  requestId: number;
+  /** 1: the primary also asks its other replicas and answers with every copy. */
+  relay: boolean;
+  /** The version the asker holds damaged (`seq << 24 | op index`); 0 when it holds none. */
+  label: bigint;
+  collection: string;
+  id: string;
+}
+export const encodeRepairRequest = (m: RepairRequest) =>
+  new PayloadWriter()
+    .u32(m.requestId)
+    .u8(m.relay ? 1 : 0)
+    .u64(m.label)
+    .str16(m.collection)
+    .str16(m.id)
+    .done();
+export function decodeRepairRequest(b: Buffer): RepairRequest {
+  const r = new PayloadReader(b, 'REPAIR_REQUEST');
+  const requestId = r.u32();
+  const relay = r.u8();
+  if (relay > 1) throw protocolError(`REPAIR_REQUEST relay flag ${relay} is not 0 or 1`);
+  const m = { requestId, relay: relay === 1, label: r.u64(), collection: r.str16(), id: r.str16() };
+  r.end();
+  return m;
+}
+
+export type CopyState = 'found' | 'absent' | 'damaged' | 'unavailable';
+const COPY_STATES: readonly CopyState[] = ['found', 'absent', 'damaged', 'unavailable'];
+
+/** One node's answer for one record. `record` is the record copy (docs/format.md, "Record copy"),
+ *  present only when `state` is 'found'; `digest` is its xxh3-64 (0 otherwise). */
+export interface RecordCopyMessage {
+  nodeId: string;
+  state: CopyState;
+  label: bigint;
+  digest: bigint;
+  record: Buffer;
+  detail: string;
+}
+
+export interface RepairResponse {
+  requestId: number;
+  copies: RecordCopyMessage[];
+}
+export function encodeRepairResponse(m: RepairResponse): Buffer {
+  const w = new PayloadWriter().u32(m.requestId).u32(m.copies.length);
+  for (const c of m.copies) {
+    w.str16(c.nodeId).u8(COPY_STATES.indexOf(c.state)).u64(c.label).u64(c.digest).u32(c.record.length).bytes(c.record).str16(c.detail);
+  }
+  return w.done();
+}
+export function decodeRepairResponse(b: Buffer): RepairResponse {
+  const r = new PayloadReader(b, 'REPAIR_RESPONSE');
+  const requestId = r.u32();
+  const n = r.u32();
+  if (n > 255) throw protocolError(`REPAIR_RESPONSE with ${n} copies (at most 255 nodes answer)`);
+  const copies: RecordCopyMessage[] = [];
+  for (let i = 0; i < n; i++) {
+    const nodeId = r.str16();
+    const state = COPY_STATES[r.u8()];
+    if (state === undefined) throw protocolError('REPAIR_RESPONSE with an unknown copy state');
+    const label = r.u64();
+    const digest = r.u64();
+    const record = Buffer.from(r.fixed(r.u32()));
+    copies.push({ nodeId, state, label, digest, record, detail: r.str16() });
+  }
+  r.end();
+  return { requestId, copies };
+}

@@ -27,6 +27,8 @@ import {
   decodeForwardResult,
   decodeHeartbeat,
   decodeReady,
+  decodeRepairRequest,
+  decodeRepairResponse,
   decodeSnapshotBegin,
   decodeSnapshotData,
   decodeSnapshotEnd,
@@ -36,10 +38,14 @@ import {
   encodeForward,
   encodeHeartbeat,
   encodeHello,
+  encodeRepairRequest,
+  encodeRepairResponse,
   type ForwardResult,
+  type RecordCopyMessage,
 } from './messages.js';
 import { parseHostPort, parseNodeId, parseTls, type TlsOptions } from './options.js';
-import type { ReplicaNodeStatus, ReplicationHook, WriteConcern } from './types.js';
+import { type HealReport, healDamaged, localCopy, PendingRepairs, REPAIR_TIMEOUT_MS, type RecordPeers, repairRecord, unavailable } from './record-repair.js';
+import type { RecordHealStatus, ReplicaNodeStatus, ReplicationHook, WriteConcern } from './types.js';
 
 export interface OpenReplicaOptions {
   nodeId: string;
@@ -55,9 +61,12 @@ export interface OpenReplicaOptions {
   /** @internal failover: the epoch this replica follows (already made durable by the caller);
    *  frames from a lower epoch are refused with CAIRN_FENCED, and ours carry it. */
   epoch?: bigint;
+  /** Repair this store's damaged records from the other nodes each time it has caught up with
+   *  the primary (default true; tests turn it off to exercise read-repair and scrub alone). */
+  healOnConnect?: boolean;
 }
 
-const KEYS = ['nodeId', 'primary', 'token', 'tls', 'forwardWrites', 'sync', 'heartbeatMs', 'epoch'];
+const KEYS = ['nodeId', 'primary', 'token', 'tls', 'forwardWrites', 'sync', 'heartbeatMs', 'epoch', 'healOnConnect'];
 const MIN_BACKOFF_MS = 50;
 export const MAX_BACKOFF_MS = 2000;
 
@@ -73,6 +82,7 @@ export async function openReplica(dir: string, options: OpenReplicaOptions): Pro
   const heartbeatMs = options.heartbeatMs ?? 1000;
   if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10 || heartbeatMs > 60_000)
     throw invalidArgument('options.heartbeatMs must be an integer from 10 to 60000');
+  if (options.healOnConnect !== undefined && typeof options.healOnConnect !== 'boolean') throw invalidArgument('options.healOnConnect must be a boolean');
   await finishInterruptedInstall(resolve(dir));
   const store = await open(dir, { nodeId, replica: true, ...(options.sync ? { sync: options.sync } : {}) });
   const r = new Replica(store, {
@@ -86,6 +96,7 @@ export async function openReplica(dir: string, options: OpenReplicaOptions): Pro
     heartbeatMs,
     sync: options.sync,
     epoch: options.epoch ?? 0n,
+    healOnConnect: options.healOnConnect ?? true,
   });
   r.start();
   return r;
@@ -102,6 +113,7 @@ interface Config {
   heartbeatMs: number;
   sync: SyncMode | undefined;
   epoch: bigint;
+  healOnConnect: boolean;
 }
 
 /** A snapshot archive being received (SNAPSHOT_BEGIN .. SNAPSHOT_END). */
@@ -147,6 +159,13 @@ export class Replica {
   #backoff = MIN_BACKOFF_MS;
   #connected: Promise<void>;
   #markConnected: () => void = () => {};
+  readonly #repairs = new PendingRepairs();
+  /** The primary answers a relayed request after asking the other replicas, each bounded. */
+  readonly #peers: RecordPeers = { fetch: (collection, id, label) => this.#fetchCopies(collection, id, label) };
+  #healing: Promise<void> | null = null;
+  /** A heal pass is due once this connection has caught up. */
+  #healDue = false;
+  #lastHeal: RecordHealStatus | null = null;
 
   /** @internal use `openReplica()`. */
   constructor(store: Store, config: Config) {
@@ -157,6 +176,8 @@ export class Replica {
       commit: (payload, concern) => this.#write(payload, concern),
       status: () => this.replicationStatus(),
       close: () => (this.#swapping ? Promise.resolve() : this.#shutdown()),
+      repairRecord: (collection, id) => repairRecord(this.#native, this.#config.nodeId, this.#peers, collection, id),
+      healDamaged: () => this.#heal(),
     };
     this.#attach(store);
     this.#received = store.lastSeq;
@@ -236,7 +257,40 @@ export class Replica {
       lastContact: this.#lastContact,
       lastError: this.#lastError,
       snapshotsInstalled: this.#snapshotsInstalled,
+      lastHeal: this.#lastHeal,
     };
+  }
+
+  /** The primary's copy of a record and, relayed by it, the other replicas'. */
+  #fetchCopies(collection: string, id: string, label: bigint): Promise<RecordCopyMessage[]> {
+    const conn = this.#conn;
+    if (!conn || this.#phase !== 'streaming') return Promise.resolve([unavailable(this.#config.primary, 'this replica is not connected to its primary')]);
+    const wait = 2 * REPAIR_TIMEOUT_MS + 500;
+    const { requestId, answer } = this.#repairs.open(wait, () => [unavailable(this.#config.primary, `primary did not answer within ${wait} ms`)]);
+    conn.send(FrameType.REPAIR_REQUEST, encodeRepairRequest({ requestId, relay: true, label, collection, id }));
+    return answer;
+  }
+
+  async #heal(): Promise<HealReport> {
+    const report = await healDamaged(this.#native, this.#config.nodeId, this.#peers);
+    this.#lastHeal = { at: new Date(), repaired: report.repaired.length, failed: report.failed };
+    return report;
+  }
+
+  /** Open-time repair: once caught up with the primary, repair what this node holds damaged. */
+  #healInBackground(): void {
+    if (this.#healing || this.#closed) return;
+    this.#healing = this.#heal()
+      .then(
+        () => {},
+        (e: unknown) => {
+          const err = e instanceof CairnError ? e : fromNative(e);
+          this.#lastHeal = { at: new Date(), repaired: 0, failed: [{ collection: '', id: '', error: `${err.code}: ${err.message}` }] };
+        },
+      )
+      .finally(() => {
+        this.#healing = null;
+      });
   }
 
   async close(): Promise<void> {
@@ -297,6 +351,8 @@ export class Replica {
         this.#lastError = null;
         this.#received = this.#store.lastSeq;
         this.#markConnected();
+        this.#healDue = this.#config.healOnConnect;
+        if (this.#primaryLastSeq <= this.#store.lastSeq) this.#appliedNow();
         return;
       }
       case 'streaming':
@@ -370,6 +426,18 @@ export class Replica {
             this.#heard(decodeHeartbeat(f.payload).lastSeq);
             this.#ack(conn);
             return;
+          case FrameType.REPAIR_REQUEST: {
+            const req = decodeRepairRequest(f.payload);
+            // A replica answers for itself only; relaying is the primary's job.
+            conn.send(
+              FrameType.REPAIR_RESPONSE,
+              encodeRepairResponse({ requestId: req.requestId, copies: [localCopy(this.#native, this.#config.nodeId, req.collection, req.id)] }),
+            );
+            return;
+          }
+          case FrameType.REPAIR_RESPONSE:
+            this.#repairs.settle(decodeRepairResponse(f.payload));
+            return;
           case FrameType.FORWARD_RESULT: {
             const r = decodeForwardResult(f.payload);
             const pending = this.#forwards.get(r.requestId);
@@ -394,6 +462,10 @@ export class Replica {
     if (applied >= this.#primaryLastSeq) {
       this.#behindSince = null;
       this.#state = 'streaming';
+      if (this.#healDue && this.#phase === 'streaming') {
+        this.#healDue = false;
+        this.#healInBackground();
+      }
     }
     const ready = this.#waiters.filter((w) => w.seq <= applied);
     if (ready.length > 0) {
@@ -467,6 +539,7 @@ export class Replica {
       );
     }
     this.#forwards.clear();
+    this.#repairs.abandon(() => [unavailable(this.#config.primary, 'connection to the primary was lost before it answered')]);
     if (this.#closed) return;
     this.#state = 'disconnected';
     const delay = this.#backoff;
@@ -528,6 +601,7 @@ export class Replica {
     if (this.#retry) clearTimeout(this.#retry);
     this.#conn?.close();
     await this.#applying;
+    await this.#healing;
     for (const w of this.#waiters.splice(0)) w.reject(new CairnError('CAIRN_CLOSED', `replica '${this.#config.nodeId}' closed before it applied seq ${w.seq}`));
   }
 }

@@ -10,11 +10,12 @@ import { createServer as createTlsServer } from 'node:tls';
 import { CairnError, fromNative, invalidArgument } from '../errors.js';
 import { checkToken } from './auth.js';
 import { Connection } from './connection.js';
-import type { Ack, Forward } from './messages.js';
+import type { Ack, Forward, RecordCopyMessage, RepairRequest } from './messages.js';
 import { parseHostPort, parseNodeId, parseTls, type TlsOptions } from './options.js';
+import { type HealReport, healDamaged, localCopy, type RecordPeers, repairRecord, unavailable } from './record-repair.js';
 import { Session, type SessionHost } from './session.js';
 import { Signal } from './signal.js';
-import type { PrimaryStatus, RejectedConnection, ReplicaStatus, ReplicationHook, ReplicationHost, WriteConcern } from './types.js';
+import type { PrimaryStatus, RecordHealStatus, RejectedConnection, ReplicaStatus, ReplicationHook, ReplicationHost, WriteConcern } from './types.js';
 import { parseWriteConcern, WriteConcernTracker } from './write-concern.js';
 
 export interface ServeReplicationOptions {
@@ -40,6 +41,9 @@ export interface ServeReplicationOptions {
   mayAcknowledge?: () => void;
   /** @internal failover: a replica spoke with a higher epoch. */
   onFenced?: (epoch: bigint) => void;
+  /** Repair this store's damaged records from each replica once it has caught up (default
+   *  true; tests turn it off to exercise read-repair and scrub alone). */
+  healOnConnect?: boolean;
 }
 
 export interface ReplicationServer {
@@ -48,7 +52,19 @@ export interface ReplicationServer {
   close(): Promise<void>;
 }
 
-const KEYS = ['listen', 'token', 'replicas', 'writeConcern', 'tls', 'heartbeatMs', 'snapshotLagRecords', 'epoch', 'mayAcknowledge', 'onFenced'];
+const KEYS = [
+  'listen',
+  'token',
+  'replicas',
+  'writeConcern',
+  'tls',
+  'heartbeatMs',
+  'snapshotLagRecords',
+  'epoch',
+  'mayAcknowledge',
+  'onFenced',
+  'healOnConnect',
+];
 /** Commit times kept for `lagMs`. */
 const MAX_COMMIT_TIMES = 1 << 16;
 /** Refused connections kept for `replicationStatus().rejected`. */
@@ -81,6 +97,8 @@ export async function startReplicationServer(host: ReplicationHost, options: Ser
   primary.epoch = options.epoch ?? 0n;
   primary.mayAcknowledge = options.mayAcknowledge ?? (() => {});
   primary.onFenced = options.onFenced ?? (() => {});
+  if (options.healOnConnect !== undefined && typeof options.healOnConnect !== 'boolean') throw invalidArgument('options.healOnConnect must be a boolean');
+  primary.healOnConnect = options.healOnConnect ?? true;
   await primary.listen(listen.host, listen.port, tls);
   return primary;
 }
@@ -104,10 +122,17 @@ class Primary implements SessionHost, ReplicationServer {
   #server: Server | null = null;
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
+  /** A pass repairing damaged records from the replicas, started when one connects. */
+  #healing: Promise<void> | null = null;
+  #lastHeal: RecordHealStatus | null = null;
+  /** Sessions that start a heal pass once caught up (a lagging replica holds older versions). */
+  readonly #healOnCatchUp = new Set<Session>();
+  readonly #peers: RecordPeers = { fetch: (collection, id, label) => this.#fetchCopies(collection, id, label, null) };
   address = '';
   epoch = 0n;
   mayAcknowledge: () => void = () => {};
   onFenced: (epoch: bigint) => void = () => {};
+  healOnConnect = true;
   readonly hook: ReplicationHook;
 
   constructor(host: ReplicationHost, token: Buffer, replicas: string[], concern: WriteConcern, heartbeatMs: number, snapshotLagRecords: number | null) {
@@ -142,7 +167,49 @@ class Primary implements SessionHost, ReplicationServer {
       commit: (payload, c) => this.#commit(payload, c),
       status: () => this.status(),
       close: () => this.close(),
+      repairRecord: (collection, id) => repairRecord(this.native, this.nodeId, this.#peers, collection, id),
+      healDamaged: () => this.#heal(),
     };
+  }
+
+  /** Every configured replica's copy of a record (except `except`'s); an unreachable one says so. */
+  #fetchCopies(collection: string, id: string, label: bigint, except: Session | null): Promise<RecordCopyMessage[]> {
+    const asks: Array<Promise<RecordCopyMessage[]>> = [];
+    for (const [nodeId, entry] of this.#replicas) {
+      if (except && nodeId === except.nodeId) continue;
+      const s = entry.session;
+      asks.push(s?.streaming ? s.askCopy(collection, id, label) : Promise.resolve([unavailable(nodeId, 'not connected to this primary')]));
+    }
+    return Promise.all(asks).then((all) => all.flat().filter((c) => !except || c.nodeId !== except.nodeId));
+  }
+
+  async repairRequest(s: Session, r: RepairRequest): Promise<RecordCopyMessage[]> {
+    const own = localCopy(this.native, this.nodeId, r.collection, r.id);
+    if (!r.relay) return [own];
+    return [own, ...(await this.#fetchCopies(r.collection, r.id, r.label, s))];
+  }
+
+  async #heal(): Promise<HealReport> {
+    const report = await healDamaged(this.native, this.nodeId, this.#peers);
+    this.#lastHeal = { at: new Date(), repaired: report.repaired.length, failed: report.failed };
+    return report;
+  }
+
+  /** Open-time repair: records found damaged when this store opened (or since) are repaired
+   *  once replicas can answer; one pass at a time, started as each replica connects. */
+  #healInBackground(): void {
+    if (this.#healing || this.#closed) return;
+    this.#healing = this.#heal()
+      .then(
+        () => {},
+        (e: unknown) => {
+          const err = e instanceof CairnError ? e : fromNative(e);
+          this.#lastHeal = { at: new Date(), repaired: 0, failed: [{ collection: '', id: '', error: `${err.code}: ${err.message}` }] };
+        },
+      )
+      .finally(() => {
+        this.#healing = null;
+      });
   }
 
   async listen(hostname: string, port: number, tls: TlsOptions | undefined): Promise<void> {
@@ -216,6 +283,7 @@ class Primary implements SessionHost, ReplicationServer {
     entry.session = s;
     entry.status.address = s.conn.remote;
     entry.status.lastError = null;
+    if (this.healOnConnect) this.#healOnCatchUp.add(s);
   }
 
   contact(s: Session): void {
@@ -232,11 +300,13 @@ class Primary implements SessionHost, ReplicationServer {
     entry.status.durableSeq = ack.durableSeq;
     entry.status.appliedSeq = ack.appliedSeq;
     this.#tracker.durable(s.nodeId, ack.durableSeq, this.native.lastSeq);
+    if (ack.appliedSeq >= this.native.lastSeq && this.#healOnCatchUp.delete(s)) this.#healInBackground();
     this.#pruneCommitTimes();
   }
 
   ended(s: Session, e: CairnError | null): void {
     this.#sessions.delete(s);
+    this.#healOnCatchUp.delete(s);
     if (e && e.code !== 'CAIRN_DISCONNECTED' && !s.streaming) {
       this.#rejected.push({ address: s.conn.remote, nodeId: s.nodeId || null, error: `${e.code}: ${e.message}`, at: new Date() });
       if (this.#rejected.length > MAX_REJECTED) this.#rejected.shift();
@@ -291,7 +361,15 @@ class Primary implements SessionHost, ReplicationServer {
       }
       return s;
     });
-    return { role: 'primary', nodeId: this.nodeId, lastSeq, commitSeq: this.#tracker.commitSeq(lastSeq), replicas, rejected: [...this.#rejected] };
+    return {
+      role: 'primary',
+      nodeId: this.nodeId,
+      lastSeq,
+      commitSeq: this.#tracker.commitSeq(lastSeq),
+      replicas,
+      rejected: [...this.#rejected],
+      lastHeal: this.#lastHeal,
+    };
   }
 
   async close(): Promise<void> {
@@ -299,8 +377,11 @@ class Primary implements SessionHost, ReplicationServer {
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
     this.#tracker.abandon();
+    const healing = this.#healing;
     for (const s of this.#sessions) s.conn.fail(new CairnError('CAIRN_DISCONNECTED', `primary '${this.nodeId}' is shutting down its replication server`));
     const server = this.#server;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    // Its requests were answered 'unavailable' as the sessions closed; an install may still run.
+    await healing;
   }
 }

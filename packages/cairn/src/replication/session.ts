@@ -27,16 +27,23 @@ import {
   decodeForward,
   decodeHeartbeat,
   decodeHello,
+  decodeRepairRequest,
+  decodeRepairResponse,
   encodeChallenge,
   encodeForwardResult,
   encodeHeartbeat,
   encodeReady,
+  encodeRepairRequest,
+  encodeRepairResponse,
   encodeSnapshotBegin,
   encodeSnapshotData,
   encodeSnapshotEnd,
   encodeWal,
   type Forward,
+  type RecordCopyMessage,
+  type RepairRequest,
 } from './messages.js';
+import { PendingRepairs, REPAIR_TIMEOUT_MS, unavailable } from './record-repair.js';
 import { Signal } from './signal.js';
 
 /** WAL read per frame (a record larger than this travels alone). */
@@ -60,6 +67,8 @@ export interface SessionHost {
   contact(s: Session): void;
   ended(s: Session, e: CairnError | null): void;
   forward(f: Forward): Promise<bigint>;
+  /** The copies a replica's repair request gets: this node's, and with `relay` the other replicas'. */
+  repairRequest(s: Session, r: RepairRequest): Promise<RecordCopyMessage[]>;
   /** Throws when a frame's epoch is newer than this primary's (failover fences it). */
   peerEpoch(s: Session, epoch: bigint): void;
   /** Woken at each commit. */
@@ -79,6 +88,7 @@ export class Session {
   #inFlight: Array<[bigint, number]> = [];
   #inFlightBytes = 0;
   readonly #acks = new Signal();
+  readonly #repairs = new PendingRepairs();
   nextSeq = 1n;
 
   constructor(conn: Connection, host: SessionHost) {
@@ -93,6 +103,7 @@ export class Session {
     conn.onClose((e) => {
       clearTimeout(handshakeTimer);
       this.#acks.notify();
+      this.#repairs.abandon(() => [unavailable(this.nodeId, `connection closed: ${e?.message ?? 'closed by this node'}`)]);
       host.ended(this, e);
     });
   }
@@ -173,6 +184,16 @@ export class Session {
             );
             return;
           }
+          case FrameType.REPAIR_REQUEST: {
+            const req = decodeRepairRequest(f.payload);
+            void this.#host.repairRequest(this, req).then((copies) => {
+              this.conn.send(FrameType.REPAIR_RESPONSE, encodeRepairResponse({ requestId: req.requestId, copies }));
+            });
+            return;
+          }
+          case FrameType.REPAIR_RESPONSE:
+            this.#repairs.settle(decodeRepairResponse(f.payload));
+            return;
           default:
             throw protocolError(`unexpected ${frameTypeName(f.type)} frame from replica '${this.nodeId}'`);
         }
@@ -272,6 +293,14 @@ export class Session {
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
+  }
+
+  /** This replica's copy of a record (REPAIR_REQUEST without relay). */
+  askCopy(collection: string, id: string, label: bigint): Promise<RecordCopyMessage[]> {
+    if (this.conn.closed) return Promise.resolve([unavailable(this.nodeId, 'not connected')]);
+    const { requestId, answer } = this.#repairs.open(REPAIR_TIMEOUT_MS, () => [unavailable(this.nodeId, `no answer within ${REPAIR_TIMEOUT_MS} ms`)]);
+    this.conn.send(FrameType.REPAIR_REQUEST, encodeRepairRequest({ requestId, relay: false, label, collection, id }));
+    return answer;
   }
 
   #heartbeat(): void {

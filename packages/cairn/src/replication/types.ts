@@ -3,6 +3,7 @@
  * a `ReplicationHost` and gets a `ReplicationHook` back, so neither imports the other's class).
  */
 import type { NativeStore } from '../native.js';
+import type { HealReport, RecordRepair } from './record-repair.js';
 
 export type WriteConcernLevel = 'local' | 'majority' | 'all';
 
@@ -44,6 +45,8 @@ export interface PrimaryStatus {
   replicas: ReplicaStatus[];
   /** The latest connections refused before they streamed (bad token, bad frames, unknown node), newest last. */
   rejected: RejectedConnection[];
+  /** The last pass that repaired damaged records from the replicas; null before any. */
+  lastHeal?: RecordHealStatus | null;
 }
 
 export interface RejectedConnection {
@@ -70,6 +73,8 @@ export interface ReplicaNodeStatus {
   lastError: string | null;
   /** Snapshots installed to catch up since this replica was opened. */
   snapshotsInstalled: number;
+  /** The last pass that repaired damaged records from the other nodes; null before any. */
+  lastHeal?: RecordHealStatus | null;
 }
 
 export interface StandaloneStatus {
@@ -94,4 +99,15 @@ export interface ReplicationHook {
   commit(payload: Buffer, concern: WriteConcern): Promise<bigint>;
   status(): PrimaryStatus | ReplicaNodeStatus;
   close(): Promise<void>;
+  /** Repair one damaged record here from the other nodes (read-repair on `get`). */
+  repairRecord?(collection: string, id: string): Promise<RecordRepair>;
+  /** Repair every damaged record here from the other nodes (scrub, and after connecting). */
+  healDamaged?(): Promise<HealReport>;
+}
+
+/** The last pass that repaired records from the other nodes (after a connection, or a scrub). */
+export interface RecordHealStatus {
+  at: Date;
+  repaired: number;
+  failed: HealReport['failed'];
 }

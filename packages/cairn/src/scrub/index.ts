@@ -109,6 +109,10 @@ export interface ScrubReport {
   /** Records known to be damaged beyond repair (found by an earlier open, kept in the manifest):
    *  reads of them fail with `CAIRN_CORRUPTION` until they are written or deleted again. */
   unreadableRecords: Array<{ collection: string; id: string; file: string; offset: number; reason: string }>;
+  /** Damaged records repaired from another node (a replicated store's `replicas` source). */
+  repairedRecords?: Array<{ collection: string; id: string; from: string[] }>;
+  /** Damaged records no source could repair, and why. */
+  unrepairedRecords?: Array<{ collection: string; id: string; error: string }>;
 }
 
 interface Target {
@@ -699,7 +703,7 @@ async function repairAll(ctx: ScrubContext, opts: ParsedScrubOptions, verifier: 
       const r = await source.repair(file, rctx);
       if (r.outcome === 'repaired') {
         report.repaired.push({ file: file.rel, from: r.from, ...(r.quarantined ? { quarantined: r.quarantined } : {}) });
-        rebuilt ||= r.from === 'engine';
+        rebuilt ||= r.from === 'engine' || r.from === 'replicas';
         done = true;
         break;
       }
@@ -714,6 +718,21 @@ async function repairAll(ctx: ScrubContext, opts: ParsedScrubOptions, verifier: 
       if (file.area === 'wal' && ctx.native) reasons.push('its records are in memory and reach checkpoint files at the next checkpoint');
       const quarantined = await keepUnrepaired(ctx.dir, file);
       report.unrepaired.push({ file: file.rel, reason: reasons.join('; '), ...(quarantined ? { quarantined } : {}) });
+    }
+  }
+  if (ctx.native) {
+    for (const source of sources) {
+      if (!source.repairRecords) continue;
+      const r = await source.repairRecords(rctx);
+      report.repairedRecords = [...(report.repairedRecords ?? []), ...r.repaired.map(({ collection, id, from }) => ({ collection, id, from }))];
+      report.unrepairedRecords = [...(report.unrepairedRecords ?? []), ...r.failed];
+      rebuilt ||= r.repaired.length > 0;
+    }
+    if (report.repairedRecords) {
+      const left = ctx.native
+        .manifest()
+        .collections.flatMap((c) => (c.unreadable ?? []).map((u) => ({ collection: c.name, id: u.id, file: u.file, offset: u.offset, reason: u.reason })));
+      report.unreadableRecords = left;
     }
   }
   if (rebuilt && ctx.native) {

@@ -2,7 +2,8 @@
  * Where a repair comes from. The scrub asks each source in order and takes the first repair
  * that succeeds; every copy is verified against the damaged file's recorded size and xxh3
  * before it is installed (crates/cairn-core/src/scrub.rs, `install_copy`), and every rebuild is
- * verified again after it is installed. A replica can later be one more `RepairSource`.
+ * verified again after it is installed. A replicated store adds the other nodes
+ * (`replica-source.ts`), which also repair damaged records (`repairRecords`).
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -58,9 +59,17 @@ export interface RepairContext {
   note(file: DamagedFile, repairedFrom: string): QuarantineNote;
 }
 
+/** Damaged records repaired (or not) from a source that holds records rather than files. */
+export interface RecordRepairs {
+  repaired: Array<{ collection: string; id: string; from: string[] }>;
+  failed: Array<{ collection: string; id: string; error: string }>;
+}
+
 export interface RepairSource {
   readonly name: string;
   repair(file: DamagedFile, ctx: RepairContext): Promise<RepairAttempt>;
+  /** Repair the open store's damaged records (unreadable, or failing their in-memory checksum). */
+  repairRecords?(ctx: RepairContext): Promise<RecordRepairs>;
 }
 
 function snapshotIds(dir: string): string[] {

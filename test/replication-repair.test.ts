@@ -1,0 +1,394 @@
+// Repair from the other nodes, across processes on loopback: each node is its own child process
+// (fixtures/repl-node.mjs). The test damages real checkpoint files on disk (a bit flip in a
+// record's vector, with the WAL that wrote it pruned, so no local source can repair it) and
+// checks every node against a reference model: get() read-repairs, scrub repairs, a repair is
+// durable (the file is healed after reopen, even under absolute-consistency), the verified
+// copies vote, and without a majority nothing is installed and the error names the nodes.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { open } from 'cairndb';
+import { afterEach, describe, expect, it } from 'vitest';
+
+import { metadataFor, vectorFor } from './fixtures/records.mjs';
+import { segRecords, tempDir } from './helpers.js';
+
+const NODE = fileURLToPath(new URL('./fixtures/repl-node.mjs', import.meta.url));
+const TOKEN = 'replication-repair-token-0123456789abcdef';
+const DIM = 8;
+const running: ChildProcess[] = [];
+
+afterEach(() => {
+  for (const c of running.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+
+type Reply = Record<string, unknown> & { ok?: boolean; error?: { code: string; message: string } };
+
+/** A node process: JSON requests in, JSON replies out (as in replication.test.ts). */
+class NodeProc {
+  readonly proc: ChildProcess;
+  readonly lines: Reply[] = [];
+  #next = 1;
+  #wake: Array<() => void> = [];
+  stderr = '';
+  readonly exited: Promise<void>;
+
+  constructor(config: Record<string, unknown>) {
+    this.proc = spawn(process.execPath, [NODE, JSON.stringify({ token: TOKEN, heartbeatMs: 100, ...config })], { stdio: ['pipe', 'pipe', 'pipe'] });
+    running.push(this.proc);
+    let partial = '';
+    this.proc.stdout?.setEncoding('utf8');
+    this.proc.stdout?.on('data', (s: string) => {
+      const parts = (partial + s).split('\n');
+      partial = parts.pop() ?? '';
+      for (const p of parts) if (p) this.lines.push(JSON.parse(p) as Reply);
+      for (const w of this.#wake.splice(0)) w();
+    });
+    this.proc.stderr?.setEncoding('utf8');
+    this.proc.stderr?.on('data', (s: string) => (this.stderr += s));
+    this.exited = new Promise((resolve) =>
+      this.proc.on('close', () => {
+        for (const w of this.#wake.splice(0)) w();
+        resolve();
+      }),
+    );
+  }
+
+  async line(pred: (l: Reply) => boolean, timeoutMs = 30_000): Promise<Reply> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.lines.find(pred);
+      if (found) return found;
+      if (this.proc.exitCode !== null || this.proc.signalCode !== null) throw new Error(`node exited: ${this.stderr}`);
+      if (Date.now() > deadline) throw new Error(`no expected line within ${timeoutMs} ms; stderr: ${this.stderr}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 200);
+        this.#wake.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  async ok(op: string, args: Record<string, unknown> = {}): Promise<Reply> {
+    const id = this.#next++;
+    this.proc.stdin?.write(`${JSON.stringify({ id, op, ...args })}\n`);
+    const r = await this.line((l) => l.id === id, 60_000);
+    expect(r.ok, `${op}: ${JSON.stringify(r.error)}`).toBe(true);
+    return r;
+  }
+
+  async close(): Promise<void> {
+    await this.ok('close');
+    await this.exited;
+  }
+}
+
+interface Cluster {
+  primary: NodeProc;
+  replicas: Map<string, NodeProc>;
+}
+
+/** n1 primary (dirs[0]) with replicas n2, n3 (and n4 with a fourth dir); each replica waits
+ *  until it is connected. */
+async function startCluster(dirs: string[], healOnConnect: boolean): Promise<Cluster> {
+  const others = ['n2', 'n3', 'n4'].slice(0, dirs.length - 1);
+  const primary = new NodeProc({ role: 'primary', dir: dirs[0], nodeId: 'n1', replicas: others, healOnConnect });
+  const ready = await primary.line((l) => l.event === 'ready');
+  const replicas = new Map<string, NodeProc>();
+  for (const [i, id] of others.entries()) {
+    const r = new NodeProc({ role: 'replica', dir: dirs[i + 1], nodeId: id, primary: ready.address, healOnConnect });
+    await r.line((l) => l.event === 'ready');
+    replicas.set(id, r);
+  }
+  for (const r of replicas.values()) await r.ok('connected');
+  return { primary, replicas };
+}
+
+async function stopCluster(c: Cluster): Promise<void> {
+  for (const r of c.replicas.values()) await r.close();
+  await c.primary.close();
+}
+
+const ids = Array.from({ length: 60 }, (_, i) => `r${String(i).padStart(2, '0')}`);
+
+/** The reference model: id -> version, as the workload below writes it. */
+function model(): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const id of ids) m.set(id, 'v1');
+  for (const id of ids.slice(0, 20)) m.set(id, 'v2');
+  for (const id of ids.slice(50)) m.delete(id);
+  return m;
+}
+
+const record = (id: string, v: string) => ({ id, vector: [...vectorFor(id, v, DIM)], metadata: metadataFor(id, v) });
+
+/**
+ * Three stores that replicated the same workload (w: 'all'), each checkpointed and cleanly
+ * closed, so every row lives in one checkpoint file per node.
+ */
+async function seed(): Promise<string[]> {
+  const dirs = [tempDir(), tempDir(), tempDir()].map((d) => join(d, 'store'));
+  const c = await startCluster(dirs, true);
+  await c.primary.ok('create', { name: 'docs', dim: DIM });
+  for (let b = 0; b < ids.length; b += 15)
+    await c.primary.ok('upsert', { collection: 'docs', records: ids.slice(b, b + 15).map((id) => record(id, 'v1')), w: 'all' });
+  await c.primary.ok('upsert', { collection: 'docs', records: ids.slice(0, 20).map((id) => record(id, 'v2')), w: 'all' });
+  await c.primary.ok('delete', { collection: 'docs', ids: ids.slice(50), w: 'all' });
+  const last = BigInt((await c.primary.ok('status')).lastSeq as string);
+  for (const r of c.replicas.values()) await r.ok('waitFor', { seq: String(last) });
+  await c.primary.ok('checkpoint');
+  for (const r of c.replicas.values()) await r.ok('checkpoint');
+  await stopCluster(c);
+  return dirs;
+}
+
+/** Offset of a checkpoint record's vector (docs/format.md, "Data file"). */
+const VECTOR_AT = 32;
+
+/**
+ * Flip `bit` of the vector of `id`'s record in the node's one checkpoint file, after removing
+ * the archived WAL that wrote it: the open then finds the record damaged with no local source
+ * to rebuild it from, and keeps it as unreadable.
+ */
+function damage(dir: string, id: string, bit: number): void {
+  const segs = readdirSync(join(dir, 'data')).filter((n) => n.endsWith('.seg'));
+  expect(segs).toHaveLength(1);
+  const file = join(dir, 'data', segs[0]!);
+  const buf = readFileSync(file);
+  const rec = segRecords(buf).find((r) => {
+    if (buf[r.offset + 4] !== 1) return false;
+    const idLen = buf.readUInt16LE(r.offset + 16);
+    const at = r.offset + VECTOR_AT + DIM * 4;
+    return buf.toString('utf8', at, at + idLen) === id;
+  });
+  expect(rec, `record of ${id}`).toBeDefined();
+  buf[rec!.offset + VECTOR_AT + 1 + (bit % 8) * 3]! ^= 1 << (bit % 8);
+  writeFileSync(file, buf);
+  for (const name of readdirSync(join(dir, 'wal-archive'))) rmSync(join(dir, 'wal-archive', name));
+}
+
+/** Every id reads back as the model says, through the node's own `get`. */
+async function expectModel(node: NodeProc, m: Map<string, string>, skip: string[] = []): Promise<void> {
+  for (const id of ids) {
+    if (skip.includes(id)) continue;
+    const r = await node.ok('get', { collection: 'docs', recordId: id });
+    expect(r.getError, `${id}: ${JSON.stringify(r.getError)}`).toBeUndefined();
+    const v = m.get(id);
+    if (v === undefined) expect(r.row, `${id} must be absent`).toBeNull();
+    else expect(r.row, `${id}`).toEqual({ vector: [...vectorFor(id, v, DIM)], metadata: metadataFor(id, v) });
+  }
+}
+
+/** Reopened alone with absolute-consistency (which refuses any damage): the repair is on disk. */
+async function expectHealedOnDisk(dir: string, m: Map<string, string>, wasDamaged = true): Promise<void> {
+  const db = await open(dir, { recovery: 'absolute-consistency' });
+  try {
+    expect(db.recoveryReport.unreadableRecords).toEqual([]);
+    const docs = db.collection('docs');
+    expect(await docs.count()).toBe(m.size);
+    for (const [id, v] of m) {
+      const row = await docs.get(id);
+      expect([...row!.vector]).toEqual([...vectorFor(id, v, DIM)]);
+      expect(row!.metadata).toEqual(metadataFor(id, v));
+    }
+    // The damaged bytes are kept, never deleted.
+    expect(existsSync(join(dir, 'quarantine'))).toBe(wasDamaged);
+  } finally {
+    await db.close();
+  }
+}
+
+describe('repair from replicas', () => {
+  it('get_read_repairs_a_damaged_record_on_the_primary_and_the_file_is_healed_after_reopen', async () => {
+    const dirs = await seed();
+    const m = model();
+    const victim = 'r05';
+    damage(dirs[0]!, victim, 3);
+
+    // Alone, the primary has no healthy copy: the read fails with the damage named.
+    const alone = new NodeProc({ role: 'primary', dir: dirs[0], nodeId: 'n1', replicas: ['n2', 'n3'], healOnConnect: false });
+    await alone.line((l) => l.event === 'ready');
+    const rec = (await alone.ok('recovery')).report as { unreadableRecords: Array<{ id: string }> };
+    expect(rec.unreadableRecords.map((u) => u.id)).toEqual([victim]);
+    const failed = await alone.ok('get', { collection: 'docs', recordId: victim });
+    expect(failed.getError).toMatchObject({ code: 'CAIRN_CORRUPTION' });
+    expect((failed.getError as { message: string }).message).toContain('no other node has a verified copy');
+    await alone.close();
+
+    const c = await startCluster(dirs, false);
+    const got = await c.primary.ok('get', { collection: 'docs', recordId: victim });
+    expect(got.getError).toBeUndefined();
+    expect(got.row).toEqual({ vector: [...vectorFor(victim, 'v2', DIM)], metadata: metadataFor(victim, 'v2') });
+    await expectModel(c.primary, m);
+    for (const r of c.replicas.values()) await expectModel(r, m);
+    await stopCluster(c);
+    await expectHealedOnDisk(dirs[0]!, m);
+  }, 120_000);
+
+  it('scrub_on_a_replica_repairs_from_the_primary_and_the_other_replica', async () => {
+    const dirs = await seed();
+    const m = model();
+    const victim = 'r33';
+    damage(dirs[1]!, victim, 5);
+    const c = await startCluster(dirs, false);
+    const n2 = c.replicas.get('n2')!;
+    const report = (await n2.ok('scrub', { repair: true })).report as {
+      repairedRecords?: Array<{ collection: string; id: string; from: string[] }>;
+      unreadableRecords: unknown[];
+    };
+    expect(report.repairedRecords).toEqual([{ collection: 'docs', id: victim, from: ['n1', 'n3'] }]);
+    expect(report.unreadableRecords).toEqual([]);
+    await expectModel(n2, m);
+    await stopCluster(c);
+    await expectHealedOnDisk(dirs[1]!, m);
+  }, 120_000);
+
+  it('scrub_on_the_primary_repairs_from_the_replicas', async () => {
+    const dirs = await seed();
+    const m = model();
+    const victim = 'r41';
+    damage(dirs[0]!, victim, 2);
+    const c = await startCluster(dirs, false);
+    const report = (await c.primary.ok('scrub', { repair: true })).report as {
+      repairedRecords?: Array<{ id: string; from: string[] }>;
+      unreadableRecords: unknown[];
+    };
+    expect(report.repairedRecords).toEqual([{ collection: 'docs', id: victim, from: ['n2', 'n3'] }]);
+    expect(report.unreadableRecords).toEqual([]);
+    await expectModel(c.primary, m);
+    await stopCluster(c);
+    await expectHealedOnDisk(dirs[0]!, m);
+  }, 120_000);
+
+  it('the_same_record_damaged_differently_on_two_nodes_heals_from_the_one_verified_copy_and_nothing_bad_spreads', async () => {
+    const dirs = await seed();
+    const m = model();
+    const victim = 'r12';
+    damage(dirs[0]!, victim, 1);
+    damage(dirs[1]!, victim, 6);
+    // Repair on connect (the default): each damaged node heals once it has caught up.
+    const c = await startCluster(dirs, true);
+    // n1 hears n2 'damaged' (no vote) and n3's verified copy: a majority of the verified copies.
+    await expectModel(c.primary, m);
+    await expectModel(c.replicas.get('n2')!, m);
+    await expectModel(c.replicas.get('n3')!, m);
+    const status = (await c.primary.ok('status')).status as { lastHeal?: { failed: unknown[] } | null };
+    expect(status.lastHeal?.failed ?? []).toEqual([]);
+    await stopCluster(c);
+    for (const [i, d] of dirs.entries()) await expectHealedOnDisk(d, m, i < 2);
+  }, 120_000);
+});
+
+describe('majority vote', () => {
+  /**
+   * A diverged node: the same workload written at the same seqs, but with another value for
+   * `id` in its last write, checkpointed there, so its copy verifies and still differs.
+   */
+  async function diverged(dir: string, nodeId: string, id: string): Promise<void> {
+    rmSync(dir, { recursive: true, force: true });
+    const db = await open(dir, { nodeId });
+    try {
+      await db.createCollection('docs', { dim: DIM, metric: 'l2' });
+      const docs = db.collection('docs');
+      for (let b = 0; b < ids.length; b += 15) await docs.upsert(ids.slice(b, b + 15).map((x) => record(x, 'v1')));
+      await docs.upsert(ids.slice(0, 20).map((x) => record(x, x === id ? 'forged' : 'v2')));
+      await docs.delete(ids.slice(50));
+      await db.checkpoint();
+    } finally {
+      await db.close();
+    }
+  }
+
+  it('disagreeing_verified_copies_with_no_majority_are_refused_naming_nodes_and_digests', async () => {
+    const dirs = await seed();
+    const victim = 'r07';
+    await diverged(dirs[2]!, 'n3', victim);
+    damage(dirs[0]!, victim, 4);
+    const c = await startCluster(dirs, false);
+    const r = await c.primary.ok('get', { collection: 'docs', recordId: victim });
+    expect(r.row).toBeNull();
+    const e = r.getError as { code: string; message: string };
+    expect(e.code).toBe('CAIRN_CORRUPTION');
+    expect(e.message).toMatch(/no majority \(n2=[0-9a-f]{16}, n3=[0-9a-f]{16}\)/);
+    expect(e.message).toContain('nothing was installed');
+    // Still damaged here, and still refused: nothing was guessed.
+    const again = await c.primary.ok('get', { collection: 'docs', recordId: victim });
+    expect((again.getError as { code: string }).code).toBe('CAIRN_CORRUPTION');
+    // The other rows are untouched and correct.
+    await expectModel(c.primary, model(), [victim]);
+    await stopCluster(c);
+    const db = await open(dirs[0]!);
+    try {
+      expect(db.recoveryReport.unreadableRecords.map((u) => u.id)).toEqual([victim]);
+    } finally {
+      await db.close();
+    }
+  }, 120_000);
+
+  it('a_majority_of_verified_copies_outvotes_a_diverged_one', async () => {
+    const dirs = await seed();
+    const victim = 'r09';
+    // A fourth voter, n4, diverged on the victim; n2 and n3 hold the replicated copy.
+    const d4 = join(tempDir(), 'store');
+    await diverged(d4, 'n4', victim);
+    damage(dirs[0]!, victim, 7);
+    const c = await startCluster([...dirs, d4], false);
+    const r = await c.primary.ok('get', { collection: 'docs', recordId: victim });
+    expect(r.getError).toBeUndefined();
+    expect(r.row).toEqual({ vector: [...vectorFor(victim, 'v2', DIM)], metadata: metadataFor(victim, 'v2') });
+    await expectModel(c.primary, model());
+    // The diverged copy was outvoted, not spread: n4 still serves its own, and nothing else changed.
+    const n4 = await c.replicas.get('n4')!.ok('get', { collection: 'docs', recordId: victim });
+    expect(n4.row).toEqual({ vector: [...vectorFor(victim, 'forged', DIM)], metadata: metadataFor(victim, 'forged') });
+    await stopCluster(c);
+    await expectHealedOnDisk(dirs[0]!, model());
+  }, 120_000);
+});
+
+describe('repair frames and the vote', () => {
+  it('repair_frames_round_trip_and_malformed_ones_are_refused', async () => {
+    const { decodeRepairRequest, decodeRepairResponse, encodeRepairRequest, encodeRepairResponse } = await import(
+      '../packages/cairn/dist/replication/messages.js'
+    );
+    const req = { requestId: 7, relay: true, label: (5n << 24n) | 2n, collection: 'docs', id: 'r01' };
+    expect(decodeRepairRequest(encodeRepairRequest(req))).toEqual(req);
+    const record = Buffer.from([1, 2, 3, 4, 5]);
+    const res = {
+      requestId: 7,
+      copies: [
+        { nodeId: 'n2', state: 'found' as const, label: 9n, digest: 0xabcn, record, detail: '' },
+        { nodeId: 'n3', state: 'unavailable' as const, label: 0n, digest: 0n, record: Buffer.alloc(0), detail: 'not connected' },
+      ],
+    };
+    const bytes = encodeRepairResponse(res);
+    expect(decodeRepairResponse(bytes)).toEqual(res);
+    // Cut anywhere, or with a trailing byte, an unknown state or relay flag: refused, never half-read.
+    for (let cut = 0; cut < bytes.length; cut++) expect(() => decodeRepairResponse(bytes.subarray(0, cut))).toThrow(/too short/);
+    expect(() => decodeRepairResponse(Buffer.concat([bytes, Buffer.from([0])]))).toThrow(/trailing/);
+    const badState = Buffer.from(bytes);
+    badState[8 + 2 + 2] = 9; // the first copy's state, after request id, count and str16 'n2'
+    expect(() => decodeRepairResponse(badState)).toThrow(/unknown copy state/);
+    const badRelay = encodeRepairRequest(req);
+    badRelay[4] = 2;
+    expect(() => decodeRepairRequest(badRelay)).toThrow(/relay flag/);
+  });
+
+  it('the_vote_takes_a_strict_majority_of_verified_copies_or_nothing', async () => {
+    const { majorityVote } = await import('../packages/cairn/dist/replication/vote.js');
+    const b = (nodeId: string, digest: string) => ({ nodeId, digest });
+    expect(majorityVote([b('n2', 'aa')])).toMatchObject({ outcome: 'majority', digest: 'aa', holders: ['n2'] });
+    expect(majorityVote([b('n2', 'aa'), b('n3', 'aa'), b('n4', 'bb')])).toMatchObject({
+      outcome: 'majority',
+      digest: 'aa',
+      holders: ['n2', 'n3'],
+      against: [b('n4', 'bb')],
+    });
+    expect(majorityVote([b('n2', 'aa'), b('n3', 'bb')]).outcome).toBe('none');
+    expect(majorityVote([b('n2', 'aa'), b('n3', 'bb'), b('n4', 'cc')]).outcome).toBe('none');
+    expect(majorityVote([]).outcome).toBe('none');
+  });
+});
