@@ -24,6 +24,7 @@ mod open;
 mod query;
 mod replication;
 mod retention;
+pub mod truncate;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
