@@ -12,6 +12,7 @@
 //! - `manifest.rs`, `wal_segment.rs`, `quarantine_note.rs`: on-disk formats, decoded here so
 //!   that TypeScript never parses them (snapshot manifests: `snapshot.rs`)
 //! - `replication.rs`: WAL chunks read for replicas and applied on a replica
+//! - `truncate.rs`: cutting a closed store's WAL back to a fork point (failover rollback)
 //! - `stats.rs`: the engine's counters and histograms, for metrics
 //! - `layout.rs`: the names of a store's files; `bytes.rs`: checksum and shuffle helpers
 //! - `errors.rs`: the error mapping; `task.rs`: the async task every promise runs on
@@ -35,4 +36,5 @@ mod snapshot;
 mod stats;
 mod store;
 mod task;
+mod truncate;
 mod wal_segment;

@@ -197,7 +197,7 @@ export class ClusterNode extends EventEmitter {
     if (this.#closed || this.#memberLease === 0n) return;
     const value = encodeMember({
       nodeId: this.nodeId,
-      address: this.#c.listen,
+      address: this.#c.advertise,
       role: this.#role,
       epoch: this.#durable.epoch,
       durableSeq: this.#lastSeq(),
@@ -329,7 +329,7 @@ export class ClusterNode extends EventEmitter {
     await this.#toIdle();
     const lease = await LeaderLease.grant(this.#etcd, this.#c.leaseTtlMs, this.#c.marginMs);
     const history = trimHistory(this.#durable.history, mine);
-    const value: LeaderValue = { nodeId: this.nodeId, address: this.#c.listen, history, start: mine + 1n, ready: false };
+    const value: LeaderValue = { nodeId: this.nodeId, address: this.#c.advertise, history, start: mine + 1n, ready: false };
     const epoch = await this.#etcd.createIfAbsent(leaderKey(this.#c.cluster), encodeLeader(value), lease.id).catch(async (e: unknown) => {
       await lease.revoke();
       throw e;
@@ -376,7 +376,7 @@ export class ClusterNode extends EventEmitter {
       await this.#demote();
       return;
     }
-    this.#setRole('primary', epoch, { nodeId: this.nodeId, address: this.#c.listen });
+    this.#setRole('primary', epoch, { nodeId: this.nodeId, address: this.#c.advertise });
   }
 
   /**
