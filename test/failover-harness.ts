@@ -41,6 +41,7 @@ export interface Ack {
   id: string;
   epoch: string;
   epochAfter: string;
+  seq: string;
   wall: number;
 }
 

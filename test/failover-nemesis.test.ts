@@ -4,13 +4,19 @@
  * - cut the primary from its replicas: it keeps its lease but must not acknowledge a single
  *   majority write while cut (CAIRN_REPLICATION_TIMEOUT); after the heal everyone converges;
  * - cut the primary from etcd only: it stops acknowledging within its lease, another node wins,
- *   the old one demotes and, after the heal, rejoins; no acknowledged write is lost.
+ *   the old one demotes and, after the heal, rejoins; no acknowledged write is lost;
+ * - cut the primary from everything after it committed writes locally that never reached a
+ *   replica (its forked tail): after the heal it saves them under rollback/, cuts them from its
+ *   WAL and rejoins as a replica; none of them had been acknowledged, none is served.
  * The checker is the harness's (failover-harness.ts): every acknowledgement on the final primary
  * and a majority, one node per epoch, epochs in order and never overlapping in time.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { describe, expect, it } from 'vitest';
+import { LAYOUT } from '../packages/cairn/dist/layout.js';
 import { Cluster, env, haveEtcd, type Line, type Node, useEtcd } from './failover-harness.js';
 import { TcpProxy } from './tcp-proxy.js';
 
@@ -143,6 +149,60 @@ describe.runIf(haveEtcd)('failover nemeses through a TCP proxy', () => {
     console.log(
       `cut primary ${old.id} from etcd: ${next.id} took over (epoch ${epoch} -> ${newEpoch}); old primary's last ack ${lastOld - cutAt} ms after the cut, ` +
         `new primary's first ack ${firstNew - cutAt} ms after it; ${v.acked} acknowledged writes, all on ${v.onAll.join(', ')}`,
+    );
+  }, 120_000);
+
+  it('forked tail: a primary cut from everything keeps local commits; after the heal it cuts them into rollback/ and rejoins as a replica', async () => {
+    const c = new Cluster('fork-tail', env.etcdUrl, { proxies: true });
+    await c.start();
+    const { node: old, epoch } = await c.servingPrimary(10);
+    // Cut from its replicas first: each write it tries commits locally, then times out.
+    c.link(old).replication.cut('drop');
+    const cutAt = Date.now();
+    expect(
+      await until(() => werrs(old, cutAt).filter((l) => l.code === 'CAIRN_REPLICATION_TIMEOUT').length >= 2, 20_000),
+      'writes committed locally and timed out',
+    ).toBe(true);
+    const unacked = werrs(old, cutAt)
+      .filter((l) => l.code === 'CAIRN_REPLICATION_TIMEOUT')
+      .map((l) => l.id as string);
+    // Then from etcd too: its lease runs out, a replica wins a new epoch without those records.
+    c.link(old).etcd.cut('drop');
+    const { node: next, epoch: newEpoch } = await c.servingPrimary(5, 4 * c.ttl + 10_000, old);
+    expect(BigInt(newEpoch)).toBeGreaterThan(BigInt(epoch));
+    expect(await until(() => old.role !== 'primary', 2 * c.ttl), 'the old primary demoted itself').toBe(true);
+    c.link(old).replication.heal();
+    c.link(old).etcd.heal();
+    expect(
+      await until(() => old.role === 'replica', 30_000),
+      `the old primary rejoins as a replica (is ${old.role}: ${String(old.roles().at(-1)?.reason)})`,
+    ).toBe(true);
+    const rb = old.lines.find((l) => l.event === 'rollback');
+    expect(rb, 'the old primary cut its forked tail').toBeDefined();
+    const first = BigInt(rb?.firstSeq as string);
+    const last = BigInt(rb?.lastSeq as string);
+    expect(Number(rb?.records)).toBeGreaterThanOrEqual(unacked.length);
+    expect(rb?.epoch).toBe(epoch);
+    expect(rb?.primary).toBe(next.id);
+    // The note beside the saved segment says what was cut and why.
+    const file = join(old.dir, String(rb?.file));
+    const note = JSON.parse(readFileSync(`${file}${LAYOUT.noteSuffix}`, 'utf8')) as { first_seq: number; last_seq: number; records: number; reason: string };
+    expect([BigInt(note.first_seq), BigInt(note.last_seq)]).toEqual([first, last]);
+    expect(note.reason).toMatch(/never acknowledged/);
+    expect(readFileSync(file).length).toBeGreaterThan(Number(rb?.bytes) - 1);
+    // None of the cut records had been acknowledged (the checker's log has every ack's seq).
+    const ackedInCut = c.acks().filter((a) => a.node === old.id && a.epoch === epoch && BigInt(a.seq) >= first);
+    expect(ackedInCut, 'acknowledged records among those cut').toEqual([]);
+    // And no node serves them: not the old primary after the cut, not the others.
+    for (const n of c.nodes) {
+      const r = await n.request('have', { ids: unacked });
+      expect(r.missing, `${n.id} serves records cut from the old primary's tail`).toEqual(unacked);
+    }
+    const v = await c.verify();
+    expect(v.onAll, 'the old primary holds every acknowledged write again').toContain(old.id);
+    console.log(
+      `forked tail: ${old.id} (epoch ${epoch}) committed ${unacked.length} writes no replica got; ${next.id} won epoch ${newEpoch}; ` +
+        `${old.id} cut seqs ${first}..${last} (${String(rb?.records)} records, ${String(rb?.bytes)} bytes) into ${String(rb?.file)} and rejoined; ${v.acked} acknowledged writes, all on ${v.onAll.join(', ')}`,
     );
   }, 120_000);
 });
