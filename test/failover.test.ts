@@ -215,11 +215,12 @@ describe.runIf(haveEtcd)('failover with etcd', () => {
     expect(r.onAll).toContain(victim.id);
   }, 120_000);
 
-  it('planned switchover (cairn cluster switchover) loses nothing', async () => {
+  it('planned switchover (cairn cluster switchover) loses nothing, with one short window of CAIRN_NOT_PRIMARY', async () => {
     const c = new Cluster('switch');
     await c.start();
     const { node: old, epoch } = await c.servingPrimary(10);
     const to = IDS.find((id) => id !== old.id) as string;
+    const startedAt = Date.now();
     // Not spawnSync: the nodes' output must keep draining (a full pipe would stall them).
     const r = await runCli(['cluster', 'switchover', '--etcd', env.etcdUrl, '--cluster', 'switch', '--to', to, '--json'], 60_000);
     expect(r.status, `${r.stderr} ${JSON.stringify(c.nodes.map((n) => [n.lines.filter((l) => l.event === 'role' || l.event === 'error'), n.stderr]))}`).toBe(0);
@@ -233,9 +234,45 @@ describe.runIf(haveEtcd)('failover with etcd', () => {
     const deadline = Date.now() + 20_000;
     for (let i = 0; i < 1000 && Date.now() < deadline && old.role !== 'replica'; i++) await sleep(50);
     expect(old.role, 'the old primary follows the new one (nothing past the fork)').toBe('replica');
+    expect(
+      old.lines.some((l) => l.event === 'rollback'),
+      'a planned switchover leaves nothing past the fork',
+    ).toBe(false);
     const s = await clusterStatus({ etcd: env.etcdUrl, cluster: 'switch' });
     expect(s.primary?.nodeId).toBe(to);
     expect(s.epoch).toBe(BigInt(newEpoch));
-    await c.verify();
+    // The writers' view: refusals with CAIRN_NOT_PRIMARY form one window, between the old
+    // primary's last acknowledgement and the new one's first; nothing else was refused.
+    const refused = c.nodes.flatMap((n) => n.lines).filter((l) => l.event === 'werr' && (l.wall as number) >= startedAt);
+    const notPrimary = refused.filter((l) => l.code === 'CAIRN_NOT_PRIMARY').map((l) => l.wall as number);
+    expect(
+      refused.filter((l) => l.code !== 'CAIRN_NOT_PRIMARY').map((l) => l.code),
+      'writes refused for another reason than CAIRN_NOT_PRIMARY',
+    ).toEqual([]);
+    const lastOld = Math.max(
+      ...c
+        .acks()
+        .filter((a) => a.epoch === epoch)
+        .map((a) => a.wall),
+    );
+    const firstNew = Math.min(
+      ...c
+        .acks()
+        .filter((a) => a.epoch === newEpoch)
+        .map((a) => a.wall),
+    );
+    const windowFrom = Math.min(lastOld, ...notPrimary);
+    const windowTo = Math.max(firstNew, ...notPrimary);
+    expect(
+      c.acks().filter((a) => a.wall > windowFrom && a.wall < windowTo && a.wall !== lastOld && a.wall !== firstNew),
+      'acknowledgements inside the window',
+    ).toEqual([]);
+    if (notPrimary.length > 0) expect(Math.min(...notPrimary)).toBeGreaterThanOrEqual(lastOld);
+    if (notPrimary.length > 0) expect(Math.max(...notPrimary)).toBeLessThanOrEqual(firstNew);
+    const v = await c.verify();
+    console.log(
+      `switchover ${old.id} -> ${to}: no write acknowledged for ${firstNew - lastOld} ms (old primary's last ack to new primary's first); ` +
+        `${notPrimary.length} writes refused with CAIRN_NOT_PRIMARY in ${notPrimary.length > 0 ? Math.max(...notPrimary) - Math.min(...notPrimary) : 0} ms; ${v.acked} acknowledged, all on ${v.onAll.join(', ')}`,
+    );
   }, 120_000);
 });
