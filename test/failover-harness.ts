@@ -180,7 +180,7 @@ export interface ClusterOptions {
 export class Cluster {
   readonly nodes: Node[];
   readonly name: string;
-  /** Every acknowledgement any incarnation of any node reported. */
+  /** Every line earlier incarnations of the nodes printed. */
   readonly #old: Line[] = [];
 
   readonly etcd: string;
@@ -239,12 +239,17 @@ export class Cluster {
   }
 
   acks(): Ack[] {
-    return [...this.#old, ...this.nodes.flatMap((n) => n.lines)].filter((l) => l.event === 'ack') as unknown as Ack[];
+    return this.lines('ack') as unknown as Ack[];
+  }
+
+  /** Every line of `event` any incarnation of any node printed. */
+  lines(event: string): Line[] {
+    return [...this.#old, ...this.nodes.flatMap((n) => n.lines)].filter((l) => l.event === event);
   }
 
   /** Restart a node process (same dir); its earlier lines are kept. */
   restart(n: Node): void {
-    this.#old.push(...n.lines.filter((l) => l.event === 'ack'));
+    this.#old.push(...n.lines);
     n.lines = [];
     n.start();
   }
@@ -269,8 +274,11 @@ export class Cluster {
     for (const n of live) await n.request('stop-writes');
     const acks = this.acks();
     const ids = acks.map((a) => a.id);
+    // A role change may still be settling (a demotion right after a nemesis): wait, bounded.
+    const deadline = Date.now() + 30_000;
+    for (let i = 0; i < 1000 && Date.now() < deadline && !live.some((n) => n.role === 'primary'); i++) await sleep(50);
     const primary = live.find((n) => n.role === 'primary');
-    expect(primary, 'a primary at the end').toBeDefined();
+    expect(primary, `a primary at the end: ${this.nodes.map((n) => `${n.id}=${n.role}`).join(' ')}`).toBeDefined();
     const complete: string[] = [];
     for (const n of live) {
       const r = await n.request('check', { ids }, 60_000);
