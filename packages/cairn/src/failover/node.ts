@@ -419,6 +419,12 @@ export class ClusterNode extends EventEmitter {
       throw e;
     }
     this.#server = { db, server };
+    // The gather and the open took time: renew before the first write is taken, so that the new
+    // primary does not start with a lease about to run out (its writers would be refused).
+    if (!(await lease.renew().catch(() => false))) {
+      await this.#demote();
+      return;
+    }
     if (!(await this.#etcd.putIfCreated(leaderKey(this.#c.cluster), epoch, encodeLeader({ ...value, ready: true }), lease.id))) {
       await this.#demote();
       return;
@@ -434,7 +440,13 @@ export class ClusterNode extends EventEmitter {
   async #gather(epoch: bigint, myEpoch: bigint, mine: bigint): Promise<boolean> {
     const deadline = performance.now() + this.#c.leaseTtlMs;
     const others = this.#c.voters.filter((v) => v !== this.nodeId);
+    let renewed = performance.now();
     for (let round = 0; round < 1000 && performance.now() < deadline && !this.#closed; round++) {
+      // The loop waits for this: keep the leader key's lease alive while the voters report.
+      if (performance.now() - renewed >= this.#c.loopMs) {
+        renewed = performance.now();
+        if (!(await this.#lease?.renew().catch(() => false))) return false;
+      }
       const members = (await this.#etcd.getPrefix(memberPrefix(this.#c.cluster))).map((kv) => decodeMember(kv.value));
       const reports = members.filter((m) => others.includes(m.nodeId) && m.epoch === epoch && m.role !== 'fenced');
       if (reports.some((m) => aheadOf(m.lastEpoch, m.durableSeq, myEpoch, mine))) return false;
