@@ -494,7 +494,10 @@ export class ClusterNode extends EventEmitter {
       let renewed = performance.now();
       for (let i = 0; i < 10_000 && performance.now() < deadline; i++) {
         const r = (db.replicationStatus() as PrimaryStatus).replicas.find((x) => x.nodeId === target.nodeId);
-        if (r && r.durableSeq >= db.lastSeq) {
+        // No commit may still land after the comparison: the target would then be behind us,
+        // give way to us by the election restriction, and only it may campaign (a stalemate
+        // until the switchover key expires).
+        if (r && this.#server.server.inFlightCommits === 0 && r.durableSeq >= db.lastSeq) {
           await this.#demote();
           return;
         }
