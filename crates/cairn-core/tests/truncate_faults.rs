@@ -6,6 +6,7 @@
 //! - whenever anything at or past the fork is gone from the store, a rollback segment in
 //!   `rollback/` holds every cut record byte for byte (they are never lost);
 //! - running the cut again (no faults) finishes it: the store holds the history up to the fork.
+//!
 //! Also: a store checkpointed past the fork is refused and left unchanged; a cut across several
 //! segments, from a store closed cleanly, reopens and takes new commits after the fork.
 
