@@ -10,6 +10,7 @@
 //! <store>/data/<coll:020>-<seq:020>.hnsw persisted HNSW graphs
 //! <store>/snapshots/<id>/SNAPSHOT       snapshot manifest (+ MANIFEST, data/, wal/)
 //! <store>/quarantine/<name>[.note]      damaged bytes kept, never deleted
+//! <store>/rollback/<first:020>-<last:020>.wal[.note]  WAL records cut past a fork, kept
 //! ```
 //! TypeScript reads these names from the binding (`layout()`), never spells them again.
 
@@ -26,6 +27,8 @@ pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const SNAPSHOT_FILE: &str = "SNAPSHOT";
 pub const QUARANTINE_DIR: &str = "quarantine";
 pub const NOTE_SUFFIX: &str = ".note";
+/// WAL records cut from the log past a failover fork point (`engine/truncate.rs`), never deleted.
+pub const ROLLBACK_DIR: &str = "rollback";
 /// Suffix of a file being written before its rename into place.
 pub const TMP_SUFFIX: &str = ".tmp";
 /// Suffix of a repaired copy being installed by scrub.
@@ -45,6 +48,17 @@ pub fn parse_wal_segment_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// A rollback segment: the records `first_seq..=last_seq` cut from the WAL, in the WAL segment format.
+pub fn rollback_file_name(first_seq: u64, last_seq: u64) -> String {
+    format!("{first_seq:020}-{last_seq:020}{WAL_EXT}")
+}
+
+pub fn parse_rollback_file_name(name: &str) -> Option<(u64, u64)> {
+    let (first, last) = name.strip_suffix(WAL_EXT)?.split_once('-')?;
+    let num = |d: &str| (d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit())).then(|| d.parse().ok()).flatten();
+    Some((num(first)?, num(last)?))
 }
 
 /// A checkpoint data file of one collection, covering the WAL through `covered_seq`.

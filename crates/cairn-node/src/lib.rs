@@ -13,6 +13,7 @@
 //!   that TypeScript never parses them (snapshot manifests: `snapshot.rs`)
 //! - `replication.rs`: WAL chunks read for replicas and applied on a replica; `row_repair.rs`:
 //!   a record's verified copy for another node, and installing one from another node
+//! - `truncate.rs`: cutting a closed store's WAL back to a fork point (failover rollback)
 //! - `stats.rs`: the engine's counters and histograms, for metrics
 //! - `layout.rs`: the names of a store's files; `bytes.rs`: checksum and shuffle helpers
 //! - `errors.rs`: the error mapping; `task.rs`: the async task every promise runs on
@@ -43,4 +44,5 @@ mod snapshot;
 mod stats;
 mod store;
 mod task;
+mod truncate;
 mod wal_segment;

@@ -578,6 +578,9 @@ export class Store extends EventEmitter {
     this.#replication = server.hook;
     return {
       address: server.address,
+      get inFlightCommits() {
+        return server.inFlightCommits;
+      },
       close: async () => {
         if (this.#replication === server.hook) this.#replication = null;
         await server.close();

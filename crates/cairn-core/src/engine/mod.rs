@@ -27,6 +27,7 @@ mod query;
 mod replication;
 mod retention;
 mod row_repair;
+pub mod truncate;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

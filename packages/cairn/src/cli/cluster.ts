@@ -15,13 +15,14 @@ export const node: Command = {
   name: 'node',
   help:
     '  node --dir D --id n1 --cluster C --listen H:P --etcd URL[,URL] --voters n1,n2,n3 --token-file F\n' +
-    '       [--lease-ttl-ms 10000] [--forward-writes]\n' +
+    '       [--advertise H:P] [--lease-ttl-ms 10000] [--forward-writes]\n' +
     '                           run a failover node (etcd leader key) until SIGINT/SIGTERM; prints role changes\n',
   options: {
     dir: { type: 'string' },
     id: { type: 'string' },
     cluster: { type: 'string' },
     listen: { type: 'string' },
+    advertise: { type: 'string' },
     etcd: { type: 'string' },
     voters: { type: 'string' },
     'token-file': { type: 'string' },
@@ -32,11 +33,13 @@ export const node: Command = {
     const tokenFile = need(args, 'node', 'token-file');
     const token = readToken(tokenFile);
     const ttl = args.string('lease-ttl-ms');
+    const advertise = args.string('advertise');
     const n = await startNode({
       dir: need(args, 'node', 'dir'),
       nodeId: need(args, 'node', 'id'),
       cluster: need(args, 'node', 'cluster'),
       listen: need(args, 'node', 'listen'),
+      ...(advertise === undefined ? {} : { advertise }),
       etcd: commaList(need(args, 'node', 'etcd')),
       voters: commaList(need(args, 'node', 'voters')),
       token,

@@ -12,7 +12,9 @@
  *   included) have made the new epoch durable, stopped following the old primary and reported
  *   their final durable seq; if any of them is ahead, it gives the key up so that one wins.
  * - A node whose log diverges from the leader's history (an old primary with records past the
- *   fork) becomes `fenced`: it serves no write and follows no one; manual recovery is needed.
+ *   fork, never acknowledged at majority) cuts them into `rollback/` (rollback.ts) and follows.
+ *   Only when that is impossible (a checkpoint covers them) is it `fenced`: it serves no write
+ *   and follows no one; manual recovery is needed.
  */
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
@@ -41,6 +43,7 @@ import {
 } from './keys.js';
 import { LeaderLease } from './lease.js';
 import { type NodeConfig, parseNodeOptions, type StartNodeOptions } from './options.js';
+import { cutPastFork, type Rollback } from './rollback.js';
 
 export type NodeRole = 'primary' | 'replica' | 'candidate' | 'fenced';
 
@@ -60,8 +63,18 @@ export async function startNode(options: StartNodeOptions): Promise<ClusterNode>
   return node;
 }
 
+/** What a node cut from its log when it rejoined past a fork (also the 'rollback' event). */
+export interface RollbackEvent extends Rollback {
+  /** The epoch that wrote the cut records, and the primary (and its epoch) the node rejoined. */
+  epoch: bigint;
+  primaryEpoch: bigint;
+  primary: string;
+}
+
 export class ClusterNode extends EventEmitter {
   readonly nodeId: string;
+  /** The last cut this node made past a fork, or null. */
+  lastRollback: RollbackEvent | null = null;
   readonly #c: NodeConfig;
   readonly #etcd: Etcd;
   #role: NodeRole = 'candidate';
@@ -197,7 +210,7 @@ export class ClusterNode extends EventEmitter {
     if (this.#closed || this.#memberLease === 0n) return;
     const value = encodeMember({
       nodeId: this.nodeId,
-      address: this.#c.listen,
+      address: this.#c.advertise,
       role: this.#role,
       epoch: this.#durable.epoch,
       durableSeq: this.#lastSeq(),
@@ -265,6 +278,35 @@ export class ClusterNode extends EventEmitter {
     await idle?.close();
   }
 
+  /**
+   * Cut records `fork..last` (past the fork with `leader`'s log) into `rollback/`, with the store
+   * closed meanwhile; true when done, else why not (the store is reopened either way).
+   */
+  async #rollback(fork: bigint, last: bigint, epoch: bigint, leader: LeaderValue): Promise<true | string> {
+    const idle = this.#idle as Store;
+    this.#idle = null;
+    await idle.close();
+    const ourEpoch = epochAt(this.#durable.history, last);
+    const reason =
+      `node '${this.nodeId}' rejoined primary '${leader.nodeId}' (epoch ${epoch}); its records ${fork}..${last}, written in epoch ${ourEpoch}, ` +
+      "are not in the primary's log, so were never acknowledged at majority";
+    let outcome: true | string = true;
+    try {
+      const r = await cutPastFork(this.#c.dir, fork, reason);
+      if (r) {
+        this.lastRollback = { ...r, epoch: ourEpoch, primaryEpoch: epoch, primary: leader.nodeId };
+        this.emit('rollback', this.lastRollback);
+      }
+    } catch (e) {
+      outcome = e instanceof Error ? e.message : String(e);
+    }
+    this.#idle = await open(this.#c.dir, { nodeId: this.nodeId, replica: true });
+    this.#lastSeqSeen = this.#idle.lastSeq;
+    if (outcome === true && this.#lastSeqSeen >= fork) outcome = `the store still ends at seq ${this.#lastSeqSeen}`;
+    if (outcome === true) this.#persistWith({ ...this.#durable, history: trimHistory(this.#durable.history, fork - 1n) });
+    return outcome;
+  }
+
   #persistWith(d: Durable): void {
     saveHistory(this.#c.dir, d);
     this.#durable = d;
@@ -280,17 +322,22 @@ export class ClusterNode extends EventEmitter {
     if (fork !== undefined) {
       if (!leader.ready) {
         // A candidate still gathering: report (last epoch, seq); if ours is more up to date it
-        // gives the key up, otherwise it serves and the next look at the key fences us.
+        // gives the key up, otherwise it serves and the next look at the key cuts our tail.
         this.#setRole('candidate', epoch, undefined);
         await this.#publish();
         return;
       }
-      await this.#fence(
-        `node '${this.nodeId}' holds records ${fork}..${last} that are not in the log of primary '${leader.nodeId}' (epoch ${epoch}); ` +
-          'it serves none of them and follows no one: manual recovery is needed (reseed this node from the primary, after saving what it holds)',
-      );
-      await this.#publish();
-      return;
+      // Records fork..last were never acknowledged at majority (the leader's log, which holds
+      // every acknowledged write, lacks them): save them under rollback/ and cut them.
+      const cut = await this.#rollback(fork, last, epoch, leader);
+      if (cut !== true) {
+        await this.#fence(
+          `node '${this.nodeId}' holds records ${fork}..${last} that are not in the log of primary '${leader.nodeId}' (epoch ${epoch}) and could not cut them (${cut}); ` +
+            'it serves none of them and follows no one: manual recovery is needed (reseed this node from the primary, after saving what it holds)',
+        );
+        await this.#publish();
+        return;
+      }
     }
     // Our log is a prefix of the leader's: its history describes ours from now on.
     this.#persist(epoch, theirs);
@@ -329,7 +376,7 @@ export class ClusterNode extends EventEmitter {
     await this.#toIdle();
     const lease = await LeaderLease.grant(this.#etcd, this.#c.leaseTtlMs, this.#c.marginMs);
     const history = trimHistory(this.#durable.history, mine);
-    const value: LeaderValue = { nodeId: this.nodeId, address: this.#c.listen, history, start: mine + 1n, ready: false };
+    const value: LeaderValue = { nodeId: this.nodeId, address: this.#c.advertise, history, start: mine + 1n, ready: false };
     const epoch = await this.#etcd.createIfAbsent(leaderKey(this.#c.cluster), encodeLeader(value), lease.id).catch(async (e: unknown) => {
       await lease.revoke();
       throw e;
@@ -372,11 +419,17 @@ export class ClusterNode extends EventEmitter {
       throw e;
     }
     this.#server = { db, server };
+    // The gather and the open took time: renew before the first write is taken, so that the new
+    // primary does not start with a lease about to run out (its writers would be refused).
+    if (!(await lease.renew().catch(() => false))) {
+      await this.#demote();
+      return;
+    }
     if (!(await this.#etcd.putIfCreated(leaderKey(this.#c.cluster), epoch, encodeLeader({ ...value, ready: true }), lease.id))) {
       await this.#demote();
       return;
     }
-    this.#setRole('primary', epoch, { nodeId: this.nodeId, address: this.#c.listen });
+    this.#setRole('primary', epoch, { nodeId: this.nodeId, address: this.#c.advertise });
   }
 
   /**
@@ -387,7 +440,13 @@ export class ClusterNode extends EventEmitter {
   async #gather(epoch: bigint, myEpoch: bigint, mine: bigint): Promise<boolean> {
     const deadline = performance.now() + this.#c.leaseTtlMs;
     const others = this.#c.voters.filter((v) => v !== this.nodeId);
+    let renewed = performance.now();
     for (let round = 0; round < 1000 && performance.now() < deadline && !this.#closed; round++) {
+      // The loop waits for this: keep the leader key's lease alive while the voters report.
+      if (performance.now() - renewed >= this.#c.loopMs) {
+        renewed = performance.now();
+        if (!(await this.#lease?.renew().catch(() => false))) return false;
+      }
       const members = (await this.#etcd.getPrefix(memberPrefix(this.#c.cluster))).map((kv) => decodeMember(kv.value));
       const reports = members.filter((m) => others.includes(m.nodeId) && m.epoch === epoch && m.role !== 'fenced');
       if (reports.some((m) => aheadOf(m.lastEpoch, m.durableSeq, myEpoch, mine))) return false;
@@ -435,7 +494,10 @@ export class ClusterNode extends EventEmitter {
       let renewed = performance.now();
       for (let i = 0; i < 10_000 && performance.now() < deadline; i++) {
         const r = (db.replicationStatus() as PrimaryStatus).replicas.find((x) => x.nodeId === target.nodeId);
-        if (r && r.durableSeq >= db.lastSeq) {
+        // No commit may still land after the comparison: the target would then be behind us,
+        // give way to us by the election restriction, and only it may campaign (a stalemate
+        // until the switchover key expires).
+        if (r && this.#server.server.inFlightCommits === 0 && r.durableSeq >= db.lastSeq) {
           await this.#demote();
           return;
         }

@@ -13,6 +13,9 @@ export interface StartNodeOptions {
   cluster: string;
   /** Replication address 'host:port' this node serves on as primary, advertised in etcd. */
   listen: string;
+  /** The 'host:port' the other nodes connect to, when it is not `listen` (a NAT, a proxy);
+   *  advertised in etcd instead of `listen` (Patroni's `connect_address`). */
+  advertise?: string;
   /** etcd client URLs (v3 JSON gateway), e.g. 'http://127.0.0.1:2379'. */
   etcd: string | string[];
   /** Every node that votes (this one included); a majority of them is needed to elect and to commit. */
@@ -33,6 +36,8 @@ export interface NodeConfig {
   nodeId: string;
   cluster: string;
   listen: string;
+  /** What etcd advertises: `advertise`, or `listen`. */
+  advertise: string;
   etcd: string[];
   voters: string[];
   token: Buffer;
@@ -50,7 +55,7 @@ export interface NodeConfig {
   heartbeatMs: number;
 }
 
-const KEYS = ['dir', 'nodeId', 'cluster', 'listen', 'etcd', 'voters', 'token', 'leaseTtlMs', 'writeConcern', 'forwardWrites', 'maxLagOnFailover'];
+const KEYS = ['dir', 'nodeId', 'cluster', 'listen', 'advertise', 'etcd', 'voters', 'token', 'leaseTtlMs', 'writeConcern', 'forwardWrites', 'maxLagOnFailover'];
 
 export function parseNodeOptions(o: StartNodeOptions): NodeConfig {
   if (o === null || typeof o !== 'object') throw invalidArgument('options must be an object');
@@ -59,6 +64,7 @@ export function parseNodeOptions(o: StartNodeOptions): NodeConfig {
   const nodeId = parseNodeId('options.nodeId', o.nodeId);
   const cluster = parseNodeId('options.cluster', o.cluster);
   parseHostPort('options.listen', o.listen, false);
+  if (o.advertise !== undefined) parseHostPort('options.advertise', o.advertise, false);
   const etcd = typeof o.etcd === 'string' ? [o.etcd] : o.etcd;
   if (!Array.isArray(etcd) || etcd.length === 0 || etcd.some((u) => typeof u !== 'string' || !/^https?:\/\//.test(u)))
     throw invalidArgument('options.etcd must be an etcd URL or a non-empty array of them');
@@ -80,6 +86,7 @@ export function parseNodeOptions(o: StartNodeOptions): NodeConfig {
     nodeId,
     cluster,
     listen: o.listen,
+    advertise: o.advertise ?? o.listen,
     etcd,
     voters,
     token,

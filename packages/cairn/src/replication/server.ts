@@ -49,6 +49,9 @@ export interface ServeReplicationOptions {
 export interface ReplicationServer {
   /** The address actually listened on, 'host:port'. */
   readonly address: string;
+  /** @internal failover: commits handed to the engine and not yet settled (a planned
+   *  switchover waits for none before it compares seqs). */
+  readonly inFlightCommits: number;
   close(): Promise<void>;
 }
 
@@ -133,6 +136,7 @@ class Primary implements SessionHost, ReplicationServer {
   mayAcknowledge: () => void = () => {};
   onFenced: (epoch: bigint) => void = () => {};
   healOnConnect = true;
+  inFlightCommits = 0;
   readonly hook: ReplicationHook;
 
   constructor(host: ReplicationHost, token: Buffer, replicas: string[], concern: WriteConcern, heartbeatMs: number, snapshotLagRecords: number | null) {
@@ -238,10 +242,13 @@ class Primary implements SessionHost, ReplicationServer {
   async #commit(payload: Buffer, concern: WriteConcern): Promise<bigint> {
     let seq: bigint;
     this.mayAcknowledge();
+    this.inFlightCommits++;
     try {
       seq = await this.native.commit(payload);
     } catch (e) {
       throw fromNative(e);
+    } finally {
+      this.inFlightCommits--;
     }
     this.#commitTimes.push([seq, performance.now()]);
     if (this.#commitTimes.length > MAX_COMMIT_TIMES) this.#commitTimes.splice(0, this.#commitTimes.length - MAX_COMMIT_TIMES);
