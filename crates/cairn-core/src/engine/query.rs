@@ -4,9 +4,10 @@
 
 use super::Engine;
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::index::IndexStats;
 use crate::metrics::observe_since;
-use crate::state::{Filter, Hit, SkippedRecord};
+use crate::state::{Hit, SkippedRecord};
 use crate::sync::{lock, read};
 
 /// A query's results: (id, score, metadata) best first, and the records it could not consider.
