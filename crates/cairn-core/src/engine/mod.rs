@@ -21,9 +21,11 @@ mod checkpoint;
 mod commit;
 mod load;
 mod open;
+mod payload_index;
 mod query;
 mod replication;
 mod retention;
+mod select;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -43,7 +45,9 @@ use crate::wal::recovery::{RecoveryMode, RecoveryReport};
 use crate::wal::ship::ShipCursor;
 use crate::wal::writer::Prealloc;
 use checkpoint::Capture;
+pub use payload_index::PayloadIndexInfo;
 pub use query::{CollectionInfo, QueryOutput};
+pub use select::{ScannedRow, MAX_SCAN_PAGE};
 
 /// How far a write is durable when its promise resolves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
