@@ -11,6 +11,9 @@ use crate::filter::Filter;
 use crate::state::{Collection, Row};
 use crate::sync::read;
 
+/// A row `get_many` returns: vector and metadata JSON text.
+pub type FoundRow = (Vec<f32>, String);
+
 /// A row `scan` returns: id, vector (when asked for) and metadata JSON text.
 pub type ScannedRow = (String, Option<Vec<f32>>, String);
 
@@ -96,7 +99,7 @@ impl Engine {
 
     /// Rows by id, in input order; None for an id with no row. Like `get`, a damaged record
     /// fails the whole call with CAIRN_CORRUPTION naming it.
-    pub fn get_many(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<(Vec<f32>, String)>>> {
+    pub fn get_many(&self, collection: &str, ids: &[String]) -> Result<Vec<Option<FoundRow>>> {
         self.check_open()?;
         // One lock for the whole list, so the rows are one consistent state.
         let st = read(&self.shared.state);

@@ -127,7 +127,7 @@ impl PayloadIndexes {
                     Test::In(list) => list.iter().any(has),
                     Test::Nin(list) => !list.iter().any(has),
                     Test::Range(op, bound) => {
-                        let Some(b) = Key::of_scalar(idx.kind, bound) else { return None };
+                        let b = Key::of_scalar(idx.kind, bound)?;
                         keys.iter().any(|k| match op {
                             RangeOp::Gt => *k > b,
                             RangeOp::Gte => *k >= b,
