@@ -147,3 +147,34 @@ test('deleteWhere killed by SIGKILL at any moment is all or nothing, and all onc
   // Both outcomes are legal; printed so a run shows where the kills landed.
   console.log('deleteWhere kill outcomes', outcomes);
 });
+
+test('scrub finds a damaged payload index file and repairs it; a reopen rebuilds a lost one', async () => {
+  const { readdirSync, readFileSync, rmSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const dir = tempDir('cairn-pidx-');
+  let store = await open(dir, { sync: 'group' });
+  const c = await store.createCollection('docs', { dim: 2, metric: 'l2' });
+  await c.upsert(Array.from({ length: 500 }, (_, i) => ({ id: `r${pad(i)}`, vector: [i, 0], metadata: { lang: i % 3 === 0 ? 'en' : 'de' } })));
+  await c.createIndex('lang', { type: 'keyword' });
+  const pidx = () => readdirSync(join(dir, 'data')).filter((n) => n.endsWith('.pidx'));
+  expect(pidx().length).toBe(1);
+  const name = pidx()[0]!;
+  const file = join(dir, 'data', name);
+  const bytes = readFileSync(file);
+  bytes[bytes.length >> 1]! ^= 0x08;
+  writeFileSync(file, bytes);
+  const report = await store.scrub({ repair: true });
+  expect(report.corrupt.map((x) => x.file)).toEqual([`data/${name}`]);
+  expect(report.repaired.length).toBe(1);
+  expect((await store.scrub()).corrupt).toEqual([]);
+  expect(await c.count({ filter: { lang: 'en' } })).toBe(167);
+  await store.close();
+  for (const n of pidx()) rmSync(join(dir, 'data', n));
+  store = await open(dir);
+  try {
+    expect(store.collection('docs').indexes()).toEqual([{ field: 'lang', type: 'keyword', entries: 500 }]);
+    expect(await store.collection('docs').count({ filter: { lang: 'de' } })).toBe(333);
+  } finally {
+    await store.close();
+  }
+});
