@@ -32,7 +32,7 @@ fn eval(node: &Node, doc: &Value) -> bool {
         Node::And(children) => children.iter().all(|c| eval(c, doc)),
         Node::Or(children) => children.iter().any(|c| eval(c, doc)),
         Node::Not(inner) => !eval(inner, doc),
-        Node::Field { path, test } => field_matches(test, resolve(doc, path)),
+        Node::Field { path, test, .. } => field_matches(test, resolve(doc, path)),
     }
 }
 

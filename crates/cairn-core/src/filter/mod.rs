@@ -54,7 +54,12 @@ pub enum Node {
     And(Vec<Node>),
     Or(Vec<Node>),
     Not(Box<Node>),
-    Field { path: Vec<String>, test: Test },
+    /// `field` is the dotted path as written, `path` its segments.
+    Field {
+        field: String,
+        path: Vec<String>,
+        test: Test,
+    },
 }
 
 /// A checked filter. `needles` are keys, in JSON text form, that every matching row's metadata

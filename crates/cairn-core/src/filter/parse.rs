@@ -83,7 +83,7 @@ fn parse_condition(value: &Value, path: Vec<String>, at: &str, depth: usize) -> 
     let ops = match value {
         Value::Object(ops) => ops,
         Value::Array(_) => return Err(bad(at, "$eq", "takes a string, number, boolean or null (use $in for a list)")),
-        v => return Ok(Node::Field { path, test: Test::Eq(scalar(v, at, "$eq")?) }),
+        v => return Ok(Node::Field { field: at.to_string(), path, test: Test::Eq(scalar(v, at, "$eq")?) }),
     };
     if ops.is_empty() {
         return Err(bad(at, "condition", "must hold at least one operator"));
@@ -131,7 +131,7 @@ fn parse_condition(value: &Value, path: Vec<String>, at: &str, depth: usize) -> 
                 ))
             }
         };
-        tests.push(Node::Field { path: path.clone(), test });
+        tests.push(Node::Field { field: at.to_string(), path: path.clone(), test });
     }
     Ok(if tests.len() == 1 { tests.pop().unwrap_or(Node::And(Vec::new())) } else { Node::And(tests) })
 }
@@ -153,7 +153,7 @@ fn required_keys(node: &Node, out: &mut Vec<String>) {
     match node {
         Node::And(children) => children.iter().for_each(|c| required_keys(c, out)),
         Node::Or(_) | Node::Not(_) => {}
-        Node::Field { path, test } => {
+        Node::Field { path, test, .. } => {
             let needs_field = !matches!(test, Test::Ne(_) | Test::Nin(_) | Test::Exists(false));
             // Keys that JSON text could spell with escapes are left out: the test must never
             // reject a row that matches.
@@ -181,7 +181,10 @@ mod tests {
     #[test]
     fn bare_value_is_eq_and_dotted_paths_split() {
         let f = Filter::parse(r#"{"meta.year": 2020}"#).expect("parse");
-        assert_eq!(f.root, Node::Field { path: vec!["meta".into(), "year".into()], test: Test::Eq(Scalar::Num(2020.0)) });
+        assert_eq!(
+            f.root,
+            Node::Field { field: "meta.year".into(), path: vec!["meta".into(), "year".into()], test: Test::Eq(Scalar::Num(2020.0)) }
+        );
         assert!(Filter::parse("{}").expect("empty").matches_everything());
     }
 

@@ -38,6 +38,17 @@ impl Key {
         }
     }
 
+    /// This key against a filter operand of the same type (the caller checked the type, see
+    /// `plan::answerable`), without building a key for the operand.
+    pub fn cmp_scalar(&self, s: &Scalar) -> Ordering {
+        match (self, s) {
+            (Key::Str(a), Scalar::Str(b)) => (**a).cmp(b.as_str()),
+            (Key::Num(a), Scalar::Num(b)) => a.total_cmp(&if *b == 0.0 { 0.0 } else { *b }),
+            (Key::Bool(a), Scalar::Bool(b)) => a.cmp(b),
+            _ => self.rank().cmp(&scalar_rank(s)),
+        }
+    }
+
     fn num(n: f64) -> Key {
         Key::Num(if n == 0.0 { 0.0 } else { n })
     }
@@ -48,6 +59,14 @@ impl Key {
             Key::Num(_) => 1,
             Key::Str(_) => 2,
         }
+    }
+}
+
+fn scalar_rank(s: &Scalar) -> u8 {
+    match s {
+        Scalar::Null | Scalar::Bool(_) => 0,
+        Scalar::Num(_) => 1,
+        Scalar::Str(_) => 2,
     }
 }
 

@@ -42,17 +42,17 @@ fn selected<'a>(idx: &'a FieldIndex, test: &Test) -> Option<Vec<&'a IdSet<u64>>>
 }
 
 impl PayloadIndexes {
-    fn index_for(&self, path: &[String]) -> Option<&FieldIndex> {
+    fn index_for(&self, field: &str) -> Option<&FieldIndex> {
         if self.fields.is_empty() {
             return None;
         }
-        self.fields.get(&path.join("."))
+        self.fields.get(field)
     }
 
     /// An upper bound on the rows matching `node`, or None when the indexes cannot bound it.
     pub fn estimate(&self, node: &Node) -> Option<usize> {
         match node {
-            Node::Field { path, test } => Some(selected(self.index_for(path)?, test)?.iter().map(|s| s.len()).sum()),
+            Node::Field { field, test, .. } => Some(selected(self.index_for(field)?, test)?.iter().map(|s| s.len()).sum()),
             Node::And(children) => children.iter().filter_map(|c| self.estimate(c)).min(),
             Node::Or(children) => children.iter().map(|c| self.estimate(c)).sum(),
             Node::Not(_) => None,
@@ -62,8 +62,8 @@ impl PayloadIndexes {
     /// Candidate labels of `node`, or None when the indexes cannot enumerate them.
     pub fn candidates(&self, node: &Node) -> Option<Candidates> {
         match node {
-            Node::Field { path, test } => {
-                let sets = selected(self.index_for(path)?, test)?;
+            Node::Field { field, test, .. } => {
+                let sets = selected(self.index_for(field)?, test)?;
                 let mut labels = IdSet::with_capacity_and_hasher(sets.iter().map(|s| s.len()).sum(), Default::default());
                 for s in sets {
                     labels.extend(s.iter().copied());
@@ -104,7 +104,7 @@ impl PayloadIndexes {
     /// Whether `eval_label` answers `node` for every row.
     fn probe(&self, node: &Node) -> bool {
         match node {
-            Node::Field { path, test } => self.index_for(path).is_some_and(|idx| answerable(idx, test)),
+            Node::Field { field, test, .. } => self.index_for(field).is_some_and(|idx| answerable(idx, test)),
             Node::And(c) | Node::Or(c) => c.iter().all(|c| self.probe(c)),
             Node::Not(inner) => self.probe(inner),
         }
@@ -114,27 +114,27 @@ impl PayloadIndexes {
     /// condition it depends on is not answerable.
     pub fn eval_label(&self, node: &Node, label: u64) -> Option<bool> {
         match node {
-            Node::Field { path, test } => {
-                let idx = self.index_for(path)?;
+            Node::Field { field, test, .. } => {
+                let idx = self.index_for(field)?;
                 if !answerable(idx, test) {
                     return None;
                 }
                 let keys = idx.label_keys(label);
-                let has = |s: &Scalar| Key::of_scalar(idx.kind, s).is_some_and(|k| keys.binary_search(&k).is_ok());
+                let has = |s: &Scalar| keys.binary_search_by(|k| k.cmp_scalar(s)).is_ok();
                 Some(match test {
                     Test::Eq(s) => has(s),
                     Test::Ne(s) => !has(s),
                     Test::In(list) => list.iter().any(has),
                     Test::Nin(list) => !list.iter().any(has),
-                    Test::Range(op, bound) => {
-                        let b = Key::of_scalar(idx.kind, bound)?;
-                        keys.iter().any(|k| match op {
-                            RangeOp::Gt => *k > b,
-                            RangeOp::Gte => *k >= b,
-                            RangeOp::Lt => *k < b,
-                            RangeOp::Lte => *k <= b,
-                        })
-                    }
+                    Test::Range(op, bound) => keys.iter().any(|k| {
+                        let o = k.cmp_scalar(bound);
+                        match op {
+                            RangeOp::Gt => o.is_gt(),
+                            RangeOp::Gte => o.is_ge(),
+                            RangeOp::Lt => o.is_lt(),
+                            RangeOp::Lte => o.is_le(),
+                        }
+                    }),
                     Test::Exists(_) => return None,
                 })
             }
