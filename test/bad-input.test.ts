@@ -267,7 +267,8 @@ describe('bad input on an open store', () => {
       ['k missing', {}, 'options.k'],
       ['ef = 0', { k: 1, ef: 0 }, 'options.ef'],
       ['an unknown option', { k: 1, filterr: { ok: true } }, 'options.filterr'],
-      ['a filter value that is an object', { k: 1, filter: { ok: { $eq: true } } }, 'options.filter.ok'],
+      ['a filter with an unknown operator', { k: 1, filter: { ok: { $like: true } } }, "filter at 'ok': $like"],
+      ['a filter value that is undefined', { k: 1, filter: { ok: undefined } }, 'options.filter.ok'],
       ['a filter that is not an object', { k: 1, filter: 'ok' }, 'options.filter'],
       ['options that are not an object', null, 'options'],
     ])('query rejects %s', async (_why, options, field) => {

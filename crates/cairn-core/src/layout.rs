@@ -8,6 +8,7 @@
 //! <store>/wal-archive/<seq:020>.wal     sealed segments kept for PITR and replicas
 //! <store>/data/<coll:020>-<seq:020>.seg checkpoint data files
 //! <store>/data/<coll:020>-<seq:020>.hnsw persisted HNSW graphs
+//! <store>/data/<coll:020>-<seq:020>.pidx persisted payload indexes
 //! <store>/snapshots/<id>/SNAPSHOT       snapshot manifest (+ MANIFEST, data/, wal/)
 //! <store>/quarantine/<name>[.note]      damaged bytes kept, never deleted
 //! <store>/rollback/<first:020>-<last:020>.wal[.note]  WAL records cut past a fork, kept
@@ -36,6 +37,7 @@ pub const INSTALL_SUFFIX: &str = ".scrub.tmp";
 pub const WAL_EXT: &str = ".wal";
 pub const DATA_EXT: &str = ".seg";
 pub const GRAPH_EXT: &str = ".hnsw";
+pub const PAYLOAD_EXT: &str = ".pidx";
 
 /// `00000000000000000042.wal`: 20 digits so that names sort by sequence number.
 pub fn wal_segment_name(first_seq: u64) -> String {
@@ -69,6 +71,11 @@ pub fn data_file_name(collection_id: u64, covered_seq: u64) -> String {
 /// A persisted HNSW graph of one collection, covering the WAL through `covered_seq`.
 pub fn graph_file_name(collection_id: u64, covered_seq: u64) -> String {
     format!("{collection_id:020}-{covered_seq:020}{GRAPH_EXT}")
+}
+
+/// The persisted payload indexes of one collection, as of `covered_seq`.
+pub fn payload_file_name(collection_id: u64, covered_seq: u64) -> String {
+    format!("{collection_id:020}-{covered_seq:020}{PAYLOAD_EXT}")
 }
 
 #[cfg(test)]

@@ -52,6 +52,13 @@ pub struct ManifestCollection {
     /// every data file: reads of them fail until they are written or deleted again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<crate::state::UnreadableRecord>,
+    /// Payload indexes of the collection (`createIndex`); rebuilt from the rows on open when
+    /// `payload_file` is absent or does not verify.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payload_indexes: Vec<crate::payload::PayloadIndexDef>,
+    /// The persisted payload indexes (`data/<id>-<seq>.pidx`, docs/format.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_file: Option<FileRef>,
 }
 
 pub fn encode(m: &Manifest) -> Vec<u8> {
@@ -167,6 +174,8 @@ mod tests {
             data_files: vec![file],
             index: None,
             unreadable: Vec::new(),
+            payload_indexes: Vec::new(),
+            payload_file: None,
         };
         let m = Manifest { checkpoint_seq: 2, checkpoint_time_ms: 3, clean_shutdown_seq: None, collections: vec![c] };
         let json: serde_json::Value = serde_json::to_value(&m).expect("serialize");

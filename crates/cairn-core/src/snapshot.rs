@@ -179,6 +179,13 @@ fn write_snapshot(storage: &dyn Storage, dir: &Path, m: &Manifest, incremental: 
                 files.push(SnapshotFile { path: rel, bytes: s.bytes, xxh3: s.xxh3.clone() });
             }
         }
+        if let Some(s) = &c.payload_file {
+            let rel = format!("{DATA_DIR}/{}", s.file);
+            if !held.contains(&rel) {
+                link(storage, &dir.join(&rel), &tmp.join(&rel))?;
+                files.push(SnapshotFile { path: rel, bytes: s.bytes, xxh3: s.xxh3.clone() });
+            }
+        }
         // The graph is derived data and large: an incremental keeps the base's graph file when
         // the base has one for this collection (open inserts the newer rows into it).
         if let Some(ix) = c.index.clone() {

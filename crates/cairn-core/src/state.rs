@@ -2,21 +2,24 @@
 //! Only the commit thread and recovery mutate it, always in sequence order.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::batch::{CollectionSpec, Op};
 use crate::distance::{dot, Metric};
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::hnsw::{Hnsw, HnswParams};
 use crate::index::{label_of, CollectionIndex};
 use crate::keyed_hash::{IdMap, IdSet};
+use crate::payload::{parse_metadata, FieldIndex, IndexKind, PayloadIndexes};
 use crate::sync::read;
 
 /// Collections this small are always searched exactly: it is as fast and has perfect recall.
 pub const EXACT_MAX_ROWS: usize = 2_048;
-/// A filter estimated to match less than this share of rows is answered by an exact scan.
-const SELECTIVE_FILTER_SHARE: f64 = 0.05;
+/// A filter estimated to match less than this share of rows is answered by an exact scan (over
+/// its candidates when payload indexes enumerate them, else over every row).
+pub const SELECTIVE_FILTER_SHARE: f64 = 0.05;
 const SELECTIVITY_SAMPLE: usize = 512;
 
 #[derive(Clone, Debug)]
@@ -106,6 +109,12 @@ pub struct Collection {
     pub live: IdMap<u64, String>,
     /// Records that exist but cannot be read (never also in `rows`).
     pub unreadable: IdMap<String, UnreadableRecord>,
+    /// Ids of `rows` in order, for `scan`.
+    pub order: BTreeSet<String>,
+    /// Payload indexes over the rows' metadata (`payload/`).
+    pub payload: PayloadIndexes,
+    /// The persisted payload indexes named by the manifest, if any.
+    pub payload_file: Option<FileRef>,
 }
 
 #[derive(Default)]
@@ -124,39 +133,6 @@ pub struct State {
 pub struct Hit {
     pub id: String,
     pub distance: f32,
-}
-
-/// Equality filter on top-level metadata fields.
-#[derive(Clone, Debug, Default)]
-pub struct Filter {
-    pub fields: Vec<(String, serde_json::Value)>,
-    /// `"key"` in JSON form, a cheap substring test before parsing a row's metadata.
-    needles: Vec<String>,
-}
-
-impl Filter {
-    pub fn parse(json: &str) -> Result<Filter> {
-        let v: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| Error::InvalidArgument(format!("filter is not valid JSON: {e}")))?;
-        let serde_json::Value::Object(map) = v else {
-            return Err(Error::InvalidArgument("filter must be an object of field: value".into()));
-        };
-        let needles = map.keys().map(|k| serde_json::Value::String(k.clone()).to_string()).collect();
-        Ok(Filter { fields: map.into_iter().collect(), needles })
-    }
-
-    pub fn matches(&self, metadata: &str) -> bool {
-        if self.fields.is_empty() {
-            return true;
-        }
-        if !self.needles.iter().all(|n| metadata.contains(n.as_str())) {
-            return false;
-        }
-        let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(metadata) else {
-            return false;
-        };
-        self.fields.iter().all(|(k, v)| map.get(k) == Some(v))
-    }
 }
 
 struct HeapItem(f32, String);
@@ -221,6 +197,9 @@ impl Collection {
             index: CollectionIndex::new(hnsw),
             live: IdMap::default(),
             unreadable: IdMap::default(),
+            order: BTreeSet::new(),
+            payload: PayloadIndexes::default(),
+            payload_file: None,
         }
     }
 
@@ -245,14 +224,23 @@ impl Collection {
         out
     }
 
-    /// Insert or replace a row, keeping `live` and the index's pending set in step.
+    /// Insert or replace a row, keeping `live`, `order`, the payload indexes and the graph
+    /// index's pending set in step.
     pub fn put_row(&mut self, id: String, row: Row) {
         self.unreadable.remove(&id);
         self.live.insert(row.label, id.clone());
         self.index.add_pending(row.label, row.vector.clone());
-        if let Some(old) = self.rows.insert(id, row) {
-            self.live.remove(&old.label);
-            self.index.remove(old.label);
+        let (label, meta) = (row.label, row.metadata.clone());
+        match self.rows.insert(id.clone(), row) {
+            Some(old) => {
+                self.live.remove(&old.label);
+                self.index.remove(old.label);
+                self.payload.on_put(label, &meta, Some((old.label, &old.metadata)));
+            }
+            None => {
+                self.order.insert(id);
+                self.payload.on_put(label, &meta, None);
+            }
         }
     }
 
@@ -261,17 +249,58 @@ impl Collection {
             Some(old) => {
                 self.live.remove(&old.label);
                 self.index.remove(old.label);
+                self.order.remove(id);
+                self.payload.on_remove(old.label, &old.metadata);
                 true
             }
             None => self.unreadable.remove(id).is_some(),
         }
     }
 
-    fn matches(&self, label: u64, filter: Option<&Filter>) -> bool {
-        match (self.live.get(&label), filter) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(id), Some(f)) => self.rows.get(id).is_some_and(|r| f.matches(&r.metadata)),
+    /// Rebuild `order` from `rows`, and the payload indexes too unless `payload` (loaded from
+    /// their file) already holds them; after a load that filled `rows` directly.
+    pub fn rebuild_derived(&mut self, payload: Option<PayloadIndexes>) {
+        self.order = self.rows.keys().cloned().collect();
+        match payload {
+            Some(p) => self.payload = p,
+            None => {
+                let defs = self.payload.defs();
+                self.payload = PayloadIndexes::default();
+                for d in defs {
+                    if let Ok(path) = crate::payload::validate_field(&d.field) {
+                        self.build_payload_index(d.field, path, d.kind);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Index `field` over every row (replacing an index of it).
+    pub fn build_payload_index(&mut self, field: String, path: Vec<String>, kind: IndexKind) {
+        let mut idx = FieldIndex::new(field.clone(), path, kind);
+        for row in self.rows.values() {
+            idx.add(row.label, &parse_metadata(&row.metadata));
+        }
+        self.payload.fields.insert(field, idx);
+        self.payload.changed = true;
+    }
+
+    /// Does the live row with `label` match? Indexed conditions are answered from the payload
+    /// indexes; only a filter they cannot settle parses the row's metadata.
+    pub fn accepts(&self, label: u64, filter: Option<&Filter>) -> bool {
+        let Some(id) = self.live.get(&label) else { return false };
+        let Some(f) = filter else { return true };
+        if let Some(answer) = self.payload.eval_label(&f.root, label) {
+            return answer;
+        }
+        self.rows.get(id).is_some_and(|r| f.matches(&r.metadata))
+    }
+
+    /// Does this row (stored under its label) match?
+    pub fn row_matches(&self, row: &Row, filter: &Filter) -> bool {
+        match self.payload.eval_label(&filter.root, row.label) {
+            Some(answer) => answer,
+            None => filter.matches(&row.metadata),
         }
     }
 
@@ -280,7 +309,7 @@ impl Collection {
         let (mut seen, mut hit) = (0usize, 0usize);
         for r in sample {
             seen += 1;
-            hit += usize::from(f.matches(&r.metadata));
+            hit += usize::from(self.row_matches(r, f));
         }
         if seen == 0 {
             0.0
@@ -290,13 +319,28 @@ impl Collection {
     }
 
     /// k-NN through the graph, merged with an exact scan of rows not yet in it. Small
-    /// collections and selective filters go straight to the exact scan. The flag says whether
-    /// the graph was searched (false: the exact scan answered).
+    /// collections and selective filters go straight to the exact scan: over the candidates
+    /// the payload indexes enumerate when they bound the filter, else over every row. The flag
+    /// says whether the graph was searched (false: the exact scan answered).
     pub fn search(&self, query: &[f32], k: usize, ef: usize, filter: Option<&Filter>) -> (Vec<Hit>, bool) {
-        if self.rows.len() <= EXACT_MAX_ROWS || filter.is_some_and(|f| self.filter_share(f) < SELECTIVE_FILTER_SHARE) {
+        let filter = filter.filter(|f| !f.matches_everything());
+        if self.rows.len() <= EXACT_MAX_ROWS {
             return (self.exact_search(query, k, filter, |_| true), false);
         }
-        let accept = |label: u64| self.matches(label, filter);
+        if let Some(f) = filter {
+            let threshold = SELECTIVE_FILTER_SHARE * self.rows.len() as f64;
+            match self.payload.estimate(&f.root) {
+                Some(bound) if (bound as f64) < threshold => {
+                    if let Some(c) = self.payload.candidates(&f.root) {
+                        return (self.exact_over_labels(query, k, c.labels.iter().copied(), (!c.exact).then_some(f)), false);
+                    }
+                }
+                Some(_) => {}
+                None if self.filter_share(f) < SELECTIVE_FILTER_SHARE => return (self.exact_search(query, k, filter, |_| true), false),
+                None => {}
+            }
+        }
+        let accept = |label: u64| self.accepts(label, filter);
         let graph_search = |accept: Option<&(dyn Fn(u64) -> bool + Sync)>| read(&self.index.hnsw).search(query, k, ef.max(k), accept);
         // Unfiltered, the graph's own tombstones suffice and each admitted node saves a hash
         // lookup. Only a row deleted or overwritten while it was being inserted is briefly live
@@ -338,7 +382,32 @@ impl Collection {
         let q = prepare_query(self.spec.metric, query);
         let mut heap: BinaryHeap<HeapItem> = BinaryHeap::with_capacity(k + 1);
         for (id, row) in &self.rows {
-            if !include(id) || !filter.is_none_or(|f| f.matches(&row.metadata)) {
+            if !include(id) || !filter.is_none_or(|f| self.row_matches(row, f)) {
+                continue;
+            }
+            let d = row_distance(self.spec.metric, &q, &row.vector);
+            if heap.len() < k {
+                heap.push(HeapItem(d, id.clone()));
+            } else if let Some(top) = heap.peek() {
+                if d < top.0 || (d == top.0 && id < &top.1) {
+                    heap.pop();
+                    heap.push(HeapItem(d, id.clone()));
+                }
+            }
+        }
+        heap.into_sorted_vec().into_iter().map(|HeapItem(distance, id)| Hit { id, distance }).collect()
+    }
+}
+
+impl Collection {
+    /// Exact k-NN over live rows among `labels`, each checked against `filter` when given.
+    pub fn exact_over_labels(&self, query: &[f32], k: usize, labels: impl Iterator<Item = u64>, filter: Option<&Filter>) -> Vec<Hit> {
+        let q = prepare_query(self.spec.metric, query);
+        let mut heap: BinaryHeap<HeapItem> = BinaryHeap::with_capacity(k + 1);
+        for label in labels {
+            let Some(id) = self.live.get(&label) else { continue };
+            let Some(row) = self.rows.get(id) else { continue };
+            if !filter.is_none_or(|f| self.row_matches(row, f)) {
                 continue;
             }
             let d = row_distance(self.spec.metric, &q, &row.vector);

@@ -399,6 +399,8 @@ fn manifest_strategy() -> impl Strategy<Value = Manifest> {
             data_files: segments,
             index,
             unreadable,
+            payload_indexes: Vec::new(),
+            payload_file: None,
         });
     (any::<u64>(), any::<u64>(), prop::option::of(any::<u64>()), prop::collection::vec(collection, 0..4)).prop_map(
         |(checkpoint_seq, checkpoint_time_ms, clean_shutdown_seq, collections)| Manifest {

@@ -21,6 +21,7 @@ pub struct NativeLayout {
     pub wal_ext: String,
     pub data_ext: String,
     pub graph_ext: String,
+    pub payload_ext: String,
 }
 
 #[napi]
@@ -42,5 +43,6 @@ pub fn layout() -> NativeLayout {
         wal_ext: l::WAL_EXT.into(),
         data_ext: l::DATA_EXT.into(),
         graph_ext: l::GRAPH_EXT.into(),
+        payload_ext: l::PAYLOAD_EXT.into(),
     }
 }

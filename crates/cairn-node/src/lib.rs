@@ -5,6 +5,7 @@
 //! commits (`completions.rs`) and the float32 byte shuffle of archives (`bytes.rs`).
 //!
 //! - `store.rs`: `openStore` and the `NativeStore` class (commit, reads, queries, checkpoint)
+//! - `select.rs`: count, scan, getMany and deleteWhere by filter; `payload_index.rs`: payload indexes
 //! - `completions.rs`: settles commit promises on the JS thread
 //! - `recovery_report.rs`: what recovery found on open
 //! - `snapshot.rs`, `restore.rs`: snapshots, point-in-time restore
@@ -33,6 +34,7 @@ mod completions;
 mod errors;
 mod layout;
 mod manifest;
+mod payload_index;
 mod quarantine_note;
 mod recovery_report;
 mod repair;
@@ -40,6 +42,7 @@ mod replication;
 mod restore;
 mod row_repair;
 mod scrub;
+mod select;
 mod snapshot;
 mod stats;
 mod store;

@@ -44,6 +44,8 @@ pub struct NativeManifestCollection {
     pub segments: Vec<NativeFileRef>,
     /// The persisted HNSW graph; absent until the first checkpoint.
     pub index: Option<NativeFileRef>,
+    /// The persisted payload indexes (`.pidx`); absent when the collection has none.
+    pub payload_index: Option<NativeFileRef>,
     /// Records whose stored bytes are damaged beyond repair.
     pub unreadable: Vec<NativeUnreadable>,
 }
@@ -76,6 +78,7 @@ fn collection(c: &ManifestCollection) -> NativeManifestCollection {
         ef_construction: c.ef_construction,
         segments: c.data_files.iter().map(file_ref).collect(),
         index: c.index.as_ref().map(file_ref),
+        payload_index: c.payload_file.as_ref().map(file_ref),
         unreadable: c
             .unreadable
             .iter()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cairn_core::engine::{Engine, Options, QueryOutput, SyncMode};
-use cairn_core::state::Filter;
+use cairn_core::filter::Filter;
 use cairn_core::wal::writer::Prealloc;
 use cairn_core::RecoveryMode;
 use napi::bindgen_prelude::*;

@@ -26,6 +26,7 @@ export { startNode } from './failover/node.js';
 export type { StartNodeOptions } from './failover/options.js';
 export type { ClusterMemberStatus, ClusterStatus } from './failover/status.js';
 export { clusterStatus } from './failover/status.js';
+export type { FieldOperators, Filter, FilterScalar } from './filter.js';
 export type { DiskUse, InspectedCollection, StoreInspection } from './inspect.js';
 export { inspectStore } from './inspect.js';
 export type { HealthReport, HttpServer, ServeHttpOptions, StoreStatus } from './ops/index.js';
@@ -65,14 +66,19 @@ export type {
   CollectionInfo,
   CollectionOptions,
   ColumnarRecords,
+  CountOptions,
   IndexStats,
   Metadata,
   OpenOptions,
+  PayloadIndexInfo,
+  PayloadIndexType,
   QueryHit,
   QueryOptions,
   QueryResult,
   RecoveryMode,
   RecoveryReport,
+  ScannedRecord,
+  ScanOptions,
   SkippedRecord,
   StoredRecord,
   StoreEvents,

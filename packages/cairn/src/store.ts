@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { type EncodedOp, encodeBatch, type Metric } from './encode.js';
 import { CairnError, fromNative, invalidArgument, native, nativeSync } from './errors.js';
+import { encodeFilter, type Filter } from './filter.js';
 import { type NativeStore, nativeModule } from './native.js';
 import { type HealthReport, type HttpServer, type ServeHttpOptions, StoreOps, type StoreStatus } from './ops/index.js';
 import { parseNodeId } from './replication/options.js';
@@ -135,8 +136,38 @@ export interface QueryOptions {
   ef?: number;
   /** Scan every row instead of using the graph: the ground truth. */
   exact?: boolean;
-  /** Equality match on top-level metadata fields. */
-  filter?: Record<string, string | number | boolean | null>;
+  /** Only rows matching this filter (operators, dotted paths, arrays: see README "Filters"). */
+  filter?: Filter;
+}
+
+export interface CountOptions {
+  filter?: Filter;
+}
+
+export interface ScanOptions {
+  filter?: Filter;
+  /** Most rows the iteration yields (default: all). */
+  limit?: number;
+  /** Resume after this id (the last id of an earlier scan): rows with greater ids only. */
+  after?: string;
+  /** Include each row's vector (default false). */
+  vectors?: boolean;
+}
+
+export interface ScannedRecord {
+  id: string;
+  metadata: Metadata;
+  /** Present when `vectors: true`. */
+  vector?: Float32Array;
+}
+
+export type PayloadIndexType = 'keyword' | 'number' | 'bool';
+
+export interface PayloadIndexInfo {
+  field: string;
+  type: PayloadIndexType;
+  /** (value, row) pairs held: a row whose array holds n distinct indexed values counts n times. */
+  entries: number;
 }
 
 export interface QueryHit {
@@ -203,6 +234,10 @@ export interface IndexStats {
 const OPEN_KEYS = ['create', 'sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots', 'scrub', 'nodeId', 'replica', 'metrics'] as const;
 const COLLECTION_KEYS = ['dim', 'metric', 'm', 'efConstruction'] as const;
 const QUERY_KEYS = ['k', 'ef', 'exact', 'filter'] as const;
+const SCAN_KEYS = ['filter', 'limit', 'after', 'vectors'] as const;
+const INDEX_TYPES: readonly PayloadIndexType[] = ['keyword', 'number', 'bool'];
+/** Rows fetched per native call while scanning. */
+const SCAN_PAGE = 1000;
 const DEFAULT_EF = 64;
 const METRICS: readonly Metric[] = ['cosine', 'l2', 'ip'];
 
@@ -344,10 +379,19 @@ export class Store extends EventEmitter {
    */
   commit(ops: EncodedOp[], concern?: WriteConcern): Promise<{ seq: bigint }> {
     try {
+      return this.commitPayload(encodeBatch(ops), concern);
+    } catch (e) {
+      return Promise.reject(fromNative(e));
+    }
+  }
+
+  /** @internal Commit an encoded batch payload (docs/format.md) through the write path. */
+  commitPayload(payload: Buffer, concern?: WriteConcern): Promise<{ seq: bigint }> {
+    try {
       this.#checkOpen();
       const hook = this.#replication;
-      if (hook !== null) return hook.commit(encodeBatch(ops), concern ?? {}).then(toSeq);
-      return this.#native.commit(encodeBatch(ops)).then(toSeq, rejectNative);
+      if (hook !== null) return hook.commit(payload, concern ?? {}).then(toSeq);
+      return this.#native.commit(payload).then(toSeq, rejectNative);
     } catch (e) {
       return Promise.reject(fromNative(e));
     }
@@ -747,8 +791,94 @@ export class Collection {
     return { id, vector: row.vector, metadata: JSON.parse(row.metadata) as Metadata };
   }
 
-  async count(): Promise<number> {
-    return nativeSync(() => this.#native.count(this.name));
+  /** Live rows; with `filter`, those matching it (counted natively, off the event loop). */
+  async count(options?: CountOptions): Promise<number> {
+    if (options === undefined) return nativeSync(() => this.#native.count(this.name));
+    checkPlainObject('options', options);
+    checkKnownKeys('options', options, ['filter']);
+    if (options.filter === undefined) return nativeSync(() => this.#native.count(this.name));
+    const filter = encodeFilter('options.filter', options.filter);
+    return native(() => this.#native.countWhere(this.name, filter));
+  }
+
+  /**
+   * Rows matching `filter` in id order, fetched natively in pages. Resumable: pass the last id
+   * seen as `after`, also after a reopen. Each page is one consistent state; a row that stays
+   * live throughout the scan is yielded exactly once, whatever is written meanwhile.
+   */
+  scan(options: ScanOptions = {}): AsyncIterable<ScannedRecord> {
+    checkPlainObject('options', options);
+    checkKnownKeys('options', options, SCAN_KEYS);
+    const filter = options.filter === undefined ? null : encodeFilter('options.filter', options.filter);
+    const limit = options.limit === undefined ? Number.POSITIVE_INFINITY : checkPositiveInt('options.limit', options.limit);
+    if (options.after !== undefined && typeof options.after !== 'string') throw invalidArgument('options.after must be a string id');
+    if (options.vectors !== undefined && typeof options.vectors !== 'boolean') throw invalidArgument('options.vectors must be a boolean');
+    const vectors = options.vectors === true;
+    const handle = this.#native;
+    const { name, dim } = this;
+    let after = options.after ?? null;
+    return {
+      async *[Symbol.asyncIterator]() {
+        let left = limit;
+        while (left > 0) {
+          const want = Math.min(left, SCAN_PAGE);
+          const page = await native(() => handle.scan(name, filter, after, want, vectors));
+          const packed = page.vectors
+            ? new Float32Array(page.vectors.buffer.slice(page.vectors.byteOffset, page.vectors.byteOffset + page.vectors.byteLength))
+            : null;
+          for (let i = 0; i < page.ids.length; i++) {
+            const row: ScannedRecord = { id: page.ids[i]!, metadata: JSON.parse(page.metadata[i]!) as Metadata };
+            if (packed) row.vector = packed.slice(i * dim, (i + 1) * dim);
+            yield row;
+          }
+          left -= page.ids.length;
+          if (page.ids.length < want) return;
+          after = page.ids[page.ids.length - 1]!;
+        }
+      },
+    };
+  }
+
+  /** Rows by id, in input order; `undefined` for an id with no row. */
+  async getMany(ids: string[]): Promise<Array<StoredRecord | undefined>> {
+    if (!Array.isArray(ids)) throw invalidArgument('ids must be an array');
+    ids.forEach((id, i) => {
+      if (!isPlainName(id)) checkName(`ids[${i}]`, id);
+    });
+    const rows = nativeSync(() => this.#native.getMany(this.name, ids));
+    return rows.map((row, i) => (row ? { id: ids[i]!, vector: row.vector, metadata: JSON.parse(row.metadata) as Metadata } : undefined));
+  }
+
+  /**
+   * Delete every row matching `filter` as ONE batch: atomic, durable per the sync mode, and one
+   * WAL record for PITR and replication. The rows are those matching when the call resolves
+   * them, just before the batch is committed. Nothing matching: nothing is written.
+   */
+  async deleteWhere(filter: Filter, options?: WriteConcern): Promise<{ seq: bigint; deleted: number }> {
+    const concern = parseWriteConcern('options', options);
+    const text = encodeFilter('filter', filter);
+    const plan = await native(() => this.#native.deleteWherePayload(this.name, text));
+    if (plan.deleted === 0) return { seq: this.#store.lastSeq, deleted: 0 };
+    const { seq } = await this.#store.commitPayload(plan.payload, concern);
+    return { seq, deleted: plan.deleted };
+  }
+
+  /** Index a metadata field (dotted path) for filters; built now and persisted. */
+  async createIndex(field: string, options: { type: PayloadIndexType }): Promise<void> {
+    if (typeof field !== 'string' || field.length === 0) throw invalidArgument('field must be a non-empty string');
+    checkPlainObject('options', options);
+    checkKnownKeys('options', options, ['type']);
+    const type = checkOneOf('options.type', options.type, INDEX_TYPES);
+    await native(() => this.#native.createIndex(this.name, field, type));
+  }
+
+  indexes(): PayloadIndexInfo[] {
+    return nativeSync(() => this.#native.indexes(this.name)).map((i) => ({ field: i.field, type: i.type, entries: i.entries }));
+  }
+
+  async dropIndex(field: string): Promise<void> {
+    if (typeof field !== 'string' || field.length === 0) throw invalidArgument('field must be a non-empty string');
+    await native(() => this.#native.dropIndex(this.name, field));
   }
 
   /** k nearest rows, best first. Every acknowledged write is visible, indexed or not. Records
@@ -784,17 +914,7 @@ export class Collection {
     const k = checkPositiveInt('options.k', options.k, 100_000);
     const ef = options.ef === undefined ? DEFAULT_EF : checkPositiveInt('options.ef', options.ef, 100_000);
     if (options.exact !== undefined && typeof options.exact !== 'boolean') throw invalidArgument('options.exact must be a boolean');
-    let filter: string | null = null;
-    if (options.filter !== undefined) {
-      const f = checkPlainObject('options.filter', options.filter);
-      for (const [key, value] of Object.entries(f)) {
-        if (value !== null && !['string', 'number', 'boolean'].includes(typeof value)) {
-          throw invalidArgument(`options.filter.${key} must be a string, number, boolean or null`);
-        }
-        checkJson(`options.filter.${key}`, value);
-      }
-      filter = JSON.stringify(f);
-    }
+    const filter = options.filter === undefined ? null : encodeFilter('options.filter', options.filter);
     const results = await native(() => this.#native.query(this.name, packed, count, k, options.exact ? null : ef, filter));
     return results.map(({ hits, skipped }) => {
       const l2 = this.metric === 'l2';

@@ -15,9 +15,10 @@ use crate::datafile::{DataFileHeader, DataFileWriter, DATAFILE_VERSION, KIND_BAS
 use crate::durable::{temp_path, write_synced};
 use crate::error::{Error, Result};
 use crate::index::{label_of, CollectionIndex};
-use crate::layout::{data_file_name, graph_file_name, DATA_DIR};
+use crate::layout::{data_file_name, graph_file_name, payload_file_name, DATA_DIR};
 use crate::manifest::{self, Manifest, ManifestCollection};
 use crate::metrics::observe_since;
+use crate::payload::PayloadIndexDef;
 use crate::state::{FileRef, Row, UnreadableRecord};
 use crate::storage::Storage;
 use crate::sync::{lock, read, write};
@@ -42,6 +43,10 @@ struct CapturedCollection {
     index: Arc<CollectionIndex>,
     index_file: Option<FileRef>,
     unreadable: Vec<UnreadableRecord>,
+    payload_defs: Vec<PayloadIndexDef>,
+    /// The payload index file's bytes when the indexes changed since the file the manifest names.
+    payload_bytes: Option<Vec<u8>>,
+    payload_file: Option<FileRef>,
 }
 
 /// Deltas are merged into a new base once there are this many files.
@@ -78,7 +83,13 @@ pub(super) fn capture(shared: &Shared, writer: &mut WalWriter) -> Result<Capture
             None
         };
         c.dirty.clear();
+        let payload_bytes = (!c.payload.is_empty() && (c.payload.changed || c.payload_file.is_none()))
+            .then(|| crate::payload::encode_payload_file(&c.payload, seq));
+        c.payload.changed = false;
         collections.push(CapturedCollection {
+            payload_defs: c.payload.defs(),
+            payload_bytes,
+            payload_file: if c.payload.is_empty() { None } else { c.payload_file.clone() },
             id: c.id,
             spec: c.spec.clone(),
             existing: c.data_files.clone(),
@@ -145,8 +156,10 @@ impl Engine {
                 .values_mut()
                 .find(|c| c.id == collection_id)
                 .ok_or_else(|| Error::NotFound(format!("no collection has id {collection_id}")))?;
-            // With no files listed, the capture writes a full base, and a base rewrites the graph.
+            // With no files listed, the capture writes a full base, and a base rewrites the graph;
+            // the payload indexes are written again too.
             c.data_files.clear();
+            c.payload_file = None;
         }
         self.checkpoint_locked()
     }
@@ -225,6 +238,20 @@ impl Engine {
                 data_files.push(r);
             }
             let index = self.write_index(&data_dir, c.id, capture.seq, &c.index, c.index_file, c.write.is_some())?;
+            let payload_file = match &c.payload_bytes {
+                Some(bytes) => {
+                    let name = payload_file_name(c.id, capture.seq);
+                    write_renamed(storage, &data_dir.join(&name), bytes)?;
+                    Some(FileRef {
+                        file: name,
+                        bytes: bytes.len() as u64,
+                        xxh3: format!("{:016x}", xxh3(bytes)),
+                        records: c.payload_defs.len() as u64,
+                        covered_seq: capture.seq,
+                    })
+                }
+                None => c.payload_file,
+            };
             collections.push(ManifestCollection {
                 id: c.id,
                 name: c.spec.name.clone(),
@@ -235,6 +262,8 @@ impl Engine {
                 data_files,
                 index,
                 unreadable: c.unreadable,
+                payload_indexes: c.payload_defs,
+                payload_file,
             });
         }
         // durability: new data and graph files must be durable before the manifest names them.
@@ -253,6 +282,7 @@ impl Engine {
                     if c.id == mc.id {
                         c.data_files = mc.data_files.clone();
                         c.index_file = mc.index.clone();
+                        c.payload_file = mc.payload_file.clone();
                     }
                 }
             }

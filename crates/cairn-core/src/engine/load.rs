@@ -90,6 +90,19 @@ pub(super) fn load_checkpoint(
                 }
             }
         }
+        c.payload.fields = mc
+            .payload_indexes
+            .iter()
+            .filter_map(|d| {
+                let path = crate::payload::validate_field(&d.field).ok()?;
+                Some((d.field.clone(), crate::payload::FieldIndex::new(d.field.clone(), path, d.kind)))
+            })
+            .collect();
+        let loaded = read_payload_file(storage, dir, mc, &c);
+        if loaded.is_some() {
+            c.payload_file = mc.payload_file.clone();
+        }
+        c.rebuild_derived(loaded);
         state.collections.insert(mc.name.clone(), c);
     }
     Ok((state, all_damaged))
@@ -291,4 +304,20 @@ fn read_index_file(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, p
             Err(e) => Err(e.to_string()),
         },
     }
+}
+
+/// The persisted payload indexes, if the manifest names a file that verifies, lists the
+/// manifest's indexes and refers only to live rows; otherwise None, and they are rebuilt from
+/// the rows (a damaged file is found and reported by scrub, and replaced at the next checkpoint).
+fn read_payload_file(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, c: &Collection) -> Option<crate::payload::PayloadIndexes> {
+    let f = mc.payload_file.as_ref()?;
+    let path = dir.join(DATA_DIR).join(&f.file);
+    let bytes = storage.read(&path).ok()?;
+    if bytes.len() as u64 != f.bytes || format!("{:016x}", xxh3(&bytes)) != f.xxh3 {
+        return None;
+    }
+    let (p, _) = crate::payload::decode_payload_file(&bytes, &path).ok()?;
+    let live = |l: &u64| c.live.contains_key(l);
+    let consistent = p.defs() == mc.payload_indexes && p.fields.values().all(|f| f.keys_of.keys().all(live));
+    consistent.then_some(p)
 }

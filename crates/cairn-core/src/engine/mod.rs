@@ -23,11 +23,13 @@ mod checkpoint;
 mod commit;
 mod load;
 mod open;
+mod payload_index;
 mod query;
 mod replication;
 mod retention;
 mod row_repair;
 pub mod truncate;
+mod select;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -47,8 +49,10 @@ use crate::wal::recovery::{RecoveryMode, RecoveryReport};
 use crate::wal::ship::ShipCursor;
 use crate::wal::writer::Prealloc;
 use checkpoint::Capture;
+pub use payload_index::PayloadIndexInfo;
 pub use query::{CollectionInfo, QueryOutput};
 pub use row_repair::{DamagedRow, RowCopy, RowRepairOutcome};
+pub use select::{ScannedRow, MAX_SCAN_PAGE};
 
 /// How far a write is durable when its promise resolves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,9 +4,10 @@
 
 use super::Engine;
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::index::IndexStats;
 use crate::metrics::observe_since;
-use crate::state::{Filter, Hit, SkippedRecord};
+use crate::state::{Hit, SkippedRecord, State};
 use crate::sync::{lock, read};
 
 /// A query's results: (id, score, metadata) best first, and the records it could not consider.
@@ -54,6 +55,10 @@ impl Engine {
     pub fn get(&self, collection: &str, id: &str) -> Result<Option<(Vec<f32>, String)>> {
         self.check_open()?;
         let st = read(&self.shared.state);
+        self.get_locked(&st, collection, id)
+    }
+
+    pub(super) fn get_locked(&self, st: &State, collection: &str, id: &str) -> Result<Option<(Vec<f32>, String)>> {
         let c = st.collection(collection)?;
         if let Some(u) = c.unreadable.get(id) {
             return Err(Error::corruption(
@@ -69,7 +74,7 @@ impl Engine {
         }
     }
 
-    fn damaged_in_memory(&self, collection: &str, id: &str) -> Error {
+    pub(super) fn damaged_in_memory(&self, collection: &str, id: &str) -> Error {
         Error::corruption(&self.shared.dir, 0, format!("in-memory copy of record '{id}' of collection '{collection}' fails its checksum"))
     }
 

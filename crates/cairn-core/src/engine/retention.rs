@@ -87,8 +87,11 @@ pub(super) fn prune_archive(storage: &dyn Storage, dir: &Path, opts: &Options) -
 /// checkpoint. Snapshots hold their own hard links, so removing ours loses nothing.
 pub(super) fn remove_orphan_data(storage: &dyn Storage, dir: &Path, m: &Manifest) -> Result<()> {
     let data_dir = dir.join(DATA_DIR);
-    let live: HashSet<&str> =
-        m.collections.iter().flat_map(|c| c.data_files.iter().chain(c.index.iter()).map(|s| s.file.as_str())).collect();
+    let live: HashSet<&str> = m
+        .collections
+        .iter()
+        .flat_map(|c| c.data_files.iter().chain(c.index.iter()).chain(c.payload_file.iter()).map(|s| s.file.as_str()))
+        .collect();
     let mut removed = false;
     for name in storage.list(&data_dir).map_err(|e| Error::io(&data_dir, e))? {
         if !live.contains(name.as_str()) {

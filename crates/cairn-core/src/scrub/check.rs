@@ -29,6 +29,9 @@ pub enum FileKind {
     WalTail,
     /// Any other file (`*.hnsw`): size and whole-file xxh3 against the expected values.
     Blob,
+    /// A payload index file (`*.pidx`): its framing and trailing xxh3, and the recorded size
+    /// and whole-file xxh3.
+    PayloadIndex,
 }
 
 impl FileKind {
@@ -41,6 +44,7 @@ impl FileKind {
             "wal" => FileKind::Wal,
             "wal-tail" => FileKind::WalTail,
             "blob" => FileKind::Blob,
+            "payload-index" => FileKind::PayloadIndex,
             _ => return None,
         })
     }

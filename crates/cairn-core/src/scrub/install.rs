@@ -93,7 +93,7 @@ pub fn install_copy_live(
             let named = m
                 .collections
                 .iter()
-                .flat_map(|c| c.data_files.iter().chain(c.index.iter()))
+                .flat_map(|c| c.data_files.iter().chain(c.index.iter()).chain(c.payload_file.iter()))
                 .any(|s| s.file == name && parse_xxh3(&s.xxh3) == Some(expected.xxh3));
             if !named {
                 return Ok(Install::Moot);

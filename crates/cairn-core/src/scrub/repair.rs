@@ -37,14 +37,21 @@ pub fn rebuild_live(engine: &Engine, rel: &str, note: &QuarantineNote) -> Result
         return Ok(Rebuild::Rebuilt { quarantined, checkpoint_seq: None });
     }
     let Some(name) = rel.strip_prefix(&format!("{DATA_DIR}/")) else { return Ok(Rebuild::Moot) };
-    let owner =
-        engine.manifest().collections.iter().find(|c| c.data_files.iter().chain(c.index.iter()).any(|s| s.file == name)).map(|c| c.id);
+    let owner = engine
+        .manifest()
+        .collections
+        .iter()
+        .find(|c| c.data_files.iter().chain(c.index.iter()).chain(c.payload_file.iter()).any(|s| s.file == name))
+        .map(|c| c.id);
     let Some(id) = owner else { return Ok(Rebuild::Moot) };
     let mut quarantined = None;
     let mut moot = false;
     let seq = engine.rewrite_collection_files(id, |m, dir| {
         // Checked again under the lock: a checkpoint may have replaced the file meanwhile.
-        moot = !m.collections.iter().any(|c| c.id == id && c.data_files.iter().chain(c.index.iter()).any(|s| s.file == name));
+        moot = !m
+            .collections
+            .iter()
+            .any(|c| c.id == id && c.data_files.iter().chain(c.index.iter()).chain(c.payload_file.iter()).any(|s| s.file == name));
         if !moot {
             quarantined = keep_in_quarantine(storage.as_ref(), dir, rel, note)?;
         }

@@ -57,7 +57,7 @@ pub fn verify_file_on(storage: &dyn Storage, path: &Path, kind: FileKind, expect
     let result = match kind {
         FileKind::Segment | FileKind::SegmentDeep => verify_segment_fast_or_deep(&mut f, kind, expected, &mut out, ctl),
         FileKind::Wal | FileKind::WalTail => verify_wal(path, &mut f, kind == FileKind::WalTail, expected.is_some(), &mut out, ctl),
-        FileKind::Manifest | FileKind::SnapshotManifest => verify_framed(&mut f, kind, &mut out, ctl),
+        FileKind::Manifest | FileKind::SnapshotManifest | FileKind::PayloadIndex => verify_framed(&mut f, kind, &mut out, ctl),
         FileKind::Blob => hash_all(&mut f, &mut out, ctl),
     };
     if let Err(e) = result {
@@ -83,6 +83,7 @@ fn verify_framed(f: &mut Source, kind: FileKind, out: &mut FileCheck, ctl: &Scan
 fn check_framed(buf: &[u8], kind: FileKind, out: &mut FileCheck) {
     let (magic, version) = match kind {
         FileKind::SnapshotManifest => (SNAPSHOT_MAGIC, SNAPSHOT_VERSION),
+        FileKind::PayloadIndex => (crate::payload::PAYLOAD_MAGIC, crate::payload::PAYLOAD_FILE_VERSION),
         _ => (manifest::MANIFEST_MAGIC, manifest::MANIFEST_VERSION),
     };
     let len = buf.len();
@@ -122,8 +123,9 @@ fn check_framed(buf: &[u8], kind: FileKind, out: &mut FileCheck) {
         }
     };
     let parsed = match kind {
-        FileKind::SnapshotManifest => serde_json::from_slice::<SnapshotInfo>(body).map(|_| ()),
-        _ => serde_json::from_slice::<Manifest>(body).map(|_| ()),
+        FileKind::SnapshotManifest => serde_json::from_slice::<SnapshotInfo>(body).map(|_| ()).map_err(|e| e.to_string()),
+        FileKind::PayloadIndex => crate::payload::decode_payload_file(buf, path).map(|_| ()).map_err(|e| e.to_string()),
+        _ => serde_json::from_slice::<Manifest>(body).map(|_| ()).map_err(|e| e.to_string()),
     };
     if let Err(e) = parsed {
         out.add(MANIFEST_HEADER_LEN as u64, Damage::Checksum, None, format!("body does not parse: {e}"));

@@ -199,6 +199,14 @@ function manifestTargets(m: NativeManifest): Target[] {
         expected: { bytes: c.index.bytes, xxh3: c.index.xxh3 },
         collection: c.name,
       });
+    if (c.payloadIndex)
+      out.push({
+        rel: `${LAYOUT.data}/${c.payloadIndex.file}`,
+        kind: 'payload-index',
+        area: 'data',
+        expected: { bytes: c.payloadIndex.bytes, xxh3: c.payloadIndex.xxh3 },
+        collection: c.name,
+      });
   }
   return out;
 }
@@ -584,7 +592,8 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
       const t = byRel.get(rel);
       if (!t) continue;
       const name = rel.split('/').pop()!;
-      const checkpointFile = /^\d{20}-\d{20}\./.test(name) && (name.endsWith(LAYOUT.dataExt) || name.endsWith(LAYOUT.graphExt));
+      const checkpointFile =
+        /^\d{20}-\d{20}\./.test(name) && (name.endsWith(LAYOUT.dataExt) || name.endsWith(LAYOUT.graphExt) || name.endsWith(LAYOUT.payloadExt));
       const collection = t.collection ?? (checkpointFile ? collectionById.get(name.slice(0, 20)) : undefined);
       for (const f of c.findings) {
         report.corrupt.push({

@@ -19,7 +19,7 @@ import {
   nativeModule,
 } from '../native.js';
 
-export type FileKindName = 'manifest' | 'snapshot-manifest' | 'segment' | 'wal' | 'wal-tail' | 'blob';
+export type FileKindName = 'manifest' | 'snapshot-manifest' | 'segment' | 'wal' | 'wal-tail' | 'blob' | 'payload-index';
 
 /** Where a file lives in the store directory; decides its repair candidates and repair order. */
 export type FileArea = 'manifest' | 'data' | 'archive' | 'wal' | 'snapshot';

@@ -1,0 +1,114 @@
+//! Filtered k-NN on clustered data (a gaussian mixture, 20k x 32, 50 clusters): recall@10 at
+//! ef = 64 against the exact filtered answer, for filters matching 50%, 10%, 1% and 0.1% of rows,
+//! without and then with a payload index on the filtered field. Every query must also return
+//! min(k, matching rows) results: the search keeps expanding past rows the filter rejects.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cairn_core::batch::{CollectionSpec, Op};
+use cairn_core::distance::Metric;
+use cairn_core::engine::{Engine, Options};
+use cairn_core::fault::FaultStorage;
+use cairn_core::filter::Filter;
+use cairn_core::payload::IndexKind;
+use cairn_core::wal::writer::Prealloc;
+
+const N: usize = 20_000;
+const DIM: usize = 32;
+const CLUSTERS: usize = 50;
+const QUERIES: usize = 100;
+const K: usize = 10;
+const EF: usize = 64;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+    fn gaussian(&mut self) -> f32 {
+        let (u, v) = (self.uniform(), self.uniform());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+}
+
+fn point(rng: &mut Rng, centres: &[Vec<f32>]) -> Vec<f32> {
+    let c = &centres[(rng.next_u64() % centres.len() as u64) as usize];
+    c.iter().map(|x| x + 0.5 * rng.gaussian()).collect()
+}
+
+/// (filter JSON, share of rows it should match)
+const FILTERS: [(&str, f64); 4] =
+    [(r#"{"b": {"$lt": 500}}"#, 0.5), (r#"{"b": {"$lt": 100}}"#, 0.1), (r#"{"b": {"$lt": 10}}"#, 0.01), (r#"{"b": 0}"#, 0.001)];
+
+fn recall_per_filter(e: &Engine, queries: &[Vec<f32>]) -> Vec<(f64, f64)> {
+    FILTERS
+        .iter()
+        .map(|(json, _)| {
+            let f = Filter::parse(json).expect("filter");
+            let matching = e.count_where("c", &f).expect("count");
+            let (mut hit, mut total) = (0usize, 0usize);
+            for q in queries {
+                let exact = e.query_exact("c", q, K, Some(&f)).expect("exact");
+                let approx = e.query("c", q, K, EF, Some(&f)).expect("query");
+                assert_eq!(approx.hits.len(), K.min(matching), "{json}: k results whenever k rows match");
+                total += exact.hits.len();
+                hit += approx.hits.iter().filter(|h| exact.hits.iter().any(|x| x.0 == h.0)).count();
+            }
+            (matching as f64 / N as f64, hit as f64 / total as f64)
+        })
+        .collect()
+}
+
+#[test]
+fn filtered_recall_at_every_selectivity_with_and_without_an_index() {
+    let opts = Options { storage: Arc::new(FaultStorage::new()), prealloc: Prealloc::Off, ..Options::default() };
+    let e = Engine::open(Path::new("/store"), opts).expect("open");
+    e.commit(&[Op::CreateCollection(CollectionSpec {
+        name: "c".into(),
+        dim: DIM as u32,
+        metric: Metric::L2,
+        m: 16,
+        ef_construction: 200,
+    })])
+    .expect("create");
+    let mut rng = Rng(42);
+    let centres: Vec<Vec<f32>> = (0..CLUSTERS).map(|_| (0..DIM).map(|_| rng.gaussian()).collect()).collect();
+    for chunk in 0..N / 2_000 {
+        let ops: Vec<Op> = (0..2_000)
+            .map(|i| {
+                let bucket = rng.next_u64() % 1_000;
+                Op::Upsert {
+                    collection: "c".into(),
+                    id: format!("r{:05}", chunk * 2_000 + i),
+                    vector: point(&mut rng, &centres),
+                    metadata: format!(r#"{{"b": {bucket}, "tag": "t{}"}}"#, bucket % 7),
+                }
+            })
+            .collect();
+        e.commit(&ops).expect("upsert");
+    }
+    e.wait_for_index("c").expect("indexed");
+    let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| point(&mut rng, &centres)).collect();
+
+    let plain = recall_per_filter(&e, &queries);
+    e.create_index("c", "b", IndexKind::Number).expect("index");
+    assert_eq!(e.indexes("c").expect("indexes")[0].entries, N);
+    let indexed = recall_per_filter(&e, &queries);
+    for (i, (json, share)) in FILTERS.iter().enumerate() {
+        for (what, (matched, recall)) in [("no index", plain[i]), ("index", indexed[i])] {
+            eprintln!("{json} ({what}): matches {:.2}% of rows, recall@{K} {recall:.3}", matched * 100.0);
+            assert!((matched - share).abs() < share * 0.5 + 0.0005, "{json}: matched {matched}, expected about {share}");
+            assert!(recall >= 0.95, "{json} ({what}): recall@{K} {recall} at ef {EF}");
+        }
+    }
+    e.close().expect("close");
+}
