@@ -10,6 +10,7 @@
 //! <store>/data/<coll:020>-<seq:020>.hnsw persisted HNSW graphs
 //! <store>/snapshots/<id>/SNAPSHOT       snapshot manifest (+ MANIFEST, data/, wal/)
 //! <store>/quarantine/<name>[.note]      damaged bytes kept, never deleted
+//! <store>/SCRUB_RESULT                  the last scrub's counts, atomically replaced
 //! ```
 //! TypeScript reads these names from the binding (`layout()`), never spells them again.
 
@@ -26,6 +27,8 @@ pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const SNAPSHOT_FILE: &str = "SNAPSHOT";
 pub const QUARANTINE_DIR: &str = "quarantine";
 pub const NOTE_SUFFIX: &str = ".note";
+/// The last scrub's result (docs/format.md, "Scrub result").
+pub const SCRUB_RESULT_FILE: &str = "SCRUB_RESULT";
 /// Suffix of a file being written before its rename into place.
 pub const TMP_SUFFIX: &str = ".tmp";
 /// Suffix of a repaired copy being installed by scrub.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fault;
 pub mod hnsw;
 pub mod index;
+pub mod inspect;
 pub mod keyed_hash;
 pub mod layout;
 pub mod manifest;
