@@ -714,7 +714,10 @@ test('cli_s3_backup_prints_nothing_on_stderr', async (ctx) => {
   // The CLI's own environment, without the SDK's switch: it must not warn on Node 20.
   const env = { ...process.env, CAIRN_S3_ENDPOINT: s3!.endpoint };
   delete env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED;
-  for (const args of [['backup', dir, '--to', url], ['backups', url]]) {
+  for (const args of [
+    ['backup', dir, '--to', url],
+    ['backups', url],
+  ]) {
     const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 60_000 });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toBe('');

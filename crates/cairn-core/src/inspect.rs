@@ -231,13 +231,8 @@ mod tests {
         let counts: Vec<(String, u64)> = v.collections.iter().map(|c| (c.name.clone(), c.count)).collect();
         assert_eq!(counts, vec![("a".to_string(), 10), ("b".to_string(), 1)]);
         // Tear the last record: the view ends one record earlier and nothing changes on disk.
-        let seg = fs
-            .list(&dir.join(WAL_DIR))
-            .expect("list")
-            .into_iter()
-            .filter_map(|n| parse_wal_segment_name(&n))
-            .max()
-            .expect("a segment");
+        let seg =
+            fs.list(&dir.join(WAL_DIR)).expect("list").into_iter().filter_map(|n| parse_wal_segment_name(&n)).max().expect("a segment");
         let path = dir.join(WAL_DIR).join(wal_segment_name(seg));
         let before = fs.read(&path).expect("read");
         let scan = scan_segment(&before, seg);

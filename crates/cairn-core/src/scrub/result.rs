@@ -123,7 +123,16 @@ mod tests {
     use crate::fault::{CrashKind, FaultStorage};
 
     fn sample() -> ScrubResult {
-        ScrubResult { time_ms: 1_700_000_000_123, duration_ms: 42, files: 7, bytes: 123_456_789, corrupt: 2, repaired: 1, unrepaired: 1, repair: true }
+        ScrubResult {
+            time_ms: 1_700_000_000_123,
+            duration_ms: 42,
+            files: 7,
+            bytes: 123_456_789,
+            corrupt: 2,
+            repaired: 1,
+            unrepaired: 1,
+            repair: true,
+        }
     }
 
     #[test]

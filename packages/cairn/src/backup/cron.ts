@@ -18,8 +18,7 @@ export interface Cron {
 export function parseCron(expression: unknown): Cron {
   if (typeof expression !== 'string') throw invalidArgument('cron expression must be a string like "0 2 * * *"');
   const fields = expression.trim().split(/\s+/).length;
-  if (fields !== 5)
-    throw invalidArgument(`cron expression '${expression}' must have 5 fields (minute hour day-of-month month day-of-week), not ${fields}`);
+  if (fields !== 5) throw invalidArgument(`cron expression '${expression}' must have 5 fields (minute hour day-of-month month day-of-week), not ${fields}`);
   let spec: Croner;
   try {
     // `paused` and no callback: croner starts no timer of its own.

@@ -6,9 +6,11 @@
  * repaired (the last scrub left some, or, before any scrub, recovery found unreadable records),
  * or when replication says this node is fenced or a replica cut off from its primary.
  */
+import { CairnError } from '../errors.js';
 import type { NativeEngineStats } from '../native.js';
+import { readLastScrub } from '../scrub/result.js';
 import type { OpsHistory } from './history.js';
-import type { OpsSource, ReplicationStatusLike } from './types.js';
+import type { OpsSource, ReplicationStatusLike, ScrubRecord } from './types.js';
 
 export interface HealthReport {
   ok: boolean;
@@ -25,12 +27,31 @@ export interface HealthInputs {
   replication: ReplicationStatusLike | null;
 }
 
+/**
+ * The last scrub: this process's own (with its damage list), else the one recorded on disk by
+ * any process (`SCRUB_RESULT`, counts only). A damaged record file is reported, not hidden.
+ */
+export function lastScrub(source: OpsSource, history: OpsHistory): { scrub: ScrubRecord | null; error: string | null } {
+  if (history.lastScrub) return { scrub: history.lastScrub, error: null };
+  try {
+    const d = readLastScrub(source.dir);
+    if (!d) return { scrub: null, error: null };
+    const { repair: _repair, ...counts } = d;
+    const damage = d.unrepaired > 0 ? [`${d.unrepaired} damaged file(s) left unrepaired (see cairn scrub)`] : [];
+    return { scrub: { ...counts, unreadableRecords: 0, damage }, error: null };
+  } catch (e) {
+    if (!(e instanceof CairnError)) throw e;
+    return { scrub: null, error: `${e.code}: ${e.message}` };
+  }
+}
+
 export function health({ source, history, unreadableAtOpen, closed, replication }: HealthInputs): HealthReport {
   const reasons: string[] = [];
   if (closed) reasons.push('closed: the store is closed');
   const poisoned = closed ? null : source.poisoned;
   if (poisoned !== null) reasons.push(`poisoned: writes are refused after a failed write or fsync (${poisoned})`);
-  const last = history.lastScrub;
+  const { scrub: last, error: scrubError } = lastScrub(source, history);
+  if (scrubError) reasons.push(`scrub result unreadable: ${scrubError}`);
   if (last) {
     if (last.unrepaired + last.unreadableRecords > 0) {
       reasons.push(
@@ -58,6 +79,7 @@ export async function storeStatus(inputs: HealthInputs & { engine: NativeEngineS
   const { source, history, engine, replication } = inputs;
   const [snapshots, range] = await Promise.all([source.snapshots(), source.recoverableRange().catch(() => null)]);
   const h = health(inputs);
+  const last = lastScrub(source, history);
   return {
     dir: source.dir,
     time: new Date().toISOString(),
@@ -70,7 +92,8 @@ export async function storeStatus(inputs: HealthInputs & { engine: NativeEngineS
       to: { seq: range.to.seq.toString(), time: range.to.time.toISOString() },
     },
     snapshots: snapshots.map((s) => ({ id: s.id, seq: s.seq.toString(), time: s.time.toISOString(), kind: s.kind, bytes: s.bytes })),
-    lastScrub: history.lastScrub && { ...history.lastScrub, time: history.lastScrub.time.toISOString() },
+    lastScrub: last.scrub && { ...last.scrub, time: last.scrub.time.toISOString() },
+    lastScrubError: last.error,
     scrubs: history.scrubs.map((s) => ({ ...s, time: s.time.toISOString() })),
     backups: [...history.backups.values()].map((t) => ({
       target: t.target,

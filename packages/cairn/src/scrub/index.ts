@@ -22,6 +22,7 @@ import { CairnError, fromNative } from '../errors.js';
 import { LAYOUT } from '../layout.js';
 import { type NativeFileCheck, type NativeManifest, type NativeSnapshotInfo, type NativeStore, nativeModule } from '../native.js';
 import { checkKnownKeys, checkPlainObject, checkPositiveInt } from '../validate.js';
+import { writeLastScrub } from './result.js';
 import {
   type DamagedFile,
   defaultSources,
@@ -599,6 +600,7 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
     if (opts.repair) await repairAll(ctx, opts, verifier, damaged, report);
     else for (const d of damaged) report.unrepaired.push({ file: d.rel, reason: 'repair was not requested' });
     report.durationMs = Math.round(performance.now() - started);
+    writeLastScrub(dir, report, opts.repair);
     return report;
   } catch (e) {
     throw e instanceof CairnError ? e : fromNative(e);
