@@ -2,6 +2,7 @@
 // process writes it; the recoverable range carries real commit times, and a --time outside it is
 // refused with the range in ISO form.
 import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -104,6 +105,48 @@ describe('status and range', () => {
     }
     expect(reads).toBeGreaterThan(3);
     await child.kill();
+  });
+
+  test('last_scrub_result_is_on_disk_for_status_and_http_status_and_a_damaged_record_is_reported', async () => {
+    const dir = join(tempDir('status-scrub'), 'store');
+    const db = await open(dir);
+    const docs = await db.createCollection('docs', { dim: 4, metric: 'l2' });
+    await docs.upsert([1, 2, 3].map((i) => ({ id: `r${i}`, vector: [i, 0, 0, 0] })));
+    await db.checkpoint();
+    await db.close();
+    expect(JSON.parse(cli('status', dir, '--json').stdout).lastScrub).toBeNull();
+    expect(cli('status', dir).stdout).toContain('last scrub: none recorded');
+
+    const scrubbed = cli('scrub', dir, '--json');
+    expect(scrubbed.status, scrubbed.stderr).toBe(0);
+    const report = JSON.parse(scrubbed.stdout);
+    const s = JSON.parse(cli('status', dir, '--json').stdout);
+    expect(s.lastScrubError).toBeNull();
+    expect(s.lastScrub).toMatchObject({ files: report.files, bytes: report.bytes, corrupt: 0, repaired: 0, unrepaired: 0, repair: false });
+    expect(s.lastScrub.bytes).toBeGreaterThan(0);
+    expect(Math.abs(Date.parse(s.lastScrub.time) - Date.now())).toBeLessThan(120_000);
+    expect(cli('status', dir).stdout).toMatch(new RegExp(`last scrub: ${ISO.source}, ${report.files} files, .* 0 corrupt, 0 repaired, 0 unrepaired`));
+
+    // Another process's /status shows the scrub recorded on disk.
+    const again = await open(dir, { create: false });
+    const server = await again.serveHttp({ listen: '127.0.0.1:0' });
+    try {
+      const st = await (await fetch(`${server.url}/status`)).json();
+      expect(st.lastScrub).toMatchObject({ files: report.files, bytes: report.bytes, corrupt: 0, unrepaired: 0 });
+      expect((await fetch(`${server.url}/health`)).status).toBe(200);
+    } finally {
+      await server.close();
+      await again.close();
+    }
+
+    // A flipped bit in the record is reported as such, never read as a result.
+    const path = join(dir, 'SCRUB_RESULT');
+    const bytes = readFileSync(path);
+    bytes[40] = (bytes[40] as number) ^ 0x01;
+    writeFileSync(path, bytes);
+    const bad = JSON.parse(cli('status', dir, '--json').stdout);
+    expect(bad.lastScrub).toBeNull();
+    expect(bad.lastScrubError).toMatch(/^CAIRN_CORRUPTION/);
   });
 
   test('range_starts_at_the_first_commit_time_and_earlier_times_are_refused_in_iso', async () => {
