@@ -1,7 +1,7 @@
 // db.serveHttp(): the routes, loopback-only without a token, bearer tokens, no bodies, JSON
 // errors, and /health flipping to 503 on poison and on unrepaired damage (and back to 200
 // after a repair).
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
@@ -183,6 +183,49 @@ describe('http', () => {
       expect(await next()).toEqual({ closed: true });
     } finally {
       child.kill('SIGKILL');
+    }
+  });
+
+  test('status_lists_the_configured_backup_targets_catalogs_made_by_other_processes', async () => {
+    const dir = tempDir('cairn-http-catalog-');
+    const db = await open(dir);
+    await (await db.createCollection('docs', { dim: 2 })).upsert([{ id: 'a', vector: [1, 0] }]);
+    await db.close();
+    const target = `file://${tempDir('cairn-http-catalog-target-')}`;
+    const other = `file://${tempDir('cairn-http-catalog-other-')}`;
+    const env = { ...process.env, CAIRN_BACKUP_KEY: '' };
+    const child = spawn(process.execPath, [CLI, 'serve', dir, '--http', '127.0.0.1:0', '--backup-target', target, '--backup-target', other, '--json'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env,
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    try {
+      const first = await createInterface({ input: child.stdout })[Symbol.asyncIterator]().next();
+      const { url } = JSON.parse(first.value as string) as { url: string };
+      // Two backups by other processes (the CLI) while the server holds the store open.
+      const ids: string[] = [];
+      for (const kind of ['full', 'incremental']) {
+        const r = spawnSync(process.execPath, [CLI, 'backup', dir, '--to', target, '--kind', kind, '--json'], { encoding: 'utf8', env, timeout: 60_000 });
+        expect(r.status, r.stderr).toBe(0);
+        ids.push(JSON.parse(r.stdout).id);
+      }
+      const status = JSON.parse((await call(`${url}/status`)).body);
+      expect(status.backups).toHaveLength(2);
+      const [t, o] = status.backups;
+      expect(t).toMatchObject({ target, from: 'catalog', ok: 2, failed: 0, error: null, lastGood: { id: ids[1], kind: 'incremental' } });
+      expect(t.last).toMatchObject({ ok: true, id: ids[1] });
+      expect(o).toMatchObject({ target: other, from: 'catalog', ok: 0, failed: 0, last: null, lastGood: null });
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+
+    const db2 = await open(dir);
+    try {
+      await expect(db2.serveHttp({ listen: '127.0.0.1:0', backups: 'file:///x' as never })).rejects.toThrow(/options\.backups must be a BackupManager/);
+    } finally {
+      await db2.close();
     }
   });
 

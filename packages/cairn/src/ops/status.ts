@@ -9,6 +9,7 @@
 import { CairnError } from '../errors.js';
 import type { NativeEngineStats } from '../native.js';
 import { readLastScrub } from '../scrub/result.js';
+import type { CatalogEntry } from './backup-catalogs.js';
 import type { OpsHistory } from './history.js';
 import type { OpsSource, ReplicationStatusLike, ScrubRecord } from './types.js';
 
@@ -75,8 +76,8 @@ function summary(h: NativeEngineStats['fsync']) {
   return { count: h.count, sumSeconds: h.sum };
 }
 
-export async function storeStatus(inputs: HealthInputs & { engine: NativeEngineStats }) {
-  const { source, history, engine, replication } = inputs;
+export async function storeStatus(inputs: HealthInputs & { engine: NativeEngineStats; catalogs?: CatalogEntry[] }) {
+  const { source, history, engine, replication, catalogs = [] } = inputs;
   const [snapshots, range] = await Promise.all([source.snapshots(), source.recoverableRange().catch(() => null)]);
   const h = health(inputs);
   const last = lastScrub(source, history);
@@ -95,13 +96,30 @@ export async function storeStatus(inputs: HealthInputs & { engine: NativeEngineS
     lastScrub: last.scrub && { ...last.scrub, time: last.scrub.time.toISOString() },
     lastScrubError: last.error,
     scrubs: history.scrubs.map((s) => ({ ...s, time: s.time.toISOString() })),
-    backups: [...history.backups.values()].map((t) => ({
-      target: t.target,
-      ok: t.ok,
-      failed: t.failed,
-      last: { ok: t.last.ok, id: t.last.id, kind: t.last.kind, time: t.last.time.toISOString(), error: t.last.error ?? null },
-      lastGood: t.lastGood && { id: t.lastGood.id, kind: t.lastGood.kind, time: t.lastGood.time.toISOString() },
-    })),
+    // Configured targets (serveHttp({ backups })) as their catalogs list them; other targets this
+    // process backed up to, from what it saw (`from` says which).
+    backups: [
+      ...catalogs.map((c) => ({
+        target: c.target,
+        from: 'catalog' as const,
+        ok: c.ok,
+        failed: c.failed,
+        last: c.last && { ok: c.last.ok, id: c.last.id, kind: c.last.kind, time: c.last.time.toISOString(), error: c.last.error ?? null },
+        lastGood: c.lastGood && { id: c.lastGood.id, kind: c.lastGood.kind, time: c.lastGood.time.toISOString() },
+        error: c.error,
+      })),
+      ...[...history.backups.values()]
+        .filter((t) => !catalogs.some((c) => c.target === t.target))
+        .map((t) => ({
+          target: t.target,
+          from: 'this process' as const,
+          ok: t.ok,
+          failed: t.failed,
+          last: { ok: t.last.ok, id: t.last.id, kind: t.last.kind, time: t.last.time.toISOString(), error: t.last.error ?? null },
+          lastGood: t.lastGood && { id: t.lastGood.id, kind: t.lastGood.kind, time: t.lastGood.time.toISOString() },
+          error: null,
+        })),
+    ],
     replication: replication && {
       ...replication,
       epoch: replication.epoch === undefined ? undefined : replication.epoch.toString(),

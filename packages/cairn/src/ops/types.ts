@@ -72,6 +72,22 @@ export interface OpsSource {
   replicationStatus?: () => unknown;
 }
 
+/** One backup as a target's catalog lists it (the part of `BackupMetadata` `/status` reads). */
+export interface BackupListing {
+  id: string;
+  target: string;
+  kind: string;
+  status: string;
+  timestamp: Date;
+  error: string | null;
+}
+
+/** Where a store's backups go and how to list them: a `BackupManager` satisfies it. */
+export interface BackupCatalog {
+  readonly targets: string[];
+  list(): Promise<BackupListing[]>;
+}
+
 /** A scrub as remembered for status and metrics. */
 export interface ScrubRecord {
   time: Date;
