@@ -64,8 +64,12 @@ export function health({ source, history, unreadableAtOpen, closed, replication 
   }
   if (replication) {
     const state = replication.state ?? '';
-    if (replication.fenced === true || state === 'fenced') reasons.push('replication: this node is fenced (a newer primary exists)');
-    else if (replication.role === 'replica' && (replication.connected === false || state === 'disconnected')) {
+    // A replica that refused its primary's frames for a stale epoch (or was refused for one)
+    // is fenced off from it until failover sorts the roles out.
+    const fencedError = replication.role === 'replica' && state !== 'streaming' && (replication.lastError ?? '').startsWith('CAIRN_FENCED');
+    if (replication.fenced === true || state === 'fenced' || fencedError) {
+      reasons.push(`replication: this node is fenced (a newer primary exists)${fencedError ? `: ${replication.lastError}` : ''}`);
+    } else if (replication.role === 'replica' && (replication.connected === false || state === 'disconnected')) {
       reasons.push('replication: this replica is disconnected from its primary');
     }
   }

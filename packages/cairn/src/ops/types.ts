@@ -23,6 +23,8 @@ export interface ReplicationStatusLike {
   fenced?: boolean;
   connected?: boolean;
   state?: string;
+  /** A replica's last connection error (`CODE: message`). */
+  lastError?: string;
   replicas?: ReplicaStatusLike[];
 }
 
@@ -56,6 +58,7 @@ export function asReplicationStatus(raw: unknown): ReplicationStatusLike | null 
     fenced: bool(r.fenced),
     connected: bool(r.connected),
     state: str(r.state),
+    lastError: str(r.lastError),
     replicas,
   };
 }
