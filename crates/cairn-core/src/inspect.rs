@@ -155,7 +155,7 @@ fn replay_wal(storage: &dyn Storage, dir: &Path, m: &Manifest, mut colls: BTreeM
             if header.seq != last_seq + 1 {
                 break 'segments;
             }
-            let payload = &buf[payload_start..payload_start + header.payload_len as usize];
+            let payload = &buf[payload_start..payload_start + header.payload_len];
             let path = dir.join(WAL_DIR).join(wal_segment_name(first));
             let ops = batch::decode(payload).map_err(|e| Error::corruption(&path, 0, format!("seq {}: {e}", header.seq)))?;
             apply(&mut colls, ops);
