@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { BackupManager, open, type ScrubProgress, scrub } from 'cairndb';
+import { BackupManager, open, recoverableRange, restore, type ScrubProgress, scrub } from 'cairndb';
 import { describe, expect, test } from 'vitest';
 
 import { tempDir } from './helpers.js';
@@ -98,11 +98,32 @@ describe('progress', () => {
       const phases: Array<{ phase: string; bytes: number; totalBytes: number }> = [];
       await backups.restore(id, join(root, 'restored'), { onProgress: (p) => phases.push(p) });
       for (const p of phases) expect(p.bytes).toBeLessThanOrEqual(p.totalBytes);
-      expect(new Set(phases.map((p) => p.phase))).toEqual(new Set(['verify', 'write']));
+      expect(new Set(phases.map((p) => p.phase))).toEqual(new Set(['verify', 'write', 'restore']));
+      const lastRestore = phases.filter((p) => p.phase === 'restore').at(-1)!;
+      expect(lastRestore.bytes).toBe(lastRestore.totalBytes);
+      expect(lastRestore.totalBytes).toBeGreaterThan(0);
       const lastWrite = phases.filter((p) => p.phase === 'write').at(-1)!;
       expect(lastWrite.bytes).toBe(lastWrite.totalBytes);
     } finally {
       await backups.close();
+    }
+  });
+
+  test('pitr_restore_progress_stays_within_and_ends_at_its_total', async () => {
+    const root = tempDir('progress-restore');
+    const dir = join(root, 'store');
+    await busyStore(dir);
+    const range = await recoverableRange(dir);
+    for (const [name, to] of [
+      ['latest', undefined],
+      ['middle', { seq: (range.from.seq + range.to.seq) / 2n }],
+    ] as const) {
+      const seen: Array<{ bytes: number; totalBytes: number }> = [];
+      await restore({ source: dir, target: join(root, `r-${name}`), ...(to ? { to } : {}), onProgress: (p) => seen.push(p) });
+      expect(seen.length, name).toBeGreaterThan(0);
+      for (const p of seen) expect(p.bytes).toBeLessThanOrEqual(p.totalBytes);
+      expect(seen.at(-1)!.totalBytes, name).toBeGreaterThan(100_000);
+      expect(seen.at(-1)!.bytes, name).toBe(seen.at(-1)!.totalBytes);
     }
   });
 
@@ -123,6 +144,7 @@ describe('progress', () => {
       ['backup', dir, '--to', url, '--kind', 'incremental'],
       ['verify', url, id],
       ['restore-backup', url, id, join(root, 'r-pipe')],
+      ['restore', dir, join(root, 'pitr-pipe')],
     ]) {
       const r = run(args, env);
       expect(r.status, `${args[0]}: ${r.stderr}`).toBe(0);
@@ -137,6 +159,7 @@ describe('progress', () => {
       ['backup', ['backup', dir, '--to', url]],
       ['verify', ['verify', url, id]],
       ['restore-backup', ['restore-backup', url, id, join(root, 'r-tty')]],
+      ['restore', ['restore', dir, join(root, 'pitr-tty')]],
     ] as const) {
       const r = onTty([...args]);
       expect(r.status, r.screen).toBe(0);

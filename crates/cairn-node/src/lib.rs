@@ -31,6 +31,7 @@ mod recovery_report;
 mod repair;
 mod replication;
 mod restore;
+mod restore_progress;
 mod scrub;
 mod scrub_result;
 mod snapshot;

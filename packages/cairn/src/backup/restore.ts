@@ -17,8 +17,9 @@ import { type BackupSettings, isBackupId } from './settings.js';
 import type { VerifyProblem } from './types.js';
 import { checkOnTarget, type TargetCheck } from './verify.js';
 
-/** Bytes of the backup's files checked (`verify`), then written out (`write`), on one target. */
-export type RestoreProgress = (p: { phase: 'verify' | 'write'; target: string; bytes: number; totalBytes: number }) => void;
+/** Bytes of the backup's files checked (`verify`), written out (`write`), then restored from
+ *  them (`restore`: the point-in-time restore's own progress), on one target. */
+export type RestoreProgress = (p: { phase: 'verify' | 'write' | 'restore'; target: string; bytes: number; totalBytes: number }) => void;
 
 export async function restoreBackup(
   settings: BackupSettings,
@@ -33,7 +34,7 @@ export async function restoreBackup(
   const to = o.to as RestoreTo | undefined;
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalidArgument('options.onProgress must be a function');
   const onProgress = o.onProgress as RestoreProgress | undefined;
-  const phase = (p: 'verify' | 'write') =>
+  const phase = (p: 'verify' | 'write' | 'restore') =>
     onProgress ? (x: { target: string; bytes: number; totalBytes: number }) => onProgress({ phase: p, ...x }) : undefined;
   const target = resolvePath(targetDir);
   try {
@@ -68,7 +69,13 @@ export async function restoreBackup(
         failures.push(...(again?.problems ?? []));
         continue;
       }
-      const r = await restoreStore({ source: tmp, target, ...(to !== undefined ? { to } : {}) });
+      const restoring = phase('restore');
+      const r = await restoreStore({
+        source: tmp,
+        target,
+        ...(to !== undefined ? { to } : {}),
+        ...(restoring ? { onProgress: (p: { bytes: number; totalBytes: number }) => restoring({ target: t.url, ...p }) } : {}),
+      });
       return { ...r, backup: id, from: t.url };
     } finally {
       await rm(tmp, { recursive: true, force: true });
