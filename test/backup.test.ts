@@ -681,6 +681,14 @@ test('cron_parser_matches_and_rejects_with_field_names', () => {
       .next(new Date(at(2026, 11, 24, 12, 0)))
       .getDay(),
   ).toBe(0);
+  // Vixie cron: day-of-month and day-of-week both restricted match either (the 1st, or a Monday).
+  expect(
+    parseCron('0 0 1 * 1')
+      .next(new Date(at(2026, 5, 2, 0, 0)))
+      .getTime(),
+  ).toBe(at(2026, 5, 4, 0, 0));
+  expect(parseCron('0 0 1 * 1').matches(new Date(at(2026, 6, 1, 0, 0)))).toBe(true);
+  expect(parseCron('0 0 1 * 1').matches(new Date(at(2026, 6, 2, 0, 0)))).toBe(false);
   expect(
     parseCron('0 9-17/4 * * 1-5')
       .next(new Date(at(2026, 11, 27, 18, 0)))
