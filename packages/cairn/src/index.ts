@@ -29,6 +29,8 @@ export { clusterStatus } from './failover/status.js';
 export type { DiskUse, InspectedCollection, StoreInspection } from './inspect.js';
 export { inspectStore } from './inspect.js';
 export type { HealthReport, HttpServer, ServeHttpOptions, StoreStatus } from './ops/index.js';
+export type { BackupCatalog } from './ops/types.js';
+export type { LastScrub } from './scrub/result.js';
 export type { OpenReplicaOptions } from './replication/replica.js';
 export { openReplica, Replica } from './replication/replica.js';
 export type { ReplicationServer, ServeReplicationOptions } from './replication/server.js';
