@@ -681,6 +681,14 @@ test('cron_parser_matches_and_rejects_with_field_names', () => {
       .next(new Date(at(2026, 11, 24, 12, 0)))
       .getDay(),
   ).toBe(0);
+  // Vixie cron: day-of-month and day-of-week both restricted match either (the 1st, or a Monday).
+  expect(
+    parseCron('0 0 1 * 1')
+      .next(new Date(at(2026, 5, 2, 0, 0)))
+      .getTime(),
+  ).toBe(at(2026, 5, 4, 0, 0));
+  expect(parseCron('0 0 1 * 1').matches(new Date(at(2026, 6, 1, 0, 0)))).toBe(true);
+  expect(parseCron('0 0 1 * 1').matches(new Date(at(2026, 6, 2, 0, 0)))).toBe(false);
   expect(
     parseCron('0 9-17/4 * * 1-5')
       .next(new Date(at(2026, 11, 27, 18, 0)))
@@ -688,18 +696,39 @@ test('cron_parser_matches_and_rejects_with_field_names', () => {
   ).toBe(at(2026, 11, 30, 9, 0));
   const bad: Array<[string, RegExp]> = [
     ['* * * *', /must have 5 fields/],
-    ['60 * * * *', /minute field '60': 60 is outside 0-59/],
-    ['0 24 * * *', /hour field/],
-    ['*/0 * * * *', /step '0' must be a positive integer/],
-    ['0 0 32 * *', /day of month field/],
-    ['0 0 * 13 *', /month field/],
-    ['0 0 * * 8', /day of week field/],
-    ['5-1 * * * *', /backwards/],
-    ['a * * * *', /'a' is not a number/],
+    ['60 * * * *', /'60 \* \* \* \*'.*minute: 60/],
+    ['0 24 * * *', /hour: 24/],
+    ['*/0 * * * *', /illegal stepping: 0/],
+    ['0 0 32 * *', /for day/],
+    ['0 0 * 13 *', /for month/],
+    ['0 0 * * 8', /dayOfWeek: 8/],
+    ['5-1 * * * *', /larger than to value/],
+    ['a * * * *', /illegal characters/],
     ['0 0 31 2 *', /never matches/],
   ];
   for (const [expr, m] of bad) {
     expect(() => parseCron(expr).next(new Date(0)), expr).toThrow(m);
+  }
+});
+
+test('cli_s3_backup_prints_nothing_on_stderr', async (ctx) => {
+  if (!s3) ctx.skip();
+  const model = new Model();
+  const dir = newDir('store');
+  const db = await newStore(dir, model);
+  await writeSome(db, model, 5, 1);
+  await db.close();
+  const url = `s3://${await s3!.bucket(`cairn-quiet-${dirCount++}`)}/p`;
+  // The CLI's own environment, without the SDK's switch: it must not warn on Node 20.
+  const env = { ...process.env, CAIRN_S3_ENDPOINT: s3!.endpoint };
+  delete env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED;
+  for (const args of [
+    ['backup', dir, '--to', url],
+    ['backups', url],
+  ]) {
+    const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toBe('');
   }
 });
 

@@ -30,6 +30,8 @@ export function tempDir(prefix = 'cairn-test-'): string {
 const STORE_CHILD = fileURLToPath(new URL('./fixtures/store-child.mjs', import.meta.url));
 
 export interface Child {
+  /** Every complete line printed so far. */
+  readonly lines: readonly string[];
   /** Resolves with every line printed up to and including the first one that `until` accepts. */
   waitFor(until: (line: string) => boolean): Promise<string[]>;
   /** SIGKILL, resolving once the process is gone. */
@@ -63,6 +65,7 @@ export function storeChild(args: string[]): Child {
   let done = false;
   void exited.then(() => (done = true));
   return {
+    lines,
     exited,
     waitFor(until) {
       return new Promise((resolve, reject) => {

@@ -1,7 +1,7 @@
 // db.serveHttp(): the routes, loopback-only without a token, bearer tokens, no bodies, JSON
 // errors, and /health flipping to 503 on poison and on unrepaired damage (and back to 200
 // after a repair).
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
@@ -15,6 +15,34 @@ import { tempDir } from './helpers.js';
 import { parseProm, value } from './prom.js';
 
 const CHILD = fileURLToPath(new URL('./fixtures/http-poison-child.mjs', import.meta.url));
+const REPL_NODE = fileURLToPath(new URL('./fixtures/repl-node.mjs', import.meta.url));
+
+/** A replication node in its own process (test/fixtures/repl-node.mjs) serving HTTP too. */
+async function replNode(config: Record<string, unknown>): Promise<{ proc: ChildProcess; http: string; address?: string }> {
+  const proc = spawn(
+    process.execPath,
+    [REPL_NODE, JSON.stringify({ token: 'a-replication-token-of-32-bytes-or-more', http: true, heartbeatMs: 100, ...config })],
+    {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    },
+  );
+  const first = await createInterface({ input: proc.stdout! })[Symbol.asyncIterator]().next();
+  if (first.done) throw new Error(`node ${String(config.nodeId)} exited before it was ready`);
+  const ready = JSON.parse(first.value as string) as { http: string; address?: string };
+  return { proc, http: ready.http, ...(ready.address ? { address: ready.address } : {}) };
+}
+
+/** Poll `url`'s /health until `want` says yes (at most 15 s); returns the last answer. */
+async function healthUntil(url: string, want: (h: { status: number; body: { ok: boolean; reasons: string[] } }) => boolean) {
+  let h = { status: 0, body: { ok: false, reasons: [] as string[] } };
+  for (let i = 0; i < 150; i++) {
+    const r = await call(`${url}/health`);
+    h = { status: r.status, body: JSON.parse(r.body) };
+    if (want(h)) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return h;
+}
 const CLI = fileURLToPath(new URL('../packages/cairn/dist/cli.js', import.meta.url));
 const TOKEN = 'a-token-of-enough-length';
 
@@ -183,6 +211,86 @@ describe('http', () => {
       expect(await next()).toEqual({ closed: true });
     } finally {
       child.kill('SIGKILL');
+    }
+  });
+
+  test('status_lists_the_configured_backup_targets_catalogs_made_by_other_processes', async () => {
+    const dir = tempDir('cairn-http-catalog-');
+    const db = await open(dir);
+    await (await db.createCollection('docs', { dim: 2 })).upsert([{ id: 'a', vector: [1, 0] }]);
+    await db.close();
+    const target = `file://${tempDir('cairn-http-catalog-target-')}`;
+    const other = `file://${tempDir('cairn-http-catalog-other-')}`;
+    const env = { ...process.env, CAIRN_BACKUP_KEY: '' };
+    const child = spawn(process.execPath, [CLI, 'serve', dir, '--http', '127.0.0.1:0', '--backup-target', target, '--backup-target', other, '--json'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env,
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    try {
+      const first = await createInterface({ input: child.stdout })[Symbol.asyncIterator]().next();
+      const { url } = JSON.parse(first.value as string) as { url: string };
+      // Two backups by other processes (the CLI) while the server holds the store open.
+      const ids: string[] = [];
+      for (const kind of ['full', 'incremental']) {
+        const r = spawnSync(process.execPath, [CLI, 'backup', dir, '--to', target, '--kind', kind, '--json'], { encoding: 'utf8', env, timeout: 60_000 });
+        expect(r.status, r.stderr).toBe(0);
+        ids.push(JSON.parse(r.stdout).id);
+      }
+      const status = JSON.parse((await call(`${url}/status`)).body);
+      expect(status.backups).toHaveLength(2);
+      const [t, o] = status.backups;
+      expect(t).toMatchObject({ target, from: 'catalog', ok: 2, failed: 0, error: null, lastGood: { id: ids[1], kind: 'incremental' } });
+      expect(t.last).toMatchObject({ ok: true, id: ids[1] });
+      expect(o).toMatchObject({ target: other, from: 'catalog', ok: 0, failed: 0, last: null, lastGood: null });
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+
+    const db2 = await open(dir);
+    try {
+      await expect(db2.serveHttp({ listen: '127.0.0.1:0', backups: 'file:///x' as never })).rejects.toThrow(/options\.backups must be a BackupManager/);
+    } finally {
+      await db2.close();
+    }
+  });
+
+  test('health_503_on_a_real_fenced_replica_and_a_real_disconnected_one_and_200_when_it_reconnects', { timeout: 90_000 }, async () => {
+    const procs: ChildProcess[] = [];
+    try {
+      const pdir = tempDir('cairn-http-repl-p-');
+      // Epoch 3, as a failover primary would serve it.
+      const primary = await replNode({ role: 'primary', dir: pdir, nodeId: 'p', replicas: ['r1', 'r2'], epoch: 3 });
+      procs.push(primary.proc);
+      const r1 = await replNode({ role: 'replica', dir: tempDir('cairn-http-repl-r1-'), nodeId: 'r1', primary: primary.address, epoch: 3 });
+      procs.push(r1.proc);
+      // r2 has already followed a newer leader (epoch 7): the old primary's frames are refused.
+      const r2 = await replNode({ role: 'replica', dir: tempDir('cairn-http-repl-r2-'), nodeId: 'r2', primary: primary.address, epoch: 7 });
+      procs.push(r2.proc);
+
+      const live = await healthUntil(r1.http, (h) => h.status === 200);
+      expect(live).toEqual({ status: 200, body: { ok: true, reasons: [] } });
+      const fenced = await healthUntil(r2.http, (h) => h.body.reasons.some((x) => x.includes('fenced')));
+      expect(fenced.status).toBe(503);
+      expect(fenced.body.reasons).toHaveLength(1);
+      expect(fenced.body.reasons[0]).toMatch(/^replication: this node is fenced .*CAIRN_FENCED: .*epoch/);
+      expect((await call(`${primary.http}/health`)).status).toBe(200);
+
+      // The primary dies: r1 is a replica cut off from it.
+      primary.proc.kill('SIGKILL');
+      await new Promise((resolve) => primary.proc.once('close', resolve));
+      const cut = await healthUntil(r1.http, (h) => h.status === 503);
+      expect(cut).toEqual({ status: 503, body: { ok: false, reasons: ['replication: this replica is disconnected from its primary'] } });
+
+      // It comes back on the same address: r1 reconnects and is healthy again.
+      const again = await replNode({ role: 'primary', dir: pdir, nodeId: 'p', replicas: ['r1', 'r2'], epoch: 3, listen: primary.address });
+      procs.push(again.proc);
+      const back = await healthUntil(r1.http, (h) => h.status === 200);
+      expect(back).toEqual({ status: 200, body: { ok: true, reasons: [] } });
+    } finally {
+      for (const p of procs) p.kill('SIGKILL');
     }
   });
 

@@ -2,7 +2,7 @@
 // (cargo and pnpm hidden from PATH, no repository on its module path) installs them, imports
 // `cairndb`, runs `npx cairn`, and a strict TypeScript app type-checks against the package.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -64,6 +64,23 @@ describe('installable package', () => {
     expect(used.stdout).toBe('1 2\n');
     expect(used.stderr).toBe('');
 
+    // Backups compress with zstd-napi, whose binding its install script builds (npm 11 runs it
+    // with a warning until approved). Without the binding, the package still imports and a backup
+    // fails with CAIRN_UNAVAILABLE naming the fix; with it, the backup completes.
+    const backupScript =
+      "const { BackupManager } = await import('cairndb'); const b = new BackupManager({ source: './store', target: 'file://' + process.cwd() + '/bk' });" +
+      'const r = await b.create().catch((e) => ({ thrown: e })); const e = r.thrown ?? (r.targets.find((t) => !t.ok) ?? {}).error;' +
+      "console.log(e ? e.code + ': ' + e.message : r.status);";
+    const zstdBuild = join(app, 'node_modules/zstd-napi/build');
+    expect(existsSync(join(zstdBuild, 'Release')), 'npm 11 ran the zstd-napi install script').toBe(true);
+    renameSync(zstdBuild, `${zstdBuild}.off`);
+    const without = run('node', ['--input-type=module', '-e', backupScript], app, env);
+    renameSync(`${zstdBuild}.off`, zstdBuild);
+    expect(without.status, without.stderr).toBe(0);
+    expect(without.stdout).toMatch(/^CAIRN_UNAVAILABLE: zstd-napi, .* has no built binding .*npm install-scripts approve zstd-napi && npm rebuild zstd-napi/);
+    const withZstd = run('node', ['--input-type=module', '-e', backupScript], app, env);
+    expect([withZstd.stdout, withZstd.stderr]).toEqual(['completed\n', '']);
+
     const help = run('npx', ['cairn', '--help'], app, env);
     expect(help.status, help.stderr).toBe(0);
     expect(help.stdout.startsWith('usage: cairn <command> [options]\n')).toBe(true);
@@ -95,6 +112,20 @@ describe('installable package', () => {
         "db.on('scrub', (r: string) => void r);",
         'const closeness: number = hits[0]?.distance ?? 0;',
         'void closeness;',
+        '// Collection<M>: metadata typed on the way in and out.',
+        'interface Doc { title: string; year: number }',
+        "const typed = db.collection<Doc>('docs');",
+        "await typed.upsert([{ id: 'b', vector: [0, 1], metadata: { title: 'x', year: 2026 } }]);",
+        "const year: number | undefined = (await typed.get('b'))?.metadata.year;",
+        'const title: string | undefined = (await typed.query([0, 1], { k: 1 }))[0]?.metadata.title;',
+        "const made = await db.createCollection<Doc>('made', { dim: 2 });",
+        "// @ts-expect-error metadata must have the collection's type",
+        "await made.upsert([{ id: 'c', vector: [0, 1], metadata: { title: 1, year: 2026 } }]);",
+        "db.on('index-rebuild', (r) => void r.collection.toUpperCase());",
+        "db.on('snapshot', (info) => void (info.seq + 1n));",
+        '// @ts-expect-error internal members are not in the published types',
+        'db.commit([]);',
+        'void [year, title];',
         'export const seen: [string | undefined, bigint, string, StoreInspection | null] = [id, seq, CairnError.name, null];',
         'await db.close();',
       ].join('\n'),

@@ -1,7 +1,8 @@
 // `cairn status` and `cairn range` read a store without its lock, so they work while another
 // process writes it; the recoverable range carries real commit times, and a --time outside it is
 // refused with the range in ISO form.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -15,6 +16,17 @@ const CLI = fileURLToPath(new URL('../packages/cairn/dist/cli.js', import.meta.u
 function cli(...args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function cliAsync(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    p.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
 }
 
 const ISO = /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/;
@@ -40,7 +52,8 @@ describe('status and range', () => {
     expect(s.openElsewhere).toBe(true);
     expect(BigInt(s.lastSeq)).toBeGreaterThanOrEqual(lastAcked);
     expect(s.walRecordsAfterCheckpoint).toBeGreaterThanOrEqual(acked.length);
-    expect(s.collections).toEqual([{ name: 'docs', dim: 8, metric: 'l2', checkpointRecords: 1, dataFiles: 1, unreadable: 0 }]);
+    // Counts are current: the seed row plus every acknowledged write in the WAL after the checkpoint.
+    expect(s.collections).toEqual([{ name: 'docs', dim: 8, metric: 'l2', count: 1 + acked.length, checkpointRecords: 1, dataFiles: 1, unreadable: 0 }]);
     expect(s.snapshots).toHaveLength(1);
     expect(s.range.from.seq).toBe('0');
     expect(Date.parse(s.range.from.time)).toBeGreaterThanOrEqual(before - 1000);
@@ -53,7 +66,7 @@ describe('status and range', () => {
     const text = cli('status', dir);
     expect(text.status).toBe(0);
     expect(text.stdout).toContain('(open in another process)');
-    expect(text.stdout).toMatch(/docs: 8d l2, 1 rows/);
+    expect(text.stdout).toMatch(new RegExp(`docs: 8d l2, ${1 + acked.length} rows`));
     expect(text.stdout).toMatch(/disk: wal .* archive .* data .* graph .* snapshots .* quarantine /);
 
     const range = cli('range', dir);
@@ -63,6 +76,77 @@ describe('status and range', () => {
 
     // Closed cleanly by nobody: the lock is free now.
     expect(JSON.parse(cli('status', dir, '--json').stdout).openElsewhere).toBe(false);
+  });
+
+  test('status_counts_match_the_model_at_the_seq_read_while_a_child_writes_deletes_and_checkpoints', async () => {
+    const dir = join(tempDir('status-churn'), 'store');
+    const total = 1200;
+    const child = storeChild(['churn', dir, String(total)]);
+    const acks = () => child.lines.filter((l) => l.startsWith('A ')).map((l) => l.split(' ').map(Number) as [number, number, number]);
+    await child.waitFor((l) => l.startsWith('A 0 '));
+    // Rows after ops 0..n-1: op i upserts c<i>, except that each i % 4 == 3 deletes c<i-2>.
+    const rowsAfter = (n: number) => n - 2 * Math.floor(n / 4);
+    const base = acks()[0]![2]; // seq of op 0; ops commit one at a time, so op i has seq base + i
+    let reads = 0;
+    for (let round = 0; round < 200 && !child.lines.includes('done'); round++) {
+      const ackedBefore = acks().length;
+      const r = await cliAsync('status', dir, '--json');
+      expect(r.status, r.stderr).toBe(0);
+      const s = JSON.parse(r.stdout);
+      const ops = Number(BigInt(s.lastSeq)) - base + 1;
+      // At least every write acknowledged before the read started, and only writes the child
+      // goes on to acknowledge (it may not have printed the last one yet).
+      expect(ops).toBeGreaterThanOrEqual(ackedBefore);
+      if (ops > 0) await child.waitFor((l) => l.startsWith(`A ${ops - 1} `));
+      expect(acks()[ops - 1]![2]).toBe(base + ops - 1);
+      expect(s.collections).toHaveLength(1);
+      expect(s.collections[0].count, `at seq ${s.lastSeq}`).toBe(rowsAfter(ops));
+      reads++;
+    }
+    expect(reads).toBeGreaterThan(3);
+    await child.kill();
+  });
+
+  test('last_scrub_result_is_on_disk_for_status_and_http_status_and_a_damaged_record_is_reported', async () => {
+    const dir = join(tempDir('status-scrub'), 'store');
+    const db = await open(dir);
+    const docs = await db.createCollection('docs', { dim: 4, metric: 'l2' });
+    await docs.upsert([1, 2, 3].map((i) => ({ id: `r${i}`, vector: [i, 0, 0, 0] })));
+    await db.checkpoint();
+    await db.close();
+    expect(JSON.parse(cli('status', dir, '--json').stdout).lastScrub).toBeNull();
+    expect(cli('status', dir).stdout).toContain('last scrub: none recorded');
+
+    const scrubbed = cli('scrub', dir, '--json');
+    expect(scrubbed.status, scrubbed.stderr).toBe(0);
+    const report = JSON.parse(scrubbed.stdout);
+    const s = JSON.parse(cli('status', dir, '--json').stdout);
+    expect(s.lastScrubError).toBeNull();
+    expect(s.lastScrub).toMatchObject({ files: report.files, bytes: report.bytes, corrupt: 0, repaired: 0, unrepaired: 0, repair: false });
+    expect(s.lastScrub.bytes).toBeGreaterThan(0);
+    expect(Math.abs(Date.parse(s.lastScrub.time) - Date.now())).toBeLessThan(120_000);
+    expect(cli('status', dir).stdout).toMatch(new RegExp(`last scrub: ${ISO.source}, ${report.files} files, .* 0 corrupt, 0 repaired, 0 unrepaired`));
+
+    // Another process's /status shows the scrub recorded on disk.
+    const again = await open(dir, { create: false });
+    const server = await again.serveHttp({ listen: '127.0.0.1:0' });
+    try {
+      const st = await (await fetch(`${server.url}/status`)).json();
+      expect(st.lastScrub).toMatchObject({ files: report.files, bytes: report.bytes, corrupt: 0, unrepaired: 0 });
+      expect((await fetch(`${server.url}/health`)).status).toBe(200);
+    } finally {
+      await server.close();
+      await again.close();
+    }
+
+    // A flipped bit in the record is reported as such, never read as a result.
+    const path = join(dir, 'SCRUB_RESULT');
+    const bytes = readFileSync(path);
+    bytes[40] = (bytes[40] as number) ^ 0x01;
+    writeFileSync(path, bytes);
+    const bad = JSON.parse(cli('status', dir, '--json').stdout);
+    expect(bad.lastScrub).toBeNull();
+    expect(bad.lastScrubError).toMatch(/^CAIRN_CORRUPTION/);
   });
 
   test('range_starts_at_the_first_commit_time_and_earlier_times_are_refused_in_iso', async () => {

@@ -12,6 +12,7 @@
 //! <store>/snapshots/<id>/SNAPSHOT       snapshot manifest (+ MANIFEST, data/, wal/)
 //! <store>/quarantine/<name>[.note]      damaged bytes kept, never deleted
 //! <store>/rollback/<first:020>-<last:020>.wal[.note]  WAL records cut past a fork, kept
+//! <store>/SCRUB_RESULT                  the last scrub's counts, atomically replaced
 //! ```
 //! TypeScript reads these names from the binding (`layout()`), never spells them again.
 
@@ -30,6 +31,8 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 pub const NOTE_SUFFIX: &str = ".note";
 /// WAL records cut from the log past a failover fork point (`engine/truncate.rs`), never deleted.
 pub const ROLLBACK_DIR: &str = "rollback";
+/// The last scrub's result (docs/format.md, "Scrub result").
+pub const SCRUB_RESULT_FILE: &str = "SCRUB_RESULT";
 /// Suffix of a file being written before its rename into place.
 pub const TMP_SUFFIX: &str = ".tmp";
 /// Suffix of a repaired copy being installed by scrub.

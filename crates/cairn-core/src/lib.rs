@@ -13,6 +13,7 @@ pub mod fault;
 pub mod filter;
 pub mod hnsw;
 pub mod index;
+pub mod inspect;
 pub mod keyed_hash;
 pub mod layout;
 pub mod manifest;

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -256,10 +257,60 @@ pub fn restore(source: &Path, target: &Path, to: RestoreTarget) -> Result<Restor
     restore_on(Arc::new(OsStorage), source, target, to)
 }
 
+/// How far a restore is, in bytes of the source files it copies or reads: the chain's checkpoint
+/// files and `MANIFEST` (each counted once copied and verified) and the WAL segments it takes
+/// records from (each counted once read). `total` is set before the first byte is read; `done`
+/// never passes it.
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl RestoreProgress {
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed).min(self.total())
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// `restore` on the real file system, reporting its progress into `progress`.
+pub fn restore_tracked(source: &Path, target: &Path, to: RestoreTarget, progress: &RestoreProgress) -> Result<RestoreResult> {
+    restore_on_tracked(Arc::new(OsStorage), source, target, to, progress)
+}
+
+/// `restore_on`, reporting its progress into `progress`.
+pub fn restore_on_tracked(
+    storage: Arc<dyn Storage>,
+    source: &Path,
+    target: &Path,
+    to: RestoreTarget,
+    progress: &RestoreProgress,
+) -> Result<RestoreResult> {
+    restore_with(storage, source, target, to, Some(progress))
+}
+
 /// Restore `source` as of `to` into `target`, which must not exist or be an empty directory.
 /// The result is built beside the target and renamed into place, so an interrupted restore
 /// leaves no partial target, and a rerun starts afresh.
 pub fn restore_on(storage: Arc<dyn Storage>, source: &Path, target: &Path, to: RestoreTarget) -> Result<RestoreResult> {
+    restore_with(storage, source, target, to, None)
+}
+
+fn restore_with(
+    storage: Arc<dyn Storage>,
+    source: &Path,
+    target: &Path,
+    to: RestoreTarget,
+    progress: Option<&RestoreProgress>,
+) -> Result<RestoreResult> {
     let fs = storage.as_ref();
     if fs.exists(target) {
         // A file in the target's place used to fail late, as I/O, after the whole build.
@@ -317,7 +368,7 @@ pub fn restore_on(storage: Arc<dyn Storage>, source: &Path, target: &Path, to: R
     if fs.exists(&tmp) {
         fs.remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
-    let result = build(&storage, source, &history, base.as_ref(), seq, &tmp);
+    let result = build(&storage, source, &history, base.as_ref(), seq, &tmp, progress);
     let replayed = match result {
         Ok(n) => n,
         Err(e) => {
@@ -370,10 +421,42 @@ fn remove_dead_restores(storage: &dyn Storage, parent: &Path, prefix: &str) {
     }
 }
 
-fn build(storage: &Arc<dyn Storage>, source: &Path, history: &History, base: Option<&SnapshotInfo>, seq: u64, tmp: &Path) -> Result<u64> {
+/// Size of a WAL segment the restore will read (where `read_segment_file` will find it).
+fn segment_len(storage: &dyn Storage, source: &Path, path: &Path) -> u64 {
+    let moved = source.join(ARCHIVE_DIR).join(path.file_name().unwrap_or_default());
+    [path, moved.as_path()].iter().find_map(|p| storage.open_read(p).and_then(|f| f.len()).ok()).unwrap_or(0)
+}
+
+fn build(
+    storage: &Arc<dyn Storage>,
+    source: &Path,
+    history: &History,
+    base: Option<&SnapshotInfo>,
+    seq: u64,
+    tmp: &Path,
+    progress: Option<&RestoreProgress>,
+) -> Result<u64> {
     let fs = storage.as_ref();
     for sub in [DATA_DIR, WAL_DIR, ARCHIVE_DIR] {
         fs.create_dir_all(&tmp.join(sub)).map_err(io(tmp))?;
+    }
+    let base_seq_of = |b: Option<&SnapshotInfo>| b.map_or(0, |b| b.seq);
+    let wanted = |seg: &Segment, base_seq: u64| {
+        let last = seg.records.last().map_or(0, |r| r.0);
+        !(seg.records.is_empty() || last <= base_seq || seg.first_seq > seq)
+    };
+    if let Some(p) = progress {
+        let mut total = 0u64;
+        if let Some(b) = base {
+            for s in &snapshot::chain(&history.snapshots, &b.id)? {
+                total += s.files.iter().filter(|f| f.path.starts_with(&format!("{DATA_DIR}/"))).map(|f| f.bytes).sum::<u64>();
+            }
+            total += b.files.iter().filter(|f| f.path == MANIFEST_FILE).map(|f| f.bytes).sum::<u64>();
+        }
+        for seg in history.segments.iter().filter(|s| wanted(s, base_seq_of(base))) {
+            total += segment_len(fs, source, &seg.path);
+        }
+        p.total.store(total, Ordering::Relaxed);
     }
     // 1. Checkpoint files of the snapshot chain, each verified against its snapshot manifest.
     let manifest_bytes = match base {
@@ -387,6 +470,9 @@ fn build(storage: &Arc<dyn Storage>, source: &Path, history: &History, base: Opt
                     }
                     let from = sdir.join(&f.path);
                     copy_verified(fs, &from, &tmp.join(&f.path), f.bytes, &f.xxh3)?;
+                    if let Some(p) = progress {
+                        p.add(f.bytes);
+                    }
                 }
             }
             let sdir = snapshot::snapshot_dir(source, &b.id);
@@ -396,6 +482,9 @@ fn build(storage: &Arc<dyn Storage>, source: &Path, history: &History, base: Opt
                 .find(|f| f.path == MANIFEST_FILE)
                 .ok_or_else(|| Error::corruption(sdir.join(crate::layout::SNAPSHOT_FILE), 0, "snapshot lists no MANIFEST"))?;
             copy_verified(fs, &sdir.join(MANIFEST_FILE), &tmp.join(MANIFEST_FILE), mf.bytes, &mf.xxh3)?;
+            if let Some(p) = progress {
+                p.add(mf.bytes);
+            }
             fs.read(&tmp.join(MANIFEST_FILE)).map_err(io(tmp))?
         }
         None => {
@@ -410,11 +499,13 @@ fn build(storage: &Arc<dyn Storage>, source: &Path, history: &History, base: Opt
     let mut out = encode_segment_header(base_seq + 1).to_vec();
     let mut copied = 0u64;
     for seg in &history.segments {
-        let last = seg.records.last().map_or(0, |r| r.0);
-        if seg.records.is_empty() || last <= base_seq || seg.first_seq > seq {
+        if !wanted(seg, base_seq) {
             continue;
         }
         let buf = read_segment_file(fs, source, &seg.path)?;
+        if let Some(p) = progress {
+            p.add(buf.len() as u64);
+        }
         for item in scan_segment(&buf, seg.first_seq).items {
             if let ScanItem::Record { offset, header, len, .. } = item {
                 if header.seq > base_seq && header.seq <= seq {
@@ -475,4 +566,52 @@ fn copy_verified(storage: &dyn Storage, from: &Path, to: &Path, bytes: u64, xxh3
         return Err(Error::corruption(to, 0, "copy differs from the snapshot file"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{CollectionSpec, Op};
+    use crate::distance::Metric;
+    use crate::engine::SyncMode;
+    use crate::fault::FaultStorage;
+
+    #[test]
+    fn restore_progress_ends_at_its_total_from_a_snapshot_chain_and_from_the_wal_alone() {
+        let fs = Arc::new(FaultStorage::new());
+        let src = Path::new("/src");
+        let opts = Options { sync: SyncMode::Always, storage: fs.clone(), segment_bytes: 4096, ..Options::default() };
+        let e = Engine::open(src, opts).expect("open");
+        let spec = CollectionSpec { name: "c".into(), dim: 4, metric: Metric::L2, m: 16, ef_construction: 64 };
+        e.commit(&[Op::CreateCollection(spec)]).expect("create");
+        let upsert = |i: usize| Op::Upsert {
+            collection: "c".into(),
+            id: format!("r{i}"),
+            vector: vec![i as f32, 1.0, 2.0, 3.0],
+            metadata: "{}".into(),
+        };
+        for i in 0..40 {
+            e.commit(&[upsert(i)]).expect("commit");
+        }
+        let middle = e.last_seq();
+        snapshot::take(&e, false).expect("snapshot");
+        for i in 40..80 {
+            e.commit(&[upsert(i)]).expect("commit");
+        }
+        snapshot::take(&e, true).expect("incremental");
+        for i in 80..100 {
+            e.commit(&[upsert(i)]).expect("commit");
+        }
+        e.close().expect("close");
+        drop(e);
+        for (name, to) in [("latest", RestoreTarget::Latest), ("wal only", RestoreTarget::Seq(middle - 1))] {
+            let progress = RestoreProgress::default();
+            let target = PathBuf::from(format!("/restored-{}", name.replace(' ', "-")));
+            let r = restore_on_tracked(fs.clone(), src, &target, to, &progress).expect("restore");
+            assert!(progress.total() > 0, "{name}: a total before the first byte");
+            // Exactly the total, not clamped to it: the total is the byte set the restore reads.
+            assert_eq!(progress.done.load(Ordering::Relaxed), progress.total(), "{name}: ends at its total");
+            assert_eq!(r.snapshot.is_some(), name == "latest", "{name}");
+        }
+    }
 }

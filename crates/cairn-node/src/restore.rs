@@ -36,7 +36,7 @@ fn point(p: Point) -> NativePoint {
 }
 
 /// Restore `source` into `target` as of `seq` or `timeMs` (neither: the latest state).
-/// Never takes the source's writer lock.
+/// Never takes the source's writer lock. `progress`: a handle from `restoreProgressOpen`.
 #[napi(ts_return_type = "Promise<NativeRestoreResult>")]
 pub fn restore_store(
     env: Env,
@@ -44,6 +44,7 @@ pub fn restore_store(
     target: String,
     seq: Option<BigInt>,
     time_ms: Option<f64>,
+    progress: Option<u32>,
 ) -> napi::Result<AsyncTask<CoreTask<NativeRestoreResult>>> {
     let to = sync(&env, || match (seq, time_ms) {
         (Some(_), Some(_)) => Err(Failure::invalid("to must give either seq or time, not both")),
@@ -59,7 +60,10 @@ pub fn restore_store(
         (None, None) => Ok(RestoreTarget::Latest),
     })?;
     Ok(task(move || {
-        let r = core(pitr::restore(Path::new(&source), Path::new(&target), to))?;
+        let r = match progress.and_then(crate::restore_progress::get) {
+            Some(p) => core(pitr::restore_tracked(Path::new(&source), Path::new(&target), to, &p))?,
+            None => core(pitr::restore(Path::new(&source), Path::new(&target), to))?,
+        };
         Ok(NativeRestoreResult {
             seq: r.seq.into(),
             time_ms: r.time_ms as f64,

@@ -9,12 +9,11 @@ import { existsSync } from 'node:fs';
 import { mkdir, open as openFile, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 
-import { compress, decompress } from 'zstd-napi';
-
 import { CairnError, invalidArgument } from './errors.js';
 import { LAYOUT } from './layout.js';
 import { nativeBytes } from './native.js';
 import { listSnapshots, type SnapshotInfo } from './restore.js';
+import { zstd } from './zstd.js';
 
 export const ARCHIVE_MAGIC = Buffer.from('CAIRNARC');
 export const ARCHIVE_TRAILER_MAGIC = Buffer.from('CAIRNSHA');
@@ -96,7 +95,7 @@ export async function exportSnapshot(options: ExportOptions): Promise<ExportResu
         await write(h);
         for (let at = 0; at < body.length; at += CHUNK) {
           const part = body.subarray(at, at + CHUNK);
-          const packed = compress(part, { compressionLevel: level });
+          const packed = zstd().compress(part, { compressionLevel: level });
           const lens = Buffer.alloc(8);
           lens.writeUInt32LE(part.length, 0);
           lens.writeUInt32LE(packed.length, 4);
@@ -169,7 +168,7 @@ export async function importSnapshot(options: { file: string; dir: string }): Pr
       for (let c = 0; c < chunks; c++) {
         const partLen = buf.readUInt32LE(o);
         const packedLen = buf.readUInt32LE(o + 4);
-        const part = decompress(buf.subarray(o + 8, o + 8 + packedLen));
+        const part = zstd().decompress(buf.subarray(o + 8, o + 8 + packedLen));
         if (part.length !== partLen) throw damaged(file, o, `chunk of '${path}' decompressed to the wrong length`);
         parts.push(part);
         o += 8 + packedLen;

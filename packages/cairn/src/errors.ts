@@ -26,7 +26,9 @@ export type CairnErrorCode =
   /** The replication connection is down. */
   | 'CAIRN_DISCONNECTED'
   /** A stale leader or epoch: this node may not acknowledge or apply it (failover). */
-  | 'CAIRN_FENCED';
+  | 'CAIRN_FENCED'
+  /** Something the operation needs is not installed or not built; the message names the fix. */
+  | 'CAIRN_UNAVAILABLE';
 
 const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
   'CAIRN_INVALID_ARGUMENT',
@@ -47,6 +49,7 @@ const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
   'CAIRN_REPLICATION_PROTOCOL',
   'CAIRN_DISCONNECTED',
   'CAIRN_FENCED',
+  'CAIRN_UNAVAILABLE',
 ]);
 
 /** Whether `code` is one of the stable codes (for codes that arrive over the network). */

@@ -30,6 +30,7 @@ export type { FieldOperators, Filter, FilterScalar } from './filter.js';
 export type { DiskUse, InspectedCollection, StoreInspection } from './inspect.js';
 export { inspectStore } from './inspect.js';
 export type { HealthReport, HttpServer, ServeHttpOptions, StoreStatus } from './ops/index.js';
+export type { BackupCatalog } from './ops/types.js';
 export type { OpenReplicaOptions } from './replication/replica.js';
 export { openReplica, Replica } from './replication/replica.js';
 export type { ReplicationServer, ServeReplicationOptions } from './replication/server.js';
@@ -61,6 +62,7 @@ export type {
   ScrubUnrepaired,
 } from './scrub/index.js';
 export { CopySource, EngineSource } from './scrub/index.js';
+export type { LastScrub } from './scrub/result.js';
 export type {
   BatchOp,
   CollectionInfo,

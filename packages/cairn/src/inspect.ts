@@ -1,25 +1,30 @@
 /**
  * `inspectStore(dir)`: what a store holds and how it stands, read without its lock, so it works
  * while another process has the store open. Everything comes from files the engine keeps
- * consistent for readers: the manifest, the WAL segments (decoded by the binding, which checks
- * every record), the snapshot manifests and the recoverable range. Nothing is written.
+ * consistent for readers: the manifest and its checkpoint files plus a read-only replay of the
+ * WAL after them (native `liveView`: counts as of the last intact record, stopping at the torn
+ * tail of a segment being written), the snapshot manifests, the recoverable range and the last
+ * scrub's result. Nothing is written.
  */
-import { lstat, readdir, readFile } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Metric } from './encode.js';
-import { CairnError, nativeSync } from './errors.js';
+import { CairnError, fromNative, nativeSync } from './errors.js';
 import { LAYOUT } from './layout.js';
 import { nativeModule } from './native.js';
 import { listSnapshots, type RecoverableRange, recoverableRange, type SnapshotInfo } from './restore.js';
+import { type LastScrub, readLastScrub } from './scrub/result.js';
 import { checkStoreDir } from './store-dir.js';
 
 export interface InspectedCollection {
   name: string;
   dim: number;
   metric: Metric;
-  /** Records in the collection's checkpoint files as of `checkpointSeq`: its row count then when
-   *  `dataFiles` is 1 (a base file alone). Writes after the checkpoint are in the WAL
-   *  (`walRecordsAfterCheckpoint`); a collection created since appears after the next checkpoint. */
+  /** Rows as of `lastSeq`: the checkpoint plus every intact WAL record after it (including
+   *  rows known to be unreadable). */
+  count: number;
+  /** Records in the collection's checkpoint files (a delta file counts the rows it changed);
+   *  0 for a collection created since the checkpoint. */
   checkpointRecords: number;
   /** Checkpoint data files (a base and the deltas on it). */
   dataFiles: number;
@@ -44,9 +49,11 @@ export interface StoreInspection {
   openElsewhere: boolean;
   checkpointSeq: bigint;
   checkpointTime: Date | null;
-  /** Highest sequence number in the WAL (or the checkpoint's, when the WAL is empty). With
+  /** The last intact WAL record in sequence (or the checkpoint's, when none follows it). With
    *  `sync: 'none'` a record may be in the OS cache only; otherwise it is durable. */
   lastSeq: bigint;
+  /** Its commit time (the checkpoint's when no record follows it). */
+  lastTime: Date | null;
   walRecordsAfterCheckpoint: number;
   /** The manifest records a clean close at this seq (the store is not open). */
   cleanShutdownSeq: bigint | null;
@@ -58,6 +65,10 @@ export interface StoreInspection {
   disk: DiskUse;
   /** Damaged files kept under `quarantine/` (their notes excluded). */
   quarantined: number;
+  /** The last scrub that ran to the end, from any process; null when none was recorded. */
+  lastScrub: LastScrub | null;
+  /** Why `SCRUB_RESULT` could not be read (it is damaged), else null. */
+  lastScrubError: string | null;
 }
 
 async function sizeOf(path: string, match: (name: string) => boolean = () => true): Promise<number> {
@@ -81,42 +92,23 @@ async function sizeOf(path: string, match: (name: string) => boolean = () => tru
   return total;
 }
 
-/** The WAL segments in `wal/` (not the preallocated next one), decoded; segments removed while
- *  we look (archived by a checkpoint) are skipped. */
-async function walTail(dir: string): Promise<{ lastSeq: bigint; records: Array<{ seq: bigint }> }> {
-  const walDir = join(dir, LAYOUT.wal);
-  let names: string[] = [];
-  try {
-    names = (await readdir(walDir)).filter((n) => n.endsWith(LAYOUT.walExt)).sort();
-  } catch (e) {
-    if ((e as { code?: string }).code !== 'ENOENT') throw e;
-  }
-  let lastSeq = 0n;
-  const records: Array<{ seq: bigint }> = [];
-  for (const name of names) {
-    let bytes: Buffer;
-    try {
-      bytes = await readFile(join(walDir, name));
-    } catch (e) {
-      if ((e as { code?: string }).code === 'ENOENT') continue;
-      throw e;
-    }
-    const segment = nativeSync(() => nativeModule.decodeWalSegment(bytes));
-    for (const r of segment.records) {
-      records.push({ seq: r.seq });
-      if (r.seq > lastSeq) lastSeq = r.seq;
-    }
-  }
-  return { lastSeq, records };
-}
-
 export async function inspectStore(dir: string): Promise<StoreInspection> {
   const root = resolve(dir);
   await checkStoreDir(root, false);
   const openElsewhere = nativeSync(() => nativeModule.lockHeld(root));
   const manifest = nativeSync(() => nativeModule.readManifest(root));
-  const checkpointSeq = manifest?.checkpointSeq ?? 0n;
-  const tail = await walTail(root);
+  const live = await nativeModule.liveView(root).catch((e: unknown) => {
+    throw fromNative(e);
+  });
+  const checkpointSeq = live?.checkpointSeq ?? manifest?.checkpointSeq ?? 0n;
+  let lastScrub: LastScrub | null = null;
+  let lastScrubError: string | null = null;
+  try {
+    lastScrub = readLastScrub(root);
+  } catch (e) {
+    if (!(e instanceof CairnError)) throw e;
+    lastScrubError = `${e.code}: ${e.message}`;
+  }
   let range: RecoverableRange | null = null;
   let rangeError: string | null = null;
   try {
@@ -144,26 +136,35 @@ export async function inspectStore(dir: string): Promise<StoreInspection> {
   } catch (e) {
     if ((e as { code?: string }).code !== 'ENOENT') throw e;
   }
+  const inCheckpoint = new Map((manifest?.collections ?? []).map((c) => [c.name, c]));
+  const lastTimeMs = live?.lastTimeMs ?? manifest?.checkpointTimeMs ?? 0;
   return {
     dir: root,
     openElsewhere,
     checkpointSeq,
     checkpointTime: manifest && manifest.checkpointTimeMs > 0 ? new Date(manifest.checkpointTimeMs) : null,
-    lastSeq: tail.lastSeq > checkpointSeq ? tail.lastSeq : checkpointSeq,
-    walRecordsAfterCheckpoint: tail.records.filter((r) => r.seq > checkpointSeq).length,
+    lastSeq: live?.lastSeq ?? checkpointSeq,
+    lastTime: lastTimeMs > 0 ? new Date(lastTimeMs) : null,
+    walRecordsAfterCheckpoint: live?.walRecords ?? 0,
     cleanShutdownSeq: manifest?.cleanShutdownSeq ?? null,
-    collections: (manifest?.collections ?? []).map((c) => ({
-      name: c.name,
-      dim: c.dim,
-      metric: c.metric,
-      checkpointRecords: c.segments.reduce((n, s) => n + s.records, 0),
-      dataFiles: c.segments.length,
-      unreadable: c.unreadable.length,
-    })),
+    collections: (live?.collections ?? []).map((c) => {
+      const m = inCheckpoint.get(c.name);
+      return {
+        name: c.name,
+        dim: c.dim,
+        metric: c.metric,
+        count: c.count,
+        checkpointRecords: m ? m.segments.reduce((n, s) => n + s.records, 0) : 0,
+        dataFiles: m?.segments.length ?? 0,
+        unreadable: m?.unreadable.length ?? 0,
+      };
+    }),
     range,
     rangeError,
     snapshots,
     disk,
     quarantined,
+    lastScrub,
+    lastScrubError,
   };
 }

@@ -41,6 +41,9 @@ export interface RestoreOptions {
   target: string;
   /** Omitted: the latest durable state. */
   to?: RestoreTo;
+  /** Called about every 200 ms and once at the end with the bytes of source files copied or
+   *  read (checkpoint files of the snapshot chain, WAL segments) of their total; never past it. */
+  onProgress?: (p: { bytes: number; totalBytes: number }) => void;
 }
 
 export interface RestoreResult {
@@ -82,7 +85,8 @@ export async function recoverableRange(dir: string): Promise<RecoverableRange> {
  */
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   checkPlainObject('options', options);
-  checkKnownKeys('options', options, ['source', 'target', 'to']);
+  checkKnownKeys('options', options, ['source', 'target', 'to', 'onProgress']);
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw invalidArgument('options.onProgress must be a function');
   if (typeof options.source !== 'string' || options.source === '') throw invalidArgument('options.source must be a directory path');
   if (typeof options.target !== 'string' || options.target === '') throw invalidArgument('options.target must be a directory path');
   let seq: bigint | null = null;
@@ -102,7 +106,20 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       timeMs = t;
     } else throw invalidArgument('options.to must have seq or time');
   }
-  const r = await native(() => nativeModule.restoreStore(resolvePath(options.source), resolvePath(options.target), seq, timeMs));
+  const onProgress = options.onProgress;
+  const handle = onProgress ? nativeModule.restoreProgressOpen() : null;
+  const report = () => {
+    if (handle !== null) onProgress?.(nativeModule.restoreProgress(handle));
+  };
+  const timer = handle === null ? null : setInterval(report, 200);
+  let r: Awaited<ReturnType<typeof nativeModule.restoreStore>>;
+  try {
+    r = await native(() => nativeModule.restoreStore(resolvePath(options.source), resolvePath(options.target), seq, timeMs, handle));
+    report();
+  } finally {
+    if (timer) clearInterval(timer);
+    if (handle !== null) nativeModule.restoreProgressClose(handle);
+  }
   return { seq: r.seq, time: new Date(r.timeMs), snapshot: r.snapshot, replayedRecords: r.replayedRecords };
 }
 

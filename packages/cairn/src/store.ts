@@ -107,10 +107,11 @@ export interface CollectionInfo {
 
 export type Metadata = Record<string, unknown>;
 
-export interface VectorRecord {
+/** `M` is the collection's metadata type (`db.collection<M>(name)`); any JSON object by default. */
+export interface VectorRecord<M extends object = Metadata> {
   id: string;
   vector: Float32Array | number[];
-  metadata?: Metadata;
+  metadata?: M;
 }
 
 /**
@@ -118,16 +119,16 @@ export interface VectorRecord {
  * Float32Array, and optionally `n` metadata objects (an absent one is `{}`). It avoids a JS
  * object per record; validation and error messages are those of the record form.
  */
-export interface ColumnarRecords {
+export interface ColumnarRecords<M extends object = Metadata> {
   ids: string[];
   vectors: Float32Array;
-  metadata?: (Metadata | undefined)[];
+  metadata?: (M | undefined)[];
 }
 
-export interface StoredRecord {
+export interface StoredRecord<M extends object = Metadata> {
   id: string;
   vector: Float32Array;
-  metadata: Metadata;
+  metadata: M;
 }
 
 export interface QueryOptions {
@@ -170,14 +171,14 @@ export interface PayloadIndexInfo {
   entries: number;
 }
 
-export interface QueryHit {
+export interface QueryHit<M extends object = Metadata> {
   id: string;
   /** Cosine similarity (cosine), dot product (ip): higher is closer. Euclidean distance (l2): lower is closer. */
   score: number;
   /** Lower is closer, for every metric, so sorting never depends on the metric: the Euclidean
    *  distance (l2), `1 - cosine similarity` (cosine), `1 - dot product` (ip). */
   distance: number;
-  metadata: Metadata;
+  metadata: M;
 }
 
 /** A record a query could not consider: damaged on disk and not repaired (see
@@ -191,7 +192,7 @@ export interface SkippedRecord {
  * Hits best first. `skipped` (non-enumerable, normally empty) lists the records the query could
  * not consider; the hits are the best of the rest. A query never fails because one record is bad.
  */
-export type QueryResult = QueryHit[] & { readonly skipped: SkippedRecord[] };
+export type QueryResult<M extends object = Metadata> = QueryHit<M>[] & { readonly skipped: SkippedRecord[] };
 
 export type BatchOp = { collection: string; op: 'upsert'; records: VectorRecord[] | ColumnarRecords } | { collection: string; op: 'delete'; ids: string[] };
 
@@ -397,7 +398,8 @@ export class Store extends EventEmitter {
     }
   }
 
-  async createCollection(name: string, options: CollectionOptions): Promise<Collection> {
+  /** `M` types the collection's metadata; it is not checked at run time beyond being JSON. */
+  async createCollection<M extends object = Metadata>(name: string, options: CollectionOptions): Promise<Collection<M>> {
     this.#checkOpen();
     checkName('name', name);
     checkPlainObject('options', options);
@@ -408,16 +410,17 @@ export class Store extends EventEmitter {
     if (m < 2) throw invalidArgument('options.m must be at least 2');
     const efConstruction = options.efConstruction === undefined ? 200 : checkPositiveInt('options.efConstruction', options.efConstruction, 1 << 20);
     await this.commit([{ kind: 'create', name, dim, metric, m, efConstruction }]);
-    return this.collection(name);
+    return this.collection<M>(name);
   }
 
-  /** Throws CAIRN_NOT_FOUND if the collection does not exist. */
-  collection(name: string): Collection {
+  /** Throws CAIRN_NOT_FOUND if the collection does not exist. `M` types its metadata (not
+   *  checked at run time beyond being JSON). */
+  collection<M extends object = Metadata>(name: string): Collection<M> {
     this.#checkOpen();
     checkName('name', name);
     const info = this.collections().find((c) => c.name === name);
     if (!info) throw new CairnError('CAIRN_NOT_FOUND', `collection '${name}' does not exist`);
-    return new Collection(this, this.#native, info);
+    return new Collection<M>(this, this.#native, info);
   }
 
   collections(): CollectionInfo[] {
@@ -743,7 +746,7 @@ function encodeDeletes(field: string, collection: string, ids: unknown, out: Enc
   });
 }
 
-export class Collection {
+export class Collection<M extends object = Metadata> {
   readonly name: string;
   readonly dim: number;
   readonly metric: Metric;
@@ -761,7 +764,7 @@ export class Collection {
 
   /** `options` overrides the replication server's write concern for this write. */
   /** `records` is an array of records, or their columnar form (`ColumnarRecords`). */
-  async upsert(records: VectorRecord[] | ColumnarRecords, options?: WriteConcern): Promise<{ seq: bigint }> {
+  async upsert(records: VectorRecord<M>[] | ColumnarRecords<M>, options?: WriteConcern): Promise<{ seq: bigint }> {
     const concern = parseWriteConcern('options', options);
     const encoded: EncodedOp[] = [];
     encodeUpserts('records', this.name, this.dim, records, encoded);
@@ -777,7 +780,7 @@ export class Collection {
 
   /** The stored record, checked against its checksum. A record known to be damaged, or whose
    *  copy fails its checksum, rejects with `CAIRN_CORRUPTION` naming it: wrong bytes are never returned. */
-  async get(id: string): Promise<StoredRecord | undefined> {
+  async get(id: string): Promise<StoredRecord<M> | undefined> {
     checkName('id', id);
     let row: ReturnType<NativeStore['get']>;
     try {
@@ -788,7 +791,7 @@ export class Collection {
       row = nativeSync(() => this.#native.get(this.name, id));
     }
     if (!row) return undefined;
-    return { id, vector: row.vector, metadata: JSON.parse(row.metadata) as Metadata };
+    return { id, vector: row.vector, metadata: JSON.parse(row.metadata) as M };
   }
 
   /** Live rows; with `filter`, those matching it (counted natively, off the event loop). */
@@ -883,14 +886,14 @@ export class Collection {
 
   /** k nearest rows, best first. Every acknowledged write is visible, indexed or not. Records
    *  that cannot be read are skipped and listed in the result's `skipped`. */
-  async query(vector: Float32Array | number[], options: QueryOptions): Promise<QueryResult> {
+  async query(vector: Float32Array | number[], options: QueryOptions): Promise<QueryResult<M>> {
     const q = checkVector('vector', vector, this.dim);
     const [result] = await this.#search(q, 1, options);
-    return result as QueryResult;
+    return result as QueryResult<M>;
   }
 
   /** Many queries at once, searched in parallel on all cores, off the event loop. */
-  async queryBatch(vectors: Array<Float32Array | number[]>, options: QueryOptions): Promise<QueryResult[]> {
+  async queryBatch(vectors: Array<Float32Array | number[]>, options: QueryOptions): Promise<QueryResult<M>[]> {
     if (!Array.isArray(vectors) || vectors.length === 0) throw invalidArgument('vectors must be a non-empty array');
     const packed = new Float32Array(vectors.length * this.dim);
     vectors.forEach((v, i) => {
@@ -908,7 +911,7 @@ export class Collection {
     return nativeSync(() => this.#native.indexStats(this.name));
   }
 
-  async #search(packed: Float32Array, count: number, options: QueryOptions): Promise<QueryResult[]> {
+  async #search(packed: Float32Array, count: number, options: QueryOptions): Promise<QueryResult<M>[]> {
     checkPlainObject('options', options);
     checkKnownKeys('options', options, QUERY_KEYS);
     const k = checkPositiveInt('options.k', options.k, 100_000);
@@ -918,9 +921,9 @@ export class Collection {
     const results = await native(() => this.#native.query(this.name, packed, count, k, options.exact ? null : ef, filter));
     return results.map(({ hits, skipped }) => {
       const l2 = this.metric === 'l2';
-      const out = hits.map((h) => ({ id: h.id, score: h.score, distance: l2 ? h.score : 1 - h.score, metadata: JSON.parse(h.metadata) as Metadata }));
+      const out = hits.map((h) => ({ id: h.id, score: h.score, distance: l2 ? h.score : 1 - h.score, metadata: JSON.parse(h.metadata) as M }));
       // Non-enumerable: results still compare and print as plain arrays of hits.
-      return Object.defineProperty(out, 'skipped', { value: skipped, enumerable: false }) as QueryResult;
+      return Object.defineProperty(out, 'skipped', { value: skipped, enumerable: false }) as QueryResult<M>;
     });
   }
 }

@@ -17,7 +17,9 @@ pub use format::{
     check_footer, check_header, read_header, DataFileHeader, RecordFormat, DATAFILE_HEADER_LEN, DATAFILE_MAGIC, DATAFILE_VERSION,
     FOOTER_LEN, FOOTER_MAGIC, KIND_BASE, KIND_DELTA, REC_DELETE, REC_UPSERT, R_FIXED,
 };
-pub use reader::{check_record, read_data_file, record_id_hint, record_identity, BadRecord, DataFileContents, DataRecord, RecordIdentity};
+pub use reader::{
+    check_record, read_data_file, record_id_hint, record_identity, record_ids, BadRecord, DataFileContents, DataRecord, RecordIdentity,
+};
 pub use writer::DataFileWriter;
 
 #[cfg(test)]

@@ -89,6 +89,35 @@ pub fn read_data_file<'a>(buf: &'a [u8], path: &Path, tolerate_bad_records: bool
     Ok(DataFileContents { header, records, bad })
 }
 
+/// Whether each intact record upserts or deletes, and its id, without decoding vectors or
+/// metadata: for readers that only count rows (`inspect::live_view`). Damaged records are
+/// skipped where their length is usable; the file's own damage is for recovery and scrub.
+pub fn record_ids<'a>(buf: &'a [u8], path: &Path) -> Result<Vec<(bool, &'a str)>> {
+    let header = read_header(buf, path)?;
+    let fmt = header.record_format();
+    let footer = buf.len() - FOOTER_LEN;
+    let mut out = Vec::new();
+    let mut pos = DATAFILE_HEADER_LEN;
+    while pos < footer {
+        match check_record(buf, pos, footer, &fmt) {
+            Ok(len) => {
+                let rec = &buf[pos..pos + len];
+                let vec_bytes = if rec[R_KIND] == REC_UPSERT { fmt.dim * 4 } else { 0 };
+                let id_len = u16::from_le_bytes([rec[R_ID_LEN], rec[R_ID_LEN + 1]]) as usize;
+                let start = fmt.fixed + vec_bytes;
+                // check_record proved the id in bounds and UTF-8.
+                let id =
+                    std::str::from_utf8(&rec[start..start + id_len]).map_err(|_| Error::corruption(path, pos as u64, "id is not UTF-8"))?;
+                out.push((rec[R_KIND] == REC_UPSERT, id));
+                pos += len;
+            }
+            Err((_, Some(len))) => pos += len,
+            Err((_, None)) => break,
+        }
+    }
+    Ok(out)
+}
+
 /// First 8-aligned offset at or after `from` where a record with a valid identity checksum starts.
 fn resync(buf: &[u8], from: usize, end: usize, fmt: &RecordFormat) -> Option<usize> {
     (from..end).step_by(8).find(|&p| record_identity(buf, p, end, fmt).is_some())

@@ -117,13 +117,18 @@ impl ScanControl {
         }
     }
 
+    /// Count `n` bytes actually read (after `admit`): progress reports bytes read, never the
+    /// size of the reads asked for, so it cannot pass the total of the files read.
+    pub(super) fn record(&self, n: usize) {
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     /// Account for `n` bytes about to be read, sleeping as long as the rate requires.
     /// False when the scrub was cancelled (also while sleeping).
     pub(super) fn admit(&self, n: usize) -> bool {
         if self.is_cancelled() {
             return false;
         }
-        self.read.fetch_add(n as u64, Ordering::Relaxed);
         let Some(rate) = self.rate else { return true };
         let wait = {
             let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());

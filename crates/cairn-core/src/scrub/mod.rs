@@ -7,6 +7,7 @@
 //! - `ranges.rs`: one large file hashed by ranges on several threads (`hash_range`).
 //! - `install.rs`: a verified copy installed over a damaged file (`install_copy`).
 //! - `repair.rs`: a damaged file of an open store rebuilt from memory (`rebuild_live`), `note`.
+//! - `result.rs`: the last scrub's counts, kept in `SCRUB_RESULT` for status readers.
 //! - `test_support.rs`: (tests) a directory on each storage, and file bytes of each format.
 //!
 //! Which files to check, and where a repair comes from, is decided in TypeScript
@@ -25,6 +26,7 @@ mod install;
 mod ranges;
 mod read;
 mod repair;
+pub mod result;
 #[cfg(test)]
 mod test_support;
 mod verify;

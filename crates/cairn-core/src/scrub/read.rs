@@ -68,6 +68,7 @@ pub(super) fn read_chunk(f: &mut Source, buf: &mut Vec<u8>, ctl: &ScanControl) -
         return Ok(Chunk::Cancelled);
     }
     let got = f.read_append(n, buf)?;
+    ctl.record(got);
     Ok(if got == 0 { Chunk::Eof } else { Chunk::Bytes(got) })
 }
 
@@ -98,6 +99,7 @@ impl ChunkReader {
             return Ok(Next::Cancelled);
         }
         let got = f.read(&mut self.buf[..n])?;
+        ctl.record(got);
         Ok(if got == 0 { Next::Eof } else { Next::Bytes(&self.buf[..got]) })
     }
 }

@@ -4,10 +4,10 @@
  * when encrypted, see crypto.ts). Float-heavy pieces are byte-shuffled, then zstd-compressed,
  * then optionally sealed with AES-256-GCM.
  */
-import { compress, decompress } from 'zstd-napi';
 
 import { LAYOUT } from '../layout.js';
 import { nativeBytes } from '../native.js';
+import { zstd } from '../zstd.js';
 import { type ChunkKeys, chunkName, decrypt, encrypt, IV_BYTES, TAG_BYTES } from './crypto.js';
 
 export const CHUNK_BYTES = 4 << 20;
@@ -45,7 +45,7 @@ function aad(header: Buffer, name: string): Buffer {
 export function encodeChunk(raw: Buffer, options: { level: number; shuffle: boolean; keys: ChunkKeys | null }): EncodedChunk {
   const name = chunkName(raw, options.keys);
   const shuffle = options.shuffle && raw.length >= 4;
-  const packed = compress(shuffle ? nativeBytes.shuffle4(raw) : raw, { compressionLevel: options.level });
+  const packed = zstd().compress(shuffle ? nativeBytes.shuffle4(raw) : raw, { compressionLevel: options.level });
   const header = Buffer.alloc(CHUNK_HEADER_BYTES);
   CHUNK_MAGIC.copy(header, 0);
   header.writeUInt8(CHUNK_VERSION, OFF_VERSION);
@@ -134,6 +134,8 @@ export function decodeChunk(name: string, object: Buffer, keys: ChunkKeys | null
   if (rawLen > CHUNK_BYTES || frame === null || frame.end !== payload.length || frame.contentSize !== rawLen) {
     throw new ChunkError('content', `${where} content does not match its SHA-256 (not one zstd frame of ${rawLen} bytes)`);
   }
+  // Loaded before the try: a missing binding is not damage.
+  const { decompress } = zstd();
   let raw: Buffer;
   try {
     raw = decompress(payload);

@@ -12,12 +12,12 @@ import { checkKnownKeys, checkPlainObject } from '../validate.js';
 import { backupStatus, listBackups } from './catalog.js';
 import { createBackup } from './create.js';
 import type { BackupKind, BackupMetadata } from './metadata.js';
-import { restoreBackup } from './restore.js';
+import { type RestoreProgress, restoreBackup } from './restore.js';
 import { pruneTargets } from './retention.js';
 import { scheduleBackups } from './schedule.js';
 import { type BackupSettings, checkKind, isBackupId, parseSettings, sourceDirOf } from './settings.js';
 import type { BackupManagerOptions, BackupProgress, CreateResult, PruneResult, ScheduleHandle, ScheduleOptions, VerifyReport } from './types.js';
-import { verifyBackup } from './verify.js';
+import { type ByteProgress, verifyBackup } from './verify.js';
 
 export class BackupManager {
   readonly #settings: BackupSettings;
@@ -86,9 +86,13 @@ export class BackupManager {
     return backupStatus(this.#settings, id, (x) => this.#pending.has(x));
   }
 
-  /** Read back every chunk of the backup on every target holding it; report each problem. */
-  async verify(id: string): Promise<VerifyReport> {
-    return verifyBackup(this.#settings, id);
+  /** Read back every chunk of the backup on every target holding it; report each problem.
+   *  `onProgress` gets the bytes of files reassembled on each target (never past its total). */
+  async verify(id: string, options: { onProgress?: ByteProgress } = {}): Promise<VerifyReport> {
+    const o = checkPlainObject('options', options);
+    checkKnownKeys('options', o, ['onProgress']);
+    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalidArgument('options.onProgress must be a function');
+    return verifyBackup(this.#settings, id, o.onProgress as ByteProgress | undefined);
   }
 
   /**
@@ -96,7 +100,11 @@ export class BackupManager {
    * must not exist or be empty. Everything is verified before anything is written; a damaged
    * copy on one target falls back to the next target that holds the backup.
    */
-  async restore(id: string, targetDir: string, options: { to?: RestoreTo } = {}): Promise<RestoreResult & { backup: string; from: string }> {
+  async restore(
+    id: string,
+    targetDir: string,
+    options: { to?: RestoreTo; onProgress?: RestoreProgress } = {},
+  ): Promise<RestoreResult & { backup: string; from: string }> {
     return restoreBackup(this.#settings, id, targetDir, options);
   }
 

@@ -17,17 +17,25 @@ import { type BackupSettings, isBackupId } from './settings.js';
 import type { VerifyProblem } from './types.js';
 import { checkOnTarget, type TargetCheck } from './verify.js';
 
+/** Bytes of the backup's files checked (`verify`), written out (`write`), then restored from
+ *  them (`restore`: the point-in-time restore's own progress), on one target. */
+export type RestoreProgress = (p: { phase: 'verify' | 'write' | 'restore'; target: string; bytes: number; totalBytes: number }) => void;
+
 export async function restoreBackup(
   settings: BackupSettings,
   id: string,
   targetDir: string,
-  options: { to?: RestoreTo },
+  options: { to?: RestoreTo; onProgress?: RestoreProgress },
 ): Promise<RestoreResult & { backup: string; from: string }> {
   if (!isBackupId(id)) throw invalidArgument('id must be a backup id');
   if (typeof targetDir !== 'string' || targetDir === '') throw invalidArgument('targetDir must be a directory path');
   const o = checkPlainObject('options', options);
-  checkKnownKeys('options', o, ['to']);
+  checkKnownKeys('options', o, ['to', 'onProgress']);
   const to = o.to as RestoreTo | undefined;
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalidArgument('options.onProgress must be a function');
+  const onProgress = o.onProgress as RestoreProgress | undefined;
+  const phase = (p: 'verify' | 'write' | 'restore') =>
+    onProgress ? (x: { target: string; bytes: number; totalBytes: number }) => onProgress({ phase: p, ...x }) : undefined;
   const target = resolvePath(targetDir);
   try {
     const s = await stat(target);
@@ -40,7 +48,7 @@ export async function restoreBackup(
   for (const t of settings.targets) {
     let checked: TargetCheck | undefined;
     try {
-      checked = await checkOnTarget(settings, t, id, null);
+      checked = await checkOnTarget(settings, t, id, null, phase('verify'));
     } catch (e) {
       failures.push({ target: t.url, kind: 'target', message: `could not be read: ${errorOf(e).message}` });
       continue;
@@ -56,12 +64,18 @@ export async function restoreBackup(
     const tmp = await mkdtemp(join(dirname(target), `.${basename(target)}.cairn-backup-`));
     try {
       await mkdir(join(tmp, LAYOUT.snapshots), { recursive: true });
-      const again = await checkOnTarget(settings, t, id, tmp);
+      const again = await checkOnTarget(settings, t, id, tmp, phase('write'));
       if (!again || again.problems.length > 0) {
         failures.push(...(again?.problems ?? []));
         continue;
       }
-      const r = await restoreStore({ source: tmp, target, ...(to !== undefined ? { to } : {}) });
+      const restoring = phase('restore');
+      const r = await restoreStore({
+        source: tmp,
+        target,
+        ...(to !== undefined ? { to } : {}),
+        ...(restoring ? { onProgress: (p: { bytes: number; totalBytes: number }) => restoring({ target: t.url, ...p }) } : {}),
+      });
       return { ...r, backup: id, from: t.url };
     } finally {
       await rm(tmp, { recursive: true, force: true });

@@ -38,6 +38,11 @@ export class S3Target implements BackupTarget {
     this.#bucket = bucket;
     this.#prefix = prefix;
     const env = process.env;
+    // The SDK warns once per process on Node < 22 that versions published after January 2027
+    // will need Node 22. Cairn supports Node 20 and pins the SDK's major version, so the
+    // warning is noise for its users; this is the SDK's documented switch
+    // (@aws-sdk/core emitWarningIfUnsupportedVersion). An explicit setting is left alone.
+    env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     const config: S3ClientConfig = {
       region: settings?.region ?? env.AWS_REGION ?? 'us-east-1',
       // Checksums only where S3 requires them: S3-compatible servers differ in the newer ones.

@@ -22,15 +22,18 @@ export interface TargetCheck {
   body?: ManifestBody;
 }
 
+/** Bytes of a backup's files reassembled so far on one target, of the total its manifest lists. */
+export type ByteProgress = (p: { target: string; bytes: number; totalBytes: number }) => void;
+
 /** Read back every chunk of the backup on every target holding it; report each problem. */
-export async function verifyBackup(settings: BackupSettings, id: string): Promise<VerifyReport> {
+export async function verifyBackup(settings: BackupSettings, id: string, onProgress?: ByteProgress): Promise<VerifyReport> {
   if (!isBackupId(id)) throw invalidArgument('id must be a backup id');
   const report: VerifyReport = { id, ok: true, problems: [], targets: [] };
   let found = false;
   for (const t of settings.targets) {
     let r: TargetCheck | undefined;
     try {
-      r = await checkOnTarget(settings, t, id, null);
+      r = await checkOnTarget(settings, t, id, null, onProgress);
     } catch (e) {
       report.problems.push({ target: t.url, kind: 'target', message: `target ${t.url} could not be read: ${errorOf(e).message}` });
       report.targets.push({ target: t.url, ok: false, chunks: 0, bytes: 0 });
@@ -50,7 +53,13 @@ export async function verifyBackup(settings: BackupSettings, id: string): Promis
  * Check one target's copy of a backup. With `out`, also write its files under `out` (only
  * call that after a clean check). Returns undefined when the target does not hold it.
  */
-export async function checkOnTarget(settings: BackupSettings, t: BackupTarget, id: string, out: string | null): Promise<TargetCheck | undefined> {
+export async function checkOnTarget(
+  settings: BackupSettings,
+  t: BackupTarget,
+  id: string,
+  out: string | null,
+  onProgress?: ByteProgress,
+): Promise<TargetCheck | undefined> {
   const problems: VerifyProblem[] = [];
   const add = (kind: VerifyProblemKind, message: string) => problems.push({ target: t.url, kind, message });
   const entries = await t.list(`${BACKUPS_PREFIX}${id}/`);
@@ -89,6 +98,12 @@ export async function checkOnTarget(settings: BackupSettings, t: BackupTarget, i
   let bytes = 0;
   let count = 0;
   const checked = new Set<string>();
+  // Progress counts each file's reassembled bytes up to the size the manifest records, so it
+  // never passes the total (a damaged file that reassembles longer is a problem, not progress).
+  const totalBytes = body.files.reduce((n, f) => n + f.bytes, 0);
+  let filesBefore = 0;
+  const report = (fileBytes: number) => onProgress?.({ target: t.url, bytes: filesBefore + fileBytes, totalBytes });
+  report(0);
   for (const f of body.files) {
     // Small files are checked whole against their xxh3; a large one streams chunk by chunk
     // (each chunk proven by its SHA-256), and restore() checks its xxh3 as it copies it.
@@ -133,10 +148,13 @@ export async function checkOnTarget(settings: BackupSettings, t: BackupTarget, i
         length += raw.length;
         if (whole) parts.push(raw);
         if (sink && !fileBad) await sink.write(raw);
+        report(Math.min(length, f.bytes));
       }
     } finally {
       await sink?.close();
     }
+    filesBefore += f.bytes;
+    report(0);
     if (fileBad) continue;
     if (length !== f.bytes || (whole && nativeBytes.xxh3Hex(Buffer.concat(parts)) !== f.xxh3)) {
       add('file', `file '${f.path}' reassembles to ${length} bytes with a different xxh3 than the manifest records (${f.bytes} bytes, xxh3 ${f.xxh3})`);

@@ -1,36 +1,16 @@
 /** Backup commands: back up, list, verify, and restore a backup. */
 import { BackupManager } from '../backup/manager.js';
 import type { BackupKind } from '../backup/metadata.js';
-import type { BackupProgress, CreateResult } from '../backup/types.js';
+import type { CreateResult } from '../backup/types.js';
 import { type Command, existingStore, UsageError } from './command.js';
-import { cliText, json, withProgress } from './output.js';
+import { cliText, json } from './output.js';
+import { withByteBar } from './progress.js';
 import { RESTORE_TARGET_OPTIONS, restoreTarget } from './restore.js';
 
 /** The environment the backup commands read, for the help page. */
 export const BACKUP_ENVIRONMENT =
   '\nbackups: CAIRN_BACKUP_KEY (64 hex digits) encrypts and decrypts; CAIRN_S3_ENDPOINT points s3:// at\n' +
   'an S3-compatible server (credentials from the usual AWS_* variables).\n';
-
-/** On a terminal, a bar of the bytes a backup has taken, per target; silent otherwise. */
-function progressBar(enabled: boolean): { update: (p: BackupProgress) => void; done: () => void } {
-  const on = enabled && process.stderr.isTTY;
-  let shown = false;
-  return {
-    update(p) {
-      if (!on) return;
-      const frac = p.totalBytes === 0 ? 1 : p.bytes / p.totalBytes;
-      const width = 30;
-      const fill = Math.round(frac * width);
-      process.stderr.write(
-        `\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0)}% ${p.files}/${p.totalFiles} files ${(p.bytes / 2 ** 20).toFixed(1)}/${(p.totalBytes / 2 ** 20).toFixed(1)} MB ${p.target}`,
-      );
-      shown = true;
-    },
-    done() {
-      if (shown) process.stderr.write('\n');
-    },
-  };
-}
 
 function backupManager(source: string, targets: string[]): BackupManager {
   const key = process.env.CAIRN_BACKUP_KEY;
@@ -50,13 +30,12 @@ export const backup: Command = {
     if (!dir || targets.length === 0) throw new UsageError('backup needs a store directory and --to URL');
     const backups = backupManager(await existingStore(dir), targets);
     try {
-      const bar = progressBar(!asJson);
-      let m: CreateResult;
-      try {
-        m = await backups.create({ kind: (args.string('kind') ?? 'full') as BackupKind, onProgress: bar.update });
-      } finally {
-        bar.done();
-      }
+      const m: CreateResult = await withByteBar('backup', !asJson, (bar) =>
+        backups.create({
+          kind: (args.string('kind') ?? 'full') as BackupKind,
+          onProgress: (p) => bar(p.bytes, p.totalBytes, `${p.files}/${p.totalFiles} files ${p.target}`),
+        }),
+      );
       if (asJson) console.log(json(m));
       else {
         for (const t of m.targets) {
@@ -109,7 +88,7 @@ export const verify: Command = {
     if (!url || !id) throw new UsageError('verify needs a target URL and a backup id');
     const manager = backupManager('.', [url]);
     try {
-      const report = await withProgress('verify', !asJson, manager.verify(id));
+      const report = await withByteBar('verify', !asJson, (bar) => manager.verify(id, { onProgress: (p) => bar(p.bytes, p.totalBytes, p.target) }));
       if (asJson) console.log(json(report));
       else {
         for (const t of report.targets) {
@@ -139,7 +118,9 @@ export const restoreBackup: Command = {
     const to = restoreTarget(args);
     const manager = backupManager('.', [url]);
     try {
-      const r = await withProgress('restore', !asJson, manager.restore(id, target, to ? { to } : {}));
+      const r = await withByteBar('restore-backup', !asJson, (bar) =>
+        manager.restore(id, target, { ...(to ? { to } : {}), onProgress: (p) => bar(p.bytes, p.totalBytes, `${p.phase} ${p.target}`) }),
+      );
       console.log(
         asJson
           ? json(r)

@@ -1,6 +1,7 @@
 /** Commands that run until SIGINT/SIGTERM: serve (a primary and/or the HTTP endpoints), replicate (replica). */
 import { readdirSync } from 'node:fs';
 
+import { BackupManager } from '../backup/manager.js';
 import { CairnError } from '../errors.js';
 import { openReplica } from '../replication/replica.js';
 import type { WriteConcernLevel } from '../replication/types.js';
@@ -13,8 +14,9 @@ export const serve: Command = {
   name: 'serve',
   help:
     '  serve DIR [--replication HOST:PORT --replicas n2,n3 --token-file F] [--node-id ID] [--w local|majority|all]\n' +
-    '            [--http HOST:PORT [--http-token-file F]]\n' +
-    '                           serve DIR to replicas and/or its metrics, health, status and dashboard over HTTP\n' +
+    '            [--http HOST:PORT [--http-token-file F] [--backup-target URL...]]\n' +
+    '                           serve DIR to replicas and/or its metrics, health, status and dashboard over HTTP;\n' +
+    "                           /status lists each --backup-target's catalog (CAIRN_BACKUP_KEY, CAIRN_S3_ENDPOINT)\n" +
     '                           until SIGINT/SIGTERM (port 0: any free port)\n',
   options: {
     replication: { type: 'string' },
@@ -24,6 +26,7 @@ export const serve: Command = {
     w: { type: 'string' },
     http: { type: 'string' },
     'http-token-file': { type: 'string' },
+    'backup-target': { type: 'string', multiple: true },
   },
   async run(args) {
     const dir = args.positionals[0];
@@ -51,9 +54,13 @@ export const serve: Command = {
           };
     const httpTokenFile = args.string('http-token-file');
     const httpToken = httpTokenFile === undefined ? undefined : readToken(httpTokenFile, '--http-token-file').trim();
+    const backupTargets = args.strings('backup-target') ?? [];
+    if (backupTargets.length > 0 && httpListen === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--backup-target needs --http HOST:PORT');
     const nodeId = args.string('node-id');
     const w = args.string('w') as WriteConcernLevel | undefined;
     const db = await open(dir, nodeId === undefined ? {} : { nodeId });
+    const key = process.env.CAIRN_BACKUP_KEY;
+    const catalogs = backupTargets.length === 0 ? null : new BackupManager({ source: db.dir, target: backupTargets, ...(key ? { encryption: { key } } : {}) });
     try {
       const out: Record<string, unknown> = { dir: db.dir, nodeId: db.nodeId, lastSeq: db.lastSeq };
       if (replication) {
@@ -62,7 +69,11 @@ export const serve: Command = {
         if (!args.json) console.log(`serving replication of ${db.dir} on ${server.address} (node ${db.nodeId}, seq ${db.lastSeq})`);
       }
       if (httpListen !== undefined) {
-        const http = await db.serveHttp({ listen: httpListen, ...(httpToken === undefined ? {} : { token: httpToken }) });
+        const http = await db.serveHttp({
+          listen: httpListen,
+          ...(httpToken === undefined ? {} : { token: httpToken }),
+          ...(catalogs ? { backups: catalogs } : {}),
+        });
         out.url = http.url;
         if (!args.json) console.log(`serving metrics, health, status and the dashboard of ${db.dir} at ${http.url}`);
       }
@@ -71,6 +82,7 @@ export const serve: Command = {
       const signal = await untilSignal();
       if (!args.json) console.log(`${signal}: closing`);
     } finally {
+      await catalogs?.close();
       await db.close();
     }
     return 0;

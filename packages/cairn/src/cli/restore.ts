@@ -1,7 +1,8 @@
 /** Point-in-time restore of a store into a new directory, and the --seq/--time target it takes. */
 import { restore as restoreStore } from '../restore.js';
 import { type Command, type CommandArgs, existingStore, type OptionSpecs, UsageError } from './command.js';
-import { json, withProgress } from './output.js';
+import { json } from './output.js';
+import { withByteBar } from './progress.js';
 
 /** --seq N | --time ISO: how far a restore goes (both restore commands take them). */
 export const RESTORE_TARGET_OPTIONS: OptionSpecs = { seq: { type: 'string' }, time: { type: 'string' } };
@@ -33,7 +34,10 @@ export const restore: Command = {
     const [source, target] = args.positionals;
     if (!source || !target) throw new UsageError('restore needs SOURCE and TARGET directories');
     const to = restoreTarget(args);
-    const result = await withProgress('restore', !asJson, restoreStore({ source: await existingStore(source), target, ...(to ? { to } : {}) }));
+    const from = await existingStore(source);
+    const result = await withByteBar('restore', !asJson, (bar) =>
+      restoreStore({ source: from, target, ...(to ? { to } : {}), onProgress: (p) => bar(p.bytes, p.totalBytes) }),
+    );
     console.log(
       asJson
         ? json(result)

@@ -3,24 +3,7 @@ import { scrub as scrubStore } from '../scrub/directory.js';
 import type { ScrubProgress, ScrubReport } from '../scrub/index.js';
 import { type Command, existingStore, UsageError } from './command.js';
 import { json, megabytes } from './output.js';
-
-/** One status line on a terminal: bytes read of the total, rate and ETA (timed from the first
- *  report, so opening the store does not count). */
-function scrubProgressLine(): (p: ScrubProgress) => void {
-  let width = 0;
-  let started = 0;
-  return (p) => {
-    started ||= Date.now() - 200;
-    const secs = (Date.now() - started) / 1000;
-    const rate = secs > 0 ? p.bytes / secs : 0;
-    const left = Math.max(0, p.totalBytes - p.bytes);
-    const eta = rate > 0 ? `${Math.ceil(left / rate)}s` : '?';
-    const pct = p.totalBytes > 0 ? Math.min(100, Math.floor((100 * p.bytes) / p.totalBytes)) : 100;
-    const line = `scrub ${megabytes(p.bytes)} / ${megabytes(p.totalBytes)} (${pct}%)  ${p.files}/${p.totalFiles} files  ${megabytes(rate)}/s  ETA ${eta}`;
-    process.stderr.write(`\r${line.padEnd(width)}`);
-    width = line.length;
-  };
-}
+import { withByteBar } from './progress.js';
 
 export const scrub: Command = {
   name: 'scrub',
@@ -43,22 +26,23 @@ export const scrub: Command = {
     const concurrencyArg = args.string('concurrency');
     const concurrency = concurrencyArg === undefined ? undefined : Number(concurrencyArg);
     if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency >= 1)) throw new UsageError('--concurrency must be a positive integer');
-    const tty = !asJson && process.stderr.isTTY;
     const abort = new AbortController();
     const onSigint = () => abort.abort();
     process.once('SIGINT', onSigint);
     let report: ScrubReport;
+    const store = await existingStore(dir);
     try {
-      report = await scrubStore(await existingStore(dir), {
-        repair: args.flag('repair'),
-        ...(throttle !== undefined ? { throttleMBps: throttle } : {}),
-        ...(concurrency !== undefined ? { concurrency } : {}),
-        signal: abort.signal,
-        ...(tty ? { onProgress: scrubProgressLine() } : {}),
-      });
+      report = await withByteBar('scrub', !asJson, (bar) =>
+        scrubStore(store, {
+          repair: args.flag('repair'),
+          ...(throttle !== undefined ? { throttleMBps: throttle } : {}),
+          ...(concurrency !== undefined ? { concurrency } : {}),
+          signal: abort.signal,
+          onProgress: (p: ScrubProgress) => bar(p.bytes, p.totalBytes, `${p.files}/${p.totalFiles} files`),
+        }),
+      );
     } finally {
       process.off('SIGINT', onSigint);
-      if (tty) process.stderr.write('\n');
     }
     if (asJson) console.log(json(report));
     else {

@@ -16,15 +16,20 @@ function statusText(s: StoreInspection): string {
     s.range
       ? `recoverable: seq ${s.range.from.seq} (${iso(s.range.from.time)}) .. seq ${s.range.to.seq} (${iso(s.range.to.time)})`
       : `recoverable: nothing (${s.rangeError})`,
-    `collections (as of the checkpoint):${s.collections.length === 0 ? ' none' : ''}`,
+    `collections (as of seq ${s.lastSeq}):${s.collections.length === 0 ? ' none' : ''}`,
     ...s.collections.map(
-      (c) =>
-        `  ${c.name}: ${c.dim}d ${c.metric}, ${c.dataFiles <= 1 ? `${c.checkpointRecords} rows` : `${c.checkpointRecords} records in ${c.dataFiles} files`}${c.unreadable ? `, ${c.unreadable} UNREADABLE` : ''}`,
+      (c) => `  ${c.name}: ${c.dim}d ${c.metric}, ${c.count} rows (${c.dataFiles} checkpoint file(s))${c.unreadable ? `, ${c.unreadable} UNREADABLE` : ''}`,
     ),
     `snapshots:${s.snapshots.length === 0 ? ' none' : ''}`,
     ...s.snapshots.map((x) => `  ${x.id}  seq ${x.seq}  ${iso(x.time)}  ${x.kind}${x.base ? ` on ${x.base}` : ''}  ${megabytes(x.bytes)}`),
     `disk: wal ${megabytes(s.disk.wal)}, archive ${megabytes(s.disk.archive)}, data ${megabytes(s.disk.data)}, graph ${megabytes(s.disk.graph)}, snapshots ${megabytes(s.disk.snapshots)} (hard links), quarantine ${megabytes(s.disk.quarantine)}`,
   ];
+  const sc = s.lastScrub;
+  lines.push(
+    sc
+      ? `last scrub: ${iso(sc.time)}${sc.repair ? ' (repair)' : ''}, ${sc.files} files, ${megabytes(sc.bytes)}, ${sc.corrupt} corrupt, ${sc.repaired} repaired, ${sc.unrepaired} unrepaired`
+      : `last scrub: ${s.lastScrubError ? `unreadable (${s.lastScrubError})` : 'none recorded'}`,
+  );
   if (s.quarantined > 0) lines.push(`quarantine: ${s.quarantined} damaged file(s) kept`);
   return lines.join('\n');
 }
@@ -32,7 +37,8 @@ function statusText(s: StoreInspection): string {
 export const status: Command = {
   name: 'status',
   help:
-    '  status DIR [--json]      collections, last seq, recoverable range, snapshots and disk use; reads\n' +
+    '  status DIR [--json]      collections with current counts, last seq, recoverable range, snapshots,\n' +
+    '                           disk use and the last scrub; reads\n' +
     '                           without the lock, so it works while another process has DIR open\n',
   options: {},
   async run({ positionals, json: asJson }) {

@@ -14,12 +14,16 @@ import { isIP } from 'node:net';
 import { invalidArgument } from '../errors.js';
 import { dashboardHtml } from './dashboard.js';
 import type { HealthReport } from './status.js';
+import type { BackupCatalog } from './types.js';
 
 export interface ServeHttpOptions {
   /** `host:port` (IPv6 as `[::1]:9464`); default `127.0.0.1:9464`. Port 0 picks a free port. */
   listen?: string;
   /** Required unless `listen` is a loopback address. */
   token?: string;
+  /** Where this store's backups go: `/status` lists these targets' catalogs (every backup on
+   *  them, whichever process made it). Pass the `BackupManager`s that write them. */
+  backups?: BackupCatalog | BackupCatalog[];
 }
 
 export interface HttpServer {
@@ -34,7 +38,7 @@ export interface HttpServer {
 export interface HttpRoutes {
   metrics(): Promise<{ body: string; contentType: string }>;
   health(): Promise<HealthReport>;
-  status(): Promise<unknown>;
+  status(catalogs: BackupCatalog[]): Promise<unknown>;
   toJson(v: unknown): string;
 }
 
@@ -54,10 +58,25 @@ export function isLoopback(host: string): boolean {
   return false;
 }
 
-export function parseServeOptions(options: unknown): { host: string; port: number; token: string | null } {
+function parseCatalogs(v: unknown): BackupCatalog[] {
+  if (v === undefined) return [];
+  const list = Array.isArray(v) ? v : [v];
+  return list.map((c, i) => {
+    const ok =
+      c !== null &&
+      typeof c === 'object' &&
+      typeof (c as BackupCatalog).list === 'function' &&
+      Array.isArray((c as BackupCatalog).targets) &&
+      (c as BackupCatalog).targets.every((t) => typeof t === 'string');
+    if (!ok) throw invalidArgument(`options.backups${Array.isArray(v) ? `[${i}]` : ''} must be a BackupManager (an object with targets and list())`);
+    return c as BackupCatalog;
+  });
+}
+
+export function parseServeOptions(options: unknown): { host: string; port: number; token: string | null; backups: BackupCatalog[] } {
   if (options === null || typeof options !== 'object' || Array.isArray(options)) throw invalidArgument('options must be an object');
   const o = options as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (k !== 'listen' && k !== 'token') throw invalidArgument(`options.${k} is not a known option`);
+  for (const k of Object.keys(o)) if (k !== 'listen' && k !== 'token' && k !== 'backups') throw invalidArgument(`options.${k} is not a known option`);
   if (o.listen !== undefined && typeof o.listen !== 'string') throw invalidArgument('options.listen must be a string');
   if (o.token !== undefined && (typeof o.token !== 'string' || o.token.length < 16)) {
     throw invalidArgument('options.token must be a string of at least 16 characters');
@@ -65,7 +84,7 @@ export function parseServeOptions(options: unknown): { host: string; port: numbe
   const { host, port } = parseListen((o.listen as string | undefined) ?? DEFAULT_LISTEN);
   const token = (o.token as string | undefined) ?? null;
   if (!isLoopback(host) && token === null) throw invalidArgument(`options.token is required to listen on '${host}', which is not a loopback address`);
-  return { host, port, token };
+  return { host, port, token, backups: parseCatalogs(o.backups) };
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
@@ -83,7 +102,7 @@ function send(res: ServerResponse, status: number, contentType: string, body: st
 }
 
 export async function startHttpServer(options: unknown, routes: HttpRoutes): Promise<HttpServer> {
-  const { host, port, token } = parseServeOptions(options);
+  const { host, port, token, backups } = parseServeOptions(options);
   const tokenDigest = token === null ? null : digest(token);
   const json = (res: ServerResponse, status: number, v: unknown, head: boolean, extra?: Record<string, string>) =>
     send(res, status, 'application/json; charset=utf-8', routes.toJson(v), head, extra);
@@ -116,7 +135,7 @@ export async function startHttpServer(options: unknown, routes: HttpRoutes): Pro
         const h = await routes.health();
         return json(res, h.ok ? 200 : 503, h, head);
       }
-      return json(res, 200, await routes.status(), head);
+      return json(res, 200, await routes.status(backups), head);
     } catch (e) {
       const err = e as { code?: unknown; message?: unknown };
       if (!res.headersSent) error(res, 500, typeof err.code === 'string' ? err.code : 'INTERNAL', String(err.message ?? e), head);

@@ -5,11 +5,12 @@
  */
 import type { NativeEngineStats } from '../native.js';
 import type { ScrubReport } from '../scrub/index.js';
+import { BackupCatalogs } from './backup-catalogs.js';
 import { OpsHistory, SAMPLE_INTERVAL_MS } from './history.js';
 import { type HttpServer, startHttpServer } from './http.js';
 import { StoreMetrics } from './metrics.js';
 import { type HealthReport, health, storeStatus, toJson } from './status.js';
-import { asReplicationStatus, type EngineStatsReader, type OpsSource, type ReplicationStatusLike } from './types.js';
+import { asReplicationStatus, type BackupCatalog, type EngineStatsReader, type OpsSource, type ReplicationStatusLike } from './types.js';
 
 export type { HttpServer, ServeHttpOptions } from './http.js';
 export type { HealthReport, StoreStatus } from './status.js';
@@ -49,9 +50,11 @@ export class StoreOps {
     return health({ ...this.#inputs(), replication: await this.#replication() });
   }
 
-  async status(): Promise<Awaited<ReturnType<typeof storeStatus>>> {
+  /** `/status`; with `catalogs`, the backups section lists those targets' catalogs. */
+  async status(catalogs?: BackupCatalogs): Promise<Awaited<ReturnType<typeof storeStatus>>> {
     const engine: NativeEngineStats = this.readStats();
-    return storeStatus({ ...this.#inputs(), engine, replication: await this.#replication() });
+    const listed = catalogs && catalogs.size > 0 ? await catalogs.read() : [];
+    return storeStatus({ ...this.#inputs(), engine, replication: await this.#replication(), catalogs: listed });
   }
 
   #inputs() {
@@ -59,10 +62,14 @@ export class StoreOps {
   }
 
   async serveHttp(options: unknown): Promise<HttpServer> {
+    let catalogs: BackupCatalogs | undefined;
     const server = await startHttpServer(options, {
       metrics: async () => ({ body: await this.metrics(), contentType: this.#metrics.contentType }),
       health: () => this.health(),
-      status: () => this.status(),
+      status: (backups: BackupCatalog[]) => {
+        catalogs ??= new BackupCatalogs(backups);
+        return this.status(catalogs);
+      },
       toJson,
     });
     this.#servers.add(server);

@@ -6,9 +6,12 @@
  * repaired (the last scrub left some, or, before any scrub, recovery found unreadable records),
  * or when replication says this node is fenced or a replica cut off from its primary.
  */
+import { CairnError } from '../errors.js';
 import type { NativeEngineStats } from '../native.js';
+import { readLastScrub } from '../scrub/result.js';
+import type { CatalogEntry } from './backup-catalogs.js';
 import type { OpsHistory } from './history.js';
-import type { OpsSource, ReplicationStatusLike } from './types.js';
+import type { OpsSource, ReplicationStatusLike, ScrubRecord } from './types.js';
 
 export interface HealthReport {
   ok: boolean;
@@ -25,12 +28,31 @@ export interface HealthInputs {
   replication: ReplicationStatusLike | null;
 }
 
+/**
+ * The last scrub: this process's own (with its damage list), else the one recorded on disk by
+ * any process (`SCRUB_RESULT`, counts only). A damaged record file is reported, not hidden.
+ */
+export function lastScrub(source: OpsSource, history: OpsHistory): { scrub: ScrubRecord | null; error: string | null } {
+  if (history.lastScrub) return { scrub: history.lastScrub, error: null };
+  try {
+    const d = readLastScrub(source.dir);
+    if (!d) return { scrub: null, error: null };
+    const { repair: _repair, ...counts } = d;
+    const damage = d.unrepaired > 0 ? [`${d.unrepaired} damaged file(s) left unrepaired (see cairn scrub)`] : [];
+    return { scrub: { ...counts, unreadableRecords: 0, damage }, error: null };
+  } catch (e) {
+    if (!(e instanceof CairnError)) throw e;
+    return { scrub: null, error: `${e.code}: ${e.message}` };
+  }
+}
+
 export function health({ source, history, unreadableAtOpen, closed, replication }: HealthInputs): HealthReport {
   const reasons: string[] = [];
   if (closed) reasons.push('closed: the store is closed');
   const poisoned = closed ? null : source.poisoned;
   if (poisoned !== null) reasons.push(`poisoned: writes are refused after a failed write or fsync (${poisoned})`);
-  const last = history.lastScrub;
+  const { scrub: last, error: scrubError } = lastScrub(source, history);
+  if (scrubError) reasons.push(`scrub result unreadable: ${scrubError}`);
   if (last) {
     if (last.unrepaired + last.unreadableRecords > 0) {
       reasons.push(
@@ -42,8 +64,12 @@ export function health({ source, history, unreadableAtOpen, closed, replication 
   }
   if (replication) {
     const state = replication.state ?? '';
-    if (replication.fenced === true || state === 'fenced') reasons.push('replication: this node is fenced (a newer primary exists)');
-    else if (replication.role === 'replica' && (replication.connected === false || state === 'disconnected')) {
+    // A replica that refused its primary's frames for a stale epoch (or was refused for one)
+    // is fenced off from it until failover sorts the roles out.
+    const fencedError = replication.role === 'replica' && state !== 'streaming' && (replication.lastError ?? '').startsWith('CAIRN_FENCED');
+    if (replication.fenced === true || state === 'fenced' || fencedError) {
+      reasons.push(`replication: this node is fenced (a newer primary exists)${fencedError ? `: ${replication.lastError}` : ''}`);
+    } else if (replication.role === 'replica' && (replication.connected === false || state === 'disconnected')) {
       reasons.push('replication: this replica is disconnected from its primary');
     }
   }
@@ -54,10 +80,11 @@ function summary(h: NativeEngineStats['fsync']) {
   return { count: h.count, sumSeconds: h.sum };
 }
 
-export async function storeStatus(inputs: HealthInputs & { engine: NativeEngineStats }) {
-  const { source, history, engine, replication } = inputs;
+export async function storeStatus(inputs: HealthInputs & { engine: NativeEngineStats; catalogs?: CatalogEntry[] }) {
+  const { source, history, engine, replication, catalogs = [] } = inputs;
   const [snapshots, range] = await Promise.all([source.snapshots(), source.recoverableRange().catch(() => null)]);
   const h = health(inputs);
+  const last = lastScrub(source, history);
   return {
     dir: source.dir,
     time: new Date().toISOString(),
@@ -70,15 +97,33 @@ export async function storeStatus(inputs: HealthInputs & { engine: NativeEngineS
       to: { seq: range.to.seq.toString(), time: range.to.time.toISOString() },
     },
     snapshots: snapshots.map((s) => ({ id: s.id, seq: s.seq.toString(), time: s.time.toISOString(), kind: s.kind, bytes: s.bytes })),
-    lastScrub: history.lastScrub && { ...history.lastScrub, time: history.lastScrub.time.toISOString() },
+    lastScrub: last.scrub && { ...last.scrub, time: last.scrub.time.toISOString() },
+    lastScrubError: last.error,
     scrubs: history.scrubs.map((s) => ({ ...s, time: s.time.toISOString() })),
-    backups: [...history.backups.values()].map((t) => ({
-      target: t.target,
-      ok: t.ok,
-      failed: t.failed,
-      last: { ok: t.last.ok, id: t.last.id, kind: t.last.kind, time: t.last.time.toISOString(), error: t.last.error ?? null },
-      lastGood: t.lastGood && { id: t.lastGood.id, kind: t.lastGood.kind, time: t.lastGood.time.toISOString() },
-    })),
+    // Configured targets (serveHttp({ backups })) as their catalogs list them; other targets this
+    // process backed up to, from what it saw (`from` says which).
+    backups: [
+      ...catalogs.map((c) => ({
+        target: c.target,
+        from: 'catalog' as const,
+        ok: c.ok,
+        failed: c.failed,
+        last: c.last && { ok: c.last.ok, id: c.last.id, kind: c.last.kind, time: c.last.time.toISOString(), error: c.last.error ?? null },
+        lastGood: c.lastGood && { id: c.lastGood.id, kind: c.lastGood.kind, time: c.lastGood.time.toISOString() },
+        error: c.error,
+      })),
+      ...[...history.backups.values()]
+        .filter((t) => !catalogs.some((c) => c.target === t.target))
+        .map((t) => ({
+          target: t.target,
+          from: 'this process' as const,
+          ok: t.ok,
+          failed: t.failed,
+          last: { ok: t.last.ok, id: t.last.id, kind: t.last.kind, time: t.last.time.toISOString(), error: t.last.error ?? null },
+          lastGood: t.lastGood && { id: t.lastGood.id, kind: t.lastGood.kind, time: t.lastGood.time.toISOString() },
+          error: null,
+        })),
+    ],
     replication: replication && {
       ...replication,
       epoch: replication.epoch === undefined ? undefined : replication.epoch.toString(),

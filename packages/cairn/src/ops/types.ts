@@ -23,6 +23,8 @@ export interface ReplicationStatusLike {
   fenced?: boolean;
   connected?: boolean;
   state?: string;
+  /** A replica's last connection error (`CODE: message`). */
+  lastError?: string;
   replicas?: ReplicaStatusLike[];
 }
 
@@ -56,6 +58,7 @@ export function asReplicationStatus(raw: unknown): ReplicationStatusLike | null 
     fenced: bool(r.fenced),
     connected: bool(r.connected),
     state: str(r.state),
+    lastError: str(r.lastError),
     replicas,
   };
 }
@@ -70,6 +73,22 @@ export interface OpsSource {
   /** Present once replication is there; read through `asReplicationStatus`, so that the ops
    *  layer does not depend on the replication code's exact types. */
   replicationStatus?: () => unknown;
+}
+
+/** One backup as a target's catalog lists it (the part of `BackupMetadata` `/status` reads). */
+export interface BackupListing {
+  id: string;
+  target: string;
+  kind: string;
+  status: string;
+  timestamp: Date;
+  error: string | null;
+}
+
+/** Where a store's backups go and how to list them: a `BackupManager` satisfies it. */
+export interface BackupCatalog {
+  readonly targets: string[];
+  list(): Promise<BackupListing[]>;
 }
 
 /** A scrub as remembered for status and metrics. */

@@ -5,6 +5,7 @@ import { CairnError } from '../errors.js';
 import { LAYOUT } from '../layout.js';
 import { open, type RecoveryReport, type Store } from '../store.js';
 import { parseScrubOptions, runScrub, type ScrubOptions, type ScrubReport } from './index.js';
+import { writeLastScrub } from './result.js';
 
 /**
  * Scrub the store in `dir`. It never creates one: a missing path or empty directory rejects with
@@ -46,7 +47,10 @@ export async function scrub(dir: string, options: ScrubOptions = {}): Promise<Sc
   }
   try {
     const report = await db.scrub(options);
-    if (repairedOnOpen) mergeOpenRepairs(report, repairedOnOpen);
+    if (repairedOnOpen) {
+      mergeOpenRepairs(report, repairedOnOpen);
+      writeLastScrub(resolve(dir), report, opts.repair);
+    }
     return report;
   } finally {
     await db.close();

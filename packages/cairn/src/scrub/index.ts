@@ -22,6 +22,7 @@ import { CairnError, fromNative } from '../errors.js';
 import { LAYOUT } from '../layout.js';
 import { type NativeFileCheck, type NativeManifest, type NativeSnapshotInfo, type NativeStore, nativeModule } from '../native.js';
 import { checkKnownKeys, checkPlainObject, checkPositiveInt } from '../validate.js';
+import { writeLastScrub } from './result.js';
 import {
   type DamagedFile,
   defaultSources,
@@ -562,7 +563,17 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
       }
     }
     let filesDone = firstTargets.length;
-    const progress = () => opts.onProgress?.({ bytes: nativeModule.scanBytes(scan), totalBytes, files: filesDone, totalFiles: all.length });
+    // `totalBytes` is the bytes of the files phase 2 reads, each inode once; the native counter
+    // counts bytes actually read, from here on. Only a re-read to locate damage (or a segment
+    // that a checkpoint archived meanwhile) reads more, and that is not progress: never past the total.
+    const baseline = nativeModule.scanBytes(scan);
+    const progress = () =>
+      opts.onProgress?.({
+        bytes: Math.min(totalBytes, nativeModule.scanBytes(scan) - baseline),
+        totalBytes,
+        files: Math.min(filesDone, all.length),
+        totalFiles: all.length,
+      });
     if (opts.onProgress) progressTimer = setInterval(progress, 200);
     const checks = await verifier.verifyAll(targets, (n) => (filesDone += n));
     for (const [rel, c] of firstChecks) checks.set(rel, c);
@@ -612,6 +623,7 @@ export async function runScrub(ctx: ScrubContext, opts: ParsedScrubOptions): Pro
     if (opts.repair) await repairAll(ctx, opts, verifier, damaged, report);
     else for (const d of damaged) report.unrepaired.push({ file: d.rel, reason: 'repair was not requested' });
     report.durationMs = Math.round(performance.now() - started);
+    writeLastScrub(dir, report, opts.repair);
     return report;
   } catch (e) {
     throw e instanceof CairnError ? e : fromNative(e);

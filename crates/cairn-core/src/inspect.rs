@@ -1,0 +1,259 @@
+//! A read-only replay for status readers: what a store holds now (collections and row counts as
+//! of the last record in its WAL), read without its lock while another process may be writing
+//! it. Nothing is written, truncated or fsynced.
+//!
+//! Invariants:
+//! - The result is a prefix of the committed history: the checkpoint the manifest names, then
+//!   WAL records in sequence order from the one after it, stopping at the first record that is
+//!   missing or invalid. The active segment's torn or still-being-written tail is where it stops;
+//!   corruption is reported by recovery and scrub, not here.
+//! - A checkpoint may run meanwhile: it replaces `MANIFEST`, removes the data files it merged and
+//!   moves WAL segments from `wal/` to `wal-archive/`. A data file that vanished means the
+//!   manifest we read is stale, so the whole read is retried with the new one (bounded); a segment
+//!   that vanished from `wal/` is read from `wal-archive/`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use crate::batch::{self, Op};
+use crate::datafile::record_ids;
+use crate::distance::Metric;
+use crate::error::{Error, Result};
+use crate::layout::{parse_wal_segment_name, wal_segment_name, ARCHIVE_DIR, DATA_DIR, WAL_DIR};
+use crate::manifest::{self, Manifest};
+use crate::storage::Storage;
+use crate::wal::reader::{scan_segment, ScanItem};
+use crate::wal::record::decode_segment_header;
+
+/// Attempts when a checkpoint replaces the files being read.
+const ATTEMPTS: usize = 8;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveCollection {
+    pub name: String,
+    pub dim: u32,
+    pub metric: Metric,
+    /// Rows now (including rows known to be unreadable).
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveView {
+    pub checkpoint_seq: u64,
+    /// The last record applied (the checkpoint's seq when the WAL holds nothing after it).
+    pub last_seq: u64,
+    /// Its commit time, ms since the Unix epoch (the checkpoint's time when none).
+    pub last_time_ms: u64,
+    /// Records applied after the checkpoint.
+    pub wal_records: u64,
+    /// In name order.
+    pub collections: Vec<LiveCollection>,
+}
+
+struct Coll {
+    dim: u32,
+    metric: Metric,
+    ids: HashSet<String>,
+}
+
+/// What the store in `dir` holds now; `None` when it has no manifest (never checkpointed: a
+/// store always writes one when it is created).
+pub fn live_view(storage: &dyn Storage, dir: &Path) -> Result<Option<LiveView>> {
+    let mut last_err = None;
+    for _ in 0..ATTEMPTS {
+        let Some(m) = manifest::load_or_copy(storage, dir)?.map(|(m, _)| m) else { return Ok(None) };
+        match checkpoint_rows(storage, dir, &m) {
+            Ok(Some(colls)) => return replay_wal(storage, dir, &m, colls).map(Some),
+            // A data file is gone: a checkpoint replaced this manifest meanwhile.
+            Ok(None) => continue,
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| Error::corruption(dir.join(DATA_DIR), 0, "checkpoint files kept changing while being read")))
+}
+
+/// Ids per collection in the checkpoint; `None` when a file the manifest names is missing.
+fn checkpoint_rows(storage: &dyn Storage, dir: &Path, m: &Manifest) -> Result<Option<BTreeMap<String, Coll>>> {
+    let mut out = BTreeMap::new();
+    for mc in &m.collections {
+        let mut ids = HashSet::new();
+        for f in &mc.data_files {
+            let path = dir.join(DATA_DIR).join(&f.file);
+            let buf = match storage.read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            // Ids only (no vectors decoded); damaged records are the business of recovery and
+            // scrub, the rest still count.
+            for (upsert, id) in record_ids(&buf, &path)? {
+                if upsert {
+                    ids.insert(id.to_string());
+                } else {
+                    ids.remove(id);
+                }
+            }
+        }
+        for u in &mc.unreadable {
+            ids.insert(u.id.clone());
+        }
+        out.insert(mc.name.clone(), Coll { dim: mc.dim, metric: mc.metric, ids });
+    }
+    Ok(Some(out))
+}
+
+/// The segments that may hold records after `after`, in order, each named once: `wal/` is
+/// listed before `wal-archive/`, so a segment a checkpoint moves between the two listings is
+/// in at least one of them.
+fn segments_after(storage: &dyn Storage, dir: &Path, after: u64) -> Result<Vec<u64>> {
+    let mut firsts = Vec::new();
+    for sub in [WAL_DIR, ARCHIVE_DIR] {
+        let d = dir.join(sub);
+        match storage.list(&d) {
+            Ok(names) => firsts.extend(names.iter().filter_map(|n| parse_wal_segment_name(n))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&d, e)),
+        }
+    }
+    firsts.sort_unstable();
+    firsts.dedup();
+    // The segment holding `after + 1` is the last one starting at or before it.
+    let start = firsts.iter().rposition(|&f| f <= after + 1).unwrap_or(0);
+    Ok(firsts.split_off(start))
+}
+
+fn read_segment(storage: &dyn Storage, dir: &Path, first: u64) -> Result<Option<Vec<u8>>> {
+    let name = wal_segment_name(first);
+    for sub in [WAL_DIR, ARCHIVE_DIR] {
+        let path = dir.join(sub).join(&name);
+        match storage.read(&path) {
+            Ok(b) => return Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+    Ok(None)
+}
+
+fn replay_wal(storage: &dyn Storage, dir: &Path, m: &Manifest, mut colls: BTreeMap<String, Coll>) -> Result<LiveView> {
+    let mut last_seq = m.checkpoint_seq;
+    let mut last_time_ms = m.checkpoint_time_ms;
+    let mut wal_records = 0u64;
+    'segments: for first in segments_after(storage, dir, m.checkpoint_seq)? {
+        if first > last_seq + 1 {
+            break; // a gap: what follows is not a prefix
+        }
+        let Some(buf) = read_segment(storage, dir, first)? else { break };
+        // A header that does not verify is a segment being created: nothing in it yet.
+        if decode_segment_header(&buf).ok() != Some(first) {
+            break;
+        }
+        for item in scan_segment(&buf, first).items {
+            let ScanItem::Record { header, payload_start, .. } = item else { break 'segments };
+            if header.seq <= last_seq {
+                continue;
+            }
+            if header.seq != last_seq + 1 {
+                break 'segments;
+            }
+            let payload = &buf[payload_start..payload_start + header.payload_len];
+            let path = dir.join(WAL_DIR).join(wal_segment_name(first));
+            let ops = batch::decode(payload).map_err(|e| Error::corruption(&path, 0, format!("seq {}: {e}", header.seq)))?;
+            apply(&mut colls, ops);
+            last_seq = header.seq;
+            last_time_ms = header.time_ms;
+            wal_records += 1;
+        }
+    }
+    Ok(LiveView {
+        checkpoint_seq: m.checkpoint_seq,
+        last_seq,
+        last_time_ms,
+        wal_records,
+        collections: colls
+            .into_iter()
+            .map(|(name, c)| LiveCollection { name, dim: c.dim, metric: c.metric, count: c.ids.len() as u64 })
+            .collect(),
+    })
+}
+
+/// The engine validated every batch before logging it, so each op applies.
+fn apply(colls: &mut BTreeMap<String, Coll>, ops: Vec<Op>) {
+    for op in ops {
+        match op {
+            Op::CreateCollection(s) => {
+                colls.insert(s.name, Coll { dim: s.dim, metric: s.metric, ids: HashSet::new() });
+            }
+            Op::DropCollection { name } => {
+                colls.remove(&name);
+            }
+            Op::Upsert { collection, id, .. } => {
+                if let Some(c) = colls.get_mut(&collection) {
+                    c.ids.insert(id);
+                }
+            }
+            Op::Delete { collection, id } => {
+                if let Some(c) = colls.get_mut(&collection) {
+                    c.ids.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::CollectionSpec;
+    use crate::engine::{Engine, Options, SyncMode};
+    use crate::fault::FaultStorage;
+    use std::sync::Arc;
+
+    fn upsert(c: &str, id: &str) -> Op {
+        Op::Upsert { collection: c.into(), id: id.into(), vector: vec![0.5, 0.25], metadata: "{}".into() }
+    }
+
+    #[test]
+    fn live_view_counts_the_wal_after_the_checkpoint_and_stops_at_a_torn_tail() {
+        let fs = Arc::new(FaultStorage::new());
+        let dir = Path::new("/live");
+        let opts = Options { sync: SyncMode::Always, storage: fs.clone(), ..Options::default() };
+        let engine = Engine::open(dir, opts).expect("open");
+        let spec = CollectionSpec { name: "a".into(), dim: 2, metric: Metric::L2, m: 16, ef_construction: 100 };
+        engine.commit(&[Op::CreateCollection(spec.clone())]).expect("create");
+        engine.commit(&(0..10).map(|i| upsert("a", &format!("r{i}"))).collect::<Vec<_>>()).expect("upsert");
+        engine.checkpoint().expect("checkpoint");
+        engine.commit(&[upsert("a", "r0"), upsert("a", "new"), Op::Delete { collection: "a".into(), id: "r1".into() }]).expect("w1");
+        engine.commit(&[Op::CreateCollection(CollectionSpec { name: "b".into(), ..spec })]).expect("create b");
+        engine.commit(&[upsert("b", "x")]).expect("w2");
+        let v = live_view(fs.as_ref(), dir).expect("view").expect("some");
+        assert_eq!(v.wal_records, 3);
+        assert_eq!(v.last_seq, engine.last_seq());
+        let counts: Vec<(String, u64)> = v.collections.iter().map(|c| (c.name.clone(), c.count)).collect();
+        assert_eq!(counts, vec![("a".to_string(), 10), ("b".to_string(), 1)]);
+        // Tear the last record: the view ends one record earlier and nothing changes on disk.
+        let seg =
+            fs.list(&dir.join(WAL_DIR)).expect("list").into_iter().filter_map(|n| parse_wal_segment_name(&n)).max().expect("a segment");
+        let path = dir.join(WAL_DIR).join(wal_segment_name(seg));
+        let before = fs.read(&path).expect("read");
+        let scan = scan_segment(&before, seg);
+        let Some(ScanItem::Record { offset, .. }) = scan.items.last() else { panic!("no record") };
+        let at = *offset as usize + 30;
+        fs.mutate(&path, |b| b[at] ^= 0xff).expect("tear");
+        let torn = live_view(fs.as_ref(), dir).expect("view").expect("some");
+        assert_eq!(torn.last_seq, v.last_seq - 1);
+        assert_eq!(torn.collections.iter().find(|c| c.name == "b").map(|c| c.count), Some(0));
+        let mut after = before.clone();
+        after[at] ^= 0xff;
+        assert_eq!(fs.read(&path).expect("read"), after, "the reader wrote to the segment");
+        // Checkpointed again: a delta file now holds the delete of r1; the counts come from the
+        // data files alone.
+        engine.checkpoint().expect("checkpoint");
+        let m = manifest::load(fs.as_ref(), dir).expect("manifest").expect("some");
+        assert!(m.collections.iter().any(|c| c.data_files.len() > 1), "a delta file");
+        let again = live_view(fs.as_ref(), dir).expect("view").expect("some");
+        assert_eq!(again.wal_records, 0);
+        let counts: Vec<(String, u64)> = again.collections.iter().map(|c| (c.name.clone(), c.count)).collect();
+        assert_eq!(counts, vec![("a".to_string(), 10), ("b".to_string(), 1)]);
+    }
+}

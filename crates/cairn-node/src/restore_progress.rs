@@ -1,0 +1,46 @@
+//! Progress of running restores (`cairn_core::pitr::RestoreProgress`), polled from JavaScript by
+//! handle while the restore runs on the libuv pool.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cairn_core::pitr::RestoreProgress;
+use napi_derive::napi;
+
+static OPEN: Mutex<BTreeMap<u32, Arc<RestoreProgress>>> = Mutex::new(BTreeMap::new());
+static NEXT: AtomicU32 = AtomicU32::new(1);
+
+fn open() -> MutexGuard<'static, BTreeMap<u32, Arc<RestoreProgress>>> {
+    OPEN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn get(id: u32) -> Option<Arc<RestoreProgress>> {
+    open().get(&id).cloned()
+}
+
+#[napi(object)]
+pub struct NativeByteProgress {
+    pub bytes: f64,
+    pub total_bytes: f64,
+}
+
+/// A handle for `restoreStore(..., progress)`; close it when the restore settled.
+#[napi]
+pub fn restore_progress_open() -> u32 {
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    open().insert(id, Arc::new(RestoreProgress::default()));
+    id
+}
+
+/// Bytes the restore has copied or read, of its total (0 of 0 before it planned its work).
+#[napi]
+pub fn restore_progress(id: u32) -> NativeByteProgress {
+    let p = get(id);
+    NativeByteProgress { bytes: p.as_ref().map_or(0.0, |p| p.done() as f64), total_bytes: p.as_ref().map_or(0.0, |p| p.total() as f64) }
+}
+
+#[napi]
+pub fn restore_progress_close(id: u32) {
+    open().remove(&id);
+}
