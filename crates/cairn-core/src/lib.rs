@@ -17,6 +17,7 @@ pub mod layout;
 pub mod manifest;
 pub mod metrics;
 pub mod pitr;
+pub mod placement;
 pub mod quarantine;
 pub mod scrub;
 pub mod snapshot;

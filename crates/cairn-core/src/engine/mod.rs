@@ -3,6 +3,7 @@
 //! - `open.rs`: open (lock, manifest, checkpoint load, WAL replay, quarantine) and close.
 //! - `load.rs`: loading the checkpoint files the manifest names, repairing records from the WAL.
 //! - `commit.rs`: the commit thread: validation, group commit, WAL framing and fsync.
+//! - `digest.rs`: content digests of a collection's rows (what a recovery drill compares).
 //! - `query.rs`: reads and k-NN queries; every row returned is checked against its checksum.
 //! - `checkpoint.rs`: capturing the state, writing data and graph files, replacing the manifest.
 //! - `retention.rs`: archiving covered WAL segments, archive retention, orphan file removal.
@@ -19,6 +20,7 @@
 
 mod checkpoint;
 mod commit;
+mod digest;
 mod load;
 mod open;
 mod query;
@@ -43,6 +45,7 @@ use crate::wal::recovery::{RecoveryMode, RecoveryReport};
 use crate::wal::ship::ShipCursor;
 use crate::wal::writer::Prealloc;
 use checkpoint::Capture;
+pub use digest::{row_digest, RowDigests};
 pub use query::{CollectionInfo, QueryOutput};
 
 /// How far a write is durable when its promise resolves.
