@@ -286,7 +286,13 @@ pub fn restore_on(storage: Arc<dyn Storage>, source: &Path, target: &Path, to: R
 /// says: `Link` clones or hard-links them after verifying their checksum (no byte is
 /// rewritten; a linked file is not an independent copy, see `placement.rs`), `Copy` copies
 /// them. The WAL and `MANIFEST` are always written anew: the restored store writes them.
-pub fn restore_placed(storage: Arc<dyn Storage>, source: &Path, target: &Path, to: RestoreTarget, placement: Placement) -> Result<RestoreResult> {
+pub fn restore_placed(
+    storage: Arc<dyn Storage>,
+    source: &Path,
+    target: &Path,
+    to: RestoreTarget,
+    placement: Placement,
+) -> Result<RestoreResult> {
     let fs = storage.as_ref();
     if fs.exists(target) {
         // A file in the target's place used to fail late, as I/O, after the whole build.

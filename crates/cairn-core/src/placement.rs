@@ -92,11 +92,12 @@ fn copy_hashed(storage: &dyn Storage, from: &Path, to: &Path, bytes: u64, xxh3: 
         dst.write_at(at, &buf[..n]).map_err(io(to))?;
         at += n as u64;
     }
-    let outcome = check(from, at, &format!("{:016x}", h.digest()), bytes, xxh3, "snapshot file does not match its manifest").and_then(|()| {
-        dst.sync_data().map_err(io(to))?;
-        let (len2, sum2) = hash_file(storage, to)?;
-        check(to, len2, &sum2, bytes, xxh3, "copy differs from the snapshot file")
-    });
+    let outcome =
+        check(from, at, &format!("{:016x}", h.digest()), bytes, xxh3, "snapshot file does not match its manifest").and_then(|()| {
+            dst.sync_data().map_err(io(to))?;
+            let (len2, sum2) = hash_file(storage, to)?;
+            check(to, len2, &sum2, bytes, xxh3, "copy differs from the snapshot file")
+        });
     if outcome.is_err() {
         drop(dst);
         let _ = storage.remove(to);

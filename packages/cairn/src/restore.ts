@@ -41,6 +41,13 @@ export interface RestoreOptions {
   target: string;
   /** Omitted: the latest durable state. */
   to?: RestoreTo;
+  /**
+   * Copy every snapshot file instead of linking it (default false). By default the immutable
+   * checkpoint and graph files of the snapshot are cloned (FICLONE) or hard-linked after their
+   * checksum is verified: fast, but a linked file shares its bytes with the source's snapshot,
+   * so it is no independent copy for scrub to repair from (docs/architecture.md).
+   */
+  copy?: boolean;
 }
 
 export interface RestoreResult {
@@ -49,6 +56,8 @@ export interface RestoreResult {
   /** The snapshot the restore started from, if any (otherwise the WAL from its first record). */
   snapshot: string | null;
   replayedRecords: number;
+  /** How the snapshot's files reached the restored store. */
+  files: { cloned: number; linked: number; copied: number };
 }
 
 export function toSnapshotInfo(raw: NativeSnapshotInfo): SnapshotInfo {
@@ -82,7 +91,8 @@ export async function recoverableRange(dir: string): Promise<RecoverableRange> {
  */
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   checkPlainObject('options', options);
-  checkKnownKeys('options', options, ['source', 'target', 'to']);
+  checkKnownKeys('options', options, ['source', 'target', 'to', 'copy']);
+  if (options.copy !== undefined && typeof options.copy !== 'boolean') throw invalidArgument('options.copy must be a boolean');
   if (typeof options.source !== 'string' || options.source === '') throw invalidArgument('options.source must be a directory path');
   if (typeof options.target !== 'string' || options.target === '') throw invalidArgument('options.target must be a directory path');
   let seq: bigint | null = null;
@@ -102,8 +112,14 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       timeMs = t;
     } else throw invalidArgument('options.to must have seq or time');
   }
-  const r = await native(() => nativeModule.restoreStore(resolvePath(options.source), resolvePath(options.target), seq, timeMs));
-  return { seq: r.seq, time: new Date(r.timeMs), snapshot: r.snapshot, replayedRecords: r.replayedRecords };
+  const r = await native(() => nativeModule.restoreStore(resolvePath(options.source), resolvePath(options.target), seq, timeMs, options.copy === true));
+  return {
+    seq: r.seq,
+    time: new Date(r.timeMs),
+    snapshot: r.snapshot,
+    replayedRecords: r.replayedRecords,
+    files: { cloned: r.clonedFiles, linked: r.linkedFiles, copied: r.copiedFiles },
+  };
 }
 
 /**

@@ -47,8 +47,9 @@ export async function verifyBackup(settings: BackupSettings, id: string): Promis
 }
 
 /**
- * Check one target's copy of a backup. With `out`, also write its files under `out` (only
- * call that after a clean check). Returns undefined when the target does not hold it.
+ * Check one target's copy of a backup. With `out`, also write its files under `out` as they are
+ * checked, each fdatasynced (a restore links them into the store it builds); the caller
+ * discards `out` when problems are reported. Returns undefined when the target does not hold it.
  */
 export async function checkOnTarget(settings: BackupSettings, t: BackupTarget, id: string, out: string | null): Promise<TargetCheck | undefined> {
   const problems: VerifyProblem[] = [];
@@ -134,6 +135,7 @@ export async function checkOnTarget(settings: BackupSettings, t: BackupTarget, i
         if (whole) parts.push(raw);
         if (sink && !fileBad) await sink.write(raw);
       }
+      if (sink && !fileBad) await sink.datasync();
     } finally {
       await sink?.close();
     }
