@@ -1,0 +1,62 @@
+/** Shapes of a recovery drill: options, one scenario's result, the whole report (a leaf). */
+
+export const SINGLE_NODE_SCENARIOS = ['process-kill', 'index-loss', 'segment-corruption', 'accidental-delete', 'disk-loss'] as const;
+export type ScenarioName = (typeof SINGLE_NODE_SCENARIOS)[number];
+
+export interface DrillOptions {
+  /** The store to drill on. It is only read: every scenario runs on its own copy. */
+  source: string;
+  /** Default: every single-node scenario, in the order of `SINGLE_NODE_SCENARIOS`. */
+  scenarios?: ScenarioName[];
+  /** Where the copies are made (default: the OS temp directory); removed afterwards. */
+  scratch?: string;
+  /** Called as each scenario starts and ends (the CLI prints it on a terminal). */
+  onProgress?: (event: { scenario: ScenarioName; phase: 'start' | 'end'; result?: ScenarioResult }) => void;
+}
+
+export interface ScenarioStep {
+  name: string;
+  ms: number;
+}
+
+export interface ScenarioResult {
+  scenario: ScenarioName;
+  /** Recovered, and the recovered store equals the reference model. */
+  ok: boolean;
+  /** From the failure (or the start of recovery, where noted) to the first correct query answer. */
+  rtoMs: number | null;
+  /** Acknowledged writes lost: missing or different after recovery. */
+  rpo: number | null;
+  /** What the scenario loses by design (null: nothing). */
+  declaredLoss: string | null;
+  /** Cairn recovers without an operator (true), or an operator runs the recovery (false). */
+  automatic: boolean;
+  /** How recovery was done, in one line. */
+  mechanism: string;
+  steps: ScenarioStep[];
+  /** Scenario-specific figures (rows written, files linked, graph rebuild time, ...). */
+  figures: Record<string, number>;
+  /** Why `ok` is false. */
+  problems: string[];
+  error?: { code: string; message: string };
+}
+
+export interface DrillReport {
+  source: string;
+  collections: Array<{ name: string; dim: number; rows: number }>;
+  rows: number;
+  startedAt: string;
+  durationMs: number;
+  loadavg: number[];
+  scenarios: ScenarioResult[];
+  ok: boolean;
+}
+
+/** The recovery table the seeds publish, by the scenario that measures each line. */
+export const SEED_CLAIMS: Readonly<Record<ScenarioName, string>> = {
+  'process-kill': 'single-node failure: 2–5 min',
+  'index-loss': 'single-node failure: 2–5 min',
+  'segment-corruption': 'data corruption: "immediate"',
+  'accidental-delete': 'accidental delete: 1–5 min (PITR)',
+  'disk-loss': 'single-node failure: 2–5 min',
+};
