@@ -118,7 +118,7 @@ const table = [
   '|---|---|---|---|---|---|---|',
   ...rows.map((r) => `| ${r.scenario} | ${r.rto} | ${r.rpo} | ${r.automatic} | ${r.claim} | ${r.peer} | ${r.result} |`),
   '',
-  'Steps (ms): ' + report.scenarios.map((r) => `${r.scenario}: ${r.steps.map((s) => `${s.name} ${ms(s.ms)}`).join(', ')}`).join('; ') + '.',
+  `Steps (ms): ${report.scenarios.map((r) => `${r.scenario}: ${r.steps.map((s) => `${s.name} ${ms(s.ms)}`).join(', ')}`).join('; ')}.`,
 ].join('\n');
 const readme = readFileSync(README, 'utf8');
 const a = readme.indexOf(BEGIN);

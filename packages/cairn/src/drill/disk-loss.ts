@@ -59,7 +59,11 @@ export async function diskLoss(ctx: ScenarioContext): Promise<ScenarioOutcome> {
     for (const id of written) {
       const got = await col.get(id);
       const want = drillWriteRecord(id, ctx.main.dim);
-      if (!got || !got.vector.every((v, i) => v === want.vector[i]) || JSON.stringify(got.metadata) !== JSON.stringify(want.metadata)) lost++;
+      const same =
+        got?.vector.length === want.vector.length &&
+        got.vector.every((v, i) => v === want.vector[i]) &&
+        JSON.stringify(got?.metadata) === JSON.stringify(want.metadata);
+      if (!same) lost++;
     }
     if (lost > 0) problems.push(`${lost} of ${written.length} writes acknowledged before the newest backup are missing or different`);
   } finally {
