@@ -1,19 +1,24 @@
 /** `cairn drill`: run recovery scenarios on copies of a store and print RTO and RPO; exit 1 if any failed. */
 import { drillText } from '../drill/report.js';
 import { runDrill } from '../drill/runner.js';
-import { type ScenarioName, SINGLE_NODE_SCENARIOS } from '../drill/types.js';
+import { ALL_SCENARIOS, CLUSTER_SCENARIOS, type ScenarioName, SINGLE_NODE_SCENARIOS } from '../drill/types.js';
 import { type Command, existingStore, UsageError } from './command.js';
 import { json } from './output.js';
 
 export const drill: Command = {
   name: 'drill',
   help:
-    '  drill DIR [--scenarios a,b,...] [--scratch DIR] [--json]\n' +
+    '  drill DIR [--scenarios a,b,...] [--cluster] [--scratch DIR] [--json]\n' +
     '                           run recovery scenarios on copies of the store (DIR is only read)\n' +
     '                           and report RTO and RPO beside the published claims\n',
-  details: `  scenarios: ${SINGLE_NODE_SCENARIOS.join(', ')} (default: all)\n  --scratch DIR            where the copies are made (default: the OS temp directory)\n`,
+  details:
+    `  scenarios: ${SINGLE_NODE_SCENARIOS.join(', ')} (default: all of these)\n` +
+    `  --cluster                also ${CLUSTER_SCENARIOS.join(', ')}: three local node processes and an\n` +
+    '                           etcd (/usr/bin/etcd) on 127.0.0.1\n' +
+    '  --scratch DIR            where the copies are made (default: the OS temp directory)\n',
   options: {
     scenarios: { type: 'string' },
+    cluster: { type: 'boolean', default: false },
     scratch: { type: 'string' },
   },
   async run(args) {
@@ -25,8 +30,10 @@ export const drill: Command = {
     if (list !== undefined) {
       const names = list.split(',').map((s) => s.trim());
       for (const n of names) {
-        if (!(SINGLE_NODE_SCENARIOS as readonly string[]).includes(n))
-          throw new UsageError(`--scenarios: unknown scenario '${n}' (known: ${SINGLE_NODE_SCENARIOS.join(', ')})`);
+        if (!(ALL_SCENARIOS as readonly string[]).includes(n))
+          throw new UsageError(`--scenarios: unknown scenario '${n}' (known: ${ALL_SCENARIOS.join(', ')})`);
+        if (!args.flag('cluster') && (CLUSTER_SCENARIOS as readonly string[]).includes(n))
+          throw new UsageError(`--scenarios: '${n}' is a cluster scenario; add --cluster`);
       }
       scenarios = names as ScenarioName[];
     }
@@ -34,6 +41,7 @@ export const drill: Command = {
     const tty = !args.json && process.stderr.isTTY;
     const report = await runDrill({
       source: await existingStore(dir),
+      cluster: args.flag('cluster'),
       ...(scenarios ? { scenarios } : {}),
       ...(scratch !== undefined ? { scratch } : {}),
       ...(tty ? { onProgress: (e) => process.stderr.write(e.phase === 'start' ? `${e.scenario} ...` : ` ${e.result?.ok ? 'ok' : 'FAILED'}\n`) } : {}),

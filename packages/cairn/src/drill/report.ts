@@ -54,6 +54,11 @@ export function drillText(report: DrillReport): string {
     if (figures.length > 0) out.push(`  ${figures.map(([k, v]) => `${k} ${v}`).join(', ')}`);
     for (const p of r.problems) out.push(`  PROBLEM: ${p}`);
   }
-  out.push('', `RTO: to the first correct query answer. RPO: acknowledged writes missing or different after recovery.`);
+  out.push(
+    '',
+    'RTO: to the first correct query answer (cluster scenarios: to the first write acknowledged with',
+    "w: 'majority' again; replica-loss: until the replica holds every write). RPO: acknowledged",
+    'writes missing or different after recovery.',
+  );
   return `${out.join('\n')}\n`;
 }

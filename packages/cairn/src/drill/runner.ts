@@ -14,12 +14,24 @@ import { checkKnownKeys, checkPlainObject } from '../validate.js';
 import { accidentalDelete } from './accidental-delete.js';
 import { round, type ScenarioContext, type ScenarioOutcome } from './context.js';
 import { diskLoss } from './disk-loss.js';
+import { fullOutage } from './full-outage.js';
 import { indexLoss } from './index-loss.js';
+import { leaderKill } from './leader-kill.js';
+import { leaderPause } from './leader-pause.js';
 import { mainCollection, readModel } from './model.js';
 import { processKill } from './process-kill.js';
+import { replicaLoss } from './replica-loss.js';
 import { copyStore, makeScratch, removeScratch } from './scratch.js';
 import { segmentCorruption } from './segment-corruption.js';
-import { type DrillOptions, type DrillReport, type ScenarioName, type ScenarioResult, SINGLE_NODE_SCENARIOS } from './types.js';
+import {
+  ALL_SCENARIOS,
+  CLUSTER_SCENARIOS,
+  type DrillOptions,
+  type DrillReport,
+  type ScenarioName,
+  type ScenarioResult,
+  SINGLE_NODE_SCENARIOS,
+} from './types.js';
 
 const RUN: Readonly<Record<ScenarioName, (ctx: ScenarioContext) => Promise<ScenarioOutcome>>> = {
   'process-kill': processKill,
@@ -27,28 +39,35 @@ const RUN: Readonly<Record<ScenarioName, (ctx: ScenarioContext) => Promise<Scena
   'segment-corruption': segmentCorruption,
   'accidental-delete': accidentalDelete,
   'disk-loss': diskLoss,
+  'replica-loss': replicaLoss,
+  'leader-kill': leaderKill,
+  'leader-pause': leaderPause,
+  'full-outage': fullOutage,
 };
 
-function parseScenarios(value: unknown): ScenarioName[] {
-  if (value === undefined) return [...SINGLE_NODE_SCENARIOS];
+function parseScenarios(value: unknown, cluster: boolean): ScenarioName[] {
+  if (value === undefined) return cluster ? [...ALL_SCENARIOS] : [...SINGLE_NODE_SCENARIOS];
   if (!Array.isArray(value) || value.length === 0) throw invalidArgument('options.scenarios must be a non-empty array of scenario names');
   for (const s of value) {
-    if (!(SINGLE_NODE_SCENARIOS as readonly unknown[]).includes(s))
-      throw invalidArgument(`options.scenarios: unknown scenario ${JSON.stringify(s)} (known: ${SINGLE_NODE_SCENARIOS.join(', ')})`);
+    if (!(ALL_SCENARIOS as readonly unknown[]).includes(s))
+      throw invalidArgument(`options.scenarios: unknown scenario ${JSON.stringify(s)} (known: ${ALL_SCENARIOS.join(', ')})`);
+    if (!cluster && (CLUSTER_SCENARIOS as readonly unknown[]).includes(s))
+      throw invalidArgument(`options.scenarios: '${s}' is a cluster scenario; it needs options.cluster: true (etcd and three node processes)`);
   }
-  // In the canonical order, each once.
-  return SINGLE_NODE_SCENARIOS.filter((s) => value.includes(s));
+  // Single-node ones first, in the canonical order, each once.
+  return ALL_SCENARIOS.filter((s) => value.includes(s));
 }
 
 /** Run recovery scenarios on copies of `options.source`; never modifies it. */
 export async function runDrill(options: DrillOptions): Promise<DrillReport> {
   checkPlainObject('options', options);
-  checkKnownKeys('options', options, ['source', 'scenarios', 'scratch', 'onProgress']);
+  checkKnownKeys('options', options, ['source', 'scenarios', 'cluster', 'scratch', 'onProgress']);
+  if (options.cluster !== undefined && typeof options.cluster !== 'boolean') throw invalidArgument('options.cluster must be a boolean');
   if (typeof options.source !== 'string' || options.source === '') throw invalidArgument('options.source must be a store directory path');
   if (options.scratch !== undefined && (typeof options.scratch !== 'string' || options.scratch === ''))
     throw invalidArgument('options.scratch must be a directory path');
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw invalidArgument('options.onProgress must be a function');
-  const scenarios = parseScenarios(options.scenarios);
+  const scenarios = parseScenarios(options.scenarios, options.cluster === true);
   const source = resolve(options.source);
   await checkStoreDir(source, false);
   const started = new Date();

@@ -1,13 +1,18 @@
 /** Shapes of a recovery drill: options, one scenario's result, the whole report (a leaf). */
 
 export const SINGLE_NODE_SCENARIOS = ['process-kill', 'index-loss', 'segment-corruption', 'accidental-delete', 'disk-loss'] as const;
-export type ScenarioName = (typeof SINGLE_NODE_SCENARIOS)[number];
+/** Run only with `cluster: true`: three local `startNode` processes and an etcd. */
+export const CLUSTER_SCENARIOS = ['replica-loss', 'leader-kill', 'leader-pause', 'full-outage'] as const;
+export type ScenarioName = (typeof SINGLE_NODE_SCENARIOS)[number] | (typeof CLUSTER_SCENARIOS)[number];
+export const ALL_SCENARIOS: readonly ScenarioName[] = [...SINGLE_NODE_SCENARIOS, ...CLUSTER_SCENARIOS];
 
 export interface DrillOptions {
   /** The store to drill on. It is only read: every scenario runs on its own copy. */
   source: string;
-  /** Default: every single-node scenario, in the order of `SINGLE_NODE_SCENARIOS`. */
+  /** Default: every single-node scenario, then (with `cluster`) every cluster one. */
   scenarios?: ScenarioName[];
+  /** Allow the cluster scenarios: an etcd (/usr/bin/etcd) and three node processes on 127.0.0.1. */
+  cluster?: boolean;
   /** Where the copies are made (default: the OS temp directory); removed afterwards. */
   scratch?: string;
   /** Called as each scenario starts and ends (the CLI prints it on a terminal). */
@@ -59,4 +64,8 @@ export const SEED_CLAIMS: Readonly<Record<ScenarioName, string>> = {
   'segment-corruption': 'data corruption: "immediate"',
   'accidental-delete': 'accidental delete: 1–5 min (PITR)',
   'disk-loss': 'single-node failure: 2–5 min',
+  'replica-loss': 'single-node failure: 2–5 min',
+  'leader-kill': 'leader failure: 30–60 s',
+  'leader-pause': 'leader failure: 30–60 s',
+  'full-outage': 'cluster failure: 5–10 min',
 };
