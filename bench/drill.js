@@ -79,6 +79,7 @@ for (let i = 0; i < ROWS; i++) index.addPoint(Array.from(base.subarray(i * DIM, 
 const hnswlibMs = performance.now() - t;
 console.log(`peers: cp -r ${fmt(cpMs)}, hnswlib-node build ${fmt(hnswlibMs)}; load average ${load()}`);
 
+const loadBefore = load();
 const report = await runDrill({
   source,
   scratch: join(ROOT, 'scratch'),
@@ -112,7 +113,7 @@ console.table(rows);
 for (const r of report.scenarios) console.log(r.scenario, JSON.stringify({ steps: r.steps, figures: r.figures }));
 
 const table = [
-  `${ROWS.toLocaleString('en-US')} x ${DIM}, m ${GRAPH.m}, efConstruction ${GRAPH.efConstruction}; load average before the drill ${report.loadavg.join(' ')}, after ${loadAfter} (${new Date().toISOString().slice(0, 10)}).`,
+  `${ROWS.toLocaleString('en-US')} x ${DIM}, m ${GRAPH.m}, efConstruction ${GRAPH.efConstruction}; load average before the drill ${loadBefore}, after ${loadAfter} (${new Date().toISOString().slice(0, 10)}).`,
   '',
   "| scenario | RTO measured | RPO | automatic? | seeds' claim | peer in the same run | result |",
   '|---|---|---|---|---|---|---|',

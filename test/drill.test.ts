@@ -3,7 +3,7 @@
 // every byte and mtime. PITR links the snapshot's immutable files, and a write to the restored
 // store never reaches the source; `copy: true` shares no inode with it. The CLI's contract.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -142,6 +142,30 @@ describe('runDrill', () => {
     const empty = join(tempDir('drill-empty-'), 'store');
     await (await open(empty)).close();
     await expect(runDrill({ source: empty })).rejects.toMatchObject({ code: 'CAIRN_INVALID_ARGUMENT', message: expect.stringContaining('no rows') });
+  });
+});
+
+describe.runIf(existsSync('/usr/bin/etcd'))('runDrill --cluster', () => {
+  test('cluster_scenarios_lose_no_write_acknowledged_with_w_majority', async () => {
+    const before = fingerprint(source);
+    const report = await runDrill({ source, cluster: true, scenarios: ['replica-loss', 'leader-kill', 'leader-pause', 'full-outage'] });
+    for (const r of report.scenarios) {
+      expect(r.problems, r.scenario).toEqual([]);
+      expect(r.rpo, r.scenario).toBe(0);
+      expect(r.figures.acknowledgedWrites, r.scenario).toBeGreaterThan(0);
+    }
+    expect(report.scenarios.map((r) => r.scenario)).toEqual(['replica-loss', 'leader-kill', 'leader-pause', 'full-outage']);
+    expect(fingerprint(source)).toEqual(before);
+  }, 600_000);
+
+  test('cluster_scenarios_need_the_cluster_option', async () => {
+    await expect(runDrill({ source, scenarios: ['leader-kill'] })).rejects.toMatchObject({
+      code: 'CAIRN_INVALID_ARGUMENT',
+      message: expect.stringContaining('options.cluster'),
+    });
+    const r = cli('drill', source, '--scenarios', 'leader-kill', '--json');
+    expect(r.status).toBe(2);
+    expect(JSON.parse(r.stdout).error.message).toContain('--cluster');
   });
 });
 
