@@ -5,11 +5,12 @@
 // the drill markers of bench/README.md.
 //
 //   node bench/drill.js                  # DRILL_ROWS (100000), DRILL_DIM (128)
+//   DRILL_CLUSTER=0 node bench/drill.js  # without the cluster scenarios (run when /usr/bin/etcd exists)
 //
 // Data under bench/.bench-data/drill (gitignored), removed at the end unless KEEP_DATA=1. The
 // scratch area is on the same file system, so restores link snapshot files.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -25,6 +26,7 @@ const ROWS = Number(process.env.DRILL_ROWS ?? 100_000);
 const DIM = Number(process.env.DRILL_DIM ?? 128);
 /** Graph parameters of the store and of the hnswlib-node peer. */
 const GRAPH = { m: 16, efConstruction: 64 };
+const CLUSTER = process.env.DRILL_CLUSTER !== '0' && existsSync('/usr/bin/etcd');
 const README = join(here, 'README.md');
 const BEGIN = '<!-- drill:begin -->';
 const END = '<!-- drill:end -->';
@@ -83,6 +85,7 @@ const loadBefore = load();
 const report = await runDrill({
   source,
   scratch: join(ROOT, 'scratch'),
+  cluster: CLUSTER,
   onProgress: (e) => e.phase === 'end' && console.log(`${e.scenario}: ${e.result.ok ? 'ok' : 'FAILED'} RTO ${fmt(e.result.rtoMs)} RPO ${e.result.rpo}`),
 });
 const loadAfter = load();
@@ -92,6 +95,8 @@ const peer = {
   'accidental-delete': (r) =>
     `\`cp -r\` ${fmt(cpMs)}; RTO = ${(r.rtoMs / cpMs).toFixed(2)}x (restore alone ${fmt(r.steps.find((s) => s.name.startsWith('restore'))?.ms ?? null)})`,
   'disk-loss': (r) => `\`cp -r\` ${fmt(cpMs)}; RTO = ${(r.rtoMs / cpMs).toFixed(2)}x`,
+  'leader-kill': (r) => `target: lease TTL ${r.figures.leaseTtlMs} ms + 2 s`,
+  'leader-pause': (r) => `target: lease TTL ${r.figures.leaseTtlMs} ms + 2 s; acks after resume: ${r.figures.acksAfterResume}`,
 };
 const claims = {
   'process-kill': 'single-node failure: 2–5 min',
@@ -99,6 +104,10 @@ const claims = {
   'segment-corruption': 'data corruption: "immediate"',
   'accidental-delete': 'accidental delete: 1–5 min (PITR)',
   'disk-loss': 'single-node failure: 2–5 min',
+  'replica-loss': 'single-node failure: 2–5 min',
+  'leader-kill': 'leader failure: 30–60 s',
+  'leader-pause': 'leader failure: 30–60 s',
+  'full-outage': 'cluster failure: 5–10 min',
 };
 const rows = report.scenarios.map((r) => ({
   scenario: r.scenario,
