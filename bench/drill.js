@@ -95,8 +95,8 @@ const peer = {
   'accidental-delete': (r) =>
     `\`cp -r\` ${fmt(cpMs)}; RTO = ${(r.rtoMs / cpMs).toFixed(2)}x (restore alone ${fmt(r.steps.find((s) => s.name.startsWith('restore'))?.ms ?? null)})`,
   'disk-loss': (r) => `\`cp -r\` ${fmt(cpMs)}; RTO = ${(r.rtoMs / cpMs).toFixed(2)}x`,
-  'leader-kill': (r) => `target: lease TTL ${r.figures.leaseTtlMs} ms + 2 s`,
-  'leader-pause': (r) => `target: lease TTL ${r.figures.leaseTtlMs} ms + 2 s; acks after resume: ${r.figures.acksAfterResume}`,
+  'leader-kill': () => 'target: lease TTL 2 s + 2 s',
+  'leader-pause': (r) => `target: lease TTL 2 s + 2 s${r.ok ? `; acks after resume: ${r.figures.acksAfterResume}` : ''}`,
 };
 const claims = {
   'process-kill': 'single-node failure: 2–5 min',

@@ -20,6 +20,9 @@ const NODE = fileURLToPath(new URL('./cluster-node.js', import.meta.url));
 const IDS = ['n1', 'n2', 'n3'];
 /** etcd's smallest lease (whole seconds, at least 2). */
 export const LEASE_TTL_MS = 2000;
+/** How long a takeover may take before the scenario fails: generous, so a slow one (a new
+ *  primary opening a large store) is measured rather than cut off. */
+export const TAKEOVER_TIMEOUT_MS = 120_000;
 const TOKEN = 'cairn-drill-cluster-token-0123456789abcdef';
 
 interface Line {

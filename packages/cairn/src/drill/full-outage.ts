@@ -4,7 +4,7 @@
  */
 import { performance } from 'node:perf_hooks';
 
-import { DrillCluster, LEASE_TTL_MS } from './cluster.js';
+import { DrillCluster, TAKEOVER_TIMEOUT_MS } from './cluster.js';
 import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
 
 export async function fullOutage(ctx: ScenarioContext): Promise<ScenarioOutcome> {
@@ -15,7 +15,7 @@ export async function fullOutage(ctx: ScenarioContext): Promise<ScenarioOutcome>
     const t0 = performance.now();
     await Promise.all(c.nodes.map((n) => n.kill('SIGKILL')));
     for (const n of c.nodes) c.restart(n);
-    const back = await sw.step('restart all, first acknowledged write', () => c.firstAckAfter(t0, 8 * LEASE_TTL_MS + 60_000));
+    const back = await sw.step('restart all, first acknowledged write', () => c.firstAckAfter(t0, TAKEOVER_TIMEOUT_MS));
     const rtoMs = round(back.at - t0);
     const { acked, missing } = await sw.step('check acknowledged writes', () => c.lostOnPrimary());
     const problems = missing.length > 0 ? [`${missing.length} acknowledged writes missing on the primary`] : [];

@@ -6,7 +6,7 @@
  */
 import { performance } from 'node:perf_hooks';
 
-import { DrillCluster, LEASE_TTL_MS } from './cluster.js';
+import { DrillCluster, LEASE_TTL_MS, TAKEOVER_TIMEOUT_MS } from './cluster.js';
 import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
 
 export async function leaderKill(ctx: ScenarioContext): Promise<ScenarioOutcome> {
@@ -16,7 +16,7 @@ export async function leaderKill(ctx: ScenarioContext): Promise<ScenarioOutcome>
     const old = await sw.step('first primary serving', () => c.servingPrimary(20, 120_000));
     const t0 = performance.now();
     await old.kill('SIGKILL');
-    const next = await sw.step('failover', () => c.firstAckAfter(t0, 8 * LEASE_TTL_MS + 20_000, old));
+    const next = await sw.step('failover', () => c.firstAckAfter(t0, TAKEOVER_TIMEOUT_MS, old));
     const rtoMs = round(next.at - t0);
     c.restart(old);
     const rejoined = await sw.step('old primary rejoins', () => c.settled(old, 60_000));

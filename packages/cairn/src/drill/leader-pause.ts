@@ -7,7 +7,7 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { DrillCluster, LEASE_TTL_MS } from './cluster.js';
+import { DrillCluster, LEASE_TTL_MS, TAKEOVER_TIMEOUT_MS } from './cluster.js';
 import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
 
 export async function leaderPause(ctx: ScenarioContext): Promise<ScenarioOutcome> {
@@ -17,7 +17,7 @@ export async function leaderPause(ctx: ScenarioContext): Promise<ScenarioOutcome
     const old = await sw.step('first primary serving', () => c.servingPrimary(20, 120_000));
     const t0 = performance.now();
     old.proc.kill('SIGSTOP');
-    const next = await sw.step('failover', () => c.firstAckAfter(t0, 8 * LEASE_TTL_MS + 20_000, old));
+    const next = await sw.step('failover', () => c.firstAckAfter(t0, TAKEOVER_TIMEOUT_MS, old));
     const rtoMs = round(next.at - t0);
     await sleep(Math.max(0, t0 + LEASE_TTL_MS + 500 - performance.now()));
     // A stopped process runs no code: an ack it prints after this was made after it resumed.

@@ -25,6 +25,7 @@ import { copyStore, makeScratch, removeScratch } from './scratch.js';
 import { segmentCorruption } from './segment-corruption.js';
 import {
   ALL_SCENARIOS,
+  AUTOMATIC,
   CLUSTER_SCENARIOS,
   type DrillOptions,
   type DrillReport,
@@ -99,7 +100,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillReport> {
           rtoMs: null,
           rpo: null,
           declaredLoss: null,
-          automatic: false,
+          automatic: AUTOMATIC[name],
           mechanism: '',
           steps: [],
           figures: {},

@@ -57,6 +57,20 @@ export interface DrillReport {
   ok: boolean;
 }
 
+/** Whether Cairn recovers without an operator: the scenario's own answer, also reported when
+ *  it fails. Restarting a killed process counts as automatic (a supervisor's job). */
+export const AUTOMATIC: Readonly<Record<ScenarioName, boolean>> = {
+  'process-kill': true,
+  'index-loss': true,
+  'segment-corruption': true,
+  'accidental-delete': false,
+  'disk-loss': false,
+  'replica-loss': true,
+  'leader-kill': true,
+  'leader-pause': true,
+  'full-outage': true,
+};
+
 /** The recovery table the seeds publish, by the scenario that measures each line. */
 export const SEED_CLAIMS: Readonly<Record<ScenarioName, string>> = {
   'process-kill': 'single-node failure: 2–5 min',
