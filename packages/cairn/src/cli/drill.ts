@@ -1,7 +1,7 @@
 /** `cairn drill`: run recovery scenarios on copies of a store and print RTO and RPO; exit 1 if any failed. */
 import { drillText } from '../drill/report.js';
 import { runDrill } from '../drill/runner.js';
-import { ALL_SCENARIOS, CLUSTER_SCENARIOS, type ScenarioName, SINGLE_NODE_SCENARIOS } from '../drill/types.js';
+import { ALL_SCENARIOS, CLUSTER_SCENARIOS, type ScenarioName } from '../drill/types.js';
 import { type Command, existingStore, UsageError } from './command.js';
 import { json } from './output.js';
 
@@ -12,9 +12,10 @@ export const drill: Command = {
     '                           run recovery scenarios on copies of the store (DIR is only read)\n' +
     '                           and report RTO and RPO beside the published claims\n',
   details:
-    `  scenarios: ${SINGLE_NODE_SCENARIOS.join(', ')} (default: all of these)\n` +
-    `  --cluster                also ${CLUSTER_SCENARIOS.join(', ')}: three local node processes and an\n` +
-    '                           etcd (/usr/bin/etcd) on 127.0.0.1\n' +
+    '  --scenarios a,b,...      single node: process-kill, index-loss, segment-corruption,\n' +
+    '                           accidental-delete, disk-loss (default: all of them)\n' +
+    '  --cluster                also replica-loss, leader-kill, leader-pause, full-outage: three\n' +
+    '                           local node processes and an etcd (/usr/bin/etcd) on 127.0.0.1\n' +
     '  --scratch DIR            where the copies are made (default: the OS temp directory)\n',
   options: {
     scenarios: { type: 'string' },
