@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod payload;
 pub mod pitr;
+pub mod placement;
 pub mod quarantine;
 pub mod scrub;
 pub mod snapshot;

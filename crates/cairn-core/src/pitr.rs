@@ -12,14 +12,15 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::clock::iso8601;
-use crate::durable::{copy_synced, write_synced};
+use crate::durable::write_synced;
 use crate::engine::{Engine, Options};
 use crate::error::{Error, Result};
 use crate::layout::{
     parse_wal_segment_name as parse_segment_name, wal_segment_name as segment_name, ARCHIVE_DIR, DATA_DIR, MANIFEST_FILE, WAL_DIR,
 };
 use crate::manifest::{self, Manifest};
-use crate::snapshot::{self, hash_file, SnapshotInfo};
+use crate::placement::{place_verified, Placed, Placement};
+use crate::snapshot::{self, SnapshotInfo};
 use crate::storage::{OsStorage, Storage};
 use crate::wal::reader::{scan_segment, ScanItem};
 use crate::wal::record::{decode_segment_header, encode_segment_header};
@@ -51,6 +52,18 @@ pub struct RestoreResult {
     pub time_ms: u64,
     pub snapshot: Option<String>,
     pub replayed_records: u64,
+    /// Snapshot files placed by a copy-on-write clone, a hard link, or a copy (`placement`).
+    pub cloned_files: u64,
+    pub linked_files: u64,
+    pub copied_files: u64,
+}
+
+/// How many snapshot files each placement took.
+#[derive(Default)]
+struct PlacedCounts {
+    cloned: u64,
+    linked: u64,
+    copied: u64,
 }
 
 struct Segment {
@@ -294,21 +307,39 @@ pub fn restore_on_tracked(
     to: RestoreTarget,
     progress: &RestoreProgress,
 ) -> Result<RestoreResult> {
-    restore_with(storage, source, target, to, Some(progress))
+    restore_placed(storage, source, target, to, Placement::Link, Some(progress))
+}
+
+/// `restore_placed` on the real file system.
+pub fn restore_with(
+    source: &Path,
+    target: &Path,
+    to: RestoreTarget,
+    placement: Placement,
+    progress: Option<&RestoreProgress>,
+) -> Result<RestoreResult> {
+    restore_placed(Arc::new(OsStorage), source, target, to, placement, progress)
 }
 
 /// Restore `source` as of `to` into `target`, which must not exist or be an empty directory.
 /// The result is built beside the target and renamed into place, so an interrupted restore
-/// leaves no partial target, and a rerun starts afresh.
+/// leaves no partial target, and a rerun starts afresh. Snapshot files are linked
+/// (`Placement::Link`): see `restore_placed`.
 pub fn restore_on(storage: Arc<dyn Storage>, source: &Path, target: &Path, to: RestoreTarget) -> Result<RestoreResult> {
-    restore_with(storage, source, target, to, None)
+    restore_placed(storage, source, target, to, Placement::Link, None)
 }
 
-fn restore_with(
+/// `restore_on`, placing the snapshot's immutable checkpoint and graph files as `placement`
+/// says: `Link` clones or hard-links them after verifying their checksum (no byte is
+/// rewritten; a linked file is not an independent copy, see `placement.rs`), `Copy` copies
+/// them. The WAL and `MANIFEST` are always written anew: the restored store writes them.
+/// `progress`, when given, counts the bytes copied or read (see `RestoreProgress`).
+pub fn restore_placed(
     storage: Arc<dyn Storage>,
     source: &Path,
     target: &Path,
     to: RestoreTarget,
+    placement: Placement,
     progress: Option<&RestoreProgress>,
 ) -> Result<RestoreResult> {
     let fs = storage.as_ref();
@@ -368,7 +399,8 @@ fn restore_with(
     if fs.exists(&tmp) {
         fs.remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
-    let result = build(&storage, source, &history, base.as_ref(), seq, &tmp, progress);
+    let mut counts = PlacedCounts::default();
+    let result = build(&storage, source, &history, base.as_ref(), seq, &tmp, placement, progress, &mut counts);
     let replayed = match result {
         Ok(n) => n,
         Err(e) => {
@@ -394,6 +426,9 @@ fn restore_with(
         time_ms: history.time_of(seq).or(base.as_ref().map(|b| b.time_ms)).unwrap_or(0),
         snapshot: base.map(|b| b.id),
         replayed_records: replayed,
+        cloned_files: counts.cloned,
+        linked_files: counts.linked,
+        copied_files: counts.copied,
     })
 }
 
@@ -427,6 +462,7 @@ fn segment_len(storage: &dyn Storage, source: &Path, path: &Path) -> u64 {
     [path, moved.as_path()].iter().find_map(|p| storage.open_read(p).and_then(|f| f.len()).ok()).unwrap_or(0)
 }
 
+#[expect(clippy::too_many_arguments, reason = "one private step of restore_placed, called once")]
 fn build(
     storage: &Arc<dyn Storage>,
     source: &Path,
@@ -434,7 +470,9 @@ fn build(
     base: Option<&SnapshotInfo>,
     seq: u64,
     tmp: &Path,
+    placement: Placement,
     progress: Option<&RestoreProgress>,
+    counts: &mut PlacedCounts,
 ) -> Result<u64> {
     let fs = storage.as_ref();
     for sub in [DATA_DIR, WAL_DIR, ARCHIVE_DIR] {
@@ -469,7 +507,11 @@ fn build(
                         continue;
                     }
                     let from = sdir.join(&f.path);
-                    copy_verified(fs, &from, &tmp.join(&f.path), f.bytes, &f.xxh3)?;
+                    match place_verified(fs, &from, &tmp.join(&f.path), f.bytes, &f.xxh3, placement)? {
+                        Placed::Cloned => counts.cloned += 1,
+                        Placed::HardLinked => counts.linked += 1,
+                        Placed::Copied => counts.copied += 1,
+                    }
                     if let Some(p) = progress {
                         p.add(f.bytes);
                     }
@@ -481,7 +523,9 @@ fn build(
                 .iter()
                 .find(|f| f.path == MANIFEST_FILE)
                 .ok_or_else(|| Error::corruption(sdir.join(crate::layout::SNAPSHOT_FILE), 0, "snapshot lists no MANIFEST"))?;
-            copy_verified(fs, &sdir.join(MANIFEST_FILE), &tmp.join(MANIFEST_FILE), mf.bytes, &mf.xxh3)?;
+            // Always a copy: the restored store replaces its MANIFEST (a rename, but the bytes
+            // are small and it keeps the snapshot's copy out of the new store's life).
+            place_verified(fs, &sdir.join(MANIFEST_FILE), &tmp.join(MANIFEST_FILE), mf.bytes, &mf.xxh3, Placement::Copy)?;
             if let Some(p) = progress {
                 p.add(mf.bytes);
             }
@@ -545,27 +589,6 @@ fn build(
     // durability: the store's own directories, before it is renamed into place.
     fs.sync_dir(tmp).map_err(io(tmp))?;
     Ok(copied)
-}
-
-fn copy_verified(storage: &dyn Storage, from: &Path, to: &Path, bytes: u64, xxh3: &str) -> Result<()> {
-    let (len, sum) = hash_file(storage, from).map_err(|e| match e {
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Error::corruption(from, 0, "snapshot file is missing"),
-        other => other,
-    })?;
-    if len != bytes || sum != xxh3 {
-        return Err(Error::corruption(
-            from,
-            0,
-            format!("snapshot file does not match its manifest ({len} bytes, xxh3 {sum}; expected {bytes} bytes, xxh3 {xxh3})"),
-        ));
-    }
-    copy_synced(storage, from, to).map_err(io(from))?;
-    // Verify the copy too: a restore must never produce a silently different store.
-    let (len2, sum2) = hash_file(storage, to)?;
-    if len2 != bytes || sum2 != xxh3 {
-        return Err(Error::corruption(to, 0, "copy differs from the snapshot file"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

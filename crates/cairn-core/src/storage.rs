@@ -61,6 +61,13 @@ pub trait Storage: Send + Sync {
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// fsync a directory so that creations, renames and removals in it survive a power cut.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Create `to` as a copy-on-write clone of `from` (Linux `FICLONE`): its own inode sharing
+    /// the same extents until either is written. Err(Unsupported) where the storage or the file
+    /// system cannot (ext4, another file system); `to` is then left absent.
+    fn reflink(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let _ = (from, to);
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
     /// Last modification time in ms since the epoch (WAL archive retention by age).
     fn modified_ms(&self, path: &Path) -> io::Result<u64> {
         let _ = path;
@@ -219,6 +226,21 @@ impl Storage for OsStorage {
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+    #[cfg(target_os = "linux")]
+    fn reflink(&self, from: &Path, to: &Path) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let src = File::open(from)?;
+        let dst = OpenOptions::new().write(true).create_new(true).open(to)?;
+        // SAFETY: ioctl on two descriptors we own; FICLONE reads only the source descriptor.
+        let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            drop(dst);
+            let _ = fs::remove_file(to);
+            return Err(e);
+        }
+        Ok(())
     }
     fn modified_ms(&self, path: &Path) -> io::Result<u64> {
         let t = fs::metadata(path)?.modified()?;

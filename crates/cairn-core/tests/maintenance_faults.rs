@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,9 +19,10 @@ use cairn_core::durable::write_synced;
 use cairn_core::fault::{CrashKind, FaultOp, FaultStorage};
 use cairn_core::layout::{DATA_DIR, NOTE_SUFFIX, QUARANTINE_DIR, SNAPSHOT_FILE};
 use cairn_core::pitr::{self, RestoreTarget};
+use cairn_core::placement::Placement;
 use cairn_core::scrub::{self, Expected, FileKind, Install, Rebuild, ScanControl};
 use cairn_core::snapshot::{self, SnapshotInfo};
-use cairn_core::storage::Storage;
+use cairn_core::storage::{FileId, Storage};
 use cairn_core::wal::writer::Prealloc;
 use cairn_core::{Engine, Options, RecoveryMode, SyncMode};
 use common::*;
@@ -362,4 +364,53 @@ fn rebuild_live_fault_at_every_write_or_fsync_keeps_the_damaged_file() {
         }
         fired
     });
+}
+
+/// Every file each snapshot lists, with its bytes.
+fn snapshot_files(fs: &FaultStorage) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for s in snapshot::list_on(fs, dir()).expect("list") {
+        let sdir = snapshot::snapshot_dir(dir(), &s.id);
+        for f in &s.files {
+            let p = sdir.join(&f.path);
+            out.insert(p.clone(), fs.read(&p).expect("snapshot file"));
+        }
+    }
+    out
+}
+
+fn identities(fs: &FaultStorage, paths: impl IntoIterator<Item = PathBuf>) -> HashSet<FileId> {
+    paths.into_iter().map(|p| fs.open_read(&p).and_then(|f| f.identity()).expect("identity")).collect()
+}
+
+#[test]
+fn linked_restore_shares_snapshot_files_and_writes_to_it_never_reach_the_source() {
+    let (base, history) = base_store();
+    let before = (files(&base), snapshot_files(&base));
+    let source_ids = identities(&base, before.1.keys().cloned());
+    let target = PathBuf::from("/linked");
+    let r = pitr::restore_placed(Arc::new(base.clone()), dir(), &target, RestoreTarget::Latest, Placement::Link).expect("restore");
+    assert!(r.linked_files + r.cloned_files > 0 && r.copied_files == 0, "{r:?}");
+    assert_restored(&base, &target, &history, history.len(), "linked restore");
+    let data = |t: &Path| base.list(&t.join(DATA_DIR)).expect("data dir").into_iter().map(|n| t.join(DATA_DIR).join(n)).collect::<Vec<_>>();
+    assert!(!identities(&base, data(&target)).is_disjoint(&source_ids), "no file of the linked restore shares the source's inode");
+    // Writes, deletes and a checkpoint on the restored store: it replaces and unlinks the
+    // linked files, and never writes into them.
+    // The base store's workload continued: its first 36 commits are the ones already in it.
+    let steps = workload(91, WorkloadShape { commits: 48, checkpoint_pct: 0, reopen_pct: 0, big_pct: 10 });
+    let e = Engine::open(&target, store_options(&base)).expect("open the restored store");
+    let commits = steps.iter().filter_map(|s| if let Step::Commit(ops) = s { Some(ops) } else { None });
+    for ops in commits.skip(history.len() as usize) {
+        e.commit(ops).expect("commit");
+    }
+    checkpoint(&e).expect("checkpoint");
+    e.close().expect("close");
+    assert_eq!((files(&base), snapshot_files(&base)), before, "a write to the linked restore changed the source");
+    assert_source_intact(&base, &history, "after writes to the linked restore");
+    // `Copy`: nothing shared.
+    let copied = PathBuf::from("/copied");
+    let r = pitr::restore_placed(Arc::new(base.clone()), dir(), &copied, RestoreTarget::Latest, Placement::Copy).expect("restore copy");
+    assert!(r.linked_files + r.cloned_files == 0 && r.copied_files > 0, "{r:?}");
+    assert!(identities(&base, data(&copied)).is_disjoint(&source_ids), "a copied restore shares an inode with the source");
+    assert_restored(&base, &copied, &history, history.len(), "copied restore");
 }

@@ -7,6 +7,7 @@
 //! - `store.rs`: `openStore` and the `NativeStore` class (commit, reads, queries, checkpoint)
 //! - `select.rs`: count, scan, getMany and deleteWhere by filter; `payload_index.rs`: payload indexes
 //! - `completions.rs`: settles commit promises on the JS thread
+//! - `digest.rs`: content digests of a collection's rows (the recovery drill's model)
 //! - `recovery_report.rs`: what recovery found on open
 //! - `snapshot.rs`, `restore.rs`: snapshots, point-in-time restore
 //! - `scrub.rs`: scan controls and file verification; `repair.rs`: install, rebuild, quarantine
@@ -31,6 +32,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bytes;
 mod completions;
+mod digest;
 mod errors;
 mod layout;
 mod live_view;

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use cairn_core::pitr::{self, Point, RestoreTarget};
+use cairn_core::placement::Placement;
 use napi::bindgen_prelude::{AsyncTask, BigInt};
 use napi::Env;
 use napi_derive::napi;
@@ -29,6 +30,10 @@ pub struct NativeRestoreResult {
     /// The snapshot the restore started from, if any.
     pub snapshot: Option<String>,
     pub replayed_records: f64,
+    /// Snapshot files cloned (FICLONE), hard-linked, or copied into the restored store.
+    pub cloned_files: f64,
+    pub linked_files: f64,
+    pub copied_files: f64,
 }
 
 fn point(p: Point) -> NativePoint {
@@ -37,6 +42,8 @@ fn point(p: Point) -> NativePoint {
 
 /// Restore `source` into `target` as of `seq` or `timeMs` (neither: the latest state).
 /// Never takes the source's writer lock. `progress`: a handle from `restoreProgressOpen`.
+/// Immutable snapshot files are cloned or hard-linked after their checksum is verified, unless
+/// `copy` asks for an independent copy.
 #[napi(ts_return_type = "Promise<NativeRestoreResult>")]
 pub fn restore_store(
     env: Env,
@@ -45,6 +52,7 @@ pub fn restore_store(
     seq: Option<BigInt>,
     time_ms: Option<f64>,
     progress: Option<u32>,
+    copy: Option<bool>,
 ) -> napi::Result<AsyncTask<CoreTask<NativeRestoreResult>>> {
     let to = sync(&env, || match (seq, time_ms) {
         (Some(_), Some(_)) => Err(Failure::invalid("to must give either seq or time, not both")),
@@ -60,15 +68,17 @@ pub fn restore_store(
         (None, None) => Ok(RestoreTarget::Latest),
     })?;
     Ok(task(move || {
-        let r = match progress.and_then(crate::restore_progress::get) {
-            Some(p) => core(pitr::restore_tracked(Path::new(&source), Path::new(&target), to, &p))?,
-            None => core(pitr::restore(Path::new(&source), Path::new(&target), to))?,
-        };
+        let placement = if copy == Some(true) { Placement::Copy } else { Placement::Link };
+        let tracked = progress.and_then(crate::restore_progress::get);
+        let r = core(pitr::restore_with(Path::new(&source), Path::new(&target), to, placement, tracked.as_deref()))?;
         Ok(NativeRestoreResult {
             seq: r.seq.into(),
             time_ms: r.time_ms as f64,
             snapshot: r.snapshot,
             replayed_records: r.replayed_records as f64,
+            cloned_files: r.cloned_files as f64,
+            linked_files: r.linked_files as f64,
+            copied_files: r.copied_files as f64,
         })
     }))
 }

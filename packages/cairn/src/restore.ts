@@ -44,6 +44,13 @@ export interface RestoreOptions {
   /** Called about every 200 ms and once at the end with the bytes of source files copied or
    *  read (checkpoint files of the snapshot chain, WAL segments) of their total; never past it. */
   onProgress?: (p: { bytes: number; totalBytes: number }) => void;
+  /**
+   * Copy every snapshot file instead of linking it (default false). By default the immutable
+   * checkpoint and graph files of the snapshot are cloned (FICLONE) or hard-linked after their
+   * checksum is verified: fast, but a linked file shares its bytes with the source's snapshot,
+   * so it is no independent copy for scrub to repair from (docs/architecture.md).
+   */
+  copy?: boolean;
 }
 
 export interface RestoreResult {
@@ -52,6 +59,8 @@ export interface RestoreResult {
   /** The snapshot the restore started from, if any (otherwise the WAL from its first record). */
   snapshot: string | null;
   replayedRecords: number;
+  /** How the snapshot's files reached the restored store. */
+  files: { cloned: number; linked: number; copied: number };
 }
 
 export function toSnapshotInfo(raw: NativeSnapshotInfo): SnapshotInfo {
@@ -85,8 +94,9 @@ export async function recoverableRange(dir: string): Promise<RecoverableRange> {
  */
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   checkPlainObject('options', options);
-  checkKnownKeys('options', options, ['source', 'target', 'to', 'onProgress']);
+  checkKnownKeys('options', options, ['source', 'target', 'to', 'onProgress', 'copy']);
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw invalidArgument('options.onProgress must be a function');
+  if (options.copy !== undefined && typeof options.copy !== 'boolean') throw invalidArgument('options.copy must be a boolean');
   if (typeof options.source !== 'string' || options.source === '') throw invalidArgument('options.source must be a directory path');
   if (typeof options.target !== 'string' || options.target === '') throw invalidArgument('options.target must be a directory path');
   let seq: bigint | null = null;
@@ -114,13 +124,19 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const timer = handle === null ? null : setInterval(report, 200);
   let r: Awaited<ReturnType<typeof nativeModule.restoreStore>>;
   try {
-    r = await native(() => nativeModule.restoreStore(resolvePath(options.source), resolvePath(options.target), seq, timeMs, handle));
+    r = await native(() => nativeModule.restoreStore(resolvePath(options.source), resolvePath(options.target), seq, timeMs, handle, options.copy === true));
     report();
   } finally {
     if (timer) clearInterval(timer);
     if (handle !== null) nativeModule.restoreProgressClose(handle);
   }
-  return { seq: r.seq, time: new Date(r.timeMs), snapshot: r.snapshot, replayedRecords: r.replayedRecords };
+  return {
+    seq: r.seq,
+    time: new Date(r.timeMs),
+    snapshot: r.snapshot,
+    replayedRecords: r.replayedRecords,
+    files: { cloned: r.clonedFiles, linked: r.linkedFiles, copied: r.copiedFiles },
+  };
 }
 
 /**

@@ -3,6 +3,7 @@
 //! - `open.rs`: open (lock, manifest, checkpoint load, WAL replay, quarantine) and close.
 //! - `load.rs`: loading the checkpoint files the manifest names, repairing records from the WAL.
 //! - `commit.rs`: the commit thread: validation, group commit, WAL framing and fsync.
+//! - `digest.rs`: content digests of a collection's rows (what a recovery drill compares).
 //! - `query.rs`: reads and k-NN queries; every row returned is checked against its checksum.
 //! - `checkpoint.rs`: capturing the state, writing data and graph files, replacing the manifest.
 //! - `retention.rs`: archiving covered WAL segments, archive retention, orphan file removal.
@@ -21,6 +22,7 @@
 
 mod checkpoint;
 mod commit;
+mod digest;
 mod load;
 mod open;
 mod payload_index;
@@ -49,6 +51,7 @@ use crate::wal::recovery::{RecoveryMode, RecoveryReport};
 use crate::wal::ship::ShipCursor;
 use crate::wal::writer::Prealloc;
 use checkpoint::Capture;
+pub use digest::{row_digest, RowDigests};
 pub use payload_index::PayloadIndexInfo;
 pub use query::{CollectionInfo, QueryOutput};
 pub use row_repair::{DamagedRow, RowCopy, RowRepairOutcome};

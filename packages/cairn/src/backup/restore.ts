@@ -1,7 +1,9 @@
 /**
- * Restore a backup: verify one target's copy whole, write its files into a temp directory beside
- * the target in the layout the store restore reads, then restore from there. Nothing is written
- * to the target before the copy has verified; a damaged copy falls back to the next target.
+ * Restore a backup: read one target's copy once, verifying each chunk and file while writing it
+ * into a temp directory beside the target (in the layout the store restore reads), then restore
+ * from there; the store restore links the verified files into the target rather than copying
+ * them again. Nothing is written to the target before the copy has verified; a damaged copy
+ * (the temp directory is discarded) falls back to the next target.
  */
 import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve as resolvePath } from 'node:path';
@@ -12,14 +14,15 @@ import { type RestoreResult, type RestoreTo, restore as restoreStore } from '../
 import { checkKnownKeys, checkPlainObject, isPlainObject } from '../validate.js';
 import { notFound } from './catalog.js';
 import { errorOf } from './failure.js';
-import type { ManifestBody } from './metadata.js';
+import { decodeManifest, type ManifestBody } from './metadata.js';
 import { type BackupSettings, isBackupId } from './settings.js';
+import { manifestKey } from './target.js';
 import type { VerifyProblem } from './types.js';
 import { checkOnTarget, type TargetCheck } from './verify.js';
 
-/** Bytes of the backup's files checked (`verify`), written out (`write`), then restored from
- *  them (`restore`: the point-in-time restore's own progress), on one target. */
-export type RestoreProgress = (p: { phase: 'verify' | 'write' | 'restore'; target: string; bytes: number; totalBytes: number }) => void;
+/** Bytes of the backup's files read once, verified and written out (`write`), then restored
+ *  from them (`restore`: the point-in-time restore's own progress), on one target. */
+export type RestoreProgress = (p: { phase: 'write' | 'restore'; target: string; bytes: number; totalBytes: number }) => void;
 
 export async function restoreBackup(
   settings: BackupSettings,
@@ -34,7 +37,7 @@ export async function restoreBackup(
   const to = o.to as RestoreTo | undefined;
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalidArgument('options.onProgress must be a function');
   const onProgress = o.onProgress as RestoreProgress | undefined;
-  const phase = (p: 'verify' | 'write' | 'restore') =>
+  const phase = (p: 'write' | 'restore') =>
     onProgress ? (x: { target: string; bytes: number; totalBytes: number }) => onProgress({ phase: p, ...x }) : undefined;
   const target = resolvePath(targetDir);
   try {
@@ -46,27 +49,39 @@ export async function restoreBackup(
   }
   const failures: VerifyProblem[] = [];
   for (const t of settings.targets) {
-    let checked: TargetCheck | undefined;
-    try {
-      checked = await checkOnTarget(settings, t, id, null, phase('verify'));
-    } catch (e) {
-      failures.push({ target: t.url, kind: 'target', message: `could not be read: ${errorOf(e).message}` });
-      continue;
+    if (to !== undefined) {
+      // The manifest alone says whether `to` is reachable: refuse before reading any chunk.
+      let manifest: Buffer | undefined;
+      try {
+        manifest = await t.get(manifestKey(id));
+      } catch (e) {
+        failures.push({ target: t.url, kind: 'target', message: `could not be read: ${errorOf(e).message}` });
+        continue;
+      }
+      if (manifest) {
+        let body: ManifestBody | undefined;
+        try {
+          body = decodeManifest(`${t.url}/${manifestKey(id)}`, manifest).body;
+        } catch {
+          // A damaged manifest is reported by the check below.
+        }
+        if (body) checkReachable(id, body, to);
+      }
     }
-    if (!checked) continue;
-    if (checked.problems.length > 0) {
-      failures.push(...checked.problems);
-      continue;
-    }
-    const body = checked.body!;
-    if (to !== undefined) checkReachable(id, body, to);
     await mkdir(dirname(target), { recursive: true });
     const tmp = await mkdtemp(join(dirname(target), `.${basename(target)}.cairn-backup-`));
     try {
       await mkdir(join(tmp, LAYOUT.snapshots), { recursive: true });
-      const again = await checkOnTarget(settings, t, id, tmp, phase('write'));
-      if (!again || again.problems.length > 0) {
-        failures.push(...(again?.problems ?? []));
+      let checked: TargetCheck | undefined;
+      try {
+        checked = await checkOnTarget(settings, t, id, tmp, phase('write'));
+      } catch (e) {
+        failures.push({ target: t.url, kind: 'target', message: `could not be read: ${errorOf(e).message}` });
+        continue;
+      }
+      if (!checked) continue;
+      if (checked.problems.length > 0) {
+        failures.push(...checked.problems);
         continue;
       }
       const restoring = phase('restore');

@@ -50,8 +50,9 @@ export async function verifyBackup(settings: BackupSettings, id: string, onProgr
 }
 
 /**
- * Check one target's copy of a backup. With `out`, also write its files under `out` (only
- * call that after a clean check). Returns undefined when the target does not hold it.
+ * Check one target's copy of a backup. With `out`, also write its files under `out` as they are
+ * checked, each fdatasynced (a restore links them into the store it builds); the caller
+ * discards `out` when problems are reported. Returns undefined when the target does not hold it.
  */
 export async function checkOnTarget(
   settings: BackupSettings,
@@ -150,6 +151,7 @@ export async function checkOnTarget(
         if (sink && !fileBad) await sink.write(raw);
         report(Math.min(length, f.bytes));
       }
+      if (sink && !fileBad) await sink.datasync();
     } finally {
       await sink?.close();
     }

@@ -11,6 +11,7 @@ import { BACKUP_ENVIRONMENT, backup, backups, restoreBackup, verify } from './ba
 import { cluster, node } from './cluster.js';
 import { type Command, type CommandArgs, type OptionSpecs, UsageError } from './command.js';
 import { demo } from './demo.js';
+import { drill } from './drill.js';
 import { cliText, json } from './output.js';
 import { replicate, serve } from './replication.js';
 import { restore } from './restore.js';
@@ -35,6 +36,7 @@ const COMMANDS: readonly Command[] = [
   replicate,
   node,
   cluster,
+  drill,
   demo,
 ];
 

@@ -1,0 +1,139 @@
+// Recovery drill benchmark: `runDrill` on a 100,000 x 128 store, one-shot timings (a drill
+// damages its copy, so a repeated suite makes no sense), each scenario beside its peer in the
+// same run: `cp -r` of the same store for accidental-delete and disk-loss, hnswlib-node's build
+// of the same vectors with the same graph parameters for index-loss. Writes the table between
+// the drill markers of bench/README.md.
+//
+//   node bench/drill.js                  # DRILL_ROWS (100000), DRILL_DIM (128)
+//   DRILL_CLUSTER=0 node bench/drill.js  # without the cluster scenarios (run when /usr/bin/etcd exists)
+//
+// Data under bench/.bench-data/drill (gitignored), removed at the end unless KEEP_DATA=1. The
+// scratch area is on the same file system, so restores link snapshot files.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+
+import { open, runDrill } from 'cairndb';
+import hnswlib from 'hnswlib-node';
+
+const { HierarchicalNSW } = hnswlib;
+const here = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(here, '.bench-data', 'drill');
+const ROWS = Number(process.env.DRILL_ROWS ?? 100_000);
+const DIM = Number(process.env.DRILL_DIM ?? 128);
+/** Graph parameters of the store and of the hnswlib-node peer. */
+const GRAPH = { m: 16, efConstruction: 64 };
+const CLUSTER = process.env.DRILL_CLUSTER !== '0' && existsSync('/usr/bin/etcd');
+const README = join(here, 'README.md');
+const BEGIN = '<!-- drill:begin -->';
+const END = '<!-- drill:end -->';
+
+/** xorshift32, so the data is the same on every run. */
+function rng(seed) {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 4294967296;
+  };
+}
+
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
+const ms = (t) => Math.round(t);
+const fmt = (t) => (t === null ? '—' : t < 1000 ? `${Math.round(t)} ms` : `${(t / 1000).toFixed(2)} s`);
+
+rmSync(ROOT, { recursive: true, force: true });
+mkdirSync(ROOT, { recursive: true });
+const source = join(ROOT, 'store');
+const rand = rng(7);
+const base = new Float32Array(ROWS * DIM);
+for (let i = 0; i < base.length; i++) base[i] = rand() * 2 - 1;
+
+console.log(`building ${ROWS} x ${DIM} (m ${GRAPH.m}, efConstruction ${GRAPH.efConstruction}); load average ${load()}`);
+const db = await open(source);
+const col = await db.createCollection('docs', { dim: DIM, metric: 'l2', ...GRAPH });
+for (let from = 0; from < ROWS; from += 2000) {
+  const records = [];
+  for (let i = from; i < Math.min(ROWS, from + 2000); i++) records.push({ id: `doc-${i}`, vector: base.subarray(i * DIM, (i + 1) * DIM), metadata: { n: i } });
+  await col.upsert(records);
+}
+await col.waitForIndex();
+await db.checkpoint();
+await db.close();
+
+// Peers, in the same run.
+const cpTarget = join(ROOT, 'cp-peer');
+let t = performance.now();
+execFileSync('cp', ['-r', source, cpTarget]);
+const cpMs = performance.now() - t;
+rmSync(cpTarget, { recursive: true, force: true });
+const index = new HierarchicalNSW('l2', DIM);
+t = performance.now();
+index.initIndex(ROWS, GRAPH.m, GRAPH.efConstruction, 100);
+for (let i = 0; i < ROWS; i++) index.addPoint(Array.from(base.subarray(i * DIM, (i + 1) * DIM)), i);
+const hnswlibMs = performance.now() - t;
+console.log(`peers: cp -r ${fmt(cpMs)}, hnswlib-node build ${fmt(hnswlibMs)}; load average ${load()}`);
+
+const loadBefore = load();
+const report = await runDrill({
+  source,
+  scratch: join(ROOT, 'scratch'),
+  cluster: CLUSTER,
+  onProgress: (e) => e.phase === 'end' && console.log(`${e.scenario}: ${e.result.ok ? 'ok' : 'FAILED'} RTO ${fmt(e.result.rtoMs)} RPO ${e.result.rpo}`),
+});
+const loadAfter = load();
+
+const peer = {
+  'index-loss': (r) => `hnswlib-node build ${fmt(hnswlibMs)}; Cairn's graph rebuild ${fmt(r.figures.graphMs)} = ${(r.figures.graphMs / hnswlibMs).toFixed(2)}x`,
+  'accidental-delete': (r) =>
+    `\`cp -r\` ${fmt(cpMs)}; RTO = ${(r.rtoMs / cpMs).toFixed(2)}x (restore alone ${fmt(r.steps.find((s) => s.name.startsWith('restore'))?.ms ?? null)})`,
+  'disk-loss': (r) => `\`cp -r\` ${fmt(cpMs)}; RTO = ${(r.rtoMs / cpMs).toFixed(2)}x`,
+  'leader-kill': () => 'target: lease TTL 2 s + 2 s',
+  'leader-pause': (r) => `target: lease TTL 2 s + 2 s${r.ok ? `; acks after resume: ${r.figures.acksAfterResume}` : ''}`,
+};
+const claims = {
+  'process-kill': 'single-node failure: 2–5 min',
+  'index-loss': 'single-node failure: 2–5 min',
+  'segment-corruption': 'data corruption: "immediate"',
+  'accidental-delete': 'accidental delete: 1–5 min (PITR)',
+  'disk-loss': 'single-node failure: 2–5 min',
+  'replica-loss': 'single-node failure: 2–5 min',
+  'leader-kill': 'leader failure: 30–60 s',
+  'leader-pause': 'leader failure: 30–60 s',
+  'full-outage': 'cluster failure: 5–10 min',
+};
+const rows = report.scenarios.map((r) => ({
+  scenario: r.scenario,
+  rto: fmt(r.rtoMs),
+  rpo: r.rpo === null ? '—' : String(r.rpo),
+  automatic: r.automatic ? 'yes' : 'no (operator)',
+  claim: claims[r.scenario],
+  peer: peer[r.scenario]?.(r) ?? '',
+  result: r.ok ? 'ok' : `FAILED: ${r.problems.join('; ')}`,
+}));
+console.table(rows);
+for (const r of report.scenarios) console.log(r.scenario, JSON.stringify({ steps: r.steps, figures: r.figures }));
+
+const table = [
+  `${ROWS.toLocaleString('en-US')} x ${DIM}, m ${GRAPH.m}, efConstruction ${GRAPH.efConstruction}; load average before the drill ${loadBefore}, after ${loadAfter} (${new Date().toISOString().slice(0, 10)}).`,
+  '',
+  "| scenario | RTO measured | RPO | automatic? | seeds' claim | peer in the same run | result |",
+  '|---|---|---|---|---|---|---|',
+  ...rows.map((r) => `| ${r.scenario} | ${r.rto} | ${r.rpo} | ${r.automatic} | ${r.claim} | ${r.peer} | ${r.result} |`),
+  '',
+  `Steps (ms): ${report.scenarios.map((r) => `${r.scenario}: ${r.steps.map((s) => `${s.name} ${ms(s.ms)}`).join(', ')}`).join('; ')}.`,
+].join('\n');
+const readme = readFileSync(README, 'utf8');
+const a = readme.indexOf(BEGIN);
+const b = readme.indexOf(END);
+if (a >= 0 && b > a) writeFileSync(README, `${readme.slice(0, a + BEGIN.length)}\n${table}\n${readme.slice(b)}`);
+else console.log('bench/README.md has no drill markers; table not written');
+if (process.env.KEEP_DATA !== '1') rmSync(ROOT, { recursive: true, force: true });
+process.exit(report.ok ? 0 : 1);
