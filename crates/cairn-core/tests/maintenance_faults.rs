@@ -389,7 +389,7 @@ fn linked_restore_shares_snapshot_files_and_writes_to_it_never_reach_the_source(
     let before = (files(&base), snapshot_files(&base));
     let source_ids = identities(&base, before.1.keys().cloned());
     let target = PathBuf::from("/linked");
-    let r = pitr::restore_placed(Arc::new(base.clone()), dir(), &target, RestoreTarget::Latest, Placement::Link).expect("restore");
+    let r = pitr::restore_placed(Arc::new(base.clone()), dir(), &target, RestoreTarget::Latest, Placement::Link, None).expect("restore");
     assert!(r.linked_files + r.cloned_files > 0 && r.copied_files == 0, "{r:?}");
     assert_restored(&base, &target, &history, history.len(), "linked restore");
     let data = |t: &Path| base.list(&t.join(DATA_DIR)).expect("data dir").into_iter().map(|n| t.join(DATA_DIR).join(n)).collect::<Vec<_>>();
@@ -409,7 +409,8 @@ fn linked_restore_shares_snapshot_files_and_writes_to_it_never_reach_the_source(
     assert_source_intact(&base, &history, "after writes to the linked restore");
     // `Copy`: nothing shared.
     let copied = PathBuf::from("/copied");
-    let r = pitr::restore_placed(Arc::new(base.clone()), dir(), &copied, RestoreTarget::Latest, Placement::Copy).expect("restore copy");
+    let r =
+        pitr::restore_placed(Arc::new(base.clone()), dir(), &copied, RestoreTarget::Latest, Placement::Copy, None).expect("restore copy");
     assert!(r.linked_files + r.cloned_files == 0 && r.copied_files > 0, "{r:?}");
     assert!(identities(&base, data(&copied)).is_disjoint(&source_ids), "a copied restore shares an inode with the source");
     assert_restored(&base, &copied, &history, history.len(), "copied restore");

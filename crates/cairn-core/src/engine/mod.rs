@@ -30,8 +30,8 @@ mod query;
 mod replication;
 mod retention;
 mod row_repair;
-pub mod truncate;
 mod select;
+pub mod truncate;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
