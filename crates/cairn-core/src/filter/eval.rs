@@ -7,14 +7,17 @@ use serde_json::Value;
 use super::{Filter, Node, RangeOp, Scalar, Test};
 
 impl Filter {
-    /// Does the row whose metadata is this JSON text match? Text that is not JSON matches
-    /// nothing but a filter that needs no field.
+    /// Does the row whose metadata is this JSON text match? Read in place (`text.rs`); text
+    /// that is not JSON matches nothing but a filter that needs no field.
     pub fn matches(&self, metadata: &str) -> bool {
         if self.matches_everything() {
             return true;
         }
         if !self.may_match_text(metadata) {
             return false;
+        }
+        if let Some(answer) = super::text::eval(&self.root, metadata) {
+            return answer;
         }
         match serde_json::from_str::<Value>(metadata) {
             Ok(v) => self.matches_value(&v),

@@ -1,7 +1,8 @@
 //! The filter language of queries, `count`, `scan` and `deleteWhere` (docs/format.md, "Filter").
 //!
 //! - `parse.rs`: JSON text to a checked `Filter`; every rejection names the path and operator.
-//! - `eval.rs`: does a row's metadata match.
+//! - `eval.rs`: does a row's metadata match (on a parsed tree).
+//! - `text.rs`: the same on the metadata's JSON text, read in place without parsing it whole.
 //!
 //! Semantics, which the TypeScript reference evaluator in `test/filter.test.ts` restates:
 //! - `{ path: value }` is `$eq`; several keys in one object are a conjunction; `{}` matches all.
@@ -14,6 +15,7 @@
 
 pub mod eval;
 mod parse;
+mod text;
 
 /// Deepest nesting of filter objects and arrays accepted.
 pub const MAX_DEPTH: usize = 32;
