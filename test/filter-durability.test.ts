@@ -178,3 +178,59 @@ test('scrub finds a damaged payload index file and repairs it; a reopen rebuilds
     await store.close();
   }
 });
+
+test('deleteWhere among concurrent writes deletes exactly the rows matching just before its own record', async () => {
+  const store = await open(tempDir('cairn-delwhere-'), { sync: 'group' });
+  try {
+    const c = await store.createCollection('docs', { dim: 2, metric: 'l2' });
+    const ROWS = 60;
+    // Reference model: id -> v of every live row.
+    const model = new Map<string, number>();
+    const initial = Array.from({ length: ROWS }, (_, i) => ({ id: `r${pad(i)}`, vector: [i, 0], metadata: { v: 0 } }));
+    await c.upsert(initial);
+    for (const r of initial) model.set(r.id, 0);
+    let rand = 12345;
+    const next = (n: number) => {
+      rand = (Math.imul(rand, 1103515245) + 12345) >>> 0;
+      return (rand >>> 8) % n;
+    };
+    type Done = { kind: 'upsert'; seq: bigint; id: string; v: number } | { kind: 'where'; seq: bigint; deleted: number };
+    let nonEmpty = 0;
+    for (let round = 0; round < 25; round++) {
+      const pending: Array<Promise<Done>> = [];
+      // 48 writes in flight at once, with two deleteWhere calls among them: the commit thread
+      // orders them, and each deleteWhere must judge exactly the writes ordered before it.
+      for (let i = 0; i < 48; i++) {
+        if (i === 16 || i === 33) {
+          pending.push(c.deleteWhere({ v: 1 }).then(({ seq, deleted }) => ({ kind: 'where', seq, deleted })));
+        } else {
+          const id = `r${pad(next(ROWS))}`;
+          const v = next(2);
+          pending.push(c.upsert([{ id, vector: [0, 1], metadata: { v } }]).then(({ seq }) => ({ kind: 'upsert', seq, id, v })));
+        }
+      }
+      const done = await Promise.all(pending);
+      // Seq order; a deleteWhere that wrote nothing reports the last seq it saw, so it comes
+      // after the write that holds that seq.
+      done.sort((a, b) => (a.seq === b.seq ? (a.kind === 'where' ? 1 : -1) : a.seq < b.seq ? -1 : 1));
+      const seqs = done.filter((d) => d.kind === 'upsert' || d.deleted > 0).map((d) => d.seq);
+      expect(new Set(seqs).size, 'every write is its own record').toBe(seqs.length);
+      for (const d of done) {
+        if (d.kind === 'upsert') {
+          model.set(d.id, d.v);
+          continue;
+        }
+        const doomed = [...model].filter(([, v]) => v === 1).map(([id]) => id);
+        expect(d.deleted, `deleteWhere at seq ${d.seq}`).toBe(doomed.length);
+        if (d.deleted > 0) nonEmpty++;
+        for (const id of doomed) model.delete(id);
+      }
+      const actual = new Map<string, number>();
+      for await (const row of c.scan()) actual.set(row.id, (row.metadata as { v: number }).v);
+      expect(actual).toEqual(model);
+    }
+    expect(nonEmpty, 'the deletes had rows to delete').toBeGreaterThan(10);
+  } finally {
+    await store.close();
+  }
+});

@@ -329,6 +329,31 @@ describe('bad filters', () => {
     expect(await c.count()).toBe(1);
   });
 
+  test.each([
+    ['limit 0', { limit: 0 }, 'options.limit'],
+    ['a fractional limit', { limit: 1.5 }, 'options.limit'],
+    ['a numeric cursor', { after: 5 }, 'options.after'],
+    ['vectors as a string', { vectors: 'yes' }, 'options.vectors'],
+    ['an unknown option', { limt: 10 }, 'limt'],
+    ['a non-JSON filter value', { filter: { x: Number.NaN } }, 'options.filter'],
+    ['options that are not an object', 7, 'options'],
+  ] as Array<[string, unknown, string]>)('scan with %s does not throw but rejects from the iterator, naming the field', async (_why, options, field) => {
+    const c = store.collection('docs');
+    let iterable: AsyncIterable<unknown> | undefined;
+    expect(() => {
+      iterable = c.scan(options as never);
+    }).not.toThrow();
+    const first = (iterable as AsyncIterable<unknown>)[Symbol.asyncIterator]().next();
+    const e = await rejectsWith(first, 'CAIRN_INVALID_ARGUMENT');
+    expect(e.message).toContain(field);
+    let rows = 0;
+    const loop = async () => {
+      for await (const _ of c.scan(options as never)) rows++;
+    };
+    await rejectsWith(loop(), 'CAIRN_INVALID_ARGUMENT');
+    expect(rows).toBe(0);
+  });
+
   test('getMany keeps input order and gives undefined for missing ids', async () => {
     const c = store.collection('docs');
     await c.upsert([{ id: 'b', vector: [1, 1], metadata: { x: 2 } }]);

@@ -12,7 +12,7 @@ use crate::filter::Filter;
 use crate::hnsw::{Hnsw, HnswParams};
 use crate::index::{label_of, CollectionIndex};
 use crate::keyed_hash::{IdMap, IdSet};
-use crate::payload::{parse_metadata, FieldIndex, IndexKind, PayloadIndexes};
+use crate::payload::{parse_metadata, FieldIndex, IndexKind, MetadataByLabel, PayloadIndexes};
 use crate::sync::read;
 
 /// Collections this small are always searched exactly: it is as fast and has perfect recall.
@@ -25,7 +25,7 @@ const SELECTIVITY_SAMPLE: usize = 512;
 #[derive(Clone, Debug)]
 pub struct Row {
     pub vector: Arc<[f32]>,
-    pub metadata: Box<str>,
+    pub metadata: Arc<str>,
     /// `seq << 24 | op index` of the write that produced this row; its node in the graph.
     pub label: u64,
     /// xxh3 of id, label, vector and metadata, taken when the row was built from bytes that had
@@ -35,7 +35,7 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(id: &str, vector: Arc<[f32]>, metadata: Box<str>, label: u64) -> Row {
+    pub fn new(id: &str, vector: Arc<[f32]>, metadata: Arc<str>, label: u64) -> Row {
         let sum = row_sum(id, label, &vector, &metadata);
         Row { vector, metadata, label, sum }
     }
@@ -43,7 +43,7 @@ impl Row {
     /// Damage the in-memory copy the way a stray write or a flipped DRAM bit would.
     #[cfg(test)]
     pub(crate) fn damage_for_test(&mut self) {
-        self.metadata = format!("{} ", self.metadata).into_boxed_str();
+        self.metadata = format!("{} ", self.metadata).into();
     }
 
     /// Whether this row, stored under `id`, still has the bytes it was built with.
@@ -115,6 +115,8 @@ pub struct Collection {
     pub payload: PayloadIndexes,
     /// The persisted payload indexes named by the manifest, if any.
     pub payload_file: Option<FileRef>,
+    /// Each live row's metadata by label (same labels as `live`), for filter tests in search.
+    pub metadata: MetadataByLabel,
 }
 
 #[derive(Default)]
@@ -200,6 +202,7 @@ impl Collection {
             order: BTreeSet::new(),
             payload: PayloadIndexes::default(),
             payload_file: None,
+            metadata: MetadataByLabel::default(),
         }
     }
 
@@ -229,11 +232,13 @@ impl Collection {
     pub fn put_row(&mut self, id: String, row: Row) {
         self.unreadable.remove(&id);
         self.live.insert(row.label, id.clone());
+        self.metadata.insert(row.label, &row.metadata);
         self.index.add_pending(row.label, row.vector.clone());
         let (label, meta) = (row.label, row.metadata.clone());
         match self.rows.insert(id.clone(), row) {
             Some(old) => {
                 self.live.remove(&old.label);
+                self.metadata.remove(old.label);
                 self.index.remove(old.label);
                 self.payload.on_put(label, &meta, Some((old.label, &old.metadata)));
             }
@@ -248,6 +253,7 @@ impl Collection {
         match self.rows.remove(id) {
             Some(old) => {
                 self.live.remove(&old.label);
+                self.metadata.remove(old.label);
                 self.index.remove(old.label);
                 self.order.remove(id);
                 self.payload.on_remove(old.label, &old.metadata);
@@ -257,10 +263,12 @@ impl Collection {
         }
     }
 
-    /// Rebuild `order` from `rows`, and the payload indexes too unless `payload` (loaded from
-    /// their file) already holds them; after a load that filled `rows` directly.
+    /// Rebuild `order` and `metadata` from `rows`, and the payload indexes too unless
+    /// `payload` (loaded from their file) already holds them; after a load that filled `rows`
+    /// (and `live`) directly.
     pub fn rebuild_derived(&mut self, payload: Option<PayloadIndexes>) {
         self.order = self.rows.keys().cloned().collect();
+        self.metadata.rebuild(self.rows.values().map(|r| (r.label, &r.metadata)));
         match payload {
             Some(p) => self.payload = p,
             None => {
@@ -288,12 +296,13 @@ impl Collection {
     /// Does the live row with `label` match? Indexed conditions are answered from the payload
     /// indexes; only a filter they cannot settle parses the row's metadata.
     pub fn accepts(&self, label: u64, filter: Option<&Filter>) -> bool {
-        let Some(id) = self.live.get(&label) else { return false };
+        // `metadata` has exactly the live labels: one lookup answers both questions.
+        let Some(text) = self.metadata.get(label) else { return false };
         let Some(f) = filter else { return true };
         if let Some(answer) = self.payload.eval_label(&f.root, label) {
             return answer;
         }
-        self.rows.get(id).is_some_and(|r| f.matches(&r.metadata))
+        f.matches(text)
     }
 
     /// Does this row (stored under its label) match?
@@ -302,6 +311,15 @@ impl Collection {
             Some(answer) => answer,
             None => filter.matches(&row.metadata),
         }
+    }
+
+    /// Labels of the live rows matching `f`, tested on `metadata` (a dense walk that touches a
+    /// row only once it matches).
+    pub fn matching_labels<'a>(&'a self, f: &'a Filter) -> impl Iterator<Item = u64> + 'a {
+        self.metadata
+            .iter()
+            .filter(move |(label, text)| self.payload.eval_label(&f.root, *label).unwrap_or_else(|| f.matches(text)))
+            .map(|(label, _)| label)
     }
 
     fn filter_share(&self, f: &Filter) -> f64 {
@@ -336,7 +354,9 @@ impl Collection {
                     }
                 }
                 Some(_) => {}
-                None if self.filter_share(f) < SELECTIVE_FILTER_SHARE => return (self.exact_search(query, k, filter, |_| true), false),
+                None if self.filter_share(f) < SELECTIVE_FILTER_SHARE => {
+                    return (self.exact_over_labels(query, k, self.matching_labels(f), None), false)
+                }
                 None => {}
             }
         }
@@ -455,7 +475,7 @@ impl State {
                         return Err(Error::InvalidArgument(format!("vector of id '{id}' has the wrong dimension")));
                     }
                     c.dirty.insert(id.clone());
-                    let row = Row::new(&id, vector.into(), metadata.into_boxed_str(), label_of(seq, op_index));
+                    let row = Row::new(&id, vector.into(), metadata.into(), label_of(seq, op_index));
                     c.put_row(id, row);
                     let index = c.index.clone();
                     if !self.touched.last().is_some_and(|t| Arc::ptr_eq(t, &index)) {

@@ -1,5 +1,5 @@
 //! Reads and deletes by filter on `NativeStore`: `countWhere`, `scan` (one page, id order),
-//! `getMany` and `deleteWherePayload`. Filters arrive as JSON text (TypeScript checks only
+//! `getMany` and `deleteWhere`. Filters arrive as JSON text (TypeScript checks only
 //! that the filter is plain JSON; `cairn_core::filter` validates it, naming path and operator).
 
 use cairn_core::filter::Filter;
@@ -29,10 +29,9 @@ pub struct NativeScanPage {
 }
 
 #[napi(object)]
-pub struct NativeDeletePlan {
-    /// Batch payload deleting every matching row (docs/format.md, "Batch payload"); empty when
-    /// nothing matches.
-    pub payload: Buffer,
+pub struct NativeDeleteResult {
+    /// The batch's sequence number; the last one when nothing matched (nothing written).
+    pub seq: BigInt,
     pub deleted: u32,
 }
 
@@ -83,19 +82,15 @@ impl NativeStore {
         Ok(rows.into_iter().map(|r| r.map(|(vector, metadata)| NativeRow { vector: Float32Array::new(vector), metadata })).collect())
     }
 
-    /// The one batch that deletes every row matching `filter`, for the write path to commit.
-    #[napi(ts_return_type = "Promise<NativeDeletePlan>")]
-    pub fn delete_where_payload(
-        &self,
-        env: Env,
-        collection: String,
-        filter: String,
-    ) -> napi::Result<AsyncTask<CoreTask<NativeDeletePlan>>> {
+    /// Delete every row matching `filter` as one batch, resolved on the commit thread (atomic
+    /// with respect to concurrent writes). Waits on a libuv worker: a rare, large operation.
+    #[napi(ts_return_type = "Promise<NativeDeleteResult>")]
+    pub fn delete_where(&self, env: Env, collection: String, filter: String) -> napi::Result<AsyncTask<CoreTask<NativeDeleteResult>>> {
         let filter = sync(&env, || parse_filter(Some(&filter), &collection))?;
         let engine = self.engine.clone();
         Ok(task(move || {
-            let (payload, deleted) = core(engine.delete_where_payload(&collection, &filter)).map_err(|f| f.in_collection(&collection))?;
-            Ok(NativeDeletePlan { payload: Buffer::from(payload), deleted: deleted as u32 })
+            let (seq, deleted) = core(engine.delete_where(&collection, &filter)).map_err(|f| f.in_collection(&collection))?;
+            Ok(NativeDeleteResult { seq: BigInt::from(seq), deleted: deleted as u32 })
         }))
     }
 }

@@ -386,6 +386,25 @@ export class Store extends EventEmitter {
     }
   }
 
+  /** @internal Delete the rows of `collection` matching `filter` (JSON text) as one batch,
+   *  resolved on the commit thread, through the write path. */
+  commitDeleteWhere(collection: string, filter: string, concern?: WriteConcern): Promise<{ seq: bigint; deleted: number }> {
+    try {
+      this.#checkOpen();
+      let deleted = 0;
+      const submit = () =>
+        this.#native.deleteWhere(collection, filter).then((r) => {
+          deleted = r.deleted;
+          return r.seq;
+        }, rejectNative);
+      const hook = this.#replication;
+      const seq = hook !== null ? hook.commitBy(submit, concern ?? {}) : submit();
+      return seq.then((s) => ({ seq: s, deleted }));
+    } catch (e) {
+      return Promise.reject(fromNative(e));
+    }
+  }
+
   /** @internal Commit an encoded batch payload (docs/format.md) through the write path. */
   commitPayload(payload: Buffer, concern?: WriteConcern): Promise<{ seq: bigint }> {
     try {
@@ -810,18 +829,21 @@ export class Collection<M extends object = Metadata> {
    * live throughout the scan is yielded exactly once, whatever is written meanwhile.
    */
   scan(options: ScanOptions = {}): AsyncIterable<ScannedRecord> {
-    checkPlainObject('options', options);
-    checkKnownKeys('options', options, SCAN_KEYS);
-    const filter = options.filter === undefined ? null : encodeFilter('options.filter', options.filter);
-    const limit = options.limit === undefined ? Number.POSITIVE_INFINITY : checkPositiveInt('options.limit', options.limit);
-    if (options.after !== undefined && typeof options.after !== 'string') throw invalidArgument('options.after must be a string id');
-    if (options.vectors !== undefined && typeof options.vectors !== 'boolean') throw invalidArgument('options.vectors must be a boolean');
-    const vectors = options.vectors === true;
     const handle = this.#native;
     const { name, dim } = this;
-    let after = options.after ?? null;
     return {
       async *[Symbol.asyncIterator]() {
+        // Checked here, so a bad option rejects the first `next()` (and `for await`) with
+        // CAIRN_INVALID_ARGUMENT naming the field, as every async API rejects; nothing throws
+        // synchronously from `scan()` itself.
+        checkPlainObject('options', options);
+        checkKnownKeys('options', options, SCAN_KEYS);
+        const filter = options.filter === undefined ? null : encodeFilter('options.filter', options.filter);
+        const limit = options.limit === undefined ? Number.POSITIVE_INFINITY : checkPositiveInt('options.limit', options.limit);
+        if (options.after !== undefined && typeof options.after !== 'string') throw invalidArgument('options.after must be a string id');
+        if (options.vectors !== undefined && typeof options.vectors !== 'boolean') throw invalidArgument('options.vectors must be a boolean');
+        const vectors = options.vectors === true;
+        let after = options.after ?? null;
         let left = limit;
         while (left > 0) {
           const want = Math.min(left, SCAN_PAGE);
@@ -854,16 +876,15 @@ export class Collection<M extends object = Metadata> {
 
   /**
    * Delete every row matching `filter` as ONE batch: atomic, durable per the sync mode, and one
-   * WAL record for PITR and replication. The rows are those matching when the call resolves
-   * them, just before the batch is committed. Nothing matching: nothing is written.
+   * WAL record for PITR and replication. The rows are resolved on the commit thread against the
+   * state as of the record just before the batch, so a concurrent write is either before it
+   * (and judged by the filter) or after it (and untouched). Nothing matching: nothing is
+   * written, and `seq` is the last one. On a replica it rejects with `CAIRN_NOT_PRIMARY`.
    */
   async deleteWhere(filter: Filter, options?: WriteConcern): Promise<{ seq: bigint; deleted: number }> {
     const concern = parseWriteConcern('options', options);
     const text = encodeFilter('filter', filter);
-    const plan = await native(() => this.#native.deleteWherePayload(this.name, text));
-    if (plan.deleted === 0) return { seq: this.#store.lastSeq, deleted: 0 };
-    const { seq } = await this.#store.commitPayload(plan.payload, concern);
-    return { seq, deleted: plan.deleted };
+    return this.#store.commitDeleteWhere(this.name, text, concern);
   }
 
   /** Index a metadata field (dotted path) for filters; built now and persisted. */

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::{checkpoint, notify_seq, poison, CommitCallback, Request, Shared, SyncMode};
+use super::{checkpoint, notify_seq, poison, select, CommitCallback, Request, Shared, SyncMode};
 use crate::batch::{self, Op};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -82,6 +82,23 @@ impl CommitThread {
                     Request::Replicated { bytes, done } => {
                         self.commit_group(std::mem::take(&mut group));
                         chunks.push((bytes, done));
+                    }
+                    Request::DeleteWhere { collection, filter, done } => {
+                        // The matching set is taken from the state as of the record just before
+                        // this one: everything ahead of it in the queue is written and applied
+                        // first, so a row written concurrently is either ahead (and judged) or
+                        // after (and untouched), never half seen.
+                        self.commit_group(std::mem::take(&mut group));
+                        self.replicate_group(std::mem::take(&mut chunks));
+                        let resolved = {
+                            let st = read(&self.shared.state);
+                            select::delete_payload(&st, &collection, &filter)
+                        };
+                        match resolved {
+                            Err(e) => done(Err(e)),
+                            Ok((_, 0)) => done(Ok((self.shared.last_seq.load(Ordering::Acquire), 0))),
+                            Ok((payload, n)) => group.push((payload, Box::new(move |r: Result<u64>| done(r.map(|seq| (seq, n)))))),
+                        }
                     }
                     Request::Capture { done } => {
                         self.commit_group(std::mem::take(&mut group));

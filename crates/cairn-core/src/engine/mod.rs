@@ -128,6 +128,9 @@ impl Default for Options {
 
 pub type CommitCallback = Box<dyn FnOnce(Result<u64>) + Send>;
 
+/// Completes a `deleteWhere`: (seq, rows deleted), or the error that refused it.
+pub type DeleteWhereCallback = Box<dyn FnOnce(Result<(u64, usize)>) + Send>;
+
 /// Work for the commit thread, handled in arrival order.
 enum Request {
     Commit {
@@ -138,6 +141,13 @@ enum Request {
     Replicated {
         bytes: Vec<u8>,
         done: CommitCallback,
+    },
+    /// Delete the rows matching a filter: resolved on the commit thread into one batch of
+    /// deletes against the state as of the record before it (see `select.rs`).
+    DeleteWhere {
+        collection: String,
+        filter: crate::filter::Filter,
+        done: DeleteWhereCallback,
     },
     /// A checkpoint's capture, taken between groups (see `checkpoint::capture`).
     Capture {
@@ -217,10 +227,19 @@ impl Engine {
         self.enqueue(Request::Commit { payload, done });
     }
 
+    /// Submit a delete by filter (see `select.rs`, `delete_where`).
+    pub fn submit_delete_where(&self, collection: String, filter: crate::filter::Filter, done: DeleteWhereCallback) {
+        if self.shared.opts.replica {
+            return done(Err(not_primary()));
+        }
+        self.enqueue(Request::DeleteWhere { collection, filter, done });
+    }
+
     /// Queue a write request for the commit thread, or complete it with the error that refuses it.
     fn enqueue(&self, req: Request) {
         let refuse = |req: Request, e: Error| match req {
             Request::Commit { done, .. } | Request::Replicated { done, .. } => done(Err(e)),
+            Request::DeleteWhere { done, .. } => done(Err(e)),
             Request::Capture { done } => {
                 let _ = done.send(Err(e));
             }

@@ -141,7 +141,7 @@ impl Engine {
             }
             // Removed first: `put_row` of the same label would unlink the replacement.
             c.remove_row(id);
-            c.put_row(id.to_string(), Row::new(id, Arc::from(vector), metadata.into_boxed_str(), label));
+            c.put_row(id.to_string(), Row::new(id, Arc::from(vector), metadata.into(), label));
             c.dirty.insert(id.to_string());
             // The checkpoint writes the graph once the row is in it: the indexer must know.
             self.shared.indexer.notify(&c.index);

@@ -1,5 +1,5 @@
 //! Reads and deletes by filter: `count_where`, `scan` (id order, resumable after an id),
-//! `get_many` and `delete_where`. The payload indexes enumerate candidates when they can; every
+//! `get_many` and `delete_where` (resolved on the commit thread). The payload indexes enumerate candidates when they can; every
 //! other row is tested by the filter. Rows returned are checked against their checksum first.
 
 use std::ops::Bound;
@@ -8,7 +8,7 @@ use super::Engine;
 use crate::batch::{self, Op};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::state::{Collection, Row};
+use crate::state::{Collection, Row, State};
 use crate::sync::read;
 
 /// A row `get_many` returns: vector and metadata JSON text.
@@ -35,7 +35,7 @@ fn matching<'a>(c: &'a Collection, f: &Filter) -> Vec<(&'a String, &'a Row)> {
             .filter(|(_, row)| cands.exact || c.row_matches(row, f))
             .collect();
     }
-    c.rows.iter().filter(|(_, row)| c.row_matches(row, f)).collect()
+    c.matching_labels(f).filter_map(|l| c.live.get(&l)).filter_map(|id| c.rows.get_key_value(id)).collect()
 }
 
 impl Engine {
@@ -52,8 +52,9 @@ impl Engine {
             if cands.exact {
                 return Ok(cands.labels.iter().filter(|l| c.live.contains_key(l)).count());
             }
+            return Ok(matching(c, filter).len());
         }
-        Ok(matching(c, filter).len())
+        Ok(c.matching_labels(filter).count())
     }
 
     /// Up to `limit` rows matching `filter` with ids above `after`, in id order. A page is read
@@ -106,40 +107,43 @@ impl Engine {
         ids.iter().map(|id| self.get_locked(&st, collection, id)).collect()
     }
 
-    /// Ids of the live rows matching `filter`, sorted, and the batch payload that deletes them
-    /// all (docs/format.md, "Batch payload"): committed as one record, it is atomic and
-    /// replicates and restores like any batch. Empty when nothing matches.
-    pub fn delete_where_payload(&self, collection: &str, filter: &Filter) -> Result<(Vec<u8>, usize)> {
-        self.check_open()?;
-        let st = read(&self.shared.state);
-        let c = st.collection(collection)?;
-        let mut ids: Vec<&String> = matching(c, filter).into_iter().map(|(id, _)| id).collect();
-        if filter.matches_everything() {
-            ids.extend(c.unreadable.keys());
-        }
-        ids.sort_unstable();
-        if ids.len() > crate::index::MAX_OPS_PER_BATCH {
-            return Err(Error::InvalidArgument(format!(
-                "deleteWhere matches {} rows; one batch holds at most {}",
-                ids.len(),
-                crate::index::MAX_OPS_PER_BATCH
-            )));
-        }
-        if ids.is_empty() {
-            return Ok((Vec::new(), 0));
-        }
-        let ops: Vec<Op> = ids.iter().map(|id| Op::Delete { collection: collection.to_string(), id: (*id).clone() }).collect();
-        Ok((batch::encode(&ops), ops.len()))
-    }
-
-    /// Delete every live row matching `filter` in one batch; returns (seq, deleted). With
+    /// Delete every live row matching `filter` in one batch; returns (seq, deleted). The rows
+    /// are resolved on the commit thread against the state as of the record before the batch
+    /// (`delete_payload`), so the delete is atomic with respect to concurrent writes. With
     /// nothing to delete, nothing is written and the seq is the last one.
     pub fn delete_where(&self, collection: &str, filter: &Filter) -> Result<(u64, usize)> {
-        let (payload, n) = self.delete_where_payload(collection, filter)?;
-        if n == 0 {
-            return Ok((self.last_seq(), 0));
-        }
-        let ops = batch::decode(&payload)?;
-        Ok((self.commit(&ops)?, n))
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.submit_delete_where(
+            collection.to_string(),
+            filter.clone(),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(Error::Closed))
     }
+}
+
+/// The batch payload (docs/format.md, "Batch payload") deleting every live row of `collection`
+/// matching `filter`, in id order, and how many: committed as one record, it is atomic and
+/// replicates and restores like any batch. Empty when nothing matches.
+pub(super) fn delete_payload(st: &State, collection: &str, filter: &Filter) -> Result<(Vec<u8>, usize)> {
+    let c = st.collection(collection)?;
+    let mut ids: Vec<&String> = matching(c, filter).into_iter().map(|(id, _)| id).collect();
+    if filter.matches_everything() {
+        ids.extend(c.unreadable.keys());
+    }
+    ids.sort_unstable();
+    if ids.len() > crate::index::MAX_OPS_PER_BATCH {
+        return Err(Error::InvalidArgument(format!(
+            "deleteWhere matches {} rows; one batch holds at most {}",
+            ids.len(),
+            crate::index::MAX_OPS_PER_BATCH
+        )));
+    }
+    if ids.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    let ops: Vec<Op> = ids.iter().map(|id| Op::Delete { collection: collection.to_string(), id: (*id).clone() }).collect();
+    Ok((batch::encode(&ops), ops.len()))
 }

@@ -174,6 +174,14 @@ export class Replica {
     this.#connected = new Promise((resolve) => (this.#markConnected = resolve));
     this.#hook = {
       commit: (payload, concern) => this.#write(payload, concern),
+      // Not forwarded: the rows must be resolved where the writes are ordered, on the primary.
+      commitBy: () =>
+        Promise.reject(
+          new CairnError(
+            'CAIRN_NOT_PRIMARY',
+            `node '${this.#config.nodeId}' is a replica; run deleteWhere on the primary at ${this.#config.primary}`,
+          ),
+        ),
       status: () => this.replicationStatus(),
       close: () => (this.#swapping ? Promise.resolve() : this.#shutdown()),
       repairRecord: (collection, id) => repairRecord(this.#native, this.#config.nodeId, this.#peers, collection, id),

@@ -169,6 +169,7 @@ class Primary implements SessionHost, ReplicationServer {
     }
     this.hook = {
       commit: (payload, c) => this.#commit(payload, c),
+      commitBy: (submit, c) => this.#commitBy(submit, c),
       status: () => this.status(),
       close: () => this.close(),
       repairRecord: (collection, id) => repairRecord(this.native, this.nodeId, this.#peers, collection, id),
@@ -239,12 +240,17 @@ class Primary implements SessionHost, ReplicationServer {
     this.#timer.unref();
   }
 
-  async #commit(payload: Buffer, concern: WriteConcern): Promise<bigint> {
+  #commit(payload: Buffer, concern: WriteConcern): Promise<bigint> {
+    return this.#commitBy(() => this.native.commit(payload), concern);
+  }
+
+  /** Run one local commit (`submit` resolves with its seq), then wait for the write concern. */
+  async #commitBy(submit: () => Promise<bigint>, concern: WriteConcern): Promise<bigint> {
     let seq: bigint;
     this.mayAcknowledge();
     this.inFlightCommits++;
     try {
-      seq = await this.native.commit(payload);
+      seq = await submit();
     } catch (e) {
       throw fromNative(e);
     } finally {

@@ -97,6 +97,9 @@ export interface ReplicationHost {
 export interface ReplicationHook {
   /** Commit an encoded batch at a write concern (primary), or forward or refuse it (replica). */
   commit(payload: Buffer, concern: WriteConcern): Promise<bigint>;
+  /** Run a local commit that is not a batch payload (`deleteWhere`, resolved on the commit
+   *  thread) at a write concern; a replica refuses it, since only the primary can resolve it. */
+  commitBy(submit: () => Promise<bigint>, concern: WriteConcern): Promise<bigint>;
   status(): PrimaryStatus | ReplicaNodeStatus;
   close(): Promise<void>;
   /** Repair one damaged record here from the other nodes (read-repair on `get`). */
