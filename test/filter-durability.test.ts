@@ -211,9 +211,10 @@ test('deleteWhere among concurrent writes deletes exactly the rows matching just
       }
       const done = await Promise.all(pending);
       // Seq order; a deleteWhere that wrote nothing reports the last seq it saw, so it comes
-      // after the write that holds that seq.
-      done.sort((a, b) => (a.seq === b.seq ? (a.kind === 'where' ? 1 : -1) : a.seq < b.seq ? -1 : 1));
-      const seqs = done.filter((d) => d.kind === 'upsert' || d.deleted > 0).map((d) => d.seq);
+      // after the write that holds that seq (an upsert, or a deleteWhere that deleted rows).
+      const wrote = (d: Done) => d.kind === 'upsert' || d.deleted > 0;
+      done.sort((a, b) => (a.seq === b.seq ? Number(!wrote(a)) - Number(!wrote(b)) : a.seq < b.seq ? -1 : 1));
+      const seqs = done.filter(wrote).map((d) => d.seq);
       expect(new Set(seqs).size, 'every write is its own record').toBe(seqs.length);
       for (const d of done) {
         if (d.kind === 'upsert') {

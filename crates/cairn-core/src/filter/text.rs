@@ -109,7 +109,7 @@ fn equal(s: &Scalar, v: Raw<'_>) -> Option<bool> {
     Some(match (s, v) {
         (Scalar::Null, Raw::Null) => true,
         (Scalar::Bool(a), Raw::Bool(b)) => *a == b,
-        (Scalar::Num(a), Raw::Num(t)) => t.parse::<f64>().ok()? == *a,
+        (Scalar::Num(a), Raw::Num(t)) => number(t)? == *a,
         (Scalar::Str(a), Raw::Str { body, escaped: false }) => a == body,
         (Scalar::Str(a), Raw::Str { body, escaped: true }) => *a == unescape(body)?,
         _ => false,
@@ -118,7 +118,7 @@ fn equal(s: &Scalar, v: Raw<'_>) -> Option<bool> {
 
 fn in_range(op: RangeOp, bound: &Scalar, v: Raw<'_>) -> Option<bool> {
     let ord = match (v, bound) {
-        (Raw::Num(t), Scalar::Num(b)) => t.parse::<f64>().ok()?.partial_cmp(b),
+        (Raw::Num(t), Scalar::Num(b)) => number(t)?.partial_cmp(b),
         // Rust orders str by bytes, which for UTF-8 is code point order.
         (Raw::Str { body, escaped: false }, Scalar::Str(b)) => Some(body.cmp(b.as_str())),
         (Raw::Str { body, escaped: true }, Scalar::Str(b)) => Some(unescape(body)?.as_str().cmp(b.as_str())),
@@ -133,6 +133,21 @@ fn in_range(op: RangeOp, bound: &Scalar, v: Raw<'_>) -> Option<bool> {
     })
 }
 
+/// A number's value. Integers of up to 15 digits (exact in f64) are read directly; anything
+/// else goes through `f64::from_str`, which rounds as JavaScript does.
+#[inline]
+fn number(t: &str) -> Option<f64> {
+    let (neg, digits) = match t.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        all => (false, all),
+    };
+    if !digits.is_empty() && digits.len() <= 15 && digits.iter().all(u8::is_ascii_digit) {
+        let v = digits.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')) as f64;
+        return Some(if neg { -v } else { v });
+    }
+    t.parse::<f64>().ok()
+}
+
 /// The string an escaped body stands for (rare: only bodies with a backslash get here).
 fn unescape(body: &str) -> Option<String> {
     serde_json::from_str::<String>(&format!("\"{body}\"")).ok()
@@ -143,7 +158,11 @@ fn unescape(body: &str) -> Option<String> {
 fn lookup<'a>(text: &'a str, path: &[String]) -> Option<Option<Raw<'a>>> {
     let mut s = Skim::new(text);
     s.ws();
-    let mut at = s.value_at()?;
+    // The top-level object is walked by `member` below, not skipped over first.
+    let mut at = match s.b.get(s.at) {
+        Some(b'{') => Found { raw: Raw::Object, object_start: Some(s.at) },
+        _ => s.value_at()?,
+    };
     for segment in path {
         let Some(start) = at.object_start else { return Some(None) };
         let mut s = Skim { b: text.as_bytes(), text, at: start };
@@ -356,6 +375,11 @@ mod tests {
         assert!(!same(r#"{"n": null}"#, r#"{}"#));
         assert!(same(r#"{"n": {"$exists": false}}"#, "null"));
         assert!(same(r#"{"n": -0}"#, r#"{"n": 0}"#));
+        assert!(same(r#"{"n": {"$lt": 0}}"#, r#"{"n": -5}"#));
+        assert!(!same(r#"{"n": {"$lt": 0}}"#, r#"{"n": -0}"#));
+        assert!(same(r#"{"n": 123456789012345}"#, r#"{"n": 123456789012345}"#));
+        assert!(same(r#"{"n": 1234567890123456789}"#, r#"{"n": 1234567890123456789}"#));
+        assert!(same(r#"{"n": 2.5}"#, r#"{"n": 25e-1}"#));
         assert!(same(r#"{"n": {"$gte": 1e19}}"#, r#"{"n": 18446744073709551615}"#));
         assert!(!same(r#"{"n": {"$gte": 1e20}}"#, r#"{"n": 18446744073709551615}"#));
         assert!(same(r#"{"$or": [{"a": false}, {"$not": {"b": {"$exists": true}}}]}"#, r#"{"a": true}"#));
