@@ -162,7 +162,7 @@ async function buildBoth(data) {
   const cairnBuild = performance.now() - t;
   t = performance.now();
   const h = new HierarchicalNSW('l2', DIM);
-  if (cached) h.readIndexSync(peerFile, N);
+  if (cached) h.readIndexSync(peerFile);
   else {
     h.initIndex(N, 16, 200, 100);
     for (let i = 0; i < N; i++) h.addPoint(Array.from(data.base.subarray(i * DIM, (i + 1) * DIM)), i);

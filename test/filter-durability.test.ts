@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-import { open, type Store } from 'cairndb';
+import { open, restore, type Store } from 'cairndb';
 import { expect, test } from 'vitest';
 
 import { tempDir } from './helpers.js';
@@ -231,6 +231,40 @@ test('deleteWhere among concurrent writes deletes exactly the rows matching just
       expect(actual).toEqual(model);
     }
     expect(nonEmpty, 'the deletes had rows to delete').toBeGreaterThan(10);
+  } finally {
+    await store.close();
+  }
+});
+
+test('PITR sees a deleteWhere as one record: restored just before it, every row; at it, none of the matching', async () => {
+  const { join } = await import('node:path');
+  const dir = tempDir('cairn-delwhere-pitr-');
+  const store = await open(dir, { sync: 'group' });
+  try {
+    const c = await store.createCollection('docs', { dim: 2, metric: 'l2' });
+    await c.upsert(Array.from({ length: 300 }, (_, i) => ({ id: `r${pad(i)}`, vector: [i, 0], metadata: { odd: i % 2 === 1 } })));
+    await store.snapshot();
+    const { seq, deleted } = await c.deleteWhere({ odd: true });
+    expect(deleted).toBe(150);
+    await c.upsert([{ id: 'after', vector: [0, 0], metadata: { odd: true } }]);
+    const out = tempDir('cairn-delwhere-pitr-out-');
+    const counts: Array<[bigint, number, number]> = [];
+    for (const to of [seq - 1n, seq]) {
+      const target = join(out, String(to));
+      const r = await restore({ source: dir, target, to: { seq: to } });
+      expect(r.seq).toBe(to);
+      const restored = await open(target);
+      try {
+        const rc = restored.collection('docs');
+        counts.push([to, await rc.count(), await rc.count({ filter: { odd: true } })]);
+      } finally {
+        await restored.close();
+      }
+    }
+    expect(counts).toEqual([
+      [seq - 1n, 300, 150],
+      [seq, 150, 0],
+    ]);
   } finally {
     await store.close();
   }
