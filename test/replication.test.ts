@@ -662,6 +662,19 @@ describe('replication', () => {
     const refused = await plain.request('upsert', { collection: 'docs', records: [{ id: 'x', vector: [0, 0, 0, 1] }] });
     expect(refused.error?.code).toBe('CAIRN_NOT_PRIMARY');
     expect(refused.error?.message).toContain(address);
+    // deleteWhere is resolved where writes are ordered: never forwarded, refused naming the
+    // primary; on the primary it is one record at the write concern, and replicas apply it.
+    const notForwarded = await fwd.request('deleteWhere', { collection: 'docs', filter: { i: { $lt: 10 } } });
+    expect(notForwarded.error?.code).toBe('CAIRN_NOT_PRIMARY');
+    expect(notForwarded.error?.message).toContain(address);
+    const before = BigInt((await p.ok('status')).lastSeq as string);
+    const del = await p.ok('deleteWhere', { collection: 'docs', filter: { i: { $lt: 10 } } });
+    expect(del.deleted).toBe(10);
+    expect(BigInt(del.seq as string)).toBe(before + 1n);
+    await plain.ok('waitFor', { seq: del.seq });
+    const ids = Array.from({ length: 20 }, (_, i) => `f${i}`);
+    const after = (await plain.ok('dump', { collections: { docs: ids } })).rows as Record<string, Record<string, Row>>;
+    expect(Object.keys(after.docs).sort()).toEqual(ids.slice(10).sort());
   });
 });
 
