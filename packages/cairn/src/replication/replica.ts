@@ -177,10 +177,7 @@ export class Replica {
       // Not forwarded: the rows must be resolved where the writes are ordered, on the primary.
       commitBy: () =>
         Promise.reject(
-          new CairnError(
-            'CAIRN_NOT_PRIMARY',
-            `node '${this.#config.nodeId}' is a replica; run deleteWhere on the primary at ${this.#config.primary}`,
-          ),
+          new CairnError('CAIRN_NOT_PRIMARY', `node '${this.#config.nodeId}' is a replica; run deleteWhere on the primary at ${this.#config.primary}`),
         ),
       status: () => this.replicationStatus(),
       close: () => (this.#swapping ? Promise.resolve() : this.#shutdown()),
