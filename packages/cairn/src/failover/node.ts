@@ -29,10 +29,13 @@ import { Etcd } from './etcd.js';
 import { type Durable, epochAt, firstDivergence, loadHistory, saveHistory, trimHistory } from './history.js';
 import {
   aheadOf,
+  decodeInitialize,
   decodeLeader,
   decodeMember,
+  encodeInitialize,
   encodeLeader,
   encodeMember,
+  initializeKey,
   type LeaderValue,
   leaderHistory,
   leaderKey,
@@ -364,8 +367,9 @@ export class ClusterNode extends EventEmitter {
   async #campaign(): Promise<void> {
     const sw = await this.#etcd.get(switchoverKey(this.#c.cluster));
     if (sw && (JSON.parse(sw.value) as { to: string }).to !== this.nodeId) return;
-    const members = (await this.#etcd.getPrefix(memberPrefix(this.#c.cluster))).map((kv) => decodeMember(kv.value));
     const mine = this.#lastSeq();
+    if (!(await this.#mayCampaign(mine))) return;
+    const members = (await this.#etcd.getPrefix(memberPrefix(this.#c.cluster))).map((kv) => decodeMember(kv.value));
     const myEpoch = epochAt(this.#durable.history, mine);
     for (const m of members) {
       if (m.nodeId === this.nodeId || !this.#c.voters.includes(m.nodeId) || m.role === 'fenced') continue;
@@ -432,6 +436,18 @@ export class ClusterNode extends EventEmitter {
     this.#setRole('primary', epoch, { nodeId: this.nodeId, address: this.#c.advertise });
   }
 
+  /** False when this node holds fewer records than the cluster was initialized with; the first
+   *  campaign of a cluster initializes it with this node's last seq. */
+  async #mayCampaign(mine: bigint): Promise<boolean> {
+    const key = initializeKey(this.#c.cluster);
+    const init = await this.#etcd.get(key);
+    if (init) {
+      return mine >= decodeInitialize(init.value).seq;
+    }
+    // Another node may initialize at the same moment: only the one whose create succeeded goes on.
+    return (await this.#etcd.createIfAbsent(key, encodeInitialize({ nodeId: this.nodeId, seq: mine }), 0n)) !== undefined;
+  }
+
   /**
    * Wait (at most one lease TTL, a bounded number of rounds) until a majority of voters,
    * this node included, have made `epoch` durable and reported their final durable seq.
@@ -446,6 +462,8 @@ export class ClusterNode extends EventEmitter {
       if (performance.now() - renewed >= this.#c.loopMs) {
         renewed = performance.now();
         if (!(await this.#lease?.renew().catch(() => false))) return false;
+        // The gather may outlast the member lease: voters deciding whether to campaign read it.
+        if (this.#memberLease !== 0n) await this.#etcd.keepAlive(this.#memberLease).catch(() => 0);
       }
       const members = (await this.#etcd.getPrefix(memberPrefix(this.#c.cluster))).map((kv) => decodeMember(kv.value));
       const reports = members.filter((m) => others.includes(m.nodeId) && m.epoch === epoch && m.role !== 'fenced');
