@@ -115,6 +115,28 @@ class NodeProc {
   }
 }
 
+describe('pause and follow (failover keeps a replica store open across role changes)', () => {
+  it('a paused replica applies nothing more until it follows again, then catches up', async () => {
+    const { node: p, address } = await startPrimary(tempDir('pause-p'), { w: 'local' });
+    const n2 = await startReplica(tempDir('pause-r'), 'n2', address, { heartbeatMs: 50 });
+    await p.ok('create', { name: 't', dim: 2 });
+    await p.ok('upsert', { collection: 't', records: [{ id: 'a', vector: [1, 0] }] });
+    const first = (await p.ok('status')).lastSeq as string;
+    await n2.ok('waitFor', { seq: first });
+    expect((await n2.ok('pause')).lastSeq).toBe(first);
+    const later = ['b', 'c', 'd'];
+    for (const id of later) await p.ok('upsert', { collection: 't', records: [{ id, vector: [2, 0] }] });
+    const last = (await p.ok('status')).lastSeq as string;
+    // Long enough for a connected replica to have received them many times over (50 ms beats).
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await n2.ok('status')).lastSeq).toBe(first);
+    expect((await n2.ok('has', { collection: 't', ids: later })).present).toEqual([]);
+    await n2.ok('follow', { primary: address });
+    await n2.ok('waitFor', { seq: last });
+    expect((await n2.ok('has', { collection: 't', ids: ['a', ...later] })).present).toEqual(['a', ...later]);
+  });
+});
+
 async function startPrimary(dir: string, extra: Record<string, unknown> = {}): Promise<{ node: NodeProc; address: string }> {
   const node = new NodeProc({ role: 'primary', dir, nodeId: 'n1', replicas: ['n2', 'n3'], ...extra });
   const r = await node.ready();

@@ -86,6 +86,9 @@ export class ClusterNode extends EventEmitter {
   #durable: Durable = { history: [], epoch: 0n };
   /** The store when this node neither serves nor follows (opened read-only, as a replica). */
   #idle: Store | null = null;
+  /** The replica that stopped following when this node went idle: its store is `#idle`, and
+   *  following the next primary resumes it instead of closing and reopening the store. */
+  #paused: Replica | null = null;
   #replica: Replica | null = null;
   #server: { db: Store; server: ReplicationServer } | null = null;
   #lease: LeaderLease | null = null;
@@ -264,8 +267,25 @@ export class ClusterNode extends EventEmitter {
       await server.server.close().catch(() => {});
       await server.db.close().catch(() => {});
     }
-    if (replica) await replica.close().catch(() => {});
+    if (replica) {
+      try {
+        await replica.pause();
+        this.#idle = replica.db;
+        this.#paused = replica;
+        return;
+      } catch {
+        await replica.close().catch(() => {});
+      }
+    }
     this.#idle = await open(this.#c.dir, { nodeId: this.nodeId, replica: true });
+  }
+
+  /** Hand the idle store over (to close it or serve from it): a paused replica goes with it. */
+  #takeIdle(): Store {
+    const idle = this.#idle as Store;
+    this.#idle = null;
+    this.#paused = null;
+    return idle;
   }
 
   /** Serve nothing (the store is closed: its records past the fork must not be read either),
@@ -276,8 +296,7 @@ export class ClusterNode extends EventEmitter {
     this.#lastError = reason;
     if (this.#durable.fenced !== reason) this.#persistWith({ ...this.#durable, fenced: reason });
     this.#setRole('fenced', this.#epoch, undefined);
-    const idle = this.#idle;
-    this.#idle = null;
+    const idle = this.#idle ? this.#takeIdle() : null;
     await idle?.close();
   }
 
@@ -286,9 +305,7 @@ export class ClusterNode extends EventEmitter {
    * closed meanwhile; true when done, else why not (the store is reopened either way).
    */
   async #rollback(fork: bigint, last: bigint, epoch: bigint, leader: LeaderValue): Promise<true | string> {
-    const idle = this.#idle as Store;
-    this.#idle = null;
-    await idle.close();
+    await this.#takeIdle().close();
     const ourEpoch = epochAt(this.#durable.history, last);
     const reason =
       `node '${this.nodeId}' rejoined primary '${leader.nodeId}' (epoch ${epoch}); its records ${fork}..${last}, written in epoch ${ourEpoch}, ` +
@@ -346,17 +363,22 @@ export class ClusterNode extends EventEmitter {
     this.#persist(epoch, theirs);
     this.#setRole('candidate', epoch, undefined);
     await this.#publish();
-    const idle = this.#idle as Store;
-    this.#idle = null;
-    await idle.close();
-    this.#replica = await openReplica(this.#c.dir, {
-      nodeId: this.nodeId,
-      primary: leader.address,
-      token: this.#c.token,
-      forwardWrites: this.#c.forwardWrites,
-      heartbeatMs: this.#c.heartbeatMs,
-      epoch,
-    });
+    const paused = this.#paused;
+    const idle = this.#takeIdle();
+    if (paused) {
+      paused.follow(leader.address, epoch);
+      this.#replica = paused;
+    } else {
+      await idle.close();
+      this.#replica = await openReplica(this.#c.dir, {
+        nodeId: this.nodeId,
+        primary: leader.address,
+        token: this.#c.token,
+        forwardWrites: this.#c.forwardWrites,
+        heartbeatMs: this.#c.heartbeatMs,
+        epoch,
+      });
+    }
     this.#setRole('replica', epoch, { nodeId: leader.nodeId, address: leader.address });
   }
 
@@ -399,9 +421,7 @@ export class ClusterNode extends EventEmitter {
       return;
     }
     // Serve: the store opened writable, epoch in every frame, acknowledgements under the lease.
-    const idle = this.#idle as Store;
-    this.#idle = null;
-    await idle.close();
+    await this.#takeIdle().close();
     const db = await open(this.#c.dir, { nodeId: this.nodeId });
     let server: ReplicationServer;
     try {
@@ -543,8 +563,7 @@ export class ClusterNode extends EventEmitter {
       this.#lease = null;
       await this.#toIdle();
       if (lease) await lease.revoke();
-      await this.#idle?.close();
-      this.#idle = null;
+      if (this.#idle) await this.#takeIdle().close();
       if (this.#memberLease !== 0n) await this.#etcd.revoke(this.#memberLease).catch(() => {});
     });
   }
