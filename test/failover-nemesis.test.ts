@@ -173,6 +173,13 @@ describe.runIf(haveEtcd)('failover nemeses through a TCP proxy', () => {
     const { node: next, epoch: newEpoch } = await c.servingPrimary(5, 4 * c.ttl + 10_000, old);
     expect(BigInt(newEpoch)).toBeGreaterThan(BigInt(epoch));
     expect(await until(() => old.role !== 'primary', 2 * c.ttl), 'the old primary demoted itself').toBe(true);
+    // Restarted while still cut from etcd, it cannot yet know where its log forks: it serves none of it.
+    await old.kill('SIGKILL');
+    c.restart(old);
+    expect(await until(() => old.roles().length > 0, 30_000), 'the old primary restarted').toBe(true);
+    const early = await old.request('have', { ids: unacked });
+    expect(early.missing, 'the restarted old primary serves its forked tail before reaching etcd').toEqual(unacked);
+    expect(String(early.lastError)).toContain('CAIRN_UNAVAILABLE');
     c.link(old).replication.heal();
     c.link(old).etcd.heal();
     expect(

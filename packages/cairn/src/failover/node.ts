@@ -135,12 +135,20 @@ export class ClusterNode extends EventEmitter {
   }
 
   /** The store: writable on the primary; on a replica, writes forward or fail with CAIRN_NOT_PRIMARY.
-   *  A role change replaces it (take it again after a 'role' event). */
+   *  A role change replaces it (take it again after a 'role' event). A candidate (between roles)
+   *  throws CAIRN_UNAVAILABLE: its log may hold records past a fork until it follows a primary. */
   get db(): Store {
     if (this.#role === 'fenced') throw new CairnError('CAIRN_FENCED', this.#fencedReason ?? `node '${this.nodeId}' is fenced`);
     if (this.#server) return this.#server.db;
     if (this.#replica) return this.#replica.db;
-    if (this.#idle) return this.#idle;
+    // Between roles (just started, or a primary just gone) nothing has yet checked this log
+    // against the leader's history: records past a fork must never be read.
+    if (this.#idle) {
+      throw new CairnError(
+        'CAIRN_UNAVAILABLE',
+        `node '${this.nodeId}' is ${this.#role}: its log is not yet checked against the primary's, so it serves no reads until it follows one or is elected`,
+      );
+    }
     throw new CairnError('CAIRN_CLOSED', `node '${this.nodeId}' is closed`);
   }
 
