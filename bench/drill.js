@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 
 import { open, runDrill } from 'cairndb';
 import hnswlib from 'hnswlib-node';
+import { rng } from './random.js';
 
 const { HierarchicalNSW } = hnswlib;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -30,17 +31,6 @@ const CLUSTER = process.env.DRILL_CLUSTER !== '0' && existsSync('/usr/bin/etcd')
 const README = join(here, 'README.md');
 const BEGIN = '<!-- drill:begin -->';
 const END = '<!-- drill:end -->';
-
-/** xorshift32, so the data is the same on every run. */
-function rng(seed) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
 
 const load = () =>
   loadavg()
