@@ -18,7 +18,7 @@ export type {
   VerifyProblem,
   VerifyReport,
 } from './backup/types.js';
-export { type DrillOptions, type DrillReport, runDrill, type ScenarioResult } from './drill/index.js';
+export { type DrillOptions, type DrillReport, runDrill, type ScenarioResult, SEED_CLAIMS } from './drill/index.js';
 export type { Metric } from './encode.js';
 export type { CairnErrorCode } from './errors.js';
 export { CairnError } from './errors.js';
