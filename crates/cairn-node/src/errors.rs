@@ -31,7 +31,11 @@ impl From<cairn_core::Error> for Failure {
             E::Io { path, .. } => (Some(path.display().to_string()), None),
             _ => (None, None),
         };
-        Failure(Box::new(Details { code: e.code(), message: e.to_string(), file, offset, collection: None, id: None }))
+        let (collection, id) = match &e {
+            E::Conflict { collection, id, .. } => (Some(collection.clone()), Some(id.clone())),
+            _ => (None, None),
+        };
+        Failure(Box::new(Details { code: e.code(), message: e.to_string(), file, offset, collection, id }))
     }
 }
 
