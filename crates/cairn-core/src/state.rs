@@ -14,7 +14,6 @@ use crate::index::{label_of, CollectionIndex};
 use crate::keyed_hash::{IdMap, IdSet};
 use crate::payload::{parse_metadata, FieldIndex, IndexKind, PayloadIndexes};
 use crate::sync::read;
-use crate::versions::History;
 
 /// Collections this small are always searched exactly: it is as fast and has perfect recall.
 pub const EXACT_MAX_ROWS: usize = 2_048;
@@ -76,6 +75,24 @@ pub struct UnreadableRecord {
     pub offset: u64,
     pub reason: String,
 }
+
+/// An id's state just before the write at `until` changed it.
+#[derive(Clone, Debug)]
+pub struct Version {
+    pub until: u64,
+    pub prior: Prior,
+}
+
+#[derive(Clone, Debug)]
+pub enum Prior {
+    Absent,
+    Row(Row),
+    /// A record whose stored bytes were damaged: it existed, its contents are unknown.
+    Unreadable(UnreadableRecord),
+}
+
+/// Prior versions by id (`Collection::history`; the logic is in `versions.rs`).
+pub type History = BTreeMap<String, Vec<Version>>;
 
 /// A record a query could not consider, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]

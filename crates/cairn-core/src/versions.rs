@@ -16,27 +16,12 @@
 //!   written at or before its seq (unchanged since) and scans the retained prior versions
 //!   exactly, so graph compaction never needs to keep a tombstone for a view.
 
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::ops::Bound;
 
 use crate::filter::Filter;
 use crate::index::seq_of_label;
-use crate::state::{prepare_query, row_distance, Collection, HeapItem, Hit, Row, State, UnreadableRecord};
-
-/// An id's state just before the write at `until` changed it.
-#[derive(Clone, Debug)]
-pub struct Version {
-    pub until: u64,
-    pub prior: Prior,
-}
-
-#[derive(Clone, Debug)]
-pub enum Prior {
-    Absent,
-    Row(Row),
-    /// A record whose stored bytes were damaged: it existed, its contents are unknown.
-    Unreadable(UnreadableRecord),
-}
+use crate::state::{prepare_query, row_distance, Collection, HeapItem, Hit, Prior, Row, State, UnreadableRecord, Version};
 
 /// What a read as of a seq finds for one id.
 pub enum Visible<'a> {
@@ -239,9 +224,6 @@ impl State {
         (views, versions, self.pins.keys().next().copied())
     }
 }
-
-/// Ids whose retained versions are kept, by collection: `history` of each collection.
-pub type History = BTreeMap<String, Vec<Version>>;
 
 #[cfg(test)]
 mod tests {

@@ -28,7 +28,20 @@ export type CairnErrorCode =
   /** A stale leader or epoch: this node may not acknowledge or apply it (failover). */
   | 'CAIRN_FENCED'
   /** Something the operation needs is not installed or not built; the message names the fix. */
-  | 'CAIRN_UNAVAILABLE';
+  | 'CAIRN_UNAVAILABLE'
+  /** A transaction's commit found an id it read or wrote written after its snapshot; `collection`
+   *  and `id` name it. Nothing was written. */
+  | 'CAIRN_CONFLICT'
+  /** A transaction function ran past `timeoutMs`; nothing was written. */
+  | 'CAIRN_TIMEOUT'
+  /** A transaction (or one of its collections) was used after it committed, aborted or timed out. */
+  | 'CAIRN_TRANSACTION_ENDED'
+  /** `db.transaction` was called inside a transaction function. */
+  | 'CAIRN_NESTED_TRANSACTION'
+  /** A write through a read view. */
+  | 'CAIRN_READ_ONLY'
+  /** A read through a read view after its release (or its expiry at `maxViewAgeMs`). */
+  | 'CAIRN_VIEW_RELEASED';
 
 const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
   'CAIRN_INVALID_ARGUMENT',
@@ -50,6 +63,12 @@ const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
   'CAIRN_DISCONNECTED',
   'CAIRN_FENCED',
   'CAIRN_UNAVAILABLE',
+  'CAIRN_CONFLICT',
+  'CAIRN_TIMEOUT',
+  'CAIRN_TRANSACTION_ENDED',
+  'CAIRN_NESTED_TRANSACTION',
+  'CAIRN_READ_ONLY',
+  'CAIRN_VIEW_RELEASED',
 ]);
 
 /** Whether `code` is one of the stable codes (for codes that arrive over the network). */

@@ -34,22 +34,24 @@ pub struct CollectionInfo {
     pub count: usize,
 }
 
+impl CollectionInfo {
+    pub(super) fn of(c: &Collection, count: usize) -> CollectionInfo {
+        CollectionInfo {
+            name: c.spec.name.clone(),
+            dim: c.spec.dim,
+            metric: c.spec.metric.as_str(),
+            m: c.spec.m,
+            ef_construction: c.spec.ef_construction,
+            count,
+        }
+    }
+}
+
 impl Engine {
     pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
         self.check_open()?;
         let st = read(&self.shared.state);
-        Ok(st
-            .collections
-            .values()
-            .map(|c| CollectionInfo {
-                name: c.spec.name.clone(),
-                dim: c.spec.dim,
-                metric: c.spec.metric.as_str(),
-                m: c.spec.m,
-                ef_construction: c.spec.ef_construction,
-                count: c.count(),
-            })
-            .collect())
+        Ok(st.collections.values().map(|c| CollectionInfo::of(c, c.count())).collect())
     }
 
     /// The row's vector and metadata, after checking them against the row's checksum. A record

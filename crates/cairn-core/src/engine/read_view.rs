@@ -5,10 +5,11 @@
 //! taken and every later write keeps the versions it replaces. Releasing it (or dropping it,
 //! or closing the store) unpins the seq and frees the versions no other view needs.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::query::{checked_search, row_out, unreadable, QueryOutput};
+use super::query::{checked_search, row_out, unreadable, CollectionInfo, QueryOutput};
 use super::select::{FoundRow, ScannedRow, MAX_SCAN_PAGE};
 use super::{Engine, Shared};
 use crate::error::{Error, Result};
@@ -70,6 +71,15 @@ impl ReadView {
             return Err(Error::ViewReleased(self.seq));
         }
         Ok(())
+    }
+
+    /// The collections that existed at the view's seq, with their counts then.
+    pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
+        self.check()?;
+        let st = read(&self.shared.state);
+        let names: BTreeSet<&str> = st.collections.keys().map(String::as_str).chain(st.dropped.iter().map(|(_, c)| c.spec.name.as_str())).collect();
+        let all = Filter::all();
+        Ok(names.into_iter().filter_map(|n| st.collection_at(n, self.seq).ok()).map(|c| CollectionInfo::of(c, c.count_at(self.seq, &all))).collect())
     }
 
     pub fn get(&self, collection: &str, id: &str) -> Result<Option<FoundRow>> {
