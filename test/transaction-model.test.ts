@@ -3,7 +3,7 @@
 // answers never change; a transaction conflicts exactly when an id it read or wrote was
 // written after its snapshot; a committed one appears whole at one seq; an aborted one, a
 // thrown one and a conflicting one leave no trace.
-import { CairnError, open, type Store, type Transaction } from 'cairndb';
+import { type CairnError, open, type Store, type Transaction } from 'cairndb';
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 
@@ -38,7 +38,14 @@ const step: fc.Arbitrary<Step> = fc.oneof(
       writes: fc.uniqueArray(fc.record({ id, v: fc.option(value, { nil: null }) }), { maxLength: 3, selector: (w) => w.id }),
     }),
   },
-  { weight: 3, arbitrary: fc.record({ t: fc.constant('end' as const), slot, how: fc.constantFrom('commit' as const, 'commit' as const, 'abort' as const, 'throw' as const) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      t: fc.constant('end' as const),
+      slot,
+      how: fc.constantFrom('commit' as const, 'commit' as const, 'abort' as const, 'throw' as const),
+    }),
+  },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('view' as const), slot }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('check' as const), slot }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('release' as const), slot }) },

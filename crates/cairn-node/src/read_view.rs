@@ -55,9 +55,17 @@ impl NativeStore {
     /// Commit a transaction's writes (an encoded batch) if nothing in `reads` or in the batch
     /// changed after `view`'s seq; rejects with CAIRN_CONFLICT naming the id otherwise.
     #[napi(ts_return_type = "Promise<bigint>")]
-    pub fn commit_transaction(&self, env: Env, view: &NativeReadView, payload: Buffer, reads: Vec<NativeReadKey>) -> napi::Result<JsObject> {
+    pub fn commit_transaction(
+        &self,
+        env: Env,
+        view: &NativeReadView,
+        payload: Buffer,
+        reads: Vec<NativeReadKey>,
+    ) -> napi::Result<JsObject> {
         let check = ConflictCheck { view: view.view.clone(), reads: reads.into_iter().map(|k| (k.collection, k.id)).collect() };
-        self.submit_to_commit_thread(&env, payload.to_vec(), move |engine: &Engine, bytes, done| engine.submit_transaction(bytes, check, done))
+        self.submit_to_commit_thread(&env, payload.to_vec(), move |engine: &Engine, bytes, done| {
+            engine.submit_transaction(bytes, check, done)
+        })
     }
 }
 
@@ -119,8 +127,8 @@ impl NativeReadView {
         let filter = sync(&env, || parse_filter(filter.as_deref(), &collection))?;
         let view = self.view.clone();
         Ok(task(move || {
-            let rows =
-                core(view.scan(&collection, &filter, after.as_deref(), limit as usize, vectors)).map_err(|f| f.in_collection(&collection))?;
+            let rows = core(view.scan(&collection, &filter, after.as_deref(), limit as usize, vectors))
+                .map_err(|f| f.in_collection(&collection))?;
             Ok(scan_page(rows, vectors))
         }))
     }

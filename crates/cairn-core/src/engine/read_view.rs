@@ -77,9 +77,14 @@ impl ReadView {
     pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
         self.check()?;
         let st = read(&self.shared.state);
-        let names: BTreeSet<&str> = st.collections.keys().map(String::as_str).chain(st.dropped.iter().map(|(_, c)| c.spec.name.as_str())).collect();
+        let names: BTreeSet<&str> =
+            st.collections.keys().map(String::as_str).chain(st.dropped.iter().map(|(_, c)| c.spec.name.as_str())).collect();
         let all = Filter::all();
-        Ok(names.into_iter().filter_map(|n| st.collection_at(n, self.seq).ok()).map(|c| CollectionInfo::of(c, c.count_at(self.seq, &all))).collect())
+        Ok(names
+            .into_iter()
+            .filter_map(|n| st.collection_at(n, self.seq).ok())
+            .map(|c| CollectionInfo::of(c, c.count_at(self.seq, &all)))
+            .collect())
     }
 
     pub fn get(&self, collection: &str, id: &str) -> Result<Option<FoundRow>> {
