@@ -1,6 +1,8 @@
 // Optimistic transactions: lost updates prevented by the conflict check, all-or-nothing
 // commits as one WAL record, and clear errors for misuse.
-import { CairnError, open, type Store } from 'cairndb';
+import { join } from 'node:path';
+
+import { CairnError, open, openReplica, type Store } from 'cairndb';
 import { afterEach, describe, expect, test } from 'vitest';
 
 import { tempDir } from './helpers.js';
@@ -233,5 +235,33 @@ describe('transactions', () => {
     const outcomes = await Promise.allSettled([c.done, d.done]);
     expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(1);
     expect(await db.collection('docs').count({ filter: { onCall: true } })).toBe(1);
+  });
+
+  test('a_transaction_on_a_primary_waits_for_its_write_concern_and_replicates_as_one_record', async () => {
+    const dir = tempDir('cairn-txrepl-');
+    const db = await open(join(dir, 'p'), { nodeId: 'p' });
+    stores.push(db);
+    await db.createCollection('docs', { dim: 2, metric: 'l2' });
+    const token = 'transaction-test-token-0123456789abcdef';
+    const server = await db.serveReplication({ listen: '127.0.0.1:0', token, replicas: ['r'], writeConcern: { w: 'all', timeoutMs: 20_000 } });
+    const r = await openReplica(join(dir, 'r'), { nodeId: 'r', primary: server.address, token });
+    try {
+      const before = db.lastSeq;
+      await db.transaction(async (tx) => {
+        await tx.collection('docs').upsert([
+          { id: 'a', vector: vec(1), metadata: { n: 1 } },
+          { id: 'b', vector: vec(2), metadata: { n: 2 } },
+        ]);
+      });
+      // w: 'all': resolved only once the replica has it durable.
+      expect(db.lastSeq).toBe(before + 1n);
+      expect(db.replicationStatus().replicas[0]?.durableSeq).toBe(db.lastSeq);
+      await r.waitFor(db.lastSeq);
+      expect((await r.collection('docs').getMany(['a', 'b'])).map((x) => x?.metadata.n)).toEqual([1, 2]);
+      expect((await rejection(r.db.transaction(async () => 1))).code).toBe('CAIRN_NOT_PRIMARY');
+    } finally {
+      await r.close();
+      await server.close();
+    }
   });
 });
