@@ -67,7 +67,8 @@ const running = new AsyncLocalStorage<Transaction>();
 
 /** Run `fn` as a transaction, re-running it on conflict; resolves with its value once committed. */
 export async function runTransaction<T>(host: TransactionHost, fn: (tx: Transaction) => Promise<T> | T, options: TransactionOptions = {}): Promise<T> {
-  if (running.getStore() !== undefined) {
+  // A callback the function scheduled may run after its transaction ended: that is not nesting.
+  if (running.getStore()?.ended === false) {
     throw new CairnError('CAIRN_NESTED_TRANSACTION', 'db.transaction was called inside a transaction function; use the outer transaction (tx) instead');
   }
   if (typeof fn !== 'function') throw invalidArgument('fn must be a function (tx) => ...');
@@ -127,6 +128,11 @@ export class Transaction {
     const { view, collections } = host.snapshot();
     this.#view = view;
     this.#collections = new Map(collections.map((c) => [c.name, c]));
+  }
+
+  /** Whether the transaction has committed, aborted, failed or timed out. */
+  get ended(): boolean {
+    return this.#ended !== null;
   }
 
   /** The seq the transaction reads as of. */
