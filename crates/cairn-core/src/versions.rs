@@ -160,9 +160,6 @@ impl Collection {
                 heap.pop();
             }
         }
-        while heap.len() > k {
-            heap.pop();
-        }
         (heap.into_sorted_vec().into_iter().map(|HeapItem(distance, id)| Hit { id, distance }).collect(), graph)
     }
 
