@@ -82,12 +82,12 @@ describe('transactions', () => {
       await t.collection('log').upsert([{ id: 'x', vector: vec(1) }]);
     });
     await read;
-    await docs.upsert([{ id: 'a', vector: vec(2), metadata: { n: 2 } }]);
+    const { seq: theirs } = await docs.upsert([{ id: 'a', vector: vec(2), metadata: { n: 2 } }]);
     const before = db.lastSeq;
     release();
     const e = await rejection(tx);
     expect(e.code).toBe('CAIRN_CONFLICT');
-    expect([e.collection, e.id]).toEqual(['docs', 'a']);
+    expect([e.collection, e.id, e.seq]).toEqual(['docs', 'a', theirs]);
     expect(db.lastSeq).toBe(before);
     expect(await db.collection('log').get('x')).toBeUndefined();
   });

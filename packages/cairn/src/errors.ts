@@ -84,8 +84,14 @@ export class CairnError extends Error {
   /** The collection, and the record id, the failed call named. */
   readonly collection?: string;
   readonly id?: string;
+  /** For CAIRN_CONFLICT: the seq of the write that conflicted (CAIRN_REPLICATION_TIMEOUT: the write's seq). */
+  readonly seq?: bigint;
 
-  constructor(code: CairnErrorCode, message: string, details: { file?: string; offset?: number; collection?: string; id?: string; cause?: unknown } = {}) {
+  constructor(
+    code: CairnErrorCode,
+    message: string,
+    details: { file?: string; offset?: number; collection?: string; id?: string; seq?: bigint; cause?: unknown } = {},
+  ) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'CairnError';
     this.code = code;
@@ -93,6 +99,7 @@ export class CairnError extends Error {
     if (details.offset !== undefined) this.offset = details.offset;
     if (details.collection !== undefined) this.collection = details.collection;
     if (details.id !== undefined) this.id = details.id;
+    if (details.seq !== undefined) this.seq = details.seq;
   }
 }
 
@@ -108,6 +115,7 @@ export interface NativeErrorData {
   offset?: unknown;
   collection?: unknown;
   id?: unknown;
+  seq?: unknown;
 }
 
 /**
@@ -118,7 +126,7 @@ export interface NativeErrorData {
 export function transferableError(e: unknown): unknown {
   if (!(e instanceof Error)) return e;
   const f = e as Error & Omit<NativeErrorData, 'message'>;
-  return { message: e.message, code: f.code, file: f.file, offset: f.offset, collection: f.collection, id: f.id } satisfies NativeErrorData;
+  return { message: e.message, code: f.code, file: f.file, offset: f.offset, collection: f.collection, id: f.id, seq: f.seq } satisfies NativeErrorData;
 }
 
 /** A native error (or its `transferableError` data) as a CairnError, from its `code`, `file`,
@@ -135,6 +143,7 @@ export function fromNative(e: unknown): CairnError {
     ...(typeof f.offset === 'number' ? { offset: f.offset } : {}),
     ...(typeof f.collection === 'string' ? { collection: f.collection } : {}),
     ...(typeof f.id === 'string' ? { id: f.id } : {}),
+    ...(typeof f.seq === 'bigint' ? { seq: f.seq } : {}),
     cause: e,
   });
 }

@@ -469,11 +469,18 @@ export class Store extends EventEmitter {
           return { view, collections: nativeSync(() => view.collections()) };
         },
         commit: (view, ops, reads) => this.#commitTransaction(view, ops, reads),
+        applied: (seq) => this.#applied(seq),
         stats: this.#txStats,
       },
       fn,
       options,
     );
+  }
+
+  /** Resolves once `seq` is applied, polling each millisecond for at most 2 s: the write is in
+   *  a commit group whose fsync is under way (or failed, which the retry then reports). */
+  async #applied(seq: bigint): Promise<void> {
+    for (let i = 0; i < 2000 && this.#native.lastSeq < seq && !this.#closed; i++) await new Promise((r) => setTimeout(r, 1));
   }
 
   #commitTransaction(view: NativeReadView, ops: EncodedOp[], reads: NativeReadKey[]): Promise<bigint> {

@@ -56,6 +56,8 @@ export interface TransactionHost {
   snapshot(): { view: NativeReadView; collections: CollectionInfo[] };
   /** Commit the batch if nothing read or written changed after the view (write concern applies). */
   commit(view: NativeReadView, payload: EncodedOp[], reads: NativeReadKey[]): Promise<bigint>;
+  /** Resolves once `seq` is applied (or after a bounded wait). */
+  applied(seq: bigint): Promise<void>;
   stats: TransactionStats;
 }
 
@@ -88,6 +90,9 @@ export async function runTransaction<T>(host: TransactionHost, fn: (tx: Transact
         host.stats.conflicts++;
         if (attempt < retries) {
           host.stats.retries++;
+          // The conflicting write may still be on its way to the disk (framed in the same group):
+          // a snapshot taken now would not hold it, and the retry would conflict again.
+          if (e.seq !== undefined) await host.applied(e.seq);
           continue;
         }
         if (retries > 0) e.message = `${e.message} (after ${retries} retries)`;
