@@ -27,6 +27,7 @@ pub mod snapshot;
 pub mod state;
 pub mod storage;
 pub mod sync;
+pub mod versions;
 pub mod wal;
 
 pub use distance::Metric;

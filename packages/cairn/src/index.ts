@@ -32,6 +32,7 @@ export type { DiskUse, InspectedCollection, StoreInspection } from './inspect.js
 export { inspectStore } from './inspect.js';
 export type { HealthReport, HttpServer, ServeHttpOptions, StoreStatus } from './ops/index.js';
 export type { BackupCatalog } from './ops/types.js';
+export { ReadView, ViewCollection } from './read-view.js';
 export type { OpenReplicaOptions } from './replication/replica.js';
 export { openReplica, Replica } from './replication/replica.js';
 export type { ReplicationServer, ServeReplicationOptions } from './replication/server.js';
@@ -85,7 +86,11 @@ export type {
   SkippedRecord,
   StoredRecord,
   StoreEvents,
+  StoreStats,
+  StoreWarning,
   SyncMode,
   VectorRecord,
 } from './store.js';
 export { Collection, open, Store } from './store.js';
+export type { TransactionOptions, TransactionStats } from './transaction.js';
+export { Transaction, TransactionCollection } from './transaction.js';
