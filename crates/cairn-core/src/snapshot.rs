@@ -149,7 +149,12 @@ pub fn take_tracked(engine: &Engine, incremental: bool, progress: &ByteProgress)
         if !incremental {
             return Ok(0);
         }
-        let Some(base) = list_on(fs, dir)?.pop() else { return Ok(0) };
+        let all = list_on(fs, dir)?;
+        // Refused by `write_snapshot` (no write since it was taken): nothing to count.
+        if all.iter().any(|s| s.id == format!("{seq:020}-incremental")) {
+            return Ok(0);
+        }
+        let Some(base) = all.last() else { return Ok(0) };
         // The segments the checkpoint is about to archive are still in `wal/`; the active one
         // starts after `seq` and is left out by `wal_since`.
         let mut names = Vec::new();

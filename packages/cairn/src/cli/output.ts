@@ -9,6 +9,7 @@ const CLI_NAMES: ReadonlyArray<[string, string]> = [
   ['options.target', '--to'],
   ['options.throttleMBps', '--throttle'],
   ['options.concurrency', '--concurrency'],
+  ['options.token', '--token-file'],
 ];
 
 /** A library message reworded for the command line. */

@@ -28,7 +28,6 @@ export const serve: Command = {
   async run(args) {
     const dir = args.positionals[0];
     if (!dir) throw new UsageError('serve needs a store directory');
-    await existingStore(dir);
     const listen = args.string('replication');
     const httpListen = args.string('http');
     if (listen === undefined && httpListen === undefined) {
@@ -48,6 +47,7 @@ export const serve: Command = {
     if (backupTargets.length > 0 && httpListen === undefined) throw new UsageError('--backup-target needs --http HOST:PORT');
     const nodeId = args.string('node-id');
     const w = args.string('w') as WriteConcernLevel | undefined;
+    await existingStore(dir);
     const db = await open(dir, nodeId === undefined ? { create: false } : { create: false, nodeId });
     const key = process.env.CAIRN_BACKUP_KEY;
     const catalogs = backupTargets.length === 0 ? null : new BackupManager({ source: db.dir, target: backupTargets, ...(key ? { encryption: { key } } : {}) });
