@@ -160,7 +160,7 @@ describe('cli', () => {
       [['serve'], 'serve needs a store directory'],
       [['serve', 'a'], 'serve needs --replication HOST:PORT or --http HOST:PORT (or both)'],
       [['replicate', 'a'], 'replicate needs --primary'],
-      [['node', '--dir', 'a'], 'node needs --id'],
+      [['node', '--dir', 'a'], 'node needs --token-file'],
       [['cluster', 'status'], 'cluster needs --etcd'],
       [['drill'], 'drill needs a store directory'],
     ];
