@@ -67,7 +67,9 @@ function checkBytes(seen: Array<{ bytes: number; totalBytes: number }>, name: st
 async function moreRows(dir: string, n: number): Promise<void> {
   const db = await open(dir, { create: false });
   const docs = db.collection('docs');
-  await docs.upsert(Array.from({ length: n }, (_, i) => ({ id: `more${Date.now()}-${i}`, vector: Float32Array.from({ length: 32 }, (_, j) => Math.cos(i + j)) })));
+  await docs.upsert(
+    Array.from({ length: n }, (_, i) => ({ id: `more${Date.now()}-${i}`, vector: Float32Array.from({ length: 32 }, (_, j) => Math.cos(i + j)) })),
+  );
   await db.close();
 }
 
@@ -171,7 +173,10 @@ describe('progress', () => {
       const wal = inc.files.filter((x) => x.path.startsWith('wal/')).reduce((n, x) => n + x.bytes, 0);
       expect(wal).toBeGreaterThan(0);
       expect(checkBytes(seen, 'incremental')).toBeGreaterThan(wal);
-      await expect(db.snapshot({ onProgress: 1 as never })).rejects.toMatchObject({ code: 'CAIRN_INVALID_ARGUMENT', message: expect.stringContaining('options.onProgress') });
+      await expect(db.snapshot({ onProgress: 1 as never })).rejects.toMatchObject({
+        code: 'CAIRN_INVALID_ARGUMENT',
+        message: expect.stringContaining('options.onProgress'),
+      });
     } finally {
       await db.close();
     }

@@ -270,7 +270,23 @@ describe('cli', () => {
     writeFileSync(token, 'x'.repeat(40));
     for (const args of [
       ['replicate', dir, '--primary', '127.0.0.1:1', '--token-file', token, '--node-id', 'n2'],
-      ['node', '--dir', dir, '--id', 'n1', '--cluster', 'c', '--listen', '127.0.0.1:45678', '--etcd', 'http://127.0.0.1:1', '--voters', 'n1', '--token-file', token],
+      [
+        'node',
+        '--dir',
+        dir,
+        '--id',
+        'n1',
+        '--cluster',
+        'c',
+        '--listen',
+        '127.0.0.1:45678',
+        '--etcd',
+        'http://127.0.0.1:1',
+        '--voters',
+        'n1',
+        '--token-file',
+        token,
+      ],
     ]) {
       const r = cli(...args);
       expect(r.status, args[0]).toBe(1);

@@ -296,7 +296,8 @@ export async function importSnapshot(options: ImportOptions): Promise<ImportResu
     if (!s) throw damaged(file, 0, `snapshot '${id}' has no valid manifest in the archive`);
     for (const f of s.files) {
       const got = sums.get(`${id}/${f.path}`);
-      if (!got || got.bytes !== f.bytes || got.xxh3 !== f.xxh3) throw damaged(file, 0, `snapshot '${id}' file '${f.path}' is missing or differs from its manifest`);
+      if (!got || got.bytes !== f.bytes || got.xxh3 !== f.xxh3)
+        throw damaged(file, 0, `snapshot '${id}' file '${f.path}' is missing or differs from its manifest`);
     }
   }
   report(buf.length);

@@ -52,11 +52,13 @@ struct CapturedCollection {
     rows: u64,
 }
 
+/// Bytes a caller counts after the checkpoint, from the store directory and the seq.
+type ExtraBytes<'a> = Box<dyn FnOnce(&Path, u64) -> Result<u64> + 'a>;
+
 /// A caller following a checkpoint's progress (`checkpoint_tracked_then`).
 struct Tracking<'a> {
     progress: &'a ByteProgress,
-    /// Bytes the caller counts after the checkpoint, from the store directory and the seq.
-    extra: Box<dyn FnOnce(&Path, u64) -> Result<u64> + 'a>,
+    extra: ExtraBytes<'a>,
 }
 
 /// Deltas are merged into a new base once there are this many files.

@@ -1,8 +1,8 @@
 /** A CLI command: one row of the table `main.ts` dispatches from. */
-import type { ParseArgsConfig } from 'node:util';
 
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { ParseArgsConfig } from 'node:util';
 
 import { CairnError } from '../errors.js';
 import { LAYOUT } from '../layout.js';
