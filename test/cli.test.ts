@@ -201,6 +201,10 @@ describe('cli', () => {
       const r = cli(...argsFor(dir, root));
       expect(r.status, name).toBe(1);
       expect(r.stderr, name).toBe(`cairn: CAIRN_NOT_FOUND: no store at ${dir} (the path does not exist)\n`);
+      const j = cli(...argsFor(dir, root), '--json');
+      expect(j.status, name).toBe(1);
+      expect(j.stderr, name).toBe('');
+      expect(JSON.parse(j.stdout), name).toEqual({ error: { code: 'CAIRN_NOT_FOUND', message: `no store at ${dir} (the path does not exist)` } });
       expect(readdirSync(root), name).toEqual([]);
     }
   });
