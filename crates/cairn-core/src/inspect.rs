@@ -26,13 +26,13 @@ use crate::layout::{parse_wal_segment_name, wal_segment_name, ARCHIVE_DIR, DATA_
 use crate::manifest::{self, Manifest, ManifestCollection};
 use crate::storage::Storage;
 use crate::wal::reader::{scan_segment, ScanItem};
-use crate::wal::record::decode_segment_header;
+use crate::wal::record::{decode_segment_header, RECORD_HEADER_LEN};
 
 /// Attempts when a checkpoint replaces the files being read.
 const ATTEMPTS: usize = 8;
 
 /// What a binary search for one id costs at most, about: a window per halving of a large file.
-const LOOKUP_BYTES_PER_ID: usize = 40 * (16 << 10);
+const LOOKUP_BYTES_PER_ID: usize = 40 * (4 << 10);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LiveCollection {
@@ -250,11 +250,34 @@ fn segments_after(storage: &dyn Storage, dir: &Path, after: u64) -> Result<Vec<u
     Ok(firsts.split_off(start))
 }
 
+/// First read of a segment; doubled until what was read holds the segment's end marker.
+const FIRST_READ: usize = 1 << 20;
+
+/// A segment's bytes up to its end marker (a zero record header where the next record would
+/// start), or all of it: the active segment is preallocated, mostly zeros a reader can skip.
+fn read_records(storage: &dyn Storage, path: &Path, first: u64) -> std::io::Result<Vec<u8>> {
+    let f = storage.open_read(path)?;
+    let mut buf = Vec::new();
+    let mut want = FIRST_READ;
+    loop {
+        while buf.len() < want {
+            if f.read_append(buf.len() as u64, want - buf.len(), &mut buf)? == 0 {
+                return Ok(buf); // the whole file
+            }
+        }
+        let end = scan_segment(&buf, first).end as usize;
+        if buf.get(end..end + RECORD_HEADER_LEN).is_some_and(|h| h.iter().all(|&b| b == 0)) {
+            return Ok(buf);
+        }
+        want *= 2;
+    }
+}
+
 fn read_segment(storage: &dyn Storage, dir: &Path, first: u64) -> Result<Option<Vec<u8>>> {
     let name = wal_segment_name(first);
     for sub in [WAL_DIR, ARCHIVE_DIR] {
         let path = dir.join(sub).join(&name);
-        match storage.read(&path) {
+        match read_records(storage, &path, first) {
             Ok(b) => return Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io(&path, e)),

@@ -19,7 +19,7 @@ use crate::storage::StorageFile;
 use crate::wal::record::{u32_at, u64_at};
 
 /// Bytes read at a time while looking for a record start.
-const WINDOW: usize = 16 << 10;
+const WINDOW: usize = 4 << 10;
 
 /// An open data file searched by id.
 pub struct IdLookup<'a> {
