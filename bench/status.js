@@ -3,14 +3,15 @@
 // process on the same page-cached files; the figure is the ratio of their mean times, with the
 // load average, and the bytes one status call reads (/proc/self/io rchar).
 //
-//   node bench/status.js                               # 200k x 128 rows, 2,000 upserts in the tail
+//   node bench/status.js                               # 200k x 128 rows, 2,000 ops in the tail
+//   STATUS_TAIL=100 node bench/status.js               # a short tail: ids looked up, no file read whole
 //   STATUS_N=20000 BENCH_TIME_MS=300 node bench/status.js   # quick check
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { inspectStore, open } from 'cairndb';
+import { inspectStore, open, recoverableRange } from 'cairndb';
 import { Bench } from 'tinybench';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -58,6 +59,9 @@ if (s.collections[0].count !== want) throw new Error(`status counts ${s.collecti
 const before = rchar();
 await inspectStore(DIR);
 const statusRead = rchar() - before;
+const beforeRange = rchar();
+await recoverableRange(DIR);
+const rangeRead = rchar() - beforeRange;
 
 const bench = new Bench({ time: TIME });
 bench.add('cairn status (inspectStore)', async () => {
@@ -70,8 +74,8 @@ await bench.run();
 console.table(bench.table());
 const [a, b] = bench.tasks.map((t) => t.result.latency.mean);
 console.log(
-  `rows ${N} x ${DIM}, tail ${TAIL} ops; data files ${(dataBytes / 1e6).toFixed(1)} MB; one status call read ${(statusRead / 1e6).toFixed(2)} MB` +
-    ` (WAL, manifests and lookups); status / read-data-files time ratio ${(a / b).toFixed(3)}; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`,
+  `rows ${N} x ${DIM}, tail ${TAIL} ops; data files ${(dataBytes / 1e6).toFixed(1)} MB; one status call read ${(statusRead / 1e6).toFixed(2)} MB,` +
+    ` of which the recoverable range's WAL scan ${(rangeRead / 1e6).toFixed(2)} MB; status / read-data-files time ratio ${(a / b).toFixed(3)}; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`,
 );
 await db.close();
 rmSync(DIR, { recursive: true, force: true });
