@@ -39,7 +39,9 @@ rmSync(DIR, { recursive: true, force: true });
 const db = await open(DIR, { sync: 'none' });
 const docs = await db.createCollection('docs', { dim: DIM, metric: 'l2' });
 for (let start = 0; start < N; start += 5000) {
-  await docs.upsert(Array.from({ length: Math.min(5000, N - start) }, (_, k) => ({ id: `r${start + k}`, vector: vectorOf(start + k), metadata: { i: start + k } })));
+  await docs.upsert(
+    Array.from({ length: Math.min(5000, N - start) }, (_, k) => ({ id: `r${start + k}`, vector: vectorOf(start + k), metadata: { i: start + k } })),
+  );
 }
 await docs.waitForIndex();
 await db.checkpoint();
@@ -75,7 +77,9 @@ console.table(bench.table());
 const [a, b] = bench.tasks.map((t) => t.result.latency.mean);
 console.log(
   `rows ${N} x ${DIM}, tail ${TAIL} ops; data files ${(dataBytes / 1e6).toFixed(1)} MB; one status call read ${(statusRead / 1e6).toFixed(2)} MB,` +
-    ` of which the recoverable range's WAL scan ${(rangeRead / 1e6).toFixed(2)} MB; status / read-data-files time ratio ${(a / b).toFixed(3)}; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`,
+    ` of which the recoverable range's WAL scan ${(rangeRead / 1e6).toFixed(2)} MB; status / read-data-files time ratio ${(a / b).toFixed(3)}; load average ${loadavg()
+      .map((x) => x.toFixed(1))
+      .join(' ')}`,
 );
 await db.close();
 rmSync(DIR, { recursive: true, force: true });
