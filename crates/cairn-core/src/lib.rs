@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod payload;
 pub mod pitr;
 pub mod placement;
+pub mod progress;
 pub mod quarantine;
 pub mod scrub;
 pub mod snapshot;

@@ -1,4 +1,4 @@
-export type { ExportOptions, ExportResult, ImportResult } from './archive.js';
+export type { ArchiveProgress, ExportOptions, ExportResult, ImportOptions, ImportResult } from './archive.js';
 export { exportSnapshot, importSnapshot } from './archive.js';
 export type { Cron } from './backup/cron.js';
 export { parseCron } from './backup/cron.js';

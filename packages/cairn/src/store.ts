@@ -6,6 +6,7 @@ import { type EncodedOp, encodeBatch, type Metric } from './encode.js';
 import { CairnError, fromNative, invalidArgument, native, nativeSync } from './errors.js';
 import { encodeFilter, type Filter } from './filter.js';
 import { type NativeReadKey, type NativeReadView, type NativeStore, nativeModule } from './native.js';
+import { type ByteProgress, withNativeProgress } from './native-progress.js';
 import { type HealthReport, type HttpServer, type ServeHttpOptions, StoreOps, type StoreStatus } from './ops/index.js';
 import { ReadView } from './read-view.js';
 import { type ColumnarRecords, encodeDeletes, encodeUpserts, type VectorRecord } from './records.js';
@@ -511,13 +512,17 @@ export class Store extends EventEmitter {
   /**
    * Checkpoint, then keep the checkpoint's files as a snapshot (hard links). An incremental
    * snapshot holds only the files and WAL added since the previous snapshot, its base.
+   * `onProgress` gets the bytes the checkpoint writes plus, for an incremental one, the archived
+   * WAL it reads to checksum, of a total known before the first byte; it ends at the total.
    */
-  async snapshot(options: { incremental?: boolean } = {}): Promise<SnapshotInfo> {
+  async snapshot(options: { incremental?: boolean; onProgress?: (p: ByteProgress) => void } = {}): Promise<SnapshotInfo> {
     this.#checkOpen();
     checkPlainObject('options', options);
-    checkKnownKeys('options', options, ['incremental']);
+    checkKnownKeys('options', options, ['incremental', 'onProgress']);
     if (options.incremental !== undefined && typeof options.incremental !== 'boolean') throw invalidArgument('options.incremental must be a boolean');
-    return toSnapshotInfo(await native(() => this.#native.snapshot(options.incremental === true)));
+    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw invalidArgument('options.onProgress must be a function');
+    const info = await withNativeProgress(options.onProgress, (handle) => native(() => this.#native.snapshot(options.incremental === true, handle)));
+    return toSnapshotInfo(info);
   }
 
   async snapshots(): Promise<SnapshotInfo[]> {
