@@ -136,12 +136,14 @@ export class Replica {
   #incoming: IncomingSnapshot | null = null;
   #snapshotsInstalled = 0;
   readonly #hook: ReplicationHook;
-  readonly #config: Config;
+  #config: Config;
   #native!: NativeStore;
   #conn: Connection | null = null;
   #phase: Phase = 'challenge';
   #state: ReplicaNodeStatus['state'] = 'connecting';
   #closed = false;
+  /** Between `pause()` and `follow()`: no connection and no reconnect; the store stays open. */
+  #paused = false;
   #received = 0n;
   #primaryLastSeq = 0n;
   /** When this replica first fell behind what it had heard of (monotonic); null: caught up. */
@@ -174,10 +176,14 @@ export class Replica {
     this.#connected = new Promise((resolve) => (this.#markConnected = resolve));
     this.#hook = {
       commit: (payload, concern) => this.#write(payload, concern),
-      // Not forwarded: the rows must be resolved where the writes are ordered, on the primary.
+      // Not forwarded: the rows of a deleteWhere, and a transaction's conflicts, must be
+      // resolved where the writes are ordered, on the primary.
       commitBy: () =>
         Promise.reject(
-          new CairnError('CAIRN_NOT_PRIMARY', `node '${this.#config.nodeId}' is a replica; run deleteWhere on the primary at ${this.#config.primary}`),
+          new CairnError(
+            'CAIRN_NOT_PRIMARY',
+            `node '${this.#config.nodeId}' is a replica; run deleteWhere and transactions on the primary at ${this.#config.primary}`,
+          ),
         ),
       status: () => this.replicationStatus(),
       close: () => (this.#swapping ? Promise.resolve() : this.#shutdown()),
@@ -304,6 +310,35 @@ export class Replica {
     await this.#store.close();
   }
 
+  /**
+   * Stop following, keeping the store open (read-only): the connection closes and every record
+   * already received is applied before this resolves, so `lastSeq` is final until `follow()`.
+   * Failover uses it to stop taking an old primary's records without closing and reopening.
+   */
+  async pause(): Promise<void> {
+    if (this.#closed) throw new CairnError('CAIRN_CLOSED', `replica '${this.#config.nodeId}' is closed`);
+    this.#paused = true;
+    if (this.#timer) clearInterval(this.#timer);
+    if (this.#retry) clearTimeout(this.#retry);
+    this.#timer = null;
+    this.#retry = null;
+    this.#conn?.close();
+    await this.#applying;
+    this.#state = 'disconnected';
+  }
+
+  /** After `pause()`: follow `primary` (host:port) in `epoch`. */
+  follow(primary: string, epoch: bigint): void {
+    if (this.#closed || !this.#paused) throw new CairnError('CAIRN_INTERNAL', `replica '${this.#config.nodeId}' is not paused`);
+    const { host, port } = parseHostPort('primary', primary, false);
+    this.#config = { ...this.#config, primary, host, port, epoch };
+    this.#paused = false;
+    this.#primaryLastSeq = 0n;
+    this.#behindSince = null;
+    this.#backoff = MIN_BACKOFF_MS;
+    this.start();
+  }
+
   /** @internal */
   start(): void {
     this.#connect();
@@ -312,7 +347,7 @@ export class Replica {
   }
 
   #connect(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#paused) return;
     this.#state = this.#state === 'connecting' ? 'connecting' : 'disconnected';
     const { host, port, tls } = this.#config;
     const socket: Socket = tls ? tlsConnect({ host, port, ...tls, ...(tls.ca ? {} : { rejectUnauthorized: false }) }) : netConnect({ host, port });
@@ -545,13 +580,13 @@ export class Replica {
     }
     this.#forwards.clear();
     this.#repairs.abandon(() => [unavailable(this.#config.primary, 'connection to the primary was lost before it answered')]);
-    if (this.#closed) return;
+    if (this.#closed || this.#paused) return;
     this.#state = 'disconnected';
     const delay = this.#backoff;
     this.#backoff = Math.min(this.#backoff * 2, MAX_BACKOFF_MS);
     // Reconnect only after every submitted record settled, so the seq sent in AUTH is final.
     void this.#applying.then(() => {
-      if (this.#closed) return;
+      if (this.#closed || this.#paused) return;
       this.#retry = setTimeout(() => this.#connect(), delay);
     });
   }

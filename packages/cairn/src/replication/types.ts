@@ -97,8 +97,9 @@ export interface ReplicationHost {
 export interface ReplicationHook {
   /** Commit an encoded batch at a write concern (primary), or forward or refuse it (replica). */
   commit(payload: Buffer, concern: WriteConcern): Promise<bigint>;
-  /** Run a local commit that is not a batch payload (`deleteWhere`, resolved on the commit
-   *  thread) at a write concern; a replica refuses it, since only the primary can resolve it. */
+  /** Run a local commit that only the primary can resolve at a write concern: `deleteWhere`
+   *  (resolved on the commit thread) or a transaction (checked against its read view). A
+   *  replica refuses it; forwarding would lose the resolution or the check. */
   commitBy(submit: () => Promise<bigint>, concern: WriteConcern): Promise<bigint>;
   status(): PrimaryStatus | ReplicaNodeStatus;
   close(): Promise<void>;
