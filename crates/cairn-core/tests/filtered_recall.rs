@@ -1,5 +1,5 @@
-//! Filtered k-NN on clustered data at the size issue 15 names (a gaussian mixture, 100k x 128,
-//! 50 clusters): recall@10 at ef = 64 against the exact filtered answer, for filters matching
+//! Filtered k-NN on clustered data (a gaussian mixture, 128 dimensions, 50 clusters; 20k rows
+//! by default, `CAIRN_RECALL_ROWS=100000` for the size issue 15 names, about 6 minutes): recall@10 at ef = 64 against the exact filtered answer, for filters matching
 //! 50%, 10%, 1% and 0.1% of rows, without and then with a payload index on the filtered field.
 //! Every query must also return min(k, matching rows) results: the search keeps expanding past
 //! rows the filter rejects. A filter matching 3 rows returns exactly those 3.
@@ -15,7 +15,24 @@ use cairn_core::filter::Filter;
 use cairn_core::payload::IndexKind;
 use cairn_core::wal::writer::Prealloc;
 
-const N: usize = 100_000;
+const DEFAULT_ROWS: usize = 20_000;
+
+/// Rows to load: `CAIRN_RECALL_ROWS`, else `DEFAULT_ROWS` (a multiple of the 2,000-row chunk).
+fn rows() -> usize {
+    match std::env::var("CAIRN_RECALL_ROWS") {
+        Ok(v) => {
+            let n: usize = v.parse().expect("CAIRN_RECALL_ROWS must be a whole number");
+            assert!(n >= 6_000 && n % 2_000 == 0, "CAIRN_RECALL_ROWS must be a multiple of 2000, at least 6000 (got {n})");
+            n
+        }
+        Err(_) => DEFAULT_ROWS,
+    }
+}
+
+/// The three "rare" rows: far apart in id, and so in the graph.
+fn rare_ids(n: usize) -> [usize; 3] {
+    [7, n / 3 + 7, 2 * n / 3 + 7]
+}
 const DIM: usize = 128;
 const CLUSTERS: usize = 50;
 const QUERIES: usize = 100;
@@ -50,7 +67,7 @@ fn point(rng: &mut Rng, centres: &[Vec<f32>]) -> Vec<f32> {
 const FILTERS: [(&str, f64); 4] =
     [(r#"{"b": {"$lt": 500}}"#, 0.5), (r#"{"b": {"$lt": 100}}"#, 0.1), (r#"{"b": {"$lt": 10}}"#, 0.01), (r#"{"b": 0}"#, 0.001)];
 
-fn recall_per_filter(e: &Engine, queries: &[Vec<f32>]) -> Vec<(f64, f64)> {
+fn recall_per_filter(e: &Engine, queries: &[Vec<f32>], n: usize) -> Vec<(f64, f64)> {
     FILTERS
         .iter()
         .map(|(json, _)| {
@@ -64,18 +81,19 @@ fn recall_per_filter(e: &Engine, queries: &[Vec<f32>]) -> Vec<(f64, f64)> {
                 total += exact.hits.len();
                 hit += approx.hits.iter().filter(|h| exact.hits.iter().any(|x| x.0 == h.0)).count();
             }
-            (matching as f64 / N as f64, hit as f64 / total as f64)
+            (matching as f64 / n as f64, hit as f64 / total as f64)
         })
         .collect()
 }
 
-fn three_rare_rows_come_back_exactly(e: &Engine, queries: &[Vec<f32>]) {
+fn three_rare_rows_come_back_exactly(e: &Engine, queries: &[Vec<f32>], n: usize) {
     let f = Filter::parse(r#"{"rare": true}"#).expect("filter");
     assert_eq!(e.count_where("c", &f).expect("count"), 3);
     for q in &queries[..10] {
         let mut ids: Vec<String> = e.query("c", q, K, EF, Some(&f)).expect("query").hits.into_iter().map(|h| h.0).collect();
         ids.sort();
-        assert_eq!(ids, ["r000007", "r033338", "r066669"]);
+        let want: Vec<String> = rare_ids(n).iter().map(|i| format!("r{i:06}")).collect();
+        assert_eq!(ids, want);
     }
 }
 
@@ -92,14 +110,15 @@ fn filtered_recall_at_every_selectivity_with_and_without_an_index() {
     })])
     .expect("create");
     let mut rng = Rng(42);
+    let n_rows = rows();
+    let rare = rare_ids(n_rows);
     let centres: Vec<Vec<f32>> = (0..CLUSTERS).map(|_| (0..DIM).map(|_| rng.gaussian()).collect()).collect();
-    for chunk in 0..N / 2_000 {
+    for chunk in 0..n_rows / 2_000 {
         let ops: Vec<Op> = (0..2_000)
             .map(|i| {
                 let bucket = rng.next_u64() % 1_000;
                 let n = chunk * 2_000 + i;
-                // Three rows, far apart in id and so in the graph, are the only "rare" ones.
-                let rare = if n % 33_331 == 7 { r#", "rare": true"# } else { "" };
+                let rare = if rare.contains(&n) { r#", "rare": true"# } else { "" };
                 Op::Upsert {
                     collection: "c".into(),
                     id: format!("r{n:06}"),
@@ -113,13 +132,13 @@ fn filtered_recall_at_every_selectivity_with_and_without_an_index() {
     e.wait_for_index("c").expect("indexed");
     let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| point(&mut rng, &centres)).collect();
 
-    let plain = recall_per_filter(&e, &queries);
-    three_rare_rows_come_back_exactly(&e, &queries);
+    let plain = recall_per_filter(&e, &queries, n_rows);
+    three_rare_rows_come_back_exactly(&e, &queries, n_rows);
     e.create_index("c", "b", IndexKind::Number).expect("index");
     e.create_index("c", "rare", IndexKind::Bool).expect("index");
-    assert_eq!(e.indexes("c").expect("indexes")[0].entries, N);
-    let indexed = recall_per_filter(&e, &queries);
-    three_rare_rows_come_back_exactly(&e, &queries);
+    assert_eq!(e.indexes("c").expect("indexes")[0].entries, n_rows);
+    let indexed = recall_per_filter(&e, &queries, n_rows);
+    three_rare_rows_come_back_exactly(&e, &queries, n_rows);
     for (i, (json, share)) in FILTERS.iter().enumerate() {
         for (what, (matched, recall)) in [("no index", plain[i]), ("index", indexed[i])] {
             eprintln!("{json} ({what}): matches {:.2}% of rows, recall@{K} {recall:.3}", matched * 100.0);
