@@ -22,6 +22,7 @@ import { type Collection, type CollectionInfo, open, type Store, type SyncMode }
 import { checkToken, newNonce, proof, verifyProof } from './auth.js';
 import { Connection } from './connection.js';
 import { type Frame, FrameType, frameTypeName, protocolError } from './frame.js';
+import { HealPasses } from './heal.js';
 import {
   decodeChallenge,
   decodeForwardResult,
@@ -44,8 +45,8 @@ import {
   type RecordCopyMessage,
 } from './messages.js';
 import { parseHostPort, parseNodeId, parseTls, type TlsOptions } from './options.js';
-import { type HealReport, healDamaged, localCopy, PendingRepairs, REPAIR_TIMEOUT_MS, type RecordPeers, repairRecord, unavailable } from './record-repair.js';
-import type { RecordHealStatus, ReplicaNodeStatus, ReplicationHook, WriteConcern } from './types.js';
+import { localCopy, PendingRepairs, REPAIR_TIMEOUT_MS, type RecordPeers, repairRecord, unavailable } from './record-repair.js';
+import type { ReplicaNodeStatus, ReplicationHook, WriteConcern } from './types.js';
 
 export interface OpenReplicaOptions {
   nodeId: string;
@@ -162,22 +163,22 @@ export class Replica {
   readonly #repairs = new PendingRepairs();
   /** The primary answers a relayed request after asking the other replicas, each bounded. */
   readonly #peers: RecordPeers = { fetch: (collection, id, label) => this.#fetchCopies(collection, id, label) };
-  #healing: Promise<void> | null = null;
+  readonly #heal: HealPasses;
   /** A heal pass is due once this connection has caught up. */
   #healDue = false;
-  #lastHeal: RecordHealStatus | null = null;
 
   /** @internal use `openReplica()`. */
   constructor(store: Store, config: Config) {
     this.#store = store;
     this.#config = config;
     this.#connected = new Promise((resolve) => (this.#markConnected = resolve));
+    this.#heal = new HealPasses(() => this.#native, config.nodeId, this.#peers);
     this.#hook = {
       commit: (payload, concern) => this.#write(payload, concern),
       status: () => this.replicationStatus(),
       close: () => (this.#swapping ? Promise.resolve() : this.#shutdown()),
       repairRecord: (collection, id) => repairRecord(this.#native, this.#config.nodeId, this.#peers, collection, id),
-      healDamaged: () => this.#heal(),
+      healDamaged: () => this.#heal.run(),
     };
     this.#attach(store);
     this.#received = store.lastSeq;
@@ -257,7 +258,7 @@ export class Replica {
       lastContact: this.#lastContact,
       lastError: this.#lastError,
       snapshotsInstalled: this.#snapshotsInstalled,
-      lastHeal: this.#lastHeal,
+      lastHeal: this.#heal.last,
     };
   }
 
@@ -269,28 +270,6 @@ export class Replica {
     const { requestId, answer } = this.#repairs.open(wait, () => [unavailable(this.#config.primary, `primary did not answer within ${wait} ms`)]);
     conn.send(FrameType.REPAIR_REQUEST, encodeRepairRequest({ requestId, relay: true, label, collection, id }));
     return answer;
-  }
-
-  async #heal(): Promise<HealReport> {
-    const report = await healDamaged(this.#native, this.#config.nodeId, this.#peers);
-    this.#lastHeal = { at: new Date(), repaired: report.repaired.length, failed: report.failed };
-    return report;
-  }
-
-  /** Open-time repair: once caught up with the primary, repair what this node holds damaged. */
-  #healInBackground(): void {
-    if (this.#healing || this.#closed) return;
-    this.#healing = this.#heal()
-      .then(
-        () => {},
-        (e: unknown) => {
-          const err = e instanceof CairnError ? e : fromNative(e);
-          this.#lastHeal = { at: new Date(), repaired: 0, failed: [{ collection: '', id: '', error: `${err.code}: ${err.message}` }] };
-        },
-      )
-      .finally(() => {
-        this.#healing = null;
-      });
   }
 
   async close(): Promise<void> {
@@ -464,7 +443,7 @@ export class Replica {
       this.#state = 'streaming';
       if (this.#healDue && this.#phase === 'streaming') {
         this.#healDue = false;
-        this.#healInBackground();
+        if (!this.#closed) this.#heal.start();
       }
     }
     const ready = this.#waiters.filter((w) => w.seq <= applied);
@@ -601,7 +580,7 @@ export class Replica {
     if (this.#retry) clearTimeout(this.#retry);
     this.#conn?.close();
     await this.#applying;
-    await this.#healing;
+    await this.#heal.stop();
     for (const w of this.#waiters.splice(0)) w.reject(new CairnError('CAIRN_CLOSED', `replica '${this.#config.nodeId}' closed before it applied seq ${w.seq}`));
   }
 }
