@@ -47,6 +47,23 @@ impl NativeStore {
         }))
     }
 
+    /// `readWal` on the calling thread, for a replica tailing the log (the records were just
+    /// written, so the read is from the page cache and small): no thread-pool round trip per
+    /// shipment. `null` when a concurrent checkpoint moved the segment (use `readWal`).
+    #[napi]
+    pub fn read_wal_sync(&self, env: Env, from_seq: BigInt, max_bytes: u32) -> napi::Result<Option<NativeWalChunk>> {
+        sync(&env, || {
+            let from = seq_arg("fromSeq", from_seq)?;
+            let c = core(self.engine.try_read_wal(from, max_bytes as usize))?;
+            Ok(c.map(|c| NativeWalChunk {
+                bytes: Buffer::from(c.bytes),
+                first_seq: BigInt::from(c.first_seq),
+                last_seq: BigInt::from(c.last_seq),
+                count: BigInt::from(c.count),
+            }))
+        })
+    }
+
     /// Replica: apply a chunk from the primary. Resolves with its last sequence number once it
     /// is durable per the sync mode and applied; the whole chunk is refused otherwise
     /// (`CAIRN_CORRUPTION`, `CAIRN_SEQUENCE_GAP`, or the schema's error).

@@ -152,6 +152,8 @@ export class Replica {
   #lastError: string | null = null;
   /** Records are submitted in order; a reconnect waits for this to settle first. */
   #applying: Promise<void> = Promise.resolve();
+  /** The connection an ACK is scheduled on (`#ackSoon`). */
+  #ackDue: Connection | null = null;
   #waiters: Array<{ seq: bigint; resolve: () => void; reject: (e: CairnError) => void }> = [];
   #forwards = new Map<number, { resolve: (r: ForwardResult) => void; reject: (e: CairnError) => void }>();
   #nextRequest = 1;
@@ -346,20 +348,22 @@ export class Replica {
             }
             this.#received = m.lastSeq;
             this.#heard(m.lastSeq);
-            this.#ack(conn);
-            const records = Buffer.from(m.records);
-            this.#applying = this.#applying.then(async () => {
-              if (conn.closed) return;
-              try {
-                await this.#native.submitReplicated(records);
-              } catch (e) {
+            this.#ackSoon(conn);
+            // Handed to the commit thread at once, not after the previous chunk settled: chunks
+            // that arrive during one fsync share the next (the engine groups them as it groups
+            // local commits), and it applies them in arrival order. A refused chunk fails the
+            // ones queued behind it with a sequence gap; the first error closes the connection.
+            const applied = this.#native.submitReplicated(Buffer.from(m.records)).then(
+              () => {
+                this.#appliedNow();
+                this.#ackSoon(conn);
+              },
+              (e: unknown) => {
                 const err = fromNative(e);
                 conn.fail(new CairnError(err.code, `replica '${this.#config.nodeId}' refused records ${m.firstSeq}..${m.lastSeq}: ${err.message}`));
-                return;
-              }
-              this.#appliedNow();
-              this.#ack(conn);
-            });
+              },
+            );
+            this.#applying = Promise.all([this.#applying, applied]).then(() => {});
             return;
           }
           case FrameType.SNAPSHOT_BEGIN: {
@@ -403,7 +407,7 @@ export class Replica {
           }
           case FrameType.HEARTBEAT:
             this.#heard(decodeHeartbeat(f.payload).lastSeq);
-            this.#ack(conn);
+            this.#ackSoon(conn);
             return;
           case FrameType.REPAIR_REQUEST: {
             const req = decodeRepairRequest(f.payload);
@@ -453,9 +457,17 @@ export class Replica {
     }
   }
 
-  #ack(conn: Connection): void {
-    const applied = this.#store.lastSeq;
-    conn.send(FrameType.ACK, encodeAck({ receivedSeq: this.#received, durableSeq: applied, appliedSeq: applied }));
+  /** One ACK per turn of the event loop, however many frames arrived or chunks completed in
+   *  it (the completions of one replica fsync come together): it reports the seqs as they are
+   *  when it is sent. */
+  #ackSoon(conn: Connection): void {
+    if (this.#ackDue === conn) return;
+    this.#ackDue = conn;
+    setImmediate(() => {
+      if (this.#ackDue === conn) this.#ackDue = null;
+      const applied = this.#store.lastSeq;
+      conn.send(FrameType.ACK, encodeAck({ receivedSeq: this.#received, durableSeq: applied, appliedSeq: applied }));
+    });
   }
 
   #dropIncoming(): void {

@@ -230,6 +230,7 @@ class Primary implements SessionHost, ReplicationServer {
     }
     this.#commitTimes.push([seq, performance.now()]);
     if (this.#commitTimes.length > MAX_COMMIT_TIMES) this.#commitTimes.splice(0, this.#commitTimes.length - MAX_COMMIT_TIMES);
+    // Woken at once: the first commit of a group ships the whole group (it is all durable).
     this.commits.notify();
     await this.#tracker.wait(seq, concern, this.native.lastSeq);
     try {

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { exportSnapshot } from '../archive.js';
-import { CairnError, native as call } from '../errors.js';
+import { CairnError, native as call, nativeSync } from '../errors.js';
 import type { NativeStore } from '../native.js';
 import { listSnapshots } from '../restore.js';
 import { newNonce, proof, verifyProof } from './auth.js';
@@ -48,6 +48,8 @@ import { Signal } from './signal.js';
 
 /** WAL read per frame (a record larger than this travels alone). */
 export const CHUNK_BYTES = 1 << 20;
+/** A replica at most this many records behind reads on the event loop (`readWalSync`). */
+const TAIL_RECORDS = 4096n;
 /** WAL sent and not yet acknowledged as received, per replica. */
 export const MAX_IN_FLIGHT_BYTES = 16 << 20;
 
@@ -208,10 +210,19 @@ export class Session {
           await this.#acks.wait(this.#host.heartbeatMs);
           continue;
         }
-        const chunk = await call(() => native.readWal(this.nextSeq, CHUNK_BYTES));
+        // Nothing new: wait for a commit without a read. A HEARTBEAT goes out only when a
+        // whole period passed without one (WAL frames are contact enough), so a busy stream
+        // costs one frame and one ACK per shipment, not three.
+        if (native.lastSeq < this.nextSeq) {
+          if (!(await this.#host.commits.wait(this.#host.heartbeatMs)) && !this.conn.closed) this.#heartbeat();
+          continue;
+        }
+        // Tailing: the records were just written and are in the page cache, so they are read
+        // here rather than through the thread pool (one hand-off less per shipment).
+        const tailing = native.lastSeq - this.nextSeq < TAIL_RECORDS;
+        const chunk = (tailing && nativeSync(() => native.readWalSync(this.nextSeq, CHUNK_BYTES))) || (await call(() => native.readWal(this.nextSeq, CHUNK_BYTES)));
         if (this.conn.closed) return;
         if (chunk.count === 0n) {
-          this.#heartbeat();
           await this.#host.commits.wait(this.#host.heartbeatMs);
           continue;
         }

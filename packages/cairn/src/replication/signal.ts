@@ -6,16 +6,16 @@ export class Signal {
     for (const w of this.#waiters.splice(0)) w();
   }
 
-  /** Resolves at the next `notify`, or after `timeoutMs`. */
-  wait(timeoutMs: number): Promise<void> {
+  /** Resolves true at the next `notify`, or false after `timeoutMs`. */
+  wait(timeoutMs: number): Promise<boolean> {
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
-        resolve();
+        resolve(true);
       };
       const timer = setTimeout(() => {
         this.#waiters = this.#waiters.filter((w) => w !== done);
-        resolve();
+        resolve(false);
       }, timeoutMs);
       this.#waiters.push(done);
     });
