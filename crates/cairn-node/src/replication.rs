@@ -30,14 +30,23 @@ fn seq_arg(name: &str, v: BigInt) -> crate::errors::Outcome<u64> {
 
 #[napi]
 impl NativeStore {
-    /// Records from `fromSeq`, at most `maxBytes` of them (at least one when any is available),
-    /// read and verified off the event loop. Rejects `CAIRN_WAL_PRUNED` when retention removed
-    /// `fromSeq`, `CAIRN_CORRUPTION` when the record at `fromSeq` fails its checksum.
+    /// Records from `fromSeq`, at most `maxBytes` of them (at least one when any is available)
+    /// and none past `throughSeq` when given, read and verified off the event loop. Rejects
+    /// `CAIRN_WAL_PRUNED` when retention removed `fromSeq`, `CAIRN_CORRUPTION` when the record
+    /// at `fromSeq` fails its checksum.
     #[napi(ts_return_type = "Promise<NativeWalChunk>")]
-    pub fn read_wal(&self, env: Env, from_seq: BigInt, max_bytes: u32) -> napi::Result<AsyncTask<CoreTask<NativeWalChunk>>> {
-        let from = sync(&env, || seq_arg("fromSeq", from_seq))?;
+    pub fn read_wal(
+        &self,
+        env: Env,
+        from_seq: BigInt,
+        max_bytes: u32,
+        through_seq: Option<BigInt>,
+    ) -> napi::Result<AsyncTask<CoreTask<NativeWalChunk>>> {
+        let (from, through) = sync(&env, || {
+            Ok((seq_arg("fromSeq", from_seq)?, through_seq.map(|t| seq_arg("throughSeq", t)).transpose()?.unwrap_or(u64::MAX)))
+        })?;
         Ok(on_engine(self, move |engine| {
-            let c = core(engine.read_wal(from, max_bytes as usize))?;
+            let c = core(engine.read_wal_through(from, through, max_bytes as usize))?;
             Ok(NativeWalChunk {
                 bytes: Buffer::from(c.bytes),
                 first_seq: BigInt::from(c.first_seq),

@@ -25,10 +25,16 @@ impl Engine {
     /// `from_seq`; `Error::Corruption` naming the file and offset of a record that fails its
     /// checksum (nothing is returned then).
     pub fn read_wal(&self, from_seq: u64, max_bytes: usize) -> Result<WalChunk> {
+        self.read_wal_through(from_seq, u64::MAX, max_bytes)
+    }
+
+    /// `read_wal`, never past `through_seq` either (a peer rebuilding a damaged segment asks
+    /// for exactly its range).
+    pub fn read_wal_through(&self, from_seq: u64, through_seq: u64, max_bytes: usize) -> Result<WalChunk> {
         for attempt in 0..ship::MAX_ATTEMPTS {
             // The last attempt holds the checkpoint lock, so no segment can move under it.
             let _still = (attempt + 1 == ship::MAX_ATTEMPTS).then(|| lock(&self.shared.checkpoint_lock));
-            if let Some(chunk) = self.read_wal_once(from_seq, max_bytes, attempt == 0)? {
+            if let Some(chunk) = self.read_wal_once(from_seq, through_seq, max_bytes, attempt == 0)? {
                 return Ok(chunk);
             }
         }
@@ -39,18 +45,18 @@ impl Engine {
     /// lock, so that it may run on a caller's event loop. `None` when a concurrent checkpoint
     /// moved the segment it was reading (call `read_wal` then).
     pub fn try_read_wal(&self, from_seq: u64, max_bytes: usize) -> Result<Option<WalChunk>> {
-        self.read_wal_once(from_seq, max_bytes, true)
+        self.read_wal_once(from_seq, u64::MAX, max_bytes, true)
     }
 
     /// One read attempt (`None`: a segment moved under it); `use_hint` starts from the cursor a
     /// previous read left at `from_seq`, if any.
-    fn read_wal_once(&self, from_seq: u64, max_bytes: usize, use_hint: bool) -> Result<Option<WalChunk>> {
+    fn read_wal_once(&self, from_seq: u64, through_seq: u64, max_bytes: usize, use_hint: bool) -> Result<Option<WalChunk>> {
         self.check_open()?;
         if from_seq == 0 {
             return Err(Error::InvalidArgument("from_seq must be at least 1 (sequence numbers start at 1)".into()));
         }
         // Loaded first: every record up to it is completely written (see `wal/ship.rs`).
-        let through = self.last_seq();
+        let through = self.last_seq().min(through_seq);
         let hint = if use_hint { lock(&self.shared.ship_cursors).iter().find(|c| c.next_seq == from_seq).copied() } else { None };
         match ship::read_chunk(self.shared.opts.storage.as_ref(), &self.shared.dir, from_seq, through, max_bytes, hint)? {
             Attempt::Done(chunk, cursor) => {

@@ -257,3 +257,77 @@ export function decodeRepairResponse(b: Buffer): RepairResponse {
   r.end();
   return { requestId, copies };
 }
+
+/** Ask for the peers' WAL records `firstSeq..=throughSeq` (at most `maxBytes` of them, at least
+ *  one), to rebuild a damaged sealed segment (docs/format.md, "WAL_RANGE_REQUEST"). */
+export interface WalRangeRequest {
+  requestId: number;
+  /** 1: the primary also asks its other replicas and answers with every copy. */
+  relay: boolean;
+  firstSeq: bigint;
+  throughSeq: bigint;
+  maxBytes: number;
+}
+export const encodeWalRangeRequest = (m: WalRangeRequest) =>
+  new PayloadWriter()
+    .u32(m.requestId)
+    .u8(m.relay ? 1 : 0)
+    .u64(m.firstSeq)
+    .u64(m.throughSeq)
+    .u32(m.maxBytes)
+    .done();
+export function decodeWalRangeRequest(b: Buffer): WalRangeRequest {
+  const r = new PayloadReader(b, 'WAL_RANGE_REQUEST');
+  const requestId = r.u32();
+  const relay = r.u8();
+  if (relay > 1) throw protocolError(`WAL_RANGE_REQUEST relay flag ${relay} is not 0 or 1`);
+  const m = { requestId, relay: relay === 1, firstSeq: r.u64(), throughSeq: r.u64(), maxBytes: r.u32() };
+  r.end();
+  if (m.firstSeq < 1n || m.throughSeq < m.firstSeq) throw protocolError(`WAL_RANGE_REQUEST with an empty or inverted range ${m.firstSeq}..${m.throughSeq}`);
+  return m;
+}
+
+/** One node's answer for a WAL range: `records` (whole framed records `firstSeq..=lastSeq`,
+ *  as its engine read and verified them) and their xxh3-64, present only when 'found'. */
+export interface WalRangeCopy {
+  nodeId: string;
+  state: CopyState;
+  lastSeq: bigint;
+  digest: bigint;
+  records: Buffer;
+  detail: string;
+}
+
+export function rangeUnavailable(nodeId: string, detail: string): WalRangeCopy {
+  return { nodeId, state: 'unavailable', lastSeq: 0n, digest: 0n, records: Buffer.alloc(0), detail };
+}
+
+export interface WalRangeResponse {
+  requestId: number;
+  copies: WalRangeCopy[];
+}
+export function encodeWalRangeResponse(m: WalRangeResponse): Buffer {
+  const w = new PayloadWriter().u32(m.requestId).u32(m.copies.length);
+  for (const c of m.copies) {
+    w.str16(c.nodeId).u8(COPY_STATES.indexOf(c.state)).u64(c.lastSeq).u64(c.digest).u32(c.records.length).bytes(c.records).str16(c.detail);
+  }
+  return w.done();
+}
+export function decodeWalRangeResponse(b: Buffer): WalRangeResponse {
+  const r = new PayloadReader(b, 'WAL_RANGE_RESPONSE');
+  const requestId = r.u32();
+  const n = r.u32();
+  if (n > 255) throw protocolError(`WAL_RANGE_RESPONSE with ${n} copies (at most 255 nodes answer)`);
+  const copies: WalRangeCopy[] = [];
+  for (let i = 0; i < n; i++) {
+    const nodeId = r.str16();
+    const state = COPY_STATES[r.u8()];
+    if (state === undefined) throw protocolError('WAL_RANGE_RESPONSE with an unknown copy state');
+    const lastSeq = r.u64();
+    const digest = r.u64();
+    const records = Buffer.from(r.fixed(r.u32()));
+    copies.push({ nodeId, state, lastSeq, digest, records, detail: r.str16() });
+  }
+  r.end();
+  return { requestId, copies };
+}

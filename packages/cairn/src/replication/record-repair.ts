@@ -11,7 +11,7 @@
 import { CairnError, fromNative } from '../errors.js';
 import { type NativeStore, nativeBytes } from '../native.js';
 import { PayloadReader, PayloadWriter } from './frame.js';
-import type { RecordCopyMessage, RepairResponse } from './messages.js';
+import type { RecordCopyMessage } from './messages.js';
 import { type Ballot, describeBallots, majorityVote } from './vote.js';
 
 /** How long one peer gets to answer a repair request. */
@@ -66,46 +66,6 @@ export function localCopy(native: NativeStore, nodeId: string, collection: strin
     return { nodeId, state: c.state, ...none, label: c.label, detail: c.state === 'damaged' ? 'damaged here too' : '' };
   } catch (e) {
     return { nodeId, state: 'unavailable', ...none, detail: fromNative(e).message.slice(0, 1000) };
-  }
-}
-
-/** Requests sent on one connection and waiting for their REPAIR_RESPONSE. */
-export class PendingRepairs {
-  #next = 1;
-  readonly #waiting = new Map<number, { resolve: (copies: RecordCopyMessage[]) => void; timer: NodeJS.Timeout }>();
-
-  /** A request id and the copies it gets: `onTimeout` copies if no answer comes in `timeoutMs`. */
-  open(timeoutMs: number, onTimeout: () => RecordCopyMessage[]): { requestId: number; answer: Promise<RecordCopyMessage[]> } {
-    const requestId = this.#next;
-    this.#next = (this.#next % 0xffff_ffff) + 1;
-    const answer = new Promise<RecordCopyMessage[]>((resolve) => {
-      const timer = setTimeout(() => {
-        this.#waiting.delete(requestId);
-        resolve(onTimeout());
-      }, timeoutMs);
-      timer.unref();
-      this.#waiting.set(requestId, { resolve, timer });
-    });
-    return { requestId, answer };
-  }
-
-  /** False when nothing waits for it (answered after its timeout: ignored). */
-  settle(r: RepairResponse): boolean {
-    const w = this.#waiting.get(r.requestId);
-    if (!w) return false;
-    this.#waiting.delete(r.requestId);
-    clearTimeout(w.timer);
-    w.resolve(r.copies);
-    return true;
-  }
-
-  /** The connection ended: every waiting request gets `copies`. */
-  abandon(copies: () => RecordCopyMessage[]): void {
-    for (const [id, w] of this.#waiting) {
-      clearTimeout(w.timer);
-      this.#waiting.delete(id);
-      w.resolve(copies());
-    }
   }
 }
 

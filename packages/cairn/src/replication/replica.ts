@@ -34,6 +34,8 @@ import {
   decodeSnapshotData,
   decodeSnapshotEnd,
   decodeWal,
+  decodeWalRangeRequest,
+  decodeWalRangeResponse,
   encodeAck,
   encodeAuth,
   encodeForward,
@@ -41,11 +43,17 @@ import {
   encodeHello,
   encodeRepairRequest,
   encodeRepairResponse,
+  encodeWalRangeRequest,
+  encodeWalRangeResponse,
   type ForwardResult,
   type RecordCopyMessage,
+  rangeUnavailable,
+  type WalRangeCopy,
 } from './messages.js';
 import { parseHostPort, parseNodeId, parseTls, type TlsOptions } from './options.js';
-import { localCopy, PendingRepairs, REPAIR_TIMEOUT_MS, type RecordPeers, repairRecord, unavailable } from './record-repair.js';
+import { PendingRequests } from './pending.js';
+import { localCopy, REPAIR_TIMEOUT_MS, type RecordPeers, repairRecord, unavailable } from './record-repair.js';
+import { localWalRange, PIECE_TIMEOUT_MS, repairWalSegment, type WalRangePeers } from './segment-repair.js';
 import type { ReplicaNodeStatus, ReplicationHook, WriteConcern } from './types.js';
 
 export interface OpenReplicaOptions {
@@ -162,9 +170,11 @@ export class Replica {
   #backoff = MIN_BACKOFF_MS;
   #connected: Promise<void>;
   #markConnected: () => void = () => {};
-  readonly #repairs = new PendingRepairs();
+  readonly #repairs = new PendingRequests<RecordCopyMessage[]>();
+  readonly #ranges = new PendingRequests<WalRangeCopy[]>();
   /** The primary answers a relayed request after asking the other replicas, each bounded. */
   readonly #peers: RecordPeers = { fetch: (collection, id, label) => this.#fetchCopies(collection, id, label) };
+  readonly #rangePeers: WalRangePeers = { fetch: (first, through, maxBytes) => this.#fetchWalRange(first, through, maxBytes) };
   readonly #heal: HealPasses;
   /** A heal pass is due once this connection has caught up. */
   #healDue = false;
@@ -181,6 +191,7 @@ export class Replica {
       close: () => (this.#swapping ? Promise.resolve() : this.#shutdown()),
       repairRecord: (collection, id) => repairRecord(this.#native, this.#config.nodeId, this.#peers, collection, id),
       healDamaged: () => this.#heal.run(),
+      repairWalSegment: (rel, expected, note) => repairWalSegment(this.#native, config.nodeId, this.#rangePeers, this.#store.dir, rel, expected, note),
     };
     this.#attach(store);
     this.#received = store.lastSeq;
@@ -271,6 +282,16 @@ export class Replica {
     const wait = 2 * REPAIR_TIMEOUT_MS + 500;
     const { requestId, answer } = this.#repairs.open(wait, () => [unavailable(this.#config.primary, `primary did not answer within ${wait} ms`)]);
     conn.send(FrameType.REPAIR_REQUEST, encodeRepairRequest({ requestId, relay: true, label, collection, id }));
+    return answer;
+  }
+
+  /** The primary's copy of a WAL range and, relayed by it, the other replicas'. */
+  #fetchWalRange(firstSeq: bigint, throughSeq: bigint, maxBytes: number): Promise<WalRangeCopy[]> {
+    const conn = this.#conn;
+    if (!conn || this.#phase !== 'streaming') return Promise.resolve([rangeUnavailable(this.#config.primary, 'this replica is not connected to its primary')]);
+    const wait = 2 * PIECE_TIMEOUT_MS + 500;
+    const { requestId, answer } = this.#ranges.open(wait, () => [rangeUnavailable(this.#config.primary, `primary did not answer within ${wait} ms`)]);
+    conn.send(FrameType.WAL_RANGE_REQUEST, encodeWalRangeRequest({ requestId, relay: true, firstSeq, throughSeq, maxBytes }));
     return answer;
   }
 
@@ -418,9 +439,24 @@ export class Replica {
             );
             return;
           }
-          case FrameType.REPAIR_RESPONSE:
-            this.#repairs.settle(decodeRepairResponse(f.payload));
+          case FrameType.REPAIR_RESPONSE: {
+            const r = decodeRepairResponse(f.payload);
+            this.#repairs.settle(r.requestId, r.copies);
             return;
+          }
+          case FrameType.WAL_RANGE_REQUEST: {
+            const req = decodeWalRangeRequest(f.payload);
+            // A replica answers for itself only; relaying is the primary's job.
+            void localWalRange(this.#native, this.#config.nodeId, req.firstSeq, req.throughSeq, req.maxBytes).then((copy) => {
+              conn.send(FrameType.WAL_RANGE_RESPONSE, encodeWalRangeResponse({ requestId: req.requestId, copies: [copy] }));
+            });
+            return;
+          }
+          case FrameType.WAL_RANGE_RESPONSE: {
+            const r = decodeWalRangeResponse(f.payload);
+            this.#ranges.settle(r.requestId, r.copies);
+            return;
+          }
           case FrameType.FORWARD_RESULT: {
             const r = decodeForwardResult(f.payload);
             const pending = this.#forwards.get(r.requestId);
@@ -531,6 +567,7 @@ export class Replica {
     }
     this.#forwards.clear();
     this.#repairs.abandon(() => [unavailable(this.#config.primary, 'connection to the primary was lost before it answered')]);
+    this.#ranges.abandon(() => [rangeUnavailable(this.#config.primary, 'connection to the primary was lost before it answered')]);
     if (this.#closed) return;
     this.#state = 'disconnected';
     const delay = this.#backoff;

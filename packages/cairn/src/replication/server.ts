@@ -11,9 +11,10 @@ import { CairnError, fromNative, invalidArgument } from '../errors.js';
 import { checkToken } from './auth.js';
 import { Connection } from './connection.js';
 import { HealPasses } from './heal.js';
-import type { Ack, Forward, RecordCopyMessage, RepairRequest } from './messages.js';
+import { type Ack, type Forward, type RecordCopyMessage, type RepairRequest, rangeUnavailable, type WalRangeCopy, type WalRangeRequest } from './messages.js';
 import { parseHostPort, parseNodeId, parseTls, type TlsOptions } from './options.js';
 import { localCopy, type RecordPeers, repairRecord, unavailable } from './record-repair.js';
+import { localWalRange, repairWalSegment, type WalRangePeers } from './segment-repair.js';
 import { Session, type SessionHost } from './session.js';
 import { Signal } from './signal.js';
 import type { PrimaryStatus, RejectedConnection, ReplicaStatus, ReplicationHook, ReplicationHost, WriteConcern } from './types.js';
@@ -131,6 +132,7 @@ class Primary implements SessionHost, ReplicationServer {
   /** Sessions that start a heal pass once caught up (a lagging replica holds older versions). */
   readonly #healOnCatchUp = new Set<Session>();
   readonly #peers: RecordPeers = { fetch: (collection, id, label) => this.#fetchCopies(collection, id, label, null) };
+  readonly #rangePeers: WalRangePeers = { fetch: (first, through, maxBytes) => this.#fetchWalRange(first, through, maxBytes, null) };
   address = '';
   epoch = 0n;
   mayAcknowledge: () => void = () => {};
@@ -174,6 +176,7 @@ class Primary implements SessionHost, ReplicationServer {
       close: () => this.close(),
       repairRecord: (collection, id) => repairRecord(this.native, this.nodeId, this.#peers, collection, id),
       healDamaged: () => this.#heal.run(),
+      repairWalSegment: (rel, expected, note) => repairWalSegment(this.native, this.nodeId, this.#rangePeers, this.dir, rel, expected, note),
     };
   }
 
@@ -186,6 +189,23 @@ class Primary implements SessionHost, ReplicationServer {
       asks.push(s?.streaming ? s.askCopy(collection, id, label) : Promise.resolve([unavailable(nodeId, 'not connected to this primary')]));
     }
     return Promise.all(asks).then((all) => all.flat().filter((c) => !except || c.nodeId !== except.nodeId));
+  }
+
+  /** Every configured replica's copy of a WAL range (except `except`'s). */
+  #fetchWalRange(firstSeq: bigint, throughSeq: bigint, maxBytes: number, except: Session | null): Promise<WalRangeCopy[]> {
+    const asks: Array<Promise<WalRangeCopy[]>> = [];
+    for (const [nodeId, entry] of this.#replicas) {
+      if (except && nodeId === except.nodeId) continue;
+      const s = entry.session;
+      asks.push(s?.streaming ? s.askWalRange(firstSeq, throughSeq, maxBytes) : Promise.resolve([rangeUnavailable(nodeId, 'not connected to this primary')]));
+    }
+    return Promise.all(asks).then((all) => all.flat().filter((c) => !except || c.nodeId !== except.nodeId));
+  }
+
+  async walRangeRequest(s: Session, r: WalRangeRequest): Promise<WalRangeCopy[]> {
+    const own = await localWalRange(this.native, this.nodeId, r.firstSeq, r.throughSeq, r.maxBytes);
+    if (!r.relay) return [own];
+    return [own, ...(await this.#fetchWalRange(r.firstSeq, r.throughSeq, r.maxBytes, s))];
   }
 
   async repairRequest(s: Session, r: RepairRequest): Promise<RecordCopyMessage[]> {

@@ -29,6 +29,8 @@ import {
   decodeHello,
   decodeRepairRequest,
   decodeRepairResponse,
+  decodeWalRangeRequest,
+  decodeWalRangeResponse,
   encodeChallenge,
   encodeForwardResult,
   encodeHeartbeat,
@@ -39,11 +41,18 @@ import {
   encodeSnapshotData,
   encodeSnapshotEnd,
   encodeWal,
+  encodeWalRangeRequest,
+  encodeWalRangeResponse,
   type Forward,
   type RecordCopyMessage,
   type RepairRequest,
+  rangeUnavailable,
+  type WalRangeCopy,
+  type WalRangeRequest,
 } from './messages.js';
-import { PendingRepairs, REPAIR_TIMEOUT_MS, unavailable } from './record-repair.js';
+import { PendingRequests } from './pending.js';
+import { REPAIR_TIMEOUT_MS, unavailable } from './record-repair.js';
+import { PIECE_TIMEOUT_MS } from './segment-repair.js';
 import { Signal } from './signal.js';
 
 /** WAL read per frame (a record larger than this travels alone). */
@@ -71,6 +80,8 @@ export interface SessionHost {
   forward(f: Forward): Promise<bigint>;
   /** The copies a replica's repair request gets: this node's, and with `relay` the other replicas'. */
   repairRequest(s: Session, r: RepairRequest): Promise<RecordCopyMessage[]>;
+  /** The copies of a WAL range a replica's request gets: this node's, and with `relay` the other replicas'. */
+  walRangeRequest(s: Session, r: WalRangeRequest): Promise<WalRangeCopy[]>;
   /** Throws when a frame's epoch is newer than this primary's (failover fences it). */
   peerEpoch(s: Session, epoch: bigint): void;
   /** Woken at each commit. */
@@ -90,7 +101,8 @@ export class Session {
   #inFlight: Array<[bigint, number]> = [];
   #inFlightBytes = 0;
   readonly #acks = new Signal();
-  readonly #repairs = new PendingRepairs();
+  readonly #repairs = new PendingRequests<RecordCopyMessage[]>();
+  readonly #ranges = new PendingRequests<WalRangeCopy[]>();
   nextSeq = 1n;
 
   constructor(conn: Connection, host: SessionHost) {
@@ -105,7 +117,9 @@ export class Session {
     conn.onClose((e) => {
       clearTimeout(handshakeTimer);
       this.#acks.notify();
-      this.#repairs.abandon(() => [unavailable(this.nodeId, `connection closed: ${e?.message ?? 'closed by this node'}`)]);
+      const why = `connection closed: ${e?.message ?? 'closed by this node'}`;
+      this.#repairs.abandon(() => [unavailable(this.nodeId, why)]);
+      this.#ranges.abandon(() => [rangeUnavailable(this.nodeId, why)]);
       host.ended(this, e);
     });
   }
@@ -193,9 +207,23 @@ export class Session {
             });
             return;
           }
-          case FrameType.REPAIR_RESPONSE:
-            this.#repairs.settle(decodeRepairResponse(f.payload));
+          case FrameType.REPAIR_RESPONSE: {
+            const r = decodeRepairResponse(f.payload);
+            this.#repairs.settle(r.requestId, r.copies);
             return;
+          }
+          case FrameType.WAL_RANGE_REQUEST: {
+            const req = decodeWalRangeRequest(f.payload);
+            void this.#host.walRangeRequest(this, req).then((copies) => {
+              this.conn.send(FrameType.WAL_RANGE_RESPONSE, encodeWalRangeResponse({ requestId: req.requestId, copies }));
+            });
+            return;
+          }
+          case FrameType.WAL_RANGE_RESPONSE: {
+            const r = decodeWalRangeResponse(f.payload);
+            this.#ranges.settle(r.requestId, r.copies);
+            return;
+          }
           default:
             throw protocolError(`unexpected ${frameTypeName(f.type)} frame from replica '${this.nodeId}'`);
         }
@@ -220,7 +248,8 @@ export class Session {
         // Tailing: the records were just written and are in the page cache, so they are read
         // here rather than through the thread pool (one hand-off less per shipment).
         const tailing = native.lastSeq - this.nextSeq < TAIL_RECORDS;
-        const chunk = (tailing && nativeSync(() => native.readWalSync(this.nextSeq, CHUNK_BYTES))) || (await call(() => native.readWal(this.nextSeq, CHUNK_BYTES)));
+        const chunk =
+          (tailing && nativeSync(() => native.readWalSync(this.nextSeq, CHUNK_BYTES))) || (await call(() => native.readWal(this.nextSeq, CHUNK_BYTES)));
         if (this.conn.closed) return;
         if (chunk.count === 0n) {
           await this.#host.commits.wait(this.#host.heartbeatMs);
@@ -311,6 +340,14 @@ export class Session {
     if (this.conn.closed) return Promise.resolve([unavailable(this.nodeId, 'not connected')]);
     const { requestId, answer } = this.#repairs.open(REPAIR_TIMEOUT_MS, () => [unavailable(this.nodeId, `no answer within ${REPAIR_TIMEOUT_MS} ms`)]);
     this.conn.send(FrameType.REPAIR_REQUEST, encodeRepairRequest({ requestId, relay: false, label, collection, id }));
+    return answer;
+  }
+
+  /** This replica's copy of WAL records `firstSeq..` (WAL_RANGE_REQUEST without relay). */
+  askWalRange(firstSeq: bigint, throughSeq: bigint, maxBytes: number): Promise<WalRangeCopy[]> {
+    if (this.conn.closed) return Promise.resolve([rangeUnavailable(this.nodeId, 'not connected')]);
+    const { requestId, answer } = this.#ranges.open(PIECE_TIMEOUT_MS, () => [rangeUnavailable(this.nodeId, `no answer within ${PIECE_TIMEOUT_MS} ms`)]);
+    this.conn.send(FrameType.WAL_RANGE_REQUEST, encodeWalRangeRequest({ requestId, relay: false, firstSeq, throughSeq, maxBytes }));
     return answer;
   }
 
