@@ -33,6 +33,11 @@ export class PendingRequests<T> {
     return true;
   }
 
+  /** `settle` from an answer frame's payload. */
+  settleWith(r: { requestId: number; copies: T }): boolean {
+    return this.settle(r.requestId, r.copies);
+  }
+
   /** The connection ended: every waiting request gets `answer()`. */
   abandon(answer: () => T): void {
     for (const [id, w] of this.#waiting) {

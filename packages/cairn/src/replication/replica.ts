@@ -277,21 +277,32 @@ export class Replica {
 
   /** The primary's copy of a record and, relayed by it, the other replicas'. */
   #fetchCopies(collection: string, id: string, label: bigint): Promise<RecordCopyMessage[]> {
-    const conn = this.#conn;
-    if (!conn || this.#phase !== 'streaming') return Promise.resolve([unavailable(this.#config.primary, 'this replica is not connected to its primary')]);
-    const wait = 2 * REPAIR_TIMEOUT_MS + 500;
-    const { requestId, answer } = this.#repairs.open(wait, () => [unavailable(this.#config.primary, `primary did not answer within ${wait} ms`)]);
-    conn.send(FrameType.REPAIR_REQUEST, encodeRepairRequest({ requestId, relay: true, label, collection, id }));
-    return answer;
+    return this.#askPrimary(this.#repairs, REPAIR_TIMEOUT_MS, unavailable, (requestId) => [
+      FrameType.REPAIR_REQUEST,
+      encodeRepairRequest({ requestId, relay: true, label, collection, id }),
+    ]);
   }
 
   /** The primary's copy of a WAL range and, relayed by it, the other replicas'. */
   #fetchWalRange(firstSeq: bigint, throughSeq: bigint, maxBytes: number): Promise<WalRangeCopy[]> {
+    return this.#askPrimary(this.#ranges, PIECE_TIMEOUT_MS, rangeUnavailable, (requestId) => [
+      FrameType.WAL_RANGE_REQUEST,
+      encodeWalRangeRequest({ requestId, relay: true, firstSeq, throughSeq, maxBytes }),
+    ]);
+  }
+
+  /** Send a relayed request to the primary; it asks each other replica for at most `peerMs`. */
+  #askPrimary<C>(
+    pending: PendingRequests<C[]>,
+    peerMs: number,
+    missing: (nodeId: string, detail: string) => C,
+    request: (requestId: number) => [FrameType, Buffer],
+  ): Promise<C[]> {
     const conn = this.#conn;
-    if (!conn || this.#phase !== 'streaming') return Promise.resolve([rangeUnavailable(this.#config.primary, 'this replica is not connected to its primary')]);
-    const wait = 2 * PIECE_TIMEOUT_MS + 500;
-    const { requestId, answer } = this.#ranges.open(wait, () => [rangeUnavailable(this.#config.primary, `primary did not answer within ${wait} ms`)]);
-    conn.send(FrameType.WAL_RANGE_REQUEST, encodeWalRangeRequest({ requestId, relay: true, firstSeq, throughSeq, maxBytes }));
+    if (!conn || this.#phase !== 'streaming') return Promise.resolve([missing(this.#config.primary, 'this replica is not connected to its primary')]);
+    const wait = 2 * peerMs + 500;
+    const { requestId, answer } = pending.open(wait, () => [missing(this.#config.primary, `primary did not answer within ${wait} ms`)]);
+    conn.send(...request(requestId));
     return answer;
   }
 
@@ -439,11 +450,9 @@ export class Replica {
             );
             return;
           }
-          case FrameType.REPAIR_RESPONSE: {
-            const r = decodeRepairResponse(f.payload);
-            this.#repairs.settle(r.requestId, r.copies);
+          case FrameType.REPAIR_RESPONSE:
+            this.#repairs.settleWith(decodeRepairResponse(f.payload));
             return;
-          }
           case FrameType.WAL_RANGE_REQUEST: {
             const req = decodeWalRangeRequest(f.payload);
             // A replica answers for itself only; relaying is the primary's job.
@@ -452,11 +461,9 @@ export class Replica {
             });
             return;
           }
-          case FrameType.WAL_RANGE_RESPONSE: {
-            const r = decodeWalRangeResponse(f.payload);
-            this.#ranges.settle(r.requestId, r.copies);
+          case FrameType.WAL_RANGE_RESPONSE:
+            this.#ranges.settleWith(decodeWalRangeResponse(f.payload));
             return;
-          }
           case FrameType.FORWARD_RESULT: {
             const r = decodeForwardResult(f.payload);
             const pending = this.#forwards.get(r.requestId);

@@ -17,7 +17,7 @@ import { LAYOUT } from '../layout.js';
 import type { NativeQuarantineNote, NativeStore } from '../native.js';
 import type { WalRangeCopy } from './messages.js';
 import { digestOf } from './record-repair.js';
-import { type Ballot, describeBallots, majorityVote } from './vote.js';
+import { describeBallots, majorityVote, tally } from './vote.js';
 
 /** Records asked for per request: with the copies a primary relays, far below a frame's limit. */
 export const PIECE_BYTES = 4 << 20;
@@ -75,6 +75,14 @@ export function segmentRange(dir: string, rel: string): { first: bigint; last: b
   return next === null ? null : { first, last: next - 1n };
 }
 
+/** A piece counts when its bytes give the digest sent and it continues from `next` within the segment. */
+function verifyPiece(c: WalRangeCopy, next: bigint, last: bigint): { digest: string } | { reason: string } {
+  const digest = digestOf(c.records);
+  if (digest !== c.digest) return { reason: `records ${next}..${c.lastSeq} failed their checksum in transit` };
+  if (c.lastSeq < next || c.lastSeq > last || c.records.length === 0) return { reason: `answered with records ..${c.lastSeq}, outside ${next}..${last}` };
+  return { digest: digest.toString(16).padStart(16, '0') };
+}
+
 /** Rebuild `rel` of the open store from `peers` and install it. Never installs unless a verified
  *  majority supplied every piece and the engine verified the whole. */
 export async function repairWalSegment(
@@ -92,25 +100,7 @@ export async function repairWalSegment(
   const from = new Set<string>();
   for (let next = range.first; next <= range.last; ) {
     const copies = await peers.fetch(next, range.last, PIECE_BYTES);
-    const ballots: Ballot[] = [];
-    const byDigest = new Map<string, WalRangeCopy>();
-    const other: string[] = [];
-    for (const c of copies) {
-      if (c.nodeId === selfId) continue;
-      if (c.state !== 'found') {
-        other.push(`${c.nodeId}: ${c.state}${c.detail ? ` (${c.detail})` : ''}`);
-        continue;
-      }
-      const digest = digestOf(c.records);
-      if (digest !== c.digest || c.lastSeq < next || c.lastSeq > range.last || c.records.length === 0) {
-        other.push(`${c.nodeId}: copy of ${next}..${c.lastSeq} failed its checksum in transit or is out of range`);
-        continue;
-      }
-      const hex = digest.toString(16).padStart(16, '0');
-      ballots.push({ nodeId: c.nodeId, digest: hex });
-      byDigest.set(hex, c);
-    }
-    const heard = other.length ? `; others: ${other.join('; ')}` : '';
+    const { ballots, byDigest, others: heard } = tally(copies, selfId, (c) => verifyPiece(c, next, range.last));
     if (ballots.length === 0) return { outcome: 'failed', reason: `no other node has verified records ${next}..${range.last} of ${rel}${heard}` };
     const vote = majorityVote(ballots);
     if (vote.outcome === 'none') {

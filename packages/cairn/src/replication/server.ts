@@ -182,22 +182,24 @@ class Primary implements SessionHost, ReplicationServer {
 
   /** Every configured replica's copy of a record (except `except`'s); an unreachable one says so. */
   #fetchCopies(collection: string, id: string, label: bigint, except: Session | null): Promise<RecordCopyMessage[]> {
-    const asks: Array<Promise<RecordCopyMessage[]>> = [];
-    for (const [nodeId, entry] of this.#replicas) {
-      if (except && nodeId === except.nodeId) continue;
-      const s = entry.session;
-      asks.push(s?.streaming ? s.askCopy(collection, id, label) : Promise.resolve([unavailable(nodeId, 'not connected to this primary')]));
-    }
-    return Promise.all(asks).then((all) => all.flat().filter((c) => !except || c.nodeId !== except.nodeId));
+    return this.#askReplicas(except, unavailable, (s) => s.askCopy(collection, id, label));
   }
 
   /** Every configured replica's copy of a WAL range (except `except`'s). */
   #fetchWalRange(firstSeq: bigint, throughSeq: bigint, maxBytes: number, except: Session | null): Promise<WalRangeCopy[]> {
-    const asks: Array<Promise<WalRangeCopy[]>> = [];
+    return this.#askReplicas(except, rangeUnavailable, (s) => s.askWalRange(firstSeq, throughSeq, maxBytes));
+  }
+
+  #askReplicas<C extends { nodeId: string }>(
+    except: Session | null,
+    missing: (nodeId: string, detail: string) => C,
+    ask: (s: Session) => Promise<C[]>,
+  ): Promise<C[]> {
+    const asks: Array<Promise<C[]>> = [];
     for (const [nodeId, entry] of this.#replicas) {
       if (except && nodeId === except.nodeId) continue;
       const s = entry.session;
-      asks.push(s?.streaming ? s.askWalRange(firstSeq, throughSeq, maxBytes) : Promise.resolve([rangeUnavailable(nodeId, 'not connected to this primary')]));
+      asks.push(s?.streaming ? ask(s) : Promise.resolve([missing(nodeId, 'not connected to this primary')]));
     }
     return Promise.all(asks).then((all) => all.flat().filter((c) => !except || c.nodeId !== except.nodeId));
   }

@@ -200,34 +200,32 @@ export class Session {
             );
             return;
           }
-          case FrameType.REPAIR_REQUEST: {
-            const req = decodeRepairRequest(f.payload);
-            void this.#host.repairRequest(this, req).then((copies) => {
-              this.conn.send(FrameType.REPAIR_RESPONSE, encodeRepairResponse({ requestId: req.requestId, copies }));
-            });
+          case FrameType.REPAIR_REQUEST:
+            this.#answer(decodeRepairRequest(f.payload), (r) => this.#host.repairRequest(this, r), FrameType.REPAIR_RESPONSE, encodeRepairResponse);
             return;
-          }
-          case FrameType.REPAIR_RESPONSE: {
-            const r = decodeRepairResponse(f.payload);
-            this.#repairs.settle(r.requestId, r.copies);
+          case FrameType.WAL_RANGE_REQUEST:
+            this.#answer(decodeWalRangeRequest(f.payload), (r) => this.#host.walRangeRequest(this, r), FrameType.WAL_RANGE_RESPONSE, encodeWalRangeResponse);
             return;
-          }
-          case FrameType.WAL_RANGE_REQUEST: {
-            const req = decodeWalRangeRequest(f.payload);
-            void this.#host.walRangeRequest(this, req).then((copies) => {
-              this.conn.send(FrameType.WAL_RANGE_RESPONSE, encodeWalRangeResponse({ requestId: req.requestId, copies }));
-            });
+          case FrameType.REPAIR_RESPONSE:
+            this.#repairs.settleWith(decodeRepairResponse(f.payload));
             return;
-          }
-          case FrameType.WAL_RANGE_RESPONSE: {
-            const r = decodeWalRangeResponse(f.payload);
-            this.#ranges.settle(r.requestId, r.copies);
+          case FrameType.WAL_RANGE_RESPONSE:
+            this.#ranges.settleWith(decodeWalRangeResponse(f.payload));
             return;
-          }
           default:
             throw protocolError(`unexpected ${frameTypeName(f.type)} frame from replica '${this.nodeId}'`);
         }
     }
+  }
+
+  /** Answer a request once its copies resolve (never rejected: an unreachable node is a copy that says so). */
+  #answer<R extends { requestId: number }, C>(
+    req: R,
+    copies: (req: R) => Promise<C>,
+    type: FrameType,
+    encode: (m: { requestId: number; copies: C }) => Buffer,
+  ): void {
+    void copies(req).then((c) => this.conn.send(type, encode({ requestId: req.requestId, copies: c })));
   }
 
   async #stream(): Promise<void> {
