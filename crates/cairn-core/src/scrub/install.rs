@@ -61,9 +61,8 @@ pub fn install_bytes_on(
     kind: FileKind,
     expected: Option<Expected>,
     note: &QuarantineNote,
-    what: &str,
 ) -> Result<Install> {
-    install_on(storage, dir, rel, kind, expected, note, what, |tmp| {
+    install_on(storage, dir, rel, kind, expected, note, "the file built from the other nodes' records", |tmp| {
         let f = storage.create(tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         f.write_at(0, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         Ok(f)

@@ -86,7 +86,7 @@ pub fn rebuild_wal_segment_live(
                 detail: format!("{rel} rebuilt from the other nodes' records does not match the size and xxh3 a snapshot recorded for it"),
             });
         };
-        install_bytes_on(storage, dir, rel, &bytes, FileKind::Wal, expected, note, "segment rebuilt from the other nodes' records")
+        install_bytes_on(storage, dir, rel, &bytes, FileKind::Wal, expected, note)
     })
 }
 
@@ -133,11 +133,11 @@ mod tests {
         let seg = wal_bytes(5, 4);
         let records = &seg[SEGMENT_HEADER_LEN..];
         assert_eq!(check_records(records, 5, 8), Ok(()));
-        assert!(check_records(records, 5, 9).unwrap_err().contains("end at seq 8"));
-        assert!(check_records(records, 4, 8).unwrap_err().contains("expected 4"));
-        assert!(check_records(records, 5, 7).unwrap_err().contains("past the segment"));
+        assert!(check_records(records, 5, 9).expect_err("refused").contains("end at seq 8"));
+        assert!(check_records(records, 4, 8).expect_err("refused").contains("expected 4"));
+        assert!(check_records(records, 5, 7).expect_err("refused").contains("past the segment"));
         let mut bad = records.to_vec();
         bad[40] ^= 1;
-        assert!(check_records(&bad, 5, 8).unwrap_err().contains("invalid"));
+        assert!(check_records(&bad, 5, 8).expect_err("refused").contains("invalid"));
     }
 }
