@@ -280,6 +280,7 @@ try {
   await bench.run();
   const failed = bench.tasks.filter((t) => !t.result?.latency);
   for (const t of failed) console.error(`task '${t.name}' failed: ${t.result?.error?.stack ?? t.result?.error ?? 'no result'}`);
+  if (failed.length > 0) console.error('replication status now:', cairn.status());
   if (failed.length > 0) process.exitCode = 1;
   console.log(`load average (1, 5, 15 min): ${loadBefore} before, ${load()} after`);
   const single = bench.tasks.filter((t) => t.result?.latency && !t.name.includes('10k'));

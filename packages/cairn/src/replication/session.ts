@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, open as openFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 
 import { exportSnapshot } from '../archive.js';
 import { CairnError, native as call, nativeSync } from '../errors.js';
@@ -104,6 +105,8 @@ export class Session {
   readonly #repairs = new PendingRequests<RecordCopyMessage[]>();
   readonly #ranges = new PendingRequests<WalRangeCopy[]>();
   nextSeq = 1n;
+  /** When the stream last sent a WAL or HEARTBEAT frame (monotonic). */
+  #lastSentMono = performance.now();
 
   constructor(conn: Connection, host: SessionHost) {
     this.conn = conn;
@@ -236,11 +239,13 @@ export class Session {
           await this.#acks.wait(this.#host.heartbeatMs);
           continue;
         }
-        // Nothing new: wait for a commit without a read. A HEARTBEAT goes out only when a
-        // whole period passed without one (WAL frames are contact enough), so a busy stream
-        // costs one frame and one ACK per shipment, not three.
+        // Nothing new: wait for a commit without a read. A HEARTBEAT goes out only when half a
+        // period passed without a frame (WAL frames are contact enough), so a busy stream costs
+        // one frame and one ACK per shipment, not three. (The server's liveness timer also
+        // wakes this wait once a period, so the decision is by time, not by why it woke.)
         if (native.lastSeq < this.nextSeq) {
-          if (!(await this.#host.commits.wait(this.#host.heartbeatMs)) && !this.conn.closed) this.#heartbeat();
+          await this.#host.commits.wait(this.#host.heartbeatMs);
+          if (!this.conn.closed && performance.now() - this.#lastSentMono >= this.#host.heartbeatMs / 2) this.#heartbeat();
           continue;
         }
         // Tailing: the records were just written and are in the page cache, so they are read
@@ -254,6 +259,7 @@ export class Session {
           continue;
         }
         const sent = this.conn.send(FrameType.WAL, encodeWal({ firstSeq: chunk.firstSeq, lastSeq: chunk.lastSeq, records: chunk.bytes }));
+        this.#lastSentMono = performance.now();
         this.nextSeq = chunk.lastSeq + 1n;
         this.#inFlight.push([chunk.lastSeq, chunk.bytes.length]);
         this.#inFlightBytes += chunk.bytes.length;
@@ -350,6 +356,7 @@ export class Session {
   }
 
   #heartbeat(): void {
+    this.#lastSentMono = performance.now();
     this.conn.send(FrameType.HEARTBEAT, encodeHeartbeat({ lastSeq: this.#host.native.lastSeq, wallMs: BigInt(Date.now()) }));
   }
 

@@ -6,16 +6,16 @@ export class Signal {
     for (const w of this.#waiters.splice(0)) w();
   }
 
-  /** Resolves true at the next `notify`, or false after `timeoutMs`. */
-  wait(timeoutMs: number): Promise<boolean> {
+  /** Resolves at the next `notify`, or after `timeoutMs`. */
+  wait(timeoutMs: number): Promise<void> {
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
-        resolve(true);
+        resolve();
       };
       const timer = setTimeout(() => {
         this.#waiters = this.#waiters.filter((w) => w !== done);
-        resolve(false);
+        resolve();
       }, timeoutMs);
       this.#waiters.push(done);
     });
