@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { BackupManager, open } from 'cairndb';
+import { randomVector, rng } from './random.js';
 
 // Outside bench/.bench-data: other benches clear that directory while this one runs.
 const ROOT = process.env.BACKUP_DATA ?? join(tmpdir(), 'cairn-bench-backup');
@@ -22,21 +23,8 @@ const DIM = Number(process.env.BACKUP_DIM ?? 1536);
 const WITH_S3 = process.env.BACKUP_S3 !== '0';
 const GRAPH = { m: 8, efConstruction: 32 };
 
-function rng(seed) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
 const rand = rng(7);
-function vector(dim) {
-  const v = new Float32Array(dim);
-  for (let i = 0; i < dim; i++) v[i] = rand() * 2 - 1;
-  return v;
-}
+const vector = (dim) => randomVector(rand, dim);
 const rows = (from, n, version) => Array.from({ length: n }, (_, j) => ({ id: `doc-${from + j}`, vector: vector(DIM), metadata: { n: from + j, v: version } }));
 const mb = (b) => Number((b / 2 ** 20).toFixed(1));
 const rate = (bytes, ms) => Number((bytes / 2 ** 20 / (ms / 1000)).toFixed(1));

@@ -16,8 +16,9 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
-import { open, runDrill } from 'cairndb';
+import { open, runDrill, SEED_CLAIMS } from 'cairndb';
 import hnswlib from 'hnswlib-node';
+import { rng } from './random.js';
 
 const { HierarchicalNSW } = hnswlib;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -30,17 +31,6 @@ const CLUSTER = process.env.DRILL_CLUSTER !== '0' && existsSync('/usr/bin/etcd')
 const README = join(here, 'README.md');
 const BEGIN = '<!-- drill:begin -->';
 const END = '<!-- drill:end -->';
-
-/** xorshift32, so the data is the same on every run. */
-function rng(seed) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
 
 const load = () =>
   loadavg()
@@ -98,23 +88,12 @@ const peer = {
   'leader-kill': () => 'target: lease TTL 2 s + 2 s',
   'leader-pause': (r) => `target: lease TTL 2 s + 2 s${r.ok ? `; acks after resume: ${r.figures.acksAfterResume}` : ''}`,
 };
-const claims = {
-  'process-kill': 'single-node failure: 2–5 min',
-  'index-loss': 'single-node failure: 2–5 min',
-  'segment-corruption': 'data corruption: "immediate"',
-  'accidental-delete': 'accidental delete: 1–5 min (PITR)',
-  'disk-loss': 'single-node failure: 2–5 min',
-  'replica-loss': 'single-node failure: 2–5 min',
-  'leader-kill': 'leader failure: 30–60 s',
-  'leader-pause': 'leader failure: 30–60 s',
-  'full-outage': 'cluster failure: 5–10 min',
-};
 const rows = report.scenarios.map((r) => ({
   scenario: r.scenario,
   rto: fmt(r.rtoMs),
   rpo: r.rpo === null ? '—' : String(r.rpo),
   automatic: r.automatic ? 'yes' : 'no (operator)',
-  claim: claims[r.scenario],
+  claim: SEED_CLAIMS[r.scenario],
   peer: peer[r.scenario]?.(r) ?? '',
   result: r.ok ? 'ok' : `FAILED: ${r.problems.join('; ')}`,
 }));

@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { open, restore } from 'cairndb';
+import { randomVector, rng } from './random.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '.bench-data', 'snapshot');
@@ -27,22 +28,8 @@ const PITR_DIM = Number(process.env.PITR_DIM ?? 1536);
 /** Graph parameters: low enough that building the bench stores takes minutes, not hours. */
 const GRAPH = { m: 8, efConstruction: 32 };
 
-/** xorshift32, so the data is the same on every run. */
-function rng(seed) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
 const rand = rng(42);
-function vector(dim) {
-  const v = new Float32Array(dim);
-  for (let i = 0; i < dim; i++) v[i] = rand() * 2 - 1;
-  return v;
-}
+const vector = (dim) => randomVector(rand, dim);
 function rows(from, n, dim, version) {
   return Array.from({ length: n }, (_, j) => ({ id: `doc-${from + j}`, vector: vector(dim), metadata: { n: from + j, v: version } }));
 }

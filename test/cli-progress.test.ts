@@ -3,10 +3,11 @@
 // active WAL segment not at all); on a terminal the commands draw cli-progress bars, and with a
 // pipe or --json they print nothing on stderr.
 import { spawnSync } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { BackupManager, open, recoverableRange, restore, type ScrubProgress, scrub } from 'cairndb';
+import { BackupManager, exportSnapshot, importSnapshot, open, recoverableRange, restore, type ScrubProgress, scrub } from 'cairndb';
 import { describe, expect, test } from 'vitest';
 
 import { tempDir } from './helpers.js';
@@ -45,6 +46,31 @@ function checkRun(seen: ScrubProgress[]): void {
   expect(end.totalBytes).toBeGreaterThan(1_000_000);
   // Reading an intact store reads exactly the total: it is the byte set scrub reads.
   expect(end.bytes).toBe(end.totalBytes);
+}
+
+/** Reports of one run: the total is the same in every report (known before the first byte),
+ *  bytes only grow and never pass it, and the last report is exactly the total. */
+function checkBytes(seen: Array<{ bytes: number; totalBytes: number }>, name: string): number {
+  expect(seen.length, name).toBeGreaterThan(0);
+  const total = seen[0]!.totalBytes;
+  let last = 0;
+  for (const p of seen) {
+    expect(p.totalBytes, name).toBe(total);
+    expect(p.bytes, name).toBeLessThanOrEqual(total);
+    expect(p.bytes, name).toBeGreaterThanOrEqual(last);
+    last = p.bytes;
+  }
+  expect(seen.at(-1)!.bytes, name).toBe(total);
+  return total;
+}
+
+async function moreRows(dir: string, n: number): Promise<void> {
+  const db = await open(dir, { create: false });
+  const docs = db.collection('docs');
+  await docs.upsert(
+    Array.from({ length: n }, (_, i) => ({ id: `more${Date.now()}-${i}`, vector: Float32Array.from({ length: 32 }, (_, j) => Math.cos(i + j)) })),
+  );
+  await db.close();
 }
 
 function run(args: string[], env: NodeJS.ProcessEnv = process.env) {
@@ -127,6 +153,50 @@ describe('progress', () => {
     }
   });
 
+  test('snapshot_export_and_import_progress_stay_within_and_end_at_their_totals', async () => {
+    const root = tempDir('progress-snapshot');
+    const dir = join(root, 'store');
+    await busyStore(dir);
+    const db = await open(dir, { create: false });
+    let inc: Awaited<ReturnType<typeof db.snapshot>>;
+    try {
+      // A snapshot counts the files its checkpoint writes (named after the snapshot's seq; the
+      // older files it links move no bytes); an incremental one also the archived WAL it checksums.
+      const full: Array<{ bytes: number; totalBytes: number }> = [];
+      const f = await db.snapshot({ onProgress: (p) => full.push(p) });
+      const written = f.files.filter((x) => x.path.startsWith('data/') && x.path.includes(`-${String(f.seq).padStart(20, '0')}.`));
+      expect(written.length).toBeGreaterThan(0);
+      expect(checkBytes(full, 'full')).toBe(written.reduce((n, x) => n + x.bytes, 0));
+      await db.collection('docs').upsert(Array.from({ length: 200 }, (_, i) => ({ id: `n${i}`, vector: Float32Array.from({ length: 32 }, (_, j) => i + j) })));
+      const seen: Array<{ bytes: number; totalBytes: number }> = [];
+      inc = await db.snapshot({ incremental: true, onProgress: (p) => seen.push(p) });
+      const wal = inc.files.filter((x) => x.path.startsWith('wal/')).reduce((n, x) => n + x.bytes, 0);
+      expect(wal).toBeGreaterThan(0);
+      expect(checkBytes(seen, 'incremental')).toBeGreaterThan(wal);
+      await expect(db.snapshot({ onProgress: 1 as never })).rejects.toMatchObject({
+        code: 'CAIRN_INVALID_ARGUMENT',
+        message: expect.stringContaining('options.onProgress'),
+      });
+    } finally {
+      await db.close();
+    }
+
+    const file = join(root, 'chain.carc');
+    const out: Array<{ bytes: number; totalBytes: number }> = [];
+    const exported = await exportSnapshot({ dir, id: inc.id, file, onProgress: (p) => out.push(p) });
+    // The total is every raw byte of the chain's files, read once.
+    expect(checkBytes(out, 'export')).toBe(exported.rawBytes);
+    expect(exported.rawBytes).toBeGreaterThan(500_000);
+
+    const back: Array<{ bytes: number; totalBytes: number }> = [];
+    const imported = await importSnapshot({ file, dir: join(root, 'imported'), onProgress: (p) => back.push(p) });
+    expect(imported.snapshots.at(-1)).toBe(inc.id);
+    // The total is the archive's size; it is read once, chunk by chunk.
+    expect(checkBytes(back, 'import')).toBe(statSync(file).size);
+    expect(back.length).toBeGreaterThan(2);
+    await expect(importSnapshot({ file, dir: join(root, 'x'), onProgress: 'no' as never })).rejects.toMatchObject({ code: 'CAIRN_INVALID_ARGUMENT' });
+  });
+
   test('cli_draws_bars_on_a_terminal_and_prints_nothing_on_a_pipe_or_with_json', async () => {
     const root = tempDir('progress-cli');
     const dir = join(root, 'store');
@@ -139,7 +209,13 @@ describe('progress', () => {
     expect(made.status, made.stderr).toBe(0);
     expect(made.stderr).toBe('');
     const id = JSON.parse(made.stdout).id as string;
+    await moreRows(dir, 100);
+    const snaps = JSON.parse(run(['snapshots', dir, '--json']).stdout) as Array<{ id: string }>;
+    const snapId = snaps.at(-1)!.id;
     for (const args of [
+      ['snapshot', dir],
+      ['snapshot-export', dir, snapId, join(root, 'pipe.carc')],
+      ['snapshot-import', join(root, 'pipe.carc'), join(root, 'imported-pipe')],
       ['scrub', dir],
       ['backup', dir, '--to', url, '--kind', 'incremental'],
       ['verify', url, id],
@@ -154,7 +230,12 @@ describe('progress', () => {
     // A terminal: a bar per command, ending at 100% of its total.
     const tty = spawnSync('script', ['--version'], { encoding: 'utf8' });
     if (tty.status !== 0) throw new Error('util-linux script is needed for the terminal test');
+    await moreRows(dir, 100);
     for (const [label, args] of [
+      ['snapshot', ['snapshot', dir, '--incremental']],
+      ['snapshot-export', ['snapshot-export', dir, snapId, join(root, 'tty.carc')]],
+      ['snapshot-import', ['snapshot-import', join(root, 'tty.carc'), join(root, 'imported-tty')]],
+      ['restore', ['restore', join(root, 'imported-tty'), join(root, 'from-archive')]],
       ['scrub', ['scrub', dir]],
       ['backup', ['backup', dir, '--to', url]],
       ['verify', ['verify', url, id]],
@@ -170,5 +251,10 @@ describe('progress', () => {
     expect(quiet.status).toBe(0);
     expect(quiet.screen).not.toMatch(/scrub \[/);
     expect(JSON.parse(quiet.screen.replace(/\r/g, '')).files).toBeGreaterThan(0);
+    // Nothing new to snapshot on a terminal: no bar, the command says so.
+    const nothing = onTty(['snapshot', dir, '--incremental']);
+    expect(nothing.status, nothing.screen).toBe(0);
+    expect(nothing.screen).not.toMatch(/snapshot \[/);
+    expect(nothing.screen).toContain('nothing new to snapshot');
   });
 });

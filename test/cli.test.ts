@@ -2,7 +2,7 @@
 // each command makes before it touches anything, `--json` errors, and that no command but demo
 // creates a store (a missing path, or a directory of unrelated files, is left as it was).
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -12,7 +12,27 @@ import { tempDir } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../packages/cairn/dist/cli.js', import.meta.url));
 const PACKAGE_JSON = fileURLToPath(new URL('../packages/cairn/package.json', import.meta.url));
-const COMMANDS = ['status', 'range', 'checkpoint', 'snapshot', 'snapshots', 'restore', 'scrub', 'backup', 'backups', 'verify', 'restore-backup', 'demo'];
+const COMMANDS = [
+  'status',
+  'range',
+  'checkpoint',
+  'snapshot',
+  'snapshots',
+  'snapshot-export',
+  'snapshot-import',
+  'restore',
+  'scrub',
+  'backup',
+  'backups',
+  'verify',
+  'restore-backup',
+  'serve',
+  'replicate',
+  'node',
+  'cluster',
+  'drill',
+  'demo',
+];
 
 function cli(...args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, CAIRN_BACKUP_KEY: '' } });
@@ -39,6 +59,9 @@ const STORE_COMMANDS: Array<[string, (dir: string, root: string) => string[]]> =
   ['scrub', (d) => ['scrub', d]],
   ['scrub --repair', (d) => ['scrub', d, '--repair']],
   ['backup', (d, root) => ['backup', d, '--to', `file://${join(root, 'backups')}`]],
+  ['snapshot-export', (d, root) => ['snapshot-export', d, 'some-id', join(root, 'snap.carc')]],
+  ['serve', (d) => ['serve', d, '--http', '127.0.0.1:0']],
+  ['drill', (d) => ['drill', d]],
 ];
 
 describe('cli', () => {
@@ -132,6 +155,14 @@ describe('cli', () => {
       [['backups'], 'backups needs a target URL'],
       [['verify', 'file:///x'], 'verify needs a target URL and a backup id'],
       [['restore-backup', 'file:///x', 'id'], 'restore-backup needs a target URL, a backup id and a directory'],
+      [['snapshot-export', 'a', 'id'], 'snapshot-export needs a store directory, a snapshot id and an archive file'],
+      [['snapshot-import', 'f'], 'snapshot-import needs an archive file and a directory'],
+      [['serve'], 'serve needs a store directory'],
+      [['serve', 'a'], 'serve needs --replication HOST:PORT or --http HOST:PORT (or both)'],
+      [['replicate', 'a'], 'replicate needs --primary'],
+      [['node', '--dir', 'a'], 'node needs --token-file'],
+      [['cluster', 'status'], 'cluster needs --etcd'],
+      [['drill'], 'drill needs a store directory'],
     ];
     for (const [args, message] of cases) {
       const r = cli(...args);
@@ -152,6 +183,7 @@ describe('cli', () => {
       [['scrub', join(root, 's'), '--throttle', '0'], /--throttle must be a positive number of MB\/s/],
       [['scrub', join(root, 's'), '--concurrency', '1.5'], /--concurrency must be a positive integer/],
       [['status', join(root, 's'), '--json=yes'], /'--json'/],
+      [['snapshot-export', join(root, 's'), 'id', join(root, 'f'), '--level', '20'], /--level must be an integer from 1 to 19/],
     ];
     for (const [args, message] of cases) {
       const r = cli(...args);
@@ -169,6 +201,10 @@ describe('cli', () => {
       const r = cli(...argsFor(dir, root));
       expect(r.status, name).toBe(1);
       expect(r.stderr, name).toBe(`cairn: CAIRN_NOT_FOUND: no store at ${dir} (the path does not exist)\n`);
+      const j = cli(...argsFor(dir, root), '--json');
+      expect(j.status, name).toBe(1);
+      expect(j.stderr, name).toBe('');
+      expect(JSON.parse(j.stdout), name).toEqual({ error: { code: 'CAIRN_NOT_FOUND', message: `no store at ${dir} (the path does not exist)` } });
       expect(readdirSync(root), name).toEqual([]);
     }
   });
@@ -209,5 +245,60 @@ describe('cli', () => {
     expect(restore.status).toBe(1);
     expect(restore.stderr).toMatch(/^cairn: CAIRN_NOT_FOUND: /);
     expect(readdirSync(root)).toEqual([]);
+  });
+
+  test('snapshot_import_refuses_a_missing_archive_and_a_directory_of_other_files', () => {
+    const root = tempDir('cli-import-paths');
+    const missing = cli('snapshot-import', join(root, 'nope.carc'), join(root, 'into'), '--json');
+    expect(missing.status).toBe(1);
+    expect(JSON.parse(missing.stdout).error.code).toBe('CAIRN_NOT_FOUND');
+    expect(readdirSync(root)).toEqual([]);
+    const archive = join(root, 'a.carc');
+    writeFileSync(archive, 'not an archive');
+    const dir = unrelatedDir(root);
+    const r = cli('snapshot-import', archive, dir);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^cairn: CAIRN_NOT_A_STORE: .* is not a Cairn store/);
+    expect(readdirSync(dir)).toEqual(['holiday.jpg']);
+    // A file that is not an archive, into a new directory: refused as damaged, nothing created.
+    const bad = cli('snapshot-import', archive, join(root, 'new'));
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/^cairn: CAIRN_CORRUPTION: .*not a Cairn snapshot archive/);
+    expect(existsSync(join(root, 'new'))).toBe(false);
+  });
+
+  test('replicate_and_node_refuse_a_directory_of_other_files', () => {
+    const root = tempDir('cli-replica-unrelated');
+    const dir = unrelatedDir(root);
+    const token = join(root, 'token');
+    writeFileSync(token, 'x'.repeat(40));
+    for (const args of [
+      ['replicate', dir, '--primary', '127.0.0.1:1', '--token-file', token, '--node-id', 'n2'],
+      [
+        'node',
+        '--dir',
+        dir,
+        '--id',
+        'n1',
+        '--cluster',
+        'c',
+        '--listen',
+        '127.0.0.1:45678',
+        '--etcd',
+        'http://127.0.0.1:1',
+        '--voters',
+        'n1',
+        '--token-file',
+        token,
+      ],
+    ]) {
+      const r = cli(...args);
+      expect(r.status, args[0]).toBe(1);
+      expect(r.stderr, args[0]).toMatch(/^cairn: CAIRN_NOT_A_STORE: /);
+      expect(readdirSync(dir)).toEqual(['holiday.jpg']);
+    }
+    const short = cli('replicate', join(root, 'r'), '--primary', '127.0.0.1:1', '--token-file', '/dev/null', '--node-id', 'n2');
+    expect(short.stderr).toContain('--token-file');
+    expect(short.stderr).not.toContain('options.');
   });
 });

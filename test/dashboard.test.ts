@@ -2,7 +2,7 @@
 // under write load, every figure on the page equals the `/status` document the page rendered
 // it from; after the load stops it equals the store; an injected corruption that a scrub finds
 // and cannot repair shows as an alert. A screenshot is kept under test/artifacts/.
-import { closeSync, mkdirSync, openSync, readdirSync, readSync, statSync, writeSync } from 'node:fs';
+import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -10,7 +10,7 @@ import { BackupManager, open } from 'cairndb';
 import puppeteer, { type Page } from 'puppeteer-core';
 import { describe, expect, test } from 'vitest';
 
-import { tempDir } from './helpers.js';
+import { flipMiddleByte, tempDir } from './helpers.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = fileURLToPath(new URL('./artifacts/', import.meta.url));
@@ -71,19 +71,6 @@ function expectPageShows(shown: Awaited<ReturnType<typeof readPage>>, s: StatusD
       .reverse()
       .map((x) => [x.bytes, x.corrupt, x.repaired, x.unrepaired + x.unreadableRecords].map(String)),
   );
-}
-
-function flipMiddleByte(path: string): void {
-  const fd = openSync(path, 'r+');
-  try {
-    const at = Math.floor(statSync(path).size / 2);
-    const b = Buffer.alloc(1);
-    readSync(fd, b, 0, 1, at);
-    b[0] = (b[0] as number) ^ 0xff;
-    writeSync(fd, b, 0, 1, at);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 describe('dashboard', () => {

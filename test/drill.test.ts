@@ -145,10 +145,7 @@ describe('runDrill', () => {
   });
 });
 
-// Quarantined on main (run it with CAIRN_DRILL_CLUSTER=1): since failover's rollback/fence
-// change merged, a fresh drill cluster can fence n1 at start and no primary acknowledges a
-// w: 'majority' write within 120 s (replica-loss, CI run of 2026-12-05). Open in issue 18.
-describe.runIf(existsSync('/usr/bin/etcd') && process.env.CAIRN_DRILL_CLUSTER === '1')('runDrill --cluster', () => {
+describe.runIf(existsSync('/usr/bin/etcd'))('runDrill --cluster', () => {
   test('cluster_scenarios_lose_no_write_acknowledged_with_w_majority', async () => {
     const before = fingerprint(source);
     const report = await runDrill({ source, cluster: true, scenarios: ['replica-loss', 'leader-kill', 'leader-pause', 'full-outage'] });

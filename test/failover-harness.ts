@@ -201,6 +201,12 @@ export class Cluster {
   }
 
   async start(): Promise<void> {
+    await this.create();
+    for (const n of this.nodes) n.start();
+  }
+
+  /** The three nodes, configured but not started. */
+  async create(): Promise<void> {
     const etcdPort = Number(new URL(this.etcd).port);
     for (const id of IDS) {
       const listenPort = await freePort();
@@ -226,7 +232,6 @@ export class Cluster {
         leaseTtlMs: this.ttl,
         writeConcern: { w: 'majority', timeoutMs: this.#opts.writeTimeoutMs ?? 3000 },
       });
-      node.start();
       this.nodes.push(node);
     }
   }

@@ -275,4 +275,38 @@ describe.runIf(haveEtcd)('failover with etcd', () => {
         `${notPrimary.length} writes refused with CAIRN_NOT_PRIMARY in ${notPrimary.length > 0 ? Math.max(...notPrimary) - Math.min(...notPrimary) : 0} ms; ${v.acked} acknowledged, all on ${v.onAll.join(', ')}`,
     );
   }, 120_000);
+  it('a cluster seeded from one store: nodes that lack its records never campaign, so it is never fenced or cut', async () => {
+    const c = new Cluster('seeded');
+    await c.create();
+    const [seed, ...empty] = c.nodes as [Node, Node, Node];
+    const ids = Array.from({ length: 30 }, (_, i) => `seed-${i}`);
+    const db = await open(seed.dir, { nodeId: seed.id });
+    await db.createCollection('t', { dim: 2, metric: 'l2' });
+    await db.collection('t').upsert(ids.map((id, i) => ({ id, vector: [i, 1] })));
+    const seeded = db.lastSeq;
+    await db.close();
+    // Alone, the seeded node initializes the cluster (it cannot serve: no majority), then dies.
+    seed.start();
+    const key = Buffer.from(`/cairn/${c.name}/initialize`).toString('base64');
+    let init: { nodeId: string; seq: string } | undefined;
+    for (let i = 0; i < 200 && !init; i++) {
+      const r = (await (await fetch(`${c.etcd}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key }) })).json()) as { kvs?: { value: string }[] };
+      if (r.kvs?.[0]) init = JSON.parse(Buffer.from(r.kvs[0].value, 'base64').toString());
+      else await sleep(50);
+    }
+    expect(init).toEqual({ nodeId: seed.id, seq: String(seeded) });
+    await seed.kill('SIGKILL');
+    // The empty nodes see no leader and no member ahead of them (the seed's member key expires),
+    // yet hold less than the cluster started with: neither may win.
+    for (const n of empty) n.start();
+    await sleep(4 * TTL);
+    for (const n of empty) expect(n.roles().map((l) => l.role)).not.toContain('primary');
+    // The seed comes back, wins, and the others catch up with its records.
+    c.restart(seed);
+    const { node } = await c.servingPrimary(5, 4 * TTL + 20_000);
+    expect(node).toBe(seed);
+    expect(seed.roles().map((l) => l.role)).not.toContain('fenced');
+    for (const n of empty) expect((await n.request('check', { ids }, 60_000)).missing).toEqual([]);
+    await c.verify();
+  }, 120_000);
 });

@@ -1,7 +1,7 @@
 // Shared by the test files: temp dirs, a child process that holds a store open, and readers
 // for the on-disk framing (docs/format.md) so tests can damage exact bytes.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -136,4 +136,18 @@ export function segRecords(buf: Buffer): Array<{ offset: number; len: number }> 
     pos += len;
   }
   return out;
+}
+
+/** Invert the byte in the middle of `path` in place (damage a file under an open store). */
+export function flipMiddleByte(path: string): void {
+  const fd = openSync(path, 'r+');
+  try {
+    const at = Math.floor(statSync(path).size / 2);
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, at);
+    b[0] = (b[0] as number) ^ 0xff;
+    writeSync(fd, b, 0, 1, at);
+  } finally {
+    closeSync(fd);
+  }
 }

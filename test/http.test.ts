@@ -2,7 +2,7 @@
 // errors, and /health flipping to 503 on poison and on unrepaired damage (and back to 200
 // after a repair).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { open } from 'cairndb';
 import { describe, expect, test } from 'vitest';
 
-import { tempDir } from './helpers.js';
+import { flipMiddleByte, tempDir } from './helpers.js';
 import { parseProm, value } from './prom.js';
 
 const CHILD = fileURLToPath(new URL('./fixtures/http-poison-child.mjs', import.meta.url));
@@ -58,19 +58,6 @@ function call(url: string, opts: { method?: string; headers?: Record<string, str
     req.on('error', reject);
     req.end(opts.body);
   });
-}
-
-function flipMiddleByte(path: string): void {
-  const fd = openSync(path, 'r+');
-  try {
-    const at = Math.floor(statSync(path).size / 2);
-    const b = Buffer.alloc(1);
-    readSync(fd, b, 0, 1, at);
-    b[0] = (b[0] as number) ^ 0xff;
-    writeSync(fd, b, 0, 1, at);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 describe('http', () => {

@@ -81,6 +81,16 @@ describe('installable package', () => {
     const withZstd = run('node', ['--input-type=module', '-e', backupScript], app, env);
     expect([withZstd.stdout, withZstd.stderr]).toEqual(['completed\n', '']);
 
+    // Without a platform package that fits, the import fails with one message naming the
+    // platform and the package to install.
+    const platformPkg = join(app, 'node_modules/cairndb-linux-x64-gnu');
+    renameSync(platformPkg, `${platformPkg}.off`);
+    const noAddon = run('node', ['--input-type=module', '-e', "await import('cairndb')"], app, env);
+    renameSync(`${platformPkg}.off`, platformPkg);
+    expect(noAddon.status).not.toBe(0);
+    expect(noAddon.stderr).toContain(`cairndb: no native addon loads on ${process.platform}-${process.arch}`);
+    expect(noAddon.stderr).toContain('cairndb-linux-x64-gnu');
+
     const help = run('npx', ['cairn', '--help'], app, env);
     expect(help.status, help.stderr).toBe(0);
     expect(help.stdout.startsWith('usage: cairn <command> [options]\n')).toBe(true);

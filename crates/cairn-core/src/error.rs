@@ -34,6 +34,12 @@ pub enum Error {
     /// Replicated records that do not continue the replica's log: a gap or a repeat.
     #[error("replicated records must continue at seq {expected}, got seq {got}")]
     SequenceGap { expected: u64, got: u64 },
+    /// A transaction's commit found an id it read or wrote changed after its snapshot.
+    #[error("transaction conflict: id '{id}' of collection '{collection}' was written at seq {seq}, after the transaction's snapshot at seq {snapshot}")]
+    Conflict { collection: String, id: String, seq: u64, snapshot: u64 },
+    /// A read through a view (or a transaction's snapshot) that was already released.
+    #[error("read view at seq {0} was released")]
+    ViewReleased(u64),
 }
 
 impl Error {
@@ -50,6 +56,8 @@ impl Error {
             Error::NotPrimary(_) => "CAIRN_NOT_PRIMARY",
             Error::WalPruned { .. } => "CAIRN_WAL_PRUNED",
             Error::SequenceGap { .. } => "CAIRN_SEQUENCE_GAP",
+            Error::Conflict { .. } => "CAIRN_CONFLICT",
+            Error::ViewReleased(_) => "CAIRN_VIEW_RELEASED",
         }
     }
 

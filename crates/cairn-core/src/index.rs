@@ -33,8 +33,11 @@ pub fn seq_of_label(label: u64) -> u64 {
 /// pool for a few small commits' rows cost more (its idle workers spin in sched_yield) than it
 /// saved, and competed with the commit path for the CPU.
 const SEQUENTIAL_MAX: usize = 64;
-/// Rows handed to the indexer per parallel insert; large enough to keep every core busy.
+/// Rows taken from `pending` per turn; large enough to keep every core busy.
 const CHUNK: usize = 8_192;
+/// Rows inserted between looks at the stop flag: a close waits for at most this many inserts
+/// (a full CHUNK took over a second on a loaded 2-core host, and every close waited for it).
+const STOP_CHECK_ROWS: usize = 512;
 /// Compact the graph once tombstones exceed this share of its nodes.
 const COMPACT_TOMBSTONE_SHARE: f64 = 0.3;
 const COMPACT_MIN_TOMBSTONES: usize = 1_000;
@@ -122,8 +125,9 @@ impl CollectionIndex {
         }
     }
 
-    /// Insert up to CHUNK pending rows in parallel. Returns how many were taken.
-    fn index_chunk(&self) -> crate::Result<usize> {
+    /// Insert up to CHUNK pending rows in parallel, STOP_CHECK_ROWS at a time until `stop` is
+    /// set. Returns how many were inserted.
+    fn index_chunk(&self, stop: &AtomicBool) -> crate::Result<usize> {
         let chunk: Vec<(u64, Arc<[f32]>)> = lock(&self.pending).iter().take(CHUNK).map(|(l, v)| (*l, v.clone())).collect();
         if chunk.is_empty() {
             return Ok(0);
@@ -139,27 +143,35 @@ impl CollectionIndex {
                 h.reserve((used + backlog.max(chunk.len())).max(cap * 2).max(1024));
             }
         }
-        let items: Vec<(u64, &[f32])> = chunk.iter().map(|(l, v)| (*l, &v[..])).collect();
-        if items.len() <= SEQUENTIAL_MAX {
+        let mut inserted = 0;
+        for part in chunk.chunks(STOP_CHECK_ROWS) {
+            if stop.load(Ordering::Acquire) {
+                break;
+            }
+            let items: Vec<(u64, &[f32])> = part.iter().map(|(l, v)| (*l, &v[..])).collect();
+            if items.len() <= SEQUENTIAL_MAX {
+                let h = read(&self.hnsw);
+                for (label, vector) in &items {
+                    h.insert(*label, vector)?;
+                }
+            } else {
+                read(&self.hnsw).insert_batch(&items)?;
+            }
+            // Each part leaves `pending` as soon as it is in the graph (the module invariant).
+            let mut p = lock(&self.pending);
             let h = read(&self.hnsw);
-            for (label, vector) in &items {
-                h.insert(*label, vector)?;
+            for (label, _) in part {
+                // Removed from pending meanwhile: the row was deleted or overwritten.
+                if p.remove(label).is_none() {
+                    h.mark_deleted(*label);
+                }
             }
-        } else {
-            read(&self.hnsw).insert_batch(&items)?;
+            drop(h);
+            drop(p);
+            self.idle.notify_all();
+            inserted += part.len();
         }
-        let mut p = lock(&self.pending);
-        let h = read(&self.hnsw);
-        for (label, _) in &chunk {
-            // Removed from pending meanwhile: the row was deleted or overwritten.
-            if p.remove(label).is_none() {
-                h.mark_deleted(*label);
-            }
-        }
-        drop(h);
-        drop(p);
-        self.idle.notify_all();
-        Ok(chunk.len())
+        Ok(inserted)
     }
 
     /// Compact when tombstones pass the threshold; true if it did.
@@ -213,7 +225,7 @@ impl Indexer {
         let stopped = Arc::new(AtomicBool::new(false));
         let last_error = Arc::new(Mutex::new(None));
         let compactions = Arc::new(Counter::default());
-        let (q, err, done) = (queue.clone(), last_error.clone(), compactions.clone());
+        let (q, err, done, stop) = (queue.clone(), last_error.clone(), compactions.clone(), stopped.clone());
         let thread = std::thread::Builder::new()
             .name("cairn-indexer".into())
             .spawn(move || {
@@ -224,7 +236,7 @@ impl Indexer {
                     .start_handler(|_| lower_priority())
                     .build()
                     .ok();
-                Self::run(q, err, &done, pool.as_ref())
+                Self::run(q, err, &done, &stop, pool.as_ref())
             })
             .ok();
         Indexer { queue, stopped, last_error, compactions, thread: Mutex::new(thread) }
@@ -244,6 +256,7 @@ impl Indexer {
         queue: Arc<(Mutex<IndexerQueue>, Condvar)>,
         last_error: Arc<Mutex<Option<String>>>,
         compactions: &Counter,
+        stop: &AtomicBool,
         pool: Option<&rayon::ThreadPool>,
     ) {
         let (m, cv) = &*queue;
@@ -264,7 +277,7 @@ impl Indexer {
                 continue;
             }
             let step = || {
-                index.index_chunk().and_then(|n| {
+                index.index_chunk(stop).and_then(|n| {
                     index.maybe_compact().map(|compacted| {
                         if compacted {
                             compactions.add(1);

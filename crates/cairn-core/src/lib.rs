@@ -21,12 +21,14 @@ pub mod metrics;
 pub mod payload;
 pub mod pitr;
 pub mod placement;
+pub mod progress;
 pub mod quarantine;
 pub mod scrub;
 pub mod snapshot;
 pub mod state;
 pub mod storage;
 pub mod sync;
+pub mod versions;
 pub mod wal;
 
 pub use distance::Metric;

@@ -59,6 +59,10 @@ pub struct ManifestCollection {
     /// The persisted payload indexes (`data/<id>-<seq>.pidx`, docs/format.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_file: Option<FileRef>,
+    /// Live rows at `checkpoint_seq`, unreadable ones included, so that a status reader counts
+    /// rows without reading the data files. Absent in manifests written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
 }
 
 pub fn encode(m: &Manifest) -> Vec<u8> {
@@ -176,6 +180,7 @@ mod tests {
             unreadable: Vec::new(),
             payload_indexes: Vec::new(),
             payload_file: None,
+            rows: Some(1),
         };
         let m = Manifest { checkpoint_seq: 2, checkpoint_time_ms: 3, clean_shutdown_seq: None, collections: vec![c] };
         let json: serde_json::Value = serde_json::to_value(&m).expect("serialize");

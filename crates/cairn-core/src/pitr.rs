@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -274,25 +273,7 @@ pub fn restore(source: &Path, target: &Path, to: RestoreTarget) -> Result<Restor
 /// files and `MANIFEST` (each counted once copied and verified) and the WAL segments it takes
 /// records from (each counted once read). `total` is set before the first byte is read; `done`
 /// never passes it.
-#[derive(Debug, Default)]
-pub struct RestoreProgress {
-    done: AtomicU64,
-    total: AtomicU64,
-}
-
-impl RestoreProgress {
-    pub fn done(&self) -> u64 {
-        self.done.load(Ordering::Relaxed).min(self.total())
-    }
-
-    pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
-    }
-
-    fn add(&self, n: u64) {
-        self.done.fetch_add(n, Ordering::Relaxed);
-    }
-}
+pub type RestoreProgress = crate::progress::ByteProgress;
 
 /// `restore` on the real file system, reporting its progress into `progress`.
 pub fn restore_tracked(source: &Path, target: &Path, to: RestoreTarget, progress: &RestoreProgress) -> Result<RestoreResult> {
@@ -494,7 +475,7 @@ fn build(
         for seg in history.segments.iter().filter(|s| wanted(s, base_seq_of(base))) {
             total += segment_len(fs, source, &seg.path);
         }
-        p.total.store(total, Ordering::Relaxed);
+        p.set_total(total);
     }
     // 1. Checkpoint files of the snapshot chain, each verified against its snapshot manifest.
     let manifest_bytes = match base {
@@ -598,6 +579,7 @@ mod tests {
     use crate::distance::Metric;
     use crate::engine::SyncMode;
     use crate::fault::FaultStorage;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn restore_progress_ends_at_its_total_from_a_snapshot_chain_and_from_the_wal_alone() {

@@ -19,6 +19,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::layout::{ARCHIVE_DIR, DATA_DIR, GRAPH_EXT, MANIFEST_FILE, SNAPSHOTS_DIR, SNAPSHOT_FILE, TMP_SUFFIX, WAL_DIR};
 use crate::manifest::{self, decode_framed, encode_framed, Manifest};
+use crate::progress::ByteProgress;
 use crate::storage::{OsStorage, Storage};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"CAIRNSNP";
@@ -57,6 +58,11 @@ const HASH_CHUNK: usize = 1 << 20;
 
 /// xxh3 and length of a file, streamed.
 pub fn hash_file(storage: &dyn Storage, path: &Path) -> Result<(u64, String)> {
+    hash_file_counted(storage, path, None)
+}
+
+/// `hash_file`, adding each chunk read to `progress`.
+fn hash_file_counted(storage: &dyn Storage, path: &Path, progress: Option<&ByteProgress>) -> Result<(u64, String)> {
     let f = storage.open_read(path).map_err(io(path))?;
     let mut h = Xxh3Stream::default();
     let mut buf = vec![0u8; HASH_CHUNK];
@@ -68,6 +74,9 @@ pub fn hash_file(storage: &dyn Storage, path: &Path) -> Result<(u64, String)> {
         }
         h.update(&buf[..n]);
         len += n as u64;
+        if let Some(p) = progress {
+            p.add(n as u64);
+        }
     }
     Ok((len, format!("{:016x}", h.digest())))
 }
@@ -126,11 +135,80 @@ pub fn chain(all: &[SnapshotInfo], id: &str) -> Result<Vec<SnapshotInfo>> {
 /// Checkpoint the store and snapshot the result, through the engine's storage.
 pub fn take(engine: &Engine, incremental: bool) -> Result<SnapshotInfo> {
     let storage = engine.storage().clone();
-    let (_, info) = engine.checkpoint_then(|m, dir| write_snapshot(storage.as_ref(), dir, m, incremental))?;
+    let (_, info) = engine.checkpoint_then(|m, dir| write_snapshot(storage.as_ref(), dir, m, incremental, None))?;
     Ok(info)
 }
 
-fn write_snapshot(storage: &dyn Storage, dir: &Path, m: &Manifest, incremental: bool) -> Result<SnapshotInfo> {
+/// `take`, counting into `progress` the bytes the checkpoint writes and, for an incremental
+/// snapshot, the archived WAL it reads to checksum (hard links move no bytes). The total is
+/// set before the first byte; at the end (or on an error) it is cut to `done`.
+pub fn take_tracked(engine: &Engine, incremental: bool, progress: &ByteProgress) -> Result<SnapshotInfo> {
+    let storage = engine.storage().clone();
+    let fs = storage.as_ref();
+    let extra = |dir: &Path, seq: u64| -> Result<u64> {
+        if !incremental {
+            return Ok(0);
+        }
+        let all = list_on(fs, dir)?;
+        // Refused by `write_snapshot` (no write since it was taken): nothing to count.
+        if all.iter().any(|s| s.id == format!("{seq:020}-incremental")) {
+            return Ok(0);
+        }
+        let Some(base) = all.last() else { return Ok(0) };
+        // The segments the checkpoint is about to archive are still in `wal/`; the active one
+        // starts after `seq` and is left out by `wal_since`.
+        let mut names = Vec::new();
+        for sub in [ARCHIVE_DIR, WAL_DIR] {
+            let d = dir.join(sub);
+            let found = match segment_names(fs, &d) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(Error::io(&d, e)),
+            };
+            names.extend(found.into_iter().map(|(first, name)| (first, name, sub)));
+        }
+        names.sort();
+        names.dedup_by_key(|n| n.0);
+        let plain: Vec<(u64, String)> = names.iter().map(|(f, n, _)| (*f, n.clone())).collect();
+        let mut total = 0;
+        for (first, _) in wal_since(&plain, base.seq, seq) {
+            let (_, name, sub) = names.iter().find(|n| n.0 == first).ok_or_else(|| Error::NotFound(format!("segment {first}")))?;
+            let path = dir.join(sub).join(name);
+            total += storage.open_read(&path).and_then(|f| f.len()).map_err(io(&path))?;
+        }
+        Ok(total)
+    };
+    let result = engine.checkpoint_tracked_then(progress, extra, |m, dir| write_snapshot(fs, dir, m, incremental, Some(progress)));
+    // Done or refused, the counter ends where the work stopped.
+    progress.finish();
+    result.map(|(_, info)| info)
+}
+
+/// WAL segment names in `dir` by first seq.
+fn segment_names(storage: &dyn Storage, dir: &Path) -> std::io::Result<Vec<(u64, String)>> {
+    Ok(storage.list(dir)?.into_iter().filter_map(|n| crate::layout::parse_wal_segment_name(&n).map(|s| (s, n))).collect())
+}
+
+/// Of `names` (sorted by first seq), the segments that hold any record in (base_seq, seq].
+fn wal_since(names: &[(u64, String)], base_seq: u64, seq: u64) -> Vec<(u64, String)> {
+    let names: Vec<&(u64, String)> = names.iter().filter(|n| n.0 <= seq).collect();
+    let mut out = Vec::new();
+    for (i, (first, name)) in names.iter().map(|n| (n.0, &n.1)).enumerate() {
+        let next_first = names.get(i + 1).map_or(u64::MAX, |n| n.0);
+        if next_first > base_seq + 1 {
+            out.push((first, name.clone()));
+        }
+    }
+    out
+}
+
+fn write_snapshot(
+    storage: &dyn Storage,
+    dir: &Path,
+    m: &Manifest,
+    incremental: bool,
+    progress: Option<&ByteProgress>,
+) -> Result<SnapshotInfo> {
     let root = dir.join(SNAPSHOTS_DIR);
     if !storage.is_dir(&root) {
         storage.create_dir_all(&root).map_err(io(&root))?;
@@ -205,22 +283,13 @@ fn write_snapshot(storage: &dyn Storage, dir: &Path, m: &Manifest, incremental: 
         // Archived WAL since the base, so that point-in-time recovery inside this span needs
         // nothing but the snapshots.
         let archive = dir.join(ARCHIVE_DIR);
-        let mut names: Vec<(u64, String)> = storage
-            .list(&archive)
-            .map_err(io(&archive))?
-            .into_iter()
-            .filter_map(|n| crate::layout::parse_wal_segment_name(&n).map(|s| (s, n)))
-            .collect();
+        let mut names = segment_names(storage, &archive).map_err(io(&archive))?;
         names.sort();
-        for (i, (first, name)) in names.iter().enumerate() {
-            let next_first = names.get(i + 1).map_or(u64::MAX, |n| n.0);
-            // Keep segments that hold any record in (base.seq, m.checkpoint_seq].
-            if next_first > b.seq + 1 && *first <= m.checkpoint_seq {
-                let rel = format!("{WAL_DIR}/{name}");
-                link(storage, &archive.join(name), &tmp.join(&rel))?;
-                let (bytes, xxh3) = hash_file(storage, &tmp.join(&rel))?;
-                files.push(SnapshotFile { path: rel, bytes, xxh3 });
-            }
+        for (_, name) in wal_since(&names, b.seq, m.checkpoint_seq) {
+            let rel = format!("{WAL_DIR}/{name}");
+            link(storage, &archive.join(&name), &tmp.join(&rel))?;
+            let (bytes, xxh3) = hash_file_counted(storage, &tmp.join(&rel), progress)?;
+            files.push(SnapshotFile { path: rel, bytes, xxh3 });
         }
     }
     let manifest_bytes = manifest::encode(&snap_manifest);
@@ -286,4 +355,85 @@ fn link(storage: &dyn Storage, from: &Path, to: &Path) -> Result<()> {
 /// Directory of a snapshot by id.
 pub fn snapshot_dir(dir: &Path, id: &str) -> PathBuf {
     dir.join(SNAPSHOTS_DIR).join(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{CollectionSpec, Op};
+    use crate::distance::Metric;
+    use crate::engine::{Options, SyncMode};
+    use crate::fault::FaultStorage;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    fn upserts(from: usize, n: usize) -> Vec<Op> {
+        (from..from + n)
+            .map(|i| Op::Upsert {
+                collection: "c".into(),
+                id: format!("r{i:05}"),
+                vector: vec![i as f32, 1.0, 0.5, 0.25],
+                metadata: "{}".into(),
+            })
+            .collect()
+    }
+
+    /// Polls the raw counter while `f` runs: it never passes the total, and counts nothing
+    /// before the total is set.
+    fn watched<T>(progress: &ByteProgress, f: impl FnOnce() -> T) -> T {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                let mut polls = 0u32;
+                while !stop.load(Ordering::Relaxed) && polls < 1_000_000 {
+                    let done = progress.done.load(Ordering::Relaxed);
+                    let total = progress.total();
+                    assert!(done <= total, "done {done} passed total {total}");
+                    polls += 1;
+                }
+            });
+            let out = f();
+            stop.store(true, Ordering::Relaxed);
+            watcher.join().expect("watcher");
+            out
+        })
+    }
+
+    #[test]
+    fn snapshot_progress_counts_the_files_written_and_the_wal_hashed_and_ends_at_its_total() {
+        let fs = Arc::new(FaultStorage::new());
+        let dir = Path::new("/snap-progress");
+        let engine = Engine::open(dir, Options { sync: SyncMode::Always, storage: fs.clone(), ..Options::default() }).expect("open");
+        let spec = CollectionSpec { name: "c".into(), dim: 4, metric: Metric::L2, m: 16, ef_construction: 100 };
+        engine.commit(&[Op::CreateCollection(spec)]).expect("create");
+        engine.commit(&upserts(0, 3_000)).expect("rows");
+
+        let full = ByteProgress::default();
+        let info = watched(&full, || take_tracked(&engine, false, &full)).expect("full snapshot");
+        // A full snapshot links the checkpoint's files: the bytes counted are the ones this
+        // checkpoint wrote, which are every data and graph file it names.
+        let written: u64 = info.files.iter().filter(|f| f.path != MANIFEST_FILE).map(|f| f.bytes).sum();
+        assert!(written > 3_000 * 16, "data and graph files: {written}");
+        assert_eq!(full.total(), written);
+        assert_eq!(full.done.load(Ordering::Relaxed), full.total());
+
+        for i in 0..4 {
+            engine.commit(&upserts(3_000 + i * 10, 10)).expect("more rows");
+        }
+        let inc = ByteProgress::default();
+        let info = watched(&inc, || take_tracked(&engine, true, &inc)).expect("incremental snapshot");
+        let wal: u64 = info.files.iter().filter(|f| f.path.starts_with(WAL_DIR)).map(|f| f.bytes).sum();
+        let data: u64 = info.files.iter().filter(|f| f.path.starts_with(DATA_DIR)).map(|f| f.bytes).sum();
+        assert!(wal > 0, "an incremental snapshot holds the WAL since its base");
+        // The delta file is in the snapshot; the graph written beside it is counted too.
+        let graph = engine.manifest().collections[0].index.as_ref().map_or(0, |f| f.bytes);
+        assert_eq!(inc.total(), wal + data + graph);
+        assert_eq!(inc.done.load(Ordering::Relaxed), inc.total());
+
+        // Nothing new: the checkpoint writes nothing, the snapshot is refused, and the counter
+        // never moved.
+        let none = ByteProgress::default();
+        assert!(matches!(take_tracked(&engine, true, &none), Err(Error::AlreadyExists(_))));
+        assert_eq!((none.done(), none.total()), (0, 0));
+    }
 }

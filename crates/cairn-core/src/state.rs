@@ -76,6 +76,24 @@ pub struct UnreadableRecord {
     pub reason: String,
 }
 
+/// An id's state just before the write at `until` changed it.
+#[derive(Clone, Debug)]
+pub struct Version {
+    pub until: u64,
+    pub prior: Prior,
+}
+
+#[derive(Clone, Debug)]
+pub enum Prior {
+    Absent,
+    Row(Row),
+    /// A record whose stored bytes were damaged: it existed, its contents are unknown.
+    Unreadable(UnreadableRecord),
+}
+
+/// Prior versions by id (`Collection::history`; the logic is in `versions.rs`).
+pub type History = BTreeMap<String, Vec<Version>>;
+
 /// A record a query could not consider, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkippedRecord {
@@ -115,6 +133,8 @@ pub struct Collection {
     pub payload: PayloadIndexes,
     /// The persisted payload indexes named by the manifest, if any.
     pub payload_file: Option<FileRef>,
+    /// Prior versions of ids changed while a read view was pinned (`versions.rs`).
+    pub history: History,
 }
 
 #[derive(Default)]
@@ -127,6 +147,11 @@ pub struct State {
     /// Set by a close that dropped every row and graph: lookups fail with `Closed`, never
     /// with a misleading `NotFound`, for a reader that passed the open check before the close.
     pub released: bool,
+    /// Seqs pinned by open read views (and transactions), with how many views pin each.
+    pub pins: BTreeMap<u64, usize>,
+    /// Collections dropped while a view was pinned, with the seq of the drop, kept for views
+    /// older than it (`versions.rs`).
+    pub dropped: Vec<(u64, Collection)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -135,7 +160,7 @@ pub struct Hit {
     pub distance: f32,
 }
 
-struct HeapItem(f32, String);
+pub(crate) struct HeapItem(pub(crate) f32, pub(crate) String);
 impl PartialEq for HeapItem {
     fn eq(&self, o: &Self) -> bool {
         self.cmp(o) == Ordering::Equal
@@ -200,6 +225,7 @@ impl Collection {
             order: BTreeSet::new(),
             payload: PayloadIndexes::default(),
             payload_file: None,
+            history: History::default(),
         }
     }
 
@@ -323,30 +349,46 @@ impl Collection {
     /// the payload indexes enumerate when they bound the filter, else over every row. The flag
     /// says whether the graph was searched (false: the exact scan answered).
     pub fn search(&self, query: &[f32], k: usize, ef: usize, filter: Option<&Filter>) -> (Vec<Hit>, bool) {
+        self.search_admitting(query, k, ef, filter, &|_| true)
+    }
+
+    /// `search` over the rows whose label `admit` accepts (a read view: those written at or
+    /// before its seq).
+    pub fn search_admitting(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        filter: Option<&Filter>,
+        admit: &(dyn Fn(u64) -> bool + Sync),
+    ) -> (Vec<Hit>, bool) {
         let filter = filter.filter(|f| !f.matches_everything());
+        let include = |row: &Row| admit(row.label);
         if self.rows.len() <= EXACT_MAX_ROWS {
-            return (self.exact_search(query, k, filter, |_| true), false);
+            return (self.exact_search(query, k, filter, include), false);
         }
         if let Some(f) = filter {
             let threshold = SELECTIVE_FILTER_SHARE * self.rows.len() as f64;
             match self.payload.estimate(&f.root) {
                 Some(bound) if (bound as f64) < threshold => {
                     if let Some(c) = self.payload.candidates(&f.root) {
-                        return (self.exact_over_labels(query, k, c.labels.iter().copied(), (!c.exact).then_some(f)), false);
+                        let labels = c.labels.iter().copied().filter(|l| admit(*l));
+                        return (self.exact_over_labels(query, k, labels, (!c.exact).then_some(f)), false);
                     }
                 }
                 Some(_) => {}
-                None if self.filter_share(f) < SELECTIVE_FILTER_SHARE => return (self.exact_search(query, k, filter, |_| true), false),
+                None if self.filter_share(f) < SELECTIVE_FILTER_SHARE => return (self.exact_search(query, k, filter, include), false),
                 None => {}
             }
         }
-        let accept = |label: u64| self.accepts(label, filter);
+        let accept = |label: u64| admit(label) && self.accepts(label, filter);
         let graph_search = |accept: Option<&(dyn Fn(u64) -> bool + Sync)>| read(&self.index.hnsw).search(query, k, ef.max(k), accept);
         // Unfiltered, the graph's own tombstones suffice and each admitted node saves a hash
         // lookup. Only a row deleted or overwritten while it was being inserted is briefly live
         // in the graph but not in `live`; if one is among the hits, search again checking each.
+        // (A view's search always checks: its seq admits only some of the live rows.)
         let mut graph = graph_search(filter.is_some().then_some(&accept as _));
-        if filter.is_none() && graph.iter().any(|(label, _)| !self.live.contains_key(label)) {
+        if filter.is_none() && graph.iter().any(|(label, _)| !self.live.contains_key(label) || !admit(*label)) {
             graph = graph_search(Some(&accept));
         }
         let q = prepare_query(self.spec.metric, query);
@@ -378,11 +420,11 @@ impl Collection {
     }
 
     /// Exact k-NN over the rows that `include` accepts.
-    pub fn exact_search(&self, query: &[f32], k: usize, filter: Option<&Filter>, include: impl Fn(&str) -> bool) -> Vec<Hit> {
+    pub fn exact_search(&self, query: &[f32], k: usize, filter: Option<&Filter>, include: impl Fn(&Row) -> bool) -> Vec<Hit> {
         let q = prepare_query(self.spec.metric, query);
         let mut heap: BinaryHeap<HeapItem> = BinaryHeap::with_capacity(k + 1);
         for (id, row) in &self.rows {
-            if !include(id) || !filter.is_none_or(|f| self.row_matches(row, f)) {
+            if !include(row) || !filter.is_none_or(|f| self.row_matches(row, f)) {
                 continue;
             }
             let d = row_distance(self.spec.metric, &q, &row.vector);
@@ -448,11 +490,18 @@ impl State {
                     let gone =
                         self.collections.remove(&name).ok_or_else(|| Error::NotFound(format!("collection '{name}' does not exist")))?;
                     gone.index.mark_dropped();
+                    if self.keeps_versions() {
+                        self.dropped.push((seq, gone));
+                    }
                 }
                 Op::Upsert { collection, id, vector, metadata } => {
+                    let keep = self.keeps_versions();
                     let c = self.collection_mut(&collection)?;
                     if vector.len() != c.spec.dim as usize {
                         return Err(Error::InvalidArgument(format!("vector of id '{id}' has the wrong dimension")));
+                    }
+                    if keep {
+                        c.keep_version(&id, seq);
                     }
                     c.dirty.insert(id.clone());
                     let row = Row::new(&id, vector.into(), metadata.into_boxed_str(), label_of(seq, op_index));
@@ -463,7 +512,11 @@ impl State {
                     }
                 }
                 Op::Delete { collection, id } => {
+                    let keep = self.keeps_versions();
                     let c = self.collection_mut(&collection)?;
+                    if keep && (c.rows.contains_key(&id) || c.unreadable.contains_key(&id)) {
+                        c.keep_version(&id, seq);
+                    }
                     if c.remove_row(&id) {
                         c.dirty.insert(id);
                     }

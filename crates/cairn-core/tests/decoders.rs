@@ -401,6 +401,7 @@ fn manifest_strategy() -> impl Strategy<Value = Manifest> {
             unreadable,
             payload_indexes: Vec::new(),
             payload_file: None,
+            rows: None,
         });
     (any::<u64>(), any::<u64>(), prop::option::of(any::<u64>()), prop::collection::vec(collection, 0..4)).prop_map(
         |(checkpoint_seq, checkpoint_time_ms, clean_shutdown_seq, collections)| Manifest {

@@ -1,6 +1,7 @@
 //! The one mapping of engine errors to JavaScript: an `Error` whose `code` is the stable
 //! `CAIRN_*` string and whose `file`, `offset`, `collection` and `id` are real properties.
-//! `file`/`offset` come from the engine error; `collection`/`id` from the call's arguments.
+//! `file`/`offset` (and a conflict's `collection`, `id` and `seq`) come from the engine error;
+//! otherwise `collection`/`id` come from the call's arguments.
 //! TypeScript builds its `CairnError` from these properties, never from the message.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -19,6 +20,8 @@ struct Details {
     offset: Option<u64>,
     collection: Option<String>,
     id: Option<String>,
+    /// The seq a conflict names (the write after the transaction's snapshot).
+    seq: Option<u64>,
 }
 
 impl From<cairn_core::Error> for Failure {
@@ -31,13 +34,17 @@ impl From<cairn_core::Error> for Failure {
             E::Io { path, .. } => (Some(path.display().to_string()), None),
             _ => (None, None),
         };
-        Failure(Box::new(Details { code: e.code(), message: e.to_string(), file, offset, collection: None, id: None }))
+        let (collection, id, seq) = match &e {
+            E::Conflict { collection, id, seq, .. } => (Some(collection.clone()), Some(id.clone()), Some(*seq)),
+            _ => (None, None, None),
+        };
+        Failure(Box::new(Details { code: e.code(), message: e.to_string(), file, offset, collection, id, seq }))
     }
 }
 
 impl Failure {
     fn new(code: &'static str, message: String) -> Failure {
-        Failure(Box::new(Details { code, message, file: None, offset: None, collection: None, id: None }))
+        Failure(Box::new(Details { code, message, file: None, offset: None, collection: None, id: None, seq: None }))
     }
 
     pub fn message(&self) -> &str {
@@ -93,6 +100,9 @@ impl Failure {
         }
         if let Some(i) = &d.id {
             err.set_named_property("id", env.create_string(i)?)?;
+        }
+        if let Some(seq) = d.seq {
+            err.set_named_property("seq", env.create_bigint_from_u64(seq)?)?;
         }
         // SAFETY: a live object value of this env, viewed as unknown.
         Ok(unsafe { JsUnknown::from_raw_unchecked(env.raw(), err.raw()) })

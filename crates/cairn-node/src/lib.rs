@@ -5,6 +5,7 @@
 //! commits (`completions.rs`) and the float32 byte shuffle of archives (`bytes.rs`).
 //!
 //! - `store.rs`: `openStore` and the `NativeStore` class (commit, reads, queries, checkpoint)
+//! - `read_view.rs`: read views (reads as of a seq) and transaction commits
 //! - `select.rs`: count, scan, getMany and deleteWhere by filter; `payload_index.rs`: payload indexes
 //! - `completions.rs`: settles commit promises on the JS thread
 //! - `digest.rs`: content digests of a collection's rows (the recovery drill's model)
@@ -39,6 +40,7 @@ mod live_view;
 mod manifest;
 mod payload_index;
 mod quarantine_note;
+mod read_view;
 mod recovery_report;
 mod repair;
 mod replication;

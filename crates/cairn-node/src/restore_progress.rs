@@ -1,21 +1,21 @@
-//! Progress of running restores (`cairn_core::pitr::RestoreProgress`), polled from JavaScript by
-//! handle while the restore runs on the libuv pool.
+//! Progress of running restores and snapshots (`cairn_core::progress::ByteProgress`), polled
+//! from JavaScript by handle while the work runs on the libuv pool.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cairn_core::pitr::RestoreProgress;
+use cairn_core::progress::ByteProgress;
 use napi_derive::napi;
 
-static OPEN: Mutex<BTreeMap<u32, Arc<RestoreProgress>>> = Mutex::new(BTreeMap::new());
+static OPEN: Mutex<BTreeMap<u32, Arc<ByteProgress>>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU32 = AtomicU32::new(1);
 
-fn open() -> MutexGuard<'static, BTreeMap<u32, Arc<RestoreProgress>>> {
+fn open() -> MutexGuard<'static, BTreeMap<u32, Arc<ByteProgress>>> {
     OPEN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub(crate) fn get(id: u32) -> Option<Arc<RestoreProgress>> {
+pub(crate) fn get(id: u32) -> Option<Arc<ByteProgress>> {
     open().get(&id).cloned()
 }
 
@@ -25,15 +25,16 @@ pub struct NativeByteProgress {
     pub total_bytes: f64,
 }
 
-/// A handle for `restoreStore(..., progress)`; close it when the restore settled.
+/// A handle for `restoreStore(..., progress)` or `snapshot(..., progress)`; close it when the
+/// work settled.
 #[napi]
 pub fn restore_progress_open() -> u32 {
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
-    open().insert(id, Arc::new(RestoreProgress::default()));
+    open().insert(id, Arc::new(ByteProgress::default()));
     id
 }
 
-/// Bytes the restore has copied or read, of its total (0 of 0 before it planned its work).
+/// Bytes the restore or snapshot has moved, of its total (0 of 0 before it planned its work).
 #[napi]
 pub fn restore_progress(id: u32) -> NativeByteProgress {
     let p = get(id);

@@ -2,6 +2,7 @@
 //! `getMany` and `deleteWherePayload`. Filters arrive as JSON text (TypeScript checks only
 //! that the filter is plain JSON; `cairn_core::filter` validates it, naming path and operator).
 
+use cairn_core::engine::ScannedRow;
 use cairn_core::filter::Filter;
 use napi::bindgen_prelude::*;
 use napi::Env;
@@ -26,6 +27,26 @@ pub struct NativeScanPage {
     pub metadata: Vec<String>,
     /// The rows' vectors packed as little-endian f32, when asked for.
     pub vectors: Option<Buffer>,
+}
+
+/// A scan page as it crosses: vectors packed little-endian when asked for.
+pub(crate) fn scan_page(rows: Vec<ScannedRow>, vectors: bool) -> NativeScanPage {
+    let mut page = NativeScanPage { ids: Vec::with_capacity(rows.len()), metadata: Vec::with_capacity(rows.len()), vectors: None };
+    let mut packed: Vec<u8> = Vec::new();
+    for (id, vector, metadata) in rows {
+        page.ids.push(id);
+        page.metadata.push(metadata);
+        for x in vector.iter().flatten() {
+            packed.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    page.vectors = vectors.then(|| Buffer::from(packed));
+    page
+}
+
+/// Rows found by id, as they cross.
+pub(crate) fn found_rows(rows: Vec<Option<(Vec<f32>, String)>>) -> Vec<Option<NativeRow>> {
+    rows.into_iter().map(|r| r.map(|(vector, metadata)| NativeRow { vector: Float32Array::new(vector), metadata })).collect()
 }
 
 #[napi(object)]
@@ -62,17 +83,7 @@ impl NativeStore {
         Ok(task(move || {
             let rows = core(engine.scan(&collection, &filter, after.as_deref(), limit as usize, vectors))
                 .map_err(|f| f.in_collection(&collection))?;
-            let mut page = NativeScanPage { ids: Vec::with_capacity(rows.len()), metadata: Vec::with_capacity(rows.len()), vectors: None };
-            let mut packed: Vec<u8> = Vec::new();
-            for (id, vector, metadata) in rows {
-                page.ids.push(id);
-                page.metadata.push(metadata);
-                for x in vector.iter().flatten() {
-                    packed.extend_from_slice(&x.to_le_bytes());
-                }
-            }
-            page.vectors = vectors.then(|| Buffer::from(packed));
-            Ok(page)
+            Ok(scan_page(rows, vectors))
         }))
     }
 
@@ -80,7 +91,7 @@ impl NativeStore {
     #[napi]
     pub fn get_many(&self, env: Env, collection: String, ids: Vec<String>) -> napi::Result<Vec<Option<NativeRow>>> {
         let rows = sync(&env, || core(self.engine.get_many(&collection, &ids)).map_err(|f| f.in_collection(&collection)))?;
-        Ok(rows.into_iter().map(|r| r.map(|(vector, metadata)| NativeRow { vector: Float32Array::new(vector), metadata })).collect())
+        Ok(found_rows(rows))
     }
 
     /// The one batch that deletes every row matching `filter`, for the write path to commit.

@@ -67,9 +67,17 @@ pub fn read_snapshot_manifest(env: Env, dir: String) -> napi::Result<NativeSnaps
 
 #[napi]
 impl NativeStore {
-    /// Checkpoint, then snapshot.
+    /// Checkpoint, then snapshot; `progress` is a handle from `restoreProgressOpen` that counts
+    /// the bytes written and read (`cairn_core::snapshot::take_tracked`).
     #[napi(ts_return_type = "Promise<NativeSnapshotInfo>")]
-    pub fn snapshot(&self, incremental: bool) -> AsyncTask<CoreTask<NativeSnapshotInfo>> {
-        on_engine(self, move |e| core(cairn_core::snapshot::take(e, incremental)).map(NativeSnapshotInfo::from))
+    pub fn snapshot(&self, incremental: bool, progress: Option<u32>) -> AsyncTask<CoreTask<NativeSnapshotInfo>> {
+        let progress = progress.and_then(crate::restore_progress::get);
+        on_engine(self, move |e| {
+            let info = match &progress {
+                Some(p) => cairn_core::snapshot::take_tracked(e, incremental, p),
+                None => cairn_core::snapshot::take(e, incremental),
+            };
+            core(info).map(NativeSnapshotInfo::from)
+        })
     }
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cairn_core::engine::{Engine, Options, QueryOutput, SyncMode};
+use cairn_core::engine::{CollectionInfo, Engine, Options, QueryOutput, SyncMode};
 use cairn_core::filter::Filter;
 use cairn_core::wal::writer::Prealloc;
 use cairn_core::RecoveryMode;
@@ -111,6 +111,19 @@ pub struct NativeCollectionInfo {
     pub count: u32,
 }
 
+impl From<CollectionInfo> for NativeCollectionInfo {
+    fn from(c: CollectionInfo) -> NativeCollectionInfo {
+        NativeCollectionInfo {
+            name: c.name,
+            dim: c.dim,
+            metric: c.metric.to_string(),
+            m: c.m,
+            ef_construction: c.ef_construction,
+            count: c.count as u32,
+        }
+    }
+}
+
 /// A record a query could not consider (see `QueryOutput::skipped`).
 #[napi(object)]
 pub struct NativeSkipped {
@@ -176,17 +189,7 @@ impl NativeStore {
     #[napi]
     pub fn collections(&self, env: Env) -> napi::Result<Vec<NativeCollectionInfo>> {
         let list = sync(&env, || core(self.engine.collections()))?;
-        Ok(list
-            .into_iter()
-            .map(|c| NativeCollectionInfo {
-                name: c.name,
-                dim: c.dim,
-                metric: c.metric.to_string(),
-                m: c.m,
-                ef_construction: c.ef_construction,
-                count: c.count as u32,
-            })
-            .collect())
+        Ok(list.into_iter().map(NativeCollectionInfo::from).collect())
     }
 
     /// k-NN search off the event loop: `count` queries packed in `vectors`, searched in parallel
@@ -207,26 +210,12 @@ impl NativeStore {
         ef: Option<u32>,
         filter: Option<String>,
     ) -> napi::Result<AsyncTask<CoreTask<Vec<NativeQueryResult>>>> {
-        let filter = sync(&env, || {
-            let filter = filter.map(|f| core(Filter::parse(&f))).transpose().map_err(|f| f.in_collection(&collection))?;
-            if count == 0 || !vectors.len().is_multiple_of(count as usize) {
-                return Err(Failure::invalid("vectors must hold count queries of equal dimension"));
-            }
-            Ok(filter)
-        })?;
+        let filter = sync(&env, || query_filter(filter.as_deref(), &collection, vectors.len(), count))?;
         let engine = self.engine.clone();
-        let vectors = vectors.to_vec();
         let (k, ef) = (k as usize, ef.map(|e| e as usize));
-        Ok(task(move || {
-            use rayon::prelude::*;
-            let one = |q: &[f32]| match ef {
-                Some(ef) => engine.query(&collection, q, k, ef, filter.as_ref()),
-                None => engine.query_exact(&collection, q, k, filter.as_ref()),
-            };
-            let dim = (vectors.len() / count as usize).max(1);
-            let out: cairn_core::Result<Vec<QueryOutput>> =
-                if count == 1 { one(&vectors).map(|o| vec![o]) } else { vectors.par_chunks(dim).map(one).collect() };
-            Ok(core(out).map_err(|f| f.in_collection(&collection))?.into_iter().map(NativeQueryResult::from).collect())
+        Ok(query_task(collection, vectors.to_vec(), count, move |collection, q| match ef {
+            Some(ef) => engine.query(collection, q, k, ef, filter.as_ref()),
+            None => engine.query_exact(collection, q, k, filter.as_ref()),
         }))
     }
 
@@ -279,6 +268,32 @@ impl NativeStore {
     }
 }
 
+/// A query's filter, after checking that `len` values hold `count` queries.
+pub(crate) fn query_filter(filter: Option<&str>, collection: &str, len: usize, count: u32) -> Outcome<Option<Filter>> {
+    let filter = filter.map(|f| core(Filter::parse(f))).transpose().map_err(|f| f.in_collection(collection))?;
+    if count == 0 || !len.is_multiple_of(count as usize) {
+        return Err(Failure::invalid("vectors must hold count queries of equal dimension"));
+    }
+    Ok(filter)
+}
+
+/// `count` queries packed in `vectors`, each answered by `one`, in parallel on all cores.
+pub(crate) fn query_task(
+    collection: String,
+    vectors: Vec<f32>,
+    count: u32,
+    one: impl Fn(&str, &[f32]) -> cairn_core::Result<QueryOutput> + Send + Sync + 'static,
+) -> AsyncTask<CoreTask<Vec<NativeQueryResult>>> {
+    task(move || {
+        use rayon::prelude::*;
+        let one = |q: &[f32]| one(&collection, q);
+        let dim = (vectors.len() / count as usize).max(1);
+        let out: cairn_core::Result<Vec<QueryOutput>> =
+            if count == 1 { one(&vectors).map(|o| vec![o]) } else { vectors.par_chunks(dim).map(one).collect() };
+        Ok(core(out).map_err(|f| f.in_collection(&collection))?.into_iter().map(NativeQueryResult::from).collect())
+    })
+}
+
 /// A job on the open engine, for the other concepts' methods of `NativeStore`.
 impl NativeStore {
     /// Hand `bytes` to the commit thread through `submit` and return a promise settled on the JS
@@ -287,7 +302,7 @@ impl NativeStore {
         &self,
         env: &Env,
         bytes: Vec<u8>,
-        submit: fn(&Engine, Vec<u8>, cairn_core::engine::CommitCallback),
+        submit: impl FnOnce(&Engine, Vec<u8>, cairn_core::engine::CommitCallback),
     ) -> napi::Result<JsObject> {
         let (deferred, promise) = self.completions.begin(env)?;
         let engine = self.engine.clone();

@@ -28,7 +28,20 @@ export type CairnErrorCode =
   /** A stale leader or epoch: this node may not acknowledge or apply it (failover). */
   | 'CAIRN_FENCED'
   /** Something the operation needs is not installed or not built; the message names the fix. */
-  | 'CAIRN_UNAVAILABLE';
+  | 'CAIRN_UNAVAILABLE'
+  /** A transaction's commit found an id it read or wrote written after its snapshot; `collection`
+   *  and `id` name it. Nothing was written. */
+  | 'CAIRN_CONFLICT'
+  /** A transaction function ran past `timeoutMs`; nothing was written. */
+  | 'CAIRN_TIMEOUT'
+  /** A transaction (or one of its collections) was used after it committed, aborted or timed out. */
+  | 'CAIRN_TRANSACTION_ENDED'
+  /** `db.transaction` was called inside a transaction function. */
+  | 'CAIRN_NESTED_TRANSACTION'
+  /** A write through a read view. */
+  | 'CAIRN_READ_ONLY'
+  /** A read through a read view after its release (or its expiry at `maxViewAgeMs`). */
+  | 'CAIRN_VIEW_RELEASED';
 
 const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
   'CAIRN_INVALID_ARGUMENT',
@@ -50,6 +63,12 @@ const CODES: ReadonlySet<string> = new Set<CairnErrorCode>([
   'CAIRN_DISCONNECTED',
   'CAIRN_FENCED',
   'CAIRN_UNAVAILABLE',
+  'CAIRN_CONFLICT',
+  'CAIRN_TIMEOUT',
+  'CAIRN_TRANSACTION_ENDED',
+  'CAIRN_NESTED_TRANSACTION',
+  'CAIRN_READ_ONLY',
+  'CAIRN_VIEW_RELEASED',
 ]);
 
 /** Whether `code` is one of the stable codes (for codes that arrive over the network). */
@@ -65,8 +84,14 @@ export class CairnError extends Error {
   /** The collection, and the record id, the failed call named. */
   readonly collection?: string;
   readonly id?: string;
+  /** For CAIRN_CONFLICT: the seq of the write that conflicted (CAIRN_REPLICATION_TIMEOUT: the write's seq). */
+  readonly seq?: bigint;
 
-  constructor(code: CairnErrorCode, message: string, details: { file?: string; offset?: number; collection?: string; id?: string; cause?: unknown } = {}) {
+  constructor(
+    code: CairnErrorCode,
+    message: string,
+    details: { file?: string; offset?: number; collection?: string; id?: string; seq?: bigint; cause?: unknown } = {},
+  ) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'CairnError';
     this.code = code;
@@ -74,6 +99,7 @@ export class CairnError extends Error {
     if (details.offset !== undefined) this.offset = details.offset;
     if (details.collection !== undefined) this.collection = details.collection;
     if (details.id !== undefined) this.id = details.id;
+    if (details.seq !== undefined) this.seq = details.seq;
   }
 }
 
@@ -89,6 +115,7 @@ export interface NativeErrorData {
   offset?: unknown;
   collection?: unknown;
   id?: unknown;
+  seq?: unknown;
 }
 
 /**
@@ -99,7 +126,7 @@ export interface NativeErrorData {
 export function transferableError(e: unknown): unknown {
   if (!(e instanceof Error)) return e;
   const f = e as Error & Omit<NativeErrorData, 'message'>;
-  return { message: e.message, code: f.code, file: f.file, offset: f.offset, collection: f.collection, id: f.id } satisfies NativeErrorData;
+  return { message: e.message, code: f.code, file: f.file, offset: f.offset, collection: f.collection, id: f.id, seq: f.seq } satisfies NativeErrorData;
 }
 
 /** A native error (or its `transferableError` data) as a CairnError, from its `code`, `file`,
@@ -116,6 +143,7 @@ export function fromNative(e: unknown): CairnError {
     ...(typeof f.offset === 'number' ? { offset: f.offset } : {}),
     ...(typeof f.collection === 'string' ? { collection: f.collection } : {}),
     ...(typeof f.id === 'string' ? { id: f.id } : {}),
+    ...(typeof f.seq === 'bigint' ? { seq: f.seq } : {}),
     cause: e,
   });
 }

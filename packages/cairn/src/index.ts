@@ -1,4 +1,4 @@
-export type { ExportOptions, ExportResult, ImportResult } from './archive.js';
+export type { ArchiveProgress, ExportOptions, ExportResult, ImportOptions, ImportResult } from './archive.js';
 export { exportSnapshot, importSnapshot } from './archive.js';
 export type { Cron } from './backup/cron.js';
 export { parseCron } from './backup/cron.js';
@@ -18,7 +18,7 @@ export type {
   VerifyProblem,
   VerifyReport,
 } from './backup/types.js';
-export { type DrillOptions, type DrillReport, runDrill, type ScenarioResult } from './drill/index.js';
+export { type DrillOptions, type DrillReport, runDrill, type ScenarioResult, SEED_CLAIMS } from './drill/index.js';
 export type { Metric } from './encode.js';
 export type { CairnErrorCode } from './errors.js';
 export { CairnError } from './errors.js';
@@ -32,6 +32,7 @@ export type { DiskUse, InspectedCollection, StoreInspection } from './inspect.js
 export { inspectStore } from './inspect.js';
 export type { HealthReport, HttpServer, ServeHttpOptions, StoreStatus } from './ops/index.js';
 export type { BackupCatalog } from './ops/types.js';
+export { ReadView, ViewCollection } from './read-view.js';
 export type { OpenReplicaOptions } from './replication/replica.js';
 export { openReplica, Replica } from './replication/replica.js';
 export type { ReplicationServer, ServeReplicationOptions } from './replication/server.js';
@@ -85,7 +86,11 @@ export type {
   SkippedRecord,
   StoredRecord,
   StoreEvents,
+  StoreStats,
+  StoreWarning,
   SyncMode,
   VectorRecord,
 } from './store.js';
 export { Collection, open, Store } from './store.js';
+export type { TransactionOptions, TransactionStats } from './transaction.js';
+export { Transaction, TransactionCollection } from './transaction.js';

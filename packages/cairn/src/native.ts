@@ -11,9 +11,13 @@ export type {
   NativeInstallOutcome,
   NativeManifest,
   NativeQuarantineNote,
+  NativeReadKey,
+  NativeReadView,
   NativeRebuildOutcome,
+  NativeRow,
   NativeSnapshotInfo,
   NativeStore,
+  NativeViewStats,
 } from '@cairn/native';
 
 const require = createRequire(import.meta.url);

@@ -10,6 +10,7 @@ import { join, resolve as resolvePath } from 'node:path';
 import { invalidArgument, native } from './errors.js';
 import { LAYOUT } from './layout.js';
 import { type NativeSnapshotInfo, nativeModule } from './native.js';
+import { withNativeProgress } from './native-progress.js';
 import { checkKnownKeys, checkPlainObject } from './validate.js';
 
 export interface SnapshotInfo {
@@ -116,20 +117,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       timeMs = t;
     } else throw invalidArgument('options.to must have seq or time');
   }
-  const onProgress = options.onProgress;
-  const handle = onProgress ? nativeModule.restoreProgressOpen() : null;
-  const report = () => {
-    if (handle !== null) onProgress?.(nativeModule.restoreProgress(handle));
-  };
-  const timer = handle === null ? null : setInterval(report, 200);
-  let r: Awaited<ReturnType<typeof nativeModule.restoreStore>>;
-  try {
-    r = await native(() => nativeModule.restoreStore(resolvePath(options.source), resolvePath(options.target), seq, timeMs, handle, options.copy === true));
-    report();
-  } finally {
-    if (timer) clearInterval(timer);
-    if (handle !== null) nativeModule.restoreProgressClose(handle);
-  }
+  const r = await withNativeProgress(options.onProgress, (handle) =>
+    native(() => nativeModule.restoreStore(resolvePath(options.source), resolvePath(options.target), seq, timeMs, handle, options.copy === true)),
+  );
   return {
     seq: r.seq,
     time: new Date(r.timeMs),

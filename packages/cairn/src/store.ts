@@ -1,11 +1,15 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
+import { type CollectionInfo, CollectionReader, type Metadata, type StoredRecord } from './collection-reader.js';
 import { type EncodedOp, encodeBatch, type Metric } from './encode.js';
 import { CairnError, fromNative, invalidArgument, native, nativeSync } from './errors.js';
 import { encodeFilter, type Filter } from './filter.js';
-import { type NativeStore, nativeModule } from './native.js';
+import { type NativeReadKey, type NativeReadView, type NativeStore, nativeModule } from './native.js';
+import { type ByteProgress, withNativeProgress } from './native-progress.js';
 import { type HealthReport, type HttpServer, type ServeHttpOptions, StoreOps, type StoreStatus } from './ops/index.js';
+import { ReadView } from './read-view.js';
+import { type ColumnarRecords, encodeDeletes, encodeUpserts, type VectorRecord } from './records.js';
 import { parseNodeId } from './replication/options.js';
 import { type ReplicationServer, type ServeReplicationOptions, startReplicationServer } from './replication/server.js';
 import type { PrimaryStatus, ReplicaNodeStatus, ReplicationHook, StandaloneStatus, WriteConcern } from './replication/types.js';
@@ -15,21 +19,22 @@ import { type ParsedScrubOptions, parseScrubOptions, runScrub, type ScrubOptions
 import { ReplicaSource } from './scrub/replica-source.js';
 import { defaultSources, type RepairSource } from './scrub/sources.js';
 import { checkStoreDir } from './store-dir.js';
-import {
-  checkJson,
-  checkKnownKeys,
-  checkName,
-  checkOneOf,
-  checkPlainObject,
-  checkPositiveInt,
-  checkVector,
-  hasOnlyKeys,
-  isFiniteVector,
-  isPlainJson,
-  isPlainName,
-  isPlainObject,
-  MAX_DIM,
-} from './validate.js';
+import { runTransaction, type Transaction, type TransactionOptions, type TransactionStats } from './transaction.js';
+import { checkKnownKeys, checkName, checkOneOf, checkPlainObject, checkPositiveInt, MAX_DIM } from './validate.js';
+
+export type {
+  CollectionInfo,
+  CountOptions,
+  Metadata,
+  QueryHit,
+  QueryOptions,
+  QueryResult,
+  ScannedRecord,
+  ScanOptions,
+  SkippedRecord,
+  StoredRecord,
+} from './collection-reader.js';
+export type { ColumnarRecords, VectorRecord } from './records.js';
 
 /**
  * When a write's promise resolves:
@@ -87,6 +92,12 @@ export interface OpenOptions {
    * adds and two clock reads per commit group). `false`: the engine's figures stay zero.
    */
   metrics?: boolean;
+  /**
+   * A read view open longer than this is released, with a `'warning'` event, so that a leaked
+   * view cannot keep row versions alive without bound (default 300 000 = 5 minutes).
+   * Transactions are bounded by their own `timeoutMs` instead.
+   */
+  maxViewAgeMs?: number;
 }
 
 export interface CollectionOptions {
@@ -94,72 +105,6 @@ export interface CollectionOptions {
   metric?: Metric;
   m?: number;
   efConstruction?: number;
-}
-
-export interface CollectionInfo {
-  name: string;
-  dim: number;
-  metric: Metric;
-  m: number;
-  efConstruction: number;
-  count: number;
-}
-
-export type Metadata = Record<string, unknown>;
-
-/** `M` is the collection's metadata type (`db.collection<M>(name)`); any JSON object by default. */
-export interface VectorRecord<M extends object = Metadata> {
-  id: string;
-  vector: Float32Array | number[];
-  metadata?: M;
-}
-
-/**
- * The columnar form of an upsert: `n` ids, their vectors back to back in one `n × dim`
- * Float32Array, and optionally `n` metadata objects (an absent one is `{}`). It avoids a JS
- * object per record; validation and error messages are those of the record form.
- */
-export interface ColumnarRecords<M extends object = Metadata> {
-  ids: string[];
-  vectors: Float32Array;
-  metadata?: (M | undefined)[];
-}
-
-export interface StoredRecord<M extends object = Metadata> {
-  id: string;
-  vector: Float32Array;
-  metadata: M;
-}
-
-export interface QueryOptions {
-  k: number;
-  /** HNSW beam width (default 64, raised to k). Larger is slower and more exact. */
-  ef?: number;
-  /** Scan every row instead of using the graph: the ground truth. */
-  exact?: boolean;
-  /** Only rows matching this filter (operators, dotted paths, arrays: see README "Filters"). */
-  filter?: Filter;
-}
-
-export interface CountOptions {
-  filter?: Filter;
-}
-
-export interface ScanOptions {
-  filter?: Filter;
-  /** Most rows the iteration yields (default: all). */
-  limit?: number;
-  /** Resume after this id (the last id of an earlier scan): rows with greater ids only. */
-  after?: string;
-  /** Include each row's vector (default false). */
-  vectors?: boolean;
-}
-
-export interface ScannedRecord {
-  id: string;
-  metadata: Metadata;
-  /** Present when `vectors: true`. */
-  vector?: Float32Array;
 }
 
 export type PayloadIndexType = 'keyword' | 'number' | 'bool';
@@ -170,29 +115,6 @@ export interface PayloadIndexInfo {
   /** (value, row) pairs held: a row whose array holds n distinct indexed values counts n times. */
   entries: number;
 }
-
-export interface QueryHit<M extends object = Metadata> {
-  id: string;
-  /** Cosine similarity (cosine), dot product (ip): higher is closer. Euclidean distance (l2): lower is closer. */
-  score: number;
-  /** Lower is closer, for every metric, so sorting never depends on the metric: the Euclidean
-   *  distance (l2), `1 - cosine similarity` (cosine), `1 - dot product` (ip). */
-  distance: number;
-  metadata: M;
-}
-
-/** A record a query could not consider: damaged on disk and not repaired (see
- *  `RecoveryReport.unreadableRecords`), or an in-memory copy that failed its checksum. */
-export interface SkippedRecord {
-  id: string;
-  reason: string;
-}
-
-/**
- * Hits best first. `skipped` (non-enumerable, normally empty) lists the records the query could
- * not consider; the hits are the best of the rest. A query never fails because one record is bad.
- */
-export type QueryResult<M extends object = Metadata> = QueryHit<M>[] & { readonly skipped: SkippedRecord[] };
 
 export type BatchOp = { collection: string; op: 'upsert'; records: VectorRecord[] | ColumnarRecords } | { collection: string; op: 'delete'; ids: string[] };
 
@@ -232,14 +154,22 @@ export interface IndexStats {
   bytes: number;
 }
 
-const OPEN_KEYS = ['create', 'sync', 'recovery', 'walSegmentBytes', 'walArchive', 'snapshots', 'scrub', 'nodeId', 'replica', 'metrics'] as const;
+const OPEN_KEYS = [
+  'create',
+  'sync',
+  'recovery',
+  'walSegmentBytes',
+  'walArchive',
+  'snapshots',
+  'scrub',
+  'nodeId',
+  'replica',
+  'metrics',
+  'maxViewAgeMs',
+] as const;
+const DEFAULT_MAX_VIEW_AGE_MS = 300_000;
 const COLLECTION_KEYS = ['dim', 'metric', 'm', 'efConstruction'] as const;
-const QUERY_KEYS = ['k', 'ef', 'exact', 'filter'] as const;
-const SCAN_KEYS = ['filter', 'limit', 'after', 'vectors'] as const;
 const INDEX_TYPES: readonly PayloadIndexType[] = ['keyword', 'number', 'bool'];
-/** Rows fetched per native call while scanning. */
-const SCAN_PAGE = 1000;
-const DEFAULT_EF = 64;
 const METRICS: readonly Metric[] = ['cosine', 'l2', 'ip'];
 
 /**
@@ -286,12 +216,14 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
   const replica = options.replica === true;
   if (options.metrics !== undefined && typeof options.metrics !== 'boolean') throw invalidArgument('options.metrics must be a boolean');
   const metrics = options.metrics ?? true;
+  const maxViewAgeMs =
+    options.maxViewAgeMs === undefined ? DEFAULT_MAX_VIEW_AGE_MS : checkPositiveInt('options.maxViewAgeMs', options.maxViewAgeMs, 2 ** 31 - 1);
   if (options.create !== undefined && typeof options.create !== 'boolean') throw invalidArgument('options.create must be a boolean');
   await checkStoreDir(resolve(dir), options.create !== false);
   const handle = await native(() =>
     nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }), ...archive, replica, metrics }),
   );
-  const store = new Store(resolve(dir), handle, sync);
+  const store = new Store(resolve(dir), handle, sync, { replica, maxViewAgeMs });
   store.nodeId = nodeId;
   if (schedule) store.startSnapshotSchedule(schedule);
   if (scrubSchedule) store.startScrubSchedule(scrubSchedule);
@@ -308,6 +240,29 @@ export interface StoreEvents {
   /** A scheduled scrub finished (`options.scrub`). */
   scrub: [report: ScrubReport];
   'scrub-error': [error: unknown];
+  /** Something the store did on its own that the application should know of; today: a read
+   *  view open longer than `maxViewAgeMs` was released (`code: 'CAIRN_VIEW_EXPIRED'`). */
+  warning: [warning: StoreWarning];
+}
+
+export interface StoreWarning {
+  code: 'CAIRN_VIEW_EXPIRED';
+  message: string;
+  /** The released view's seq. */
+  seq: bigint;
+}
+
+/** `db.stats()`: read views and the versions they keep, and transactions since open. */
+export interface StoreStats {
+  views: {
+    /** Read views open, including the snapshot of each running transaction. */
+    open: number;
+    /** Prior row versions kept alive for them (rows changed or deleted after a view's seq). */
+    pinnedVersions: number;
+    /** The oldest seq a view pins; null when none is open. */
+    oldestSeq: bigint | null;
+  };
+  transactions: TransactionStats;
 }
 
 type StoreEventName = keyof StoreEvents;
@@ -347,13 +302,21 @@ export class Store extends EventEmitter {
   #replication: ReplicationHook | null = null;
   /** Metrics, status, health and HTTP: created on first use (see `ops/`). */
   #ops: StoreOps | null = null;
+  /** Opened as a replica: local writes and transactions are refused. */
+  readonly #replica: boolean;
+  readonly #maxViewAgeMs: number;
+  /** Open read views and the timers that expire them. */
+  readonly #views = new Map<ReadView, NodeJS.Timeout>();
+  readonly #txStats: TransactionStats = { committed: 0, conflicts: 0, retries: 0, aborted: 0, timedOut: 0 };
 
   /** @internal use `open()`. */
-  constructor(dir: string, handle: NativeStore, sync: SyncMode) {
+  constructor(dir: string, handle: NativeStore, sync: SyncMode, options: { replica?: boolean; maxViewAgeMs?: number } = {}) {
     super();
     this.dir = dir;
     this.sync = sync;
     this.#native = handle;
+    this.#replica = options.replica === true;
+    this.#maxViewAgeMs = options.maxViewAgeMs ?? DEFAULT_MAX_VIEW_AGE_MS;
     this.recoveryReport = handle.recoveryReport();
     for (const rebuild of this.recoveryReport.indexRebuilds) {
       setImmediate(() => this.emit('index-rebuild', rebuild));
@@ -461,6 +424,82 @@ export class Store extends EventEmitter {
   }
 
   /**
+   * A consistent read view at `lastSeq`: its collections' `get`, `getMany`, `count`, `scan` and
+   * `query` answer as of `view.seq` whatever is written, checkpointed or compacted meanwhile.
+   * Release it when done (`view.release()` or `using view = db.readView()`).
+   */
+  readView(): ReadView {
+    this.#checkOpen();
+    const view = new ReadView(
+      nativeSync(() => this.#native.readView()),
+      (v) => {
+        clearTimeout(this.#views.get(v));
+        this.#views.delete(v);
+      },
+    );
+    const expire = setTimeout(() => {
+      if (view.released) return;
+      view.release();
+      this.emit('warning', {
+        code: 'CAIRN_VIEW_EXPIRED',
+        message: `read view at seq ${view.seq} was open longer than maxViewAgeMs (${this.#maxViewAgeMs} ms) and was released`,
+        seq: view.seq,
+      });
+    }, this.#maxViewAgeMs);
+    expire.unref();
+    this.#views.set(view, expire);
+    return view;
+  }
+
+  /**
+   * Run `fn` as an optimistic transaction: its reads see a snapshot plus its own writes, and
+   * its writes commit as ONE batch (one WAL record, atomic and durable like `batch`) unless an
+   * id it read with `get`/`getMany` or wrote was written by someone else after the snapshot.
+   * Then it is re-run up to `options.retries` times, and finally rejects with `CAIRN_CONFLICT`
+   * naming the collection and id. A throw in `fn`, `tx.abort()` (`CAIRN_ABORTED`) or
+   * `options.timeoutMs` (`CAIRN_TIMEOUT`) writes nothing. Resolves with `fn`'s value.
+   */
+  async transaction<T>(fn: (tx: Transaction) => Promise<T> | T, options?: TransactionOptions): Promise<T> {
+    this.#checkOpen();
+    if (this.#replica) throw new CairnError('CAIRN_NOT_PRIMARY', 'this store is a replica: run transactions on the primary');
+    return runTransaction(
+      {
+        snapshot: () => {
+          this.#checkOpen();
+          const view = nativeSync(() => this.#native.readView());
+          return { view, collections: nativeSync(() => view.collections()) };
+        },
+        commit: (view, ops, reads) => this.#commitTransaction(view, ops, reads),
+        applied: (seq) => this.#applied(seq),
+        stats: this.#txStats,
+      },
+      fn,
+      options,
+    );
+  }
+
+  /** Resolves once `seq` is applied, polling each millisecond for at most 2 s: the write is in
+   *  a commit group whose fsync is under way (or failed, which the retry then reports). */
+  async #applied(seq: bigint): Promise<void> {
+    for (let i = 0; i < 2000 && this.#native.lastSeq < seq && !this.#closed; i++) await new Promise((r) => setTimeout(r, 1));
+  }
+
+  #commitTransaction(view: NativeReadView, ops: EncodedOp[], reads: NativeReadKey[]): Promise<bigint> {
+    this.#checkOpen();
+    const payload = encodeBatch(ops);
+    const submit = () => this.#native.commitTransaction(view, payload, reads).catch(rejectNative);
+    const hook = this.#replication;
+    return hook === null ? submit() : hook.commit(payload, {}, submit);
+  }
+
+  /** Read views open and the versions they keep; transactions since open. */
+  stats(): StoreStats {
+    this.#checkOpen();
+    const v = this.#native.viewStats();
+    return { views: { open: v.views, pinnedVersions: v.versions, oldestSeq: v.oldestSeq ?? null }, transactions: { ...this.#txStats } };
+  }
+
+  /**
    * Write the state to immutable checkpoint files, replace the manifest atomically, and move
    * the WAL segments it covers to the WAL archive.
    */
@@ -473,13 +512,17 @@ export class Store extends EventEmitter {
   /**
    * Checkpoint, then keep the checkpoint's files as a snapshot (hard links). An incremental
    * snapshot holds only the files and WAL added since the previous snapshot, its base.
+   * `onProgress` gets the bytes the checkpoint writes plus, for an incremental one, the archived
+   * WAL it reads to checksum, of a total known before the first byte; it ends at the total.
    */
-  async snapshot(options: { incremental?: boolean } = {}): Promise<SnapshotInfo> {
+  async snapshot(options: { incremental?: boolean; onProgress?: (p: ByteProgress) => void } = {}): Promise<SnapshotInfo> {
     this.#checkOpen();
     checkPlainObject('options', options);
-    checkKnownKeys('options', options, ['incremental']);
+    checkKnownKeys('options', options, ['incremental', 'onProgress']);
     if (options.incremental !== undefined && typeof options.incremental !== 'boolean') throw invalidArgument('options.incremental must be a boolean');
-    return toSnapshotInfo(await native(() => this.#native.snapshot(options.incremental === true)));
+    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw invalidArgument('options.onProgress must be a function');
+    const info = await withNativeProgress(options.onProgress, (handle) => native(() => this.#native.snapshot(options.incremental === true, handle)));
+    return toSnapshotInfo(info);
   }
 
   async snapshots(): Promise<SnapshotInfo[]> {
@@ -658,6 +701,7 @@ export class Store extends EventEmitter {
     this.#replication = null;
     if (replication) await replication.close();
     for (const t of this.#timers.splice(0)) clearInterval(t);
+    for (const view of [...this.#views.keys()]) view.release();
     await this.#ops?.close();
     const scrub = this.#scrubRun;
     if (scrub) {
@@ -668,99 +712,35 @@ export class Store extends EventEmitter {
   }
 }
 
-const RECORD_KEYS = ['id', 'vector', 'metadata'] as const;
-
-const COLUMNAR_KEYS = ['ids', 'vectors', 'metadata'] as const;
-
-function encodeUpserts(field: string, collection: string, dim: number, records: unknown, out: EncodedOp[]): void {
-  if (isPlainObject(records)) {
-    encodeColumnarUpserts(field, collection, dim, records, out);
-    return;
-  }
-  if (!Array.isArray(records) || records.length === 0) {
-    throw invalidArgument(`${field} must be a non-empty array of records or { ids, vectors, metadata? }`);
-  }
-  const seen = new Set<string>();
-  // The is* predicates accept the common valid case without building a field name; when one
-  // fails, the check* twin throws the message that names the field (or converts a number[]).
-  records.forEach((r, i) => {
-    if (!isPlainObject(r) || !hasOnlyKeys(r, RECORD_KEYS)) {
-      checkKnownKeys(`${field}[${i}]`, checkPlainObject(`${field}[${i}]`, r), RECORD_KEYS);
-    }
-    const rec = r as Record<string, unknown>;
-    const id = isPlainName(rec.id) ? rec.id : checkName(`${field}[${i}].id`, rec.id);
-    if (seen.has(id)) throw invalidArgument(`${field}[${i}].id '${id}' appears twice in one batch`);
-    seen.add(id);
-    const vector = isFiniteVector(rec.vector, dim) ? rec.vector : checkVector(`${field}[${i}].vector`, rec.vector, dim);
-    const meta = rec.metadata ?? {};
-    if (!isPlainObject(meta) || !isPlainJson(meta)) {
-      checkPlainObject(`${field}[${i}].metadata`, meta);
-      checkJson(`${field}[${i}].metadata`, meta);
-    }
-    out.push({ kind: 'upsert', collection, id, vector, metadata: JSON.stringify(meta) });
-  });
-}
-
-/** The columnar form: record `i` is `ids[i]`, `vectors[i*dim .. (i+1)*dim)` and `metadata?.[i]`. */
-function encodeColumnarUpserts(field: string, collection: string, dim: number, columns: Record<string, unknown>, out: EncodedOp[]): void {
-  checkKnownKeys(field, columns, COLUMNAR_KEYS);
-  const { ids, vectors, metadata } = columns;
-  if (!Array.isArray(ids) || ids.length === 0) throw invalidArgument(`${field}.ids must be a non-empty array`);
-  if (!(vectors instanceof Float32Array)) throw invalidArgument(`${field}.vectors must be a Float32Array of ids.length × dim values`);
-  const n = ids.length;
-  if (vectors.length !== n * dim) {
-    throw invalidArgument(`${field}.vectors has ${vectors.length} values, expected ${n} ids × dim ${dim} = ${n * dim}`);
-  }
-  if (metadata !== undefined && (!Array.isArray(metadata) || metadata.length !== n)) {
-    throw invalidArgument(`${field}.metadata must be an array with one entry per id (${n})`);
-  }
-  for (let j = 0; j < vectors.length; j++) {
-    const x = vectors[j]!;
-    if (x - x !== 0) {
-      throw invalidArgument(`${field}.vectors[${j}] (record ${Math.floor(j / dim)}, component ${j % dim}) must be a finite number (got ${String(x)})`);
-    }
-  }
-  const seen = new Set<string>();
-  for (let i = 0; i < n; i++) {
-    const raw = ids[i];
-    const id = isPlainName(raw) ? raw : checkName(`${field}.ids[${i}]`, raw);
-    if (seen.has(id)) throw invalidArgument(`${field}.ids[${i}] '${id}' appears twice in one batch`);
-    seen.add(id);
-    const meta = (metadata as unknown[] | undefined)?.[i] ?? {};
-    if (!isPlainObject(meta) || !isPlainJson(meta)) {
-      checkPlainObject(`${field}.metadata[${i}]`, meta);
-      checkJson(`${field}.metadata[${i}]`, meta);
-    }
-    out.push({ kind: 'upsert', collection, id, vector: vectors.subarray(i * dim, (i + 1) * dim), metadata: JSON.stringify(meta) });
-  }
-}
-
 const toSeq = (seq: bigint): { seq: bigint } => ({ seq });
 const rejectNative = (e: unknown): never => {
   throw fromNative(e);
 };
 
-function encodeDeletes(field: string, collection: string, ids: unknown, out: EncodedOp[]): void {
-  if (!Array.isArray(ids) || ids.length === 0) throw invalidArgument(`${field} must be a non-empty array`);
-  ids.forEach((id, i) => {
-    out.push({ kind: 'delete', collection, id: checkName(`${field}[${i}]`, id) });
-  });
-}
-
-export class Collection<M extends object = Metadata> {
-  readonly name: string;
-  readonly dim: number;
-  readonly metric: Metric;
+export class Collection<M extends object = Metadata> extends CollectionReader<M> {
   readonly #store: Store;
   readonly #native: NativeStore;
 
   /** @internal use `store.collection()`. */
   constructor(store: Store, handle: NativeStore, info: CollectionInfo) {
+    super(handle, info);
     this.#store = store;
     this.#native = handle;
-    this.name = info.name;
-    this.dim = info.dim;
-    this.metric = info.metric;
+  }
+
+  /** The stored record, checked against its checksum. A record known to be damaged, or whose
+   *  copy fails its checksum, rejects with `CAIRN_CORRUPTION` naming it: wrong bytes are never
+   *  returned. With replication, a damaged record is repaired from the other nodes and read again. */
+  override async get(id: string): Promise<StoredRecord<M> | undefined> {
+    try {
+      return await super.get(id);
+    } catch (e) {
+      if (!(e instanceof CairnError && e.code === 'CAIRN_CORRUPTION') || !(await this.#store.readRepair(this.name, id))) throw e;
+      return this.toRecord(
+        id,
+        nativeSync(() => this.#native.get(this.name, id)),
+      );
+    }
   }
 
   /** `options` overrides the replication server's write concern for this write. */
@@ -777,80 +757,6 @@ export class Collection<M extends object = Metadata> {
     const encoded: EncodedOp[] = [];
     encodeDeletes('ids', this.name, ids, encoded);
     return this.#store.commit(encoded, concern);
-  }
-
-  /** The stored record, checked against its checksum. A record known to be damaged, or whose
-   *  copy fails its checksum, rejects with `CAIRN_CORRUPTION` naming it: wrong bytes are never returned. */
-  async get(id: string): Promise<StoredRecord<M> | undefined> {
-    checkName('id', id);
-    let row: ReturnType<NativeStore['get']>;
-    try {
-      row = nativeSync(() => this.#native.get(this.name, id));
-    } catch (e) {
-      // With replication, a damaged record is repaired from the other nodes and read again.
-      if (!(e instanceof CairnError && e.code === 'CAIRN_CORRUPTION') || !(await this.#store.readRepair(this.name, id))) throw e;
-      row = nativeSync(() => this.#native.get(this.name, id));
-    }
-    if (!row) return undefined;
-    return { id, vector: row.vector, metadata: JSON.parse(row.metadata) as M };
-  }
-
-  /** Live rows; with `filter`, those matching it (counted natively, off the event loop). */
-  async count(options?: CountOptions): Promise<number> {
-    if (options === undefined) return nativeSync(() => this.#native.count(this.name));
-    checkPlainObject('options', options);
-    checkKnownKeys('options', options, ['filter']);
-    if (options.filter === undefined) return nativeSync(() => this.#native.count(this.name));
-    const filter = encodeFilter('options.filter', options.filter);
-    return native(() => this.#native.countWhere(this.name, filter));
-  }
-
-  /**
-   * Rows matching `filter` in id order, fetched natively in pages. Resumable: pass the last id
-   * seen as `after`, also after a reopen. Each page is one consistent state; a row that stays
-   * live throughout the scan is yielded exactly once, whatever is written meanwhile.
-   */
-  scan(options: ScanOptions = {}): AsyncIterable<ScannedRecord> {
-    checkPlainObject('options', options);
-    checkKnownKeys('options', options, SCAN_KEYS);
-    const filter = options.filter === undefined ? null : encodeFilter('options.filter', options.filter);
-    const limit = options.limit === undefined ? Number.POSITIVE_INFINITY : checkPositiveInt('options.limit', options.limit);
-    if (options.after !== undefined && typeof options.after !== 'string') throw invalidArgument('options.after must be a string id');
-    if (options.vectors !== undefined && typeof options.vectors !== 'boolean') throw invalidArgument('options.vectors must be a boolean');
-    const vectors = options.vectors === true;
-    const handle = this.#native;
-    const { name, dim } = this;
-    let after = options.after ?? null;
-    return {
-      async *[Symbol.asyncIterator]() {
-        let left = limit;
-        while (left > 0) {
-          const want = Math.min(left, SCAN_PAGE);
-          const page = await native(() => handle.scan(name, filter, after, want, vectors));
-          const packed = page.vectors
-            ? new Float32Array(page.vectors.buffer.slice(page.vectors.byteOffset, page.vectors.byteOffset + page.vectors.byteLength))
-            : null;
-          for (let i = 0; i < page.ids.length; i++) {
-            const row: ScannedRecord = { id: page.ids[i]!, metadata: JSON.parse(page.metadata[i]!) as Metadata };
-            if (packed) row.vector = packed.slice(i * dim, (i + 1) * dim);
-            yield row;
-          }
-          left -= page.ids.length;
-          if (page.ids.length < want) return;
-          after = page.ids[page.ids.length - 1]!;
-        }
-      },
-    };
-  }
-
-  /** Rows by id, in input order; `undefined` for an id with no row. */
-  async getMany(ids: string[]): Promise<Array<StoredRecord | undefined>> {
-    if (!Array.isArray(ids)) throw invalidArgument('ids must be an array');
-    ids.forEach((id, i) => {
-      if (!isPlainName(id)) checkName(`ids[${i}]`, id);
-    });
-    const rows = nativeSync(() => this.#native.getMany(this.name, ids));
-    return rows.map((row, i) => (row ? { id: ids[i]!, vector: row.vector, metadata: JSON.parse(row.metadata) as Metadata } : undefined));
   }
 
   /**
@@ -885,24 +791,6 @@ export class Collection<M extends object = Metadata> {
     await native(() => this.#native.dropIndex(this.name, field));
   }
 
-  /** k nearest rows, best first. Every acknowledged write is visible, indexed or not. Records
-   *  that cannot be read are skipped and listed in the result's `skipped`. */
-  async query(vector: Float32Array | number[], options: QueryOptions): Promise<QueryResult<M>> {
-    const q = checkVector('vector', vector, this.dim);
-    const [result] = await this.#search(q, 1, options);
-    return result as QueryResult<M>;
-  }
-
-  /** Many queries at once, searched in parallel on all cores, off the event loop. */
-  async queryBatch(vectors: Array<Float32Array | number[]>, options: QueryOptions): Promise<QueryResult<M>[]> {
-    if (!Array.isArray(vectors) || vectors.length === 0) throw invalidArgument('vectors must be a non-empty array');
-    const packed = new Float32Array(vectors.length * this.dim);
-    vectors.forEach((v, i) => {
-      packed.set(checkVector(`vectors[${i}]`, v, this.dim), i * this.dim);
-    });
-    return this.#search(packed, vectors.length, options);
-  }
-
   /** Resolves once every acknowledged row is in the HNSW graph. */
   async waitForIndex(): Promise<void> {
     await native(() => this.#native.waitForIndex(this.name));
@@ -910,21 +798,5 @@ export class Collection<M extends object = Metadata> {
 
   indexStats(): IndexStats {
     return nativeSync(() => this.#native.indexStats(this.name));
-  }
-
-  async #search(packed: Float32Array, count: number, options: QueryOptions): Promise<QueryResult<M>[]> {
-    checkPlainObject('options', options);
-    checkKnownKeys('options', options, QUERY_KEYS);
-    const k = checkPositiveInt('options.k', options.k, 100_000);
-    const ef = options.ef === undefined ? DEFAULT_EF : checkPositiveInt('options.ef', options.ef, 100_000);
-    if (options.exact !== undefined && typeof options.exact !== 'boolean') throw invalidArgument('options.exact must be a boolean');
-    const filter = options.filter === undefined ? null : encodeFilter('options.filter', options.filter);
-    const results = await native(() => this.#native.query(this.name, packed, count, k, options.exact ? null : ef, filter));
-    return results.map(({ hits, skipped }) => {
-      const l2 = this.metric === 'l2';
-      const out = hits.map((h) => ({ id: h.id, score: h.score, distance: l2 ? h.score : 1 - h.score, metadata: JSON.parse(h.metadata) as M }));
-      // Non-enumerable: results still compare and print as plain arrays of hits.
-      return Object.defineProperty(out, 'skipped', { value: skipped, enumerable: false }) as QueryResult<M>;
-    });
   }
 }

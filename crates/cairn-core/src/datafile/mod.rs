@@ -8,8 +8,10 @@
 //! - `format.rs`: byte offsets, magic and versions; the header and footer, checked alone.
 //! - `writer.rs`: `DataFileWriter`, which builds a whole file in memory.
 //! - `reader.rs`: parsing and verifying records, and locating damaged ones by identity.
+//! - `lookup.rs`: finding ids by binary search, reading a few windows instead of the file.
 
 mod format;
+mod lookup;
 mod reader;
 mod writer;
 
@@ -17,6 +19,7 @@ pub use format::{
     check_footer, check_header, read_header, DataFileHeader, RecordFormat, DATAFILE_HEADER_LEN, DATAFILE_MAGIC, DATAFILE_VERSION,
     FOOTER_LEN, FOOTER_MAGIC, KIND_BASE, KIND_DELTA, REC_DELETE, REC_UPSERT, R_FIXED,
 };
+pub use lookup::IdLookup;
 pub use reader::{
     check_record, read_data_file, record_id_hint, record_identity, record_ids, BadRecord, DataFileContents, DataRecord, RecordIdentity,
 };

@@ -12,13 +12,14 @@ use super::{poison, retention, Engine, Request, Shared};
 use crate::batch::CollectionSpec;
 use crate::checksum::xxh3;
 use crate::datafile::{DataFileHeader, DataFileWriter, DATAFILE_VERSION, KIND_BASE, KIND_DELTA};
-use crate::durable::{temp_path, write_synced};
+use crate::durable::{temp_path, write_synced_counted};
 use crate::error::{Error, Result};
 use crate::index::{label_of, CollectionIndex};
 use crate::layout::{data_file_name, graph_file_name, payload_file_name, DATA_DIR};
 use crate::manifest::{self, Manifest, ManifestCollection};
 use crate::metrics::observe_since;
 use crate::payload::PayloadIndexDef;
+use crate::progress::ByteProgress;
 use crate::state::{FileRef, Row, UnreadableRecord};
 use crate::storage::Storage;
 use crate::sync::{lock, read, write};
@@ -47,6 +48,17 @@ struct CapturedCollection {
     /// The payload index file's bytes when the indexes changed since the file the manifest names.
     payload_bytes: Option<Vec<u8>>,
     payload_file: Option<FileRef>,
+    /// Rows at `seq`, the unreadable ones included (the manifest's `rows`).
+    rows: u64,
+}
+
+/// Bytes a caller counts after the checkpoint, from the store directory and the seq.
+type ExtraBytes<'a> = Box<dyn FnOnce(&Path, u64) -> Result<u64> + 'a>;
+
+/// A caller following a checkpoint's progress (`checkpoint_tracked_then`).
+struct Tracking<'a> {
+    progress: &'a ByteProgress,
+    extra: ExtraBytes<'a>,
 }
 
 /// Deltas are merged into a new base once there are this many files.
@@ -86,7 +98,9 @@ pub(super) fn capture(shared: &Shared, writer: &mut WalWriter) -> Result<Capture
         let payload_bytes = (!c.payload.is_empty() && (c.payload.changed || c.payload_file.is_none()))
             .then(|| crate::payload::encode_payload_file(&c.payload, seq));
         c.payload.changed = false;
+        let rows = c.count() as u64;
         collections.push(CapturedCollection {
+            rows,
             payload_defs: c.payload.defs(),
             payload_bytes,
             payload_file: if c.payload.is_empty() { None } else { c.payload_file.clone() },
@@ -118,7 +132,24 @@ impl Engine {
     pub fn checkpoint_then<T>(&self, f: impl FnOnce(&Manifest, &Path) -> Result<T>) -> Result<(u64, T)> {
         self.check_open()?;
         let _one_at_a_time = lock(&self.shared.checkpoint_lock);
-        let seq = self.checkpoint_locked()?;
+        let seq = self.checkpoint_locked(None)?;
+        let manifest = lock(&self.shared.manifest).clone();
+        Ok((seq, f(&manifest, &self.shared.dir)?))
+    }
+
+    /// `checkpoint_then`, counting into `progress` the bytes of the files the checkpoint writes
+    /// plus the `extra(dir, seq)` bytes that `f` will count itself. The total is set before the
+    /// first byte is written: the checkpoint encodes all its files first (so it holds them in
+    /// memory together), then writes them.
+    pub fn checkpoint_tracked_then<T>(
+        &self,
+        progress: &ByteProgress,
+        extra: impl FnOnce(&Path, u64) -> Result<u64>,
+        f: impl FnOnce(&Manifest, &Path) -> Result<T>,
+    ) -> Result<(u64, T)> {
+        self.check_open()?;
+        let _one_at_a_time = lock(&self.shared.checkpoint_lock);
+        let seq = self.checkpoint_locked(Some(Tracking { progress, extra: Box::new(extra) }))?;
         let manifest = lock(&self.shared.manifest).clone();
         Ok((seq, f(&manifest, &self.shared.dir)?))
     }
@@ -161,7 +192,7 @@ impl Engine {
             c.data_files.clear();
             c.payload_file = None;
         }
-        self.checkpoint_locked()
+        self.checkpoint_locked(None)
     }
 
     /// Rewrite `MANIFEST` from the manifest the engine holds. `before` runs first under the
@@ -174,7 +205,7 @@ impl Engine {
         manifest::store(self.shared.opts.storage.as_ref(), &self.shared.dir, &m)
     }
 
-    fn checkpoint_locked(&self) -> Result<u64> {
+    fn checkpoint_locked(&self, tracking: Option<Tracking<'_>>) -> Result<u64> {
         let started = self.shared.metrics.start();
         let (tx, rx) = std::sync::mpsc::channel();
         {
@@ -187,7 +218,7 @@ impl Engine {
         self.shared.queue_cv.notify_one();
         let capture = rx.recv().unwrap_or(Err(Error::Closed))?;
         let seq = capture.seq;
-        let result = self.write_checkpoint(capture);
+        let result = self.write_checkpoint(capture, tracking);
         if result.is_ok() {
             observe_since(&self.shared.metrics.checkpoint, started);
         }
@@ -198,22 +229,21 @@ impl Engine {
         result.map(|_| seq)
     }
 
-    fn write_checkpoint(&self, capture: Capture) -> Result<()> {
+    fn write_checkpoint(&self, capture: Capture, tracking: Option<Tracking<'_>>) -> Result<()> {
         let sh = &self.shared;
         let storage = sh.opts.storage.as_ref();
         let data_dir = sh.dir.join(DATA_DIR);
-        let mut collections = Vec::new();
+        // 1. Encode every file this checkpoint writes.
+        let mut planned = Vec::new();
         for c in capture.collections {
-            let mut data_files = c.existing;
-            if let Some((kind, rows)) = &c.write {
-                let kind = *kind;
+            let data = c.write.as_ref().map(|(kind, rows)| {
                 let header = DataFileHeader {
                     version: DATAFILE_VERSION,
                     dim: c.spec.dim,
                     collection_id: c.id,
                     covered_seq: capture.seq,
                     metric: c.spec.metric,
-                    kind,
+                    kind: *kind,
                 };
                 let mut w = DataFileWriter::new(&header);
                 for (id, row) in rows {
@@ -223,8 +253,33 @@ impl Engine {
                     }
                 }
                 let (bytes, records) = w.finish();
+                (*kind, bytes, records)
+            });
+            let graph = self.encode_index(capture.seq, &c.index, c.write.is_some() || c.index_file.is_none())?;
+            planned.push((c, data, graph));
+        }
+        let own: u64 = planned
+            .iter()
+            .map(|(c, data, graph)| {
+                let len = |b: Option<&Vec<u8>>| b.map_or(0, |b| b.len() as u64);
+                len(data.as_ref().map(|d| &d.1)) + len(graph.as_ref().map(|g| &g.0)) + len(c.payload_bytes.as_ref())
+            })
+            .sum();
+        let progress = match tracking {
+            Some(t) => {
+                let extra = (t.extra)(&sh.dir, capture.seq)?;
+                t.progress.set_total(own + extra);
+                Some(t.progress)
+            }
+            None => None,
+        };
+        // 2. Write them.
+        let mut collections = Vec::new();
+        for (c, data, graph) in planned {
+            let mut data_files = c.existing;
+            if let Some((kind, bytes, records)) = data {
                 let name = data_file_name(c.id, capture.seq);
-                write_renamed(storage, &data_dir.join(&name), &bytes)?;
+                write_renamed(storage, &data_dir.join(&name), &bytes, progress)?;
                 let r = FileRef {
                     file: name,
                     bytes: bytes.len() as u64,
@@ -237,11 +292,26 @@ impl Engine {
                 }
                 data_files.push(r);
             }
-            let index = self.write_index(&data_dir, c.id, capture.seq, &c.index, c.index_file, c.write.is_some())?;
+            let index = match graph {
+                Some((bytes, records)) => {
+                    let name = graph_file_name(c.id, capture.seq);
+                    write_renamed(storage, &data_dir.join(&name), &bytes, progress)?;
+                    Some(FileRef {
+                        file: name,
+                        bytes: bytes.len() as u64,
+                        xxh3: format!("{:016x}", xxh3(&bytes)),
+                        records,
+                        covered_seq: capture.seq,
+                    })
+                }
+                // Unchanged since the file the manifest names, or nothing indexed yet.
+                None if c.write.is_some() || c.index_file.is_none() => None,
+                None => c.index_file,
+            };
             let payload_file = match &c.payload_bytes {
                 Some(bytes) => {
                     let name = payload_file_name(c.id, capture.seq);
-                    write_renamed(storage, &data_dir.join(&name), bytes)?;
+                    write_renamed(storage, &data_dir.join(&name), bytes, progress)?;
                     Some(FileRef {
                         file: name,
                         bytes: bytes.len() as u64,
@@ -264,6 +334,7 @@ impl Engine {
                 unreadable: c.unreadable,
                 payload_indexes: c.payload_defs,
                 payload_file,
+                rows: Some(c.rows),
             });
         }
         // durability: new data and graph files must be durable before the manifest names them.
@@ -292,21 +363,13 @@ impl Engine {
         retention::remove_orphan_data(storage, &sh.dir, &new_manifest)
     }
 
-    /// Persist the graph when the collection changed since the file the manifest names (or
-    /// there is none), once every row up to `seq` is in it. It may also hold later rows: labels
-    /// make any graph file reusable, because open matches it against the rows.
-    fn write_index(
-        &self,
-        data_dir: &Path,
-        id: u64,
-        seq: u64,
-        index: &CollectionIndex,
-        current: Option<FileRef>,
-        changed: bool,
-    ) -> Result<Option<FileRef>> {
-        let storage = self.shared.opts.storage.as_ref();
-        if current.is_some() && !changed {
-            return Ok(current);
+    /// The graph file's bytes and node count when the collection changed since the file the
+    /// manifest names (or there is none), once every row up to `seq` is in it; `None` when the
+    /// named file stays, or when nothing is indexed. It may also hold later rows: labels make
+    /// any graph file reusable, because open matches it against the rows.
+    fn encode_index(&self, seq: u64, index: &CollectionIndex, changed: bool) -> Result<Option<(Vec<u8>, u64)>> {
+        if !changed {
+            return Ok(None);
         }
         index.wait_indexed_through(label_of(seq + 1, 0) - 1, &self.shared.indexer.stopped);
         let stats = index.stats();
@@ -314,23 +377,15 @@ impl Engine {
             return Ok(None);
         }
         let mut bytes = Vec::with_capacity(stats.bytes + 4096);
-        read(&index.hnsw).write_to(&mut bytes, seq).map_err(|e| Error::io(data_dir, e))?;
-        let name = graph_file_name(id, seq);
-        write_renamed(storage, &data_dir.join(&name), &bytes)?;
-        Ok(Some(FileRef {
-            file: name,
-            bytes: bytes.len() as u64,
-            xxh3: format!("{:016x}", xxh3(&bytes)),
-            records: stats.indexed as u64,
-            covered_seq: seq,
-        }))
+        read(&index.hnsw).write_to(&mut bytes, seq).map_err(|e| Error::io(self.shared.dir.join(DATA_DIR), e))?;
+        Ok(Some((bytes, stats.indexed as u64)))
     }
 }
 
 /// `durable::write_file_atomic` without its directory fsync: a checkpoint writes several files
 /// and fsyncs `data/` once for all of them, before the manifest names any.
-fn write_renamed(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<()> {
+fn write_renamed(storage: &dyn Storage, path: &Path, bytes: &[u8], progress: Option<&ByteProgress>) -> Result<()> {
     let tmp = temp_path(path);
-    write_synced(storage, &tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    write_synced_counted(storage, &tmp, bytes, progress).map_err(|e| Error::io(&tmp, e))?;
     storage.rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::transaction::{find_conflict, ConflictCheck, GroupWrites};
 use super::{checkpoint, notify_seq, poison, CommitCallback, Request, Shared, SyncMode};
 use crate::batch::{self, Op};
 use crate::clock::now_ms;
@@ -51,6 +52,13 @@ struct Accepted {
     done: Option<CommitCallback>,
 }
 
+/// A local commit request: an encoded batch and, for a transaction, its conflict check.
+struct Submitted {
+    payload: Vec<u8>,
+    done: CommitCallback,
+    check: Option<Box<ConflictCheck>>,
+}
+
 /// Where a replicated chunk's records are in a corruption error: the chunk is not a file.
 const CHUNK_NAME: &str = "<replicated chunk>";
 
@@ -75,9 +83,9 @@ impl CommitThread {
             let mut chunks = Vec::new();
             for req in requests {
                 match req {
-                    Request::Commit { payload, done } => {
+                    Request::Commit { payload, done, check } => {
                         self.replicate_group(std::mem::take(&mut chunks));
-                        group.push((payload, done));
+                        group.push(Submitted { payload, done, check });
                     }
                     Request::Replicated { bytes, done } => {
                         self.commit_group(std::mem::take(&mut group));
@@ -106,27 +114,36 @@ impl CommitThread {
         self.writer.finish();
     }
 
-    fn commit_group(&mut self, group: Vec<(Vec<u8>, CommitCallback)>) {
+    fn commit_group(&mut self, group: Vec<Submitted>) {
         if group.is_empty() {
             return;
         }
+        // Only a group holding a transaction tracks what its records write.
+        let mut group_writes = group.iter().any(|s| s.check.is_some()).then(GroupWrites::default);
         let mut accepted: Vec<Accepted> = Vec::with_capacity(group.len());
         // Sized up front: growing by doubling would copy a large batch several times.
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        buf.reserve(group.iter().map(|(payload, _)| record_len(payload.len())).sum());
+        buf.reserve(group.iter().map(|s| record_len(s.payload.len())).sum());
         let mut next_seq = self.shared.last_seq.load(Ordering::Acquire) + 1;
         let mut time_ms = read(&self.shared.state).last_time_ms;
         let mut failure: Option<Error> = None;
         if self.writer.prealloc_ready() {
             failure = self.writer.roll(next_seq).err();
         }
-        for (payload, done) in group {
+        for Submitted { payload, done, check } in group {
             if let Some(p) = lock(&self.shared.poisoned).clone() {
                 done(Err(Error::Poisoned(p)));
                 continue;
             }
-            let ops = match batch::decode(&payload).and_then(|ops| self.validate(&ops).map(|_| ops)) {
+            let checked = |ops: Vec<Op>| match (&check, &group_writes) {
+                (Some(check), Some(writes)) => match find_conflict(&read(&self.shared.state), writes, check, &ops) {
+                    Some(conflict) => Err(conflict),
+                    None => Ok(ops),
+                },
+                _ => Ok(ops),
+            };
+            let ops = match batch::decode(&payload).and_then(checked).and_then(|ops| self.validate(&ops).map(|_| ops)) {
                 Ok(ops) => ops,
                 Err(e) => {
                     done(Err(e));
@@ -145,6 +162,9 @@ impl CommitThread {
                 }
             }
             encode_record(&mut buf, RECORD_TYPE_BATCH, seq, time_ms, &payload);
+            if let Some(writes) = group_writes.as_mut() {
+                writes.add(seq, &ops);
+            }
             accepted.push(Accepted { seq, time_ms, ops: Some(ops), done: Some(done) });
         }
         self.finish_group(buf, failure, accepted);

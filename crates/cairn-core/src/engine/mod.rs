@@ -9,6 +9,8 @@
 //! - `retention.rs`: archiving covered WAL segments, archive retention, orphan file removal.
 //! - `replication.rs`: shipping WAL records to replicas, applying them on one, and waiting for
 //!   a sequence number.
+//! - `read_view.rs`: read views, answering as of one pinned seq (versions: `crate::versions`).
+//! - `transaction.rs`: optimistic transactions: the conflict check the commit thread runs.
 //! - `row_repair.rs`: serving a verified copy of a record and installing one fetched from
 //!   another node in place of a damaged one (read-repair, scrub from replicas).
 //!
@@ -27,10 +29,12 @@ mod load;
 mod open;
 mod payload_index;
 mod query;
+mod read_view;
 mod replication;
 mod retention;
 mod row_repair;
 mod select;
+mod transaction;
 pub mod truncate;
 
 use std::collections::VecDeque;
@@ -54,8 +58,10 @@ use checkpoint::Capture;
 pub use digest::{row_digest, RowDigests};
 pub use payload_index::PayloadIndexInfo;
 pub use query::{CollectionInfo, QueryOutput};
+pub use read_view::{ReadView, ViewStats};
 pub use row_repair::{DamagedRow, RowCopy, RowRepairOutcome};
 pub use select::{ScannedRow, MAX_SCAN_PAGE};
+pub use transaction::ConflictCheck;
 
 /// How far a write is durable when its promise resolves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,16 +139,13 @@ enum Request {
     Commit {
         payload: Vec<u8>,
         done: CommitCallback,
+        /// A transaction's conflict check (`transaction.rs`); None for a plain batch.
+        check: Option<Box<transaction::ConflictCheck>>,
     },
     /// Framed records from the primary, applied with their own sequence numbers and times.
-    Replicated {
-        bytes: Vec<u8>,
-        done: CommitCallback,
-    },
+    Replicated { bytes: Vec<u8>, done: CommitCallback },
     /// A checkpoint's capture, taken between groups (see `checkpoint::capture`).
-    Capture {
-        done: std::sync::mpsc::Sender<Result<Capture>>,
-    },
+    Capture { done: std::sync::mpsc::Sender<Result<Capture>> },
 }
 
 struct Queue {
@@ -214,7 +217,7 @@ impl Engine {
         if self.shared.opts.replica {
             return done(Err(not_primary()));
         }
-        self.enqueue(Request::Commit { payload, done });
+        self.enqueue(Request::Commit { payload, done, check: None });
     }
 
     /// Queue a write request for the commit thread, or complete it with the error that refuses it.

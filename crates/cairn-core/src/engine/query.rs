@@ -2,12 +2,14 @@
 //! against its checksum: a damaged in-memory copy is reported (CAIRN_CORRUPTION for `get`, a
 //! skipped record for a query) and never served.
 
+use std::path::Path;
+
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::index::IndexStats;
-use crate::metrics::observe_since;
-use crate::state::{Hit, SkippedRecord, State};
+use crate::metrics::{observe_since, EngineMetrics};
+use crate::state::{Collection, Hit, Row, SkippedRecord, State, UnreadableRecord};
 use crate::sync::{lock, read};
 
 /// A query's results: (id, score, metadata) best first, and the records it could not consider.
@@ -32,22 +34,24 @@ pub struct CollectionInfo {
     pub count: usize,
 }
 
+impl CollectionInfo {
+    pub(super) fn of(c: &Collection, count: usize) -> CollectionInfo {
+        CollectionInfo {
+            name: c.spec.name.clone(),
+            dim: c.spec.dim,
+            metric: c.spec.metric.as_str(),
+            m: c.spec.m,
+            ef_construction: c.spec.ef_construction,
+            count,
+        }
+    }
+}
+
 impl Engine {
     pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
         self.check_open()?;
         let st = read(&self.shared.state);
-        Ok(st
-            .collections
-            .values()
-            .map(|c| CollectionInfo {
-                name: c.spec.name.clone(),
-                dim: c.spec.dim,
-                metric: c.spec.metric.as_str(),
-                m: c.spec.m,
-                ef_construction: c.spec.ef_construction,
-                count: c.count(),
-            })
-            .collect())
+        Ok(st.collections.values().map(|c| CollectionInfo::of(c, c.count())).collect())
     }
 
     /// The row's vector and metadata, after checking them against the row's checksum. A record
@@ -61,21 +65,13 @@ impl Engine {
     pub(super) fn get_locked(&self, st: &State, collection: &str, id: &str) -> Result<Option<(Vec<f32>, String)>> {
         let c = st.collection(collection)?;
         if let Some(u) = c.unreadable.get(id) {
-            return Err(Error::corruption(
-                self.shared.dir.join(&u.file),
-                u.offset,
-                format!("record '{id}' of collection '{collection}' is damaged ({}) and could not be repaired", u.reason),
-            ));
+            return Err(unreadable(&self.shared.dir, collection, u));
         }
-        match c.rows.get(id) {
-            None => Ok(None),
-            Some(r) if r.verify(id) => Ok(Some((r.vector.to_vec(), r.metadata.to_string()))),
-            Some(_) => Err(self.damaged_in_memory(collection, id)),
-        }
+        row_out(&self.shared.dir, collection, id, c.rows.get(id))
     }
 
     pub(super) fn damaged_in_memory(&self, collection: &str, id: &str) -> Error {
-        Error::corruption(&self.shared.dir, 0, format!("in-memory copy of record '{id}' of collection '{collection}' fails its checksum"))
+        damaged_in_memory(&self.shared.dir, collection, id)
     }
 
     pub fn count(&self, collection: &str) -> Result<usize> {
@@ -115,52 +111,85 @@ impl Engine {
         self.check_open()?;
         let st = read(&self.shared.state);
         let c = st.collection(collection)?;
-        if query.len() != c.spec.dim as usize {
-            return Err(Error::InvalidArgument(format!(
-                "query vector has dimension {} but collection '{collection}' has dim {}",
-                query.len(),
-                c.spec.dim
-            )));
-        }
-        if k == 0 {
-            return Err(Error::InvalidArgument("k must be a positive integer".into()));
-        }
-        // Every returned row is checked against its checksum; one that fails is skipped and
-        // reported, and the search runs again for one more candidate in its place.
-        let started = self.shared.metrics.start();
-        let mut failed: Vec<String> = Vec::new();
-        loop {
-            let want = k + failed.len();
-            let (hits, graph): (Vec<Hit>, bool) = match ef {
-                Some(ef) => c.search(query, want, ef.max(want), filter),
-                None => (c.exact_search(query, want, filter, |_| true), false),
-            };
-            let mut newly_failed = false;
-            let mut out = Vec::with_capacity(k);
-            for h in hits {
-                if failed.contains(&h.id) {
-                    continue;
-                }
-                let Some(row) = c.rows.get(&h.id) else { continue };
-                if !row.verify(&h.id) {
-                    failed.push(h.id);
-                    newly_failed = true;
-                    continue;
-                }
-                if out.len() < k {
-                    out.push((h.id, c.spec.metric.score(h.distance), row.metadata.to_string()));
-                }
-            }
-            if newly_failed && failed.len() <= MAX_FAILED_PER_QUERY {
+        let search = |want: usize| match ef {
+            Some(ef) => c.search(query, want, ef.max(want), filter),
+            None => (c.exact_search(query, want, filter, |_| true), false),
+        };
+        checked_search(&self.shared.metrics, c, query.len(), k, search, |id| c.rows.get(id))
+    }
+}
+
+/// A record known to be damaged: CAIRN_CORRUPTION naming it.
+pub(super) fn unreadable(dir: &Path, collection: &str, u: &UnreadableRecord) -> Error {
+    Error::corruption(
+        dir.join(&u.file),
+        u.offset,
+        format!("record '{}' of collection '{collection}' is damaged ({}) and could not be repaired", u.id, u.reason),
+    )
+}
+
+pub(super) fn damaged_in_memory(dir: &Path, collection: &str, id: &str) -> Error {
+    Error::corruption(dir, 0, format!("in-memory copy of record '{id}' of collection '{collection}' fails its checksum"))
+}
+
+/// A row `get` returns, after checking it against its checksum.
+pub(super) fn row_out(dir: &Path, collection: &str, id: &str, row: Option<&Row>) -> Result<Option<(Vec<f32>, String)>> {
+    match row {
+        None => Ok(None),
+        Some(r) if r.verify(id) => Ok(Some((r.vector.to_vec(), r.metadata.to_string()))),
+        Some(_) => Err(damaged_in_memory(dir, collection, id)),
+    }
+}
+
+/// Run `search(want)` and return its best `k` hits whose rows (`row_of`) pass their checksum.
+/// A row that fails is skipped and reported, and the search runs again for one more candidate
+/// in its place.
+pub(super) fn checked_search<'a>(
+    metrics: &EngineMetrics,
+    c: &Collection,
+    dim: usize,
+    k: usize,
+    search: impl Fn(usize) -> (Vec<Hit>, bool),
+    row_of: impl Fn(&str) -> Option<&'a Row>,
+) -> Result<QueryOutput> {
+    let collection = &c.spec.name;
+    if dim != c.spec.dim as usize {
+        return Err(Error::InvalidArgument(format!(
+            "query vector has dimension {dim} but collection '{collection}' has dim {}",
+            c.spec.dim
+        )));
+    }
+    if k == 0 {
+        return Err(Error::InvalidArgument("k must be a positive integer".into()));
+    }
+    let started = metrics.start();
+    let mut failed: Vec<String> = Vec::new();
+    loop {
+        let want = k + failed.len();
+        let (hits, graph) = search(want);
+        let mut newly_failed = false;
+        let mut out = Vec::with_capacity(k);
+        for h in hits {
+            if failed.contains(&h.id) {
                 continue;
             }
-            let mut skipped = c.unreadable_skips(MAX_SKIPS_REPORTED);
-            skipped
-                .extend(failed.iter().map(|id| SkippedRecord { id: id.clone(), reason: "in-memory copy fails its checksum".to_string() }));
-            let m = &self.shared.metrics;
-            observe_since(if graph { &m.query_graph } else { &m.query_exact }, started);
-            return Ok(QueryOutput { hits: out, skipped });
+            let Some(row) = row_of(&h.id) else { continue };
+            if !row.verify(&h.id) {
+                failed.push(h.id);
+                newly_failed = true;
+                continue;
+            }
+            if out.len() < k {
+                out.push((h.id, c.spec.metric.score(h.distance), row.metadata.to_string()));
+            }
         }
+        if newly_failed && failed.len() <= MAX_FAILED_PER_QUERY {
+            continue;
+        }
+        let mut skipped = c.unreadable_skips(MAX_SKIPS_REPORTED);
+        skipped.extend(failed.iter().map(|id| SkippedRecord { id: id.clone(), reason: "in-memory copy fails its checksum".to_string() }));
+        observe_since(if graph { &metrics.query_graph } else { &metrics.query_exact }, started);
+        return Ok(QueryOutput { hits: out, skipped });
     }
 }
 

@@ -7,7 +7,7 @@ import { Etcd } from '../failover/etcd.js';
 import { switchoverRequestKey } from '../failover/keys.js';
 import { type RoleEvent, startNode } from '../failover/node.js';
 import { clusterStatus } from '../failover/status.js';
-import type { Command } from './command.js';
+import { type Command, UsageError } from './command.js';
 import { commaList, need, readToken, untilSignal } from './daemon.js';
 import { json } from './output.js';
 
@@ -106,6 +106,6 @@ export const cluster: Command = {
         `no new primary within ${timeoutMs} ms (the primary still holds the key, or the election has not finished)`,
       );
     }
-    throw new CairnError('CAIRN_INVALID_ARGUMENT', "cluster needs a subcommand: 'status' or 'switchover'");
+    throw new UsageError("cluster needs a subcommand: 'status' or 'switchover'");
   },
 };

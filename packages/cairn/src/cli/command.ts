@@ -1,8 +1,12 @@
 /** A CLI command: one row of the table `main.ts` dispatches from. */
+
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
 
 import { CairnError } from '../errors.js';
-import { checkStoreDir } from '../store-dir.js';
+import { LAYOUT } from '../layout.js';
+import { checkStoreDir, storeDirState } from '../store-dir.js';
 
 export type OptionSpecs = NonNullable<ParseArgsConfig['options']>;
 
@@ -42,5 +46,27 @@ export class UsageError extends CairnError {
  *  empty directory is `CAIRN_NOT_FOUND`, other files `CAIRN_NOT_A_STORE`. */
 export async function existingStore(dir: string): Promise<string> {
   await checkStoreDir(dir, false);
+  return dir;
+}
+
+async function holdsSnapshots(dir: string): Promise<boolean> {
+  return stat(join(dir, LAYOUT.snapshots)).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+}
+
+/** Where snapshots are read from (`snapshot-export`): a store, or a directory that
+ *  `snapshot-import` filled. Anything else is refused as `existingStore` refuses it. */
+export async function existingSnapshotSource(dir: string): Promise<string> {
+  if (await holdsSnapshots(dir)) return dir;
+  return existingStore(dir);
+}
+
+/** Where `snapshot-import` may write: a missing or empty directory, a store, or a directory of
+ *  imported snapshots; a directory of other files is `CAIRN_NOT_A_STORE`. */
+export async function snapshotDestination(dir: string): Promise<string> {
+  if (await holdsSnapshots(dir)) return dir;
+  await storeDirState(dir);
   return dir;
 }

@@ -2,11 +2,11 @@
 import { readFileSync } from 'node:fs';
 
 import { CairnError } from '../errors.js';
-import type { CommandArgs } from './command.js';
+import { type CommandArgs, UsageError } from './command.js';
 
 export function need(args: CommandArgs, command: string, name: string): string {
   const v = args.string(name);
-  if (v === undefined || v === '') throw new CairnError('CAIRN_INVALID_ARGUMENT', `${command} needs --${name}`);
+  if (v === undefined || v === '') throw new UsageError(`${command} needs --${name}`);
   return v;
 }
 

@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 
 import { CairnError } from '../errors.js';
+import { snapshotExport, snapshotImport } from './archive.js';
 import { BACKUP_ENVIRONMENT, backup, backups, restoreBackup, verify } from './backup.js';
 import { cluster, node } from './cluster.js';
 import { type Command, type CommandArgs, type OptionSpecs, UsageError } from './command.js';
@@ -26,6 +27,8 @@ const COMMANDS: readonly Command[] = [
   checkpoint,
   snapshot,
   snapshots,
+  snapshotExport,
+  snapshotImport,
   restore,
   scrub,
   backup,

@@ -1,4 +1,4 @@
-/** What several commands print: JSON documents, sizes, and a spinner on a terminal. */
+/** What several commands print: JSON documents, sizes, CLI wording of library messages. */
 
 /** API option names in a message, as the CLI spells them (its own flags and variables). */
 const CLI_NAMES: ReadonlyArray<[string, string]> = [
@@ -9,6 +9,7 @@ const CLI_NAMES: ReadonlyArray<[string, string]> = [
   ['options.target', '--to'],
   ['options.throttleMBps', '--throttle'],
   ['options.concurrency', '--concurrency'],
+  ['options.token', '--token-file'],
 ];
 
 /** A library message reworded for the command line. */
@@ -24,21 +25,4 @@ export function json(value: unknown): string {
 
 export function megabytes(n: number): string {
   return `${(n / 1e6).toFixed(1)} MB`;
-}
-
-/** On a terminal, show elapsed time while a long operation runs; silent otherwise. */
-export async function withProgress<T>(label: string, enabled: boolean, work: Promise<T>): Promise<T> {
-  if (!enabled || !process.stderr.isTTY) return work;
-  const start = Date.now();
-  const frames = ['|', '/', '-', '\\'];
-  let i = 0;
-  const timer = setInterval(() => {
-    process.stderr.write(`\r${frames[i++ % frames.length]} ${label} ${((Date.now() - start) / 1000).toFixed(1)}s`);
-  }, 100);
-  try {
-    return await work;
-  } finally {
-    clearInterval(timer);
-    process.stderr.write(`\r${' '.repeat(label.length + 12)}\r`);
-  }
 }

@@ -35,6 +35,8 @@ export function byteBar(label: string, enabled: boolean, stream: NodeJS.WriteStr
       const t = Math.max(0, total);
       const d = Math.min(t, Math.max(0, done));
       const payload = { doneMB: mb(d), totalMB: mb(t), detail };
+      // Nothing to move (a snapshot with no write since the last one): no bar.
+      if (!started && t === 0) return;
       if (!started) {
         bar.start(t, d, payload);
         started = true;

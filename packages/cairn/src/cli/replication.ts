@@ -1,12 +1,9 @@
 /** Commands that run until SIGINT/SIGTERM: serve (a primary and/or the HTTP endpoints), replicate (replica). */
-import { readdirSync } from 'node:fs';
-
 import { BackupManager } from '../backup/manager.js';
-import { CairnError } from '../errors.js';
 import { openReplica } from '../replication/replica.js';
 import type { WriteConcernLevel } from '../replication/types.js';
 import { open } from '../store.js';
-import type { Command } from './command.js';
+import { type Command, existingStore, UsageError } from './command.js';
 import { commaList, need, readToken, untilSignal } from './daemon.js';
 import { json } from './output.js';
 
@@ -30,19 +27,11 @@ export const serve: Command = {
   },
   async run(args) {
     const dir = args.positionals[0];
-    if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'serve needs a store directory');
-    let entries: string[];
-    try {
-      entries = readdirSync(dir);
-    } catch {
-      entries = [];
-    }
-    // Only `demo` creates a store from the command line.
-    if (entries.length === 0) throw new CairnError('CAIRN_NOT_FOUND', `serve: ${dir} is not a store (missing or empty)`);
+    if (!dir) throw new UsageError('serve needs a store directory');
     const listen = args.string('replication');
     const httpListen = args.string('http');
     if (listen === undefined && httpListen === undefined) {
-      throw new CairnError('CAIRN_INVALID_ARGUMENT', 'serve needs --replication HOST:PORT or --http HOST:PORT (or both)');
+      throw new UsageError('serve needs --replication HOST:PORT or --http HOST:PORT (or both)');
     }
     const replication =
       listen === undefined
@@ -55,10 +44,11 @@ export const serve: Command = {
     const httpTokenFile = args.string('http-token-file');
     const httpToken = httpTokenFile === undefined ? undefined : readToken(httpTokenFile, '--http-token-file').trim();
     const backupTargets = args.strings('backup-target') ?? [];
-    if (backupTargets.length > 0 && httpListen === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--backup-target needs --http HOST:PORT');
+    if (backupTargets.length > 0 && httpListen === undefined) throw new UsageError('--backup-target needs --http HOST:PORT');
     const nodeId = args.string('node-id');
     const w = args.string('w') as WriteConcernLevel | undefined;
-    const db = await open(dir, nodeId === undefined ? {} : { nodeId });
+    await existingStore(dir);
+    const db = await open(dir, nodeId === undefined ? { create: false } : { create: false, nodeId });
     const key = process.env.CAIRN_BACKUP_KEY;
     const catalogs = backupTargets.length === 0 ? null : new BackupManager({ source: db.dir, target: backupTargets, ...(key ? { encryption: { key } } : {}) });
     try {
@@ -102,7 +92,7 @@ export const replicate: Command = {
   },
   async run(args) {
     const dir = args.positionals[0];
-    if (!dir) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'replicate needs a store directory');
+    if (!dir) throw new UsageError('replicate needs a store directory');
     const primary = need(args, 'replicate', 'primary');
     const token = readToken(need(args, 'replicate', 'token-file'));
     const nodeId = need(args, 'replicate', 'node-id');

@@ -1,6 +1,6 @@
 /** Point-in-time restore of a store into a new directory, and the --seq/--time target it takes. */
 import { restore as restoreStore } from '../restore.js';
-import { type Command, type CommandArgs, existingStore, type OptionSpecs, UsageError } from './command.js';
+import { type Command, type CommandArgs, existingSnapshotSource, type OptionSpecs, UsageError } from './command.js';
 import { json } from './output.js';
 import { withByteBar } from './progress.js';
 
@@ -27,14 +27,15 @@ export const restore: Command = {
   name: 'restore',
   help:
     '  restore SOURCE TARGET [--seq N | --time ISO] [--json]\n' +
-    '                           point-in-time restore into a new directory (works while SOURCE is in use)\n',
+    '                           point-in-time restore into a new directory (works while SOURCE is in use;\n' +
+    '                           SOURCE may be a directory that snapshot-import filled)\n',
   options: RESTORE_TARGET_OPTIONS,
   async run(args) {
     const asJson = args.json;
     const [source, target] = args.positionals;
     if (!source || !target) throw new UsageError('restore needs SOURCE and TARGET directories');
     const to = restoreTarget(args);
-    const from = await existingStore(source);
+    const from = await existingSnapshotSource(source);
     const result = await withByteBar('restore', !asJson, (bar) =>
       restoreStore({ source: from, target, ...(to ? { to } : {}), onProgress: (p) => bar(p.bytes, p.totalBytes) }),
     );

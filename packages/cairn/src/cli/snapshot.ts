@@ -2,8 +2,9 @@
 import { CairnError } from '../errors.js';
 import { listSnapshots, type SnapshotInfo } from '../restore.js';
 import { open } from '../store.js';
-import { type Command, existingStore, UsageError } from './command.js';
-import { json, withProgress } from './output.js';
+import { type Command, existingSnapshotSource, existingStore, UsageError } from './command.js';
+import { json } from './output.js';
+import { withByteBar } from './progress.js';
 
 export const snapshot: Command = {
   name: 'snapshot',
@@ -17,7 +18,9 @@ export const snapshot: Command = {
     try {
       let info: SnapshotInfo;
       try {
-        info = await withProgress('snapshot', !asJson, db.snapshot({ incremental: args.flag('incremental') }));
+        info = await withByteBar('snapshot', !asJson, (bar) =>
+          db.snapshot({ incremental: args.flag('incremental'), onProgress: (p) => bar(p.bytes, p.totalBytes) }),
+        );
       } catch (e) {
         // The engine refuses a second snapshot of the same kind at the same seq: nothing to do.
         if (!(e instanceof CairnError && e.code === 'CAIRN_ALREADY_EXISTS')) throw e;
@@ -40,7 +43,7 @@ export const snapshots: Command = {
   async run({ positionals, json: asJson }) {
     const dir = positionals[0];
     if (!dir) throw new UsageError('snapshots needs a store directory');
-    const list = await listSnapshots(await existingStore(dir));
+    const list = await listSnapshots(await existingSnapshotSource(dir));
     if (asJson) console.log(json(list.map(({ files: _files, ...rest }) => rest)));
     else for (const s of list) console.log(`${s.id}  seq ${s.seq}  ${s.time.toISOString()}  ${s.kind}${s.base ? ` (base ${s.base})` : ''}  ${s.bytes} bytes`);
     return 0;

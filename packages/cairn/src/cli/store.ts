@@ -2,7 +2,7 @@
 import { inspectStore, type StoreInspection } from '../inspect.js';
 import { recoverableRange } from '../restore.js';
 import { open } from '../store.js';
-import { type Command, existingStore, UsageError } from './command.js';
+import { type Command, existingSnapshotSource, existingStore, UsageError } from './command.js';
 import { json, megabytes } from './output.js';
 
 function iso(d: Date | null): string {
@@ -57,7 +57,7 @@ export const range: Command = {
   async run({ positionals, json: asJson }) {
     const dir = positionals[0];
     if (!dir) throw new UsageError('range needs a store directory');
-    const r = await recoverableRange(await existingStore(dir));
+    const r = await recoverableRange(await existingSnapshotSource(dir));
     console.log(asJson ? json(r) : `recoverable: seq ${r.from.seq} (${r.from.time.toISOString()}) .. seq ${r.to.seq} (${r.to.time.toISOString()})`);
     return 0;
   },

@@ -10,8 +10,8 @@ import { performance } from 'node:perf_hooks';
 
 import { restore } from '../restore.js';
 import { open } from '../store.js';
-import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
-import { answersCorrectly, diffModels, type Probe, readModel } from './model.js';
+import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch, verifyModel } from './context.js';
+import { answersCorrectly, type Probe } from './model.js';
 
 /** Ids per delete call. */
 const DELETE_BATCH = 1_000;
@@ -58,13 +58,11 @@ export async function accidentalDelete(ctx: ScenarioContext): Promise<ScenarioOu
   } finally {
     await db.close();
   }
-  const after = await sw.step('verify against the model', () => readModel(restored));
-  const diff = diffModels(ctx.model, after);
-  if (diff.lost + diff.extra > 0) problems.push(`restored rows differ from the pre-delete state: ${diff.examples.join('; ')}`);
+  const { lost: lostRows } = await verifyModel(ctx, sw, restored, problems, 'restored rows differ from the pre-delete state');
   return {
     ok: problems.length === 0,
     rtoMs,
-    rpo: diff.lost,
+    rpo: lostRows,
     declaredLoss: 'the delete itself (rolled back on purpose); later writes must be replayed by hand',
     automatic: false,
     mechanism: 'restore({ source, target, to: { seq } }): newest snapshot linked + WAL replayed',

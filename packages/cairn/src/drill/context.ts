@@ -1,7 +1,7 @@
 /** What every scenario gets from the runner, and the stopwatch it times its steps with. */
 import { performance } from 'node:perf_hooks';
 
-import type { Model, ModelCollection } from './model.js';
+import { diffModels, type Model, type ModelCollection, readModel } from './model.js';
 import type { ScenarioResult, ScenarioStep } from './types.js';
 
 export interface ScenarioContext {
@@ -33,4 +33,22 @@ export class Stopwatch {
 
 export function round(ms: number): number {
   return Math.round(ms * 10) / 10;
+}
+
+/**
+ * Read `store`'s model and compare it with the source's; rows `allowExtra` admits may be new.
+ * Each difference becomes a problem headed `what`; the rows lost, and the store's model.
+ */
+export async function verifyModel(
+  ctx: ScenarioContext,
+  sw: Stopwatch,
+  store: string,
+  problems: string[],
+  what: string,
+  allowExtra?: (collection: string, id: string) => boolean,
+): Promise<{ lost: number; model: Model }> {
+  const after = await sw.step('verify against the model', () => readModel(store));
+  const diff = diffModels(ctx.model, after, allowExtra);
+  if (diff.lost + diff.extra > 0) problems.push(`${what}: ${diff.examples.join('; ')}`);
+  return { lost: diff.lost, model: after };
 }

@@ -12,9 +12,9 @@ import { pathToFileURL } from 'node:url';
 
 import { BackupManager } from '../backup/manager.js';
 import { open } from '../store.js';
-import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
-import { answersCorrectly, diffModels, readModel } from './model.js';
-import { drillWriteRecord } from './writer.js';
+import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch, verifyModel } from './context.js';
+import { answersCorrectly } from './model.js';
+import { drillWriteRecord, holdsDrillWrite } from './writer.js';
 
 /** Rows written between the full and the incremental backup. */
 const WRITES_BETWEEN = 200;
@@ -57,26 +57,26 @@ export async function diskLoss(ctx: ScenarioContext): Promise<ScenarioOutcome> {
     if (await answersCorrectly(col, ctx.model.probes[0]!)) rtoMs = round(performance.now() - t0);
     else problems.push('the first query on the restored store did not find the probe row');
     for (const id of written) {
-      const got = await col.get(id);
-      const want = drillWriteRecord(id, ctx.main.dim);
-      const same =
-        got?.vector.length === want.vector.length &&
-        got.vector.every((v, i) => v === want.vector[i]) &&
-        JSON.stringify(got?.metadata) === JSON.stringify(want.metadata);
+      const same = await holdsDrillWrite(col, id, ctx.main.dim);
       if (!same) lost++;
     }
     if (lost > 0) problems.push(`${lost} of ${written.length} writes acknowledged before the newest backup are missing or different`);
   } finally {
     await back.close();
   }
-  const after = await sw.step('verify against the model', () => readModel(store));
-  const diff = diffModels(ctx.model, after, (c, id) => c === ctx.main.name && id.startsWith('drill-disk-'));
-  if (diff.lost + diff.extra > 0) problems.push(`restored rows differ: ${diff.examples.join('; ')}`);
+  const { lost: lostRows } = await verifyModel(
+    ctx,
+    sw,
+    store,
+    problems,
+    'restored rows differ',
+    (c, id) => c === ctx.main.name && id.startsWith('drill-disk-'),
+  );
   figures.writesBetweenBackups = written.length;
   return {
     ok: problems.length === 0,
     rtoMs,
-    rpo: lost + diff.lost,
+    rpo: lost + lostRows,
     declaredLoss: 'writes acknowledged after the newest backup (none in this drill)',
     automatic: false,
     mechanism: 'BackupManager.restore(newest): verify-while-writing, then restore() links the files',

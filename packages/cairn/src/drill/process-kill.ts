@@ -10,9 +10,9 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 import { open } from '../store.js';
-import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
-import { answersCorrectly, diffModels, readModel } from './model.js';
-import { drillWriteRecord } from './writer.js';
+import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch, verifyModel } from './context.js';
+import { answersCorrectly } from './model.js';
+import { holdsDrillWrite } from './writer.js';
 
 /** Acknowledged writes to wait for before the kill, and the bounds on waiting. */
 const ACKS_BEFORE_KILL = 500;
@@ -52,29 +52,28 @@ export async function processKill(ctx: ScenarioContext): Promise<ScenarioOutcome
     sw.steps.push({ name: 'reopen + first query', ms: rtoMs ?? 0 });
     await sw.step('check acknowledged writes', async () => {
       for (const id of acked) {
-        const want = drillWriteRecord(id, ctx.main.dim);
-        const got = await col.get(id);
-        const same =
-          got !== undefined &&
-          got.vector.length === want.vector.length &&
-          got.vector.every((v, i) => v === want.vector[i]) &&
-          JSON.stringify(got.metadata) === JSON.stringify(want.metadata);
+        const same = await holdsDrillWrite(col, id, ctx.main.dim);
         if (!same) {
           lost++;
-          if (lost <= 5) problems.push(`acknowledged write '${id}' is ${got === undefined ? 'missing' : 'different'} after recovery`);
+          if (lost <= 5) problems.push(`acknowledged write '${id}' is missing or different after recovery`);
         }
       }
     });
   } finally {
     await db.close();
   }
-  const after = await sw.step('verify against the model', () => readModel(store));
-  const diff = diffModels(ctx.model, after, (c, id) => c === ctx.main.name && id.startsWith('drill-kill-'));
-  if (diff.lost + diff.extra > 0) problems.push(`rows written before the drill changed: ${diff.examples.join('; ')}`);
+  const { lost: lostRows, model: after } = await verifyModel(
+    ctx,
+    sw,
+    store,
+    problems,
+    'rows written before the drill changed',
+    (c, id) => c === ctx.main.name && id.startsWith('drill-kill-'),
+  );
   return {
     ok: problems.length === 0,
     rtoMs,
-    rpo: lost + diff.lost,
+    rpo: lost + lostRows,
     declaredLoss: null,
     automatic: true,
     mechanism: 'open(): WAL replay from the last checkpoint (torn tail truncated)',

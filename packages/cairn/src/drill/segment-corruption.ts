@@ -10,8 +10,8 @@ import { performance } from 'node:perf_hooks';
 
 import { LAYOUT } from '../layout.js';
 import { open } from '../store.js';
-import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
-import { answersCorrectly, diffModels, readModel } from './model.js';
+import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch, verifyModel } from './context.js';
+import { answersCorrectly } from './model.js';
 
 /** Bytes flipped, spread over the file's middle half. */
 const FLIPS = 3;
@@ -62,13 +62,11 @@ export async function segmentCorruption(ctx: ScenarioContext): Promise<ScenarioO
   } finally {
     await db.close();
   }
-  const after = await sw.step('verify against the model', () => readModel(store));
-  const diff = diffModels(ctx.model, after);
-  if (diff.lost + diff.extra > 0) problems.push(`rows changed: ${diff.examples.join('; ')}`);
+  const { lost: lostRows } = await verifyModel(ctx, sw, store, problems, 'rows changed');
   return {
     ok: problems.length === 0,
     rtoMs,
-    rpo: diff.lost,
+    rpo: lostRows,
     declaredLoss: null,
     automatic: true,
     mechanism: 'scrub({ repair: true }) (scheduled with open({ scrub })): quarantine, replace from a copy or the engine',

@@ -7,7 +7,7 @@
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { open } from '../store.js';
+import { type Collection, open } from '../store.js';
 
 /** Deterministic per id (FNV-1a seeded xorshift), so the parent can check the exact bytes. */
 function drillVector(id: string, dim: number): Float32Array {
@@ -31,6 +31,18 @@ export function drillWriteId(w: number, n: number): string {
 /** What the child stores under `id`, so the parent can check the exact bytes after recovery. */
 export function drillWriteRecord(id: string, dim: number): { vector: Float32Array; metadata: { drill: string } } {
   return { vector: drillVector(id, dim), metadata: { drill: id } };
+}
+
+/** Whether `col` holds exactly what a drill writer stored under `id`. */
+export async function holdsDrillWrite(col: Collection, id: string, dim: number): Promise<boolean> {
+  const want = drillWriteRecord(id, dim);
+  const got = await col.get(id);
+  return (
+    got !== undefined &&
+    got.vector.length === want.vector.length &&
+    got.vector.every((v, i) => v === want.vector[i]) &&
+    JSON.stringify(got.metadata) === JSON.stringify(want.metadata)
+  );
 }
 
 async function main(): Promise<void> {

@@ -9,6 +9,25 @@ export const memberKey = (cluster: string, nodeId: string) => `${memberPrefix(cl
 export const switchoverKey = (cluster: string) => `/cairn/${cluster}/switchover`;
 /** `cairn cluster switchover` asks the primary to step down by writing this. */
 export const switchoverRequestKey = (cluster: string) => `/cairn/${cluster}/switchover-request`;
+/** Written once, with no lease, by the first node to campaign: the seq its store held. Records up
+ *  to it were never acknowledged at majority (they predate the cluster), so only a node holding
+ *  at least that much may campaign: an empty node must never win over the store it was seeded
+ *  from (Patroni's `initialize` key). */
+export const initializeKey = (cluster: string) => `/cairn/${cluster}/initialize`;
+
+export interface InitializeValue {
+  nodeId: string;
+  seq: bigint;
+}
+
+export function encodeInitialize(v: InitializeValue): string {
+  return JSON.stringify({ nodeId: v.nodeId, seq: String(v.seq) });
+}
+
+export function decodeInitialize(s: string): InitializeValue {
+  const o = JSON.parse(s) as { nodeId: string; seq: string };
+  return { nodeId: o.nodeId, seq: BigInt(o.seq) };
+}
 
 export interface LeaderValue {
   nodeId: string;

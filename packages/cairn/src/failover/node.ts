@@ -29,10 +29,13 @@ import { Etcd } from './etcd.js';
 import { type Durable, epochAt, firstDivergence, loadHistory, saveHistory, trimHistory } from './history.js';
 import {
   aheadOf,
+  decodeInitialize,
   decodeLeader,
   decodeMember,
+  encodeInitialize,
   encodeLeader,
   encodeMember,
+  initializeKey,
   type LeaderValue,
   leaderHistory,
   leaderKey,
@@ -83,6 +86,9 @@ export class ClusterNode extends EventEmitter {
   #durable: Durable = { history: [], epoch: 0n };
   /** The store when this node neither serves nor follows (opened read-only, as a replica). */
   #idle: Store | null = null;
+  /** The replica that stopped following when this node went idle: its store is `#idle`, and
+   *  following the next primary resumes it instead of closing and reopening the store. */
+  #paused: Replica | null = null;
   #replica: Replica | null = null;
   #server: { db: Store; server: ReplicationServer } | null = null;
   #lease: LeaderLease | null = null;
@@ -129,12 +135,20 @@ export class ClusterNode extends EventEmitter {
   }
 
   /** The store: writable on the primary; on a replica, writes forward or fail with CAIRN_NOT_PRIMARY.
-   *  A role change replaces it (take it again after a 'role' event). */
+   *  A role change replaces it (take it again after a 'role' event). A candidate (between roles)
+   *  throws CAIRN_UNAVAILABLE: its log may hold records past a fork until it follows a primary. */
   get db(): Store {
     if (this.#role === 'fenced') throw new CairnError('CAIRN_FENCED', this.#fencedReason ?? `node '${this.nodeId}' is fenced`);
     if (this.#server) return this.#server.db;
     if (this.#replica) return this.#replica.db;
-    if (this.#idle) return this.#idle;
+    // Between roles (just started, or a primary just gone) nothing has yet checked this log
+    // against the leader's history: records past a fork must never be read.
+    if (this.#idle) {
+      throw new CairnError(
+        'CAIRN_UNAVAILABLE',
+        `node '${this.nodeId}' is ${this.#role}: its log is not yet checked against the primary's, so it serves no reads until it follows one or is elected`,
+      );
+    }
     throw new CairnError('CAIRN_CLOSED', `node '${this.nodeId}' is closed`);
   }
 
@@ -261,8 +275,25 @@ export class ClusterNode extends EventEmitter {
       await server.server.close().catch(() => {});
       await server.db.close().catch(() => {});
     }
-    if (replica) await replica.close().catch(() => {});
+    if (replica) {
+      try {
+        await replica.pause();
+        this.#idle = replica.db;
+        this.#paused = replica;
+        return;
+      } catch {
+        await replica.close().catch(() => {});
+      }
+    }
     this.#idle = await open(this.#c.dir, { nodeId: this.nodeId, replica: true });
+  }
+
+  /** Hand the idle store over (to close it or serve from it): a paused replica goes with it. */
+  #takeIdle(): Store {
+    const idle = this.#idle as Store;
+    this.#idle = null;
+    this.#paused = null;
+    return idle;
   }
 
   /** Serve nothing (the store is closed: its records past the fork must not be read either),
@@ -273,8 +304,7 @@ export class ClusterNode extends EventEmitter {
     this.#lastError = reason;
     if (this.#durable.fenced !== reason) this.#persistWith({ ...this.#durable, fenced: reason });
     this.#setRole('fenced', this.#epoch, undefined);
-    const idle = this.#idle;
-    this.#idle = null;
+    const idle = this.#idle ? this.#takeIdle() : null;
     await idle?.close();
   }
 
@@ -283,9 +313,7 @@ export class ClusterNode extends EventEmitter {
    * closed meanwhile; true when done, else why not (the store is reopened either way).
    */
   async #rollback(fork: bigint, last: bigint, epoch: bigint, leader: LeaderValue): Promise<true | string> {
-    const idle = this.#idle as Store;
-    this.#idle = null;
-    await idle.close();
+    await this.#takeIdle().close();
     const ourEpoch = epochAt(this.#durable.history, last);
     const reason =
       `node '${this.nodeId}' rejoined primary '${leader.nodeId}' (epoch ${epoch}); its records ${fork}..${last}, written in epoch ${ourEpoch}, ` +
@@ -343,17 +371,22 @@ export class ClusterNode extends EventEmitter {
     this.#persist(epoch, theirs);
     this.#setRole('candidate', epoch, undefined);
     await this.#publish();
-    const idle = this.#idle as Store;
-    this.#idle = null;
-    await idle.close();
-    this.#replica = await openReplica(this.#c.dir, {
-      nodeId: this.nodeId,
-      primary: leader.address,
-      token: this.#c.token,
-      forwardWrites: this.#c.forwardWrites,
-      heartbeatMs: this.#c.heartbeatMs,
-      epoch,
-    });
+    const paused = this.#paused;
+    const idle = this.#takeIdle();
+    if (paused) {
+      paused.follow(leader.address, epoch);
+      this.#replica = paused;
+    } else {
+      await idle.close();
+      this.#replica = await openReplica(this.#c.dir, {
+        nodeId: this.nodeId,
+        primary: leader.address,
+        token: this.#c.token,
+        forwardWrites: this.#c.forwardWrites,
+        heartbeatMs: this.#c.heartbeatMs,
+        epoch,
+      });
+    }
     this.#setRole('replica', epoch, { nodeId: leader.nodeId, address: leader.address });
   }
 
@@ -364,8 +397,9 @@ export class ClusterNode extends EventEmitter {
   async #campaign(): Promise<void> {
     const sw = await this.#etcd.get(switchoverKey(this.#c.cluster));
     if (sw && (JSON.parse(sw.value) as { to: string }).to !== this.nodeId) return;
-    const members = (await this.#etcd.getPrefix(memberPrefix(this.#c.cluster))).map((kv) => decodeMember(kv.value));
     const mine = this.#lastSeq();
+    if (!(await this.#mayCampaign(mine))) return;
+    const members = (await this.#etcd.getPrefix(memberPrefix(this.#c.cluster))).map((kv) => decodeMember(kv.value));
     const myEpoch = epochAt(this.#durable.history, mine);
     for (const m of members) {
       if (m.nodeId === this.nodeId || !this.#c.voters.includes(m.nodeId) || m.role === 'fenced') continue;
@@ -395,9 +429,7 @@ export class ClusterNode extends EventEmitter {
       return;
     }
     // Serve: the store opened writable, epoch in every frame, acknowledgements under the lease.
-    const idle = this.#idle as Store;
-    this.#idle = null;
-    await idle.close();
+    await this.#takeIdle().close();
     const db = await open(this.#c.dir, { nodeId: this.nodeId });
     let server: ReplicationServer;
     try {
@@ -432,6 +464,18 @@ export class ClusterNode extends EventEmitter {
     this.#setRole('primary', epoch, { nodeId: this.nodeId, address: this.#c.advertise });
   }
 
+  /** False when this node holds fewer records than the cluster was initialized with; the first
+   *  campaign of a cluster initializes it with this node's last seq. */
+  async #mayCampaign(mine: bigint): Promise<boolean> {
+    const key = initializeKey(this.#c.cluster);
+    const init = await this.#etcd.get(key);
+    if (init) {
+      return mine >= decodeInitialize(init.value).seq;
+    }
+    // Another node may initialize at the same moment: only the one whose create succeeded goes on.
+    return (await this.#etcd.createIfAbsent(key, encodeInitialize({ nodeId: this.nodeId, seq: mine }), 0n)) !== undefined;
+  }
+
   /**
    * Wait (at most one lease TTL, a bounded number of rounds) until a majority of voters,
    * this node included, have made `epoch` durable and reported their final durable seq.
@@ -446,6 +490,8 @@ export class ClusterNode extends EventEmitter {
       if (performance.now() - renewed >= this.#c.loopMs) {
         renewed = performance.now();
         if (!(await this.#lease?.renew().catch(() => false))) return false;
+        // The gather may outlast the member lease: voters deciding whether to campaign read it.
+        if (this.#memberLease !== 0n) await this.#etcd.keepAlive(this.#memberLease).catch(() => 0);
       }
       const members = (await this.#etcd.getPrefix(memberPrefix(this.#c.cluster))).map((kv) => decodeMember(kv.value));
       const reports = members.filter((m) => others.includes(m.nodeId) && m.epoch === epoch && m.role !== 'fenced');
@@ -525,8 +571,7 @@ export class ClusterNode extends EventEmitter {
       this.#lease = null;
       await this.#toIdle();
       if (lease) await lease.revoke();
-      await this.#idle?.close();
-      this.#idle = null;
+      if (this.#idle) await this.#takeIdle().close();
       if (this.#memberLease !== 0n) await this.#etcd.revoke(this.#memberLease).catch(() => {});
     });
   }

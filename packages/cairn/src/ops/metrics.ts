@@ -170,6 +170,35 @@ export class StoreMetrics {
     readGauge('cairn_poisoned', '1 when a failed write or fsync poisoned the store (writes refused), else 0.', [], () => [
       [{}, this.source.poisoned === null ? 0 : 1],
     ]);
+    // Read views and transactions (absent for a source without them).
+    const stats = () => this.source.stats?.();
+    readGauge('cairn_read_views', 'Read views open, including the snapshot of each running transaction.', [], () => {
+      const st = stats();
+      return st ? [[{}, st.views.open]] : [];
+    });
+    readGauge('cairn_read_view_pinned_versions', 'Prior row versions kept alive for open read views.', [], () => {
+      const st = stats();
+      return st ? [[{}, st.views.pinnedVersions]] : [];
+    });
+    readCounter(
+      'cairn_transactions_total',
+      'Transactions since open by result: committed, conflict (refused at commit), aborted (abort or a throw), timed_out.',
+      ['result'],
+      () => {
+        const t = stats()?.transactions;
+        if (!t) return [];
+        return [
+          [{ result: 'committed' }, t.committed],
+          [{ result: 'conflict' }, t.conflicts],
+          [{ result: 'aborted' }, t.aborted],
+          [{ result: 'timed_out' }, t.timedOut],
+        ];
+      },
+    );
+    readCounter('cairn_transaction_retries_total', 'Transaction functions re-run after a conflict since open.', [], () => {
+      const t = stats()?.transactions;
+      return t ? [[{}, t.retries]] : [];
+    });
     readGauge('cairn_collection_rows', 'Live rows per collection.', ['collection'], () =>
       this.source.collections().map((c): [Labels, number] => [{ collection: c.name }, c.count]),
     );

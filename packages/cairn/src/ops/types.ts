@@ -73,6 +73,11 @@ export interface OpsSource {
   /** Present once replication is there; read through `asReplicationStatus`, so that the ops
    *  layer does not depend on the replication code's exact types. */
   replicationStatus?: () => unknown;
+  /** Read views and transactions (`Store.stats()`). */
+  stats?: () => {
+    views: { open: number; pinnedVersions: number };
+    transactions: { committed: number; conflicts: number; retries: number; aborted: number; timedOut: number };
+  };
 }
 
 /** One backup as a target's catalog lists it (the part of `BackupMetadata` `/status` reads). */

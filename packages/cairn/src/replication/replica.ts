@@ -145,12 +145,14 @@ export class Replica {
   #incoming: IncomingSnapshot | null = null;
   #snapshotsInstalled = 0;
   readonly #hook: ReplicationHook;
-  readonly #config: Config;
+  #config: Config;
   #native!: NativeStore;
   #conn: Connection | null = null;
   #phase: Phase = 'challenge';
   #state: ReplicaNodeStatus['state'] = 'connecting';
   #closed = false;
+  /** Between `pause()` and `follow()`: no connection and no reconnect; the store stays open. */
+  #paused = false;
   #received = 0n;
   #primaryLastSeq = 0n;
   /** When this replica first fell behind what it had heard of (monotonic); null: caught up. */
@@ -312,6 +314,35 @@ export class Replica {
     await this.#store.close();
   }
 
+  /**
+   * Stop following, keeping the store open (read-only): the connection closes and every record
+   * already received is applied before this resolves, so `lastSeq` is final until `follow()`.
+   * Failover uses it to stop taking an old primary's records without closing and reopening.
+   */
+  async pause(): Promise<void> {
+    if (this.#closed) throw new CairnError('CAIRN_CLOSED', `replica '${this.#config.nodeId}' is closed`);
+    this.#paused = true;
+    if (this.#timer) clearInterval(this.#timer);
+    if (this.#retry) clearTimeout(this.#retry);
+    this.#timer = null;
+    this.#retry = null;
+    this.#conn?.close();
+    await this.#applying;
+    this.#state = 'disconnected';
+  }
+
+  /** After `pause()`: follow `primary` (host:port) in `epoch`. */
+  follow(primary: string, epoch: bigint): void {
+    if (this.#closed || !this.#paused) throw new CairnError('CAIRN_INTERNAL', `replica '${this.#config.nodeId}' is not paused`);
+    const { host, port } = parseHostPort('primary', primary, false);
+    this.#config = { ...this.#config, primary, host, port, epoch };
+    this.#paused = false;
+    this.#primaryLastSeq = 0n;
+    this.#behindSince = null;
+    this.#backoff = MIN_BACKOFF_MS;
+    this.start();
+  }
+
   /** @internal */
   start(): void {
     this.#connect();
@@ -320,7 +351,7 @@ export class Replica {
   }
 
   #connect(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#paused) return;
     this.#state = this.#state === 'connecting' ? 'connecting' : 'disconnected';
     const { host, port, tls } = this.#config;
     const socket: Socket = tls ? tlsConnect({ host, port, ...tls, ...(tls.ca ? {} : { rejectUnauthorized: false }) }) : netConnect({ host, port });
@@ -575,13 +606,13 @@ export class Replica {
     this.#forwards.clear();
     this.#repairs.abandon(() => [unavailable(this.#config.primary, 'connection to the primary was lost before it answered')]);
     this.#ranges.abandon(() => [rangeUnavailable(this.#config.primary, 'connection to the primary was lost before it answered')]);
-    if (this.#closed) return;
+    if (this.#closed || this.#paused) return;
     this.#state = 'disconnected';
     const delay = this.#backoff;
     this.#backoff = Math.min(this.#backoff * 2, MAX_BACKOFF_MS);
     // Reconnect only after every submitted record settled, so the seq sent in AUTH is final.
     void this.#applying.then(() => {
-      if (this.#closed) return;
+      if (this.#closed || this.#paused) return;
       this.#retry = setTimeout(() => this.#connect(), delay);
     });
   }

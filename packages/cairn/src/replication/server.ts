@@ -171,7 +171,7 @@ class Primary implements SessionHost, ReplicationServer {
       });
     }
     this.hook = {
-      commit: (payload, c) => this.#commit(payload, c),
+      commit: (payload, c, submit) => this.#commit(payload, c, submit),
       status: () => this.status(),
       close: () => this.close(),
       repairRecord: (collection, id) => repairRecord(this.native, this.nodeId, this.#peers, collection, id),
@@ -239,12 +239,12 @@ class Primary implements SessionHost, ReplicationServer {
     this.#timer.unref();
   }
 
-  async #commit(payload: Buffer, concern: WriteConcern): Promise<bigint> {
+  async #commit(payload: Buffer, concern: WriteConcern, submit?: () => Promise<bigint>): Promise<bigint> {
     let seq: bigint;
     this.mayAcknowledge();
     this.inFlightCommits++;
     try {
-      seq = await this.native.commit(payload);
+      seq = await (submit ? submit() : this.native.commit(payload));
     } catch (e) {
       throw fromNative(e);
     } finally {

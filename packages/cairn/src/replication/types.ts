@@ -96,8 +96,9 @@ export interface ReplicationHost {
 
 /** What replication plugs into the store's write path. */
 export interface ReplicationHook {
-  /** Commit an encoded batch at a write concern (primary), or forward or refuse it (replica). */
-  commit(payload: Buffer, concern: WriteConcern): Promise<bigint>;
+  /** Commit an encoded batch at a write concern (primary), or forward or refuse it (replica).
+   *  `submit` hands it to the engine instead of a plain commit (a transaction's checked commit). */
+  commit(payload: Buffer, concern: WriteConcern, submit?: () => Promise<bigint>): Promise<bigint>;
   status(): PrimaryStatus | ReplicaNodeStatus;
   close(): Promise<void>;
   /** Repair one damaged record here from the other nodes (read-repair on `get`). */

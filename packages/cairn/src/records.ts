@@ -1,0 +1,112 @@
+/**
+ * Records as callers pass them (`upsert`, `batch`, a transaction's writes), validated field by
+ * field and encoded as batch operations (`encode.ts`). A bad one throws `CAIRN_INVALID_ARGUMENT`
+ * naming the field; nothing is encoded past it.
+ */
+import type { Metadata } from './collection-reader.js';
+import type { EncodedOp } from './encode.js';
+import { invalidArgument } from './errors.js';
+import {
+  checkJson,
+  checkKnownKeys,
+  checkName,
+  checkPlainObject,
+  checkVector,
+  hasOnlyKeys,
+  isFiniteVector,
+  isPlainJson,
+  isPlainName,
+  isPlainObject,
+} from './validate.js';
+
+/** `M` is the collection's metadata type (`db.collection<M>(name)`); any JSON object by default. */
+export interface VectorRecord<M extends object = Metadata> {
+  id: string;
+  vector: Float32Array | number[];
+  metadata?: M;
+}
+
+/**
+ * The columnar form of an upsert: `n` ids, their vectors back to back in one `n × dim`
+ * Float32Array, and optionally `n` metadata objects (an absent one is `{}`). It avoids a JS
+ * object per record; validation and error messages are those of the record form.
+ */
+export interface ColumnarRecords<M extends object = Metadata> {
+  ids: string[];
+  vectors: Float32Array;
+  metadata?: (M | undefined)[];
+}
+
+const RECORD_KEYS = ['id', 'vector', 'metadata'] as const;
+
+const COLUMNAR_KEYS = ['ids', 'vectors', 'metadata'] as const;
+
+export function encodeUpserts(field: string, collection: string, dim: number, records: unknown, out: EncodedOp[]): void {
+  if (isPlainObject(records)) {
+    encodeColumnarUpserts(field, collection, dim, records, out);
+    return;
+  }
+  if (!Array.isArray(records) || records.length === 0) {
+    throw invalidArgument(`${field} must be a non-empty array of records or { ids, vectors, metadata? }`);
+  }
+  const seen = new Set<string>();
+  // The is* predicates accept the common valid case without building a field name; when one
+  // fails, the check* twin throws the message that names the field (or converts a number[]).
+  records.forEach((r, i) => {
+    if (!isPlainObject(r) || !hasOnlyKeys(r, RECORD_KEYS)) {
+      checkKnownKeys(`${field}[${i}]`, checkPlainObject(`${field}[${i}]`, r), RECORD_KEYS);
+    }
+    const rec = r as Record<string, unknown>;
+    const id = isPlainName(rec.id) ? rec.id : checkName(`${field}[${i}].id`, rec.id);
+    if (seen.has(id)) throw invalidArgument(`${field}[${i}].id '${id}' appears twice in one batch`);
+    seen.add(id);
+    const vector = isFiniteVector(rec.vector, dim) ? rec.vector : checkVector(`${field}[${i}].vector`, rec.vector, dim);
+    const meta = rec.metadata ?? {};
+    if (!isPlainObject(meta) || !isPlainJson(meta)) {
+      checkPlainObject(`${field}[${i}].metadata`, meta);
+      checkJson(`${field}[${i}].metadata`, meta);
+    }
+    out.push({ kind: 'upsert', collection, id, vector, metadata: JSON.stringify(meta) });
+  });
+}
+
+/** The columnar form: record `i` is `ids[i]`, `vectors[i*dim .. (i+1)*dim)` and `metadata?.[i]`. */
+function encodeColumnarUpserts(field: string, collection: string, dim: number, columns: Record<string, unknown>, out: EncodedOp[]): void {
+  checkKnownKeys(field, columns, COLUMNAR_KEYS);
+  const { ids, vectors, metadata } = columns;
+  if (!Array.isArray(ids) || ids.length === 0) throw invalidArgument(`${field}.ids must be a non-empty array`);
+  if (!(vectors instanceof Float32Array)) throw invalidArgument(`${field}.vectors must be a Float32Array of ids.length × dim values`);
+  const n = ids.length;
+  if (vectors.length !== n * dim) {
+    throw invalidArgument(`${field}.vectors has ${vectors.length} values, expected ${n} ids × dim ${dim} = ${n * dim}`);
+  }
+  if (metadata !== undefined && (!Array.isArray(metadata) || metadata.length !== n)) {
+    throw invalidArgument(`${field}.metadata must be an array with one entry per id (${n})`);
+  }
+  for (let j = 0; j < vectors.length; j++) {
+    const x = vectors[j]!;
+    if (x - x !== 0) {
+      throw invalidArgument(`${field}.vectors[${j}] (record ${Math.floor(j / dim)}, component ${j % dim}) must be a finite number (got ${String(x)})`);
+    }
+  }
+  const seen = new Set<string>();
+  for (let i = 0; i < n; i++) {
+    const raw = ids[i];
+    const id = isPlainName(raw) ? raw : checkName(`${field}.ids[${i}]`, raw);
+    if (seen.has(id)) throw invalidArgument(`${field}.ids[${i}] '${id}' appears twice in one batch`);
+    seen.add(id);
+    const meta = (metadata as unknown[] | undefined)?.[i] ?? {};
+    if (!isPlainObject(meta) || !isPlainJson(meta)) {
+      checkPlainObject(`${field}.metadata[${i}]`, meta);
+      checkJson(`${field}.metadata[${i}]`, meta);
+    }
+    out.push({ kind: 'upsert', collection, id, vector: vectors.subarray(i * dim, (i + 1) * dim), metadata: JSON.stringify(meta) });
+  }
+}
+
+export function encodeDeletes(field: string, collection: string, ids: unknown, out: EncodedOp[]): void {
+  if (!Array.isArray(ids) || ids.length === 0) throw invalidArgument(`${field} must be a non-empty array`);
+  ids.forEach((id, i) => {
+    out.push({ kind: 'delete', collection, id: checkName(`${field}[${i}]`, id) });
+  });
+}
