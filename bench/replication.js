@@ -278,9 +278,13 @@ try {
   if (postgres) bench.add('postgres 10k batch sync standby', () => postgres.batch());
   const loadBefore = load();
   await bench.run();
+  const failed = bench.tasks.filter((t) => !t.result?.latency);
+  for (const t of failed) console.error(`task '${t.name}' failed: ${t.result?.error?.stack ?? t.result?.error ?? 'no result'}`);
+  if (failed.length > 0) console.error('replication status now:', cairn.status());
+  if (failed.length > 0) process.exitCode = 1;
   console.log(`load average (1, 5, 15 min): ${loadBefore} before, ${load()} after`);
-  const single = bench.tasks.filter((t) => !t.name.includes('10k'));
-  const batched = bench.tasks.filter((t) => t.name.includes('10k'));
+  const single = bench.tasks.filter((t) => t.result?.latency && !t.name.includes('10k'));
+  const batched = bench.tasks.filter((t) => t.result?.latency && t.name.includes('10k'));
   const rate = Object.fromEntries(single.map((t) => [t.name, (WRITERS * 1000) / t.result.latency.mean]));
   console.table(
     single.map((t) => ({

@@ -5,7 +5,7 @@
 // durable (the file is healed after reopen, even under absolute-consistency), the verified
 // copies vote, and without a majority nothing is installed and the error names the nodes.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -391,4 +391,90 @@ describe('repair frames and the vote', () => {
     expect(majorityVote([b('n2', 'aa'), b('n3', 'bb'), b('n4', 'cc')]).outcome).toBe('none');
     expect(majorityVote([]).outcome).toBe('none');
   });
+});
+
+describe('WAL segments repaired from replicas', () => {
+  /** The node's largest archived segment, its bytes, and the byte offsets of its records
+   *  (docs/format.md, "WAL segment" and "WAL record"). */
+  function archived(dir: string): { rel: string; bytes: Buffer; records: number[] } {
+    const names = readdirSync(join(dir, 'wal-archive')).filter((n) => n.endsWith('.wal'));
+    expect(names.length, `archived segments in ${dir}`).toBeGreaterThan(0);
+    const size = (n: string) => statSync(join(dir, 'wal-archive', n)).size;
+    const rel = `wal-archive/${names.sort((a, b) => size(b) - size(a) || (a < b ? -1 : 1))[0]}`;
+    const bytes = readFileSync(join(dir, rel));
+    const records: number[] = [];
+    for (let at = 32; at + 24 <= bytes.length; ) {
+      const len = bytes.readUInt32LE(at);
+      if (len === 0 && bytes.readBigUInt64LE(at + 8) === 0n) break;
+      records.push(at);
+      at += 24 + Math.ceil(len / 8) * 8 + 8;
+    }
+    return { rel, bytes, records };
+  }
+
+  /** Flip one bit in the payload of record `i` of the node's archived segment. */
+  function damageRecord(dir: string, i: number): { rel: string; good: Buffer; bad: Buffer } {
+    const seg = archived(dir);
+    expect(seg.records.length).toBeGreaterThan(i);
+    const bad = Buffer.from(seg.bytes);
+    bad[seg.records[i]! + 24 + 3]! ^= 0x10;
+    writeFileSync(join(dir, seg.rel), bad);
+    return { rel: seg.rel, good: seg.bytes, bad };
+  }
+
+  type Report = { repaired: Array<{ file: string; from: string; quarantined?: string }>; unrepaired: Array<{ file: string; reason: string }> };
+
+  it('damaged_archived_wal_segments_on_two_nodes_are_rebuilt_from_the_others_byte_for_byte', async () => {
+    const dirs = await seed();
+    const n3Before = archived(dirs[2]!).bytes;
+    // Damaged differently on n1 (record 2) and n2 (record 4): each answers 'damaged' for its range.
+    const d1 = damageRecord(dirs[0]!, 2);
+    const d2 = damageRecord(dirs[1]!, 4);
+    const c = await startCluster(dirs, false);
+
+    const r1 = (await c.primary.ok('scrub', { repair: true })).report as Report;
+    expect(r1.unrepaired).toEqual([]);
+    const fixed1 = r1.repaired.find((x) => x.file === d1.rel);
+    expect(fixed1, JSON.stringify(r1.repaired)).toMatchObject({ from: 'replicas' });
+    // Rebuilt from n3's records (n2 withheld its damaged range): the original bytes exactly.
+    expect(readFileSync(join(dirs[0]!, d1.rel)).equals(d1.good)).toBe(true);
+    expect(readFileSync(join(dirs[0]!, fixed1!.quarantined!)).equals(d1.bad)).toBe(true);
+
+    // n2 asks through the primary (relay): n1, repaired meanwhile, and n3 agree.
+    const r2 = (await c.replicas.get('n2')!.ok('scrub', { repair: true })).report as Report;
+    expect(r2.unrepaired).toEqual([]);
+    expect(r2.repaired.find((x) => x.file === d2.rel)).toMatchObject({ from: 'replicas' });
+    expect(readFileSync(join(dirs[1]!, d2.rel)).equals(d2.good)).toBe(true);
+
+    // Nothing bad spread: n3 is untouched, and a second scrub everywhere finds nothing.
+    expect(archived(dirs[2]!).bytes.equals(n3Before)).toBe(true);
+    for (const node of [c.primary, ...c.replicas.values()]) {
+      const again = (await node.ok('scrub', { repair: false })).report as { corrupt: unknown[] };
+      expect(again.corrupt).toEqual([]);
+    }
+    await stopCluster(c);
+    for (const [i, d] of dirs.entries()) await expectHealedOnDisk(d, model(), i < 2);
+  }, 120_000);
+
+  it('a_wal_segment_whose_verified_copies_disagree_is_not_rebuilt', async () => {
+    const dirs = await seed();
+    // n3 wrote the same seqs with other bytes (its own commit times): its records verify and differ.
+    rmSync(dirs[2]!, { recursive: true, force: true });
+    const db = await open(dirs[2]!, { nodeId: 'n3' });
+    await db.createCollection('docs', { dim: DIM, metric: 'l2' });
+    for (let b = 0; b < ids.length; b += 15) await db.collection('docs').upsert(ids.slice(b, b + 15).map((x) => record(x, 'v1')));
+    await db.collection('docs').upsert(ids.slice(0, 20).map((x) => record(x, 'v2')));
+    await db.collection('docs').delete(ids.slice(50));
+    await db.checkpoint();
+    await db.close();
+    const d1 = damageRecord(dirs[0]!, 1);
+    const c = await startCluster(dirs, false);
+    const r = (await c.primary.ok('scrub', { repair: true })).report as Report;
+    const left = r.unrepaired.find((x) => x.file === d1.rel);
+    expect(left?.reason).toMatch(/disagree with no majority \(n2=[0-9a-f]{16}, n3=[0-9a-f]{16}\)/);
+    expect(r.repaired.find((x) => x.file === d1.rel)).toBeUndefined();
+    // Nothing was installed: the damaged bytes are still there (and kept in quarantine).
+    expect(readFileSync(join(dirs[0]!, d1.rel)).equals(d1.bad)).toBe(true);
+    await stopCluster(c);
+  }, 120_000);
 });

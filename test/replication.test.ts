@@ -262,14 +262,21 @@ describe('replication', () => {
       vector: [Math.floor(random() * 100) / 2, 1, 2, 3],
       metadata: { v: Math.floor(random() * 1000) },
     });
+    let created = 0;
+    let drops = 0;
     for (let step = 0; step < 160; step++) {
       const colls = [...model.keys()];
       const dice = random();
       const w = random() < 0.3 ? { w: 'majority', timeoutMs: 20_000 } : {};
       if (colls.length === 0 || (dice < 0.05 && colls.length < 4)) {
-        const name = `c${model.size}`;
+        const name = `c${created++}`;
         await p.ok('create', { name, dim: 4 });
         model.set(name, new Map());
+      } else if (dice < 0.08 && colls.length > 1) {
+        const name = pick(colls);
+        await p.ok('drop', { name });
+        model.delete(name);
+        drops++;
       } else if (dice < 0.55) {
         const c = pick(colls);
         const recs = new Map<string, { id: string } & Row>();
@@ -306,10 +313,12 @@ describe('replication', () => {
     const query = { collections: Object.fromEntries([...model.keys()].map((c) => [c, ids])) };
     const dumps = await Promise.all([p, n2, n3].map((n) => n.ok('dump', query)));
     const expected = Object.fromEntries([...model].map(([c, rows]) => [c, Object.fromEntries(rows)]));
+    expect(drops, 'the workload dropped collections').toBeGreaterThan(0);
     for (const d of dumps) {
       expect(d.lastSeq).toBe(last);
       expect(d.rows).toEqual(expected);
       expect(d.collections).toEqual(dumps[0]?.collections);
+      expect((d.collections as Array<[string, number]>).map(([name]) => name).sort()).toEqual([...model.keys()].sort());
     }
     const status = (await p.ok('status')).status as { replicas: Array<{ nodeId: string; appliedSeq: string; lagRecords: string }> };
     for (const r of status.replicas) expect(r.appliedSeq).toBe(last);

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use cairn_core::quarantine::QuarantineNote;
 use cairn_core::scrub::{self, Install, Rebuild};
-use napi::bindgen_prelude::{AsyncTask, BigInt};
+use napi::bindgen_prelude::{AsyncTask, BigInt, Buffer};
 use napi::Env;
 use napi_derive::napi;
 
 use crate::errors::{core, sync};
 use crate::quarantine_note::NativeQuarantineNote;
-use crate::scrub::{kind, required};
+use crate::scrub::{expected, kind, required};
 use crate::store::{on_engine, NativeStore};
 use crate::task::{task, CoreTask};
 
@@ -121,6 +121,24 @@ impl NativeStore {
         Ok(on_engine(self, move |e| {
             core(scrub::install_copy_live(e, &rel, &PathBuf::from(source), kind, exp, &note)).map(NativeInstallOutcome::from)
         }))
+    }
+
+    /// Rebuild the sealed WAL segment `rel` from `records` fetched from the other nodes and
+    /// install it (see `scrub::rebuild_wal_segment_live`); `expectedBytes`/`expectedXxh3`
+    /// when a snapshot recorded them.
+    #[napi(ts_return_type = "Promise<NativeInstallOutcome>")]
+    pub fn rebuild_wal_segment(
+        &self,
+        env: Env,
+        rel: String,
+        records: Buffer,
+        expected_bytes: Option<f64>,
+        expected_xxh3: Option<String>,
+        note: NativeQuarantineNote,
+    ) -> napi::Result<AsyncTask<CoreTask<NativeInstallOutcome>>> {
+        let (exp, note) = sync(&env, || Ok((expected(expected_bytes, expected_xxh3)?, QuarantineNote::try_from(note)?)))?;
+        let records = records.to_vec();
+        Ok(on_engine(self, move |e| core(scrub::rebuild_wal_segment_live(e, &rel, &records, exp, &note)).map(NativeInstallOutcome::from)))
     }
 
     /// Rebuild `MANIFEST` or a `data/` file from the in-memory state (see `scrub::rebuild_live`).

@@ -30,14 +30,23 @@ fn seq_arg(name: &str, v: BigInt) -> crate::errors::Outcome<u64> {
 
 #[napi]
 impl NativeStore {
-    /// Records from `fromSeq`, at most `maxBytes` of them (at least one when any is available),
-    /// read and verified off the event loop. Rejects `CAIRN_WAL_PRUNED` when retention removed
-    /// `fromSeq`, `CAIRN_CORRUPTION` when the record at `fromSeq` fails its checksum.
+    /// Records from `fromSeq`, at most `maxBytes` of them (at least one when any is available)
+    /// and none past `throughSeq` when given, read and verified off the event loop. Rejects
+    /// `CAIRN_WAL_PRUNED` when retention removed `fromSeq`, `CAIRN_CORRUPTION` when the record
+    /// at `fromSeq` fails its checksum.
     #[napi(ts_return_type = "Promise<NativeWalChunk>")]
-    pub fn read_wal(&self, env: Env, from_seq: BigInt, max_bytes: u32) -> napi::Result<AsyncTask<CoreTask<NativeWalChunk>>> {
-        let from = sync(&env, || seq_arg("fromSeq", from_seq))?;
+    pub fn read_wal(
+        &self,
+        env: Env,
+        from_seq: BigInt,
+        max_bytes: u32,
+        through_seq: Option<BigInt>,
+    ) -> napi::Result<AsyncTask<CoreTask<NativeWalChunk>>> {
+        let (from, through) = sync(&env, || {
+            Ok((seq_arg("fromSeq", from_seq)?, through_seq.map(|t| seq_arg("throughSeq", t)).transpose()?.unwrap_or(u64::MAX)))
+        })?;
         Ok(on_engine(self, move |engine| {
-            let c = core(engine.read_wal(from, max_bytes as usize))?;
+            let c = core(engine.read_wal_through(from, through, max_bytes as usize))?;
             Ok(NativeWalChunk {
                 bytes: Buffer::from(c.bytes),
                 first_seq: BigInt::from(c.first_seq),
@@ -45,6 +54,23 @@ impl NativeStore {
                 count: BigInt::from(c.count),
             })
         }))
+    }
+
+    /// `readWal` on the calling thread, for a replica tailing the log (the records were just
+    /// written, so the read is from the page cache and small): no thread-pool round trip per
+    /// shipment. `null` when a concurrent checkpoint moved the segment (use `readWal`).
+    #[napi]
+    pub fn read_wal_sync(&self, env: Env, from_seq: BigInt, max_bytes: u32) -> napi::Result<Option<NativeWalChunk>> {
+        sync(&env, || {
+            let from = seq_arg("fromSeq", from_seq)?;
+            let c = core(self.engine.try_read_wal(from, max_bytes as usize))?;
+            Ok(c.map(|c| NativeWalChunk {
+                bytes: Buffer::from(c.bytes),
+                first_seq: BigInt::from(c.first_seq),
+                last_seq: BigInt::from(c.last_seq),
+                count: BigInt::from(c.count),
+            }))
+        })
     }
 
     /// Replica: apply a chunk from the primary. Resolves with its last sequence number once it

@@ -600,7 +600,8 @@ export class Store extends EventEmitter {
   #replicaSources(): { sources?: RepairSource[] } {
     const hook = this.#replication;
     const heal = hook?.healDamaged?.bind(hook);
-    return heal ? { sources: [...defaultSources(), new ReplicaSource(heal)] } : {};
+    const segment = hook?.repairWalSegment?.bind(hook);
+    return heal && segment ? { sources: [...defaultSources(), new ReplicaSource(heal, segment)] } : {};
   }
 
   /**

@@ -25,29 +25,48 @@ impl Engine {
     /// `from_seq`; `Error::Corruption` naming the file and offset of a record that fails its
     /// checksum (nothing is returned then).
     pub fn read_wal(&self, from_seq: u64, max_bytes: usize) -> Result<WalChunk> {
+        self.read_wal_through(from_seq, u64::MAX, max_bytes)
+    }
+
+    /// `read_wal`, never past `through_seq` either (a peer rebuilding a damaged segment asks
+    /// for exactly its range).
+    pub fn read_wal_through(&self, from_seq: u64, through_seq: u64, max_bytes: usize) -> Result<WalChunk> {
+        for attempt in 0..ship::MAX_ATTEMPTS {
+            // The last attempt holds the checkpoint lock, so no segment can move under it.
+            let _still = (attempt + 1 == ship::MAX_ATTEMPTS).then(|| lock(&self.shared.checkpoint_lock));
+            if let Some(chunk) = self.read_wal_once(from_seq, through_seq, max_bytes, attempt == 0)? {
+                return Ok(chunk);
+            }
+        }
+        Err(Error::io(self.shared.dir.join(crate::layout::WAL_DIR), std::io::Error::other("WAL segments kept moving while they were read")))
+    }
+
+    /// `read_wal` for a replica tailing the log: one attempt, never waiting for the checkpoint
+    /// lock, so that it may run on a caller's event loop. `None` when a concurrent checkpoint
+    /// moved the segment it was reading (call `read_wal` then).
+    pub fn try_read_wal(&self, from_seq: u64, max_bytes: usize) -> Result<Option<WalChunk>> {
+        self.read_wal_once(from_seq, u64::MAX, max_bytes, true)
+    }
+
+    /// One read attempt (`None`: a segment moved under it); `use_hint` starts from the cursor a
+    /// previous read left at `from_seq`, if any.
+    fn read_wal_once(&self, from_seq: u64, through_seq: u64, max_bytes: usize, use_hint: bool) -> Result<Option<WalChunk>> {
         self.check_open()?;
         if from_seq == 0 {
             return Err(Error::InvalidArgument("from_seq must be at least 1 (sequence numbers start at 1)".into()));
         }
         // Loaded first: every record up to it is completely written (see `wal/ship.rs`).
-        let through = self.last_seq();
-        let storage = self.shared.opts.storage.as_ref();
-        let hint = lock(&self.shared.ship_cursors).iter().find(|c| c.next_seq == from_seq).copied();
-        for attempt in 0..ship::MAX_ATTEMPTS {
-            let hint = if attempt == 0 { hint } else { None };
-            // The last attempt holds the checkpoint lock, so no segment can move under it.
-            let _still = (attempt + 1 == ship::MAX_ATTEMPTS).then(|| lock(&self.shared.checkpoint_lock));
-            match ship::read_chunk(storage, &self.shared.dir, from_seq, through, max_bytes, hint)? {
-                Attempt::Done(chunk, cursor) => {
-                    if let Some(c) = cursor {
-                        remember_cursor(&mut lock(&self.shared.ship_cursors), c);
-                    }
-                    return Ok(chunk);
+        let through = self.last_seq().min(through_seq);
+        let hint = if use_hint { lock(&self.shared.ship_cursors).iter().find(|c| c.next_seq == from_seq).copied() } else { None };
+        match ship::read_chunk(self.shared.opts.storage.as_ref(), &self.shared.dir, from_seq, through, max_bytes, hint)? {
+            Attempt::Done(chunk, cursor) => {
+                if let Some(c) = cursor {
+                    remember_cursor(&mut lock(&self.shared.ship_cursors), c);
                 }
-                Attempt::Moved => continue,
+                Ok(Some(chunk))
             }
+            Attempt::Moved => Ok(None),
         }
-        Err(Error::io(self.shared.dir.join(crate::layout::WAL_DIR), std::io::Error::other("WAL segments kept moving while they were read")))
     }
 
     /// The sequence number of the oldest record `read_wal` can still return (`last_seq() + 1`

@@ -15,7 +15,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::layout::{DATA_DIR, INSTALL_SUFFIX};
 use crate::quarantine::{quarantine as keep_in_quarantine, QuarantineNote};
-use crate::storage::{OsStorage, Storage};
+use crate::storage::{OsStorage, Storage, StorageFile};
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
@@ -45,6 +45,44 @@ pub fn install_copy_on(
     expected: Expected,
     note: &QuarantineNote,
 ) -> Result<Install> {
+    install_on(storage, dir, rel, kind, Some(expected), note, &format!("copy from {}", source.display()), |tmp| {
+        copy(storage, source, tmp).map(|(f, _)| f).map_err(|e| format!("cannot copy {}: {e}", source.display()))
+    })
+}
+
+/// `install_copy_on` for bytes built in memory (a WAL segment rebuilt from the other nodes'
+/// records): written beside `dir/rel`, fsynced, verified as `kind` (against `expected` when it
+/// is known), then installed the same way.
+pub fn install_bytes_on(
+    storage: &dyn Storage,
+    dir: &Path,
+    rel: &str,
+    bytes: &[u8],
+    kind: FileKind,
+    expected: Option<Expected>,
+    note: &QuarantineNote,
+) -> Result<Install> {
+    install_on(storage, dir, rel, kind, expected, note, "the file built from the other nodes' records", |tmp| {
+        let f = storage.create(tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        f.write_at(0, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        Ok(f)
+    })
+}
+
+/// The install both share: `place` writes the candidate at the temporary name; it is fsynced
+/// and verified there, and only then does the damaged file go to quarantine and the candidate
+/// take its name.
+#[expect(clippy::too_many_arguments, reason = "one install's target, its check and its note, called from two places")]
+fn install_on(
+    storage: &dyn Storage,
+    dir: &Path,
+    rel: &str,
+    kind: FileKind,
+    expected: Option<Expected>,
+    note: &QuarantineNote,
+    what: &str,
+    place: impl FnOnce(&Path) -> std::result::Result<Box<dyn StorageFile>, String>,
+) -> Result<Install> {
     let target = dir.join(rel);
     let parent = target.parent().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
     if !storage.is_dir(&parent) {
@@ -54,20 +92,18 @@ pub fn install_copy_on(
     tmp_name.push(INSTALL_SUFFIX);
     let tmp = parent.join(tmp_name);
     let _ = storage.remove(&tmp);
-    let copied = match copy(storage, source, &tmp) {
-        Ok((f, _)) => f,
-        Err(e) => {
+    let placed = match place(&tmp) {
+        Ok(f) => f,
+        Err(detail) => {
             let _ = storage.remove(&tmp);
-            return Ok(Install::Rejected { detail: format!("cannot copy {}: {e}", source.display()) });
+            return Ok(Install::Rejected { detail });
         }
     };
-    copied.sync_data().map_err(|e| Error::io(&tmp, e))?;
-    let check = verify_file_on(storage, &tmp, kind, Some(expected), &ScanControl::new(None));
+    placed.sync_data().map_err(|e| Error::io(&tmp, e))?;
+    let check = verify_file_on(storage, &tmp, kind, expected, &ScanControl::new(None));
     if let Some(bad) = check.findings.first() {
         let _ = storage.remove(&tmp);
-        return Ok(Install::Rejected {
-            detail: format!("copy from {} does not verify: {} at offset {}", source.display(), bad.detail, bad.offset),
-        });
+        return Ok(Install::Rejected { detail: format!("{what} does not verify: {} at offset {}", bad.detail, bad.offset) });
     }
     let quarantined = keep_in_quarantine(storage, dir, rel, note)?;
     storage.rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;

@@ -7,6 +7,7 @@
 //! - `ranges.rs`: one large file hashed by ranges on several threads (`hash_range`).
 //! - `install.rs`: a verified copy installed over a damaged file (`install_copy`).
 //! - `repair.rs`: a damaged file of an open store rebuilt from memory (`rebuild_live`), `note`.
+//! - `wal_rebuild.rs`: a damaged sealed WAL segment rebuilt from the other nodes' records.
 //! - `result.rs`: the last scrub's counts, kept in `SCRUB_RESULT` for status readers.
 //! - `test_support.rs`: (tests) a directory on each storage, and file bytes of each format.
 //!
@@ -30,11 +31,13 @@ pub mod result;
 #[cfg(test)]
 mod test_support;
 mod verify;
+mod wal_rebuild;
 
 pub use crate::quarantine::{Damage, QuarantineNote};
 pub use check::{parse_xxh3, Expected, FileCheck, FileKind, Finding};
 pub use control::ScanControl;
-pub use install::{install_copy, install_copy_live, install_copy_on, Install};
+pub use install::{install_bytes_on, install_copy, install_copy_live, install_copy_on, Install};
 pub use ranges::{hash_range, hash_range_on, ranges, split_finish, split_finish_on};
 pub use repair::{note, rebuild_live, Rebuild};
 pub use verify::{verify_file, verify_file_on};
+pub use wal_rebuild::{rebuild_wal_segment_live, sealed_segment_range};

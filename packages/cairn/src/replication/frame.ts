@@ -37,6 +37,8 @@ export const FrameType = {
   SNAPSHOT_END: 13,
   REPAIR_REQUEST: 14,
   REPAIR_RESPONSE: 15,
+  WAL_RANGE_REQUEST: 16,
+  WAL_RANGE_RESPONSE: 17,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 const TYPE_NAMES = new Map<number, string>(Object.entries(FrameType).map(([k, v]) => [v, k]));

@@ -187,31 +187,34 @@ export function decodeSnapshotEnd(b: Buffer): SnapshotEnd {
 }
 
 /** Ask for the peers' copies of one record (either direction; docs/format.md, "REPAIR_REQUEST"). */
-export interface RepairRequest {
+/** What every request to the other nodes starts with. */
+export interface PeerRequest {
   requestId: number;
   /** 1: the primary also asks its other replicas and answers with every copy. */
   relay: boolean;
+}
+
+export interface RepairRequest extends PeerRequest {
   /** The version the asker holds damaged (`seq << 24 | op index`); 0 when it holds none. */
   label: bigint;
   collection: string;
   id: string;
 }
-export const encodeRepairRequest = (m: RepairRequest) =>
-  new PayloadWriter()
-    .u32(m.requestId)
-    .u8(m.relay ? 1 : 0)
-    .u64(m.label)
-    .str16(m.collection)
-    .str16(m.id)
-    .done();
+export const encodeRepairRequest = (m: RepairRequest) => requestHead(m).u64(m.label).str16(m.collection).str16(m.id).done();
 export function decodeRepairRequest(b: Buffer): RepairRequest {
   const r = new PayloadReader(b, 'REPAIR_REQUEST');
-  const requestId = r.u32();
-  const relay = r.u8();
-  if (relay > 1) throw protocolError(`REPAIR_REQUEST relay flag ${relay} is not 0 or 1`);
-  const m = { requestId, relay: relay === 1, label: r.u64(), collection: r.str16(), id: r.str16() };
+  const m = { ...readRequestHead(r), label: r.u64(), collection: r.str16(), id: r.str16() };
   r.end();
   return m;
+}
+
+/** The request frames' common start: u32 request id, u8 relay (0 or 1). */
+const requestHead = (m: PeerRequest) => new PayloadWriter().u32(m.requestId).u8(m.relay ? 1 : 0);
+function readRequestHead(r: PayloadReader): PeerRequest {
+  const requestId = r.u32();
+  const relay = r.u8();
+  if (relay > 1) throw protocolError(`${r.what} relay flag ${relay} is not 0 or 1`);
+  return { requestId, relay: relay === 1 };
 }
 
 export type CopyState = 'found' | 'absent' | 'damaged' | 'unavailable';
@@ -232,28 +235,92 @@ export interface RepairResponse {
   requestId: number;
   copies: RecordCopyMessage[];
 }
-export function encodeRepairResponse(m: RepairResponse): Buffer {
-  const w = new PayloadWriter().u32(m.requestId).u32(m.copies.length);
-  for (const c of m.copies) {
-    w.str16(c.nodeId).u8(COPY_STATES.indexOf(c.state)).u64(c.label).u64(c.digest).u32(c.record.length).bytes(c.record).str16(c.detail);
-  }
+export const encodeRepairResponse = (m: RepairResponse): Buffer =>
+  encodeAnswer(
+    m.requestId,
+    m.copies.map(({ label, record, ...c }) => ({ ...c, tag: label, bytes: record })),
+  );
+export function decodeRepairResponse(b: Buffer): RepairResponse {
+  const a = decodeAnswer(b, 'REPAIR_RESPONSE');
+  return { requestId: a.requestId, copies: a.copies.map(({ tag, bytes, ...c }) => ({ ...c, label: tag, record: bytes })) };
+}
+
+/** One copy in an answer frame: the record copy's label or the WAL range's last seq is its `tag`. */
+interface WireCopy {
+  nodeId: string;
+  state: CopyState;
+  tag: bigint;
+  digest: bigint;
+  bytes: Buffer;
+  detail: string;
+}
+
+/** The answer frames' layout: u32 request id, u32 copy count (at most 255), then each copy:
+ *  str16 node id, u8 state, u64 tag, u64 xxh3-64, u32 length then the bytes, str16 detail. */
+function encodeAnswer(requestId: number, copies: readonly WireCopy[]): Buffer {
+  const w = new PayloadWriter().u32(requestId).u32(copies.length);
+  for (const c of copies) w.str16(c.nodeId).u8(COPY_STATES.indexOf(c.state)).u64(c.tag).u64(c.digest).u32(c.bytes.length).bytes(c.bytes).str16(c.detail);
   return w.done();
 }
-export function decodeRepairResponse(b: Buffer): RepairResponse {
-  const r = new PayloadReader(b, 'REPAIR_RESPONSE');
+function decodeAnswer(b: Buffer, what: string): { requestId: number; copies: WireCopy[] } {
+  const r = new PayloadReader(b, what);
   const requestId = r.u32();
   const n = r.u32();
-  if (n > 255) throw protocolError(`REPAIR_RESPONSE with ${n} copies (at most 255 nodes answer)`);
-  const copies: RecordCopyMessage[] = [];
+  if (n > 255) throw protocolError(`${what} with ${n} copies (at most 255 nodes answer)`);
+  const copies: WireCopy[] = [];
   for (let i = 0; i < n; i++) {
     const nodeId = r.str16();
     const state = COPY_STATES[r.u8()];
-    if (state === undefined) throw protocolError('REPAIR_RESPONSE with an unknown copy state');
-    const label = r.u64();
+    if (state === undefined) throw protocolError(`${what} with an unknown copy state`);
+    const tag = r.u64();
     const digest = r.u64();
-    const record = Buffer.from(r.fixed(r.u32()));
-    copies.push({ nodeId, state, label, digest, record, detail: r.str16() });
+    copies.push({ nodeId, state, tag, digest, bytes: Buffer.from(r.fixed(r.u32())), detail: r.str16() });
   }
   r.end();
   return { requestId, copies };
+}
+
+/** Ask for the peers' WAL records `firstSeq..=throughSeq` (at most `maxBytes` of them, at least
+ *  one), to rebuild a damaged sealed segment (docs/format.md, "WAL_RANGE_REQUEST"). */
+export interface WalRangeRequest extends PeerRequest {
+  firstSeq: bigint;
+  throughSeq: bigint;
+  maxBytes: number;
+}
+export const encodeWalRangeRequest = (m: WalRangeRequest) => requestHead(m).u64(m.firstSeq).u64(m.throughSeq).u32(m.maxBytes).done();
+export function decodeWalRangeRequest(b: Buffer): WalRangeRequest {
+  const r = new PayloadReader(b, 'WAL_RANGE_REQUEST');
+  const m = { ...readRequestHead(r), firstSeq: r.u64(), throughSeq: r.u64(), maxBytes: r.u32() };
+  r.end();
+  if (m.firstSeq < 1n || m.throughSeq < m.firstSeq) throw protocolError(`WAL_RANGE_REQUEST with an empty or inverted range ${m.firstSeq}..${m.throughSeq}`);
+  return m;
+}
+
+/** One node's answer for a WAL range: `records` (whole framed records `firstSeq..=lastSeq`,
+ *  as its engine read and verified them) and their xxh3-64, present only when 'found'. */
+export interface WalRangeCopy {
+  nodeId: string;
+  state: CopyState;
+  lastSeq: bigint;
+  digest: bigint;
+  records: Buffer;
+  detail: string;
+}
+
+export function rangeUnavailable(nodeId: string, detail: string): WalRangeCopy {
+  return { nodeId, state: 'unavailable', lastSeq: 0n, digest: 0n, records: Buffer.alloc(0), detail };
+}
+
+export interface WalRangeResponse {
+  requestId: number;
+  copies: WalRangeCopy[];
+}
+export const encodeWalRangeResponse = (m: WalRangeResponse): Buffer =>
+  encodeAnswer(
+    m.requestId,
+    m.copies.map(({ lastSeq, records, ...c }) => ({ ...c, tag: lastSeq, bytes: records })),
+  );
+export function decodeWalRangeResponse(b: Buffer): WalRangeResponse {
+  const a = decodeAnswer(b, 'WAL_RANGE_RESPONSE');
+  return { requestId: a.requestId, copies: a.copies.map(({ tag, bytes, ...c }) => ({ ...c, lastSeq: tag, records: bytes })) };
 }

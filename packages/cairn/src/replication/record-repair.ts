@@ -11,8 +11,8 @@
 import { CairnError, fromNative } from '../errors.js';
 import { type NativeStore, nativeBytes } from '../native.js';
 import { PayloadReader, PayloadWriter } from './frame.js';
-import type { RecordCopyMessage, RepairResponse } from './messages.js';
-import { type Ballot, describeBallots, majorityVote } from './vote.js';
+import type { RecordCopyMessage } from './messages.js';
+import { describeBallots, majorityVote, tally } from './vote.js';
 
 /** How long one peer gets to answer a repair request. */
 export const REPAIR_TIMEOUT_MS = 2000;
@@ -69,46 +69,6 @@ export function localCopy(native: NativeStore, nodeId: string, collection: strin
   }
 }
 
-/** Requests sent on one connection and waiting for their REPAIR_RESPONSE. */
-export class PendingRepairs {
-  #next = 1;
-  readonly #waiting = new Map<number, { resolve: (copies: RecordCopyMessage[]) => void; timer: NodeJS.Timeout }>();
-
-  /** A request id and the copies it gets: `onTimeout` copies if no answer comes in `timeoutMs`. */
-  open(timeoutMs: number, onTimeout: () => RecordCopyMessage[]): { requestId: number; answer: Promise<RecordCopyMessage[]> } {
-    const requestId = this.#next;
-    this.#next = (this.#next % 0xffff_ffff) + 1;
-    const answer = new Promise<RecordCopyMessage[]>((resolve) => {
-      const timer = setTimeout(() => {
-        this.#waiting.delete(requestId);
-        resolve(onTimeout());
-      }, timeoutMs);
-      timer.unref();
-      this.#waiting.set(requestId, { resolve, timer });
-    });
-    return { requestId, answer };
-  }
-
-  /** False when nothing waits for it (answered after its timeout: ignored). */
-  settle(r: RepairResponse): boolean {
-    const w = this.#waiting.get(r.requestId);
-    if (!w) return false;
-    this.#waiting.delete(r.requestId);
-    clearTimeout(w.timer);
-    w.resolve(r.copies);
-    return true;
-  }
-
-  /** The connection ended: every waiting request gets `copies`. */
-  abandon(copies: () => RecordCopyMessage[]): void {
-    for (const [id, w] of this.#waiting) {
-      clearTimeout(w.timer);
-      this.#waiting.delete(id);
-      w.resolve(copies());
-    }
-  }
-}
-
 export function unavailable(nodeId: string, detail: string): RecordCopyMessage {
   return { nodeId, state: 'unavailable', label: 0n, digest: 0n, record: Buffer.alloc(0), detail };
 }
@@ -127,36 +87,23 @@ export async function repairRecord(native: NativeStore, selfId: string, peers: R
   }
   if (local.state !== 'damaged') return { collection, id, outcome: 'intact', from: [] };
   const copies = await peers.fetch(collection, id, local.label);
-  const ballots: Ballot[] = [];
-  const records = new Map<string, Buffer>();
-  const other: string[] = [];
-  for (const c of copies) {
-    if (c.nodeId === selfId) continue;
-    if (c.state !== 'found') {
-      other.push(`${c.nodeId}: ${c.state}${c.detail ? ` (${c.detail})` : ''}`);
-      continue;
-    }
+  const {
+    ballots,
+    byDigest,
+    others: heard,
+  } = tally(copies, selfId, (c) => {
     const digest = digestOf(c.record);
     let label: bigint;
     try {
       label = decodeRecordCopy(c.record).label;
     } catch {
-      other.push(`${c.nodeId}: copy does not decode`);
-      continue;
+      return { reason: 'copy does not decode' };
     }
-    if (digest !== c.digest) {
-      other.push(`${c.nodeId}: copy failed its checksum in transit (sent ${hex(c.digest)}, bytes give ${hex(digest)})`);
-      continue;
-    }
-    if (label !== local.label) {
-      other.push(`${c.nodeId}: holds another version (label ${label}, wanted ${local.label})`);
-      continue;
-    }
-    ballots.push({ nodeId: c.nodeId, digest: hex(digest) });
-    records.set(hex(digest), c.record);
-  }
+    if (digest !== c.digest) return { reason: `copy failed its checksum in transit (sent ${hex(c.digest)}, bytes give ${hex(digest)})` };
+    if (label !== local.label) return { reason: `holds another version (label ${label}, wanted ${local.label})` };
+    return { digest: hex(digest) };
+  });
   const where = `record '${id}' of collection '${collection}' (label ${local.label}) on node '${selfId}'`;
-  const heard = other.length ? `; others: ${other.join('; ')}` : '';
   if (ballots.length === 0) throw new CairnError('CAIRN_CORRUPTION', `${where} is damaged and no other node has a verified copy of it${heard}`);
   const vote = majorityVote(ballots);
   if (vote.outcome === 'none') {
@@ -165,7 +112,7 @@ export async function repairRecord(native: NativeStore, selfId: string, peers: R
       `${where} is damaged and the verified copies disagree with no majority (${describeBallots(vote.ballots)}); nothing was installed${heard}`,
     );
   }
-  const winner = decodeRecordCopy(records.get(vote.digest) as Buffer);
+  const winner = decodeRecordCopy((byDigest.get(vote.digest) as RecordCopyMessage).record);
   let r: Awaited<ReturnType<NativeStore['installRowRepair']>>;
   try {
     r = await native.installRowRepair(collection, id, winner.label, winner.vector, winner.metadata);

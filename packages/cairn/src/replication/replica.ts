@@ -22,6 +22,7 @@ import { type Collection, type CollectionInfo, open, type Store, type SyncMode }
 import { checkToken, newNonce, proof, verifyProof } from './auth.js';
 import { Connection } from './connection.js';
 import { type Frame, FrameType, frameTypeName, protocolError } from './frame.js';
+import { HealPasses } from './heal.js';
 import {
   decodeChallenge,
   decodeForwardResult,
@@ -33,6 +34,8 @@ import {
   decodeSnapshotData,
   decodeSnapshotEnd,
   decodeWal,
+  decodeWalRangeRequest,
+  decodeWalRangeResponse,
   encodeAck,
   encodeAuth,
   encodeForward,
@@ -40,12 +43,18 @@ import {
   encodeHello,
   encodeRepairRequest,
   encodeRepairResponse,
+  encodeWalRangeRequest,
+  encodeWalRangeResponse,
   type ForwardResult,
   type RecordCopyMessage,
+  rangeUnavailable,
+  type WalRangeCopy,
 } from './messages.js';
 import { parseHostPort, parseNodeId, parseTls, type TlsOptions } from './options.js';
-import { type HealReport, healDamaged, localCopy, PendingRepairs, REPAIR_TIMEOUT_MS, type RecordPeers, repairRecord, unavailable } from './record-repair.js';
-import type { RecordHealStatus, ReplicaNodeStatus, ReplicationHook, WriteConcern } from './types.js';
+import { PendingRequests } from './pending.js';
+import { localCopy, REPAIR_TIMEOUT_MS, type RecordPeers, repairRecord, unavailable } from './record-repair.js';
+import { localWalRange, PIECE_TIMEOUT_MS, repairWalSegment, type WalRangePeers } from './segment-repair.js';
+import type { ReplicaNodeStatus, ReplicationHook, WriteConcern } from './types.js';
 
 export interface OpenReplicaOptions {
   nodeId: string;
@@ -153,6 +162,8 @@ export class Replica {
   #lastError: string | null = null;
   /** Records are submitted in order; a reconnect waits for this to settle first. */
   #applying: Promise<void> = Promise.resolve();
+  /** The connection an ACK is scheduled on (`#ackSoon`). */
+  #ackDue: Connection | null = null;
   #waiters: Array<{ seq: bigint; resolve: () => void; reject: (e: CairnError) => void }> = [];
   #forwards = new Map<number, { resolve: (r: ForwardResult) => void; reject: (e: CairnError) => void }>();
   #nextRequest = 1;
@@ -161,19 +172,21 @@ export class Replica {
   #backoff = MIN_BACKOFF_MS;
   #connected: Promise<void>;
   #markConnected: () => void = () => {};
-  readonly #repairs = new PendingRepairs();
+  readonly #repairs = new PendingRequests<RecordCopyMessage[]>();
+  readonly #ranges = new PendingRequests<WalRangeCopy[]>();
   /** The primary answers a relayed request after asking the other replicas, each bounded. */
   readonly #peers: RecordPeers = { fetch: (collection, id, label) => this.#fetchCopies(collection, id, label) };
-  #healing: Promise<void> | null = null;
+  readonly #rangePeers: WalRangePeers = { fetch: (first, through, maxBytes) => this.#fetchWalRange(first, through, maxBytes) };
+  readonly #heal: HealPasses;
   /** A heal pass is due once this connection has caught up. */
   #healDue = false;
-  #lastHeal: RecordHealStatus | null = null;
 
   /** @internal use `openReplica()`. */
   constructor(store: Store, config: Config) {
     this.#store = store;
     this.#config = config;
     this.#connected = new Promise((resolve) => (this.#markConnected = resolve));
+    this.#heal = new HealPasses(() => this.#native, config.nodeId, this.#peers);
     this.#hook = {
       commit: (payload, concern) => this.#write(payload, concern),
       // Not forwarded: the rows of a deleteWhere, and a transaction's conflicts, must be
@@ -188,7 +201,8 @@ export class Replica {
       status: () => this.replicationStatus(),
       close: () => (this.#swapping ? Promise.resolve() : this.#shutdown()),
       repairRecord: (collection, id) => repairRecord(this.#native, this.#config.nodeId, this.#peers, collection, id),
-      healDamaged: () => this.#heal(),
+      healDamaged: () => this.#heal.run(),
+      repairWalSegment: (rel, expected, note) => repairWalSegment(this.#native, config.nodeId, this.#rangePeers, this.#store.dir, rel, expected, note),
     };
     this.#attach(store);
     this.#received = store.lastSeq;
@@ -268,40 +282,39 @@ export class Replica {
       lastContact: this.#lastContact,
       lastError: this.#lastError,
       snapshotsInstalled: this.#snapshotsInstalled,
-      lastHeal: this.#lastHeal,
+      lastHeal: this.#heal.last,
     };
   }
 
   /** The primary's copy of a record and, relayed by it, the other replicas'. */
   #fetchCopies(collection: string, id: string, label: bigint): Promise<RecordCopyMessage[]> {
+    return this.#askPrimary(this.#repairs, REPAIR_TIMEOUT_MS, unavailable, (requestId) => [
+      FrameType.REPAIR_REQUEST,
+      encodeRepairRequest({ requestId, relay: true, label, collection, id }),
+    ]);
+  }
+
+  /** The primary's copy of a WAL range and, relayed by it, the other replicas'. */
+  #fetchWalRange(firstSeq: bigint, throughSeq: bigint, maxBytes: number): Promise<WalRangeCopy[]> {
+    return this.#askPrimary(this.#ranges, PIECE_TIMEOUT_MS, rangeUnavailable, (requestId) => [
+      FrameType.WAL_RANGE_REQUEST,
+      encodeWalRangeRequest({ requestId, relay: true, firstSeq, throughSeq, maxBytes }),
+    ]);
+  }
+
+  /** Send a relayed request to the primary; it asks each other replica for at most `peerMs`. */
+  #askPrimary<C>(
+    pending: PendingRequests<C[]>,
+    peerMs: number,
+    missing: (nodeId: string, detail: string) => C,
+    request: (requestId: number) => [FrameType, Buffer],
+  ): Promise<C[]> {
     const conn = this.#conn;
-    if (!conn || this.#phase !== 'streaming') return Promise.resolve([unavailable(this.#config.primary, 'this replica is not connected to its primary')]);
-    const wait = 2 * REPAIR_TIMEOUT_MS + 500;
-    const { requestId, answer } = this.#repairs.open(wait, () => [unavailable(this.#config.primary, `primary did not answer within ${wait} ms`)]);
-    conn.send(FrameType.REPAIR_REQUEST, encodeRepairRequest({ requestId, relay: true, label, collection, id }));
+    if (!conn || this.#phase !== 'streaming') return Promise.resolve([missing(this.#config.primary, 'this replica is not connected to its primary')]);
+    const wait = 2 * peerMs + 500;
+    const { requestId, answer } = pending.open(wait, () => [missing(this.#config.primary, `primary did not answer within ${wait} ms`)]);
+    conn.send(...request(requestId));
     return answer;
-  }
-
-  async #heal(): Promise<HealReport> {
-    const report = await healDamaged(this.#native, this.#config.nodeId, this.#peers);
-    this.#lastHeal = { at: new Date(), repaired: report.repaired.length, failed: report.failed };
-    return report;
-  }
-
-  /** Open-time repair: once caught up with the primary, repair what this node holds damaged. */
-  #healInBackground(): void {
-    if (this.#healing || this.#closed) return;
-    this.#healing = this.#heal()
-      .then(
-        () => {},
-        (e: unknown) => {
-          const err = e instanceof CairnError ? e : fromNative(e);
-          this.#lastHeal = { at: new Date(), repaired: 0, failed: [{ collection: '', id: '', error: `${err.code}: ${err.message}` }] };
-        },
-      )
-      .finally(() => {
-        this.#healing = null;
-      });
   }
 
   async close(): Promise<void> {
@@ -407,20 +420,22 @@ export class Replica {
             }
             this.#received = m.lastSeq;
             this.#heard(m.lastSeq);
-            this.#ack(conn);
-            const records = Buffer.from(m.records);
-            this.#applying = this.#applying.then(async () => {
-              if (conn.closed) return;
-              try {
-                await this.#native.submitReplicated(records);
-              } catch (e) {
+            this.#ackSoon(conn);
+            // Handed to the commit thread at once, not after the previous chunk settled: chunks
+            // that arrive during one fsync share the next (the engine groups them as it groups
+            // local commits), and it applies them in arrival order. A refused chunk fails the
+            // ones queued behind it with a sequence gap; the first error closes the connection.
+            const applied = this.#native.submitReplicated(Buffer.from(m.records)).then(
+              () => {
+                this.#appliedNow();
+                this.#ackSoon(conn);
+              },
+              (e: unknown) => {
                 const err = fromNative(e);
                 conn.fail(new CairnError(err.code, `replica '${this.#config.nodeId}' refused records ${m.firstSeq}..${m.lastSeq}: ${err.message}`));
-                return;
-              }
-              this.#appliedNow();
-              this.#ack(conn);
-            });
+              },
+            );
+            this.#applying = Promise.all([this.#applying, applied]).then(() => {});
             return;
           }
           case FrameType.SNAPSHOT_BEGIN: {
@@ -464,7 +479,7 @@ export class Replica {
           }
           case FrameType.HEARTBEAT:
             this.#heard(decodeHeartbeat(f.payload).lastSeq);
-            this.#ack(conn);
+            this.#ackSoon(conn);
             return;
           case FrameType.REPAIR_REQUEST: {
             const req = decodeRepairRequest(f.payload);
@@ -476,7 +491,18 @@ export class Replica {
             return;
           }
           case FrameType.REPAIR_RESPONSE:
-            this.#repairs.settle(decodeRepairResponse(f.payload));
+            this.#repairs.settleWith(decodeRepairResponse(f.payload));
+            return;
+          case FrameType.WAL_RANGE_REQUEST: {
+            const req = decodeWalRangeRequest(f.payload);
+            // A replica answers for itself only; relaying is the primary's job.
+            void localWalRange(this.#native, this.#config.nodeId, req.firstSeq, req.throughSeq, req.maxBytes).then((copy) => {
+              conn.send(FrameType.WAL_RANGE_RESPONSE, encodeWalRangeResponse({ requestId: req.requestId, copies: [copy] }));
+            });
+            return;
+          }
+          case FrameType.WAL_RANGE_RESPONSE:
+            this.#ranges.settleWith(decodeWalRangeResponse(f.payload));
             return;
           case FrameType.FORWARD_RESULT: {
             const r = decodeForwardResult(f.payload);
@@ -504,7 +530,7 @@ export class Replica {
       this.#state = 'streaming';
       if (this.#healDue && this.#phase === 'streaming') {
         this.#healDue = false;
-        this.#healInBackground();
+        if (!this.#closed) this.#heal.start();
       }
     }
     const ready = this.#waiters.filter((w) => w.seq <= applied);
@@ -514,9 +540,17 @@ export class Replica {
     }
   }
 
-  #ack(conn: Connection): void {
-    const applied = this.#store.lastSeq;
-    conn.send(FrameType.ACK, encodeAck({ receivedSeq: this.#received, durableSeq: applied, appliedSeq: applied }));
+  /** One ACK per turn of the event loop, however many frames arrived or chunks completed in
+   *  it (the completions of one replica fsync come together): it reports the seqs as they are
+   *  when it is sent. */
+  #ackSoon(conn: Connection): void {
+    if (this.#ackDue === conn) return;
+    this.#ackDue = conn;
+    setImmediate(() => {
+      if (this.#ackDue === conn) this.#ackDue = null;
+      const applied = this.#store.lastSeq;
+      conn.send(FrameType.ACK, encodeAck({ receivedSeq: this.#received, durableSeq: applied, appliedSeq: applied }));
+    });
   }
 
   #dropIncoming(): void {
@@ -580,6 +614,7 @@ export class Replica {
     }
     this.#forwards.clear();
     this.#repairs.abandon(() => [unavailable(this.#config.primary, 'connection to the primary was lost before it answered')]);
+    this.#ranges.abandon(() => [rangeUnavailable(this.#config.primary, 'connection to the primary was lost before it answered')]);
     if (this.#closed || this.#paused) return;
     this.#state = 'disconnected';
     const delay = this.#backoff;
@@ -641,7 +676,7 @@ export class Replica {
     if (this.#retry) clearTimeout(this.#retry);
     this.#conn?.close();
     await this.#applying;
-    await this.#healing;
+    await this.#heal.stop();
     for (const w of this.#waiters.splice(0)) w.reject(new CairnError('CAIRN_CLOSED', `replica '${this.#config.nodeId}' closed before it applied seq ${w.seq}`));
   }
 }

@@ -10,12 +10,14 @@ import { createServer as createTlsServer } from 'node:tls';
 import { CairnError, fromNative, invalidArgument } from '../errors.js';
 import { checkToken } from './auth.js';
 import { Connection } from './connection.js';
-import type { Ack, Forward, RecordCopyMessage, RepairRequest } from './messages.js';
+import { HealPasses } from './heal.js';
+import { type Ack, type Forward, type RecordCopyMessage, type RepairRequest, rangeUnavailable, type WalRangeCopy, type WalRangeRequest } from './messages.js';
 import { parseHostPort, parseNodeId, parseTls, type TlsOptions } from './options.js';
-import { type HealReport, healDamaged, localCopy, type RecordPeers, repairRecord, unavailable } from './record-repair.js';
+import { localCopy, type RecordPeers, repairRecord, unavailable } from './record-repair.js';
+import { localWalRange, repairWalSegment, type WalRangePeers } from './segment-repair.js';
 import { Session, type SessionHost } from './session.js';
 import { Signal } from './signal.js';
-import type { PrimaryStatus, RecordHealStatus, RejectedConnection, ReplicaStatus, ReplicationHook, ReplicationHost, WriteConcern } from './types.js';
+import type { PrimaryStatus, RejectedConnection, ReplicaStatus, ReplicationHook, ReplicationHost, WriteConcern } from './types.js';
 import { parseWriteConcern, WriteConcernTracker } from './write-concern.js';
 
 export interface ServeReplicationOptions {
@@ -125,12 +127,12 @@ class Primary implements SessionHost, ReplicationServer {
   #server: Server | null = null;
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
-  /** A pass repairing damaged records from the replicas, started when one connects. */
-  #healing: Promise<void> | null = null;
-  #lastHeal: RecordHealStatus | null = null;
+  /** Passes repairing damaged records from the replicas, started as each one catches up. */
+  readonly #heal: HealPasses;
   /** Sessions that start a heal pass once caught up (a lagging replica holds older versions). */
   readonly #healOnCatchUp = new Set<Session>();
   readonly #peers: RecordPeers = { fetch: (collection, id, label) => this.#fetchCopies(collection, id, label, null) };
+  readonly #rangePeers: WalRangePeers = { fetch: (first, through, maxBytes) => this.#fetchWalRange(first, through, maxBytes, null) };
   address = '';
   epoch = 0n;
   mayAcknowledge: () => void = () => {};
@@ -148,6 +150,7 @@ class Primary implements SessionHost, ReplicationServer {
     this.token = token;
     this.heartbeatMs = heartbeatMs;
     this.#tracker = new WriteConcernTracker(host.nodeId, replicas, concern);
+    this.#heal = new HealPasses(() => this.native, this.nodeId, this.#peers);
     for (const id of replicas) {
       this.#replicas.set(id, {
         session: null,
@@ -173,48 +176,45 @@ class Primary implements SessionHost, ReplicationServer {
       status: () => this.status(),
       close: () => this.close(),
       repairRecord: (collection, id) => repairRecord(this.native, this.nodeId, this.#peers, collection, id),
-      healDamaged: () => this.#heal(),
+      healDamaged: () => this.#heal.run(),
+      repairWalSegment: (rel, expected, note) => repairWalSegment(this.native, this.nodeId, this.#rangePeers, this.dir, rel, expected, note),
     };
   }
 
   /** Every configured replica's copy of a record (except `except`'s); an unreachable one says so. */
   #fetchCopies(collection: string, id: string, label: bigint, except: Session | null): Promise<RecordCopyMessage[]> {
-    const asks: Array<Promise<RecordCopyMessage[]>> = [];
+    return this.#askReplicas(except, unavailable, (s) => s.askCopy(collection, id, label));
+  }
+
+  /** Every configured replica's copy of a WAL range (except `except`'s). */
+  #fetchWalRange(firstSeq: bigint, throughSeq: bigint, maxBytes: number, except: Session | null): Promise<WalRangeCopy[]> {
+    return this.#askReplicas(except, rangeUnavailable, (s) => s.askWalRange(firstSeq, throughSeq, maxBytes));
+  }
+
+  #askReplicas<C extends { nodeId: string }>(
+    except: Session | null,
+    missing: (nodeId: string, detail: string) => C,
+    ask: (s: Session) => Promise<C[]>,
+  ): Promise<C[]> {
+    const asks: Array<Promise<C[]>> = [];
     for (const [nodeId, entry] of this.#replicas) {
       if (except && nodeId === except.nodeId) continue;
       const s = entry.session;
-      asks.push(s?.streaming ? s.askCopy(collection, id, label) : Promise.resolve([unavailable(nodeId, 'not connected to this primary')]));
+      asks.push(s?.streaming ? ask(s) : Promise.resolve([missing(nodeId, 'not connected to this primary')]));
     }
     return Promise.all(asks).then((all) => all.flat().filter((c) => !except || c.nodeId !== except.nodeId));
+  }
+
+  async walRangeRequest(s: Session, r: WalRangeRequest): Promise<WalRangeCopy[]> {
+    const own = await localWalRange(this.native, this.nodeId, r.firstSeq, r.throughSeq, r.maxBytes);
+    if (!r.relay) return [own];
+    return [own, ...(await this.#fetchWalRange(r.firstSeq, r.throughSeq, r.maxBytes, s))];
   }
 
   async repairRequest(s: Session, r: RepairRequest): Promise<RecordCopyMessage[]> {
     const own = localCopy(this.native, this.nodeId, r.collection, r.id);
     if (!r.relay) return [own];
     return [own, ...(await this.#fetchCopies(r.collection, r.id, r.label, s))];
-  }
-
-  async #heal(): Promise<HealReport> {
-    const report = await healDamaged(this.native, this.nodeId, this.#peers);
-    this.#lastHeal = { at: new Date(), repaired: report.repaired.length, failed: report.failed };
-    return report;
-  }
-
-  /** Open-time repair: records found damaged when this store opened (or since) are repaired
-   *  once replicas can answer; one pass at a time, started as each replica connects. */
-  #healInBackground(): void {
-    if (this.#healing || this.#closed) return;
-    this.#healing = this.#heal()
-      .then(
-        () => {},
-        (e: unknown) => {
-          const err = e instanceof CairnError ? e : fromNative(e);
-          this.#lastHeal = { at: new Date(), repaired: 0, failed: [{ collection: '', id: '', error: `${err.code}: ${err.message}` }] };
-        },
-      )
-      .finally(() => {
-        this.#healing = null;
-      });
   }
 
   async listen(hostname: string, port: number, tls: TlsOptions | undefined): Promise<void> {
@@ -258,6 +258,7 @@ class Primary implements SessionHost, ReplicationServer {
     }
     this.#commitTimes.push([seq, performance.now()]);
     if (this.#commitTimes.length > MAX_COMMIT_TIMES) this.#commitTimes.splice(0, this.#commitTimes.length - MAX_COMMIT_TIMES);
+    // Woken at once: the first commit of a group ships the whole group (it is all durable).
     this.commits.notify();
     await this.#tracker.wait(seq, concern, this.native.lastSeq);
     try {
@@ -313,7 +314,7 @@ class Primary implements SessionHost, ReplicationServer {
     entry.status.durableSeq = ack.durableSeq;
     entry.status.appliedSeq = ack.appliedSeq;
     this.#tracker.durable(s.nodeId, ack.durableSeq, this.native.lastSeq);
-    if (ack.appliedSeq >= this.native.lastSeq && this.#healOnCatchUp.delete(s)) this.#healInBackground();
+    if (ack.appliedSeq >= this.native.lastSeq && this.#healOnCatchUp.delete(s)) this.#heal.start();
     this.#pruneCommitTimes();
   }
 
@@ -381,7 +382,7 @@ class Primary implements SessionHost, ReplicationServer {
       commitSeq: this.#tracker.commitSeq(lastSeq),
       replicas,
       rejected: [...this.#rejected],
-      lastHeal: this.#lastHeal,
+      lastHeal: this.#heal.last,
     };
   }
 
@@ -390,7 +391,7 @@ class Primary implements SessionHost, ReplicationServer {
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
     this.#tracker.abandon();
-    const healing = this.#healing;
+    const healing = this.#heal.stop();
     for (const s of this.#sessions) s.conn.fail(new CairnError('CAIRN_DISCONNECTED', `primary '${this.nodeId}' is shutting down its replication server`));
     const server = this.#server;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));

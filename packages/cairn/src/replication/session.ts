@@ -12,9 +12,10 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, open as openFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 
 import { exportSnapshot } from '../archive.js';
-import { CairnError, native as call } from '../errors.js';
+import { CairnError, native as call, nativeSync } from '../errors.js';
 import type { NativeStore } from '../native.js';
 import { listSnapshots } from '../restore.js';
 import { newNonce, proof, verifyProof } from './auth.js';
@@ -29,6 +30,8 @@ import {
   decodeHello,
   decodeRepairRequest,
   decodeRepairResponse,
+  decodeWalRangeRequest,
+  decodeWalRangeResponse,
   encodeChallenge,
   encodeForwardResult,
   encodeHeartbeat,
@@ -39,15 +42,24 @@ import {
   encodeSnapshotData,
   encodeSnapshotEnd,
   encodeWal,
+  encodeWalRangeRequest,
+  encodeWalRangeResponse,
   type Forward,
   type RecordCopyMessage,
   type RepairRequest,
+  rangeUnavailable,
+  type WalRangeCopy,
+  type WalRangeRequest,
 } from './messages.js';
-import { PendingRepairs, REPAIR_TIMEOUT_MS, unavailable } from './record-repair.js';
+import { PendingRequests } from './pending.js';
+import { REPAIR_TIMEOUT_MS, unavailable } from './record-repair.js';
+import { PIECE_TIMEOUT_MS } from './segment-repair.js';
 import { Signal } from './signal.js';
 
 /** WAL read per frame (a record larger than this travels alone). */
 export const CHUNK_BYTES = 1 << 20;
+/** A replica at most this many records behind reads on the event loop (`readWalSync`). */
+const TAIL_RECORDS = 4096n;
 /** WAL sent and not yet acknowledged as received, per replica. */
 export const MAX_IN_FLIGHT_BYTES = 16 << 20;
 
@@ -69,6 +81,8 @@ export interface SessionHost {
   forward(f: Forward): Promise<bigint>;
   /** The copies a replica's repair request gets: this node's, and with `relay` the other replicas'. */
   repairRequest(s: Session, r: RepairRequest): Promise<RecordCopyMessage[]>;
+  /** The copies of a WAL range a replica's request gets: this node's, and with `relay` the other replicas'. */
+  walRangeRequest(s: Session, r: WalRangeRequest): Promise<WalRangeCopy[]>;
   /** Throws when a frame's epoch is newer than this primary's (failover fences it). */
   peerEpoch(s: Session, epoch: bigint): void;
   /** Woken at each commit. */
@@ -88,8 +102,11 @@ export class Session {
   #inFlight: Array<[bigint, number]> = [];
   #inFlightBytes = 0;
   readonly #acks = new Signal();
-  readonly #repairs = new PendingRepairs();
+  readonly #repairs = new PendingRequests<RecordCopyMessage[]>();
+  readonly #ranges = new PendingRequests<WalRangeCopy[]>();
   nextSeq = 1n;
+  /** When the stream last sent a WAL or HEARTBEAT frame (monotonic). */
+  #lastSentMono = performance.now();
 
   constructor(conn: Connection, host: SessionHost) {
     this.conn = conn;
@@ -103,7 +120,9 @@ export class Session {
     conn.onClose((e) => {
       clearTimeout(handshakeTimer);
       this.#acks.notify();
-      this.#repairs.abandon(() => [unavailable(this.nodeId, `connection closed: ${e?.message ?? 'closed by this node'}`)]);
+      const why = `connection closed: ${e?.message ?? 'closed by this node'}`;
+      this.#repairs.abandon(() => [unavailable(this.nodeId, why)]);
+      this.#ranges.abandon(() => [rangeUnavailable(this.nodeId, why)]);
       host.ended(this, e);
     });
   }
@@ -184,20 +203,32 @@ export class Session {
             );
             return;
           }
-          case FrameType.REPAIR_REQUEST: {
-            const req = decodeRepairRequest(f.payload);
-            void this.#host.repairRequest(this, req).then((copies) => {
-              this.conn.send(FrameType.REPAIR_RESPONSE, encodeRepairResponse({ requestId: req.requestId, copies }));
-            });
+          case FrameType.REPAIR_REQUEST:
+            this.#answer(decodeRepairRequest(f.payload), (r) => this.#host.repairRequest(this, r), FrameType.REPAIR_RESPONSE, encodeRepairResponse);
             return;
-          }
+          case FrameType.WAL_RANGE_REQUEST:
+            this.#answer(decodeWalRangeRequest(f.payload), (r) => this.#host.walRangeRequest(this, r), FrameType.WAL_RANGE_RESPONSE, encodeWalRangeResponse);
+            return;
           case FrameType.REPAIR_RESPONSE:
-            this.#repairs.settle(decodeRepairResponse(f.payload));
+            this.#repairs.settleWith(decodeRepairResponse(f.payload));
+            return;
+          case FrameType.WAL_RANGE_RESPONSE:
+            this.#ranges.settleWith(decodeWalRangeResponse(f.payload));
             return;
           default:
             throw protocolError(`unexpected ${frameTypeName(f.type)} frame from replica '${this.nodeId}'`);
         }
     }
+  }
+
+  /** Answer a request once its copies resolve (never rejected: an unreachable node is a copy that says so). */
+  #answer<R extends { requestId: number }, C>(
+    req: R,
+    copies: (req: R) => Promise<C>,
+    type: FrameType,
+    encode: (m: { requestId: number; copies: C }) => Buffer,
+  ): void {
+    void copies(req).then((c) => this.conn.send(type, encode({ requestId: req.requestId, copies: c })));
   }
 
   async #stream(): Promise<void> {
@@ -208,14 +239,27 @@ export class Session {
           await this.#acks.wait(this.#host.heartbeatMs);
           continue;
         }
-        const chunk = await call(() => native.readWal(this.nextSeq, CHUNK_BYTES));
+        // Nothing new: wait for a commit without a read. A HEARTBEAT goes out only when half a
+        // period passed without a frame (WAL frames are contact enough), so a busy stream costs
+        // one frame and one ACK per shipment, not three. (The server's liveness timer also
+        // wakes this wait once a period, so the decision is by time, not by why it woke.)
+        if (native.lastSeq < this.nextSeq) {
+          await this.#host.commits.wait(this.#host.heartbeatMs);
+          if (!this.conn.closed && performance.now() - this.#lastSentMono >= this.#host.heartbeatMs / 2) this.#heartbeat();
+          continue;
+        }
+        // Tailing: the records were just written and are in the page cache, so they are read
+        // here rather than through the thread pool (one hand-off less per shipment).
+        const tailing = native.lastSeq - this.nextSeq < TAIL_RECORDS;
+        const chunk =
+          (tailing && nativeSync(() => native.readWalSync(this.nextSeq, CHUNK_BYTES))) || (await call(() => native.readWal(this.nextSeq, CHUNK_BYTES)));
         if (this.conn.closed) return;
         if (chunk.count === 0n) {
-          this.#heartbeat();
           await this.#host.commits.wait(this.#host.heartbeatMs);
           continue;
         }
         const sent = this.conn.send(FrameType.WAL, encodeWal({ firstSeq: chunk.firstSeq, lastSeq: chunk.lastSeq, records: chunk.bytes }));
+        this.#lastSentMono = performance.now();
         this.nextSeq = chunk.lastSeq + 1n;
         this.#inFlight.push([chunk.lastSeq, chunk.bytes.length]);
         this.#inFlightBytes += chunk.bytes.length;
@@ -303,7 +347,16 @@ export class Session {
     return answer;
   }
 
+  /** This replica's copy of WAL records `firstSeq..` (WAL_RANGE_REQUEST without relay). */
+  askWalRange(firstSeq: bigint, throughSeq: bigint, maxBytes: number): Promise<WalRangeCopy[]> {
+    if (this.conn.closed) return Promise.resolve([rangeUnavailable(this.nodeId, 'not connected')]);
+    const { requestId, answer } = this.#ranges.open(PIECE_TIMEOUT_MS, () => [rangeUnavailable(this.nodeId, `no answer within ${PIECE_TIMEOUT_MS} ms`)]);
+    this.conn.send(FrameType.WAL_RANGE_REQUEST, encodeWalRangeRequest({ requestId, relay: false, firstSeq, throughSeq, maxBytes }));
+    return answer;
+  }
+
   #heartbeat(): void {
+    this.#lastSentMono = performance.now();
     this.conn.send(FrameType.HEARTBEAT, encodeHeartbeat({ lastSeq: this.#host.native.lastSeq, wallMs: BigInt(Date.now()) }));
   }
 

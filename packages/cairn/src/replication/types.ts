@@ -2,8 +2,9 @@
  * Shapes shared by the store and the replication modules (a leaf: the store hands replication
  * a `ReplicationHost` and gets a `ReplicationHook` back, so neither imports the other's class).
  */
-import type { NativeStore } from '../native.js';
+import type { NativeQuarantineNote, NativeStore } from '../native.js';
 import type { HealReport, RecordRepair } from './record-repair.js';
+import type { SegmentRepair } from './segment-repair.js';
 
 export type WriteConcernLevel = 'local' | 'majority' | 'all';
 
@@ -107,6 +108,8 @@ export interface ReplicationHook {
   repairRecord?(collection: string, id: string): Promise<RecordRepair>;
   /** Repair every damaged record here from the other nodes (scrub, and after connecting). */
   healDamaged?(): Promise<HealReport>;
+  /** Rebuild a damaged sealed WAL segment here from the other nodes' records (scrub). */
+  repairWalSegment?(rel: string, expected: { bytes: number; xxh3: string } | undefined, note: NativeQuarantineNote): Promise<SegmentRepair>;
 }
 
 /** The last pass that repaired records from the other nodes (after a connection, or a scrub). */

@@ -26,3 +26,33 @@ export function majorityVote(ballots: Ballot[]): VoteResult {
 export function describeBallots(ballots: Ballot[]): string {
   return ballots.map((b) => `${b.nodeId}=${b.digest}`).join(', ');
 }
+
+/**
+ * The ballots of the copies other nodes sent: the asker's own answer is skipped, a copy that is
+ * not 'found' or that `verify` refuses (it names why) does not vote and is listed in `others`
+ * (`; others: n2: damaged (...)`, or '' when every copy voted), for the caller's error message.
+ */
+export function tally<C extends { nodeId: string; state: string; detail: string }>(
+  copies: readonly C[],
+  selfId: string,
+  verify: (c: C) => { digest: string } | { reason: string },
+): { ballots: Ballot[]; byDigest: Map<string, C>; others: string } {
+  const ballots: Ballot[] = [];
+  const byDigest = new Map<string, C>();
+  const other: string[] = [];
+  for (const c of copies) {
+    if (c.nodeId === selfId) continue;
+    if (c.state !== 'found') {
+      other.push(`${c.nodeId}: ${c.state}${c.detail ? ` (${c.detail})` : ''}`);
+      continue;
+    }
+    const v = verify(c);
+    if ('reason' in v) {
+      other.push(`${c.nodeId}: ${v.reason}`);
+      continue;
+    }
+    ballots.push({ nodeId: c.nodeId, digest: v.digest });
+    byDigest.set(v.digest, c);
+  }
+  return { ballots, byDigest, others: other.length ? `; others: ${other.join('; ')}` : '' };
+}
