@@ -9,11 +9,11 @@
 // skip S3. Data under $TMPDIR/cairn-bench-backup (BACKUP_DATA), removed unless KEEP_DATA=1.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { BackupManager, open } from 'cairndb';
+import { freePort } from '../packages/cairn/dist/drill/free-port.js';
 import { randomVector, rng } from './random.js';
 
 // Outside bench/.bench-data: other benches clear that directory while this one runs.
@@ -40,15 +40,6 @@ function duBytes(dir) {
     if (st.isFile()) total += st.size;
   }
   return total;
-}
-async function freePort() {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 rmSync(ROOT, { recursive: true, force: true });

@@ -16,17 +16,18 @@
 // data under bench/.bench-data/failover/ (removed at the end).
 import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
+import { startEtcd } from '../packages/cairn/dist/drill/etcd.js';
+import { freePort } from '../packages/cairn/dist/drill/free-port.js';
+
 const here = dirname(fileURLToPath(import.meta.url));
 const DATA_DIR = join(here, '.bench-data', 'failover');
 const RUNS = Math.max(0, Math.min(100, Number(process.env.BENCH_FAILOVERS ?? 20)));
 const TTLS = (process.env.BENCH_TTLS ?? '5000,2000').split(',').map(Number);
-const ETCD = '/usr/bin/etcd';
 const TOKEN = 'bench-failover-token-0123456789abcdef0123';
 const IDS = ['n1', 'n2', 'n3'];
 const WRITERS = 8;
@@ -34,16 +35,6 @@ const load = () =>
   loadavg()
     .map((x) => x.toFixed(2))
     .join(' / ');
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function until(cond, timeoutMs, what) {
   const deadline = Date.now() + timeoutMs;
@@ -53,41 +44,6 @@ async function until(cond, timeoutMs, what) {
     await sleep(10);
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
-async function startEtcd(dir) {
-  const client = await freePort();
-  const peer = await freePort();
-  const url = `http://127.0.0.1:${client}`;
-  const p = spawn(
-    ETCD,
-    [
-      '--data-dir',
-      dir,
-      '--listen-client-urls',
-      url,
-      '--advertise-client-urls',
-      url,
-      '--listen-peer-urls',
-      `http://127.0.0.1:${peer}`,
-      '--initial-advertise-peer-urls',
-      `http://127.0.0.1:${peer}`,
-      '--initial-cluster',
-      `default=http://127.0.0.1:${peer}`,
-    ],
-    { stdio: 'ignore' },
-  );
-  await until(() => p.exitCode === null, 1000, 'etcd');
-  for (let i = 0; i < 100; i++) {
-    const ok = await fetch(`${url}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: 'AA==' }) }).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ok) return { p, url };
-    await sleep(100);
-  }
-  p.kill('SIGKILL');
-  throw new Error('etcd did not start');
 }
 
 class Node {
@@ -303,6 +259,6 @@ try {
   console.table(sw);
   console.log(`load average at end (1/5/15 min): ${load()} (start: ${loadStart})`);
 } finally {
-  etcd.p.kill('SIGKILL');
+  await etcd.stop();
   rmSync(DATA_DIR, { recursive: true, force: true });
 }

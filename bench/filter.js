@@ -35,6 +35,8 @@ import { open } from 'cairndb';
 import hnswlib from 'hnswlib-node';
 import { Bench } from 'tinybench';
 
+import { mulberry32 as rng } from '../test/fixtures/mulberry32.mjs';
+
 const { HierarchicalNSW } = hnswlib;
 const here = dirname(fileURLToPath(import.meta.url));
 const DATA = join(here, '.bench-data', 'filter');
@@ -58,18 +60,6 @@ const load = () =>
   loadavg()
     .map((x) => x.toFixed(2))
     .join(' ');
-
-/** mulberry32 */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function gauss(uniform) {
   return () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());

@@ -22,7 +22,6 @@
 // may be shared.
 import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, chmodSync, chownSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { loadavg, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -31,6 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { open } from 'cairndb';
 import pg from 'pg';
 import { Bench } from 'tinybench';
+import { freePort } from '../packages/cairn/dist/drill/free-port.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const DATA_DIR = join(here, '.bench-data', 'replication');
@@ -71,16 +71,6 @@ function dirBytes(d) {
     n += e.isDirectory() ? dirBytes(f) : statSync(f).size;
   }
   return n;
-}
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 // ---- Cairn: a primary here, two replicas as child processes.

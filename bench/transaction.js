@@ -20,6 +20,8 @@ import Database from 'better-sqlite3';
 import { open } from 'cairndb';
 import { Bench } from 'tinybench';
 
+import { mulberry32 } from '../test/fixtures/mulberry32.mjs';
+
 const here = dirname(fileURLToPath(import.meta.url));
 // The repository's file system (never tmpfs): fsync cost is part of what is measured.
 const DATA_DIR = join(here, '.bench-data', 'transaction');
@@ -104,17 +106,6 @@ async function runSuite(tasks) {
 
 function pick(rand, hot) {
   return `r${Math.floor(rand() * (hot ? HOT_ROWS : ROWS))}`;
-}
-
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function cairnTxTask(name, hot) {

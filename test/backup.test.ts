@@ -18,14 +18,13 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { type BackupClock, BackupManager, type BackupMetadata, type Metadata, open, parseCron, type Store } from 'cairndb';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-
+import { freePort } from '../packages/cairn/dist/drill/free-port.js';
 import { rejectsWith } from './helpers.js';
 
 const ROOT = mkdtempSync(join(tmpdir(), 'cairn-backup-'));
@@ -130,17 +129,6 @@ async function roundTrip(backups: BackupManager, m: BackupMetadata, model: Model
 
 // ---------------------------------------------------------------------------------------------
 // A real S3-compatible server: moto, in its own process on a free loopback port.
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 interface S3Server {
   endpoint: string;

@@ -9,31 +9,24 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
+import { ETCD_BINARY, spawnEtcd } from '../packages/cairn/dist/drill/etcd.js';
+import { freePort } from '../packages/cairn/dist/drill/free-port.js';
 import { TcpProxy } from './tcp-proxy.js';
+
+export { freePort };
 
 const NODE = fileURLToPath(new URL('./fixtures/failover-node.mjs', import.meta.url));
 export const CLI = fileURLToPath(new URL('../packages/cairn/dist/cli.js', import.meta.url));
-export const ETCD = '/usr/bin/etcd';
-export const haveEtcd = existsSync(ETCD);
+export const haveEtcd = existsSync(ETCD_BINARY);
 export const TOKEN = 'failover-test-token-0123456789abcdef0123';
 export const TTL = 2000;
 export const IDS = ['n1', 'n2', 'n3'];
-
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', () => resolve()));
-  const a = s.address();
-  const port = a && typeof a === 'object' ? a.port : 0;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 export type Line = Record<string, unknown> & { event?: string; id?: unknown };
 export interface Ack {
@@ -53,35 +46,7 @@ export const env = { etcdUrl: '', root: '' };
 
 /** An etcd on loopback with its data in `dataDir` (ports kept, so it can be restarted). */
 export async function startEtcd(dataDir: string, client: number, peer: number): Promise<ChildProcess> {
-  const url = `http://127.0.0.1:${client}`;
-  const p = spawn(
-    ETCD,
-    [
-      '--data-dir',
-      dataDir,
-      '--listen-client-urls',
-      url,
-      '--advertise-client-urls',
-      url,
-      '--listen-peer-urls',
-      `http://127.0.0.1:${peer}`,
-      '--initial-advertise-peer-urls',
-      `http://127.0.0.1:${peer}`,
-      '--initial-cluster',
-      `default=http://127.0.0.1:${peer}`,
-    ],
-    { stdio: 'ignore' },
-  );
-  for (let i = 0; i < 100; i++) {
-    const ok = await fetch(`${url}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: 'AA==' }) }).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ok) return p;
-    await sleep(100);
-  }
-  p.kill('SIGKILL');
-  throw new Error('etcd did not start');
+  return (await spawnEtcd(dataDir, client, peer)).process;
 }
 
 /** Start one etcd for the test file and kill every child and proxy after each test. */

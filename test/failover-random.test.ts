@@ -14,23 +14,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { describe, expect, it } from 'vitest';
 import { Cluster, env, haveEtcd, type Node, useEtcd } from './failover-harness.js';
+import { mulberry32 as rng } from './fixtures/mulberry32.mjs';
 
 useEtcd();
 
 const SEED = Number(process.env.CAIRN_FAILOVER_SEED ?? 20261205);
 const CYCLES = Math.min(20, Number(process.env.CAIRN_FAILOVER_CYCLES ?? 6));
-
-/** mulberry32: a small seeded generator, so a failing run can be replayed with its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function until(cond: () => boolean, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 import { open } from 'cairndb';
 import { afterEach, describe, expect, it } from 'vitest';
-
+import { freePort } from '../packages/cairn/dist/drill/free-port.js';
 import { newNonce, proof } from '../packages/cairn/dist/replication/auth.js';
 import { encodeFrame, FRAME_HEADER_LEN, FrameDecoder, FrameType, MAX_FRAME_PAYLOAD, OFF_LENGTH } from '../packages/cairn/dist/replication/frame.js';
 import {
@@ -25,6 +25,7 @@ import {
   encodeWal,
 } from '../packages/cairn/dist/replication/messages.js';
 import { CHUNK_BYTES, MAX_IN_FLIGHT_BYTES } from '../packages/cairn/dist/replication/session.js';
+import { mulberry32 as rng } from './fixtures/mulberry32.mjs';
 import { tempDir } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../packages/cairn/dist/cli.js', import.meta.url));
@@ -155,14 +156,6 @@ async function startReplica(dir: string, nodeId: string, primary: string, extra:
   return node;
 }
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', () => resolve()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
-
 /** Polls `check` (bounded) until it returns true. */
 async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -172,17 +165,6 @@ async function eventually(what: string, check: () => Promise<boolean>, timeoutMs
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`${what}: not reached within ${timeoutMs} ms`);
-}
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 type Row = { vector: number[]; metadata: Record<string, unknown> };

@@ -14,7 +14,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 import type { ScenarioContext } from './context.js';
-import { type DrillEtcd, freePort, startEtcd } from './etcd.js';
+import { type DrillEtcd, startEtcd } from './etcd.js';
+import { freePort } from './free-port.js';
 
 const NODE = fileURLToPath(new URL('./cluster-node.js', import.meta.url));
 const IDS = ['n1', 'n2', 'n3'];

@@ -1,32 +1,29 @@
-/** The etcd a cluster drill starts: Debian's /usr/bin/etcd on free 127.0.0.1 ports, data in the
- *  scratch area, killed at the end. */
+/** The etcd a cluster drill starts (and the failover tests and bench reuse): Debian's
+ *  /usr/bin/etcd on 127.0.0.1 ports, data in a scratch directory, killed at the end. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { CairnError } from '../errors.js';
+import { freePort } from './free-port.js';
 
 export const ETCD_BINARY = '/usr/bin/etcd';
 
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', () => resolve()));
-  const a = s.address();
-  const port = a && typeof a === 'object' ? a.port : 0;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
-
 export interface DrillEtcd {
   url: string;
+  /** The etcd child process (for SIGSTOP and the like). */
+  process: ChildProcess;
+  /** SIGKILL it and wait until it is gone. */
   stop(): Promise<void>;
 }
 
-export async function startEtcd(dataDir: string): Promise<DrillEtcd> {
+/**
+ * An etcd on loopback at the given client and peer ports, with its data in `dataDir` (fixed
+ * ports, so the same data can be restarted on them). Resolves once it answers a range request
+ * (at most 15 s); otherwise kills it and throws CAIRN_IO.
+ */
+export async function spawnEtcd(dataDir: string, client: number, peer: number): Promise<DrillEtcd> {
   if (!existsSync(ETCD_BINARY)) throw new CairnError('CAIRN_NOT_FOUND', `the cluster drill needs etcd at ${ETCD_BINARY} (Debian: apt-get install etcd-server)`);
-  const client = await freePort();
-  const peer = await freePort();
   const url = `http://127.0.0.1:${client}`;
   const peerUrl = `http://127.0.0.1:${peer}`;
   const args = ['--data-dir', dataDir, '--listen-client-urls', url, '--advertise-client-urls', url, '--listen-peer-urls', peerUrl];
@@ -44,9 +41,14 @@ export async function startEtcd(dataDir: string): Promise<DrillEtcd> {
       (r) => r.ok,
       () => false,
     );
-    if (ok) return { url, stop };
+    if (ok) return { url, process: p, stop };
     await sleep(100);
   }
   await stop();
   throw new CairnError('CAIRN_IO', `etcd did not start on ${url} within 15 s`);
+}
+
+/** An etcd on free loopback ports with its data in `dataDir`. */
+export async function startEtcd(dataDir: string): Promise<DrillEtcd> {
+  return spawnEtcd(dataDir, await freePort(), await freePort());
 }
