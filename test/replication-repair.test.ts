@@ -1,89 +1,25 @@
-// Repair from the other nodes, across processes on loopback: each node is its own child process
-// (fixtures/repl-node.mjs). The test damages real checkpoint files on disk (a bit flip in a
-// record's vector, with the WAL that wrote it pruned, so no local source can repair it) and
-// checks every node against a reference model: get() read-repairs, scrub repairs, a repair is
-// durable (the file is healed after reopen, even under absolute-consistency), the verified
-// copies vote, and without a majority nothing is installed and the error names the nodes.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { open } from 'cairndb';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { metadataFor, vectorFor } from './fixtures/records.mjs';
 import { segRecords, tempDir } from './helpers.js';
+import { ReplNode, type Reply } from './repl-node.js';
 
-const NODE = fileURLToPath(new URL('./fixtures/repl-node.mjs', import.meta.url));
 const TOKEN = 'replication-repair-token-0123456789abcdef';
 const DIM = 8;
-const running: ChildProcess[] = [];
-
-afterEach(() => {
-  for (const c of running.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-});
-
-type Reply = Record<string, unknown> & { ok?: boolean; error?: { code: string; message: string } };
-
-/** A node process: JSON requests in, JSON replies out (as in replication.test.ts). */
-class NodeProc {
-  readonly proc: ChildProcess;
-  readonly lines: Reply[] = [];
-  #next = 1;
-  #wake: Array<() => void> = [];
-  stderr = '';
-  readonly exited: Promise<void>;
-
+/** A node of this file (its token, 100 ms heartbeats); close() requires an ok reply. */
+class NodeProc extends ReplNode {
   constructor(config: Record<string, unknown>) {
-    this.proc = spawn(process.execPath, [NODE, JSON.stringify({ token: TOKEN, heartbeatMs: 100, ...config })], { stdio: ['pipe', 'pipe', 'pipe'] });
-    running.push(this.proc);
-    let partial = '';
-    this.proc.stdout?.setEncoding('utf8');
-    this.proc.stdout?.on('data', (s: string) => {
-      const parts = (partial + s).split('\n');
-      partial = parts.pop() ?? '';
-      for (const p of parts) if (p) this.lines.push(JSON.parse(p) as Reply);
-      for (const w of this.#wake.splice(0)) w();
-    });
-    this.proc.stderr?.setEncoding('utf8');
-    this.proc.stderr?.on('data', (s: string) => (this.stderr += s));
-    this.exited = new Promise((resolve) =>
-      this.proc.on('close', () => {
-        for (const w of this.#wake.splice(0)) w();
-        resolve();
-      }),
-    );
+    super({ token: TOKEN, heartbeatMs: 100, ...config });
   }
 
-  async line(pred: (l: Reply) => boolean, timeoutMs = 30_000): Promise<Reply> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.lines.find(pred);
-      if (found) return found;
-      if (this.proc.exitCode !== null || this.proc.signalCode !== null) throw new Error(`node exited: ${this.stderr}`);
-      if (Date.now() > deadline) throw new Error(`no expected line within ${timeoutMs} ms; stderr: ${this.stderr}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, 200);
-        this.#wake.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-
-  async ok(op: string, args: Record<string, unknown> = {}): Promise<Reply> {
-    const id = this.#next++;
-    this.proc.stdin?.write(`${JSON.stringify({ id, op, ...args })}\n`);
-    const r = await this.line((l) => l.id === id, 60_000);
-    expect(r.ok, `${op}: ${JSON.stringify(r.error)}`).toBe(true);
+  override async close(): Promise<Reply> {
+    const r = await super.close();
+    expect(r.ok, `close: ${JSON.stringify(r.error)}`).toBe(true);
     return r;
-  }
-
-  async close(): Promise<void> {
-    await this.ok('close');
-    await this.exited;
   }
 }
 

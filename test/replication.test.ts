@@ -27,9 +27,9 @@ import {
 import { CHUNK_BYTES, MAX_IN_FLIGHT_BYTES } from '../packages/cairn/dist/replication/session.js';
 import { mulberry32 as rng } from './fixtures/mulberry32.mjs';
 import { tempDir } from './helpers.js';
+import { ReplNode, type Reply } from './repl-node.js';
 
 const CLI = fileURLToPath(new URL('../packages/cairn/dist/cli.js', import.meta.url));
-const NODE = fileURLToPath(new URL('./fixtures/repl-node.mjs', import.meta.url));
 const TOKEN = 'replication-test-token-0123456789abcdef';
 const running: ChildProcess[] = [];
 const servers: Server[] = [];
@@ -45,80 +45,10 @@ afterEach(() => {
   for (const s of servers.splice(0)) s.close();
 });
 
-type Reply = Record<string, unknown> & { ok?: boolean; error?: { code: string; message: string; seq?: string; durableOn?: string[] } };
-
-/** A node process: JSON requests in, JSON replies and events out. */
-class NodeProc {
-  readonly proc: ChildProcess;
-  readonly lines: Reply[] = [];
-  #next = 1;
-  #wake: Array<() => void> = [];
-  stderr = '';
-  readonly exited: Promise<void>;
-
+/** A node of this file (its token). */
+class NodeProc extends ReplNode {
   constructor(config: Record<string, unknown>) {
-    this.proc = spawn(process.execPath, [NODE, JSON.stringify({ token: TOKEN, ...config })], { stdio: ['pipe', 'pipe', 'pipe'] });
-    running.push(this.proc);
-    let partial = '';
-    this.proc.stdout?.setEncoding('utf8');
-    this.proc.stdout?.on('data', (s: string) => {
-      const parts = (partial + s).split('\n');
-      partial = parts.pop() ?? '';
-      for (const p of parts) if (p) this.lines.push(JSON.parse(p) as Reply);
-      for (const w of this.#wake.splice(0)) w();
-    });
-    this.proc.stderr?.setEncoding('utf8');
-    this.proc.stderr?.on('data', (s: string) => (this.stderr += s));
-    this.exited = new Promise((resolve) =>
-      this.proc.on('close', () => {
-        for (const w of this.#wake.splice(0)) w();
-        resolve();
-      }),
-    );
-  }
-
-  /** The first line `pred` accepts (waiting at most `timeoutMs`). */
-  async line(pred: (l: Reply) => boolean, timeoutMs = 30_000): Promise<Reply> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.lines.find(pred);
-      if (found) return found;
-      if (this.proc.exitCode !== null || this.proc.signalCode !== null) throw new Error(`node exited: ${this.stderr}`);
-      if (Date.now() > deadline) throw new Error(`no expected line within ${timeoutMs} ms; stderr: ${this.stderr}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, 200);
-        this.#wake.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-
-  ready(): Promise<Reply> {
-    return this.line((l) => l.event === 'ready');
-  }
-
-  async request(op: string, args: Record<string, unknown> = {}, timeoutMs = 60_000): Promise<Reply> {
-    const id = this.#next++;
-    this.proc.stdin?.write(`${JSON.stringify({ id, op, ...args })}\n`);
-    return this.line((l) => l.id === id, timeoutMs);
-  }
-
-  async ok(op: string, args: Record<string, unknown> = {}): Promise<Reply> {
-    const r = await this.request(op, args);
-    expect(r.ok, JSON.stringify(r.error)).toBe(true);
-    return r;
-  }
-
-  async kill(): Promise<void> {
-    this.proc.kill('SIGKILL');
-    await this.exited;
-  }
-
-  async close(): Promise<void> {
-    await this.request('close');
-    await this.exited;
+    super({ token: TOKEN, ...config });
   }
 }
 
