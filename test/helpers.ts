@@ -85,17 +85,23 @@ export function storeChild(args: string[]): Child {
   };
 }
 
-/** Await `p` and require a CairnError with this code; returns it for further checks. */
-export async function rejectsWith(p: Promise<unknown>, code: string): Promise<CairnError> {
+/** Await `p` and require a CairnError (any code); returns it for further checks. */
+export async function rejection(p: Promise<unknown>, expected = 'expected a rejection with a CairnError'): Promise<CairnError> {
   let error: unknown;
   try {
     await p;
   } catch (e) {
     error = e;
   }
-  expect(error, `expected a rejection with ${code}`).toBeInstanceOf(CairnError);
-  expect((error as CairnError).code, (error as Error).message).toBe(code);
+  expect(error, expected).toBeInstanceOf(CairnError);
   return error as CairnError;
+}
+
+/** Await `p` and require a CairnError with this code; returns it for further checks. */
+export async function rejectsWith(p: Promise<unknown>, code: string): Promise<CairnError> {
+  const error = await rejection(p, `expected a rejection with ${code}`);
+  expect(error.code, error.message).toBe(code);
+  return error;
 }
 
 export function walSegments(dir: string): string[] {

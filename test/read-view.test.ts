@@ -1,10 +1,10 @@
 // Read views answer as of their seq while writes, deletes, checkpoints and graph compaction go
 // on; compared with a plain model of the rows at that seq (and a brute-force k-NN over it).
-import { CairnError, open, type Store, type StoreWarning } from 'cairndb';
+import { open, type Store, type StoreWarning } from 'cairndb';
 import { afterEach, describe, expect, test } from 'vitest';
 
 import { prng } from './fixtures/records.mjs';
-import { tempDir } from './helpers.js';
+import { rejection, tempDir } from './helpers.js';
 
 const stores: Store[] = [];
 afterEach(async () => {
@@ -39,15 +39,6 @@ async function scanAll(c: { scan(o?: { vectors?: boolean }): AsyncIterable<{ id:
   const out: Array<[string, Record<string, unknown>]> = [];
   for await (const r of c.scan()) out.push([r.id, r.metadata]);
   return out;
-}
-
-async function rejection(p: Promise<unknown>): Promise<CairnError> {
-  const e = await p.then(
-    () => null,
-    (err: unknown) => err,
-  );
-  expect(e).toBeInstanceOf(CairnError);
-  return e as CairnError;
 }
 
 describe('read views', () => {

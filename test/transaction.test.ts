@@ -2,10 +2,10 @@
 // commits as one WAL record, and clear errors for misuse.
 import { join } from 'node:path';
 
-import { CairnError, open, openReplica, type Store } from 'cairndb';
+import { open, openReplica, type Store } from 'cairndb';
 import { afterEach, describe, expect, test } from 'vitest';
 
-import { tempDir } from './helpers.js';
+import { rejection, tempDir } from './helpers.js';
 
 const stores: Store[] = [];
 afterEach(async () => {
@@ -21,15 +21,6 @@ async function fresh(sync: 'none' | 'group' | 'always' = 'group'): Promise<Store
 }
 
 const vec = (x: number) => new Float32Array([x, 0]);
-
-async function rejection(p: Promise<unknown>): Promise<CairnError> {
-  const e = await p.then(
-    () => null,
-    (err: unknown) => err,
-  );
-  expect(e).toBeInstanceOf(CairnError);
-  return e as CairnError;
-}
 
 describe('transactions', () => {
   test('lost_update_64_clients_x_50_increments_ends_at_exactly_3200', async () => {

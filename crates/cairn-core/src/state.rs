@@ -441,12 +441,15 @@ impl Collection {
 
     /// Exact k-NN over the rows that `include` accepts.
     pub fn exact_search(&self, query: &[f32], k: usize, filter: Option<&Filter>, include: impl Fn(&Row) -> bool) -> Vec<Hit> {
+        let rows = self.rows.iter().filter(|(_, row)| include(row) && filter.is_none_or(|f| self.row_matches(row, f)));
+        self.nearest_k(query, k, rows)
+    }
+
+    /// The `k` of `rows` nearest to `query`, nearest first; equal distances ordered by id.
+    fn nearest_k<'a>(&self, query: &[f32], k: usize, rows: impl Iterator<Item = (&'a String, &'a Row)>) -> Vec<Hit> {
         let q = prepare_query(self.spec.metric, query);
         let mut heap: BinaryHeap<HeapItem> = BinaryHeap::with_capacity(k + 1);
-        for (id, row) in &self.rows {
-            if !include(row) || !filter.is_none_or(|f| self.row_matches(row, f)) {
-                continue;
-            }
+        for (id, row) in rows {
             let d = row_distance(self.spec.metric, &q, &row.vector);
             if heap.len() < k {
                 heap.push(HeapItem(d, id.clone()));
@@ -464,25 +467,11 @@ impl Collection {
 impl Collection {
     /// Exact k-NN over live rows among `labels`, each checked against `filter` when given.
     pub fn exact_over_labels(&self, query: &[f32], k: usize, labels: impl Iterator<Item = u64>, filter: Option<&Filter>) -> Vec<Hit> {
-        let q = prepare_query(self.spec.metric, query);
-        let mut heap: BinaryHeap<HeapItem> = BinaryHeap::with_capacity(k + 1);
-        for label in labels {
-            let Some(id) = self.live.get(&label) else { continue };
-            let Some(row) = self.rows.get(id) else { continue };
-            if !filter.is_none_or(|f| self.row_matches(row, f)) {
-                continue;
-            }
-            let d = row_distance(self.spec.metric, &q, &row.vector);
-            if heap.len() < k {
-                heap.push(HeapItem(d, id.clone()));
-            } else if let Some(top) = heap.peek() {
-                if d < top.0 || (d == top.0 && id < &top.1) {
-                    heap.pop();
-                    heap.push(HeapItem(d, id.clone()));
-                }
-            }
-        }
-        heap.into_sorted_vec().into_iter().map(|HeapItem(distance, id)| Hit { id, distance }).collect()
+        let rows = labels.filter_map(|label| {
+            let id = self.live.get(&label)?;
+            Some((id, self.rows.get(id)?))
+        });
+        self.nearest_k(query, k, rows.filter(|(_, row)| filter.is_none_or(|f| self.row_matches(row, f))))
     }
 }
 

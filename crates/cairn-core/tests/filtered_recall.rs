@@ -4,6 +4,8 @@
 //! Every query must also return min(k, matching rows) results: the search keeps expanding past
 //! rows the filter rejects. A filter matching 3 rows returns exactly those 3.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use cairn_core::fault::FaultStorage;
 use cairn_core::filter::Filter;
 use cairn_core::payload::IndexKind;
 use cairn_core::wal::writer::Prealloc;
+use common::mixture::Mixture;
 
 const DEFAULT_ROWS: usize = 20_000;
 
@@ -38,30 +41,6 @@ const CLUSTERS: usize = 50;
 const QUERIES: usize = 100;
 const K: usize = 10;
 const EF: usize = 64;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    }
-    fn gaussian(&mut self) -> f32 {
-        let (u, v) = (self.uniform(), self.uniform());
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
-}
-
-fn point(rng: &mut Rng, centres: &[Vec<f32>]) -> Vec<f32> {
-    let c = &centres[(rng.next_u64() % centres.len() as u64) as usize];
-    c.iter().map(|x| x + 0.5 * rng.gaussian()).collect()
-}
 
 /// (filter JSON, share of rows it should match)
 const FILTERS: [(&str, f64); 4] =
@@ -109,20 +88,19 @@ fn filtered_recall_at_every_selectivity_with_and_without_an_index() {
         ef_construction: 200,
     })])
     .expect("create");
-    let mut rng = Rng(42);
+    let mut mixture = Mixture::new(42, CLUSTERS, DIM);
     let n_rows = rows();
     let rare = rare_ids(n_rows);
-    let centres: Vec<Vec<f32>> = (0..CLUSTERS).map(|_| (0..DIM).map(|_| rng.gaussian()).collect()).collect();
     for chunk in 0..n_rows / 2_000 {
         let ops: Vec<Op> = (0..2_000)
             .map(|i| {
-                let bucket = rng.next_u64() % 1_000;
+                let bucket = mixture.rng.next_u64() % 1_000;
                 let n = chunk * 2_000 + i;
                 let rare = if rare.contains(&n) { r#", "rare": true"# } else { "" };
                 Op::Upsert {
                     collection: "c".into(),
                     id: format!("r{n:06}"),
-                    vector: point(&mut rng, &centres),
+                    vector: mixture.point(),
                     metadata: format!(r#"{{"b": {bucket}, "tag": "t{}"{rare}}}"#, bucket % 7),
                 }
             })
@@ -130,7 +108,7 @@ fn filtered_recall_at_every_selectivity_with_and_without_an_index() {
         e.commit(&ops).expect("upsert");
     }
     e.wait_for_index("c").expect("indexed");
-    let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| point(&mut rng, &centres)).collect();
+    let queries = mixture.sample(QUERIES);
 
     let plain = recall_per_filter(&e, &queries, n_rows);
     three_rare_rows_come_back_exactly(&e, &queries, n_rows);

@@ -4,6 +4,8 @@
 //! The 20k-vector indexes are built once per test binary and shared; tests that mutate an index
 //! take a private copy through `write_to`/`read_from`, which also exercises persistence.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -12,69 +14,14 @@ use std::time::Instant;
 use cairn_core::distance::{normalize, Metric};
 use cairn_core::hnsw::{Hnsw, HnswParams};
 use cairn_core::Error;
+use common::mixture::Mixture;
+use common::Rng;
 use rayon::prelude::*;
 
 const DIM: usize = 128;
 const CLUSTERS: usize = 50;
 const K: usize = 10;
 const EF: usize = 64;
-
-/// splitmix64 with Box-Muller gaussians; deterministic so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    }
-
-    fn gaussian(&mut self) -> f32 {
-        let (u, v) = (self.uniform(), self.uniform());
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
-}
-
-/// Gaussian mixture: cluster centres ~ N(0, 1) per coordinate, points = centre + N(0, 0.5^2).
-/// Queries drawn from the same mixture are held out of the index.
-struct Mixture {
-    centres: Vec<Vec<f32>>,
-    rng: Rng,
-}
-
-impl Mixture {
-    fn new(seed: u64) -> Mixture {
-        let mut rng = Rng(seed);
-        let centres = (0..CLUSTERS).map(|_| (0..DIM).map(|_| rng.gaussian()).collect()).collect();
-        Mixture { centres, rng }
-    }
-
-    fn sample(&mut self, n: usize) -> Vec<Vec<f32>> {
-        (0..n)
-            .map(|_| {
-                let cluster = (self.rng.next_u64() % CLUSTERS as u64) as usize;
-                self.point_in(cluster)
-            })
-            .collect()
-    }
-
-    fn point_in(&mut self, cluster: usize) -> Vec<f32> {
-        let rng = &mut self.rng;
-        self.centres[cluster].iter().map(|c| c + 0.5 * rng.gaussian()).collect()
-    }
-
-    fn nearest_cluster(&self, v: &[f32]) -> usize {
-        let distances = self.centres.iter().map(|c| cairn_core::distance::l2_squared(c, v));
-        distances.enumerate().min_by(|a, b| a.1.total_cmp(&b.1)).map_or(0, |(i, _)| i)
-    }
-}
 
 /// `data` in the form the index stores it (unit-normalised for cosine), for exact search.
 fn prepared(metric: Metric, data: &[(u64, Vec<f32>)]) -> Vec<(u64, Vec<f32>)> {
@@ -122,7 +69,7 @@ struct Fixture {
 /// held-out queries, indexed with default parameters.
 fn fixture(metric: Metric, cell: &'static OnceLock<Fixture>, seed: u64) -> &'static Fixture {
     cell.get_or_init(|| {
-        let mut mixture = Mixture::new(seed);
+        let mut mixture = Mixture::new(seed, CLUSTERS, DIM);
         let data: Vec<(u64, Vec<f32>)> = mixture.sample(20_000).into_iter().enumerate().map(|(i, v)| (i as u64 * 7, v)).collect();
         let queries = mixture.sample(200);
         let index = build(metric, &data, data.len());
@@ -169,7 +116,7 @@ mod hnsw {
 
     #[test]
     fn recall_at_10_inner_product_5k() {
-        let mut mixture = Mixture::new(3);
+        let mut mixture = Mixture::new(3, CLUSTERS, DIM);
         let data: Vec<(u64, Vec<f32>)> = mixture.sample(5_000).into_iter().enumerate().map(|(i, v)| (i as u64, v)).collect();
         let queries = mixture.sample(100);
         let index = build(Metric::Ip, &data, data.len());
@@ -236,7 +183,7 @@ mod hnsw {
         assert_eq!(index.len(), 14_000);
         assert_eq!(index.deleted_count(), 6_000);
 
-        let mut mixture = Mixture::new(1);
+        let mut mixture = Mixture::new(1, CLUSTERS, DIM);
         mixture.sample(20_200); // skip the fixture's data and queries
         let fresh: Vec<(u64, Vec<f32>)> = mixture.sample(4_000).into_iter().enumerate().map(|(i, v)| (1_000_000 + i as u64, v)).collect();
         index.reserve(index.capacity() + fresh.len());
@@ -274,7 +221,7 @@ mod hnsw {
         // Every update takes a fresh node slot (the old node becomes a tombstone).
         index.reserve(index.capacity() + 100);
         // Move 100 labels into the next cluster over, so old and new positions are far apart.
-        let mut mixture = Mixture::new(2);
+        let mut mixture = Mixture::new(2, CLUSTERS, DIM);
         let moves: Vec<(u64, Vec<f32>, Vec<f32>)> = f.data[..100]
             .iter()
             .map(|(label, old)| {
@@ -322,7 +269,7 @@ mod hnsw {
     /// still being published; the nodes inserted meanwhile must end up reachable all the same.
     #[test]
     fn concurrent_inserts_while_searching() {
-        let mut mixture = Mixture::new(9);
+        let mut mixture = Mixture::new(9, CLUSTERS, DIM);
         let data: Vec<(u64, Vec<f32>)> = mixture.sample(6_000).into_iter().enumerate().map(|(i, v)| (i as u64, v)).collect();
         let index = Hnsw::new(HnswParams { ef_construction: 100, ..HnswParams::new(DIM, Metric::L2) }, data.len()).expect("valid params");
         let inserters = 3;
@@ -366,7 +313,7 @@ mod hnsw {
     #[test]
     fn updates_deletes_searches_and_persists_together() {
         let dim = 32;
-        let mut rng = Rng(31);
+        let mut rng = Rng::new(31);
         let vectors: Vec<Vec<f32>> = (0..5_000).map(|_| (0..dim).map(|_| rng.gaussian()).collect()).collect();
         let params = HnswParams { ef_construction: 64, ..HnswParams::new(dim, Metric::Cosine) };
         let index = Hnsw::new(params, 12_000).expect("valid params");
@@ -442,7 +389,7 @@ mod hnsw {
         let threads = rayon::current_num_threads();
         println!("rayon threads: {threads}");
         for n in [20_000usize, 100_000] {
-            let mut mixture = Mixture::new(42);
+            let mut mixture = Mixture::new(42, CLUSTERS, DIM);
             let data: Vec<(u64, Vec<f32>)> = mixture.sample(n).into_iter().enumerate().map(|(i, v)| (i as u64, v)).collect();
             let queries = mixture.sample(1_000);
             for metric in [Metric::L2, Metric::Cosine] {

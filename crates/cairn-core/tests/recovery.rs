@@ -644,20 +644,11 @@ fn reopen_after_checkpoint_round_trips_on_disk() {
     let mut engine = Engine::open(&root, opts.clone()).expect("open on disk");
     assert_eq!(code(&Engine::open(&root, opts.clone())), "CAIRN_LOCKED", "a second writer is refused");
     for s in workload(111, shape) {
-        match s {
-            Step::Commit(ops) => {
-                let seq = engine.commit(&ops).expect("commit");
-                history.acknowledge(seq, ops);
-            }
-            Step::Checkpoint => {
-                checkpoint(&engine).expect("checkpoint");
-            }
-            Step::Reopen => {
-                engine.close().expect("close");
-                drop(engine);
-                engine = Engine::open(&root, opts.clone()).expect("reopen");
-                assert_state(&engine, &history.model_at(history.len()), "on-disk reopen");
-            }
+        if run_step(&engine, &s, &mut history) {
+            engine.close().expect("close");
+            drop(engine);
+            engine = Engine::open(&root, opts.clone()).expect("reopen");
+            assert_state(&engine, &history.model_at(history.len()), "on-disk reopen");
         }
     }
     checkpoint(&engine).expect("checkpoint");
@@ -759,16 +750,10 @@ fn wal_segments_are_archived_never_deleted() {
     let mut archived: BTreeSet<String> = BTreeSet::new();
     let mut in_wal: BTreeSet<String> = BTreeSet::new();
     for (i, s) in steps.iter().enumerate() {
-        match s {
-            Step::Commit(ops) => history.acknowledge(engine.commit(ops).expect("commit"), ops.clone()),
-            Step::Checkpoint => {
-                checkpoint(&engine).expect("checkpoint");
-            }
-            Step::Reopen => {
-                engine.close().expect("close");
-                drop(engine);
-                engine = Engine::open(dir(), opts.clone()).expect("reopen");
-            }
+        if run_step(&engine, s, &mut history) {
+            engine.close().expect("close");
+            drop(engine);
+            engine = Engine::open(dir(), opts.clone()).expect("reopen");
         }
         let now_archive: BTreeSet<String> = list(&fs, ARCHIVE_DIR).into_iter().collect();
         let now_wal: BTreeSet<String> = list(&fs, WAL_DIR).into_iter().filter(|n| n.ends_with(".wal")).collect();

@@ -563,16 +563,7 @@ fn replica_crash_keeps_a_prefix() {
     let shape = WorkloadShape { commits: 200, checkpoint_pct: 4, reopen_pct: 0, big_pct: 8 };
     let mut history = History::default();
     for step in workload(21, shape) {
-        match step {
-            Step::Commit(ops) => {
-                let seq = p.commit(&ops).expect("commit");
-                history.acknowledge(seq, ops);
-            }
-            Step::Checkpoint => {
-                checkpoint(&p).expect("checkpoint");
-            }
-            Step::Reopen => {}
-        }
+        run_step(&p, &step, &mut history);
     }
     let mut rng = Rng::new(22);
     for round in 0..24 {
@@ -701,16 +692,7 @@ fn live_tail_on_disk_follows_commits_and_checkpoints() {
         std::thread::spawn(move || {
             let mut history = History::default();
             for step in steps {
-                match step {
-                    Step::Commit(ops) => {
-                        let seq = p.commit(&ops).expect("commit");
-                        history.acknowledge(seq, ops);
-                    }
-                    Step::Checkpoint => {
-                        checkpoint(&p).expect("checkpoint");
-                    }
-                    Step::Reopen => {}
-                }
+                run_step(&p, &step, &mut history);
             }
             history
         })

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use cairn_core::quarantine::QuarantineNote;
-use cairn_core::scrub::{self, Install, Rebuild};
+use cairn_core::scrub::{self, Expected, FileKind, Install, Rebuild};
 use napi::bindgen_prelude::{AsyncTask, BigInt, Buffer};
 use napi::Env;
 use napi_derive::napi;
@@ -60,6 +60,18 @@ impl From<Rebuild> for NativeRebuildOutcome {
     }
 }
 
+/// The checked arguments of both `installCopy`s: the file kind, the copy's expected size and
+/// checksum (required), and the quarantine note.
+fn install_args(
+    env: &Env,
+    kind_name: &str,
+    expected_bytes: f64,
+    expected_xxh3: String,
+    note: NativeQuarantineNote,
+) -> napi::Result<(FileKind, Expected, QuarantineNote)> {
+    sync(env, || Ok((kind(kind_name)?, required(expected_bytes, expected_xxh3)?, QuarantineNote::try_from(note)?)))
+}
+
 /// Install a verified copy of `source` at `dir/rel` of a store that is not open here (see
 /// `scrub::install_copy`).
 #[allow(
@@ -77,8 +89,7 @@ pub fn install_copy(
     expected_xxh3: String,
     note: NativeQuarantineNote,
 ) -> napi::Result<AsyncTask<CoreTask<NativeInstallOutcome>>> {
-    let (kind, exp, note) =
-        sync(&env, || Ok((kind(&kind_name)?, required(expected_bytes, expected_xxh3)?, QuarantineNote::try_from(note)?)))?;
+    let (kind, exp, note) = install_args(&env, &kind_name, expected_bytes, expected_xxh3, note)?;
     Ok(task(move || {
         core(scrub::install_copy(Path::new(&dir), &rel, &PathBuf::from(source), kind, exp, &note)).map(NativeInstallOutcome::from)
     }))
@@ -116,8 +127,7 @@ impl NativeStore {
         expected_xxh3: String,
         note: NativeQuarantineNote,
     ) -> napi::Result<AsyncTask<CoreTask<NativeInstallOutcome>>> {
-        let (kind, exp, note) =
-            sync(&env, || Ok((kind(&kind_name)?, required(expected_bytes, expected_xxh3)?, QuarantineNote::try_from(note)?)))?;
+        let (kind, exp, note) = install_args(&env, &kind_name, expected_bytes, expected_xxh3, note)?;
         Ok(on_engine(self, move |e| {
             core(scrub::install_copy_live(e, &rel, &PathBuf::from(source), kind, exp, &note)).map(NativeInstallOutcome::from)
         }))

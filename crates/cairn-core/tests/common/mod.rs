@@ -15,6 +15,8 @@ use cairn_core::wal::record::record_len;
 use cairn_core::wal::writer::Prealloc;
 use cairn_core::{Engine, Error, Metric, Options, RecoveryMode, SyncMode};
 
+pub mod mixture;
+
 /// Every FaultStorage store lives at this fake path.
 pub const DIR: &str = "/store";
 
@@ -53,6 +55,15 @@ impl Rng {
     }
     pub fn vector(&mut self, dim: u32) -> Vec<f32> {
         (0..dim).map(|_| self.unit()).collect()
+    }
+    /// Uniform in (0, 1].
+    pub fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+    /// Standard normal (Box-Muller).
+    pub fn gaussian(&mut self) -> f32 {
+        let (u, v) = (self.uniform(), self.uniform());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
     }
 }
 
@@ -437,4 +448,18 @@ pub fn wal_record_len(ops: &[Op]) -> usize {
 
 pub fn commit_count(steps: &[Step]) -> usize {
     steps.iter().filter(|s| matches!(s, Step::Commit(_))).count()
+}
+
+/// Runs a Commit step (its acknowledgement recorded in `history`) or a Checkpoint step on
+/// `engine`, panicking on an error. A Reopen step is not run: true hands it back to the caller,
+/// which reopens its own way (or skips it).
+pub fn run_step(engine: &Engine, step: &Step, history: &mut History) -> bool {
+    match step {
+        Step::Commit(ops) => history.acknowledge(engine.commit(ops).expect("commit"), ops.clone()),
+        Step::Checkpoint => {
+            checkpoint(engine).expect("checkpoint");
+        }
+        Step::Reopen => return true,
+    }
+    false
 }

@@ -12,6 +12,7 @@ import { restore } from '../restore.js';
 import { open } from '../store.js';
 import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch, verifyModel } from './context.js';
 import { answersCorrectly, type Probe } from './model.js';
+import { scenarioOutcome } from './outcome.js';
 
 /** Ids per delete call. */
 const DELETE_BATCH = 1_000;
@@ -59,15 +60,12 @@ export async function accidentalDelete(ctx: ScenarioContext): Promise<ScenarioOu
     await db.close();
   }
   const { lost: lostRows } = await verifyModel(ctx, sw, restored, problems, 'restored rows differ from the pre-delete state');
-  return {
-    ok: problems.length === 0,
+  return scenarioOutcome(sw, problems, {
     rtoMs,
     rpo: lostRows,
     declaredLoss: 'the delete itself (rolled back on purpose); later writes must be replayed by hand',
     automatic: false,
     mechanism: 'restore({ source, target, to: { seq } }): newest snapshot linked + WAL replayed',
-    steps: sw.steps,
     figures,
-    problems,
-  };
+  });
 }

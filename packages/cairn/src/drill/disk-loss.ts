@@ -14,6 +14,7 @@ import { BackupManager } from '../backup/manager.js';
 import { open } from '../store.js';
 import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch, verifyModel } from './context.js';
 import { answersCorrectly } from './model.js';
+import { scenarioOutcome } from './outcome.js';
 import { drillWriteRecord, holdsDrillWrite } from './writer.js';
 
 /** Rows written between the full and the incremental backup. */
@@ -73,15 +74,12 @@ export async function diskLoss(ctx: ScenarioContext): Promise<ScenarioOutcome> {
     (c, id) => c === ctx.main.name && id.startsWith('drill-disk-'),
   );
   figures.writesBetweenBackups = written.length;
-  return {
-    ok: problems.length === 0,
+  return scenarioOutcome(sw, problems, {
     rtoMs,
     rpo: lost + lostRows,
     declaredLoss: 'writes acknowledged after the newest backup (none in this drill)',
     automatic: false,
     mechanism: 'BackupManager.restore(newest): verify-while-writing, then restore() links the files',
-    steps: sw.steps,
     figures,
-    problems,
-  };
+  });
 }

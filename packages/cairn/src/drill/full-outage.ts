@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 
 import { DrillCluster, TAKEOVER_TIMEOUT_MS } from './cluster.js';
 import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
+import { scenarioOutcome } from './outcome.js';
 
 export async function fullOutage(ctx: ScenarioContext): Promise<ScenarioOutcome> {
   const sw = new Stopwatch();
@@ -19,17 +20,12 @@ export async function fullOutage(ctx: ScenarioContext): Promise<ScenarioOutcome>
     const rtoMs = round(back.at - t0);
     const { acked, missing } = await sw.step('check acknowledged writes', () => c.lostOnPrimary());
     const problems = missing.length > 0 ? [`${missing.length} acknowledged writes missing on the primary`] : [];
-    return {
-      ok: problems.length === 0,
+    return scenarioOutcome(sw, problems, {
       rtoMs,
       rpo: missing.length,
-      declaredLoss: null,
-      automatic: true,
       mechanism: 'restart every node (a supervisor): recovery on open, lease expiry, election',
-      steps: sw.steps,
       figures: { acknowledgedWrites: acked },
-      problems,
-    };
+    });
   } finally {
     await c.stop();
   }

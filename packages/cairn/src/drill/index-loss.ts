@@ -12,6 +12,7 @@ import { LAYOUT } from '../layout.js';
 import { open } from '../store.js';
 import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch, verifyModel } from './context.js';
 import { answersCorrectly } from './model.js';
+import { scenarioOutcome } from './outcome.js';
 
 /** Probe queries checked while the graph is rebuilt, at most (each scans the pending rows
  *  exactly, so more would slow the rebuild it measures). */
@@ -56,15 +57,10 @@ export async function indexLoss(ctx: ScenarioContext): Promise<ScenarioOutcome> 
     await db.close();
   }
   const { lost: lostRows } = await verifyModel(ctx, sw, store, problems, 'rows changed');
-  return {
-    ok: problems.length === 0,
+  return scenarioOutcome(sw, problems, {
     rtoMs,
     rpo: lostRows,
-    declaredLoss: null,
-    automatic: true,
     mechanism: 'open(): graph rebuilt from the vectors in the background; pending rows scanned exactly',
-    steps: sw.steps,
     figures: { graphFilesDeleted: graphs.length, graphMs, pendingAtOpen, queriesWhileRebuilding: during },
-    problems,
-  };
+  });
 }

@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 
 import { DrillCluster, LEASE_TTL_MS, TAKEOVER_TIMEOUT_MS } from './cluster.js';
 import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
+import { scenarioOutcome } from './outcome.js';
 
 export async function leaderKill(ctx: ScenarioContext): Promise<ScenarioOutcome> {
   const sw = new Stopwatch();
@@ -22,17 +23,12 @@ export async function leaderKill(ctx: ScenarioContext): Promise<ScenarioOutcome>
     const rejoined = await sw.step('old primary rejoins', () => c.settled(old, 60_000));
     const { acked, missing } = await sw.step('check acknowledged writes', () => c.lostOnPrimary());
     const problems = missing.length > 0 ? [`${missing.length} acknowledged writes missing on the new primary, e.g. ${missing.slice(0, 3).join(', ')}`] : [];
-    return {
-      ok: problems.length === 0,
+    return scenarioOutcome(sw, problems, {
       rtoMs,
       rpo: missing.length,
-      declaredLoss: null,
-      automatic: true,
       mechanism: `startNode: lease expiry (TTL ${LEASE_TTL_MS} ms), election in etcd, new epoch`,
-      steps: sw.steps,
       figures: { acknowledgedWrites: acked, leaseTtlMs: LEASE_TTL_MS, oldPrimaryFenced: rejoined === 'fenced' ? 1 : 0 },
-      problems,
-    };
+    });
   } finally {
     await c.stop();
   }

@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { DrillCluster, LEASE_TTL_MS, TAKEOVER_TIMEOUT_MS } from './cluster.js';
 import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
+import { scenarioOutcome } from './outcome.js';
 
 export async function leaderPause(ctx: ScenarioContext): Promise<ScenarioOutcome> {
   const sw = new Stopwatch();
@@ -29,17 +30,12 @@ export async function leaderPause(ctx: ScenarioContext): Promise<ScenarioOutcome
     if (late > 0) problems.push(`the paused primary acknowledged ${late} writes after it resumed`);
     const { acked, missing } = await sw.step('check acknowledged writes', () => c.lostOnPrimary());
     if (missing.length > 0) problems.push(`${missing.length} acknowledged writes missing on the new primary`);
-    return {
-      ok: problems.length === 0,
+    return scenarioOutcome(sw, problems, {
       rtoMs,
       rpo: missing.length,
-      declaredLoss: null,
-      automatic: true,
       mechanism: 'startNode: lease expiry, election; the resumed primary stops at its monotonic deadline',
-      steps: sw.steps,
       figures: { acknowledgedWrites: acked, acksAfterResume: late, leaseTtlMs: LEASE_TTL_MS },
-      problems,
-    };
+    });
   } finally {
     await c.stop();
   }

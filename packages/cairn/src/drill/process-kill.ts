@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { open } from '../store.js';
 import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch, verifyModel } from './context.js';
 import { answersCorrectly } from './model.js';
+import { scenarioOutcome } from './outcome.js';
 import { holdsDrillWrite } from './writer.js';
 
 /** Acknowledged writes to wait for before the kill, and the bounds on waiting. */
@@ -70,17 +71,12 @@ export async function processKill(ctx: ScenarioContext): Promise<ScenarioOutcome
     'rows written before the drill changed',
     (c, id) => c === ctx.main.name && id.startsWith('drill-kill-'),
   );
-  return {
-    ok: problems.length === 0,
+  return scenarioOutcome(sw, problems, {
     rtoMs,
     rpo: lost + lostRows,
-    declaredLoss: null,
-    automatic: true,
     mechanism: 'open(): WAL replay from the last checkpoint (torn tail truncated)',
-    steps: sw.steps,
     figures: { acknowledgedWrites: acked.length, recoveredRows: after.rows },
-    problems,
-  };
+  });
 }
 
 /** Resolve once the child has acknowledged enough writes (or written for `LOAD_MS`). */

@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 
 import { DrillCluster } from './cluster.js';
 import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
+import { scenarioOutcome } from './outcome.js';
 
 export async function replicaLoss(ctx: ScenarioContext): Promise<ScenarioOutcome> {
   const sw = new Stopwatch();
@@ -27,17 +28,12 @@ export async function replicaLoss(ctx: ScenarioContext): Promise<ScenarioOutcome
     const rtoMs = missingOnReplica === 0 ? round(performance.now() - t0) : null;
     const { acked, missing } = await sw.step('check acknowledged writes', () => c.lostOnPrimary());
     if (missing.length > 0) problems.push(`${missing.length} acknowledged writes missing on the primary`);
-    return {
-      ok: problems.length === 0,
+    return scenarioOutcome(sw, problems, {
       rtoMs,
       rpo: missing.length,
-      declaredLoss: null,
-      automatic: true,
       mechanism: 'replica restart (a supervisor) + catch-up from the primary; writes never stopped',
-      steps: sw.steps,
       figures: { acknowledgedWrites: acked, msToFirstAckWithoutIt: round(during.at - t0) },
-      problems,
-    };
+    });
   } finally {
     await c.stop();
   }

@@ -12,6 +12,7 @@ import { LAYOUT } from '../layout.js';
 import { open } from '../store.js';
 import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch, verifyModel } from './context.js';
 import { answersCorrectly } from './model.js';
+import { scenarioOutcome } from './outcome.js';
 
 /** Bytes flipped, spread over the file's middle half. */
 const FLIPS = 3;
@@ -63,15 +64,10 @@ export async function segmentCorruption(ctx: ScenarioContext): Promise<ScenarioO
     await db.close();
   }
   const { lost: lostRows } = await verifyModel(ctx, sw, store, problems, 'rows changed');
-  return {
-    ok: problems.length === 0,
+  return scenarioOutcome(sw, problems, {
     rtoMs,
     rpo: lostRows,
-    declaredLoss: null,
-    automatic: true,
     mechanism: 'scrub({ repair: true }) (scheduled with open({ scrub })): quarantine, replace from a copy or the engine',
-    steps: sw.steps,
     figures,
-    problems,
-  };
+  });
 }
