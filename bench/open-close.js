@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 
 import { open } from 'cairndb';
 import hnswlib from 'hnswlib-node';
+import { vectorOf } from './random.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const selfPath = fileURLToPath(import.meta.url);
@@ -34,17 +35,6 @@ function rssBytes() {
   return kb * 1024;
 }
 
-function vectorOf(i) {
-  // Deterministic, cheap and spread out: enough for the graph to be a real graph.
-  const v = new Float32Array(DIM);
-  let x = (i + 1) * 2654435761;
-  for (let d = 0; d < DIM; d++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    v[d] = x / 2 ** 32 - 0.5;
-  }
-  return v;
-}
-
 async function buildData() {
   if (existsSync(join(DATA_DIR, 'ready'))) return;
   rmSync(DATA_DIR, { recursive: true, force: true });
@@ -56,7 +46,7 @@ async function buildData() {
   for (let start = 0; start < N; start += 5000) {
     const records = [];
     for (let i = start; i < Math.min(N, start + 5000); i++) {
-      const vector = vectorOf(i);
+      const vector = vectorOf(i, DIM);
       records.push({ id: `r${i}`, vector, metadata: { i } });
       index.addPoint(Array.from(vector), i);
     }
@@ -71,7 +61,7 @@ async function buildData() {
 
 async function cairnCycles() {
   const samples = [];
-  const q = vectorOf(N + 7);
+  const q = vectorOf(N + 7, DIM);
   for (let c = 0; c < CYCLES; c++) {
     const db = await open(STORE_DIR, { create: false });
     await db.collection('docs').query(q, { k: 10 });
@@ -83,7 +73,7 @@ async function cairnCycles() {
 
 async function hnswlibCycles() {
   const samples = [];
-  const q = Array.from(vectorOf(N + 7));
+  const q = Array.from(vectorOf(N + 7, DIM));
   for (let c = 0; c < CYCLES; c++) {
     let index = new hnswlib.HierarchicalNSW('l2', DIM);
     index.readIndexSync(HNSW_FILE);

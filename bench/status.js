@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 
 import { inspectStore, open, recoverableRange } from 'cairndb';
 import { Bench } from 'tinybench';
+import { vectorOf } from './random.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const N = Number(process.env.STATUS_N ?? 200_000);
@@ -20,16 +21,6 @@ const TAIL = Number(process.env.STATUS_TAIL ?? 2_000);
 const DIM = 128;
 const TIME = Number(process.env.BENCH_TIME_MS ?? 1000);
 const DIR = join(here, '.bench-data', `status-${N}`);
-
-function vectorOf(i) {
-  const v = new Float32Array(DIM);
-  let x = (i + 1) * 2654435761;
-  for (let d = 0; d < DIM; d++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    v[d] = x / 2 ** 32 - 0.5;
-  }
-  return v;
-}
 
 function rchar() {
   return Number(/rchar: (\d+)/.exec(readFileSync('/proc/self/io', 'utf8'))?.[1]);
@@ -40,15 +31,15 @@ const db = await open(DIR, { sync: 'none' });
 const docs = await db.createCollection('docs', { dim: DIM, metric: 'l2' });
 for (let start = 0; start < N; start += 5000) {
   await docs.upsert(
-    Array.from({ length: Math.min(5000, N - start) }, (_, k) => ({ id: `r${start + k}`, vector: vectorOf(start + k), metadata: { i: start + k } })),
+    Array.from({ length: Math.min(5000, N - start) }, (_, k) => ({ id: `r${start + k}`, vector: vectorOf(start + k, DIM), metadata: { i: start + k } })),
   );
 }
 await docs.waitForIndex();
 await db.checkpoint();
 // The tail: overwrites of existing rows, new rows and deletes, in the WAL only.
 for (let i = 0; i < TAIL; i += 100) {
-  await docs.upsert(Array.from({ length: 50 }, (_, k) => ({ id: `r${(i + k) * 37}`, vector: vectorOf(i + k) })));
-  await docs.upsert(Array.from({ length: 40 }, (_, k) => ({ id: `new${i + k}`, vector: vectorOf(i + k) })));
+  await docs.upsert(Array.from({ length: 50 }, (_, k) => ({ id: `r${(i + k) * 37}`, vector: vectorOf(i + k, DIM) })));
+  await docs.upsert(Array.from({ length: 40 }, (_, k) => ({ id: `new${i + k}`, vector: vectorOf(i + k, DIM) })));
   await docs.delete(Array.from({ length: 10 }, (_, k) => `r${(i + k) * 53 + 1}`));
 }
 const want = await docs.count();

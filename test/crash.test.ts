@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { open } from 'cairndb';
 import { describe, expect, test } from 'vitest';
 
+import { childLines } from './child-lines.js';
 import { CRASH_COLLECTIONS, metadataFor, prng, vectorFor } from './fixtures/records.mjs';
 
 const WRITER = fileURLToPath(new URL('./fixtures/crash-writer.mjs', import.meta.url));
@@ -58,7 +59,6 @@ function runChild(
     const run: ChildRun = { ops: [], openedAt: null, checkpoints: 0, signal: null, code: null, stderr: '' };
     if (process.env.CAIRN_CRASH_LOG) child.stdout.on('data', (d) => appendFileSync(`${dir}.log`, `--- cycle ${cycle}\n${d}`));
     const byKey = new Map<string, Op>();
-    let buffered = '';
     let killTimer: NodeJS.Timeout | undefined;
     const kill = () => child.kill('SIGKILL');
     // Most kills land a random time after the first acknowledgement; some land anywhere from
@@ -72,37 +72,26 @@ function runChild(
     };
     // A stuck child must not hang the suite.
     const guard = setTimeout(kill, 20_000);
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
-      buffered += chunk;
-      const lines = buffered.split('\n');
-      buffered = lines.pop() ?? ''; // a line cut by the kill is never complete
-      for (const line of lines) {
-        const [tag, a, b, ...rest] = line.split(' ');
-        if (tag === 'O') run.openedAt = BigInt(a!);
-        else if (tag === 'C') run.checkpoints++;
-        else if (tag === 'S') {
-          const op: Op = { w: Number(a), cycle, n: Number(b), effects: JSON.parse(rest.join(' ')) as Effect[] };
-          byKey.set(`${a}/${b}`, op);
-          run.ops.push(op);
-        } else if (tag === 'A') {
-          const op = byKey.get(`${a}/${b}`);
-          if (!op) return reject(new Error(`ack without start: ${line}`));
-          op.seq = BigInt(rest[0]!);
-          killAfterAck();
-        }
+    const exit = childLines(child, (line) => {
+      const [tag, a, b, ...rest] = line.split(' ');
+      if (tag === 'O') run.openedAt = BigInt(a!);
+      else if (tag === 'C') run.checkpoints++;
+      else if (tag === 'S') {
+        const op: Op = { w: Number(a), cycle, n: Number(b), effects: JSON.parse(rest.join(' ')) as Effect[] };
+        byKey.set(`${a}/${b}`, op);
+        run.ops.push(op);
+      } else if (tag === 'A') {
+        const op = byKey.get(`${a}/${b}`);
+        if (!op) return reject(new Error(`ack without start: ${line}`));
+        op.seq = BigInt(rest[0]!);
+        killAfterAck();
       }
     });
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (s: string) => (run.stderr += s));
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
+    exit.then((e) => {
       clearTimeout(killTimer);
       clearTimeout(guard);
-      run.code = code;
-      run.signal = signal;
-      resolve(run);
-    });
+      resolve(Object.assign(run, e));
+    }, reject);
   });
 }
 

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 
 import { open } from 'cairndb';
 import { describe, expect, test } from 'vitest';
-
+import { childLines } from './child-lines.js';
 import { prng } from './fixtures/records.mjs';
 import { tempDir } from './helpers.js';
 
@@ -37,32 +37,20 @@ function runChild(dir: string, sync: string, seed: number, rand: () => number): 
     // Some kills land anywhere from start-up on (during recovery, set-up, the first commits).
     if (rand() < 0.15) killTimer = setTimeout(kill, rand() * 300);
     const guard = setTimeout(kill, 20_000);
-    let buffered = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
-      buffered += chunk;
-      const lines = buffered.split('\n');
-      buffered = lines.pop() ?? '';
-      for (const line of lines) {
-        const [tag, a] = line.split(' ');
-        if (tag === 'O') run.opened = true;
-        if (tag === 'A') {
-          run.acks++;
-          run.maxAcked = Math.max(run.maxAcked, Number(a));
-          killTimer ??= setTimeout(kill, rand() * 80);
-        }
+    const exit = childLines(child, (line) => {
+      const [tag, a] = line.split(' ');
+      if (tag === 'O') run.opened = true;
+      if (tag === 'A') {
+        run.acks++;
+        run.maxAcked = Math.max(run.maxAcked, Number(a));
+        killTimer ??= setTimeout(kill, rand() * 80);
       }
     });
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (s: string) => (run.stderr += s));
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
+    exit.then((e) => {
       clearTimeout(killTimer);
       clearTimeout(guard);
-      run.code = code;
-      run.signal = signal;
-      resolve(run);
-    });
+      resolve(Object.assign(run, e));
+    }, reject);
   });
 }
 
