@@ -49,6 +49,16 @@ export async function startEtcd(dataDir: string, client: number, peer: number): 
   return (await spawnEtcd(dataDir, client, peer)).process;
 }
 
+/** Wait (bounded: 50 ms polls, at most `timeoutMs`) until `cond` holds; false if it never did. */
+export async function until(cond: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
+    if (cond()) return true;
+    await sleep(50);
+  }
+  return cond();
+}
+
 /** Start one etcd for the test file and kill every child and proxy after each test. */
 export function useEtcd(): void {
   beforeAll(async () => {

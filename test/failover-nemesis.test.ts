@@ -17,20 +17,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { describe, expect, it } from 'vitest';
 import { LAYOUT } from '../packages/cairn/dist/layout.js';
-import { Cluster, env, haveEtcd, type Line, type Node, useEtcd } from './failover-harness.js';
+import { Cluster, env, haveEtcd, type Line, type Node, until, useEtcd } from './failover-harness.js';
 import { TcpProxy } from './tcp-proxy.js';
 
 useEtcd();
-
-/** Wait (bounded) until `cond` holds; false if it never did. */
-async function until(cond: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
-    if (cond()) return true;
-    await sleep(50);
-  }
-  return cond();
-}
 
 function werrs(n: Node, since: number): Line[] {
   return n.lines.filter((l) => l.event === 'werr' && (l.wall as number) >= since);

@@ -13,22 +13,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { describe, expect, it } from 'vitest';
-import { Cluster, env, haveEtcd, type Node, useEtcd } from './failover-harness.js';
+import { Cluster, env, haveEtcd, type Node, until, useEtcd } from './failover-harness.js';
 import { mulberry32 as rng } from './fixtures/mulberry32.mjs';
 
 useEtcd();
 
 const SEED = Number(process.env.CAIRN_FAILOVER_SEED ?? 20261205);
 const CYCLES = Math.min(20, Number(process.env.CAIRN_FAILOVER_CYCLES ?? 6));
-
-async function until(cond: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
-    if (cond()) return true;
-    await sleep(50);
-  }
-  return cond();
-}
 
 const NEMESES = ['kill-primary', 'stop-primary', 'cut-replication', 'cut-etcd', 'kill-replica'] as const;
 

@@ -312,23 +312,6 @@ fn bit_flip_in_checkpoint_segment_file() {
     assert!(repaired > refused, "repaired {repaired}, refused {refused}");
 }
 
-/// Offsets and ids of the records of a segment file (version 2 layout: vector at +32).
-fn segment_records(buf: &[u8]) -> Vec<(usize, usize, String)> {
-    let dim = u32::from_le_bytes(buf[12..16].try_into().expect("4 bytes")) as usize;
-    let footer = buf.len() - 32;
-    let mut out = Vec::new();
-    let mut pos = DATAFILE_HEADER_LEN;
-    while pos < footer {
-        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let vec_bytes = if buf[pos + 4] == 1 { dim * 4 } else { 0 };
-        let id_len = u16::from_le_bytes(buf[pos + 16..pos + 18].try_into().expect("2 bytes")) as usize;
-        let id_at = pos + 32 + vec_bytes;
-        out.push((pos, vec_bytes, String::from_utf8(buf[id_at..id_at + id_len].to_vec()).expect("utf-8 id")));
-        pos += len;
-    }
-    out
-}
-
 /// Damage to a record's vector when the WAL no longer holds the write: the record is known by
 /// its identity checksum, so it is reported and unreadable (never served, never silently
 /// absent) until it is written or deleted again, across reopens and checkpoints.

@@ -744,21 +744,7 @@ fn live_tail_on_disk_follows_commits_and_checkpoints() {
 
 /// Byte offsets of each upsert record's vector in a checkpoint file, with the record's id.
 fn upsert_vectors(buf: &[u8]) -> Vec<(usize, String)> {
-    use cairn_core::datafile::DATAFILE_HEADER_LEN;
-    let dim = u32::from_le_bytes(buf[12..16].try_into().expect("4 bytes")) as usize;
-    let footer = buf.len() - 32;
-    let mut out = Vec::new();
-    let mut pos = DATAFILE_HEADER_LEN;
-    while pos < footer {
-        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        if buf[pos + 4] == 1 {
-            let id_len = u16::from_le_bytes(buf[pos + 16..pos + 18].try_into().expect("2 bytes")) as usize;
-            let id_at = pos + 32 + dim * 4;
-            out.push((pos + 32, String::from_utf8(buf[id_at..id_at + id_len].to_vec()).expect("utf-8 id")));
-        }
-        pos += len;
-    }
-    out
+    segment_records(buf).into_iter().filter(|(_, vec_bytes, _)| *vec_bytes > 0).map(|(pos, _, id)| (pos + 32, id)).collect()
 }
 
 /// Repair from another node's copy (`row_copy` there, `install_row_repair` here): only the

@@ -463,3 +463,21 @@ pub fn run_step(engine: &Engine, step: &Step, history: &mut History) -> bool {
     }
     false
 }
+
+/// Offsets, vector sizes (0 for a delete) and ids of the records of a segment (checkpoint)
+/// file, version 2 layout: the vector at +32, the id after it.
+pub fn segment_records(buf: &[u8]) -> Vec<(usize, usize, String)> {
+    let dim = u32::from_le_bytes(buf[12..16].try_into().expect("4 bytes")) as usize;
+    let footer = buf.len() - 32;
+    let mut out = Vec::new();
+    let mut pos = cairn_core::datafile::DATAFILE_HEADER_LEN;
+    while pos < footer {
+        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let vec_bytes = if buf[pos + 4] == 1 { dim * 4 } else { 0 };
+        let id_len = u16::from_le_bytes(buf[pos + 16..pos + 18].try_into().expect("2 bytes")) as usize;
+        let id_at = pos + 32 + vec_bytes;
+        out.push((pos, vec_bytes, String::from_utf8(buf[id_at..id_at + id_len].to_vec()).expect("utf-8 id")));
+        pos += len;
+    }
+    out
+}
