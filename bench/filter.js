@@ -30,12 +30,12 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
-import Database from 'better-sqlite3';
 import { open } from 'cairndb';
 import hnswlib from 'hnswlib-node';
 import { Bench } from 'tinybench';
 
 import { mulberry32 as rng } from '../test/fixtures/mulberry32.mjs';
+import { durableSqlite } from './sqlite.js';
 
 const { HierarchicalNSW } = hnswlib;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -260,9 +260,7 @@ async function bulkPart() {
   const buckets = Int32Array.from({ length: BULK_N }, () => Math.floor(pick() * 1000));
   const db = await open(dir, { sync: 'group' });
   const docs = await db.createCollection('rows', { dim: 4, metric: 'l2' });
-  const sql = new Database(sqlitePath);
-  sql.pragma('journal_mode = WAL');
-  sql.pragma('synchronous = FULL');
+  const sql = durableSqlite(sqlitePath);
   sql.exec('CREATE TABLE rows (id TEXT PRIMARY KEY, vector BLOB, metadata TEXT)');
   const insert = sql.prepare('INSERT INTO rows VALUES (?, ?, ?)');
   const insertMany = sql.transaction((recs) => {

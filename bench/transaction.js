@@ -16,11 +16,12 @@ import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import Database from 'better-sqlite3';
 import { open } from 'cairndb';
 import { Bench } from 'tinybench';
 
 import { mulberry32 } from '../test/fixtures/mulberry32.mjs';
+import { freshDir } from './fresh-dir.js';
+import { durableSqlite } from './sqlite.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 // The repository's file system (never tmpfs): fsync cost is part of what is measured.
@@ -36,15 +37,8 @@ const DIM = 16;
 
 const vector = (n) => Float32Array.from({ length: DIM }, (_, i) => ((n * 31 + i) % 97) / 97);
 
-function freshDir(name) {
-  const dir = join(DATA_DIR, name);
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dirname(dir), { recursive: true });
-  return dir;
-}
-
 async function cairnStore(name) {
-  const db = await open(freshDir(name), { sync: 'group' });
+  const db = await open(freshDir(DATA_DIR, name), { sync: 'group' });
   const col = await db.createCollection('acct', { dim: DIM, metric: 'l2' });
   for (let s = 0; s < ROWS; s += 2000) {
     await col.upsert(Array.from({ length: 2000 }, (_, j) => ({ id: `r${s + j}`, vector: vector(s + j), metadata: { n: 0 } })));
@@ -53,11 +47,9 @@ async function cairnStore(name) {
 }
 
 function sqliteStore(name) {
-  const dir = freshDir(name);
+  const dir = freshDir(DATA_DIR, name);
   mkdirSync(dir, { recursive: true });
-  const db = new Database(join(dir, 'bench.db'));
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
+  const db = durableSqlite(join(dir, 'bench.db'));
   db.exec('CREATE TABLE acct (id TEXT PRIMARY KEY, vector BLOB NOT NULL, n INTEGER NOT NULL)');
   const insert = db.prepare('INSERT INTO acct (id, vector, n) VALUES (?, ?, 0)');
   db.transaction(() => {

@@ -19,10 +19,11 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import * as lancedb from '@lancedb/lancedb';
 import * as arrow from 'apache-arrow';
-import Database from 'better-sqlite3';
 import { open } from 'cairndb';
 import { ClassicLevel } from 'classic-level';
 import { Bench } from 'tinybench';
+import { freshDir } from './fresh-dir.js';
+import { durableSqlite } from './sqlite.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 // Same file system as the repository, never tmpfs: fsync cost is what is measured. Its own
@@ -70,33 +71,24 @@ function vectorBlob(v) {
   return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 }
 
-function freshDir(name) {
-  const dir = join(DATA_DIR, name);
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dirname(dir), { recursive: true });
-  return dir;
-}
-
 // ---- stores under test ---------------------------------------------------------------------
 
 async function cairnStore(name, sync, { metrics = true } = {}) {
-  const db = await open(freshDir(name), { sync, metrics });
+  const db = await open(freshDir(DATA_DIR, name), { sync, metrics });
   const col = await db.createCollection('bench', { dim: DIM, metric: 'cosine' });
   return { db, col, close: () => db.close() };
 }
 
 async function levelStore(name) {
-  const db = new ClassicLevel(freshDir(name), { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  const db = new ClassicLevel(freshDir(DATA_DIR, name), { keyEncoding: 'utf8', valueEncoding: 'buffer' });
   await db.open();
   return { db, close: () => db.close() };
 }
 
 function sqliteStore(name) {
-  const dir = freshDir(name);
+  const dir = freshDir(DATA_DIR, name);
   mkdirSync(dir, { recursive: true });
-  const db = new Database(join(dir, 'bench.db'));
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
+  const db = durableSqlite(join(dir, 'bench.db'));
   db.exec('CREATE TABLE vecs (id TEXT PRIMARY KEY, vector BLOB NOT NULL, metadata TEXT NOT NULL)');
   const insert = db.prepare('INSERT OR REPLACE INTO vecs (id, vector, metadata) VALUES (?, ?, ?)');
   const insertMany = db.transaction((rows) => {
@@ -110,7 +102,7 @@ function sqliteStore(name) {
  * `add` is in the page cache only, so its rows are not comparable in durability, only in speed.
  */
 async function lanceStore(name) {
-  const db = await lancedb.connect(freshDir(name));
+  const db = await lancedb.connect(freshDir(DATA_DIR, name));
   const schema = new arrow.Schema([
     new arrow.Field('id', new arrow.Utf8(), false),
     new arrow.Field('vector', new arrow.FixedSizeList(DIM, new arrow.Field('item', new arrow.Float32(), true)), false),
