@@ -10,9 +10,9 @@ import { performance } from 'node:perf_hooks';
 
 import { restore } from '../restore.js';
 import { open } from '../store.js';
-import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch, verifyModel } from './context.js';
+import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
 import { answersCorrectly, type Probe } from './model.js';
-import { scenarioOutcome } from './outcome.js';
+import { verifiedOutcome } from './outcome.js';
 
 /** Ids per delete call. */
 const DELETE_BATCH = 1_000;
@@ -59,10 +59,8 @@ export async function accidentalDelete(ctx: ScenarioContext): Promise<ScenarioOu
   } finally {
     await db.close();
   }
-  const { lost: lostRows } = await verifyModel(ctx, sw, restored, problems, 'restored rows differ from the pre-delete state');
-  return scenarioOutcome(sw, problems, {
+  return verifiedOutcome(ctx, sw, restored, problems, 'restored rows differ from the pre-delete state', {
     rtoMs,
-    rpo: lostRows,
     declaredLoss: 'the delete itself (rolled back on purpose); later writes must be replayed by hand',
     automatic: false,
     mechanism: 'restore({ source, target, to: { seq } }): newest snapshot linked + WAL replayed',

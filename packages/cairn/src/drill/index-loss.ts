@@ -10,9 +10,9 @@ import { performance } from 'node:perf_hooks';
 
 import { LAYOUT } from '../layout.js';
 import { open } from '../store.js';
-import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch, verifyModel } from './context.js';
+import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
 import { answersCorrectly } from './model.js';
-import { scenarioOutcome } from './outcome.js';
+import { verifiedOutcome } from './outcome.js';
 
 /** Probe queries checked while the graph is rebuilt, at most (each scans the pending rows
  *  exactly, so more would slow the rebuild it measures). */
@@ -56,10 +56,8 @@ export async function indexLoss(ctx: ScenarioContext): Promise<ScenarioOutcome> 
   } finally {
     await db.close();
   }
-  const { lost: lostRows } = await verifyModel(ctx, sw, store, problems, 'rows changed');
-  return scenarioOutcome(sw, problems, {
+  return verifiedOutcome(ctx, sw, store, problems, 'rows changed', {
     rtoMs,
-    rpo: lostRows,
     mechanism: 'open(): graph rebuilt from the vectors in the background; pending rows scanned exactly',
     figures: { graphFilesDeleted: graphs.length, graphMs, pendingAtOpen, queriesWhileRebuilding: during },
   });

@@ -1,6 +1,6 @@
 /** The outcome a scenario returns: ok exactly when it recorded no problem, its steps from its
  *  stopwatch; most scenarios recover on their own and lose nothing by design. */
-import type { ScenarioOutcome, Stopwatch } from './context.js';
+import { type ScenarioContext, type ScenarioOutcome, type Stopwatch, verifyModel } from './context.js';
 
 export interface OutcomeParts {
   rtoMs: number | null;
@@ -25,4 +25,18 @@ export function scenarioOutcome(sw: Stopwatch, problems: string[], parts: Outcom
     figures: parts.figures,
     problems,
   };
+}
+
+/** Compares `store` with the reference model (a difference is a problem named `what`) and
+ *  returns the outcome, its RPO the rows lost. */
+export async function verifiedOutcome(
+  ctx: ScenarioContext,
+  sw: Stopwatch,
+  store: string,
+  problems: string[],
+  what: string,
+  parts: Omit<OutcomeParts, 'rpo'>,
+): Promise<ScenarioOutcome> {
+  const { lost } = await verifyModel(ctx, sw, store, problems, what);
+  return scenarioOutcome(sw, problems, { ...parts, rpo: lost });
 }

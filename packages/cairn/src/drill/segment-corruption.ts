@@ -10,9 +10,9 @@ import { performance } from 'node:perf_hooks';
 
 import { LAYOUT } from '../layout.js';
 import { open } from '../store.js';
-import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch, verifyModel } from './context.js';
+import { round, type ScenarioContext, type ScenarioOutcome, Stopwatch } from './context.js';
 import { answersCorrectly } from './model.js';
-import { scenarioOutcome } from './outcome.js';
+import { verifiedOutcome } from './outcome.js';
 
 /** Bytes flipped, spread over the file's middle half. */
 const FLIPS = 3;
@@ -63,10 +63,8 @@ export async function segmentCorruption(ctx: ScenarioContext): Promise<ScenarioO
   } finally {
     await db.close();
   }
-  const { lost: lostRows } = await verifyModel(ctx, sw, store, problems, 'rows changed');
-  return scenarioOutcome(sw, problems, {
+  return verifiedOutcome(ctx, sw, store, problems, 'rows changed', {
     rtoMs,
-    rpo: lostRows,
     mechanism: 'scrub({ repair: true }) (scheduled with open({ scrub })): quarantine, replace from a copy or the engine',
     figures,
   });
