@@ -7,7 +7,7 @@ import { basename, join } from 'node:path';
 
 import { type Collection, open, type RecoveryMode, type Store, scrub } from 'cairndb';
 import { describe, expect, test } from 'vitest';
-
+import { expectModel } from './expect-model.js';
 import { metadataFor, prng, vectorFor } from './fixtures/records.mjs';
 import { rejectsWith, segRecords, storeChild, tempDir, walRecords, walSegments } from './helpers.js';
 
@@ -54,23 +54,6 @@ class History {
     }
     return m;
   }
-}
-
-/** Every id ever written reads back exactly as the model says: bytes, metadata, or absent. */
-async function expectStore(db: Store, history: History, model: Map<string, string>): Promise<void> {
-  const docs = db.collection('docs');
-  for (const id of history.ids) {
-    const row = await docs.get(id);
-    const v = model.get(id);
-    if (v === undefined) {
-      expect(row, `${id} must be absent`).toBeUndefined();
-      continue;
-    }
-    expect(row, `${id} must be present`).toBeDefined();
-    expect(row!.metadata, `${id} metadata`).toEqual(metadataFor(id, v));
-    expect(bytes(row!.vector).equals(bytes(vectorFor(id, v, DIM))), `${id} bytes`).toBe(true);
-  }
-  expect(await docs.count()).toBe(model.size);
 }
 
 /**
@@ -132,11 +115,11 @@ async function expectSkipped(dir: string, h: History, file: string, offset: numb
     expect(db.recoveryReport.skipped[0]!.reason).not.toBe('');
     expect(db.lastSeq).toBe(before);
     const model = h.model(db.recoveryReport.skipped);
-    await expectStore(db, h, model);
+    await expectModel(db, model, h.ids, DIM);
     await db.close();
     db = await openWith(dir);
     expect(db.recoveryReport.skipped).toEqual([]);
-    await expectStore(db, h, model);
+    await expectModel(db, model, h.ids, DIM);
   } finally {
     await db.close();
   }
@@ -280,11 +263,11 @@ describe('checkpoint file and manifest bit flips', () => {
       expect(r.quarantined).toHaveLength(1);
       expect(r.quarantined[0]!.file).toBe(`data/${basename(seg)}`);
       expect(readFileSync(join(dir, r.quarantined[0]!.kept)).equals(damaged)).toBe(true);
-      await expectStore(db, h, h.model());
+      await expectModel(db, h.model(), h.ids, DIM);
       await db.close();
       db = await openWith(dir, 'absolute-consistency');
       expect(db.recoveryReport.repairedRecords).toEqual([]);
-      await expectStore(db, h, h.model());
+      await expectModel(db, h.model(), h.ids, DIM);
     } finally {
       await db.close();
     }
@@ -345,7 +328,7 @@ describe('checkpoint file and manifest bit flips', () => {
       await db.close();
       db = await openWith(dir);
       expect(db.recoveryReport.unreadableRecords).toEqual([]);
-      await expectStore(db, h, h.model());
+      await expectModel(db, h.model(), h.ids, DIM);
       expect((await db.collection('docs').query(vectorFor(ids[0]!, 'rewritten', DIM), { k: 1 })).skipped).toEqual([]);
     } finally {
       await db.close();
@@ -377,7 +360,7 @@ describe('checkpoint file and manifest bit flips', () => {
       const db = await openWith(dir, 'absolute-consistency');
       try {
         const model = h.model();
-        if (archive === 'kept') await expectStore(db, h, model);
+        if (archive === 'kept') await expectModel(db, model, h.ids, DIM);
         else await rejectsWith(db.collection('docs').get(victimId), 'CAIRN_CORRUPTION');
       } finally {
         await db.close();
@@ -401,11 +384,11 @@ describe('checkpoint file and manifest bit flips', () => {
       expect(db.recoveryReport.badSegmentRecords).toEqual([expect.objectContaining({ file: seg, offset: victim.offset })]);
       const model = h.model();
       model.delete(victimId); // lost, never served with wrong bytes
-      await expectStore(db, h, model);
+      await expectModel(db, model, h.ids, DIM);
       await db.close();
       db = await openWith(dir);
       expect(db.recoveryReport.badSegmentRecords).toEqual([]);
-      await expectStore(db, h, model);
+      await expectModel(db, model, h.ids, DIM);
     } finally {
       await db.close();
     }
@@ -447,14 +430,14 @@ describe('checkpoint file and manifest bit flips', () => {
       db = await openWith(work2);
       try {
         expect(db.recoveryReport.repairedRecords).toEqual([expect.objectContaining({ id: recordId(original, victim), offset: victim.offset })]);
-        await expectStore(db, h, h.model());
+        await expectModel(db, h.model(), h.ids, DIM);
       } finally {
         await db.close();
       }
     }
     db = await openWith(dir, 'absolute-consistency');
     try {
-      await expectStore(db, h, h.model());
+      await expectModel(db, h.model(), h.ids, DIM);
     } finally {
       await db.close();
     }
@@ -499,7 +482,7 @@ describe('checkpoint file and manifest bit flips', () => {
         expect(db.recoveryReport.manifestRestored).toMatch(/MANIFEST/);
         const q = db.recoveryReport.quarantined.find((x) => x.file === 'MANIFEST')!;
         expect(readFileSync(join(dir, q.kept)).equals(damaged)).toBe(true);
-        await expectStore(db, h, h.model());
+        await expectModel(db, h.model(), h.ids, DIM);
       } finally {
         await db.close();
       }
@@ -612,7 +595,7 @@ describe('torn tail and lost tail', () => {
       try {
         expect(db.recoveryReport.skipped).toEqual([expect.objectContaining({ fromSeq: last.seq, toSeq: last.seq })]);
         expect(db.lastSeq).toBe(last.seq - 1n);
-        await expectStore(db, h, h.model(db.recoveryReport.skipped));
+        await expectModel(db, h.model(db.recoveryReport.skipped), h.ids, DIM);
       } finally {
         await db.close();
       }

@@ -28,6 +28,7 @@ import { beforeAll, describe, expect, test } from 'vitest';
 // Internal modules, for the range path with small ranges (the package exports neither).
 import { nativeModule } from '../packages/cairn/dist/native.js';
 import { makespan, parseScrubOptions, planSplits, runScrub } from '../packages/cairn/dist/scrub/index.js';
+import { expectModel } from './expect-model.js';
 import { metadataFor, prng, vectorFor } from './fixtures/records.mjs';
 import { rejectsWith, tempDir } from './helpers.js';
 
@@ -42,25 +43,6 @@ async function write(db: Store, model: Model, ids: string[], version: string): P
 }
 
 /** Every id reads back exactly as the model says. */
-async function expectModel(db: Store, model: Model, everId: Iterable<string>): Promise<void> {
-  const docs = db.collection('docs');
-  for (const id of everId) {
-    const row = await docs.get(id);
-    const v = model.get(id);
-    if (v === undefined) {
-      expect(row, `${id} must be absent`).toBeUndefined();
-      continue;
-    }
-    expect(row, `${id} must be present`).toBeDefined();
-    expect(
-      Buffer.from(row!.vector.buffer, row!.vector.byteOffset, row!.vector.byteLength).equals(Buffer.from(vectorFor(id, v, DIM).buffer)),
-      `${id} bytes`,
-    ).toBe(true);
-    expect(row!.metadata).toEqual(metadataFor(id, v));
-  }
-  expect(await docs.count()).toBe(model.size);
-}
-
 const ALL_IDS = Array.from({ length: 700 }, (_, i) => `doc-${i}`);
 
 /**
@@ -217,7 +199,7 @@ describe('scrub finds and repairs', () => {
         let db = await open(dir);
         expect(damage(join(dir, rel), how)).toBe(true);
         // Reads are served from memory verified at load: never the damaged bytes.
-        await expectModel(db, model, ALL_IDS);
+        await expectModel(db, model, ALL_IDS, DIM);
 
         const found = await db.scrub();
         const hit = found.corrupt.filter((c) => c.file === rel);
@@ -260,14 +242,14 @@ describe('scrub finds and repairs', () => {
         const fixedAgain = await db.scrub({ repair: true });
         expect(fixedAgain.unrepaired.map((u) => u.quarantined)).toEqual(fixed.unrepaired.map((u) => u.quarantined));
         expect(existsSync(join(dir, 'quarantine')) ? readdirSync(join(dir, 'quarantine')).length : 0).toBe(kept);
-        await expectModel(db, model, ALL_IDS);
+        await expectModel(db, model, ALL_IDS, DIM);
 
         // A second scrub finds only what could not be repaired.
         const again = await db.scrub();
         expect(corruptFiles(again)).toEqual(unrepaired);
         await db.close();
         db = await open(dir);
-        await expectModel(db, model, ALL_IDS);
+        await expectModel(db, model, ALL_IDS, DIM);
         expect(db.recoveryReport.indexRebuilds).toEqual([]);
         await db.close();
       });
@@ -388,7 +370,7 @@ describe('scrub finds and repairs', () => {
     expect(r.corrupt.map((c) => c.file)).toEqual([segment]);
     expect(r.repaired).toEqual([{ file: segment, from: snapCopy, quarantined: expect.stringMatching(/^quarantine\//) }]);
     expect((await db.scrub()).corrupt).toEqual([]);
-    await expectModel(db, model, ALL_IDS);
+    await expectModel(db, model, ALL_IDS, DIM);
     await db.close();
   });
 
@@ -421,7 +403,7 @@ describe('scrub finds and repairs', () => {
     const r = await scrub(dir, { repair: true });
     expect(r.repaired.map((x) => [x.file, x.from])).toEqual([[segment, snapCopy]]);
     const db = await open(dir);
-    await expectModel(db, model, ALL_IDS);
+    await expectModel(db, model, ALL_IDS, DIM);
     await db.close();
   });
 
@@ -451,11 +433,11 @@ describe('scrub finds and repairs', () => {
             r.repaired.some((x) => x.file === f),
             `${how} of ${rel}: ${f}`,
           ).toBe(true);
-      await expectModel(db, model, ALL_IDS);
+      await expectModel(db, model, ALL_IDS, DIM);
       await db.close();
       if (i % 2 === 1) continue;
       const again = await open(dir);
-      await expectModel(again, model, ALL_IDS);
+      await expectModel(again, model, ALL_IDS, DIM);
       await again.close();
     }
     expect(cases).toBeGreaterThan(270);
@@ -484,7 +466,7 @@ describe('scrub beside a working store', () => {
     await writer;
     for (const r of reports) expect(r.corrupt).toEqual([]);
     expect(reports.some((r) => r.files > 5)).toBe(true);
-    await expectModel(db, m, ALL_IDS);
+    await expectModel(db, m, ALL_IDS, DIM);
     await db.close();
   });
 
