@@ -222,6 +222,13 @@ export class Cluster {
     return this.lines('ack') as unknown as Ack[];
   }
 
+  /** Wall-clock times of the acknowledgements `which` accepts. */
+  ackWalls(which: (a: Ack) => boolean): number[] {
+    return this.acks()
+      .filter(which)
+      .map((a) => a.wall);
+  }
+
   /** Every line of `event` any incarnation of any node printed. */
   lines(event: string): Line[] {
     return [...this.#old, ...this.nodes.flatMap((n) => n.lines)].filter((l) => l.event === event);

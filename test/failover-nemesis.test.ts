@@ -118,18 +118,8 @@ describe.runIf(haveEtcd)('failover nemeses through a TCP proxy', () => {
     expect(await until(() => old.role !== 'primary', 2 * c.ttl), 'the old primary demoted itself').toBe(true);
     const late = c.acks().filter((a) => a.node === old.id && a.wall > cutAt + c.ttl);
     expect(late, 'acknowledgements by the primary cut from etcd after its lease could have expired').toEqual([]);
-    const lastOld = Math.max(
-      ...c
-        .acks()
-        .filter((a) => a.node === old.id)
-        .map((a) => a.wall),
-    );
-    const firstNew = Math.min(
-      ...c
-        .acks()
-        .filter((a) => a.epoch === newEpoch)
-        .map((a) => a.wall),
-    );
+    const lastOld = Math.max(...c.ackWalls((a) => a.node === old.id));
+    const firstNew = Math.min(...c.ackWalls((a) => a.epoch === newEpoch));
     c.link(old).etcd.heal();
     expect(
       await until(() => old.role === 'replica', 30_000),

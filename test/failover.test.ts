@@ -249,18 +249,8 @@ describe.runIf(haveEtcd)('failover with etcd', () => {
       refused.filter((l) => l.code !== 'CAIRN_NOT_PRIMARY').map((l) => l.code),
       'writes refused for another reason than CAIRN_NOT_PRIMARY',
     ).toEqual([]);
-    const lastOld = Math.max(
-      ...c
-        .acks()
-        .filter((a) => a.epoch === epoch)
-        .map((a) => a.wall),
-    );
-    const firstNew = Math.min(
-      ...c
-        .acks()
-        .filter((a) => a.epoch === newEpoch)
-        .map((a) => a.wall),
-    );
+    const lastOld = Math.max(...c.ackWalls((a) => a.epoch === epoch));
+    const firstNew = Math.min(...c.ackWalls((a) => a.epoch === newEpoch));
     const windowFrom = Math.min(lastOld, ...notPrimary);
     const windowTo = Math.max(firstNew, ...notPrimary);
     expect(
