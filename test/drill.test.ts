@@ -35,37 +35,31 @@ function vectorOf(i: number): Float32Array {
 /** id → [vector, metadata]: what the source holds (the reference model of these tests). */
 const model = new Map<string, { vector: Float32Array; metadata: Record<string, unknown> }>();
 
+/** Every file under `dir`, recursively (full paths). */
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = join(dir, e.name);
+    return e.isDirectory() ? filesUnder(p) : [p];
+  });
+}
+
 /** Every file under `dir`: relative path → bytes (base64), size and mtime. */
 function fingerprint(dir: string): Map<string, string> {
   const out = new Map<string, string>();
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else {
-        const s = statSync(p);
-        out.set(relative(dir, p), `${s.size}:${s.mtimeMs}:${readFileSync(p).toString('base64')}`);
-      }
-    }
-  };
-  walk(dir);
+  for (const p of filesUnder(dir)) {
+    const s = statSync(p);
+    out.set(relative(dir, p), `${s.size}:${s.mtimeMs}:${readFileSync(p).toString('base64')}`);
+  }
   return out;
 }
 
 function inodes(dir: string): Set<string> {
-  const out = new Set<string>();
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else {
-        const s = statSync(p);
-        out.add(`${s.dev}:${s.ino}`);
-      }
-    }
-  };
-  walk(dir);
-  return out;
+  return new Set(
+    filesUnder(dir).map((p) => {
+      const s = statSync(p);
+      return `${s.dev}:${s.ino}`;
+    }),
+  );
 }
 
 async function expectEqualsModel(dir: string): Promise<void> {
