@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { ETCD_BINARY, spawnEtcd } from '../packages/cairn/dist/drill/etcd.js';
 import { freePort } from '../packages/cairn/dist/drill/free-port.js';
+import { onLines } from './child-lines.js';
 import { TcpProxy } from './tcp-proxy.js';
 
 export { freePort };
@@ -101,12 +102,8 @@ export class Node {
   start(): void {
     this.proc = spawn(process.execPath, [NODE, JSON.stringify(this.config)], { stdio: ['pipe', 'pipe', 'pipe'] });
     running.push(this.proc);
-    let partial = '';
-    this.proc.stdout?.setEncoding('utf8');
-    this.proc.stdout?.on('data', (s: string) => {
-      const parts = (partial + s).split('\n');
-      partial = parts.pop() ?? '';
-      for (const p of parts) if (p) this.lines.push(JSON.parse(p) as Line);
+    onLines(this.proc.stdout!, (line) => {
+      if (line) this.lines.push(JSON.parse(line) as Line);
     });
     this.proc.stderr?.setEncoding('utf8');
     this.proc.stderr?.on('data', (s: string) => (this.stderr += s));

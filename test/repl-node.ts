@@ -6,6 +6,8 @@ import { fileURLToPath } from 'node:url';
 
 import { afterEach, expect } from 'vitest';
 
+import { onLines } from './child-lines.js';
+
 const NODE = fileURLToPath(new URL('./fixtures/repl-node.mjs', import.meta.url));
 const nodes: ChildProcess[] = [];
 
@@ -28,12 +30,9 @@ export class ReplNode {
   constructor(config: Record<string, unknown>) {
     this.proc = spawn(process.execPath, [NODE, JSON.stringify(config)], { stdio: ['pipe', 'pipe', 'pipe'] });
     nodes.push(this.proc);
-    let partial = '';
-    this.proc.stdout?.setEncoding('utf8');
-    this.proc.stdout?.on('data', (s: string) => {
-      const parts = (partial + s).split('\n');
-      partial = parts.pop() ?? '';
-      for (const p of parts) if (p) this.lines.push(JSON.parse(p) as Reply);
+    onLines(this.proc.stdout!, (line) => {
+      if (!line) return;
+      this.lines.push(JSON.parse(line) as Reply);
       for (const w of this.#wake.splice(0)) w();
     });
     this.proc.stderr?.setEncoding('utf8');
