@@ -35,7 +35,7 @@ import hnswlib from 'hnswlib-node';
 import { Bench } from 'tinybench';
 
 import { mulberry32 as rng } from '../test/fixtures/mulberry32.mjs';
-import { durableSqlite } from './sqlite.js';
+import { durableSqlite } from './lib/sqlite.js';
 
 const { HierarchicalNSW } = hnswlib;
 const here = dirname(fileURLToPath(import.meta.url));

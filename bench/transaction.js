@@ -20,8 +20,8 @@ import { open } from 'cairndb';
 import { Bench } from 'tinybench';
 
 import { mulberry32 } from '../test/fixtures/mulberry32.mjs';
-import { freshDir } from './fresh-dir.js';
-import { durableSqlite } from './sqlite.js';
+import { freshDir } from './lib/fresh-dir.js';
+import { durableSqlite } from './lib/sqlite.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 // The repository's file system (never tmpfs): fsync cost is part of what is measured.

@@ -22,8 +22,8 @@ import * as arrow from 'apache-arrow';
 import { open } from 'cairndb';
 import { ClassicLevel } from 'classic-level';
 import { Bench } from 'tinybench';
-import { freshDir } from './fresh-dir.js';
-import { durableSqlite } from './sqlite.js';
+import { freshDir } from './lib/fresh-dir.js';
+import { durableSqlite } from './lib/sqlite.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 // Same file system as the repository, never tmpfs: fsync cost is what is measured. Its own
