@@ -1,6 +1,7 @@
 //! Filtered k-NN on clustered data at the size issue 15 names (a gaussian mixture, 100k x 128,
 //! 50 clusters; about a minute of CPU, `CAIRN_RECALL_ROWS=20000` for a quick run): recall@10 at
-//! ef = 64 against the exact filtered answer, for filters matching 50%, 10%, 1% and 0.1% of rows, without and then with a payload index on the filtered field.
+//! ef = 64 against the exact filtered answer, for filters matching 50%, 10%, 1% and 0.1% of rows,
+//! without and then with a payload index on the filtered field.
 //! Every query must also return min(k, matching rows) results: the search keeps expanding past
 //! rows the filter rejects. A filter matching 3 rows returns exactly those 3.
 
