@@ -10,6 +10,7 @@ export type {
   NativeHistogram,
   NativeInstallOutcome,
   NativeManifest,
+  NativeQueryResult,
   NativeQuarantineNote,
   NativeReadKey,
   NativeReadView,
