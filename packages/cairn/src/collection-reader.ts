@@ -222,9 +222,14 @@ export class CollectionReader<M extends object = Metadata> {
     return results.map((r) => this.toResult(r));
   }
 
-  protected toResult({ hits, skipped }: NativeQueryResult): QueryResult<M> {
+  protected toResult({ ids, scores, metadata, skipped }: NativeQueryResult): QueryResult<M> {
     const l2 = this.metric === 'l2';
-    const out = hits.map((h) => ({ id: h.id, score: h.score, distance: l2 ? h.score : 1 - h.score, metadata: JSON.parse(h.metadata) as M }));
+    const meta = JSON.parse(metadata) as M[];
+    const out: QueryHit<M>[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const score = scores[i]!;
+      out.push({ id: ids[i]!, score, distance: l2 ? score : 1 - score, metadata: meta[i]! });
+    }
     // Non-enumerable: results still compare and print as plain arrays of hits.
     return Object.defineProperty(out, 'skipped', { value: skipped, enumerable: false }) as QueryResult<M>;
   }
