@@ -86,7 +86,11 @@ describe('querySync', () => {
         for (const filter of FILTERS) {
           for (let q = 0; q < 5; q++) {
             const v = randomVector(rand);
-            for (const options of [{ k: 10, filter }, { k: 10, ef: 16, filter }, { k: 10, exact: true, filter }]) {
+            for (const options of [
+              { k: 10, filter },
+              { k: 10, ef: 16, filter },
+              { k: 10, exact: true, filter },
+            ]) {
               const hits = await expectSame(col, v, options);
               expect(hits.length).toBeGreaterThan(0);
             }
