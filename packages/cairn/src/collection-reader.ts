@@ -5,7 +5,7 @@
  */
 
 import type { Metric } from './encode.js';
-import { invalidArgument, native, nativeSync } from './errors.js';
+import { fromNative, invalidArgument, native, nativeSync } from './errors.js';
 import { encodeFilter, type Filter } from './filter.js';
 import type { NativeQueryResult, NativeReadView, NativeRow, NativeStore } from './native.js';
 import { checkKnownKeys, checkName, checkPlainObject, checkPositiveInt, checkVector, isPlainName } from './validate.js';
@@ -190,11 +190,16 @@ export class CollectionReader<M extends object = Metadata> {
   /** k nearest rows, best first. Every acknowledged write is visible, indexed or not. Records
    *  that cannot be read are skipped and listed in the result's `skipped`. The search runs on
    *  the thread pool, off the event loop. */
-  async query(vector: Float32Array | number[], options: QueryOptions): Promise<QueryResult<M>> {
-    const q = checkVector('vector', vector, this.dim);
-    const { k, ef, filter } = searchArgs(options);
-    const [result] = await native(() => this.source.query(this.name, q, 1, k, ef, filter));
-    return this.toResult(result!);
+  query(vector: Float32Array | number[], options: QueryOptions): Promise<QueryResult<M>> {
+    // Chained on the native promise rather than awaited through `native()`: two async frames
+    // less per query. Rejects, never throws.
+    try {
+      const q = checkVector('vector', vector, this.dim);
+      const { k, ef, filter } = searchArgs(options);
+      return this.source.query(this.name, q, 1, k, ef, filter).then(([result]) => this.toResult(result!), rejectNative);
+    } catch (e) {
+      return Promise.reject(fromNative(e));
+    }
   }
 
   /**
@@ -234,6 +239,10 @@ export class CollectionReader<M extends object = Metadata> {
     return Object.defineProperty(out, 'skipped', { value: skipped, enumerable: false }) as QueryResult<M>;
   }
 }
+
+const rejectNative = (e: unknown): never => {
+  throw fromNative(e);
+};
 
 /** The checked options of `query`, `querySync` and `queryBatch`. */
 function searchArgs(options: QueryOptions): SearchArgs {
