@@ -1,5 +1,5 @@
 /**
- * The read half of a collection: `get`, `getMany`, `count`, `scan`, `query` and `queryBatch`
+ * The read half of a collection: `get`, `getMany`, `count`, `scan`, `query`, `querySync` and `queryBatch`
  * over a source of rows. A `Collection` reads the live store; a read view's collection (and a
  * transaction's) reads the same methods as of the view's seq.
  */
@@ -207,7 +207,7 @@ export class CollectionReader<M extends object = Metadata> {
    * checks, errors (thrown, not rejected) and result. It saves the thread-pool hop (tens of µs),
    * which is most of the cost of a small search, but the whole search blocks the event loop
    * meanwhile: use it where a search takes well under a millisecond (small `ef`, small
-   * collections, selective indexed filters), and `query` otherwise (README, "Queries").
+   * collections, selective indexed filters), and `query` otherwise (README, `querySync`).
    */
   querySync(vector: Float32Array | number[], options: QueryOptions): QueryResult<M> {
     const q = checkVector('vector', vector, this.dim);
