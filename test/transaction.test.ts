@@ -102,6 +102,9 @@ describe('transactions', () => {
       expect(many.map((r) => r?.metadata.v ?? null)).toEqual([1, null, 2]);
       // Snapshot reads (count/scan/query) do not include the transaction's own writes.
       expect(await docs.count()).toBe(0);
+      const log = tx.collection('log');
+      expect(log.querySync(vec(9), { k: 5 }).map((h) => h.id)).toEqual(['old']);
+      expect(log.querySync(vec(9), { k: 5 })).toEqual(await log.query(vec(9), { k: 5 }));
       return 'done';
     });
     expect(out).toBe('done');

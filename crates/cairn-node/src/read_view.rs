@@ -11,7 +11,7 @@ use napi_derive::napi;
 
 use crate::errors::{core, sync};
 use crate::select::{found_rows, parse_filter, scan_page, NativeScanPage};
-use crate::store::{query_filter, query_task, NativeCollectionInfo, NativeQueryResult, NativeRow, NativeStore};
+use crate::store::{query_filter, query_one, query_task, NativeCollectionInfo, NativeQueryResult, NativeRow, NativeStore};
 use crate::task::{task, CoreTask};
 
 /// One id a transaction read.
@@ -153,5 +153,23 @@ impl NativeReadView {
         let view = self.view.clone();
         let (k, ef) = (k as usize, ef.map(|e| e as usize));
         Ok(query_task(collection, vectors.to_vec(), count, move |collection, q| view.query(collection, q, k, ef, filter.as_ref())))
+    }
+
+    /// `query` for one vector on the calling thread (see `NativeStore::query_sync`).
+    #[napi]
+    pub fn query_sync(
+        &self,
+        env: Env,
+        collection: String,
+        vector: Float32Array,
+        k: u32,
+        ef: Option<u32>,
+        filter: Option<String>,
+    ) -> napi::Result<NativeQueryResult> {
+        sync(&env, || {
+            let filter = query_filter(filter.as_deref(), &collection, vector.len(), 1)?;
+            let (k, ef) = (k as usize, ef.map(|e| e as usize));
+            query_one(&collection, &vector, |collection, q| self.view.query(collection, q, k, ef, filter.as_ref()))
+        })
     }
 }

@@ -86,14 +86,6 @@ pub fn open_store(env: Env, dir: String, options: NativeOpenOptions) -> napi::Re
 }
 
 #[napi(object)]
-pub struct NativeHit {
-    pub id: String,
-    pub score: f64,
-    /// JSON text of the record's metadata, as stored.
-    pub metadata: String,
-}
-
-#[napi(object)]
 pub struct NativeRow {
     pub vector: Float32Array,
     /// JSON text of the record's metadata, as stored.
@@ -131,16 +123,38 @@ pub struct NativeSkipped {
     pub reason: String,
 }
 
+/// One query's hits, best first, column by column: JavaScript builds each hit object itself,
+/// which costs a fraction of napi setting three named properties on an object per hit.
 #[napi(object)]
 pub struct NativeQueryResult {
-    pub hits: Vec<NativeHit>,
+    pub ids: Vec<String>,
+    /// Each hit's score (`Metric::score` of its distance).
+    pub scores: Vec<f64>,
+    /// A JSON array of the hits' metadata, each element the record's JSON text as stored: one
+    /// parse for all hits.
+    pub metadata: String,
     pub skipped: Vec<NativeSkipped>,
 }
 
 impl From<QueryOutput> for NativeQueryResult {
     fn from(out: QueryOutput) -> NativeQueryResult {
+        let n = out.hits.len();
+        let (mut ids, mut scores) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut metadata = String::with_capacity(2 + out.hits.iter().map(|h| h.2.len() + 1).sum::<usize>());
+        metadata.push('[');
+        for (i, (id, score, meta)) in out.hits.into_iter().enumerate() {
+            if i > 0 {
+                metadata.push(',');
+            }
+            metadata.push_str(&meta);
+            ids.push(id);
+            scores.push(f64::from(score));
+        }
+        metadata.push(']');
         NativeQueryResult {
-            hits: out.hits.into_iter().map(|(id, score, metadata)| NativeHit { id, score: f64::from(score), metadata }).collect(),
+            ids,
+            scores,
+            metadata,
             skipped: out.skipped.into_iter().map(|s| NativeSkipped { id: s.id, reason: s.reason }).collect(),
         }
     }
@@ -212,11 +226,27 @@ impl NativeStore {
     ) -> napi::Result<AsyncTask<CoreTask<Vec<NativeQueryResult>>>> {
         let filter = sync(&env, || query_filter(filter.as_deref(), &collection, vectors.len(), count))?;
         let engine = self.engine.clone();
-        let (k, ef) = (k as usize, ef.map(|e| e as usize));
-        Ok(query_task(collection, vectors.to_vec(), count, move |collection, q| match ef {
-            Some(ef) => engine.query(collection, q, k, ef, filter.as_ref()),
-            None => engine.query_exact(collection, q, k, filter.as_ref()),
+        Ok(query_task(collection, vectors.to_vec(), count, move |collection, q| {
+            engine_query(&engine, collection, q, k, ef, filter.as_ref())
         }))
+    }
+
+    /// One k-NN search on the calling (JavaScript) thread: `query` without the thread-pool hop,
+    /// for searches short enough that the hop would dominate. Blocks the event loop meanwhile.
+    #[napi]
+    pub fn query_sync(
+        &self,
+        env: Env,
+        collection: String,
+        vector: Float32Array,
+        k: u32,
+        ef: Option<u32>,
+        filter: Option<String>,
+    ) -> napi::Result<NativeQueryResult> {
+        sync(&env, || {
+            let filter = query_filter(filter.as_deref(), &collection, vector.len(), 1)?;
+            query_one(&collection, &vector, |collection, q| engine_query(&self.engine, collection, q, k, ef, filter.as_ref()))
+        })
     }
 
     #[napi]
@@ -277,6 +307,21 @@ pub(crate) fn query_filter(filter: Option<&str>, collection: &str, len: usize, c
     Ok(filter)
 }
 
+/// The store's search: through the graph with beam `ef`, or exact when `ef` is absent.
+fn engine_query(
+    engine: &Engine,
+    collection: &str,
+    q: &[f32],
+    k: u32,
+    ef: Option<u32>,
+    filter: Option<&Filter>,
+) -> cairn_core::Result<QueryOutput> {
+    match ef {
+        Some(ef) => engine.query(collection, q, k as usize, ef as usize, filter),
+        None => engine.query_exact(collection, q, k as usize, filter),
+    }
+}
+
 /// `count` queries packed in `vectors`, each answered by `one`, in parallel on all cores.
 pub(crate) fn query_task(
     collection: String,
@@ -286,12 +331,22 @@ pub(crate) fn query_task(
 ) -> AsyncTask<CoreTask<Vec<NativeQueryResult>>> {
     task(move || {
         use rayon::prelude::*;
-        let one = |q: &[f32]| one(&collection, q);
+        if count == 1 {
+            return query_one(&collection, &vectors, one).map(|r| vec![r]);
+        }
         let dim = (vectors.len() / count as usize).max(1);
-        let out: cairn_core::Result<Vec<QueryOutput>> =
-            if count == 1 { one(&vectors).map(|o| vec![o]) } else { vectors.par_chunks(dim).map(one).collect() };
+        let out: cairn_core::Result<Vec<QueryOutput>> = vectors.par_chunks(dim).map(|q| one(&collection, q)).collect();
         Ok(core(out).map_err(|f| f.in_collection(&collection))?.into_iter().map(NativeQueryResult::from).collect())
     })
+}
+
+/// One query answered by `one`, on this thread; a failure names the collection.
+pub(crate) fn query_one(
+    collection: &str,
+    vector: &[f32],
+    one: impl Fn(&str, &[f32]) -> cairn_core::Result<QueryOutput>,
+) -> Outcome<NativeQueryResult> {
+    core(one(collection, vector)).map(NativeQueryResult::from).map_err(|f| f.in_collection(collection))
 }
 
 /// A job on the open engine, for the other concepts' methods of `NativeStore`.

@@ -11,6 +11,7 @@ export type {
   NativeInstallOutcome,
   NativeManifest,
   NativeQuarantineNote,
+  NativeQueryResult,
   NativeReadKey,
   NativeReadView,
   NativeRebuildOutcome,

@@ -1,6 +1,6 @@
 /**
  * Read views: `db.readView()` pins the store at `db.lastSeq`, and every read through the view
- * (`get`, `getMany`, `count`, `scan`, `query`) answers as of that seq while writes,
+ * (`get`, `getMany`, `count`, `scan`, `query`, `querySync`) answers as of that seq while writes,
  * checkpoints and graph compaction go on. The engine keeps the row versions a view needs
  * (docs/architecture.md, "Read views and transactions") and frees them on `release()`.
  */

@@ -235,7 +235,7 @@ export class Transaction {
 /**
  * A collection inside a transaction. `get`/`getMany` read the snapshot plus this transaction's
  * own writes and are validated at commit; `upsert`/`delete` are buffered until the commit;
- * `count`, `scan` and `query` read the snapshot only (not this transaction's writes) and are
+ * `count`, `scan`, `query` and `querySync` read the snapshot only (not this transaction's writes) and are
  * not validated.
  */
 export class TransactionCollection<M extends object = Metadata> {
@@ -304,5 +304,11 @@ export class TransactionCollection<M extends object = Metadata> {
   async query(vector: Float32Array | number[], options: QueryOptions): Promise<QueryResult<M>> {
     this.#tx.check();
     return this.#snapshot.query(vector, options);
+  }
+
+  /** `query` on the calling thread (see `CollectionReader.querySync`); as of the snapshot. */
+  querySync(vector: Float32Array | number[], options: QueryOptions): QueryResult<M> {
+    this.#tx.check();
+    return this.#snapshot.querySync(vector, options);
   }
 }
