@@ -44,6 +44,7 @@ import { gunzipSync } from 'node:zlib';
 import { open } from 'cairndb';
 import hnswlib from 'hnswlib-node';
 import { Bench } from 'tinybench';
+import { mulberry32 as rng } from '../test/fixtures/mulberry32.mjs';
 
 const { HierarchicalNSW } = hnswlib;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -75,18 +76,6 @@ const TARGETS = {
 };
 
 // ---- datasets ------------------------------------------------------------------------------
-
-/** mulberry32: a seeded 32-bit generator; uniform in [0, 1). */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function gaussianSource(seed) {
   const uniform = rng(seed);
