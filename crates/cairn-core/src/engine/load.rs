@@ -5,12 +5,14 @@
 //! or marked unreadable; it never silently serves an older version of its row.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::batch::{self, CollectionSpec, Op};
 use crate::checksum::xxh3;
-use crate::datafile::{read_data_file, DataRecord, KIND_DELTA, REC_DELETE};
+use crate::datafile::{read_header, visit_data_file, RecordRef, KIND_DELTA, REC_DELETE, R_FIXED};
 use crate::error::{Error, Result};
 use crate::hnsw::{Hnsw, HnswParams};
+use crate::huge_pages::advise_huge_pages;
 use crate::index::{seq_of_label, CollectionIndex, LABEL_OP_BITS};
 use crate::layout::{parse_wal_segment_name, ARCHIVE_DIR, DATA_DIR, WAL_DIR};
 use crate::manifest::{Manifest, ManifestCollection};
@@ -34,13 +36,15 @@ pub(super) fn load_checkpoint(
         let spec = CollectionSpec { name: mc.name.clone(), dim: mc.dim, metric: mc.metric, m: mc.m, ef_construction: mc.ef_construction };
         let params = Collection::hnsw_params(&spec);
         // The graph file and the row files are independent until they are matched, and reading
-        // them is most of an open: read and check the graph on a second thread meanwhile. The
-        // rows go straight into the collection, which gets its real index after the join.
+        // them is most of an open: read and check the graph on a second thread meanwhile. Every
+        // structure derived from the rows alone is built before the join too; the collection
+        // gets its real index after it.
         let (graph, c) = std::thread::scope(|scope| {
             let graph = std::thread::Builder::new()
                 .name("cairn-load-index".into())
                 .spawn_scoped(scope, || read_index_file(storage, dir, mc, &params));
-            let rows = load_rows(storage, dir, mc, Collection::with_index(mc.id, spec.clone(), Hnsw::new(params, 0)?), mode, report);
+            let rows = load_rows(storage, dir, mc, Collection::with_index(mc.id, spec.clone(), Hnsw::new(params, 0)?), mode, report)
+                .map(|(c, damaged)| (derive_from_rows(storage, dir, mc, c), damaged));
             let graph = match graph {
                 Ok(handle) => handle.join().unwrap_or_else(|_| Err("reading the index file panicked".to_string())),
                 // No thread to be had: read it here.
@@ -73,9 +77,7 @@ pub(super) fn load_checkpoint(
         {
             let h = read(&c.index.hnsw);
             let mut in_graph = 0usize;
-            c.live.reserve(c.rows.len());
-            for (id, row) in &c.rows {
-                c.live.insert(row.label, id.clone());
+            for row in c.rows.values() {
                 if h.contains(row.label) {
                     in_graph += 1;
                 } else {
@@ -90,22 +92,43 @@ pub(super) fn load_checkpoint(
                 }
             }
         }
-        c.payload.fields = mc
-            .payload_indexes
-            .iter()
-            .filter_map(|d| {
-                let path = crate::payload::validate_field(&d.field).ok()?;
-                Some((d.field.clone(), crate::payload::FieldIndex::new(d.field.clone(), path, d.kind)))
-            })
-            .collect();
-        let loaded = read_payload_file(storage, dir, mc, &c);
-        if loaded.is_some() {
-            c.payload_file = mc.payload_file.clone();
-        }
-        c.rebuild_derived(loaded);
         state.collections.insert(mc.name.clone(), c);
     }
     Ok((state, all_damaged))
+}
+
+/// Build what derives from the loaded rows alone: `live` (label -> id), `order`, the payload
+/// indexes (from their file when it verifies and matches the rows, else from the rows) and the
+/// metadata by label.
+fn derive_from_rows(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, mut c: Collection) -> Collection {
+    // `order` (every id, sorted) is built on a second core while `live` is built here.
+    let rows = &c.rows;
+    c.order = std::thread::scope(|scope| {
+        let order = std::thread::Builder::new().name("cairn-load-order".into()).spawn_scoped(scope, || rows.keys().cloned().collect());
+        c.live.reserve(rows.len());
+        for (id, row) in rows {
+            c.live.insert(row.label, id.clone());
+        }
+        match order.map(|handle| handle.join()) {
+            Ok(Ok(order)) => order,
+            // No thread to be had (or it died): build it here.
+            _ => rows.keys().cloned().collect(),
+        }
+    });
+    c.payload.fields = mc
+        .payload_indexes
+        .iter()
+        .filter_map(|d| {
+            let path = crate::payload::validate_field(&d.field).ok()?;
+            Some((d.field.clone(), crate::payload::FieldIndex::new(d.field.clone(), path, d.kind)))
+        })
+        .collect();
+    let loaded = read_payload_file(storage, dir, mc, &c);
+    if loaded.is_some() {
+        c.payload_file = mc.payload_file.clone();
+    }
+    c.rebuild_derived(loaded);
+    c
 }
 
 /// Apply a collection's checkpoint files, oldest first, to `c.rows`, then the manifest's
@@ -129,38 +152,33 @@ fn load_rows(
     for sref in &mc.data_files {
         let rel = format!("{DATA_DIR}/{}", sref.file);
         let path = dir.join(&rel);
-        let buf = storage.read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::corruption(&path, 0, "checkpoint file named by the manifest is missing"),
-            _ => Error::io(&path, e),
-        })?;
-        if buf.len() as u64 != sref.bytes {
-            return Err(Error::corruption(
-                &path,
-                buf.len().min(sref.bytes as usize) as u64,
-                format!("file is {} bytes, manifest says {}", buf.len(), sref.bytes),
-            ));
-        }
-        let contents = read_data_file(&buf, &path, mode != RecoveryMode::AbsoluteConsistency)?;
-        if contents.header.collection_id != mc.id || contents.header.dim != mc.dim {
+        let buf = read_checkpoint_file(storage, &path, sref.bytes)?;
+        let header = read_header(&buf, &path)?;
+        if header.collection_id != mc.id || header.dim != mc.dim {
             return Err(Error::corruption(&path, 0, "data file header does not match its collection in the manifest"));
         }
-        if !contents.bad.is_empty() {
+        // The manifest's count sizes the map once; bounded by what the file could hold.
+        c.rows.reserve((sref.records as usize).min(buf.len() / (R_FIXED + 8)));
+        let (_, bad) = visit_data_file(&buf, &path, mode != RecoveryMode::AbsoluteConsistency, |rec| match rec {
+            RecordRef::Upsert { id, label, vector, metadata } => {
+                if !c.unreadable.is_empty() {
+                    c.unreadable.remove(id);
+                }
+                // One allocation, filled straight from the verified bytes.
+                let vector: Arc<[f32]> = vector.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                c.rows.insert(id.to_string(), Row::new(id, vector, metadata.into(), label));
+            }
+            RecordRef::Delete { id, .. } => {
+                if !c.unreadable.is_empty() {
+                    c.unreadable.remove(id);
+                }
+                c.rows.remove(id);
+            }
+        })?;
+        if !bad.is_empty() {
             damaged_files.push(rel.clone());
         }
-        c.rows.reserve(contents.records.len());
-        for rec in contents.records {
-            match rec {
-                DataRecord::Upsert { id, label, vector, metadata } => {
-                    c.unreadable.remove(id);
-                    c.rows.insert(id.to_string(), Row::new(id, vector.into(), metadata.into(), label));
-                }
-                DataRecord::Delete { id, .. } => {
-                    c.unreadable.remove(id);
-                    c.rows.remove(id);
-                }
-            }
-        }
-        for bad in contents.bad {
+        for bad in bad {
             let Some(who) = bad.identity else {
                 if mode != RecoveryMode::SkipCorrupt {
                     return Err(Error::corruption(
@@ -171,7 +189,7 @@ fn load_rows(
                 }
                 // A delta overrides the files before it: dropping one of its records could
                 // serve an older version of that row, which is a wrong value, not a lost one.
-                if contents.header.kind == KIND_DELTA {
+                if header.kind == KIND_DELTA {
                     let reason = format!("{} in a delta checkpoint file; skipping it could serve an older version of its row", bad.reason);
                     return Err(Error::corruption(&path, bad.offset, reason));
                 }
@@ -241,6 +259,29 @@ fn load_rows(
     Ok((c, damaged_files))
 }
 
+/// A checkpoint file read whole into a buffer that asked for huge pages (it is filled at once:
+/// see `huge_pages`); its size must be the one the manifest records.
+fn read_checkpoint_file(storage: &dyn Storage, path: &Path, bytes: u64) -> Result<Vec<u8>> {
+    let file = storage.open_read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::corruption(path, 0, "checkpoint file named by the manifest is missing"),
+        _ => Error::io(path, e),
+    })?;
+    let len = file.len().map_err(|e| Error::io(path, e))?;
+    let short = |len: u64| Error::corruption(path, len.min(bytes), format!("file is {len} bytes, manifest says {bytes}"));
+    if len != bytes {
+        return Err(short(len));
+    }
+    let len = usize::try_from(len).map_err(|_| short(len))?;
+    let mut buf = Vec::with_capacity(len);
+    advise_huge_pages(buf.as_ptr(), len);
+    // Fewer bytes than the length said: the file shrank meanwhile.
+    let got = file.read_append(0, len, &mut buf).map_err(|e| Error::io(path, e))?;
+    if got != len {
+        return Err(short(got as u64));
+    }
+    Ok(buf)
+}
+
 /// The vector and metadata that the upsert with `label` wrote to `id` of `collection`, from the
 /// WAL archive or the live WAL (whichever still holds that sequence number), with the segment
 /// it came from. The WAL record is verified by its own checksum, and the label names exactly
@@ -287,22 +328,24 @@ fn find_logged_upsert(
     None
 }
 
-/// Read and check the persisted graph named by the manifest; `Err` says why it is unusable.
+/// Read and check the persisted graph named by the manifest; `Err` says why it is unusable. The
+/// file is read section by section into the graph's arrays; the one checksum pass that checks
+/// its own trailer also gives the whole-file digest compared with the manifest's.
 fn read_index_file(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, params: &HnswParams) -> std::result::Result<Hnsw, String> {
     let Some(r) = &mc.index else {
         return Err("no persisted index".to_string());
     };
     let path = dir.join(DATA_DIR).join(&r.file);
-    match storage.read(&path) {
-        Err(e) => Err(format!("{}: {e}", path.display())),
-        Ok(buf) if buf.len() as u64 != r.bytes || format!("{:016x}", xxh3(&buf)) != r.xxh3 => {
-            Err(format!("{}: size or checksum differs from the manifest", path.display()))
-        }
-        Ok(buf) => match Hnsw::read_from(&buf, &path) {
-            Ok((h, _covered)) if h.params() == params => Ok(h),
-            Ok(_) => Err(format!("{}: parameters differ from the collection's", path.display())),
-            Err(e) => Err(e.to_string()),
-        },
+    let file = storage.open_read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file.len().map_err(|e| format!("{}: {e}", path.display()))?;
+    if len != r.bytes {
+        return Err(format!("{}: size or checksum differs from the manifest", path.display()));
+    }
+    match Hnsw::read_file(file.as_ref(), len, &path) {
+        Ok((_, _, sum)) if format!("{sum:016x}") != r.xxh3 => Err(format!("{}: size or checksum differs from the manifest", path.display())),
+        Ok((h, _covered, _)) if h.params() == params => Ok(h),
+        Ok(_) => Err(format!("{}: parameters differ from the collection's", path.display())),
+        Err(e) => Err(e.to_string()),
     }
 }
 
