@@ -4,6 +4,7 @@
 //! the rows. A damaged record of known identity is rebuilt from the WAL write that produced it
 //! or marked unreadable; it never silently serves an older version of its row.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -101,20 +102,26 @@ pub(super) fn load_checkpoint(
 /// indexes (from their file when it verifies and matches the rows, else from the rows) and the
 /// metadata by label.
 fn derive_from_rows(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, mut c: Collection) -> Collection {
-    // `order` (every id, sorted) is built on a second core while `live` is built here.
+    // `load_rows` builds `live`, and `order` from a single file, as it goes; otherwise they are
+    // built here (one entry per row when complete), `order` on a second core meanwhile.
     let rows = &c.rows;
-    c.order = std::thread::scope(|scope| {
-        let order = std::thread::Builder::new().name("cairn-load-order".into()).spawn_scoped(scope, || rows.keys().cloned().collect());
-        c.live.reserve(rows.len());
-        for (id, row) in rows {
-            c.live.insert(row.label, id.clone());
-        }
-        match order.map(|handle| handle.join()) {
-            Ok(Ok(order)) => order,
-            // No thread to be had (or it died): build it here.
-            _ => rows.keys().cloned().collect(),
-        }
-    });
+    if c.live.len() == rows.len() && c.order.len() != rows.len() {
+        c.order = rows.keys().cloned().collect();
+    } else if c.live.len() != rows.len() {
+        c.live.clear();
+        c.order = std::thread::scope(|scope| {
+            let order = std::thread::Builder::new().name("cairn-load-order".into()).spawn_scoped(scope, || rows.keys().cloned().collect());
+            c.live.reserve(rows.len());
+            for (id, row) in rows {
+                c.live.insert(row.label, id.clone());
+            }
+            match order.map(|handle| handle.join()) {
+                Ok(Ok(order)) => order,
+                // No thread to be had (or it died): build it here.
+                _ => rows.keys().cloned().collect(),
+            }
+        });
+    }
     c.payload.fields = mc
         .payload_indexes
         .iter()
@@ -149,6 +156,11 @@ fn load_rows(
 ) -> Result<(Collection, Vec<String>)> {
     let mut damaged_files = Vec::new();
     let mut wal_cache = None;
+    // `live` is kept in step with `rows` as records are applied, and with a single file (written
+    // in id order) `order` is its ids as they come; any repair below drops both and
+    // `derive_from_rows` builds them from the rows instead.
+    let mut derived_exact = true;
+    let mut sorted_ids: Option<Vec<String>> = (mc.data_files.len() == 1).then(Vec::new);
     for sref in &mc.data_files {
         let rel = format!("{DATA_DIR}/{}", sref.file);
         let path = dir.join(&rel);
@@ -159,6 +171,7 @@ fn load_rows(
         }
         // The manifest's count sizes the map once; bounded by what the file could hold.
         c.rows.reserve((sref.records as usize).min(buf.len() / (R_FIXED + 8)));
+        c.live.reserve((sref.records as usize).min(buf.len() / (R_FIXED + 8)));
         let (_, bad) = visit_data_file(&buf, &path, mode != RecoveryMode::AbsoluteConsistency, |rec| match rec {
             RecordRef::Upsert { id, label, vector, metadata } => {
                 if !c.unreadable.is_empty() {
@@ -166,17 +179,31 @@ fn load_rows(
                 }
                 // One allocation, filled straight from the verified bytes.
                 let vector: Arc<[f32]> = vector.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-                c.rows.insert(id.to_string(), Row::new(id, vector, metadata.into(), label));
+                if let Some(old) = c.rows.insert(id.to_string(), Row::new(id, vector, metadata.into(), label)) {
+                    c.live.remove(&old.label);
+                }
+                c.live.insert(label, id.to_string());
+                if let Some(ids) = &mut sorted_ids {
+                    if ids.last().is_some_and(|last| last.as_str() >= id) {
+                        sorted_ids = None;
+                    } else {
+                        ids.push(id.to_string());
+                    }
+                }
             }
             RecordRef::Delete { id, .. } => {
                 if !c.unreadable.is_empty() {
                     c.unreadable.remove(id);
                 }
-                c.rows.remove(id);
+                if let Some(old) = c.rows.remove(id) {
+                    c.live.remove(&old.label);
+                }
+                sorted_ids = None;
             }
         })?;
         if !bad.is_empty() {
             damaged_files.push(rel.clone());
+            derived_exact = false;
         }
         for bad in bad {
             let Some(who) = bad.identity else {
@@ -245,6 +272,7 @@ fn load_rows(
         }
     }
     // Markers from earlier opens are newer than every file listed (see `UnreadableRecord`).
+    derived_exact &= mc.unreadable.is_empty();
     for u in &mc.unreadable {
         c.rows.remove(&u.id);
         report.unreadable_records.push(UnreadableRecordReport {
@@ -255,6 +283,11 @@ fn load_rows(
             reason: u.reason.clone(),
         });
         c.unreadable.insert(u.id.clone(), u.clone());
+    }
+    if derived_exact {
+        c.order = sorted_ids.map(BTreeSet::from_iter).unwrap_or_default();
+    } else {
+        c.live.clear();
     }
     Ok((c, damaged_files))
 }
