@@ -22,7 +22,7 @@ fn rows() -> usize {
     match std::env::var("CAIRN_RECALL_ROWS") {
         Ok(v) => {
             let n: usize = v.parse().expect("CAIRN_RECALL_ROWS must be a whole number");
-            assert!(n >= 6_000 && n % 2_000 == 0, "CAIRN_RECALL_ROWS must be a multiple of 2000, at least 6000 (got {n})");
+            assert!(n >= 6_000 && n.is_multiple_of(2_000), "CAIRN_RECALL_ROWS must be a multiple of 2000, at least 6000 (got {n})");
             n
         }
         Err(_) => DEFAULT_ROWS,

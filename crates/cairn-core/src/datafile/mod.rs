@@ -21,8 +21,8 @@ pub use format::{
 };
 pub use lookup::IdLookup;
 pub use reader::{
-    check_record, read_data_file, record_id_hint, record_identity, record_ids, visit_data_file, BadRecord, DataFileContents, DataRecord, RecordIdentity,
-    RecordRef,
+    check_record, read_data_file, record_id_hint, record_identity, record_ids, visit_data_file, BadRecord, DataFileContents, DataRecord,
+    RecordIdentity, RecordRef,
 };
 pub use writer::DataFileWriter;
 

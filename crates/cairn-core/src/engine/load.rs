@@ -375,7 +375,9 @@ fn read_index_file(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, p
         return Err(format!("{}: size or checksum differs from the manifest", path.display()));
     }
     match Hnsw::read_file(file.as_ref(), len, &path) {
-        Ok((_, _, sum)) if format!("{sum:016x}") != r.xxh3 => Err(format!("{}: size or checksum differs from the manifest", path.display())),
+        Ok((_, _, sum)) if format!("{sum:016x}") != r.xxh3 => {
+            Err(format!("{}: size or checksum differs from the manifest", path.display()))
+        }
         Ok((h, _covered, _)) if h.params() == params => Ok(h),
         Ok(_) => Err(format!("{}: parameters differ from the collection's", path.display())),
         Err(e) => Err(e.to_string()),

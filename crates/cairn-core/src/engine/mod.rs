@@ -149,11 +149,7 @@ enum Request {
     Replicated { bytes: Vec<u8>, done: CommitCallback },
     /// Delete the rows matching a filter: resolved on the commit thread into one batch of
     /// deletes against the state as of the record before it (see `select.rs`).
-    DeleteWhere {
-        collection: String,
-        filter: crate::filter::Filter,
-        done: DeleteWhereCallback,
-    },
+    DeleteWhere { collection: String, filter: crate::filter::Filter, done: DeleteWhereCallback },
     /// A checkpoint's capture, taken between groups (see `checkpoint::capture`).
     Capture { done: std::sync::mpsc::Sender<Result<Capture>> },
 }
