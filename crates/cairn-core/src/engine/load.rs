@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::batch::{self, CollectionSpec, Op};
 use crate::checksum::xxh3;
-use crate::datafile::{read_header, visit_data_file, RecordRef, KIND_DELTA, REC_DELETE, R_FIXED};
+use crate::datafile::{map_data_file, read_header, visit_data_file, RecordRef, KIND_DELTA, REC_DELETE, R_FIXED};
 use crate::error::{Error, Result};
 use crate::hnsw::{Hnsw, HnswParams};
 use crate::huge_pages::advise_huge_pages;
@@ -22,6 +22,10 @@ use crate::storage::Storage;
 use crate::sync::read;
 use crate::wal::reader::{scan_segment, ScanItem};
 use crate::wal::recovery::{IndexRebuild, RecordRepair, RecoveryMode, RecoveryReport, SkippedRange, UnreadableRecordReport};
+
+/// From this dimension on, a checkpoint file's records are verified and built into rows in
+/// parallel (`map_data_file`).
+const PARALLEL_MIN_DIM: usize = 256;
 
 /// Load the checkpoint the manifest names; also returns the checkpoint files found damaged.
 pub(super) fn load_checkpoint(
@@ -172,35 +176,23 @@ fn load_rows(
         // The manifest's count sizes the map once; bounded by what the file could hold.
         c.rows.reserve((sref.records as usize).min(buf.len() / (R_FIXED + 8)));
         c.live.reserve((sref.records as usize).min(buf.len() / (R_FIXED + 8)));
-        let (_, bad) = visit_data_file(&buf, &path, mode != RecoveryMode::AbsoluteConsistency, |rec| match rec {
-            RecordRef::Upsert { id, label, vector, metadata } => {
-                if !c.unreadable.is_empty() {
-                    c.unreadable.remove(id);
+        // Long vectors: records are verified and built into rows on every core when the whole
+        // file verifies. Otherwise (or for short vectors, where the extra framing pass costs
+        // more than it spreads; measured in bench/README.md) one by one, which also locates and
+        // names any damage.
+        let parallel = if mc.dim as usize >= PARALLEL_MIN_DIM { map_data_file(&buf, &path, prepare)? } else { None };
+        let bad = match parallel {
+            Some((_, rows)) => {
+                for row in rows {
+                    apply(&mut c, &mut sorted_ids, row);
                 }
-                // One allocation, filled straight from the verified bytes.
-                let vector: Arc<[f32]> = vector.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-                if let Some(old) = c.rows.insert(id.to_string(), Row::new(id, vector, metadata.into(), label)) {
-                    c.live.remove(&old.label);
-                }
-                c.live.insert(label, id.to_string());
-                if let Some(ids) = &mut sorted_ids {
-                    if ids.last().is_some_and(|last| last.as_str() >= id) {
-                        sorted_ids = None;
-                    } else {
-                        ids.push(id.to_string());
-                    }
-                }
+                Vec::new()
             }
-            RecordRef::Delete { id, .. } => {
-                if !c.unreadable.is_empty() {
-                    c.unreadable.remove(id);
-                }
-                if let Some(old) = c.rows.remove(id) {
-                    c.live.remove(&old.label);
-                }
-                sorted_ids = None;
+            None => {
+                let tolerate = mode != RecoveryMode::AbsoluteConsistency;
+                visit_data_file(&buf, &path, tolerate, |rec| apply(&mut c, &mut sorted_ids, prepare(rec)))?.1
             }
-        })?;
+        };
         if !bad.is_empty() {
             damaged_files.push(rel.clone());
             derived_exact = false;
@@ -290,6 +282,58 @@ fn load_rows(
         c.live.clear();
     }
     Ok((c, damaged_files))
+}
+
+/// A verified record made ready to apply (on any thread): an upsert's row is built, with its
+/// vector copied once from the verified bytes into the row's own allocation.
+enum Prepared<'a> {
+    Put(&'a str, Row),
+    Delete(&'a str),
+}
+
+fn prepare(rec: RecordRef<'_>) -> Prepared<'_> {
+    match rec {
+        RecordRef::Upsert { id, label, vector, metadata } => {
+            let vector: Arc<[f32]> = vector.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            Prepared::Put(id, Row::new(id, vector, metadata.into(), label))
+        }
+        RecordRef::Delete { id, .. } => Prepared::Delete(id),
+    }
+}
+
+/// Apply one record, in file order: `rows` and `live` in step, and `sorted_ids` (the file's ids
+/// while they come in increasing order, with no delete) extended or dropped.
+fn apply(c: &mut Collection, sorted_ids: &mut Option<Vec<String>>, rec: Prepared<'_>) {
+    let id = match rec {
+        Prepared::Put(id, row) => {
+            let label = row.label;
+            if !c.unreadable.is_empty() {
+                c.unreadable.remove(id);
+            }
+            if let Some(old) = c.rows.insert(id.to_string(), row) {
+                c.live.remove(&old.label);
+            }
+            c.live.insert(label, id.to_string());
+            id
+        }
+        Prepared::Delete(id) => {
+            if !c.unreadable.is_empty() {
+                c.unreadable.remove(id);
+            }
+            if let Some(old) = c.rows.remove(id) {
+                c.live.remove(&old.label);
+            }
+            *sorted_ids = None;
+            return;
+        }
+    };
+    if let Some(ids) = sorted_ids {
+        if ids.last().is_some_and(|last| last.as_str() >= id) {
+            *sorted_ids = None;
+        } else {
+            ids.push(id.to_string());
+        }
+    }
 }
 
 /// A checkpoint file read whole into a buffer that asked for huge pages (it is filled at once:
@@ -429,17 +473,29 @@ mod tests {
     /// `order` is rebuilt from the rows), both equal what the rows say, as does the graph match.
     #[test]
     fn maps_built_while_loading_equal_those_derived_from_the_rows() {
+        // Short vectors take the sequential path, long ones the parallel one.
+        maps_match_rows(3);
+        maps_match_rows(super::PARALLEL_MIN_DIM);
+    }
+
+    fn maps_match_rows(dim: usize) {
         let fs = Arc::new(crate::fault::FaultStorage::new());
         let opts = Options { storage: fs, prealloc: Prealloc::Off, ..Options::default() };
         let dir = Path::new("/store");
         let e = Engine::open(dir, opts.clone()).expect("open");
-        e.commit(&[Op::CreateCollection(CollectionSpec { name: "c".into(), dim: 3, metric: Metric::L2, m: 8, ef_construction: 32 })])
-            .expect("create");
+        e.commit(&[Op::CreateCollection(CollectionSpec {
+            name: "c".into(),
+            dim: dim as u32,
+            metric: Metric::L2,
+            m: 8,
+            ef_construction: 32,
+        })])
+        .expect("create");
         // Ids in an order unlike their sorted one, so `order` cannot come out right by accident.
         let up = |i: usize, round: usize| Op::Upsert {
             collection: "c".into(),
             id: format!("id{}", (i * 7919) % 3001),
-            vector: vec![i as f32, round as f32, 1.0],
+            vector: (0..dim).map(|d| (i * d + round) as f32).collect(),
             metadata: format!("{{\"i\":{i},\"round\":{round}}}"),
         };
         e.commit(&(0..3000).map(|i| up(i, 0)).collect::<Vec<_>>()).expect("upsert");
