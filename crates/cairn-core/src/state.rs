@@ -289,11 +289,10 @@ impl Collection {
         }
     }
 
-    /// Rebuild `order` and `metadata` from `rows`, and the payload indexes too unless
-    /// `payload` (loaded from their file) already holds them; after a load that filled `rows`
-    /// (and `live`) directly.
+    /// Rebuild `metadata` from `rows`, and the payload indexes too unless `payload` (loaded
+    /// from their file) already holds them; after a load that filled `rows` (and `live` and
+    /// `order`) directly.
     pub fn rebuild_derived(&mut self, payload: Option<PayloadIndexes>) {
-        self.order = self.rows.keys().cloned().collect();
         self.metadata.rebuild(self.rows.values().map(|r| (r.label, &r.metadata)));
         match payload {
             Some(p) => self.payload = p,

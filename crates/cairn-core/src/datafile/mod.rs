@@ -21,7 +21,8 @@ pub use format::{
 };
 pub use lookup::IdLookup;
 pub use reader::{
-    check_record, read_data_file, record_id_hint, record_identity, record_ids, BadRecord, DataFileContents, DataRecord, RecordIdentity,
+    check_record, map_data_file, read_data_file, record_id_hint, record_identity, record_ids, visit_data_file, BadRecord, DataFileContents,
+    DataRecord, RecordIdentity, RecordRef,
 };
 pub use writer::DataFileWriter;
 
@@ -45,6 +46,37 @@ mod tests {
         w.delete("b", 5);
         w.upsert("c", 7, &[0.5, 0.0, -1.0], "null");
         w.finish().0
+    }
+
+    /// The parallel path hands back exactly the records the sequential one visits, in order,
+    /// for both versions; any flipped byte sends the caller to the sequential path (`None`),
+    /// and a damaged footer is the same error on both.
+    #[test]
+    fn map_data_file_agrees_with_visit_and_declines_any_damage() {
+        let describe = |r: RecordRef<'_>| match r {
+            RecordRef::Upsert { id, label, vector, metadata } => format!("+{id}/{label}/{vector:?}/{metadata}"),
+            RecordRef::Delete { id, label } => format!("-{id}/{label}"),
+        };
+        for version in [DATAFILE_VERSION_V1, DATAFILE_VERSION] {
+            let buf = sample_v(version);
+            let mut visited = Vec::new();
+            visit_data_file(&buf, Path::new("x.seg"), false, |r| visited.push(describe(r))).expect("valid");
+            let (_, mapped) = map_data_file(&buf, Path::new("x.seg"), describe).expect("valid").expect("no damage");
+            assert_eq!(mapped, visited, "v{version}");
+            let footer = buf.len() - FOOTER_LEN;
+            for byte in DATAFILE_HEADER_LEN..footer {
+                let mut flipped = buf.clone();
+                flipped[byte] ^= 0x04;
+                assert!(
+                    map_data_file(&flipped, Path::new("x.seg"), describe).expect("header intact").is_none(),
+                    "v{version}: flip at {byte}"
+                );
+            }
+            let mut bad_footer = buf.clone();
+            bad_footer[footer + 1] ^= 1;
+            assert!(map_data_file(&bad_footer, Path::new("x.seg"), describe).is_err());
+            assert!(visit_data_file(&bad_footer, Path::new("x.seg"), false, |_| {}).is_err());
+        }
     }
 
     #[test]

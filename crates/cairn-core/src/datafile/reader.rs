@@ -41,9 +41,42 @@ pub struct DataFileContents<'a> {
     pub bad: Vec<BadRecord>,
 }
 
+/// A verified record, borrowed from the file's bytes: the vector is `dim` little-endian f32s.
+pub enum RecordRef<'a> {
+    Upsert { id: &'a str, label: u64, vector: &'a [u8], metadata: &'a str },
+    Delete { id: &'a str, label: u64 },
+}
+
+impl<'a> RecordRef<'a> {
+    fn decoded(self) -> DataRecord<'a> {
+        match self {
+            RecordRef::Upsert { id, label, vector, metadata } => {
+                let vector = vector.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                DataRecord::Upsert { id, label, vector, metadata }
+            }
+            RecordRef::Delete { id, label } => DataRecord::Delete { id, label },
+        }
+    }
+}
+
 /// Parse and verify a whole data file. With `tolerate_bad_records`, records failing their
 /// checksum are listed in `bad` and the rest are returned; otherwise the first one is an error.
 pub fn read_data_file<'a>(buf: &'a [u8], path: &Path, tolerate_bad_records: bool) -> Result<DataFileContents<'a>> {
+    let mut records = Vec::new();
+    let (header, bad) = visit_data_file(buf, path, tolerate_bad_records, |rec| records.push(rec.decoded()))?;
+    Ok(DataFileContents { header, records, bad })
+}
+
+/// `read_data_file` without collecting: each record is handed to `visit` as soon as it has
+/// verified, in file order, its vector still in the file's bytes (the caller copies it once,
+/// into whatever holds it). An error can come after some records were visited: the caller
+/// discards what it built from them.
+pub fn visit_data_file<'a>(
+    buf: &'a [u8],
+    path: &Path,
+    tolerate_bad_records: bool,
+    mut visit: impl FnMut(RecordRef<'a>),
+) -> Result<(DataFileHeader, Vec<BadRecord>)> {
     let header = read_header(buf, path)?;
     let fmt = header.record_format();
     let footer = buf.len() - FOOTER_LEN;
@@ -52,13 +85,14 @@ pub fn read_data_file<'a>(buf: &'a [u8], path: &Path, tolerate_bad_records: bool
         return Err(Error::corruption(path, footer as u64, "data file footer missing or damaged (file truncated or extended?)"));
     }
     let expected_count = u64_at(buf, footer + F_COUNT);
-    let mut records = Vec::new();
+    let mut count = 0u64;
     let mut bad = Vec::new();
     let mut pos = DATAFILE_HEADER_LEN;
     while pos < footer {
         match parse_record(buf, pos, footer, &fmt) {
             Ok((rec, len)) => {
-                records.push(rec);
+                visit(rec);
+                count += 1;
                 pos += len;
             }
             Err((reason, len)) => {
@@ -83,10 +117,49 @@ pub fn read_data_file<'a>(buf: &'a [u8], path: &Path, tolerate_bad_records: bool
             }
         }
     }
-    if bad.is_empty() && (records.len() as u64 != expected_count || u64_at(buf, footer + F_BODY_SUM) != xxh3(&buf[..footer])) {
+    if bad.is_empty() && (count != expected_count || u64_at(buf, footer + F_BODY_SUM) != xxh3(&buf[..footer])) {
         return Err(Error::corruption(path, footer as u64, "data file record count or body checksum does not match its footer"));
     }
-    Ok(DataFileContents { header, records, bad })
+    Ok((header, bad))
+}
+
+/// `visit_data_file` for a file whose records all verify, with the per-record work spread over
+/// rayon's threads: each record is verified and turned into a `T` by `make` in parallel, while
+/// the body checksum is taken on another thread; the results come back in file order. `Ok(None)`
+/// when anything does not frame or verify: the caller then takes `visit_data_file`, which
+/// locates, names and (where it can) skips the damage. Header and footer errors are the same.
+pub fn map_data_file<'a, T: Send>(
+    buf: &'a [u8],
+    path: &Path,
+    make: impl Fn(RecordRef<'a>) -> T + Sync,
+) -> Result<Option<(DataFileHeader, Vec<T>)>> {
+    use rayon::prelude::*;
+    let header = read_header(buf, path)?;
+    let fmt = header.record_format();
+    let footer = buf.len() - FOOTER_LEN;
+    let footer_ok = &buf[footer..footer + 8] == FOOTER_MAGIC && u64_at(buf, footer + F_CHECKSUM) == xxh3(&buf[footer..footer + F_CHECKSUM]);
+    if !footer_ok {
+        return Err(Error::corruption(path, footer as u64, "data file footer missing or damaged (file truncated or extended?)"));
+    }
+    // Frame by the length fields alone; any implausible one sends the caller the slow way.
+    let mut starts = Vec::with_capacity(usize::try_from(u64_at(buf, footer + F_COUNT)).unwrap_or(0).min(buf.len() / (fmt.fixed + 8)));
+    let mut pos = DATAFILE_HEADER_LEN;
+    while pos < footer {
+        let len = if pos + fmt.fixed + 8 <= footer { u32_at(buf, pos + R_LEN) as usize } else { 0 };
+        if len < fmt.fixed + 8 || !len.is_multiple_of(8) || pos + len > footer {
+            return Ok(None);
+        }
+        starts.push(pos);
+        pos += len;
+    }
+    if starts.len() as u64 != u64_at(buf, footer + F_COUNT) {
+        return Ok(None);
+    }
+    let (body_ok, items) = rayon::join(
+        || u64_at(buf, footer + F_BODY_SUM) == xxh3(&buf[..footer]),
+        || starts.par_iter().map(|&at| parse_record(buf, at, footer, &fmt).ok().map(|(rec, _)| make(rec))).collect::<Option<Vec<T>>>(),
+    );
+    Ok(items.filter(|_| body_ok).map(|items| (header, items)))
 }
 
 /// Whether each intact record upserts or deletes, and its id, without decoding vectors or
@@ -201,7 +274,7 @@ pub fn record_id_hint(rec: &[u8], fmt: &RecordFormat) -> Option<String> {
     plausible.then(|| id.to_string())
 }
 
-fn parse_record<'a>(buf: &'a [u8], pos: usize, end: usize, fmt: &RecordFormat) -> std::result::Result<(DataRecord<'a>, usize), ParseErr> {
+fn parse_record<'a>(buf: &'a [u8], pos: usize, end: usize, fmt: &RecordFormat) -> std::result::Result<(RecordRef<'a>, usize), ParseErr> {
     // One set of framing checks for loading and scrubbing.
     let len = check_record(buf, pos, end, fmt)?;
     let (dim, fixed) = (fmt.dim, fmt.fixed);
@@ -214,12 +287,11 @@ fn parse_record<'a>(buf: &'a [u8], pos: usize, end: usize, fmt: &RecordFormat) -
     let id_start = fixed + vec_bytes;
     let id = std::str::from_utf8(&rec[id_start..id_start + id_len]).map_err(|_| ("id is not UTF-8", Some(len)))?;
     let record = if kind == REC_UPSERT {
-        let vector = rec[fixed..fixed + vec_bytes].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         let m = id_start + id_len;
         let metadata = std::str::from_utf8(&rec[m..m + meta_len]).map_err(|_| ("metadata is not UTF-8", Some(len)))?;
-        DataRecord::Upsert { id, label, vector, metadata }
+        RecordRef::Upsert { id, label, vector: &rec[fixed..fixed + vec_bytes], metadata }
     } else {
-        DataRecord::Delete { id, label }
+        RecordRef::Delete { id, label }
     };
     Ok((record, len))
 }

@@ -4,6 +4,7 @@
 //! - `build.rs`: concurrent insertion, level draws and the neighbour-selection heuristic.
 //! - `search.rs`: layer search, the public k-NN search and per-thread search scratch.
 //! - `persist.rs`: the on-disk index format.
+//! - `sections.rs`: reading that file section by section into the graph's arrays, checksummed.
 //! - `kernel.rs`: vectorised distance kernels.
 //!
 //! Labels map to internal node ids. An update or a delete never rewrites a node: the old node is
@@ -21,6 +22,7 @@ mod graph;
 mod kernel;
 mod persist;
 mod search;
+mod sections;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -32,11 +32,15 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use super::graph::MAX_LEVEL;
+use super::graph::{LoadView, MAX_LEVEL};
+use super::sections::{bytes_of, SectionReader, Source, CHECKSUM_LEN};
 use super::{Hnsw, HnswParams, LabelDirectory, MAX_CAPACITY};
-use crate::checksum::{xxh3, Xxh3Stream};
+#[cfg(test)]
+use crate::checksum::xxh3;
+use crate::checksum::Xxh3Stream;
 use crate::distance::Metric;
 use crate::error::{Error, Result};
+use crate::storage::StorageFile;
 use crate::sync::{read, write};
 
 pub const INDEX_MAGIC: [u8; 8] = *b"CAIRNHNW";
@@ -63,7 +67,6 @@ mod header {
     pub const LEN: usize = 64;
 }
 
-const CHECKSUM_LEN: usize = 8;
 /// Write buffer size: large enough that the `dyn Write` and hasher calls are amortised.
 const CHUNK: usize = 1 << 16;
 
@@ -164,17 +167,30 @@ impl Hnsw {
     /// link targets, levels, entry point, unique live labels); any violation is a corruption
     /// error naming `path` and the offending offset. The capacity equals the node count.
     pub fn read_from(bytes: &[u8], path: &Path) -> Result<(Hnsw, u64)> {
-        if bytes.len() < header::LEN + CHECKSUM_LEN {
-            return Err(corruption(
-                path,
-                bytes.len(),
-                format!("index file is {} bytes, shorter than its header and checksum", bytes.len()),
-            ));
+        let (index, covered_seq, _) = Hnsw::load(Source::Bytes(bytes), bytes.len(), path)?;
+        Ok((index, covered_seq))
+    }
+
+    /// `read_from` for a file of `len` bytes, read section by section straight into the graph's
+    /// arrays (one read and one checksum pass per byte). Also returns the xxh3 of the whole file,
+    /// the digest the manifest records for it. A file that shrinks while it is read is a
+    /// corruption error, never a crash.
+    pub fn read_file(file: &dyn StorageFile, len: u64, path: &Path) -> Result<(Hnsw, u64, u64)> {
+        let len = usize::try_from(len).map_err(|_| corruption(path, 0, "index file is too large for this platform"))?;
+        Hnsw::load(Source::File(file), len, path)
+    }
+
+    fn load(source: Source<'_>, len: usize, path: &Path) -> Result<(Hnsw, u64, u64)> {
+        if len < header::LEN + CHECKSUM_LEN {
+            return Err(corruption(path, len, format!("index file is {len} bytes, shorter than its header and checksum")));
         }
-        if bytes[header::MAGIC..header::MAGIC + INDEX_MAGIC.len()] != INDEX_MAGIC {
+        let mut reader = SectionReader::new(source, len, path);
+        let mut head = [0u8; header::LEN];
+        reader.fill(&mut head, "header")?;
+        if head[header::MAGIC..header::MAGIC + INDEX_MAGIC.len()] != INDEX_MAGIC {
             return Err(corruption(path, header::MAGIC, "not a Cairn HNSW index file (bad magic)"));
         }
-        let version = le_u32(bytes, header::VERSION);
+        let version = le_u32(&head, header::VERSION);
         if version != INDEX_FORMAT_VERSION {
             return Err(corruption(
                 path,
@@ -182,56 +198,46 @@ impl Hnsw {
                 format!("unsupported index format version {version}, expected {INDEX_FORMAT_VERSION}"),
             ));
         }
-        let body_len = bytes.len() - CHECKSUM_LEN;
-        let (body, trailer) = bytes.split_at(body_len);
-        let stored = le_u64(trailer, 0);
-        let computed = xxh3(body);
-        if stored != computed {
-            return Err(corruption(path, body_len, format!("index checksum mismatch: stored {stored:#018x}, computed {computed:#018x}")));
-        }
-
-        let metric_code = le_u32(body, header::METRIC);
-        let metric = u8::try_from(metric_code)
-            .ok()
-            .and_then(Metric::from_code)
-            .ok_or_else(|| corruption(path, header::METRIC, format!("unknown metric code {metric_code}")))?;
-        let params = HnswParams {
-            dim: le_u32(body, header::DIM) as usize,
-            metric,
-            m: le_u32(body, header::M) as usize,
-            ef_construction: le_u32(body, header::EF_CONSTRUCTION) as usize,
+        // Until the checksum is in, header fields only size the sections, each bounded by the
+        // file's length; a field that makes no sense is reported as damage when the file fails
+        // its checksum (`SectionReader::fail`).
+        let header = match read_header(&head, path, reader.remaining()) {
+            Ok(h) => h,
+            Err(e) => return Err(reader.fail(e)),
         };
-        params.validate().map_err(|e| corruption(path, header::DIM, format!("invalid parameters: {e}")))?;
-        let entry = le_u32(body, header::ENTRY_NODE);
-        let top = le_u32(body, header::TOP_LEVEL) as usize;
-        if le_u32(body, header::RESERVED) != 0 {
-            return Err(corruption(path, header::RESERVED, "reserved header field is not zero"));
-        }
-        let covered_seq = le_u64(body, header::COVERED_SEQ);
-        let node_count = le_u64(body, header::NODE_COUNT);
-        let level_draws = le_u64(body, header::LEVEL_DRAWS);
-        let nodes = usize::try_from(node_count)
-            .ok()
-            .filter(|&n| n <= MAX_CAPACITY)
-            .ok_or_else(|| corruption(path, header::NODE_COUNT, format!("node count {node_count} is out of range")))?;
-
+        let Header { params, entry, top, covered_seq, nodes, level_draws } = header;
         let dim = params.dim;
         let level0_slots = 1 + 2 * params.m;
         let upper_slots = 1 + params.m;
-        let mut sections = Sections { body, offset: header::LEN, path };
-        let (vectors_at, vector_bytes) = sections.take(nodes.checked_mul(dim).and_then(|n| n.checked_mul(4)), "vectors")?;
-        let (levels_at, level_bytes) = sections.take(Some(nodes), "levels")?;
+
+        let mut index =
+            Hnsw::new(params, nodes).map_err(|e| corruption(path, header::NODE_COUNT, format!("cannot size the index: {e}")))?;
+        let mut view = index.graph.load_view();
+        let vectors_at = reader.fill(bytes_of(view.vectors), "vectors")?;
+        let levels_at = reader.fill(bytes_of(view.levels), "levels")?;
+        let level_bytes: Vec<u8> = view.levels.iter_mut().map(|level| *level.get_mut()).collect();
         if let Some(i) = level_bytes.iter().position(|&level| level as usize > MAX_LEVEL) {
-            return Err(corruption(path, levels_at + i, format!("node level {} exceeds {MAX_LEVEL}", level_bytes[i])));
+            let err = corruption(path, levels_at + i, format!("node level {} exceeds {MAX_LEVEL}", level_bytes[i]));
+            return Err(reader.fail(err));
         }
-        let (level0_at, level0_bytes) = sections.take(nodes.checked_mul(level0_slots * 4), "level-0 links")?;
+        let level0_at = reader.fill(bytes_of(view.level0_links), "level-0 links")?;
         let upper_lists: usize = level_bytes.iter().map(|&level| level as usize).sum();
-        let (upper_at, upper_bytes) = sections.take(upper_lists.checked_mul(upper_slots * 4), "upper-level links")?;
-        let (labels_at, label_bytes) = sections.take(nodes.checked_mul(8), "labels")?;
-        let (tombstones_at, tombstone_bytes) = sections.take(Some(nodes.div_ceil(8)), "tombstones")?;
-        if sections.offset != body.len() {
-            return Err(corruption(path, sections.offset, "unexpected bytes after the tombstone section"));
+        let upper_len = upper_lists * upper_slots * 4;
+        if upper_len > reader.remaining() {
+            let err = corruption(path, reader.offset(), "upper-level links section is truncated");
+            return Err(reader.fail(err));
         }
+        let mut upper_bytes = vec![0u8; upper_len];
+        let upper_at = reader.fill(&mut upper_bytes, "upper-level links")?;
+        let labels_at = reader.fill(bytes_of(view.labels), "labels")?;
+        let mut tombstone_bytes = vec![0u8; nodes.div_ceil(8)];
+        let tombstones_at = reader.fill(&mut tombstone_bytes, "tombstones")?;
+        if reader.remaining() != 0 {
+            let err = corruption(path, reader.offset(), "unexpected bytes after the tombstone section");
+            return Err(reader.fail(err));
+        }
+        let file_xxh3 = reader.finish()?;
+        from_little_endian(&mut view);
 
         let level_of = |node: usize| level_bytes[node] as usize;
         let is_tombstoned = |node: usize| tombstone_bytes[node / 8] & (1 << (node % 8)) != 0;
@@ -256,37 +262,17 @@ impl Hnsw {
             }
         }
 
-        let mut index =
-            Hnsw::new(params, nodes).map_err(|e| corruption(path, header::NODE_COUNT, format!("cannot size the index: {e}")))?;
-        // Each section is decoded in one pass straight into the graph's arrays (whose layouts
-        // match the file's), then checked; nothing is published until `read_from` returns.
-        let view = index.graph.load_view();
-
-        let (vector_words, _) = vector_bytes.as_chunks::<4>();
-        let mut all_finite = true;
-        for (cell, word) in view.vectors.iter_mut().zip(vector_words) {
-            let bits = u32::from_le_bytes(*word);
-            // An all-ones exponent is an infinity or a NaN.
-            all_finite &= bits & F32_EXPONENT != F32_EXPONENT;
-            *cell.get_mut() = f32::from_bits(bits);
-        }
-        if !all_finite {
-            let i = view.vectors.iter_mut().position(|cell| !cell.get_mut().is_finite()).unwrap_or(0);
+        // An all-ones exponent is an infinity or a NaN.
+        if let Some(i) = view.vectors.iter_mut().position(|cell| cell.get_mut().to_bits() & F32_EXPONENT == F32_EXPONENT) {
             return Err(corruption(path, vectors_at + i * 4, format!("vector of node {} is not finite", i / dim)));
-        }
-
-        for (level, &byte) in view.levels.iter_mut().zip(level_bytes) {
-            *level.get_mut() = byte;
         }
 
         let mut node_of_label: HashMap<u64, u32> = HashMap::with_capacity(nodes);
         let mut tombstones = 0usize;
-        let (label_words, _) = label_bytes.as_chunks::<8>();
-        for (node, word) in label_words.iter().enumerate() {
-            let label = u64::from_le_bytes(*word);
-            *view.labels[node].get_mut() = label;
+        for (node, (label, tombstone)) in view.labels.iter_mut().zip(view.tombstones.iter_mut()).enumerate() {
+            let label = *label.get_mut();
             let tombstoned = is_tombstoned(node);
-            *view.tombstones[node].get_mut() = tombstoned;
+            *tombstone.get_mut() = tombstoned;
             if tombstoned {
                 tombstones += 1;
             } else if node_of_label.insert(label, node as u32).is_some() {
@@ -294,12 +280,8 @@ impl Hnsw {
             }
         }
 
-        let (level0_words, _) = level0_bytes.as_chunks::<4>();
-        for (slot, word) in view.level0_links.iter_mut().zip(level0_words) {
-            *slot.get_mut() = u32::from_le_bytes(*word);
-        }
-        for (node, list) in level0_words.chunks_exact(level0_slots).enumerate() {
-            check_links(list, node, 0, level_bytes, |neighbour| {
+        for (node, list) in view.level0_links.chunks_exact_mut(level0_slots).enumerate() {
+            check_links(list.iter_mut().map(|slot| *slot.get_mut()), node, 0, &level_bytes, |neighbour| {
                 *view.level0_in_degree[neighbour as usize].get_mut() += 1;
             })
             .map_err(|reason| corruption(path, level0_at + node * level0_slots * 4, reason))?;
@@ -312,7 +294,8 @@ impl Hnsw {
             let words = &upper_words[next_list..next_list + level as usize * upper_slots];
             for (i, list) in words.chunks_exact(upper_slots).enumerate() {
                 let list_at = upper_at + (next_list + i * upper_slots) * 4;
-                check_links(list, node, i + 1, level_bytes, |_| {}).map_err(|reason| corruption(path, list_at, reason))?;
+                check_links(list.iter().map(|word| u32::from_le_bytes(*word)), node, i + 1, &level_bytes, |_| {})
+                    .map_err(|reason| corruption(path, list_at, reason))?;
             }
             view.upper_links[node] =
                 OnceLock::from(words.iter().map(|word| AtomicU32::new(u32::from_le_bytes(*word))).collect::<Box<[AtomicU32]>>());
@@ -325,7 +308,71 @@ impl Hnsw {
         index.level_draws = AtomicU64::new(level_draws);
         *index.directory.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) =
             LabelDirectory { node_of_label, allocated: nodes as u32, tombstones };
-        Ok((index, covered_seq))
+        Ok((index, covered_seq, file_xxh3))
+    }
+}
+
+/// The header's fields, checked against each other and against the `body_left` bytes that
+/// follow it (so a damaged node count cannot size a huge allocation).
+struct Header {
+    params: HnswParams,
+    entry: u32,
+    top: usize,
+    covered_seq: u64,
+    nodes: usize,
+    level_draws: u64,
+}
+
+fn read_header(head: &[u8], path: &Path, body_left: usize) -> Result<Header> {
+    let metric_code = le_u32(head, header::METRIC);
+    let metric = u8::try_from(metric_code)
+        .ok()
+        .and_then(Metric::from_code)
+        .ok_or_else(|| corruption(path, header::METRIC, format!("unknown metric code {metric_code}")))?;
+    let params = HnswParams {
+        dim: le_u32(head, header::DIM) as usize,
+        metric,
+        m: le_u32(head, header::M) as usize,
+        ef_construction: le_u32(head, header::EF_CONSTRUCTION) as usize,
+    };
+    params.validate().map_err(|e| corruption(path, header::DIM, format!("invalid parameters: {e}")))?;
+    if le_u32(head, header::RESERVED) != 0 {
+        return Err(corruption(path, header::RESERVED, "reserved header field is not zero"));
+    }
+    let node_count = le_u64(head, header::NODE_COUNT);
+    // Vectors, level byte, level-0 list and label of every node, before the upper lists.
+    let per_node = (params.dim * 4).saturating_add(1).saturating_add((1 + 2 * params.m) * 4).saturating_add(8);
+    let nodes = usize::try_from(node_count)
+        .ok()
+        .filter(|&n| n <= MAX_CAPACITY)
+        .ok_or_else(|| corruption(path, header::NODE_COUNT, format!("node count {node_count} is out of range")))?;
+    if nodes.checked_mul(per_node).is_none_or(|need| need > body_left) {
+        return Err(corruption(path, header::LEN, format!("index file is too short for its {nodes} nodes (sections truncated)")));
+    }
+    Ok(Header {
+        params,
+        entry: le_u32(head, header::ENTRY_NODE),
+        top: le_u32(head, header::TOP_LEVEL) as usize,
+        covered_seq: le_u64(head, header::COVERED_SEQ),
+        nodes,
+        level_draws: le_u64(head, header::LEVEL_DRAWS),
+    })
+}
+
+/// The sections were read as they are on disk, little-endian; on a big-endian CPU each word is
+/// swapped into place (a no-op on little-endian ones).
+fn from_little_endian(view: &mut LoadView<'_>) {
+    if cfg!(target_endian = "big") {
+        for cell in view.vectors.iter_mut() {
+            let v = cell.get_mut();
+            *v = f32::from_bits(u32::from_le(v.to_bits()));
+        }
+        for slot in view.level0_links.iter_mut() {
+            *slot.get_mut() = u32::from_le(*slot.get_mut());
+        }
+        for label in view.labels.iter_mut() {
+            *label.get_mut() = u64::from_le(*label.get_mut());
+        }
     }
 }
 
@@ -343,16 +390,21 @@ fn put_links(sink: &mut ChecksummedWriter<'_>, index: &Hnsw, node: u32, layer: u
 /// Checks one persisted link list of `node` on `layer` (count, then slots): the count fits, and
 /// every link names another existing node that lives on the link's level. Calls `each` with
 /// every link.
-fn check_links(list: &[[u8; 4]], node: usize, layer: usize, levels: &[u8], mut each: impl FnMut(u32)) -> std::result::Result<(), String> {
-    let Some((count, slots)) = list.split_first() else {
+fn check_links(
+    mut list: impl ExactSizeIterator<Item = u32>,
+    node: usize,
+    layer: usize,
+    levels: &[u8],
+    mut each: impl FnMut(u32),
+) -> std::result::Result<(), String> {
+    let Some(count) = list.next() else {
         return Err("empty link list".to_string());
     };
-    let count = u32::from_le_bytes(*count) as usize;
-    if count > slots.len() {
-        return Err(format!("link count {count} exceeds the list capacity {}", slots.len()));
+    let (count, capacity) = (count as usize, list.len());
+    if count > capacity {
+        return Err(format!("link count {count} exceeds the list capacity {capacity}"));
     }
-    for word in &slots[..count] {
-        let neighbour = u32::from_le_bytes(*word);
+    for neighbour in list.take(count) {
         let at = neighbour as usize;
         if at == node || levels.get(at).is_none_or(|&level| (level as usize) < layer) {
             return Err(format!("node {node} links on level {layer} to invalid node {neighbour}"));
@@ -360,28 +412,6 @@ fn check_links(list: &[[u8; 4]], node: usize, layer: usize, levels: &[u8], mut e
         each(neighbour);
     }
     Ok(())
-}
-
-/// Sequential reader over the checksummed body that turns every short read into a corruption
-/// error carrying the offset.
-struct Sections<'a> {
-    body: &'a [u8],
-    offset: usize,
-    path: &'a Path,
-}
-
-impl<'a> Sections<'a> {
-    fn take(&mut self, len: Option<usize>, what: &str) -> Result<(usize, &'a [u8])> {
-        let start = self.offset;
-        let end = len.and_then(|len| start.checked_add(len)).filter(|&end| end <= self.body.len());
-        match end {
-            Some(end) => {
-                self.offset = end;
-                Ok((start, &self.body[start..end]))
-            }
-            None => Err(corruption(self.path, start, format!("{what} section is truncated"))),
-        }
-    }
 }
 
 fn corruption(path: &Path, offset: usize, reason: impl Into<String>) -> Error {
@@ -479,6 +509,52 @@ mod tests {
         let (offset, reason) = expect_corruption(&flipped);
         assert_eq!(offset as usize, bytes.len() - CHECKSUM_LEN);
         assert!(reason.contains("checksum"), "{reason}");
+    }
+
+    #[test]
+    fn read_file_loads_what_read_from_loads_and_gives_the_whole_file_digest() {
+        use crate::storage::Storage;
+        let index = sample_index(Metric::L2, 120);
+        index.mark_deleted(3);
+        let bytes = file_of(&index, 11);
+        let fs = crate::fault::FaultStorage::new();
+        let path = Path::new("/idx/a.hnsw");
+        fs.create_dir_all(Path::new("/idx")).expect("dir");
+        crate::durable::write_synced(&fs, path, &bytes).expect("write");
+        let file = fs.open_read(path).expect("open");
+        let (loaded, covered, digest) = Hnsw::read_file(file.as_ref(), bytes.len() as u64, path).expect("valid file");
+        assert_eq!((covered, digest), (11, xxh3(&bytes)));
+        assert_eq!(file_of(&loaded, 11), bytes, "the same graph as read_from's");
+
+        // Every flip is caught from the file as from memory.
+        for byte in (0..bytes.len()).step_by(11) {
+            let mut flipped = bytes.clone();
+            flipped[byte] ^= 1 << (byte % 8);
+            crate::durable::write_synced(&fs, path, &flipped).expect("write");
+            let file = fs.open_read(path).expect("open");
+            assert!(Hnsw::read_file(file.as_ref(), bytes.len() as u64, path).is_err(), "flip at {byte} loaded");
+        }
+    }
+
+    #[test]
+    fn a_file_that_shrinks_while_it_is_read_is_corruption_not_a_crash() {
+        use crate::storage::Storage;
+        let bytes = file_of(&sample_index(Metric::L2, 80), 2);
+        let fs = crate::fault::FaultStorage::new();
+        let path = Path::new("/idx/b.hnsw");
+        fs.create_dir_all(Path::new("/idx")).expect("dir");
+        for cut in [0, header::LEN, header::LEN + 100, bytes.len() / 2, bytes.len() - 1] {
+            crate::durable::write_synced(&fs, path, &bytes).expect("write");
+            let file = fs.open(path).expect("open");
+            // The length was taken before the file was cut underneath the reader.
+            let len = file.len().expect("len");
+            file.set_len(cut as u64).expect("truncate");
+            match Hnsw::read_file(file.as_ref(), len, path) {
+                Err(Error::Corruption { .. }) => {}
+                Err(other) => panic!("cut at {cut}: expected corruption, got {other}"),
+                Ok(_) => panic!("cut at {cut}: a truncated file loaded"),
+            }
+        }
     }
 
     #[test]
