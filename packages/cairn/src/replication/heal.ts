@@ -14,6 +14,8 @@ export class HealPasses {
   readonly #nodeId: string;
   readonly #peers: RecordPeers;
   #running: Promise<void> | null = null;
+  /** A pass was asked for while one ran. */
+  #again = false;
   #last: RecordHealStatus | null = null;
   #stopped = false;
 
@@ -36,10 +38,16 @@ export class HealPasses {
     return report;
   }
 
-  /** Start a pass in the background unless one is running or the owner is closing; a failure
-   *  is recorded in `last`, never thrown. */
+  /** Start a pass in the background unless the owner is closing; a failure is recorded in
+   *  `last`, never thrown. Asked while a pass runs, one more pass follows it: the peer that
+   *  has just caught up may hold the copy the running pass found missing. */
   start(): void {
-    if (this.#running || this.#stopped) return;
+    if (this.#stopped) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#again = false;
     this.#running = this.run()
       .then(
         () => {},
@@ -50,6 +58,7 @@ export class HealPasses {
       )
       .finally(() => {
         this.#running = null;
+        if (this.#again) this.start();
       });
   }
 
