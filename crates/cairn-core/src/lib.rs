@@ -25,6 +25,7 @@ pub mod placement;
 pub mod progress;
 pub mod quarantine;
 pub mod scrub;
+pub mod shuffle;
 pub mod snapshot;
 pub mod state;
 pub mod storage;

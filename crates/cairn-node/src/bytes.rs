@@ -10,33 +10,26 @@ pub fn xxh3_hex(data: Buffer) -> String {
     format!("{:016x}", cairn_core::checksum::xxh3(&data))
 }
 
-/// Byte-shuffle with 4-byte lanes (all first bytes, then all second bytes, ...): float32 data
-/// compresses better this way. A tail shorter than a lane is kept as is.
+/// Byte-shuffle with 4-byte lanes (`cairn_core::shuffle`) into `out`, a buffer of the same length
+/// allocated by the caller (a buffer made here would cost more than the shuffle itself).
 #[napi]
-pub fn shuffle4(data: Buffer) -> Buffer {
-    let n = data.len() / 4;
-    let mut out = vec![0u8; data.len()];
-    for lane in 0..4 {
-        let dst = &mut out[lane * n..(lane + 1) * n];
-        for (i, d) in dst.iter_mut().enumerate() {
-            *d = data[i * 4 + lane];
-        }
-    }
-    out[4 * n..].copy_from_slice(&data[4 * n..]);
-    out.into()
+pub fn shuffle4(data: Buffer, mut out: Buffer) -> napi::Result<()> {
+    same_length(&data, &out)?;
+    cairn_core::shuffle::shuffle4_into(&data, &mut out);
+    Ok(())
 }
 
-/// Inverse of `shuffle4`.
+/// Inverse of `shuffle4`, into `out`.
 #[napi]
-pub fn unshuffle4(data: Buffer) -> Buffer {
-    let n = data.len() / 4;
-    let mut out = vec![0u8; data.len()];
-    for lane in 0..4 {
-        let src = &data[lane * n..(lane + 1) * n];
-        for (i, s) in src.iter().enumerate() {
-            out[i * 4 + lane] = *s;
-        }
+pub fn unshuffle4(data: Buffer, mut out: Buffer) -> napi::Result<()> {
+    same_length(&data, &out)?;
+    cairn_core::shuffle::unshuffle4_into(&data, &mut out);
+    Ok(())
+}
+
+fn same_length(data: &[u8], out: &[u8]) -> napi::Result<()> {
+    if data.len() == out.len() {
+        return Ok(());
     }
-    out[4 * n..].copy_from_slice(&data[4 * n..]);
-    out.into()
+    Err(napi::Error::new(napi::Status::InvalidArg, format!("out is {} bytes, data {}: they must be the same length", out.len(), data.len())))
 }

@@ -38,9 +38,17 @@ function loadNative(): typeof Native {
 }
 
 export const nativeModule = loadNative();
+
+/** Runs a native byte transform into a fresh buffer of the input's length. */
+function into(d: Buffer, transform: (data: Buffer, out: Buffer) => void): Buffer {
+  const out = Buffer.allocUnsafe(d.length);
+  transform(d, out);
+  return out;
+}
+
 /** Byte helpers of the native module (checksums, shuffle) for the archive code. */
 export const nativeBytes = {
   xxh3Hex: (d: Buffer) => nativeModule.xxh3Hex(d),
-  shuffle4: (d: Buffer) => nativeModule.shuffle4(d),
-  unshuffle4: (d: Buffer) => nativeModule.unshuffle4(d),
+  shuffle4: (d: Buffer) => into(d, nativeModule.shuffle4),
+  unshuffle4: (d: Buffer) => into(d, nativeModule.unshuffle4),
 };
