@@ -6,6 +6,11 @@
 //
 //   node bench/drill.js                  # DRILL_ROWS (100000), DRILL_DIM (128)
 //   DRILL_CLUSTER=0 node bench/drill.js  # without the cluster scenarios (run when /usr/bin/etcd exists)
+//   DRILL_ROWS=174763 DRILL_DIM=1536 DRILL_INTRINSIC=16 DRILL_TABLE=drill-1gb \
+//     DRILL_SCENARIOS=process-kill,segment-corruption,accidental-delete,disk-loss node bench/drill.js
+//                                        # 1 GB of vectors; the table goes between the drill-1gb markers
+//
+// DRILL_SCENARIOS picks scenarios (default: all); hnswlib-node's peer build runs only with index-loss.
 //
 // Data under bench/.bench-data/drill (gitignored), removed at the end unless KEEP_DATA=1. The
 // scratch area is on the same file system, so restores link snapshot files.
@@ -26,11 +31,14 @@ const ROOT = join(here, '.bench-data', 'drill');
 const ROWS = Number(process.env.DRILL_ROWS ?? 100_000);
 const DIM = Number(process.env.DRILL_DIM ?? 128);
 /** Graph parameters of the store and of the hnswlib-node peer. */
-const GRAPH = { m: 16, efConstruction: 64 };
+const GRAPH = { m: Number(process.env.DRILL_M ?? 16), efConstruction: Number(process.env.DRILL_EFC ?? 64) };
 const CLUSTER = process.env.DRILL_CLUSTER !== '0' && existsSync('/usr/bin/etcd');
+const SCENARIOS = process.env.DRILL_SCENARIOS?.split(',');
+const WITH_HNSWLIB = SCENARIOS === undefined || SCENARIOS.includes('index-loss');
 const README = join(here, 'README.md');
-const BEGIN = '<!-- drill:begin -->';
-const END = '<!-- drill:end -->';
+const TABLE = process.env.DRILL_TABLE ?? 'drill';
+const BEGIN = `<!-- ${TABLE}:begin -->`;
+const END = `<!-- ${TABLE}:end -->`;
 
 const load = () =>
   loadavg()
@@ -44,7 +52,23 @@ mkdirSync(ROOT, { recursive: true });
 const source = join(ROOT, 'store');
 const rand = rng(7);
 const base = new Float32Array(ROWS * DIM);
-for (let i = 0; i < base.length; i++) base[i] = rand() * 2 - 1;
+// DRILL_INTRINSIC=k: each vector is a fixed random DIM x k map of k uniform coordinates plus a
+// little noise, the low intrinsic dimension of real embeddings. Uniform random 1536-d vectors
+// are not navigable by a small graph: a row's own vector then misses it, and the drill's
+// first-query check (which needs the probe row back) fails for reasons no recovery causes.
+const INTRINSIC = Number(process.env.DRILL_INTRINSIC ?? 0);
+if (INTRINSIC > 0) {
+  const map = Float32Array.from({ length: DIM * INTRINSIC }, () => rand() * 2 - 1);
+  const z = new Float32Array(INTRINSIC);
+  for (let i = 0; i < ROWS; i++) {
+    for (let k = 0; k < INTRINSIC; k++) z[k] = rand() * 2 - 1;
+    for (let d = 0; d < DIM; d++) {
+      let x = 0.05 * (rand() * 2 - 1);
+      for (let k = 0; k < INTRINSIC; k++) x += map[d * INTRINSIC + k] * z[k];
+      base[i * DIM + d] = x / Math.sqrt(INTRINSIC);
+    }
+  }
+} else for (let i = 0; i < base.length; i++) base[i] = rand() * 2 - 1;
 
 console.log(`building ${ROWS} x ${DIM} (m ${GRAPH.m}, efConstruction ${GRAPH.efConstruction}); load average ${load()}`);
 const db = await open(source);
@@ -58,17 +82,21 @@ await col.waitForIndex();
 await db.checkpoint();
 await db.close();
 
+const storeMb = Number(execFileSync('du', ['-sb', source]).toString().split('\t')[0]) / 1e6;
 // Peers, in the same run.
 const cpTarget = join(ROOT, 'cp-peer');
 let t = performance.now();
 execFileSync('cp', ['-r', source, cpTarget]);
 const cpMs = performance.now() - t;
 rmSync(cpTarget, { recursive: true, force: true });
-const index = new HierarchicalNSW('l2', DIM);
-t = performance.now();
-index.initIndex(ROWS, GRAPH.m, GRAPH.efConstruction, 100);
-for (let i = 0; i < ROWS; i++) index.addPoint(Array.from(base.subarray(i * DIM, (i + 1) * DIM)), i);
-const hnswlibMs = performance.now() - t;
+let hnswlibMs = null;
+if (WITH_HNSWLIB) {
+  const index = new HierarchicalNSW('l2', DIM);
+  t = performance.now();
+  index.initIndex(ROWS, GRAPH.m, GRAPH.efConstruction, 100);
+  for (let i = 0; i < ROWS; i++) index.addPoint(Array.from(base.subarray(i * DIM, (i + 1) * DIM)), i);
+  hnswlibMs = performance.now() - t;
+}
 console.log(`peers: cp -r ${fmt(cpMs)}, hnswlib-node build ${fmt(hnswlibMs)}; load average ${load()}`);
 
 const loadBefore = load();
@@ -76,6 +104,7 @@ const report = await runDrill({
   source,
   scratch: join(ROOT, 'scratch'),
   cluster: CLUSTER,
+  scenarios: SCENARIOS,
   onProgress: (e) => e.phase === 'end' && console.log(`${e.scenario}: ${e.result.ok ? 'ok' : 'FAILED'} RTO ${fmt(e.result.rtoMs)} RPO ${e.result.rpo}`),
 });
 const loadAfter = load();
@@ -101,7 +130,7 @@ console.table(rows);
 for (const r of report.scenarios) console.log(r.scenario, JSON.stringify({ steps: r.steps, figures: r.figures }));
 
 const table = [
-  `${ROWS.toLocaleString('en-US')} x ${DIM}, m ${GRAPH.m}, efConstruction ${GRAPH.efConstruction}; load average before the drill ${loadBefore}, after ${loadAfter} (${new Date().toISOString().slice(0, 10)}).`,
+  `${ROWS.toLocaleString('en-US')} x ${DIM}${INTRINSIC > 0 ? ` (intrinsic dimension ${INTRINSIC})` : ''} (${((ROWS * DIM * 4) / 2 ** 20).toFixed(0)} MiB of vectors, store ${storeMb.toFixed(0)} MB), m ${GRAPH.m}, efConstruction ${GRAPH.efConstruction}; load average before the drill ${loadBefore}, after ${loadAfter} (${new Date().toISOString().slice(0, 10)}).`,
   '',
   "| scenario | RTO measured | RPO | automatic? | seeds' claim | peer in the same run | result |",
   '|---|---|---|---|---|---|---|',
