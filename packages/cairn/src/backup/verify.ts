@@ -22,6 +22,23 @@ export interface TargetCheck {
   body?: ManifestBody;
 }
 
+/** Chunks read ahead, and writes in flight, per file. */
+const PIPELINE_DEPTH = 4;
+
+/** Write all of `buf` at `position` (a short write continues where it stopped). */
+async function writeFully(fh: FileHandle, buf: Buffer, position: number): Promise<void> {
+  for (let done = 0; done < buf.length; ) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done);
+    if (bytesWritten <= 0) throw new Error(`write at offset ${position + done} wrote nothing`);
+    done += bytesWritten;
+  }
+}
+
+/** Await every write, in order; the first failure rejects. */
+async function drain(writes: Promise<void>[]): Promise<void> {
+  while (writes.length > 0) await writes.shift();
+}
+
 /** Bytes of a backup's files reassembled so far on one target, of the total its manifest lists. */
 export type ByteProgress = (p: { target: string; bytes: number; totalBytes: number }) => void;
 
@@ -118,13 +135,28 @@ export async function checkOnTarget(
       await mkdir(dirname(dest), { recursive: true });
       sink = await openFile(dest, 'w');
     }
+    // Pipelined: the next chunks are read while this one is decoded on the JS thread, and writes
+    // (positional, so their order does not matter) run on the libuv pool meanwhile; at most
+    // PIPELINE_DEPTH of each are in flight, so memory stays bounded whatever the file's size.
+    const fetches: Array<Promise<Buffer | undefined> | undefined> = [];
+    const fetch = (i: number) => {
+      const c = f.chunks[i];
+      if (c === undefined || fetches[i] !== undefined || bad.has(c)) return;
+      const p = t.get(chunkKey(c));
+      p.catch(() => {}); // rethrown where it is awaited
+      fetches[i] = p;
+    };
+    const writes: Promise<void>[] = [];
     try {
-      for (const c of f.chunks) {
+      for (let i = 0; i < f.chunks.length; i++) {
+        const c = f.chunks[i] as string;
+        for (let k = i; k < i + PIPELINE_DEPTH; k++) fetch(k);
         if (bad.has(c)) {
           fileBad = true;
           continue;
         }
-        const obj = await t.get(chunkKey(c));
+        const obj = await (fetches[i] as Promise<Buffer | undefined>);
+        fetches[i] = undefined;
         if (!obj) {
           bad.add(c);
           fileBad = true;
@@ -146,13 +178,19 @@ export async function checkOnTarget(
           count++;
           bytes += obj.length;
         }
+        const position = length;
         length += raw.length;
         if (whole) parts.push(raw);
-        if (sink && !fileBad) await sink.write(raw);
+        if (sink && !fileBad) {
+          if (writes.length >= PIPELINE_DEPTH) await writes.shift();
+          writes.push(writeFully(sink, raw, position));
+        }
         report(Math.min(length, f.bytes));
       }
+      await drain(writes);
       if (sink && !fileBad) await sink.datasync();
     } finally {
+      await Promise.allSettled(writes);
       await sink?.close();
     }
     filesBefore += f.bytes;
