@@ -31,5 +31,8 @@ fn same_length(data: &[u8], out: &[u8]) -> napi::Result<()> {
     if data.len() == out.len() {
         return Ok(());
     }
-    Err(napi::Error::new(napi::Status::InvalidArg, format!("out is {} bytes, data {}: they must be the same length", out.len(), data.len())))
+    Err(napi::Error::new(
+        napi::Status::InvalidArg,
+        format!("out is {} bytes, data {}: they must be the same length", out.len(), data.len()),
+    ))
 }
