@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 
 import { type BackupClock, BackupManager, type BackupMetadata, type Metadata, open, parseCron, type Store } from 'cairndb';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { POOL_MIN_BYTES } from '../packages/cairn/dist/backup/chunk-decoder.js';
 import { freePort } from '../packages/cairn/dist/drill/free-port.js';
 import { rejectsWith } from './helpers.js';
 
@@ -448,6 +449,100 @@ describe('damage matrix', () => {
       }
       expect((err as { code?: string })?.code, String(m)).toBe('CAIRN_INVALID_ARGUMENT');
       expect((err as Error).message).toMatch(m);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// A backup large enough to decode on worker threads: the same checks hold there, the keys of
+// an encrypted backup reach the workers, and damage is reported with the same kinds.
+
+describe('damage on worker threads', () => {
+  const KEY = Buffer.alloc(32, 9);
+  const BULK_DIM = 1024;
+  const BULK_ROWS = 5000;
+  const bulkVec = (i: number) => Float32Array.from({ length: BULK_DIM }, (_, k) => Math.sin(i * 1.618 + k * Math.SQRT1_2) * 1000);
+  let source: string;
+  let plain: string;
+  let encrypted: string;
+  let model: Model;
+  const id = 'big';
+
+  beforeAll(async () => {
+    model = new Model();
+    source = newDir('bulk-store');
+    const db = await newStore(source, model);
+    await writeSome(db, model, 10, 3);
+    const bulk = await db.createCollection('bulk', { dim: BULK_DIM, metric: 'l2' });
+    for (let b = 0; b < BULK_ROWS; b += 500) {
+      await bulk.upsert(Array.from({ length: 500 }, (_, k) => ({ id: `b${b + k}`, vector: bulkVec(b + k) })));
+    }
+    await db.close();
+    plain = newDir('bulk-plain');
+    encrypted = newDir('bulk-encrypted');
+    const made = await new BackupManager({ source, target: `file://${plain}` }).create({ id });
+    // The pool decodes only backups of at least POOL_MIN_BYTES: this one must be one.
+    expect(made.bytes.raw).toBeGreaterThanOrEqual(POOL_MIN_BYTES);
+    await new BackupManager({ source, target: `file://${encrypted}`, encryption: { key: KEY } }).create({ id });
+  });
+
+  async function expectRestored(dir: string): Promise<void> {
+    await expectEqualsModel(dir, model.at([...model.states.keys()].at(-1)!));
+    const db = await open(dir);
+    try {
+      const bulk = db.collection('bulk');
+      expect(await bulk.count()).toBe(BULK_ROWS);
+      for (let i = 0; i < BULK_ROWS; i += 97) expect((await bulk.get(`b${i}`))!.vector).toEqual(bulkVec(i));
+    } finally {
+      await db.close();
+    }
+  }
+
+  test('plain_and_encrypted_restores_equal_the_model', async () => {
+    const a = newDir('bulk-out');
+    await new BackupManager({ source, target: `file://${plain}` }).restore(id, a);
+    await expectRestored(a);
+    const b = newDir('bulk-out');
+    await new BackupManager({ source, target: `file://${encrypted}`, encryption: { key: KEY } }).restore(id, b);
+    await expectRestored(b);
+  });
+
+  const damages: Array<{ name: string; damage: (f: string) => void; kind: string; message: RegExp }> = [
+    {
+      name: 'bit_flip',
+      damage: (f) => {
+        const b = readFileSync(f);
+        b[b.length >> 1] ^= 0x10;
+        writeFileSync(f, b);
+      },
+      kind: 'content',
+      message: /content does not match its SHA-256/,
+    },
+    { name: 'truncated', damage: (f) => truncateSync(f, statSync(f).size - 10), kind: 'truncated', message: /is truncated: \d+ of \d+ bytes/ },
+    { name: 'missing', damage: (f) => unlinkSync(f), kind: 'missing', message: /chunk [0-9a-f]{64} \(of '.+'\) is missing/ },
+  ];
+
+  test.each(damages)('$name chunk is found by verify and restore refuses, plain and encrypted', async ({ damage, kind, message }) => {
+    for (const [pristine, encryption] of [
+      [plain, undefined],
+      [encrypted, { key: KEY }],
+    ] as const) {
+      const root = newDir('bulk-damaged');
+      cpSync(pristine, root, { recursive: true });
+      const backups = new BackupManager({ source, target: `file://${root}`, ...(encryption ? { encryption } : {}) });
+      const chunks = readdirSync(join(root, 'chunks')).map((n) => join(root, 'chunks', n));
+      // A chunk in the middle of the bulk data, so chunks before and after it are in flight.
+      const big = chunks.filter((f) => statSync(f).size > 1 << 20).sort();
+      expect(big.length).toBeGreaterThan(2);
+      damage(big[big.length >> 1]!);
+      const report = await backups.verify(id);
+      expect(report.ok).toBe(false);
+      expect(report.problems.map((p) => p.kind)).toEqual([kind]);
+      expect(report.problems[0]!.message).toMatch(message);
+      const out = newDir('bulk-out');
+      const e = await rejectsWith(backups.restore(id, out), 'CAIRN_CORRUPTION');
+      expect(e.message).toMatch(message);
+      expect(existsSync(out)).toBe(false);
     }
   });
 });

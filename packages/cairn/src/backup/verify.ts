@@ -8,7 +8,8 @@ import { dirname, join } from 'node:path';
 import { invalidArgument } from '../errors.js';
 import { nativeBytes } from '../native.js';
 import { notFound } from './catalog.js';
-import { CHUNK_NAME, ChunkError, decodeChunk, WHOLE_FILE_BYTES } from './chunks.js';
+import { ChunkDecoder, type Decoded } from './chunk-decoder.js';
+import { CHUNK_NAME, WHOLE_FILE_BYTES } from './chunks.js';
 import { errorOf } from './failure.js';
 import { decodeManifest, type ManifestBody } from './metadata.js';
 import { type BackupSettings, isBackupId } from './settings.js';
@@ -22,7 +23,13 @@ export interface TargetCheck {
   body?: ManifestBody;
 }
 
-/** Chunks read ahead, and writes in flight, per file. */
+/** A chunk object's size and what decoding it gave. */
+interface Fetched {
+  objectBytes: number;
+  decoded: Decoded;
+}
+
+/** Chunks read and decoded ahead, and writes in flight, per file. */
 const PIPELINE_DEPTH = 4;
 
 /** Write all of `buf` at `position` (a short write continues where it stopped). */
@@ -122,6 +129,7 @@ export async function checkOnTarget(
   let filesBefore = 0;
   const report = (fileBytes: number) => onProgress?.({ target: t.url, bytes: filesBefore + fileBytes, totalBytes });
   report(0);
+  const decoder = new ChunkDecoder(totalBytes);
   for (const f of body.files) {
     // Small files are checked whole against their xxh3; a large one streams chunk by chunk
     // (each chunk proven by its SHA-256), and restore() checks its xxh3 as it copies it.
@@ -135,48 +143,50 @@ export async function checkOnTarget(
       await mkdir(dirname(dest), { recursive: true });
       sink = await openFile(dest, 'w');
     }
-    // Pipelined: the next chunks are read while this one is decoded on the JS thread, and writes
-    // (positional, so their order does not matter) run on the libuv pool meanwhile; at most
-    // PIPELINE_DEPTH of each are in flight, so memory stays bounded whatever the file's size.
-    const fetches: Array<Promise<Buffer | undefined> | undefined> = [];
-    const fetch = (i: number) => {
+    // Pipelined: the next chunks are read and decoded (on worker threads for a large backup)
+    // while this one is written; writes are positional, so their order does not matter, and run
+    // on the libuv pool. At most PIPELINE_DEPTH of each are in flight, so memory stays bounded
+    // whatever the file's size.
+    const inFlight: Array<Promise<Fetched | undefined> | undefined> = [];
+    const start = (i: number) => {
       const c = f.chunks[i];
-      if (c === undefined || fetches[i] !== undefined || bad.has(c)) return;
-      const p = t.get(chunkKey(c));
+      if (c === undefined || inFlight[i] !== undefined || bad.has(c)) return;
+      const p = t.get(chunkKey(c)).then(async (obj) => {
+        if (!obj) return undefined;
+        const objectBytes = obj.length;
+        return { objectBytes, decoded: await decoder.decode(c, obj, keys, body.chunks[c]?.[0]) };
+      });
       p.catch(() => {}); // rethrown where it is awaited
-      fetches[i] = p;
+      inFlight[i] = p;
     };
     const writes: Promise<void>[] = [];
     try {
       for (let i = 0; i < f.chunks.length; i++) {
         const c = f.chunks[i] as string;
-        for (let k = i; k < i + PIPELINE_DEPTH; k++) fetch(k);
+        for (let k = i; k < i + PIPELINE_DEPTH; k++) start(k);
         if (bad.has(c)) {
           fileBad = true;
           continue;
         }
-        const obj = await (fetches[i] as Promise<Buffer | undefined>);
-        fetches[i] = undefined;
-        if (!obj) {
+        const got = await (inFlight[i] as Promise<Fetched | undefined>);
+        inFlight[i] = undefined;
+        if (!got) {
           bad.add(c);
           fileBad = true;
           add('missing', `chunk ${c} (of '${f.path}') is missing from ${t.url}`);
           continue;
         }
-        let raw: Buffer;
-        try {
-          raw = decodeChunk(c, obj, keys, body.chunks[c]?.[0]);
-        } catch (e) {
+        if (!('raw' in got.decoded)) {
           bad.add(c);
           fileBad = true;
-          if (e instanceof ChunkError) add(e.problem, `${e.message} (file '${f.path}')`);
-          else throw e;
+          add(got.decoded.problem, `${got.decoded.message} (file '${f.path}')`);
           continue;
         }
+        const raw = got.decoded.raw;
         if (!checked.has(c)) {
           checked.add(c);
           count++;
-          bytes += obj.length;
+          bytes += got.objectBytes;
         }
         const position = length;
         length += raw.length;
@@ -190,7 +200,7 @@ export async function checkOnTarget(
       await drain(writes);
       if (sink && !fileBad) await sink.datasync();
     } finally {
-      await Promise.allSettled(writes);
+      await Promise.allSettled([...writes, ...inFlight]);
       await sink?.close();
     }
     filesBefore += f.bytes;
