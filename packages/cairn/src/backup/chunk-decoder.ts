@@ -64,10 +64,6 @@ export class ChunkDecoder {
     this.#pool = totalBytes >= POOL_MIN_BYTES ? decoderPool() : null;
   }
 
-  get threaded(): boolean {
-    return this.#pool !== null;
-  }
-
   /** Decode `object`; with the pool it is moved to the worker and must not be used after. */
   async decode(name: string, object: Buffer, keys: ChunkKeys | null, expectRawBytes: number | undefined): Promise<Decoded> {
     if (!this.#pool) return decodeTask({ name, object, keys, expectRawBytes });
