@@ -232,7 +232,14 @@ describe('replication', () => {
       expect(d.collections).toEqual(dumps[0]?.collections);
       expect((d.collections as Array<[string, number]>).map(([name]) => name).sort()).toEqual([...model.keys()].sort());
     }
-    const status = (await p.ok('status')).status as { replicas: Array<{ nodeId: string; appliedSeq: string; lagRecords: string }> };
+    // The primary learns a replica's applied seq from its next ACK, which can follow the
+    // replica's own waitFor: poll its view (bounded) before asserting it.
+    type Status = { replicas: Array<{ nodeId: string; appliedSeq: string; lagRecords: string }> };
+    let status = (await p.ok('status')).status as Status;
+    for (let i = 0; i < 100 && status.replicas.some((r) => r.appliedSeq !== last); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      status = (await p.ok('status')).status as Status;
+    }
     for (const r of status.replicas) expect(r.appliedSeq).toBe(last);
   });
 
