@@ -3,8 +3,9 @@
 // (which never fsyncs) beside them for 10k-record batches.
 //
 //   node bench/write.js                 # every suite
-//   node bench/write.js single batch    # some of them: single | concurrent | batch | metrics
+//   node bench/write.js single batch    # some of them: single | concurrent | batch | metrics | indexer
 //   node bench/write.js metrics         # the cost of metrics: on and scraped vs off, same run
+//   node bench/write.js indexer         # the background indexer's cost to ingest, by indexerWriteShare
 //   BENCH_TIME_MS=1000 node bench/write.js   # shorter runs (default 3000 ms per task)
 //   BENCH_DEBUG=1 node bench/write.js        # also log each store's open, run and close times
 //
@@ -12,7 +13,7 @@
 // it, LevelDB writes use { sync: true }, and SQLite commits with synchronous=FULL. One tinybench
 // iteration is a round of several commits; it reports the time per commit (or per record), so
 // the ops/s column is total operations / total time.
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -73,8 +74,8 @@ function vectorBlob(v) {
 
 // ---- stores under test ---------------------------------------------------------------------
 
-async function cairnStore(name, sync, { metrics = true } = {}) {
-  const db = await open(freshDir(DATA_DIR, name), { sync, metrics });
+async function cairnStore(name, sync, { metrics = true, indexerWriteShare } = {}) {
+  const db = await open(freshDir(DATA_DIR, name), { sync, metrics, ...(indexerWriteShare === undefined ? {} : { indexerWriteShare }) });
   const col = await db.createCollection('bench', { dim: DIM, metric: 'cosine' });
   return { db, col, close: () => db.close() };
 }
@@ -544,7 +545,107 @@ async function metricsOverhead() {
   return results;
 }
 
-export const SUITES = { single: singleWriter, concurrent: concurrentWriters, batch: batchIngest, metrics: metricsOverhead };
+const MAIN_THREAD = '(main thread)';
+
+/** CPU time (user + system, µs) of this process's threads by name (the JS thread also as MAIN_THREAD), summed over same-named ones. */
+function threadCpu() {
+  const out = new Map();
+  for (const t of readdirSync('/proc/self/task')) {
+    let stat;
+    try {
+      stat = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+    } catch {
+      continue; // the thread ended meanwhile
+    }
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const micros = ((Number(f[11]) + Number(f[12])) * 1e6) / 100; // utime + stime, in clock ticks of 10 ms
+    out.set(name, (out.get(name) ?? 0) + micros);
+    if (Number(t) === process.pid) out.set(MAIN_THREAD, micros);
+  }
+  return out;
+}
+
+const INDEXER_BATCHES = 20;
+
+/**
+ * What the background indexer costs acknowledged ingest (issue 13: at most 10% while it catches
+ * up). Each pass ingests INDEXER_BATCHES batches of 10,000 (columnar, one at a time, sync=group)
+ * into a fresh store per setting of `indexerWriteShare`, in rotating order: 0 (indexing deferred
+ * until writes stop: the baseline without indexing), the default, and 1 (one full core). Each
+ * store is closed (its indexer stopped) before the next one opens, so no store's indexer runs
+ * during another's ingest. The figure is the median of the per-pass ratios; "pending at the end"
+ * is the backlog each setting leaves for when writes stop.
+ */
+async function indexerCost() {
+  const loadBefore = loadavg()[0];
+  const settings = [
+    { name: 'indexing deferred (indexerWriteShare 0)', share: 0 },
+    { name: 'default (indexerWriteShare 0.5)', share: undefined },
+    { name: 'one core (indexerWriteShare 1)', share: 1 },
+  ];
+  const base = settings[0].name;
+  const passes = Math.max(5, Math.round(TIME_MS / 600));
+  const runs = new Map(settings.map((s) => [s.name, []]));
+  for (let pass = 0; pass < passes; pass++) {
+    const order = settings.map((_, i) => settings[(i + pass) % settings.length]);
+    for (const setting of order) {
+      const store = await cairnStore(`indexer-${pass}`, 'group', { indexerWriteShare: setting.share });
+      try {
+        for (let i = 0; i < 2; i++) await store.col.upsert(columnar(Array.from({ length: 10_000 }, record)));
+        await store.col.waitForIndex();
+        const batches = Array.from({ length: INDEXER_BATCHES }, () => columnar(Array.from({ length: 10_000 }, record)));
+        const cpu0 = threadCpu();
+        const t0 = performance.now();
+        for (const b of batches) await store.col.upsert(b);
+        const elapsed = performance.now() - t0;
+        const cpu1 = threadCpu();
+        const pending = store.col.indexStats().pending;
+        const records = INDEXER_BATCHES * 10_000;
+        const perRecord = (name) => ((cpu1.get(name) ?? 0) - (cpu0.get(name) ?? 0)) / records;
+        const indexerCpu = [...cpu1.keys()].filter((n) => n.startsWith('cairn-index')).reduce((a, n) => a + perRecord(n), 0);
+        runs.get(setting.name).push({
+          rate: (records / elapsed) * 1000,
+          pending,
+          jsCpu: perRecord(MAIN_THREAD),
+          commitCpu: perRecord('cairn-commit'),
+          indexerCpu,
+        });
+      } finally {
+        await store.close();
+        rmSync(join(DATA_DIR, `indexer-${pass}`), { recursive: true, force: true });
+      }
+    }
+  }
+  const ratios = (n) => runs.get(n).map((r, i) => r.rate / runs.get(base)[i].rate);
+  const med = (n, f) => median(runs.get(n).map(f));
+  console.log(
+    `\nIndexer cost: ${INDEXER_BATCHES} batches of 10,000 (columnar, sync=group, one at a time) per run, ${passes} passes, medians; load average ${loadBefore.toFixed(2)} -> ${loadavg()[0].toFixed(2)}`,
+  );
+  console.table(
+    settings.map((s) => ({
+      Setting: s.name,
+      'records/s': Math.round(med(s.name, (r) => r.rate)).toLocaleString('en-US'),
+      '÷ deferred': median(ratios(s.name)).toFixed(3),
+      'µs/record CPU: JS thread': med(s.name, (r) => r.jsCpu).toFixed(2),
+      'commit thread': med(s.name, (r) => r.commitCpu).toFixed(2),
+      'indexer threads': med(s.name, (r) => r.indexerCpu).toFixed(2),
+      'pending at the end': Math.round(med(s.name, (r) => r.pending)).toLocaleString('en-US'),
+    })),
+  );
+  const dflt = settings[1].name;
+  const r = [...ratios(dflt)].sort((a, b) => a - b);
+  const ratio = median(r);
+  return [
+    {
+      target: `indexer cost: default share ÷ indexing deferred >= 0.90 (10k batches, median of ${r.length} passes)`,
+      measured: `${ratio.toFixed(3)} (range ${r[0].toFixed(3)}..${r[r.length - 1].toFixed(3)}; one core ${median(ratios(settings[2].name)).toFixed(3)})`,
+      met: ratio >= 0.9,
+    },
+  ];
+}
+
+export const SUITES = { single: singleWriter, concurrent: concurrentWriters, batch: batchIngest, metrics: metricsOverhead, indexer: indexerCost };
 
 /** Run the named suites (all by default), print their tables and the targets; returns the target rows. */
 export async function runWriteBench(names = Object.keys(SUITES)) {

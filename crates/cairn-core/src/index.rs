@@ -9,9 +9,10 @@
 //! (checkpoint files store them): a persisted graph can be matched against the rows on open.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::hnsw::Hnsw;
 use crate::metrics::Counter;
@@ -125,10 +126,11 @@ impl CollectionIndex {
         }
     }
 
-    /// Insert up to CHUNK pending rows in parallel, STOP_CHECK_ROWS at a time until `stop` is
-    /// set. Returns how many were inserted.
-    fn index_chunk(&self, stop: &AtomicBool) -> crate::Result<usize> {
-        let chunk: Vec<(u64, Arc<[f32]>)> = lock(&self.pending).iter().take(CHUNK).map(|(l, v)| (*l, v.clone())).collect();
+    /// Insert up to `limit` pending rows, STOP_CHECK_ROWS at a time until `stop` or `interrupt()`
+    /// is true; in parallel (on the current rayon pool) unless `sequential`. Returns how many
+    /// were inserted.
+    fn index_chunk(&self, stop: &AtomicBool, limit: usize, sequential: bool, interrupt: &dyn Fn() -> bool) -> crate::Result<usize> {
+        let chunk: Vec<(u64, Arc<[f32]>)> = lock(&self.pending).iter().take(limit).map(|(l, v)| (*l, v.clone())).collect();
         if chunk.is_empty() {
             return Ok(0);
         }
@@ -145,11 +147,11 @@ impl CollectionIndex {
         }
         let mut inserted = 0;
         for part in chunk.chunks(STOP_CHECK_ROWS) {
-            if stop.load(Ordering::Acquire) {
+            if stop.load(Ordering::Acquire) || (inserted > 0 && interrupt()) {
                 break;
             }
             let items: Vec<(u64, &[f32])> = part.iter().map(|(l, v)| (*l, &v[..])).collect();
-            if items.len() <= SEQUENTIAL_MAX {
+            if sequential || items.len() <= SEQUENTIAL_MAX {
                 let h = read(&self.hnsw);
                 for (label, vector) in &items {
                     h.insert(*label, vector)?;
@@ -174,13 +176,16 @@ impl CollectionIndex {
         Ok(inserted)
     }
 
+    /// Whether tombstones passed the threshold for a compaction.
+    fn compaction_due(&self) -> bool {
+        let h = read(&self.hnsw);
+        let (live, dead) = (h.len(), h.deleted_count());
+        dead >= COMPACT_MIN_TOMBSTONES && dead as f64 > COMPACT_TOMBSTONE_SHARE * (live + dead) as f64
+    }
+
     /// Compact when tombstones pass the threshold; true if it did.
     fn maybe_compact(&self) -> crate::Result<bool> {
-        let (live, dead) = {
-            let h = read(&self.hnsw);
-            (h.len(), h.deleted_count())
-        };
-        if dead >= COMPACT_MIN_TOMBSTONES && dead as f64 > COMPACT_TOMBSTONE_SHARE * (live + dead) as f64 {
+        if self.compaction_due() {
             write(&self.hnsw).compact()?;
             return Ok(true);
         }
@@ -207,11 +212,58 @@ struct IndexerQueue {
     stop: bool,
 }
 
-/// One background thread feeding pending rows into the graphs; each chunk is inserted on all
-/// cores (rayon). Errors are reported through `last_error` and leave rows pending, so queries
-/// stay correct (they scan pending rows exactly).
+/// The default share of one core the indexer may use while writes arrive (`Options`).
+pub const DEFAULT_WRITE_SHARE: f64 = 0.5;
+/// Writes committed this recently count as still arriving: the indexer keeps to its share.
+const WRITES_QUIET: Duration = Duration::from_millis(100);
+/// Rows per turn while writes arrive; the pause after a turn is sized from its duration.
+const THROTTLED_TURN_ROWS: usize = 256;
+/// The longest single pause, so a share near 0 still looks at the queue (and a stop) often.
+const MAX_PAUSE: Duration = Duration::from_millis(50);
+
+/// When the commit thread last acknowledged writes, in microseconds since `epoch`.
+struct WriteActivity {
+    epoch: Instant,
+    last_us: AtomicU64,
+}
+
+impl WriteActivity {
+    fn new() -> WriteActivity {
+        WriteActivity { epoch: Instant::now(), last_us: AtomicU64::new(0) }
+    }
+
+    fn stamp(&self) {
+        self.stamp_at(Instant::now());
+    }
+
+    fn stamp_at(&self, now: Instant) {
+        // +1: 0 means "never".
+        self.last_us.store(now.saturating_duration_since(self.epoch).as_micros() as u64 + 1, Ordering::Release);
+    }
+
+    /// Time left until writes count as stopped, if they still arrive.
+    fn quiet_in(&self) -> Option<Duration> {
+        self.quiet_in_at(Instant::now())
+    }
+
+    fn quiet_in_at(&self, now: Instant) -> Option<Duration> {
+        let last = self.last_us.load(Ordering::Acquire);
+        if last == 0 {
+            return None;
+        }
+        let since = Duration::from_micros((now.saturating_duration_since(self.epoch).as_micros() as u64 + 1).saturating_sub(last));
+        WRITES_QUIET.checked_sub(since).filter(|d| !d.is_zero())
+    }
+}
+
+/// One background thread feeding pending rows into the graphs. While writes arrive it inserts
+/// on its own thread only and is busy at most `write_share` of the time (0: not at all), so a
+/// bulk ingest keeps its speed; once they stop it inserts each chunk on all cores (rayon). Errors
+/// are reported through `last_error` and leave rows pending, so queries stay correct (they scan
+/// pending rows exactly).
 pub struct Indexer {
     queue: Arc<(Mutex<IndexerQueue>, Condvar)>,
+    writes: Arc<WriteActivity>,
     pub stopped: Arc<AtomicBool>,
     pub last_error: Arc<Mutex<Option<String>>>,
     /// Graph compactions done, in every collection.
@@ -219,13 +271,31 @@ pub struct Indexer {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// What the indexer thread needs besides its queue.
+struct IndexerContext {
+    writes: Arc<WriteActivity>,
+    write_share: f64,
+    last_error: Arc<Mutex<Option<String>>>,
+    compactions: Arc<Counter>,
+    stop: Arc<AtomicBool>,
+}
+
 impl Indexer {
-    pub fn start() -> Indexer {
+    /// `write_share` in [0, 1]: the share of one core the indexer may use while writes arrive.
+    pub fn start(write_share: f64) -> Indexer {
         let queue = Arc::new((Mutex::new(IndexerQueue { work: VecDeque::new(), stop: false }), Condvar::new()));
+        let writes = Arc::new(WriteActivity::new());
         let stopped = Arc::new(AtomicBool::new(false));
         let last_error = Arc::new(Mutex::new(None));
         let compactions = Arc::new(Counter::default());
-        let (q, err, done, stop) = (queue.clone(), last_error.clone(), compactions.clone(), stopped.clone());
+        let ctx = IndexerContext {
+            writes: writes.clone(),
+            write_share: write_share.clamp(0.0, 1.0),
+            last_error: last_error.clone(),
+            compactions: compactions.clone(),
+            stop: stopped.clone(),
+        };
+        let q = queue.clone();
         let thread = std::thread::Builder::new()
             .name("cairn-indexer".into())
             .spawn(move || {
@@ -236,10 +306,10 @@ impl Indexer {
                     .start_handler(|_| lower_priority())
                     .build()
                     .ok();
-                Self::run(q, err, &done, &stop, pool.as_ref())
+                Self::run(q, &ctx, pool.as_ref())
             })
             .ok();
-        Indexer { queue, stopped, last_error, compactions, thread: Mutex::new(thread) }
+        Indexer { queue, writes, stopped, last_error, compactions, thread: Mutex::new(thread) }
     }
 
     pub fn notify(&self, index: &Arc<CollectionIndex>) {
@@ -252,13 +322,13 @@ impl Indexer {
         cv.notify_one();
     }
 
-    fn run(
-        queue: Arc<(Mutex<IndexerQueue>, Condvar)>,
-        last_error: Arc<Mutex<Option<String>>>,
-        compactions: &Counter,
-        stop: &AtomicBool,
-        pool: Option<&rayon::ThreadPool>,
-    ) {
+    /// Like `notify`, for rows of writes just acknowledged: marks writes as arriving.
+    pub fn notify_written(&self, index: &Arc<CollectionIndex>) {
+        self.writes.stamp();
+        self.notify(index);
+    }
+
+    fn run(queue: Arc<(Mutex<IndexerQueue>, Condvar)>, ctx: &IndexerContext, pool: Option<&rayon::ThreadPool>) {
         let (m, cv) = &*queue;
         loop {
             let index = {
@@ -276,27 +346,62 @@ impl Indexer {
             if index.dropped.load(Ordering::Acquire) {
                 continue;
             }
-            let step = || {
-                index.index_chunk(stop).and_then(|n| {
+            let turn_started = Instant::now();
+            let throttled = ctx.writes.quiet_in().is_some();
+            let writes_arriving = || ctx.writes.quiet_in().is_some();
+            // A full turn: a chunk on all cores, until writes arrive, then a compaction if due
+            // (which also runs on all cores, so never while writes arrive).
+            let full_turn = || {
+                index.index_chunk(&ctx.stop, CHUNK, false, &writes_arriving).and_then(|n| {
                     index.maybe_compact().map(|compacted| {
                         if compacted {
-                            compactions.add(1);
+                            ctx.compactions.add(1);
                         }
                         n
                     })
                 })
             };
-            let pool = pool.filter(|_| index.pending_len() > SEQUENTIAL_MAX);
-            match pool.map_or_else(step, |p| p.install(step)) {
-                Ok(0) => {}
-                // More may be pending: requeue behind other collections for fairness.
-                Ok(_) => {
-                    let mut q = lock(m);
-                    if !q.work.iter().any(|w| Arc::ptr_eq(w, &index)) {
-                        q.work.push_back(index);
-                    }
+            let result = if !throttled {
+                // A compaction rebuilds on all cores: in the pool, at its low priority.
+                let pool = pool.filter(|_| index.pending_len() > SEQUENTIAL_MAX || index.compaction_due());
+                pool.map_or_else(full_turn, |p| p.install(full_turn))
+            } else if ctx.write_share > 0.0 {
+                index.index_chunk(&ctx.stop, THROTTLED_TURN_ROWS, true, &|| false)
+            } else {
+                Ok(0)
+            };
+            // While writes arrive, work left for a full turn (rows, or a compaction that is due)
+            // keeps the collection queued until they stop.
+            let (more, inserted) = match result {
+                Ok(n) => (n > 0 || (throttled && (index.pending_len() > 0 || index.compaction_due())), n > 0),
+                Err(e) => {
+                    *lock(&ctx.last_error) = Some(e.to_string());
+                    (false, false)
                 }
-                Err(e) => *lock(&last_error) = Some(e.to_string()),
+            };
+            let mut q = lock(m);
+            if throttled && more {
+                // Busy for `busy`, then idle long enough that busy / (busy + idle) <= share; with
+                // nothing to do until writes stop (a share of 0, a compaction), idle until then.
+                let busy = turn_started.elapsed();
+                let idle = if inserted && ctx.write_share > 0.0 {
+                    busy.mul_f64((1.0 - ctx.write_share) / ctx.write_share)
+                } else {
+                    ctx.writes.quiet_in().unwrap_or_default()
+                }
+                .min(MAX_PAUSE);
+                let until = Instant::now() + idle;
+                while !q.stop {
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    q = wait_timeout(cv, q, until - now);
+                }
+            }
+            // More may be pending: requeue behind other collections for fairness.
+            if more && !q.work.iter().any(|w| Arc::ptr_eq(w, &index)) {
+                q.work.push_back(index);
             }
         }
     }
@@ -320,5 +425,101 @@ impl Indexer {
 impl Drop for Indexer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distance::Metric;
+    use crate::hnsw::HnswParams;
+
+    fn index_with_pending(rows: usize) -> Arc<CollectionIndex> {
+        let index = CollectionIndex::new(Hnsw::new(HnswParams::new(4, Metric::L2), 16).expect("params"));
+        for i in 0..rows {
+            let x = i as f32;
+            index.add_pending(label_of(i as u64 + 1, 0), vec![x, -x, x * 0.5, 1.0].into());
+        }
+        index
+    }
+
+    /// Polls `pending_len` until it is `want` or 30 s pass; returns the last value seen.
+    fn pending_within(index: &CollectionIndex, want: impl Fn(usize) -> bool) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let n = index.pending_len();
+            if want(n) || Instant::now() >= deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn writes_count_as_arriving_for_the_quiet_window_after_the_last_one() {
+        let w = WriteActivity::new();
+        let t = w.epoch + Duration::from_secs(5);
+        assert_eq!(w.quiet_in_at(t), None, "never stamped");
+        w.stamp_at(t);
+        assert_eq!(w.quiet_in_at(t), Some(WRITES_QUIET));
+        assert_eq!(w.quiet_in_at(t + Duration::from_millis(60)), Some(WRITES_QUIET - Duration::from_millis(60)));
+        assert_eq!(w.quiet_in_at(t + WRITES_QUIET), None);
+        assert_eq!(w.quiet_in_at(t + Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn share_zero_defers_indexing_while_writes_arrive_then_catches_up() {
+        let indexer = Indexer::start(0.0);
+        let index = index_with_pending(300);
+        // Writes "arrive" for the next minute: a stamp in the future keeps the window open
+        // without a writer thread.
+        indexer.writes.stamp_at(Instant::now() + Duration::from_secs(60));
+        indexer.notify(&index);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(index.pending_len(), 300, "nothing is indexed while writes arrive at share 0");
+        assert_eq!(read(&index.hnsw).len(), 0);
+        // Writes stop: the window closes and the indexer catches up on its own.
+        indexer.writes.stamp_at(indexer.writes.epoch);
+        assert_eq!(pending_within(&index, |n| n == 0), 0);
+        assert_eq!(read(&index.hnsw).len(), 300);
+        assert!(lock(&indexer.last_error).is_none());
+    }
+
+    #[test]
+    fn a_positive_share_makes_progress_while_writes_arrive() {
+        let indexer = Indexer::start(0.25);
+        let index = index_with_pending(2 * THROTTLED_TURN_ROWS + 10);
+        indexer.writes.stamp_at(Instant::now() + Duration::from_secs(60));
+        indexer.notify(&index);
+        // Throttled turns of THROTTLED_TURN_ROWS each, with pauses between them: all of them
+        // get in while writes still "arrive".
+        assert_eq!(pending_within(&index, |n| n == 0), 0);
+        assert!(indexer.writes.quiet_in().is_some(), "the rows went in while writes were arriving");
+        assert_eq!(read(&index.hnsw).len(), 2 * THROTTLED_TURN_ROWS + 10);
+    }
+
+    #[test]
+    fn a_compaction_due_while_writes_arrive_runs_once_they_stop() {
+        let indexer = Indexer::start(0.5);
+        let index = index_with_pending(2 * COMPACT_MIN_TOMBSTONES);
+        indexer.notify(&index);
+        assert_eq!(pending_within(&index, |n| n == 0), 0);
+        // Tombstones past the threshold, while writes "arrive".
+        indexer.writes.stamp_at(Instant::now() + Duration::from_secs(60));
+        for i in 0..(3 * COMPACT_MIN_TOMBSTONES / 2) {
+            index.remove(label_of(i as u64 + 1, 0));
+        }
+        assert!(index.compaction_due());
+        indexer.notify(&index);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(indexer.compactions.get(), 0, "no all-core rebuild while writes arrive");
+        indexer.writes.stamp_at(indexer.writes.epoch);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while indexer.compactions.get() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(indexer.compactions.get(), 1);
+        assert!(!index.compaction_due());
+        assert_eq!(read(&index.hnsw).len(), COMPACT_MIN_TOMBSTONES / 2);
     }
 }

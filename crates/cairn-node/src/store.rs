@@ -30,6 +30,8 @@ pub struct NativeOpenOptions {
     pub replica: Option<bool>,
     /// Keep the engine's counters and histograms (default true).
     pub metrics: Option<bool>,
+    /// Share of one core the background indexer may use while writes arrive, in [0, 1].
+    pub indexer_write_share: Option<f64>,
 }
 
 pub struct OpenTask {
@@ -80,6 +82,12 @@ pub fn open_store(env: Env, dir: String, options: NativeOpenOptions) -> napi::Re
         opts.archive_max_bytes = options.archive_max_bytes.map(|v| v as u64);
         opts.replica = options.replica.unwrap_or(false);
         opts.metrics = options.metrics.unwrap_or(true);
+        if let Some(share) = options.indexer_write_share {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(Failure::invalid("options.indexerWriteShare must be a number from 0 to 1"));
+            }
+            opts.index_write_share = share;
+        }
         Ok(opts)
     })?;
     Ok(AsyncTask::new(OpenTask { dir: PathBuf::from(dir), opts: Some(opts), failure: None }))

@@ -93,6 +93,14 @@ export interface OpenOptions {
    */
   metrics?: boolean;
   /**
+   * Share of one core the background HNSW indexer may use while writes arrive, from 0 to 1
+   * (default 0.5). Writes acknowledged in the last 100 ms count as arriving; once they stop,
+   * the indexer uses every core at low priority. 0 defers indexing until writes pause. Rows
+   * not yet in the graph are scanned exactly by queries, so a long ingest at a small share
+   * makes queries slower until the indexer catches up (`indexStats().pending`).
+   */
+  indexerWriteShare?: number;
+  /**
    * A read view open longer than this is released, with a `'warning'` event, so that a leaked
    * view cannot keep row versions alive without bound (default 300 000 = 5 minutes).
    * Transactions are bounded by their own `timeoutMs` instead.
@@ -157,6 +165,7 @@ export interface IndexStats {
 const OPEN_KEYS = [
   'create',
   'sync',
+  'indexerWriteShare',
   'recovery',
   'walSegmentBytes',
   'walArchive',
@@ -216,12 +225,24 @@ export async function open(dir: string, options: OpenOptions = {}): Promise<Stor
   const replica = options.replica === true;
   if (options.metrics !== undefined && typeof options.metrics !== 'boolean') throw invalidArgument('options.metrics must be a boolean');
   const metrics = options.metrics ?? true;
+  const share = options.indexerWriteShare;
+  if (share !== undefined && (typeof share !== 'number' || !(share >= 0 && share <= 1))) {
+    throw invalidArgument(`options.indexerWriteShare must be a number from 0 to 1 (got ${String(share)})`);
+  }
   const maxViewAgeMs =
     options.maxViewAgeMs === undefined ? DEFAULT_MAX_VIEW_AGE_MS : checkPositiveInt('options.maxViewAgeMs', options.maxViewAgeMs, 2 ** 31 - 1);
   if (options.create !== undefined && typeof options.create !== 'boolean') throw invalidArgument('options.create must be a boolean');
   await checkStoreDir(resolve(dir), options.create !== false);
   const handle = await native(() =>
-    nativeModule.openStore(resolve(dir), { sync, recovery, ...(segmentBytes === undefined ? {} : { segmentBytes }), ...archive, replica, metrics }),
+    nativeModule.openStore(resolve(dir), {
+      sync,
+      recovery,
+      ...(segmentBytes === undefined ? {} : { segmentBytes }),
+      ...archive,
+      replica,
+      metrics,
+      ...(share === undefined ? {} : { indexerWriteShare: share }),
+    }),
   );
   const store = new Store(resolve(dir), handle, sync, { replica, maxViewAgeMs });
   store.nodeId = nodeId;

@@ -114,6 +114,9 @@ pub struct Options {
     /// Keep the counters and histograms of `Engine::stats` (a few relaxed atomic adds and two
     /// clock reads per commit group). Off: they all stay zero.
     pub metrics: bool,
+    /// Share of one core the background indexer may use while writes arrive, in [0, 1]; it uses
+    /// every core once they stop (`index.rs`, `Indexer`).
+    pub index_write_share: f64,
 }
 
 impl Default for Options {
@@ -128,6 +131,7 @@ impl Default for Options {
             archive_max_bytes: None,
             replica: false,
             metrics: true,
+            index_write_share: crate::index::DEFAULT_WRITE_SHARE,
         }
     }
 }
@@ -377,7 +381,7 @@ mod tests {
                 .map(|j| Op::Upsert {
                     collection: "c".into(),
                     id: format!("r{i}-{j}"),
-                    vector: vec![i as f32, j as f32],
+                    vector: vec![i as f32, j as f32].into(),
                     metadata: "null".into(),
                 })
                 .collect();
@@ -432,7 +436,12 @@ mod tests {
         let spec = CollectionSpec { name: "c".into(), dim: 2, metric: Metric::L2, m: 16, ef_construction: 64 };
         e.commit(&[Op::CreateCollection(spec)]).expect("create");
         let ups: Vec<Op> = (0..50)
-            .map(|i| Op::Upsert { collection: "c".into(), id: format!("r{i}"), vector: vec![i as f32, 1.0], metadata: "null".into() })
+            .map(|i| Op::Upsert {
+                collection: "c".into(),
+                id: format!("r{i}"),
+                vector: vec![i as f32, 1.0].into(),
+                metadata: "null".into(),
+            })
             .collect();
         e.commit(&ups).expect("upsert");
         let index = crate::sync::read(&e.shared.state).collection("c").expect("c").index.clone();

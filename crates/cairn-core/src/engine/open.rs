@@ -111,7 +111,7 @@ impl Engine {
             closed: AtomicBool::new(false),
             manifest: Mutex::new(manifest),
             checkpoint_lock: Mutex::new(()),
-            indexer: Indexer::start(),
+            indexer: Indexer::start(opts.index_write_share),
             metrics: EngineMetrics::new(opts.metrics),
             ship_cursors: Mutex::new(VecDeque::new()),
             seq_waiters: AtomicUsize::new(0),
