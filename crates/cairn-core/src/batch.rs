@@ -2,6 +2,8 @@
 //! (docs/format.md, "Batch payload"). The TypeScript layer encodes it; the engine decodes and
 //! validates every byte before the record is written.
 
+use std::sync::Arc;
+
 use crate::distance::Metric;
 use crate::error::{Error, Result};
 use crate::wal::record::u32_at;
@@ -29,9 +31,20 @@ pub struct CollectionSpec {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     CreateCollection(CollectionSpec),
-    DropCollection { name: String },
-    Upsert { collection: String, id: String, vector: Vec<f32>, metadata: String },
-    Delete { collection: String, id: String },
+    DropCollection {
+        name: String,
+    },
+    /// Vector and metadata are shared, not copied, by the row the upsert becomes (`state.rs`).
+    Upsert {
+        collection: String,
+        id: String,
+        vector: Arc<[f32]>,
+        metadata: Arc<str>,
+    },
+    Delete {
+        collection: String,
+        id: String,
+    },
 }
 
 /// Names of collections and record ids: non-empty, at most 256 bytes, never path-like.
@@ -71,7 +84,7 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
                 put_str16(&mut out, collection);
                 put_str16(&mut out, id);
                 out.extend_from_slice(&(vector.len() as u32).to_le_bytes());
-                for x in vector {
+                for x in vector.iter() {
                     out.extend_from_slice(&x.to_le_bytes());
                 }
                 out.extend_from_slice(&(metadata.len() as u32).to_le_bytes());
@@ -117,8 +130,11 @@ impl<'a> Cursor<'a> {
         Ok(u32_at(self.take(4)?, 0))
     }
     fn str(&mut self, len: usize, what: &str) -> Result<String> {
+        self.str_ref(len, what).map(str::to_owned)
+    }
+    fn str_ref(&mut self, len: usize, what: &str) -> Result<&'a str> {
         let b = self.take(len)?;
-        String::from_utf8(b.to_vec()).map_err(|_| Error::InvalidArgument(format!("{what} is not valid UTF-8")))
+        std::str::from_utf8(b).map_err(|_| Error::InvalidArgument(format!("{what} is not valid UTF-8")))
     }
     fn name(&mut self, what: &str) -> Result<String> {
         let len = self.u16()? as usize;
@@ -166,17 +182,18 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Op>> {
                 let dim = c.u32()? as usize;
                 let raw = c.take(dim.checked_mul(4).ok_or_else(|| Error::InvalidArgument("vector too long".into()))?)?;
                 // Decode, then check, in two simple loops the compiler vectorises.
-                let vector: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                // Collected straight into the row's shared slice (one allocation of the exact size).
+                let vector: Arc<[f32]> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
                 if !vector.iter().all(|x| x.is_finite()) {
                     let j = vector.iter().position(|x| !x.is_finite()).unwrap_or(0);
                     return Err(Error::InvalidArgument(format!("records[{i}].vector[{j}] of id '{id}' is not a finite number")));
                 }
                 let meta_len = c.u32()? as usize;
-                let metadata = c.str(meta_len, "metadata")?;
-                if !matches!(serde_json::from_str::<JsonCheck>(&metadata), Ok(JsonCheck::Object | JsonCheck::Null)) {
+                let metadata = c.str_ref(meta_len, "metadata")?;
+                if !matches!(serde_json::from_str::<JsonCheck>(metadata), Ok(JsonCheck::Object | JsonCheck::Null)) {
                     return Err(Error::InvalidArgument(format!("records[{i}].metadata of id '{id}' must be a JSON object")));
                 }
-                Op::Upsert { collection, id, vector, metadata }
+                Op::Upsert { collection, id, vector, metadata: Arc::from(metadata) }
             }
             OP_DELETE => Op::Delete { collection: c.name("collection name")?, id: c.name("id")? },
             other => return Err(Error::InvalidArgument(format!("unknown operation kind {other} in batch"))),
@@ -250,7 +267,7 @@ mod tests {
     fn ops_round_trip() {
         let ops = vec![
             Op::CreateCollection(CollectionSpec { name: "c".into(), dim: 2, metric: Metric::L2, m: 16, ef_construction: 200 }),
-            Op::Upsert { collection: "c".into(), id: "a".into(), vector: vec![1.0, -2.5], metadata: "{\"t\":1}".into() },
+            Op::Upsert { collection: "c".into(), id: "a".into(), vector: vec![1.0, -2.5].into(), metadata: "{\"t\":1}".into() },
             Op::Delete { collection: "c".into(), id: "a".into() },
             Op::DropCollection { name: "c".into() },
         ];
@@ -309,9 +326,9 @@ mod tests {
 
     #[test]
     fn nan_and_bad_metadata_are_rejected() {
-        let nan = vec![Op::Upsert { collection: "c".into(), id: "a".into(), vector: vec![f32::NAN], metadata: "null".into() }];
+        let nan = vec![Op::Upsert { collection: "c".into(), id: "a".into(), vector: vec![f32::NAN].into(), metadata: "null".into() }];
         assert!(decode(&encode(&nan)).is_err());
-        let meta = vec![Op::Upsert { collection: "c".into(), id: "a".into(), vector: vec![1.0], metadata: "[1".into() }];
+        let meta = vec![Op::Upsert { collection: "c".into(), id: "a".into(), vector: vec![1.0].into(), metadata: "[1".into() }];
         assert!(decode(&encode(&meta)).is_err());
     }
 }

@@ -360,7 +360,7 @@ mod tests {
     use std::sync::Arc;
 
     fn upsert(c: &str, id: &str) -> Op {
-        Op::Upsert { collection: c.into(), id: id.into(), vector: vec![0.5, 0.25], metadata: "{}".into() }
+        Op::Upsert { collection: c.into(), id: id.into(), vector: vec![0.5, 0.25].into(), metadata: "{}".into() }
     }
 
     #[test]

@@ -592,7 +592,7 @@ mod tests {
         let upsert = |i: usize| Op::Upsert {
             collection: "c".into(),
             id: format!("r{i}"),
-            vector: vec![i as f32, 1.0, 2.0, 3.0],
+            vector: vec![i as f32, 1.0, 2.0, 3.0].into(),
             metadata: "{}".into(),
         };
         for i in 0..40 {

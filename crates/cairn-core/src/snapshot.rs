@@ -372,7 +372,7 @@ mod tests {
             .map(|i| Op::Upsert {
                 collection: "c".into(),
                 id: format!("r{i:05}"),
-                vector: vec![i as f32, 1.0, 0.5, 0.25],
+                vector: vec![i as f32, 1.0, 0.5, 0.25].into(),
                 metadata: "{}".into(),
             })
             .collect()

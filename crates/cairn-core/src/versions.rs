@@ -236,7 +236,7 @@ mod tests {
     }
 
     fn up(id: &str, x: f32) -> Op {
-        Op::Upsert { collection: "c".into(), id: id.into(), vector: vec![x, 0.0], metadata: format!("{{\"x\":{x}}}") }
+        Op::Upsert { collection: "c".into(), id: id.into(), vector: vec![x, 0.0].into(), metadata: format!("{{\"x\":{x}}}").into() }
     }
 
     fn del(id: &str) -> Op {

@@ -234,8 +234,8 @@ fn op() -> impl Strategy<Value = Op> {
         (name(), name(), prop::collection::vec(finite(), 0..16), metadata()).prop_map(|(collection, id, vector, metadata)| Op::Upsert {
             collection,
             id,
-            vector,
-            metadata
+            vector: vector.into(),
+            metadata: metadata.into()
         }),
         (name(), name()).prop_map(|(collection, id)| Op::Delete { collection, id }),
     ]
@@ -655,7 +655,7 @@ proptest! {
 /// reserve room for what the field claims.
 #[test]
 fn batch_huge_counts_are_rejected_before_allocating() {
-    let one = batch::encode(&[Op::Upsert { collection: "c".into(), id: "a".into(), vector: vec![1.0; 4], metadata: "null".into() }]);
+    let one = batch::encode(&[Op::Upsert { collection: "c".into(), id: "a".into(), vector: vec![1.0; 4].into(), metadata: "null".into() }]);
     for count in [u32::MAX, 1 << 24, (1 << 24) - 1, 1 << 20] {
         let mut buf = one.clone();
         buf[..4].copy_from_slice(&count.to_le_bytes());

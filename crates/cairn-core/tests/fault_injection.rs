@@ -162,7 +162,7 @@ fn records_replayed_after_a_sync_none_process_crash_are_durable_before_new_write
     for i in 0..30 {
         commit(
             &crashed_process,
-            vec![Op::Upsert { collection: "a".into(), id: format!("r{i}"), vector: vec![i as f32, 1.0], metadata: "null".into() }],
+            vec![Op::Upsert { collection: "a".into(), id: format!("r{i}"), vector: vec![i as f32, 1.0].into(), metadata: "null".into() }],
         );
     }
     // The process dies: nothing more of it runs (no close, no fsync); FaultStorage takes no lock.
@@ -170,7 +170,7 @@ fn records_replayed_after_a_sync_none_process_crash_are_durable_before_new_write
     let always = options(&fs, SyncMode::Always, RecoveryMode::TolerateTornTail, 1 << 20, Prealloc::Inline);
     let e = Engine::open(dir(), always).expect("reopen after the process crash");
     assert_eq!(e.last_seq(), 31, "the page cache still held every record");
-    commit(&e, vec![Op::Upsert { collection: "a".into(), id: "durable".into(), vector: vec![0.5, 0.5], metadata: "null".into() }]);
+    commit(&e, vec![Op::Upsert { collection: "a".into(), id: "durable".into(), vector: vec![0.5, 0.5].into(), metadata: "null".into() }]);
     let power_cut = fs.crash(CrashKind::DropUnsynced);
     std::mem::forget(e);
     let after = open_with(&power_cut, RecoveryMode::AbsoluteConsistency).expect("open after the power cut");
@@ -468,7 +468,12 @@ fn failure_during_recovery_open_is_retryable() {
     }
     // Tear a big batch at the tail: it is written, its fsync fails, the power cut keeps 512 bytes.
     let big: Vec<Op> = (0..30)
-        .map(|i| Op::Upsert { collection: "b".into(), id: format!("big{i}"), vector: vec![0.5; DIM_B as usize], metadata: "null".into() })
+        .map(|i| Op::Upsert {
+            collection: "b".into(),
+            id: format!("big{i}"),
+            vector: vec![0.5; DIM_B as usize].into(),
+            metadata: "null".into(),
+        })
         .collect();
     fs.fail_at(FaultOp::Sync, 1);
     assert!(engine.commit(&big).is_err());
@@ -566,8 +571,8 @@ fn group_commit_shares_fsyncs_and_acknowledges_only_durable_writes() {
                     let ops = [Op::Upsert {
                         collection: "g".into(),
                         id: format!("t{t}-{j}"),
-                        vector: vec![t as f32, j as f32, 0.0, 1.0],
-                        metadata: format!("{{\"t\":{t},\"j\":{j}}}"),
+                        vector: vec![t as f32, j as f32, 0.0, 1.0].into(),
+                        metadata: format!("{{\"t\":{t},\"j\":{j}}}").into(),
                     }];
                     let (tx, fs) = (tx.clone(), fs.clone());
                     engine.submit(
@@ -651,7 +656,7 @@ fn group_commit_failure_fails_the_group_and_keeps_a_prefix() {
                         let ops = [Op::Upsert {
                             collection: "g".into(),
                             id: id.clone(),
-                            vector: vec![t as f32, j as f32],
+                            vector: vec![t as f32, j as f32].into(),
                             metadata: "null".into(),
                         }];
                         // Blocking commits keep a few in flight at a time: many small groups.
@@ -711,8 +716,12 @@ fn always_mode_syncs_every_commit() {
             let engine = &engine;
             s.spawn(move || {
                 for j in 0..25 {
-                    let ops =
-                        [Op::Upsert { collection: "g".into(), id: format!("{t}-{j}"), vector: vec![1.0, 2.0], metadata: "null".into() }];
+                    let ops = [Op::Upsert {
+                        collection: "g".into(),
+                        id: format!("{t}-{j}"),
+                        vector: vec![1.0, 2.0].into(),
+                        metadata: "null".into(),
+                    }];
                     engine.commit(&ops).expect("commit");
                 }
             });

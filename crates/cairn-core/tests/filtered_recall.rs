@@ -101,8 +101,8 @@ fn filtered_recall_at_every_selectivity_with_and_without_an_index() {
                 Op::Upsert {
                     collection: "c".into(),
                     id: format!("r{n:06}"),
-                    vector: mixture.point(),
-                    metadata: format!(r#"{{"b": {bucket}, "tag": "t{}"{rare}}}"#, bucket % 7),
+                    vector: mixture.point().into(),
+                    metadata: format!(r#"{{"b": {bucket}, "tag": "t{}"{rare}}}"#, bucket % 7).into(),
                 }
             })
             .collect();

@@ -451,7 +451,12 @@ impl Writer {
                 let n = self.rng.below(100);
                 let tag = ["red", "green", "blue"][n as usize % 3];
                 let metadata = json!({ "n": n, "tag": tag, "nested": { "ok": n.is_multiple_of(2) } }).to_string();
-                Op::Upsert { collection: collection.into(), id: id.clone(), vector: vector(&mut self.rng, dim), metadata }
+                Op::Upsert {
+                    collection: collection.into(),
+                    id: id.clone(),
+                    vector: vector(&mut self.rng, dim).into(),
+                    metadata: metadata.into(),
+                }
             })
             .collect();
         self.commit(e, ops)

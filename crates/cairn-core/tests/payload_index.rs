@@ -22,7 +22,7 @@ fn open(fs: &Arc<FaultStorage>) -> Engine {
 }
 
 fn upsert(id: &str, meta: &str) -> Op {
-    Op::Upsert { collection: "c".into(), id: id.into(), vector: vec![0.0, 1.0], metadata: meta.into() }
+    Op::Upsert { collection: "c".into(), id: id.into(), vector: vec![0.0, 1.0].into(), metadata: meta.into() }
 }
 
 fn count(e: &Engine, f: &str) -> usize {

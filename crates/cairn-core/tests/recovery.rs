@@ -210,7 +210,7 @@ fn skip_corrupt_never_applies_half_a_batch() {
     let up = |c: &str, id: &str, x: f32, dim: u32| Op::Upsert {
         collection: c.into(),
         id: id.into(),
-        vector: vec![x; dim as usize],
+        vector: vec![x; dim as usize].into(),
         metadata: "null".into(),
     };
     let steps = vec![
@@ -240,7 +240,7 @@ fn bit_flip_in_checkpoint_segment_file() {
     steps.push(Step::Commit(vec![Op::Upsert {
         collection: "a".into(),
         id: "late".into(),
-        vector: vec![0.25; DIM_A as usize],
+        vector: vec![0.25; DIM_A as usize].into(),
         metadata: "null".into(),
     }]));
     let (fs, history) = build(&steps, 1 << 20);
@@ -327,8 +327,8 @@ fn unrepairable_checkpoint_record_is_unreadable_until_rewritten() {
         let ops = vec![Op::Upsert {
             collection: "a".into(),
             id: format!("r{i:02}"),
-            vector: rng.vector(DIM_A),
-            metadata: format!("{{\"i\":{i}}}"),
+            vector: rng.vector(DIM_A).into(),
+            metadata: format!("{{\"i\":{i}}}").into(),
         }];
         commit(&e, ops, &mut history);
     }
@@ -377,7 +377,8 @@ fn unrepairable_checkpoint_record_is_unreadable_until_rewritten() {
     // Writing or deleting the record ends it being unreadable.
     let (fixed, gone) = (victims[0].1.clone(), victims[1].1.clone());
     let v = vec![0.5; DIM_A as usize];
-    e.commit(&[Op::Upsert { collection: "a".into(), id: fixed.clone(), vector: v.clone(), metadata: "null".into() }]).expect("rewrite");
+    e.commit(&[Op::Upsert { collection: "a".into(), id: fixed.clone(), vector: v.clone().into(), metadata: "null".into() }])
+        .expect("rewrite");
     e.commit(&[Op::Delete { collection: "a".into(), id: gone.clone() }]).expect("delete");
     want.get_mut("a").expect("a").rows.insert(fixed.clone(), (v, "null".into()));
     assert_state(&e, &want, "after rewrite");
@@ -404,7 +405,7 @@ fn one_batch_creates_at_most_one_collection() {
     assert_eq!((e.last_seq(), e.collections().expect("collections").len()), (0, 0), "nothing was written");
     assert!(e.poisoned().is_none(), "bad input does not poison the store");
     // Separately they work, and a checkpoint keeps their files apart.
-    let up = |c: &str, n: usize| Op::Upsert { collection: c.into(), id: "r".into(), vector: vec![1.0; n], metadata: "null".into() };
+    let up = |c: &str, n: usize| Op::Upsert { collection: c.into(), id: "r".into(), vector: vec![1.0; n].into(), metadata: "null".into() };
     e.commit(&both[..1]).expect("create x");
     e.commit(&both[1..]).expect("create y");
     e.commit(&[up("x", 2), up("y", 3)]).expect("upsert");
@@ -558,7 +559,12 @@ fn clean_close_mark_is_cleared_on_open() {
     let e = Engine::open(dir(), opts).expect("reopen");
     fs.fail_at(cairn_core::fault::FaultOp::Sync, 1);
     let big: Vec<Op> = (0..30)
-        .map(|i| Op::Upsert { collection: "b".into(), id: format!("r{i}"), vector: vec![1.0; DIM_B as usize], metadata: "null".into() })
+        .map(|i| Op::Upsert {
+            collection: "b".into(),
+            id: format!("r{i}"),
+            vector: vec![1.0; DIM_B as usize].into(),
+            metadata: "null".into(),
+        })
         .collect();
     assert!(e.commit(&big).is_err());
     let torn = fs.crash(CrashKind::TearLastWrite(4096));
@@ -672,8 +678,8 @@ fn delta_checkpoints_then_merge_into_a_base() {
             .map(|i| Op::Upsert {
                 collection: c.into(),
                 id: format!("{c}{i}"),
-                vector: rng.vector(dim),
-                metadata: format!("{{\"i\":{i}}}"),
+                vector: rng.vector(dim).into(),
+                metadata: format!("{{\"i\":{i}}}").into(),
             })
             .collect()
     };
@@ -689,8 +695,8 @@ fn delta_checkpoints_then_merge_into_a_base() {
         let upd = Op::Upsert {
             collection: "a".into(),
             id: format!("a{}", round * 3),
-            vector: rng.vector(DIM_A),
-            metadata: format!("{{\"round\":{round}}}"),
+            vector: rng.vector(DIM_A).into(),
+            metadata: format!("{{\"round\":{round}}}").into(),
         };
         commit(vec![upd, Op::Delete { collection: "a".into(), id: format!("a{}", round * 3 + 1) }], &mut history);
         let seq = checkpoint(&engine).expect("checkpoint");
@@ -800,7 +806,7 @@ fn close_waits_for_a_running_checkpoint() {
                 .map(|i| Op::Upsert {
                     collection: "b".into(),
                     id: format!("r{chunk}-{i}"),
-                    vector: rng.vector(DIM_B),
+                    vector: rng.vector(DIM_B).into(),
                     metadata: "null".into(),
                 })
                 .collect();
@@ -814,7 +820,7 @@ fn close_waits_for_a_running_checkpoint() {
                     let up = [Op::Upsert {
                         collection: "b".into(),
                         id: "hot".into(),
-                        vector: vec![1.0; DIM_B as usize],
+                        vector: vec![1.0; DIM_B as usize].into(),
                         metadata: "null".into(),
                     }];
                     if engine.commit(&up).is_err() || engine.checkpoint().is_err() {

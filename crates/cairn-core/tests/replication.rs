@@ -230,8 +230,8 @@ fn fill(e: &Engine, n: usize, history: &mut History, rng: &mut Rng) {
         let ops = vec![Op::Upsert {
             collection: "a".into(),
             id: format!("a{}", rng.below(50)),
-            vector: rng.vector(DIM_A),
-            metadata: format!("{{\"n\":{}}}", rng.below(1000)),
+            vector: rng.vector(DIM_A).into(),
+            metadata: format!("{{\"n\":{}}}", rng.below(1000)).into(),
         }];
         history.acknowledge(e.commit(&ops).expect("commit"), ops);
     }
@@ -283,7 +283,7 @@ fn read_wal_spans_archive_and_live_without_gap() {
                 let ops = vec![Op::Upsert {
                     collection: "a".into(),
                     id: format!("w{}", rng.below(40)),
-                    vector: rng.vector(DIM_A),
+                    vector: rng.vector(DIM_A).into(),
                     metadata: "null".into(),
                 }];
                 e.commit(&ops).expect("concurrent commit");
@@ -480,9 +480,13 @@ fn gap_and_repeat_are_refused() {
     // A chunk the schema refuses is refused whole, and its earlier records' schema changes are
     // undone: seq 6 creates "z", seq 7 writes to a missing collection.
     let mut bad = record(6, &[Op::CreateCollection(spec("z", 2, Metric::L2))]);
-    bad.extend(record(7, &[Op::Upsert { collection: "missing".into(), id: "x".into(), vector: vec![0.0; 2], metadata: "null".into() }]));
+    bad.extend(record(
+        7,
+        &[Op::Upsert { collection: "missing".into(), id: "x".into(), vector: vec![0.0; 2].into(), metadata: "null".into() }],
+    ));
     assert_eq!(code(&r.apply_replicated(bad)), "CAIRN_NOT_FOUND");
-    let wrong_dim = record(6, &[Op::Upsert { collection: "a".into(), id: "x".into(), vector: vec![0.0; 3], metadata: "null".into() }]);
+    let wrong_dim =
+        record(6, &[Op::Upsert { collection: "a".into(), id: "x".into(), vector: vec![0.0; 3].into(), metadata: "null".into() }]);
     assert_eq!(code(&r.apply_replicated(wrong_dim)), "CAIRN_INVALID_ARGUMENT");
     assert_eq!(r.last_seq(), 5);
     assert_state(&r, &history.model_at(5), "after refused chunks");
@@ -505,7 +509,8 @@ fn replica_refuses_local_writes() {
     let (p, _pfs, r, _rfs, history) = primary_and_replica(8, 15);
     catch_up_to(&p, &r, history.len());
     assert!(r.is_replica() && !p.is_replica());
-    let write = vec![Op::Upsert { collection: "a".into(), id: "x".into(), vector: vec![0.5; DIM_A as usize], metadata: "null".into() }];
+    let write =
+        vec![Op::Upsert { collection: "a".into(), id: "x".into(), vector: vec![0.5; DIM_A as usize].into(), metadata: "null".into() }];
     let refused = r.commit(&write);
     assert!(matches!(refused, Err(Error::NotPrimary(_))), "{refused:?}");
     assert_eq!(code(&refused), "CAIRN_NOT_PRIMARY");
@@ -646,8 +651,12 @@ fn replica_reopened_as_primary_continues_sequence() {
     assert!(!np.is_replica());
     assert_eq!(np.last_seq(), last);
     assert_state(&np, &history.model_at(last), "new primary at open");
-    let ops =
-        vec![Op::Upsert { collection: "a".into(), id: "after".into(), vector: vec![0.25; DIM_A as usize], metadata: "{\"n\":1}".into() }];
+    let ops = vec![Op::Upsert {
+        collection: "a".into(),
+        id: "after".into(),
+        vector: vec![0.25; DIM_A as usize].into(),
+        metadata: "{\"n\":1}".into(),
+    }];
     let seq = np.commit(&ops).expect("a write on the new primary");
     assert_eq!(seq, last + 1, "sequence numbers continue");
     history.acknowledge(seq, ops);
@@ -798,7 +807,7 @@ fn row_repair_installs_only_the_damaged_version_durably() {
         if id == &b.1 {
             // Written meanwhile: the newer row wins over the repair copy of the old one.
             let newer = vec![0.25; vector.len()];
-            let ops = vec![Op::Upsert { collection: coll.clone(), id: id.clone(), vector: newer, metadata: "{}".into() }];
+            let ops = vec![Op::Upsert { collection: coll.clone(), id: id.clone(), vector: newer.into(), metadata: "{}".into() }];
             history.acknowledge(e.commit(&ops).expect("rewrite"), ops);
             assert_eq!(e.install_row_repair(&coll, id, label, vector, metadata).expect("install"), RowRepairOutcome::Moot);
         } else {

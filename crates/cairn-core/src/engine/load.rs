@@ -372,7 +372,7 @@ fn find_logged_upsert(
     collection: &str,
     id: &str,
     label: u64,
-) -> Option<(String, Vec<f32>, String)> {
+) -> Option<(String, Arc<[f32]>, Arc<str>)> {
     let seq = seq_of_label(label);
     let op_index = (label & ((1u64 << LABEL_OP_BITS) - 1)) as usize;
     for sub in [ARCHIVE_DIR, WAL_DIR] {
@@ -496,7 +496,7 @@ mod tests {
             collection: "c".into(),
             id: format!("id{}", (i * 7919) % 3001),
             vector: (0..dim).map(|d| (i * d + round) as f32).collect(),
-            metadata: format!("{{\"i\":{i},\"round\":{round}}}"),
+            metadata: format!("{{\"i\":{i},\"round\":{round}}}").into(),
         };
         e.commit(&(0..3000).map(|i| up(i, 0)).collect::<Vec<_>>()).expect("upsert");
         e.checkpoint().expect("base");

@@ -214,7 +214,12 @@ mod tests {
         let spec = CollectionSpec { name: "c".into(), dim: 2, metric: Metric::L2, m: 16, ef_construction: 64 };
         e.commit(&[Op::CreateCollection(spec)]).expect("create");
         let ups: Vec<Op> = (0..10)
-            .map(|i| Op::Upsert { collection: "c".into(), id: format!("r{i}"), vector: vec![i as f32, 0.0], metadata: "null".into() })
+            .map(|i| Op::Upsert {
+                collection: "c".into(),
+                id: format!("r{i}"),
+                vector: vec![i as f32, 0.0].into(),
+                metadata: "null".into(),
+            })
             .collect();
         e.commit(&ups).expect("upsert");
         write(&e.shared.state).collections.get_mut("c").and_then(|c| c.rows.get_mut("r0")).expect("r0").damage_for_test();

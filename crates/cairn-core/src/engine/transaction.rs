@@ -128,7 +128,7 @@ mod tests {
     }
 
     fn up(id: &str, x: f32) -> Op {
-        Op::Upsert { collection: "c".into(), id: id.into(), vector: vec![x], metadata: format!("{{\"n\":{x}}}") }
+        Op::Upsert { collection: "c".into(), id: id.into(), vector: vec![x].into(), metadata: format!("{{\"n\":{x}}}").into() }
     }
 
     fn reads(ids: &[&str]) -> Vec<(String, String)> {

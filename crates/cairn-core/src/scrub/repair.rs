@@ -104,8 +104,8 @@ mod tests {
                 .map(|i| Op::Upsert {
                     collection: "docs".into(),
                     id: format!("id-{i}"),
-                    vector: vec![*i as f32, 0.5, 1.0, -1.0],
-                    metadata: format!("{{\"i\":{i}}}"),
+                    vector: vec![*i as f32, 0.5, 1.0, -1.0].into(),
+                    metadata: format!("{{\"i\":{i}}}").into(),
                 })
                 .collect();
             e.commit(&ops).expect("upsert");

@@ -100,7 +100,7 @@ pub fn apply(model: &mut Model, ops: &[Op]) -> bool {
             }
             Op::Upsert { collection, id, vector, metadata } => match next.get_mut(collection) {
                 Some(c) if c.dim as usize == vector.len() => {
-                    c.rows.insert(id.clone(), (vector.clone(), metadata.clone()));
+                    c.rows.insert(id.clone(), (vector.to_vec(), metadata.to_string()));
                 }
                 _ => return false,
             },
@@ -339,7 +339,7 @@ impl Gen {
             _ => (DIM_C, 10),
         };
         let id = format!("{coll}{}", self.rng.below(pool));
-        Op::Upsert { collection: coll.into(), id, vector: self.rng.vector(dim), metadata: self.metadata() }
+        Op::Upsert { collection: coll.into(), id, vector: self.rng.vector(dim).into(), metadata: self.metadata().into() }
     }
 
     fn delete(&mut self, coll: &str) -> Op {
