@@ -221,15 +221,17 @@ const THROTTLED_TURN_ROWS: usize = 256;
 /// The longest single pause, so a share near 0 still looks at the queue (and a stop) often.
 const MAX_PAUSE: Duration = Duration::from_millis(50);
 
-/// When the commit thread last acknowledged writes, in microseconds since `epoch`.
+/// Whether the commit thread is writing a group now, and when it last started or finished one
+/// (in microseconds since `epoch`). A large batch can take longer than WRITES_QUIET to write.
 struct WriteActivity {
     epoch: Instant,
     last_us: AtomicU64,
+    writing: AtomicBool,
 }
 
 impl WriteActivity {
     fn new() -> WriteActivity {
-        WriteActivity { epoch: Instant::now(), last_us: AtomicU64::new(0) }
+        WriteActivity { epoch: Instant::now(), last_us: AtomicU64::new(0), writing: AtomicBool::new(false) }
     }
 
     fn stamp(&self) {
@@ -247,6 +249,9 @@ impl WriteActivity {
     }
 
     fn quiet_in_at(&self, now: Instant) -> Option<Duration> {
+        if self.writing.load(Ordering::Acquire) {
+            return Some(WRITES_QUIET);
+        }
         let last = self.last_us.load(Ordering::Acquire);
         if last == 0 {
             return None;
@@ -326,6 +331,18 @@ impl Indexer {
     pub fn notify_written(&self, index: &Arc<CollectionIndex>) {
         self.writes.stamp();
         self.notify(index);
+    }
+
+    /// The commit thread starts writing a group: writes arrive until `writes_finished` and
+    /// WRITES_QUIET after it.
+    pub fn writes_started(&self) {
+        self.writes.stamp();
+        self.writes.writing.store(true, Ordering::Release);
+    }
+
+    pub fn writes_finished(&self) {
+        self.writes.stamp();
+        self.writes.writing.store(false, Ordering::Release);
     }
 
     fn run(queue: Arc<(Mutex<IndexerQueue>, Condvar)>, ctx: &IndexerContext, pool: Option<&rayon::ThreadPool>) {
@@ -465,6 +482,9 @@ mod tests {
         assert_eq!(w.quiet_in_at(t + Duration::from_millis(60)), Some(WRITES_QUIET - Duration::from_millis(60)));
         assert_eq!(w.quiet_in_at(t + WRITES_QUIET), None);
         assert_eq!(w.quiet_in_at(t + Duration::from_secs(60)), None);
+        // A group being written counts however long it takes.
+        w.writing.store(true, Ordering::Release);
+        assert_eq!(w.quiet_in_at(t + Duration::from_secs(60)), Some(WRITES_QUIET));
     }
 
     #[test]

@@ -139,6 +139,7 @@ impl CommitThread {
         if group.is_empty() {
             return;
         }
+        self.shared.indexer.writes_started();
         // Only a group holding a transaction tracks what its records write.
         let mut group_writes = group.iter().any(|s| s.check.is_some()).then(GroupWrites::default);
         let mut accepted: Vec<Accepted> = Vec::with_capacity(group.len());
@@ -189,6 +190,7 @@ impl CommitThread {
             accepted.push(Accepted { seq, time_ms, ops: Some(ops), done: Some(done) });
         }
         self.finish_group(buf, failure, accepted);
+        self.shared.indexer.writes_finished();
     }
 
     /// Replica: verify each chunk, write its records as they are, then as `commit_group`. A chunk
@@ -198,6 +200,7 @@ impl CommitThread {
         if chunks.is_empty() {
             return;
         }
+        self.shared.indexer.writes_started();
         let mut accepted: Vec<Accepted> = Vec::new();
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -242,6 +245,7 @@ impl CommitThread {
             }
         }
         self.finish_group(buf, failure, accepted);
+        self.shared.indexer.writes_finished();
     }
 
     /// Decode and verify a replicated chunk: every record's checksum, sequence numbers exactly
