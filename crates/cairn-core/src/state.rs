@@ -512,7 +512,7 @@ impl State {
                         c.keep_version(&id, seq);
                     }
                     c.dirty.insert(id.clone());
-                    let row = Row::new(&id, vector.into(), metadata.into(), label_of(seq, op_index));
+                    let row = Row::new(&id, vector, metadata, label_of(seq, op_index));
                     c.put_row(id, row);
                     let index = c.index.clone();
                     if !self.touched.last().is_some_and(|t| Arc::ptr_eq(t, &index)) {

@@ -237,7 +237,7 @@ fn load_rows(
             }
             match find_logged_upsert(storage, dir, &mut wal_cache, &mc.name, &who.id, who.label) {
                 Some((from, vector, metadata)) => {
-                    c.rows.insert(who.id.clone(), Row::new(&who.id, vector.into(), metadata.into(), who.label));
+                    c.rows.insert(who.id.clone(), Row::new(&who.id, vector, metadata, who.label));
                     report.repaired_records.push(RecordRepair {
                         collection: mc.name.clone(),
                         id: who.id,
