@@ -115,17 +115,17 @@ mod tests {
         format!("{:016x}", xxhash_rust::xxh3::xxh3_64(b))
     }
 
-    fn inode(p: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0)
+    /// The file's identity (device and inode), through the storage layer like all file access.
+    fn identity(fs: &OsStorage, p: &Path) -> crate::storage::FileId {
+        fs.open_read(p).and_then(|f| f.identity()).expect("identity")
     }
 
     #[test]
     fn link_shares_or_clones_and_copy_is_independent() {
         let dir = std::env::temp_dir().join(format!("cairn-placement-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
         let fs = OsStorage;
+        let _ = fs.remove_dir_all(&dir);
+        fs.create_dir_all(&dir).expect("dir");
         let body = vec![7u8; 3 * CHUNK + 5];
         let src = dir.join("a.seg");
         write_synced(&fs, &src, &body).expect("write");
@@ -133,21 +133,21 @@ mod tests {
         let linked = place_verified(&fs, &src, &dir.join("l.seg"), body.len() as u64, &sum, Placement::Link).expect("link");
         assert_ne!(linked, Placed::Copied);
         if linked == Placed::HardLinked {
-            assert_eq!(inode(&src), inode(&dir.join("l.seg")));
+            assert_eq!(identity(&fs, &src), identity(&fs, &dir.join("l.seg")));
         }
         let copied = place_verified(&fs, &src, &dir.join("c.seg"), body.len() as u64, &sum, Placement::Copy).expect("copy");
         assert_eq!(copied, Placed::Copied);
-        assert_ne!(inode(&src), inode(&dir.join("c.seg")));
-        assert_eq!(std::fs::read(dir.join("c.seg")).expect("read"), body);
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_ne!(identity(&fs, &src), identity(&fs, &dir.join("c.seg")));
+        assert_eq!(fs.read(&dir.join("c.seg")).expect("read"), body);
+        let _ = fs.remove_dir_all(&dir);
     }
 
     #[test]
     fn mismatch_is_corruption_and_leaves_nothing() {
         let dir = std::env::temp_dir().join(format!("cairn-placement-bad-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
         let fs = OsStorage;
+        let _ = fs.remove_dir_all(&dir);
+        fs.create_dir_all(&dir).expect("dir");
         let src = dir.join("a.seg");
         write_synced(&fs, &src, b"hello").expect("write");
         let wrong = digest(b"hellO");
@@ -155,8 +155,8 @@ mod tests {
             let to = dir.join("t.seg");
             let e = place_verified(&fs, &src, &to, 5, &wrong, p).expect_err("mismatch");
             assert!(matches!(e, Error::Corruption { .. }), "{e:?}");
-            assert!(!to.exists());
+            assert!(!fs.exists(&to));
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = fs.remove_dir_all(&dir);
     }
 }
