@@ -210,6 +210,9 @@ fn lower_priority() {
 struct IndexerQueue {
     work: VecDeque<Arc<CollectionIndex>>,
     stop: bool,
+    /// The indexer is in a throttle pause: new work waits for its end instead of waking it
+    /// (every commit group notifies).
+    pausing: bool,
 }
 
 /// The default share of one core the indexer may use while writes arrive (`Options`).
@@ -288,7 +291,7 @@ struct IndexerContext {
 impl Indexer {
     /// `write_share` in [0, 1]: the share of one core the indexer may use while writes arrive.
     pub fn start(write_share: f64) -> Indexer {
-        let queue = Arc::new((Mutex::new(IndexerQueue { work: VecDeque::new(), stop: false }), Condvar::new()));
+        let queue = Arc::new((Mutex::new(IndexerQueue { work: VecDeque::new(), stop: false, pausing: false }), Condvar::new()));
         let writes = Arc::new(WriteActivity::new());
         let stopped = Arc::new(AtomicBool::new(false));
         let last_error = Arc::new(Mutex::new(None));
@@ -323,8 +326,11 @@ impl Indexer {
         if !q.work.iter().any(|w| Arc::ptr_eq(w, index)) {
             q.work.push_back(index.clone());
         }
+        let wake = !q.pausing;
         drop(q);
-        cv.notify_one();
+        if wake {
+            cv.notify_one();
+        }
     }
 
     /// Like `notify`, for rows of writes just acknowledged: marks writes as arriving.
@@ -408,6 +414,7 @@ impl Indexer {
                 }
                 .min(MAX_PAUSE);
                 let until = Instant::now() + idle;
+                q.pausing = true;
                 while !q.stop {
                     let now = Instant::now();
                     if now >= until {
@@ -415,6 +422,7 @@ impl Indexer {
                     }
                     q = wait_timeout(cv, q, until - now);
                 }
+                q.pausing = false;
             }
             // More may be pending: requeue behind other collections for fairness.
             if more && !q.work.iter().any(|w| Arc::ptr_eq(w, &index)) {
