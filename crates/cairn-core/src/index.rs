@@ -333,12 +333,6 @@ impl Indexer {
         }
     }
 
-    /// Like `notify`, for rows of writes just acknowledged: marks writes as arriving.
-    pub fn notify_written(&self, index: &Arc<CollectionIndex>) {
-        self.writes.stamp();
-        self.notify(index);
-    }
-
     /// The commit thread starts writing a group: writes arrive until `writes_finished` and
     /// WRITES_QUIET after it.
     pub fn writes_started(&self) {

@@ -94,7 +94,7 @@ export interface OpenOptions {
   metrics?: boolean;
   /**
    * Share of one core the background HNSW indexer may use while writes arrive, from 0 to 1
-   * (default 0.5). Writes acknowledged in the last 100 ms count as arriving; once they stop,
+   * (default 0.5). Writes being written or acknowledged in the last 100 ms count as arriving; once they stop,
    * the indexer uses every core at low priority. 0 defers indexing until writes pause. Rows
    * not yet in the graph are scanned exactly by queries, so a long ingest at a small share
    * makes queries slower until the indexer catches up (`indexStats().pending`).

@@ -333,7 +333,7 @@ impl CommitThread {
         // After the acknowledgements: waking the indexer first would have it compete with the
         // thread that receives them. Pending rows are searched exactly until it catches up.
         for index in &touched {
-            self.shared.indexer.notify_written(index);
+            self.shared.indexer.notify(index);
         }
     }
 
