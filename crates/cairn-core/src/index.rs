@@ -323,7 +323,7 @@ impl Indexer {
     pub fn notify(&self, index: &Arc<CollectionIndex>) {
         let (m, cv) = &*self.queue;
         let mut q = lock(m);
-        if !q.work.iter().any(|w| Arc::ptr_eq(w, index)) {
+        if !q.stop && !q.work.iter().any(|w| Arc::ptr_eq(w, index)) {
             q.work.push_back(index.clone());
         }
         let wake = !q.pausing;
@@ -418,8 +418,9 @@ impl Indexer {
                 }
                 q.pausing = false;
             }
-            // More may be pending: requeue behind other collections for fairness.
-            if more && !q.work.iter().any(|w| Arc::ptr_eq(w, &index)) {
+            // More may be pending: requeue behind other collections for fairness. Never after a
+            // stop, which has emptied the queue so that it holds no graph alive.
+            if more && !q.stop && !q.work.iter().any(|w| Arc::ptr_eq(w, &index)) {
                 q.work.push_back(index);
             }
         }
@@ -505,6 +506,26 @@ mod tests {
         assert_eq!(pending_within(&index, |n| n == 0), 0);
         assert_eq!(read(&index.hnsw).len(), 300);
         assert!(lock(&indexer.last_error).is_none());
+    }
+
+    /// A stop that ends a throttle pause must not requeue the graph: the stopped queue would
+    /// keep it alive as long as the engine lives (a closed store must free its graphs).
+    #[test]
+    fn a_stop_during_a_pause_leaves_no_graph_queued() {
+        let indexer = Indexer::start(0.0);
+        let index = index_with_pending(10);
+        indexer.writes.stamp_at(Instant::now() + Duration::from_secs(60));
+        indexer.notify(&index);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lock(&indexer.queue.0).pausing && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(lock(&indexer.queue.0).pausing, "the indexer pauses while writes arrive at share 0");
+        indexer.stop();
+        assert!(lock(&indexer.queue.0).work.is_empty());
+        indexer.notify(&index);
+        assert!(lock(&indexer.queue.0).work.is_empty(), "a stopped indexer queues nothing");
+        assert_eq!(Arc::strong_count(&index), 1);
     }
 
     #[test]
