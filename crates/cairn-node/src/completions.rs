@@ -1,17 +1,19 @@
-//! Settles commit promises on the JS thread. The commit thread queues each commit's result and
-//! wakes the JS thread through one threadsafe function per store, once per burst of results.
-//! (A napi-rs `JsDeferred` creates a threadsafe function, and with it a libuv handle, for every
-//! promise: that was a large share of a small commit's cost on the JS thread.)
+//! Settles promises on the JS thread for work finished on the engine's own threads (commits on
+//! the commit thread, single queries on the query workers). The finishing thread queues each
+//! result and wakes the JS thread through one threadsafe function per store and kind of result,
+//! once per burst of results. (A napi-rs `JsDeferred` creates a threadsafe function, and with it
+//! a libuv handle, for every promise: that was a large share of a small commit's cost on the JS
+//! thread.)
 
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use napi::bindgen_prelude::{BigInt, ToNapiValue};
+use napi::bindgen_prelude::ToNapiValue;
 use napi::{check_status, sys, Env, JsError, JsObject, NapiRaw, NapiValue};
 
-use crate::errors::Failure;
+use crate::errors::Outcome;
 
 /// A promise's resolver. Only ever used on the JS thread, in `settle`.
 pub struct Deferred(sys::napi_deferred);
@@ -25,8 +27,9 @@ struct Tsfn(sys::napi_threadsafe_function);
 unsafe impl Send for Tsfn {}
 unsafe impl Sync for Tsfn {}
 
-pub struct Completions {
-    done: Mutex<Vec<(Deferred, cairn_core::Result<u64>)>>,
+/// Promises settled with a `T` (or rejected with a `Failure`).
+pub struct Completions<T> {
+    done: Mutex<Vec<(Deferred, Outcome<T>)>>,
     /// A call of the threadsafe function is queued and has not started draining `done` yet.
     wake_pending: AtomicBool,
     /// Commits whose promise is not settled yet. While there are any, the threadsafe function
@@ -41,16 +44,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Completions {
-    /// Create the store's threadsafe function (JS thread).
-    pub fn new(env: &Env) -> napi::Result<Arc<Completions>> {
+impl<T: ToNapiValue + Send + 'static> Completions<T> {
+    /// Create the threadsafe function, named `name` for diagnostics (JS thread).
+    pub fn new(env: &Env, name: &str) -> napi::Result<Arc<Completions<T>>> {
         let c = Arc::new(Completions {
             done: Mutex::new(Vec::new()),
             wake_pending: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             tsfn: RwLock::new(None),
         });
-        let name = env.create_string("cairnCommit")?;
+        let name = env.create_string(name)?;
         // The threadsafe function owns one reference, given back in `finalize`.
         let context = Arc::into_raw(c.clone()) as *mut c_void;
         let mut raw = ptr::null_mut();
@@ -64,15 +67,15 @@ impl Completions {
                 0,
                 1,
                 context,
-                Some(finalize),
+                Some(finalize::<T>),
                 context,
-                Some(call_js),
+                Some(call_js::<T>),
                 &mut raw,
             ))
         };
         if let Err(e) = created {
             // SAFETY: not handed to N-API, so this is the only user of that reference.
-            drop(unsafe { Arc::from_raw(context as *const Completions) });
+            drop(unsafe { Arc::from_raw(context as *const Completions<T>) });
             return Err(e);
         }
         // SAFETY: `raw` was just created on this thread.
@@ -98,7 +101,7 @@ impl Completions {
     }
 
     /// Queue a result (any thread); the JS thread settles its promise soon after.
-    pub fn complete(&self, deferred: Deferred, result: cairn_core::Result<u64>) {
+    pub fn complete(&self, deferred: Deferred, result: Outcome<T>) {
         lock(&self.done).push((deferred, result));
         // Cleared by `settle` before it drains, so a result pushed after a drain began always
         // schedules another one.
@@ -120,8 +123,8 @@ impl Completions {
             // SAFETY: JS thread, each deferred settled exactly once.
             unsafe {
                 let value = match result {
-                    Ok(seq) => BigInt::to_napi_value(env, BigInt::from(seq)).map_err(|e| JsError::from(e).into_value(env)),
-                    Err(e) => Err(JsError::from(Failure::from(e).into_napi(&Env::from_raw(env))).into_value(env)),
+                    Ok(v) => T::to_napi_value(env, v).map_err(|e| JsError::from(e).into_value(env)),
+                    Err(f) => Err(JsError::from(f.into_napi(&Env::from_raw(env))).into_value(env)),
                 };
                 match value {
                     Ok(v) => sys::napi_resolve_deferred(env, deferred.0, v),
@@ -132,7 +135,7 @@ impl Completions {
         self.finished(env, settled);
     }
 
-    /// A promise from `begin` that will never be settled (its commit was not submitted).
+    /// A promise from `begin` that will never be settled (its work was not submitted).
     pub fn abandon(&self, env: &Env) {
         self.finished(env.raw(), 1);
     }
@@ -156,25 +159,31 @@ impl Completions {
     }
 }
 
-unsafe extern "C" fn call_js(env: sys::napi_env, _js: sys::napi_value, context: *mut c_void, _data: *mut c_void) {
+unsafe extern "C" fn call_js<T: ToNapiValue + Send + 'static>(
+    env: sys::napi_env,
+    _js: sys::napi_value,
+    context: *mut c_void,
+    _data: *mut c_void,
+) {
     // A null env: the environment is being torn down; nothing can be settled any more.
     if env.is_null() || context.is_null() {
         return;
     }
     // SAFETY: `context` is the reference owned by the threadsafe function, alive until `finalize`.
-    let c = unsafe { &*(context as *const Completions) };
+    let c = unsafe { &*(context as *const Completions<T>) };
     c.settle(env);
 }
 
-unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+unsafe extern "C" fn finalize<T>(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
     // SAFETY: the reference given to the threadsafe function in `new`, returned exactly once.
-    let c = unsafe { Arc::from_raw(data as *const Completions) };
+    let c = unsafe { Arc::from_raw(data as *const Completions<T>) };
     // Finalized by the environment's teardown before `release`: never call it again.
     c.tsfn.write().unwrap_or_else(|p| p.into_inner()).take();
 }
 
-// Shared with the commit thread.
+// Shared with the commit thread and the query workers.
 const _: fn() = || {
     fn assert_send_sync<T: Send + Sync>() {}
-    assert_send_sync::<Completions>();
+    assert_send_sync::<Completions<napi::bindgen_prelude::BigInt>>();
+    assert_send_sync::<Completions<Vec<crate::store::NativeQueryResult>>>();
 };

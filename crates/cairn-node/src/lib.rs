@@ -2,12 +2,14 @@
 //! objects (`native.d.ts` is generated from them), runs engine code under `catch_unwind`, and
 //! fails with the error object of `errors.rs`. Beyond conversion it holds only the registry of
 //! scan controls that piscina worker threads share (`scrub.rs`), the promise settling of
-//! commits (`completions.rs`) and the float32 byte shuffle of archives (`bytes.rs`).
+//! commits and queries (`completions.rs`), the query workers (`query_worker.rs`) and the
+//! float32 byte shuffle of archives (`bytes.rs`).
 //!
 //! - `store.rs`: `openStore` and the `NativeStore` class (commit, reads, queries, checkpoint)
 //! - `read_view.rs`: read views (reads as of a seq) and transaction commits
 //! - `select.rs`: count, scan, getMany and deleteWhere by filter; `payload_index.rs`: payload indexes
-//! - `completions.rs`: settles commit promises on the JS thread
+//! - `completions.rs`: settles commit and query promises on the JS thread; `query_worker.rs`:
+//!   the threads that run queries
 //! - `digest.rs`: content digests of a collection's rows (the recovery drill's model)
 //! - `recovery_report.rs`: what recovery found on open
 //! - `snapshot.rs`, `restore.rs`: snapshots, point-in-time restore
@@ -40,6 +42,7 @@ mod live_view;
 mod manifest;
 mod payload_index;
 mod quarantine_note;
+mod query_worker;
 mod read_view;
 mod recovery_report;
 mod repair;

@@ -9,9 +9,10 @@ use napi::bindgen_prelude::*;
 use napi::{Env, JsObject};
 use napi_derive::napi;
 
+use crate::completions::Completions;
 use crate::errors::{core, sync};
 use crate::select::{found_rows, parse_filter, scan_page, NativeScanPage};
-use crate::store::{query_filter, query_one, query_task, NativeCollectionInfo, NativeQueryResult, NativeRow, NativeStore};
+use crate::store::{query_filter, query_job, query_one, submit_query, NativeCollectionInfo, NativeQueryResult, NativeRow, NativeStore};
 use crate::task::{task, CoreTask};
 
 /// One id a transaction read.
@@ -35,6 +36,8 @@ pub struct NativeViewStats {
 #[napi]
 pub struct NativeReadView {
     view: Arc<ReadView>,
+    /// The store's, so that a view's queries settle like the store's.
+    queries: Arc<Completions<Vec<NativeQueryResult>>>,
 }
 
 #[napi]
@@ -43,7 +46,7 @@ impl NativeStore {
     #[napi]
     pub fn read_view(&self, env: Env) -> napi::Result<NativeReadView> {
         let view = sync(&env, || core(self.engine.read_view()))?;
-        Ok(NativeReadView { view: Arc::new(view) })
+        Ok(NativeReadView { view: Arc::new(view), queries: self.queries.clone() })
     }
 
     #[napi]
@@ -148,11 +151,12 @@ impl NativeReadView {
         k: u32,
         ef: Option<u32>,
         filter: Option<String>,
-    ) -> napi::Result<AsyncTask<CoreTask<Vec<NativeQueryResult>>>> {
+    ) -> napi::Result<JsObject> {
         let filter = sync(&env, || query_filter(filter.as_deref(), &collection, vectors.len(), count))?;
         let view = self.view.clone();
         let (k, ef) = (k as usize, ef.map(|e| e as usize));
-        Ok(query_task(collection, vectors.to_vec(), count, move |collection, q| view.query(collection, q, k, ef, filter.as_ref())))
+        let job = query_job(collection, vectors.to_vec(), count, move |collection, q| view.query(collection, q, k, ef, filter.as_ref()));
+        submit_query(&env, &self.queries, job)
     }
 
     /// `query` for one vector on the calling thread (see `NativeStore::query_sync`).

@@ -57,7 +57,7 @@ impl Task for OpenTask {
         })
     }
     fn resolve(&mut self, env: Env, engine: Engine) -> napi::Result<NativeStore> {
-        Ok(NativeStore { completions: Completions::new(&env)?, engine: Arc::new(engine) })
+        NativeStore::new(&env, engine)
     }
     fn reject(&mut self, env: Env, err: napi::Error) -> napi::Result<NativeStore> {
         Err(match self.failure.take() {
@@ -179,12 +179,25 @@ pub struct NativeIndexStats {
 #[napi]
 pub struct NativeStore {
     pub(crate) engine: Arc<Engine>,
-    pub(crate) completions: Arc<Completions>,
+    pub(crate) completions: Arc<Completions<BigInt>>,
+    /// Settles `query` promises (see `query_worker.rs`).
+    pub(crate) queries: Arc<Completions<Vec<NativeQueryResult>>>,
 }
 
 impl Drop for NativeStore {
     fn drop(&mut self) {
         self.completions.release();
+        self.queries.release();
+    }
+}
+
+impl NativeStore {
+    fn new(env: &Env, engine: Engine) -> napi::Result<NativeStore> {
+        Ok(NativeStore {
+            completions: Completions::new(env, "cairnCommit")?,
+            queries: Completions::new(env, "cairnQuery")?,
+            engine: Arc::new(engine),
+        })
     }
 }
 
@@ -214,9 +227,9 @@ impl NativeStore {
         Ok(list.into_iter().map(NativeCollectionInfo::from).collect())
     }
 
-    /// k-NN search off the event loop: `count` queries packed in `vectors`, searched in parallel
-    /// on all cores. `ef` absent means exact search (the ground truth). `filter` is a JSON
-    /// object of field: value.
+    /// k-NN search off the event loop, on a query worker: `count` queries packed in `vectors`,
+    /// searched in parallel on all cores. `ef` absent means exact search (the ground truth).
+    /// `filter` is a JSON object of field: value.
     #[allow(
         clippy::too_many_arguments,
         reason = "the positional arguments of a JavaScript function; `expect` is unfulfilled through the napi macro"
@@ -231,16 +244,17 @@ impl NativeStore {
         k: u32,
         ef: Option<u32>,
         filter: Option<String>,
-    ) -> napi::Result<AsyncTask<CoreTask<Vec<NativeQueryResult>>>> {
+    ) -> napi::Result<JsObject> {
         let filter = sync(&env, || query_filter(filter.as_deref(), &collection, vectors.len(), count))?;
         let engine = self.engine.clone();
-        Ok(query_task(collection, vectors.to_vec(), count, move |collection, q| {
+        let job = query_job(collection, vectors.to_vec(), count, move |collection, q| {
             engine_query(&engine, collection, q, k, ef, filter.as_ref())
-        }))
+        });
+        submit_query(&env, &self.queries, job)
     }
 
-    /// One k-NN search on the calling (JavaScript) thread: `query` without the thread-pool hop,
-    /// for searches short enough that the hop would dominate. Blocks the event loop meanwhile.
+    /// One k-NN search on the calling (JavaScript) thread: `query` without the hop to a query
+    /// worker, for searches short enough that the hop would dominate. Blocks the event loop meanwhile.
     #[napi]
     pub fn query_sync(
         &self,
@@ -331,13 +345,13 @@ fn engine_query(
 }
 
 /// `count` queries packed in `vectors`, each answered by `one`, in parallel on all cores.
-pub(crate) fn query_task(
+pub(crate) fn query_job(
     collection: String,
     vectors: Vec<f32>,
     count: u32,
     one: impl Fn(&str, &[f32]) -> cairn_core::Result<QueryOutput> + Send + Sync + 'static,
-) -> AsyncTask<CoreTask<Vec<NativeQueryResult>>> {
-    task(move || {
+) -> impl FnOnce() -> Outcome<Vec<NativeQueryResult>> + Send + 'static {
+    move || {
         use rayon::prelude::*;
         if count == 1 {
             return query_one(&collection, &vectors, one).map(|r| vec![r]);
@@ -345,7 +359,22 @@ pub(crate) fn query_task(
         let dim = (vectors.len() / count as usize).max(1);
         let out: cairn_core::Result<Vec<QueryOutput>> = vectors.par_chunks(dim).map(|q| one(&collection, q)).collect();
         Ok(core(out).map_err(|f| f.in_collection(&collection))?.into_iter().map(NativeQueryResult::from).collect())
-    })
+    }
+}
+
+/// A promise of `job`'s results, run on a query worker and settled through `queries`.
+pub(crate) fn submit_query(
+    env: &Env,
+    queries: &Arc<Completions<Vec<NativeQueryResult>>>,
+    job: impl FnOnce() -> Outcome<Vec<NativeQueryResult>> + Send + 'static,
+) -> napi::Result<JsObject> {
+    let (deferred, promise) = queries.begin(env)?;
+    let settle = queries.clone();
+    if let Err(f) = crate::query_worker::run(job, move |r| settle.complete(deferred, r)) {
+        queries.abandon(env);
+        return Err(f.into_napi(env));
+    }
+    Ok(promise)
 }
 
 /// One query answered by `one`, on this thread; a failure names the collection.
@@ -371,7 +400,7 @@ impl NativeStore {
         let engine = self.engine.clone();
         let completions = self.completions.clone();
         let submitted = guarded(move || {
-            submit(&engine, bytes, Box::new(move |r| completions.complete(deferred, r)));
+            submit(&engine, bytes, Box::new(move |r| completions.complete(deferred, r.map(BigInt::from).map_err(Failure::from))));
             Ok(())
         });
         if let Err(f) = submitted {

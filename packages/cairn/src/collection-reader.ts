@@ -189,7 +189,7 @@ export class CollectionReader<M extends object = Metadata> {
 
   /** k nearest rows, best first. Every acknowledged write is visible, indexed or not. Records
    *  that cannot be read are skipped and listed in the result's `skipped`. The search runs on
-   *  the thread pool, off the event loop. */
+   *  one of the engine's query workers, off the event loop. */
   query(vector: Float32Array | number[], options: QueryOptions): Promise<QueryResult<M>> {
     // Chained on the native promise rather than awaited through `native()`: two async frames
     // less per query. Rejects, never throws.
@@ -204,7 +204,7 @@ export class CollectionReader<M extends object = Metadata> {
 
   /**
    * `query` on the calling thread, returning the result instead of a promise: the same options,
-   * checks, errors (thrown, not rejected) and result. It saves the thread-pool hop (tens of µs),
+   * checks, errors (thrown, not rejected) and result. It saves the hop to a query worker (about 25 µs),
    * which is most of the cost of a small search, but the whole search blocks the event loop
    * meanwhile: use it where a search takes well under a millisecond (small `ef`, small
    * collections, selective indexed filters), and `query` otherwise (README, `querySync`).
