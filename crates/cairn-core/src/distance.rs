@@ -105,11 +105,18 @@ pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
 
 /// Unit-normalised copy; a zero vector stays zero (its cosine distance to anything is 1).
 pub fn normalize(v: &[f32]) -> Vec<f32> {
+    let norm = cosine_norm(v);
+    v.iter().map(|x| x / norm).collect()
+}
+
+/// What `normalize` divides by: the vector's length, or 1 when that is zero or not finite.
+pub fn cosine_norm(v: &[f32]) -> f32 {
     let norm = dot(v, v).sqrt();
     if norm == 0.0 || !norm.is_finite() {
-        return v.to_vec();
+        1.0
+    } else {
+        norm
     }
-    v.iter().map(|x| x / norm).collect()
 }
 
 #[cfg(test)]

@@ -150,14 +150,14 @@ impl CollectionIndex {
             if stop.load(Ordering::Acquire) || (inserted > 0 && interrupt()) {
                 break;
             }
-            let items: Vec<(u64, &[f32])> = part.iter().map(|(l, v)| (*l, &v[..])).collect();
-            if sequential || items.len() <= SEQUENTIAL_MAX {
+            // The graph holds the rows' own vectors (one copy in memory), not copies.
+            if sequential || part.len() <= SEQUENTIAL_MAX {
                 let h = read(&self.hnsw);
-                for (label, vector) in &items {
-                    h.insert(*label, vector)?;
+                for (label, vector) in part {
+                    h.insert_shared(*label, vector.clone())?;
                 }
             } else {
-                read(&self.hnsw).insert_batch(&items)?;
+                read(&self.hnsw).insert_shared_batch(part)?;
             }
             // Each part leaves `pending` as soon as it is in the graph (the module invariant).
             let mut p = lock(&self.pending);
@@ -566,5 +566,27 @@ mod tests {
         assert_eq!(indexer.compactions.get(), 1);
         assert!(!index.compaction_due());
         assert_eq!(read(&index.hnsw).len(), COMPACT_MIN_TOMBSTONES / 2);
+    }
+
+    /// The graph holds the rows' vectors, not copies: after indexing (in chunks small enough to
+    /// go one by one and large ones that go in parallel), each vector has exactly two holders,
+    /// the row (here the test's handle) and its graph node; compaction keeps sharing them.
+    #[test]
+    fn indexed_vectors_are_the_rows_own_allocations() {
+        for rows in [10usize, 3_000] {
+            let index = CollectionIndex::new(Hnsw::new(HnswParams::new(4, Metric::L2), 16).expect("params"));
+            let vectors: Vec<Arc<[f32]>> = (0..rows).map(|i| Arc::from(vec![i as f32, 1.0, -(i as f32), 0.5])).collect();
+            for (i, v) in vectors.iter().enumerate() {
+                index.add_pending(label_of(i as u64 + 1, 0), v.clone());
+            }
+            let indexer = Indexer::start(1.0);
+            indexer.notify(&index);
+            assert_eq!(pending_within(&index, |n| n == 0), 0);
+            assert!(vectors.iter().all(|v| Arc::strong_count(v) == 2), "{rows} rows: a vector was copied or leaked");
+            index.remove(label_of(1, 0));
+            write(&index.hnsw).compact().expect("compact");
+            assert_eq!(Arc::strong_count(&vectors[0]), 1, "a compacted graph drops a deleted row's vector");
+            assert!(vectors[1..].iter().all(|v| Arc::strong_count(v) == 2), "{rows} rows: compaction copied a vector");
+        }
     }
 }

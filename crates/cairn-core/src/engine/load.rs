@@ -59,8 +59,10 @@ pub(super) fn load_checkpoint(
         })?;
         let (mut c, damaged) = c;
         let hnsw = match graph {
-            Ok(h) => {
+            Ok(mut h) => {
                 c.index_file = mc.index.clone();
+                // The graph's nodes take the rows' vectors in place of the file's copies.
+                h.share_vectors(|label| c.live.get(&label).and_then(|id| c.rows.get(id)).map(|row| row.vector.clone()));
                 h
             }
             // A missing or damaged file means a rebuild from the vectors (every row pending),

@@ -453,4 +453,40 @@ mod tests {
         assert_eq!(Arc::strong_count(&index), 1, "only this test still holds the graph");
         assert!(matches!(e.get("c", "r1"), Err(Error::Closed)));
     }
+
+    /// One copy of each vector: after indexing, and again after a reopen that reads the graph
+    /// from its file, every row's vector is held by the row and its graph node and nothing else.
+    #[test]
+    fn rows_and_graph_share_each_vector_before_and_after_a_reopen() {
+        for metric in [Metric::Cosine, Metric::L2] {
+            let storage = Arc::new(crate::fault::FaultStorage::new());
+            let opts = || Options { storage: storage.clone(), prealloc: crate::wal::writer::Prealloc::Off, ..Options::default() };
+            let holders = |e: &Engine| -> Vec<usize> {
+                let st = crate::sync::read(&e.shared.state);
+                st.collection("c").expect("c").rows.values().map(|r| Arc::strong_count(&r.vector)).collect()
+            };
+            let e = Engine::open(Path::new("/store"), opts()).expect("open");
+            let spec = CollectionSpec { name: "c".into(), dim: 3, metric, m: 8, ef_construction: 32 };
+            e.commit(&[Op::CreateCollection(spec)]).expect("create");
+            let ups: Vec<Op> = (0..3_000)
+                .map(|i| Op::Upsert {
+                    collection: "c".into(),
+                    id: format!("r{i}"),
+                    vector: vec![i as f32, 1.0 + (i % 7) as f32, -0.5].into(),
+                    metadata: "null".into(),
+                })
+                .collect();
+            e.commit(&ups).expect("upsert");
+            e.wait_for_index("c").expect("indexed");
+            assert!(holders(&e).iter().all(|&n| n == 2), "{metric:?}: indexed rows");
+            e.checkpoint().expect("checkpoint");
+            e.close().expect("close");
+            let e = Engine::open(Path::new("/store"), opts()).expect("reopen");
+            let h = holders(&e);
+            assert_eq!(h.len(), 3_000);
+            assert!(h.iter().all(|&n| n == 2), "{metric:?}: after reopen, holders {:?}", &h[..5]);
+            assert!(e.recovery_report().index_rebuilds.is_empty(), "the graph was read from its file");
+            e.close().expect("close");
+        }
+    }
 }

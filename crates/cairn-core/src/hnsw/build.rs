@@ -1,9 +1,9 @@
 //! Insertion (Malkov & Yashunin alg. 1) with the neighbour-selection heuristic (alg. 4), safe to
 //! run from many threads at once and alongside searches.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -25,18 +25,32 @@ impl Hnsw {
     /// Inserts `vector` under `label`, or replaces the vector of an existing label (the old node
     /// is tombstoned and the label moves to a new node). Takes one node slot either way; fails
     /// with `InvalidArgument` when no slot is left (call `reserve`) or the vector is invalid.
+    /// The graph keeps a copy; `insert_shared` keeps the caller's vector instead.
     pub fn insert(&self, label: u64, vector: &[f32]) -> Result<()> {
-        self.check_vector(vector)?;
-        let prepared = self.prepare(vector);
-        let _gate = read(&self.insert_gate);
-        self.insert_prepared(label, &prepared)
+        self.insert_shared(label, Arc::from(vector))
     }
 
-    /// Inserts many items in parallel on the rayon pool. A label given twice ends with its last
-    /// vector, as if the items were inserted in order. Fails before inserting anything if a
-    /// vector is invalid or the free slots cannot hold the batch; a concurrent insert that takes
-    /// the last slots midway leaves the batch partly inserted (re-inserting it is an update).
+    /// `insert` of a vector the graph holds by reference (the row's own, so it is in memory
+    /// once); it must never change afterwards.
+    pub fn insert_shared(&self, label: u64, vector: Arc<[f32]>) -> Result<()> {
+        self.check_vector(&vector)?;
+        let norm = self.norm_of(&vector);
+        let _gate = read(&self.insert_gate);
+        self.insert_node(label, vector, norm)
+    }
+
+    /// Inserts many items in parallel on the rayon pool, each keeping a copy of its vector. A
+    /// label given twice ends with its last vector, as if the items were inserted in order.
+    /// Fails before inserting anything if a vector is invalid or the free slots cannot hold the
+    /// batch; a concurrent insert that takes the last slots midway leaves the batch partly
+    /// inserted (re-inserting it is an update).
     pub fn insert_batch(&self, items: &[(u64, &[f32])]) -> Result<()> {
+        let shared: Vec<(u64, Arc<[f32]>)> = items.iter().map(|(label, v)| (*label, Arc::from(*v))).collect();
+        self.insert_shared_batch(&shared)
+    }
+
+    /// `insert_batch` of vectors the graph holds by reference (see `insert_shared`).
+    pub fn insert_shared_batch(&self, items: &[(u64, Arc<[f32]>)]) -> Result<()> {
         for (_, vector) in items {
             self.check_vector(vector)?;
         }
@@ -44,22 +58,16 @@ impl Hnsw {
         for (i, (label, _)) in items.iter().enumerate() {
             last_index_of_label.insert(*label, i);
         }
-        let unique: Vec<(u64, &[f32])> = if last_index_of_label.len() == items.len() {
-            items.to_vec()
-        } else {
-            let mut kept: Vec<usize> = last_index_of_label.into_values().collect();
-            kept.sort_unstable();
-            kept.into_iter().map(|i| items[i]).collect()
-        };
-        self.insert_many(&unique, true)
+        let mut kept: Vec<usize> =
+            if last_index_of_label.len() == items.len() { (0..items.len()).collect() } else { last_index_of_label.into_values().collect() };
+        kept.sort_unstable();
+        let unique: Vec<(u64, Arc<[f32]>, f32)> =
+            kept.into_iter().map(|i| (items[i].0, items[i].1.clone(), self.norm_of(&items[i].1))).collect();
+        self.insert_many(&unique)
     }
 
-    /// Batch insert of vectors already in stored form (normalised for cosine) with unique labels.
-    pub(super) fn insert_prepared_batch(&self, items: &[(u64, &[f32])]) -> Result<()> {
-        self.insert_many(items, false)
-    }
-
-    fn insert_many(&self, items: &[(u64, &[f32])], needs_preparing: bool) -> Result<()> {
+    /// Inserts validated items with unique labels, each with its norm, in parallel.
+    pub(super) fn insert_many(&self, items: &[(u64, Arc<[f32]>, f32)]) -> Result<()> {
         let _gate = read(&self.insert_gate);
         let free = self.graph.capacity() - read(&self.directory).allocated as usize;
         if items.len() > free {
@@ -68,24 +76,21 @@ impl Hnsw {
                 items.len()
             )));
         }
-        items.par_iter().try_for_each(|&(label, vector)| {
-            let vector = if needs_preparing { self.prepare(vector) } else { Cow::Borrowed(vector) };
-            self.insert_prepared(label, &vector)
-        })
+        items.par_iter().try_for_each(|(label, vector, norm)| self.insert_node(*label, vector.clone(), *norm))
     }
 
-    /// Inserts a validated, prepared vector. The caller holds `insert_gate` shared.
-    fn insert_prepared(&self, label: u64, vector: &[f32]) -> Result<()> {
-        self.insert_at_level(label, vector, self.draw_level(), |_| {})
+    /// Inserts a validated vector with its norm. The caller holds `insert_gate` shared.
+    fn insert_node(&self, label: u64, vector: Arc<[f32]>, norm: f32) -> Result<()> {
+        self.insert_at_level(label, vector, norm, self.draw_level(), |_| {})
     }
 
-    /// `insert_prepared` with a given level; `after_layer` runs after each layer's links are
+    /// `insert_node` with a given level; `after_layer` runs after each layer's links are
     /// published (tests pause there to interleave other inserts).
-    fn insert_at_level(&self, label: u64, vector: &[f32], level: usize, after_layer: impl FnMut(usize)) -> Result<()> {
+    fn insert_at_level(&self, label: u64, vector: Arc<[f32]>, norm: f32, level: usize, after_layer: impl FnMut(usize)) -> Result<()> {
         let node = self.allocate_node(label)?;
         // SAFETY: `node` was allocated to this call just now, and nothing links to it or names it
         // as entry point until `link_new_node` below publishes it.
-        unsafe { self.graph.vectors.write(node, vector) };
+        unsafe { self.graph.vectors.write(node, vector, norm) };
         self.graph.init_node(node, label, level);
         self.link_new_node(node, level, after_layer);
         Ok(())
@@ -148,7 +153,8 @@ impl Hnsw {
     /// for `node` on each, indexed by layer. Links nothing: `node` stays unreachable throughout,
     /// so it can never turn up among its own candidates.
     fn choose_links(&self, node: u32, level: usize, entry: u32, top: usize) -> Vec<Vec<u32>> {
-        let query = self.graph.vector(node);
+        let query = self.node_query(node);
+        let query = &query[..];
         let lowest_shared = level.min(top);
         let mut chosen = vec![Vec::new(); lowest_shared + 1];
         with_scratch(|scratch| {
@@ -197,8 +203,7 @@ impl Hnsw {
             if kept.len() >= max {
                 break;
             }
-            let vector = self.graph.vector(candidate.node);
-            if kept.iter().all(|&k| self.distance_to(vector, k) >= candidate.dist) {
+            if kept.iter().all(|&k| self.distance_between(candidate.node, k) >= candidate.dist) {
                 kept.push(candidate.node);
             }
         }
@@ -237,8 +242,7 @@ impl Hnsw {
         if pool.len() <= max {
             return pool.to_vec();
         }
-        let base_vector = self.graph.vector(base);
-        let mut scored: Vec<Scored> = pool.iter().map(|&id| Scored { dist: self.distance_to(base_vector, id), node: id }).collect();
+        let mut scored: Vec<Scored> = pool.iter().map(|&id| Scored { dist: self.distance_between(base, id), node: id }).collect();
         scored.sort_unstable();
         let kept = self.select_neighbours(&scored, max);
         if layer != 0 {
@@ -298,6 +302,8 @@ impl Hnsw {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::super::test_data::TestRng;
     use super::super::{Hnsw, HnswParams};
     use crate::distance::Metric;
@@ -377,11 +383,11 @@ mod tests {
         let paused = rng.vectors(1, 8).remove(0);
         let mut beside: Vec<(u64, Vec<f32>)> = Vec::new();
         index
-            .insert_at_level(10_000, &paused, level, |_| {
+            .insert_at_level(10_000, Arc::from(&paused[..]), 1.0, level, |_| {
                 for _ in 0..10 {
                     let label = 20_000 + beside.len() as u64;
                     let vector: Vec<f32> = paused.iter().map(|x| x + 0.02 * (rng.unit() - 0.5)).collect();
-                    index.insert_at_level(label, &vector, 0, |_| {}).expect("capacity");
+                    index.insert_at_level(label, Arc::from(&vector[..]), 1.0, 0, |_| {}).expect("capacity");
                     beside.push((label, vector));
                 }
             })
@@ -419,7 +425,7 @@ mod tests {
         for (label, (_, vector)) in points.iter().enumerate() {
             let node = index.allocate_node(label as u64).expect("capacity");
             // SAFETY: single-threaded test; the node is not linked anywhere yet.
-            unsafe { index.graph.vectors.write(node, vector) };
+            unsafe { index.graph.vectors.write(node, Arc::from(&vector[..]), 1.0) };
             index.graph.init_node(node, label as u64, 0);
         }
         let list_a = [id("near_a"), id("x"), id("a_left"), id("a_up")];

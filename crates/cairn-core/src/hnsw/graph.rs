@@ -1,5 +1,6 @@
-//! Node storage of the HNSW graph: one contiguous vector arena, flat level-0 link lists, per-node
-//! upper-level link lists, labels, levels, tombstones and one spinlock per node.
+//! Node storage of the HNSW graph: the node vectors (shared with the rows, `vectors.rs`), flat
+//! level-0 link lists, per-node upper-level link lists, labels, levels, tombstones and one
+//! spinlock per node.
 //!
 //! Concurrency model (the reason most fields are atomics):
 //! - A node id is allocated once; the allocating thread alone writes its vector, label, level and
@@ -13,9 +14,10 @@
 //!   `&mut` access (`grow`, drop).
 
 use std::alloc::{alloc_zeroed, handle_alloc_error, Layout};
-use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
+
+pub(super) use super::vectors::VectorSlots;
 
 /// Highest level a node can be drawn at. With mult = 1/ln(M) and M >= 2 a level above 16 has
 /// probability below 2^-23 per node; capping keeps link storage and the file format bounded.
@@ -34,49 +36,6 @@ fn prefetch(address: *const i8) {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = address;
-}
-
-/// Contiguous f32 storage for node vectors, `dim` floats per node id.
-pub(super) struct VectorArena {
-    cells: Box<[UnsafeCell<f32>]>,
-    dim: usize,
-}
-
-// SAFETY: a slot is written only through `write`, whose contract guarantees that no other thread
-// can read that slot until the writer publishes the node with Release ordering; all other access is
-// read-only. Readers therefore never race with a writer on the same memory.
-unsafe impl Sync for VectorArena {}
-
-impl VectorArena {
-    fn new(dim: usize, capacity: usize) -> VectorArena {
-        VectorArena { cells: zeroed(dim * capacity), dim }
-    }
-
-    /// # Safety
-    /// The caller must own node `id` exclusively: it was allocated to this caller, and no other
-    /// thread can have obtained the id yet (it is not in any link list nor the entry point).
-    pub(super) unsafe fn write(&self, id: u32, vector: &[f32]) {
-        let start = id as usize * self.dim;
-        let slot = &self.cells[start..start + self.dim];
-        debug_assert_eq!(vector.len(), self.dim);
-        for (cell, value) in slot.iter().zip(vector) {
-            // SAFETY: exclusivity per the function contract.
-            unsafe { *cell.get() = *value };
-        }
-    }
-
-    #[inline]
-    pub(super) fn get(&self, id: u32) -> &[f32] {
-        let start = id as usize * self.dim;
-        let slot = &self.cells[start..start + self.dim];
-        // SAFETY: UnsafeCell<f32> has the layout of f32, and the slot is not being written: it is
-        // either published (written once, then immutable) or never handed out by the graph.
-        unsafe { std::slice::from_raw_parts(slot.as_ptr().cast::<f32>(), self.dim) }
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.cells.len() * std::mem::size_of::<f32>()
-    }
 }
 
 /// Read-only view of one link list. Slot 0 holds the count.
@@ -116,10 +75,10 @@ impl Drop for LinkLock<'_> {
     }
 }
 
-/// See `Graph::load_view`. Laid out as in the file: `vectors` holds dim floats per node,
-/// `level0_links` 1 + 2M slots per node (count, then ids), the rest one entry per node.
+/// See `Graph::load_view`. Laid out as in the file: `level0_links` 1 + 2M slots per node
+/// (count, then ids), the rest one entry per node. Vectors are loaded with `VectorSlots::point_into`.
 pub(super) struct LoadView<'a> {
-    pub(super) vectors: &'a mut [UnsafeCell<f32>],
+    pub(super) vectors: &'a mut VectorSlots,
     pub(super) level0_links: &'a mut [AtomicU32],
     pub(super) upper_links: &'a mut [OnceLock<Box<[AtomicU32]>>],
     pub(super) level0_in_degree: &'a mut [AtomicU32],
@@ -135,7 +94,7 @@ pub(super) struct Graph {
     /// Link slots per level-0 list (count + `max_level0` ids); `max_level0 = 2 * M`.
     max_level0: usize,
     capacity: usize,
-    pub(super) vectors: VectorArena,
+    pub(super) vectors: VectorSlots,
     level0_links: Box<[AtomicU32]>,
     upper_links: Box<[OnceLock<Box<[AtomicU32]>>]>,
     /// Number of level-0 lists that contain each node. Kept so that link pruning can avoid
@@ -155,7 +114,7 @@ fn atomics<T>(n: usize, make: impl Fn() -> T) -> Box<[T]> {
 ///
 /// # Safety
 /// Implementors must be valid when every byte is zero.
-unsafe trait ZeroIsValid {}
+pub(super) unsafe trait ZeroIsValid {}
 // SAFETY: each is an integer, bool or f32 in a transparent wrapper; zero bytes are 0, false, 0.0.
 unsafe impl ZeroIsValid for AtomicU8 {}
 // SAFETY: as above.
@@ -164,14 +123,14 @@ unsafe impl ZeroIsValid for AtomicU32 {}
 unsafe impl ZeroIsValid for AtomicU64 {}
 // SAFETY: as above.
 unsafe impl ZeroIsValid for AtomicBool {}
-// SAFETY: as above.
-unsafe impl ZeroIsValid for UnsafeCell<f32> {}
+// SAFETY: zero bytes are 0.0.
+unsafe impl ZeroIsValid for f32 {}
 
 /// `n` zero values in memory that comes zeroed from the allocator. For large arenas that means
 /// fresh pages the OS maps on first write, so a new or loading index does not pay for writing
 /// (and faulting in) every slot twice; large ones ask for huge pages, so that first write
 /// faults 512 times less often.
-fn zeroed<T: ZeroIsValid>(n: usize) -> Box<[T]> {
+pub(super) fn zeroed<T: ZeroIsValid>(n: usize) -> Box<[T]> {
     // The same bound Vec enforces; capacities are validated long before this could trip.
     let layout = Layout::array::<T>(n).expect("arena size overflows isize");
     if layout.size() == 0 {
@@ -196,7 +155,7 @@ impl Graph {
             max_upper: m,
             max_level0,
             capacity,
-            vectors: VectorArena::new(dim, capacity),
+            vectors: VectorSlots::new(dim, capacity),
             level0_links: zeroed(capacity * (1 + max_level0)),
             upper_links: atomics(capacity, OnceLock::new),
             level0_in_degree: zeroed(capacity),
@@ -228,10 +187,8 @@ impl Graph {
             return;
         }
         let mut grown = Graph::new(self.dim, self.max_upper, new_capacity);
-        let old_floats = self.capacity * self.dim;
-        for (to, from) in grown.vectors.cells.iter_mut().zip(self.vectors.cells.iter_mut()).take(old_floats) {
-            *to.get_mut() = *from.get_mut();
-        }
+        std::mem::swap(&mut grown.vectors, &mut self.vectors);
+        grown.vectors.grow(new_capacity);
         for (to, from) in grown.level0_links.iter_mut().zip(self.level0_links.iter_mut()) {
             *to.get_mut() = *from.get_mut();
         }
@@ -254,7 +211,7 @@ impl Graph {
     }
 
     /// Records a freshly allocated node's label and level and gives it empty upper-level lists.
-    /// Must run before the node is published (same contract as `VectorArena::write`).
+    /// Must run before the node is published (same contract as `VectorSlots::write`).
     pub(super) fn init_node(&self, id: u32, label: u64, level: usize) {
         let i = id as usize;
         self.labels[i].store(label, Ordering::Relaxed);
@@ -270,6 +227,12 @@ impl Graph {
     #[inline]
     pub(super) fn vector(&self, id: u32) -> &[f32] {
         self.vectors.get(id)
+    }
+
+    /// The norm `vector(id)` is divided by for cosine (1 for a unit vector and other metrics).
+    #[inline]
+    pub(super) fn norm(&self, id: u32) -> f32 {
+        self.vectors.norm(id)
     }
 
     #[inline]
@@ -413,7 +376,7 @@ impl Graph {
     /// upper-level lists present exactly for levels 1..=level.
     pub(super) fn load_view(&mut self) -> LoadView<'_> {
         LoadView {
-            vectors: &mut self.vectors.cells,
+            vectors: &mut self.vectors,
             level0_links: &mut self.level0_links,
             upper_links: &mut self.upper_links,
             level0_in_degree: &mut self.level0_in_degree,
@@ -424,7 +387,8 @@ impl Graph {
     }
 
     /// Heap bytes held for `capacity` nodes (arenas are preallocated, so this does not depend on
-    /// how many nodes are in use, except for upper-level lists).
+    /// how many nodes are in use, except for upper-level lists). Vectors shared with the rows are
+    /// not counted (see `VectorSlots::heap_bytes`).
     pub(super) fn heap_bytes(&self) -> usize {
         let upper: usize =
             self.upper_links.iter().filter_map(|cell| cell.get()).map(|lists| lists.len() * std::mem::size_of::<AtomicU32>()).sum();
@@ -459,11 +423,13 @@ mod tests {
         assert_eq!(graph.links(1, 1).len(), 0);
     }
 
+    use std::sync::Arc;
+
     #[test]
     fn grow_keeps_nodes_and_links() {
         let mut graph = Graph::new(2, 2, 2);
         // SAFETY: single-threaded test; node 1 is unpublished.
-        unsafe { graph.vectors.write(1, &[3.0, 4.0]) };
+        unsafe { graph.vectors.write(1, Arc::from(&[3.0f32, 4.0][..]), 1.0) };
         graph.init_node(1, 99, 2);
         let lock = graph.lock_links(1);
         graph.set_links(&lock, 1, 2, &[0]);

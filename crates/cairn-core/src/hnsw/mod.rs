@@ -1,6 +1,7 @@
 //! HNSW index (Malkov & Yashunin) over vectors identified by opaque u64 labels.
 //!
 //! - `graph.rs`: node storage, link lists and their per-node locks.
+//! - `vectors.rs`: the node vectors, shared with the rows rather than copied.
 //! - `build.rs`: concurrent insertion, level draws and the neighbour-selection heuristic.
 //! - `search.rs`: layer search, the public k-NN search and per-thread search scratch.
 //! - `persist.rs`: the on-disk index format.
@@ -23,12 +24,13 @@ mod kernel;
 mod persist;
 mod search;
 mod sections;
+mod vectors;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use crate::distance::{normalize, Metric};
+use crate::distance::{cosine_norm, normalize, Metric};
 use crate::error::{Error, Result};
 // Poisoning only means another thread panicked while holding a lock; every critical section
 // leaves the directory consistent at each step, so the data is still valid.
@@ -116,6 +118,8 @@ pub struct Hnsw {
     params: HnswParams,
     /// `params.metric`'s distance, vectorised for this CPU.
     distance: kernel::DistanceFn,
+    /// Cosine: node vectors are kept as the rows hold them and distances divide by their norms.
+    cosine: bool,
     graph: Graph,
     directory: RwLock<LabelDirectory>,
     entry: EntryPoint,
@@ -138,6 +142,7 @@ impl Hnsw {
         Ok(Hnsw {
             params,
             distance: kernel::kernel_for(params.metric),
+            cosine: params.metric == Metric::Cosine,
             graph: Graph::new(params.dim, params.m, capacity),
             directory: RwLock::new(LabelDirectory::default()),
             entry: EntryPoint::empty(),
@@ -220,48 +225,103 @@ impl Hnsw {
     /// Tombstones stop costing memory, hops and link slots, and recall returns to that of a fresh
     /// build.
     pub fn compact(&mut self) -> Result<()> {
-        let allocated = self.directory.get_mut().unwrap_or_else(PoisonError::into_inner).allocated;
-        let items: Vec<(u64, &[f32])> = (0..allocated)
-            .filter(|&node| !self.graph.is_tombstoned(node))
-            .map(|node| (self.graph.label(node), self.graph.vector(node)))
-            .collect();
+        let items = self.live_nodes();
         *self = self.rebuilt_from(&items)?;
         Ok(())
     }
 
     /// Like `compact`, but builds the new index beside this one, so searches (and inserts) can go
     /// on meanwhile; the caller swaps it in. Inserts and deletes are held off only while the live
-    /// vectors are copied; any that land after that copy are not in the result, so the caller
+    /// vectors are collected; any that land after that are not in the result, so the caller
     /// must replay them (or hold off writes) before swapping.
     pub fn compacted(&self) -> Result<Hnsw> {
-        let live: Vec<(u64, Vec<f32>)> = {
-            // Exclusive gate: no node is half-written while its vector is copied.
+        let items = {
+            // Exclusive gate: no node is half-written while its vector is taken.
             let _gate = write(&self.insert_gate);
-            let allocated = read(&self.directory).allocated;
-            (0..allocated)
-                .filter(|&node| !self.graph.is_tombstoned(node))
-                .map(|node| (self.graph.label(node), self.graph.vector(node).to_vec()))
-                .collect()
+            self.live_nodes()
         };
-        let items: Vec<(u64, &[f32])> = live.iter().map(|(label, v)| (*label, v.as_slice())).collect();
         self.rebuilt_from(&items)
     }
 
+    /// Label, vector (shared, not copied, where the node owns one) and norm of every live node.
+    fn live_nodes(&self) -> Vec<(u64, Arc<[f32]>, f32)> {
+        let allocated = read(&self.directory).allocated;
+        (0..allocated)
+            .filter(|&node| !self.graph.is_tombstoned(node))
+            .map(|node| {
+                let vector = self.graph.vectors.shared(node).unwrap_or_else(|| self.graph.vector(node).into());
+                (self.graph.label(node), vector, self.graph.norm(node))
+            })
+            .collect()
+    }
+
     /// A fresh index with this one's parameters and capacity holding exactly `items`.
-    fn rebuilt_from(&self, items: &[(u64, &[f32])]) -> Result<Hnsw> {
+    fn rebuilt_from(&self, items: &[(u64, Arc<[f32]>, f32)]) -> Result<Hnsw> {
         let rebuilt = Hnsw::new(self.params, self.graph.capacity())?;
         rebuilt.level_draws.store(self.level_draws.load(Ordering::Relaxed), Ordering::Relaxed);
-        // Stored vectors are already normalised for cosine; inserting them as prepared avoids
-        // renormalising (which would perturb them by rounding).
-        rebuilt.insert_prepared_batch(items)?;
+        // The nodes keep their vectors and norms as they are (no renormalising, which would
+        // perturb unit vectors read from a file by rounding).
+        rebuilt.insert_many(items)?;
         Ok(rebuilt)
     }
 
-    /// The vector as stored: a normalised copy for cosine, borrowed unchanged otherwise.
+    /// Makes the nodes of a graph read from a file use the rows' vectors instead of their own
+    /// copies: `vector_of(label)` gives the row's vector for a live label. A node takes it only
+    /// if it is the same vector (bit for bit; for cosine, the row's vector normalised exactly as
+    /// the file's unit vector was), so a graph that disagrees with its rows keeps its own. Nodes
+    /// left without a row get a copy of their own, and the file's vector block is freed.
+    /// Returns how many nodes now share a row's vector.
+    pub fn share_vectors(&mut self, vector_of: impl Fn(u64) -> Option<Arc<[f32]>>) -> usize {
+        let allocated = self.directory.get_mut().unwrap_or_else(PoisonError::into_inner).allocated;
+        let mut shared = 0;
+        let mut unit = Vec::with_capacity(self.params.dim);
+        for node in 0..allocated {
+            if self.graph.is_tombstoned(node) {
+                continue;
+            }
+            let Some(row) = vector_of(self.graph.label(node)) else { continue };
+            let (same, norm) = if self.cosine {
+                let norm = cosine_norm(&row);
+                unit.clear();
+                unit.extend(row.iter().map(|x| x / norm));
+                (bits_equal(&unit, self.graph.vector(node)), norm)
+            } else {
+                (bits_equal(&row, self.graph.vector(node)), 1.0)
+            };
+            if same {
+                self.graph.vectors.replace(node, row, norm);
+                shared += 1;
+            }
+        }
+        self.graph.vectors.release_loaded();
+        shared
+    }
+
+    /// The node's vector as a query: unit-normalised for cosine, as search queries are.
+    fn node_query(&self, node: u32) -> std::borrow::Cow<'_, [f32]> {
+        let vector = self.graph.vector(node);
+        if self.cosine {
+            let norm = self.graph.norm(node);
+            std::borrow::Cow::Owned(vector.iter().map(|x| x / norm).collect())
+        } else {
+            std::borrow::Cow::Borrowed(vector)
+        }
+    }
+
+    /// A query as searched: a normalised copy for cosine, borrowed unchanged otherwise.
     fn prepare<'a>(&self, vector: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
         match self.params.metric {
             Metric::Cosine => std::borrow::Cow::Owned(normalize(vector)),
             Metric::L2 | Metric::Ip => std::borrow::Cow::Borrowed(vector),
+        }
+    }
+
+    /// The norm a stored vector's distances divide by: its length for cosine, else 1.
+    fn norm_of(&self, vector: &[f32]) -> f32 {
+        if self.cosine {
+            cosine_norm(vector)
+        } else {
+            1.0
         }
     }
 
@@ -274,6 +334,10 @@ impl Hnsw {
         }
         Ok(())
     }
+}
+
+fn bits_equal(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 #[cfg(test)]

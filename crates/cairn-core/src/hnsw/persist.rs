@@ -32,7 +32,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use super::graph::{LoadView, MAX_LEVEL};
+use super::graph::{zeroed, LoadView, MAX_LEVEL};
 use super::sections::{bytes_of, SectionReader, Source, CHECKSUM_LEN};
 use super::{Hnsw, HnswParams, LabelDirectory, MAX_CAPACITY};
 #[cfg(test)]
@@ -136,8 +136,11 @@ impl Hnsw {
         let mut sink = ChecksummedWriter { out, hasher: Xxh3Stream::default(), buffer: Vec::with_capacity(2 * CHUNK) };
         sink.put(&header)?;
         for node in 0..nodes {
+            // Unit vectors for cosine, divided exactly as `normalize` does (a node holds the row's
+            // vector and its norm; one read from a file holds a unit vector and norm 1).
+            let norm = graph.norm(node);
             for value in graph.vector(node) {
-                sink.put(&value.to_le_bytes())?;
+                sink.put(&(value / norm).to_le_bytes())?;
             }
         }
         for node in 0..nodes {
@@ -213,7 +216,8 @@ impl Hnsw {
         let mut index =
             Hnsw::new(params, nodes).map_err(|e| corruption(path, header::NODE_COUNT, format!("cannot size the index: {e}")))?;
         let mut view = index.graph.load_view();
-        let vectors_at = reader.fill(bytes_of(view.vectors), "vectors")?;
+        let mut vectors: Box<[f32]> = zeroed(nodes * dim);
+        let vectors_at = reader.fill(bytes_of(&mut vectors), "vectors")?;
         let levels_at = reader.fill(bytes_of(view.levels), "levels")?;
         let level_bytes: Vec<u8> = view.levels.iter_mut().map(|level| *level.get_mut()).collect();
         if let Some(i) = level_bytes.iter().position(|&level| level as usize > MAX_LEVEL) {
@@ -237,7 +241,7 @@ impl Hnsw {
             return Err(reader.fail(err));
         }
         let file_xxh3 = reader.finish()?;
-        from_little_endian(&mut view);
+        from_little_endian(&mut view, &mut vectors);
 
         let level_of = |node: usize| level_bytes[node] as usize;
         let is_tombstoned = |node: usize| tombstone_bytes[node / 8] & (1 << (node % 8)) != 0;
@@ -263,9 +267,10 @@ impl Hnsw {
         }
 
         // An all-ones exponent is an infinity or a NaN.
-        if let Some(i) = view.vectors.iter_mut().position(|cell| cell.get_mut().to_bits() & F32_EXPONENT == F32_EXPONENT) {
+        if let Some(i) = vectors.iter().position(|v| v.to_bits() & F32_EXPONENT == F32_EXPONENT) {
             return Err(corruption(path, vectors_at + i * 4, format!("vector of node {} is not finite", i / dim)));
         }
+        view.vectors.point_into(vectors);
 
         let mut node_of_label: HashMap<u64, u32> = HashMap::with_capacity(nodes);
         let mut tombstones = 0usize;
@@ -361,10 +366,9 @@ fn read_header(head: &[u8], path: &Path, body_left: usize) -> Result<Header> {
 
 /// The sections were read as they are on disk, little-endian; on a big-endian CPU each word is
 /// swapped into place (a no-op on little-endian ones).
-fn from_little_endian(view: &mut LoadView<'_>) {
+fn from_little_endian(view: &mut LoadView<'_>, vectors: &mut [f32]) {
     if cfg!(target_endian = "big") {
-        for cell in view.vectors.iter_mut() {
-            let v = cell.get_mut();
+        for v in vectors.iter_mut() {
             *v = f32::from_bits(u32::from_le(v.to_bits()));
         }
         for slot in view.level0_links.iter_mut() {
@@ -447,6 +451,51 @@ mod tests {
         index
     }
 
+    fn assert_same_hits(a: &[(u64, f32)], b: &[(u64, f32)]) {
+        assert_eq!(a.iter().map(|h| h.0).collect::<Vec<_>>(), b.iter().map(|h| h.0).collect::<Vec<_>>());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x.1 - y.1).abs() < 1e-5, "distances {} and {}", x.1, y.1);
+        }
+    }
+
+    /// A graph read from a file takes the rows' vectors in place of its copies (one copy of
+    /// each vector in memory), only where they are the file's vectors, and then answers and
+    /// writes exactly as the graph it was written from.
+    #[test]
+    fn a_loaded_graph_shares_the_rows_vectors_where_they_match_the_file() {
+        use std::collections::HashMap;
+        use std::sync::Arc;
+        for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
+            let mut rng = TestRng(5);
+            let rows: HashMap<u64, Arc<[f32]>> =
+                rng.vectors(300, 6).into_iter().enumerate().map(|(i, v)| (i as u64, Arc::from(v))).collect();
+            let index = Hnsw::new(HnswParams { dim: 6, metric, m: 4, ef_construction: 32 }, 300).expect("params");
+            for (label, vector) in &rows {
+                index.insert_shared(*label, vector.clone()).expect("capacity");
+            }
+            index.mark_deleted(0);
+            let bytes = file_of(&index, 1);
+            let (mut loaded, _) = Hnsw::read_from(&bytes, Path::new("index.hnsw")).expect("valid file");
+            // Label 7's row disagrees with the file: its node must keep the file's vector.
+            let mut served = rows.clone();
+            served.insert(7, Arc::from(vec![9.0f32; 6]));
+            served.remove(&0);
+            let node_of = |h: &Hnsw, label: u64| read(&h.directory).node_of_label[&label];
+            let file_vector_of_7 = loaded.graph.vector(node_of(&loaded, 7)).to_vec();
+            assert_eq!(loaded.share_vectors(|label| served.get(&label).cloned()), 298, "{metric:?}");
+            for (label, row) in &served {
+                let shares = loaded.graph.vectors.shared(node_of(&loaded, *label)).is_some_and(|v| Arc::ptr_eq(&v, row));
+                assert_eq!(shares, *label != 7, "{metric:?} label {label}");
+            }
+            assert_eq!(loaded.graph.vector(node_of(&loaded, 7)), &file_vector_of_7[..]);
+            assert_eq!(loaded.graph.vectors.heap_bytes(), index.graph.vectors.heap_bytes(), "the file's block is freed");
+            assert_eq!(file_of(&loaded, 1), bytes, "{metric:?}: re-writing a shared graph is byte-identical");
+            for query in rng.vectors(20, 6) {
+                assert_same_hits(&loaded.search(&query, 10, 32, None), &index.search(&query, 10, 32, None));
+            }
+        }
+    }
+
     fn file_of(index: &Hnsw, covered_seq: u64) -> Vec<u8> {
         let mut bytes = Vec::new();
         index.write_to(&mut bytes, covered_seq).expect("write to a Vec");
@@ -476,7 +525,9 @@ mod tests {
         assert!(!loaded.contains(0));
         assert_eq!(file_of(&loaded, 42), bytes, "re-writing a loaded index is byte-identical");
         let query = [0.5, -0.1, 0.3, 0.9, -0.7, 0.2];
-        assert_eq!(loaded.search(&query, 10, 32, None), index.search(&query, 10, 32, None));
+        // The loaded nodes hold the file's unit vectors, the original ones the inserted vectors
+        // and their norms: the same distances up to rounding.
+        assert_same_hits(&loaded.search(&query, 10, 32, None), &index.search(&query, 10, 32, None));
         // Pruning relies on the in-degree counters, which loading rebuilds from the lists.
         let nodes = loaded.capacity() as u32;
         for node in 0..nodes {
@@ -702,7 +753,7 @@ mod tests {
         for (node, &level) in levels.iter().enumerate() {
             vector.iter_mut().for_each(|x| *x = rng.unit());
             // SAFETY: single-threaded; nothing else can see the graph yet.
-            unsafe { index.graph.vectors.write(node as u32, &vector) };
+            unsafe { index.graph.vectors.write(node as u32, std::sync::Arc::from(&vector[..]), 1.0) };
             index.graph.init_node(node as u32, node as u64 * 3, level);
         }
         for layer in 0..=top {

@@ -99,9 +99,27 @@ pub(super) fn with_scratch<R>(job: impl FnOnce(&mut SearchScratch) -> R) -> R {
 }
 
 impl Hnsw {
+    /// Distance from a query (unit-normalised for cosine) to a node.
     #[inline]
     pub(super) fn distance_to(&self, query: &[f32], node: u32) -> f32 {
-        (self.distance)(query, self.graph.vector(node))
+        let d = (self.distance)(query, self.graph.vector(node));
+        if self.cosine {
+            // The kernel gave 1 - q.v; the node's vector is v = norm * unit.
+            1.0 - (1.0 - d) / self.graph.norm(node)
+        } else {
+            d
+        }
+    }
+
+    /// Distance between two nodes.
+    #[inline]
+    pub(super) fn distance_between(&self, a: u32, b: u32) -> f32 {
+        let d = (self.distance)(self.graph.vector(a), self.graph.vector(b));
+        if self.cosine {
+            1.0 - (1.0 - d) / (self.graph.norm(a) * self.graph.norm(b))
+        } else {
+            d
+        }
     }
 
     /// Greedy walk from `start` on each level from `top` down to `bottom` (inclusive): move to the

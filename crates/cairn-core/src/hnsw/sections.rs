@@ -48,7 +48,7 @@ unsafe impl PlainWords for std::sync::atomic::AtomicU32 {}
 // SAFETY: as above.
 unsafe impl PlainWords for std::sync::atomic::AtomicU64 {}
 // SAFETY: as above.
-unsafe impl PlainWords for std::cell::UnsafeCell<f32> {}
+unsafe impl PlainWords for f32 {}
 // SAFETY: as above.
 unsafe impl PlainWords for u8 {}
 
