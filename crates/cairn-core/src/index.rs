@@ -582,6 +582,11 @@ mod tests {
             let indexer = Indexer::start(1.0);
             indexer.notify(&index);
             assert_eq!(pending_within(&index, |n| n == 0), 0);
+            // The indexer lets go of the chunk it inserted just after the rows leave `pending`.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !vectors.iter().all(|v| Arc::strong_count(v) == 2) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             assert!(vectors.iter().all(|v| Arc::strong_count(v) == 2), "{rows} rows: a vector was copied or leaked");
             index.remove(label_of(1, 0));
             write(&index.hnsw).compact().expect("compact");

@@ -58,11 +58,9 @@ pub(super) fn load_checkpoint(
             rows.map(|c| (graph, c))
         })?;
         let (mut c, damaged) = c;
-        let hnsw = match graph {
-            Ok(mut h) => {
+        let mut hnsw = match graph {
+            Ok(h) => {
                 c.index_file = mc.index.clone();
-                // The graph's nodes take the rows' vectors in place of the file's copies.
-                h.share_vectors(|label| c.live.get(&label).and_then(|id| c.rows.get(id)).map(|row| row.vector.clone()));
                 h
             }
             // A missing or damaged file means a rebuild from the vectors (every row pending),
@@ -74,23 +72,29 @@ pub(super) fn load_checkpoint(
                 Hnsw::new(params, c.rows.len().max(1024))?
             }
         };
+        // Match the graph against the rows: a row in it lends its node its vector (one copy in
+        // memory instead of the file's as well), one missing from it becomes pending.
+        let mut in_graph = 0usize;
+        let mut pending = Vec::new();
+        for row in c.rows.values() {
+            if hnsw.adopt_row_vector(row.label, &row.vector) {
+                in_graph += 1;
+            } else {
+                pending.push((row.label, row.vector.clone()));
+            }
+        }
+        hnsw.release_loaded_vectors();
         c.index = CollectionIndex::new(hnsw);
+        for (label, vector) in pending {
+            c.index.add_pending(label, vector);
+        }
         // A file with damaged records must not stay named: with no files listed, the checkpoint
         // that follows such an open writes a full base of what is served.
         c.data_files = if damaged.is_empty() { mc.data_files.clone() } else { Vec::new() };
         all_damaged.extend(damaged);
-        // Match the graph against the rows: rows missing from it become pending, nodes without
-        // a live row become tombstones.
+        // Nodes without a live row become tombstones.
         {
             let h = read(&c.index.hnsw);
-            let mut in_graph = 0usize;
-            for row in c.rows.values() {
-                if h.contains(row.label) {
-                    in_graph += 1;
-                } else {
-                    c.index.add_pending(row.label, row.vector.clone());
-                }
-            }
             if in_graph < h.len() {
                 for stale in h.labels() {
                     if !c.live.contains_key(&stale) {

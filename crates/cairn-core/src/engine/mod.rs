@@ -477,7 +477,14 @@ mod tests {
                 })
                 .collect();
             e.commit(&ups).expect("upsert");
+            drop(ups);
             e.wait_for_index("c").expect("indexed");
+            // The indexer drops its own handles on the chunk it inserted just after the rows
+            // leave `pending`, so wait (bounded) for that.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !holders(&e).iter().all(|&n| n == 2) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             assert!(holders(&e).iter().all(|&n| n == 2), "{metric:?}: indexed rows");
             e.checkpoint().expect("checkpoint");
             e.close().expect("close");

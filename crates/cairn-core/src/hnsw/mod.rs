@@ -265,36 +265,24 @@ impl Hnsw {
         Ok(rebuilt)
     }
 
-    /// Makes the nodes of a graph read from a file use the rows' vectors instead of their own
-    /// copies: `vector_of(label)` gives the row's vector for a live label. A node takes it only
-    /// if it is the same vector (bit for bit; for cosine, the row's vector normalised exactly as
-    /// the file's unit vector was), so a graph that disagrees with its rows keeps its own. Nodes
-    /// left without a row get a copy of their own, and the file's vector block is freed.
-    /// Returns how many nodes now share a row's vector.
-    pub fn share_vectors(&mut self, vector_of: impl Fn(u64) -> Option<Arc<[f32]>>) -> usize {
-        let allocated = self.directory.get_mut().unwrap_or_else(PoisonError::into_inner).allocated;
-        let mut shared = 0;
-        let mut unit = Vec::with_capacity(self.params.dim);
-        for node in 0..allocated {
-            if self.graph.is_tombstoned(node) {
-                continue;
-            }
-            let Some(row) = vector_of(self.graph.label(node)) else { continue };
-            let (same, norm) = if self.cosine {
-                let norm = cosine_norm(&row);
-                unit.clear();
-                unit.extend(row.iter().map(|x| x / norm));
-                (bits_equal(&unit, self.graph.vector(node)), norm)
-            } else {
-                (bits_equal(&row, self.graph.vector(node)), 1.0)
-            };
-            if same {
-                self.graph.vectors.replace(node, row, norm);
-                shared += 1;
-            }
-        }
+    /// Makes the node of `label`, in a graph read from a file, use `row` (the row's vector)
+    /// instead of its copy from the file, so each vector is in memory once. The row is the
+    /// authority: its record passed its checksum on load, and a label names one write, so the
+    /// file's copy is the same vector (normalised, for cosine). False when the label has no
+    /// live node. Call `release_loaded_vectors` once every row has been offered.
+    pub fn adopt_row_vector(&mut self, label: u64, row: &Arc<[f32]>) -> bool {
+        let Some(&node) = self.directory.get_mut().unwrap_or_else(PoisonError::into_inner).node_of_label.get(&label) else {
+            return false;
+        };
+        let norm = self.norm_of(row);
+        self.graph.vectors.replace(node, row.clone(), norm);
+        true
+    }
+
+    /// Gives every node that did not take a row's vector a copy of its own and frees the vector
+    /// block read from the file.
+    pub fn release_loaded_vectors(&mut self) {
         self.graph.vectors.release_loaded();
-        shared
     }
 
     /// The node's vector as a query: unit-normalised for cosine, as search queries are.
@@ -334,10 +322,6 @@ impl Hnsw {
         }
         Ok(())
     }
-}
-
-fn bits_equal(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 #[cfg(test)]

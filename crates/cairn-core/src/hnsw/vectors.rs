@@ -4,7 +4,8 @@
 //! - `data` holds each node's data pointer, read on the hot path (8 bytes, no reference-count
 //!   traffic); `owners` keeps what it points into alive.
 //! - A graph read from a file points into one block holding the file's vector section, until
-//!   `share` swaps in the rows' vectors (engine open) and copies the rest out, freeing the block.
+//!   the engine's open swaps in the rows' vectors (`Hnsw::adopt_row_vector`) and copies the rest
+//!   out, freeing the block.
 //! - For cosine the graph keeps the row's vector as it is and each node's norm beside it;
 //!   distances divide by it (`Hnsw::distance_to`). A node whose vector is already unit-normalised
 //!   (read from a file and not shared) has norm 1.
@@ -102,8 +103,8 @@ impl VectorSlots {
         self.loaded = Some(block);
     }
 
-    /// Swaps in `vector` for node `id`, which must hold exactly the same vector (the caller has
-    /// compared them); exclusive access, so no reader can hold the old one.
+    /// Swaps in `vector` for node `id` (the same vector, held elsewhere); exclusive access, so no
+    /// reader can hold the old one.
     pub(super) fn replace(&mut self, id: u32, vector: Arc<[f32]>, norm: f32) {
         let i = id as usize;
         *self.data[i].get_mut() = vector.as_ptr();
