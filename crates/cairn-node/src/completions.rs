@@ -185,5 +185,5 @@ unsafe extern "C" fn finalize<T>(_env: sys::napi_env, data: *mut c_void, _hint: 
 const _: fn() = || {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Completions<napi::bindgen_prelude::BigInt>>();
-    assert_send_sync::<Completions<Vec<crate::store::NativeQueryResult>>>();
+    assert_send_sync::<Completions<Vec<String>>>();
 };
