@@ -158,7 +158,8 @@ export interface IndexStats {
   pending: number;
   /** Deleted or overwritten nodes still in the graph (removed by compaction). */
   tombstones: number;
-  /** Heap bytes held by the graph and its vectors. */
+  /** Heap bytes held by the graph (links, labels, per-node slots). Its vectors are the rows'
+   *  own, shared rather than copied, and not counted here. */
   bytes: number;
 }
 

@@ -209,8 +209,9 @@ impl Hnsw {
     }
 
     /// Heap bytes held by the index: preallocated node storage for `capacity` nodes, upper-level
-    /// link lists and the label map. Per-thread search scratch (2 bytes per node slot per thread
-    /// that has searched) is not owned by the index and not counted.
+    /// link lists and the label map. The vectors are the rows' (shared, see `vectors.rs`) and not
+    /// counted. Per-thread search scratch (2 bytes per node slot per thread that has searched) is
+    /// not owned by the index and not counted.
     pub fn memory_bytes(&self) -> usize {
         let directory = read(&self.directory);
         // hashbrown keeps capacity*8/7 buckets rounded up to a power of two, each holding the
