@@ -17,7 +17,7 @@ use crate::errors::Outcome;
 
 /// A promise's resolver. Only ever used on the JS thread, in `settle`.
 pub struct Deferred(sys::napi_deferred);
-// SAFETY: the raw handle is moved through the commit thread but only dereferenced by N-API
+// SAFETY: the raw handle is moved through the finishing thread but only dereferenced by N-API
 // calls on the JS thread.
 unsafe impl Send for Deferred {}
 
@@ -32,7 +32,7 @@ pub struct Completions<T> {
     done: Mutex<Vec<(Deferred, Outcome<T>)>>,
     /// A call of the threadsafe function is queued and has not started draining `done` yet.
     wake_pending: AtomicBool,
-    /// Commits whose promise is not settled yet. While there are any, the threadsafe function
+    /// Promises not settled yet. While there are any, the threadsafe function
     /// keeps the event loop alive (like the handle of any pending I/O); otherwise it does not.
     in_flight: AtomicUsize,
     /// The threadsafe function; `None` once released or finalized. Callers from other threads
