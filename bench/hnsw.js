@@ -4,6 +4,7 @@
 //   node bench/hnsw.js clustered                # one of them: clustered | fashion
 //   BENCH_TIME_MS=500 node bench/hnsw.js        # shorter tinybench tasks (default 1000 ms)
 //   HNSW_N=20000 node bench/hnsw.js clustered   # fewer base vectors (quick check, targets not comparable)
+//   HNSW_EFS=16,32,64,128,256,512 node bench/hnsw.js clustered   # wider beams too (must include 64)
 //
 // Datasets (both l2, M=16, efConstruction=200):
 // - clustered: 100k x 128 seeded gaussian mixture (50 centres ~ N(0,1), points = centre +
@@ -54,9 +55,10 @@ export const DATA_DIR = join(here, '.bench-data', 'hnsw');
 const M = 16;
 const EF_CONSTRUCTION = 200;
 const K = 10;
-/** The beams issue 13 names; REF_EF is the one the build and rebuild rows quote recall at. */
-const EFS = [16, 32, 64, 128];
+/** The beams issue 13 names (HNSW_EFS=16,32,...,512 adds wider ones, e.g. to find where recall
+ *  reaches 0.95 at 1M); REF_EF is the one the build and rebuild rows quote recall at. */
 const REF_EF = 64;
+const EFS = beams(process.env.HNSW_EFS ?? '16,32,64,128');
 /** hnswlib-node also runs at ef 12, below the list, only so that its QPS can be interpolated at
  *  Cairn's recall for ef 16 when that recall falls just under hnswlib-node's own at ef 16. */
 const PEER_EFS = [12, ...EFS];
@@ -66,6 +68,14 @@ const TIME_MS = Number(process.env.BENCH_TIME_MS ?? 1000);
 const WARMUP_MS = Math.min(200, TIME_MS / 4);
 const FASHION_DIR = '/usr/share/datasets/fashion-mnist';
 const COLLECTION = 'vectors';
+
+function beams(list) {
+  const efs = list.split(',').map(Number);
+  if (!efs.includes(REF_EF) || efs.some((ef) => !Number.isInteger(ef) || ef < K || ef > 4096)) {
+    throw new Error(`HNSW_EFS must list integers in ${K}..4096 and include ${REF_EF}: ${list}`);
+  }
+  return efs.sort((a, b) => a - b);
+}
 
 /** The issue's targets. */
 const TARGETS = {
