@@ -111,24 +111,28 @@ pub struct FileRef {
     pub covered_seq: u64,
 }
 
+/// A record id as the row maps hold it: one allocation shared by `rows`, `live`, `order` and
+/// `dirty`, where a `String` in each cost four (bench: `examples/row_memory.rs`).
+pub type RowId = Arc<str>;
+
 pub struct Collection {
     /// Sequence number of the create operation; unique for the life of the store.
     pub id: u64,
     pub spec: CollectionSpec,
-    pub rows: IdMap<String, Row>,
+    pub rows: IdMap<RowId, Row>,
     /// Ids written since the last checkpoint captured this collection.
-    pub dirty: IdSet<String>,
+    pub dirty: IdSet<RowId>,
     /// Checkpoint files, oldest first; later files override earlier ones.
     pub data_files: Vec<FileRef>,
     /// The persisted graph named by the manifest, if any.
     pub index_file: Option<FileRef>,
     pub index: Arc<CollectionIndex>,
     /// Label -> id of every live row.
-    pub live: IdMap<u64, String>,
+    pub live: IdMap<u64, RowId>,
     /// Records that exist but cannot be read (never also in `rows`).
     pub unreadable: IdMap<String, UnreadableRecord>,
     /// Ids of `rows` in order, for `scan`.
-    pub order: BTreeSet<String>,
+    pub order: BTreeSet<RowId>,
     /// Payload indexes over the rows' metadata (`payload/`).
     pub payload: PayloadIndexes,
     /// The persisted payload indexes named by the manifest, if any.
@@ -254,9 +258,9 @@ impl Collection {
     }
 
     /// Insert or replace a row, keeping `live`, `order`, the payload indexes and the graph
-    /// index's pending set in step.
-    pub fn put_row(&mut self, id: String, row: Row) {
-        self.unreadable.remove(&id);
+    /// index's pending set in step. `id` comes from `row_id`.
+    pub fn put_row(&mut self, id: RowId, row: Row) {
+        self.unreadable.remove(&*id);
         self.live.insert(row.label, id.clone());
         self.metadata.insert(row.label, &row.metadata);
         self.index.add_pending(row.label, row.vector.clone());
@@ -272,6 +276,19 @@ impl Collection {
                 self.order.insert(id);
                 self.payload.on_put(label, &meta, None);
             }
+        }
+    }
+
+    /// `id` as the maps hold it: the allocation `rows` (or else `dirty`, for an id deleted since
+    /// the last checkpoint) already has for it, else a new one. Every map gets its id from here,
+    /// so each id is allocated once however often it is written.
+    pub fn row_id(&self, id: String) -> RowId {
+        if let Some((held, _)) = self.rows.get_key_value(id.as_str()) {
+            return held.clone();
+        }
+        match self.dirty.get(id.as_str()) {
+            Some(held) => held.clone(),
+            None => id.into(),
         }
     }
 
@@ -441,21 +458,21 @@ impl Collection {
     /// Exact k-NN over the rows that `include` accepts.
     pub fn exact_search(&self, query: &[f32], k: usize, filter: Option<&Filter>, include: impl Fn(&Row) -> bool) -> Vec<Hit> {
         let rows = self.rows.iter().filter(|(_, row)| include(row) && filter.is_none_or(|f| self.row_matches(row, f)));
-        self.nearest_k(query, k, rows)
+        self.nearest_k(query, k, rows.map(|(id, row)| (&**id, row)))
     }
 
     /// The `k` of `rows` nearest to `query`, nearest first; equal distances ordered by id.
-    fn nearest_k<'a>(&self, query: &[f32], k: usize, rows: impl Iterator<Item = (&'a String, &'a Row)>) -> Vec<Hit> {
+    fn nearest_k<'a>(&self, query: &[f32], k: usize, rows: impl Iterator<Item = (&'a str, &'a Row)>) -> Vec<Hit> {
         let q = prepare_query(self.spec.metric, query);
         let mut heap: BinaryHeap<HeapItem> = BinaryHeap::with_capacity(k + 1);
         for (id, row) in rows {
             let d = row_distance(self.spec.metric, &q, &row.vector);
             if heap.len() < k {
-                heap.push(HeapItem(d, id.clone()));
+                heap.push(HeapItem(d, id.to_string()));
             } else if let Some(top) = heap.peek() {
-                if d < top.0 || (d == top.0 && id < &top.1) {
+                if d < top.0 || (d == top.0 && id < top.1.as_str()) {
                     heap.pop();
-                    heap.push(HeapItem(d, id.clone()));
+                    heap.push(HeapItem(d, id.to_string()));
                 }
             }
         }
@@ -468,7 +485,7 @@ impl Collection {
     pub fn exact_over_labels(&self, query: &[f32], k: usize, labels: impl Iterator<Item = u64>, filter: Option<&Filter>) -> Vec<Hit> {
         let rows = labels.filter_map(|label| {
             let id = self.live.get(&label)?;
-            Some((id, self.rows.get(id)?))
+            Some((&**id, self.rows.get(id)?))
         });
         self.nearest_k(query, k, rows.filter(|(_, row)| filter.is_none_or(|f| self.row_matches(row, f))))
     }
@@ -511,8 +528,9 @@ impl State {
                     if keep {
                         c.keep_version(&id, seq);
                     }
-                    c.dirty.insert(id.clone());
                     let row = Row::new(&id, vector, metadata, label_of(seq, op_index));
+                    let id = c.row_id(id);
+                    c.dirty.insert(id.clone());
                     c.put_row(id, row);
                     let index = c.index.clone();
                     if !self.touched.last().is_some_and(|t| Arc::ptr_eq(t, &index)) {
@@ -522,10 +540,11 @@ impl State {
                 Op::Delete { collection, id } => {
                     let keep = self.keeps_versions();
                     let c = self.collection_mut(&collection)?;
-                    if keep && (c.rows.contains_key(&id) || c.unreadable.contains_key(&id)) {
+                    if keep && (c.rows.contains_key(id.as_str()) || c.unreadable.contains_key(&id)) {
                         c.keep_version(&id, seq);
                     }
                     if c.remove_row(&id) {
+                        let id = c.row_id(id);
                         c.dirty.insert(id);
                     }
                 }

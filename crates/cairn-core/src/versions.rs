@@ -109,18 +109,19 @@ impl Collection {
 
     /// Up to `limit` rows matching `filter` with ids above `after`, in id order, as of `seq`.
     /// Unreadable records are not listed (as in a live scan).
-    pub fn scan_at<'a>(&'a self, seq: u64, filter: &Filter, after: Option<&str>, limit: usize) -> Vec<(&'a String, &'a Row)> {
+    pub fn scan_at<'a>(&'a self, seq: u64, filter: &Filter, after: Option<&str>, limit: usize) -> Vec<(&'a str, &'a Row)> {
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut current = self
             .order
             .range::<str, _>((lower, Bound::Unbounded))
-            .filter_map(|id| self.rows.get_key_value(id.as_str()))
+            .filter_map(|id| self.rows.get_key_value(&**id))
             .filter(|(_, r)| seq_of_label(r.label) <= seq && (filter.matches_everything() || self.row_matches(r, filter)))
+            .map(|(id, r)| (&**id, r))
             .peekable();
         let mut kept = self
             .changed_after(seq, after)
             .filter_map(|(id, p)| match p {
-                Prior::Row(r) if filter.matches(&r.metadata) => Some((id, r)),
+                Prior::Row(r) if filter.matches(&r.metadata) => Some((id.as_str(), r)),
                 _ => None,
             })
             .peekable();
@@ -245,7 +246,7 @@ mod tests {
 
     fn seen_at(st: &State, seq: u64) -> Vec<(String, f32)> {
         let c = st.collection_at("c", seq).expect("collection");
-        c.scan_at(seq, &Filter::all(), None, 1000).into_iter().map(|(id, r)| (id.clone(), r.vector[0])).collect()
+        c.scan_at(seq, &Filter::all(), None, 1000).into_iter().map(|(id, r)| (id.to_string(), r.vector[0])).collect()
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::manifest::{self, Manifest, ManifestCollection};
 use crate::metrics::observe_since;
 use crate::payload::PayloadIndexDef;
 use crate::progress::ByteProgress;
-use crate::state::{FileRef, Row, UnreadableRecord};
+use crate::state::{FileRef, Row, RowId, UnreadableRecord};
 use crate::storage::Storage;
 use crate::sync::{lock, read, write};
 use crate::wal::writer::WalWriter;
@@ -33,7 +33,7 @@ pub(super) struct Capture {
 }
 
 /// Rows a checkpoint writes, by id; `None` records a delete (delta files only).
-type CapturedRows = Vec<(String, Option<Row>)>;
+type CapturedRows = Vec<(RowId, Option<Row>)>;
 
 struct CapturedCollection {
     id: u64,
@@ -84,11 +84,11 @@ pub(super) fn capture(shared: &Shared, writer: &mut WalWriter) -> Result<Capture
         let full =
             c.data_files.is_empty() || c.data_files.len() >= MAX_DATA_FILES_PER_COLLECTION || c.dirty.len() * 2 >= c.rows.len().max(1);
         let write = if full {
-            let mut rows: Vec<(String, Option<Row>)> = c.rows.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+            let mut rows: CapturedRows = c.rows.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
             rows.sort_by(|a, b| a.0.cmp(&b.0));
             Some((KIND_BASE, rows))
         } else if !c.dirty.is_empty() {
-            let mut rows: Vec<(String, Option<Row>)> = c.dirty.iter().map(|id| (id.clone(), c.rows.get(id).cloned())).collect();
+            let mut rows: CapturedRows = c.dirty.iter().map(|id| (id.clone(), c.rows.get(id).cloned())).collect();
             rows.sort_by(|a, b| a.0.cmp(&b.0));
             Some((KIND_DELTA, rows))
         } else {

@@ -43,7 +43,7 @@ impl Engine {
                     format!("in-memory copy of record '{id}' of collection '{collection}' fails its checksum"),
                 ));
             }
-            out.push((id.clone(), row_digest(&r.vector, &r.metadata)));
+            out.push((id.to_string(), row_digest(&r.vector, &r.metadata)));
         }
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)

@@ -4,6 +4,7 @@
 //! the rows. A damaged record of known identity is rebuilt from the WAL write that produced it
 //! or marked unreadable; it never silently serves an older version of its row.
 
+use std::collections::hash_map::Entry;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::huge_pages::advise_huge_pages;
 use crate::index::{seq_of_label, CollectionIndex, LABEL_OP_BITS};
 use crate::layout::{parse_wal_segment_name, ARCHIVE_DIR, DATA_DIR, WAL_DIR};
 use crate::manifest::{Manifest, ManifestCollection};
-use crate::state::{Collection, Row, State, UnreadableRecord};
+use crate::state::{Collection, Row, RowId, State, UnreadableRecord};
 use crate::storage::Storage;
 use crate::sync::read;
 use crate::wal::reader::{scan_segment, ScanItem};
@@ -170,7 +171,7 @@ fn load_rows(
     // in id order) `order` is its ids as they come; any repair below drops both and
     // `derive_from_rows` builds them from the rows instead.
     let mut derived_exact = true;
-    let mut sorted_ids: Option<Vec<String>> = (mc.data_files.len() == 1).then(Vec::new);
+    let mut sorted_ids: Option<Vec<RowId>> = (mc.data_files.len() == 1).then(Vec::new);
     for sref in &mc.data_files {
         let rel = format!("{DATA_DIR}/{}", sref.file);
         let path = dir.join(&rel);
@@ -227,7 +228,7 @@ fn load_rows(
                 });
                 continue;
             };
-            c.rows.remove(&who.id);
+            c.rows.remove(who.id.as_str());
             c.unreadable.remove(&who.id);
             if who.kind == REC_DELETE {
                 // A delete is nothing but its identity, which verified: the damage is in padding
@@ -243,7 +244,7 @@ fn load_rows(
             }
             match find_logged_upsert(storage, dir, &mut wal_cache, &mc.name, &who.id, who.label) {
                 Some((from, vector, metadata)) => {
-                    c.rows.insert(who.id.clone(), Row::new(&who.id, vector, metadata, who.label));
+                    c.rows.insert(who.id.as_str().into(), Row::new(&who.id, vector, metadata, who.label));
                     report.repaired_records.push(RecordRepair {
                         collection: mc.name.clone(),
                         id: who.id,
@@ -272,7 +273,7 @@ fn load_rows(
     // Markers from earlier opens are newer than every file listed (see `UnreadableRecord`).
     derived_exact &= mc.unreadable.is_empty();
     for u in &mc.unreadable {
-        c.rows.remove(&u.id);
+        c.rows.remove(u.id.as_str());
         report.unreadable_records.push(UnreadableRecordReport {
             collection: mc.name.clone(),
             id: u.id.clone(),
@@ -301,7 +302,7 @@ fn prepare(rec: RecordRef<'_>) -> Prepared<'_> {
     match rec {
         RecordRef::Upsert { id, label, vector, metadata } => {
             let vector: Arc<[f32]> = vector.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            Prepared::Put(id, Row::new(id, vector, metadata.into(), label))
+            Prepared::Put(id, Row::new(id, vector, batch::metadata_text(metadata), label))
         }
         RecordRef::Delete { id, .. } => Prepared::Delete(id),
     }
@@ -309,17 +310,27 @@ fn prepare(rec: RecordRef<'_>) -> Prepared<'_> {
 
 /// Apply one record, in file order: `rows` and `live` in step, and `sorted_ids` (the file's ids
 /// while they come in increasing order, with no delete) extended or dropped.
-fn apply(c: &mut Collection, sorted_ids: &mut Option<Vec<String>>, rec: Prepared<'_>) {
+fn apply(c: &mut Collection, sorted_ids: &mut Option<Vec<RowId>>, rec: Prepared<'_>) {
     let id = match rec {
         Prepared::Put(id, row) => {
             let label = row.label;
             if !c.unreadable.is_empty() {
                 c.unreadable.remove(id);
             }
-            if let Some(old) = c.rows.insert(id.to_string(), row) {
-                c.live.remove(&old.label);
-            }
-            c.live.insert(label, id.to_string());
+            // An id a later file writes again keeps the allocation `rows` has for it.
+            let id = match c.rows.entry(RowId::from(id)) {
+                Entry::Occupied(mut held) => {
+                    let old = held.insert(row);
+                    c.live.remove(&old.label);
+                    held.key().clone()
+                }
+                Entry::Vacant(new) => {
+                    let id = new.key().clone();
+                    new.insert(row);
+                    id
+                }
+            };
+            c.live.insert(label, id.clone());
             id
         }
         Prepared::Delete(id) => {
@@ -334,10 +345,10 @@ fn apply(c: &mut Collection, sorted_ids: &mut Option<Vec<String>>, rec: Prepared
         }
     };
     if let Some(ids) = sorted_ids {
-        if ids.last().is_some_and(|last| last.as_str() >= id) {
+        if ids.last().is_some_and(|last| *last >= id) {
             *sorted_ids = None;
         } else {
-            ids.push(id.to_string());
+            ids.push(id);
         }
     }
 }
@@ -458,7 +469,7 @@ mod tests {
     use crate::batch::{CollectionSpec, Op};
     use crate::distance::Metric;
     use crate::engine::{Engine, Options};
-    use crate::state::Collection;
+    use crate::state::{Collection, RowId};
     use crate::sync::read;
     use crate::wal::writer::Prealloc;
 
@@ -468,8 +479,12 @@ mod tests {
         for (id, row) in &c.rows {
             assert_eq!(c.live.get(&row.label), Some(id), "{what}: live label of {id}");
             assert_eq!(c.metadata.get(row.label), Some(&*row.metadata), "{what}: metadata of {id}");
+            // One allocation per id, whichever way the maps were built.
+            assert!(c.live.get(&row.label).is_some_and(|held| Arc::ptr_eq(held, id)), "{what}: live shares the id {id}");
+            assert!(c.order.get(&**id).is_some_and(|held| Arc::ptr_eq(held, id)), "{what}: order shares the id {id}");
+            assert!(c.dirty.get(&**id).is_none_or(|held| Arc::ptr_eq(held, id)), "{what}: dirty shares the id {id}");
         }
-        let mut ids: Vec<&String> = c.rows.keys().collect();
+        let mut ids: Vec<&RowId> = c.rows.keys().collect();
         ids.sort();
         assert_eq!(c.order.iter().collect::<Vec<_>>(), ids, "{what}: order");
     }
@@ -522,12 +537,15 @@ mod tests {
             let deletes: Vec<Op> =
                 (round..3000).step_by(11).map(|i| Op::Delete { collection: "c".into(), id: format!("id{}", (i * 7919) % 3001) }).collect();
             e.commit(&deletes).expect("delete");
+            // Some come back before the checkpoint: `dirty` already holds their ids.
+            e.commit(&(round..3000).step_by(33).map(|i| up(i, round)).collect::<Vec<_>>()).expect("upsert again");
+            assert_derived_match_rows(&read(&e.shared.state).collections["c"], "after overwrites, deletes and upserts");
             e.checkpoint().expect("delta");
         }
         let expected: Vec<(String, String)> = {
             let st = read(&e.shared.state);
             let mut rows: Vec<(String, String)> =
-                st.collections["c"].rows.iter().map(|(id, r)| (id.clone(), r.metadata.to_string())).collect();
+                st.collections["c"].rows.iter().map(|(id, r)| (id.to_string(), r.metadata.to_string())).collect();
             rows.sort();
             rows
         };
@@ -536,7 +554,7 @@ mod tests {
         let st = read(&e.shared.state);
         let c = &st.collections["c"];
         assert!(c.data_files.len() > 1, "a base and deltas");
-        let mut loaded: Vec<(String, String)> = c.rows.iter().map(|(id, r)| (id.clone(), r.metadata.to_string())).collect();
+        let mut loaded: Vec<(String, String)> = c.rows.iter().map(|(id, r)| (id.to_string(), r.metadata.to_string())).collect();
         loaded.sort();
         assert_eq!(loaded, expected, "the rows as written");
         assert_derived_match_rows(c, "base and deltas");

@@ -122,7 +122,7 @@ impl ReadView {
         c.scan_at(self.seq, filter, after, limit)
             .into_iter()
             .map(|(id, row)| match row_out(&self.shared.dir, collection, id, Some(row))? {
-                Some((vector, metadata)) => Ok((id.clone(), vectors.then_some(vector), metadata)),
+                Some((vector, metadata)) => Ok((id.to_string(), vectors.then_some(vector), metadata)),
                 None => Err(Error::NotFound(format!("row '{id}' vanished from a pinned view"))),
             })
             .collect()

@@ -80,7 +80,7 @@ impl Engine {
                 if !r.verify(id) {
                     out.push(DamagedRow {
                         collection: c.spec.name.clone(),
-                        id: id.clone(),
+                        id: id.to_string(),
                         label: r.label,
                         reason: "in-memory copy fails its checksum".into(),
                     });
@@ -141,8 +141,9 @@ impl Engine {
             }
             // Removed first: `put_row` of the same label would unlink the replacement.
             c.remove_row(id);
-            c.put_row(id.to_string(), Row::new(id, Arc::from(vector), metadata.into(), label));
-            c.dirty.insert(id.to_string());
+            let row_id = c.row_id(id.to_string());
+            c.put_row(row_id.clone(), Row::new(id, Arc::from(vector), metadata.into(), label));
+            c.dirty.insert(row_id);
             // The checkpoint writes the graph once the row is in it: the indexer must know.
             self.shared.indexer.notify(&c.index);
             moot = false;

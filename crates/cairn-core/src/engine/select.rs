@@ -8,7 +8,7 @@ use super::Engine;
 use crate::batch::{self, Op};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::state::{Collection, Row, State};
+use crate::state::{Collection, Row, RowId, State};
 use crate::sync::read;
 
 /// A row `get_many` returns: vector and metadata JSON text.
@@ -22,7 +22,7 @@ pub const MAX_SCAN_PAGE: usize = 100_000;
 
 /// Live rows matching `f`, in no particular order. Unreadable records (metadata unknown) are
 /// never included.
-fn matching<'a>(c: &'a Collection, f: &Filter) -> Vec<(&'a String, &'a Row)> {
+fn matching<'a>(c: &'a Collection, f: &Filter) -> Vec<(&'a RowId, &'a Row)> {
     if f.matches_everything() {
         return c.rows.iter().collect();
     }
@@ -68,18 +68,17 @@ impl Engine {
         let st = read(&self.shared.state);
         let c = st.collection(collection)?;
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut page: Vec<(&String, &Row)> = Vec::with_capacity(limit.min(1024));
+        let mut page: Vec<(&RowId, &Row)> = Vec::with_capacity(limit.min(1024));
         // Few candidates: sort them rather than walk every id after the cursor.
         let few = (!filter.matches_everything()).then(|| c.payload.estimate(&filter.root)).flatten().is_some_and(|n| n * 4 < c.rows.len());
         if few {
-            let mut all: Vec<(&String, &Row)> =
-                matching(c, filter).into_iter().filter(|(id, _)| after.is_none_or(|a| id.as_str() > a)).collect();
+            let mut all: Vec<(&RowId, &Row)> = matching(c, filter).into_iter().filter(|(id, _)| after.is_none_or(|a| &***id > a)).collect();
             all.sort_unstable_by(|a, b| a.0.cmp(b.0));
             all.truncate(limit);
             page = all;
         } else {
             for id in c.order.range::<str, _>((lower, Bound::Unbounded)) {
-                let Some((id, row)) = c.rows.get_key_value(id.as_str()) else { continue };
+                let Some((id, row)) = c.rows.get_key_value(&**id) else { continue };
                 if filter.matches_everything() || c.row_matches(row, filter) {
                     page.push((id, row));
                     if page.len() == limit {
@@ -93,7 +92,7 @@ impl Engine {
                 if !row.verify(id) {
                     return Err(self.damaged_in_memory(collection, id));
                 }
-                Ok((id.clone(), vectors.then(|| row.vector.to_vec()), row.metadata.to_string()))
+                Ok((id.to_string(), vectors.then(|| row.vector.to_vec()), row.metadata.to_string()))
             })
             .collect()
     }
@@ -129,9 +128,9 @@ impl Engine {
 /// replicates and restores like any batch. Empty when nothing matches.
 pub(super) fn delete_payload(st: &State, collection: &str, filter: &Filter) -> Result<(Vec<u8>, usize)> {
     let c = st.collection(collection)?;
-    let mut ids: Vec<&String> = matching(c, filter).into_iter().map(|(id, _)| id).collect();
+    let mut ids: Vec<&str> = matching(c, filter).into_iter().map(|(id, _)| &**id).collect();
     if filter.matches_everything() {
-        ids.extend(c.unreadable.keys());
+        ids.extend(c.unreadable.keys().map(String::as_str));
     }
     ids.sort_unstable();
     if ids.len() > crate::index::MAX_OPS_PER_BATCH {
@@ -144,6 +143,6 @@ pub(super) fn delete_payload(st: &State, collection: &str, filter: &Filter) -> R
     if ids.is_empty() {
         return Ok((Vec::new(), 0));
     }
-    let ops: Vec<Op> = ids.iter().map(|id| Op::Delete { collection: collection.to_string(), id: (*id).clone() }).collect();
+    let ops: Vec<Op> = ids.iter().map(|id| Op::Delete { collection: collection.to_string(), id: (*id).to_string() }).collect();
     Ok((batch::encode(&ops), ops.len()))
 }
