@@ -94,7 +94,9 @@ pub(super) fn capture(shared: &Shared, writer: &mut WalWriter) -> Result<Capture
         } else {
             None
         };
-        c.dirty.clear();
+        // Released rather than cleared: the table is as large as the most rows written between
+        // two checkpoints (a bulk load's), and would stay that large for the life of the store.
+        c.dirty = Default::default();
         let payload_bytes = (!c.payload.is_empty() && (c.payload.changed || c.payload_file.is_none()))
             .then(|| crate::payload::encode_payload_file(&c.payload, seq));
         c.payload.changed = false;
