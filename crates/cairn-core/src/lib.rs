@@ -12,7 +12,6 @@ pub mod error;
 pub mod fault;
 pub mod filter;
 pub mod hnsw;
-pub mod huge_pages;
 pub mod index;
 pub mod inspect;
 pub mod keyed_hash;

@@ -6,6 +6,7 @@
 //! float32 byte shuffle of archives (`bytes.rs`).
 //!
 //! - `store.rs`: `openStore` and the `NativeStore` class (commit, reads, queries, checkpoint)
+//! - `allocator.rs`: mimalloc as the global allocator, without transparent huge pages
 //! - `read_view.rs`: read views (reads as of a seq) and transaction commits
 //! - `select.rs`: count, scan, getMany and deleteWhere by filter; `payload_index.rs`: payload indexes
 //! - `completions.rs`: settles commit and query promises on the JS thread; `query_worker.rs`:
@@ -27,12 +28,7 @@
 // The napi macros register exports only outside `cfg(test)`: in the unit-test build they look unused.
 #![cfg_attr(test, allow(dead_code))]
 
-/// mimalloc, not glibc malloc: the engine allocates from rayon, libuv and commit threads, and
-/// glibc gives each its own arena that keeps freed pages, so a process opening and closing
-/// stores grew without bound (bench/open-close.js). mimalloc returns freed segments to the OS.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
+mod allocator;
 mod bytes;
 mod completions;
 mod digest;

@@ -14,7 +14,6 @@ use crate::checksum::xxh3;
 use crate::datafile::{map_data_file, read_header, visit_data_file, RecordRef, KIND_DELTA, REC_DELETE, R_FIXED};
 use crate::error::{Error, Result};
 use crate::hnsw::{Hnsw, HnswParams};
-use crate::huge_pages::advise_huge_pages;
 use crate::index::{seq_of_label, CollectionIndex, LABEL_OP_BITS};
 use crate::layout::{parse_wal_segment_name, ARCHIVE_DIR, DATA_DIR, WAL_DIR};
 use crate::manifest::{Manifest, ManifestCollection};
@@ -353,8 +352,7 @@ fn apply(c: &mut Collection, sorted_ids: &mut Option<Vec<RowId>>, rec: Prepared<
     }
 }
 
-/// A checkpoint file read whole into a buffer that asked for huge pages (it is filled at once:
-/// see `huge_pages`); its size must be the one the manifest records.
+/// A checkpoint file read whole into one buffer; its size must be the one the manifest records.
 fn read_checkpoint_file(storage: &dyn Storage, path: &Path, bytes: u64) -> Result<Vec<u8>> {
     let file = storage.open_read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::corruption(path, 0, "checkpoint file named by the manifest is missing"),
@@ -367,7 +365,6 @@ fn read_checkpoint_file(storage: &dyn Storage, path: &Path, bytes: u64) -> Resul
     }
     let len = usize::try_from(len).map_err(|_| short(len))?;
     let mut buf = Vec::with_capacity(len);
-    advise_huge_pages(buf.as_ptr(), len);
     // Fewer bytes than the length said: the file shrank meanwhile.
     let got = file.read_append(0, len, &mut buf).map_err(|e| Error::io(path, e))?;
     if got != len {

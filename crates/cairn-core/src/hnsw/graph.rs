@@ -128,8 +128,8 @@ unsafe impl ZeroIsValid for f32 {}
 
 /// `n` zero values in memory that comes zeroed from the allocator. For large arenas that means
 /// fresh pages the OS maps on first write, so a new or loading index does not pay for writing
-/// (and faulting in) every slot twice; large ones ask for huge pages, so that first write
-/// faults 512 times less often.
+/// (and faulting in) every slot twice. No huge-page advice: on a VM whose host backs memory
+/// lazily, 2 MiB faults made opens 1.4-3x slower and erratic (bench/README.md).
 pub(super) fn zeroed<T: ZeroIsValid>(n: usize) -> Box<[T]> {
     // The same bound Vec enforces; capacities are validated long before this could trip.
     let layout = Layout::array::<T>(n).expect("arena size overflows isize");
@@ -141,7 +141,6 @@ pub(super) fn zeroed<T: ZeroIsValid>(n: usize) -> Box<[T]> {
     if ptr.is_null() {
         handle_alloc_error(layout);
     }
-    crate::huge_pages::advise_huge_pages(ptr.cast::<u8>(), layout.size());
     // SAFETY: `ptr` is a live global-allocator block with the layout of `[T; n]` (which is what
     // Box<[T]> frees it with), and its zero bytes are `n` valid `T`s.
     unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n)) }
