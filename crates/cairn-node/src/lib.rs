@@ -6,7 +6,7 @@
 //! float32 byte shuffle of archives (`bytes.rs`).
 //!
 //! - `store.rs`: `openStore` and the `NativeStore` class (commit, reads, queries, checkpoint)
-//! - `allocator.rs`: mimalloc as the global allocator, without transparent huge pages
+//! - `allocator.rs`: mimalloc as the global allocator, and its huge-page setting
 //! - `read_view.rs`: read views (reads as of a seq) and transaction commits
 //! - `select.rs`: count, scan, getMany and deleteWhere by filter; `payload_index.rs`: payload indexes
 //! - `completions.rs`: settles commit and query promises on the JS thread; `query_worker.rs`:

@@ -128,8 +128,8 @@ unsafe impl ZeroIsValid for f32 {}
 
 /// `n` zero values in memory that comes zeroed from the allocator. For large arenas that means
 /// fresh pages the OS maps on first write, so a new or loading index does not pay for writing
-/// (and faulting in) every slot twice. No huge-page advice: on a VM whose host backs memory
-/// lazily, 2 MiB faults made opens 1.4-3x slower and erratic (bench/README.md).
+/// (and faulting in) every slot twice. Huge pages are the allocator's to give (mimalloc asks for
+/// them on its arenas: crates/cairn-node/src/allocator.rs), so none are requested here.
 pub(super) fn zeroed<T: ZeroIsValid>(n: usize) -> Box<[T]> {
     // The same bound Vec enforces; capacities are validated long before this could trip.
     let layout = Layout::array::<T>(n).expect("arena size overflows isize");
