@@ -6,19 +6,19 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{self, CollectionSpec, Op};
 use crate::checksum::xxh3;
 use crate::datafile::{map_data_file, read_header, visit_data_file, RecordRef, KIND_DELTA, REC_DELETE, R_FIXED};
 use crate::error::{Error, Result};
-use crate::hnsw::{Hnsw, HnswParams};
+use crate::hnsw::{Hnsw, HnswParams, LoadedGraph};
 use crate::index::{seq_of_label, CollectionIndex, LABEL_OP_BITS};
 use crate::layout::{parse_wal_segment_name, ARCHIVE_DIR, DATA_DIR, WAL_DIR};
 use crate::manifest::{Manifest, ManifestCollection};
 use crate::state::{Collection, Row, RowId, State, UnreadableRecord};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageFile};
 use crate::sync::read;
 use crate::wal::reader::{scan_segment, ScanItem};
 use crate::wal::recovery::{IndexRebuild, RecordRepair, RecoveryMode, RecoveryReport, SkippedRange, UnreadableRecordReport};
@@ -58,7 +58,22 @@ pub(super) fn load_checkpoint(
             rows.map(|c| (graph, c))
         })?;
         let (mut c, damaged) = c;
-        let mut hnsw = match graph {
+        // Match the graph against the rows: a row in it lends its node its vector (the file's
+        // copy was checked but never kept), one missing from it becomes pending; `finish` reads
+        // back the vectors of nodes no row lent one.
+        let mut in_graph = 0usize;
+        let mut pending = Vec::new();
+        let graph = graph.and_then(|(mut loaded, file, path)| {
+            for row in c.rows.values() {
+                if loaded.adopt_row_vector(row.label, &row.vector) {
+                    in_graph += 1;
+                } else {
+                    pending.push((row.label, row.vector.clone()));
+                }
+            }
+            loaded.finish(file.as_ref(), &path).map_err(|e| e.to_string())
+        });
+        let hnsw = match graph {
             Ok(h) => {
                 c.index_file = mc.index.clone();
                 h
@@ -69,21 +84,11 @@ pub(super) fn load_checkpoint(
                 if !c.rows.is_empty() {
                     report.index_rebuilds.push(IndexRebuild { collection: spec.name.clone(), reason });
                 }
+                in_graph = 0;
+                pending = c.rows.values().map(|row| (row.label, row.vector.clone())).collect();
                 Hnsw::new(params, c.rows.len().max(1024))?
             }
         };
-        // Match the graph against the rows: a row in it lends its node its vector (one copy in
-        // memory instead of the file's as well), one missing from it becomes pending.
-        let mut in_graph = 0usize;
-        let mut pending = Vec::new();
-        for row in c.rows.values() {
-            if hnsw.adopt_row_vector(row.label, &row.vector) {
-                in_graph += 1;
-            } else {
-                pending.push((row.label, row.vector.clone()));
-            }
-        }
-        hnsw.release_loaded_vectors();
         c.index = CollectionIndex::new(hnsw);
         for (label, vector) in pending {
             c.index.add_pending(label, vector);
@@ -422,7 +427,12 @@ fn find_logged_upsert(
 /// Read and check the persisted graph named by the manifest; `Err` says why it is unusable. The
 /// file is read section by section into the graph's arrays; the one checksum pass that checks
 /// its own trailer also gives the whole-file digest compared with the manifest's.
-fn read_index_file(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, params: &HnswParams) -> std::result::Result<Hnsw, String> {
+fn read_index_file(
+    storage: &dyn Storage,
+    dir: &Path,
+    mc: &ManifestCollection,
+    params: &HnswParams,
+) -> std::result::Result<(LoadedGraph, Box<dyn StorageFile>, PathBuf), String> {
     let Some(r) = &mc.index else {
         return Err("no persisted index".to_string());
     };
@@ -436,7 +446,7 @@ fn read_index_file(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, p
         Ok((_, _, sum)) if format!("{sum:016x}") != r.xxh3 => {
             Err(format!("{}: size or checksum differs from the manifest", path.display()))
         }
-        Ok((h, _covered, _)) if h.params() == params => Ok(h),
+        Ok((g, _covered, _)) if g.params() == params => Ok((g, file, path)),
         Ok(_) => Err(format!("{}: parameters differ from the collection's", path.display())),
         Err(e) => Err(e.to_string()),
     }

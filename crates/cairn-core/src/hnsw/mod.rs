@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 // leaves the directory consistent at each step, so the data is still valid.
 use crate::sync::{read, write};
 use graph::Graph;
-pub use persist::{INDEX_FORMAT_VERSION, INDEX_MAGIC};
+pub use persist::{LoadedGraph, INDEX_FORMAT_VERSION, INDEX_MAGIC};
 
 pub const DEFAULT_M: usize = 16;
 pub const DEFAULT_EF_CONSTRUCTION: usize = 200;

@@ -30,7 +30,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::graph::{zeroed, LoadView, MAX_LEVEL};
 use super::sections::{bytes_of, SectionReader, Source, CHECKSUM_LEN};
@@ -170,20 +172,23 @@ impl Hnsw {
     /// link targets, levels, entry point, unique live labels); any violation is a corruption
     /// error naming `path` and the offending offset. The capacity equals the node count.
     pub fn read_from(bytes: &[u8], path: &Path) -> Result<(Hnsw, u64)> {
-        let (index, covered_seq, _) = Hnsw::load(Source::Bytes(bytes), bytes.len(), path)?;
+        let (index, covered_seq, _, _) = Hnsw::load(Source::Bytes(bytes), bytes.len(), path, VectorSection::Keep)?;
         Ok((index, covered_seq))
     }
 
     /// `read_from` for a file of `len` bytes, read section by section straight into the graph's
-    /// arrays (one read and one checksum pass per byte). Also returns the xxh3 of the whole file,
-    /// the digest the manifest records for it. A file that shrinks while it is read is a
-    /// corruption error, never a crash.
-    pub fn read_file(file: &dyn StorageFile, len: u64, path: &Path) -> Result<(Hnsw, u64, u64)> {
+    /// arrays (one read and one checksum pass per byte), except the vectors: those are checked
+    /// and digested but not kept, for the rows to lend theirs (`LoadedGraph`). Also returns the
+    /// xxh3 of the whole file, the digest the manifest records for it. A file that shrinks while
+    /// it is read is a corruption error, never a crash.
+    pub fn read_file(file: &dyn StorageFile, len: u64, path: &Path) -> Result<(LoadedGraph, u64, u64)> {
         let len = usize::try_from(len).map_err(|_| corruption(path, 0, "index file is too large for this platform"))?;
-        Hnsw::load(Source::File(file), len, path)
+        let (hnsw, covered_seq, file_xxh3, digests) = Hnsw::load(Source::File(file), len, path, VectorSection::Digest)?;
+        let (vectors_at, digests) = digests.unwrap_or_default();
+        Ok((LoadedGraph { hnsw, vectors_at: vectors_at as u64, digests }, covered_seq, file_xxh3))
     }
 
-    fn load(source: Source<'_>, len: usize, path: &Path) -> Result<(Hnsw, u64, u64)> {
+    fn load(source: Source<'_>, len: usize, path: &Path, vector_section: VectorSection) -> Result<Loaded> {
         if len < header::LEN + CHECKSUM_LEN {
             return Err(corruption(path, len, format!("index file is {len} bytes, shorter than its header and checksum")));
         }
@@ -216,8 +221,16 @@ impl Hnsw {
         let mut index =
             Hnsw::new(params, nodes).map_err(|e| corruption(path, header::NODE_COUNT, format!("cannot size the index: {e}")))?;
         let mut view = index.graph.load_view();
-        let mut vectors: Box<[f32]> = zeroed(nodes * dim);
-        let vectors_at = reader.fill(bytes_of(&mut vectors), "vectors")?;
+        let (vectors_at, mut vectors, digests, digested_non_finite) = match vector_section {
+            VectorSection::Keep => {
+                let mut vectors: Box<[f32]> = zeroed(nodes * dim);
+                (reader.fill(bytes_of(&mut vectors), "vectors")?, Some(vectors), None, None)
+            }
+            VectorSection::Digest => {
+                let (at, digests, non_finite) = digest_vectors(&mut reader, nodes, dim)?;
+                (at, None, Some(digests), non_finite)
+            }
+        };
         let levels_at = reader.fill(bytes_of(view.levels), "levels")?;
         let level_bytes: Vec<u8> = view.levels.iter_mut().map(|level| *level.get_mut()).collect();
         if let Some(i) = level_bytes.iter().position(|&level| level as usize > MAX_LEVEL) {
@@ -241,7 +254,7 @@ impl Hnsw {
             return Err(reader.fail(err));
         }
         let file_xxh3 = reader.finish()?;
-        from_little_endian(&mut view, &mut vectors);
+        from_little_endian(&mut view, vectors.as_deref_mut().unwrap_or_default());
 
         let level_of = |node: usize| level_bytes[node] as usize;
         let is_tombstoned = |node: usize| tombstone_bytes[node / 8] & (1 << (node % 8)) != 0;
@@ -267,10 +280,16 @@ impl Hnsw {
         }
 
         // An all-ones exponent is an infinity or a NaN.
-        if let Some(i) = vectors.iter().position(|v| v.to_bits() & F32_EXPONENT == F32_EXPONENT) {
+        let non_finite = match &vectors {
+            Some(v) => v.iter().position(|x| x.to_bits() & F32_EXPONENT == F32_EXPONENT),
+            None => digested_non_finite,
+        };
+        if let Some(i) = non_finite {
             return Err(corruption(path, vectors_at + i * 4, format!("vector of node {} is not finite", i / dim)));
         }
-        view.vectors.point_into(vectors);
+        if let Some(v) = vectors {
+            view.vectors.point_into(v);
+        }
 
         let mut node_of_label: HashMap<u64, u32> = HashMap::with_capacity(nodes);
         let mut tombstones = 0usize;
@@ -313,7 +332,104 @@ impl Hnsw {
         index.level_draws = AtomicU64::new(level_draws);
         *index.directory.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) =
             LabelDirectory { node_of_label, allocated: nodes as u32, tombstones };
-        Ok((index, covered_seq, file_xxh3))
+        Ok((index, covered_seq, file_xxh3, digests.map(|d| (vectors_at, d))))
+    }
+}
+
+/// What `load` returns: the graph, its covered seq, the whole file's xxh3, and with
+/// `VectorSection::Digest` the vector section's offset and each node's vector digest.
+type Loaded = (Hnsw, u64, u64, Option<(usize, Box<[u64]>)>);
+
+/// What `load` does with the vector section.
+enum VectorSection {
+    /// Read into one block the nodes point into (`read_from`).
+    Keep,
+    /// Read through a small buffer: checked, digested per node, not kept (`read_file`).
+    Digest,
+}
+
+/// Bytes of the vector section read at a time with `VectorSection::Digest`.
+const DIGEST_CHUNK: usize = 1 << 20;
+
+/// Reads the vector section through a small buffer. Each node's bytes feed the file checksum and
+/// a digest of their own (to check a later re-read of them: `LoadedGraph::finish`) and are
+/// checked for values that are not finite; nothing else is kept, so an open does not fault in
+/// and copy a second copy of every vector. Returns the section's offset, the digests and the
+/// index of the first float that is not finite (reported once the checksum has held).
+fn digest_vectors(reader: &mut SectionReader<'_>, nodes: usize, dim: usize) -> Result<(usize, Box<[u64]>, Option<usize>)> {
+    let at = reader.offset();
+    let node_bytes = dim * 4;
+    let per_chunk = (DIGEST_CHUNK / node_bytes.max(1)).clamp(1, nodes.max(1));
+    let mut buf = vec![0u8; per_chunk * node_bytes];
+    let mut digests = Vec::with_capacity(nodes);
+    let mut non_finite = None;
+    while digests.len() < nodes {
+        let first = digests.len();
+        let chunk = &mut buf[..per_chunk.min(nodes - first) * node_bytes];
+        reader.fill(chunk, "vectors")?;
+        for (i, vector) in chunk.chunks_exact(node_bytes).enumerate() {
+            if non_finite.is_none() {
+                let (words, _) = vector.as_chunks::<4>();
+                if let Some(j) = words.iter().position(|w| u32::from_le_bytes(*w) & F32_EXPONENT == F32_EXPONENT) {
+                    non_finite = Some((first + i) * dim + j);
+                }
+            }
+            digests.push(xxh3_64(vector));
+        }
+    }
+    Ok((at, digests.into_boxed_slice(), non_finite))
+}
+
+/// A graph read from its file (`Hnsw::read_file`) whose vectors were checked but not kept. Each
+/// node takes its row's vector (`adopt_row_vector`: the row is the authority, its record passed
+/// its checksum and a label names one write); `finish` reads the rest back from the file (nodes
+/// whose rows are gone or were not offered), each checked against the digest taken of its bytes
+/// while the file checksum was verified. Searching needs the `Hnsw` that `finish` returns.
+pub struct LoadedGraph {
+    hnsw: Hnsw,
+    vectors_at: u64,
+    digests: Box<[u64]>,
+}
+
+impl LoadedGraph {
+    pub fn params(&self) -> &HnswParams {
+        self.hnsw.params()
+    }
+
+    /// As `Hnsw::adopt_row_vector`: false when the label has no live node.
+    pub fn adopt_row_vector(&mut self, label: u64, row: &Arc<[f32]>) -> bool {
+        self.hnsw.adopt_row_vector(label, row)
+    }
+
+    /// Gives every node that took no row's vector its own copy, read from `file` (the file it
+    /// was loaded from) and checked against its digest; a difference means the file changed
+    /// under the open, a corruption error.
+    pub fn finish(mut self, file: &dyn StorageFile, path: &Path) -> Result<Hnsw> {
+        let node_bytes = self.hnsw.params().dim * 4;
+        let mut bytes = vec![0u8; node_bytes];
+        for (node, digest) in self.digests.iter().enumerate() {
+            if self.hnsw.graph.vectors.is_set(node as u32) {
+                continue;
+            }
+            let at = self.vectors_at + (node * node_bytes) as u64;
+            file.read_at(at, &mut bytes).map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    corruption(path, at as usize, "index file ends before its vectors do (truncated after it was read?)")
+                }
+                _ => Error::io(path, e),
+            })?;
+            if xxh3_64(&bytes) != *digest {
+                return Err(corruption(
+                    path,
+                    at as usize,
+                    format!("vector of node {node} differs from the one verified at open (the file changed since)"),
+                ));
+            }
+            // Stored unit-normalised for cosine, so its norm is 1.
+            let vector: Arc<[f32]> = bytes.as_chunks::<4>().0.iter().map(|w| f32::from_le_bytes(*w)).collect();
+            self.hnsw.graph.vectors.replace(node as u32, vector, 1.0);
+        }
+        Ok(self.hnsw)
     }
 }
 
@@ -458,22 +574,26 @@ mod tests {
         }
     }
 
+    /// 300 rows of 6-d vectors by label, inserted sharing their vectors; label 0 then deleted.
+    fn rows_in_a_graph(rng: &mut TestRng, metric: Metric) -> (std::collections::HashMap<u64, Arc<[f32]>>, Hnsw) {
+        let rows: std::collections::HashMap<u64, Arc<[f32]>> =
+            rng.vectors(300, 6).into_iter().enumerate().map(|(i, v)| (i as u64, Arc::from(v))).collect();
+        let index = Hnsw::new(HnswParams { dim: 6, metric, m: 4, ef_construction: 32 }, 300).expect("params");
+        for (label, vector) in &rows {
+            index.insert_shared(*label, vector.clone()).expect("capacity");
+        }
+        index.mark_deleted(0);
+        (rows, index)
+    }
+
     /// A graph read from a file takes the rows' vectors in place of its copies (one copy of
     /// each vector in memory), then answers and writes exactly as the graph it was written from.
     /// Nodes without a row keep a copy of their own once the file's block is freed.
     #[test]
     fn a_loaded_graph_adopts_the_rows_vectors() {
-        use std::collections::HashMap;
-        use std::sync::Arc;
         for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
             let mut rng = TestRng(5);
-            let rows: HashMap<u64, Arc<[f32]>> =
-                rng.vectors(300, 6).into_iter().enumerate().map(|(i, v)| (i as u64, Arc::from(v))).collect();
-            let index = Hnsw::new(HnswParams { dim: 6, metric, m: 4, ef_construction: 32 }, 300).expect("params");
-            for (label, vector) in &rows {
-                index.insert_shared(*label, vector.clone()).expect("capacity");
-            }
-            index.mark_deleted(0);
+            let (rows, index) = rows_in_a_graph(&mut rng, metric);
             let bytes = file_of(&index, 1);
             let (mut loaded, _) = Hnsw::read_from(&bytes, Path::new("index.hnsw")).expect("valid file");
             let node_of = |h: &Hnsw, label: u64| read(&h.directory).node_of_label[&label];
@@ -492,6 +612,75 @@ mod tests {
             for query in rng.vectors(20, 6) {
                 assert_same_hits(&loaded.search(&query, 10, 32, None), &index.search(&query, 10, 32, None));
             }
+        }
+    }
+
+    /// `read_file` keeps no copy of the vectors: live nodes take the rows' vectors, and `finish`
+    /// reads the others (a tombstone, a row held back) from the file. The result is the graph
+    /// `read_from` gives, holding no block, answering and re-writing the same.
+    #[test]
+    fn a_graph_read_from_its_file_keeps_no_vectors_of_its_own_but_those_no_row_lends() {
+        use crate::storage::Storage;
+        for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
+            let mut rng = TestRng(9);
+            let (rows, index) = rows_in_a_graph(&mut rng, metric);
+            let bytes = file_of(&index, 1);
+            let fs = crate::fault::FaultStorage::new();
+            let path = Path::new("/idx/c.hnsw");
+            fs.create_dir_all(Path::new("/idx")).expect("dir");
+            crate::durable::write_synced(&fs, path, &bytes).expect("write");
+            let file = fs.open_read(path).expect("open");
+            let (mut loaded, _, _) = Hnsw::read_file(file.as_ref(), bytes.len() as u64, path).expect("valid file");
+            let adopted = rows.iter().filter(|(label, row)| **label != 5 && loaded.adopt_row_vector(**label, row)).count();
+            assert_eq!(adopted, 298, "{metric:?}: every live label but the one held back");
+            let loaded = loaded.finish(file.as_ref(), path).expect("finish");
+            let (whole, _) = Hnsw::read_from(&bytes, path).expect("valid file");
+            let node_of = |h: &Hnsw, label: u64| read(&h.directory).node_of_label[&label];
+            for (label, row) in rows.iter().filter(|(label, _)| ![0, 5].contains(*label)) {
+                assert!(
+                    loaded.graph.vectors.shared(node_of(&loaded, *label)).is_some_and(|v| Arc::ptr_eq(&v, row)),
+                    "{metric:?} label {label}"
+                );
+            }
+            for node in 0..300 {
+                let expected = if loaded.graph.vectors.shared(node).is_some_and(|v| rows.values().any(|r| Arc::ptr_eq(&v, r))) {
+                    continue;
+                } else {
+                    whole.graph.vector(node).to_vec()
+                };
+                assert_eq!(loaded.graph.vector(node), &expected[..], "{metric:?}: node {node} read back from the file");
+            }
+            assert_eq!(loaded.graph.vectors.heap_bytes(), index.graph.vectors.heap_bytes(), "no block is held");
+            assert_eq!(file_of(&loaded, 1), bytes, "{metric:?}: re-writing it is byte-identical");
+            for query in rng.vectors(20, 6) {
+                assert_same_hits(&loaded.search(&query, 10, 32, None), &index.search(&query, 10, 32, None));
+            }
+        }
+    }
+
+    /// A vector `finish` reads back must be the one checked at open: changed in between (the
+    /// file rewritten under the store), it is a corruption error, not a silently different graph.
+    #[test]
+    fn a_vector_changed_after_the_open_read_is_corruption() {
+        use crate::storage::Storage;
+        let index = sample_index(Metric::L2, 50);
+        let bytes = file_of(&index, 3);
+        let fs = crate::fault::FaultStorage::new();
+        let path = Path::new("/idx/d.hnsw");
+        fs.create_dir_all(Path::new("/idx")).expect("dir");
+        crate::durable::write_synced(&fs, path, &bytes).expect("write");
+        let file = fs.open(path).expect("open");
+        let (loaded, _, _) = Hnsw::read_file(file.as_ref(), bytes.len() as u64, path).expect("valid file");
+        // Node 7's first float, flipped after the checked read.
+        let at = header::LEN + 7 * 6 * 4;
+        file.write_at(at as u64, &[bytes[at] ^ 0x10]).expect("write");
+        match loaded.finish(file.as_ref(), path) {
+            Err(Error::Corruption { offset, reason, .. }) => {
+                assert_eq!(offset as usize, at, "{reason}");
+                assert!(reason.contains("node 7"), "{reason}");
+            }
+            Err(other) => panic!("expected corruption, got {other}"),
+            Ok(_) => panic!("a changed vector was taken"),
         }
     }
 
@@ -574,6 +763,8 @@ mod tests {
         let file = fs.open_read(path).expect("open");
         let (loaded, covered, digest) = Hnsw::read_file(file.as_ref(), bytes.len() as u64, path).expect("valid file");
         assert_eq!((covered, digest), (11, xxh3(&bytes)));
+        // No row lends a vector: every one is read back from the file.
+        let loaded = loaded.finish(file.as_ref(), path).expect("finish");
         assert_eq!(file_of(&loaded, 11), bytes, "the same graph as read_from's");
 
         // Every flip is caught from the file as from memory.

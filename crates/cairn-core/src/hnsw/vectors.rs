@@ -3,9 +3,10 @@
 //!
 //! - `data` holds each node's data pointer, read on the hot path (8 bytes, no reference-count
 //!   traffic); `owners` keeps what it points into alive.
-//! - A graph read from a file points into one block holding the file's vector section, until
-//!   the engine's open swaps in the rows' vectors (`Hnsw::adopt_row_vector`) and copies the rest
-//!   out, freeing the block.
+//! - A graph read from a file by the engine's open (`Hnsw::read_file`) starts with no vectors:
+//!   its nodes take the rows' (`LoadedGraph::adopt_row_vector`) and the rest are read back from
+//!   the file (`LoadedGraph::finish`). One read from bytes (`Hnsw::read_from`) points into a
+//!   block holding the file's vector section until `release_loaded` copies the rest out.
 //! - For cosine the graph keeps the row's vector as it is and each node's norm beside it;
 //!   distances divide by it (`Hnsw::distance_to`). A node whose vector is already unit-normalised
 //!   (read from a file and not shared) has norm 1.
@@ -78,6 +79,13 @@ impl VectorSlots {
         }
         // SAFETY: a non-null pointer points at `dim` floats kept alive by `owners` or `loaded`.
         unsafe { std::slice::from_raw_parts(data, self.dim) }
+    }
+
+    /// Whether node `id` has a vector (a graph read with `Hnsw::read_file` has none until its
+    /// rows lend theirs and `LoadedGraph::finish` reads the rest).
+    pub(super) fn is_set(&self, id: u32) -> bool {
+        // SAFETY: as in `get`.
+        !unsafe { *self.data[id as usize].get() }.is_null()
     }
 
     #[inline]
