@@ -76,9 +76,8 @@ impl Drop for LinkLock<'_> {
 }
 
 /// See `Graph::load_view`. Laid out as in the file: `level0_links` 1 + 2M slots per node
-/// (count, then ids), the rest one entry per node. Vectors are loaded with `VectorSlots::point_into`.
+/// (count, then ids), the rest one entry per node. Vectors are not a section here: see `LoadedGraph`.
 pub(super) struct LoadView<'a> {
-    pub(super) vectors: &'a mut VectorSlots,
     pub(super) level0_links: &'a mut [AtomicU32],
     pub(super) upper_links: &'a mut [OnceLock<Box<[AtomicU32]>>],
     pub(super) level0_in_degree: &'a mut [AtomicU32],
@@ -375,7 +374,6 @@ impl Graph {
     /// upper-level lists present exactly for levels 1..=level.
     pub(super) fn load_view(&mut self) -> LoadView<'_> {
         LoadView {
-            vectors: &mut self.vectors,
             level0_links: &mut self.level0_links,
             upper_links: &mut self.upper_links,
             level0_in_degree: &mut self.level0_in_degree,

@@ -267,23 +267,17 @@ impl Hnsw {
     }
 
     /// Makes the node of `label`, in a graph read from a file, use `row` (the row's vector)
-    /// instead of its copy from the file, so each vector is in memory once. The row is the
+    /// instead of a copy from the file, so each vector is in memory once. The row is the
     /// authority: its record passed its checksum on load, and a label names one write, so the
     /// file's copy is the same vector (normalised, for cosine). False when the label has no
-    /// live node. Call `release_loaded_vectors` once every row has been offered.
-    pub fn adopt_row_vector(&mut self, label: u64, row: &Arc<[f32]>) -> bool {
+    /// live node.
+    pub(super) fn adopt_row_vector(&mut self, label: u64, row: &Arc<[f32]>) -> bool {
         let Some(&node) = self.directory.get_mut().unwrap_or_else(PoisonError::into_inner).node_of_label.get(&label) else {
             return false;
         };
         let norm = self.norm_of(row);
         self.graph.vectors.replace(node, row.clone(), norm);
         true
-    }
-
-    /// Gives every node that did not take a row's vector a copy of its own and frees the vector
-    /// block read from the file.
-    pub fn release_loaded_vectors(&mut self) {
-        self.graph.vectors.release_loaded();
     }
 
     /// The node's vector as a query: unit-normalised for cosine, as search queries are.

@@ -34,7 +34,7 @@ use std::sync::{Arc, OnceLock};
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::graph::{zeroed, LoadView, MAX_LEVEL};
+use super::graph::{LoadView, MAX_LEVEL};
 use super::sections::{bytes_of, SectionReader, Source, CHECKSUM_LEN};
 use super::{Hnsw, HnswParams, LabelDirectory, MAX_CAPACITY};
 #[cfg(test)]
@@ -172,8 +172,8 @@ impl Hnsw {
     /// link targets, levels, entry point, unique live labels); any violation is a corruption
     /// error naming `path` and the offending offset. The capacity equals the node count.
     pub fn read_from(bytes: &[u8], path: &Path) -> Result<(Hnsw, u64)> {
-        let (index, covered_seq, _, _) = Hnsw::load(Source::Bytes(bytes), bytes.len(), path, VectorSection::Keep)?;
-        Ok((index, covered_seq))
+        let (loaded, covered_seq, _) = Hnsw::load(Source::Bytes(bytes), bytes.len(), path)?;
+        Ok((loaded.finish_from(Source::Bytes(bytes), path)?, covered_seq))
     }
 
     /// `read_from` for a file of `len` bytes, read section by section straight into the graph's
@@ -183,12 +183,11 @@ impl Hnsw {
     /// it is read is a corruption error, never a crash.
     pub fn read_file(file: &dyn StorageFile, len: u64, path: &Path) -> Result<(LoadedGraph, u64, u64)> {
         let len = usize::try_from(len).map_err(|_| corruption(path, 0, "index file is too large for this platform"))?;
-        let (hnsw, covered_seq, file_xxh3, digests) = Hnsw::load(Source::File(file), len, path, VectorSection::Digest)?;
-        let (vectors_at, digests) = digests.unwrap_or_default();
-        Ok((LoadedGraph { hnsw, vectors_at: vectors_at as u64, digests }, covered_seq, file_xxh3))
+        Hnsw::load(Source::File(file), len, path)
     }
 
-    fn load(source: Source<'_>, len: usize, path: &Path, vector_section: VectorSection) -> Result<Loaded> {
+    /// The graph without its vectors (`LoadedGraph`), its covered seq and the whole file's xxh3.
+    fn load(source: Source<'_>, len: usize, path: &Path) -> Result<(LoadedGraph, u64, u64)> {
         if len < header::LEN + CHECKSUM_LEN {
             return Err(corruption(path, len, format!("index file is {len} bytes, shorter than its header and checksum")));
         }
@@ -221,16 +220,7 @@ impl Hnsw {
         let mut index =
             Hnsw::new(params, nodes).map_err(|e| corruption(path, header::NODE_COUNT, format!("cannot size the index: {e}")))?;
         let mut view = index.graph.load_view();
-        let (vectors_at, mut vectors, digests, digested_non_finite) = match vector_section {
-            VectorSection::Keep => {
-                let mut vectors: Box<[f32]> = zeroed(nodes * dim);
-                (reader.fill(bytes_of(&mut vectors), "vectors")?, Some(vectors), None, None)
-            }
-            VectorSection::Digest => {
-                let (at, digests, non_finite) = digest_vectors(&mut reader, nodes, dim)?;
-                (at, None, Some(digests), non_finite)
-            }
-        };
+        let (vectors_at, digests, non_finite) = digest_vectors(&mut reader, nodes, dim)?;
         let levels_at = reader.fill(bytes_of(view.levels), "levels")?;
         let level_bytes: Vec<u8> = view.levels.iter_mut().map(|level| *level.get_mut()).collect();
         if let Some(i) = level_bytes.iter().position(|&level| level as usize > MAX_LEVEL) {
@@ -254,7 +244,7 @@ impl Hnsw {
             return Err(reader.fail(err));
         }
         let file_xxh3 = reader.finish()?;
-        from_little_endian(&mut view, vectors.as_deref_mut().unwrap_or_default());
+        from_little_endian(&mut view);
 
         let level_of = |node: usize| level_bytes[node] as usize;
         let is_tombstoned = |node: usize| tombstone_bytes[node / 8] & (1 << (node % 8)) != 0;
@@ -279,16 +269,8 @@ impl Hnsw {
             }
         }
 
-        // An all-ones exponent is an infinity or a NaN.
-        let non_finite = match &vectors {
-            Some(v) => v.iter().position(|x| x.to_bits() & F32_EXPONENT == F32_EXPONENT),
-            None => digested_non_finite,
-        };
         if let Some(i) = non_finite {
             return Err(corruption(path, vectors_at + i * 4, format!("vector of node {} is not finite", i / dim)));
-        }
-        if let Some(v) = vectors {
-            view.vectors.point_into(v);
         }
 
         let mut node_of_label: HashMap<u64, u32> = HashMap::with_capacity(nodes);
@@ -332,34 +314,25 @@ impl Hnsw {
         index.level_draws = AtomicU64::new(level_draws);
         *index.directory.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) =
             LabelDirectory { node_of_label, allocated: nodes as u32, tombstones };
-        Ok((index, covered_seq, file_xxh3, digests.map(|d| (vectors_at, d))))
+        Ok((LoadedGraph { hnsw: index, vectors_at: vectors_at as u64, digests }, covered_seq, file_xxh3))
     }
 }
 
-/// What `load` returns: the graph, its covered seq, the whole file's xxh3, and with
-/// `VectorSection::Digest` the vector section's offset and each node's vector digest.
-type Loaded = (Hnsw, u64, u64, Option<(usize, Box<[u64]>)>);
-
-/// What `load` does with the vector section.
-enum VectorSection {
-    /// Read into one block the nodes point into (`read_from`).
-    Keep,
-    /// Read through a small buffer: checked, digested per node, not kept (`read_file`).
-    Digest,
-}
-
-/// Bytes of the vector section read at a time with `VectorSection::Digest`.
+/// Bytes of the vector section read at a time.
 const DIGEST_CHUNK: usize = 1 << 20;
 
 /// Reads the vector section through a small buffer. Each node's bytes feed the file checksum and
 /// a digest of their own (to check a later re-read of them: `LoadedGraph::finish`) and are
-/// checked for values that are not finite; nothing else is kept, so an open does not fault in
+/// checked for values that are not finite (an all-ones exponent); nothing else is kept, so an
+/// open does not fault in
 /// and copy a second copy of every vector. Returns the section's offset, the digests and the
 /// index of the first float that is not finite (reported once the checksum has held).
 fn digest_vectors(reader: &mut SectionReader<'_>, nodes: usize, dim: usize) -> Result<(usize, Box<[u64]>, Option<usize>)> {
     let at = reader.offset();
     let node_bytes = dim * 4;
-    let per_chunk = (DIGEST_CHUNK / node_bytes.max(1)).clamp(1, nodes.max(1));
+    // No more than the section holds: a header's `dim` is believed only as far as the file's
+    // length bounds `nodes * dim`, so with no nodes it sizes nothing.
+    let per_chunk = (DIGEST_CHUNK / node_bytes.max(1)).max(1).min(nodes);
     let mut buf = vec![0u8; per_chunk * node_bytes];
     let mut digests = Vec::with_capacity(nodes);
     let mut non_finite = None;
@@ -404,15 +377,21 @@ impl LoadedGraph {
     /// Gives every node that took no row's vector its own copy, read from `file` (the file it
     /// was loaded from) and checked against its digest; a difference means the file changed
     /// under the open, a corruption error.
-    pub fn finish(mut self, file: &dyn StorageFile, path: &Path) -> Result<Hnsw> {
+    pub fn finish(self, file: &dyn StorageFile, path: &Path) -> Result<Hnsw> {
+        self.finish_from(Source::File(file), path)
+    }
+
+    fn finish_from(mut self, source: Source<'_>, path: &Path) -> Result<Hnsw> {
         let node_bytes = self.hnsw.params().dim * 4;
-        let mut bytes = vec![0u8; node_bytes];
+        let mut bytes = Vec::new();
         for (node, digest) in self.digests.iter().enumerate() {
             if self.hnsw.graph.vectors.is_set(node as u32) {
                 continue;
             }
+            // Sized once a node needs it: its file holds at least one vector then.
+            bytes.resize(node_bytes, 0);
             let at = self.vectors_at + (node * node_bytes) as u64;
-            file.read_at(at, &mut bytes).map_err(|e| match e.kind() {
+            source.read(at as usize, &mut bytes).map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => {
                     corruption(path, at as usize, "index file ends before its vectors do (truncated after it was read?)")
                 }
@@ -481,12 +460,10 @@ fn read_header(head: &[u8], path: &Path, body_left: usize) -> Result<Header> {
 }
 
 /// The sections were read as they are on disk, little-endian; on a big-endian CPU each word is
-/// swapped into place (a no-op on little-endian ones).
-fn from_little_endian(view: &mut LoadView<'_>, vectors: &mut [f32]) {
+/// swapped into place (a no-op on little-endian ones). Vectors are decoded where they are read
+/// back (`LoadedGraph::finish`).
+fn from_little_endian(view: &mut LoadView<'_>) {
     if cfg!(target_endian = "big") {
-        for v in vectors.iter_mut() {
-            *v = f32::from_bits(u32::from_le(v.to_bits()));
-        }
         for slot in view.level0_links.iter_mut() {
             *slot.get_mut() = u32::from_le(*slot.get_mut());
         }
@@ -601,7 +578,6 @@ mod tests {
             let file_vector_of_5 = loaded.graph.vector(node_of(&loaded, 5)).to_vec();
             let adopted = rows.iter().filter(|(label, row)| **label != 5 && loaded.adopt_row_vector(**label, row)).count();
             assert_eq!(adopted, 298, "{metric:?}: every live label but the one held back");
-            loaded.release_loaded_vectors();
             for (label, row) in rows.iter().filter(|(label, _)| ![0, 5].contains(*label)) {
                 let node = node_of(&loaded, *label);
                 assert!(loaded.graph.vectors.shared(node).is_some_and(|v| Arc::ptr_eq(&v, row)), "{metric:?} label {label}");

@@ -22,7 +22,7 @@ pub(super) enum Source<'a> {
 }
 
 impl Source<'_> {
-    fn read(&self, at: usize, dst: &mut [u8]) -> std::io::Result<()> {
+    pub(super) fn read(&self, at: usize, dst: &mut [u8]) -> std::io::Result<()> {
         match self {
             Source::Bytes(bytes) => match bytes.get(at..at + dst.len()) {
                 Some(src) => {

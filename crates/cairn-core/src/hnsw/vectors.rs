@@ -3,10 +3,9 @@
 //!
 //! - `data` holds each node's data pointer, read on the hot path (8 bytes, no reference-count
 //!   traffic); `owners` keeps what it points into alive.
-//! - A graph read from a file by the engine's open (`Hnsw::read_file`) starts with no vectors:
-//!   its nodes take the rows' (`LoadedGraph::adopt_row_vector`) and the rest are read back from
-//!   the file (`LoadedGraph::finish`). One read from bytes (`Hnsw::read_from`) points into a
-//!   block holding the file's vector section until `release_loaded` copies the rest out.
+//! - A graph read from a file (`persist.rs`, `LoadedGraph`) starts with no vectors: its nodes
+//!   take the rows' (`LoadedGraph::adopt_row_vector`) and the rest are read back from the file
+//!   (`LoadedGraph::finish`).
 //! - For cosine the graph keeps the row's vector as it is and each node's norm beside it;
 //!   distances divide by it (`Hnsw::distance_to`). A node whose vector is already unit-normalised
 //!   (read from a file and not shared) has norm 1.
@@ -17,21 +16,18 @@
 use std::cell::UnsafeCell;
 use std::sync::Arc;
 
-/// What keeps a node's vector alive (None for a free slot or one pointing into a loaded block).
+/// What keeps a node's vector alive (None for a free slot).
 type Owner = UnsafeCell<Option<Arc<[f32]>>>;
 
 pub(super) struct VectorSlots {
     data: Box<[UnsafeCell<*const f32>]>,
     owners: Box<[Owner]>,
     norms: Box<[UnsafeCell<f32>]>,
-    /// The vector section of the file this graph was read from (`dim` floats per node), while
-    /// nodes still point into it.
-    loaded: Option<Box<[f32]>>,
     dim: usize,
 }
 
-// SAFETY: `data` pointers point into `owners`' allocations or into `loaded`, both owned by this
-// value and immutable once written; slots are written under the write-once contract above, so
+// SAFETY: `data` pointers point into `owners`' allocations, owned by this value and immutable
+// once written; slots are written under the write-once contract above, so
 // sharing across threads never races, and moving the value moves ownership with it.
 unsafe impl Sync for VectorSlots {}
 // SAFETY: as above; nothing is tied to the creating thread.
@@ -43,13 +39,7 @@ fn cells<T>(n: usize, make: impl Fn() -> T) -> Box<[UnsafeCell<T>]> {
 
 impl VectorSlots {
     pub(super) fn new(dim: usize, capacity: usize) -> VectorSlots {
-        VectorSlots {
-            data: cells(capacity, std::ptr::null),
-            owners: cells(capacity, || None),
-            norms: cells(capacity, || 1.0),
-            loaded: None,
-            dim,
-        }
+        VectorSlots { data: cells(capacity, std::ptr::null), owners: cells(capacity, || None), norms: cells(capacity, || 1.0), dim }
     }
 
     /// Makes node `id` use `vector`, of norm `norm` (1 except for cosine).
@@ -77,7 +67,7 @@ impl VectorSlots {
         if data.is_null() {
             return &[];
         }
-        // SAFETY: a non-null pointer points at `dim` floats kept alive by `owners` or `loaded`.
+        // SAFETY: a non-null pointer points at `dim` floats kept alive by `owners`.
         unsafe { std::slice::from_raw_parts(data, self.dim) }
     }
 
@@ -94,21 +84,10 @@ impl VectorSlots {
         unsafe { *self.norms[id as usize].get() }
     }
 
-    /// The owned vector of node `id`, if it has one (not one pointing into a loaded block).
+    /// The vector of node `id`, if it has one.
     pub(super) fn shared(&self, id: u32) -> Option<Arc<[f32]>> {
         // SAFETY: as in `get`.
         unsafe { (*self.owners[id as usize].get()).clone() }
-    }
-
-    /// Points nodes `0..n` at `block` (`dim` floats each, unit-normalised for cosine), the vector
-    /// section of a file being loaded.
-    pub(super) fn point_into(&mut self, block: Box<[f32]>) {
-        let nodes = block.len() / self.dim.max(1);
-        for (i, slot) in self.data.iter_mut().enumerate().take(nodes) {
-            // In bounds: i < nodes, so the slice ends inside the block.
-            *slot.get_mut() = block[i * self.dim..].as_ptr();
-        }
-        self.loaded = Some(block);
     }
 
     /// Swaps in `vector` for node `id` (the same vector, held elsewhere); exclusive access, so no
@@ -118,21 +97,6 @@ impl VectorSlots {
         *self.data[i].get_mut() = vector.as_ptr();
         *self.owners[i].get_mut() = Some(vector);
         *self.norms[i].get_mut() = norm;
-    }
-
-    /// Gives every node still pointing into the loaded block a copy of its own, then frees it.
-    pub(super) fn release_loaded(&mut self) {
-        let Some(block) = self.loaded.take() else { return };
-        let range = block.as_ptr_range();
-        for i in 0..self.data.len() {
-            let data = *self.data[i].get_mut();
-            if range.contains(&data) {
-                // SAFETY: `data` points at `dim` floats inside `block`, still alive here.
-                let copy: Arc<[f32]> = unsafe { std::slice::from_raw_parts(data, self.dim) }.into();
-                *self.data[i].get_mut() = copy.as_ptr();
-                *self.owners[i].get_mut() = Some(copy);
-            }
-        }
     }
 
     /// Moves every slot into storage for `capacity` nodes (larger than now).
@@ -147,16 +111,13 @@ impl VectorSlots {
         for (to, from) in grown.norms.iter_mut().zip(self.norms.iter_mut()) {
             *to.get_mut() = *from.get_mut();
         }
-        // The block's heap address does not change when the box moves.
-        grown.loaded = self.loaded.take();
         *self = grown;
     }
 
-    /// Heap bytes of the slots and of a loaded block. The vectors themselves are the rows'
+    /// Heap bytes of the slots. The vectors themselves are the rows'
     /// memory and counted there; a node whose row is gone (deleted or overwritten) keeps its
     /// vector alive until compaction, uncounted.
     pub(super) fn heap_bytes(&self) -> usize {
-        let slots = self.data.len() * (std::mem::size_of::<*const f32>() + std::mem::size_of::<Option<Arc<[f32]>>>() + 4);
-        slots + self.loaded.as_ref().map_or(0, |b| b.len() * 4)
+        self.data.len() * (std::mem::size_of::<*const f32>() + std::mem::size_of::<Option<Arc<[f32]>>>() + 4)
     }
 }
