@@ -8,6 +8,7 @@ import type { Metric } from './encode.js';
 import { fromNative, invalidArgument, native, nativeSync } from './errors.js';
 import { encodeFilter, type Filter } from './filter.js';
 import type { NativeQueryResult, NativeReadView, NativeRow, NativeStore } from './native.js';
+import { polled } from './query-poll.js';
 import { checkKnownKeys, checkName, checkPlainObject, checkPositiveInt, checkVector, isPlainName } from './validate.js';
 
 export interface CollectionInfo {
@@ -103,10 +104,12 @@ export class CollectionReader<M extends object = Metadata> {
   readonly metric: Metric;
   /** @internal */
   protected readonly source: RowSource;
+  readonly #queryPollMicros: number;
 
   /** @internal */
-  constructor(source: RowSource, info: { name: string; dim: number; metric: Metric }) {
+  constructor(source: RowSource, info: { name: string; dim: number; metric: Metric }, queryPollMicros: number) {
     this.source = source;
+    this.#queryPollMicros = queryPollMicros;
     this.name = info.name;
     this.dim = info.dim;
     this.metric = info.metric;
@@ -189,14 +192,15 @@ export class CollectionReader<M extends object = Metadata> {
 
   /** k nearest rows, best first. Every acknowledged write is visible, indexed or not. Records
    *  that cannot be read are skipped and listed in the result's `skipped`. The search runs on
-   *  one of the engine's query workers, off the event loop. */
+   *  one of the engine's query workers, off the event loop; the event loop polls for its answer
+   *  for up to `OpenOptions.queryPollMicros` rather than sleep (`query-poll.ts`). */
   query(vector: Float32Array | number[], options: QueryOptions): Promise<QueryResult<M>> {
     // Chained on the native promise rather than awaited through `native()`: two async frames
     // less per query. Rejects, never throws.
     try {
       const q = checkVector('vector', vector, this.dim);
       const { k, ef, filter } = searchArgs(options);
-      return this.source.query(this.name, q, 1, k, ef, filter).then(([result]) => this.toResult(result!), rejectNative);
+      return polled(this.source.query(this.name, q, 1, k, ef, filter), this.#queryPollMicros).then(([result]) => this.toResult(result!), rejectNative);
     } catch (e) {
       return Promise.reject(fromNative(e));
     }

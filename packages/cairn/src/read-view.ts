@@ -42,11 +42,13 @@ export class ReadView {
   readonly seq: bigint;
   readonly #native: NativeReadView;
   readonly #onRelease: (view: ReadView) => void;
+  readonly #queryPollMicros: number;
   #released = false;
 
   /** @internal use `db.readView()`. */
-  constructor(handle: NativeReadView, onRelease: (view: ReadView) => void) {
+  constructor(handle: NativeReadView, onRelease: (view: ReadView) => void, queryPollMicros: number) {
     this.#native = handle;
+    this.#queryPollMicros = queryPollMicros;
     this.seq = handle.seq;
     this.#onRelease = onRelease;
   }
@@ -66,7 +68,7 @@ export class ReadView {
     checkName('name', name);
     const info = this.collections().find((c) => c.name === name);
     if (!info) throw new CairnError('CAIRN_NOT_FOUND', `collection '${name}' did not exist at seq ${this.seq}`, { collection: name });
-    return new ViewCollection<M>(this.#native, info);
+    return new ViewCollection<M>(this.#native, info, this.#queryPollMicros);
   }
 
   /** Unpin the view and free the versions only it kept; idempotent. Later reads reject with

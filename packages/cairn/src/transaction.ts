@@ -59,6 +59,8 @@ export interface TransactionHost {
   /** Resolves once `seq` is applied (or after a bounded wait). */
   applied(seq: bigint): Promise<void>;
   stats: TransactionStats;
+  /** `OpenOptions.queryPollMicros` of the store, for the snapshot's queries. */
+  queryPollMicros: number;
 }
 
 const TX_KEYS = ['retries', 'timeoutMs'] as const;
@@ -152,7 +154,7 @@ export class Transaction {
     const info = this.#collections.get(name);
     if (!info)
       throw new CairnError('CAIRN_NOT_FOUND', `collection '${name}' does not exist (at the transaction's snapshot, seq ${this.seq})`, { collection: name });
-    return new TransactionCollection<M>(this, this.#view, info);
+    return new TransactionCollection<M>(this, this.#view, info, this.#host.queryPollMicros);
   }
 
   /** End the transaction now, writing nothing: `db.transaction` rejects with `CAIRN_ABORTED`. */
@@ -245,9 +247,9 @@ export class TransactionCollection<M extends object = Metadata> {
   readonly #snapshot: CollectionReader<M>;
 
   /** @internal use `tx.collection()`. */
-  constructor(tx: Transaction, view: NativeReadView, info: CollectionInfo) {
+  constructor(tx: Transaction, view: NativeReadView, info: CollectionInfo, queryPollMicros: number) {
     this.#tx = tx;
-    this.#snapshot = new CollectionReader<M>(view, info);
+    this.#snapshot = new CollectionReader<M>(view, info, queryPollMicros);
     this.name = info.name;
     this.dim = info.dim;
   }
