@@ -8,11 +8,13 @@
 //! - `format.rs`: byte offsets, magic and versions; the header and footer, checked alone.
 //! - `writer.rs`: `DataFileWriter`, which builds a whole file in memory.
 //! - `reader.rs`: parsing and verifying records, and locating damaged ones by identity.
+//! - `stream.rs`: verifying an intact file through a small buffer, as an open reads it.
 //! - `lookup.rs`: finding ids by binary search, reading a few windows instead of the file.
 
 mod format;
 mod lookup;
 mod reader;
+mod stream;
 mod writer;
 
 pub use format::{
@@ -24,6 +26,7 @@ pub use reader::{
     check_record, map_data_file, read_data_file, record_id_hint, record_identity, record_ids, visit_data_file, BadRecord, DataFileContents,
     DataRecord, RecordIdentity, RecordRef,
 };
+pub use stream::stream_data_file;
 pub use writer::DataFileWriter;
 
 #[cfg(test)]

@@ -274,7 +274,12 @@ pub fn record_id_hint(rec: &[u8], fmt: &RecordFormat) -> Option<String> {
     plausible.then(|| id.to_string())
 }
 
-fn parse_record<'a>(buf: &'a [u8], pos: usize, end: usize, fmt: &RecordFormat) -> std::result::Result<(RecordRef<'a>, usize), ParseErr> {
+pub(super) fn parse_record<'a>(
+    buf: &'a [u8],
+    pos: usize,
+    end: usize,
+    fmt: &RecordFormat,
+) -> std::result::Result<(RecordRef<'a>, usize), ParseErr> {
     // One set of framing checks for loading and scrubbing.
     let len = check_record(buf, pos, end, fmt)?;
     let (dim, fixed) = (fmt.dim, fmt.fixed);

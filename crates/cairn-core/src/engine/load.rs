@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::batch::{self, CollectionSpec, Op};
 use crate::checksum::xxh3;
-use crate::datafile::{map_data_file, read_header, visit_data_file, RecordRef, KIND_DELTA, REC_DELETE, R_FIXED};
+use crate::datafile::{map_data_file, read_header, stream_data_file, visit_data_file, RecordRef, KIND_DELTA, REC_DELETE, R_FIXED};
 use crate::error::{Error, Result};
 use crate::hnsw::{Hnsw, HnswParams, LoadedGraph};
 use crate::index::{seq_of_label, CollectionIndex, LABEL_OP_BITS};
@@ -176,7 +176,15 @@ fn load_rows(
     // `derive_from_rows` builds them from the rows instead.
     let mut derived_exact = true;
     let mut sorted_ids: Option<Vec<RowId>> = (mc.data_files.len() == 1).then(Vec::new);
-    for sref in &mc.data_files {
+    let streamed = (mc.dim as usize) < PARALLEL_MIN_DIM && stream_rows(storage, dir, mc, &mut c, &mut sorted_ids);
+    if !streamed {
+        // Something is not intact: start again from the files read whole, which names it.
+        c.rows.clear();
+        c.live.clear();
+        c.unreadable.clear();
+        sorted_ids = (mc.data_files.len() == 1).then(Vec::new);
+    }
+    for sref in mc.data_files.iter().filter(|_| !streamed) {
         let rel = format!("{DATA_DIR}/{}", sref.file);
         let path = dir.join(&rel);
         let buf = read_checkpoint_file(storage, &path, sref.bytes)?;
@@ -293,6 +301,32 @@ fn load_rows(
         c.live.clear();
     }
     Ok((c, damaged_files))
+}
+
+/// Apply every checkpoint file of the collection read through a small buffer
+/// (`stream_data_file`), as `load_rows` would; false at the first file that is not exactly as
+/// the manifest describes it or does not verify whole, with some of it possibly applied.
+fn stream_rows(
+    storage: &dyn Storage,
+    dir: &Path,
+    mc: &ManifestCollection,
+    c: &mut Collection,
+    sorted_ids: &mut Option<Vec<RowId>>,
+) -> bool {
+    for sref in &mc.data_files {
+        let Ok(file) = storage.open_read(&dir.join(DATA_DIR).join(&sref.file)) else { return false };
+        if file.len().ok() != Some(sref.bytes) {
+            return false;
+        }
+        let most = usize::try_from(sref.bytes).unwrap_or(usize::MAX) / (R_FIXED + 8);
+        c.rows.reserve((sref.records as usize).min(most));
+        c.live.reserve((sref.records as usize).min(most));
+        match stream_data_file(file.as_ref(), sref.bytes, |rec| apply(c, sorted_ids, prepare(rec))) {
+            Some(header) if header.collection_id == mc.id && header.dim == mc.dim => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// A verified record made ready to apply (on any thread): an upsert's row is built, with its
