@@ -5,6 +5,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::checksum::Xxh3Stream;
 use crate::layout::TMP_SUFFIX;
 use crate::progress::ByteProgress;
 use crate::storage::{Storage, StorageFile};
@@ -38,6 +39,55 @@ pub fn write_synced_counted(storage: &dyn Storage, path: &Path, bytes: &[u8], pr
         p.add(chunk.len() as u64);
     }
     file.sync_data()
+}
+
+/// A file written front to back under its temporary name as its bytes are produced (so no
+/// caller holds a whole file in memory), with the xxh3 of everything written: the digest a
+/// manifest records. `commit` fdatasyncs it and renames it into place; the name is durable only
+/// after the caller syncs the directory. Dropped uncommitted, it stays a temporary file, which
+/// the next checkpoint or open removes.
+pub struct StagedFile {
+    file: Box<dyn StorageFile>,
+    tmp: PathBuf,
+    len: u64,
+    digest: Xxh3Stream,
+}
+
+impl StagedFile {
+    pub fn create(storage: &dyn Storage, path: &Path) -> io::Result<StagedFile> {
+        let tmp = temp_path(path);
+        Ok(StagedFile { file: storage.create(&tmp)?, tmp, len: 0, digest: Xxh3Stream::default() })
+    }
+
+    /// The temporary name, for errors.
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_at(self.len, bytes)?;
+        self.digest.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// fdatasync the file and rename it to `path`; returns its length and xxh3.
+    pub fn commit(self, storage: &dyn Storage, path: &Path) -> io::Result<(u64, u64)> {
+        self.file.sync_data()?;
+        storage.rename(&self.tmp, path)?;
+        Ok((self.len, self.digest.digest()))
+    }
+}
+
+impl io::Write for StagedFile {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.append(bytes)?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `name` → `name.tmp` in the same directory, so the rename never crosses file systems.

@@ -66,6 +66,19 @@ pub struct RecordFormat {
     pub(super) ident: bool,
 }
 
+impl RecordFormat {
+    /// Bytes of a record with an `id_len`-byte id, `meta_len` bytes of metadata and, for an
+    /// upsert, the vector.
+    pub fn record_len(&self, upsert: bool, id_len: usize, meta_len: usize) -> usize {
+        crate::wal::record::align8(self.fixed + if upsert { self.dim * 4 } else { 0 } + id_len + meta_len) + 8
+    }
+}
+
+/// Bytes of a whole data file whose records take `records` bytes together.
+pub fn file_len(records: usize) -> usize {
+    DATAFILE_HEADER_LEN + records + FOOTER_LEN
+}
+
 impl DataFileHeader {
     pub fn record_format(&self) -> RecordFormat {
         let v2 = self.version >= DATAFILE_VERSION;

@@ -18,7 +18,7 @@ mod stream;
 mod writer;
 
 pub use format::{
-    check_footer, check_header, read_header, DataFileHeader, RecordFormat, DATAFILE_HEADER_LEN, DATAFILE_MAGIC, DATAFILE_VERSION,
+    check_footer, check_header, file_len, read_header, DataFileHeader, RecordFormat, DATAFILE_HEADER_LEN, DATAFILE_MAGIC, DATAFILE_VERSION,
     FOOTER_LEN, FOOTER_MAGIC, KIND_BASE, KIND_DELTA, REC_DELETE, REC_UPSERT, R_FIXED,
 };
 pub use lookup::IdLookup;
@@ -79,6 +79,48 @@ mod tests {
             bad_footer[footer + 1] ^= 1;
             assert!(map_data_file(&bad_footer, Path::new("x.seg"), describe).is_err());
             assert!(visit_data_file(&bad_footer, Path::new("x.seg"), false, |_| {}).is_err());
+        }
+    }
+
+    /// A file handed out in pieces by `flush_into` (after every record, or never) is byte for
+    /// byte the file built whole, and `record_len`/`file_len` give its length in advance.
+    #[test]
+    fn a_file_flushed_in_pieces_is_the_file_built_whole_and_its_length_is_known_before() {
+        for version in [DATAFILE_VERSION_V1, DATAFILE_VERSION] {
+            let header = DataFileHeader { version, dim: 3, collection_id: 1, covered_seq: 9, metric: Metric::L2, kind: KIND_BASE };
+            let rows: Vec<(String, Option<String>)> =
+                (0..50).map(|i| (format!("id-{i}"), (i % 5 != 0).then(|| format!("{{\"n\":\"{}\"}}", "z".repeat(i))))).collect();
+            let fmt = header.record_format();
+            let planned = file_len(
+                rows.iter().map(|(id, meta)| fmt.record_len(meta.is_some(), id.len(), meta.as_ref().map_or(0, |m| m.len()))).sum(),
+            );
+            let build = |flush_every: Option<usize>| {
+                let mut w = DataFileWriter::new(&header);
+                let mut out = Vec::new();
+                for (i, (id, meta)) in rows.iter().enumerate() {
+                    match meta {
+                        Some(m) => w.upsert(id, i as u64, &[i as f32, 0.5, -1.0], m),
+                        None => w.delete(id, i as u64),
+                    }
+                    if flush_every.is_some_and(|n| i % n == 0) {
+                        w.flush_into(|b| {
+                            out.extend_from_slice(b);
+                            Ok::<_, ()>(())
+                        })
+                        .expect("flush");
+                    }
+                }
+                let (tail, count) = w.finish();
+                out.extend_from_slice(&tail);
+                (out, count)
+            };
+            let (whole, count) = build(None);
+            assert_eq!(count, 50);
+            assert_eq!(whole.len(), planned, "v{version}");
+            for every in [1, 3, 7] {
+                assert_eq!(build(Some(every)).0, whole, "v{version}, flushed every {every}");
+            }
+            read_data_file(&whole, Path::new("x.seg"), false).expect("valid");
         }
     }
 

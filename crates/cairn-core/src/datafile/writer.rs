@@ -1,17 +1,22 @@
-//! `DataFileWriter` builds a whole data file in memory; the caller writes it durably under a
-//! temporary name. Records are written in the order given and never rewritten.
+//! `DataFileWriter` encodes a data file record by record. The caller either takes the whole file
+//! from `finish`, or writes it as it is built: `flush_into` hands over the bytes encoded so far
+//! (the body checksum is taken as they leave), so a checkpoint holds about one chunk of a file
+//! in memory rather than all of it. Records are written in the order given and never rewritten.
 
 use super::format::{
     ident_sum, DataFileHeader, RecordFormat, DATAFILE_HEADER_LEN, DATAFILE_MAGIC, FOOTER_MAGIC, H_CHECKSUM, H_COLLECTION, H_COVERED_SEQ,
     H_DIM, H_KIND, H_METRIC, H_VERSION, REC_DELETE, REC_UPSERT, R_IDENT_SUM,
 };
-use crate::checksum::xxh3;
+use crate::checksum::{xxh3, Xxh3Stream};
 use crate::wal::record::align8;
 
 pub struct DataFileWriter {
+    /// Bytes encoded and not yet handed to `flush_into`.
     buf: Vec<u8>,
     format: RecordFormat,
     count: u64,
+    /// The body checksum of the bytes already flushed.
+    body: Xxh3Stream,
 }
 
 impl DataFileWriter {
@@ -26,7 +31,21 @@ impl DataFileWriter {
         buf[H_KIND] = h.kind;
         let sum = xxh3(&buf[..H_CHECKSUM]);
         buf[H_CHECKSUM..DATAFILE_HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
-        DataFileWriter { buf, format: h.record_format(), count: 0 }
+        DataFileWriter { buf, format: h.record_format(), count: 0, body: Xxh3Stream::default() }
+    }
+
+    /// Bytes encoded since the last `flush_into`.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Hand the bytes encoded so far to `write` (the next ones follow them in the file), and
+    /// drop them. `finish` then returns only what was encoded after the last flush.
+    pub fn flush_into<E>(&mut self, write: impl FnOnce(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        self.body.update(&self.buf);
+        write(&self.buf)?;
+        self.buf.clear();
+        Ok(())
     }
 
     pub fn upsert(&mut self, id: &str, label: u64, vector: &[f32], metadata: &str) {
@@ -68,8 +87,11 @@ impl DataFileWriter {
         debug_assert_eq!(self.buf.len() - start, total);
     }
 
+    /// The rest of the file (all of it when nothing was flushed), footer included, and the
+    /// record count.
     pub fn finish(mut self) -> (Vec<u8>, u64) {
-        let body_sum = xxh3(&self.buf);
+        self.body.update(&self.buf);
+        let body_sum = self.body.digest();
         let start = self.buf.len();
         self.buf.extend_from_slice(FOOTER_MAGIC);
         self.buf.extend_from_slice(&self.count.to_le_bytes());

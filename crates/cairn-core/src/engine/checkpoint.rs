@@ -11,8 +11,8 @@ use std::sync::Arc;
 use super::{poison, retention, Engine, Request, Shared};
 use crate::batch::CollectionSpec;
 use crate::checksum::xxh3;
-use crate::datafile::{DataFileHeader, DataFileWriter, DATAFILE_VERSION, KIND_BASE, KIND_DELTA};
-use crate::durable::{temp_path, write_synced_counted};
+use crate::datafile::{file_len, DataFileHeader, DataFileWriter, DATAFILE_VERSION, KIND_BASE, KIND_DELTA};
+use crate::durable::{temp_path, write_synced_counted, StagedFile};
 use crate::error::{Error, Result};
 use crate::index::{label_of, CollectionIndex};
 use crate::layout::{data_file_name, graph_file_name, payload_file_name, DATA_DIR};
@@ -235,77 +235,57 @@ impl Engine {
         let sh = &self.shared;
         let storage = sh.opts.storage.as_ref();
         let data_dir = sh.dir.join(DATA_DIR);
-        // 1. Encode every file this checkpoint writes.
+        // 1. Graph files first, streamed to disk as they are encoded: their length is known only
+        //    once written, and the progress total must be whole before the first byte counts.
         let mut planned = Vec::new();
+        let mut graph_bytes = 0u64;
         for c in capture.collections {
-            let data = c.write.as_ref().map(|(kind, rows)| {
-                let header = DataFileHeader {
-                    version: DATAFILE_VERSION,
-                    dim: c.spec.dim,
-                    collection_id: c.id,
-                    covered_seq: capture.seq,
-                    metric: c.spec.metric,
-                    kind: *kind,
-                };
-                let mut w = DataFileWriter::new(&header);
-                for (id, row) in rows {
-                    match row {
-                        Some(r) => w.upsert(id, r.label, &r.vector, &r.metadata),
-                        None => w.delete(id, 0),
-                    }
-                }
-                let (bytes, records) = w.finish();
-                (*kind, bytes, records)
-            });
-            let graph = self.encode_index(capture.seq, &c.index, c.write.is_some() || c.index_file.is_none())?;
-            planned.push((c, data, graph));
+            let changed = c.write.is_some() || c.index_file.is_none();
+            let graph = self.write_index(storage, &data_dir, c.id, capture.seq, &c.index, changed)?;
+            graph_bytes += graph.as_ref().map_or(0, |g| g.bytes);
+            planned.push((c, graph));
         }
-        let own: u64 = planned
-            .iter()
-            .map(|(c, data, graph)| {
-                let len = |b: Option<&Vec<u8>>| b.map_or(0, |b| b.len() as u64);
-                len(data.as_ref().map(|d| &d.1)) + len(graph.as_ref().map(|g| &g.0)) + len(c.payload_bytes.as_ref())
-            })
-            .sum();
+        let data_header = |id: u64, spec: &CollectionSpec, kind: u8| DataFileHeader {
+            version: DATAFILE_VERSION,
+            dim: spec.dim,
+            collection_id: id,
+            covered_seq: capture.seq,
+            metric: spec.metric,
+            kind,
+        };
+        let own: u64 = graph_bytes
+            + planned
+                .iter()
+                .map(|(c, _)| {
+                    let data = c.write.as_ref().map_or(0, |(kind, rows)| data_file_len(&data_header(c.id, &c.spec, *kind), rows) as u64);
+                    data + c.payload_bytes.as_ref().map_or(0, |b| b.len() as u64)
+                })
+                .sum::<u64>();
         let progress = match tracking {
             Some(t) => {
                 let extra = (t.extra)(&sh.dir, capture.seq)?;
                 t.progress.set_total(own + extra);
+                t.progress.add(graph_bytes);
                 Some(t.progress)
             }
             None => None,
         };
-        // 2. Write them.
+        // 2. Data files, streamed the same way, and payload index files.
         let mut collections = Vec::new();
-        for (c, data, graph) in planned {
+        for (c, graph) in planned {
             let mut data_files = c.existing;
-            if let Some((kind, bytes, records)) = data {
+            if let Some((kind, rows)) = &c.write {
                 let name = data_file_name(c.id, capture.seq);
-                write_renamed(storage, &data_dir.join(&name), &bytes, progress)?;
-                let r = FileRef {
-                    file: name,
-                    bytes: bytes.len() as u64,
-                    xxh3: format!("{:016x}", xxh3(&bytes)),
-                    records,
-                    covered_seq: capture.seq,
-                };
-                if kind == KIND_BASE {
+                let (bytes, digest, records) =
+                    write_data_file(storage, &data_dir.join(&name), &data_header(c.id, &c.spec, *kind), rows, progress)?;
+                let r = FileRef { file: name, bytes, xxh3: format!("{digest:016x}"), records, covered_seq: capture.seq };
+                if *kind == KIND_BASE {
                     data_files.clear();
                 }
                 data_files.push(r);
             }
             let index = match graph {
-                Some((bytes, records)) => {
-                    let name = graph_file_name(c.id, capture.seq);
-                    write_renamed(storage, &data_dir.join(&name), &bytes, progress)?;
-                    Some(FileRef {
-                        file: name,
-                        bytes: bytes.len() as u64,
-                        xxh3: format!("{:016x}", xxh3(&bytes)),
-                        records,
-                        covered_seq: capture.seq,
-                    })
-                }
+                Some(r) => Some(r),
                 // Unchanged since the file the manifest names, or nothing indexed yet.
                 None if c.write.is_some() || c.index_file.is_none() => None,
                 None => c.index_file,
@@ -365,11 +345,20 @@ impl Engine {
         retention::remove_orphan_data(storage, &sh.dir, &new_manifest)
     }
 
-    /// The graph file's bytes and node count when the collection changed since the file the
-    /// manifest names (or there is none), once every row up to `seq` is in it; `None` when the
-    /// named file stays, or when nothing is indexed. It may also hold later rows: labels make
-    /// any graph file reusable, because open matches it against the rows.
-    fn encode_index(&self, seq: u64, index: &CollectionIndex, changed: bool) -> Result<Option<(Vec<u8>, u64)>> {
+    /// Write the graph file when the collection changed since the file the manifest names (or
+    /// there is none), once every row up to `seq` is in it; `None` when the named file stays, or
+    /// when nothing is indexed. It may also hold later rows: labels make any graph file
+    /// reusable, because open matches it against the rows. Streamed to its temporary name while
+    /// inserts wait (`Hnsw::write_to`), then fsynced and renamed.
+    fn write_index(
+        &self,
+        storage: &dyn Storage,
+        data_dir: &Path,
+        id: u64,
+        seq: u64,
+        index: &CollectionIndex,
+        changed: bool,
+    ) -> Result<Option<FileRef>> {
         if !changed {
             return Ok(None);
         }
@@ -378,10 +367,62 @@ impl Engine {
         if stats.indexed == 0 {
             return Ok(None);
         }
-        let mut bytes = Vec::with_capacity(stats.bytes + 4096);
-        read(&index.hnsw).write_to(&mut bytes, seq).map_err(|e| Error::io(self.shared.dir.join(DATA_DIR), e))?;
-        Ok(Some((bytes, stats.indexed as u64)))
+        let name = graph_file_name(id, seq);
+        let path = data_dir.join(&name);
+        let mut out = StagedFile::create(storage, &path).map_err(|e| Error::io(temp_path(&path), e))?;
+        read(&index.hnsw).write_to(&mut out, seq).map_err(|e| Error::io(out.tmp_path(), e))?;
+        let (bytes, digest) = out.commit(storage, &path).map_err(|e| Error::io(&path, e))?;
+        Ok(Some(FileRef { file: name, bytes, xxh3: format!("{digest:016x}"), records: stats.indexed as u64, covered_seq: seq }))
     }
+}
+
+/// Bytes between flushes of a data file being written.
+const DATA_CHUNK: usize = 1 << 20;
+
+/// The length `write_data_file` will give `rows` under `header`.
+fn data_file_len(header: &DataFileHeader, rows: &CapturedRows) -> usize {
+    let fmt = header.record_format();
+    file_len(
+        rows.iter()
+            .map(|(id, row)| match row {
+                Some(r) => fmt.record_len(true, id.len(), r.metadata.len()),
+                None => fmt.record_len(false, id.len(), 0),
+            })
+            .sum(),
+    )
+}
+
+/// Write `rows` as a data file at `path`, through its temporary name, about `DATA_CHUNK` at a
+/// time; returns its length, xxh3 and record count.
+fn write_data_file(
+    storage: &dyn Storage,
+    path: &Path,
+    header: &DataFileHeader,
+    rows: &CapturedRows,
+    progress: Option<&ByteProgress>,
+) -> Result<(u64, u64, u64)> {
+    let mut out = StagedFile::create(storage, path).map_err(|e| Error::io(temp_path(path), e))?;
+    let append = |out: &mut StagedFile, bytes: &[u8]| {
+        out.append(bytes).map_err(|e| Error::io(out.tmp_path(), e))?;
+        if let Some(p) = progress {
+            p.add(bytes.len() as u64);
+        }
+        Ok::<_, Error>(())
+    };
+    let mut w = DataFileWriter::new(header);
+    for (id, row) in rows {
+        match row {
+            Some(r) => w.upsert(id, r.label, &r.vector, &r.metadata),
+            None => w.delete(id, 0),
+        }
+        if w.buffered() >= DATA_CHUNK {
+            w.flush_into(|bytes| append(&mut out, bytes))?;
+        }
+    }
+    let (tail, records) = w.finish();
+    append(&mut out, &tail)?;
+    let (bytes, digest) = out.commit(storage, path).map_err(|e| Error::io(path, e))?;
+    Ok((bytes, digest, records))
 }
 
 /// `durable::write_file_atomic` without its directory fsync: a checkpoint writes several files
