@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use crate::checksum::Xxh3Stream;
 use crate::layout::TMP_SUFFIX;
-use crate::progress::ByteProgress;
 use crate::storage::{Storage, StorageFile};
 
 /// Write a whole file durably under a temporary name and rename it into place.
@@ -24,20 +23,6 @@ pub fn write_file_atomic(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> io
 pub fn write_synced(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let file = storage.create(path)?;
     file.write_at(0, bytes)?;
-    file.sync_data()
-}
-
-/// Bytes written per call by `write_synced_counted`.
-const WRITE_CHUNK: usize = 1 << 20;
-
-/// `write_synced`, adding each chunk written to `progress`.
-pub fn write_synced_counted(storage: &dyn Storage, path: &Path, bytes: &[u8], progress: Option<&ByteProgress>) -> io::Result<()> {
-    let Some(p) = progress else { return write_synced(storage, path, bytes) };
-    let file = storage.create(path)?;
-    for (i, chunk) in bytes.chunks(WRITE_CHUNK).enumerate() {
-        file.write_at((i * WRITE_CHUNK) as u64, chunk)?;
-        p.add(chunk.len() as u64);
-    }
     file.sync_data()
 }
 

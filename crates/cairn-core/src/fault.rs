@@ -113,6 +113,16 @@ impl FaultStorage {
         Self::default()
     }
 
+    /// A file system holding `bytes`, synced, at `path` (its parent made): for tests that read
+    /// one file.
+    #[cfg(test)]
+    pub(crate) fn holding(path: &Path, bytes: &[u8]) -> Self {
+        let fs = Self::new();
+        fs.create_dir_all(path.parent().expect("a file in a directory")).expect("dir");
+        crate::durable::write_synced(&fs, path, bytes).expect("write");
+        fs
+    }
+
     /// Fail the `n`th (1-based) write or sync from now on, and every one of that kind after it.
     pub fn fail_at(&self, op: FaultOp, n: u64) {
         let mut fs = lock(&self.fs);

@@ -128,10 +128,8 @@ mod tests {
     }
 
     fn stream(bytes: &[u8], claimed_len: u64) -> Option<Vec<String>> {
-        let fs = FaultStorage::new();
         let path = Path::new("/d/x.seg");
-        fs.create_dir_all(Path::new("/d")).expect("dir");
-        fs.create(path).expect("create").write_at(0, bytes).expect("write");
+        let fs = FaultStorage::holding(path, bytes);
         let file = fs.open_read(path).expect("open");
         let mut seen = Vec::new();
         stream_data_file(file.as_ref(), claimed_len, |r| seen.push(describe(r))).map(|_| seen)

@@ -10,9 +10,8 @@ use std::sync::Arc;
 
 use super::{poison, retention, Engine, Request, Shared};
 use crate::batch::CollectionSpec;
-use crate::checksum::xxh3;
 use crate::datafile::{file_len, DataFileHeader, DataFileWriter, DATAFILE_VERSION, KIND_BASE, KIND_DELTA};
-use crate::durable::{temp_path, write_synced_counted, StagedFile};
+use crate::durable::{temp_path, StagedFile};
 use crate::error::{Error, Result};
 use crate::index::{label_of, CollectionIndex};
 use crate::layout::{data_file_name, graph_file_name, payload_file_name, DATA_DIR};
@@ -293,14 +292,12 @@ impl Engine {
             let payload_file = match &c.payload_bytes {
                 Some(bytes) => {
                     let name = payload_file_name(c.id, capture.seq);
-                    write_renamed(storage, &data_dir.join(&name), bytes, progress)?;
-                    Some(FileRef {
-                        file: name,
-                        bytes: bytes.len() as u64,
-                        xxh3: format!("{:016x}", xxh3(bytes)),
-                        records: c.payload_defs.len() as u64,
-                        covered_seq: capture.seq,
-                    })
+                    let path = data_dir.join(&name);
+                    let mut out = StagedFile::create(storage, &path).map_err(|e| Error::io(temp_path(&path), e))?;
+                    append_counted(&mut out, bytes, progress)?;
+                    let (bytes, digest) = out.commit(storage, &path).map_err(|e| Error::io(&path, e))?;
+                    let records = c.payload_defs.len() as u64;
+                    Some(FileRef { file: name, bytes, xxh3: format!("{digest:016x}"), records, covered_seq: capture.seq })
                 }
                 None => c.payload_file,
             };
@@ -402,13 +399,6 @@ fn write_data_file(
     progress: Option<&ByteProgress>,
 ) -> Result<(u64, u64, u64)> {
     let mut out = StagedFile::create(storage, path).map_err(|e| Error::io(temp_path(path), e))?;
-    let append = |out: &mut StagedFile, bytes: &[u8]| {
-        out.append(bytes).map_err(|e| Error::io(out.tmp_path(), e))?;
-        if let Some(p) = progress {
-            p.add(bytes.len() as u64);
-        }
-        Ok::<_, Error>(())
-    };
     let mut w = DataFileWriter::new(header);
     for (id, row) in rows {
         match row {
@@ -416,19 +406,22 @@ fn write_data_file(
             None => w.delete(id, 0),
         }
         if w.buffered() >= DATA_CHUNK {
-            w.flush_into(|bytes| append(&mut out, bytes))?;
+            w.flush_into(|bytes| append_counted(&mut out, bytes, progress))?;
         }
     }
     let (tail, records) = w.finish();
-    append(&mut out, &tail)?;
+    append_counted(&mut out, &tail, progress)?;
     let (bytes, digest) = out.commit(storage, path).map_err(|e| Error::io(path, e))?;
     Ok((bytes, digest, records))
 }
 
-/// `durable::write_file_atomic` without its directory fsync: a checkpoint writes several files
-/// and fsyncs `data/` once for all of them, before the manifest names any.
-fn write_renamed(storage: &dyn Storage, path: &Path, bytes: &[u8], progress: Option<&ByteProgress>) -> Result<()> {
-    let tmp = temp_path(path);
-    write_synced_counted(storage, &tmp, bytes, progress).map_err(|e| Error::io(&tmp, e))?;
-    storage.rename(&tmp, path).map_err(|e| Error::io(path, e))
+/// Append `bytes` to a file the checkpoint writes, counting them in `progress`. The files are
+/// renamed into place one by one and `data/` is fsynced once for all of them, before the
+/// manifest names any.
+fn append_counted(out: &mut StagedFile, bytes: &[u8], progress: Option<&ByteProgress>) -> Result<()> {
+    out.append(bytes).map_err(|e| Error::io(out.tmp_path(), e))?;
+    if let Some(p) = progress {
+        p.add(bytes.len() as u64);
+    }
+    Ok(())
 }

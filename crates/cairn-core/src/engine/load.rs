@@ -192,9 +192,7 @@ fn load_rows(
         if header.collection_id != mc.id || header.dim != mc.dim {
             return Err(Error::corruption(&path, 0, "data file header does not match its collection in the manifest"));
         }
-        // The manifest's count sizes the map once; bounded by what the file could hold.
-        c.rows.reserve((sref.records as usize).min(buf.len() / (R_FIXED + 8)));
-        c.live.reserve((sref.records as usize).min(buf.len() / (R_FIXED + 8)));
+        reserve_rows(&mut c, sref.records, sref.bytes);
         // Long vectors: records are verified and built into rows on every core when the whole
         // file verifies. Otherwise (or for short vectors, where the extra framing pass costs
         // more than it spreads; measured in bench/README.md) one by one, which also locates and
@@ -318,15 +316,22 @@ fn stream_rows(
         if file.len().ok() != Some(sref.bytes) {
             return false;
         }
-        let most = usize::try_from(sref.bytes).unwrap_or(usize::MAX) / (R_FIXED + 8);
-        c.rows.reserve((sref.records as usize).min(most));
-        c.live.reserve((sref.records as usize).min(most));
+        reserve_rows(c, sref.records, sref.bytes);
         match stream_data_file(file.as_ref(), sref.bytes, |rec| apply(c, sorted_ids, prepare(rec))) {
             Some(header) if header.collection_id == mc.id && header.dim == mc.dim => {}
             _ => return false,
         }
     }
     true
+}
+
+/// Size `rows` and `live` once for a file the manifest says holds `records` records in `bytes`
+/// bytes; bounded by what that many bytes could hold, so a damaged manifest sizes nothing large.
+fn reserve_rows(c: &mut Collection, records: u64, bytes: u64) {
+    let most = usize::try_from(bytes).unwrap_or(usize::MAX) / (R_FIXED + 8);
+    let n = usize::try_from(records).unwrap_or(usize::MAX).min(most);
+    c.rows.reserve(n);
+    c.live.reserve(n);
 }
 
 /// A verified record made ready to apply (on any thread): an upsert's row is built, with its

@@ -324,9 +324,9 @@ const DIGEST_CHUNK: usize = 1 << 20;
 /// Reads the vector section through a small buffer. Each node's bytes feed the file checksum and
 /// a digest of their own (to check a later re-read of them: `LoadedGraph::finish`) and are
 /// checked for values that are not finite (an all-ones exponent); nothing else is kept, so an
-/// open does not fault in
-/// and copy a second copy of every vector. Returns the section's offset, the digests and the
-/// index of the first float that is not finite (reported once the checksum has held).
+/// open does not fault in and copy a second copy of every vector. Returns the section's offset,
+/// the digests and the index of the first float that is not finite (reported once the checksum
+/// has held).
 fn digest_vectors(reader: &mut SectionReader<'_>, nodes: usize, dim: usize) -> Result<(usize, Box<[u64]>, Option<usize>)> {
     let at = reader.offset();
     let node_bytes = dim * 4;
@@ -601,10 +601,8 @@ mod tests {
             let mut rng = TestRng(9);
             let (rows, index) = rows_in_a_graph(&mut rng, metric);
             let bytes = file_of(&index, 1);
-            let fs = crate::fault::FaultStorage::new();
             let path = Path::new("/idx/c.hnsw");
-            fs.create_dir_all(Path::new("/idx")).expect("dir");
-            crate::durable::write_synced(&fs, path, &bytes).expect("write");
+            let fs = crate::fault::FaultStorage::holding(path, &bytes);
             let file = fs.open_read(path).expect("open");
             let (mut loaded, _, _) = Hnsw::read_file(file.as_ref(), bytes.len() as u64, path).expect("valid file");
             let adopted = rows.iter().filter(|(label, row)| **label != 5 && loaded.adopt_row_vector(**label, row)).count();
@@ -619,12 +617,10 @@ mod tests {
                 );
             }
             for node in 0..300 {
-                let expected = if loaded.graph.vectors.shared(node).is_some_and(|v| rows.values().any(|r| Arc::ptr_eq(&v, r))) {
+                if loaded.graph.vectors.shared(node).is_some_and(|v| rows.values().any(|r| Arc::ptr_eq(&v, r))) {
                     continue;
-                } else {
-                    whole.graph.vector(node).to_vec()
-                };
-                assert_eq!(loaded.graph.vector(node), &expected[..], "{metric:?}: node {node} read back from the file");
+                }
+                assert_eq!(loaded.graph.vector(node), whole.graph.vector(node), "{metric:?}: node {node} read back from the file");
             }
             assert_eq!(loaded.graph.vectors.heap_bytes(), index.graph.vectors.heap_bytes(), "no block is held");
             assert_eq!(file_of(&loaded, 1), bytes, "{metric:?}: re-writing it is byte-identical");
@@ -641,10 +637,8 @@ mod tests {
         use crate::storage::Storage;
         let index = sample_index(Metric::L2, 50);
         let bytes = file_of(&index, 3);
-        let fs = crate::fault::FaultStorage::new();
         let path = Path::new("/idx/d.hnsw");
-        fs.create_dir_all(Path::new("/idx")).expect("dir");
-        crate::durable::write_synced(&fs, path, &bytes).expect("write");
+        let fs = crate::fault::FaultStorage::holding(path, &bytes);
         let file = fs.open(path).expect("open");
         let (loaded, _, _) = Hnsw::read_file(file.as_ref(), bytes.len() as u64, path).expect("valid file");
         // Node 7's first float, flipped after the checked read.
@@ -732,10 +726,8 @@ mod tests {
         let index = sample_index(Metric::L2, 120);
         index.mark_deleted(3);
         let bytes = file_of(&index, 11);
-        let fs = crate::fault::FaultStorage::new();
         let path = Path::new("/idx/a.hnsw");
-        fs.create_dir_all(Path::new("/idx")).expect("dir");
-        crate::durable::write_synced(&fs, path, &bytes).expect("write");
+        let fs = crate::fault::FaultStorage::holding(path, &bytes);
         let file = fs.open_read(path).expect("open");
         let (loaded, covered, digest) = Hnsw::read_file(file.as_ref(), bytes.len() as u64, path).expect("valid file");
         assert_eq!((covered, digest), (11, xxh3(&bytes)));
