@@ -11,11 +11,11 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use cairn_core::batch::{CollectionSpec, Op};
 use cairn_core::distance::Metric;
 use cairn_core::engine::{Engine, Options};
+use cairn_core::shared_vector::SharedVector;
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -47,8 +47,8 @@ fn report(what: &str, rows: usize, dim: usize, base: (isize, usize), graph_bytes
     let live = LIVE.load(Ordering::Relaxed) - base.0;
     let count = COUNT.load(Ordering::Relaxed) as isize - base.1 as isize;
     let per_row = |bytes: f64| bytes / rows as f64;
-    // An Arc<[f32]> asks for its two counters and the floats.
-    let vector = (16 + 4 * dim) as f64;
+    // A shared vector is a slot of exactly its floats (`shared_vector.rs`): no header, no rounding.
+    let vector = (4 * dim) as f64;
     println!(
         "{what:<14} {:>7.1} MiB live, per row: {:>5.0} B in {:>3.1} allocations = vector {vector:.0} + graph {:>4.0} + the rest {:>4.0}",
         live as f64 / (1 << 20) as f64,
@@ -56,6 +56,15 @@ fn report(what: &str, rows: usize, dim: usize, base: (isize, usize), graph_bytes
         count as f64 / rows as f64,
         per_row(graph_bytes as f64),
         per_row(live as f64 - graph_bytes as f64) - vector,
+    );
+    let c = SharedVector::census();
+    println!(
+        "{:14} vector blocks: {} holding {:.1} MiB for {} vectors of {:.1} MiB",
+        "",
+        c.blocks,
+        c.block_bytes as f64 / (1 << 20) as f64,
+        c.vectors,
+        c.vector_bytes as f64 / (1 << 20) as f64
     );
 }
 
@@ -90,7 +99,7 @@ fn main() {
     for from in (0..rows).step_by(10_000) {
         let ops: Vec<Op> = (from..(from + 10_000).min(rows))
             .map(|i| {
-                let v: Arc<[f32]> = (0..dim)
+                let v: SharedVector = (0..dim)
                     .map(|_| {
                         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                         seed as f32 / u32::MAX as f32

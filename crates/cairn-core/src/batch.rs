@@ -2,6 +2,7 @@
 //! (docs/format.md, "Batch payload"). The TypeScript layer encodes it; the engine decodes and
 //! validates every byte before the record is written.
 
+use crate::shared_vector::SharedVector;
 use std::sync::Arc;
 
 use crate::distance::Metric;
@@ -38,7 +39,7 @@ pub enum Op {
     Upsert {
         collection: String,
         id: String,
-        vector: Arc<[f32]>,
+        vector: SharedVector,
         metadata: Arc<str>,
     },
     Delete {
@@ -193,7 +194,7 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Op>> {
                 let raw = c.take(dim.checked_mul(4).ok_or_else(|| Error::InvalidArgument("vector too long".into()))?)?;
                 // Decode, then check, in two simple loops the compiler vectorises.
                 // Collected straight into the row's shared slice (one allocation of the exact size).
-                let vector: Arc<[f32]> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                let vector = SharedVector::from_le_bytes(raw);
                 if !vector.iter().all(|x| x.is_finite()) {
                     let j = vector.iter().position(|x| !x.is_finite()).unwrap_or(0);
                     return Err(Error::InvalidArgument(format!("records[{i}].vector[{j}] of id '{id}' is not a finite number")));

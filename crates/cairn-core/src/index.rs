@@ -8,6 +8,7 @@
 //! Labels are `seq << 24 | op index`, so they are unique, never reused, and derived from the log
 //! (checkpoint files store them): a persisted graph can be matched against the rows on open.
 
+use crate::shared_vector::SharedVector;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -46,7 +47,7 @@ const COMPACT_MIN_TOMBSTONES: usize = 1_000;
 pub struct CollectionIndex {
     pub hnsw: RwLock<Hnsw>,
     /// Label -> vector of rows applied but not yet in the graph.
-    pending: Mutex<BTreeMap<u64, Arc<[f32]>>>,
+    pending: Mutex<BTreeMap<u64, SharedVector>>,
     idle: Condvar,
     /// Set when the collection is dropped: the indexer stops feeding it.
     dropped: AtomicBool,
@@ -70,7 +71,7 @@ impl CollectionIndex {
         })
     }
 
-    pub fn add_pending(&self, label: u64, vector: Arc<[f32]>) {
+    pub fn add_pending(&self, label: u64, vector: SharedVector) {
         lock(&self.pending).insert(label, vector);
     }
 
@@ -130,7 +131,7 @@ impl CollectionIndex {
     /// is true; in parallel (on the current rayon pool) unless `sequential`. Returns how many
     /// were inserted.
     fn index_chunk(&self, stop: &AtomicBool, limit: usize, sequential: bool, interrupt: &dyn Fn() -> bool) -> crate::Result<usize> {
-        let chunk: Vec<(u64, Arc<[f32]>)> = lock(&self.pending).iter().take(limit).map(|(l, v)| (*l, v.clone())).collect();
+        let chunk: Vec<(u64, SharedVector)> = lock(&self.pending).iter().take(limit).map(|(l, v)| (*l, v.clone())).collect();
         if chunk.is_empty() {
             return Ok(0);
         }
@@ -575,7 +576,7 @@ mod tests {
     fn indexed_vectors_are_the_rows_own_allocations() {
         for rows in [10usize, 3_000] {
             let index = CollectionIndex::new(Hnsw::new(HnswParams::new(4, Metric::L2), 16).expect("params"));
-            let vectors: Vec<Arc<[f32]>> = (0..rows).map(|i| Arc::from(vec![i as f32, 1.0, -(i as f32), 0.5])).collect();
+            let vectors: Vec<SharedVector> = (0..rows).map(|i| SharedVector::from(vec![i as f32, 1.0, -(i as f32), 0.5])).collect();
             for (i, v) in vectors.iter().enumerate() {
                 index.add_pending(label_of(i as u64 + 1, 0), v.clone());
             }
@@ -584,14 +585,14 @@ mod tests {
             assert_eq!(pending_within(&index, |n| n == 0), 0);
             // The indexer lets go of the chunk it inserted just after the rows leave `pending`.
             let deadline = Instant::now() + Duration::from_secs(10);
-            while !vectors.iter().all(|v| Arc::strong_count(v) == 2) && Instant::now() < deadline {
+            while !vectors.iter().all(|v| SharedVector::strong_count(v) == 2) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            assert!(vectors.iter().all(|v| Arc::strong_count(v) == 2), "{rows} rows: a vector was copied or leaked");
+            assert!(vectors.iter().all(|v| SharedVector::strong_count(v) == 2), "{rows} rows: a vector was copied or leaked");
             index.remove(label_of(1, 0));
             write(&index.hnsw).compact().expect("compact");
-            assert_eq!(Arc::strong_count(&vectors[0]), 1, "a compacted graph drops a deleted row's vector");
-            assert!(vectors[1..].iter().all(|v| Arc::strong_count(v) == 2), "{rows} rows: compaction copied a vector");
+            assert_eq!(SharedVector::strong_count(&vectors[0]), 1, "a compacted graph drops a deleted row's vector");
+            assert!(vectors[1..].iter().all(|v| SharedVector::strong_count(v) == 2), "{rows} rows: compaction copied a vector");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The in-memory state: collections and their rows, as of the last applied sequence number.
 //! Only the commit thread and recovery mutate it, always in sequence order.
 
+use crate::shared_vector::SharedVector;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ const SELECTIVITY_SAMPLE: usize = 512;
 
 #[derive(Clone, Debug)]
 pub struct Row {
-    pub vector: Arc<[f32]>,
+    pub vector: SharedVector,
     pub metadata: Arc<str>,
     /// `seq << 24 | op index` of the write that produced this row; its node in the graph.
     pub label: u64,
@@ -35,7 +36,7 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(id: &str, vector: Arc<[f32]>, metadata: Arc<str>, label: u64) -> Row {
+    pub fn new(id: &str, vector: SharedVector, metadata: Arc<str>, label: u64) -> Row {
         let sum = row_sum(id, label, &vector, &metadata);
         Row { vector, metadata, label, sum }
     }

@@ -70,6 +70,8 @@ impl Task for OpenTask {
 /// Open (recovering if needed) the store in `dir`. Runs off the event loop.
 #[napi(ts_return_type = "Promise<NativeStore>")]
 pub fn open_store(env: Env, dir: String, options: NativeOpenOptions) -> napi::Result<AsyncTask<OpenTask>> {
+    // Vector blocks and link lists take huge pages exactly when the allocator may (allocator.rs).
+    cairn_core::mapped::use_huge_pages(crate::allocator::allocator_huge_pages());
     let opts = sync(&env, || {
         let sync = SyncMode::parse(&options.sync).ok_or_else(|| Failure::invalid("options.sync must be 'none', 'group' or 'always'"))?;
         let recovery = RecoveryMode::parse(&options.recovery)

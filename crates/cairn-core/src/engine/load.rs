@@ -4,6 +4,7 @@
 //! the rows. A damaged record of known identity is rebuilt from the WAL write that produced it
 //! or marked unreadable; it never silently serves an older version of its row.
 
+use crate::shared_vector::SharedVector;
 use std::collections::hash_map::Entry;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -344,7 +345,7 @@ enum Prepared<'a> {
 fn prepare(rec: RecordRef<'_>) -> Prepared<'_> {
     match rec {
         RecordRef::Upsert { id, label, vector, metadata } => {
-            let vector: Arc<[f32]> = vector.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let vector = SharedVector::from_le_bytes(vector);
             Prepared::Put(id, Row::new(id, vector, batch::metadata_text(metadata), label))
         }
         RecordRef::Delete { id, .. } => Prepared::Delete(id),
@@ -430,7 +431,7 @@ fn find_logged_upsert(
     collection: &str,
     id: &str,
     label: u64,
-) -> Option<(String, Arc<[f32]>, Arc<str>)> {
+) -> Option<(String, SharedVector, Arc<str>)> {
     let seq = seq_of_label(label);
     let op_index = (label & ((1u64 << LABEL_OP_BITS) - 1)) as usize;
     for sub in [ARCHIVE_DIR, WAL_DIR] {

@@ -463,7 +463,7 @@ mod tests {
             let opts = || Options { storage: storage.clone(), prealloc: crate::wal::writer::Prealloc::Off, ..Options::default() };
             let holders = |e: &Engine| -> Vec<usize> {
                 let st = crate::sync::read(&e.shared.state);
-                st.collection("c").expect("c").rows.values().map(|r| Arc::strong_count(&r.vector)).collect()
+                st.collection("c").expect("c").rows.values().map(|r| crate::shared_vector::SharedVector::strong_count(&r.vector)).collect()
             };
             let e = Engine::open(Path::new("/store"), opts()).expect("open");
             let spec = CollectionSpec { name: "c".into(), dim: 3, metric, m: 8, ef_construction: 32 };

@@ -9,10 +9,9 @@
 //! the collection's checkpoint files (a full base, as scrub's engine rebuild does) under the
 //! checkpoint lock, which also drops the record from the manifest's unreadable list.
 
-use std::sync::Arc;
-
 use super::Engine;
 use crate::error::{Error, Result};
+use crate::shared_vector::SharedVector;
 use crate::state::Row;
 use crate::sync::{read, write};
 
@@ -142,7 +141,7 @@ impl Engine {
             // Removed first: `put_row` of the same label would unlink the replacement.
             c.remove_row(id);
             let row_id = c.row_id(id.to_string());
-            c.put_row(row_id.clone(), Row::new(id, Arc::from(vector), metadata.into(), label));
+            c.put_row(row_id.clone(), Row::new(id, SharedVector::from_slice(&vector), metadata.into(), label));
             c.dirty.insert(row_id);
             // The checkpoint writes the graph once the row is in it: the indexer must know.
             self.shared.indexer.notify(&c.index);

@@ -1,9 +1,9 @@
 //! Insertion (Malkov & Yashunin alg. 1) with the neighbour-selection heuristic (alg. 4), safe to
 //! run from many threads at once and alongside searches.
 
+use crate::shared_vector::SharedVector;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -27,12 +27,12 @@ impl Hnsw {
     /// with `InvalidArgument` when no slot is left (call `reserve`) or the vector is invalid.
     /// The graph keeps a copy; `insert_shared` keeps the caller's vector instead.
     pub fn insert(&self, label: u64, vector: &[f32]) -> Result<()> {
-        self.insert_shared(label, Arc::from(vector))
+        self.insert_shared(label, SharedVector::from_slice(vector))
     }
 
     /// `insert` of a vector the graph holds by reference (the row's own, so it is in memory
     /// once); it must never change afterwards.
-    pub fn insert_shared(&self, label: u64, vector: Arc<[f32]>) -> Result<()> {
+    pub fn insert_shared(&self, label: u64, vector: SharedVector) -> Result<()> {
         self.check_vector(&vector)?;
         let norm = self.norm_of(&vector);
         let _gate = read(&self.insert_gate);
@@ -45,12 +45,12 @@ impl Hnsw {
     /// batch; a concurrent insert that takes the last slots midway leaves the batch partly
     /// inserted (re-inserting it is an update).
     pub fn insert_batch(&self, items: &[(u64, &[f32])]) -> Result<()> {
-        let shared: Vec<(u64, Arc<[f32]>)> = items.iter().map(|(label, v)| (*label, Arc::from(*v))).collect();
+        let shared: Vec<(u64, SharedVector)> = items.iter().map(|(label, v)| (*label, SharedVector::from_slice(v))).collect();
         self.insert_shared_batch(&shared)
     }
 
     /// `insert_batch` of vectors the graph holds by reference (see `insert_shared`).
-    pub fn insert_shared_batch(&self, items: &[(u64, Arc<[f32]>)]) -> Result<()> {
+    pub fn insert_shared_batch(&self, items: &[(u64, SharedVector)]) -> Result<()> {
         for (_, vector) in items {
             self.check_vector(vector)?;
         }
@@ -61,13 +61,13 @@ impl Hnsw {
         let mut kept: Vec<usize> =
             if last_index_of_label.len() == items.len() { (0..items.len()).collect() } else { last_index_of_label.into_values().collect() };
         kept.sort_unstable();
-        let unique: Vec<(u64, Arc<[f32]>, f32)> =
+        let unique: Vec<(u64, SharedVector, f32)> =
             kept.into_iter().map(|i| (items[i].0, items[i].1.clone(), self.norm_of(&items[i].1))).collect();
         self.insert_many(&unique)
     }
 
     /// Inserts validated items with unique labels, each with its norm, in parallel.
-    pub(super) fn insert_many(&self, items: &[(u64, Arc<[f32]>, f32)]) -> Result<()> {
+    pub(super) fn insert_many(&self, items: &[(u64, SharedVector, f32)]) -> Result<()> {
         let _gate = read(&self.insert_gate);
         let free = self.graph.capacity() - read(&self.directory).allocated as usize;
         if items.len() > free {
@@ -80,13 +80,13 @@ impl Hnsw {
     }
 
     /// Inserts a validated vector with its norm. The caller holds `insert_gate` shared.
-    fn insert_node(&self, label: u64, vector: Arc<[f32]>, norm: f32) -> Result<()> {
+    fn insert_node(&self, label: u64, vector: SharedVector, norm: f32) -> Result<()> {
         self.insert_at_level(label, vector, norm, self.draw_level(), |_| {})
     }
 
     /// `insert_node` with a given level; `after_layer` runs after each layer's links are
     /// published (tests pause there to interleave other inserts).
-    fn insert_at_level(&self, label: u64, vector: Arc<[f32]>, norm: f32, level: usize, after_layer: impl FnMut(usize)) -> Result<()> {
+    fn insert_at_level(&self, label: u64, vector: SharedVector, norm: f32, level: usize, after_layer: impl FnMut(usize)) -> Result<()> {
         let node = self.allocate_node(label)?;
         // SAFETY: `node` was allocated to this call just now, and nothing links to it or names it
         // as entry point until `link_new_node` below publishes it.
@@ -302,7 +302,7 @@ impl Hnsw {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use crate::shared_vector::SharedVector;
 
     use super::super::test_data::TestRng;
     use super::super::{Hnsw, HnswParams};
@@ -383,11 +383,11 @@ mod tests {
         let paused = rng.vectors(1, 8).remove(0);
         let mut beside: Vec<(u64, Vec<f32>)> = Vec::new();
         index
-            .insert_at_level(10_000, Arc::from(&paused[..]), 1.0, level, |_| {
+            .insert_at_level(10_000, SharedVector::from_slice(&paused), 1.0, level, |_| {
                 for _ in 0..10 {
                     let label = 20_000 + beside.len() as u64;
                     let vector: Vec<f32> = paused.iter().map(|x| x + 0.02 * (rng.unit() - 0.5)).collect();
-                    index.insert_at_level(label, Arc::from(&vector[..]), 1.0, 0, |_| {}).expect("capacity");
+                    index.insert_at_level(label, SharedVector::from_slice(&vector), 1.0, 0, |_| {}).expect("capacity");
                     beside.push((label, vector));
                 }
             })
@@ -425,7 +425,7 @@ mod tests {
         for (label, (_, vector)) in points.iter().enumerate() {
             let node = index.allocate_node(label as u64).expect("capacity");
             // SAFETY: single-threaded test; the node is not linked anywhere yet.
-            unsafe { index.graph.vectors.write(node, Arc::from(&vector[..]), 1.0) };
+            unsafe { index.graph.vectors.write(node, SharedVector::from_slice(&vector[..]), 1.0) };
             index.graph.init_node(node, label as u64, 0);
         }
         let list_a = [id("near_a"), id("x"), id("a_left"), id("a_up")];

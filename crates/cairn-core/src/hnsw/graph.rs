@@ -13,9 +13,10 @@
 //! - Nothing is ever written to a published node's vector, label or level until the owner has
 //!   `&mut` access (`grow`, drop).
 
-use std::alloc::{alloc_zeroed, handle_alloc_error, Layout};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
+
+use crate::mapped::ZeroedArray;
 
 pub(super) use super::vectors::VectorSlots;
 
@@ -94,55 +95,19 @@ pub(super) struct Graph {
     max_level0: usize,
     capacity: usize,
     pub(super) vectors: VectorSlots,
-    level0_links: Box<[AtomicU32]>,
+    level0_links: ZeroedArray<AtomicU32>,
     upper_links: Box<[OnceLock<Box<[AtomicU32]>>]>,
     /// Number of level-0 lists that contain each node. Kept so that link pruning can avoid
     /// removing a node's last incoming link, which would make it unreachable by search.
-    level0_in_degree: Box<[AtomicU32]>,
-    levels: Box<[AtomicU8]>,
-    labels: Box<[AtomicU64]>,
-    tombstones: Box<[AtomicBool]>,
-    link_locks: Box<[AtomicBool]>,
+    level0_in_degree: ZeroedArray<AtomicU32>,
+    levels: ZeroedArray<AtomicU8>,
+    labels: ZeroedArray<AtomicU64>,
+    tombstones: ZeroedArray<AtomicBool>,
+    link_locks: ZeroedArray<AtomicBool>,
 }
 
 fn atomics<T>(n: usize, make: impl Fn() -> T) -> Box<[T]> {
     (0..n).map(|_| make()).collect()
-}
-
-/// Types whose all-zero bit pattern is a valid value (0, 0.0 or false).
-///
-/// # Safety
-/// Implementors must be valid when every byte is zero.
-pub(super) unsafe trait ZeroIsValid {}
-// SAFETY: each is an integer, bool or f32 in a transparent wrapper; zero bytes are 0, false, 0.0.
-unsafe impl ZeroIsValid for AtomicU8 {}
-// SAFETY: as above.
-unsafe impl ZeroIsValid for AtomicU32 {}
-// SAFETY: as above.
-unsafe impl ZeroIsValid for AtomicU64 {}
-// SAFETY: as above.
-unsafe impl ZeroIsValid for AtomicBool {}
-// SAFETY: zero bytes are 0.0.
-unsafe impl ZeroIsValid for f32 {}
-
-/// `n` zero values in memory that comes zeroed from the allocator. For large arenas that means
-/// fresh pages the OS maps on first write, so a new or loading index does not pay for writing
-/// (and faulting in) every slot twice. Huge pages are the allocator's to give (mimalloc asks for
-/// them on its arenas: crates/cairn-node/src/allocator.rs), so none are requested here.
-pub(super) fn zeroed<T: ZeroIsValid>(n: usize) -> Box<[T]> {
-    // The same bound Vec enforces; capacities are validated long before this could trip.
-    let layout = Layout::array::<T>(n).expect("arena size overflows isize");
-    if layout.size() == 0 {
-        return Box::default();
-    }
-    // SAFETY: `layout` has a non-zero size.
-    let ptr = unsafe { alloc_zeroed(layout) }.cast::<T>();
-    if ptr.is_null() {
-        handle_alloc_error(layout);
-    }
-    // SAFETY: `ptr` is a live global-allocator block with the layout of `[T; n]` (which is what
-    // Box<[T]> frees it with), and its zero bytes are `n` valid `T`s.
-    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n)) }
 }
 
 impl Graph {
@@ -154,13 +119,13 @@ impl Graph {
             max_level0,
             capacity,
             vectors: VectorSlots::new(dim, capacity),
-            level0_links: zeroed(capacity * (1 + max_level0)),
+            level0_links: ZeroedArray::new(capacity * (1 + max_level0)),
             upper_links: atomics(capacity, OnceLock::new),
-            level0_in_degree: zeroed(capacity),
-            levels: zeroed(capacity),
-            labels: zeroed(capacity),
-            tombstones: zeroed(capacity),
-            link_locks: zeroed(capacity),
+            level0_in_degree: ZeroedArray::new(capacity),
+            levels: ZeroedArray::new(capacity),
+            labels: ZeroedArray::new(capacity),
+            tombstones: ZeroedArray::new(capacity),
+            link_locks: ZeroedArray::new(capacity),
         }
     }
 
@@ -420,13 +385,11 @@ mod tests {
         assert_eq!(graph.links(1, 1).len(), 0);
     }
 
-    use std::sync::Arc;
-
     #[test]
     fn grow_keeps_nodes_and_links() {
         let mut graph = Graph::new(2, 2, 2);
         // SAFETY: single-threaded test; node 1 is unpublished.
-        unsafe { graph.vectors.write(1, Arc::from(&[3.0f32, 4.0][..]), 1.0) };
+        unsafe { graph.vectors.write(1, crate::shared_vector::SharedVector::from_slice(&[3.0f32, 4.0]), 1.0) };
         graph.init_node(1, 99, 2);
         let lock = graph.lock_links(1);
         graph.set_links(&lock, 1, 2, &[0]);

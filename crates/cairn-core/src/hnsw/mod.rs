@@ -26,9 +26,10 @@ mod search;
 mod sections;
 mod vectors;
 
+use crate::shared_vector::SharedVector;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use crate::distance::{cosine_norm, normalize, Metric};
 use crate::error::{Error, Result};
@@ -245,7 +246,7 @@ impl Hnsw {
     }
 
     /// Label, vector (shared, not copied, where the node owns one) and norm of every live node.
-    fn live_nodes(&self) -> Vec<(u64, Arc<[f32]>, f32)> {
+    fn live_nodes(&self) -> Vec<(u64, SharedVector, f32)> {
         let allocated = read(&self.directory).allocated;
         (0..allocated)
             .filter(|&node| !self.graph.is_tombstoned(node))
@@ -257,7 +258,7 @@ impl Hnsw {
     }
 
     /// A fresh index with this one's parameters and capacity holding exactly `items`.
-    fn rebuilt_from(&self, items: &[(u64, Arc<[f32]>, f32)]) -> Result<Hnsw> {
+    fn rebuilt_from(&self, items: &[(u64, SharedVector, f32)]) -> Result<Hnsw> {
         let rebuilt = Hnsw::new(self.params, self.graph.capacity())?;
         rebuilt.level_draws.store(self.level_draws.load(Ordering::Relaxed), Ordering::Relaxed);
         // The nodes keep their vectors and norms as they are (no renormalising, which would
@@ -271,7 +272,7 @@ impl Hnsw {
     /// authority: its record passed its checksum on load, and a label names one write, so the
     /// file's copy is the same vector (normalised, for cosine). False when the label has no
     /// live node.
-    pub(super) fn adopt_row_vector(&mut self, label: u64, row: &Arc<[f32]>) -> bool {
+    pub(super) fn adopt_row_vector(&mut self, label: u64, row: &SharedVector) -> bool {
         let Some(&node) = self.directory.get_mut().unwrap_or_else(PoisonError::into_inner).node_of_label.get(&label) else {
             return false;
         };

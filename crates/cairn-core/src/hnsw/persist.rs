@@ -26,11 +26,12 @@
 //!      end-8     8  xxh3-64 of every byte before it
 //! ```
 
+use crate::shared_vector::SharedVector;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -370,7 +371,7 @@ impl LoadedGraph {
     }
 
     /// As `Hnsw::adopt_row_vector`: false when the label has no live node.
-    pub fn adopt_row_vector(&mut self, label: u64, row: &Arc<[f32]>) -> bool {
+    pub fn adopt_row_vector(&mut self, label: u64, row: &SharedVector) -> bool {
         self.hnsw.adopt_row_vector(label, row)
     }
 
@@ -405,7 +406,7 @@ impl LoadedGraph {
                 ));
             }
             // Stored unit-normalised for cosine, so its norm is 1.
-            let vector: Arc<[f32]> = bytes.as_chunks::<4>().0.iter().map(|w| f32::from_le_bytes(*w)).collect();
+            let vector = SharedVector::from_le_bytes(&bytes);
             self.hnsw.graph.vectors.replace(node as u32, vector, 1.0);
         }
         Ok(self.hnsw)
@@ -552,9 +553,9 @@ mod tests {
     }
 
     /// 300 rows of 6-d vectors by label, inserted sharing their vectors; label 0 then deleted.
-    fn rows_in_a_graph(rng: &mut TestRng, metric: Metric) -> (std::collections::HashMap<u64, Arc<[f32]>>, Hnsw) {
-        let rows: std::collections::HashMap<u64, Arc<[f32]>> =
-            rng.vectors(300, 6).into_iter().enumerate().map(|(i, v)| (i as u64, Arc::from(v))).collect();
+    fn rows_in_a_graph(rng: &mut TestRng, metric: Metric) -> (std::collections::HashMap<u64, SharedVector>, Hnsw) {
+        let rows: std::collections::HashMap<u64, SharedVector> =
+            rng.vectors(300, 6).into_iter().enumerate().map(|(i, v)| (i as u64, SharedVector::from(v))).collect();
         let index = Hnsw::new(HnswParams { dim: 6, metric, m: 4, ef_construction: 32 }, 300).expect("params");
         for (label, vector) in &rows {
             index.insert_shared(*label, vector.clone()).expect("capacity");
@@ -580,7 +581,7 @@ mod tests {
             assert_eq!(adopted, 298, "{metric:?}: every live label but the one held back");
             for (label, row) in rows.iter().filter(|(label, _)| ![0, 5].contains(*label)) {
                 let node = node_of(&loaded, *label);
-                assert!(loaded.graph.vectors.shared(node).is_some_and(|v| Arc::ptr_eq(&v, row)), "{metric:?} label {label}");
+                assert!(loaded.graph.vectors.shared(node).is_some_and(|v| SharedVector::ptr_eq(&v, row)), "{metric:?} label {label}");
             }
             assert_eq!(loaded.graph.vector(node_of(&loaded, 5)), &file_vector_of_5[..]);
             assert_eq!(loaded.graph.vectors.heap_bytes(), index.graph.vectors.heap_bytes(), "the file's block is freed");
@@ -612,12 +613,12 @@ mod tests {
             let node_of = |h: &Hnsw, label: u64| read(&h.directory).node_of_label[&label];
             for (label, row) in rows.iter().filter(|(label, _)| ![0, 5].contains(*label)) {
                 assert!(
-                    loaded.graph.vectors.shared(node_of(&loaded, *label)).is_some_and(|v| Arc::ptr_eq(&v, row)),
+                    loaded.graph.vectors.shared(node_of(&loaded, *label)).is_some_and(|v| SharedVector::ptr_eq(&v, row)),
                     "{metric:?} label {label}"
                 );
             }
             for node in 0..300 {
-                if loaded.graph.vectors.shared(node).is_some_and(|v| rows.values().any(|r| Arc::ptr_eq(&v, r))) {
+                if loaded.graph.vectors.shared(node).is_some_and(|v| rows.values().any(|r| SharedVector::ptr_eq(&v, r))) {
                     continue;
                 }
                 assert_eq!(loaded.graph.vector(node), whole.graph.vector(node), "{metric:?}: node {node} read back from the file");
@@ -911,7 +912,7 @@ mod tests {
         for (node, &level) in levels.iter().enumerate() {
             vector.iter_mut().for_each(|x| *x = rng.unit());
             // SAFETY: single-threaded; nothing else can see the graph yet.
-            unsafe { index.graph.vectors.write(node as u32, std::sync::Arc::from(&vector[..]), 1.0) };
+            unsafe { index.graph.vectors.write(node as u32, SharedVector::from_slice(&vector), 1.0) };
             index.graph.init_node(node as u32, node as u64 * 3, level);
         }
         for layer in 0..=top {

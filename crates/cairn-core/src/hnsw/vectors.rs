@@ -1,5 +1,5 @@
 //! The graph's node vectors, held by reference rather than copied: a node inserted from a row
-//! shares the row's allocation (`Arc<[f32]>`), so each vector is in memory once (issue 13).
+//! shares the row's allocation (`SharedVector`), so each vector is in memory once (issue 13).
 //!
 //! - `data` holds each node's data pointer, read on the hot path (8 bytes, no reference-count
 //!   traffic); `owners` keeps what it points into alive.
@@ -13,11 +13,11 @@
 //! Write-once contract as for the rest of a node (graph.rs): a slot is written only by the thread
 //! that allocated the node, before the node is published with Release ordering.
 
+use crate::shared_vector::SharedVector;
 use std::cell::UnsafeCell;
-use std::sync::Arc;
 
 /// What keeps a node's vector alive (None for a free slot).
-type Owner = UnsafeCell<Option<Arc<[f32]>>>;
+type Owner = UnsafeCell<Option<SharedVector>>;
 
 pub(super) struct VectorSlots {
     data: Box<[UnsafeCell<*const f32>]>,
@@ -47,7 +47,7 @@ impl VectorSlots {
     /// # Safety
     /// The caller must own node `id` exclusively: it was allocated to this caller, and no other
     /// thread can have obtained the id yet (it is not in any link list nor the entry point).
-    pub(super) unsafe fn write(&self, id: u32, vector: Arc<[f32]>, norm: f32) {
+    pub(super) unsafe fn write(&self, id: u32, vector: SharedVector, norm: f32) {
         debug_assert_eq!(vector.len(), self.dim);
         let i = id as usize;
         // SAFETY: exclusivity per the function contract.
@@ -85,14 +85,14 @@ impl VectorSlots {
     }
 
     /// The vector of node `id`, if it has one.
-    pub(super) fn shared(&self, id: u32) -> Option<Arc<[f32]>> {
+    pub(super) fn shared(&self, id: u32) -> Option<SharedVector> {
         // SAFETY: as in `get`.
         unsafe { (*self.owners[id as usize].get()).clone() }
     }
 
     /// Swaps in `vector` for node `id` (the same vector, held elsewhere); exclusive access, so no
     /// reader can hold the old one.
-    pub(super) fn replace(&mut self, id: u32, vector: Arc<[f32]>, norm: f32) {
+    pub(super) fn replace(&mut self, id: u32, vector: SharedVector, norm: f32) {
         let i = id as usize;
         *self.data[i].get_mut() = vector.as_ptr();
         *self.owners[i].get_mut() = Some(vector);
@@ -118,6 +118,6 @@ impl VectorSlots {
     /// memory and counted there; a node whose row is gone (deleted or overwritten) keeps its
     /// vector alive until compaction, uncounted.
     pub(super) fn heap_bytes(&self) -> usize {
-        self.data.len() * (std::mem::size_of::<*const f32>() + std::mem::size_of::<Option<Arc<[f32]>>>() + 4)
+        self.data.len() * (std::mem::size_of::<*const f32>() + std::mem::size_of::<Option<SharedVector>>() + 4)
     }
 }

@@ -1,0 +1,170 @@
+//! Large, long-lived arrays that searches read at random (vector blocks, level-0 link lists) in
+//! their own anonymous mappings, aligned to a transparent huge page and advised to use them.
+//!
+//! Why not the allocator: its huge pages are shared with short-lived allocations, so they held
+//! freed memory beside these arrays (peak RSS of a 100k x 128 build), and whether an array got
+//! huge pages at all depended on where the allocator placed it. Here every byte of a mapping is
+//! the array's, it goes back to the OS on drop, and searches get huge pages exactly where the TLB
+//! needs them.
+
+use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+/// A transparent huge page on x86-64 and most aarch64 kernels.
+pub const HUGE_PAGE: usize = 2 << 20;
+
+static HUGE_PAGES: AtomicBool = AtomicBool::new(true);
+
+/// Whether mappings made from now on ask for transparent huge pages (default yes). The Node
+/// binding follows the allocator's setting (`MIMALLOC_ALLOW_THP`).
+pub fn use_huge_pages(on: bool) {
+    HUGE_PAGES.store(on, Ordering::Relaxed);
+}
+
+/// Maps `bytes` (a multiple of `HUGE_PAGE`) of zeroed memory aligned to `HUGE_PAGE`.
+pub(crate) fn map_zeroed(bytes: usize) -> NonNull<u8> {
+    debug_assert!(bytes > 0 && bytes.is_multiple_of(HUGE_PAGE));
+    let failed = || handle_alloc_error(Layout::from_size_align(bytes, HUGE_PAGE).unwrap_or(Layout::new::<u8>()));
+    let Some(span) = bytes.checked_add(HUGE_PAGE) else { failed() };
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing.
+    let base = unsafe {
+        libc::mmap(std::ptr::null_mut(), span, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    if base == libc::MAP_FAILED {
+        failed();
+    }
+    let head = (base as usize).next_multiple_of(HUGE_PAGE) - base as usize;
+    // SAFETY: both trimmed ranges lie inside the mapping just made and are unused.
+    unsafe {
+        if head > 0 {
+            libc::munmap(base, head);
+        }
+        let tail = span - head - bytes;
+        if tail > 0 {
+            libc::munmap(base.cast::<u8>().add(head + bytes).cast(), tail);
+        }
+    }
+    // SAFETY: `head < HUGE_PAGE`, so the start lies inside the mapping.
+    let start = unsafe { base.cast::<u8>().add(head) };
+    if HUGE_PAGES.load(Ordering::Relaxed) {
+        // Advice only: without it (or if the kernel declines) the memory works the same.
+        // SAFETY: the range is this mapping.
+        unsafe { libc::madvise(start.cast(), bytes, libc::MADV_HUGEPAGE) };
+    }
+    // SAFETY: a successful mmap never returns null.
+    unsafe { NonNull::new_unchecked(start) }
+}
+
+/// # Safety
+/// `start` and `bytes` are those of a `map_zeroed` mapping that nothing uses any more.
+pub(crate) unsafe fn unmap(start: NonNull<u8>, bytes: usize) {
+    // SAFETY: per the contract.
+    unsafe { libc::munmap(start.as_ptr().cast(), bytes) };
+}
+
+/// Types whose all-zero bit pattern is a valid value (0, 0.0 or false).
+///
+/// # Safety
+/// Implementors must be valid when every byte is zero.
+pub(crate) unsafe trait ZeroIsValid {}
+// SAFETY: each is an integer, bool or f32 in a transparent wrapper; zero bytes are 0, false, 0.0.
+unsafe impl ZeroIsValid for AtomicU8 {}
+// SAFETY: as above.
+unsafe impl ZeroIsValid for AtomicU32 {}
+// SAFETY: as above.
+unsafe impl ZeroIsValid for AtomicU64 {}
+// SAFETY: as above.
+unsafe impl ZeroIsValid for AtomicBool {}
+// SAFETY: zero bytes are 0.0.
+unsafe impl ZeroIsValid for f32 {}
+
+/// `len` zeroed values: in a mapping of their own when they fill at least a huge page, else from
+/// the allocator (a small array would waste most of a huge page). Either way the memory comes
+/// zeroed without being written, so pages never used are never made resident.
+pub(crate) struct ZeroedArray<T: ZeroIsValid> {
+    start: NonNull<T>,
+    len: usize,
+    /// Bytes mapped, or 0 when the array came from the allocator.
+    mapped: usize,
+}
+
+// SAFETY: the array owns its memory exclusively, like a Box<[T]>.
+unsafe impl<T: ZeroIsValid + Send> Send for ZeroedArray<T> {}
+// SAFETY: as above; shared access only hands out &[T].
+unsafe impl<T: ZeroIsValid + Sync> Sync for ZeroedArray<T> {}
+
+impl<T: ZeroIsValid> ZeroedArray<T> {
+    pub(crate) fn new(len: usize) -> ZeroedArray<T> {
+        // The same bound Vec enforces; capacities are validated long before this could trip.
+        let layout = Layout::array::<T>(len).expect("array size overflows isize");
+        if layout.size() == 0 {
+            return ZeroedArray { start: NonNull::dangling(), len, mapped: 0 };
+        }
+        if layout.size() >= HUGE_PAGE {
+            let mapped = layout.size().next_multiple_of(HUGE_PAGE);
+            return ZeroedArray { start: map_zeroed(mapped).cast(), len, mapped };
+        }
+        // SAFETY: `layout` has a non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) }.cast::<T>();
+        let Some(start) = NonNull::new(ptr) else { handle_alloc_error(layout) };
+        ZeroedArray { start, len, mapped: 0 }
+    }
+}
+
+impl<T: ZeroIsValid> std::ops::Deref for ZeroedArray<T> {
+    type Target = [T];
+
+    #[inline]
+    fn deref(&self) -> &[T] {
+        // SAFETY: `start` holds `len` initialised values (zero is valid for T) owned by self.
+        unsafe { std::slice::from_raw_parts(self.start.as_ptr(), self.len) }
+    }
+}
+
+impl<T: ZeroIsValid> std::ops::DerefMut for ZeroedArray<T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, borrowed exclusively through &mut self.
+        unsafe { std::slice::from_raw_parts_mut(self.start.as_ptr(), self.len) }
+    }
+}
+
+impl<T: ZeroIsValid> Drop for ZeroedArray<T> {
+    fn drop(&mut self) {
+        // The element types need no drop (integers, atomics, floats).
+        if self.mapped > 0 {
+            // SAFETY: the mapping was made by `map_zeroed` with this length and dies with self.
+            unsafe { unmap(self.start.cast(), self.mapped) };
+            return;
+        }
+        let layout = Layout::array::<T>(self.len).expect("checked in new");
+        if layout.size() > 0 {
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { dealloc(self.start.as_ptr().cast(), layout) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrays_small_and_mapped_start_zeroed_and_keep_what_is_written() {
+        for len in [0, 1, 1_000, HUGE_PAGE / 4 - 1, HUGE_PAGE / 4, 3 * HUGE_PAGE / 4 + 7] {
+            let mut a = ZeroedArray::<AtomicU32>::new(len);
+            assert_eq!(a.len(), len);
+            assert!(a.iter().all(|x| x.load(Ordering::Relaxed) == 0), "len {len} starts zeroed");
+            for (i, x) in a.iter_mut().enumerate() {
+                *x.get_mut() = i as u32 ^ 0x5a5a;
+            }
+            assert!(a.iter().enumerate().all(|(i, x)| x.load(Ordering::Relaxed) == i as u32 ^ 0x5a5a), "len {len} keeps its values");
+            let mapped = a.mapped > 0;
+            assert_eq!(mapped, len * 4 >= HUGE_PAGE, "len {len}: mapped only when it fills a huge page");
+            if mapped {
+                assert_eq!(a.start.as_ptr() as usize % HUGE_PAGE, 0, "a mapping starts on a huge page");
+            }
+        }
+    }
+}
