@@ -47,8 +47,9 @@ pub(crate) fn map_zeroed(bytes: usize) -> NonNull<u8> {
     }
     // SAFETY: `head < HUGE_PAGE`, so the start lies inside the mapping.
     let start = unsafe { base.cast::<u8>().add(head) };
+    // Advice only: without it (or if the kernel declines) the memory works the same.
+    #[cfg(target_os = "linux")]
     if HUGE_PAGES.load(Ordering::Relaxed) {
-        // Advice only: without it (or if the kernel declines) the memory works the same.
         // SAFETY: the range is this mapping.
         unsafe { libc::madvise(start.cast(), bytes, libc::MADV_HUGEPAGE) };
     }
