@@ -1,5 +1,6 @@
-// The binding's allocator (crates/cairn-node/src/allocator.rs) asks for transparent huge pages,
-// which make searches faster, unless MIMALLOC_ALLOW_THP=0, for deployments where a fresh
+// Vector blocks and link lists ask for transparent huge pages, which make searches faster
+// (crates/cairn-core/src/mapped.rs; the allocator's own arena stays in small pages:
+// crates/cairn-node/src/allocator.rs), unless MIMALLOC_ALLOW_THP=0, for deployments where a fresh
 // process's open matters more (on the project's VMs 2 MiB faults made opens slow and erratic).
 // Each case is a fresh process that opens a store, writes and indexes 20,000 128-d rows (about
 // 20 MB of rows and graph), reopens it, and reports the allocator's setting and its own
