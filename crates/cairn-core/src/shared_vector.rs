@@ -3,7 +3,7 @@
 //!
 //! Why not `Arc<[f32]>`: its 16-byte header makes a 128-d vector a 528-byte allocation, which
 //! the allocator serves from its 640-byte size class (a quarter more than the floats). Here
-//! vectors of one length are slots in shared blocks (about `BLOCK_BYTES` of floats each) and
+//! vectors of one length are slots in shared blocks (2 MiB of floats and up) and
 //! their reference counts live in a separate array per block, so a slot is exactly `4 * dim`
 //! bytes with no header and no rounding.
 //!
@@ -12,9 +12,9 @@
 //!   exists; afterwards they are only read.
 //! - A slot is free exactly when its count is 0. Taking and returning slots, and each block's
 //!   bookkeeping, happen under the `POOLS` lock; counts change outside it (atomics).
-//! - A block is freed when its last slot is returned, except for one empty block per length
-//!   kept as a spare (so a length whose only vector is replaced over and over does not free and
-//!   allocate a block each time).
+//! - A block is freed when its last slot is returned, except for one empty one-page block per
+//!   length kept as a spare (so a length whose only vector is replaced over and over does not
+//!   map and unmap a block each time).
 
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
@@ -23,12 +23,17 @@ use std::sync::{Mutex, OnceLock};
 use crate::mapped::{self, HUGE_PAGE};
 use crate::sync::lock;
 
-/// Bytes per block (a transparent huge page, `mapped.rs`: searches read vectors at random); a
-/// block holds at least one vector, and a block for longer vectors spans several pages.
-const BLOCK_BYTES: usize = HUGE_PAGE;
+/// A length's first blocks are one transparent huge page each (`mapped.rs`: searches read
+/// vectors at random); every `BLOCKS_PER_SIZE` blocks the size doubles, up to
+/// `HUGE_PAGE << MAX_DOUBLINGS`, so a large store keeps its mappings (one per block) few: the
+/// kernel's default limit is 65,530 mappings a process. A block holds at least one vector.
+const BLOCKS_PER_SIZE: usize = 16;
+const MAX_DOUBLINGS: usize = 6;
 
-fn slots_per_block(dim: usize) -> usize {
-    (BLOCK_BYTES / (4 * dim)).max(1)
+/// Slots of the next block of vectors of `dim` floats, when `blocks` blocks exist.
+fn slots_per_block(dim: usize, blocks: usize) -> usize {
+    let bytes = HUGE_PAGE << (blocks / BLOCKS_PER_SIZE).min(MAX_DOUBLINGS);
+    (bytes / (4 * dim)).max(1)
 }
 
 /// One length's slots: the shared float storage and one reference count per slot.
@@ -57,11 +62,10 @@ struct Bookkeeping {
 impl Block {
     fn bytes(slots: usize, dim: usize) -> usize {
         // Lengths are bounded by the collection's dimension limit long before this could trip.
-        (slots * dim * 4).next_multiple_of(BLOCK_BYTES)
+        (slots * dim * 4).next_multiple_of(HUGE_PAGE)
     }
 
-    fn new(dim: usize) -> NonNull<Block> {
-        let slots = slots_per_block(dim);
+    fn new(dim: usize, slots: usize) -> NonNull<Block> {
         let block = Box::new(Block {
             dim,
             slots,
@@ -90,6 +94,8 @@ struct Pool {
     /// An empty block kept for reuse (also in `open`).
     spare: Option<NonNull<Block>>,
     blocks: usize,
+    /// Slots in those blocks, taken or free.
+    slots: usize,
     taken: usize,
 }
 
@@ -169,9 +175,8 @@ impl SharedVector {
         let pools = lock(&POOLS);
         let mut c = VectorCensus::default();
         for p in &pools.0 {
-            let slots = slots_per_block(p.dim);
             c.blocks += p.blocks;
-            c.block_bytes += p.blocks * slots * 4 * p.dim;
+            c.block_bytes += p.slots * 4 * p.dim;
             c.vectors += p.taken;
             c.vector_bytes += p.taken * 4 * p.dim;
         }
@@ -217,7 +222,7 @@ fn take_slot(dim: usize) -> (NonNull<Block>, usize) {
     let at = match pools.0.iter().position(|p| p.dim == dim) {
         Some(at) => at,
         None => {
-            pools.0.push(Pool { dim, open: Vec::new(), spare: None, blocks: 0, taken: 0 });
+            pools.0.push(Pool { dim, open: Vec::new(), spare: None, blocks: 0, slots: 0, taken: 0 });
             pools.0.len() - 1
         }
     };
@@ -225,8 +230,10 @@ fn take_slot(dim: usize) -> (NonNull<Block>, usize) {
     let block = match pool.open.last() {
         Some(block) => *block,
         None => {
-            let block = Block::new(dim);
+            let block = Block::new(dim, slots_per_block(dim, pool.blocks));
             pool.blocks += 1;
+            // SAFETY: just made, not shared yet.
+            pool.slots += unsafe { block.as_ref() }.slots;
             // SAFETY: a fresh block; the lock is held.
             unsafe { (*block.as_ref().book.get()).open_at = Some(pool.open.len()) };
             pool.open.push(block);
@@ -278,10 +285,13 @@ fn return_slot(block: NonNull<Block>, slot: usize) {
     if book.taken > 0 {
         return;
     }
+    // Only a one-page block is kept as the spare: a larger one would hold its pages after a
+    // large store closed.
+    let small = Block::bytes(b.slots, b.dim) == HUGE_PAGE;
     match pool.spare {
-        None => pool.spare = Some(block),
+        None if small => pool.spare = Some(block),
         Some(spare) if spare == block => {}
-        Some(_) => {
+        _ => {
             let Some(at) = book.open_at.take() else { unreachable!("an empty block is open") };
             pool.open.swap_remove(at);
             if let Some(moved) = pool.open.get(at) {
@@ -289,6 +299,7 @@ fn return_slot(block: NonNull<Block>, slot: usize) {
                 unsafe { (*moved.as_ref().book.get()).open_at = Some(at) };
             }
             pool.blocks -= 1;
+            pool.slots -= b.slots;
             // SAFETY: no slot is taken and the block left the open list (it is not the spare).
             unsafe { Block::free(block) };
         }
@@ -432,7 +443,8 @@ mod tests {
     #[test]
     fn blocks_fill_then_return_to_one_spare_when_every_vector_is_dropped() {
         const DIM: usize = 997;
-        let per_block = slots_per_block(DIM);
+        // The first blocks are all of one size.
+        let per_block = slots_per_block(DIM, 0);
         let n = per_block * 3 + 5;
         let vectors: Vec<SharedVector> = (0..n).map(|i| SharedVector::from_fn(DIM, |s| s.fill(i as f32))).collect();
         for (i, v) in vectors.iter().enumerate() {
@@ -442,6 +454,23 @@ mod tests {
         assert_eq!(census(DIM), (1, 5));
         drop(vectors);
         assert_eq!(census(DIM), (1, 0), "every block but one spare is freed");
+    }
+
+    #[test]
+    fn blocks_grow_with_their_count_so_large_stores_map_few() {
+        let dim = 128;
+        assert_eq!(slots_per_block(dim, 0), HUGE_PAGE / 512);
+        assert_eq!(slots_per_block(dim, BLOCKS_PER_SIZE - 1), HUGE_PAGE / 512);
+        assert_eq!(slots_per_block(dim, BLOCKS_PER_SIZE), 2 * HUGE_PAGE / 512);
+        assert_eq!(slots_per_block(dim, 1_000_000), (HUGE_PAGE << MAX_DOUBLINGS) / 512);
+        assert_eq!(slots_per_block(1 << 20, 0), 1, "a vector longer than a block gets one of its own");
+        // 100M vectors of 1,536 floats (614 GB) in under a few thousand mappings.
+        let (mut blocks, mut slots) = (0, 0);
+        while slots < 100_000_000 {
+            slots += slots_per_block(1_536, blocks);
+            blocks += 1;
+        }
+        assert!(blocks < 10_000, "{blocks} blocks");
     }
 
     #[test]
