@@ -193,7 +193,7 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Op>> {
                 let dim = c.u32()? as usize;
                 let raw = c.take(dim.checked_mul(4).ok_or_else(|| Error::InvalidArgument("vector too long".into()))?)?;
                 // Decode, then check, in two simple loops the compiler vectorises.
-                // Collected straight into the row's shared slice (one allocation of the exact size).
+                // Decoded straight into the row's shared slot (no intermediate copy).
                 let vector = SharedVector::from_le_bytes(raw);
                 if !vector.iter().all(|x| x.is_finite()) {
                     let j = vector.iter().position(|x| !x.is_finite()).unwrap_or(0);

@@ -230,10 +230,10 @@ fn take_slot(dim: usize) -> (NonNull<Block>, usize) {
     let block = match pool.open.last() {
         Some(block) => *block,
         None => {
-            let block = Block::new(dim, slots_per_block(dim, pool.blocks));
+            let slots = slots_per_block(dim, pool.blocks);
+            let block = Block::new(dim, slots);
             pool.blocks += 1;
-            // SAFETY: just made, not shared yet.
-            pool.slots += unsafe { block.as_ref() }.slots;
+            pool.slots += slots;
             // SAFETY: a fresh block; the lock is held.
             unsafe { (*block.as_ref().book.get()).open_at = Some(pool.open.len()) };
             pool.open.push(block);
