@@ -4,9 +4,10 @@
  * the JS thread only moves buffers between reads and writes; a small one decodes inline, where
  * starting threads would cost more than it saves. Both run the same `decodeChunk`.
  */
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
 
 import { fromNative } from '../errors.js';
+import { lazyRequire } from '../lazy-require.js';
 import { CHUNK_BYTES, ChunkError, type ChunkProblem, decodeChunk } from './chunks.js';
 import type { ChunkKeys } from './crypto.js';
 
@@ -45,9 +46,10 @@ export function ownBuffer(u: Uint8Array): Uint8Array {
 }
 
 let pool: Piscina | null = null;
+const piscina = lazyRequire<typeof import('piscina')>('piscina');
 
 function decoderPool(): Piscina {
-  pool ??= new Piscina({
+  pool ??= new (piscina().Piscina)({
     filename: new URL('./chunk-decode-worker.js', import.meta.url).href,
     minThreads: 0,
     maxThreads: MAX_THREADS,

@@ -5,8 +5,11 @@
  * `0 2 * * *` (daily at 02:00), `*\/15 * * * *` (every 15 minutes). croner is used only to
  * compute times: the schedule's timers run on the manager's injectable clock.
  */
-import { Cron as Croner } from 'croner';
+import type { Cron as Croner } from 'croner';
 import { invalidArgument } from '../errors.js';
+import { lazyRequire } from '../lazy-require.js';
+
+const croner = lazyRequire<typeof import('croner')>('croner');
 
 export interface Cron {
   readonly expression: string;
@@ -22,7 +25,7 @@ export function parseCron(expression: unknown): Cron {
   let spec: Croner;
   try {
     // `paused` and no callback: croner starts no timer of its own.
-    spec = new Croner(expression.trim(), { mode: '5-part', domAndDow: false, paused: true });
+    spec = new (croner().Cron)(expression.trim(), { mode: '5-part', domAndDow: false, paused: true });
   } catch (e) {
     throw invalidArgument(`cron expression '${expression}': ${(e as Error).message}`);
   }

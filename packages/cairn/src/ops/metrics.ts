@@ -8,14 +8,17 @@
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Counter, Gauge, Registry } from 'prom-client';
+import type * as PromClient from 'prom-client';
 
+import { lazyRequire } from '../lazy-require.js';
 import { LAYOUT } from '../layout.js';
 import type { NativeEngineStats, NativeHistogram } from '../native.js';
 import type { OpsHistory } from './history.js';
 import { asReplicationStatus, type EngineStatsReader, type OpsSource, type ReplicationStatusLike } from './types.js';
 
 type Labels = Record<string, string | number>;
+
+const promClient = lazyRequire<typeof PromClient>('prom-client');
 
 /**
  * A histogram whose buckets are kept elsewhere (the native core) and read at scrape time.
@@ -68,7 +71,7 @@ async function dirBytes(dir: string): Promise<number> {
 }
 
 export class StoreMetrics {
-  readonly registry = new Registry();
+  readonly registry = new (promClient().Registry)();
   /** The engine's figures for the scrape in progress: one native call per scrape. */
   #stats: NativeEngineStats | null = null;
   #replication: ReplicationStatusLike | null = null;
@@ -108,7 +111,7 @@ export class StoreMetrics {
     const sync = () => ({ sync: engine().sync });
     // A counter whose value is read, not incremented: reset and set on each collect.
     const readCounter = (name: string, help: string, labelNames: string[], read: () => Array<[Labels, number]>) =>
-      new Counter({
+      new (promClient().Counter)({
         name,
         help,
         labelNames,
@@ -119,7 +122,7 @@ export class StoreMetrics {
         },
       });
     const readGauge = (name: string, help: string, labelNames: string[], read: () => Array<[Labels, number]> | Promise<Array<[Labels, number]>>) =>
-      new Gauge({
+      new (promClient().Gauge)({
         name,
         help,
         labelNames,

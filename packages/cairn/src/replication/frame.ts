@@ -4,9 +4,12 @@
  * decoder refuses a bad magic, version, type, CRC or an oversized length before it allocates
  * or hands anything on; a refused frame is never delivered.
  */
-import { crc32c } from '@node-rs/crc32';
+import type * as Crc32 from '@node-rs/crc32';
 
 import { CairnError } from '../errors.js';
+import { lazyRequire } from '../lazy-require.js';
+
+const crc32 = lazyRequire<typeof Crc32>('@node-rs/crc32');
 
 export const FRAME_MAGIC = 0x4c50_5243; // "CRPL" little-endian
 export const FRAME_VERSION = 1;
@@ -73,6 +76,7 @@ export function encodeFrame(type: FrameType, payload: Buffer, epoch = 0n): Buffe
 
 /** CRC32C over header bytes 0..20 then the payload. */
 function frameCrc(head: Buffer, payload: Buffer): number {
+  const { crc32c } = crc32();
   return crc32c(payload, crc32c(head)) >>> 0;
 }
 

@@ -16,10 +16,11 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
 
 import { CairnError, fromNative } from '../errors.js';
 import { LAYOUT } from '../layout.js';
+import { lazyRequire } from '../lazy-require.js';
 import { type NativeFileCheck, type NativeManifest, type NativeSnapshotInfo, type NativeStore, nativeModule } from '../native.js';
 import { checkKnownKeys, checkPlainObject, checkPositiveInt } from '../validate.js';
 import { writeLastScrub } from './result.js';
@@ -264,6 +265,7 @@ export function planSplits(files: Array<{ bytes: number; ranges: number[] | null
 /** Idle pool threads exit after this long; a scrub within it skips their start-up. */
 const POOL_IDLE_MS = 10_000;
 const pools = new Map<number, Piscina>();
+const piscina = lazyRequire<typeof import('piscina')>('piscina');
 
 /**
  * The worker pool of a given size, shared by every scrub of this process (concurrent scrubs
@@ -276,7 +278,7 @@ function scrubPool(concurrency: number): Piscina {
   if (!pool) {
     // stricterFIFO: tasks run in the order given (by default piscina requeues a task it could not
     // hand out at the tail), so a file's ranges complete about in order and fold as they come.
-    pool = new Piscina({
+    pool = new (piscina().Piscina)({
       filename: new URL('./worker.js', import.meta.url).href,
       minThreads: 0,
       maxThreads: concurrency,
