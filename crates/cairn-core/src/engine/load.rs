@@ -27,6 +27,10 @@ use crate::wal::recovery::{IndexRebuild, RecordRepair, RecoveryMode, RecoveryRep
 /// From this dimension on, a checkpoint file's records are verified and built into rows in
 /// parallel (`map_data_file`).
 const PARALLEL_MIN_DIM: usize = 256;
+/// Rows handed from the reading thread to the applying one at a time, and batches in flight:
+/// enough to keep both busy, little enough to stay in cache.
+const STREAM_BATCH_ROWS: usize = 256;
+const STREAM_QUEUE_BATCHES: usize = 16;
 
 /// Load the checkpoint the manifest names; also returns the checkpoint files found damaged.
 pub(super) fn load_checkpoint(
@@ -305,6 +309,10 @@ fn load_rows(
 /// Apply every checkpoint file of the collection read through a small buffer
 /// (`stream_data_file`), as `load_rows` would; false at the first file that is not exactly as
 /// the manifest describes it or does not verify whole, with some of it possibly applied.
+///
+/// Two stages: a second thread reads, verifies and builds rows (vector slot, metadata, row
+/// checksum) in file order and hands them over in batches; this thread applies them to the
+/// maps as they come. Order is kept, so the result is that of one thread doing both.
 fn stream_rows(
     storage: &dyn Storage,
     dir: &Path,
@@ -313,12 +321,48 @@ fn stream_rows(
     sorted_ids: &mut Option<Vec<RowId>>,
 ) -> bool {
     for sref in &mc.data_files {
+        reserve_rows(c, sref.records, sref.bytes);
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(STREAM_QUEUE_BATCHES);
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new().name("cairn-load-rows".into()).spawn_scoped(scope, move || {
+            let mut batch = Vec::with_capacity(STREAM_BATCH_ROWS);
+            let intact = stream_prepared(storage, dir, mc, |rec| {
+                batch.push(rec);
+                if batch.len() == STREAM_BATCH_ROWS {
+                    // A closed receiver only happens if this thread's caller is unwinding.
+                    let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(STREAM_BATCH_ROWS)));
+                }
+            });
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+            intact
+        });
+        match reader {
+            Ok(reader) => {
+                for batch in rx {
+                    for rec in batch {
+                        apply(c, sorted_ids, rec);
+                    }
+                }
+                reader.join().unwrap_or(false)
+            }
+            // No thread to be had: both stages here.
+            Err(_) => stream_prepared(storage, dir, mc, |rec| apply(c, sorted_ids, rec)),
+        }
+    })
+}
+
+/// Rows built from each checkpoint file's records in order, each as soon as it verified; false
+/// at the first file that is not exactly as the manifest describes it or does not verify whole.
+fn stream_prepared(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, mut each: impl FnMut(Prepared)) -> bool {
+    for sref in &mc.data_files {
         let Ok(file) = storage.open_read(&dir.join(DATA_DIR).join(&sref.file)) else { return false };
         if file.len().ok() != Some(sref.bytes) {
             return false;
         }
-        reserve_rows(c, sref.records, sref.bytes);
-        match stream_data_file(file.as_ref(), sref.bytes, |rec| apply(c, sorted_ids, prepare(rec))) {
+        match stream_data_file(file.as_ref(), sref.bytes, |rec| each(prepare(rec))) {
             Some(header) if header.collection_id == mc.id && header.dim == mc.dim => {}
             _ => return false,
         }
@@ -336,33 +380,33 @@ fn reserve_rows(c: &mut Collection, records: u64, bytes: u64) {
 }
 
 /// A verified record made ready to apply (on any thread): an upsert's row is built, with its
-/// vector copied once from the verified bytes into the row's own allocation.
-enum Prepared<'a> {
-    Put(&'a str, Row),
-    Delete(&'a str),
+/// vector copied once from the verified bytes into its shared slot.
+enum Prepared {
+    Put(RowId, Row),
+    Delete(RowId),
 }
 
-fn prepare(rec: RecordRef<'_>) -> Prepared<'_> {
+fn prepare(rec: RecordRef<'_>) -> Prepared {
     match rec {
         RecordRef::Upsert { id, label, vector, metadata } => {
             let vector = SharedVector::from_le_bytes(vector);
-            Prepared::Put(id, Row::new(id, vector, batch::metadata_text(metadata), label))
+            Prepared::Put(RowId::from(id), Row::new(id, vector, batch::metadata_text(metadata), label))
         }
-        RecordRef::Delete { id, .. } => Prepared::Delete(id),
+        RecordRef::Delete { id, .. } => Prepared::Delete(RowId::from(id)),
     }
 }
 
 /// Apply one record, in file order: `rows` and `live` in step, and `sorted_ids` (the file's ids
 /// while they come in increasing order, with no delete) extended or dropped.
-fn apply(c: &mut Collection, sorted_ids: &mut Option<Vec<RowId>>, rec: Prepared<'_>) {
+fn apply(c: &mut Collection, sorted_ids: &mut Option<Vec<RowId>>, rec: Prepared) {
     let id = match rec {
         Prepared::Put(id, row) => {
             let label = row.label;
             if !c.unreadable.is_empty() {
-                c.unreadable.remove(id);
+                c.unreadable.remove(&*id);
             }
             // An id a later file writes again keeps the allocation `rows` has for it.
-            let id = match c.rows.entry(RowId::from(id)) {
+            let id = match c.rows.entry(id) {
                 Entry::Occupied(mut held) => {
                     let old = held.insert(row);
                     c.live.remove(&old.label);
@@ -379,9 +423,9 @@ fn apply(c: &mut Collection, sorted_ids: &mut Option<Vec<RowId>>, rec: Prepared<
         }
         Prepared::Delete(id) => {
             if !c.unreadable.is_empty() {
-                c.unreadable.remove(id);
+                c.unreadable.remove(&*id);
             }
-            if let Some(old) = c.rows.remove(id) {
+            if let Some(old) = c.rows.remove(&*id) {
                 c.live.remove(&old.label);
             }
             *sorted_ids = None;
