@@ -1,6 +1,7 @@
 //! Bytes the engine holds per row, counted by a wrapping global allocator (requested sizes, so
-//! allocator size-class rounding is not included): after the upserts, after the graph has caught
-//! up, and after a checkpoint. Set beside `node bench/hnsw.js`'s peak RSS to see where a row's
+//! allocator size-class rounding is not included) plus what it maps outside the allocator
+//! (vector blocks, large graph arrays; mapped, not necessarily resident): after the upserts,
+//! after the graph has caught up, and after a checkpoint. Set beside `node bench/hnsw.js`'s peak RSS to see where a row's
 //! memory goes.
 //!
 //!   cargo run --release -p cairn-core --example row_memory [rows] [dim] [ids] [metadata]
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use cairn_core::batch::{CollectionSpec, Op};
 use cairn_core::distance::Metric;
 use cairn_core::engine::{Engine, Options};
+use cairn_core::mapped::mapped_bytes;
 use cairn_core::shared_vector::SharedVector;
 
 struct Counting;
@@ -41,23 +43,26 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// Prints what is live now beyond `base`; with the graph's own size (`graph_bytes`, without the
-/// vectors it shares) and the vectors' requested bytes taken out, what is left is the row store.
-fn report(what: &str, rows: usize, dim: usize, base: (isize, usize), graph_bytes: usize) {
+/// Prints what is held now beyond `base`: the allocator's live bytes plus the memory mapped
+/// outside it (vector blocks and large graph arrays, `cairn_core::mapped`). With the graph's own
+/// bytes (`graph_bytes`, without the vectors it shares) and the vector blocks taken out, what is
+/// left is the row store.
+fn report(what: &str, rows: usize, base: (isize, usize), graph_bytes: usize) {
     let live = LIVE.load(Ordering::Relaxed) - base.0;
     let count = COUNT.load(Ordering::Relaxed) as isize - base.1 as isize;
-    let per_row = |bytes: f64| bytes / rows as f64;
-    // A shared vector is a slot of exactly its floats (`shared_vector.rs`): no header, no rounding.
-    let vector = (4 * dim) as f64;
-    println!(
-        "{what:<14} {:>7.1} MiB live, per row: {:>5.0} B in {:>3.1} allocations = vector {vector:.0} + graph {:>4.0} + the rest {:>4.0}",
-        live as f64 / (1 << 20) as f64,
-        per_row(live as f64),
-        count as f64 / rows as f64,
-        per_row(graph_bytes as f64),
-        per_row(live as f64 - graph_bytes as f64) - vector,
-    );
+    let mapped = mapped_bytes() as isize;
     let c = SharedVector::census();
+    let per_row = |bytes: f64| bytes / rows as f64;
+    let held = (live + mapped) as f64;
+    println!(
+        "{what:<14} {:>7.1} MiB held, per row: {:>5.0} B = vector blocks {:>4.0} + graph {:>4.0} + rows {:>4.0} ({:.1} allocations)",
+        held / (1 << 20) as f64,
+        per_row(held),
+        per_row(c.block_bytes as f64),
+        per_row(graph_bytes as f64),
+        per_row(held - graph_bytes as f64 - c.block_bytes as f64),
+        count as f64 / rows as f64,
+    );
     println!(
         "{:14} vector blocks: {} holding {:.1} MiB for {} vectors of {:.1} MiB",
         "",
@@ -94,7 +99,7 @@ fn main() {
     let spec = CollectionSpec { name: "c".into(), dim: dim as u32, metric: Metric::L2, m: 16, ef_construction: 200 };
     engine.commit(&[Op::CreateCollection(spec)]).expect("create");
     let graph = |e: &Engine| e.index_stats("c").expect("stats").bytes;
-    report("open + create", rows, dim, base, graph(&engine));
+    report("open + create", rows, base, graph(&engine));
     let mut seed = 1u32;
     for from in (0..rows).step_by(10_000) {
         let ops: Vec<Op> = (from..(from + 10_000).min(rows))
@@ -112,12 +117,12 @@ fn main() {
             .collect();
         engine.commit(&ops).expect("commit");
     }
-    report("upserted", rows, dim, base, graph(&engine));
+    report("upserted", rows, base, graph(&engine));
     engine.wait_for_index("c").expect("index");
-    report("indexed", rows, dim, base, graph(&engine));
+    report("indexed", rows, base, graph(&engine));
     engine.checkpoint().expect("checkpoint");
-    report("checkpointed", rows, dim, base, graph(&engine));
+    report("checkpointed", rows, base, graph(&engine));
     drop(engine);
-    report("closed", rows, dim, base, 0);
+    report("closed", rows, base, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,12 +9,19 @@
 
 use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// A transparent huge page on x86-64 and most aarch64 kernels.
 pub const HUGE_PAGE: usize = 2 << 20;
 
 static HUGE_PAGES: AtomicBool = AtomicBool::new(true);
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes currently mapped here, in this process (vector blocks and large graph arrays): memory
+/// the allocator does not see.
+pub fn mapped_bytes() -> usize {
+    MAPPED.load(Ordering::Relaxed)
+}
 
 /// Whether mappings made from now on ask for transparent huge pages (default yes). The Node
 /// binding follows the allocator's setting (`MIMALLOC_ALLOW_THP`).
@@ -53,6 +60,7 @@ pub(crate) fn map_zeroed(bytes: usize) -> NonNull<u8> {
         // SAFETY: the range is this mapping.
         unsafe { libc::madvise(start.cast(), bytes, libc::MADV_HUGEPAGE) };
     }
+    MAPPED.fetch_add(bytes, Ordering::Relaxed);
     // SAFETY: a successful mmap never returns null.
     unsafe { NonNull::new_unchecked(start) }
 }
@@ -60,6 +68,7 @@ pub(crate) fn map_zeroed(bytes: usize) -> NonNull<u8> {
 /// # Safety
 /// `start` and `bytes` are those of a `map_zeroed` mapping that nothing uses any more.
 pub(crate) unsafe fn unmap(start: NonNull<u8>, bytes: usize) {
+    MAPPED.fetch_sub(bytes, Ordering::Relaxed);
     // SAFETY: per the contract.
     unsafe { libc::munmap(start.as_ptr().cast(), bytes) };
 }
@@ -79,6 +88,8 @@ unsafe impl ZeroIsValid for AtomicU64 {}
 unsafe impl ZeroIsValid for AtomicBool {}
 // SAFETY: zero bytes are 0.0.
 unsafe impl ZeroIsValid for f32 {}
+// SAFETY: zero bytes are the null pointer.
+unsafe impl<T> ZeroIsValid for AtomicPtr<T> {}
 
 /// `len` zeroed values: in a mapping of their own when they fill at least a huge page, else from
 /// the allocator (a small array would waste most of a huge page). Either way the memory comes

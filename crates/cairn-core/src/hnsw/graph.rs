@@ -14,8 +14,8 @@
 //!   `&mut` access (`grow`, drop).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::OnceLock;
 
+use super::upper_lists::UpperLists;
 use crate::mapped::ZeroedArray;
 
 pub(super) use super::vectors::VectorSlots;
@@ -80,7 +80,7 @@ impl Drop for LinkLock<'_> {
 /// (count, then ids), the rest one entry per node. Vectors are not a section here: see `LoadedGraph`.
 pub(super) struct LoadView<'a> {
     pub(super) level0_links: &'a mut [AtomicU32],
-    pub(super) upper_links: &'a mut [OnceLock<Box<[AtomicU32]>>],
+    pub(super) upper_links: &'a mut UpperLists,
     pub(super) level0_in_degree: &'a mut [AtomicU32],
     pub(super) levels: &'a mut [AtomicU8],
     pub(super) labels: &'a mut [AtomicU64],
@@ -96,7 +96,7 @@ pub(super) struct Graph {
     capacity: usize,
     pub(super) vectors: VectorSlots,
     level0_links: ZeroedArray<AtomicU32>,
-    upper_links: Box<[OnceLock<Box<[AtomicU32]>>]>,
+    upper_links: UpperLists,
     /// Number of level-0 lists that contain each node. Kept so that link pruning can avoid
     /// removing a node's last incoming link, which would make it unreachable by search.
     level0_in_degree: ZeroedArray<AtomicU32>,
@@ -104,10 +104,6 @@ pub(super) struct Graph {
     labels: ZeroedArray<AtomicU64>,
     tombstones: ZeroedArray<AtomicBool>,
     link_locks: ZeroedArray<AtomicBool>,
-}
-
-fn atomics<T>(n: usize, make: impl Fn() -> T) -> Box<[T]> {
-    (0..n).map(|_| make()).collect()
 }
 
 impl Graph {
@@ -120,7 +116,7 @@ impl Graph {
             capacity,
             vectors: VectorSlots::new(dim, capacity),
             level0_links: ZeroedArray::new(capacity * (1 + max_level0)),
-            upper_links: atomics(capacity, OnceLock::new),
+            upper_links: UpperLists::new(capacity),
             level0_in_degree: ZeroedArray::new(capacity),
             levels: ZeroedArray::new(capacity),
             labels: ZeroedArray::new(capacity),
@@ -155,9 +151,7 @@ impl Graph {
         for (to, from) in grown.level0_links.iter_mut().zip(self.level0_links.iter_mut()) {
             *to.get_mut() = *from.get_mut();
         }
-        for (to, from) in grown.upper_links.iter_mut().zip(self.upper_links.iter_mut()) {
-            *to = std::mem::take(from);
-        }
+        self.upper_links.move_into(&mut grown.upper_links);
         for (to, from) in grown.level0_in_degree.iter_mut().zip(self.level0_in_degree.iter_mut()) {
             *to.get_mut() = *from.get_mut();
         }
@@ -181,9 +175,8 @@ impl Graph {
         self.levels[i].store(level as u8, Ordering::Relaxed);
         // The tombstone is left alone: a concurrent delete of the label may already have set it.
         if level > 0 {
-            // A fresh id has no upper storage yet; `set` only fails if that were violated, in
-            // which case the existing (equally sized, empty) lists are kept.
-            let _ = self.upper_links[i].set(atomics(level * (1 + self.max_upper), || AtomicU32::new(0)));
+            // A fresh id has no upper storage yet (`set` keeps any it had).
+            self.upper_links.set(i, level * (1 + self.max_upper));
         }
     }
 
@@ -226,10 +219,12 @@ impl Graph {
             &self.level0_links[i * stride..(i + 1) * stride]
         } else {
             let stride = 1 + self.max_upper;
-            match self.upper_links[i].get() {
-                // A node above its own level has no list; an empty view keeps callers panic-free.
-                Some(lists) if level * stride <= lists.len() => &lists[(level - 1) * stride..level * stride],
-                _ => &[],
+            let lists = self.upper_links.get(i);
+            // A node above its own level has no list; an empty view keeps callers panic-free.
+            if level * stride <= lists.len() {
+                &lists[(level - 1) * stride..level * stride]
+            } else {
+                &[]
             }
         }
     }
@@ -352,13 +347,11 @@ impl Graph {
     /// how many nodes are in use, except for upper-level lists). Vectors shared with the rows are
     /// not counted (see `VectorSlots::heap_bytes`).
     pub(super) fn heap_bytes(&self) -> usize {
-        let upper: usize =
-            self.upper_links.iter().filter_map(|cell| cell.get()).map(|lists| lists.len() * std::mem::size_of::<AtomicU32>()).sum();
         self.vectors.heap_bytes()
             + self.level0_links.len() * std::mem::size_of::<AtomicU32>()
-            + self.upper_links.len() * std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>()
+            + self.upper_links.len() * std::mem::size_of::<usize>()
             + self.level0_in_degree.len() * std::mem::size_of::<AtomicU32>()
-            + upper
+            + self.upper_links.list_bytes()
             + self.levels.len()
             + self.labels.len() * std::mem::size_of::<AtomicU64>()
             + self.tombstones.len()

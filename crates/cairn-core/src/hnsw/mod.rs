@@ -24,6 +24,7 @@ mod kernel;
 mod persist;
 mod search;
 mod sections;
+mod upper_lists;
 mod vectors;
 
 use crate::shared_vector::SharedVector;

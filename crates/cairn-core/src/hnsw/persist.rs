@@ -30,8 +30,7 @@ use crate::shared_vector::SharedVector;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -304,8 +303,7 @@ impl Hnsw {
                 check_links(list.iter().map(|word| u32::from_le_bytes(*word)), node, i + 1, &level_bytes, |_| {})
                     .map_err(|reason| corruption(path, list_at, reason))?;
             }
-            view.upper_links[node] =
-                OnceLock::from(words.iter().map(|word| AtomicU32::new(u32::from_le_bytes(*word))).collect::<Box<[AtomicU32]>>());
+            view.upper_links.set_mut(node, words.iter().map(|word| u32::from_le_bytes(*word)));
             next_list += words.len();
         }
 

@@ -1,8 +1,8 @@
 //! The graph's node vectors, held by reference rather than copied: a node inserted from a row
 //! shares the row's allocation (`SharedVector`), so each vector is in memory once (issue 13).
 //!
-//! - `data` holds each node's data pointer, read on the hot path (8 bytes, no reference-count
-//!   traffic); `owners` keeps what it points into alive.
+//! - `owners` holds each node's vector handle; the hot path reads its data pointer alone (no
+//!   reference-count traffic, no read of the block for the length: the graph knows `dim`).
 //! - A graph read from a file (`persist.rs`, `LoadedGraph`) starts with no vectors: its nodes
 //!   take the rows' (`LoadedGraph::adopt_row_vector`) and the rest are read back from the file
 //!   (`LoadedGraph::finish`).
@@ -20,14 +20,13 @@ use std::cell::UnsafeCell;
 type Owner = UnsafeCell<Option<SharedVector>>;
 
 pub(super) struct VectorSlots {
-    data: Box<[UnsafeCell<*const f32>]>,
     owners: Box<[Owner]>,
     norms: Box<[UnsafeCell<f32>]>,
     dim: usize,
 }
 
-// SAFETY: `data` pointers point into `owners`' allocations, owned by this value and immutable
-// once written; slots are written under the write-once contract above, so
+// SAFETY: the handles in `owners` are owned by this value and their floats immutable once
+// written; slots are written under the write-once contract above, so
 // sharing across threads never races, and moving the value moves ownership with it.
 unsafe impl Sync for VectorSlots {}
 // SAFETY: as above; nothing is tied to the creating thread.
@@ -39,7 +38,7 @@ fn cells<T>(n: usize, make: impl Fn() -> T) -> Box<[UnsafeCell<T>]> {
 
 impl VectorSlots {
     pub(super) fn new(dim: usize, capacity: usize) -> VectorSlots {
-        VectorSlots { data: cells(capacity, std::ptr::null), owners: cells(capacity, || None), norms: cells(capacity, || 1.0), dim }
+        VectorSlots { owners: cells(capacity, || None), norms: cells(capacity, || 1.0), dim }
     }
 
     /// Makes node `id` use `vector`, of norm `norm` (1 except for cosine).
@@ -52,7 +51,6 @@ impl VectorSlots {
         let i = id as usize;
         // SAFETY: exclusivity per the function contract.
         unsafe {
-            *self.data[i].get() = vector.as_ptr();
             *self.owners[i].get() = Some(vector);
             *self.norms[i].get() = norm;
         }
@@ -63,19 +61,18 @@ impl VectorSlots {
     pub(super) fn get(&self, id: u32) -> &[f32] {
         // SAFETY: the slot is not being written: it is published (written once, then immutable)
         // or never handed out by the graph.
-        let data = unsafe { *self.data[id as usize].get() };
-        if data.is_null() {
-            return &[];
+        match unsafe { &*self.owners[id as usize].get() } {
+            // SAFETY: the handle points at `dim` floats and keeps them alive.
+            Some(vector) => unsafe { std::slice::from_raw_parts(vector.data_ptr(), self.dim) },
+            None => &[],
         }
-        // SAFETY: a non-null pointer points at `dim` floats kept alive by `owners`.
-        unsafe { std::slice::from_raw_parts(data, self.dim) }
     }
 
     /// Whether node `id` has a vector (a graph read with `Hnsw::read_file` has none until its
     /// rows lend theirs and `LoadedGraph::finish` reads the rest).
     pub(super) fn is_set(&self, id: u32) -> bool {
         // SAFETY: as in `get`.
-        !unsafe { *self.data[id as usize].get() }.is_null()
+        unsafe { &*self.owners[id as usize].get() }.is_some()
     }
 
     #[inline]
@@ -94,7 +91,6 @@ impl VectorSlots {
     /// reader can hold the old one.
     pub(super) fn replace(&mut self, id: u32, vector: SharedVector, norm: f32) {
         let i = id as usize;
-        *self.data[i].get_mut() = vector.as_ptr();
         *self.owners[i].get_mut() = Some(vector);
         *self.norms[i].get_mut() = norm;
     }
@@ -102,9 +98,6 @@ impl VectorSlots {
     /// Moves every slot into storage for `capacity` nodes (larger than now).
     pub(super) fn grow(&mut self, capacity: usize) {
         let mut grown = VectorSlots::new(self.dim, capacity);
-        for (to, from) in grown.data.iter_mut().zip(self.data.iter_mut()) {
-            *to.get_mut() = *from.get_mut();
-        }
         for (to, from) in grown.owners.iter_mut().zip(self.owners.iter_mut()) {
             *to.get_mut() = from.get_mut().take();
         }
@@ -118,6 +111,6 @@ impl VectorSlots {
     /// memory and counted there; a node whose row is gone (deleted or overwritten) keeps its
     /// vector alive until compaction, uncounted.
     pub(super) fn heap_bytes(&self) -> usize {
-        self.data.len() * (std::mem::size_of::<*const f32>() + std::mem::size_of::<Option<SharedVector>>() + 4)
+        self.owners.len() * (std::mem::size_of::<Option<SharedVector>>() + 4)
     }
 }
