@@ -9,9 +9,8 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type * as PromClient from 'prom-client';
-
-import { lazyRequire } from '../lazy-require.js';
 import { LAYOUT } from '../layout.js';
+import { lazyRequire } from '../lazy-require.js';
 import type { NativeEngineStats, NativeHistogram } from '../native.js';
 import type { OpsHistory } from './history.js';
 import { asReplicationStatus, type EngineStatsReader, type OpsSource, type ReplicationStatusLike } from './types.js';
