@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::transaction::{find_conflict, ConflictCheck, GroupWrites};
 use super::{checkpoint, notify_seq, poison, select, CommitCallback, Request, Shared, SyncMode};
@@ -19,7 +20,7 @@ use crate::batch::{self, Op};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::metrics::observe_since;
-use crate::sync::{lock, read, wait, write};
+use crate::sync::{lock, read, wait, wait_timeout, write};
 use crate::wal::record::{decode_record, encode_record, record_len, Decoded, RECORD_TYPE_BATCH};
 use crate::wal::writer::WalWriter;
 
@@ -41,6 +42,9 @@ struct CommitThread {
 
 /// Largest record buffer kept between groups.
 const MAX_KEPT_BUF: usize = 16 << 20;
+/// A larger one is freed after the queue has been empty this long.
+const IDLE_KEPT_BUF: usize = 1 << 20;
+const IDLE_RELEASE: Duration = Duration::from_millis(200);
 
 /// A record written in this group, to apply once the group is durable. `ops: None` writes
 /// nothing (an empty replicated chunk); `done: None` is a replicated record acknowledged with
@@ -69,7 +73,16 @@ impl CommitThread {
                 let mut q = lock(&self.shared.queue);
                 while q.requests.is_empty() && !q.shutdown {
                     q.idle = true;
-                    q = wait(&self.shared.queue_cv, q);
+                    if self.buf.capacity() > IDLE_KEPT_BUF {
+                        // A burst's buffer is kept while writes keep coming (refilling a fresh
+                        // one costs a page fault per 4 KiB) and returned once they stop.
+                        q = wait_timeout(&self.shared.queue_cv, q, IDLE_RELEASE);
+                        if q.requests.is_empty() {
+                            self.buf = Vec::new();
+                        }
+                    } else {
+                        q = wait(&self.shared.queue_cv, q);
+                    }
                     q.idle = false;
                 }
                 if q.requests.is_empty() {
