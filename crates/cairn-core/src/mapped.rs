@@ -124,6 +124,45 @@ impl<T: ZeroIsValid> ZeroedArray<T> {
     }
 }
 
+impl<T: ZeroIsValid> ZeroedArray<T> {
+    /// Lengthens the array to `new_len` (no-op if not longer), keeping its values; the new tail
+    /// is zero. A mapped array's pages are moved into the larger mapping (`mremap`), not copied:
+    /// growing a large graph never holds its arrays twice.
+    pub(crate) fn grow(&mut self, new_len: usize) {
+        if new_len <= self.len {
+            return;
+        }
+        let grown = ZeroedArray::<T>::new(new_len);
+        #[cfg(target_os = "linux")]
+        if self.mapped > 0 && grown.mapped > 0 {
+            // SAFETY: both are mappings of ours; `grown` is at least as large as `self`. The old
+            // pages replace the start of `grown` (MREMAP_FIXED unmaps what was there, untouched
+            // zero pages) and leave `self`'s range unmapped, so `self` must not unmap it again.
+            let moved = unsafe {
+                libc::mremap(
+                    self.start.as_ptr().cast(),
+                    self.mapped,
+                    self.mapped,
+                    libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                    grown.start.as_ptr().cast::<libc::c_void>(),
+                )
+            };
+            if moved != libc::MAP_FAILED {
+                MAPPED.fetch_sub(self.mapped, Ordering::Relaxed);
+                self.mapped = 0;
+                self.len = 0;
+                self.start = NonNull::dangling();
+                *self = grown;
+                return;
+            }
+        }
+        // SAFETY: `grown` holds at least `self.len` values; the two never overlap, and values
+        // of these types are plain bytes.
+        unsafe { std::ptr::copy_nonoverlapping(self.start.as_ptr(), grown.start.as_ptr(), self.len) };
+        *self = grown;
+    }
+}
+
 impl<T: ZeroIsValid> std::ops::Deref for ZeroedArray<T> {
     type Target = [T];
 
@@ -144,7 +183,7 @@ impl<T: ZeroIsValid> std::ops::DerefMut for ZeroedArray<T> {
 
 impl<T: ZeroIsValid> Drop for ZeroedArray<T> {
     fn drop(&mut self) {
-        // The element types need no drop (integers, atomics, floats).
+        // The element types need no drop (integers, atomics, floats, pointers owned elsewhere).
         if self.mapped > 0 {
             // SAFETY: the mapping was made by `map_zeroed` with this length and dies with self.
             unsafe { unmap(self.start.cast(), self.mapped) };
@@ -176,6 +215,27 @@ mod tests {
             assert_eq!(mapped, len * 4 >= HUGE_PAGE, "len {len}: mapped only when it fills a huge page");
             if mapped {
                 assert_eq!(a.start.as_ptr() as usize % HUGE_PAGE, 0, "a mapping starts on a huge page");
+            }
+        }
+    }
+
+    #[test]
+    fn growing_keeps_values_zeroes_the_tail_and_moves_mapped_pages() {
+        // small -> small, small -> mapped, mapped -> mapped (pages moved), and not shorter.
+        for (from, to) in [(10, 1_000), (1_000, HUGE_PAGE / 2), (HUGE_PAGE / 4, HUGE_PAGE + 3), (HUGE_PAGE, HUGE_PAGE / 2)] {
+            let mut a = ZeroedArray::<AtomicU32>::new(from);
+            for (i, x) in a.iter_mut().enumerate() {
+                *x.get_mut() = (i as u32).wrapping_mul(2_654_435_761) | 1;
+            }
+            a.grow(to);
+            let len = from.max(to);
+            assert_eq!(a.len(), len);
+            for (i, x) in a.iter().enumerate() {
+                let want = if i < from { (i as u32).wrapping_mul(2_654_435_761) | 1 } else { 0 };
+                assert_eq!(x.load(Ordering::Relaxed), want, "{from} -> {to}: value {i}");
+            }
+            if a.mapped > 0 {
+                assert_eq!(a.start.as_ptr() as usize % HUGE_PAGE, 0, "{from} -> {to}: still on a huge page");
             }
         }
     }

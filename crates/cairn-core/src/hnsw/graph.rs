@@ -88,7 +88,6 @@ pub(super) struct LoadView<'a> {
 }
 
 pub(super) struct Graph {
-    dim: usize,
     /// Link slots per upper level (count + `max_upper` ids).
     max_upper: usize,
     /// Link slots per level-0 list (count + `max_level0` ids); `max_level0 = 2 * M`.
@@ -110,7 +109,6 @@ impl Graph {
     pub(super) fn new(dim: usize, m: usize, capacity: usize) -> Graph {
         let max_level0 = 2 * m;
         Graph {
-            dim,
             max_upper: m,
             max_level0,
             capacity,
@@ -139,32 +137,23 @@ impl Graph {
         }
     }
 
-    /// Moves every node into storage for `new_capacity` nodes. Exclusive access makes the moves
-    /// race-free; ids and link lists are unchanged.
+    /// Makes room for `new_capacity` nodes. Exclusive access makes it race-free; ids and link
+    /// lists are unchanged. Large arrays are lengthened in place (`ZeroedArray::grow` moves their
+    /// pages), so a graph is never held twice while it grows.
     pub(super) fn grow(&mut self, new_capacity: usize) {
         if new_capacity <= self.capacity {
             return;
         }
-        let mut grown = Graph::new(self.dim, self.max_upper, new_capacity);
-        std::mem::swap(&mut grown.vectors, &mut self.vectors);
-        grown.vectors.grow(new_capacity);
-        for (to, from) in grown.level0_links.iter_mut().zip(self.level0_links.iter_mut()) {
-            *to.get_mut() = *from.get_mut();
-        }
-        self.upper_links.move_into(&mut grown.upper_links);
-        for (to, from) in grown.level0_in_degree.iter_mut().zip(self.level0_in_degree.iter_mut()) {
-            *to.get_mut() = *from.get_mut();
-        }
-        for (to, from) in grown.levels.iter_mut().zip(self.levels.iter_mut()) {
-            *to.get_mut() = *from.get_mut();
-        }
-        for (to, from) in grown.labels.iter_mut().zip(self.labels.iter_mut()) {
-            *to.get_mut() = *from.get_mut();
-        }
-        for (to, from) in grown.tombstones.iter_mut().zip(self.tombstones.iter_mut()) {
-            *to.get_mut() = *from.get_mut();
-        }
-        *self = grown;
+        self.vectors.grow(new_capacity);
+        self.level0_links.grow(new_capacity * (1 + self.max_level0));
+        self.upper_links.grow(new_capacity);
+        self.level0_in_degree.grow(new_capacity);
+        self.levels.grow(new_capacity);
+        self.labels.grow(new_capacity);
+        self.tombstones.grow(new_capacity);
+        // No lock is held under exclusive access: the grown locks are all free.
+        self.link_locks.grow(new_capacity);
+        self.capacity = new_capacity;
     }
 
     /// Records a freshly allocated node's label and level and gives it empty upper-level lists.

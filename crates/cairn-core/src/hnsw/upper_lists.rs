@@ -69,11 +69,9 @@ impl UpperLists {
         }
     }
 
-    /// Moves every node's lists into `to` (at least as many nodes); this one is left empty.
-    pub(super) fn move_into(&mut self, to: &mut UpperLists) {
-        for (to, from) in to.heads.iter_mut().zip(self.heads.iter_mut()) {
-            *to.get_mut() = std::mem::replace(from.get_mut(), null_mut());
-        }
+    /// Room for `capacity` nodes; every node keeps its lists.
+    pub(super) fn grow(&mut self, capacity: usize) {
+        self.heads.grow(capacity);
     }
 
     /// Bytes held by the lists themselves (not the per-node pointers).
@@ -121,7 +119,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lists_are_set_once_read_back_moved_and_freed() {
+    fn lists_are_set_once_read_back_kept_through_growth_and_freed() {
         let mut lists = UpperLists::new(4);
         assert!(lists.get(0).is_empty());
         lists.set(1, 6);
@@ -134,11 +132,10 @@ mod tests {
         lists.set_mut(3, [4u32, 5, 6].into_iter());
         assert_eq!(lists.get(3).iter().map(|s| s.load(Ordering::Relaxed)).collect::<Vec<_>>(), vec![4, 5, 6]);
         assert_eq!(lists.list_bytes(), 7 * 4 + 4 * 4);
-        let mut grown = UpperLists::new(8);
-        lists.move_into(&mut grown);
-        assert!(lists.get(1).is_empty() && lists.get(3).is_empty());
-        assert_eq!(grown.get(1)[5].load(Ordering::Relaxed), 9);
-        assert_eq!(grown.get(3).len(), 3);
-        assert!(grown.get(7).is_empty());
+        lists.grow(8);
+        assert_eq!(lists.len(), 8);
+        assert_eq!(lists.get(1)[5].load(Ordering::Relaxed), 9);
+        assert_eq!(lists.get(3).len(), 3);
+        assert!(lists.get(7).is_empty());
     }
 }
