@@ -15,6 +15,9 @@ export type Metric = keyof typeof METRIC_CODES;
 // Vectors are copied as raw float32 bytes; the format is little-endian.
 if (endianness() !== 'LE') throw new Error('cairn requires a little-endian host');
 
+/** One validated upsert, as `records.ts` hands it over: its vector is `vectors[start .. start + dim)`. */
+export type UpsertVisitor = (id: string, vectors: Float32Array, start: number, metadata: string) => void;
+
 export type EncodedOp =
   | { kind: 'create'; name: string; dim: number; metric: Metric; m: number; efConstruction: number }
   | { kind: 'drop'; name: string }
@@ -40,7 +43,7 @@ function maxOpSize(op: EncodedOp): number {
  * Write `s` as UTF-8 at `o`; returns the byte count. ASCII, the common case for ids, names and
  * JSON, is copied in JS: cheaper than a native call for short strings.
  */
-function writeUtf8(buf: Buffer, s: string, o: number): number {
+export function writeUtf8(buf: Buffer, s: string, o: number): number {
   const n = s.length;
   if (n > 64) return buf.write(s, o, 'utf8');
   for (let i = 0; i < n; i++) {
@@ -52,17 +55,24 @@ function writeUtf8(buf: Buffer, s: string, o: number): number {
 }
 
 // Large payloads are built in one reused buffer: a fresh multi-megabyte allocation costs a
-// page fault per 4 KiB, more than encoding into it.
+// page fault per 4 KiB, more than encoding into it. A build takes it and gives it back, so a
+// build nested in another (a metadata getter that writes) gets a buffer of its own.
 const SCRATCH_MIN_BYTES = 64 << 10;
 const SCRATCH_MAX_BYTES = 16 << 20;
 let scratch: Buffer | undefined;
 
-function payloadBuffer(size: number): Buffer {
+/** A buffer of at least `size` bytes for building a payload; `releasePayloadBuffer` returns it. */
+export function takePayloadBuffer(size: number): Buffer {
   if (size < SCRATCH_MIN_BYTES || size > SCRATCH_MAX_BYTES) return Buffer.allocUnsafe(size);
-  if (scratch === undefined || scratch.length < size) {
-    scratch = Buffer.allocUnsafe(Math.min(SCRATCH_MAX_BYTES, Math.max(size, 2 * (scratch?.length ?? 0))));
-  }
-  return scratch;
+  const kept = scratch;
+  scratch = undefined;
+  if (kept !== undefined && kept.length >= size) return kept;
+  return Buffer.allocUnsafe(Math.min(SCRATCH_MAX_BYTES, Math.max(size, 2 * (kept?.length ?? 0))));
+}
+
+/** Keeps `buf` for the next build if it is the size the scratch buffer may be. */
+export function releasePayloadBuffer(buf: Buffer): void {
+  if (buf.length >= SCRATCH_MIN_BYTES && buf.length <= SCRATCH_MAX_BYTES && buf.length >= (scratch?.length ?? 0)) scratch = buf;
 }
 
 /**
@@ -72,7 +82,7 @@ function payloadBuffer(size: number): Buffer {
 export function encodeBatch(ops: readonly EncodedOp[]): Buffer {
   let size = 4;
   for (const op of ops) size += maxOpSize(op);
-  const buf = payloadBuffer(size);
+  const buf = takePayloadBuffer(size);
   let o = buf.writeUInt32LE(ops.length, 0);
   const str16 = (s: string) => {
     const n = writeUtf8(buf, s, o + 2);
@@ -114,5 +124,6 @@ export function encodeBatch(ops: readonly EncodedOp[]): Buffer {
         break;
     }
   }
+  releasePayloadBuffer(buf);
   return buf.subarray(0, o);
 }

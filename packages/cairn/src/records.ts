@@ -4,7 +4,7 @@
  * naming the field; nothing is encoded past it.
  */
 import type { Metadata } from './collection-reader.js';
-import type { EncodedOp } from './encode.js';
+import type { EncodedOp, UpsertVisitor } from './encode.js';
 import { invalidArgument } from './errors.js';
 import {
   checkJson,
@@ -41,18 +41,30 @@ const RECORD_KEYS = ['id', 'vector', 'metadata'] as const;
 
 const COLUMNAR_KEYS = ['ids', 'vectors', 'metadata'] as const;
 
+/** JSON of an absent metadata object: one shared string, not one per record. */
+const EMPTY_METADATA = '{}';
+
 export function encodeUpserts(field: string, collection: string, dim: number, records: unknown, out: EncodedOp[]): void {
-  if (isPlainObject(records)) {
-    encodeColumnarUpserts(field, collection, dim, records, out);
-    return;
-  }
+  forEachUpsert(field, dim, records, (id, vectors, start, metadata) => {
+    const vector = start === 0 && vectors.length === dim ? vectors : vectors.subarray(start, start + dim);
+    out.push({ kind: 'upsert', collection, id, vector, metadata });
+  });
+}
+
+/**
+ * Validates `records` (either form) and hands each record to `visit` in order; a bad one throws
+ * before it is visited. Returns the number of records.
+ */
+export function forEachUpsert(field: string, dim: number, records: unknown, visit: UpsertVisitor): number {
+  if (isPlainObject(records)) return forEachColumnarUpsert(field, dim, records, visit);
   if (!Array.isArray(records) || records.length === 0) {
     throw invalidArgument(`${field} must be a non-empty array of records or { ids, vectors, metadata? }`);
   }
   const seen = new Set<string>();
   // The is* predicates accept the common valid case without building a field name; when one
   // fails, the check* twin throws the message that names the field (or converts a number[]).
-  records.forEach((r, i) => {
+  for (let i = 0; i < records.length; i++) {
+    const r: unknown = records[i];
     if (!isPlainObject(r) || !hasOnlyKeys(r, RECORD_KEYS)) {
       checkKnownKeys(`${field}[${i}]`, checkPlainObject(`${field}[${i}]`, r), RECORD_KEYS);
     }
@@ -61,17 +73,24 @@ export function encodeUpserts(field: string, collection: string, dim: number, re
     if (seen.has(id)) throw invalidArgument(`${field}[${i}].id '${id}' appears twice in one batch`);
     seen.add(id);
     const vector = isFiniteVector(rec.vector, dim) ? rec.vector : checkVector(`${field}[${i}].vector`, rec.vector, dim);
-    const meta = rec.metadata ?? {};
-    if (!isPlainObject(meta) || !isPlainJson(meta)) {
-      checkPlainObject(`${field}[${i}].metadata`, meta);
-      checkJson(`${field}[${i}].metadata`, meta);
-    }
-    out.push({ kind: 'upsert', collection, id, vector, metadata: JSON.stringify(meta) });
-  });
+    visit(id, vector, 0, metadataJson(rec.metadata, field, i, false));
+  }
+  return records.length;
+}
+
+/** Record `i`'s metadata as JSON; the field is named only when it is bad. */
+function metadataJson(meta: unknown, field: string, i: number, columnar: boolean): string {
+  if (meta === undefined || meta === null) return EMPTY_METADATA;
+  if (!isPlainObject(meta) || !isPlainJson(meta)) {
+    const name = columnar ? `${field}.metadata[${i}]` : `${field}[${i}].metadata`;
+    checkPlainObject(name, meta);
+    checkJson(name, meta);
+  }
+  return JSON.stringify(meta);
 }
 
 /** The columnar form: record `i` is `ids[i]`, `vectors[i*dim .. (i+1)*dim)` and `metadata?.[i]`. */
-function encodeColumnarUpserts(field: string, collection: string, dim: number, columns: Record<string, unknown>, out: EncodedOp[]): void {
+function forEachColumnarUpsert(field: string, dim: number, columns: Record<string, unknown>, visit: UpsertVisitor): number {
   checkKnownKeys(field, columns, COLUMNAR_KEYS);
   const { ids, vectors, metadata } = columns;
   if (!Array.isArray(ids) || ids.length === 0) throw invalidArgument(`${field}.ids must be a non-empty array`);
@@ -95,13 +114,9 @@ function encodeColumnarUpserts(field: string, collection: string, dim: number, c
     const id = isPlainName(raw) ? raw : checkName(`${field}.ids[${i}]`, raw);
     if (seen.has(id)) throw invalidArgument(`${field}.ids[${i}] '${id}' appears twice in one batch`);
     seen.add(id);
-    const meta = (metadata as unknown[] | undefined)?.[i] ?? {};
-    if (!isPlainObject(meta) || !isPlainJson(meta)) {
-      checkPlainObject(`${field}.metadata[${i}]`, meta);
-      checkJson(`${field}.metadata[${i}]`, meta);
-    }
-    out.push({ kind: 'upsert', collection, id, vector: vectors.subarray(i * dim, (i + 1) * dim), metadata: JSON.stringify(meta) });
+    visit(id, vectors, i * dim, metadataJson((metadata as unknown[] | undefined)?.[i], field, i, true));
   }
+  return n;
 }
 
 export function encodeDeletes(field: string, collection: string, ids: unknown, out: EncodedOp[]): void {

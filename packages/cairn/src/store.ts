@@ -10,7 +10,7 @@ import { type ByteProgress, withNativeProgress } from './native-progress.js';
 import { type HealthReport, type HttpServer, type ServeHttpOptions, StoreOps, type StoreStatus } from './ops/index.js';
 import { checkQueryPollMicros, DEFAULT_QUERY_POLL_MICROS } from './query-poll.js';
 import { ReadView } from './read-view.js';
-import { type ColumnarRecords, encodeDeletes, encodeUpserts, type VectorRecord } from './records.js';
+import { type ColumnarRecords, encodeDeletes, encodeUpserts, forEachUpsert, type VectorRecord } from './records.js';
 import { parseNodeId } from './replication/options.js';
 import { type ReplicationServer, type ServeReplicationOptions, startReplicationServer } from './replication/server.js';
 import type { PrimaryStatus, ReplicaNodeStatus, ReplicationHook, StandaloneStatus, WriteConcern } from './replication/types.js';
@@ -21,6 +21,7 @@ import { ReplicaSource } from './scrub/replica-source.js';
 import { defaultSources, type RepairSource } from './scrub/sources.js';
 import { checkStoreDir } from './store-dir.js';
 import { runTransaction, type Transaction, type TransactionOptions, type TransactionStats } from './transaction.js';
+import { UpsertPayload } from './upsert-payload.js';
 import { checkKnownKeys, checkName, checkOneOf, checkPlainObject, checkPositiveInt, MAX_DIM } from './validate.js';
 
 export type {
@@ -803,9 +804,9 @@ export class Collection<M extends object = Metadata> extends CollectionReader<M>
   /** `records` is an array of records, or their columnar form (`ColumnarRecords`). */
   async upsert(records: VectorRecord<M>[] | ColumnarRecords<M>, options?: WriteConcern): Promise<{ seq: bigint }> {
     const concern = parseWriteConcern('options', options);
-    const encoded: EncodedOp[] = [];
-    encodeUpserts('records', this.name, this.dim, records, encoded);
-    return this.#store.commit(encoded, concern);
+    const payload = new UpsertPayload(this.name, this.dim, Array.isArray(records) ? records.length : 1);
+    forEachUpsert('records', this.dim, records, payload.add);
+    return this.#store.commitPayload(payload.finish(), concern);
   }
 
   async delete(ids: string[], options?: WriteConcern): Promise<{ seq: bigint }> {
