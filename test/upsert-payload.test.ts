@@ -78,8 +78,7 @@ describe('direct upsert payload', () => {
   test('a payload built inside another one (a metadata getter) leaves the outer one intact', () => {
     const dim = 4;
     const inner: Buffer[] = [];
-    const bulk = (tag: string, n: number) =>
-      Array.from({ length: n }, (_, i) => ({ id: `${tag}${i}`, vector: new Float32Array(dim).fill(i) }));
+    const bulk = (tag: string, n: number) => Array.from({ length: n }, (_, i) => ({ id: `${tag}${i}`, vector: new Float32Array(dim).fill(i) }));
     const records: unknown[] = bulk('a', 20_000);
     const nested = {};
     Object.defineProperty(nested, 'x', {
