@@ -10,12 +10,107 @@
 use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::sync::lock;
 
 /// A transparent huge page on x86-64 and most aarch64 kernels.
 pub const HUGE_PAGE: usize = 2 << 20;
 
 static HUGE_PAGES: AtomicBool = AtomicBool::new(true);
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
+/// Live `DeferHugePages` guards. Changed only while `DEFERRED` is locked, so a mapping made
+/// while one is alive is either in the list the drain takes or advised at once.
+static DEFERRING: AtomicUsize = AtomicUsize::new(0);
+/// Mappings (start, bytes) made while a guard was alive and not yet advised.
+static DEFERRED: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+
+/// While one of these is alive (an open loading a store), new mappings are not advised to use
+/// huge pages: a fresh process's first touch of memory is much cheaper in small pages on VMs
+/// whose host backs guest memory lazily (2 MiB zeroed at a time; `bench/open.js`). When the last
+/// guard drops, a `cairn-huge-pages` thread advises those mappings and collapses them into huge
+/// pages (`MADV_COLLAPSE`), so searches get huge pages soon after the open, not during it.
+pub struct DeferHugePages(());
+
+impl DeferHugePages {
+    pub fn new() -> DeferHugePages {
+        let _list = lock(&DEFERRED);
+        DEFERRING.fetch_add(1, Ordering::Relaxed);
+        DeferHugePages(())
+    }
+}
+
+impl Default for DeferHugePages {
+    fn default() -> Self {
+        DeferHugePages::new()
+    }
+}
+
+impl Drop for DeferHugePages {
+    fn drop(&mut self) {
+        let list = lock(&DEFERRED);
+        if DEFERRING.fetch_sub(1, Ordering::Relaxed) > 1 || list.is_empty() {
+            return;
+        }
+        drop(list);
+        let spawned = std::thread::Builder::new().name("cairn-huge-pages".into()).spawn(advise_deferred);
+        if spawned.is_err() {
+            // No thread to spare: advise now (cheap) and let the kernel collapse them later.
+            for (start, bytes) in std::mem::take(&mut *lock(&DEFERRED)) {
+                advise_huge(start, bytes);
+            }
+        }
+    }
+}
+
+/// How long after an open the collapse starts: a range being collapsed stalls every access to
+/// it until its copy is done, which the first queries after an open should not wait for.
+const COLLAPSE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Advises and collapses the deferred mappings one at a time, at low priority, after
+/// `COLLAPSE_AFTER`. The list stays locked meanwhile, so `unmap` cannot release a range while it
+/// is being collapsed. Stops if another open begins: its guard's drop starts this again.
+fn advise_deferred() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: lowers this thread's own scheduling priority (a TID is a PRIO_PROCESS target on
+    // Linux); failure leaves it at the default.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10)
+    };
+    std::thread::sleep(COLLAPSE_AFTER);
+    loop {
+        let mut list = lock(&DEFERRED);
+        if DEFERRING.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        let Some((start, bytes)) = list.pop() else { return };
+        advise_huge(start, bytes);
+        #[cfg(target_os = "linux")]
+        // SAFETY: advice on a live mapping of ours (unmapping it takes this lock first). A kernel
+        // without MADV_COLLAPSE refuses it, and khugepaged collapses the range later instead.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_COLLAPSE)
+        };
+        drop(list);
+    }
+}
+
+fn advise_huge(start: usize, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: advice only, on a live mapping of ours; without it the memory works the same.
+    unsafe {
+        libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE)
+    };
+    let _ = (start, bytes);
+}
+
+/// Drops deferred ranges inside [start, start + bytes), which is being unmapped or moved.
+fn forget_deferred(start: usize, bytes: usize) {
+    let mut list = lock(&DEFERRED);
+    if !list.is_empty() {
+        list.retain(|&(s, _)| s < start || s >= start + bytes);
+    }
+}
 
 /// Bytes currently mapped here, in this process (vector blocks and large graph arrays): memory
 /// the allocator does not see.
@@ -54,11 +149,18 @@ pub(crate) fn map_zeroed(bytes: usize) -> NonNull<u8> {
     }
     // SAFETY: `head < HUGE_PAGE`, so the start lies inside the mapping.
     let start = unsafe { base.cast::<u8>().add(head) };
-    // Advice only: without it (or if the kernel declines) the memory works the same.
-    #[cfg(target_os = "linux")]
     if HUGE_PAGES.load(Ordering::Relaxed) {
-        // SAFETY: the range is this mapping.
-        unsafe { libc::madvise(start.cast(), bytes, libc::MADV_HUGEPAGE) };
+        let deferred = DEFERRING.load(Ordering::Relaxed) > 0 && {
+            let mut list = lock(&DEFERRED);
+            let deferring = DEFERRING.load(Ordering::Relaxed) > 0;
+            if deferring {
+                list.push((start as usize, bytes));
+            }
+            deferring
+        };
+        if !deferred {
+            advise_huge(start as usize, bytes);
+        }
     }
     MAPPED.fetch_add(bytes, Ordering::Relaxed);
     // SAFETY: a successful mmap never returns null.
@@ -68,6 +170,7 @@ pub(crate) fn map_zeroed(bytes: usize) -> NonNull<u8> {
 /// # Safety
 /// `start` and `bytes` are those of a `map_zeroed` mapping that nothing uses any more.
 pub(crate) unsafe fn unmap(start: NonNull<u8>, bytes: usize) {
+    forget_deferred(start.as_ptr() as usize, bytes);
     MAPPED.fetch_sub(bytes, Ordering::Relaxed);
     // SAFETY: per the contract.
     unsafe { libc::munmap(start.as_ptr().cast(), bytes) };
@@ -135,6 +238,9 @@ impl<T: ZeroIsValid> ZeroedArray<T> {
         let grown = ZeroedArray::<T>::new(new_len);
         #[cfg(target_os = "linux")]
         if self.mapped > 0 && grown.mapped > 0 {
+            // Before the move: a deferred collapse must not meet the range once it is unmapped.
+            // `grown` is registered (or advised) on its own, the moved pages included.
+            forget_deferred(self.start.as_ptr() as usize, self.mapped);
             // SAFETY: both are mappings of ours; `grown` is at least as large as `self`. The old
             // pages replace the start of `grown` (MREMAP_FIXED unmaps what was there, untouched
             // zero pages) and leave `self`'s range unmapped, so `self` must not unmap it again.
@@ -237,6 +343,55 @@ mod tests {
             if a.mapped > 0 {
                 assert_eq!(a.start.as_ptr() as usize % HUGE_PAGE, 0, "{from} -> {to}: still on a huge page");
             }
+        }
+    }
+
+    /// VmFlags of the mapping holding `addr` (from /proc/self/smaps), if any.
+    #[cfg(target_os = "linux")]
+    fn vm_flags(addr: usize) -> Option<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((a, b)) = range.split_once('-') {
+                    if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                        inside = a <= addr && addr < b;
+                        continue;
+                    }
+                }
+            }
+            if inside {
+                if let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return Some(flags.trim().to_string());
+                }
+            }
+        }
+        None
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn mappings_made_while_deferring_get_huge_page_advice_after_the_last_guard() {
+        let advised = |addr: usize| vm_flags(addr).expect("mapping listed").split(' ').any(|f| f == "hg");
+        let deferred = |addr: usize| lock(&DEFERRED).iter().any(|&(s, _)| s == addr);
+        let guard = DeferHugePages::new();
+        let kept = ZeroedArray::<AtomicU32>::new(HUGE_PAGE);
+        let dropped = ZeroedArray::<AtomicU32>::new(HUGE_PAGE);
+        let (kept_at, dropped_at) = (kept.start.as_ptr() as usize, dropped.start.as_ptr() as usize);
+        assert!(deferred(kept_at) && deferred(dropped_at));
+        assert!(!advised(kept_at), "advised while an open was loading");
+        drop(dropped);
+        assert!(!deferred(dropped_at), "an unmapped range stays listed");
+        drop(guard);
+        // Other tests' opens may hold guards of their own; the last one to drop drains the list.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while (deferred(kept_at) || !advised(kept_at)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(advised(kept_at), "never advised after the guard dropped");
+        let plain = ZeroedArray::<AtomicU32>::new(HUGE_PAGE);
+        if DEFERRING.load(Ordering::Relaxed) == 0 {
+            assert!(advised(plain.start.as_ptr() as usize), "a mapping outside an open is advised at once");
         }
     }
 }

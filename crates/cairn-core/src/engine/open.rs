@@ -26,6 +26,8 @@ use crate::wal::writer::WalWriter;
 
 impl Engine {
     pub fn open(dir: &Path, opts: Options) -> Result<Engine> {
+        // Rows and graph load into small pages; huge pages come after the open (`mapped.rs`).
+        let _huge_pages_after_open = crate::mapped::DeferHugePages::new();
         let storage = opts.storage.clone();
         let io = |p: &Path| {
             let p = p.to_path_buf();
