@@ -804,7 +804,7 @@ export class Collection<M extends object = Metadata> extends CollectionReader<M>
   /** `records` is an array of records, or their columnar form (`ColumnarRecords`). */
   async upsert(records: VectorRecord<M>[] | ColumnarRecords<M>, options?: WriteConcern): Promise<{ seq: bigint }> {
     const concern = parseWriteConcern('options', options);
-    const payload = new UpsertPayload(this.name, this.dim, Array.isArray(records) ? records.length : 1);
+    const payload = new UpsertPayload(this.name, this.dim, upsertCount(records));
     forEachUpsert('records', this.dim, records, payload.add);
     return this.#store.commitPayload(payload.finish(), concern);
   }
@@ -855,4 +855,12 @@ export class Collection<M extends object = Metadata> extends CollectionReader<M>
   indexStats(): IndexStats {
     return nativeSync(() => this.#native.indexStats(this.name));
   }
+}
+
+/** Records in either upsert form, to size its payload; 1 when the shape is wrong (validation
+ *  then reports it). */
+function upsertCount(records: unknown): number {
+  if (Array.isArray(records)) return records.length;
+  const ids = (records as { ids?: unknown } | null)?.ids;
+  return Array.isArray(ids) ? ids.length : 1;
 }
