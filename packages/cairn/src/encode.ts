@@ -43,7 +43,7 @@ function maxOpSize(op: EncodedOp): number {
  * Write `s` as UTF-8 at `o`; returns the byte count. ASCII, the common case for ids, names and
  * JSON, is copied in JS: cheaper than a native call for short strings.
  */
-export function writeUtf8(buf: Buffer, s: string, o: number): number {
+function writeUtf8(buf: Buffer, s: string, o: number): number {
   const n = s.length;
   if (n > 64) return buf.write(s, o, 'utf8');
   for (let i = 0; i < n; i++) {
@@ -62,7 +62,7 @@ const SCRATCH_MAX_BYTES = 16 << 20;
 let scratch: Buffer | undefined;
 
 /** A buffer of at least `size` bytes for building a payload; `releasePayloadBuffer` returns it. */
-export function takePayloadBuffer(size: number): Buffer {
+function takePayloadBuffer(size: number): Buffer {
   if (size < SCRATCH_MIN_BYTES || size > SCRATCH_MAX_BYTES) return Buffer.allocUnsafe(size);
   const kept = scratch;
   scratch = undefined;
@@ -71,59 +71,128 @@ export function takePayloadBuffer(size: number): Buffer {
 }
 
 /** Keeps `buf` for the next build if it is the size the scratch buffer may be. */
-export function releasePayloadBuffer(buf: Buffer): void {
+function releasePayloadBuffer(buf: Buffer): void {
   if (buf.length >= SCRATCH_MIN_BYTES && buf.length <= SCRATCH_MAX_BYTES && buf.length >= (scratch?.length ?? 0)) scratch = buf;
 }
 
 /**
- * The returned Buffer is valid only until the next call (a large one shares the scratch
- * buffer): hand it straight to the native commit, which copies it before returning.
+ * Writes ops into a payload buffer, growing it when an op does not fit (each op reserves its
+ * upper bound first). One writer serves `encodeBatch` and `upsert` (`upsert-payload.ts`), so
+ * the format's layout is spelled once. Vectors are copied without a view per op: with one
+ * memcpy through a Float32Array over the buffer when the offset is 4-aligned, else float by
+ * float.
  */
+export class PayloadWriter {
+  #buf: Buffer;
+  #floats: Float32Array;
+  #view: DataView;
+  #o = 4;
+  #count = 0;
+
+  constructor(sizeHint: number) {
+    this.#buf = takePayloadBuffer(Math.max(4, sizeHint));
+    this.#floats = new Float32Array(this.#buf.buffer, 0, this.#buf.buffer.byteLength >>> 2);
+    this.#view = new DataView(this.#buf.buffer);
+  }
+
+  create(name: string, dim: number, metric: Metric, m: number, efConstruction: number): void {
+    this.#reserve(1 + 2 + 3 * name.length + 4 + 1 + 1 + 2 + 4);
+    const buf = this.#buf;
+    let o = this.#o;
+    buf[o++] = OP_CREATE_COLLECTION;
+    o = this.#str16(name, o);
+    o = buf.writeUInt32LE(dim, o);
+    buf[o++] = METRIC_CODES[metric];
+    buf[o++] = 0;
+    o = buf.writeUInt16LE(m, o);
+    this.#end(buf.writeUInt32LE(efConstruction, o));
+  }
+
+  drop(name: string): void {
+    this.#reserve(1 + 2 + 3 * name.length);
+    this.#buf[this.#o] = OP_DROP_COLLECTION;
+    this.#end(this.#str16(name, this.#o + 1));
+  }
+
+  /** An upsert whose vector is `vectors[start .. start + dim)`. */
+  upsert(collection: string, id: string, vectors: Float32Array, start: number, dim: number, metadata: string): void {
+    this.#reserve(1 + 2 + 3 * collection.length + 2 + 3 * id.length + 4 + 4 * dim + 4 + 3 * metadata.length);
+    const buf = this.#buf;
+    let o = this.#o;
+    buf[o++] = OP_UPSERT;
+    o = this.#str16(collection, o);
+    o = this.#str16(id, o);
+    o = buf.writeUInt32LE(dim, o);
+    const at = buf.byteOffset + o;
+    if ((at & 3) === 0) {
+      this.#floats.set(start === 0 && vectors.length === dim ? vectors : vectors.subarray(start, start + dim), at >>> 2);
+    } else {
+      const view = this.#view;
+      for (let j = 0, p = at; j < dim; j++, p += 4) view.setFloat32(p, vectors[start + j]!, true);
+    }
+    o += 4 * dim;
+    const n = writeUtf8(buf, metadata, o + 4);
+    buf.writeUInt32LE(n, o);
+    this.#end(o + 4 + n);
+  }
+
+  delete(collection: string, id: string): void {
+    this.#reserve(1 + 2 + 3 * collection.length + 2 + 3 * id.length);
+    this.#buf[this.#o] = OP_DELETE;
+    this.#end(this.#str16(id, this.#str16(collection, this.#o + 1)));
+  }
+
+  /** The payload; valid until the next payload is built: hand it straight to the native
+   *  commit, which copies it before returning. */
+  finish(): Buffer {
+    this.#buf.writeUInt32LE(this.#count, 0);
+    releasePayloadBuffer(this.#buf);
+    return this.#buf.subarray(0, this.#o);
+  }
+
+  #end(o: number): void {
+    this.#o = o;
+    this.#count++;
+  }
+
+  #str16(s: string, o: number): number {
+    const n = writeUtf8(this.#buf, s, o + 2);
+    this.#buf[o] = n & 0xff;
+    this.#buf[o + 1] = n >>> 8;
+    return o + 2 + n;
+  }
+
+  #reserve(bytes: number): void {
+    if (this.#o + bytes <= this.#buf.length) return;
+    const grown = takePayloadBuffer(Math.max(2 * this.#buf.length, this.#o + bytes));
+    this.#buf.copy(grown, 0, 0, this.#o);
+    releasePayloadBuffer(this.#buf);
+    this.#buf = grown;
+    this.#floats = new Float32Array(grown.buffer, 0, grown.buffer.byteLength >>> 2);
+    this.#view = new DataView(grown.buffer);
+  }
+}
+
+/** The payload of `ops`; valid until the next payload is built (`PayloadWriter.finish`). */
 export function encodeBatch(ops: readonly EncodedOp[]): Buffer {
   let size = 4;
   for (const op of ops) size += maxOpSize(op);
-  const buf = takePayloadBuffer(size);
-  let o = buf.writeUInt32LE(ops.length, 0);
-  const str16 = (s: string) => {
-    const n = writeUtf8(buf, s, o + 2);
-    buf[o] = n & 0xff;
-    buf[o + 1] = n >>> 8;
-    o += 2 + n;
-  };
+  const w = new PayloadWriter(size);
   for (const op of ops) {
     switch (op.kind) {
       case 'create':
-        buf[o++] = OP_CREATE_COLLECTION;
-        str16(op.name);
-        o = buf.writeUInt32LE(op.dim, o);
-        buf[o++] = METRIC_CODES[op.metric];
-        buf[o++] = 0;
-        o = buf.writeUInt16LE(op.m, o);
-        o = buf.writeUInt32LE(op.efConstruction, o);
+        w.create(op.name, op.dim, op.metric, op.m, op.efConstruction);
         break;
       case 'drop':
-        buf[o++] = OP_DROP_COLLECTION;
-        str16(op.name);
+        w.drop(op.name);
         break;
-      case 'upsert': {
-        buf[o++] = OP_UPSERT;
-        str16(op.collection);
-        str16(op.id);
-        o = buf.writeUInt32LE(op.vector.length, o);
-        buf.set(new Uint8Array(op.vector.buffer, op.vector.byteOffset, op.vector.byteLength), o);
-        o += op.vector.byteLength;
-        const n = writeUtf8(buf, op.metadata, o + 4);
-        buf.writeUInt32LE(n, o);
-        o += 4 + n;
+      case 'upsert':
+        w.upsert(op.collection, op.id, op.vector, 0, op.vector.length, op.metadata);
         break;
-      }
       case 'delete':
-        buf[o++] = OP_DELETE;
-        str16(op.collection);
-        str16(op.id);
+        w.delete(op.collection, op.id);
         break;
     }
   }
-  releasePayloadBuffer(buf);
-  return buf.subarray(0, o);
+  return w.finish();
 }
