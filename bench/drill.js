@@ -1,7 +1,8 @@
 // Recovery drill benchmark: `runDrill` on a 100,000 x 128 store, one-shot timings (a drill
 // damages its copy, so a repeated suite makes no sense), each scenario beside its peer in the
-// same run: `cp -r` of the same store for accidental-delete and disk-loss, hnswlib-node's build
-// of the same vectors with the same graph parameters for index-loss. Writes the table between
+// same run: `cp -r` of the same store for accidental-delete, `cp -r` of a full file:// backup of it
+// (without and with a `sync` of the copy) for disk-loss, hnswlib-node's build of the same vectors
+// with the same graph parameters for index-loss. Writes the table between
 // the drill markers of bench/README.md.
 //
 //   node bench/drill.js                  # DRILL_ROWS (100000), DRILL_DIM (128)
@@ -19,9 +20,9 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
-import { open, runDrill, SEED_CLAIMS } from 'cairndb';
+import { BackupManager, open, runDrill, SEED_CLAIMS } from 'cairndb';
 import hnswlib from 'hnswlib-node';
 import { rng } from './random.js';
 
@@ -82,13 +83,30 @@ await col.waitForIndex();
 await db.checkpoint();
 await db.close();
 
-const storeMb = Number(execFileSync('du', ['-sb', source]).toString().split('\t')[0]) / 1e6;
+const duMb = (dir) => Number(execFileSync('du', ['-sb', dir]).toString().split('\t')[0]) / 1e6;
+const storeMb = duMb(source);
 // Peers, in the same run.
 const cpTarget = join(ROOT, 'cp-peer');
 let t = performance.now();
 execFileSync('cp', ['-r', source, cpTarget]);
 const cpMs = performance.now() - t;
 rmSync(cpTarget, { recursive: true, force: true });
+// disk-loss's peer: the backup it restores is a full one plus a small incremental, so a full
+// backup of the same store is the same bytes. `cp -r` leaves them in the page cache; the restore
+// fsyncs what it writes, so the copy is also timed until `sync -f` has made it durable.
+const backupDir = join(ROOT, 'peer-backup');
+const peerBackups = new BackupManager({ source, target: pathToFileURL(backupDir).href });
+await peerBackups.create({ kind: 'full' });
+await peerBackups.close();
+const backupMb = duMb(backupDir);
+execFileSync('sync');
+t = performance.now();
+execFileSync('cp', ['-r', backupDir, cpTarget]);
+const cpBackupMs = performance.now() - t;
+execFileSync('sync', ['-f', cpTarget]);
+const cpBackupSyncMs = performance.now() - t;
+rmSync(cpTarget, { recursive: true, force: true });
+rmSync(backupDir, { recursive: true, force: true });
 let hnswlibMs = null;
 if (WITH_HNSWLIB) {
   const index = new HierarchicalNSW('l2', DIM);
@@ -97,7 +115,9 @@ if (WITH_HNSWLIB) {
   for (let i = 0; i < ROWS; i++) index.addPoint(Array.from(base.subarray(i * DIM, (i + 1) * DIM)), i);
   hnswlibMs = performance.now() - t;
 }
-console.log(`peers: cp -r ${fmt(cpMs)}, hnswlib-node build ${fmt(hnswlibMs)}; load average ${load()}`);
+console.log(
+  `peers: cp -r ${fmt(cpMs)}, cp -r of a full backup (${backupMb.toFixed(0)} MB) ${fmt(cpBackupMs)}, with sync ${fmt(cpBackupSyncMs)}, hnswlib-node build ${fmt(hnswlibMs)}; load average ${load()}`,
+);
 
 const loadBefore = load();
 const report = await runDrill({
@@ -113,7 +133,8 @@ const peer = {
   'index-loss': (r) => `hnswlib-node build ${fmt(hnswlibMs)}; Cairn's graph rebuild ${fmt(r.figures.graphMs)} = ${(r.figures.graphMs / hnswlibMs).toFixed(2)}x`,
   'accidental-delete': (r) =>
     `\`cp -r\` ${fmt(cpMs)}; RTO = ${(r.rtoMs / cpMs).toFixed(2)}x (restore alone ${fmt(r.steps.find((s) => s.name.startsWith('restore'))?.ms ?? null)})`,
-  'disk-loss': (r) => `\`cp -r\` ${fmt(cpMs)}; RTO = ${(r.rtoMs / cpMs).toFixed(2)}x`,
+  'disk-loss': (r) =>
+    `\`cp -r\` of a full backup (${backupMb.toFixed(0)} MB) ${fmt(cpBackupMs)}, with \`sync\` ${fmt(cpBackupSyncMs)}; RTO = ${(r.rtoMs / cpBackupMs).toFixed(2)}x and ${(r.rtoMs / cpBackupSyncMs).toFixed(2)}x (restore alone ${fmt(r.steps.find((s) => s.name.startsWith('restore'))?.ms ?? null)})`,
   'leader-kill': () => 'target: lease TTL 2 s + 2 s',
   'leader-pause': (r) => `target: lease TTL 2 s + 2 s${r.ok ? `; acks after resume: ${r.figures.acksAfterResume}` : ''}`,
 };
