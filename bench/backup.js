@@ -1,22 +1,30 @@
 // Backup benchmark: full backup and restore MB/s on file:// and on S3 (moto's server, a separate
 // process on loopback), and the bytes a second full backup after a 1% change stores (dedup)
 // beside an incremental one after another 1% change. One-shot timings printed with
-// console.table; peer: `cp -r` of the snapshot directory (file) and `tar | zstd -3` (bytes).
+// console.table; peer: `cp -r` of the snapshot directory and of the backup, alone and with a
+// `sync -f` (file), and `tar | zstd -3` (bytes). Also the decode floor: the CPU per raw byte of
+// the stages a verified restore cannot skip (zstd, unshuffle, SHA-256), timed on one thread.
 //
 //   node bench/backup.js
 //
 // Environment: BACKUP_MB (1024, vector bytes in the store), BACKUP_DIM (1536), BACKUP_S3=0 to
 // skip S3. Data under $TMPDIR/cairn-bench-backup (BACKUP_DATA), removed unless KEEP_DATA=1.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import { BackupManager, open } from 'cairndb';
+import { CHUNK_BYTES, CHUNK_HEADER_BYTES, FLAG_SHUFFLED } from '../packages/cairn/dist/backup/chunks.js';
 import { freePort } from '../packages/cairn/dist/drill/free-port.js';
+import { nativeModule } from '../packages/cairn/dist/native.js';
 import { randomVector, rng } from './random.js';
 
 // Outside bench/.bench-data: other benches clear that directory while this one runs.
+const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = process.env.BACKUP_DATA ?? join(tmpdir(), 'cairn-bench-backup');
 const MB_TARGET = Number(process.env.BACKUP_MB ?? 1024);
 const DIM = Number(process.env.BACKUP_DIM ?? 1536);
@@ -114,15 +122,58 @@ const fileUrl = `file://${join(ROOT, 'target-file')}`;
 const { backups: fileBackups, full: full1 } = await targetRun('file://', fileUrl, {});
 const snapDir = join(store, 'snapshots');
 /** `cp -r` of `dir`, timed, as a peer row. */
-async function cpPeer(label, dir) {
-  const cp = await timed(async () => spawnSync('cp', ['-r', dir, join(ROOT, 'cp-peer')]));
+async function cpPeer(label, dir, sync = false) {
+  spawnSync('sync');
+  const cp = await timed(async () => {
+    spawnSync('cp', ['-r', dir, join(ROOT, 'cp-peer')]);
+    if (sync) spawnSync('sync', ['-f', join(ROOT, 'cp-peer')]);
+  });
   const bytes = duBytes(dir);
   speed.push({ case: label, s: Number((cp.ms / 1000).toFixed(2)), 'raw MB': mb(bytes), 'stored MB': mb(bytes), 'MB/s (raw)': rate(bytes, cp.ms) });
   rmSync(join(ROOT, 'cp-peer'), { recursive: true, force: true });
 }
 await cpPeer('peer: cp -r snapshots/', snapDir);
-// The disk-loss peer: a plain copy of the backup itself (what a restore must read).
+// The disk-loss peer: a plain copy of the backup itself (what a restore must read), alone and
+// until `sync -f` has made the copy durable (a restore fsyncs what it writes).
 await cpPeer('peer: cp -r of the file:// backup', join(ROOT, 'target-file'));
+await cpPeer('peer: cp -r of the file:// backup + sync -f', join(ROOT, 'target-file'), true);
+const floor = decodeFloor(join(ROOT, 'target-file', 'chunks'));
+/**
+ * The CPU a verified restore cannot avoid: every chunk decompressed, unshuffled and hashed (a
+ * chunk's name is its SHA-256), each stage timed on one thread over every chunk of the backup,
+ * in the process's reused buffers (no allocation inside a timing).
+ */
+function decodeFloor(dir) {
+  const zstd = createRequire(join(here, '../packages/cairn/package.json'))('zstd-napi/binding.js');
+  const dctx = new zstd.DCtx();
+  const packed = Buffer.allocUnsafe(CHUNK_BYTES);
+  const raw = Buffer.allocUnsafe(CHUNK_BYTES);
+  const ns = { zstd: 0n, unshuffle: 0n, sha256: 0n };
+  let bytes = 0;
+  for (const name of readdirSync(dir)) {
+    const object = readFileSync(join(dir, name));
+    const rawLen = object.readUInt32LE(12);
+    let t = process.hrtime.bigint();
+    const n = dctx.decompress(packed, object.subarray(CHUNK_HEADER_BYTES));
+    ns.zstd += process.hrtime.bigint() - t;
+    let plain = packed.subarray(0, n);
+    if (object[9] & FLAG_SHUFFLED) {
+      t = process.hrtime.bigint();
+      nativeModule.unshuffle4(plain, raw.subarray(0, n));
+      ns.unshuffle += process.hrtime.bigint() - t;
+      plain = raw.subarray(0, n);
+    }
+    t = process.hrtime.bigint();
+    const digest = createHash('sha256').update(plain).digest('hex');
+    ns.sha256 += process.hrtime.bigint() - t;
+    if (digest !== name || n !== rawLen) throw new Error(`chunk ${name} does not decode to its name`);
+    bytes += n;
+  }
+  const perByte = Object.fromEntries(Object.entries(ns).map(([k, v]) => [k, Number(v) / bytes]));
+  const cpuMs = Number(ns.zstd + ns.unshuffle + ns.sha256) / 1e6;
+  return { bytes, perByte, cpuMs, cores: availableParallelism() };
+}
+
 const tarz = spawnSync('sh', ['-c', `tar -C ${store} -cf - snapshots | zstd -3 -q -c | wc -c`], { encoding: 'utf8' });
 const tarBytes = Number(tarz.stdout.trim()) || null;
 
@@ -183,7 +234,16 @@ sizes.push({
   'vs first full': `${((100 * inc.bytes.written) / full1.bytes.written).toFixed(1)}%`,
 });
 
-console.log(`\nstore: ${total} x ${DIM}, build ${(build.ms / 1000).toFixed(0)} s`);
+console.log(
+  `\nstore: ${total} x ${DIM}, build ${(build.ms / 1000).toFixed(0)} s; load average ${loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}`,
+);
 console.table(speed);
+console.log(
+  `decode floor of a verified restore, one thread, ${mb(floor.bytes)} raw MB: zstd ${floor.perByte.zstd.toFixed(2)} ns/B, ` +
+    `unshuffle ${floor.perByte.unshuffle.toFixed(2)} ns/B, SHA-256 ${floor.perByte.sha256.toFixed(2)} ns/B; ` +
+    `${(floor.cpuMs / 1000).toFixed(2)} s of CPU, ${(floor.cpuMs / floor.cores / 1000).toFixed(2)} s on all ${floor.cores} cores`,
+);
 console.table(sizes);
 if (process.env.KEEP_DATA !== '1') rmSync(ROOT, { recursive: true, force: true });
