@@ -4,6 +4,8 @@
  * the JS thread only moves buffers between reads and writes; a small one decodes inline, where
  * starting threads would cost more than it saves. Both run the same `decodeChunk`.
  */
+import { availableParallelism } from 'node:os';
+
 import type { Piscina } from 'piscina';
 
 import { fromNative } from '../errors.js';
@@ -15,7 +17,10 @@ import type { ChunkKeys } from './crypto.js';
 export const POOL_MIN_BYTES = 4 * CHUNK_BYTES;
 /** Idle pool threads exit after this long; piscina unrefs them, so they never keep a process alive. */
 const POOL_IDLE_MS = 10_000;
-const MAX_THREADS = 4;
+/** Decoding is CPU-bound: a thread per core, at most 4. More threads than cores only cost their
+ *  start (a verify of a 100k x 128 store's backup in a fresh process: 326-364 ms with 2 threads
+ *  on 2 cores, 383-436 ms with 4). */
+const MAX_THREADS = Math.min(4, availableParallelism());
 
 export type Decoded = { raw: Buffer } | { problem: ChunkProblem; message: string };
 
