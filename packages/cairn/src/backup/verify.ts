@@ -11,6 +11,7 @@ import { notFound } from './catalog.js';
 import { ChunkDecoder, type Decoded } from './chunk-decoder.js';
 import { CHUNK_NAME, WHOLE_FILE_BYTES } from './chunks.js';
 import { errorOf } from './failure.js';
+import { FlushBehind } from './flush-behind.js';
 import { decodeManifest, type ManifestBody } from './metadata.js';
 import { type BackupSettings, isBackupId } from './settings.js';
 import { BACKUPS_PREFIX, type BackupTarget, CHUNKS_PREFIX, chunkKey, MANIFEST_NAME, MARKER_NAME, manifestKey } from './target.js';
@@ -138,10 +139,12 @@ export async function checkOnTarget(
     let length = 0;
     let fileBad = false;
     let sink: FileHandle | undefined;
+    let flush: FlushBehind | undefined;
     if (out !== null && problems.length === 0) {
       const dest = join(out, ...f.path.split('/'));
       await mkdir(dirname(dest), { recursive: true });
       sink = await openFile(dest, 'w');
+      flush = new FlushBehind(sink);
     }
     // Pipelined: the next chunks are read and decoded (on worker threads for a large backup)
     // while this one is written; writes are positional, so their order does not matter, and run
@@ -194,13 +197,15 @@ export async function checkOnTarget(
         if (sink && !fileBad) {
           if (writes.length >= PIPELINE_DEPTH) await writes.shift();
           writes.push(writeFully(sink, raw, position));
+          flush?.wrote(raw.length);
         }
         report(Math.min(length, f.bytes));
       }
       await drain(writes);
-      if (sink && !fileBad) await sink.datasync();
+      if (flush && !fileBad) await flush.finish();
     } finally {
       await Promise.allSettled([...writes, ...inFlight]);
+      await flush?.settled();
       await sink?.close();
     }
     filesBefore += f.bytes;
