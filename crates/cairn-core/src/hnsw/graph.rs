@@ -233,6 +233,12 @@ impl Graph {
         }
     }
 
+    /// Starts loading the handle through which `vector(id)` is read (see `prefetch_vector`).
+    #[inline]
+    pub(super) fn prefetch_vector_handle(&self, id: u32) {
+        prefetch(self.vectors.handle_address(id));
+    }
+
     /// Starts loading the link list of `id` on `level` into cache.
     #[inline]
     pub(super) fn prefetch_links(&self, id: u32, level: usize) {

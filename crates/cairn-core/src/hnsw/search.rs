@@ -7,6 +7,9 @@ use std::collections::BinaryHeap;
 
 use super::Hnsw;
 
+/// How many neighbours ahead of the distance being computed a search starts loading vectors.
+const VECTOR_PREFETCH_AHEAD: usize = 2;
+
 /// A node and its distance to the current query. Ordered by distance, then id, so heaps and sorts
 /// are total even with equal distances.
 #[derive(Clone, Copy, Debug)]
@@ -188,13 +191,16 @@ impl Hnsw {
                 let neighbour = links.get(i);
                 if visited.insert(neighbour) {
                     fresh.push(neighbour);
+                    self.graph.prefetch_vector_handle(neighbour);
                 }
             }
-            if let Some(&first) = fresh.first() {
-                self.graph.prefetch_vector(first);
+            // Vectors are fetched VECTOR_PREFETCH_AHEAD neighbours ahead of the one being
+            // measured: one 128-d distance is shorter than a miss to memory.
+            for &ahead in fresh.iter().take(VECTOR_PREFETCH_AHEAD) {
+                self.graph.prefetch_vector(ahead);
             }
             for (i, &neighbour) in fresh.iter().enumerate() {
-                if let Some(&following) = fresh.get(i + 1) {
+                if let Some(&following) = fresh.get(i + VECTOR_PREFETCH_AHEAD) {
                     self.graph.prefetch_vector(following);
                 }
                 let dist = self.distance_to(query, neighbour);

@@ -68,6 +68,13 @@ impl VectorSlots {
         }
     }
 
+    /// Address of node `id`'s handle, for a cache hint: reading a vector first loads its handle,
+    /// so fetching handles early keeps that load from stalling the later vector prefetch.
+    #[inline]
+    pub(super) fn handle_address(&self, id: u32) -> *const i8 {
+        self.owners.get(id as usize).map_or(std::ptr::null(), |cell| cell.get().cast_const().cast())
+    }
+
     /// Whether node `id` has a vector (a graph read with `Hnsw::read_file` has none until its
     /// rows lend theirs and `LoadedGraph::finish` reads the rest).
     pub(super) fn is_set(&self, id: u32) -> bool {
