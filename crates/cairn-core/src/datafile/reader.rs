@@ -123,45 +123,6 @@ pub fn visit_data_file<'a>(
     Ok((header, bad))
 }
 
-/// `visit_data_file` for a file whose records all verify, with the per-record work spread over
-/// rayon's threads: each record is verified and turned into a `T` by `make` in parallel, while
-/// the body checksum is taken on another thread; the results come back in file order. `Ok(None)`
-/// when anything does not frame or verify: the caller then takes `visit_data_file`, which
-/// locates, names and (where it can) skips the damage. Header and footer errors are the same.
-pub fn map_data_file<'a, T: Send>(
-    buf: &'a [u8],
-    path: &Path,
-    make: impl Fn(RecordRef<'a>) -> T + Sync,
-) -> Result<Option<(DataFileHeader, Vec<T>)>> {
-    use rayon::prelude::*;
-    let header = read_header(buf, path)?;
-    let fmt = header.record_format();
-    let footer = buf.len() - FOOTER_LEN;
-    let footer_ok = &buf[footer..footer + 8] == FOOTER_MAGIC && u64_at(buf, footer + F_CHECKSUM) == xxh3(&buf[footer..footer + F_CHECKSUM]);
-    if !footer_ok {
-        return Err(Error::corruption(path, footer as u64, "data file footer missing or damaged (file truncated or extended?)"));
-    }
-    // Frame by the length fields alone; any implausible one sends the caller the slow way.
-    let mut starts = Vec::with_capacity(usize::try_from(u64_at(buf, footer + F_COUNT)).unwrap_or(0).min(buf.len() / (fmt.fixed + 8)));
-    let mut pos = DATAFILE_HEADER_LEN;
-    while pos < footer {
-        let len = if pos + fmt.fixed + 8 <= footer { u32_at(buf, pos + R_LEN) as usize } else { 0 };
-        if len < fmt.fixed + 8 || !len.is_multiple_of(8) || pos + len > footer {
-            return Ok(None);
-        }
-        starts.push(pos);
-        pos += len;
-    }
-    if starts.len() as u64 != u64_at(buf, footer + F_COUNT) {
-        return Ok(None);
-    }
-    let (body_ok, items) = rayon::join(
-        || u64_at(buf, footer + F_BODY_SUM) == xxh3(&buf[..footer]),
-        || starts.par_iter().map(|&at| parse_record(buf, at, footer, &fmt).ok().map(|(rec, _)| make(rec))).collect::<Option<Vec<T>>>(),
-    );
-    Ok(items.filter(|_| body_ok).map(|items| (header, items)))
-}
-
 /// Whether each intact record upserts or deletes, and its id, without decoding vectors or
 /// metadata: for readers that only count rows (`inspect::live_view`). Damaged records are
 /// skipped where their length is usable; the file's own damage is for recovery and scrub.

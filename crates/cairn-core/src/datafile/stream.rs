@@ -5,6 +5,9 @@
 //! visited, then the footer's own checksum, its record count and the body checksum. Anything
 //! else is not handled here: the caller discards what it built and reads the file whole with
 //! `visit_data_file`, which locates, names and (where it can) skips the damage.
+//!
+//! `stream_data_file_parallel` does the same with each window's records checked and built on
+//! rayon's threads (long vectors, where a record's checksum and copy outweigh the hand-off).
 
 use super::format::{check_footer, check_header, DataFileHeader, DATAFILE_HEADER_LEN, FOOTER_LEN, R_LEN};
 use super::reader::{parse_record, RecordRef};
@@ -14,6 +17,9 @@ use crate::wal::record::u32_at;
 
 /// Bytes read at a time; a longer record grows the window to hold it (at most the file).
 const STREAM_CHUNK: usize = 1 << 20;
+/// Bytes read at a time by `stream_data_file_parallel`: a few thousand records at 784-d, so
+/// that each parallel pass has enough to spread.
+const PARALLEL_STREAM_CHUNK: usize = 8 << 20;
 
 /// Visit every record of the `len`-byte data `file`, in order, each as soon as it verified.
 /// `Some(header)` when the whole file verified; `None` at the first record, length, read or
@@ -24,7 +30,7 @@ pub fn stream_data_file(file: &dyn StorageFile, len: u64, mut visit: impl FnMut(
         return None;
     }
     let footer = len - FOOTER_LEN;
-    let mut w = Window { file, buf: Vec::with_capacity(STREAM_CHUNK), base: 0, read_to: 0, len, footer, body: Xxh3Stream::default() };
+    let mut w = Window::new(file, len, STREAM_CHUNK);
     w.cover(0, DATAFILE_HEADER_LEN)?;
     let header = check_header(&w.buf[..DATAFILE_HEADER_LEN]).ok()?;
     let fmt = header.record_format();
@@ -47,8 +53,89 @@ pub fn stream_data_file(file: &dyn StorageFile, len: u64, mut visit: impl FnMut(
         pos += parsed;
     }
     w.cover(footer, len)?;
-    let (expected_count, body_sum) = check_footer(&w.buf[footer - w.base..len - w.base])?;
-    (expected_count == count && body_sum == w.body.digest()).then_some(header)
+    w.finish(header, count)
+}
+
+/// `stream_data_file`, with the records of each window verified and turned into a `T` by `make`
+/// on rayon's threads; `visit` receives them in file order. The same checks and the same `None`.
+pub fn stream_data_file_parallel<T: Send>(
+    file: &dyn StorageFile,
+    len: u64,
+    make: impl Fn(RecordRef<'_>) -> T + Sync,
+    visit: impl FnMut(T),
+) -> Option<DataFileHeader> {
+    stream_parallel_by(file, len, PARALLEL_STREAM_CHUNK, make, visit)
+}
+
+/// `stream_data_file_parallel` reading `chunk` bytes at a time.
+fn stream_parallel_by<T: Send>(
+    file: &dyn StorageFile,
+    len: u64,
+    chunk: usize,
+    make: impl Fn(RecordRef<'_>) -> T + Sync,
+    mut visit: impl FnMut(T),
+) -> Option<DataFileHeader> {
+    use rayon::prelude::*;
+    let len = usize::try_from(len).ok()?;
+    if len < DATAFILE_HEADER_LEN + FOOTER_LEN {
+        return None;
+    }
+    let footer = len - FOOTER_LEN;
+    let mut w = Window::new(file, len, chunk);
+    w.cover(0, DATAFILE_HEADER_LEN)?;
+    let header = check_header(&w.buf[..DATAFILE_HEADER_LEN]).ok()?;
+    let fmt = header.record_format();
+    let mut count = 0u64;
+    let mut pos = DATAFILE_HEADER_LEN;
+    // (start, length) of the window's whole records, relative to the window.
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    while pos < footer {
+        if pos + fmt.fixed + 8 > footer {
+            return None;
+        }
+        w.cover(pos, pos + fmt.fixed + 8)?;
+        let first_len = u32_at(&w.buf, pos - w.base + R_LEN) as usize;
+        if first_len < fmt.fixed + 8 || pos + first_len > footer {
+            return None;
+        }
+        // A record longer than the window grows it to hold that record.
+        w.cover(pos, pos + first_len)?;
+        // Frame by the length fields every whole record the window holds; damage found here is
+        // left for the record-by-record check below, or for the next window.
+        spans.clear();
+        let mut at = pos;
+        while at < footer && at + fmt.fixed + 8 <= w.read_to {
+            let rec_len = u32_at(&w.buf, at - w.base + R_LEN) as usize;
+            if rec_len < fmt.fixed + 8 || at + rec_len > footer {
+                if spans.is_empty() {
+                    return None;
+                }
+                break;
+            }
+            if at + rec_len > w.read_to {
+                break;
+            }
+            spans.push((at - w.base, rec_len));
+            at += rec_len;
+        }
+        let buf = &w.buf;
+        let built: Vec<Option<(T, usize)>> = spans
+            .par_iter()
+            .map(|&(start, rec_len)| parse_record(buf, start, start + rec_len, &fmt).ok().map(|(rec, parsed)| (make(rec), parsed)))
+            .collect();
+        for ((start, rec_len), item) in spans.iter().zip(built) {
+            let (item, parsed) = item?;
+            if parsed != *rec_len {
+                return None;
+            }
+            debug_assert_eq!(*start + w.base, pos);
+            visit(item);
+            count += 1;
+            pos += parsed;
+        }
+    }
+    w.cover(footer, len)?;
+    w.finish(header, count)
 }
 
 /// The bytes `[base, read_to)` of the file, read in order; the body checksum is taken as they
@@ -56,6 +143,8 @@ pub fn stream_data_file(file: &dyn StorageFile, len: u64, mut visit: impl FnMut(
 struct Window<'f> {
     file: &'f dyn StorageFile,
     buf: Vec<u8>,
+    /// Bytes read at a time (more when a record needs it).
+    chunk: usize,
     base: usize,
     read_to: usize,
     len: usize,
@@ -63,7 +152,19 @@ struct Window<'f> {
     body: Xxh3Stream,
 }
 
-impl Window<'_> {
+impl<'f> Window<'f> {
+    fn new(file: &'f dyn StorageFile, len: usize, chunk: usize) -> Window<'f> {
+        let footer = len - FOOTER_LEN;
+        Window { file, buf: Vec::with_capacity(chunk), chunk, base: 0, read_to: 0, len, footer, body: Xxh3Stream::default() }
+    }
+
+    /// The header back if the footer (held by the window) verifies, counts `count` records and
+    /// matches the body checksum taken as the file was read.
+    fn finish(&self, header: DataFileHeader, count: u64) -> Option<DataFileHeader> {
+        let (expected_count, body_sum) = check_footer(&self.buf[self.footer - self.base..self.len - self.base])?;
+        (expected_count == count && body_sum == self.body.digest()).then_some(header)
+    }
+
     /// Hold at least `[from, to)` (`to <= len`), dropping what lies before `from`. `None` when
     /// the file cannot be read that far (it shrank, or a read failed).
     fn cover(&mut self, from: usize, to: usize) -> Option<()> {
@@ -72,7 +173,7 @@ impl Window<'_> {
         }
         self.buf.drain(..from - self.base);
         self.base = from;
-        let want = (to - self.read_to).max(STREAM_CHUNK).min(self.len - self.read_to);
+        let want = (to - self.read_to).max(self.chunk).min(self.len - self.read_to);
         let start = self.buf.len();
         let got = self.file.read_append(self.read_to as u64, want, &mut self.buf).ok()?;
         if got != want {
@@ -127,12 +228,19 @@ mod tests {
         w.finish().0
     }
 
+    /// What the sequential stream visits, after checking that the parallel one (in windows of
+    /// STREAM_CHUNK, so that records cross windows and one is longer than a window) visits
+    /// exactly the same or declines exactly as often.
     fn stream(bytes: &[u8], claimed_len: u64) -> Option<Vec<String>> {
         let path = Path::new("/d/x.seg");
         let fs = FaultStorage::holding(path, bytes);
         let file = fs.open_read(path).expect("open");
         let mut seen = Vec::new();
-        stream_data_file(file.as_ref(), claimed_len, |r| seen.push(describe(r))).map(|_| seen)
+        let sequential = stream_data_file(file.as_ref(), claimed_len, |r| seen.push(describe(r))).map(|_| seen);
+        let mut seen = Vec::new();
+        let parallel = stream_parallel_by(file.as_ref(), claimed_len, STREAM_CHUNK, describe, |d| seen.push(d)).map(|_| seen);
+        assert_eq!(parallel, sequential, "parallel and sequential streams disagree");
+        sequential
     }
 
     #[test]

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use crate::batch::{self, CollectionSpec, Op};
 use crate::checksum::xxh3;
-use crate::datafile::{map_data_file, read_header, stream_data_file, visit_data_file, RecordRef, KIND_DELTA, REC_DELETE, R_FIXED};
+use crate::datafile::{
+    read_header, stream_data_file, stream_data_file_parallel, visit_data_file, RecordRef, KIND_DELTA, REC_DELETE, R_FIXED,
+};
 use crate::error::{Error, Result};
 use crate::hnsw::{Hnsw, HnswParams, LoadedGraph};
 use crate::index::{seq_of_label, CollectionIndex, LABEL_OP_BITS};
@@ -24,8 +26,9 @@ use crate::sync::read;
 use crate::wal::reader::{scan_segment, ScanItem};
 use crate::wal::recovery::{IndexRebuild, RecordRepair, RecoveryMode, RecoveryReport, SkippedRange, UnreadableRecordReport};
 
-/// From this dimension on, a checkpoint file's records are verified and built into rows in
-/// parallel (`map_data_file`).
+/// From this dimension on, a checkpoint file's records are verified and built into rows on
+/// rayon's threads, a window at a time (`stream_data_file_parallel`); below it the extra framing
+/// pass costs more than it spreads (measured in bench/README.md).
 const PARALLEL_MIN_DIM: usize = 256;
 /// Rows handed from the reading thread to the applying one at a time, and batches in flight:
 /// enough to keep both busy, little enough to stay in cache.
@@ -181,7 +184,7 @@ fn load_rows(
     // `derive_from_rows` builds them from the rows instead.
     let mut derived_exact = true;
     let mut sorted_ids: Option<Vec<RowId>> = (mc.data_files.len() == 1).then(Vec::new);
-    let streamed = (mc.dim as usize) < PARALLEL_MIN_DIM && stream_rows(storage, dir, mc, &mut c, &mut sorted_ids);
+    let streamed = stream_rows(storage, dir, mc, &mut c, &mut sorted_ids);
     if !streamed {
         // Something is not intact: start again from the files read whole, which names it.
         c.rows.clear();
@@ -198,23 +201,10 @@ fn load_rows(
             return Err(Error::corruption(&path, 0, "data file header does not match its collection in the manifest"));
         }
         reserve_rows(&mut c, sref.records, sref.bytes);
-        // Long vectors: records are verified and built into rows on every core when the whole
-        // file verifies. Otherwise (or for short vectors, where the extra framing pass costs
-        // more than it spreads; measured in bench/README.md) one by one, which also locates and
-        // names any damage.
-        let parallel = if mc.dim as usize >= PARALLEL_MIN_DIM { map_data_file(&buf, &path, prepare)? } else { None };
-        let bad = match parallel {
-            Some((_, rows)) => {
-                for row in rows {
-                    apply(&mut c, &mut sorted_ids, row);
-                }
-                Vec::new()
-            }
-            None => {
-                let tolerate = mode != RecoveryMode::AbsoluteConsistency;
-                visit_data_file(&buf, &path, tolerate, |rec| apply(&mut c, &mut sorted_ids, prepare(rec)))?.1
-            }
-        };
+        // Only damage brings a file here (streaming declined it): read it record by record,
+        // which locates and names the damage.
+        let tolerate = mode != RecoveryMode::AbsoluteConsistency;
+        let bad = visit_data_file(&buf, &path, tolerate, |rec| apply(&mut c, &mut sorted_ids, prepare(rec)))?.1;
         if !bad.is_empty() {
             damaged_files.push(rel.clone());
             derived_exact = false;
@@ -362,7 +352,12 @@ fn stream_prepared(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, m
         if file.len().ok() != Some(sref.bytes) {
             return false;
         }
-        match stream_data_file(file.as_ref(), sref.bytes, |rec| each(prepare(rec))) {
+        let header = if mc.dim as usize >= PARALLEL_MIN_DIM {
+            stream_data_file_parallel(file.as_ref(), sref.bytes, prepare, &mut each)
+        } else {
+            stream_data_file(file.as_ref(), sref.bytes, |rec| each(prepare(rec)))
+        };
+        match header {
             Some(header) if header.collection_id == mc.id && header.dim == mc.dim => {}
             _ => return false,
         }
@@ -588,6 +583,52 @@ mod tests {
         // Short vectors take the sequential path, long ones the parallel one.
         maps_match_rows(3);
         maps_match_rows(super::PARALLEL_MIN_DIM);
+    }
+
+    /// Long vectors are read by the parallel stream; a flipped bit in one of their checkpoint
+    /// records sends the open to the record-by-record path, which repairs that record from the
+    /// WAL archive and reports it: every row reads back as written.
+    #[test]
+    fn damage_in_a_long_vector_checkpoint_is_found_and_repaired() {
+        let dim = super::PARALLEL_MIN_DIM;
+        let fs = Arc::new(crate::fault::FaultStorage::new());
+        let opts = Options { storage: fs.clone(), prealloc: Prealloc::Off, ..Options::default() };
+        let dir = Path::new("/store");
+        let e = Engine::open(dir, opts.clone()).expect("open");
+        e.commit(&[Op::CreateCollection(CollectionSpec {
+            name: "c".into(),
+            dim: dim as u32,
+            metric: Metric::L2,
+            m: 8,
+            ef_construction: 32,
+        })])
+        .expect("create");
+        let vector = |i: usize| -> Vec<f32> { (0..dim).map(|d| (i * 31 + d) as f32).collect() };
+        // Several windows' worth of records, so the damage is not in the first.
+        let rows = 12_000;
+        e.commit(
+            &(0..rows)
+                .map(|i| Op::Upsert { collection: "c".into(), id: format!("id{i}"), vector: vector(i).into(), metadata: "null".into() })
+                .collect::<Vec<_>>(),
+        )
+        .expect("upsert");
+        e.checkpoint().expect("checkpoint");
+        let seg = read(&e.shared.state).collections["c"].data_files[0].file.clone();
+        e.close().expect("close");
+        let path = dir.join(crate::layout::DATA_DIR).join(&seg);
+        // A bit in the vector of a record near the end of the file.
+        fs.mutate(&path, |bytes| {
+            let at = bytes.len() - 2 * (dim * 4);
+            bytes[at] ^= 0x08;
+        })
+        .expect("flip");
+        let e = Engine::open(dir, opts).expect("reopen repairs");
+        let repaired = &e.recovery_report().repaired_records;
+        assert_eq!(repaired.len(), 1, "{repaired:?}");
+        for i in 0..rows {
+            let (got, _) = e.get("c", &format!("id{i}")).expect("get").expect("row");
+            assert_eq!(got, vector(i), "row id{i}");
+        }
     }
 
     fn maps_match_rows(dim: usize) {
