@@ -233,8 +233,11 @@ mod hnsw {
             index.insert(*label, new).expect("capacity for updates");
         }
         assert_eq!(index.len(), 20_000, "updates do not change the live count");
+        // The beam is wide because this test is about where an update leaves its label, not
+        // about recall: at EF a search for a point just inserted into a dense cluster missed it
+        // in one of many runs (the parallel build makes each run's graph a little different).
         for (label, old, new) in &moves {
-            let at_new = index.search(new, 1, EF, None);
+            let at_new = index.search(new, 1, 4 * EF, None);
             assert_eq!(at_new[0].0, *label, "updated label is nearest to its new vector");
             assert!(at_new[0].1 < 1e-5, "distance to itself is ~0");
             let at_old = index.search(old, K, EF, None);
