@@ -25,14 +25,8 @@ const PARALLEL_STREAM_CHUNK: usize = 8 << 20;
 /// `Some(header)` when the whole file verified; `None` at the first record, length, read or
 /// footer that does not (records visited before it must be discarded by the caller).
 pub fn stream_data_file(file: &dyn StorageFile, len: u64, mut visit: impl FnMut(RecordRef<'_>)) -> Option<DataFileHeader> {
-    let len = usize::try_from(len).ok()?;
-    if len < DATAFILE_HEADER_LEN + FOOTER_LEN {
-        return None;
-    }
-    let footer = len - FOOTER_LEN;
-    let mut w = Window::new(file, len, STREAM_CHUNK);
-    w.cover(0, DATAFILE_HEADER_LEN)?;
-    let header = check_header(&w.buf[..DATAFILE_HEADER_LEN]).ok()?;
+    let (mut w, header) = Window::start(file, len, STREAM_CHUNK)?;
+    let footer = w.footer;
     let fmt = header.record_format();
     let mut count = 0u64;
     let mut pos = DATAFILE_HEADER_LEN;
@@ -52,7 +46,6 @@ pub fn stream_data_file(file: &dyn StorageFile, len: u64, mut visit: impl FnMut(
         count += 1;
         pos += parsed;
     }
-    w.cover(footer, len)?;
     w.finish(header, count)
 }
 
@@ -76,14 +69,8 @@ fn stream_parallel_by<T: Send>(
     mut visit: impl FnMut(T),
 ) -> Option<DataFileHeader> {
     use rayon::prelude::*;
-    let len = usize::try_from(len).ok()?;
-    if len < DATAFILE_HEADER_LEN + FOOTER_LEN {
-        return None;
-    }
-    let footer = len - FOOTER_LEN;
-    let mut w = Window::new(file, len, chunk);
-    w.cover(0, DATAFILE_HEADER_LEN)?;
-    let header = check_header(&w.buf[..DATAFILE_HEADER_LEN]).ok()?;
+    let (mut w, header) = Window::start(file, len, chunk)?;
+    let footer = w.footer;
     let fmt = header.record_format();
     let mut count = 0u64;
     let mut pos = DATAFILE_HEADER_LEN;
@@ -134,7 +121,6 @@ fn stream_parallel_by<T: Send>(
             pos += parsed;
         }
     }
-    w.cover(footer, len)?;
     w.finish(header, count)
 }
 
@@ -153,14 +139,24 @@ struct Window<'f> {
 }
 
 impl<'f> Window<'f> {
-    fn new(file: &'f dyn StorageFile, len: usize, chunk: usize) -> Window<'f> {
+    /// A window over the `len`-byte data `file` reading `chunk` bytes at a time, holding its
+    /// verified header; `None` if the file is too short or the header does not verify.
+    fn start(file: &'f dyn StorageFile, len: u64, chunk: usize) -> Option<(Window<'f>, DataFileHeader)> {
+        let len = usize::try_from(len).ok()?;
+        if len < DATAFILE_HEADER_LEN + FOOTER_LEN {
+            return None;
+        }
         let footer = len - FOOTER_LEN;
-        Window { file, buf: Vec::with_capacity(chunk), chunk, base: 0, read_to: 0, len, footer, body: Xxh3Stream::default() }
+        let mut w = Window { file, buf: Vec::with_capacity(chunk), chunk, base: 0, read_to: 0, len, footer, body: Xxh3Stream::default() };
+        w.cover(0, DATAFILE_HEADER_LEN)?;
+        let header = check_header(&w.buf[..DATAFILE_HEADER_LEN]).ok()?;
+        Some((w, header))
     }
 
-    /// The header back if the footer (held by the window) verifies, counts `count` records and
-    /// matches the body checksum taken as the file was read.
-    fn finish(&self, header: DataFileHeader, count: u64) -> Option<DataFileHeader> {
+    /// The header back if the footer (read now) verifies, counts `count` records and matches
+    /// the body checksum taken as the file was read.
+    fn finish(&mut self, header: DataFileHeader, count: u64) -> Option<DataFileHeader> {
+        self.cover(self.footer, self.len)?;
         let (expected_count, body_sum) = check_footer(&self.buf[self.footer - self.base..self.len - self.base])?;
         (expected_count == count && body_sum == self.body.digest()).then_some(header)
     }

@@ -591,18 +591,7 @@ mod tests {
     #[test]
     fn damage_in_a_long_vector_checkpoint_is_found_and_repaired() {
         let dim = super::PARALLEL_MIN_DIM;
-        let fs = Arc::new(crate::fault::FaultStorage::new());
-        let opts = Options { storage: fs.clone(), prealloc: Prealloc::Off, ..Options::default() };
-        let dir = Path::new("/store");
-        let e = Engine::open(dir, opts.clone()).expect("open");
-        e.commit(&[Op::CreateCollection(CollectionSpec {
-            name: "c".into(),
-            dim: dim as u32,
-            metric: Metric::L2,
-            m: 8,
-            ef_construction: 32,
-        })])
-        .expect("create");
+        let (fs, opts, dir, e) = store_with_collection(dim);
         let vector = |i: usize| -> Vec<f32> { (0..dim).map(|d| (i * 31 + d) as f32).collect() };
         // Several windows' worth of records, so the damage is not in the first.
         let rows = 12_000;
@@ -631,9 +620,10 @@ mod tests {
         }
     }
 
-    fn maps_match_rows(dim: usize) {
+    /// An engine on fault-injection storage at `/store`, holding one empty collection "c".
+    fn store_with_collection(dim: usize) -> (Arc<crate::fault::FaultStorage>, Options, &'static Path, Engine) {
         let fs = Arc::new(crate::fault::FaultStorage::new());
-        let opts = Options { storage: fs, prealloc: Prealloc::Off, ..Options::default() };
+        let opts = Options { storage: fs.clone(), prealloc: Prealloc::Off, ..Options::default() };
         let dir = Path::new("/store");
         let e = Engine::open(dir, opts.clone()).expect("open");
         e.commit(&[Op::CreateCollection(CollectionSpec {
@@ -644,6 +634,11 @@ mod tests {
             ef_construction: 32,
         })])
         .expect("create");
+        (fs, opts, dir, e)
+    }
+
+    fn maps_match_rows(dim: usize) {
+        let (_, opts, dir, e) = store_with_collection(dim);
         // Ids in an order unlike their sorted one, so `order` cannot come out right by accident.
         let up = |i: usize, round: usize| Op::Upsert {
             collection: "c".into(),
