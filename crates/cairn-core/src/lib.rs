@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod payload;
 pub mod pitr;
 pub mod placement;
+mod populate;
 pub mod progress;
 pub mod quarantine;
 pub mod scrub;

@@ -20,6 +20,7 @@ use crate::batch::{self, Op};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::metrics::observe_since;
+use crate::shared_vector::SharedVector;
 use crate::sync::{lock, read, wait, wait_timeout, write};
 use crate::wal::record::{decode_record, encode_record, record_len, Decoded, RECORD_TYPE_BATCH};
 use crate::wal::writer::WalWriter;
@@ -202,6 +203,7 @@ impl CommitThread {
             }
             accepted.push(Accepted { seq, time_ms, ops: Some(ops), done: Some(done) });
         }
+        prepare_next_vectors(&accepted);
         self.finish_group(buf, failure, accepted);
         self.shared.indexer.writes_finished();
     }
@@ -323,25 +325,29 @@ impl CommitThread {
             m.wal_bytes.add(written);
             m.group_size.observe_count(commits);
         }
-        let mut dones = Vec::with_capacity(accepted.len());
+        // The group is durable: acknowledge it, then apply it. The state's write lock is taken
+        // first and held until the group is applied, so no read that follows an acknowledgement
+        // can see the state before it; meanwhile a writer encodes its next batch (the apply
+        // overlaps the caller's work instead of adding to it).
         let touched = {
             let mut st = write(&self.shared.state);
+            let mut applying = Vec::with_capacity(accepted.len());
             for a in accepted {
-                if let Some(ops) = a.ops {
-                    if let Err(e) = st.apply(a.seq, a.time_ms, ops) {
-                        poison(&self.shared, &format!("state diverged from the log at seq {}: {e}", a.seq));
-                    }
+                if a.ops.is_some() {
                     self.shared.last_seq.store(a.seq, Ordering::Release);
                 }
                 if let Some(done) = a.done {
-                    dones.push((a.seq, done));
+                    done(Ok(a.seq));
+                }
+                applying.extend(a.ops.map(|ops| (a.seq, a.time_ms, ops)));
+            }
+            for (seq, time_ms, ops) in applying {
+                if let Err(e) = st.apply(seq, time_ms, ops) {
+                    poison(&self.shared, &format!("state diverged from the log at seq {seq}: {e}"));
                 }
             }
             std::mem::take(&mut st.touched)
         };
-        for (seq, done) in dones {
-            done(Ok(seq));
-        }
         notify_seq(&self.shared);
         // After the acknowledgements: waking the indexer first would have it compete with the
         // thread that receives them. Pending rows are searched exactly until it catches up.
@@ -401,6 +407,24 @@ impl CommitThread {
             };
         }
         Ok(())
+    }
+}
+
+/// Have the vector slots that a group like this one would take faulted in on a background
+/// thread while the group is synced and applied and its writers encode their next batches
+/// (`populate.rs`): a bulk load's next group is much like its last.
+fn prepare_next_vectors(accepted: &[Accepted]) {
+    let mut by_dim: Vec<(usize, usize)> = Vec::new();
+    for op in accepted.iter().filter_map(|a| a.ops.as_ref()).flatten() {
+        if let Op::Upsert { vector, .. } = op {
+            match by_dim.iter_mut().find(|(dim, _)| *dim == vector.len()) {
+                Some((_, count)) => *count += 1,
+                None => by_dim.push((vector.len(), 1)),
+            }
+        }
+    }
+    for (dim, count) in by_dim {
+        SharedVector::prepare(dim, count);
     }
 }
 

@@ -136,6 +136,9 @@ impl Default for Options {
     }
 }
 
+/// Completes a commit on the commit thread. A success is called once the record is durable,
+/// with the state's write lock held until the record is applied: it must hand the result on
+/// (a channel, a queue) and never read the engine, which would wait for itself.
 pub type CommitCallback = Box<dyn FnOnce(Result<u64>) + Send>;
 
 /// Completes a `deleteWhere`: (seq, rows deleted), or the error that refused it.
