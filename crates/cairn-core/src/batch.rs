@@ -161,60 +161,84 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Op>> {
     let mut c = Cursor { buf: payload, pos: 0 };
     let count = c.u32()? as usize;
     if count > crate::index::MAX_OPS_PER_BATCH {
-        return Err(Error::InvalidArgument(format!("a batch holds at most {} operations", crate::index::MAX_OPS_PER_BATCH)));
+        return Err(too_many_ops());
     }
     let mut ops = Vec::with_capacity(count.min(payload.len() / MIN_OP_BYTES));
     for i in 0..count {
-        let kind = c.u8()?;
-        let op = match kind {
-            OP_CREATE_COLLECTION => {
-                let name = c.name("collection name")?;
-                let dim = c.u32()?;
-                let metric =
-                    Metric::from_code(c.u8()?).ok_or_else(|| Error::InvalidArgument("metric must be 'cosine', 'l2' or 'ip'".into()))?;
-                let _reserved = c.u8()?;
-                let m = c.u16()? as u32;
-                let ef_construction = c.u32()?;
-                if dim == 0 || dim > MAX_DIM {
-                    return Err(Error::InvalidArgument(format!("dim must be an integer from 1 to {MAX_DIM}")));
-                }
-                if !(2..=256).contains(&m) {
-                    return Err(Error::InvalidArgument("m must be an integer from 2 to 256".into()));
-                }
-                if ef_construction == 0 {
-                    return Err(Error::InvalidArgument("efConstruction must be a positive integer".into()));
-                }
-                Op::CreateCollection(CollectionSpec { name, dim, metric, m, ef_construction })
-            }
-            OP_DROP_COLLECTION => Op::DropCollection { name: c.name("collection name")? },
-            OP_UPSERT => {
-                let collection = c.name("collection name")?;
-                let id = c.name("id")?;
-                let dim = c.u32()? as usize;
-                let raw = c.take(dim.checked_mul(4).ok_or_else(|| Error::InvalidArgument("vector too long".into()))?)?;
-                // Decode, then check, in two simple loops the compiler vectorises.
-                // Decoded straight into the row's shared slot (no intermediate copy).
-                let vector = SharedVector::from_le_bytes(raw);
-                if !vector.iter().all(|x| x.is_finite()) {
-                    let j = vector.iter().position(|x| !x.is_finite()).unwrap_or(0);
-                    return Err(Error::InvalidArgument(format!("records[{i}].vector[{j}] of id '{id}' is not a finite number")));
-                }
-                let meta_len = c.u32()? as usize;
-                let metadata = c.str_ref(meta_len, "metadata")?;
-                if !matches!(serde_json::from_str::<JsonCheck>(metadata), Ok(JsonCheck::Object | JsonCheck::Null)) {
-                    return Err(Error::InvalidArgument(format!("records[{i}].metadata of id '{id}' must be a JSON object")));
-                }
-                Op::Upsert { collection, id, vector, metadata: metadata_text(metadata) }
-            }
-            OP_DELETE => Op::Delete { collection: c.name("collection name")?, id: c.name("id")? },
-            other => return Err(Error::InvalidArgument(format!("unknown operation kind {other} in batch"))),
-        };
-        ops.push(op);
+        ops.push(decode_op(&mut c, i)?);
     }
     if c.pos != payload.len() {
         return Err(Error::InvalidArgument("trailing bytes after batch operations".into()));
     }
     Ok(ops)
+}
+
+/// Decode and validate, as `decode` does, operations written back to back without the count:
+/// one chunk of a payload built in parts (`engine/staged.rs`), whose first operation is the
+/// batch's `first`. Errors name records by their index in the whole batch.
+pub fn decode_ops(bytes: &[u8], first: usize) -> Result<Vec<Op>> {
+    let mut c = Cursor { buf: bytes, pos: 0 };
+    let mut ops = Vec::with_capacity(bytes.len() / MIN_OP_BYTES.max(64));
+    while c.pos < bytes.len() {
+        let i = first + ops.len();
+        if i >= crate::index::MAX_OPS_PER_BATCH {
+            return Err(too_many_ops());
+        }
+        ops.push(decode_op(&mut c, i)?);
+    }
+    Ok(ops)
+}
+
+fn too_many_ops() -> Error {
+    Error::InvalidArgument(format!("a batch holds at most {} operations", crate::index::MAX_OPS_PER_BATCH))
+}
+
+/// The `i`th operation of a batch, at the cursor.
+fn decode_op(c: &mut Cursor, i: usize) -> Result<Op> {
+    let kind = c.u8()?;
+    Ok(match kind {
+        OP_CREATE_COLLECTION => {
+            let name = c.name("collection name")?;
+            let dim = c.u32()?;
+            let metric =
+                Metric::from_code(c.u8()?).ok_or_else(|| Error::InvalidArgument("metric must be 'cosine', 'l2' or 'ip'".into()))?;
+            let _reserved = c.u8()?;
+            let m = c.u16()? as u32;
+            let ef_construction = c.u32()?;
+            if dim == 0 || dim > MAX_DIM {
+                return Err(Error::InvalidArgument(format!("dim must be an integer from 1 to {MAX_DIM}")));
+            }
+            if !(2..=256).contains(&m) {
+                return Err(Error::InvalidArgument("m must be an integer from 2 to 256".into()));
+            }
+            if ef_construction == 0 {
+                return Err(Error::InvalidArgument("efConstruction must be a positive integer".into()));
+            }
+            Op::CreateCollection(CollectionSpec { name, dim, metric, m, ef_construction })
+        }
+        OP_DROP_COLLECTION => Op::DropCollection { name: c.name("collection name")? },
+        OP_UPSERT => {
+            let collection = c.name("collection name")?;
+            let id = c.name("id")?;
+            let dim = c.u32()? as usize;
+            let raw = c.take(dim.checked_mul(4).ok_or_else(|| Error::InvalidArgument("vector too long".into()))?)?;
+            // Decode, then check, in two simple loops the compiler vectorises.
+            // Decoded straight into the row's shared slot (no intermediate copy).
+            let vector = SharedVector::from_le_bytes(raw);
+            if !vector.iter().all(|x| x.is_finite()) {
+                let j = vector.iter().position(|x| !x.is_finite()).unwrap_or(0);
+                return Err(Error::InvalidArgument(format!("records[{i}].vector[{j}] of id '{id}' is not a finite number")));
+            }
+            let meta_len = c.u32()? as usize;
+            let metadata = c.str_ref(meta_len, "metadata")?;
+            if !matches!(serde_json::from_str::<JsonCheck>(metadata), Ok(JsonCheck::Object | JsonCheck::Null)) {
+                return Err(Error::InvalidArgument(format!("records[{i}].metadata of id '{id}' must be a JSON object")));
+            }
+            Op::Upsert { collection, id, vector, metadata: metadata_text(metadata) }
+        }
+        OP_DELETE => Op::Delete { collection: c.name("collection name")?, id: c.name("id")? },
+        other => return Err(Error::InvalidArgument(format!("unknown operation kind {other} in batch"))),
+    })
 }
 
 /// The kind of a JSON value that parses exactly as `serde_json::Value` would (same syntax,

@@ -8,6 +8,7 @@
 //! - `store.rs`: `openStore` and the `NativeStore` class (commit, reads, queries, checkpoint)
 //! - `allocator.rs`: mimalloc as the global allocator, and its huge-page setting
 //! - `read_view.rs`: read views (reads as of a seq) and transaction commits
+//! - `staged_batch.rs`: a large upsert handed to the commit thread in chunks as it is encoded
 //! - `select.rs`: count, scan, getMany and deleteWhere by filter; `payload_index.rs`: payload indexes
 //! - `completions.rs`: settles commit and query promises on the JS thread; `query_worker.rs`:
 //!   the threads that run queries
@@ -50,6 +51,7 @@ mod scrub;
 mod scrub_result;
 mod select;
 mod snapshot;
+mod staged_batch;
 mod stats;
 mod store;
 mod task;

@@ -142,6 +142,26 @@ export class PayloadWriter {
     this.#end(this.#str16(id, this.#str16(collection, this.#o + 1)));
   }
 
+  /** Operations written since the last take. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** The operations written since the last take, back to back without the count field (a
+   *  staged chunk); valid until the next write: hand it straight to the native call, which
+   *  copies it. */
+  takeOps(): Buffer {
+    const ops = this.#buf.subarray(4, this.#o);
+    this.#o = 4;
+    this.#count = 0;
+    return ops;
+  }
+
+  /** Gives the buffer back for the next payload; after the last `takeOps`. */
+  release(): void {
+    releasePayloadBuffer(this.#buf);
+  }
+
   /** The payload; valid until the next payload is built: hand it straight to the native
    *  commit, which copies it before returning. */
   finish(): Buffer {

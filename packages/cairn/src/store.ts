@@ -21,7 +21,7 @@ import { ReplicaSource } from './scrub/replica-source.js';
 import { defaultSources, type RepairSource } from './scrub/sources.js';
 import { checkStoreDir } from './store-dir.js';
 import { runTransaction, type Transaction, type TransactionOptions, type TransactionStats } from './transaction.js';
-import { UpsertPayload } from './upsert-payload.js';
+import { STAGE_MIN_RECORDS, UpsertPayload } from './upsert-payload.js';
 import { checkKnownKeys, checkName, checkOneOf, checkPlainObject, checkPositiveInt, MAX_DIM } from './validate.js';
 
 export type {
@@ -416,6 +416,35 @@ export class Store extends EventEmitter {
     }
   }
 
+  /** @internal Whether a large batch may be staged (`commitStaged`): not on a replica, which
+   *  forwards whole payloads to its primary. */
+  get stagesWrites(): boolean {
+    return this.#replication === null || this.#replication.commitsLocally;
+  }
+
+  /**
+   * @internal Commit one batch handed to the commit thread in chunks as `fill` encodes it
+   * (`staged_batch.rs`): `fill` passes each chunk (operations without the count field) to
+   * `stage`; if it throws, the staged chunks are dropped and the commit rejects with its error.
+   */
+  commitStaged(fill: (stage: (ops: Buffer) => void) => void, concern?: WriteConcern): Promise<{ seq: bigint }> {
+    try {
+      this.#checkOpen();
+      const batch = this.#native.beginBatch();
+      try {
+        fill((ops) => this.#native.stageChunk(batch, ops));
+      } catch (e) {
+        batch.abort();
+        throw e;
+      }
+      const hook = this.#replication;
+      if (hook !== null) return hook.commitBy(() => this.#native.commitStaged(batch), concern ?? {}).then(toSeq);
+      return this.#native.commitStaged(batch).then(toSeq, rejectNative);
+    } catch (e) {
+      return Promise.reject(fromNative(e));
+    }
+  }
+
   /** `M` types the collection's metadata; it is not checked at run time beyond being JSON. */
   async createCollection<M extends object = Metadata>(name: string, options: CollectionOptions): Promise<Collection<M>> {
     this.#checkOpen();
@@ -804,7 +833,15 @@ export class Collection<M extends object = Metadata> extends CollectionReader<M>
   /** `records` is an array of records, or their columnar form (`ColumnarRecords`). */
   async upsert(records: VectorRecord<M>[] | ColumnarRecords<M>, options?: WriteConcern): Promise<{ seq: bigint }> {
     const concern = parseWriteConcern('options', options);
-    const payload = new UpsertPayload(this.name, this.dim, upsertCount(records));
+    const count = upsertCount(records);
+    if (count >= STAGE_MIN_RECORDS && this.#store.stagesWrites) {
+      return this.#store.commitStaged((stage) => {
+        const payload = new UpsertPayload(this.name, this.dim, count, stage);
+        forEachUpsert('records', this.dim, records, payload.add);
+        payload.flush();
+      }, concern);
+    }
+    const payload = new UpsertPayload(this.name, this.dim, count);
     forEachUpsert('records', this.dim, records, payload.add);
     return this.#store.commitPayload(payload.finish(), concern);
   }

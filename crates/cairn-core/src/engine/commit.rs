@@ -62,6 +62,8 @@ struct Submitted {
     payload: Vec<u8>,
     done: CommitCallback,
     check: Option<Box<ConflictCheck>>,
+    /// The payload's operations, when a staged batch's chunks were decoded already.
+    decoded: Option<Vec<Op>>,
 }
 
 /// Where a replicated chunk's records are in a corruption error: the chunk is not a file.
@@ -99,7 +101,15 @@ impl CommitThread {
                 match req {
                     Request::Commit { payload, done, check } => {
                         self.replicate_group(std::mem::take(&mut chunks));
-                        group.push(Submitted { payload, done, check });
+                        group.push(Submitted { payload, done, check, decoded: None });
+                    }
+                    Request::Stage { batch, chunk } => batch.add_chunk(&chunk),
+                    Request::CommitStaged { batch, done } => {
+                        self.replicate_group(std::mem::take(&mut chunks));
+                        match batch.take() {
+                            Ok(taken) => group.push(Submitted { payload: taken.payload, done, check: None, decoded: Some(taken.ops) }),
+                            Err(e) => done(Err(e)),
+                        }
                     }
                     Request::Replicated { bytes, done } => {
                         self.commit_group(std::mem::take(&mut group));
@@ -123,6 +133,7 @@ impl CommitThread {
                                 payload,
                                 done: Box::new(move |r: Result<u64>| done(r.map(|seq| (seq, n)))),
                                 check: None,
+                                decoded: None,
                             }),
                         }
                     }
@@ -167,7 +178,7 @@ impl CommitThread {
         if self.writer.prealloc_ready() {
             failure = self.writer.roll(next_seq).err();
         }
-        for Submitted { payload, done, check } in group {
+        for Submitted { payload, done, check, decoded } in group {
             if let Some(p) = lock(&self.shared.poisoned).clone() {
                 done(Err(Error::Poisoned(p)));
                 continue;
@@ -179,7 +190,11 @@ impl CommitThread {
                 },
                 _ => Ok(ops),
             };
-            let ops = match batch::decode(&payload).and_then(checked).and_then(|ops| self.validate(&ops).map(|_| ops)) {
+            let ops = match decoded
+                .map_or_else(|| batch::decode(&payload), Ok)
+                .and_then(checked)
+                .and_then(|ops| self.validate(&ops).map(|_| ops))
+            {
                 Ok(ops) => ops,
                 Err(e) => {
                     done(Err(e));

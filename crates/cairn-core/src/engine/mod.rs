@@ -34,6 +34,7 @@ mod replication;
 mod retention;
 mod row_repair;
 mod select;
+mod staged;
 mod transaction;
 pub mod truncate;
 
@@ -61,6 +62,7 @@ pub use query::{CollectionInfo, QueryOutput};
 pub use read_view::{ReadView, ViewStats};
 pub use row_repair::{DamagedRow, RowCopy, RowRepairOutcome};
 pub use select::{ScannedRow, MAX_SCAN_PAGE};
+pub use staged::StagedBatch;
 pub use transaction::ConflictCheck;
 
 /// How far a write is durable when its promise resolves.
@@ -159,6 +161,10 @@ enum Request {
     DeleteWhere { collection: String, filter: crate::filter::Filter, done: DeleteWhereCallback },
     /// A checkpoint's capture, taken between groups (see `checkpoint::capture`).
     Capture { done: std::sync::mpsc::Sender<Result<Capture>> },
+    /// One chunk of a staged batch, decoded between groups (`staged.rs`).
+    Stage { batch: StagedBatch, chunk: Vec<u8> },
+    /// Commit a staged batch whose chunks were queued before this.
+    CommitStaged { batch: StagedBatch, done: CommitCallback },
 }
 
 struct Queue {
@@ -245,6 +251,11 @@ impl Engine {
     fn enqueue(&self, req: Request) {
         let refuse = |req: Request, e: Error| match req {
             Request::Commit { done, .. } | Request::Replicated { done, .. } => done(Err(e)),
+            Request::CommitStaged { batch, done } => {
+                batch.abort();
+                done(Err(e))
+            }
+            Request::Stage { batch, .. } => batch.abort(),
             Request::DeleteWhere { done, .. } => done(Err(e)),
             Request::Capture { done } => {
                 let _ = done.send(Err(e));

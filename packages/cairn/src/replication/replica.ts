@@ -198,6 +198,7 @@ export class Replica {
             `node '${this.#config.nodeId}' is a replica; run deleteWhere and transactions on the primary at ${this.#config.primary}`,
           ),
         ),
+      commitsLocally: false,
       status: () => this.replicationStatus(),
       close: () => (this.#swapping ? Promise.resolve() : this.#shutdown()),
       repairRecord: (collection, id) => repairRecord(this.#native, this.#config.nodeId, this.#peers, collection, id),

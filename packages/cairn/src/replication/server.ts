@@ -173,6 +173,7 @@ class Primary implements SessionHost, ReplicationServer {
     this.hook = {
       commit: (payload, c) => this.#commit(payload, c),
       commitBy: (submit, c) => this.#commitBy(submit, c),
+      commitsLocally: true,
       status: () => this.status(),
       close: () => this.close(),
       repairRecord: (collection, id) => repairRecord(this.native, this.nodeId, this.#peers, collection, id),

@@ -102,6 +102,9 @@ export interface ReplicationHook {
    *  (resolved on the commit thread) or a transaction (checked against its read view). A
    *  replica refuses it; forwarding would lose the resolution or the check. */
   commitBy(submit: () => Promise<bigint>, concern: WriteConcern): Promise<bigint>;
+  /** Whether writes commit here (a primary), so a large batch may be staged in chunks
+   *  (`Store.commitStaged`); a replica forwards whole payloads to its primary. */
+  readonly commitsLocally: boolean;
   status(): PrimaryStatus | ReplicaNodeStatus;
   close(): Promise<void>;
   /** Repair one damaged record here from the other nodes (read-repair on `get`). */
