@@ -103,7 +103,13 @@ impl CommitThread {
                         self.replicate_group(std::mem::take(&mut chunks));
                         group.push(Submitted { payload, done, check, decoded: None });
                     }
-                    Request::Stage { batch, chunk } => batch.add_chunk(&chunk),
+                    Request::Stage { batch, chunk } => {
+                        // Commits queued before the chunk go first: decoding it would delay
+                        // their acknowledgement (another batch's chunks when two are in flight).
+                        self.commit_group(std::mem::take(&mut group));
+                        self.replicate_group(std::mem::take(&mut chunks));
+                        batch.add_chunk(&chunk);
+                    }
                     Request::CommitStaged { batch, done } => {
                         self.replicate_group(std::mem::take(&mut chunks));
                         match batch.take() {
