@@ -25,6 +25,7 @@ import {
   encodeWal,
 } from '../packages/cairn/dist/replication/messages.js';
 import { CHUNK_BYTES, MAX_IN_FLIGHT_BYTES } from '../packages/cairn/dist/replication/session.js';
+import { STAGE_MIN_RECORDS } from '../packages/cairn/dist/upsert-payload.js';
 import { mulberry32 as rng } from './fixtures/mulberry32.mjs';
 import { tempDir } from './helpers.js';
 import { ReplNode, type Reply } from './repl-node.js';
@@ -637,6 +638,22 @@ describe('replication', () => {
     const ids = Array.from({ length: 20 }, (_, i) => `f${i}`);
     const after = (await plain.ok('dump', { collections: { docs: ids } })).rows as Record<string, Record<string, Row>>;
     expect(Object.keys(after.docs).sort()).toEqual(ids.slice(10).sort());
+    // A batch large enough to be staged in chunks: a forwarding replica sends it whole to the
+    // primary; on the primary it is staged and committed as one record at the write concern.
+    const bulk = (prefix: string) =>
+      Array.from({ length: STAGE_MIN_RECORDS + 100 }, (_, i) => ({ id: `${prefix}${i}`, vector: [i, 1, 0, 1], metadata: { i } }));
+    const lastBulk = STAGE_MIN_RECORDS + 99;
+    const viaReplica = await fwd.ok('upsert', { collection: 'docs', records: bulk('rf') });
+    const onPrimaryBulk = await p.ok('upsert', { collection: 'docs', records: bulk('pb') });
+    expect(BigInt(onPrimaryBulk.seq as string)).toBe(BigInt(viaReplica.seq as string) + 1n);
+    await plain.ok('waitFor', { seq: onPrimaryBulk.seq });
+    const bulkRows = (await plain.ok('dump', { collections: { docs: ['rf0', `rf${lastBulk}`, 'pb0', `pb${lastBulk}`] } })).rows as Record<
+      string,
+      Record<string, Row>
+    >;
+    expect(bulkRows.docs[`rf${lastBulk}`]).toEqual({ vector: [lastBulk, 1, 0, 1], metadata: { i: lastBulk } });
+    expect(bulkRows.docs[`pb${lastBulk}`]).toEqual({ vector: [lastBulk, 1, 0, 1], metadata: { i: lastBulk } });
+    expect(Object.keys(bulkRows.docs).length).toBe(4);
   });
 });
 
