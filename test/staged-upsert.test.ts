@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 
 import { type Collection, open, type Store } from 'cairndb';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { STAGE_CHUNK_RECORDS, STAGE_MIN_RECORDS } from '../packages/cairn/dist/upsert-payload.js';
+import { STAGE_MIN_RECORDS, stageChunkRecords } from '../packages/cairn/dist/upsert-payload.js';
 import { childLines } from './child-lines.js';
 import { prng } from './fixtures/records.mjs';
 import { BATCH, stagedVector } from './fixtures/staged-batches.mjs';
@@ -15,8 +15,9 @@ import { rejectsWith, tempDir } from './helpers.js';
 
 const WRITER = fileURLToPath(new URL('./fixtures/staged-writer.mjs', import.meta.url));
 const DIM = 3;
-/** Several full chunks and a short last one. */
-const N = STAGE_MIN_RECORDS + 2 * STAGE_CHUNK_RECORDS + 17;
+/** Several full chunks of the largest size and a short last one. */
+const N = 5017;
+const CHUNK = stageChunkRecords(N);
 const KILL_CYCLES = 5;
 
 describe('staged upserts', () => {
@@ -37,7 +38,7 @@ describe('staged upserts', () => {
     const vectors = new Float32Array(N * DIM).map((_, j) => j / 4);
     expect((await col.upsert({ ids, vectors })).seq).toBe(seq + 1n);
     expect(await col.count()).toBe(2 * N);
-    for (const i of [0, STAGE_CHUNK_RECORDS - 1, STAGE_CHUNK_RECORDS, 2 * STAGE_CHUNK_RECORDS + 1, N - 1]) {
+    for (const i of [0, CHUNK - 1, CHUNK, 2 * CHUNK + 1, N - 1]) {
       const r = await col.get(`r${i}`);
       expect(Array.from(r!.vector)).toEqual([i, -i, 0.5]);
       expect(r!.metadata).toEqual({ i });
@@ -47,10 +48,20 @@ describe('staged upserts', () => {
     }
   });
 
+  test('the smallest staged batch, in chunks of the smallest size, is one batch too', async () => {
+    const n = STAGE_MIN_RECORDS + 1;
+    expect(Math.ceil(n / stageChunkRecords(n))).toBeGreaterThan(2);
+    const before = db.lastSeq;
+    const { seq } = await col.upsert(Array.from({ length: n }, (_, i) => ({ id: `s${i}`, vector: [i, 2, 2] })));
+    expect(seq).toBe(before + 1n);
+    expect(Array.from((await col.get(`s${n - 1}`))!.vector)).toEqual([n - 1, 2, 2]);
+    expect(await col.get(`s${n}`)).toBeUndefined();
+  });
+
   test('a bad record in a later chunk rejects the whole batch naming it; nothing is written and the next batch commits', async () => {
     const before = db.lastSeq;
     const count = await col.count();
-    const bad = 2 * STAGE_CHUNK_RECORDS + 5;
+    const bad = 2 * CHUNK + 5;
     const records = Array.from({ length: N }, (_, i) => ({ id: `x${i}`, vector: [i, i === bad ? Number.NaN : 1, 0] }));
     const e1 = await rejectsWith(col.upsert(records), 'CAIRN_INVALID_ARGUMENT');
     expect(e1.message).toMatch(new RegExp(`records\\[${bad}\\]\\.vector\\[1\\] must be a finite number`));
