@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::metrics::observe_since;
 use crate::shared_vector::SharedVector;
 use crate::sync::{lock, read, wait, wait_timeout, write};
-use crate::wal::record::{decode_record, encode_record, record_len, Decoded, RECORD_TYPE_BATCH};
+use crate::wal::record::{decode_record, encode_record_parts, record_len, Decoded, RECORD_TYPE_BATCH};
 use crate::wal::writer::WalWriter;
 
 /// Start the commit thread over the WAL writer that open created.
@@ -59,7 +59,8 @@ struct Accepted {
 
 /// A local commit request: an encoded batch and, for a transaction, its conflict check.
 struct Submitted {
-    payload: Vec<u8>,
+    /// The encoded batch: one part, or a staged batch's count field and chunks.
+    payload: Vec<Vec<u8>>,
     done: CommitCallback,
     check: Option<Box<ConflictCheck>>,
     /// The payload's operations, when a staged batch's chunks were decoded already.
@@ -101,19 +102,19 @@ impl CommitThread {
                 match req {
                     Request::Commit { payload, done, check } => {
                         self.replicate_group(std::mem::take(&mut chunks));
-                        group.push(Submitted { payload, done, check, decoded: None });
+                        group.push(Submitted { payload: vec![payload], done, check, decoded: None });
                     }
                     Request::Stage { batch, chunk } => {
                         // Commits queued before the chunk go first: decoding it would delay
                         // their acknowledgement (another batch's chunks when two are in flight).
                         self.commit_group(std::mem::take(&mut group));
                         self.replicate_group(std::mem::take(&mut chunks));
-                        batch.add_chunk(&chunk);
+                        batch.add_chunk(chunk);
                     }
                     Request::CommitStaged { batch, done } => {
                         self.replicate_group(std::mem::take(&mut chunks));
                         match batch.take() {
-                            Ok(taken) => group.push(Submitted { payload: taken.payload, done, check: None, decoded: Some(taken.ops) }),
+                            Ok(taken) => group.push(Submitted { payload: taken.parts, done, check: None, decoded: Some(taken.ops) }),
                             Err(e) => done(Err(e)),
                         }
                     }
@@ -136,7 +137,7 @@ impl CommitThread {
                             Err(e) => done(Err(e)),
                             Ok((_, 0)) => done(Ok((self.shared.last_seq.load(Ordering::Acquire), 0))),
                             Ok((payload, n)) => group.push(Submitted {
-                                payload,
+                                payload: vec![payload],
                                 done: Box::new(move |r: Result<u64>| done(r.map(|seq| (seq, n)))),
                                 check: None,
                                 decoded: None,
@@ -177,7 +178,7 @@ impl CommitThread {
         // Sized up front: growing by doubling would copy a large batch several times.
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        buf.reserve(group.iter().map(|s| record_len(s.payload.len())).sum());
+        buf.reserve(group.iter().map(|s| record_len(payload_len(&s.payload))).sum());
         let mut next_seq = self.shared.last_seq.load(Ordering::Acquire) + 1;
         let mut time_ms = read(&self.shared.state).last_time_ms;
         let mut failure: Option<Error> = None;
@@ -197,7 +198,7 @@ impl CommitThread {
                 _ => Ok(ops),
             };
             let ops = match decoded
-                .map_or_else(|| batch::decode(&payload), Ok)
+                .map_or_else(|| batch::decode(payload.first().map_or(&[][..], |p| p)), Ok)
                 .and_then(checked)
                 .and_then(|ops| self.validate(&ops).map(|_| ops))
             {
@@ -211,14 +212,14 @@ impl CommitThread {
             next_seq += 1;
             // Commit times never go backwards, so time targets for recovery are monotonic.
             time_ms = time_ms.max(now_ms());
-            if failure.is_none() && self.writer.needs_roll(buf.len() + record_len(payload.len())) {
+            if failure.is_none() && self.writer.needs_roll(buf.len() + record_len(payload_len(&payload))) {
                 let flushed = if buf.is_empty() { Ok(()) } else { self.writer.append(&buf) };
                 buf.clear();
                 if let Err(e) = flushed.and_then(|_| self.writer.roll(seq)) {
                     failure = Some(e);
                 }
             }
-            encode_record(&mut buf, RECORD_TYPE_BATCH, seq, time_ms, &payload);
+            encode_record_parts(&mut buf, RECORD_TYPE_BATCH, seq, time_ms, &payload);
             if let Some(writes) = group_writes.as_mut() {
                 writes.add(seq, &ops);
             }
@@ -429,6 +430,10 @@ impl CommitThread {
         }
         Ok(())
     }
+}
+
+fn payload_len(parts: &[Vec<u8>]) -> usize {
+    parts.iter().map(Vec::len).sum()
 }
 
 /// Have the vector slots that a group like this one would take faulted in on a background

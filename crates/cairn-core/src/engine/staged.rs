@@ -23,9 +23,8 @@ pub struct StagedBatch(Arc<Mutex<Staging>>);
 
 #[derive(Default)]
 pub(super) struct Staging {
-    /// The payload so far: its count field (written when it is taken), then every chunk's
-    /// operations in order.
-    payload: Vec<u8>,
+    /// The chunks so far, in order: the payload is its count field, then these.
+    chunks: Vec<Vec<u8>>,
     ops: Vec<Op>,
     /// The first chunk's error; no later chunk is decoded.
     error: Option<Error>,
@@ -33,9 +32,10 @@ pub(super) struct Staging {
     finished: bool,
 }
 
-/// A staged batch as the commit thread commits it: its whole payload and its operations.
+/// A staged batch as the commit thread commits it: its payload in parts (the count field,
+/// then the chunks) and its operations.
 pub(super) struct Taken {
-    pub(super) payload: Vec<u8>,
+    pub(super) parts: Vec<Vec<u8>>,
     pub(super) ops: Vec<Op>,
 }
 
@@ -45,11 +45,11 @@ impl StagedBatch {
         let mut s = lock(&self.0);
         s.finished = true;
         s.ops = Vec::new();
-        s.payload = Vec::new();
+        s.chunks = Vec::new();
     }
 
     /// Commit thread: decode `chunk` (operations back to back, no count) and add it.
-    pub(super) fn add_chunk(&self, chunk: &[u8]) {
+    pub(super) fn add_chunk(&self, chunk: Vec<u8>) {
         let first = {
             let s = lock(&self.0);
             if s.finished || s.error.is_some() {
@@ -59,17 +59,14 @@ impl StagedBatch {
         };
         // Decoded outside the lock: only the commit thread adds chunks, and `abort` meanwhile
         // just means this chunk is dropped below.
-        let decoded = batch::decode_ops(chunk, first);
+        let decoded = batch::decode_ops(&chunk, first);
         let mut s = lock(&self.0);
         if s.finished {
             return;
         }
         match decoded {
             Ok(ops) => {
-                if s.payload.is_empty() {
-                    s.payload.extend_from_slice(&[0; 4]);
-                }
-                s.payload.extend_from_slice(chunk);
+                s.chunks.push(chunk);
                 s.ops.extend(ops);
             }
             Err(e) => s.error = Some(e),
@@ -89,9 +86,9 @@ impl StagedBatch {
         if s.ops.is_empty() {
             return Err(Error::InvalidArgument("a staged batch must hold at least one operation".into()));
         }
-        let mut payload = std::mem::take(&mut s.payload);
-        payload[..4].copy_from_slice(&(s.ops.len() as u32).to_le_bytes());
-        Ok(Taken { payload, ops: std::mem::take(&mut s.ops) })
+        let mut parts = vec![(s.ops.len() as u32).to_le_bytes().to_vec()];
+        parts.append(&mut s.chunks);
+        Ok(Taken { parts, ops: std::mem::take(&mut s.ops) })
     }
 }
 

@@ -77,15 +77,24 @@ pub fn segment_flags(h: &[u8]) -> u32 {
 
 /// Append one framed record to `out`.
 pub fn encode_record(out: &mut Vec<u8>, record_type: u8, seq: u64, time_ms: u64, payload: &[u8]) {
+    encode_record_parts(out, record_type, seq, time_ms, &[payload]);
+}
+
+/// Append one framed record whose payload is `parts` one after the other (a staged batch's
+/// count field and chunks), without joining them first.
+pub fn encode_record_parts<P: AsRef<[u8]>>(out: &mut Vec<u8>, record_type: u8, seq: u64, time_ms: u64, parts: &[P]) {
+    let payload_len: usize = parts.iter().map(|p| p.as_ref().len()).sum();
     let start = out.len();
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
     out.push(record_type);
     out.extend_from_slice(&[0u8; 3]);
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&time_ms.to_le_bytes());
-    out.extend_from_slice(payload);
+    for p in parts {
+        out.extend_from_slice(p.as_ref());
+    }
     let sum = xxh3(&out[start..]);
-    out.resize(start + RECORD_HEADER_LEN + align8(payload.len()), 0);
+    out.resize(start + RECORD_HEADER_LEN + align8(payload_len), 0);
     out.extend_from_slice(&sum.to_le_bytes());
 }
 
