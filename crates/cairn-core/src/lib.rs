@@ -22,7 +22,6 @@ pub mod metrics;
 pub mod payload;
 pub mod pitr;
 pub mod placement;
-mod populate;
 pub mod progress;
 pub mod quarantine;
 pub mod scrub;

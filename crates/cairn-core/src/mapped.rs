@@ -171,7 +171,6 @@ pub(crate) fn map_zeroed(bytes: usize) -> NonNull<u8> {
 /// `start` and `bytes` are those of a `map_zeroed` mapping that nothing uses any more.
 pub(crate) unsafe fn unmap(start: NonNull<u8>, bytes: usize) {
     forget_deferred(start.as_ptr() as usize, bytes);
-    crate::populate::forget(start.as_ptr() as usize, bytes);
     MAPPED.fetch_sub(bytes, Ordering::Relaxed);
     // SAFETY: per the contract.
     unsafe { libc::munmap(start.as_ptr().cast(), bytes) };

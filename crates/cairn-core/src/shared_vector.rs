@@ -21,7 +21,6 @@ use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crate::mapped::{self, HUGE_PAGE};
-use crate::populate;
 use crate::sync::lock;
 
 /// A length's first blocks are one transparent huge page each (`mapped.rs`: searches read
@@ -94,11 +93,6 @@ struct Pool {
     open: Vec<NonNull<Block>>,
     /// An empty block kept for reuse (also in `open`).
     spare: Option<NonNull<Block>>,
-    /// The block the next fresh slots will come from once `open` is empty, made early by
-    /// `prepare` so its first pages can be faulted in ahead (not in `open`, nor counted).
-    next: Option<NonNull<Block>>,
-    /// How far `prepare` has asked for a block's memory to be faulted in (bytes from its start).
-    prepared: Option<(NonNull<Block>, usize)>,
     blocks: usize,
     /// Slots in those blocks, taken or free.
     slots: usize,
@@ -171,47 +165,6 @@ impl SharedVector {
         })
     }
 
-    /// The caller is about to write `count` vectors of `dim` floats (its next batch, guessed
-    /// from its last): fault in, on a background thread, the fresh slots they will take beyond
-    /// the free ones, making the next block early if they run past the current one. Only the
-    /// speed of those first writes changes; at most `MAX_PREPARED` bytes are asked for.
-    pub fn prepare(dim: usize, count: usize) {
-        if dim == 0 || count == 0 {
-            return;
-        }
-        let mut pools = lock(&POOLS);
-        let Some(pool) = pools.0.iter_mut().find(|p| p.dim == dim) else { return };
-        let bytes = |slots: usize| slots * dim * 4;
-        // Free slots are taken first, and their pages are in already.
-        let (fresh_block, untouched) = match pool.open.last() {
-            Some(&b) => {
-                // SAFETY: blocks in a pool are alive; the lock is held.
-                let book = unsafe { &*b.as_ref().book.get() };
-                (Some((b, book.untouched_from)), unsafe { b.as_ref() }.slots - book.untouched_from)
-            }
-            None => (None, 0),
-        };
-        let reused = (pool.slots - pool.taken) - untouched;
-        let mut want = bytes(count.saturating_sub(reused)).min(MAX_PREPARED);
-        if want == 0 {
-            return;
-        }
-        if let Some((b, cursor)) = fresh_block {
-            // SAFETY: as above.
-            let end = Block::bytes(unsafe { b.as_ref() }.slots, dim);
-            let from = bytes(cursor);
-            let to = (from + want).min(end);
-            pool.populate(b, from, to);
-            want -= to - from;
-        }
-        if want > 0 {
-            let next = *pool.next.get_or_insert_with(|| Block::new(dim, slots_per_block(dim, pool.blocks)));
-            // SAFETY: as above.
-            let end = Block::bytes(unsafe { next.as_ref() }.slots, dim);
-            pool.populate(next, 0, want.next_multiple_of(4096).min(end));
-        }
-    }
-
     /// Whether both handles share one slot.
     pub fn ptr_eq(a: &SharedVector, b: &SharedVector) -> bool {
         a.data == b.data
@@ -269,7 +222,7 @@ fn take_slot(dim: usize) -> (NonNull<Block>, usize) {
     let at = match pools.0.iter().position(|p| p.dim == dim) {
         Some(at) => at,
         None => {
-            pools.0.push(Pool { dim, open: Vec::new(), spare: None, next: None, prepared: None, blocks: 0, slots: 0, taken: 0 });
+            pools.0.push(Pool { dim, open: Vec::new(), spare: None, blocks: 0, slots: 0, taken: 0 });
             pools.0.len() - 1
         }
     };
@@ -277,10 +230,10 @@ fn take_slot(dim: usize) -> (NonNull<Block>, usize) {
     let block = match pool.open.last() {
         Some(block) => *block,
         None => {
-            let block = pool.next.take().unwrap_or_else(|| Block::new(dim, slots_per_block(dim, pool.blocks)));
+            let slots = slots_per_block(dim, pool.blocks);
+            let block = Block::new(dim, slots);
             pool.blocks += 1;
-            // SAFETY: a block just made; the lock is held.
-            pool.slots += unsafe { block.as_ref() }.slots;
+            pool.slots += slots;
             // SAFETY: a fresh block; the lock is held.
             unsafe { (*block.as_ref().book.get()).open_at = Some(pool.open.len()) };
             pool.open.push(block);
@@ -312,36 +265,6 @@ fn take_slot(dim: usize) -> (NonNull<Block>, usize) {
     (block, slot)
 }
 
-impl Pool {
-    /// A block is being freed: a later block at its address starts unprepared.
-    fn forget_prepared(&mut self, block: NonNull<Block>) {
-        if self.prepared.is_some_and(|(b, _)| b == block) {
-            self.prepared = None;
-        }
-    }
-
-    /// Asks for `[from, to)` of `block`'s floats, less what was asked before, to be faulted in;
-    /// `from` is rounded up to a page (the page holding the last slot written is in already).
-    fn populate(&mut self, block: NonNull<Block>, from: usize, to: usize) {
-        let page = 4096;
-        let asked = match self.prepared {
-            Some((b, upto)) if b == block => upto,
-            _ => 0,
-        };
-        let start = from.next_multiple_of(page).max(asked);
-        if start < to {
-            // SAFETY: `to` is within the block's mapping (callers clamp it); the lock is held,
-            // so the block is alive now (the populate thread tolerates it being freed later).
-            let base = unsafe { block.as_ref() }.data.as_ptr() as usize;
-            populate::request(base + start, to - start);
-            self.prepared = Some((block, to));
-        }
-    }
-}
-
-/// Most bytes `prepare` faults in ahead per call, so a guess that is too large costs little.
-const MAX_PREPARED: usize = 32 << 20;
-
 /// Returns a slot whose count reached 0.
 fn return_slot(block: NonNull<Block>, slot: usize) {
     let mut pools = lock(&POOLS);
@@ -358,13 +281,6 @@ fn return_slot(block: NonNull<Block>, slot: usize) {
     if book.open_at.is_none() {
         book.open_at = Some(pool.open.len());
         pool.open.push(block);
-    }
-    if pool.taken == 0 {
-        if let Some(next) = pool.next.take() {
-            pool.forget_prepared(next);
-            // SAFETY: a `next` block has no slot taken and is in no list.
-            unsafe { Block::free(next) };
-        }
     }
     if book.taken > 0 {
         return;
@@ -384,7 +300,6 @@ fn return_slot(block: NonNull<Block>, slot: usize) {
             }
             pool.blocks -= 1;
             pool.slots -= b.slots;
-            pool.forget_prepared(block);
             // SAFETY: no slot is taken and the block left the open list (it is not the spare).
             unsafe { Block::free(block) };
         }
@@ -504,39 +419,6 @@ mod tests {
         assert_eq!(&*d, &[0.5, 7.0, -1.0]);
         assert!(!SharedVector::ptr_eq(&v, &d));
         assert_eq!(SharedVector::from(vec![1.0, -2.5, 3.25]), v, "equality compares the floats");
-    }
-
-    /// The pool's early `next` block and how far `prepare` asked for memory, for `dim`.
-    fn prepared(dim: usize) -> (Option<NonNull<Block>>, Option<usize>) {
-        let pools = lock(&POOLS);
-        let pool = pools.0.iter().find(|p| p.dim == dim).expect("pool");
-        (pool.next, pool.prepared.map(|(_, upto)| upto))
-    }
-
-    #[test]
-    fn prepare_makes_the_next_block_early_which_is_then_filled_or_freed() {
-        const DIM: usize = 131;
-        let per_block = slots_per_block(DIM, 0);
-        let mut held: Vec<SharedVector> = (0..per_block - 10).map(|i| SharedVector::from_slice(&[i as f32; DIM])).collect();
-        // Ten free slots remain in the first block; 50 more vectors run into a second one.
-        SharedVector::prepare(DIM, 60);
-        let (next, upto) = prepared(DIM);
-        let next = next.expect("the next block is made early");
-        let past_first = 60 * DIM * 4 - (Block::bytes(per_block, DIM) - (per_block - 10) * DIM * 4);
-        assert_eq!(upto, Some(past_first.next_multiple_of(4096)), "only what runs past the first block is asked of the next");
-        assert_eq!(census(DIM), (1, per_block - 10), "an early block is not counted until it is used");
-        SharedVector::prepare(DIM, 60);
-        assert_eq!(prepared(DIM).0, Some(next), "asking again makes no second block");
-        held.extend((0..60).map(|i| SharedVector::from_slice(&[-(i as f32); DIM])));
-        assert_eq!(prepared(DIM).0, None, "the early block was taken into use");
-        assert_eq!(census(DIM), (1, 50), "the first block is full (out of the open list), the second has 50");
-        assert_eq!(&*held[per_block + 49], &[-59.0; DIM], "vectors in the early block read back");
-        // An early block that is never used is freed with the pool's last vector.
-        SharedVector::prepare(DIM, per_block);
-        assert!(prepared(DIM).0.is_some());
-        drop(held);
-        assert_eq!(prepared(DIM).0, None);
-        assert_eq!(census(DIM), (1, 0), "every block but one spare is freed");
     }
 
     #[test]

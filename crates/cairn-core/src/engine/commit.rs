@@ -20,7 +20,6 @@ use crate::batch::{self, Op};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::metrics::observe_since;
-use crate::shared_vector::SharedVector;
 use crate::sync::{lock, read, wait, wait_timeout, write};
 use crate::wal::record::{decode_record, encode_record_parts, record_len, Decoded, RECORD_TYPE_BATCH};
 use crate::wal::writer::WalWriter;
@@ -225,7 +224,6 @@ impl CommitThread {
             }
             accepted.push(Accepted { seq, time_ms, ops: Some(ops), done: Some(done) });
         }
-        prepare_next_vectors(&accepted);
         self.finish_group(buf, failure, accepted);
         self.shared.indexer.writes_finished();
     }
@@ -434,24 +432,6 @@ impl CommitThread {
 
 fn payload_len(parts: &[Vec<u8>]) -> usize {
     parts.iter().map(Vec::len).sum()
-}
-
-/// Have the vector slots that a group like this one would take faulted in on a background
-/// thread while the group is synced and applied and its writers encode their next batches
-/// (`populate.rs`): a bulk load's next group is much like its last.
-fn prepare_next_vectors(accepted: &[Accepted]) {
-    let mut by_dim: Vec<(usize, usize)> = Vec::new();
-    for op in accepted.iter().filter_map(|a| a.ops.as_ref()).flatten() {
-        if let Op::Upsert { vector, .. } = op {
-            match by_dim.iter_mut().find(|(dim, _)| *dim == vector.len()) {
-                Some((_, count)) => *count += 1,
-                None => by_dim.push((vector.len(), 1)),
-            }
-        }
-    }
-    for (dim, count) in by_dim {
-        SharedVector::prepare(dim, count);
-    }
 }
 
 /// A verified record of a replicated chunk, at `start..end` of the chunk's bytes.
