@@ -52,6 +52,7 @@ const BAD_METADATA: Array<[string, unknown, string]> = [
   ['a cycle through an array', { a: arrayCycle }, 'metadata.a[1]'],
   ['a BigInt', { b: 10n }, 'metadata.b'],
   ['NaN', { n: Number.NaN }, 'metadata.n'],
+  ['-Infinity beside valid values', { a: 'x', n: Number.NEGATIVE_INFINITY, b: null }, 'metadata.n'],
   ['Infinity', { n: [Number.POSITIVE_INFINITY] }, 'metadata.n[0]'],
   ['a Symbol', { s: Symbol('x') }, 'metadata.s'],
   ['an array as the whole metadata', [1, 2], 'metadata'],
@@ -247,6 +248,17 @@ describe('bad input on an open store', () => {
     test.each(BAD_METADATA)('upsert rejects metadata with %s', async (_why, metadata, path) => {
       await expectRejected(() => docs.upsert([{ id: 'm', vector: [1, 2, 3, 4], metadata: metadata as never }]), 'CAIRN_INVALID_ARGUMENT', `records[0].${path}`);
       expect(await docs.get('m')).toBeUndefined();
+    });
+    test('metadata is judged by its own keys, as JSON takes them, even with an enumerable key inherited from Object.prototype', async () => {
+      // The fast check (validate.ts, isFlatJsonObject) also sees inherited keys: it must fall
+      // back to the exact check, not refuse valid metadata.
+      Object.defineProperty(Object.prototype, 'inheritedFn', { value: () => 1, enumerable: true, configurable: true });
+      try {
+        await docs.upsert([{ id: 'inherited', vector: [1, 2, 3, 4], metadata: { a: 1, b: 'two' } }]);
+      } finally {
+        delete (Object.prototype as Record<string, unknown>).inheritedFn;
+      }
+      expect((await docs.get('inherited'))?.metadata).toEqual({ a: 1, b: 'two' });
     });
     test.each(BAD_METADATA)('batch rejects metadata with %s', async (_why, metadata, path) => {
       await expectRejected(

@@ -111,7 +111,29 @@ export function checkJson(field: string, value: unknown): void {
 }
 
 export function isPlainJson(value: unknown): boolean {
-  return jsonProblem(value, undefined) === undefined;
+  return isFlatJsonObject(value) || jsonProblem(value, undefined) === undefined;
+}
+
+/**
+ * A plain object whose values are all strings, booleans, finite numbers or null (the usual
+ * metadata), accepted without allocating. `for...in` visits the own enumerable keys JSON takes
+ * and any inherited enumerable ones too, so passing here implies passing `jsonProblem`; an
+ * object that fails here gets the full check.
+ */
+function isFlatJsonObject(value: unknown): boolean {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return false;
+  const rec = value as Record<string, unknown>;
+  for (const k in rec) {
+    const v = rec[k];
+    const type = typeof v;
+    if (type === 'string' || type === 'boolean' || v === null) continue;
+    // NaN and ±Infinity are the numbers for which v - v is not 0.
+    if (type === 'number' && (v as number) - (v as number) === 0) continue;
+    return false;
+  }
+  return true;
 }
 
 /**
