@@ -178,7 +178,7 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Op>> {
 /// batch's `first`. Errors name records by their index in the whole batch.
 pub fn decode_ops(bytes: &[u8], first: usize) -> Result<Vec<Op>> {
     let mut c = Cursor { buf: bytes, pos: 0 };
-    let mut ops = Vec::with_capacity(bytes.len() / MIN_OP_BYTES.max(64));
+    let mut ops = Vec::new();
     while c.pos < bytes.len() {
         let i = first + ops.len();
         if i >= crate::index::MAX_OPS_PER_BATCH {

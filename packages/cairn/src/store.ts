@@ -438,8 +438,14 @@ export class Store extends EventEmitter {
         throw e;
       }
       const hook = this.#replication;
-      if (hook !== null) return hook.commitBy(() => this.#native.commitStaged(batch), concern ?? {}).then(toSeq);
-      return this.#native.commitStaged(batch).then(toSeq, rejectNative);
+      if (hook === null) return this.#native.commitStaged(batch).then(toSeq, rejectNative);
+      // A hook may refuse before committing (a fenced primary): drop the staged rows then too.
+      return hook
+        .commitBy(() => this.#native.commitStaged(batch), concern ?? {})
+        .then(toSeq, (e: unknown) => {
+          batch.abort();
+          throw e;
+        });
     } catch (e) {
       return Promise.reject(fromNative(e));
     }
