@@ -2,14 +2,13 @@
 //! updates for every written row: xxh3 with a per-process random seed. It is about twice as fast
 //! as std's SipHash on short ids; the random seed keeps colliding ids hard to construct.
 
-use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::OnceLock;
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-pub type IdMap<K, V> = HashMap<K, V, KeyedHash>;
-pub type IdSet<K> = HashSet<K, KeyedHash>;
+pub type IdMap<K, V> = hashbrown::HashMap<K, V, KeyedHash>;
+pub type IdSet<K> = hashbrown::HashSet<K, KeyedHash>;
 
 #[derive(Clone, Copy, Debug)]
 pub struct KeyedHash {
@@ -68,6 +67,7 @@ impl Hasher for KeyedHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn equal_keys_hash_equal_and_distinct_keys_spread() {

@@ -15,6 +15,7 @@ use crate::index::{label_of, CollectionIndex};
 use crate::keyed_hash::{IdMap, IdSet};
 use crate::payload::{parse_metadata, FieldIndex, IndexKind, MetadataByLabel, PayloadIndexes};
 use crate::sync::read;
+use hashbrown::hash_map::EntryRef;
 
 /// Collections this small are always searched exactly: it is as fast and has perfect recall.
 pub const EXACT_MAX_ROWS: usize = 2_048;
@@ -258,31 +259,49 @@ impl Collection {
         out
     }
 
-    /// Insert or replace a row, keeping `live`, `order`, the payload indexes and the graph
-    /// index's pending set in step. `id` comes from `row_id`.
-    pub fn put_row(&mut self, id: RowId, row: Row) {
-        self.unreadable.remove(&*id);
-        self.live.insert(row.label, id.clone());
-        self.metadata.insert(row.label, &row.metadata);
-        self.index.add_pending(row.label, row.vector.clone());
+    /// Insert or replace the row of `id` and mark it dirty, keeping `live`, `order`, the
+    /// payload indexes and the graph index's pending set in step. Each map gets the one
+    /// allocation `rows` (or else `dirty`, for an id deleted since the last checkpoint) has for
+    /// the id, so an id is allocated once however often it is written. `rows` and `dirty` are
+    /// probed once each: this runs for every row the commit thread applies.
+    pub fn put_row(&mut self, id: &str, row: Row) {
+        if !self.unreadable.is_empty() {
+            self.unreadable.remove(id);
+        }
         let (label, meta) = (row.label, row.metadata.clone());
-        match self.rows.insert(id.clone(), row) {
+        self.live_insert(label, &meta, row.vector.clone());
+        let dirty = &mut self.dirty;
+        let (held, old) = match self.rows.entry_ref(id) {
+            EntryRef::Occupied(mut e) => {
+                let old = e.insert(row);
+                let held = e.key().clone();
+                dirty.insert(held.clone());
+                (held, Some(old))
+            }
+            EntryRef::Vacant(e) => {
+                let held = dirty.get_or_insert_with(id, |id| RowId::from(id)).clone();
+                e.insert_with_key(held.clone(), row);
+                (held, None)
+            }
+        };
+        match old {
             Some(old) => {
+                self.live.insert(label, held);
                 self.live.remove(&old.label);
                 self.metadata.remove(old.label);
                 self.index.remove(old.label);
                 self.payload.on_put(label, &meta, Some((old.label, &old.metadata)));
             }
             None => {
-                self.order.insert(id);
+                self.live.insert(label, held.clone());
+                self.order.insert(held);
                 self.payload.on_put(label, &meta, None);
             }
         }
     }
 
-    /// `id` as the maps hold it: the allocation `rows` (or else `dirty`, for an id deleted since
-    /// the last checkpoint) already has for it, else a new one. Every map gets its id from here,
-    /// so each id is allocated once however often it is written.
+    /// `id` as the maps hold it (see `put_row`): the allocation `rows` or `dirty` already has
+    /// for it, else a new one.
     pub fn row_id(&self, id: String) -> RowId {
         if let Some((held, _)) = self.rows.get_key_value(id.as_str()) {
             return held.clone();
@@ -291,6 +310,12 @@ impl Collection {
             Some(held) => held.clone(),
             None => id.into(),
         }
+    }
+
+    /// The label-keyed side of a put: its metadata for filters and its vector for the indexer.
+    fn live_insert(&mut self, label: u64, meta: &Arc<str>, vector: SharedVector) {
+        self.metadata.insert(label, meta);
+        self.index.add_pending(label, vector);
     }
 
     pub fn remove_row(&mut self, id: &str) -> bool {
@@ -530,9 +555,7 @@ impl State {
                         c.keep_version(&id, seq);
                     }
                     let row = Row::new(&id, vector, metadata, label_of(seq, op_index));
-                    let id = c.row_id(id);
-                    c.dirty.insert(id.clone());
-                    c.put_row(id, row);
+                    c.put_row(&id, row);
                     let index = c.index.clone();
                     if !self.touched.last().is_some_and(|t| Arc::ptr_eq(t, &index)) {
                         self.touched.push(index);

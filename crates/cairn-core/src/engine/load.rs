@@ -5,7 +5,7 @@
 //! or marked unreadable; it never silently serves an older version of its row.
 
 use crate::shared_vector::SharedVector;
-use std::collections::hash_map::Entry;
+use hashbrown::hash_map::Entry;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

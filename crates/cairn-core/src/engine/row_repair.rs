@@ -140,9 +140,7 @@ impl Engine {
             }
             // Removed first: `put_row` of the same label would unlink the replacement.
             c.remove_row(id);
-            let row_id = c.row_id(id.to_string());
-            c.put_row(row_id.clone(), Row::new(id, SharedVector::from_slice(&vector), metadata.into(), label));
-            c.dirty.insert(row_id);
+            c.put_row(id, Row::new(id, SharedVector::from_slice(&vector), metadata.into(), label));
             // The checkpoint writes the graph once the row is in it: the indexer must know.
             self.shared.indexer.notify(&c.index);
             moot = false;

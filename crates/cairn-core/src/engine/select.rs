@@ -50,7 +50,7 @@ impl Engine {
         }
         if let Some(cands) = c.payload.candidates(&filter.root) {
             if cands.exact {
-                return Ok(cands.labels.iter().filter(|l| c.live.contains_key(l)).count());
+                return Ok(cands.labels.iter().filter(|l| c.live.contains_key(*l)).count());
             }
             return Ok(matching(c, filter).len());
         }
