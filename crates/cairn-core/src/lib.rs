@@ -16,6 +16,7 @@ pub mod index;
 pub mod inspect;
 pub mod keyed_hash;
 pub mod layout;
+pub mod live_labels;
 pub mod manifest;
 pub mod mapped;
 pub mod metrics;

@@ -13,7 +13,8 @@ use crate::filter::Filter;
 use crate::hnsw::{Hnsw, HnswParams};
 use crate::index::{label_of, CollectionIndex};
 use crate::keyed_hash::{IdMap, IdSet};
-use crate::payload::{parse_metadata, FieldIndex, IndexKind, MetadataByLabel, PayloadIndexes};
+use crate::live_labels::LiveLabels;
+use crate::payload::{parse_metadata, FieldIndex, IndexKind, PayloadIndexes};
 use crate::sync::read;
 use hashbrown::hash_map::EntryRef;
 
@@ -129,8 +130,8 @@ pub struct Collection {
     /// The persisted graph named by the manifest, if any.
     pub index_file: Option<FileRef>,
     pub index: Arc<CollectionIndex>,
-    /// Label -> id of every live row.
-    pub live: IdMap<u64, RowId>,
+    /// Label -> id and metadata of every live row (`live_labels.rs`).
+    pub live: LiveLabels,
     /// Records that exist but cannot be read (never also in `rows`).
     pub unreadable: IdMap<String, UnreadableRecord>,
     /// Ids of `rows` in order, for `scan`.
@@ -139,8 +140,6 @@ pub struct Collection {
     pub payload: PayloadIndexes,
     /// The persisted payload indexes named by the manifest, if any.
     pub payload_file: Option<FileRef>,
-    /// Each live row's metadata by label (same labels as `live`), for filter tests in search.
-    pub metadata: MetadataByLabel,
     /// Prior versions of ids changed while a read view was pinned (`versions.rs`).
     pub history: History,
 }
@@ -228,12 +227,11 @@ impl Collection {
             data_files: Vec::new(),
             index_file: None,
             index: CollectionIndex::new(hnsw),
-            live: IdMap::default(),
+            live: LiveLabels::default(),
             unreadable: IdMap::default(),
             order: BTreeSet::new(),
             payload: PayloadIndexes::default(),
             payload_file: None,
-            metadata: MetadataByLabel::default(),
             history: History::default(),
         }
     }
@@ -269,7 +267,7 @@ impl Collection {
             self.unreadable.remove(id);
         }
         let (label, meta) = (row.label, row.metadata.clone());
-        self.live_insert(label, &meta, row.vector.clone());
+        self.index.add_pending(label, row.vector.clone());
         let dirty = &mut self.dirty;
         let (held, old) = match self.rows.entry_ref(id) {
             EntryRef::Occupied(mut e) => {
@@ -286,14 +284,13 @@ impl Collection {
         };
         match old {
             Some(old) => {
-                self.live.insert(label, held);
-                self.live.remove(&old.label);
-                self.metadata.remove(old.label);
+                self.live.insert(label, held, &meta);
+                self.live.remove(old.label);
                 self.index.remove(old.label);
                 self.payload.on_put(label, &meta, Some((old.label, &old.metadata)));
             }
             None => {
-                self.live.insert(label, held.clone());
+                self.live.insert(label, held.clone(), &meta);
                 self.order.insert(held);
                 self.payload.on_put(label, &meta, None);
             }
@@ -312,17 +309,10 @@ impl Collection {
         }
     }
 
-    /// The label-keyed side of a put: its metadata for filters and its vector for the indexer.
-    fn live_insert(&mut self, label: u64, meta: &Arc<str>, vector: SharedVector) {
-        self.metadata.insert(label, meta);
-        self.index.add_pending(label, vector);
-    }
-
     pub fn remove_row(&mut self, id: &str) -> bool {
         match self.rows.remove(id) {
             Some(old) => {
-                self.live.remove(&old.label);
-                self.metadata.remove(old.label);
+                self.live.remove(old.label);
                 self.index.remove(old.label);
                 self.order.remove(id);
                 self.payload.on_remove(old.label, &old.metadata);
@@ -332,11 +322,9 @@ impl Collection {
         }
     }
 
-    /// Rebuild `metadata` from `rows`, and the payload indexes too unless `payload` (loaded
-    /// from their file) already holds them; after a load that filled `rows` (and `live` and
-    /// `order`) directly.
+    /// Rebuild the payload indexes from `rows` unless `payload` (loaded from their file) already
+    /// holds them; after a load that filled `rows` (and `live` and `order`) directly.
     pub fn rebuild_derived(&mut self, payload: Option<PayloadIndexes>) {
-        self.metadata.rebuild(self.rows.values().map(|r| (r.label, &r.metadata)));
         match payload {
             Some(p) => self.payload = p,
             None => {
@@ -364,8 +352,8 @@ impl Collection {
     /// Does the live row with `label` match? Indexed conditions are answered from the payload
     /// indexes; only a filter they cannot settle parses the row's metadata.
     pub fn accepts(&self, label: u64, filter: Option<&Filter>) -> bool {
-        // `metadata` has exactly the live labels: one lookup answers both questions.
-        let Some(text) = self.metadata.get(label) else { return false };
+        // `live` has exactly the live labels: one lookup answers both questions.
+        let Some(text) = self.live.metadata(label) else { return false };
         let Some(f) = filter else { return true };
         if let Some(answer) = self.payload.eval_label(&f.root, label) {
             return answer;
@@ -381,11 +369,11 @@ impl Collection {
         }
     }
 
-    /// Labels of the live rows matching `f`, tested on `metadata` (a dense walk that touches a
-    /// row only once it matches).
+    /// Labels of the live rows matching `f`, tested on the metadata `live` holds (a dense walk
+    /// that touches a row only once it matches).
     pub fn matching_labels<'a>(&'a self, f: &'a Filter) -> impl Iterator<Item = u64> + 'a {
-        self.metadata
-            .iter()
+        self.live
+            .metadata_by_label()
             .filter(move |(label, text)| self.payload.eval_label(&f.root, *label).unwrap_or_else(|| f.matches(text)))
             .map(|(label, _)| label)
     }
@@ -450,7 +438,7 @@ impl Collection {
         // in the graph but not in `live`; if one is among the hits, search again checking each.
         // (A view's search always checks: its seq admits only some of the live rows.)
         let mut graph = graph_search(filter.is_some().then_some(&accept as _));
-        if filter.is_none() && graph.iter().any(|(label, _)| !self.live.contains_key(label) || !admit(*label)) {
+        if filter.is_none() && graph.iter().any(|(label, _)| !self.live.contains(*label) || !admit(*label)) {
             graph = graph_search(Some(&accept));
         }
         let q = prepare_query(self.spec.metric, query);
@@ -467,13 +455,13 @@ impl Collection {
         // or a duplicate would take one of the k places.
         let from_graph: HashSet<u64> = graph.iter().map(|(label, _)| *label).collect();
         for (label, d) in graph {
-            if let Some(id) = self.live.get(&label) {
+            if let Some(id) = self.live.id(label) {
                 push(d, id);
             }
         }
         self.index.for_each_pending(|label, v| {
             if accept(label) && !from_graph.contains(&label) {
-                if let Some(id) = self.live.get(&label) {
+                if let Some(id) = self.live.id(label) {
                     push(row_distance(self.spec.metric, &q, v), id);
                 }
             }
@@ -510,7 +498,7 @@ impl Collection {
     /// Exact k-NN over live rows among `labels`, each checked against `filter` when given.
     pub fn exact_over_labels(&self, query: &[f32], k: usize, labels: impl Iterator<Item = u64>, filter: Option<&Filter>) -> Vec<Hit> {
         let rows = labels.filter_map(|label| {
-            let id = self.live.get(&label)?;
+            let id = self.live.id(label)?;
             Some((&**id, self.rows.get(id)?))
         });
         self.nearest_k(query, k, rows.filter(|(_, row)| filter.is_none_or(|f| self.row_matches(row, f))))

@@ -110,7 +110,7 @@ pub(super) fn load_checkpoint(
             let h = read(&c.index.hnsw);
             if in_graph < h.len() {
                 for stale in h.labels() {
-                    if !c.live.contains_key(&stale) {
+                    if !c.live.contains(stale) {
                         h.mark_deleted(stale);
                     }
                 }
@@ -121,9 +121,9 @@ pub(super) fn load_checkpoint(
     Ok((state, all_damaged))
 }
 
-/// Build what derives from the loaded rows alone: `live` (label -> id), `order`, the payload
-/// indexes (from their file when it verifies and matches the rows, else from the rows) and the
-/// metadata by label.
+/// Build what derives from the loaded rows alone: `live` (label -> id and metadata), `order`
+/// and the payload indexes (from their file when it verifies and matches the rows, else from
+/// the rows).
 fn derive_from_rows(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, mut c: Collection) -> Collection {
     // `load_rows` builds `live`, and `order` from a single file, as it goes; otherwise they are
     // built here (one entry per row when complete), `order` on a second core meanwhile.
@@ -136,7 +136,7 @@ fn derive_from_rows(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection, 
             let order = std::thread::Builder::new().name("cairn-load-order".into()).spawn_scoped(scope, || rows.keys().cloned().collect());
             c.live.reserve(rows.len());
             for (id, row) in rows {
-                c.live.insert(row.label, id.clone());
+                c.live.insert(row.label, id.clone(), &row.metadata);
             }
             match order.map(|handle| handle.join()) {
                 Ok(Ok(order)) => order,
@@ -401,27 +401,28 @@ fn apply(c: &mut Collection, sorted_ids: &mut Option<Vec<RowId>>, rec: Prepared)
                 c.unreadable.remove(&*id);
             }
             // An id a later file writes again keeps the allocation `rows` has for it.
-            let id = match c.rows.entry(id) {
+            match c.rows.entry(id) {
                 Entry::Occupied(mut held) => {
                     let old = held.insert(row);
-                    c.live.remove(&old.label);
-                    held.key().clone()
+                    c.live.remove(old.label);
+                    let id = held.key().clone();
+                    c.live.insert(label, id.clone(), &held.get().metadata);
+                    id
                 }
                 Entry::Vacant(new) => {
                     let id = new.key().clone();
-                    new.insert(row);
+                    let row = new.insert(row);
+                    c.live.insert(label, id.clone(), &row.metadata);
                     id
                 }
-            };
-            c.live.insert(label, id.clone());
-            id
+            }
         }
         Prepared::Delete(id) => {
             if !c.unreadable.is_empty() {
                 c.unreadable.remove(&*id);
             }
             if let Some(old) = c.rows.remove(&*id) {
-                c.live.remove(&old.label);
+                c.live.remove(old.label);
             }
             *sorted_ids = None;
             return;
@@ -542,7 +543,7 @@ fn read_payload_file(storage: &dyn Storage, dir: &Path, mc: &ManifestCollection,
         return None;
     }
     let (p, _) = crate::payload::decode_payload_file(&bytes, &path).ok()?;
-    let live = |l: &u64| c.live.contains_key(l);
+    let live = |l: &u64| c.live.contains(*l);
     let consistent = p.defs() == mc.payload_indexes && p.fields.values().all(|f| f.keys_of.keys().all(live));
     consistent.then_some(p)
 }
@@ -563,10 +564,10 @@ mod tests {
     fn assert_derived_match_rows(c: &Collection, what: &str) {
         assert_eq!(c.live.len(), c.rows.len(), "{what}: live");
         for (id, row) in &c.rows {
-            assert_eq!(c.live.get(&row.label), Some(id), "{what}: live label of {id}");
-            assert_eq!(c.metadata.get(row.label), Some(&*row.metadata), "{what}: metadata of {id}");
+            assert_eq!(c.live.id(row.label), Some(id), "{what}: live label of {id}");
+            assert_eq!(c.live.metadata(row.label), Some(&*row.metadata), "{what}: metadata of {id}");
             // One allocation per id, whichever way the maps were built.
-            assert!(c.live.get(&row.label).is_some_and(|held| Arc::ptr_eq(held, id)), "{what}: live shares the id {id}");
+            assert!(c.live.id(row.label).is_some_and(|held| Arc::ptr_eq(held, id)), "{what}: live shares the id {id}");
             assert!(c.order.get(&**id).is_some_and(|held| Arc::ptr_eq(held, id)), "{what}: order shares the id {id}");
             assert!(c.dirty.get(&**id).is_none_or(|held| Arc::ptr_eq(held, id)), "{what}: dirty shares the id {id}");
         }

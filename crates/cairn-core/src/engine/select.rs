@@ -30,12 +30,12 @@ fn matching<'a>(c: &'a Collection, f: &Filter) -> Vec<(&'a RowId, &'a Row)> {
         return cands
             .labels
             .iter()
-            .filter_map(|l| c.live.get(l))
+            .filter_map(|l| c.live.id(*l))
             .filter_map(|id| c.rows.get_key_value(id))
             .filter(|(_, row)| cands.exact || c.row_matches(row, f))
             .collect();
     }
-    c.matching_labels(f).filter_map(|l| c.live.get(&l)).filter_map(|id| c.rows.get_key_value(id)).collect()
+    c.matching_labels(f).filter_map(|l| c.live.id(l)).filter_map(|id| c.rows.get_key_value(id)).collect()
 }
 
 impl Engine {
@@ -50,7 +50,7 @@ impl Engine {
         }
         if let Some(cands) = c.payload.candidates(&filter.root) {
             if cands.exact {
-                return Ok(cands.labels.iter().filter(|l| c.live.contains_key(*l)).count());
+                return Ok(cands.labels.iter().filter(|l| c.live.contains(**l)).count());
             }
             return Ok(matching(c, filter).len());
         }

@@ -6,14 +6,12 @@
 //! - `field_index.rs`: one field's postings (key -> labels) and reverse map (label -> keys).
 //! - `plan.rs`: what the indexes can answer about a filter.
 //! - `persist.rs`: the checkpointed file (docs/format.md, "Payload index file").
-//! - `by_label.rs`: each live row's metadata text by label, for filter tests during search.
 //!
 //! Invariant: a collection's indexes hold exactly the keys of its live rows (not of unreadable
 //! records, whose metadata is unknown). `Collection::put_row` and `remove_row` keep them in step
 //! with every applied write, and open rebuilds them from the rows when their file is missing
 //! or does not verify.
 
-mod by_label;
 mod field_index;
 mod key;
 mod persist;
@@ -21,7 +19,6 @@ mod plan;
 
 use std::collections::BTreeMap;
 
-pub use by_label::MetadataByLabel;
 pub use field_index::FieldIndex;
 pub use key::Key;
 pub use persist::{decode_payload_file, encode_payload_file, PAYLOAD_FILE_VERSION, PAYLOAD_MAGIC};
