@@ -2,6 +2,8 @@
 // uses, writes byte for byte the payload that `encodeBatch` writes for the same records (the
 // path of `db.batch` and transactions): both record forms, every alignment of a vector in the
 // buffer, growth past its first estimate, and a build nested inside another one's metadata.
+// Flat metadata objects are serialized straight into the payload (`encode.ts`, `writeFlatJson`);
+// `encodeBatch` gets `JSON.stringify`'s text, so equal bytes mean the same JSON text.
 
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
@@ -36,9 +38,20 @@ const name = fc.oneof(
   fc.string({ unit: fc.constantFrom(...'abcxyz0123456789-_'), minLength: 1, maxLength: 40 }),
   fc.string({ unit: 'grapheme', minLength: 1, maxLength: 20 }).filter((s) => !/[/\\\0]/.test(s) && s !== '.' && s !== '..'),
 );
-const metadata = fc.option(fc.dictionary(fc.string({ maxLength: 8 }), fc.oneof(fc.integer(), fc.string({ unit: 'grapheme', maxLength: 30 }), fc.boolean())), {
-  nil: undefined,
-});
+// Every kind of flat value, and what the direct writer leaves to JSON.stringify: keys and
+// strings needing escapes (quotes, backslashes, control characters, lone surrogates, non-ASCII),
+// integer-like keys (ordered first), non-int32 numbers, -0, and text past its reserve.
+const anyUnit = fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c));
+const metaKey = fc.oneof(fc.string({ maxLength: 8 }), fc.nat(99).map(String), fc.string({ unit: anyUnit, maxLength: 4 }));
+const metaValue = fc.oneof(
+  fc.integer(),
+  fc.double({ noNaN: true, noDefaultInfinity: true }),
+  fc.constantFrom(-0, 0x7fffffff, -0x80000000, 2 ** 53, null, true, false),
+  fc.string({ unit: 'grapheme', maxLength: 30 }),
+  fc.string({ unit: anyUnit, maxLength: 6 }),
+  fc.string({ minLength: 500, maxLength: 700 }),
+);
+const metadata = fc.option(fc.dictionary(metaKey, metaValue, { maxKeys: 6 }), { nil: undefined });
 
 describe('direct upsert payload', () => {
   test('matches encodeBatch for records and their columnar form', () => {
@@ -65,6 +78,21 @@ describe('direct upsert payload', () => {
       ),
       { numRuns: RUNS },
     );
+  });
+
+  test('an enumerable key on Object.prototype is not written into flat metadata', () => {
+    const dim = 2;
+    const records = Array.from({ length: 40 }, (_, i) => ({ id: `p${i}`, vector: new Float32Array(dim).fill(i), metadata: { i, tag: 'x' } }));
+    const proto = Object.prototype as Record<string, unknown>;
+    proto.injected = 'no';
+    try {
+      const got = direct('c', dim, records, records.length);
+      expectSameBytes(got, viaOps('c', dim, records));
+      expect(got.includes('injected')).toBe(false);
+      expect(got.includes('{"i":39,"tag":"x"}')).toBe(true);
+    } finally {
+      delete proto.injected;
+    }
   });
 
   test('a payload larger than the reused buffer grows, and stays exact', () => {

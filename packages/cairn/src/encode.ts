@@ -15,8 +15,15 @@ export type Metric = keyof typeof METRIC_CODES;
 // Vectors are copied as raw float32 bytes; the format is little-endian.
 if (endianness() !== 'LE') throw new Error('cairn requires a little-endian host');
 
+/**
+ * Metadata as `records.ts` hands it over: its JSON text, or a flat plain-JSON object (string,
+ * boolean, finite number and null values: `isFlatJsonObject`), which the writer serializes
+ * straight into the payload.
+ */
+export type UpsertMetadata = string | Readonly<Record<string, unknown>>;
+
 /** One validated upsert, as `records.ts` hands it over: its vector is `vectors[start .. start + dim)`. */
-export type UpsertVisitor = (id: string, vectors: Float32Array, start: number, metadata: string) => void;
+export type UpsertVisitor = (id: string, vectors: Float32Array, start: number, metadata: UpsertMetadata) => void;
 
 export type EncodedOp =
   | { kind: 'create'; name: string; dim: number; metric: Metric; m: number; efConstruction: number }
@@ -53,6 +60,95 @@ function writeUtf8(buf: Buffer, s: string, o: number): number {
   }
   return n;
 }
+
+/** Whether `Object.prototype` has an enumerable key, which `for...in` would visit on every
+ *  object and `JSON.stringify` would not (the flat writer then leaves the object to it). */
+function prototypeHasEnumerableKey(): boolean {
+  for (const _ in Object.prototype) return true;
+  return false;
+}
+
+/**
+ * Writes `s` as a JSON string at `o` if every unit is printable ASCII other than '"' and '\\'
+ * (written as is, exactly as `JSON.stringify` would); returns the next offset, or -1 when `s`
+ * needs escaping or does not fit before `end`.
+ */
+function writeJsonString(buf: Buffer, s: string, o: number, end: number): number {
+  const n = s.length;
+  if (o + n + 2 > end) return -1;
+  buf[o++] = 0x22;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c >= 0x7f || c === 0x22 || c === 0x5c) return -1;
+    buf[o++] = c;
+  }
+  buf[o++] = 0x22;
+  return o;
+}
+
+/** Writes a finite number as `JSON.stringify` would; returns the next offset, or -1 when it
+ *  does not fit before `end`. */
+function writeJsonNumber(buf: Buffer, v: number, o: number, end: number): number {
+  if (v === (v | 0) && v > -0x80000000) {
+    // An int32 (and -0, which JSON writes as 0): its digits, without a string.
+    if (o + 11 > end) return -1;
+    if (v < 0) {
+      buf[o++] = 0x2d;
+      v = -v;
+    }
+    let digits = 1;
+    for (let rest = v; rest >= 10; rest = (rest / 10) | 0) digits++;
+    for (let at = o + digits - 1; at >= o; at--) {
+      buf[at] = 0x30 + (v % 10);
+      v = (v / 10) | 0;
+    }
+    return o + digits;
+  }
+  return writeAscii(buf, String(v), o, end);
+}
+
+/** Writes `s`, known to be ASCII (a number's text, a literal); -1 when it does not fit before `end`. */
+function writeAscii(buf: Buffer, s: string, o: number, end: number): number {
+  const n = s.length;
+  if (o + n > end) return -1;
+  for (let i = 0; i < n; i++) buf[o + i] = s.charCodeAt(i);
+  return o + n;
+}
+
+/**
+ * Writes a flat plain-JSON object (`UpsertMetadata`) at `o` byte for byte as
+ * `JSON.stringify(meta)` would, without building the string; returns the next offset, or -1
+ * when a key or string needs escaping or the text does not fit before `end` (the caller then
+ * writes `JSON.stringify(meta)`). Keys come in `for...in` order, which for an object without
+ * inherited enumerable keys is `JSON.stringify`'s (integer keys ascending, then insertion order).
+ */
+function writeFlatJson(buf: Buffer, meta: Readonly<Record<string, unknown>>, o: number, end: number): number {
+  if (o + 2 > end) return -1;
+  buf[o++] = 0x7b;
+  let first = true;
+  for (const k in meta) {
+    const v = meta[k];
+    if (!first) {
+      if (o >= end) return -1;
+      buf[o++] = 0x2c;
+    }
+    first = false;
+    o = writeJsonString(buf, k, o, end - 1);
+    if (o < 0) return -1;
+    buf[o++] = 0x3a;
+    if (typeof v === 'string') o = writeJsonString(buf, v, o, end);
+    else if (typeof v === 'number') o = writeJsonNumber(buf, v, o, end);
+    else if (typeof v === 'boolean' || v === null) o = writeAscii(buf, String(v), o, end);
+    else return -1;
+    if (o < 0) return -1;
+  }
+  if (o >= end) return -1;
+  buf[o++] = 0x7d;
+  return o;
+}
+
+/** Bytes an upsert reserves for metadata it writes from an object; more goes through `JSON.stringify`. */
+const FLAT_JSON_RESERVE = 512;
 
 /** `buf.writeUInt32LE` without its argument checks (a tenth of the cost, per record): `v` is a
  *  length or a dimension and `o + 4` is within a reserved op. Returns the next offset. */
@@ -125,8 +221,9 @@ export class PayloadWriter {
   }
 
   /** An upsert whose vector is `vectors[start .. start + dim)`. */
-  upsert(collection: string, id: string, vectors: Float32Array, start: number, dim: number, metadata: string): void {
-    this.#reserve(1 + 2 + 3 * collection.length + 2 + 3 * id.length + 4 + 4 * dim + 4 + 3 * metadata.length);
+  upsert(collection: string, id: string, vectors: Float32Array, start: number, dim: number, metadata: UpsertMetadata): void {
+    const metaBytes = typeof metadata === 'string' ? 3 * metadata.length : FLAT_JSON_RESERVE;
+    this.#reserve(1 + 2 + 3 * collection.length + 2 + 3 * id.length + 4 + 4 * dim + 4 + metaBytes);
     const buf = this.#buf;
     let o = this.#o;
     buf[o++] = OP_UPSERT;
@@ -141,9 +238,16 @@ export class PayloadWriter {
       for (let j = 0, p = at; j < dim; j++, p += 4) view.setFloat32(p, vectors[start + j]!, true);
     }
     o += 4 * dim;
-    const n = writeUtf8(buf, metadata, o + 4);
-    writeU32(buf, n, o);
-    this.#end(o + 4 + n);
+    let next = -1;
+    // Checked per record: a metadata getter may have given Object.prototype a key meanwhile.
+    if (typeof metadata !== 'string' && !prototypeHasEnumerableKey()) next = writeFlatJson(buf, metadata, o + 4, o + 4 + FLAT_JSON_RESERVE);
+    if (next < 0) {
+      const text = typeof metadata === 'string' ? metadata : JSON.stringify(metadata);
+      this.#reserve(o + 4 + 3 * text.length - this.#o, o);
+      next = o + 4 + writeUtf8(this.#buf, text, o + 4);
+    }
+    writeU32(this.#buf, next - o - 4, o);
+    this.#end(next);
   }
 
   delete(collection: string, id: string): void {
@@ -192,10 +296,12 @@ export class PayloadWriter {
     return o + 2 + n;
   }
 
-  #reserve(bytes: number): void {
+  /** Room for `bytes` more from the op being written; a grown buffer keeps what is written up
+   *  to `kept` (the ops before it, or part of it). */
+  #reserve(bytes: number, kept = this.#o): void {
     if (this.#o + bytes <= this.#buf.length) return;
     const grown = takePayloadBuffer(Math.max(2 * this.#buf.length, this.#o + bytes));
-    this.#buf.copy(grown, 0, 0, this.#o);
+    this.#buf.copy(grown, 0, 0, kept);
     releasePayloadBuffer(this.#buf);
     this.#buf = grown;
     this.#floats = new Float32Array(grown.buffer, 0, grown.buffer.byteLength >>> 2);

@@ -4,7 +4,7 @@
  * naming the field; nothing is encoded past it.
  */
 import type { Metadata } from './collection-reader.js';
-import type { EncodedOp, UpsertVisitor } from './encode.js';
+import type { EncodedOp, UpsertMetadata, UpsertVisitor } from './encode.js';
 import { invalidArgument } from './errors.js';
 import {
   checkJson,
@@ -14,6 +14,7 @@ import {
   checkVector,
   hasOnlyKeys,
   isFiniteVector,
+  isFlatJsonObject,
   isPlainJson,
   isPlainName,
   isPlainObject,
@@ -47,7 +48,7 @@ const EMPTY_METADATA = '{}';
 export function encodeUpserts(field: string, collection: string, dim: number, records: unknown, out: EncodedOp[]): void {
   forEachUpsert(field, dim, records, (id, vectors, start, metadata) => {
     const vector = start === 0 && vectors.length === dim ? vectors : vectors.subarray(start, start + dim);
-    out.push({ kind: 'upsert', collection, id, vector, metadata });
+    out.push({ kind: 'upsert', collection, id, vector, metadata: typeof metadata === 'string' ? metadata : JSON.stringify(metadata) });
   });
 }
 
@@ -73,14 +74,16 @@ export function forEachUpsert(field: string, dim: number, records: unknown, visi
     if (seen.has(id)) throw invalidArgument(`${field}[${i}].id '${id}' appears twice in one batch`);
     seen.add(id);
     const vector = isFiniteVector(rec.vector, dim) ? rec.vector : checkVector(`${field}[${i}].vector`, rec.vector, dim);
-    visit(id, vector, 0, metadataJson(rec.metadata, field, i, false));
+    visit(id, vector, 0, checkMetadata(rec.metadata, field, i, false));
   }
   return records.length;
 }
 
-/** Record `i`'s metadata as JSON; the field is named only when it is bad. */
-function metadataJson(meta: unknown, field: string, i: number, columnar: boolean): string {
+/** Record `i`'s metadata, checked: a flat object as it is (the payload writer serializes it),
+ *  anything else as JSON. The field is named only when it is bad. */
+function checkMetadata(meta: unknown, field: string, i: number, columnar: boolean): UpsertMetadata {
   if (meta === undefined || meta === null) return EMPTY_METADATA;
+  if (isFlatJsonObject(meta)) return meta;
   if (!isPlainObject(meta) || !isPlainJson(meta)) {
     const name = columnar ? `${field}.metadata[${i}]` : `${field}[${i}].metadata`;
     checkPlainObject(name, meta);
@@ -114,7 +117,7 @@ function forEachColumnarUpsert(field: string, dim: number, columns: Record<strin
     const id = isPlainName(raw) ? raw : checkName(`${field}.ids[${i}]`, raw);
     if (seen.has(id)) throw invalidArgument(`${field}.ids[${i}] '${id}' appears twice in one batch`);
     seen.add(id);
-    visit(id, vectors, i * dim, metadataJson((metadata as unknown[] | undefined)?.[i], field, i, true));
+    visit(id, vectors, i * dim, checkMetadata((metadata as unknown[] | undefined)?.[i], field, i, true));
   }
   return n;
 }

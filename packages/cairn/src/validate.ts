@@ -120,7 +120,7 @@ export function isPlainJson(value: unknown): boolean {
  * and any inherited enumerable ones too, so passing here implies passing `jsonProblem`; an
  * object that fails here gets the full check.
  */
-function isFlatJsonObject(value: unknown): boolean {
+export function isFlatJsonObject(value: unknown): value is Record<string, unknown> {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
   const proto = Object.getPrototypeOf(value);
   if (proto !== Object.prototype && proto !== null) return false;
