@@ -12,11 +12,21 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::hnsw::{Hnsw, HnswParams};
 use crate::index::{label_of, CollectionIndex};
-use crate::keyed_hash::{IdMap, IdSet};
+use crate::keyed_hash::IdMap;
 use crate::live_labels::LiveLabels;
 use crate::payload::{parse_metadata, FieldIndex, IndexKind, PayloadIndexes};
 use crate::sync::read;
 use hashbrown::hash_map::EntryRef;
+
+/// `Collection::dirty` is not deduped before it holds this many ids.
+const DIRTY_DEDUP_MIN: usize = 4_096;
+
+/// Sort `ids` and drop repeats; returns the length left.
+fn sort_dedup(ids: &mut Vec<RowId>) -> usize {
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}
 
 /// Collections this small are always searched exactly: it is as fast and has perfect recall.
 pub const EXACT_MAX_ROWS: usize = 2_048;
@@ -123,8 +133,15 @@ pub struct Collection {
     pub id: u64,
     pub spec: CollectionSpec,
     pub rows: IdMap<RowId, Row>,
-    /// Ids written since the last checkpoint captured this collection.
-    pub dirty: IdSet<RowId>,
+    /// Ids written (upserted or deleted) since the last checkpoint captured this collection, in
+    /// write order and with repeats: a push per write, where a set cost a hash probe and, as it
+    /// grew, a rehash that read every id again. The capture sorts and dedups it; so does
+    /// `mark_dirty` whenever it has doubled since, which bounds it by twice the distinct ids.
+    /// It holds `rows`' allocation of each id, except that an id deleted and written again
+    /// keeps its earlier one here until the capture.
+    pub dirty: Vec<RowId>,
+    /// `dirty.len()` after its last dedup.
+    dirty_deduped: usize,
     /// Checkpoint files, oldest first; later files override earlier ones.
     pub data_files: Vec<FileRef>,
     /// The persisted graph named by the manifest, if any.
@@ -223,7 +240,8 @@ impl Collection {
             id,
             spec,
             rows: IdMap::default(),
-            dirty: IdSet::default(),
+            dirty: Vec::new(),
+            dirty_deduped: 0,
             data_files: Vec::new(),
             index_file: None,
             index: CollectionIndex::new(hnsw),
@@ -268,20 +286,18 @@ impl Collection {
         }
         let (label, meta) = (row.label, row.metadata.clone());
         self.index.add_pending(label, row.vector.clone());
-        let dirty = &mut self.dirty;
         let (held, old) = match self.rows.entry_ref(id) {
             EntryRef::Occupied(mut e) => {
                 let old = e.insert(row);
-                let held = e.key().clone();
-                dirty.insert(held.clone());
-                (held, Some(old))
+                (e.key().clone(), Some(old))
             }
             EntryRef::Vacant(e) => {
-                let held = dirty.get_or_insert_with(id, |id| RowId::from(id)).clone();
+                let held = RowId::from(id);
                 e.insert_with_key(held.clone(), row);
                 (held, None)
             }
         };
+        self.mark_dirty(held.clone());
         match old {
             Some(old) => {
                 self.live.insert(label, held, &meta);
@@ -297,29 +313,41 @@ impl Collection {
         }
     }
 
-    /// `id` as the maps hold it (see `put_row`): the allocation `rows` or `dirty` already has
-    /// for it, else a new one.
-    pub fn row_id(&self, id: String) -> RowId {
-        if let Some((held, _)) = self.rows.get_key_value(id.as_str()) {
-            return held.clone();
-        }
-        match self.dirty.get(id.as_str()) {
-            Some(held) => held.clone(),
-            None => id.into(),
-        }
-    }
-
+    /// Remove the row (or unreadable record) of `id` and mark it dirty; false if there was none.
     pub fn remove_row(&mut self, id: &str) -> bool {
-        match self.rows.remove(id) {
-            Some(old) => {
+        match self.rows.remove_entry(id) {
+            Some((held, old)) => {
                 self.live.remove(old.label);
                 self.index.remove(old.label);
                 self.order.remove(id);
                 self.payload.on_remove(old.label, &old.metadata);
+                self.mark_dirty(held);
                 true
             }
-            None => self.unreadable.remove(id).is_some(),
+            None => {
+                let was = self.unreadable.remove(id).is_some();
+                if was {
+                    self.mark_dirty(RowId::from(id));
+                }
+                was
+            }
         }
+    }
+
+    fn mark_dirty(&mut self, id: RowId) {
+        self.dirty.push(id);
+        if self.dirty.len() >= 2 * self.dirty_deduped.max(DIRTY_DEDUP_MIN) {
+            self.dirty_deduped = sort_dedup(&mut self.dirty);
+        }
+    }
+
+    /// `dirty`, sorted by id and without repeats, for a checkpoint to capture; leaves it empty
+    /// and releases its memory (it is as large as the most writes between two checkpoints).
+    pub fn take_dirty(&mut self) -> Vec<RowId> {
+        let mut ids = std::mem::take(&mut self.dirty);
+        self.dirty_deduped = 0;
+        sort_dedup(&mut ids);
+        ids
     }
 
     /// Rebuild the payload indexes from `rows` unless `payload` (loaded from their file) already
@@ -555,10 +583,7 @@ impl State {
                     if keep && (c.rows.contains_key(id.as_str()) || c.unreadable.contains_key(&id)) {
                         c.keep_version(&id, seq);
                     }
-                    if c.remove_row(&id) {
-                        let id = c.row_id(id);
-                        c.dirty.insert(id);
-                    }
+                    c.remove_row(&id);
                 }
             }
         }
@@ -611,5 +636,61 @@ impl State {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distance::Metric;
+
+    fn upsert(id: &str, n: usize) -> Op {
+        Op::Upsert {
+            collection: "c".into(),
+            id: id.into(),
+            vector: SharedVector::from_slice(&[n as f32, 1.0]),
+            metadata: crate::batch::metadata_text("{}"),
+        }
+    }
+
+    /// `dirty` against a model (the set of ids written since the last capture): overwrites,
+    /// deletes of present and absent ids, and a delete then a rewrite, across two captures; and
+    /// repeated overwrites of a few ids keep it bounded.
+    #[test]
+    fn dirty_ids_match_a_set_of_the_ids_written_since_the_capture() {
+        let mut st = State::default();
+        let spec = CollectionSpec { name: "c".into(), dim: 2, metric: Metric::L2, m: 8, ef_construction: 32 };
+        st.apply(1, 0, vec![Op::CreateCollection(spec)]).expect("create");
+        let mut model = BTreeSet::new();
+        let mut seq = 2;
+        for round in 0..3000usize {
+            let id = format!("id-{}", round % 97);
+            let op = if round % 5 == 4 { Op::Delete { collection: "c".into(), id: id.clone() } } else { upsert(&id, round) };
+            let existed = st.collections["c"].rows.contains_key(id.as_str());
+            if !matches!(op, Op::Delete { .. }) || existed {
+                model.insert(id);
+            }
+            st.apply(seq, 0, vec![op]).expect("apply");
+            seq += 1;
+            if round == 1500 {
+                let c = st.collections.get_mut("c").expect("c");
+                let got: Vec<String> = c.take_dirty().iter().map(|id| id.to_string()).collect();
+                assert_eq!(got, model.iter().cloned().collect::<Vec<_>>(), "first capture");
+                model.clear();
+            }
+        }
+        let c = st.collections.get_mut("c").expect("c");
+        assert!(c.dirty.len() <= 2 * DIRTY_DEDUP_MIN, "bounded: {}", c.dirty.len());
+        let got: Vec<String> = c.take_dirty().iter().map(|id| id.to_string()).collect();
+        assert_eq!(got, model.into_iter().collect::<Vec<_>>(), "second capture");
+        assert!(c.take_dirty().is_empty(), "a capture leaves nothing dirty");
+        // Far more writes than DIRTY_DEDUP_MIN to three ids: deduped as it doubles.
+        for round in 0..20_000usize {
+            st.apply(seq, 0, vec![upsert(&format!("x{}", round % 3), round)]).expect("apply");
+            seq += 1;
+        }
+        let c = st.collections.get_mut("c").expect("c");
+        assert!(c.dirty.len() < 2 * DIRTY_DEDUP_MIN, "bounded: {}", c.dirty.len());
+        assert_eq!(c.take_dirty().len(), 3);
     }
 }

@@ -80,22 +80,25 @@ pub(super) fn capture(shared: &Shared, writer: &mut WalWriter) -> Result<Capture
     let time_ms = st.last_time_ms;
     let mut collections = Vec::new();
     for c in st.collections.values_mut() {
-        let full =
-            c.data_files.is_empty() || c.data_files.len() >= MAX_DATA_FILES_PER_COLLECTION || c.dirty.len() * 2 >= c.rows.len().max(1);
+        let dirty = c.take_dirty();
+        let full = c.data_files.is_empty() || c.data_files.len() >= MAX_DATA_FILES_PER_COLLECTION || dirty.len() * 2 >= c.rows.len().max(1);
         let write = if full {
             let mut rows: CapturedRows = c.rows.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
             rows.sort_by(|a, b| a.0.cmp(&b.0));
             Some((KIND_BASE, rows))
-        } else if !c.dirty.is_empty() {
-            let mut rows: CapturedRows = c.dirty.iter().map(|id| (id.clone(), c.rows.get(id).cloned())).collect();
-            rows.sort_by(|a, b| a.0.cmp(&b.0));
+        } else if !dirty.is_empty() {
+            // Already in id order.
+            let rows: CapturedRows = dirty
+                .into_iter()
+                .map(|id| {
+                    let row = c.rows.get(&*id).cloned();
+                    (id, row)
+                })
+                .collect();
             Some((KIND_DELTA, rows))
         } else {
             None
         };
-        // Released rather than cleared: the table is as large as the most rows written between
-        // two checkpoints (a bulk load's), and would stay that large for the life of the store.
-        c.dirty = Default::default();
         let payload_bytes = (!c.payload.is_empty() && (c.payload.changed || c.payload_file.is_none()))
             .then(|| crate::payload::encode_payload_file(&c.payload, seq));
         c.payload.changed = false;
