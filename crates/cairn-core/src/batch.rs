@@ -231,7 +231,9 @@ fn decode_op(c: &mut Cursor, i: usize) -> Result<Op> {
             }
             let meta_len = c.u32()? as usize;
             let metadata = c.str_ref(meta_len, "metadata")?;
-            if !matches!(serde_json::from_str::<JsonCheck>(metadata), Ok(JsonCheck::Object | JsonCheck::Null)) {
+            if !is_flat_json_object(metadata.as_bytes())
+                && !matches!(serde_json::from_str::<JsonCheck>(metadata), Ok(JsonCheck::Object | JsonCheck::Null))
+            {
                 return Err(Error::InvalidArgument(format!("records[{i}].metadata of id '{id}' must be a JSON object")));
             }
             Op::Upsert { collection, id, vector, metadata: metadata_text(metadata) }
@@ -239,6 +241,61 @@ fn decode_op(c: &mut Cursor, i: usize) -> Result<Op> {
         OP_DELETE => Op::Delete { collection: c.name("collection name")?, id: c.name("id")? },
         other => return Err(Error::InvalidArgument(format!("unknown operation kind {other} in batch"))),
     })
+}
+
+/// Whether `text` is a JSON object of the flat form the TypeScript writer makes of plain
+/// metadata (`encode.ts`, `writeFlatJson`): no whitespace; keys and string values of printable
+/// ASCII without escapes; values that are such strings, integers of 1 to 15 digits, `true`,
+/// `false` or `null`. Every text accepted here is a JSON object (`JsonCheck::Object`), checked in
+/// one pass over its bytes; anything else is left to the full check.
+fn is_flat_json_object(t: &[u8]) -> bool {
+    if t.first() != Some(&b'{') {
+        return false;
+    }
+    let mut i = 1;
+    if t.get(i) == Some(&b'}') {
+        return t.len() == 2;
+    }
+    loop {
+        let Some(after_key) = plain_json_string(t, i) else { return false };
+        if t.get(after_key) != Some(&b':') {
+            return false;
+        }
+        let Some(after_value) = flat_json_value(t, after_key + 1) else { return false };
+        match t.get(after_value) {
+            Some(b',') => i = after_value + 1,
+            Some(b'}') => return after_value + 1 == t.len(),
+            _ => return false,
+        }
+    }
+}
+
+/// The end of a string at `i` without escapes or bytes outside printable ASCII.
+fn plain_json_string(t: &[u8], i: usize) -> Option<usize> {
+    if t.get(i) != Some(&b'"') {
+        return None;
+    }
+    let body = t.get(i + 1..)?;
+    let close = body.iter().position(|&b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))?;
+    (body[close] == b'"').then_some(i + 1 + close + 1)
+}
+
+/// The end of a flat value at `i` (see `is_flat_json_object`).
+fn flat_json_value(t: &[u8], i: usize) -> Option<usize> {
+    let rest = t.get(i..)?;
+    match rest.first()? {
+        b'"' => plain_json_string(t, i),
+        b't' => rest.starts_with(b"true").then_some(i + 4),
+        b'f' => rest.starts_with(b"false").then_some(i + 5),
+        b'n' => rest.starts_with(b"null").then_some(i + 4),
+        &first => {
+            let start = usize::from(first == b'-');
+            let digits = rest[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+            // No leading zero: "0" and "-0" are JSON, "01" is not.
+            let ok = (1..=15).contains(&digits) && (digits == 1 || rest[start] != b'0');
+            ok.then_some(i + start + digits)
+        }
+    }
 }
 
 /// The kind of a JSON value that parses exactly as `serde_json::Value` would (same syntax,
@@ -378,6 +435,82 @@ mod tests {
             };
             assert_eq!(serde_json::from_str::<JsonCheck>(case).map_err(|_| ()), expected, "{case:?}");
         }
+    }
+
+    /// The flat fast path accepts only JSON objects (checked against serde_json on random
+    /// texts built from JSON-ish pieces), and accepts the metadata the TypeScript writer makes.
+    #[test]
+    fn flat_json_objects_are_json_objects() {
+        for ok in [r#"{}"#, r#"{"source":"bench","n":12,"tag":"x"}"#, r#"{"a":-0,"b":true,"c":false,"d":null,"e":"","f":123456789012345}"#]
+        {
+            assert!(is_flat_json_object(ok.as_bytes()), "{ok}");
+        }
+        for not_flat in [
+            r#"{"a":1.5}"#,
+            r#"{"a":"\n"}"#,
+            r#"{ "a":1}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1234567890123456}"#,
+            r#"{"é":1}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":1}x"#,
+            r#"{"a"}"#,
+            "{",
+            "",
+        ] {
+            assert!(!is_flat_json_object(not_flat.as_bytes()), "{not_flat}");
+        }
+        // Mostly well-formed pairs and commas, so that many texts are flat, with pieces that
+        // break them in every way the scanner must notice.
+        let pieces = [
+            "\"k\":1",
+            "\"v\":\"s\"",
+            "\"t\":true",
+            "\"z\":-0",
+            "\"n\":null",
+            "\"f\":false",
+            "\"\":\"\"",
+            ",",
+            ",",
+            ",",
+            "\"",
+            ":",
+            "0",
+            "-",
+            "9",
+            "fals",
+            " ",
+            "\\",
+            "é",
+            "[",
+            "]",
+            ".5",
+            "e3",
+            "}",
+            "{",
+            "\u{7f}",
+            "\u{1}",
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let (mut flat, mut checked) = (0, 0);
+        for _ in 0..200_000 {
+            let mut text = String::from("{");
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for k in 0..(x % 10) {
+                text.push_str(pieces[((x >> (6 * k)) % pieces.len() as u64) as usize]);
+            }
+            if !x.is_multiple_of(3) {
+                text.push('}');
+            }
+            if is_flat_json_object(text.as_bytes()) {
+                flat += 1;
+                assert!(matches!(serde_json::from_str::<serde_json::Value>(&text), Ok(serde_json::Value::Object(_))), "{text}");
+            }
+            checked += 1;
+        }
+        assert!(flat > 1_000, "the generator reaches the fast path: {flat} of {checked}");
     }
 
     #[test]

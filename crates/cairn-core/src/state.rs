@@ -136,7 +136,8 @@ pub struct Collection {
     /// Ids written (upserted or deleted) since the last checkpoint captured this collection, in
     /// write order and with repeats: a push per write, where a set cost a hash probe and, as it
     /// grew, a rehash that read every id again. The capture sorts and dedups it; so does
-    /// `mark_dirty` whenever it has doubled since, which bounds it by twice the distinct ids.
+    /// `mark_dirty` once it is twice the larger of the rows and its last deduped length, which
+    /// bounds it by twice the rows plus the deleted ids.
     /// It holds `rows`' allocation of each id, except that an id deleted and written again
     /// keeps its earlier one here until the capture.
     pub dirty: Vec<RowId>,
@@ -336,7 +337,9 @@ impl Collection {
 
     fn mark_dirty(&mut self, id: RowId) {
         self.dirty.push(id);
-        if self.dirty.len() >= 2 * self.dirty_deduped.max(DIRTY_DEDUP_MIN) {
+        // Distinct dirty ids are at most the rows plus the ids deleted since the capture: a bulk
+        // load of new ids never sorts here, and repeats are dropped once they double the list.
+        if self.dirty.len() >= 2 * self.dirty_deduped.max(self.rows.len()).max(DIRTY_DEDUP_MIN) {
             self.dirty_deduped = sort_dedup(&mut self.dirty);
         }
     }
