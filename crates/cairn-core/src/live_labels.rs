@@ -12,7 +12,10 @@
 use std::sync::Arc;
 
 use crate::keyed_hash::IdMap;
-use crate::state::RowId;
+
+/// A record id as the row maps hold it (`state::RowId`, spelled out here: `state.rs` uses this
+/// module).
+type RowId = Arc<str>;
 
 /// Longest metadata kept inline (the enum is then 24 bytes, as the `Arc<str>` arm needs).
 const INLINE: usize = 22;
