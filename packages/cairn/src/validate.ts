@@ -50,9 +50,13 @@ export function checkPlainObject(field: string, value: unknown): Record<string, 
   throw invalidArgument(`${field} must be a plain object`);
 }
 
-/** Whether every own enumerable key of `value` is in `known` (see `checkKnownKeys`). */
+/**
+ * Whether every own enumerable key of `value` is in `known` (see `checkKnownKeys`), without
+ * allocating a key array. `for...in` also visits inherited enumerable keys, so an object false
+ * here only because of such a key goes to `checkKnownKeys`, which decides on own keys alone.
+ */
 export function hasOnlyKeys(value: object, known: readonly string[]): boolean {
-  for (const key of Object.keys(value)) {
+  for (const key in value) {
     if (!known.includes(key)) return false;
   }
   return true;
