@@ -7,6 +7,7 @@ import type { Metadata } from './collection-reader.js';
 import type { EncodedOp, UpsertMetadata, UpsertVisitor } from './encode.js';
 import { invalidArgument } from './errors.js';
 import {
+  allFinite,
   checkJson,
   checkKnownKeys,
   checkName,
@@ -105,11 +106,9 @@ function forEachColumnarUpsert(field: string, dim: number, columns: Record<strin
   if (metadata !== undefined && (!Array.isArray(metadata) || metadata.length !== n)) {
     throw invalidArgument(`${field}.metadata must be an array with one entry per id (${n})`);
   }
-  for (let j = 0; j < vectors.length; j++) {
-    const x = vectors[j]!;
-    if (x - x !== 0) {
-      throw invalidArgument(`${field}.vectors[${j}] (record ${Math.floor(j / dim)}, component ${j % dim}) must be a finite number (got ${String(x)})`);
-    }
+  if (!allFinite(vectors, 0, vectors.length)) {
+    const j = vectors.findIndex((x) => !Number.isFinite(x));
+    throw invalidArgument(`${field}.vectors[${j}] (record ${Math.floor(j / dim)}, component ${j % dim}) must be a finite number (got ${String(vectors[j])})`);
   }
   const seen = new Set<string>();
   for (let i = 0; i < n; i++) {

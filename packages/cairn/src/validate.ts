@@ -99,13 +99,28 @@ export function checkVector(field: string, value: unknown, dim: number): Float32
 
 /** The common case of a valid vector: a Float32Array of `dim` finite values. */
 export function isFiniteVector(value: unknown, dim: number): value is Float32Array {
-  if (!(value instanceof Float32Array) || value.length !== dim) return false;
-  for (let i = 0; i < dim; i++) {
-    const x = value[i]!;
-    // NaN and ±Infinity are the values for which x - x is not 0.
-    if (x - x !== 0) return false;
+  return value instanceof Float32Array && value.length === dim && allFinite(value, 0, dim);
+}
+
+/**
+ * Whether `values[start .. end)` are all finite. x * 0 is ±0 for a finite x and NaN for NaN and
+ * ±Infinity, so the sums stay 0 exactly when every value is finite; four independent sums run
+ * about twice as fast as a compare and branch per value (this runs over every component written).
+ */
+export function allFinite(values: Float32Array, start: number, end: number): boolean {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let i = start;
+  for (; i + 4 <= end; i += 4) {
+    s0 += values[i]! * 0;
+    s1 += values[i + 1]! * 0;
+    s2 += values[i + 2]! * 0;
+    s3 += values[i + 3]! * 0;
   }
-  return true;
+  for (; i < end; i++) s0 += values[i]! * 0;
+  return s0 + s1 + s2 + s3 === 0;
 }
 
 /** Plain JSON only: objects with the plain prototype, arrays, strings, finite numbers, booleans, null. */
