@@ -277,10 +277,9 @@ impl Collection {
     }
 
     /// Insert or replace the row of `id` and mark it dirty, keeping `live`, `order`, the
-    /// payload indexes and the graph index's pending set in step. Each map gets the one
-    /// allocation `rows` (or else `dirty`, for an id deleted since the last checkpoint) has for
-    /// the id, so an id is allocated once however often it is written. `rows` and `dirty` are
-    /// probed once each: this runs for every row the commit thread applies.
+    /// payload indexes and the graph index's pending set in step. Each map gets the allocation
+    /// `rows` has for the id, so an id is allocated once however often it is overwritten. `rows`
+    /// is probed once: this runs for every row the commit thread applies.
     pub fn put_row(&mut self, id: &str, row: Row) {
         if !self.unreadable.is_empty() {
             self.unreadable.remove(id);
@@ -299,15 +298,14 @@ impl Collection {
             }
         };
         self.mark_dirty(held.clone());
+        self.live.insert(label, held.clone(), &meta);
         match old {
             Some(old) => {
-                self.live.insert(label, held, &meta);
                 self.live.remove(old.label);
                 self.index.remove(old.label);
                 self.payload.on_put(label, &meta, Some((old.label, &old.metadata)));
             }
             None => {
-                self.live.insert(label, held.clone(), &meta);
                 self.order.insert(held);
                 self.payload.on_put(label, &meta, None);
             }
